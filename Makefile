@@ -1,0 +1,40 @@
+# CaptionKit: every target is a line or two calling a Python entry point. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+MODEL ?= demo-model
+OUT ?= dist/model.pt2
+ARTIFACT ?= $(OUT)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test demo demo-model export caption synth
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node_modules (npm ci, the cdk CLI)
+
+test: setup ## run the whole test suite (sets itself up)
+	$(PY) -m pytest -q tests
+
+demo-model: setup ## train the small demo captioner into ./demo-model (deterministic, ~2 min)
+	$(PY) -m export.demo_model --out demo-model
+
+export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate
+	$(PY) -m export --model $(MODEL) --out $(OUT)
+
+caption: setup ## caption IMAGES with ARTIFACT: make caption ARTIFACT=dist/model.pt2 IMAGES="a.jpg b.png"
+	$(PY) -m runtime caption --artifact $(ARTIFACT) $(IMAGES)
+
+synth: setup ## cdk synth the stacks (offline, no credentials)
+	npx cdk synth --quiet
