@@ -1,0 +1,1 @@
+"""CaptionKit exporter: HF checkpoint to one .pt2 artifact."""

@@ -1,0 +1,6 @@
+"""Entry point: `python -m export --model ... --out ...`."""
+import sys
+
+from export.cli import main
+
+sys.exit(main())

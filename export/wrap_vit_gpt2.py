@@ -1,0 +1,76 @@
+"""Tensor-only encoder and decoder-step modules for VisionEncoderDecoder (ViT/DeiT + GPT-2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from export.wrap_common import merge_heads, position_mask, split_heads, without_pooler, write_cache
+
+
+class VitGpt2Encoder(nn.Module):
+    """Pixels in; every decoder layer's cross-attention keys and values out ([L, B, H, S, D] each)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.vision = without_pooler(model.encoder)
+        self.proj = getattr(model, "enc_to_dec_proj", None)
+        self.cross_kv = nn.ModuleList(block.crossattention.c_attn for block in model.decoder.transformer.h)
+        self.num_heads = model.decoder.config.n_head
+        self.width = model.decoder.config.n_embd
+
+    def forward(self, pixel_values: torch.Tensor):
+        states = self.vision(pixel_values=pixel_values).last_hidden_state
+        if self.proj is not None:
+            states = self.proj(states)
+        keys, values = [], []
+        for c_attn in self.cross_kv:
+            k, v = c_attn(states).split(self.width, dim=2)
+            keys.append(split_heads(k, self.num_heads))
+            values.append(split_heads(v, self.num_heads))
+        return torch.stack(keys), torch.stack(values)
+
+
+class Gpt2Step(nn.Module):
+    """One GPT-2 token step over an explicit fixed-length self-attention cache."""
+
+    def __init__(self, model, max_length: int):
+        super().__init__()
+        decoder = model.decoder
+        self.wte = decoder.transformer.wte
+        self.wpe = decoder.transformer.wpe
+        self.blocks = decoder.transformer.h
+        self.ln_f = decoder.transformer.ln_f
+        self.lm_head = decoder.lm_head
+        self.num_heads = decoder.config.n_head
+        self.width = decoder.config.n_embd
+        self.max_length = max_length
+
+    def forward(self, input_ids, position, self_k, self_v, cross_k, cross_v):
+        x = self.wte(input_ids)[:, None, :] + self.wpe(position)[None, :, :]
+        mask = position_mask(position, self.max_length)
+        new_k, new_v = [], []
+        for i, block in enumerate(self.blocks):
+            q, k, v = block.attn.c_attn(block.ln_1(x)).split(self.width, dim=2)
+            keys = write_cache(self_k[i], position, split_heads(k, self.num_heads))
+            vals = write_cache(self_v[i], position, split_heads(v, self.num_heads))
+            new_k.append(keys)
+            new_v.append(vals)
+            att = F.scaled_dot_product_attention(
+                split_heads(q, self.num_heads), keys, vals, attn_mask=mask, scale=block.attn.scaling
+            )
+            x = x + block.attn.c_proj(merge_heads(att))
+            q = block.crossattention.q_attn(block.ln_cross_attn(x))
+            att = F.scaled_dot_product_attention(
+                split_heads(q, self.num_heads), cross_k[i], cross_v[i], scale=block.crossattention.scaling
+            )
+            x = x + block.crossattention.c_proj(merge_heads(att))
+            x = x + block.mlp(block.ln_2(x))
+        logits = self.lm_head(self.ln_f(x))[:, 0, :]
+        return logits.float(), torch.stack(new_k), torch.stack(new_v)
+
+
+def cache_shape(model) -> dict:
+    """Layer count, heads and head size of the decoder's caches."""
+    cfg = model.decoder.config
+    return {"layers": cfg.n_layer, "heads": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head}

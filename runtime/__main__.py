@@ -1,0 +1,24 @@
+"""`python -m runtime caption|agent|submit ...`."""
+from __future__ import annotations
+
+import sys
+
+COMMANDS = {
+    "caption": "runtime.caption_cli",
+    "agent": "runtime.agent",
+    "submit": "runtime.submit",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print("usage: python -m runtime {caption|agent|submit} ...", file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module(COMMANDS[argv[0]])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,113 @@
+"""Beam search over the exported programs: transformers' `_beam_search`, item by item, finished items leave.
+
+Each image keeps the same state HF keeps (running beams, finished hypotheses, the early-stopping
+heuristic). Once an image can no longer change its finished hypotheses, HF keeps computing it until
+the whole batch is done; here its rows are dropped instead. Its result is the same either way.
+"""
+from __future__ import annotations
+
+import torch
+
+from runtime.decode import Caches, DecodeSettings, Step, Trace
+
+NEG = -1.0e9
+
+
+def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings,
+                trace: Trace | None = None) -> list[list[int]]:
+    """Beam search with `settings.num_beams`; returns the best hypothesis' generated ids per image."""
+    k, device = settings.num_beams, cross_k.device
+    n = cross_k.shape[1]
+    max_len = settings.max_new_tokens + 1  # HF counts the start token in max_length
+    keep_k = 2 * k  # max(2, 1 + number of EOS ids) * num_beams, with one EOS id
+    caches = Caches.empty(cross_k.repeat_interleave(k, dim=1), cross_v.repeat_interleave(k, dim=1),
+                          settings.max_new_tokens)
+    running = torch.full((n, k, max_len), settings.eos_token_id, dtype=torch.long, device=device)
+    running[:, :, 0] = settings.start_token_id
+    running_scores = torch.zeros((n, k), device=device)
+    running_scores[:, 1:] = NEG
+    done_seqs = running.clone()
+    done_scores = torch.full((n, k), NEG, device=device)
+    done_lens = torch.zeros((n, k), dtype=torch.long, device=device)
+    finished = torch.zeros((n, k), dtype=torch.bool, device=device)
+    improvable = torch.ones((n, 1), dtype=torch.bool, device=device)
+    top_mask = torch.arange(keep_k, device=device) < k
+    items = list(range(n))
+    results: dict[int, list[int]] = {}
+    if trace is not None:
+        trace.gaps, trace.top = [[] for _ in range(n)], [[] for _ in range(n)]
+    cur = 1
+    while items:
+        position = torch.tensor([cur - 1], dtype=torch.long, device=device)
+        logits, caches.self_k, caches.self_v = step(running[:, :, cur - 1].reshape(-1), position, caches.self_k,
+                                                    caches.self_v, caches.cross_k, caches.cross_v)
+        m, vocab = len(items), logits.shape[-1]
+        scores = torch.log_softmax(logits.float(), dim=-1).view(m, k, vocab) + running_scores[:, :, None]
+        scores = scores.reshape(m, k * vocab)
+        top_scores, top_index = torch.topk(scores, keep_k)
+        if trace is not None:
+            _trace_beams(trace, scores, keep_k, vocab, items)
+        src = top_index // vocab
+        top_seqs = torch.take_along_dim(running, src[:, :, None], dim=1)
+        top_seqs[:, :, cur] = top_index % vocab
+        hits = (top_seqs[:, :, cur] == settings.eos_token_id) | (cur + 1 >= max_len)
+
+        live_scores = top_scores + hits.float() * NEG
+        nxt = torch.topk(live_scores, k)[1]
+        running = torch.take_along_dim(top_seqs, nxt[:, :, None], dim=1)
+        running_scores = torch.take_along_dim(live_scores, nxt, dim=1)
+        parent = torch.take_along_dim(src, nxt, dim=1)
+
+        just_done = hits & top_mask[None, :]
+        cand = top_scores / ((cur + 1 - 1) ** settings.length_penalty)
+        full = finished.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
+        cand = cand + full.float() * NEG + (~improvable).float() * NEG + (~just_done).float() * NEG
+        cand_lens = torch.full_like(done_lens[:, :1], cur + 1).expand(m, keep_k)
+        merged = torch.topk(torch.cat((done_scores, cand), dim=1), k)[1]
+        done_seqs = torch.take_along_dim(torch.cat((done_seqs, top_seqs), dim=1), merged[:, :, None], dim=1)
+        done_scores = torch.take_along_dim(torch.cat((done_scores, cand), dim=1), merged, dim=1)
+        done_lens = torch.take_along_dim(torch.cat((done_lens, cand_lens), dim=1), merged, dim=1)
+        finished = torch.take_along_dim(torch.cat((finished, just_done), dim=1), merged, dim=1)
+
+        cur += 1
+        improvable = improvable & _can_improve(running_scores, done_scores, finished, cur, max_len, settings)
+        over = ~improvable[:, 0] | hits.all(dim=-1)
+        if settings.early_stopping is True:
+            over |= finished.all(dim=-1)
+        flat_parent = (parent + torch.arange(m, device=device)[:, None] * k).reshape(-1)
+        if bool(over.any()):
+            for j in over.nonzero().flatten().tolist():
+                results[items[j]] = done_seqs[j, 0, 1:int(done_lens[j, 0])].tolist()
+            stay = (~over).nonzero().flatten()
+            items = [items[j] for j in stay.tolist()]
+            if not items:
+                break
+            running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = (
+                t.index_select(0, stay) for t in (running, running_scores, done_seqs, done_scores, done_lens,
+                                                 finished, improvable))
+            rows = flat_parent.view(m, k).index_select(0, stay).reshape(-1)
+            cross_rows = (stay[:, None] * k + torch.arange(k, device=device)[None, :]).reshape(-1)
+            caches = Caches(caches.self_k.index_select(1, rows), caches.self_v.index_select(1, rows),
+                            caches.cross_k.index_select(1, cross_rows), caches.cross_v.index_select(1, cross_rows))
+        else:
+            caches = caches.select(flat_parent, cross=False)
+    return [results[i] for i in range(n)]
+
+
+def _can_improve(running_scores, done_scores, finished, cur, max_len, settings):
+    """HF's `_check_early_stop_heuristic` (prompt length 1)."""
+    if settings.early_stopping == "never" and settings.length_penalty > 0.0:
+        best_len = max_len - 1
+    else:
+        best_len = cur - 1
+    best_running = running_scores[:, :1] / (best_len ** settings.length_penalty)
+    worst_done = torch.where(finished, done_scores.min(dim=1, keepdim=True)[0], torch.tensor(NEG))
+    return (best_running > worst_done).any(dim=-1, keepdim=True)
+
+
+def _trace_beams(trace: Trace, scores: torch.Tensor, keep_k: int, vocab: int, items: list[int]) -> None:
+    values, index = torch.topk(scores, keep_k + 1)
+    for j, item in enumerate(items):
+        gaps = (values[j, :-1] - values[j, 1:]).min()
+        trace.gaps[item].append(float(gaps))
+        trace.top[item].append([(int(index[j, c] % vocab), float(values[j, c])) for c in range(keep_k + 1)])

@@ -1,0 +1,86 @@
+"""The inference core: a loaded artifact that turns images into captions with torch alone."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from runtime.artifact import file_sha256, load_programs, verify
+from runtime.beam import beam_search
+from runtime.decode import DecodeSettings, Trace, greedy
+from runtime.errors import ArtifactError
+from runtime.preprocess import Preprocessor
+from runtime.text import TextDecoder
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' means CUDA when torch can see a GPU, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU (torch.cuda.is_available() is False)")
+    return resolved
+
+
+class Captioner:
+    """A verified, loaded artifact: preprocess on any thread, caption on the device."""
+
+    def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device, sha256: str):
+        self.path, self.manifest, self.device, self.sha256 = path, manifest, device, sha256
+        self.name = manifest["source"]["model"]
+        self.max_batch = int(manifest["max_batch"])
+        self.max_beams = int(manifest["max_beams"])
+        self.dtype = getattr(torch, manifest["dtype"])
+        self.encoder, self.step = programs["encoder"], programs["decoder_step"]
+        gen = manifest["generation"]
+        self.settings = DecodeSettings(
+            start_token_id=gen["start_token_id"], eos_token_id=gen["eos_token_id"],
+            max_new_tokens=gen["max_new_tokens"], num_beams=gen["num_beams"],
+            length_penalty=gen["length_penalty"], early_stopping=gen["early_stopping"],
+        )
+        self.text = TextDecoder(tokenizer_json, manifest["tokenizer"]["clean_up_tokenization_spaces"])
+        self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
+
+    def preprocess(self, images: list[PIL.Image.Image]) -> torch.Tensor:
+        """RGB images to a CPU float32 pixel batch, as the model's HF image processor makes it."""
+        return self._preprocess(images)
+
+    @torch.inference_mode()
+    def generate_ids(self, pixel_values: torch.Tensor, num_beams: int | None = None,
+                     trace: Trace | None = None) -> list[list[int]]:
+        """Token ids per image (EOS included when emitted), in chunks of at most `max_batch`."""
+        beams = self.settings.num_beams if num_beams is None else num_beams
+        if not 1 <= beams <= self.max_beams:
+            raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
+                             "(re-export with --num-beams to raise it)")
+        settings = DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
+        out: list[list[int]] = []
+        for start in range(0, pixel_values.shape[0], self.max_batch):
+            chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
+            cross_k, cross_v = self.encoder(chunk)
+            search = greedy if beams == 1 else beam_search
+            out.extend(search(self.step, cross_k, cross_v, settings, trace=trace))
+        return out
+
+    def caption_pixels(self, pixel_values: torch.Tensor, num_beams: int | None = None) -> list[str]:
+        """Captions for a preprocessed batch."""
+        return [self.text.decode(ids) for ids in self.generate_ids(pixel_values, num_beams)]
+
+    def caption(self, images: list[PIL.Image.Image], num_beams: int | None = None) -> list[str]:
+        """Captions for RGB images."""
+        return self.caption_pixels(self.preprocess(images), num_beams)
+
+
+def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None) -> Captioner:
+    """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too."""
+    path = Path(path)
+    sha = file_sha256(path) if path.is_file() else ""
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected_sha256[:12]}…; "
+                            "the download is incomplete or the wrong file")
+    manifest, tokenizer_json = verify(path)
+    resolved = resolve_device(device)
+    return Captioner(path, manifest, tokenizer_json, load_programs(path, resolved), resolved, sha)

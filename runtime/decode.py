@@ -1,0 +1,100 @@
+"""Batched greedy and beam search over an encoder program and a decoder-step program, in plain torch.
+
+Finished rows leave the batch: a greedy row that emitted EOS, or an image whose beam search can no
+longer improve, is dropped from every tensor, so it stops costing compute. Beam search reproduces
+transformers' `_beam_search` (length penalty, early stopping heuristic) item by item.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+Step = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """What the loop needs from the manifest's generation block."""
+
+    start_token_id: int
+    eos_token_id: int
+    max_new_tokens: int
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+
+
+@dataclass
+class Trace:
+    """Per image, per step: the gap between the best kept score and the best rejected one (near-tie evidence)."""
+
+    gaps: list[list[float]] = field(default_factory=list)
+    top: list[list[list[tuple[int, float]]]] = field(default_factory=list)
+
+
+@dataclass
+class Caches:
+    """The decoder's explicit state: self-attention caches and per-row cross-attention keys/values."""
+
+    self_k: torch.Tensor
+    self_v: torch.Tensor
+    cross_k: torch.Tensor
+    cross_v: torch.Tensor
+
+    @classmethod
+    def empty(cls, cross_k: torch.Tensor, cross_v: torch.Tensor, max_length: int) -> "Caches":
+        layers, rows, heads, _, head_dim = cross_k.shape
+        shape = (layers, rows, heads, max_length, head_dim)
+        zeros = torch.zeros(shape, dtype=cross_k.dtype, device=cross_k.device)
+        return cls(zeros, zeros.clone(), cross_k, cross_v)
+
+    def select(self, rows: torch.Tensor, cross: bool = True) -> "Caches":
+        """Keep (and reorder) rows of the batch; cross-attention state only when rows change images."""
+        pick = lambda t: t.index_select(1, rows)  # noqa: E731
+        return Caches(pick(self.self_k), pick(self.self_v),
+                      pick(self.cross_k) if cross else self.cross_k, pick(self.cross_v) if cross else self.cross_v)
+
+
+def greedy(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings,
+           trace: Trace | None = None) -> list[list[int]]:
+    """Greedy decoding; returns the generated token ids of each image (EOS included when emitted)."""
+    rows = cross_k.shape[1]
+    device = cross_k.device
+    caches = Caches.empty(cross_k, cross_v, settings.max_new_tokens)
+    tokens = torch.full((rows,), settings.start_token_id, dtype=torch.long, device=device)
+    alive = list(range(rows))
+    out: list[list[int]] = [[] for _ in range(rows)]
+    if trace is not None:
+        trace.gaps = [[] for _ in range(rows)]
+        trace.top = [[] for _ in range(rows)]
+    for t in range(settings.max_new_tokens):
+        position = torch.tensor([t], dtype=torch.long, device=device)
+        logits, caches.self_k, caches.self_v = step(tokens, position, caches.self_k, caches.self_v,
+                                                    caches.cross_k, caches.cross_v)
+        nxt = logits.argmax(dim=-1)
+        if trace is not None:
+            _trace_greedy(trace, logits, alive)
+        ids = nxt.tolist()
+        keep = []
+        for j, (row, tok) in enumerate(zip(alive, ids)):
+            out[row].append(tok)
+            if tok != settings.eos_token_id:
+                keep.append(j)
+        if not keep:
+            break
+        if len(keep) < len(alive):
+            index = torch.tensor(keep, dtype=torch.long, device=device)
+            caches = caches.select(index)
+            nxt = nxt.index_select(0, index)
+            alive = [alive[j] for j in keep]
+        tokens = nxt
+    return out
+
+
+def _trace_greedy(trace: Trace, logits: torch.Tensor, alive: list[int]) -> None:
+    values, indices = logits.float().topk(2, dim=-1)
+    for j, row in enumerate(alive):
+        trace.gaps[row].append(float(values[j, 0] - values[j, 1]))
+        trace.top[row].append([(int(indices[j, k]), float(values[j, k])) for k in range(2)])

@@ -1,0 +1,49 @@
+"""Test helpers that damage or rewrite .pt2 archives the way real failures would."""
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zipfile
+from pathlib import Path
+
+from torch.export.pt2_archive._package import PT2ArchiveReader, PT2ArchiveWriter
+
+
+def rewrite_manifest(src: Path, dst: Path, **changes) -> Path:
+    """Copy an archive record by record, with some manifest fields changed."""
+    reader = PT2ArchiveReader(str(src))
+    with PT2ArchiveWriter(str(dst)) as writer:
+        for name in reader.get_file_names():
+            if name.startswith(".data/") or name in ("byteorder",):
+                continue
+            data = reader.read_bytes(name)
+            if name == "extra/manifest.json":
+                manifest = json.loads(data)
+                manifest.update(changes)
+                data = json.dumps(manifest).encode()
+            writer.write_bytes(name, data)
+    return dst
+
+
+def flip_byte_in_record(src: Path, dst: Path, record_suffix: str) -> Path:
+    """Copy the file and flip one byte inside the data of the first record whose name ends with the suffix."""
+    shutil.copyfile(src, dst)
+    with zipfile.ZipFile(dst) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(record_suffix))
+    with open(dst, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        offset = info.header_offset + 30 + name_len + extra_len + info.file_size // 2
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    return dst
+
+
+def truncate(src: Path, dst: Path, keep: float = 0.6) -> Path:
+    """Copy only the first part of the file, as an interrupted download would."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * keep)])
+    return dst

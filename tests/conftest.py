@@ -1,0 +1,47 @@
+"""Session fixtures: tiny random checkpoints of each family and their exported .pt2 artifacts (built once)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+
+
+def _export(folder: Path, out: Path, *extra: str) -> Path:
+    from export.cli import main
+
+    code = main(["--model", str(folder), "--out", str(out), "--max-batch", "8", *extra])
+    assert code == 0, f"export of {folder} failed with exit code {code}"
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_gpt2_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_vit_gpt2(tmp_path_factory.mktemp("vit-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_deit_gpt2_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_vit_gpt2(tmp_path_factory.mktemp("deit-gpt2"), encoder="deit")
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_dir(tmp_path_factory) -> Path:
+    return tiny_models.make_blip(tmp_path_factory.mktemp("blip"))
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact(tiny_vit_gpt2_dir, tmp_path_factory) -> Path:
+    """A real tiny ViT + GPT-2 .pt2 (float32, max batch 8), exported through the full CLI path."""
+    return _export(tiny_vit_gpt2_dir, tmp_path_factory.mktemp("artifacts") / "vit-gpt2.pt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_deit_artifact(tiny_deit_gpt2_dir, tmp_path_factory) -> Path:
+    return _export(tiny_deit_gpt2_dir, tmp_path_factory.mktemp("artifacts") / "deit-gpt2.pt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_blip_artifact(tiny_blip_dir, tmp_path_factory) -> Path:
+    return _export(tiny_blip_dir, tmp_path_factory.mktemp("artifacts") / "blip.pt2", "--num-beams", "3")
