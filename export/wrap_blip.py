@@ -33,8 +33,19 @@ class BlipStep(nn.Module):
         super().__init__()
         text = model.text_decoder
         self.embeddings = text.bert.embeddings
-        self.layers = text.bert.encoder.layer
-        self.head = text.cls
+        # Only what a step uses: the cross-attention K/V projections live in the encoder program.
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({"q": l.attention.self.query, "k": l.attention.self.key, "v": l.attention.self.value,
+                           "out": l.attention.output, "q_x": l.crossattention.self.query,
+                           "out_x": l.crossattention.output, "mid": l.intermediate, "ffn_out": l.output})
+            for l in text.bert.encoder.layer
+        )
+        predictions = text.cls.predictions
+        self.transform = predictions.transform
+        self.bias = predictions.decoder.bias
+        tied = predictions.decoder.weight is self.embeddings.word_embeddings.weight
+        # A tied head is the embedding matrix: hold it once, or export stores it twice.
+        self.decoder = None if tied else predictions.decoder
         self.num_heads = model.config.text_config.num_attention_heads
         self.max_length = max_length
 
@@ -45,19 +56,20 @@ class BlipStep(nn.Module):
         mask = position_mask(position, self.max_length)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            att = layer.attention.self
-            keys = write_cache(self_k[i], position, split_heads(att.key(x), self.num_heads))
-            vals = write_cache(self_v[i], position, split_heads(att.value(x), self.num_heads))
+            keys = write_cache(self_k[i], position, split_heads(layer["k"](x), self.num_heads))
+            vals = write_cache(self_v[i], position, split_heads(layer["v"](x), self.num_heads))
             new_k.append(keys)
             new_v.append(vals)
-            ctx = F.scaled_dot_product_attention(split_heads(att.query(x), self.num_heads), keys, vals, attn_mask=mask)
-            x = layer.attention.output(merge_heads(ctx), x)
-            cross = layer.crossattention
-            q = split_heads(cross.self.query(x), self.num_heads)
-            ctx = F.scaled_dot_product_attention(q, cross_k[i], cross_v[i])
-            x = cross.output(merge_heads(ctx), x)
-            x = layer.output(layer.intermediate(x), x)
-        logits = self.head(x)[:, 0, :]
+            q = split_heads(layer["q"](x), self.num_heads)
+            x = layer["out"](merge_heads(F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask)), x)
+            q = split_heads(layer["q_x"](x), self.num_heads)
+            x = layer["out_x"](merge_heads(F.scaled_dot_product_attention(q, cross_k[i], cross_v[i])), x)
+            x = layer["ffn_out"](layer["mid"](x), x)
+        x = self.transform(x)
+        if self.decoder is None:
+            logits = F.linear(x, self.embeddings.word_embeddings.weight, self.bias)[:, 0, :]
+        else:
+            logits = self.decoder(x)[:, 0, :]
         return logits.float(), torch.stack(new_k), torch.stack(new_v)
 
 

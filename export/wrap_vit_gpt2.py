@@ -39,9 +39,17 @@ class Gpt2Step(nn.Module):
         decoder = model.decoder
         self.wte = decoder.transformer.wte
         self.wpe = decoder.transformer.wpe
-        self.blocks = decoder.transformer.h
+        # Only what a step uses: the cross-attention K/V projections live in the encoder program.
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({"ln_1": b.ln_1, "qkv": b.attn.c_attn, "proj": b.attn.c_proj, "ln_x": b.ln_cross_attn,
+                           "q_x": b.crossattention.q_attn, "proj_x": b.crossattention.c_proj, "ln_2": b.ln_2,
+                           "mlp": b.mlp})
+            for b in decoder.transformer.h
+        )
+        self.scaling = [(b.attn.scaling, b.crossattention.scaling) for b in decoder.transformer.h]
         self.ln_f = decoder.transformer.ln_f
-        self.lm_head = decoder.lm_head
+        # A tied head is the embedding matrix: hold it once, or export stores it twice (150 MiB for GPT-2).
+        self.lm_head = None if decoder.lm_head.weight is self.wte.weight else decoder.lm_head
         self.num_heads = decoder.config.n_head
         self.width = decoder.config.n_embd
         self.max_length = max_length
@@ -51,22 +59,23 @@ class Gpt2Step(nn.Module):
         mask = position_mask(position, self.max_length)
         new_k, new_v = [], []
         for i, block in enumerate(self.blocks):
-            q, k, v = block.attn.c_attn(block.ln_1(x)).split(self.width, dim=2)
+            q, k, v = block["qkv"](block["ln_1"](x)).split(self.width, dim=2)
             keys = write_cache(self_k[i], position, split_heads(k, self.num_heads))
             vals = write_cache(self_v[i], position, split_heads(v, self.num_heads))
             new_k.append(keys)
             new_v.append(vals)
             att = F.scaled_dot_product_attention(
-                split_heads(q, self.num_heads), keys, vals, attn_mask=mask, scale=block.attn.scaling
+                split_heads(q, self.num_heads), keys, vals, attn_mask=mask, scale=self.scaling[i][0]
             )
-            x = x + block.attn.c_proj(merge_heads(att))
-            q = block.crossattention.q_attn(block.ln_cross_attn(x))
+            x = x + block["proj"](merge_heads(att))
+            q = block["q_x"](block["ln_x"](x))
             att = F.scaled_dot_product_attention(
-                split_heads(q, self.num_heads), cross_k[i], cross_v[i], scale=block.crossattention.scaling
+                split_heads(q, self.num_heads), cross_k[i], cross_v[i], scale=self.scaling[i][1]
             )
-            x = x + block.crossattention.c_proj(merge_heads(att))
-            x = x + block.mlp(block.ln_2(x))
-        logits = self.lm_head(self.ln_f(x))[:, 0, :]
+            x = x + block["proj_x"](merge_heads(att))
+            x = x + block["mlp"](block["ln_2"](x))
+        x = self.ln_f(x)
+        logits = (F.linear(x, self.wte.weight) if self.lm_head is None else self.lm_head(x))[:, 0, :]
         return logits.float(), torch.stack(new_k), torch.stack(new_v)
 
 

@@ -93,3 +93,15 @@ def test_bfloat16_export_passes_parity(tiny_vit_gpt2_dir, tmp_path, capsys):
     captioner = load_captioner(out, device="cpu")
     assert captioner.manifest["dtype"] == "bfloat16" and captioner.manifest["generation"]["max_new_tokens"] == 6
     assert len(captioner.caption(parity_images([], 5))) == 5  # 5 > max batch 4: chunked
+
+
+@pytest.mark.parametrize("artifact_name,folder_name", CASES)
+def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
+    from torch.export.pt2_archive._package import load_pt2
+
+    artifact, folder = request.getfixturevalue(artifact_name), request.getfixturevalue(folder_name)
+    model, _, _ = _hf(folder)
+    model_numel = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    programs = load_pt2(str(artifact)).exported_programs
+    stored = sum(t.numel() for ep in programs.values() for t in ep.state_dict.values())
+    assert stored <= model_numel, f"programs store {stored:,} weights, the model has {model_numel:,}"
