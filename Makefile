@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo demo-model export caption synth
+.PHONY: help setup test demo demo-model export caption synth agent submit
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -38,3 +38,9 @@ caption: setup ## caption IMAGES with ARTIFACT: make caption ARTIFACT=dist/model
 
 synth: setup ## cdk synth the stacks (offline, no credentials)
 	npx cdk synth --quiet
+
+agent: setup ## run the agent: make agent CONFIG=agent.json [ARGS=--burst]
+	$(PY) -m runtime agent --config $(CONFIG) $(ARGS)
+
+submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...]
+	$(PY) -m runtime submit $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))

@@ -1,0 +1,112 @@
+"""The agent's settings: one frozen dataclass read from a JSON file, each key overridable by env."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Mapping
+
+from runtime.errors import CaptionKitError
+from runtime.images import DEFAULT_MAX_PIXELS
+
+ENV_PREFIX = "CAPTIONKIT_"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+
+
+class ConfigError(CaptionKitError):
+    """The agent's settings are missing, mistyped or unknown."""
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Every agent setting; `CAPTIONKIT_<NAME>` in the environment overrides the file."""
+
+    queue_url: str = ""
+    region: str = ""
+    artifacts_bucket: str = ""
+    model_pointer: str = "models/current.json"
+    results_bucket: str = ""  # empty: the images bucket
+    results_prefix: str = "results/"
+    images_bucket: str = ""
+    images_prefix: str = "incoming/"
+    image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES  # filters job prefixes, not S3 events
+    batch_size: int = 8
+    batch_wait_s: float = 0.5  # after the first message, gather more for at most this long
+    wait_time_s: int = 20  # SQS long poll
+    visibility_timeout_s: int = 120
+    retry_backoff_s: float = 5.0  # first delay before a transiently failed message is seen again
+    device: str = "auto"  # auto | cpu | cuda
+    compiled_cache_prefix: str = "compiled/"
+    asg_name: str = ""
+    lifecycle_hook_name: str = ""
+    metrics_namespace: str = "CaptionKit"
+    log_group: str = ""  # where the instance's log shipper sends these JSON lines
+    pointer_poll_s: float = 60.0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_image_bytes: int = 64 * 1024 * 1024
+    prefetch_threads: int = 8
+    drain_timeout_s: float = 90.0
+    imds_url: str = "http://169.254.169.254"  # empty: never ask instance metadata
+    imds_poll_s: float = 5.0
+    cache_dir: str = "~/.cache/captionkit"
+    job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
+    captioner_loader: str = "runtime.captioner:load_captioner"
+
+    @property
+    def results_bucket_name(self) -> str:
+        """The bucket results go to: `results_bucket`, else the images bucket."""
+        return self.results_bucket or self.images_bucket
+
+    def require(self, *names: str) -> None:
+        """Raise `ConfigError` naming each of `names` that is empty."""
+        for name in names:
+            if not getattr(self, name):
+                raise ConfigError(
+                    f"{name} is not set: put it in the config file or set {ENV_PREFIX}{name.upper()}"
+                )
+
+
+def _convert(field: dataclasses.Field, value, origin: str):
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(item.strip() for item in items if item.strip())
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{origin}: {value!r} is not a valid {kind} for {field.name} ({exc})") from None
+
+
+def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read `path` (optional) then apply `CAPTIONKIT_*` environment overrides."""
+    environ = os.environ if environ is None else environ
+    fields = {field.name: field for field in dataclasses.fields(AgentConfig)}
+    values = {}
+    if path:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read the agent config {path}: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a JSON object of settings")
+        unknown = sorted(set(raw) - set(fields))
+        if unknown:
+            raise ConfigError(f"{path}: unknown settings {unknown}; known: {sorted(fields)}")
+        values = {name: _convert(fields[name], value, str(path)) for name, value in raw.items()}
+    for name, field in fields.items():
+        env_name = ENV_PREFIX + name.upper()
+        if env_name in environ:
+            values[name] = _convert(field, environ[env_name], env_name)
+    config = AgentConfig(**values)
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, not {config.device!r}")
+    if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
+        raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
+    return config

@@ -1,0 +1,105 @@
+"""Batch jobs: fan a job out into chunk messages (crash-safe), mark chunks done, write the job summary.
+
+Layout under `<results prefix>_jobs/<job id>/` in the results bucket:
+  manifest.json        every image of the job, frozen at the first expansion (a redelivered job reuses it)
+  chunks/<index>.json  one marker per finished chunk: its counts and failures
+  summary.json         written by whichever agent finishes the last chunk (rewritten identically on replays)
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import json
+
+from runtime.agent.messages import CHUNK_TYPE, parse_s3_uri
+
+
+def job_root(config, job_id: str) -> str:
+    return f"{config.results_prefix}_jobs/{job_id}/"
+
+
+def _put_json(s3, bucket: str, key: str, value) -> None:
+    s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
+                  ContentType="application/json")
+
+
+def _get_json(s3, bucket: str, key: str):
+    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def list_images(s3, config, prefix_uri: str, skip_prefix: tuple[str, str]) -> list[str]:
+    """Every image URI under a prefix (by `image_suffixes`), skipping folders and the agent's own results."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    suffixes = tuple(s.lower() for s in config.image_suffixes)
+    uris = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            if key.endswith("/") or (bucket, key[:len(skip_prefix[1])]) == skip_prefix:
+                continue
+            if not suffixes or key.lower().endswith(suffixes):
+                uris.append(f"s3://{bucket}/{key}")
+    return uris
+
+
+def expand(s3, sqs, queue_url: str, config, job: dict, skip_prefix: tuple[str, str]) -> dict:
+    """Write the job's manifest (once) and send its chunk messages; returns the manifest.
+
+    Safe to repeat after a crash: the manifest is reused, so the chunks are the same; a chunk sent
+    twice only rewrites the same results and the same marker.
+    """
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    try:
+        manifest = _get_json(s3, bucket, root + "manifest.json")
+    except s3.exceptions.NoSuchKey:
+        images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"], skip_prefix)
+        size = config.job_chunk_size or config.batch_size
+        manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
+                    "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
+                    "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        _put_json(s3, bucket, root + "manifest.json", manifest)
+    size, count = manifest["chunk_size"], manifest["chunks"]
+    bodies = [json.dumps({"type": CHUNK_TYPE, "job_id": job["job_id"], "index": index, "count": count,
+                          "images": manifest["images"][index * size:(index + 1) * size]})
+              for index in range(count)]
+    for start in range(0, len(bodies), 10):
+        reply = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])])
+        if reply.get("Failed"):
+            raise RuntimeError(f"sending chunks of job {job['job_id']} failed: {reply['Failed'][:3]}")
+    if count == 0:
+        write_summary(s3, config, job["job_id"], manifest)
+    return manifest
+
+
+def finish_chunk(s3, config, chunk, items) -> bool:
+    """Mark a chunk done (all its images have results); write the summary if it was the last. True if so."""
+    bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
+    failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
+    _put_json(s3, bucket, f"{root}chunks/{chunk.index:06d}.json",
+              {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
+    finished = sum(page.get("KeyCount", 0) for page in
+                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + "chunks/"))
+    if finished < chunk.count:
+        return False
+    write_summary(s3, config, chunk.job_id, _get_json(s3, bucket, root + "manifest.json"))
+    return True
+
+
+def write_summary(s3, config, job_id: str, manifest: dict) -> dict:
+    """Add up every chunk marker into `summary.json` (deterministic, so a replay rewrites the same bytes)."""
+    bucket, root = config.results_bucket_name, job_root(config, job_id)
+    keys = [f"{root}chunks/{index:06d}.json" for index in range(manifest["chunks"])]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        markers = list(pool.map(lambda key: _get_json(s3, bucket, key), keys))
+    failed = [failure for marker in markers for failure in marker["failed"]]
+    source = manifest["source"]
+    results = (f"s3://{bucket}/{config.results_prefix}{parse_s3_uri(source)[1]}" if source.startswith("s3://")
+               else f"s3://{bucket}/{config.results_prefix}<source key>.json")
+    summary = {"job_id": job_id, "source": manifest["source"], "images": len(manifest["images"]),
+               "done": sum(marker["done"] for marker in markers), "failed": len(failed),
+               "failures": failed, "created_at": manifest["created_at"],
+               "results": results,
+               "manifest": f"s3://{bucket}/{root}manifest.json"}
+    _put_json(s3, bucket, root + "summary.json", summary)
+    return summary

@@ -1,0 +1,102 @@
+"""Termination notices from instance metadata (IMDSv2): an auto scaling lifecycle hook or a spot interruption."""
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+
+from runtime.agent.metrics import log
+
+TOKEN_TTL_S = 21_600
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # IMDS is link-local: never proxy it
+
+
+class Lifecycle:
+    """Polls IMDS every `imds_poll_s` and calls `on_notice(reason)` once; disabled off EC2."""
+
+    def __init__(self, config, on_notice, autoscaling=None, timeout_s: float = 1.0):
+        self.config, self.on_notice, self.autoscaling, self.timeout_s = config, on_notice, autoscaling, timeout_s
+        self.base = config.imds_url.rstrip("/")
+        self.terminating = False  # the auto scaling group is terminating this instance
+        self._token = ""
+        self._stop = threading.Event()
+
+    def start(self) -> bool:
+        """Start polling if IMDS answers; False (and a log line) when not on EC2."""
+        if not self.base:
+            return False
+        try:
+            self._refresh_token()
+        except OSError as exc:
+            log("info", event="imds_unavailable", url=self.base, reason=str(exc),
+                note="not on EC2: no lifecycle hook or spot notices")
+            return False
+        threading.Thread(target=self._run, name="lifecycle", daemon=True).start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _refresh_token(self) -> None:
+        request = urllib.request.Request(f"{self.base}/latest/api/token", method="PUT",
+                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
+        with _OPENER.open(request, timeout=self.timeout_s) as reply:
+            self._token = reply.read().decode()
+
+    def _get(self, path: str) -> str | None:
+        """GET a metadata path: its text, or None when it is absent (404)."""
+        for attempt in range(2):
+            request = urllib.request.Request(f"{self.base}/latest/meta-data/{path}",
+                                             headers={"X-aws-ec2-metadata-token": self._token})
+            try:
+                with _OPENER.open(request, timeout=self.timeout_s) as reply:
+                    return reply.read().decode()
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401 and attempt == 0:
+                    self._refresh_token()
+                    continue
+                if exc.code == 404:
+                    return None
+                raise
+        return None
+
+    def check(self) -> str | None:
+        """The reason to drain now ('lifecycle: Terminated', 'spot: terminate at ...'), else None."""
+        if self._get("autoscaling/target-lifecycle-state") == "Terminated":
+            self.terminating = True
+            return "lifecycle: Terminated"
+        notice = self._get("spot/instance-action")
+        if notice:
+            try:
+                notice = json.loads(notice)
+                return f"spot: {notice.get('action')} at {notice.get('time')}"
+            except (ValueError, AttributeError):
+                return f"spot: {notice}"
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.config.imds_poll_s):
+            try:
+                reason = self.check()
+            except OSError as exc:
+                log("warning", event="imds_error", reason=str(exc))
+                continue
+            if reason:
+                log("info", event="termination_notice", reason=reason)
+                self.on_notice(reason)
+                return
+
+    def complete(self) -> None:
+        """After the drain, tell the auto scaling group to go on terminating (if a hook is holding it)."""
+        if not self.terminating:
+            return
+        if not (self.config.asg_name and self.config.lifecycle_hook_name and self.autoscaling):
+            log("warning", event="lifecycle_not_completed",
+                reason="asg_name or lifecycle_hook_name is not set; the hook will time out instead")
+            return
+        instance_id = self._get("instance-id")
+        self.autoscaling.complete_lifecycle_action(
+            LifecycleHookName=self.config.lifecycle_hook_name, AutoScalingGroupName=self.config.asg_name,
+            LifecycleActionResult="CONTINUE", InstanceId=instance_id)
+        log("info", event="lifecycle_completed", instance_id=instance_id, asg=self.config.asg_name)

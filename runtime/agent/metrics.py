@@ -1,0 +1,68 @@
+"""Observability: JSON log lines, CloudWatch embedded-metric-format fields, and the agent's counters."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import sys
+import time
+
+logger = logging.getLogger("captionkit.agent")
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def log(level: str, exc_info: bool = False, **fields) -> None:
+    """Log one JSON line made of `fields` (an `event` name first); `exc_info` adds the traceback."""
+    logger.log(LEVELS[level], fields.get("event", ""), exc_info=exc_info, extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, then the event's fields (or the plain message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
+                .isoformat(timespec="milliseconds"), "level": record.levelname.lower()}
+        line.update(getattr(record, "fields", None) or {"logger": record.name, "message": record.getMessage()})
+        if record.exc_info:
+            line["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def setup_logging(stream=None, level: int = logging.INFO) -> None:
+    """Send the agent's log lines to `stream` (stdout: journald and the log shipper read it)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    logger.handlers[:] = [handler]
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+def embedded_metrics(namespace: str, dimensions: dict[str, str], metrics: dict[str, tuple]) -> dict:
+    """Fields that make a JSON log line a CloudWatch EMF record: {name: (value or values, unit)}."""
+    metrics = {name: pair for name, pair in metrics.items() if pair[0] != []}
+    return {
+        "_aws": {
+            "Timestamp": int(time.time() * 1000),
+            "CloudWatchMetrics": [{
+                "Namespace": namespace,
+                "Dimensions": [sorted(dimensions)],
+                "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
+            }],
+        },
+        **dimensions,
+        **{name: value for name, (value, _) in metrics.items()},
+    }
+
+
+@dataclasses.dataclass
+class Counters:
+    """What the agent did since it started; logged per batch and at shutdown."""
+
+    done: int = 0  # images with an ok result
+    failed: int = 0  # images with an error record
+    retried: int = 0  # messages sent back to the queue after a transient failure
+    batches: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)

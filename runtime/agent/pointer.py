@@ -1,0 +1,91 @@
+"""The model pointer: read it, fetch and verify the .pt2 it names, load it; publish one (tests, demos)."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import importlib
+import json
+import os
+import re
+from pathlib import Path
+
+from runtime.agent.aws import error_code
+from runtime.errors import ArtifactError
+
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_loader(spec: str):
+    """`module:function` -> the function that turns a .pt2 path into a captioner."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def read_pointer(s3, bucket: str, key: str) -> dict:
+    """The pointer object as a dict; `ArtifactError` if it is missing or malformed."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as exc:
+        if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket"):
+            raise ArtifactError(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); "
+                                f"upload a model first (make upload) or fix artifacts_bucket/model_pointer") from None
+        raise
+    try:
+        pointer = json.loads(body)
+        if not (isinstance(pointer.get("key"), str) and SHA256.match(str(pointer.get("sha256")))):
+            raise ValueError("expected at least {\"key\": \"models/<sha256>.pt2\", \"sha256\": \"<64 hex>\"}")
+    except (ValueError, AttributeError) as exc:
+        raise ArtifactError(f"the model pointer s3://{bucket}/{key} is malformed: {exc}") from None
+    return pointer
+
+
+def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
+    """Download the pointer's .pt2 into `cache_dir` (once) and verify its sha256."""
+    cache = Path(cache_dir).expanduser()
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{pointer['sha256']}.pt2"
+    if path.exists() and sha256_of(path) == pointer["sha256"]:
+        return path
+    partial = path.with_suffix(".pt2.partial")
+    s3.download_file(bucket, pointer["key"], str(partial))
+    actual = sha256_of(partial)
+    if actual != pointer["sha256"]:
+        partial.unlink()
+        raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
+                            f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again")
+    partial.replace(path)
+    return path
+
+
+def load_current(config, s3, device: str, pointer: dict | None = None):
+    """Read the pointer (unless given), fetch and verify its .pt2, load it: (captioner, pointer)."""
+    pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
+    path = fetch_artifact(s3, config.artifacts_bucket, pointer, config.cache_dir)
+    loader = resolve_loader(config.captioner_loader)
+    return loader(path, device=device, expected_sha256=pointer["sha256"]), pointer
+
+
+def publish_model(s3, bucket: str, path: str | os.PathLike, pointer_key: str = "models/current.json",
+                  **fields) -> dict:
+    """Upload a .pt2 as models/<sha256>.pt2 and move the pointer to it; returns the pointer."""
+    sha = sha256_of(path)
+    key = f"{pointer_key.rsplit('/', 1)[0]}/{sha}.pt2" if "/" in pointer_key else f"{sha}.pt2"
+    s3.upload_file(str(path), bucket, key)
+    try:
+        previous = json.loads(s3.get_object(Bucket=bucket, Key=pointer_key)["Body"].read()).get("key")
+    except Exception:  # noqa: BLE001 - no previous pointer
+        previous = None
+    pointer = {"key": key, "sha256": sha, "previous": previous,
+               "uploaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields}
+    s3.put_object(Bucket=bucket, Key=pointer_key, Body=json.dumps(pointer, indent=1).encode(),
+                  ContentType="application/json")
+    return pointer

@@ -1,0 +1,113 @@
+"""Gather the next batch: receive messages, then download, decode and preprocess on worker threads."""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+
+from runtime.agent.aws import PERMANENT, RetryLater, classify_read_error
+from runtime.agent.messages import ImageRef, UnknownMessage, Work, parse_body
+from runtime.agent.queue import Inbox, Message
+from runtime.errors import BadImage
+from runtime.images import load_image
+
+
+@dataclasses.dataclass(eq=False)
+class Item:
+    """One image of a batch and what became of it: a caption, an error record, or a retry."""
+
+    ref: ImageRef
+    message: Message
+    image: object = None
+    etag: str | None = None
+    size: int | None = None
+    version_id: str | None = None
+    caption: str | None = None
+    error: str | None = None  # permanent: written as an error record
+    retry: str | None = None  # transient: the message goes back to the queue
+
+
+@dataclasses.dataclass
+class Batch:
+    """The messages of one batch, what each asks for, and its images ready for the device."""
+
+    messages: list[Message] = dataclasses.field(default_factory=list)
+    work: dict[str, Work] = dataclasses.field(default_factory=dict)  # by message id
+    unknown: list[tuple[Message, str]] = dataclasses.field(default_factory=list)
+    items: list[Item] = dataclasses.field(default_factory=list)
+    groups: list[list[Item]] = dataclasses.field(default_factory=list)  # device batches
+    pixels: list = dataclasses.field(default_factory=list)
+    preprocessed_by: object = None
+    fetch_s: float = 0.0
+
+
+class Prefetcher:
+    """Builds `Batch`es; `fetch` runs on its own thread while the device works on the previous batch."""
+
+    def __init__(self, inbox: Inbox, s3, config, skip_prefix: tuple[str, str]):
+        self.inbox, self.s3, self.config, self.skip_prefix = inbox, s3, config, skip_prefix
+        self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
+
+    def fetch(self, captioner, wait_s: float) -> Batch:
+        """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner`."""
+        started, batch = time.monotonic(), Batch()
+        self._add(batch, self.inbox.receive(self.config.batch_size, wait_s))
+        gather_until = time.monotonic() + self.config.batch_wait_s
+        while batch.messages and len(batch.items) < self.config.batch_size and time.monotonic() < gather_until:
+            more = self.inbox.receive(self.config.batch_size - len(batch.items), 0)
+            if more:
+                self._add(batch, more)
+            else:
+                time.sleep(0.05)
+        list(self.pool.map(self._download, batch.items))
+        self.preprocess(batch, captioner)
+        batch.fetch_s = time.monotonic() - started
+        return batch
+
+    def _add(self, batch: Batch, messages: list[Message]) -> None:
+        for message in messages:
+            batch.messages.append(message)
+            try:
+                work = batch.work[message.id] = parse_body(message.body, self.skip_prefix)
+            except UnknownMessage as exc:
+                batch.unknown.append((message, str(exc)))
+                continue
+            batch.items.extend(Item(ref, message) for ref in work.images)
+
+    def _download(self, item: Item) -> None:
+        ref = item.ref
+        try:
+            extra = {"VersionId": ref.version_id} if ref.version_id else {}
+            reply = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **extra)
+            item.etag, item.size = reply.get("ETag", "").strip('"') or None, reply.get("ContentLength")
+            item.version_id = reply.get("VersionId") or ref.version_id
+            if item.size is not None and item.size > self.config.max_image_bytes:
+                reply["Body"].close()
+                raise BadImage(f"the object is {item.size:,} bytes, over the limit of "
+                               f"{self.config.max_image_bytes:,} (max_image_bytes); shrink it or raise the limit")
+            data = reply["Body"].read()
+            item.image = load_image(data, max_pixels=self.config.max_pixels)
+        except PERMANENT as exc:
+            item.error = str(exc).removeprefix("image bytes: ")
+        except Exception as exc:  # noqa: BLE001 - sorted into permanent or transient just below
+            classified = classify_read_error(exc, ref.uri)
+            if isinstance(classified, RetryLater):
+                item.retry = str(classified)
+            else:
+                item.error = str(classified)
+
+    def preprocess(self, batch: Batch, captioner) -> None:
+        """Split decoded images into device batches and preprocess them for `captioner`."""
+        ready = [item for item in batch.items if item.image is not None]
+        size = max(1, min(self.config.batch_size, getattr(captioner, "max_batch", self.config.batch_size)))
+        batch.groups = [ready[start:start + size] for start in range(0, len(ready), size)]
+        batch.pixels = []
+        for group in batch.groups:
+            try:
+                batch.pixels.append(captioner.preprocess([item.image for item in group]))
+            except Exception:  # noqa: BLE001 - the worker retries this group image by image
+                batch.pixels.append(None)
+        batch.preprocessed_by = captioner
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

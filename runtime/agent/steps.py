@@ -1,0 +1,68 @@
+"""The steps of one fetched batch: caption it on the device, write its results, settle its messages."""
+from __future__ import annotations
+
+import time
+
+from runtime.agent import jobs, results
+from runtime.agent.metrics import log
+
+
+def caption(batch, model) -> float:
+    """Caption every decoded image; when a device batch fails, retry its images one by one. Seconds taken."""
+    started = time.monotonic()
+    for group, pixels in zip(batch.groups, batch.pixels):
+        try:
+            if pixels is None:
+                raise ValueError("preprocessing the batch failed")
+            for item, text in zip(group, model.caption_pixels(pixels), strict=True):
+                item.caption = text
+        except Exception as exc:  # noqa: BLE001 - find the image that fails, spare the others
+            log("error", event="batch_caption_failed", reason=f"{exc.__class__.__name__}: {exc}", images=len(group))
+            for item in group:
+                try:
+                    item.caption = model.caption([item.image])[0]
+                except Exception as one:  # noqa: BLE001 - that message goes back to the queue
+                    item.retry = f"captioning failed: {one.__class__.__name__}: {one}"
+    for item in batch.items:
+        item.image = None
+    return time.monotonic() - started
+
+
+def write_results(batch, model, s3, config, pool) -> None:
+    """Write the result (or error record) of every finished image, in parallel on `pool`."""
+    def write(item):
+        if item.retry is None:
+            key = results.result_key(config.results_prefix, item.ref.key)
+            try:
+                results.write(s3, config.results_bucket_name, key, results.render(item, model))
+            except Exception as exc:  # noqa: BLE001 - RetryLater: the message goes back
+                item.retry = str(exc)
+
+    list(pool.map(write, batch.items))
+
+
+def settle(batch, s3, sqs, config, skip_prefix) -> tuple[list, list]:
+    """Split the batch's messages into complete ones (delete) and (message, reason) to retry.
+
+    A message is complete when every one of its images has a result written and, for a job,
+    its fan-out is sent or, for a chunk, its marker (and maybe the job summary) is written.
+    """
+    done, retry = [], []
+    for message in batch.messages:
+        work = batch.work.get(message.id)
+        if work is None:
+            continue  # an unknown body, already dead-lettered
+        items = [item for item in batch.items if item.message is message]
+        failure = next((item.retry for item in items if item.retry), None)
+        try:
+            if failure is None and work.job:
+                jobs.expand(s3, sqs, config.queue_url, config, work.job, skip_prefix)
+            if failure is None and work.chunk:
+                jobs.finish_chunk(s3, config, work.chunk, items)
+        except Exception as exc:  # noqa: BLE001 - S3/SQS trouble: try the message again later
+            failure = f"job bookkeeping failed: {exc.__class__.__name__}: {exc}"
+        if failure:
+            retry.append((message, failure))
+        else:
+            done.append(message)
+    return done, retry

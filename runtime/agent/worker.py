@@ -1,0 +1,155 @@
+"""The worker loop: receive a batch, caption it, write results, settle its messages, repeat."""
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import threading
+import time
+
+from runtime.agent import steps
+from runtime.agent.metrics import Counters, embedded_metrics, log
+from runtime.agent.prefetch import Batch, Prefetcher
+from runtime.agent.queue import Inbox
+
+
+class Worker:
+    """Consumes the queue until stopped, the queue is empty (`burst`) or `max_batches` ran."""
+
+    def __init__(self, config, captioner, pointer: dict, *, sqs, s3, burst=False, max_batches=None, watcher=None):
+        self.config, self.model, self.pointer, self.s3, self.sqs = config, captioner, pointer, s3, sqs
+        self.burst, self.max_batches, self.watcher = burst, max_batches, watcher
+        self.skip_prefix = (config.results_bucket_name, config.results_prefix)
+        self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s)
+        self.prefetcher = Prefetcher(self.inbox, s3, config, self.skip_prefix)
+        self.counters = Counters()
+        self.stopping = threading.Event()
+        self.on_exit = []  # callbacks run once draining is over, even a forced exit (lifecycle completion)
+        self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch")
+        self._writers = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="write")
+        self._finished = threading.Event()
+        self.force_exit = os._exit  # what the drain bound calls; tests replace it
+
+    def stop(self, reason: str) -> None:
+        """Stop taking work, finish the batch in hand within `drain_timeout_s`, then exit."""
+        if self.stopping.is_set():
+            return
+        log("info", event="draining", reason=reason, drain_timeout_s=self.config.drain_timeout_s)
+        self.stopping.set()
+        threading.Thread(target=self._drain_bound, name="drain-bound", daemon=True).start()
+
+    def run(self) -> int:
+        """The loop. Returns the exit code: 0 after a drain, burst end or `max_batches`."""
+        self.inbox.start()
+        pending = self._fetch_next()
+        try:
+            while pending is not None:
+                future, pending = pending, None
+                batch = future.result()
+                if self.stopping.is_set():
+                    self.inbox.release(batch.messages)  # received but not started: visible again at once
+                elif not batch.messages:
+                    if not (self.burst and self.inbox.is_empty()):
+                        pending = self._fetch_next()
+                else:
+                    self.counters.batches += 1
+                    if not self.max_batches or self.counters.batches < self.max_batches:
+                        pending = self._fetch_next()  # downloads the next batch while this one runs
+                    self.process(batch)
+        finally:
+            self._finish(pending)
+        return 0
+
+    def process(self, batch: Batch) -> None:
+        """Caption one batch, write its results and settle every message it holds."""
+        started = time.monotonic()
+        try:
+            self._swap_model_if_ready()
+            for message, reason in batch.unknown:
+                self.inbox.dead_letter(message, reason)
+            if batch.preprocessed_by is not self.model:
+                self.prefetcher.preprocess(batch, self.model)
+            device_s = steps.caption(batch, self.model)
+            steps.write_results(batch, self.model, self.s3, self.config, self._writers)
+            done, retry = steps.settle(batch, self.s3, self.sqs, self.config, self.skip_prefix)
+            self.inbox.delete(done)
+            for message, reason in retry:
+                self._retry([message], reason)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the batch later
+            log("error", exc_info=True, event="batch_crashed", reason=f"{exc.__class__.__name__}: {exc}")
+            self._retry([m for m in batch.messages if m in self.inbox.held()], str(exc))
+            return
+        self._log_batch(batch, {"deleted": len(done), "retried": len(retry)}, device_s, time.monotonic() - started)
+
+    def _fetch_next(self):
+        return self._fetcher.submit(self._fetch, self.config.wait_time_s)
+
+    def _fetch(self, wait_s: float) -> Batch:
+        if self.stopping.is_set():
+            return Batch()
+        try:
+            return self.prefetcher.fetch(self.model, wait_s)
+        except Exception as exc:  # noqa: BLE001 - SQS trouble past botocore's retries: pause, poll again
+            log("error", event="receive_failed", reason=f"{exc.__class__.__name__}: {exc}")
+            self.stopping.wait(min(30.0, max(1.0, wait_s)))
+            if self.burst:
+                raise
+            return Batch()
+
+    def _swap_model_if_ready(self) -> None:
+        ready = self.watcher.take() if self.watcher else None
+        if ready:
+            old = self.model.sha256
+            self.model, self.pointer = ready
+            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name)
+
+    def _retry(self, messages, reason: str) -> None:
+        for message in messages:
+            delay = min(self.config.retry_backoff_s * 2 ** (message.receive_count - 1), 900)
+            log("warning", event="retry", message_id=message.id, receive_count=message.receive_count,
+                delay_s=delay, reason=reason)
+            self.inbox.release([message], delay)
+        self.counters.retried += len(messages)
+
+    def _log_batch(self, batch: Batch, settled: dict, device_s: float, total_s: float) -> None:
+        finished = [item for item in batch.items if item.retry is None]
+        failed = sum(1 for item in finished if item.error)
+        for item in finished:
+            if item.error:
+                log("warning", event="image_failed", uri=item.ref.uri, reason=item.error)
+        self.counters.done += len(finished) - failed
+        self.counters.failed += failed
+        now = time.time()
+        log("info", event="batch", messages=len(batch.messages), images=len(batch.items), failed=failed,
+            fetch_s=round(batch.fetch_s, 3), device_s=round(device_s, 3), total_s=round(total_s, 3),
+            model=self.model.sha256[:12], **settled, totals=self.counters.as_dict(),
+            **embedded_metrics(self.config.metrics_namespace, {"Queue": self.config.queue_url.rsplit("/", 1)[-1]}, {
+                "ImagesDone": (len(finished) - failed, "Count"), "ImageErrors": (failed, "Count"),
+                "BatchSize": (len(batch.items), "Count"), "DeviceTime": (round(device_s * 1000, 1), "Milliseconds"),
+                "ImageLatency": ([round((now - i.message.received_at) * 1000, 1) for i in finished][:100],
+                                 "Milliseconds"),
+                "QueueWait": ([round(max(0.0, m.received_at - m.sent_at) * 1000, 1) for m in batch.messages][:100],
+                              "Milliseconds")}))
+
+    def _finish(self, pending) -> None:
+        if pending is not None:
+            self.stopping.set()
+            self.inbox.release(pending.result().messages)
+        self.inbox.release(self.inbox.held())
+        self.inbox.stop()
+        self._fetcher.shutdown(wait=False)
+        self._writers.shutdown(wait=False)
+        self.prefetcher.close()
+        log("info", event="shutdown", **self.counters.as_dict())
+        self._finished.set()
+        for callback in self.on_exit:
+            callback()
+
+    def _drain_bound(self) -> None:
+        if self._finished.wait(self.config.drain_timeout_s):
+            return
+        log("error", event="drain_timeout", drain_timeout_s=self.config.drain_timeout_s,
+            released=len(self.inbox.held()))
+        self.inbox.release(self.inbox.held())
+        for callback in self.on_exit:
+            callback()
+        self.force_exit(1)

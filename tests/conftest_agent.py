@@ -1,0 +1,64 @@
+"""Fixtures for the agent tests (imported by tests/test_agent*.py; tests/conftest.py may list it as a plugin)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from agent_support import FakeIMDS, Stack, aws_env, moto_endpoint
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> str:
+    """The URL of the one moto server of this test session (stopped at exit)."""
+    return moto_endpoint()
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch) -> dict[str, str]:
+    """Point boto3 (in this process) at moto; the env to hand to agent subprocesses."""
+    env = aws_env(moto_server)
+    for name in [name for name in list(__import__("os").environ) if name.startswith("CAPTIONKIT_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def stack(aws, tmp_path) -> Stack:
+    """Fresh buckets, queue and dead-letter queue (max 3 receives), with a fake model published."""
+    created = Stack(aws["AWS_ENDPOINT_URL"], tmp_path)
+    created.publish("fake-a")
+    return created
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.lines: list[dict] = []
+
+    def emit(self, record):
+        self.lines.append(getattr(record, "fields", {"event": record.getMessage()}))
+
+    def events(self, name: str) -> list[dict]:
+        return [line for line in list(self.lines) if line.get("event") == name]
+
+
+@pytest.fixture
+def agent_log():
+    """The agent's log lines (dicts) emitted in this process during the test."""
+    handler = _Collect()
+    logger = logging.getLogger("captionkit.agent")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.fixture
+def imds():
+    """A fake IMDSv2 on 127.0.0.1."""
+    server = FakeIMDS()
+    yield server
+    server.close()

@@ -1,0 +1,94 @@
+"""Batch jobs against moto: submit a prefix or a list, fan out into chunks, one summary; replays are safe."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent_support import png
+from conftest_agent import aws, moto_server, stack  # noqa: F401 - fixtures
+from runtime.agent import submit
+
+
+def _summary(stack, job_id: str) -> bytes:
+    return stack.s3.get_object(Bucket=stack.images, Key=f"results/_jobs/{job_id}/summary.json")["Body"].read()
+
+
+def test_batch_job_over_a_prefix_captions_every_image_and_writes_a_summary(stack, monkeypatch, capsys):
+    keys = [f"archive/2024/img{n:02d}.png" for n in range(9)]
+    for n, key in enumerate(keys):
+        stack.put(key, png(colour=(0, n * 20, 0)))
+    stack.put("archive/2024/broken.jpg", b"\xff\xd8\xff not really a jpeg")
+    stack.put("archive/2024/README.txt", b"not an image suffix: skipped")
+    stack.put("archive/2023/old.png", png())  # outside the prefix
+    monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
+    monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
+
+    assert submit.main([f"s3://{stack.images}/archive/2024/", "--job-id", "job-1"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    worker = stack.worker(burst=True)
+    assert worker.run() == 0
+
+    summary = json.loads(_summary(stack, "job-1"))
+    assert printed == {"job_id": "job-1", "summary": f"s3://{stack.images}/results/_jobs/job-1/summary.json"}
+    assert (summary["images"], summary["done"], summary["failed"]) == (10, 9, 1)
+    assert summary["failures"][0]["uri"] == f"s3://{stack.images}/archive/2024/broken.jpg"
+    assert "not a readable image" in summary["failures"][0]["error"]
+    assert summary["source"] == f"s3://{stack.images}/archive/2024/"
+    results = [key for key in stack.keys() if "/_jobs/" not in key]
+    assert results == sorted(f"results/{key}.json" for key in [*keys, "archive/2024/broken.jpg"])
+    assert len(stack.keys("results/_jobs/job-1/chunks/")) == 3  # 10 images in chunks of batch_size 4
+    assert stack.counts() == {"visible": 0, "in_flight": 0}
+
+
+def test_a_replayed_job_reuses_its_manifest_and_rewrites_the_same_summary(stack, monkeypatch):
+    for n in range(5):
+        stack.put(f"set/{n}.png", png(colour=(n * 40, 0, 0)))
+    job = submit.build_job([f"s3://{stack.images}/set/"], "job-2")
+    stack.send(job)
+    stack.worker(burst=True).run()
+    first = _summary(stack, "job-2")
+
+    stack.put("set/late-arrival.png", png())  # added after the job was expanded
+    stack.send(job)  # the job message again, as after a crash between fan-out and delete
+    stack.worker(burst=True).run()
+
+    assert _summary(stack, "job-2") == first
+    assert json.loads(first)["images"] == 5
+    assert "results/set/late-arrival.png.json" not in stack.keys()
+    assert stack.counts() == {"visible": 0, "in_flight": 0}
+
+
+def test_batch_job_over_a_list_of_images(stack):
+    stack.put("a/x.png", png())
+    stack.put("b/y.jpg", png(fmt="JPEG"))
+    stack.send(submit.build_job([f"s3://{stack.images}/a/x.png", f"s3://{stack.images}/b/y.jpg",
+                                 f"s3://{stack.images}/c/missing.png"], "job-3"))
+
+    stack.worker(burst=True).run()
+
+    summary = json.loads(_summary(stack, "job-3"))
+    assert (summary["images"], summary["done"], summary["failed"]) == (3, 2, 1)
+    assert stack.result("c/missing.png")["status"] == "error"
+
+
+def test_an_empty_job_still_gets_a_summary(stack):
+    stack.send(submit.build_job([f"s3://{stack.images}/nothing-here/"], "job-4"))
+    stack.worker(burst=True).run()
+    assert json.loads(_summary(stack, "job-4"))["images"] == 0
+
+
+@pytest.mark.parametrize("uris, error", [
+    ([], "either one prefix"),
+    (["s3://b/p/", "s3://b/x.png"], "not both"),
+    (["http://b/x.png"], "not an S3 URI"),
+])
+def test_submit_refuses_ambiguous_jobs(uris, error):
+    with pytest.raises(ValueError, match=error):
+        submit.build_job(uris, "job")
+
+
+def test_submit_without_a_queue_says_which_setting_is_missing(monkeypatch, capsys):
+    monkeypatch.delenv("CAPTIONKIT_QUEUE_URL", raising=False)
+    assert submit.main(["s3://b/p/"]) == 2
+    assert "CAPTIONKIT_QUEUE_URL" in capsys.readouterr().err
