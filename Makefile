@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo demo-model export caption synth agent submit
+.PHONY: help setup test demo demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,3 +44,27 @@ agent: setup ## run the agent: make agent CONFIG=agent.json [ARGS=--burst]
 
 submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...]
 	$(PY) -m runtime submit $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))
+
+local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
+	$(PY) -m stacks.local up
+
+local-down: ## stop the local AWS that local-up started
+	$(PY) -m stacks.local down
+
+deploy: setup ## cdk deploy to your AWS account (settings: cdk.json "captionkit"; CDK_ARGS="-c spot=true")
+	npx cdk deploy $(CDK_ARGS)
+
+destroy: ## cdk destroy the stack (the buckets are kept; see README)
+	npx cdk destroy $(CDK_ARGS)
+
+stack-snapshot: setup ## accept an intended template change into tests/snapshots/
+	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/test_stack_snapshot.py
+
+upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model
+	$(PY) -m stacks.models upload $(ARTIFACT)
+
+models: setup ## list uploaded models (* marks the current one)
+	$(PY) -m stacks.models list
+
+rollback: setup ## make the previous model current again
+	$(PY) -m stacks.models rollback

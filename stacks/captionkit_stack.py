@@ -1,0 +1,83 @@
+"""The one CaptionKit stack: it creates the constructs, wires their permissions, and names its outputs."""
+from __future__ import annotations
+
+from aws_cdk import CfnOutput, Environment, Stack
+from constructs import Construct
+
+from stacks.alarms import Alarms
+from stacks.bundle import runtime_bundle
+from stacks.fleet import Fleet
+from stacks.jobs import JobQueue
+from stacks.network import Network
+from stacks.scaling import BacklogScaling
+from stacks.settings import Settings
+from stacks.storage import COMPILED_PREFIX, MODEL_POINTER_KEY, Storage
+from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
+
+
+class CaptionKitStack(Stack):
+    """Buckets, queue, GPU workers, scaling and alarms; one stack so one `cdk deploy` and one set of outputs."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, settings: Settings) -> None:
+        super().__init__(scope, construct_id, stack_name=settings.stack_name, env=Environment(region=settings.region),
+                         description="CaptionKit: S3 images in, captions out, on a scale-to-zero GPU fleet")
+        self.settings = settings
+        self.storage = Storage(self, "Storage", model_version_retention_days=settings.model_version_retention_days)
+        self.jobs = JobQueue(self, "Jobs", visibility_timeout_s=settings.visibility_timeout_s,
+                             max_receive_count=settings.max_receive_count)
+        self.jobs.subscribe_to_uploads(self.storage.images, prefix=settings.images_prefix,
+                                       suffixes=settings.image_suffixes)
+        self.network = Network(self, "Network", flow_log_bucket=self.storage.access_logs)
+        self.fleet = Fleet(self, "Fleet", settings=settings, network=self.network,
+                           bundle=runtime_bundle(self, "RuntimeBundle"), agent_config=self._agent_config())
+        self.worker_policy = WorkerPolicy(
+            self, "WorkerPolicy", role=self.fleet.role, artifacts=self.storage.artifacts, images=self.storage.images,
+            images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
+            dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name)
+        self.scaling = BacklogScaling(
+            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, batch_size=settings.batch_size,
+            max_capacity=settings.max_capacity, idle_minutes=settings.idle_minutes_before_scale_in)
+        self.alarms = Alarms(self, "Alarms", queue=self.jobs.queue, dead_letters=self.jobs.dead_letters,
+                             max_message_age_s=settings.max_message_age_s, alarm_email=settings.alarm_email)
+        self._outputs()
+
+    def _agent_config(self) -> dict:
+        s = self.settings
+        return {
+            "queue_url": self.jobs.queue.queue_url,
+            "region": self.region,
+            "artifacts_bucket": self.storage.artifacts.bucket_name,
+            "model_pointer": MODEL_POINTER_KEY,
+            "results_bucket": self.storage.images.bucket_name,
+            "results_prefix": s.results_prefix,
+            "images_bucket": self.storage.images.bucket_name,
+            "images_prefix": s.images_prefix,
+            "image_suffixes": list(s.image_suffixes),
+            "batch_size": s.batch_size,
+            "visibility_timeout_s": s.visibility_timeout_s,
+            "device": "cuda",
+            "compiled_cache_prefix": COMPILED_PREFIX,
+            "metrics_namespace": METRICS_NAMESPACE,
+        }
+
+    def _outputs(self) -> None:
+        s, fleet = self.settings, self.fleet
+        outputs = {
+            "ArtifactsBucket": (self.storage.artifacts.bucket_name, "models/<sha256>.pt2 and the pointer"),
+            "ModelPointerKey": (MODEL_POINTER_KEY, "key of the current-model pointer in ArtifactsBucket"),
+            "ImagesBucket": (self.storage.images.bucket_name, "drop images under ImagesPrefix"),
+            "ImagesPrefix": (s.images_prefix, "objects created here become jobs"),
+            "ImageSuffixes": (",".join(s.image_suffixes), "key endings that become jobs (case-sensitive)"),
+            "ResultsBucket": (self.storage.images.bucket_name, "where result JSON lands"),
+            "ResultsPrefix": (s.results_prefix, "result of <key> is <ResultsPrefix><key>.json"),
+            "QueueUrl": (self.jobs.queue.queue_url, "the jobs queue (S3 events or batch submissions)"),
+            "DeadLetterQueueUrl": (self.jobs.dead_letters.queue_url, "jobs that failed every retry"),
+            "GroupName": (fleet.group.auto_scaling_group_name, "the workers' auto scaling group"),
+            "LifecycleHookName": (fleet.lifecycle_hook_name, "the drain-before-termination hook"),
+            "LogGroup": (fleet.log_group.log_group_name, "worker boot and agent logs"),
+            "AgentConfig": (fleet.agent_config_json, "the workers' agent config (JSON)"),
+        }
+        if self.alarms.topic is not None:
+            outputs["AlarmTopicArn"] = (self.alarms.topic.topic_arn, "alarm notifications")
+        for name, (value, description) in outputs.items():
+            CfnOutput(self, name, value=value, description=description)

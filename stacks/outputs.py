@@ -1,0 +1,51 @@
+"""Read a deployed CaptionKit stack's outputs, on AWS or local moto alike, and derive an agent config."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+
+REQUIRED_OUTPUTS = ("ArtifactsBucket", "ImagesBucket", "ImagesPrefix", "ResultsBucket", "ResultsPrefix",
+                    "QueueUrl", "DeadLetterQueueUrl", "GroupName", "LogGroup", "AgentConfig")
+
+
+def aws_client(service: str, region: str, endpoint_url: str | None = None):
+    """A boto3 client: the caller's credentials on AWS, dummy ones for a local endpoint (moto ignores them)."""
+    if endpoint_url is None:
+        return boto3.client(service, region_name=region)
+    return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
+                        aws_access_key_id="testing", aws_secret_access_key="testing")
+
+
+class StackNotReady(RuntimeError):
+    """The stack is missing, not in a completed state, or lacks outputs the tools need."""
+
+
+def stack_outputs(stack_name: str, region: str, endpoint_url: str | None = None) -> dict[str, str]:
+    """Return {OutputKey: OutputValue} of a completed stack (`endpoint_url` points at local moto)."""
+    client = aws_client("cloudformation", region, endpoint_url)
+    try:
+        stack = client.describe_stacks(StackName=stack_name)["Stacks"][0]
+    except client.exceptions.ClientError as error:
+        raise StackNotReady(f"stack {stack_name} not found in {region} at {endpoint_url or 'AWS'}: {error}. "
+                            "Deploy it first (cdk deploy, or python -m stacks.local up).") from None
+    status = stack["StackStatus"]
+    if not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
+        raise StackNotReady(f"stack {stack_name} is {status}, expected CREATE_COMPLETE or UPDATE_COMPLETE; "
+                            "wait for the deploy to finish, or read the stack's events to see what failed.")
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
+    missing = [key for key in REQUIRED_OUTPUTS if key not in outputs]
+    if missing:
+        raise StackNotReady(f"stack {stack_name} lacks outputs {missing}; redeploy it with this version of stacks/.")
+    return outputs
+
+
+def agent_config(outputs: dict[str, str], **overrides: Any) -> dict[str, Any]:
+    """The agent config the workers run with (the AgentConfig output), with local overrides applied."""
+    config = json.loads(outputs["AgentConfig"])
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise KeyError(f"unknown agent config key(s) {unknown}; known: {sorted(config)}")
+    config.update(overrides)
+    return config

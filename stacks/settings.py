@@ -1,0 +1,137 @@
+"""The deploy settings: one frozen dataclass parsed once from cdk.json's context and `-c` overrides."""
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, get_type_hints
+
+CONTEXT_KEY = "captionkit"
+DLAMI_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
+)
+
+
+HINT = f"(fix it in cdk.json '{CONTEXT_KEY}' or with cdk -c key=value)"
+
+
+class SettingsError(ValueError):
+    """A setting has a value the stacks cannot deploy; the message says which and what to use."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every knob of the deployment; defaults are the committed values in cdk.json."""
+
+    stack_name: str = "CaptionKit"
+    region: str = "us-east-1"
+    instance_types: tuple[str, ...] = ("g5.xlarge",)
+    spot: bool = False
+    min_capacity: int = 0
+    max_capacity: int = 2
+    ami: str = DLAMI_PARAMETER
+    root_volume_gb: int = 100
+    batch_size: int = 8
+    max_batch_s: int = 180
+    visibility_timeout_s: int = 900
+    max_receive_count: int = 5
+    images_prefix: str = "incoming/"
+    image_suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".JPG", ".JPEG", ".PNG")
+    results_prefix: str = "results/"
+    alarm_email: str | None = None
+    log_retention_days: int = 30
+    max_message_age_s: int = 3600
+    idle_minutes_before_scale_in: int = 15
+    model_version_retention_days: int = 30
+    torch_index_url: str = "https://download.pytorch.org/whl/cu128"
+
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise SettingsError(f"{'; '.join(problems)} {HINT}")
+
+    @property
+    def ami_is_parameter(self) -> bool:
+        """True when `ami` names an SSM parameter resolved at deploy time, not a fixed AMI id."""
+        return self.ami.startswith("/")
+
+    @classmethod
+    def from_context(cls, get: Callable[[str], Any]) -> Settings:
+        """Parse `get(CONTEXT_KEY)` (the cdk.json block), then any top-level `-c key=value` overrides."""
+        block = get(CONTEXT_KEY) or {}
+        unknown = sorted(set(block) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {unknown} in cdk.json '{CONTEXT_KEY}'")
+        merged = dict(block)
+        for field in dataclasses.fields(cls):
+            override = get(field.name)
+            if override is not None:
+                merged[field.name] = override
+        return cls.from_mapping(merged)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build settings from JSON values or `-c` strings ("a,b" lists, "true" booleans, "8" numbers)."""
+        hints = get_type_hints(cls)
+        return cls(**{name: _coerce(name, hints[name], value) for name, value in values.items()})
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    if hint == tuple[str, ...]:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        return tuple(str(item).strip() for item in items if str(item).strip())
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
+            return str(value).lower() in ("true", "yes", "1")
+        raise SettingsError(f"{name}={value!r}: expected true or false {HINT}")
+    if hint is int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name}={value!r}: expected a whole number {HINT}") from None
+    if hint == str | None:
+        return str(value) if value not in (None, "") else None
+    return str(value)
+
+
+def _problems(s: Settings) -> Iterator[str]:
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9-]{0,100}", s.stack_name):
+        yield f"stack_name={s.stack_name!r}: expected letters, digits and '-'"
+    if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", s.region):
+        yield f"region={s.region!r}: expected a region name like us-east-1"
+    if not s.instance_types or not all(re.fullmatch(r"[a-z0-9-]+\.[a-z0-9]+", t) for t in s.instance_types):
+        yield f"instance_types={s.instance_types!r}: expected one or more like g5.xlarge,g6.xlarge"
+    if not 0 <= s.min_capacity <= s.max_capacity or s.max_capacity < 1:
+        yield f"min_capacity={s.min_capacity}, max_capacity={s.max_capacity}: expected 0 <= min <= max, max >= 1"
+    if not (re.fullmatch(r"ami-[0-9a-f]{8,17}", s.ami) or s.ami_is_parameter):
+        yield f"ami={s.ami!r}: expected an AMI id (ami-0123abcd) or an SSM parameter name starting with '/'"
+    if s.root_volume_gb < 60:
+        yield f"root_volume_gb={s.root_volume_gb}: the DLAMI plus the CUDA torch wheel need at least 60"
+    if not 1 <= s.batch_size <= 64:
+        yield f"batch_size={s.batch_size}: expected 1..64 (the artifact's maximum batch)"
+    if not 2 * s.max_batch_s <= s.visibility_timeout_s <= 43200:
+        yield (f"visibility_timeout_s={s.visibility_timeout_s}: expected at least twice "
+               f"max_batch_s={s.max_batch_s} (a redelivered batch must not overlap the first) and at most 43200")
+    if not 1 <= s.max_receive_count <= 1000:
+        yield f"max_receive_count={s.max_receive_count}: expected 1..1000"
+    for name in ("images_prefix", "results_prefix"):
+        if not re.fullmatch(r"[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*/", getattr(s, name)):
+            yield f"{name}={getattr(s, name)!r}: expected a key prefix like 'incoming/' (no leading '/', a trailing '/')"
+    if s.results_prefix.startswith(s.images_prefix) or s.images_prefix.startswith(s.results_prefix):
+        yield f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: results would become jobs"
+    if not s.image_suffixes or not all(x.startswith(".") for x in s.image_suffixes):
+        yield f"image_suffixes={s.image_suffixes!r}: expected one or more like .jpg,.png"
+    if s.alarm_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s.alarm_email):
+        yield f"alarm_email={s.alarm_email!r}: expected an e-mail address or nothing"
+    if s.log_retention_days not in _RETENTION_DAYS:
+        yield f"log_retention_days={s.log_retention_days}: CloudWatch accepts one of {sorted(_RETENTION_DAYS)}"
+    if min(s.max_message_age_s, s.idle_minutes_before_scale_in, s.model_version_retention_days) < 1:
+        yield "max_message_age_s, idle_minutes_before_scale_in and model_version_retention_days must be positive"
+    if not s.torch_index_url.startswith("https://"):
+        yield f"torch_index_url={s.torch_index_url!r}: expected an https:// package index"
+
+
+_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                             2192, 2557, 2922, 3288, 3653})

@@ -1,0 +1,89 @@
+"""The worker role's permissions, spelled out action by action (no `*` actions, prefix-scoped objects)."""
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, Aws, Stack, Validations
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.storage import COMPILED_PREFIX, MODELS_PREFIX
+
+METRICS_NAMESPACE = "CaptionKit"
+SESSION_MANAGER_ACTIONS = [
+    "ssm:UpdateInstanceInformation",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+]
+
+
+class WorkerPolicy(Construct):
+    """Attach to `role` exactly what a worker does; attribute `policy` (the one IAM policy made)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, role: iam.IRole, artifacts: s3.IBucket,
+                 images: s3.IBucket, images_prefix: str, results_prefix: str, queue: sqs.IQueue,
+                 dead_letters: sqs.IQueue, log_group: logs.ILogGroup, group_name: str) -> None:
+        super().__init__(scope, construct_id)
+        group_arn = (f"arn:{Aws.PARTITION}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*"
+                     f":autoScalingGroupName/{group_name}")
+        self.policy = iam.Policy(self, "Policy", roles=[role], statements=[
+            _allow("ReadModels", ["s3:GetObject"], artifacts.arn_for_objects(f"{MODELS_PREFIX}*")),
+            _allow("CompiledModelCache", ["s3:GetObject", "s3:PutObject"],
+                   artifacts.arn_for_objects(f"{COMPILED_PREFIX}*")),
+            # ListBucket makes S3 answer 404 (not 403) for a missing key, so the agent can tell
+            # "no cached compile" or "image deleted" from a permission problem. It reveals key names only.
+            _allow("ListKeys", ["s3:ListBucket"], artifacts.bucket_arn, images.bucket_arn),
+            _allow("ReadImages", ["s3:GetObject"], images.arn_for_objects(f"{images_prefix}*")),
+            # results, and batch-job manifests and chunk markers under the results prefix
+            _allow("WriteResults", ["s3:GetObject", "s3:PutObject"], images.arn_for_objects(f"{results_prefix}*")),
+            # SendMessage: the agent fans a batch job out into chunk messages on the same queue
+            _allow("ConsumeJobs", ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                                   "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"], queue.queue_arn),
+            # a message no agent can parse is moved to the dead-letter queue at once
+            _allow("DeadLetterUnknownMessages", ["sqs:GetQueueUrl", "sqs:SendMessage"], dead_letters.queue_arn),
+            _allow("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"],
+                   log_group.log_group_arn),
+            _allow("DrainBeforeTermination", ["autoscaling:CompleteLifecycleAction",
+                                              "autoscaling:RecordLifecycleActionHeartbeat"], group_arn),
+            iam.PolicyStatement(sid="PutMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                                conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}),
+            _allow("SessionManager", SESSION_MANAGER_ACTIONS, "*"),
+        ])
+        _acknowledge_wildcards(self.policy, artifacts=artifacts, images=images, images_prefix=images_prefix,
+                               results_prefix=results_prefix, group_arn=group_arn)
+
+
+def _allow(sid: str, actions: list[str], *resources: str) -> iam.PolicyStatement:
+    return iam.PolicyStatement(sid=sid, actions=actions, resources=list(resources))
+
+
+def _acknowledge_wildcards(policy: iam.Policy, *, artifacts: s3.IBucket, images: s3.IBucket, images_prefix: str,
+                           results_prefix: str, group_arn: str) -> None:
+    """Acknowledge each resource wildcard by its cdk-nag finding id, each with its own reason."""
+    stack = Stack.of(policy)
+
+    def objects(bucket: s3.IBucket, prefix: str) -> str:
+        return "<{}.Arn>/{}*".format(stack.resolve(bucket.bucket_arn)["Fn::GetAtt"][0], prefix)
+
+    group = (group_arn.replace(Aws.PARTITION, "<AWS::Partition>").replace(Aws.REGION, "<AWS::Region>")
+             .replace(Aws.ACCOUNT_ID, "<AWS::AccountId>"))
+    reasons = {
+        objects(artifacts, MODELS_PREFIX): "Read-only and scoped to the models/ prefix: a worker loads whichever "
+        "model the pointer names, so the exact keys are unknown at deploy time.",
+        objects(artifacts, COMPILED_PREFIX): "Scoped to the compiled-model cache prefix that the workers own; "
+        "keys are per model checksum and GPU type.",
+        objects(images, images_prefix): "Read-only and scoped to the input prefix: every uploaded image is a job.",
+        objects(images, results_prefix): "Scoped to the results prefix: one result per input key, plus the "
+        "manifests and chunk markers of batch jobs, which the agents read back.",
+        group: "Scoped to this one group by its name; the '*' "
+        "stands for the group id that AWS assigns at creation.",
+        "*": "cloudwatch:PutMetricData and the ssmmessages actions support no resource-level permissions "
+        "(Service Authorization Reference). PutMetricData is limited to the CaptionKit namespace by a condition; "
+        "the SSM actions are the documented minimum for Session Manager, which replaces SSH.",
+    }
+    for resource, reason in reasons.items():
+        Validations.of(policy).acknowledge(
+            Acknowledgment(id=f"AwsSolutions-IAM5[Resource::{resource}]", reason=reason))
