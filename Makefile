@@ -27,8 +27,16 @@ setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node
 test: setup ## run the whole test suite (sets itself up)
 	$(PY) -m pytest -q tests
 
-demo-model: setup ## train the small demo captioner into ./demo-model (deterministic, ~2 min)
+demo-model: demo-model/config.json ## train the small demo captioner into ./demo-model (deterministic, ~2 min)
+
+demo-model/config.json: export/demo_model.py export/shapes.py | $(VENV)/.installed
 	$(PY) -m export.demo_model --out demo-model
+
+dist/demo.pt2: demo-model/config.json | $(VENV)/.installed
+	$(PY) -m export --model demo-model --out dist/demo.pt2
+
+demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
+	$(PY) -m stacks.demo
 
 export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate
 	$(PY) -m export --model $(MODEL) --out $(OUT)
@@ -39,8 +47,8 @@ caption: setup ## caption IMAGES with ARTIFACT: make caption ARTIFACT=dist/model
 synth: setup ## cdk synth the stacks (offline, no credentials)
 	npx cdk synth --quiet
 
-agent: setup ## run the agent: make agent CONFIG=agent.json [ARGS=--burst]
-	$(PY) -m runtime agent --config $(CONFIG) $(ARGS)
+agent: setup ## run the agent here against the stack (local after local-up): make agent [ARGS=--burst] [CONFIG=file]
+	$(if $(CONFIG),$(PY) -m runtime agent --config $(CONFIG) $(ARGS),$(PY) -m stacks.run_agent $(ARGS))
 
 submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...]
 	$(PY) -m runtime submit $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))

@@ -37,8 +37,11 @@ def load_image(source: bytes | str | os.PathLike, max_pixels: int = DEFAULT_MAX_
             fmt = probe.format
     except PIL.Image.DecompressionBombError as exc:
         raise BadImage(f"{name}: {exc}") from None
-    except (PIL.UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise BadImage(f"{name}: not a readable image ({exc.__class__.__name__}: {exc})") from None
+    except PIL.UnidentifiedImageError:
+        raise BadImage(f"{name}: not a readable image (the {len(data)} bytes are in no format Pillow knows, "
+                       f"starting {data[:8]!r}); upload a JPEG, PNG, WebP, GIF, BMP or TIFF") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise BadImage(f"{name}: corrupt or truncated image ({exc}); upload the file again") from None
     if width * height > max_pixels:
         raise BadImage(
             f"{name}: {width}x{height} {fmt} is {width * height:,} pixels, over the limit of "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stacks.local_deploy import REPO, deploy, local_aws_env
 from stacks.moto_server import DEFAULT_PORT, MotoServer
-from stacks.outputs import agent_config, stack_outputs
+from stacks.outputs import stack_outputs
 
 STATE_DIR = REPO / ".local"
 STATE_FILE = STATE_DIR / "local-aws.json"
@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "outputs":
         print(json.dumps(local_outputs(), indent=2))
     else:
-        print(json.dumps(agent_config(local_outputs(), device=args.device), indent=2))
+        from stacks.run_agent import laptop_agent_config
+        from stacks.target import resolve
+
+        print(json.dumps(laptop_agent_config(resolve("local"), args.device), indent=2))
     return 0
 
 
