@@ -13,16 +13,6 @@ from stacks.outputs import aws_client, stack_outputs
 HISTORY = 20  # previous pointers kept for rollback
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _registry(target: targets.Target):
     outputs = stack_outputs(target.stack_name, target.region, target.endpoint_url)
     return aws_client("s3", target.region, target.endpoint_url), outputs["ArtifactsBucket"], outputs.get(
@@ -42,10 +32,10 @@ def upload(s3, bucket: str, pointer_key: str, artifact: Path, progress: bool = T
     from boto3.s3.transfer import TransferConfig
     from tqdm import tqdm
 
-    from runtime.artifact import verify
+    from runtime.artifact import file_sha256, verify
 
     manifest, _ = verify(artifact)  # never publish a file the runtime would refuse
-    sha, size = _sha256(artifact), artifact.stat().st_size
+    sha, size = file_sha256(artifact), artifact.stat().st_size
     key = f"models/{sha}.pt2"
     with tqdm(total=size, unit="B", unit_scale=True, desc=f"upload {artifact.name}", disable=not progress,
               file=sys.stderr) as bar:

@@ -1,0 +1,50 @@
+"""The model registry a laptop drives: content-addressed upload, pointer history, list, rollback."""
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import artifact_tools
+from runtime.errors import ArtifactError
+from stacks import models
+
+POINTER = "models/current.json"
+
+
+@pytest.fixture
+def s3():
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="artifacts")
+        yield client
+
+
+def test_upload_is_content_addressed_and_moves_the_pointer(s3, tiny_artifact):
+    pointer = models.upload(s3, "artifacts", POINTER, tiny_artifact, progress=False)
+    assert pointer["key"] == f"models/{pointer['sha256']}.pt2" and pointer["history"] == []
+    stored = json.loads(s3.get_object(Bucket="artifacts", Key=POINTER)["Body"].read())
+    assert stored["sha256"] == pointer["sha256"] and stored["family"] == "vit-gpt2"
+    assert s3.head_object(Bucket="artifacts", Key=pointer["key"])["ContentLength"] == tiny_artifact.stat().st_size
+
+
+def test_list_marks_current_and_rollback_walks_back(s3, tiny_artifact, tmp_path):
+    other = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "other.pt2", note="second upload")
+    first = models.upload(s3, "artifacts", POINTER, tiny_artifact, progress=False)
+    second = models.upload(s3, "artifacts", POINTER, other, progress=False)
+    assert second["history"][0]["sha256"] == first["sha256"]
+    listed = {row["key"]: row["current"] for row in models.list_models(s3, "artifacts", POINTER)}
+    assert listed == {first["key"]: False, second["key"]: True}
+    back = models.rollback(s3, "artifacts", POINTER)
+    assert back["sha256"] == first["sha256"] and back["rolled_back_from"] == second["key"]
+    with pytest.raises(SystemExit, match="nothing to roll back to"):
+        models.rollback(s3, "artifacts", POINTER)
+
+
+def test_a_damaged_artifact_is_never_published(s3, tiny_artifact, tmp_path):
+    bad = artifact_tools.truncate(tiny_artifact, tmp_path / "cut.pt2")
+    with pytest.raises(ArtifactError):
+        models.upload(s3, "artifacts", POINTER, bad, progress=False)
+    assert "Contents" not in s3.list_objects_v2(Bucket="artifacts")
