@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
+.PHONY: help setup test demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ demo-model/config.json: export/demo_model.py export/shapes.py | $(VENV)/.install
 
 dist/demo.pt2: demo-model/config.json | $(VENV)/.installed
 	$(PY) -m export --model demo-model --out dist/demo.pt2
+
+demo-accuracy: setup dist/demo.pt2 ## exact-match accuracy of dist/demo.pt2 on 500 fresh images (PNG and JPEG)
+	$(PY) -m export.demo_accuracy --artifact dist/demo.pt2
 
 demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
 	$(PY) -m stacks.demo

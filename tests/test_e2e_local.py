@@ -164,3 +164,11 @@ def _wait(condition, agent, log_path: Path, timeout_s: float = 180) -> None:
         assert agent.poll() is None, f"agent exited early with {agent.returncode}: {log_path.read_text()[-2000:]}"
         assert time.monotonic() < deadline, "timed out waiting for results"
         time.sleep(0.5)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_demo_captioner_through_its_pt2_is_at_least_95_percent_exact(artifacts, fmt):
+    from export.demo_accuracy import accuracy
+
+    value, misses, _ = accuracy(str(artifacts[0]), 200, seed=424242, fmt=fmt)
+    assert value >= 0.95, misses[:10]

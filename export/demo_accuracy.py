@@ -1,0 +1,44 @@
+"""`python -m export.demo_accuracy --artifact dist/demo.pt2`: exact-match accuracy of the demo captioner's .pt2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from export import shapes
+from export.demo_eval import encode
+from runtime.captioner import load_captioner
+from runtime.images import load_image
+
+
+def accuracy(artifact: str, count: int, seed: int, fmt: str) -> tuple[float, list[str], float]:
+    """Caption `count` fresh shapes images (round-tripped through `fmt`) with the runtime; (accuracy, misses, s)."""
+    captioner = load_captioner(artifact, device="cpu")
+    samples = shapes.make_dataset(count, seed)
+    images = [load_image(encode(image, fmt)) for image, _ in samples]
+    started = time.perf_counter()
+    got = captioner.caption(images)
+    elapsed = time.perf_counter() - started
+    misses = [f"got {g!r}, want {want!r}" for g, (_, want) in zip(got, samples) if g != want]
+    return 1 - len(misses) / count, misses, elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.demo_accuracy", description=__doc__)
+    p.add_argument("--artifact", default="dist/demo.pt2")
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--seed", type=int, default=424242, help="a seed the training pool does not use")
+    p.add_argument("--min-accuracy", type=float, default=0.95)
+    args = p.parse_args(argv)
+    ok = True
+    for fmt in ("png", "jpeg"):
+        value, misses, elapsed = accuracy(args.artifact, args.images, args.seed, fmt)
+        print(json.dumps({"artifact": args.artifact, "format": fmt, "images": args.images,
+                          "exact_match": round(value, 4), "seconds": round(elapsed, 2), "misses": misses[:5]}))
+        ok &= value >= args.min_accuracy
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
