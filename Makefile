@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
+.PHONY: help setup test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -79,3 +79,6 @@ models: setup ## list uploaded models (* marks the current one)
 
 rollback: setup ## make the previous model current again
 	$(PY) -m stacks.models rollback
+
+bench: setup ## benchmarks on this CPU -> bench/results.json + BENCHMARKS.md tables (QUICK=1: smoke run)
+	$(PY) -m bench $(if $(QUICK),--quick)

@@ -19,16 +19,20 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--num-beams", type=int, default=None, help="default: the artifact's generation settings")
     p.add_argument("--batch-size", type=int, default=None, help="default: the artifact's max batch")
+    p.add_argument("--backend", default="exported", choices=["exported", "aoti"],
+                   help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
+    p.add_argument("--compiled-cache", default="~/.cache/captionkit", help="where compiled packages are kept")
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
-        captioner = load_captioner(args.artifact, args.device)
+        captioner = load_captioner(args.artifact, args.device, backend=args.backend,
+                                   compiled_cache_dir=args.compiled_cache)
         load_s = time.perf_counter() - t0
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}) on "
+    print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}) on "
           f"{captioner.device} in {load_s:.1f} s", file=sys.stderr)
     batch = args.batch_size or captioner.max_batch
     failed = 0

@@ -28,8 +28,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 class Captioner:
     """A verified, loaded artifact: preprocess on any thread, caption on the device."""
 
-    def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device, sha256: str):
-        self.path, self.manifest, self.device, self.sha256 = path, manifest, device, sha256
+    def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device, sha256: str,
+                 backend: str = "exported"):
+        self.path, self.manifest, self.device, self.sha256, self.backend = path, manifest, device, sha256, backend
         self.name = manifest["source"]["model"]
         self.max_batch = int(manifest["max_batch"])
         self.max_beams = int(manifest["max_beams"])
@@ -74,8 +75,19 @@ class Captioner:
         return self.caption_pixels(self.preprocess(images), num_beams)
 
 
-def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None) -> Captioner:
-    """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too."""
+BACKENDS = ("exported", "aoti")
+
+
+def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None,
+                   backend: str = "exported", compiled_cache_dir: str | os.PathLike = "~/.cache/captionkit",
+                   remote=None, report=None) -> Captioner:
+    """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too.
+
+    `backend="aoti"` runs AOTInductor-compiled programs (see runtime.aoti: cached under `compiled_cache_dir`
+    and in `remote`); if they cannot be had, one line says why and the exported programs are used.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     path = Path(path)
     sha = file_sha256(path) if path.is_file() else ""
     if expected_sha256 is not None and sha != expected_sha256:
@@ -83,4 +95,14 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
                             "the download is incomplete or the wrong file")
     manifest, tokenizer_json = verify(path)
     resolved = resolve_device(device)
+    if backend == "aoti":
+        from runtime import aoti
+
+        report = report or aoti.default_report
+        try:
+            programs = aoti.compiled_programs(path, sha, resolved, compiled_cache_dir,
+                                              remote=remote, report=report)
+            return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
+        except aoti.AotiUnavailable as exc:
+            report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
     return Captioner(path, manifest, tokenizer_json, load_programs(path, resolved), resolved, sha)

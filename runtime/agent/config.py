@@ -37,6 +37,7 @@ class AgentConfig:
     visibility_timeout_s: int = 120
     retry_backoff_s: float = 5.0  # first delay before a transiently failed message is seen again
     device: str = "auto"  # auto | cpu | cuda
+    backend: str = "exported"  # exported | aoti (AOTInductor, compiled once per device, shared via compiled_cache_prefix)
     compiled_cache_prefix: str = "compiled/"
     asg_name: str = ""
     lifecycle_hook_name: str = ""
@@ -107,6 +108,8 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     config = AgentConfig(**values)
     if config.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be auto, cpu or cuda, not {config.device!r}")
+    if config.backend not in ("exported", "aoti"):
+        raise ConfigError(f"backend must be exported or aoti, not {config.backend!r}")
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

@@ -71,7 +71,18 @@ def load_current(config, s3, device: str, pointer: dict | None = None):
     pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
     path = fetch_artifact(s3, config.artifacts_bucket, pointer, config.cache_dir)
     loader = resolve_loader(config.captioner_loader)
-    return loader(path, device=device, expected_sha256=pointer["sha256"]), pointer
+    return loader(path, device=device, expected_sha256=pointer["sha256"], **backend_options(config, s3)), pointer
+
+
+def backend_options(config, s3) -> dict:
+    """Extra loader arguments for `backend: aoti` (compiled packages cached locally and in the artifacts bucket)."""
+    if config.backend == "exported":
+        return {}
+    from runtime.agent.metrics import log
+    from runtime.aoti import S3Store
+
+    return {"backend": config.backend, "compiled_cache_dir": config.cache_dir, "report": log,
+            "remote": S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix)}
 
 
 def publish_model(s3, bucket: str, path: str | os.PathLike, pointer_key: str = "models/current.json",

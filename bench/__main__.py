@@ -1,0 +1,31 @@
+"""`python -m bench [--quick]` (make bench): model level, cold start, agent level, then the BENCHMARKS.md tables."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    from bench import agent, coldstart, model, report
+
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny + demo models only (minutes, a smoke test)")
+    p.add_argument("--workdir", default="/tmp/captionkit-bench")
+    args = p.parse_args(argv)
+    work = Path(args.workdir)
+    main_model = "tiny" if args.quick else "vit-gpt2-base"
+    # 1. model level (exports and compiles what it needs), 2. cold start, 3. agent on the local AWS, 4. tables
+    model.main(["--workdir", str(work)] + (["--quick"] if args.quick else []))
+    coldstart.main(["--artifact", str(work / f"{main_model}-float32-b8.pt2"), "--folder", str(work / main_model),
+                    "--cache", str(work / "aoti-cache"), "--section", f"cold_start_{main_model}"])
+    if (model.models.REPO / "demo-model" / "config.json").exists():
+        agent.main(["--artifact", str(work / "demo-float32-b8.pt2"), "--folder", str(model.models.REPO / "demo-model"),
+                    "--section", "agent_demo"])
+    else:
+        print("skipping the agent benchmark: demo-model/ is missing (make demo-model)", file=sys.stderr)
+    return report.main([])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""`python -m bench.agent`: the agent against a naive worker, and against the model alone, on the local AWS (moto).
+
+Same images, same weights, same machine, one after another in this run:
+- naive worker: one message at a time, download, decode, HF processor + `generate` per image, write, delete;
+- the agent (`python -m runtime agent --burst`, a subprocess): images/s from its `started` line to its exit;
+- the model alone: the same captioner on pre-decoded pixel batches (what the device could do without S3).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+
+from bench.model import machine, write_section
+
+
+def jpeg_images(count: int, seed: int = 0) -> list[bytes]:
+    """Smooth random 640x480 JPEGs (a camera-sized upload, so decoding and resizing cost what they do)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        PIL.Image.fromarray(small).resize((640, 480), PIL.Image.BICUBIC).save(buf, "JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+class LocalAws:
+    """A bucket pair and a queue on a moto server started here (the same APIs the agent uses on AWS)."""
+
+    def __init__(self, state_dir: Path):
+        from stacks.moto_server import MotoServer, free_port
+
+        self.server = MotoServer(state_dir, free_port())
+        self.server.start()
+        self.env = {"AWS_ENDPOINT_URL": self.server.endpoint_url, "AWS_REGION": "us-east-1",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
+        os.environ.update(self.env)
+        import boto3
+
+        self.s3, self.sqs = boto3.client("s3"), boto3.client("sqs")
+        self.id = uuid.uuid4().hex[:8]
+        self.images, self.artifacts = f"images-{self.id}", f"artifacts-{self.id}"
+        for bucket in (self.images, self.artifacts):
+            self.s3.create_bucket(Bucket=bucket)
+
+    def queue(self, name: str, keys: list[str]) -> str:
+        url = self.sqs.create_queue(QueueName=f"{name}-{self.id}")["QueueUrl"]
+        for start in range(0, len(keys), 10):
+            entries = [{"Id": str(i), "MessageBody": json.dumps({"Records": [{
+                "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                "s3": {"bucket": {"name": self.images}, "object": {"key": key}}}]})}
+                for i, key in enumerate(keys[start:start + 10])]
+            self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        return url
+
+    def stop(self):
+        self.server.stop()
+
+
+def naive_worker(aws: LocalAws, queue: str, folder: str, count: int) -> float:
+    """One message at a time with HF (float32, its default settings); seconds for `count` images."""
+    import torch
+
+    from export.load import load
+
+    loaded = load(folder, None, "float32")
+    started = time.perf_counter()
+    done = 0
+    while done < count:
+        for message in aws.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1, WaitTimeSeconds=1).get(
+                "Messages", []):
+            record = json.loads(message["Body"])["Records"][0]["s3"]
+            body = aws.s3.get_object(Bucket=record["bucket"]["name"], Key=record["object"]["key"])["Body"].read()
+            image = PIL.Image.open(io.BytesIO(body)).convert("RGB")
+            with torch.inference_mode():
+                pixels = loaded.processor(images=[image], return_tensors="pt")["pixel_values"]
+                ids = loaded.model.generate(pixel_values=pixels)
+            caption = loaded.tokenizer.decode(ids[0], skip_special_tokens=True)
+            aws.s3.put_object(Bucket=aws.images, Key=f"naive/{record['object']['key']}.json",
+                              Body=json.dumps({"caption": caption}).encode())
+            aws.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+            done += 1
+    return time.perf_counter() - started
+
+
+def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Path) -> dict:
+    """The agent as a subprocess in burst mode; seconds from its `started` line to its exit."""
+    from runtime.agent.pointer import publish_model
+
+    publish_model(aws.s3, aws.artifacts, artifact)
+    config = tmp / "agent.json"
+    config.write_text(json.dumps({"queue_url": queue, "artifacts_bucket": aws.artifacts, "images_bucket": aws.images,
+                                  "pointer_poll_s": 0, "imds_url": "", "device": "cpu", "wait_time_s": 1,
+                                  "cache_dir": str(tmp / "cache"), **settings}))
+    process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(config), "--burst"],
+                               stdout=subprocess.PIPE, text=True, env={**os.environ, **aws.env})
+    started_at, lines = None, []
+    for line in process.stdout:
+        lines.append(line)
+        if started_at is None and '"event": "started"' in line:
+            started_at = time.perf_counter()
+    process.wait()
+    ended = time.perf_counter()
+    if process.returncode != 0 or started_at is None:
+        raise RuntimeError(f"agent exited with {process.returncode}:\n{''.join(lines[-20:])}")
+    started = json.loads(next(line for line in lines if '"event": "started"' in line))
+    return {"seconds": ended - started_at, "start_s": started.get("start_s"), "backend": started.get("backend")}
+
+
+def model_alone(artifact: Path, images: list[bytes], batch: int, backend: str, cache: Path) -> float:
+    """The captioner on pre-decoded, preprocessed batches; seconds for all images."""
+    from runtime.captioner import load_captioner
+
+    captioner = load_captioner(artifact, "cpu", backend=backend, compiled_cache_dir=cache)
+    pixels = captioner.preprocess([PIL.Image.open(io.BytesIO(b)).convert("RGB") for b in images])
+    captioner.caption_pixels(pixels[:batch])  # warm-up, as the agent does
+    started = time.perf_counter()
+    for start in range(0, len(images), batch):
+        captioner.caption_pixels(pixels[start:start + batch])
+    return time.perf_counter() - started
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.agent", description=__doc__)
+    p.add_argument("--artifact", required=True, help="the .pt2 the agent serves")
+    p.add_argument("--folder", required=True, help="the HF folder it was exported from (the naive worker's model)")
+    p.add_argument("--images", type=int, default=48)
+    p.add_argument("--naive-images", type=int, default=16, help="the naive worker is slow: a sample of the images")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--backend", default="exported", choices=["exported", "aoti"])
+    p.add_argument("--cache", default="/tmp/captionkit-bench/aoti-cache", help="compiled-package cache (aoti)")
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--section", default="agent")
+    args = p.parse_args(argv)
+    images = jpeg_images(args.images)
+    with tempfile.TemporaryDirectory() as tmp:
+        aws = LocalAws(Path(tmp))
+        try:
+            keys = [f"incoming/img-{i:04d}.jpg" for i in range(len(images))]
+            for key, body in zip(keys, images):
+                aws.s3.put_object(Bucket=aws.images, Key=key, Body=body)
+            before = machine()
+            naive_s = naive_worker(aws, aws.queue("naive", keys[:args.naive_images]), args.folder, args.naive_images)
+            settings = {"batch_size": args.batch_size, "backend": args.backend}
+            if args.backend == "aoti":
+                settings["cache_dir"] = args.cache
+            agent = agent_run(aws, aws.queue("agent", keys), Path(args.artifact), settings, Path(tmp))
+            alone_s = model_alone(Path(args.artifact), images, args.batch_size, args.backend, Path(args.cache))
+        finally:
+            aws.stop()
+    rates = {"naive_images_per_s": args.naive_images / naive_s, "agent_images_per_s": len(images) / agent["seconds"],
+             "model_alone_images_per_s": len(images) / alone_s}
+    section = {"artifact": args.artifact, "images": len(images), "naive_images": args.naive_images,
+               "batch_size": args.batch_size, "backend": agent["backend"], "agent_start_s": agent["start_s"],
+               **{k: round(v, 3) for k, v in rates.items()},
+               "agent_vs_naive": round(rates["agent_images_per_s"] / rates["naive_images_per_s"], 2),
+               "agent_vs_model_alone": round(rates["agent_images_per_s"] / rates["model_alone_images_per_s"], 2),
+               "machine_before": before, "machine_after": machine()}
+    print(json.dumps(section, indent=1))
+    write_section(Path(args.out), args.section, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

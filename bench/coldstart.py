@@ -1,0 +1,104 @@
+"""`python -m bench.coldstart`: load and first caption of the exported and AOTInductor artifact vs `from_pretrained`.
+
+Each measurement runs in a fresh process (peak memory is the process's VmHWM), the kinds in rotation.
+Reading the pointer and downloading from S3 need the local AWS stack and are not measured here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.timing import summary
+
+KINDS = ("exported", "aoti", "hf")
+
+
+def vm_hwm_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure(kind: str, artifact: str, folder: str, cache: str, device: str) -> dict:
+    """One cold start in this process: the timed phases and the peak memory."""
+    t0 = time.perf_counter()
+    import PIL.Image
+    import torch
+
+    phases = {"import_s": time.perf_counter() - t0}
+    image = PIL.Image.new("RGB", (320, 240), (180, 90, 40))
+    t = time.perf_counter()
+    if kind == "hf":
+        from export.load import load
+
+        loaded = load(folder, None, "float32")
+        phases["load_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with torch.inference_mode():
+            pixels = loaded.processor(images=[image], return_tensors="pt")["pixel_values"].to(device)
+            loaded.model.to(device).generate(pixel_values=pixels, num_beams=1, max_new_tokens=20)
+    else:
+        from runtime.captioner import load_captioner
+
+        # load_s: the whole file's SHA-256, the manifest and program checksums, then the programs
+        captioner = load_captioner(artifact, device, backend=kind, compiled_cache_dir=cache)
+        phases["load_s"] = time.perf_counter() - t
+        phases["backend"] = captioner.backend
+        t = time.perf_counter()
+        captioner.caption([image], num_beams=1)
+    phases["first_caption_s"] = time.perf_counter() - t
+    phases["total_s"] = time.perf_counter() - t0
+    phases["peak_rss_mib"] = round(vm_hwm_mib(), 1)
+    return phases
+
+
+def run(artifact: Path, folder: Path, cache: Path, device: str, runs: int) -> dict:
+    """`runs` fresh processes per kind, in rotation; medians of each phase."""
+    samples: dict[str, list[dict]] = {kind: [] for kind in KINDS}
+    for _ in range(runs):
+        for kind in KINDS:
+            out = subprocess.run([sys.executable, "-m", "bench.coldstart", "--one", kind, "--artifact", str(artifact),
+                                  "--folder", str(folder), "--cache", str(cache), "--device", device],
+                                 capture_output=True, text=True, check=True)
+            samples[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    result = {}
+    for kind, rows in samples.items():
+        keys = [k for k in rows[0] if k.endswith("_s") or k.endswith("_mib")]
+        result[kind] = {k: summary([r[k] for r in rows]) for k in keys}
+        if "backend" in rows[0]:
+            result[kind]["backend"] = rows[0]["backend"]
+    hf_load = result["hf"]["load_s"]["median_s"]
+    result["load_vs_from_pretrained"] = {k: round(result[k]["load_s"]["median_s"] / hf_load, 2)
+                                         for k in ("exported", "aoti")}
+    return result
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.coldstart", description=__doc__)
+    p.add_argument("--one", choices=KINDS, help="(internal) measure one cold start in this process")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--folder", required=True, help="the HF checkpoint folder the artifact was exported from")
+    p.add_argument("--cache", required=True, help="compiled-package cache dir (warm it first: bench.model does)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--section", default="cold_start")
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one, args.artifact, args.folder, args.cache, args.device)))
+        return 0
+    from bench.model import machine, write_section
+
+    result = run(Path(args.artifact), Path(args.folder), Path(args.cache), args.device, args.runs)
+    write_section(Path(args.out), args.section, {"artifact": args.artifact, "machine": machine(), **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

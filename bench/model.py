@@ -1,0 +1,185 @@
+"""`python -m bench.model`: HF `generate` vs the runtime on exported and AOTInductor programs, same weights and images.
+
+For each model, dtype, batch and beam width the three run in rotation in this one process; tokens are
+compared (same dtype: identical expected; a mismatch at a near-tie is reported, not fatal). Then our best
+setting is set against HF's default float32 pipeline, with how many captions agree.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
+
+from bench import models
+from bench.timing import interleaved, ratio
+
+QUICK = {"models": ["tiny", "demo"], "batches": [1, 8], "runs": 5}
+FULL = {"models": ["vit-gpt2-base", "blip-base", "demo"], "batches": [1, 8], "runs": 5}
+
+
+def export_artifact(folder: Path, out: Path, dtype: str, max_batch: int) -> Path:
+    """The .pt2 for `folder` in `dtype` (exported once; the exporter proves parity with HF before writing)."""
+    from export.cli import main as export_main
+
+    if not out.exists():
+        code = export_main(["--model", str(folder), "--out", str(out), "--dtype", dtype, "--max-batch", str(max_batch)])
+        if code != 0:
+            raise RuntimeError(f"export of {folder} in {dtype} failed (exit {code})")
+    return out
+
+
+def _until_eos(rows, eos):
+    return [r[: r.index(eos) + 1] if eos in r else r for r in rows]
+
+
+def bench_images(name: str, count: int) -> list:
+    """The demo model sees its own kind of scene (captions of different lengths); others smooth noise."""
+    from export.cli import parity_images
+
+    if name == "demo":
+        from export.shapes import make_dataset
+
+        return [image for image, _ in make_dataset(count, seed=7)]
+    return parity_images([], count, seed=1)
+
+
+def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, runs: int, device: str) -> dict:
+    """Every (batch, beams) case for one model in one dtype: HF, exported, aoti timings and token agreement."""
+    from export.load import load
+    from export.settings import hf_generate_kwargs
+    from runtime.captioner import load_captioner
+
+    max_batch = max(batches)
+    artifact = export_artifact(folder, workdir / f"{name}-{dtype}-b{max_batch}.pt2", dtype, max_batch)
+    loaded = load(str(folder), None, dtype)
+    hf = loaded.model.to(device)
+    exported = load_captioner(artifact, device)
+    started = time.perf_counter()
+    compiled = load_captioner(artifact, device, backend="aoti", compiled_cache_dir=workdir / "aoti-cache")
+    aoti_s = time.perf_counter() - started
+    gen = exported.manifest["generation"]
+    images = bench_images(name, max_batch)
+    pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
+    out = {"artifact_mib": round(artifact.stat().st_size / 2**20, 1), "aoti_backend": compiled.backend,
+           "aoti_load_or_compile_s": round(aoti_s, 1), "cases": {}}
+    for beams in sorted({1, min(4, exported.max_beams)}):
+        for batch in batches:
+            px = pixels[:batch]
+            hf_px = px.to(device, getattr(torch, dtype))
+            kwargs = hf_generate_kwargs(gen, beams)
+            tokens = {}
+
+            def run_hf():
+                with torch.inference_mode():
+                    seq = hf.generate(pixel_values=hf_px, **kwargs)
+                tokens["hf"] = _until_eos([r[1:].tolist() for r in seq], gen["eos_token_id"])
+
+            def run(captioner, key):
+                def go():
+                    tokens[key] = _until_eos(captioner.generate_ids(px, num_beams=beams), gen["eos_token_id"])
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                return go
+
+            times = interleaved({"hf": run_hf, "exported": run(exported, "exported"),
+                                 "aoti": run(compiled, "aoti")}, runs)
+            case = f"{'greedy' if beams == 1 else f'beam{beams}'}@batch{batch}"
+            same = {k: sum(a == b for a, b in zip(tokens["hf"], tokens[k])) for k in ("exported", "aoti")}
+            out["cases"][case] = {
+                "times": times, "tokens": tokens, "images": batch,
+                "mean_new_tokens": sum(map(len, tokens["hf"])) / batch,
+                "identical_to_hf": same,
+                "speedup_vs_hf": {k: round(ratio(times["hf"], times[k]), 3) for k in ("exported", "aoti")},
+            }
+            print(f"  {name} {dtype} {case}: hf {times['hf']['median_s']:.3f}s exported "
+                  f"{times['exported']['median_s']:.3f}s aoti {times['aoti']['median_s']:.3f}s; identical "
+                  f"{same['exported']}/{batch}, {same['aoti']}/{batch}", file=sys.stderr, flush=True)
+    del hf, exported, compiled, loaded
+    gc.collect()
+    return out
+
+
+def best_vs_hf_float32(per_dtype: dict) -> dict:
+    """Per case: our fastest (dtype, backend) against HF float32, and how many captions match HF float32's."""
+    result = {}
+    base = per_dtype.get("float32")
+    if not base:
+        return result
+    for case, ref in base["cases"].items():
+        options = [(d["cases"][case]["times"][b]["median_s"], dtype, b)
+                   for dtype, d in per_dtype.items() if case in d["cases"] for b in ("exported", "aoti")]
+        seconds, dtype, backend = min(options)
+        ours = per_dtype[dtype]["cases"][case]["tokens"][backend]
+        result[case] = {"best": f"{backend} {dtype}", "speedup": round(ref["times"]["hf"]["median_s"] / seconds, 3),
+                        "captions_agree": sum(a == b for a, b in zip(ref["tokens"]["hf"], ours)),
+                        "images": ref["images"]}
+    return result
+
+
+def machine() -> dict:
+    """Where and under what load the numbers were taken."""
+    load = os.getloadavg()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "python": platform.python_version(), "loadavg_1_5_15": [round(x, 2) for x in load],
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny + demo models only (a smoke test, minutes)")
+    p.add_argument("--models", nargs="*", help="override the model list (vit-gpt2-base blip-base tiny demo)")
+    p.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
+    p.add_argument("--batches", nargs="*", type=int, default=None)
+    p.add_argument("--runs", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workdir", default=os.environ.get("CAPTIONKIT_BENCH_DIR", "/tmp/captionkit-bench"))
+    p.add_argument("--out", default="bench/results.json", help="results JSON (merged: other sections kept)")
+    p.add_argument("--section", default=None, help="key in the results file (default: model_cpu / model_cuda)")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    plan = dict(QUICK if args.quick else FULL)
+    models_wanted = args.models or plan["models"]
+    batches, runs = args.batches or plan["batches"], args.runs or plan["runs"]
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    section = {"mode": "quick" if args.quick else "full", "runs": runs, "machine_before": machine(), "models": {}}
+    for name in models_wanted:
+        try:
+            folder = models.checkpoint(name, workdir)
+        except FileNotFoundError as exc:
+            print(f"skipping {name}: {exc}", file=sys.stderr)
+            continue
+        per_dtype = {}
+        for dtype in args.dtypes:
+            print(f"{name} {dtype} ...", file=sys.stderr, flush=True)
+            per_dtype[dtype] = bench_dtype(name, folder, dtype, workdir, batches, runs, args.device)
+            section["models"][name] = {"dtypes": per_dtype, "best_vs_hf_float32": best_vs_hf_float32(per_dtype)}
+            section["machine_after"] = machine()
+            write_section(Path(args.out), args.section or f"model_{args.device}", section)  # after each dtype
+    return 0
+
+
+def write_section(path: Path, key: str, section: dict) -> None:
+    """Merge `section` into the results JSON under `key`, keeping the other benchmarks' sections."""
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[key] = section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    print(f"wrote {path} [{key}]", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""AOTInductor backend: compile an artifact's exported programs for this device once, cache and reuse the package.
+
+A compiled package is specific to the artifact, the torch version and the device (GPU architecture, or
+the CPU's vector instruction set), so its cache key holds all three. Lookup order: the local cache
+directory, then an optional remote store (the agent's artifacts bucket), then compiling here (and
+storing the result in both). Any failure raises `AotiUnavailable` with the reason; the caller falls
+back to the exported programs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from runtime.artifact import PROGRAMS
+
+logger = logging.getLogger("captionkit.aoti")
+Report = Callable[..., None]  # report(level, event=..., **fields)
+
+
+class AotiUnavailable(Exception):
+    """No compiled package could be found, compiled or loaded; the message says why."""
+
+
+class RemoteStore(Protocol):
+    """Where compiled packages are shared between instances (the agent's artifacts bucket)."""
+
+    def fetch(self, key: str, dest: Path) -> bool: ...
+
+    def store(self, key: str, path: Path) -> None: ...
+
+
+def default_report(level: str, **fields) -> None:
+    """Log one line through the standard `captionkit.aoti` logger (fields kept for JSON formatters)."""
+    logger.log(getattr(logging, level.upper()), " ".join(f"{k}={v}" for k, v in fields.items()),
+               extra={"fields": fields})
+
+
+def device_tag(device: torch.device) -> str:
+    """'cuda-sm_90' for a GPU (its architecture), 'cpu-avx512' etc. for the CPU (the vector ISA compiled for)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"cuda-sm_{major}{minor}"
+    return f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}"
+
+
+def cache_key(sha256: str, device: torch.device) -> str:
+    """`<artifact sha256>/<torch version>/<device tag>.pt2`: the same key locally and in the remote store."""
+    return f"{sha256}/{torch.__version__.split('+')[0]}/{device_tag(device)}.pt2"
+
+
+def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
+                    inductor_configs: dict | None = None) -> Path:
+    """Compile both exported programs of `artifact` with AOTInductor for `device` into one package at `out`."""
+    from torch.export.passes import move_to_device_pass
+    from torch.export.pt2_archive._package import load_pt2
+    from torch._inductor.package import package_aoti
+
+    device = torch.device(device)
+    contents = load_pt2(str(artifact))
+    files = {}
+    for name in PROGRAMS:
+        program = contents.exported_programs[name]
+        if program.example_inputs is None:
+            raise AotiUnavailable(f"program '{name}' carries no example inputs to compile with")
+        args, kwargs = program.example_inputs
+        if device.type != "cpu":
+            program = move_to_device_pass(program, device)
+            args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        module = program.module(check_guards=False)
+        options = {**(inductor_configs or {}), "aot_inductor.package": True}
+        files[name] = torch._inductor.aot_compile(module, args, kwargs, options=options)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial.pt2")
+    package_aoti(str(partial), files)
+    partial.replace(out)
+    return out
+
+
+def load_package(path: Path, device: torch.device) -> dict:
+    """The compiled encoder and decoder-step runners of a package, callable like the exported modules."""
+    from torch._inductor.package import load_package as load
+
+    device = torch.device(device)
+    index = device.index if device.index is not None else -1
+    return {name: Contiguous(load(str(path), name, device_index=index)) for name in PROGRAMS}
+
+
+class Contiguous:
+    """Calls a compiled runner with contiguous inputs: AOTInductor code assumes the example inputs' strides.
+
+    Beam search feeds the decoder a strided view of its token matrix; the exported program copes, the
+    compiled one would read the wrong tokens. `.contiguous()` costs nothing for tensors that already are.
+    """
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def __call__(self, *args):
+        return self.runner(*(a.contiguous() for a in args))
+
+
+def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.device, cache_dir: str | os.PathLike,
+                      remote: RemoteStore | None = None, report: Report = default_report,
+                      compile_fn: Callable[..., Path] | None = None) -> dict:
+    """Programs from the local cache, else the remote store, else compiled here (then stored in both)."""
+    key = cache_key(sha256, device)
+    local = Path(cache_dir).expanduser() / "compiled" / key
+    source = "local cache"
+    try:
+        if not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            if remote is not None and _fetch(remote, key, local, report):
+                source = "remote cache"
+            else:
+                started = time.monotonic()
+                with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
+                    built = (compile_fn or compile_package)(artifact, device, Path(tmp) / local.name)
+                    shutil.move(str(built), local)
+                source = f"compiled in {time.monotonic() - started:.1f} s"
+                report("info", event="aoti_compiled", key=key, compile_s=round(time.monotonic() - started, 1))
+                if remote is not None:
+                    _store(remote, key, local, report)
+        try:
+            programs = load_package(local, device)
+        except Exception:
+            local.unlink(missing_ok=True)  # a damaged package: the next start fetches or compiles afresh
+            raise
+    except AotiUnavailable:
+        raise
+    except Exception as exc:  # compiler missing, out of memory, a damaged package: all mean "use exported"
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise AotiUnavailable(f"{exc.__class__.__name__}: {first_line}") from exc
+    report("info", event="aoti_loaded", key=key, source=source)
+    return programs
+
+
+def _fetch(remote: RemoteStore, key: str, dest: Path, report: Report) -> bool:
+    try:
+        return remote.fetch(key, dest)
+    except Exception as exc:  # noqa: BLE001 - an unreadable shared cache is no reason not to compile here
+        report("warning", event="aoti_fetch_failed", key=key, reason=f"{exc.__class__.__name__}: {exc}")
+        return False
+
+
+def _store(remote: RemoteStore, key: str, path: Path, report: Report) -> None:
+    try:
+        remote.store(key, path)
+        report("info", event="aoti_uploaded", key=key)
+    except Exception as exc:  # noqa: BLE001 - sharing is an optimisation; this instance still uses its package
+        report("warning", event="aoti_upload_failed", key=key, reason=f"{exc.__class__.__name__}: {exc}")
+
+
+class S3Store:
+    """Compiled packages under `s3://<bucket>/<prefix><key>`."""
+
+    def __init__(self, s3, bucket: str, prefix: str):
+        self.s3, self.bucket, self.prefix = s3, bucket, prefix
+
+    def fetch(self, key: str, dest: Path) -> bool:
+        partial = dest.with_name(dest.name + ".download")
+        try:
+            self.s3.download_file(self.bucket, self.prefix + key, str(partial))
+        except Exception as exc:  # noqa: BLE001 - missing (404) means compile; anything else is reported by the caller
+            partial.unlink(missing_ok=True)
+            if getattr(exc, "response", {}).get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                return False
+            raise
+        partial.replace(dest)
+        return True
+
+    def store(self, key: str, path: Path) -> None:
+        self.s3.upload_file(str(path), self.bucket, self.prefix + key)
