@@ -13,6 +13,7 @@ from runtime.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 PROGRAMS = ("encoder", "decoder_step")
+REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -60,6 +61,10 @@ def verify(path: str | os.PathLike) -> tuple[dict, str]:
             f"{path}: manifest schema version {schema!r} is not supported by this runtime (it reads {SCHEMA_VERSION}); "
             "export the model again with the matching CaptionKit version"
         )
+    missing = [key for key in REQUIRED if manifest.get(key) is None]
+    if missing:
+        raise ArtifactError(f"{path}: manifest.json lacks {', '.join(missing)}: it was written by another "
+                            "CaptionKit version; export the model again")
     exported_with = str(manifest.get("torch_version", "?"))
     here = torch.__version__.split("+")[0]
     if exported_with.split("+")[0] != here:

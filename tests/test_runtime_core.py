@@ -87,6 +87,12 @@ def test_unknown_schema_is_refused(tiny_artifact, tmp_path):
         load_captioner(bad)
 
 
+def test_manifest_missing_a_field_is_refused_naming_it(tiny_artifact, tmp_path):
+    bad = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "old.pt2", max_beams=None)
+    with pytest.raises(ArtifactError, match="manifest.json lacks max_beams"):
+        load_captioner(bad)
+
+
 def test_other_torch_version_is_refused(tiny_artifact, tmp_path):
     bad = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "torch.pt2", torch_version="2.12.0")
     with pytest.raises(ArtifactError, match=r"exported with torch 2\.12\.0.*install torch==2\.12\.0"):
