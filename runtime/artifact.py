@@ -16,15 +16,6 @@ PROGRAMS = ("encoder", "decoder_step")
 REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a whole file, streamed."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _reader(path: Path):
     from torch.export.pt2_archive._package import PT2ArchiveReader
 

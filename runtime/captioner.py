@@ -7,7 +7,8 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from runtime.artifact import file_sha256, load_programs, verify
+from runtime.artifact import load_programs, verify
+from runtime.checksum import file_sha256
 from runtime.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError

@@ -1,7 +1,17 @@
-"""The per-program checksum shared by the exporter (which writes it) and the runtime (which checks it)."""
+"""Checksums shared by the exporter, the runtime, the agent and the upload tool (no torch import)."""
 from __future__ import annotations
 
 import hashlib
+import os
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a whole file, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def program_checksum(records: dict[str, str]) -> str:

@@ -35,12 +35,12 @@ class AgentRun:
         """From 'started' to the last batch's log line: the time spent on the queue's work."""
         import datetime
 
-        stamps = {l.get("event"): l["time"] for l in self.log if l.get("event") in ("started", "batch") and "time" in l}
+        started = [l["time"] for l in self.log if l.get("event") == "started" and "time" in l]
         batches = [l["time"] for l in self.log if l.get("event") == "batch" and "time" in l]
-        if "started" not in stamps or not batches:
+        if not started or not batches:
             return self.wall_s - self.start_s
         parse = datetime.datetime.fromisoformat
-        return (parse(batches[-1]) - parse(stamps["started"])).total_seconds()
+        return (parse(batches[-1]) - parse(started[0])).total_seconds()
 
 
 def image_bytes(image, name: str) -> bytes:

@@ -32,7 +32,8 @@ def upload(s3, bucket: str, pointer_key: str, artifact: Path, progress: bool = T
     from boto3.s3.transfer import TransferConfig
     from tqdm import tqdm
 
-    from runtime.artifact import file_sha256, verify
+    from runtime.artifact import verify
+    from runtime.checksum import file_sha256
 
     manifest, _ = verify(artifact)  # never publish a file the runtime would refuse
     sha, size = file_sha256(artifact), artifact.stat().st_size

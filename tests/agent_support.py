@@ -100,9 +100,9 @@ def batches_started(started_file: Path) -> int:
 
 def load_fake_captioner(path, device: str = "auto", expected_sha256: str | None = None):
     """`runtime.captioner.load_captioner`'s signature over a JSON 'artifact' describing a FakeCaptioner."""
-    from runtime.agent.pointer import sha256_of
+    from runtime.checksum import file_sha256
 
-    sha = sha256_of(path)
+    sha = file_sha256(path)
     if expected_sha256 and sha != expected_sha256:
         raise ArtifactError(f"{path}: sha256 {sha} != expected {expected_sha256}")
     spec = json.loads(Path(path).read_text())

@@ -31,7 +31,7 @@ _COMPILED: dict[str, Path] = {}  # the fixture is imported by test_aoti_agent to
 @pytest.fixture(scope="session")
 def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
     """A cache directory holding the tiny artifact compiled for this CPU (compiled once per session: ~1 min)."""
-    from runtime.artifact import file_sha256
+    from runtime.checksum import file_sha256
 
     if str(tiny_artifact) not in _COMPILED:
         cache = tmp_path_factory.mktemp("aoti-cache")

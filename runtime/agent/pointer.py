@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import datetime
-import hashlib
 import importlib
 import json
 import os
@@ -10,18 +9,10 @@ import re
 from pathlib import Path
 
 from runtime.agent.aws import error_code
+from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_loader(spec: str):
@@ -53,11 +44,11 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     cache = Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"{pointer['sha256']}.pt2"
-    if path.exists() and sha256_of(path) == pointer["sha256"]:
+    if path.exists() and file_sha256(path) == pointer["sha256"]:
         return path
     partial = path.with_suffix(".pt2.partial")
     s3.download_file(bucket, pointer["key"], str(partial))
-    actual = sha256_of(partial)
+    actual = file_sha256(partial)
     if actual != pointer["sha256"]:
         partial.unlink()
         raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
@@ -88,7 +79,7 @@ def backend_options(config, s3) -> dict:
 def publish_model(s3, bucket: str, path: str | os.PathLike, pointer_key: str = "models/current.json",
                   **fields) -> dict:
     """Upload a .pt2 as models/<sha256>.pt2 and move the pointer to it; returns the pointer."""
-    sha = sha256_of(path)
+    sha = file_sha256(path)
     key = f"{pointer_key.rsplit('/', 1)[0]}/{sha}.pt2" if "/" in pointer_key else f"{sha}.pt2"
     s3.upload_file(str(path), bucket, key)
     try:
