@@ -12,9 +12,9 @@ from runtime.captioner import load_captioner
 from runtime.images import load_image
 
 
-def accuracy(artifact: str, count: int, seed: int, fmt: str) -> tuple[float, list[str], float]:
+def accuracy(artifact: str, count: int, seed: int, fmt: str, quantize: str | None = None) -> tuple[float, list[str], float]:
     """Caption `count` fresh shapes images (round-tripped through `fmt`) with the runtime; (accuracy, misses, s)."""
-    captioner = load_captioner(artifact, device="cpu")
+    captioner = load_captioner(artifact, device="cpu", quantize=quantize)
     samples = shapes.make_dataset(count, seed)
     images = [load_image(encode(image, fmt)) for image, _ in samples]
     started = time.perf_counter()
@@ -30,11 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--seed", type=int, default=424242, help="a seed the training pool does not use")
     p.add_argument("--min-accuracy", type=float, default=0.95)
+    p.add_argument("--quantize", default=None, choices=["int8", "fp16"], help="load as the runtime's --quantize would")
     args = p.parse_args(argv)
     ok = True
     for fmt in ("png", "jpeg"):
-        value, misses, elapsed = accuracy(args.artifact, args.images, args.seed, fmt)
-        print(json.dumps({"artifact": args.artifact, "format": fmt, "images": args.images,
+        value, misses, elapsed = accuracy(args.artifact, args.images, args.seed, fmt, args.quantize)
+        print(json.dumps({"artifact": args.artifact, "quantize": args.quantize, "format": fmt, "images": args.images,
                           "exact_match": round(value, 4), "seconds": round(elapsed, 2), "misses": misses[:5]}))
         ok &= value >= args.min_accuracy
     return 0 if ok else 1

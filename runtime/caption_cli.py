@@ -21,18 +21,21 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="default: the artifact's max batch")
     p.add_argument("--backend", default="exported", choices=["exported", "aoti"],
                    help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
+    p.add_argument("--quantize", default=None, choices=["int8", "fp16"],
+                   help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels (faster; captions may differ)")
     p.add_argument("--compiled-cache", default="~/.cache/captionkit", help="where compiled packages are kept")
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
         captioner = load_captioner(args.artifact, args.device, backend=args.backend,
-                                   compiled_cache_dir=args.compiled_cache)
+                                   compiled_cache_dir=args.compiled_cache, quantize=args.quantize)
         load_s = time.perf_counter() - t0
-    except ArtifactError as exc:
+    except (ArtifactError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}) on "
+    print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}"
+          f"{', ' + captioner.quantize if captioner.quantize else ''}) on "
           f"{captioner.device} in {load_s:.1f} s", file=sys.stderr)
     batch = args.batch_size or captioner.max_batch
     failed = 0

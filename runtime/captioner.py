@@ -30,8 +30,9 @@ class Captioner:
     """A verified, loaded artifact: preprocess on any thread, caption on the device."""
 
     def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device, sha256: str,
-                 backend: str = "exported"):
+                 backend: str = "exported", quantize: str | None = None):
         self.path, self.manifest, self.device, self.sha256, self.backend = path, manifest, device, sha256, backend
+        self.quantize = quantize
         self.name = manifest["source"]["model"]
         self.max_batch = int(manifest["max_batch"])
         self.max_beams = int(manifest["max_beams"])
@@ -81,20 +82,30 @@ BACKENDS = ("exported", "aoti")
 
 def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None,
                    backend: str = "exported", compiled_cache_dir: str | os.PathLike = "~/.cache/captionkit",
-                   remote=None, report=None) -> Captioner:
+                   remote=None, report=None, quantize: str | None = None, sha256_checked: bool = False) -> Captioner:
     """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too.
 
-    `backend="aoti"` runs AOTInductor-compiled programs (see runtime.aoti: cached under `compiled_cache_dir`
-    and in `remote`); if they cannot be had, one line says why and the exported programs are used.
+    A file matching the pointer's SHA-256 was verified record by record before it was uploaded, so its
+    program checksums are not hashed again; `sha256_checked=True` says the caller has just hashed it
+    (the agent's download), so nothing is hashed twice. `backend="aoti"` runs AOTInductor-compiled
+    programs (see runtime.aoti: cached under `compiled_cache_dir` and in `remote`); if they cannot be
+    had, one line says why and the exported programs are used. `quantize="int8"|"fp16"` rewrites the
+    exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    if quantize is not None and backend != "exported":
+        raise ValueError(f"quantize={quantize} applies to the exported programs; AOTInductor compiles the float "
+                         "ones (use backend='exported' with quantize, or aoti without)")
     path = Path(path)
-    sha = file_sha256(path) if path.is_file() else ""
+    if sha256_checked and expected_sha256 is not None:
+        sha = expected_sha256
+    else:
+        sha = file_sha256(path) if path.is_file() else ""
     if expected_sha256 is not None and sha != expected_sha256:
         raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected_sha256[:12]}…; "
                             "the download is incomplete or the wrong file")
-    manifest, tokenizer_json = verify(path)
+    manifest, tokenizer_json = verify(path, check_programs=expected_sha256 is None)
     resolved = resolve_device(device)
     if backend == "aoti":
         from runtime import aoti
@@ -106,4 +117,9 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
             return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
         except aoti.AotiUnavailable as exc:
             report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
-    return Captioner(path, manifest, tokenizer_json, load_programs(path, resolved), resolved, sha)
+    programs = load_programs(path, resolved)
+    if quantize is not None:
+        from runtime.quantize import quantize_programs
+
+        quantize_programs(programs, quantize, resolved, manifest["dtype"])
+    return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize)

@@ -98,7 +98,7 @@ def batches_started(started_file: Path) -> int:
     return len(Path(started_file).read_text().splitlines()) if Path(started_file).exists() else 0
 
 
-def load_fake_captioner(path, device: str = "auto", expected_sha256: str | None = None):
+def load_fake_captioner(path, device: str = "auto", expected_sha256: str | None = None, **_options):
     """`runtime.captioner.load_captioner`'s signature over a JSON 'artifact' describing a FakeCaptioner."""
     from runtime.checksum import file_sha256
 
@@ -135,11 +135,11 @@ class SlowCaptioner:
         return self.inner.caption(images)
 
 
-def load_slow_captioner(path, device: str = "auto", expected_sha256: str | None = None):
+def load_slow_captioner(path, device: str = "auto", expected_sha256: str | None = None, **options):
     """`runtime.captioner.load_captioner`, then slowed by the env AGENT_TEST_DELAY_S / AGENT_TEST_STARTED_FILE."""
     from runtime.captioner import load_captioner
 
-    inner = load_captioner(path, device=device, expected_sha256=expected_sha256)
+    inner = load_captioner(path, device=device, expected_sha256=expected_sha256, **options)
     return SlowCaptioner(inner, float(os.environ.get("AGENT_TEST_DELAY_S", "0")),
                          os.environ.get("AGENT_TEST_STARTED_FILE", ""))
 

@@ -38,6 +38,9 @@ def test_environment_alone_is_enough():
     ({"queue_ur": "typo"}, {}, "unknown settings ['queue_ur']"),
     ({"batch_size": "eight"}, {}, "not a valid int for batch_size"),
     ({}, {"CAPTIONKIT_DEVICE": "tpu"}, "device must be auto, cpu or cuda"),
+    ({"quantize": "int4"}, {}, "quantize must be empty, int8 or fp16"),
+    ({"quantize": "int8", "backend": "aoti"}, {}, "quantize=int8 is for the exported backend on CPU"),
+    ({"quantize": "fp16"}, {"CAPTIONKIT_DEVICE": "cuda"}, "quantize=fp16 is for the exported backend on CPU"),
 ])
 def test_bad_settings_are_refused_with_the_reason(tmp_path, settings, env, message):
     path = tmp_path / "agent.json"

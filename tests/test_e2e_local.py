@@ -90,6 +90,22 @@ def test_dropped_images_are_captioned_and_bad_files_recorded(stack, artifacts, t
     assert flow.queue_depth(sqs, outputs["DeadLetterQueueUrl"]) == 0
 
 
+def test_an_int8_agent_keeps_the_demo_captioners_accuracy(stack, artifacts, tmp_path):
+    target, outputs = stack
+    s3, sqs = _clients(target)
+    pointer = models.upload(s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], artifacts[0], progress=False)
+    truth = flow.drop_images(s3, outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}int8/", 24, seed=7300)
+
+    run = flow.run_agent(target, _config(target, tmp_path, quantize="int8"), tmp_path, "--burst")
+    assert run.code == 0, run.log[-5:]
+    assert [l["quantize"] for l in run.log if l.get("event") == "started"] == ["int8"]
+    results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth)
+    assert {r["model"]["sha256"] for r in results.values()} == {pointer["sha256"]}
+    right = sum(results[k]["caption"] == c for k, c in truth.items())
+    assert right / len(truth) >= 0.95, {k: results[k]["caption"] for k in truth}
+    assert flow.queue_depth(sqs, outputs["QueueUrl"]) == 0
+
+
 def test_second_upload_swaps_the_model_while_images_flow(stack, artifacts, tmp_path):
     target, outputs = stack
     s3, sqs = _clients(target)

@@ -49,7 +49,8 @@ def main(argv=None) -> int:
         log("error", exc_info=True, event="fatal", reason=f"{exc.__class__.__name__}: {exc}")
         return 1
     log("info", event="started", model=captioner.name, sha256=pointer["sha256"], device=device,
-        backend=getattr(captioner, "backend", config.backend), max_batch=captioner.max_batch,
+        backend=getattr(captioner, "backend", config.backend), quantize=getattr(captioner, "quantize", None),
+        max_batch=captioner.max_batch,
         warm_up_s=round(warm_s, 3), start_s=round(time.monotonic() - started, 3),
         queue=config.queue_url, results=f"s3://{config.results_bucket_name}/{config.results_prefix}")
     # 5. the background watchers, 6. the loop

@@ -39,6 +39,7 @@ class AgentConfig:
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "exported"  # exported | aoti (AOTInductor, compiled once per device, shared via compiled_cache_prefix)
     compiled_cache_prefix: str = "compiled/"
+    quantize: str = ""  # "" | int8 | fp16: CPU only, linear layers on fbgemm kernels at load (runtime.quantize)
     asg_name: str = ""
     lifecycle_hook_name: str = ""
     metrics_namespace: str = "CaptionKit"
@@ -110,6 +111,11 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         raise ConfigError(f"device must be auto, cpu or cuda, not {config.device!r}")
     if config.backend not in ("exported", "aoti"):
         raise ConfigError(f"backend must be exported or aoti, not {config.backend!r}")
+    if config.quantize not in ("", "int8", "fp16"):
+        raise ConfigError(f"quantize must be empty, int8 or fp16, not {config.quantize!r}")
+    if config.quantize and (config.backend != "exported" or config.device == "cuda"):
+        raise ConfigError(f"quantize={config.quantize} is for the exported backend on CPU "
+                          f"(backend is {config.backend}, device {config.device}); clear one of them")
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

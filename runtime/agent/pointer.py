@@ -62,13 +62,15 @@ def load_current(config, s3, device: str, pointer: dict | None = None):
     pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
     path = fetch_artifact(s3, config.artifacts_bucket, pointer, config.cache_dir)
     loader = resolve_loader(config.captioner_loader)
-    return loader(path, device=device, expected_sha256=pointer["sha256"], **backend_options(config, s3)), pointer
+    # fetch_artifact has just hashed the file against the pointer: the loader need not hash it again
+    return loader(path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True,
+                  **backend_options(config, s3)), pointer
 
 
 def backend_options(config, s3) -> dict:
-    """Extra loader arguments for `backend: aoti` (compiled packages cached locally and in the artifacts bucket)."""
+    """Extra loader arguments: `quantize`, or for `backend: aoti` the compiled-package caches (local, bucket)."""
     if config.backend == "exported":
-        return {}
+        return {"quantize": config.quantize} if config.quantize else {}
     from runtime.agent.metrics import log
     from runtime.aoti import S3Store
 
@@ -78,7 +80,12 @@ def backend_options(config, s3) -> dict:
 
 def publish_model(s3, bucket: str, path: str | os.PathLike, pointer_key: str = "models/current.json",
                   **fields) -> dict:
-    """Upload a .pt2 as models/<sha256>.pt2 and move the pointer to it; returns the pointer."""
+    """Upload a .pt2 as models/<sha256>.pt2 and move the pointer to it; returns the pointer.
+
+    Does not verify the file (tests publish fake and broken artifacts through it on purpose); the
+    user-facing path, `make upload` (stacks.models.upload), verifies every record first, which is
+    what lets a worker trust a file whose SHA-256 matches the pointer.
+    """
     sha = file_sha256(path)
     key = f"{pointer_key.rsplit('/', 1)[0]}/{sha}.pt2" if "/" in pointer_key else f"{sha}.pt2"
     s3.upload_file(str(path), bucket, key)
