@@ -120,11 +120,22 @@ def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Pa
     return {"seconds": ended - started_at, "start_s": started.get("start_s"), "backend": started.get("backend")}
 
 
-def model_alone(artifact: Path, images: list[bytes], batch: int, backend: str, cache: Path) -> float:
+def captions_agree(aws: LocalAws, keys: list[str]) -> int:
+    """How many of the naive worker's captions (HF float32) the agent's results repeat exactly."""
+    same = 0
+    for key in keys:
+        naive = json.loads(aws.s3.get_object(Bucket=aws.images, Key=f"naive/{key}.json")["Body"].read())
+        ours = json.loads(aws.s3.get_object(Bucket=aws.images, Key=f"results/{key}.json")["Body"].read())
+        same += naive["caption"] == ours.get("caption")
+    return same
+
+
+def model_alone(artifact: Path, images: list[bytes], batch: int, backend: str, cache: Path,
+                quantize: str | None = None) -> float:
     """The captioner on pre-decoded, preprocessed batches; seconds for all images."""
     from runtime.captioner import load_captioner
 
-    captioner = load_captioner(artifact, "cpu", backend=backend, compiled_cache_dir=cache)
+    captioner = load_captioner(artifact, "cpu", backend=backend, compiled_cache_dir=cache, quantize=quantize)
     pixels = captioner.preprocess([PIL.Image.open(io.BytesIO(b)).convert("RGB") for b in images])
     captioner.caption_pixels(pixels[:batch])  # warm-up, as the agent does
     started = time.perf_counter()
@@ -141,6 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--naive-images", type=int, default=16, help="the naive worker is slow: a sample of the images")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--backend", default="exported", choices=["exported", "aoti"])
+    p.add_argument("--quantize", default=None, choices=["int8", "fp16"], help="the agent's CPU quantization")
     p.add_argument("--cache", default="/tmp/captionkit-bench/aoti-cache", help="compiled-package cache (aoti)")
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--section", default="agent")
@@ -154,17 +166,20 @@ def main(argv=None) -> int:
                 aws.s3.put_object(Bucket=aws.images, Key=key, Body=body)
             before = machine()
             naive_s = naive_worker(aws, aws.queue("naive", keys[:args.naive_images]), args.folder, args.naive_images)
-            settings = {"batch_size": args.batch_size, "backend": args.backend}
+            settings = {"batch_size": args.batch_size, "backend": args.backend, "quantize": args.quantize or ""}
             if args.backend == "aoti":
                 settings["cache_dir"] = args.cache
             agent = agent_run(aws, aws.queue("agent", keys), Path(args.artifact), settings, Path(tmp))
-            alone_s = model_alone(Path(args.artifact), images, args.batch_size, args.backend, Path(args.cache))
+            agree = captions_agree(aws, keys[:args.naive_images])
+            alone_s = model_alone(Path(args.artifact), images, args.batch_size, args.backend, Path(args.cache),
+                                  args.quantize)
         finally:
             aws.stop()
     rates = {"naive_images_per_s": args.naive_images / naive_s, "agent_images_per_s": len(images) / agent["seconds"],
              "model_alone_images_per_s": len(images) / alone_s}
     section = {"artifact": args.artifact, "images": len(images), "naive_images": args.naive_images,
-               "batch_size": args.batch_size, "backend": agent["backend"], "agent_start_s": agent["start_s"],
+               "batch_size": args.batch_size, "backend": agent["backend"], "quantize": args.quantize,
+               "agent_start_s": agent["start_s"], "captions_equal_to_naive": agree,
                **{k: round(v, 3) for k, v in rates.items()},
                "agent_vs_naive": round(rates["agent_images_per_s"] / rates["naive_images_per_s"], 2),
                "agent_vs_model_alone": round(rates["agent_images_per_s"] / rates["model_alone_images_per_s"], 2),

@@ -1,7 +1,9 @@
-"""`python -m bench.coldstart`: load and first caption of the exported and AOTInductor artifact vs `from_pretrained`.
+"""`python -m bench.coldstart`: a worker's cold start (pointer, download, load, first caption) vs `from_pretrained`.
 
 Each measurement runs in a fresh process (peak memory is the process's VmHWM), the kinds in rotation.
-Reading the pointer and downloading from S3 need the local AWS stack and are not measured here.
+Our kinds take the agent's own path: read the model pointer and download the .pt2 from S3 (a moto server
+on localhost here, so the download time is this machine's, not a region's) into an empty cache, hash it
+once, load it; `from_pretrained` reads the same weights from local disk.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from bench.timing import summary
 
-KINDS = ("exported", "aoti", "hf")
+KINDS = ("exported", "aoti", "int8", "hf")
 
 
 def vm_hwm_mib() -> float:
@@ -25,7 +27,22 @@ def vm_hwm_mib() -> float:
     return float("nan")
 
 
-def measure(kind: str, artifact: str, folder: str, cache: str, device: str) -> dict:
+def fetch(bucket: str, workdir: str) -> tuple[Path, dict, dict]:
+    """The agent's pointer read and download (with its one SHA-256) into an empty cache: (path, pointer, phases)."""
+    from runtime.agent import aws
+    from runtime.agent.pointer import fetch_artifact, read_pointer
+
+    s3 = aws.client("s3")
+    t = time.perf_counter()
+    pointer = read_pointer(s3, bucket, "models/current.json")
+    phases = {"pointer_s": time.perf_counter() - t}
+    t = time.perf_counter()
+    path = fetch_artifact(s3, bucket, pointer, workdir)
+    phases["download_s"] = time.perf_counter() - t
+    return path, pointer, phases
+
+
+def measure(kind: str, artifact: str, folder: str, cache: str, device: str, bucket: str = "") -> dict:
     """One cold start in this process: the timed phases and the peak memory."""
     t0 = time.perf_counter()
     import PIL.Image
@@ -44,10 +61,19 @@ def measure(kind: str, artifact: str, folder: str, cache: str, device: str) -> d
             pixels = loaded.processor(images=[image], return_tensors="pt")["pixel_values"].to(device)
             loaded.model.to(device).generate(pixel_values=pixels, num_beams=1, max_new_tokens=20)
     else:
+        import tempfile
+
         from runtime.captioner import load_captioner
 
-        # load_s: the whole file's SHA-256, the manifest and program checksums, then the programs
-        captioner = load_captioner(artifact, device, backend=kind, compiled_cache_dir=cache)
+        options = {"quantize": kind} if kind == "int8" else {"backend": kind, "compiled_cache_dir": cache}
+        if bucket:
+            with tempfile.TemporaryDirectory() as empty:
+                path, pointer, fetched = fetch(bucket, empty)
+                phases |= fetched
+                t = time.perf_counter()
+                captioner = load_captioner(path, device, expected_sha256=pointer["sha256"], sha256_checked=True, **options)
+        else:  # load_s: the whole file's SHA-256 and program checksums, then the programs
+            captioner = load_captioner(artifact, device, **options)
         phases["load_s"] = time.perf_counter() - t
         phases["backend"] = captioner.backend
         t = time.perf_counter()
@@ -59,14 +85,29 @@ def measure(kind: str, artifact: str, folder: str, cache: str, device: str) -> d
 
 
 def run(artifact: Path, folder: Path, cache: Path, device: str, runs: int) -> dict:
-    """`runs` fresh processes per kind, in rotation; medians of each phase."""
+    """`runs` fresh processes per kind, in rotation, against a local S3 holding the artifact; medians of each phase."""
+    import os
+    import tempfile
+
+    from bench.agent import LocalAws
+    from runtime.agent.pointer import publish_model
+
     samples: dict[str, list[dict]] = {kind: [] for kind in KINDS}
-    for _ in range(runs):
-        for kind in KINDS:
-            out = subprocess.run([sys.executable, "-m", "bench.coldstart", "--one", kind, "--artifact", str(artifact),
-                                  "--folder", str(folder), "--cache", str(cache), "--device", device],
-                                 capture_output=True, text=True, check=True)
-            samples[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    with tempfile.TemporaryDirectory() as state:
+        s3 = LocalAws(Path(state))
+        try:
+            publish_model(s3.s3, s3.artifacts, artifact)
+            for _ in range(runs):
+                for kind in KINDS:
+                    out = subprocess.run([sys.executable, "-m", "bench.coldstart", "--one", kind, "--artifact",
+                                          str(artifact), "--folder", str(folder), "--cache", str(cache), "--device",
+                                          device, "--bucket", s3.artifacts], env={**os.environ, **s3.env},
+                                         capture_output=True, text=True)
+                    if out.returncode != 0:
+                        raise RuntimeError(f"cold start of {kind} failed:\n{out.stderr[-3000:]}")
+                    samples[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        finally:
+            s3.stop()
     result = {}
     for kind, rows in samples.items():
         keys = [k for k in rows[0] if k.endswith("_s") or k.endswith("_mib")]
@@ -75,7 +116,7 @@ def run(artifact: Path, folder: Path, cache: Path, device: str, runs: int) -> di
             result[kind]["backend"] = rows[0]["backend"]
     hf_load = result["hf"]["load_s"]["median_s"]
     result["load_vs_from_pretrained"] = {k: round(result[k]["load_s"]["median_s"] / hf_load, 2)
-                                         for k in ("exported", "aoti")}
+                                         for k in KINDS if k != "hf"}
     return result
 
 
@@ -86,12 +127,13 @@ def main(argv=None) -> int:
     p.add_argument("--folder", required=True, help="the HF checkpoint folder the artifact was exported from")
     p.add_argument("--cache", required=True, help="compiled-package cache dir (warm it first: bench.model does)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bucket", default="", help="(internal) fetch the pointer's .pt2 from this bucket first")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--section", default="cold_start")
     args = p.parse_args(argv)
     if args.one:
-        print(json.dumps(measure(args.one, args.artifact, args.folder, args.cache, args.device)))
+        print(json.dumps(measure(args.one, args.artifact, args.folder, args.cache, args.device, args.bucket)))
         return 0
     from bench.model import machine, write_section
 

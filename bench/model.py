@@ -20,8 +20,23 @@ import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
 from bench import models
 from bench.timing import interleaved, ratio
 
+QUANTIZE = ("int8", "fp16")  # contenders, not same-dtype: their captions are compared, not asserted
 QUICK = {"models": ["tiny", "demo"], "batches": [1, 8], "runs": 5}
-FULL = {"models": ["vit-gpt2-base", "blip-base", "demo"], "batches": [1, 8], "runs": 5}
+FULL = {"models": ["vit-gpt2-base", "blip-base", "demo"], "batches": [1, 8], "runs": 3}
+SMALL = ("tiny", "demo")  # cheap in every dtype
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bfloat16 dot products (AVX512-BF16 or AMX); without them bf16 runs emulated."""
+    flags = next((line for line in open("/proc/cpuinfo") if line.startswith("flags")), "")
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def default_dtypes(name: str, device: str) -> list[str]:
+    """float32 and bfloat16, except bfloat16 for the real-size models on a CPU that can only emulate it."""
+    if device == "cpu" and name not in SMALL and not native_bf16():
+        return ["float32"]  # measured 4.5x slower than float32 on an AVX2 CPU; 25+ minutes for nothing
+    return ["float32", "bfloat16"]
 
 
 def export_artifact(folder: Path, out: Path, dtype: str, max_batch: int) -> Path:
@@ -64,6 +79,9 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
     started = time.perf_counter()
     compiled = load_captioner(artifact, device, backend="aoti", compiled_cache_dir=workdir / "aoti-cache")
     aoti_s = time.perf_counter() - started
+    ours = {"exported": exported, "aoti": compiled}
+    if device == "cpu" and dtype == "float32":  # load-time CPU quantization of the same float artifact
+        ours |= {mode: load_captioner(artifact, device, quantize=mode) for mode in QUANTIZE}
     gen = exported.manifest["generation"]
     images = bench_images(name, max_batch)
     pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
@@ -88,36 +106,36 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
                         torch.cuda.synchronize()
                 return go
 
-            times = interleaved({"hf": run_hf, "exported": run(exported, "exported"),
-                                 "aoti": run(compiled, "aoti")}, runs)
+            times = interleaved({"hf": run_hf, **{key: run(c, key) for key, c in ours.items()}}, runs)
             case = f"{'greedy' if beams == 1 else f'beam{beams}'}@batch{batch}"
-            same = {k: sum(a == b for a, b in zip(tokens["hf"], tokens[k])) for k in ("exported", "aoti")}
+            same = {k: sum(a == b for a, b in zip(tokens["hf"], tokens[k])) for k in ours}
             out["cases"][case] = {
                 "times": times, "tokens": tokens, "images": batch,
                 "mean_new_tokens": sum(map(len, tokens["hf"])) / batch,
                 "identical_to_hf": same,
-                "speedup_vs_hf": {k: round(ratio(times["hf"], times[k]), 3) for k in ("exported", "aoti")},
+                "speedup_vs_hf": {k: round(ratio(times["hf"], times[k]), 3) for k in ours},
             }
-            print(f"  {name} {dtype} {case}: hf {times['hf']['median_s']:.3f}s exported "
-                  f"{times['exported']['median_s']:.3f}s aoti {times['aoti']['median_s']:.3f}s; identical "
-                  f"{same['exported']}/{batch}, {same['aoti']}/{batch}", file=sys.stderr, flush=True)
-    del hf, exported, compiled, loaded
+            print(f"  {name} {dtype} {case}: hf {times['hf']['median_s']:.3f}s " + " ".join(
+                f"{k} {times[k]['median_s']:.3f}s ({same[k]}/{batch} same)" for k in ours), file=sys.stderr, flush=True)
+    del hf, exported, compiled, loaded, ours
     gc.collect()
     return out
 
 
 def best_vs_hf_float32(per_dtype: dict) -> dict:
-    """Per case: our fastest (dtype, backend) against HF float32, and how many captions match HF float32's."""
+    """Per case: our fastest (dtype, backend or quantization) against HF float32, and how many captions match."""
     result = {}
     base = per_dtype.get("float32")
     if not base:
         return result
     for case, ref in base["cases"].items():
         options = [(d["cases"][case]["times"][b]["median_s"], dtype, b)
-                   for dtype, d in per_dtype.items() if case in d["cases"] for b in ("exported", "aoti")]
+                   for dtype, d in per_dtype.items() if case in d["cases"]
+                   for b in d["cases"][case]["times"] if b != "hf"]
         seconds, dtype, backend = min(options)
         ours = per_dtype[dtype]["cases"][case]["tokens"][backend]
-        result[case] = {"best": f"{backend} {dtype}", "speedup": round(ref["times"]["hf"]["median_s"] / seconds, 3),
+        label = f"exported {dtype} + {backend} quantization" if backend in QUANTIZE else f"{backend} {dtype}"
+        result[case] = {"best": label, "speedup": round(ref["times"]["hf"]["median_s"] / seconds, 3),
                         "captions_agree": sum(a == b for a, b in zip(ref["tokens"]["hf"], ours)),
                         "images": ref["images"]}
     return result
@@ -138,7 +156,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m bench.model", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny + demo models only (a smoke test, minutes)")
     p.add_argument("--models", nargs="*", help="override the model list (vit-gpt2-base blip-base tiny demo)")
-    p.add_argument("--dtypes", nargs="*", default=["float32", "bfloat16"])
+    p.add_argument("--dtypes", nargs="*", default=None, help="default: float32 and bfloat16 (see default_dtypes)")
     p.add_argument("--batches", nargs="*", type=int, default=None)
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -163,7 +181,7 @@ def main(argv=None) -> int:
             print(f"skipping {name}: {exc}", file=sys.stderr)
             continue
         per_dtype = {}
-        for dtype in args.dtypes:
+        for dtype in args.dtypes or default_dtypes(name, args.device):
             print(f"{name} {dtype} ...", file=sys.stderr, flush=True)
             per_dtype[dtype] = bench_dtype(name, folder, dtype, workdir, batches, runs, args.device)
             section["models"][name] = {"dtypes": per_dtype, "best_vs_hf_float32": best_vs_hf_float32(per_dtype)}

@@ -82,7 +82,8 @@ BACKENDS = ("exported", "aoti")
 
 def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None,
                    backend: str = "exported", compiled_cache_dir: str | os.PathLike = "~/.cache/captionkit",
-                   remote=None, report=None, quantize: str | None = None, sha256_checked: bool = False) -> Captioner:
+                   remote=None, report=None, quantize: str | None = None, sha256_checked: bool = False,
+                   decode_layout: bool = True) -> Captioner:
     """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too.
 
     A file matching the pointer's SHA-256 was verified record by record before it was uploaded, so its
@@ -90,7 +91,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     (the agent's download), so nothing is hashed twice. `backend="aoti"` runs AOTInductor-compiled
     programs (see runtime.aoti: cached under `compiled_cache_dir` and in `remote`); if they cannot be
     had, one line says why and the exported programs are used. `quantize="int8"|"fp16"` rewrites the
-    exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize).
+    exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize). On CPU the
+    exported decoder step's remaining float matmuls take the few-rows layout (runtime.decode_layout).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
@@ -122,4 +124,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
         from runtime.quantize import quantize_programs
 
         quantize_programs(programs, quantize, resolved, manifest["dtype"])
+    if decode_layout and resolved.type == "cpu":
+        from runtime.decode_layout import apply_decode_layout
+
+        apply_decode_layout(programs["decoder_step"])
     return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize)
