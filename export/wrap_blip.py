@@ -5,7 +5,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.wrap_common import merge_heads, position_mask, split_heads, write_cache
+from export.wrap_common import merge_heads, position_mask, split_heads, swap_submodules, write_cache
+
+
+class SdpaVisionAttention(nn.Module):
+    """BLIP's vision self-attention (HF has only an eager path: matmul, scale, softmax, matmul) as one SDPA.
+
+    Same projections and weights; SDPA's fused CPU/GPU kernels avoid materialising the 577 x 577 scores.
+    """
+
+    def __init__(self, attention):
+        super().__init__()
+        self.qkv, self.projection = attention.qkv, attention.projection
+        self.num_heads, self.scale = attention.num_heads, attention.scale
+
+    def forward(self, hidden_states: torch.Tensor, **_kwargs):
+        b, t, e = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(b, t, 3, self.num_heads, e // self.num_heads).permute(2, 0, 3, 1, 4)
+        context = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)
+        return self.projection(context.transpose(1, 2).reshape(b, t, e)), None
+
+
+def sdpa_vision(vision: nn.Module) -> nn.Module:
+    """A view of BLIP's vision model whose layers attend with SDPA; the HF model itself is left as it is."""
+    layers = nn.ModuleList(swap_submodules(layer, self_attn=SdpaVisionAttention(layer.self_attn))
+                           for layer in vision.encoder.layers)
+    return swap_submodules(vision, encoder=swap_submodules(vision.encoder, layers=layers))
 
 
 class BlipEncoder(nn.Module):
@@ -13,7 +38,7 @@ class BlipEncoder(nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.vision = model.vision_model
+        self.vision = sdpa_vision(model.vision_model)
         layers = model.text_decoder.bert.encoder.layer
         self.cross_k = nn.ModuleList(layer.crossattention.self.key for layer in layers)
         self.cross_v = nn.ModuleList(layer.crossattention.self.value for layer in layers)

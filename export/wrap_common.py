@@ -30,11 +30,15 @@ def position_mask(position: torch.Tensor, max_length: int) -> torch.Tensor:
     return (slots <= position).view(1, 1, 1, max_length)
 
 
+def swap_submodules(module: nn.Module, **replacements: nn.Module | None) -> nn.Module:
+    """A shallow copy of `module` (same parameters) with some child modules replaced; `module` is unchanged."""
+    clone = copy.copy(module)
+    clone._modules = {**module._modules, **replacements}
+    return clone
+
+
 def without_pooler(module: nn.Module) -> nn.Module:
     """A shallow copy of a vision model whose unused pooler is dropped, so export does not keep its weights."""
     if getattr(module, "pooler", None) is None:
         return module
-    clone = copy.copy(module)
-    clone._modules = dict(module._modules)
-    clone._modules["pooler"] = None
-    return clone
+    return swap_submodules(module, pooler=None)

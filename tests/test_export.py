@@ -105,3 +105,20 @@ def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
     programs = load_pt2(str(artifact)).exported_programs
     stored = sum(t.numel() for ep in programs.values() for t in ep.state_dict.values())
     assert stored <= model_numel, f"programs store {stored:,} weights, the model has {model_numel:,}"
+
+
+def test_blip_encoder_attends_with_sdpa_and_leaves_the_hf_model_eager(tiny_blip_dir):
+    from transformers.models.blip.modeling_blip import BlipAttention
+
+    from export.wrap_blip import BlipEncoder, SdpaVisionAttention
+
+    model, _, _ = _hf(tiny_blip_dir)
+    encoder = BlipEncoder(model)
+    assert all(isinstance(layer.self_attn, SdpaVisionAttention) for layer in encoder.vision.encoder.layers)
+    assert all(isinstance(layer.self_attn, BlipAttention) for layer in model.vision_model.encoder.layers)
+    assert {id(p) for p in encoder.vision.parameters()} == {id(p) for p in model.vision_model.parameters()}
+    pixels = torch.randn(2, 3, *([model.config.vision_config.image_size] * 2))
+    with torch.inference_mode():
+        want = model.vision_model(pixel_values=pixels).last_hidden_state
+        got = encoder.vision(pixel_values=pixels).last_hidden_state
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
