@@ -109,6 +109,10 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
                             "the download is incomplete or the wrong file")
     manifest, tokenizer_json = verify(path, check_programs=expected_sha256 is None)
     resolved = resolve_device(device)
+    if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
+        from runtime.quantize import check_quantize
+
+        check_quantize(quantize, resolved, manifest["dtype"])
     if backend == "aoti":
         from runtime import aoti
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from runtime.graph_linears import constant_linears
+from runtime.graph_linears import constant_linears, replace_with_call
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -28,13 +28,9 @@ def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 def apply_decode_layout(gm: fx.GraphModule) -> int:
     """Rewrite the float32 `aten.linear` nodes of a decoder-step program to `decode_linear`; returns how many."""
-    graph = gm.graph
     linears = [l for l in constant_linears(gm) if l.node.target is torch.ops.aten.linear.default]
     for linear in linears:
-        with graph.inserting_before(linear.node):
-            new = graph.call_function(decode_linear, tuple(linear.node.args) + (None,) * (3 - len(linear.node.args)))
-        new.meta = dict(linear.node.meta)
-        linear.node.replace_all_uses_with(new)
-        graph.erase_node(linear.node)
+        args = tuple(linear.node.args) + (None,) * (3 - len(linear.node.args))  # bias is optional in aten.linear
+        replace_with_call(gm.graph, linear.node, decode_linear, args)
     gm.recompile()
     return len(linears)

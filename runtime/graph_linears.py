@@ -52,6 +52,16 @@ def constant_linears(gm: fx.GraphModule) -> list[Linear]:
     return found
 
 
+def replace_with_call(graph: fx.Graph, node: fx.Node, target, args: tuple) -> fx.Node:
+    """Put `target(*args)` where `node` was: same place, same metadata, every user moved to it."""
+    with graph.inserting_before(node):
+        new = graph.call_function(target, args)
+    new.meta = dict(node.meta)
+    node.replace_all_uses_with(new)
+    graph.erase_node(node)
+    return new
+
+
 def drop_unused_attrs(gm: fx.GraphModule) -> None:
     """Erase get_attr nodes nobody reads and free their tensors (a weight another node still reads stays)."""
     graph = gm.graph

@@ -13,7 +13,7 @@ import torch
 from torch import fx
 
 from runtime.errors import ArtifactError
-from runtime.graph_linears import constant_linears, drop_unused_attrs
+from runtime.graph_linears import constant_linears, drop_unused_attrs, replace_with_call
 
 MODES = ("int8", "fp16")
 
@@ -42,19 +42,16 @@ def quantize_module(gm: fx.GraphModule, mode: str) -> int:
         with graph.inserting_before(linear.node), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # fx expects modules/tensors; a packed-params object is fine
             packed = graph.get_attr(name)
-            if mode == "int8":
-                new = graph.call_function(torch.ops.quantized.linear_dynamic.default, (linear.x, packed, True))
-            else:
-                new = graph.call_function(torch.ops.quantized.linear_dynamic_fp16.default, (linear.x, packed))
-        new.meta = dict(linear.node.meta)
-        linear.node.replace_all_uses_with(new)
-        graph.erase_node(linear.node)
+        if mode == "int8":
+            replace_with_call(graph, linear.node, torch.ops.quantized.linear_dynamic.default, (linear.x, packed, True))
+        else:
+            replace_with_call(graph, linear.node, torch.ops.quantized.linear_dynamic_fp16.default, (linear.x, packed))
     drop_unused_attrs(gm)  # float weights only the linears read are freed (a tied embedding stays)
     return len(linears)
 
 
-def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str) -> dict:
-    """Quantize the loaded programs in place (CPU, float32 artifacts only); returns linears rewritten per program."""
+def check_quantize(mode: str, device: torch.device, dtype: str) -> None:
+    """Refuse, with the reason, a quantization this device or artifact cannot run (before anything is loaded)."""
     if mode not in MODES:
         raise ValueError(f"quantize must be one of {MODES}, not {mode!r}")
     if device.type != "cpu":
@@ -64,4 +61,9 @@ def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: to
         raise ArtifactError(f"quantize={mode} needs a float32 artifact (this one is {dtype}); export with --dtype float32")
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         raise ArtifactError(f"quantize={mode}: this torch build has no fbgemm engine (x86 CPUs only)")
+
+
+def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str) -> dict:
+    """Quantize the loaded programs in place (CPU, float32 artifacts only); returns linears rewritten per program."""
+    check_quantize(mode, device, dtype)
     return {name: quantize_module(gm, mode) for name, gm in programs.items()}

@@ -12,7 +12,7 @@ import torch
 from export.cli import parity_images
 from runtime import artifact as artifact_module
 from runtime import captioner as captioner_module
-from runtime.artifact import load_programs
+from runtime.artifact import load_programs, verify
 from runtime.captioner import load_captioner
 from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
@@ -52,7 +52,7 @@ def test_quantized_programs_stay_close_to_the_float_ones(tiny_artifact, mode, to
     quantize_programs(quantized, mode, torch.device("cpu"), "float32")
     torch.manual_seed(0)
     pixels = torch.randn(3, 3, 32, 32)
-    max_length = load_captioner(tiny_artifact, "cpu").settings.max_new_tokens
+    max_length = verify(tiny_artifact)[0]["generation"]["max_new_tokens"]
     with torch.inference_mode():
         (ref_k, ref_v), (q_k, q_v) = reference["encoder"](pixels), quantized["encoder"](pixels)
         assert (q_k - ref_k).norm() / ref_k.norm() < tolerance
