@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from runtime.artifact import PROGRAMS
+from runtime.artifact import PROGRAMS, explicit_index
 
 logger = logging.getLogger("captionkit.aoti")
 Report = Callable[..., None]  # report(level, event=..., **fields)
@@ -63,7 +63,7 @@ def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path
     from torch.export.pt2_archive._package import load_pt2
     from torch._inductor.package import package_aoti
 
-    device = torch.device(device)
+    device = explicit_index(torch.device(device))
     contents = load_pt2(str(artifact))
     files = {}
     for name in PROGRAMS:
