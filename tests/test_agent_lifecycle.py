@@ -11,6 +11,7 @@ from agent_support import free_port, png
 from conftest_agent import agent_log, aws, imds, moto_server, stack  # noqa: F401 - fixtures
 from runtime.agent.config import AgentConfig
 from runtime.agent.lifecycle import Lifecycle
+from runtime.agent.worker import DRAIN_TIMEOUT_EXIT
 
 HOOK = {"LifecycleHookName": "drain", "AutoScalingGroupName": "captioners",
         "LifecycleActionResult": "CONTINUE", "InstanceId": "i-0123456789abcdef0"}
@@ -104,7 +105,7 @@ def test_a_drain_past_its_bound_releases_held_messages_and_exits_nonzero(stack, 
     time.sleep(0.3)
     worker.stop("test")
     time.sleep(1.0)
-    assert exits == [1]
+    assert exits == [DRAIN_TIMEOUT_EXIT]
     assert stack.counts()["visible"] == 1  # back in the queue at once, not after 60 s
     runner.join(20)
     assert agent_log.events("drain_timeout")

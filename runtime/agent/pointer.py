@@ -6,13 +6,19 @@ import importlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 
 from runtime.agent.aws import error_code
+from runtime.agent.metrics import log
 from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class NoModelYet(ArtifactError):
+    """No model pointer has been published: a deployed fleet before its first `make upload`."""
 
 
 def resolve_loader(spec: str):
@@ -27,7 +33,7 @@ def read_pointer(s3, bucket: str, key: str) -> dict:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
         if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket"):
-            raise ArtifactError(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); "
+            raise NoModelYet(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); "
                                 f"upload a model first (make upload) or fix artifacts_bucket/model_pointer") from None
         raise
     try:
@@ -57,14 +63,34 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     return path
 
 
+def wait_for_model(config, s3, device: str, sleep=time.sleep):
+    """`load_current`, waiting (pointer_poll_s between looks) while no model has been published yet.
+
+    A fleet deployed before its first upload is not broken: exiting would make systemd restart the agent
+    until it gave up and had the instance replaced, for nothing.
+    """
+    while True:
+        try:
+            return load_current(config, s3, device)
+        except NoModelYet as exc:
+            log("warning", event="waiting_for_model", reason=str(exc), retry_s=config.pointer_poll_s)
+            sleep(config.pointer_poll_s)
+
+
 def load_current(config, s3, device: str, pointer: dict | None = None):
     """Read the pointer (unless given), fetch and verify its .pt2, load it: (captioner, pointer)."""
+    t0 = time.monotonic()
     pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
+    t1 = time.monotonic()
     path = fetch_artifact(s3, config.artifacts_bucket, pointer, config.cache_dir)
+    t2 = time.monotonic()
     loader = resolve_loader(config.captioner_loader)
     # fetch_artifact has just hashed the file against the pointer: the loader need not hash it again
-    return loader(path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True,
-                  **backend_options(config, s3)), pointer
+    captioner = loader(path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True,
+                       **backend_options(config, s3))
+    log("info", event="model_fetched", sha256=pointer["sha256"], bytes=path.stat().st_size,
+        pointer_s=round(t1 - t0, 3), download_s=round(t2 - t1, 3), load_s=round(time.monotonic() - t2, 3))
+    return captioner, pointer
 
 
 def backend_options(config, s3) -> dict:
