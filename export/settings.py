@@ -7,8 +7,7 @@ class UnsupportedGeneration(ValueError):
 
 
 _DEFAULTS = {"do_sample": False, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
-             "min_new_tokens": None, "bad_words_ids": None, "forced_bos_token_id": None,
-             "forced_eos_token_id": None, "num_beam_groups": 1, "diversity_penalty": 0.0,
+             "min_new_tokens": None, "bad_words_ids": None, "num_beam_groups": 1, "diversity_penalty": 0.0,
              "encoder_repetition_penalty": 1.0, "suppress_tokens": None, "begin_suppress_tokens": None,
              "num_return_sequences": 1}
 
@@ -42,6 +41,7 @@ def generation_settings(model, family: str, max_new_tokens: int | None, num_beam
     if max_new_tokens is None:
         max_new_tokens = gc.max_new_tokens if gc.max_new_tokens is not None else gc.max_length - 1
     early = gc.early_stopping
+    forced_bos, forced_eos = getattr(gc, "forced_bos_token_id", None), getattr(gc, "forced_eos_token_id", None)
     return {
         "start_token_id": _single(start, "decoder start token id"),
         "eos_token_id": _single(eos, "end-of-sequence token id"),
@@ -50,6 +50,9 @@ def generation_settings(model, family: str, max_new_tokens: int | None, num_beam
         "num_beams": int(num_beams if num_beams is not None else gc.num_beams or 1),
         "length_penalty": float(gc.length_penalty if gc.length_penalty is not None else 1.0),
         "early_stopping": early if early in (True, False, "never") else False,
+        # HF's ForcedBOS/ForcedEOS logits processors (BART-style decoders); runtime.decode applies the same
+        "forced_bos_token_id": None if forced_bos is None else _single(forced_bos, "forced BOS token id"),
+        "forced_eos_token_id": None if forced_eos is None else _single(forced_eos, "forced EOS token id"),
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.decode import Caches, DecodeSettings, Step, Trace
+from runtime.decode import Caches, DecodeSettings, Step, Trace, force, forced_token
 
 NEG = -1.0e9
 
@@ -42,7 +42,9 @@ def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settin
         logits, caches.self_k, caches.self_v = step(running[:, :, cur - 1].reshape(-1), position, caches.self_k,
                                                     caches.self_v, caches.cross_k, caches.cross_v)
         m, vocab = len(items), logits.shape[-1]
-        scores = torch.log_softmax(logits.float(), dim=-1).view(m, k, vocab) + running_scores[:, :, None]
+        # HF applies its logits processors after the log-softmax: a forced token adds 0 to the beam's score
+        scores = force(torch.log_softmax(logits.float(), dim=-1), forced_token(settings, cur - 1))
+        scores = scores.view(m, k, vocab) + running_scores[:, :, None]
         scores = scores.reshape(m, k * vocab)
         top_scores, top_index = torch.topk(scores, keep_k)
         if trace is not None:
@@ -108,6 +110,6 @@ def _can_improve(running_scores, done_scores, finished, cur, max_len, settings):
 def _trace_beams(trace: Trace, scores: torch.Tensor, keep_k: int, vocab: int, items: list[int]) -> None:
     values, index = torch.topk(scores, keep_k + 1)
     for j, item in enumerate(items):
-        gaps = (values[j, :-1] - values[j, 1:]).min()
+        gaps = torch.nan_to_num(values[j, :-1] - values[j, 1:], nan=float("inf")).min()  # -inf - -inf: forced step
         trace.gaps[item].append(float(gaps))
         trace.top[item].append([(int(index[j, c] % vocab), float(values[j, c])) for c in range(keep_k + 1)])

@@ -43,6 +43,7 @@ class Captioner:
             start_token_id=gen["start_token_id"], eos_token_id=gen["eos_token_id"],
             max_new_tokens=gen["max_new_tokens"], num_beams=gen["num_beams"],
             length_penalty=gen["length_penalty"], early_stopping=gen["early_stopping"],
+            forced_bos_token_id=gen.get("forced_bos_token_id"), forced_eos_token_id=gen.get("forced_eos_token_id"),
         )
         self.text = TextDecoder(tokenizer_json, manifest["tokenizer"]["clean_up_tokenization_spaces"])
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image

@@ -24,6 +24,26 @@ class DecodeSettings:
     num_beams: int = 1
     length_penalty: float = 1.0
     early_stopping: bool | str = False
+    forced_bos_token_id: int | None = None  # the first generated token, whatever the model says (BART family)
+    forced_eos_token_id: int | None = None  # the last allowed token, when a caption runs to max_new_tokens
+
+
+def forced_token(settings: DecodeSettings, t: int) -> int | None:
+    """The token HF's ForcedBOS/ForcedEOS logits processors impose at generated step `t` (0-based), if any."""
+    if t == 0 and settings.forced_bos_token_id is not None:
+        return settings.forced_bos_token_id
+    if t == settings.max_new_tokens - 1 and settings.forced_eos_token_id is not None:
+        return settings.forced_eos_token_id
+    return None
+
+
+def force(scores: torch.Tensor, token: int | None) -> torch.Tensor:
+    """Scores where only `token` is possible (0, every other -inf), as HF's processors set them; unchanged if None."""
+    if token is None:
+        return scores
+    forced = torch.full_like(scores, float("-inf"))
+    forced[..., token] = 0.0
+    return forced
 
 
 @dataclass
@@ -73,6 +93,7 @@ def greedy(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: D
         position = torch.tensor([t], dtype=torch.long, device=device)
         logits, caches.self_k, caches.self_v = step(tokens, position, caches.self_k, caches.self_v,
                                                     caches.cross_k, caches.cross_v)
+        logits = force(logits, forced_token(settings, t))
         nxt = logits.argmax(dim=-1)
         if trace is not None:
             _trace_greedy(trace, logits, alive)
