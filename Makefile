@@ -29,14 +29,14 @@ test: setup ## run the whole test suite (sets itself up)
 
 demo-model: demo-model/config.json ## train the small demo captioner into ./demo-model (deterministic, ~2 min)
 
-demo-model/config.json: export/demo_model.py export/shapes.py | $(VENV)/.installed
-	$(PY) -m export.demo_model --out demo-model
+demo-model/config.json: demo/model.py demo/shapes.py demo/evaluate.py | $(VENV)/.installed
+	$(PY) -m demo.model --out demo-model
 
 dist/demo.pt2: demo-model/config.json | $(VENV)/.installed
 	$(PY) -m export --model demo-model --out dist/demo.pt2
 
 demo-accuracy: setup dist/demo.pt2 ## exact-match accuracy of dist/demo.pt2 on 500 fresh images (PNG and JPEG)
-	$(PY) -m export.demo_accuracy --artifact dist/demo.pt2
+	$(PY) -m demo.accuracy --artifact dist/demo.pt2
 
 demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
 	$(PY) -m stacks.demo

@@ -80,7 +80,7 @@ def checkpoint(name: str, workdir: Path) -> Path:
     if name == "demo":
         folder = REPO / "demo-model"
         if not (folder / "config.json").exists():
-            raise FileNotFoundError("demo-model/ is missing: run `python -m export.demo_model --out demo-model` first")
+            raise FileNotFoundError("demo-model/ is missing: run `python -m demo.model --out demo-model` first")
         return folder
     folder = workdir / name
     if not (folder / "config.json").exists():

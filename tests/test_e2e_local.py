@@ -184,7 +184,7 @@ def _wait(condition, agent, log_path: Path, timeout_s: float = 180) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
 def test_demo_captioner_through_its_pt2_is_at_least_95_percent_exact(artifacts, fmt):
-    from export.demo_accuracy import accuracy
+    from demo.accuracy import accuracy
 
     value, misses, _ = accuracy(str(artifacts[0]), 200, seed=424242, fmt=fmt)
     assert value >= 0.95, misses[:10]
