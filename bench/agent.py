@@ -40,7 +40,7 @@ class LocalAws:
     """A bucket pair and a queue on a moto server started here (the same APIs the agent uses on AWS)."""
 
     def __init__(self, state_dir: Path):
-        from stacks.moto_server import MotoServer, free_port
+        from tools.moto_server import MotoServer, free_port
 
         self.server = MotoServer(state_dir, free_port())
         self.server.start()

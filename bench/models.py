@@ -4,7 +4,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools.paths import REPO
+
 EOS_GPT2 = 50256
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from stacks import flow, local, models
-from stacks.outputs import aws_client
-from stacks.run_agent import laptop_agent_config
-from stacks.target import REPO, Target
+from tools import flow, local, models
+from tools.outputs import aws_client
+from tools.run_agent import laptop_agent_config
+from tools.paths import LOCAL_STATE, REPO
+from tools.target import Target
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ def stack(tmp_path_factory):
     """Moto on a free localhost port with this app deployed by the cdk CLI; stopped afterwards."""
     state = tmp_path_factory.mktemp("local-aws")
     outputs = local.up(port=_free_port(), state_dir=state)
-    saved = json.loads((state / local.STATE_FILE.name).read_text())
+    saved = json.loads((state / LOCAL_STATE.name).read_text())
     target = Target(saved["stack_name"], saved["region"], saved["endpoint_url"])
     try:
         yield target, outputs

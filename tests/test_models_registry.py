@@ -9,7 +9,7 @@ from moto import mock_aws
 
 import artifact_tools
 from runtime.errors import ArtifactError
-from stacks import models
+from tools import models
 
 POINTER = "models/current.json"
 

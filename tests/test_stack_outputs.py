@@ -5,7 +5,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from stacks.outputs import REQUIRED_OUTPUTS, StackNotReady, agent_config, stack_outputs
+from tools.outputs import REQUIRED_OUTPUTS, StackNotReady, agent_config, stack_outputs
 from stacks.synth import synthesize
 
 AGENT_CONFIG_KEYS = {"queue_url", "region", "artifacts_bucket", "model_pointer", "results_bucket",

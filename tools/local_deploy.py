@@ -6,11 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stacks.moto_gaps import apply_what_moto_ignores, synthesized_stack
-from stacks.outputs import aws_client
+from tools.moto_gaps import apply_what_moto_ignores, synthesized_stack
+from tools.outputs import aws_client
+from tools.paths import CDK_CLI as CDK, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-CDK = REPO / "node_modules" / ".bin" / "cdk"
 LOCAL_AMI = "ami-12345678"  # moto has no public SSM parameters, so no DLAMI lookup
 
 

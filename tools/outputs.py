@@ -29,7 +29,7 @@ def stack_outputs(stack_name: str, region: str, endpoint_url: str | None = None)
         stack = client.describe_stacks(StackName=stack_name)["Stacks"][0]
     except client.exceptions.ClientError as error:
         raise StackNotReady(f"stack {stack_name} not found in {region} at {endpoint_url or 'AWS'}: {error}. "
-                            "Deploy it first (cdk deploy, or python -m stacks.local up).") from None
+                            "Deploy it first (cdk deploy, or python -m tools.local up).") from None
     status = stack["StackStatus"]
     if not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
         raise StackNotReady(f"stack {stack_name} is {status}, expected CREATE_COMPLETE or UPDATE_COMPLETE; "

@@ -1,4 +1,4 @@
-"""`python -m stacks.models upload|list|rollback`: the deployed stack's model registry, from a laptop."""
+"""`python -m tools.models upload|list|rollback`: the deployed stack's model registry, from a laptop."""
 from __future__ import annotations
 
 import argparse
@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from stacks import target as targets
-from stacks.outputs import aws_client, stack_outputs
+from tools import target as targets
+from tools.outputs import aws_client, stack_outputs
 
 HISTORY = 20  # previous pointers kept for rollback
 
@@ -89,7 +89,7 @@ def list_models(s3, bucket: str, pointer_key: str) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stacks.models", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.models", description=__doc__)
     parser.add_argument("--target", choices=("local", "aws"), default=None,
                         help="default: local after `make local-up`, else aws (or CAPTIONKIT_TARGET)")
     commands = parser.add_subparsers(dest="command", required=True)

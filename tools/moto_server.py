@@ -38,7 +38,7 @@ class MotoServer:
         """Start the server in its own session and wait until it answers."""
         if self.running_pid() is not None:
             raise MotoServerError(f"local AWS already runs (pid file {self.pid_file}); stop it with "
-                                  "`python -m stacks.local down` first")
+                                  "`python -m tools.local down` first")
         with socket.socket() as sock:
             if sock.connect_ex(("localhost", self.port)) == 0:
                 raise MotoServerError(f"port {self.port} is taken; pick another with --port")

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.target import REPO, Target
+from tools.paths import REPO
+from tools.target import Target
 
 BAD_FILES = {  # name -> what the error record should say (a fragment)
     "empty.jpg": "empty (0 bytes)",
