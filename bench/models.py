@@ -1,7 +1,6 @@
 """Random-weight checkpoints at real sizes (ViT-base + GPT-2 small, BLIP base) and the tiny/demo ones, as HF folders."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from tools.paths import REPO
@@ -67,10 +66,9 @@ def blip_base(folder: Path, max_new_tokens: int = 20) -> Path:
 
 def tiny(folder: Path) -> Path:
     """The test suite's tiny ViT + GPT-2 (captions of varied lengths)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import tiny_models
+    from checkpoints.tiny import make_vit_gpt2
 
-    return tiny_models.make_vit_gpt2(folder)
+    return make_vit_gpt2(folder)
 
 
 BUILDERS = {"vit-gpt2-base": vit_gpt2_base, "blip-base": blip_base, "tiny": tiny}

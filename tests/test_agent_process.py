@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from agent_support import AgentProcess, batches_started, png
-from conftest_agent import aws, moto_server, stack  # noqa: F401 - fixtures
 
 
 def _wait_until(condition, timeout_s: float = 30) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,18 +11,12 @@ from pathlib import Path
 import pytest
 
 from tools import flow, local, models
-from tools.outputs import aws_client
+from tools.local_aws import aws_client, free_port
 from tools.run_agent import laptop_agent_config
 from tools.paths import LOCAL_STATE, REPO
 from tools.target import Target
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +37,7 @@ def artifacts(demo_model, tmp_path_factory) -> tuple[Path, Path]:
 def stack(tmp_path_factory):
     """Moto on a free localhost port with this app deployed by the cdk CLI; stopped afterwards."""
     state = tmp_path_factory.mktemp("local-aws")
-    outputs = local.up(port=_free_port(), state_dir=state)
+    outputs = local.up(port=free_port(), state_dir=state)
     saved = json.loads((state / LOCAL_STATE.name).read_text())
     target = Target(saved["stack_name"], saved["region"], saved["endpoint_url"])
     try:

@@ -6,8 +6,8 @@ from urllib.parse import unquote_plus
 import pytest
 
 from tools.local import down, up
-from tools.moto_server import MotoServer, free_port
-from tools.outputs import REQUIRED_OUTPUTS, agent_config, aws_client
+from tools.local_aws import MotoServer, aws_client, free_port
+from tools.outputs import REQUIRED_OUTPUTS, agent_config
 
 
 @pytest.fixture(scope="module")

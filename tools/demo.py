@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from tools import flow, local, models
-from tools.outputs import aws_client
+from tools.local_aws import aws_client
 from tools.run_agent import laptop_agent_config
 from tools.paths import LOCAL_STATE, REPO
 from tools.target import resolve

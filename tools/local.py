@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from tools.local_deploy import deploy, local_aws_env
-from tools.moto_server import DEFAULT_PORT, MotoServer
+from tools.local_aws import DEFAULT_PORT, MotoServer, aws_env
+from tools.local_deploy import deploy
 from tools.outputs import stack_outputs
 from tools.paths import LOCAL_DIR, LOCAL_ENV, LOCAL_STATE, REPO
 
@@ -25,8 +25,8 @@ def up(port: int = DEFAULT_PORT, region: str = "us-east-1", context: dict[str, s
         raise
     state = {"endpoint_url": server.endpoint_url, "region": region, "stack_name": stack_name}
     (state_dir / LOCAL_STATE.name).write_text(json.dumps(state, indent=2) + "\n")
-    env = local_aws_env(server.endpoint_url, region)
-    exports = [f"export {key}={env[key]}\n" for key in sorted(env) if key.startswith("AWS_")]
+    env = aws_env(server.endpoint_url, region)
+    exports = [f"export {key}={env[key]}\n" for key in sorted(env)]
     (state_dir / LOCAL_ENV.name).write_text("".join(exports))
     return outputs
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from tools import target as targets
-from tools.outputs import aws_client, stack_outputs
+from tools.local_aws import aws_client
+from tools.outputs import stack_outputs
 
 HISTORY = 20  # previous pointers kept for rollback
 

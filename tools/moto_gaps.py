@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tools.outputs import aws_client
+from tools.local_aws import aws_client
 
 NOTIFICATIONS_TYPE = "Custom::S3BucketNotifications"
 

@@ -5,6 +5,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from tools.local_aws import child_env
 from tools.paths import LOCAL_STATE, REPO
 
 
@@ -20,9 +21,7 @@ class Target:
         """Environment for a child process (the agent) aimed at this target."""
         if self.endpoint_url is None:
             return {**os.environ, "AWS_REGION": self.region}
-        from tools.local_deploy import local_aws_env
-
-        return local_aws_env(self.endpoint_url, self.region)
+        return child_env(self.endpoint_url, self.region)
 
 
 def _cdk_settings() -> dict:
