@@ -95,9 +95,9 @@ def naive_worker(aws: LocalAws, queue: str, folder: str, count: int) -> float:
 
 def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Path) -> dict:
     """The agent as a subprocess in burst mode; seconds from its `started` line to its exit."""
-    from runtime.agent.pointer import publish_model
+    from runtime.registry import publish
 
-    publish_model(aws.s3, aws.artifacts, artifact)
+    publish(aws.s3, aws.artifacts, artifact)
     config = tmp / "agent.json"
     config.write_text(json.dumps({"queue_url": queue, "artifacts_bucket": aws.artifacts, "images_bucket": aws.images,
                                   "pointer_poll_s": 0, "imds_url": "", "device": "cpu", "wait_time_s": 1,

@@ -6,6 +6,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from runtime.registry import POINTER_KEY
 from tools import flow, local, models
 from tools.local_aws import aws_client
 from tools.run_agent import laptop_agent_config
@@ -34,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s3, sqs = aws_client("s3", target.region, target.endpoint_url), aws_client("sqs", target.region, target.endpoint_url)
         say(f"[3/6] upload {args.artifact.name} and move the model pointer")
-        models.upload(s3, outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", "models/current.json"),
-                      args.artifact)
+        models.upload(s3, outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", POINTER_KEY), args.artifact)
         say(f"[4/6] drop {args.images} fresh images and {len(flow.BAD_FILES)} bad files into "
             f"s3://{outputs['ImagesBucket']}/{outputs['ImagesPrefix']}")
         bucket, prefix = outputs["ImagesBucket"], outputs["ImagesPrefix"]

@@ -5,8 +5,9 @@ import threading
 import time
 
 from runtime.agent.metrics import log
-from runtime.agent.pointer import load_current, read_pointer
+from runtime.agent.pointer import load_current
 from runtime.errors import ArtifactError
+from runtime.registry import read_pointer
 
 
 class ModelWatcher:
