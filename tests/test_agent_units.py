@@ -177,3 +177,11 @@ def test_json_formatter_keeps_foreign_log_records_readable():
     handler.emit(logging.LogRecord("botocore", logging.WARNING, "", 0, "hello %s", ("x",), None))
     assert json.loads(stream.getvalue()) | {"time": 0} == {"time": 0, "level": "warning", "logger": "botocore",
                                                             "message": "hello x"}
+
+
+def test_the_test_fake_is_a_captioner_as_the_agent_sees_one():
+    from agent_support import FakeCaptioner
+    from runtime.agent.captioning import Captioner
+
+    assert isinstance(FakeCaptioner("fake", "ab" * 32), Captioner)
+    assert not isinstance(object(), Captioner)

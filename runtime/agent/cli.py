@@ -8,7 +8,7 @@ import time
 
 from runtime.agent import aws
 from runtime.agent.config import load_config
-from runtime.agent.device import resolve_device
+from runtime.agent.device import device_without_cpu_fallback
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
 from runtime.agent.pointer import load_current
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         config.require("queue_url", "artifacts_bucket")
         if not config.results_bucket_name:
             config.require("results_bucket")  # raises: neither results_bucket nor images_bucket is set
-        device = resolve_device(config.device)
+        device = device_without_cpu_fallback(config.device)
         s3, sqs = aws.client("s3", config.region), aws.client("sqs", config.region)
         captioner, pointer = load_current(config, s3, device)
         warm_s = warm_up(captioner)

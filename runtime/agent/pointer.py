@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from runtime.agent.captioning import Captioner
+from runtime.agent.config import AgentConfig
 from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
 from runtime.registry import read_pointer
@@ -33,7 +35,7 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     return path
 
 
-def load_current(config, s3, device: str, pointer: dict | None = None):
+def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = None) -> tuple[Captioner, dict]:
     """Read the pointer (unless given), fetch and verify its .pt2, load it: (captioner, pointer)."""
     pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
     path = fetch_artifact(s3, config.artifacts_bucket, pointer, config.cache_dir)
@@ -43,7 +45,7 @@ def load_current(config, s3, device: str, pointer: dict | None = None):
                   **backend_options(config, s3)), pointer
 
 
-def backend_options(config, s3) -> dict:
+def backend_options(config: AgentConfig, s3) -> dict:
     """Extra loader arguments: `quantize`, or for `backend: aoti` the compiled-package caches (local, bucket)."""
     if config.backend == "exported":
         return {"quantize": config.quantize} if config.quantize else {}
