@@ -28,7 +28,7 @@ def vit_gpt2_base(folder: Path, max_new_tokens: int = 20) -> Path:
                               ViTImageProcessor)
 
     dec = GPT2Config(add_cross_attention=True, is_decoder=True, bos_token_id=EOS_GPT2, eos_token_id=EOS_GPT2,
-                     pad_token_id=EOS_GPT2, initializer_range=0.1)  # long, image-dependent captions (DESIGN.md)
+                     pad_token_id=EOS_GPT2, initializer_range=0.1)  # long captions: docs/architecture.md
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), dec)
     config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = EOS_GPT2
     torch.manual_seed(0)

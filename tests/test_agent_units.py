@@ -163,9 +163,10 @@ def test_batch_log_lines_are_embedded_metric_format():
     assert line["level"] == "info" and line["event"] == "batch" and "_aws" in line
 
 
-def test_the_agent_imports_neither_torch_nor_transformers_nor_export():
+def test_the_agent_imports_no_torch_transformers_or_laptop_code():
+    laptop_only = ("torch", "transformers", "export", "tools", "demo")
     code = ("import sys, runtime.agent.cli, runtime.agent.submit, runtime.submit; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'export')))")
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {laptop_only!r}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
