@@ -6,13 +6,13 @@ import json
 import sys
 from pathlib import Path
 
-from tools.local_aws import DEFAULT_PORT, MotoServer, aws_env
+from tools.local_aws import DEFAULT_PORT, DEFAULT_REGION, MotoServer, aws_env
 from tools.local_deploy import deploy
 from tools.outputs import stack_outputs
 from tools.paths import LOCAL_DIR, LOCAL_ENV, LOCAL_STATE, REPO
 
 
-def up(port: int = DEFAULT_PORT, region: str = "us-east-1", context: dict[str, str] | None = None,
+def up(port: int = DEFAULT_PORT, region: str = DEFAULT_REGION, context: dict[str, str] | None = None,
        state_dir: Path = LOCAL_DIR) -> dict[str, str]:
     """Start moto, deploy the app to it, and return the stack outputs; on failure stop what it started."""
     server = MotoServer(state_dir, port)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start moto on localhost and cdk-deploy the app to it")
     start.add_argument("--port", type=int, default=DEFAULT_PORT)
-    start.add_argument("--region", default="us-east-1")
+    start.add_argument("--region", default=DEFAULT_REGION)
     start.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
                        help="a setting override, as with cdk deploy -c")
     commands.add_parser("down", help="stop the moto server that `up` started")
