@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
+.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,8 +24,12 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node_modules (npm ci, the cdk CLI)
 
-test: setup ## run the whole test suite (sets itself up)
+test: setup ## run the whole test suite (sets itself up; the boot rehearsal needs systemd-analyze)
+	command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 	$(PY) -m pytest -q tests
+
+lock: setup ## re-resolve requirements/runtime.txt into the hash-locked runtime.lock + runtime-cuda.lock (uv)
+	$(PY) -m tools.lock
 
 demo-model: demo-model/config.json ## train the small demo captioner into ./demo-model (deterministic, ~2 min)
 

@@ -1,4 +1,4 @@
-"""`python -m runtime caption|agent|submit ...`."""
+"""`python -m runtime caption|agent|submit|gpu-check ...`."""
 from __future__ import annotations
 
 import sys
@@ -7,12 +7,13 @@ COMMANDS = {
     "caption": "runtime.caption_cli",
     "agent": "runtime.agent",
     "submit": "runtime.submit",
+    "gpu-check": "runtime.gpu_check",
 }
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
-        print("usage: python -m runtime {caption|agent|submit} ...", file=sys.stderr)
+        print("usage: python -m runtime {caption|agent|submit|gpu-check} ...", file=sys.stderr)
         return 2
     import importlib
 

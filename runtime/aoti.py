@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 import torch
 
+from runtime.artifact import explicit_index
 from runtime.manifest import PROGRAMS, torch_release
 
 logger = logging.getLogger("captionkit.aoti")
@@ -63,7 +64,7 @@ def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path
 
     from runtime.pt2 import load_pt2, package_pt2
 
-    device = torch.device(device)
+    device = explicit_index(torch.device(device))
     contents = load_pt2(str(artifact))
     files = {}
     for name in PROGRAMS:

@@ -62,6 +62,14 @@ def verify(path: str | os.PathLike, check_programs: bool = True) -> tuple[dict, 
     return manifest, tokenizer_json
 
 
+def explicit_index(device: torch.device) -> torch.device:
+    """`cuda` as `cuda:<current>`: AOTInductor's compiled input check compares device strings, and a program moved
+    to plain `cuda` refused the `cuda:0` tensors it was given (seen on an H200, torch 2.11)."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def load_programs(path: str | os.PathLike, device: torch.device) -> dict[str, torch.nn.Module]:
     """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in)."""
     from torch.export.passes import move_to_device_pass

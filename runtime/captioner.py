@@ -7,7 +7,7 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from runtime.artifact import load_programs, verify
+from runtime.artifact import explicit_index, load_programs, verify
 from runtime.checksum import file_sha256
 from runtime.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
@@ -20,11 +20,11 @@ def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.dev
     """The library's policy: 'auto' means CUDA when torch can see a GPU, else the CPU (the agent refuses that
     fallback on a GPU machine: runtime.agent.device.device_without_cpu_fallback)."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU (torch.cuda.is_available() is False)")
-    return resolved
+    return explicit_index(resolved)
 
 
 class Captioner:

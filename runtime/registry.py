@@ -38,8 +38,8 @@ class RegistryError(CaptionKitError):
     """A registry command cannot do what was asked: nothing to roll back to, or an upload that did not land."""
 
 
-class PointerMissing(ArtifactError):
-    """There is no pointer yet: no model was ever published to this bucket and key."""
+class NoModelYet(ArtifactError):
+    """No model pointer has been published: a deployed fleet before its first `make upload`."""
 
 
 def models_prefix(pointer_key: str = POINTER_KEY) -> str:
@@ -53,14 +53,14 @@ def artifact_key(sha256: str, pointer_key: str = POINTER_KEY) -> str:
 
 
 def read_pointer(s3, bucket: str, key: str = POINTER_KEY) -> dict:
-    """The pointer as a dict; `PointerMissing` before the first publish, `ArtifactError` if it is malformed."""
+    """The pointer as a dict; `NoModelYet` before the first publish, `ArtifactError` if it is malformed."""
     from runtime.agent.aws import error_code
 
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
         if error_code(exc) in _MISSING_CODES:
-            raise PointerMissing(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); upload a model "
+            raise NoModelYet(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); upload a model "
                                  "first (make upload) or fix artifacts_bucket/model_pointer") from None
         raise
     try:
@@ -76,7 +76,7 @@ def current_pointer(s3, bucket: str, key: str = POINTER_KEY) -> dict | None:
     """The pointer, or None before the first publish."""
     try:
         return read_pointer(s3, bucket, key)
-    except PointerMissing:
+    except NoModelYet:
         return None
 
 

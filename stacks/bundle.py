@@ -13,7 +13,8 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE_PATHS = ("runtime", "requirements/runtime.txt", "stacks/boot/bootstrap.sh")
+BUNDLE_PATHS = ("runtime", "requirements/runtime.txt", "requirements/runtime.lock", "requirements/runtime-cuda.lock",
+                "stacks/boot")
 INSTALL_DIR = "/opt/captionkit"
 BOOT_SCRIPT = f"{INSTALL_DIR}/src/stacks/boot/bootstrap.sh"
 

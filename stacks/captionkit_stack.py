@@ -16,6 +16,10 @@ from stacks.storage import COMPILED_PREFIX, Storage
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
 
 
+# A drain finishes the batch in hand (at most max_batch_s) and then writes its results and deletes its messages.
+DRAIN_MARGIN_S = 30
+
+
 class CaptionKitStack(Stack):
     """Buckets, queue, GPU workers, scaling and alarms; one stack so one `cdk deploy` and one set of outputs."""
 
@@ -39,7 +43,9 @@ class CaptionKitStack(Stack):
             self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, batch_size=settings.batch_size,
             max_capacity=settings.max_capacity, idle_minutes=settings.idle_minutes_before_scale_in)
         self.alarms = Alarms(self, "Alarms", queue=self.jobs.queue, dead_letters=self.jobs.dead_letters,
-                             max_message_age_s=settings.max_message_age_s, alarm_email=settings.alarm_email)
+                             group_name=self.fleet.group_name, metrics_namespace=METRICS_NAMESPACE,
+                             max_message_age_s=settings.max_message_age_s, stalled_minutes=settings.stalled_minutes,
+                             alarm_email=settings.alarm_email)
         self._outputs()
 
     def _agent_config(self) -> dict:
@@ -56,6 +62,7 @@ class CaptionKitStack(Stack):
             "image_suffixes": list(s.image_suffixes),
             "batch_size": s.batch_size,
             "visibility_timeout_s": s.visibility_timeout_s,
+            "drain_timeout_s": s.max_batch_s + DRAIN_MARGIN_S,
             "device": "cuda",
             "compiled_cache_prefix": COMPILED_PREFIX,
             "metrics_namespace": METRICS_NAMESPACE,
@@ -77,8 +84,7 @@ class CaptionKitStack(Stack):
             "LifecycleHookName": (fleet.lifecycle_hook_name, "the drain-before-termination hook"),
             "LogGroup": (fleet.log_group.log_group_name, "worker boot and agent logs"),
             "AgentConfig": (fleet.agent_config_json, "the workers' agent config (JSON)"),
+            "AlarmTopicArn": (self.alarms.topic.topic_arn, "every alarm notifies here: subscribe to it (see README)"),
         }
-        if self.alarms.topic is not None:
-            outputs["AlarmTopicArn"] = (self.alarms.topic.topic_arn, "alarm notifications")
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)

@@ -6,6 +6,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
+from stacks.gpu_stack import AMI_SNAPSHOT_GB, PYPI, index_problem, instance_problem
+
 CONTEXT_KEY = "captionkit"
 DLAMI_PARAMETER = (
     "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
@@ -43,7 +45,8 @@ class Settings:
     max_message_age_s: int = 3600
     idle_minutes_before_scale_in: int = 15
     model_version_retention_days: int = 30
-    torch_index_url: str = "https://download.pytorch.org/whl/cu128"
+    torch_index_url: str = PYPI
+    stalled_minutes: int = 30
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -107,8 +110,9 @@ def _problems(s: Settings) -> Iterator[str]:
         yield f"min_capacity={s.min_capacity}, max_capacity={s.max_capacity}: expected 0 <= min <= max, max >= 1"
     if not (re.fullmatch(r"ami-[0-9a-f]{8,17}", s.ami) or s.ami_is_parameter):
         yield f"ami={s.ami!r}: expected an AMI id (ami-0123abcd) or an SSM parameter name starting with '/'"
-    if s.root_volume_gb < 60:
-        yield f"root_volume_gb={s.root_volume_gb}: the DLAMI plus the CUDA torch wheel need at least 60"
+    if s.root_volume_gb < AMI_SNAPSHOT_GB:
+        yield (f"root_volume_gb={s.root_volume_gb}: at least {AMI_SNAPSHOT_GB}, the DLAMI's root snapshot size "
+               "(a smaller volume fails at launch); the CUDA torch wheels need about 10 more")
     if not 1 <= s.batch_size <= 64:
         yield f"batch_size={s.batch_size}: expected 1..64 (the artifact's maximum batch)"
     if not 2 * s.max_batch_s <= s.visibility_timeout_s <= 43200:
@@ -129,8 +133,13 @@ def _problems(s: Settings) -> Iterator[str]:
         yield f"log_retention_days={s.log_retention_days}: CloudWatch accepts one of {sorted(_RETENTION_DAYS)}"
     if min(s.max_message_age_s, s.idle_minutes_before_scale_in, s.model_version_retention_days) < 1:
         yield "max_message_age_s, idle_minutes_before_scale_in and model_version_retention_days must be positive"
-    if not s.torch_index_url.startswith("https://"):
-        yield f"torch_index_url={s.torch_index_url!r}: expected an https:// package index"
+    index = index_problem(s.torch_index_url)
+    if index:
+        yield index
+    else:
+        yield from filter(None, (instance_problem(t, s.torch_index_url) for t in s.instance_types))
+    if not 10 <= s.stalled_minutes <= 1440:
+        yield f"stalled_minutes={s.stalled_minutes}: expected 10..1440 (longer than a worker's boot)"
 
 
 _RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,

@@ -48,6 +48,10 @@ class WorkerPolicy(Construct):
                    log_group.log_group_arn),
             _allow("DrainBeforeTermination", ["autoscaling:CompleteLifecycleAction",
                                               "autoscaling:RecordLifecycleActionHeartbeat"], group_arn),
+            # stacks/boot/give_up.sh: a worker that cannot serve marks itself Unhealthy, so the group replaces it
+            _allow("ReplaceBrokenWorker", ["autoscaling:SetInstanceHealth"], group_arn),
+            # ...after a back-off read from how many workers failed in the last hour
+            _allow("CountFailedWorkers", ["cloudwatch:GetMetricStatistics"], "*"),
             iam.PolicyStatement(sid="PutMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
                                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}),
             _allow("SessionManager", SESSION_MANAGER_ACTIONS, "*"),
@@ -80,8 +84,9 @@ def _acknowledge_wildcards(policy: iam.Policy, *, artifacts: s3.IBucket, images:
         "manifests and chunk markers of batch jobs, which the agents read back.",
         group: "Scoped to this one group by its name; the '*' "
         "stands for the group id that AWS assigns at creation.",
-        "*": "cloudwatch:PutMetricData and the ssmmessages actions support no resource-level permissions "
-        "(Service Authorization Reference). PutMetricData is limited to the CaptionKit namespace by a condition; "
+        "*": "cloudwatch:PutMetricData, cloudwatch:GetMetricStatistics and the ssmmessages actions support no "
+        "resource-level permissions (Service Authorization Reference). PutMetricData is limited to the CaptionKit "
+        "namespace by a condition; GetMetricStatistics reads metrics only (a failed worker's back-off); "
         "the SSM actions are the documented minimum for Session Manager, which replaces SSH.",
     }
     for resource, reason in reasons.items():

@@ -10,6 +10,7 @@ from botocore.stub import Stubber
 from agent_support import png
 from runtime.agent.config import AgentConfig
 from runtime.agent.lifecycle import Lifecycle
+from runtime.agent.worker import DRAIN_TIMEOUT_EXIT
 from tools.local_aws import free_port
 
 HOOK = {"LifecycleHookName": "drain", "AutoScalingGroupName": "captioners",
@@ -104,7 +105,7 @@ def test_a_drain_past_its_bound_releases_held_messages_and_exits_nonzero(stack, 
     time.sleep(0.3)
     worker.stop("test")
     time.sleep(1.0)
-    assert exits == [1]
+    assert exits == [DRAIN_TIMEOUT_EXIT]
     assert stack.counts()["visible"] == 1  # back in the queue at once, not after 60 s
     runner.join(20)
     assert agent_log.events("drain_timeout")

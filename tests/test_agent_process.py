@@ -98,12 +98,25 @@ def test_kill_9_mid_batch_then_a_fresh_agent_leaves_exactly_one_result_per_image
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}
 
 
-def test_start_up_without_a_model_pointer_is_a_clear_fatal_error(stack, aws):
+def test_a_burst_run_without_a_model_pointer_is_a_clear_fatal_error(stack, aws):
     stack.s3.delete_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)
-    agent = AgentProcess(stack.write_config(), env=aws)
+    agent = AgentProcess(stack.write_config(), "--burst", env=aws)
     assert agent.wait(30) == 2
     fatal = agent.events("fatal")[0]
     assert "no model pointer" in fatal["reason"] and "make upload" in fatal["reason"]
+
+
+def test_a_service_started_before_the_first_upload_waits_for_the_model_then_serves(stack, aws):
+    stack.s3.delete_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)
+    agent = AgentProcess(stack.write_config(pointer_poll_s=0.5), env=aws)
+    try:
+        waiting = agent.wait_for("waiting_for_model", timeout_s=60)
+        assert "make upload" in waiting["reason"] and agent.process.poll() is None
+        pointer = stack.publish("fake-late")
+        assert agent.wait_for("started", timeout_s=60)["sha256"] == pointer["sha256"]
+        assert not agent.events("fatal")
+    finally:
+        agent.kill()
 
 
 def test_start_up_refuses_an_artifact_whose_checksum_does_not_match(stack, aws):

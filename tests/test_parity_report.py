@@ -60,3 +60,12 @@ def test_parting_without_a_near_tie_is_refused_with_both_sequences():
     text = str(err.value)
     assert "greedy@batch1 image 0: parted at step 1" in text
     assert "HF [1, 2, 9] vs runtime [1, 4, 9]" in text
+
+
+def test_a_bfloat16_near_tie_is_measured_in_units_in_the_last_place_of_the_score():
+    from export.parity import tolerance
+
+    # seen on an H200: bf16 HF and runtime parted where the top two logits were 10.75 and 10.6875, one ulp apart
+    assert tolerance("bfloat16", 10.75) == 2 * 0.0625 and 10.75 - 10.6875 <= tolerance("bfloat16", 10.75)
+    assert tolerance("bfloat16", 0.3) == 5e-2  # small scores keep the absolute floor
+    assert tolerance("float32", 10.75) == 1e-3  # float32's ulp is far below its floor

@@ -88,7 +88,7 @@ def test_user_data_fetches_the_bundle_and_runs_the_boot_script_with_the_agent_co
     assert "aws s3 cp 's3://<token>/" in script and ".zip' '/opt/captionkit/bundle.zip'" in script
     assert "python3 -m zipfile -e /opt/captionkit/bundle.zip /opt/captionkit/src" in script
     assert "export CAPTIONKIT_AGENT_CONFIG='{\"queue_url\":\"<token>\"" in script
-    assert "export CAPTIONKIT_TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128" in script
+    assert "export CAPTIONKIT_TORCH_INDEX_URL=https://pypi.org/simple" in script
     assert script.endswith("\nbash /opt/captionkit/src/stacks/boot/bootstrap.sh")
 
 
@@ -97,6 +97,7 @@ def test_bundle_holds_the_runtime_its_requirements_and_the_boot_script_only():
     [asset_dir] = [p for p in synthesized.assembly_dir.iterdir() if p.name.startswith("asset.")]
     files = {str(p.relative_to(asset_dir)) for p in asset_dir.rglob("*") if p.is_file()}
     assert {"runtime/__init__.py", "requirements/runtime.txt", "stacks/boot/bootstrap.sh"} <= files
-    assert files == {"requirements/runtime.txt", "stacks/boot/bootstrap.sh"} | {
+    assert files == {"requirements/runtime.txt", "requirements/runtime.lock", "requirements/runtime-cuda.lock",
+                     "stacks/boot/bootstrap.sh", "stacks/boot/give_up.sh"} | {
         f for f in files if f.startswith("runtime/")}
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)

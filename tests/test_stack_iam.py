@@ -3,7 +3,7 @@ import pytest
 
 from stacks.synth import synthesize
 
-NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData", "ssm:UpdateInstanceInformation",
+NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics", "ssm:UpdateInstanceInformation",
                              "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
                              "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
 
@@ -89,8 +89,11 @@ def test_worker_may_do_exactly_its_job(synthesized):
         "WriteLogs": (["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"], None),
         "DrainBeforeTermination": (["autoscaling:CompleteLifecycleAction",
                                     "autoscaling:RecordLifecycleActionHeartbeat"], None),
+        "ReplaceBrokenWorker": (["autoscaling:SetInstanceHealth"], None),
+        "CountFailedWorkers": (["cloudwatch:GetMetricStatistics"], ["*"]),
         "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]),
-        "SessionManager": (sorted(NO_RESOURCE_LEVEL_ACTIONS - {"cloudwatch:PutMetricData"}), ["*"]),
+        "SessionManager": (sorted(NO_RESOURCE_LEVEL_ACTIONS - {"cloudwatch:PutMetricData",
+                                                                "cloudwatch:GetMetricStatistics"}), ["*"]),
         "ReadRuntimeBundle": (["s3:GetObject"], None),
     }
     statements = worker_statements(synthesized)
@@ -107,8 +110,9 @@ def test_metrics_are_limited_to_the_captionkit_namespace(synthesized):
     assert condition == {"StringEquals": {"cloudwatch:namespace": "CaptionKit"}}
 
 
-def test_lifecycle_actions_are_limited_to_the_workers_own_group(synthesized):
-    [resource] = as_list(worker_statements(synthesized)["DrainBeforeTermination"]["Resource"])
+@pytest.mark.parametrize("sid", ["DrainBeforeTermination", "ReplaceBrokenWorker"])
+def test_lifecycle_and_health_actions_are_limited_to_the_workers_own_group(synthesized, sid):
+    [resource] = as_list(worker_statements(synthesized)[sid]["Resource"])
     assert render(resource).endswith(":autoScalingGroup:*:autoScalingGroupName/CaptionKit-workers")
 
 

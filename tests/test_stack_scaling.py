@@ -68,16 +68,42 @@ def test_dead_letters_and_old_jobs_raise_alarms(template):
                                                      synthesize().stack.settings.max_message_age_s)
 
 
-def test_without_an_e_mail_there_is_no_topic_and_no_alarm_action(template):
-    template.resource_count_is("AWS::SNS::Topic", 0)
-    assert "AlarmActions" not in alarm_for(template, "Jobs failed every retry")
+PERSON_ALARMS = ("Jobs failed every retry", "A job has waited over", "A worker failed its boot",
+                 "Workers are in service and messages wait")
 
 
-def test_an_e_mail_setting_subscribes_it_to_both_alarms():
+def test_every_alarm_notifies_the_one_topic_even_without_an_e_mail(template):
+    template.resource_count_is("AWS::SNS::Subscription", 0)
+    [topic_id] = template.find_resources("AWS::SNS::Topic")
+    for start in PERSON_ALARMS:
+        alarm = alarm_for(template, start)
+        assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}], start
+    template.has_output("AlarmTopicArn", {"Value": {"Ref": topic_id}})
+
+
+def test_workers_failing_to_start_alarm_on_the_give_up_metric_of_this_group(template):
+    alarm = alarm_for(template, "A worker failed its boot")
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("CaptionKit", "WorkerFailures", "Sum")
+    assert alarm["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": "CaptionKit-workers"}]
+    assert alarm["Threshold"] == 1 and alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+def test_a_fleet_in_service_with_work_waiting_but_nothing_finished_alarms_after_the_stalled_minutes(template):
+    alarm = alarm_for(template, "Workers are in service and messages wait")
+    [expression] = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert expression["Expression"] == "IF(serving > 0 AND waiting > 0 AND FILL(done, 0) == 0, 1, 0)"
+    named = {m["Id"]: m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert named["serving"]["MetricName"] == "GroupInServiceInstances"
+    assert named["waiting"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert (named["done"]["Namespace"], named["done"]["MetricName"]) == ("CaptionKit", "ImagesDone")
+    assert alarm["EvaluationPeriods"] == synthesize().stack.settings.stalled_minutes
+
+
+def test_an_e_mail_setting_subscribes_it_to_the_alarm_topic():
     template = Template.from_json(synthesize((("alarm_email", "ops@example.com"),)).template)
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
     [topic_id] = template.find_resources("AWS::SNS::Topic")
-    for start in ("Jobs failed every retry", "A job has waited over"):
+    for start in PERSON_ALARMS:
         alarm = alarm_for(template, start)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
     template.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": Match.array_with([

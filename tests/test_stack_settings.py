@@ -57,8 +57,25 @@ def test_unknown_key_in_the_block_is_refused():
     ({"log_retention_days": 10}, "CloudWatch accepts one of"),
     ({"alarm_email": "ops"}, "expected an e-mail address"),
     ({"image_suffixes": "jpg"}, "expected one or more like .jpg"),
+    ({"torch_index_url": "https://download.pytorch.org/whl/cu128"}, "torch 2.13.0 has no cu128 build"),
+    ({"torch_index_url": "https://example.com/simple"}, "expected one of"),
+    ({"instance_types": "g5.xlarge,m5.large"}, "'m5.large': not a GPU family CaptionKit knows"),
+    ({"instance_types": "p3.2xlarge"}, r"V100 \(compute capability 7.0\) is not in torch 2.13's CUDA 13.0 build"),
+    ({"root_volume_gb": 60}, "at least 75, the DLAMI's root snapshot size"),
+    ({"stalled_minutes": 5}, "longer than a worker's boot"),
 ])
 def test_bad_values_fail_with_a_message_naming_the_setting(overrides, message):
     with pytest.raises(SettingsError, match=message) as error:
         Settings.from_context(context(**overrides))
     assert "cdk -c key=value" in str(error.value)
+
+
+@pytest.mark.parametrize("instance_type", ["g4dn.xlarge", "g5.xlarge", "g6.xlarge", "g6e.xlarge"])
+def test_the_default_torch_build_serves_every_gpu_the_settings_offer(instance_type):
+    assert Settings.from_context(context(instance_types=instance_type)).torch_index_url == "https://pypi.org/simple"
+
+
+def test_an_older_gpu_is_served_by_the_cuda_12_6_index():
+    settings = Settings.from_context(context(instance_types="p3.2xlarge",
+                                             torch_index_url="https://download.pytorch.org/whl/cu126"))
+    assert settings.instance_types == ("p3.2xlarge",)

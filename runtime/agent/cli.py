@@ -11,7 +11,7 @@ from runtime.agent.config import load_config
 from runtime.agent.device import device_without_cpu_fallback
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
-from runtime.agent.pointer import load_current
+from runtime.agent.pointer import load_current, wait_for_model
 from runtime.agent.swap import ModelWatcher, warm_up
 from runtime.agent.worker import Worker
 from runtime.errors import CaptionKitError
@@ -40,7 +40,8 @@ def main(argv=None) -> int:
             config.require("results_bucket")  # raises: neither results_bucket nor images_bucket is set
         device = device_without_cpu_fallback(config.device)
         s3, sqs = aws.client("s3", config.region), aws.client("sqs", config.region)
-        captioner, pointer = load_current(config, s3, device)
+        # a service waits for its first model; a burst run (a laptop, a test) has nothing to wait for
+        captioner, pointer = (load_current if args.burst else wait_for_model)(config, s3, device)
         warm_s = warm_up(captioner)
     except CaptionKitError as exc:
         log("error", event="fatal", reason=str(exc))

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
+from runtime.agent.metrics import log
 from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
-from runtime.registry import read_pointer
+from runtime.registry import NoModelYet, read_pointer
 
 
 def resolve_loader(spec: str):
@@ -35,14 +37,34 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     return path
 
 
+def wait_for_model(config: AgentConfig, s3, device: str, sleep=time.sleep) -> tuple[Captioner, dict]:
+    """`load_current`, waiting (pointer_poll_s between looks) while no model has been published yet.
+
+    A fleet deployed before its first upload is not broken: exiting would make systemd restart the agent
+    until it gave up and had the instance replaced, for nothing.
+    """
+    while True:
+        try:
+            return load_current(config, s3, device)
+        except NoModelYet as exc:
+            log("warning", event="waiting_for_model", reason=str(exc), retry_s=config.pointer_poll_s)
+            sleep(config.pointer_poll_s)
+
+
 def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = None) -> tuple[Captioner, dict]:
     """Read the pointer (unless given), fetch and verify its .pt2, load it: (captioner, pointer)."""
+    t0 = time.monotonic()
     pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
+    t1 = time.monotonic()
     path = fetch_artifact(s3, config.artifacts_bucket, pointer, config.cache_dir)
+    t2 = time.monotonic()
     loader = resolve_loader(config.captioner_loader)
     # fetch_artifact has just hashed the file against the pointer: the loader need not hash it again
-    return loader(path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True,
-                  **backend_options(config, s3)), pointer
+    captioner = loader(path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True,
+                       **backend_options(config, s3))
+    log("info", event="model_fetched", sha256=pointer["sha256"], bytes=path.stat().st_size,
+        pointer_s=round(t1 - t0, 3), download_s=round(t2 - t1, 3), load_s=round(time.monotonic() - t2, 3))
+    return captioner, pointer
 
 
 def backend_options(config: AgentConfig, s3) -> dict:

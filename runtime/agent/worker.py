@@ -16,6 +16,11 @@ from runtime.agent.prefetch import Batch, Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.swap import ModelWatcher
 
+# The drain ran past its bound: the messages in hand went back to the queue. The worker's systemd unit lists
+# this code in SuccessExitStatus and RestartPreventExitStatus (stacks/boot/bootstrap.sh): an instance that is
+# going away is not restarted, and this is not a failure that makes it give up.
+DRAIN_TIMEOUT_EXIT = 75
+
 
 class Worker:
     """Consumes the queue until stopped, the queue is empty (`burst`) or `max_batches` ran."""
@@ -27,6 +32,7 @@ class Worker:
         self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s)
         self.prefetcher = Prefetcher(self.inbox, s3, config)
         self.counters = Counters()
+        self.ready_at = time.monotonic()
         self.stopping = threading.Event()
         self.on_exit: list[Callable[[], None]] = []  # callbacks run once draining is over, even a forced exit (lifecycle completion)
         self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch")
@@ -121,6 +127,9 @@ class Worker:
         for item in finished:
             if item.error:
                 log("warning", event="image_failed", uri=item.ref.uri, reason=item.error)
+        if not self.counters.done and len(finished) > failed:  # the cold-start budget's last phase
+            log("info", event="first_caption", since_ready_s=round(time.monotonic() - self.ready_at, 3),
+                batch_s=round(total_s, 3))
         self.counters.done += len(finished) - failed
         self.counters.failed += failed
         now = time.time()
@@ -157,4 +166,4 @@ class Worker:
         self.inbox.release(self.inbox.held())
         for callback in self.on_exit:
             callback()
-        self.force_exit(1)
+        self.force_exit(DRAIN_TIMEOUT_EXIT)

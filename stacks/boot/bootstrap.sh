@@ -1,91 +1,146 @@
 #!/usr/bin/env bash
-# CaptionKit worker boot: install the runtime into a venv, write the agent's config, start it under systemd.
-# Run by user data from the unpacked runtime bundle. Inputs (environment):
+# CaptionKit worker boot: install the locked runtime into a venv, prove the GPU, write the agent's config,
+# start it under systemd. Run by user data from the unpacked runtime bundle. A failure at any step hands the
+# instance to give_up.sh (metric, back-off, then "unhealthy" so the group replaces it).
+# Inputs (environment):
 #   CAPTIONKIT_AGENT_CONFIG     the agent config as JSON (the stack renders it)
-#   CAPTIONKIT_TORCH_INDEX_URL  the CUDA wheel index for torch (e.g. https://download.pytorch.org/whl/cu128)
-#   CAPTIONKIT_PYTHON           the interpreter for the venv (default python3.11, installed with dnf if missing)
-#   ROOT                        prefix for every path written (tests run the script against a temporary root)
+#   CAPTIONKIT_TORCH_INDEX_URL  where torch comes from: empty or https://pypi.org/simple (default) installs the
+#                               hash-locked CUDA 13.0 build (requirements/runtime-cuda.lock); another index
+#                               (https://download.pytorch.org/whl/cu126 for drivers older than 580) installs
+#                               torch==2.13.0 from it, pinned by version
+#   CAPTIONKIT_PYTHON           the venv's interpreter (default python3.12: /usr/bin/python3.12 on the DLAMI
+#                               Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), per its release notes)
+#   CAPTIONKIT_TORCH_WHEEL      rehearsal only: a torch wheel to install in place of runtime-cuda.lock
+#   CAPTIONKIT_DEVICE           as for the agent: overrides the config's device (cpu skips the GPU requirement)
+#   ROOT                        prefix for every path written (the tests run the boot against a temporary root)
 set -euo pipefail
 
 ROOT="${ROOT:-}"
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-PYTHON="${CAPTIONKIT_PYTHON:-python3.11}"
+SRC_ON_HOST="${SRC#"$ROOT"}"  # the path as the instance sees it (what the unit files name)
+PYTHON="${CAPTIONKIT_PYTHON:-python3.12}"
 VENV=/opt/captionkit/venv
 CONFIG=/etc/captionkit/agent.json
-UNIT=/etc/systemd/system/captionkit-agent.service
+UNIT_DIR=/etc/systemd/system
 CWAGENT_CONFIG=/opt/aws/amazon-cloudwatch-agent/etc/captionkit.json
 LOG_DIR=/var/log/captionkit
+DEFAULT_INDEX=https://pypi.org/simple
+PIP_LOCKED=(--require-hashes --no-deps --only-binary=:all: --progress-bar off --disable-pip-version-check)
 export PATH="$PATH:/opt/aws/amazon-cloudwatch-agent/bin"
 
 mkdir -p "$ROOT$LOG_DIR"
 exec > >(tee -a "$ROOT$LOG_DIR/bootstrap.log") 2>&1
-trap 'echo "captionkit bootstrap: FAILED at line $LINENO (exit $?); see $LOG_DIR/bootstrap.log" >&2' ERR
-echo "captionkit bootstrap: start $(date -u +%FT%TZ) from $SRC"
+on_error() {
+  local reason="boot failed at line $1 (exit $2): see $LOG_DIR/bootstrap.log"
+  echo "captionkit bootstrap: FAILED: $reason" >&2
+  bash "$SRC/stacks/boot/give_up.sh" "$reason" || true
+  exit "$2"
+}
+trap 'on_error $LINENO $?' ERR
+BOOT_T0=$EPOCHREALTIME
+PHASE_T0=$BOOT_T0
+phase() {  # one line per finished phase: its name and seconds, for the cold-start budget
+  local now=$EPOCHREALTIME
+  awk -v name="$1" -v now="$now" -v phase="$PHASE_T0" -v boot="$BOOT_T0" \
+    'BEGIN { printf "captionkit bootstrap: phase=%s s=%.2f total_s=%.2f\n", name, now - phase, now - boot }'
+  PHASE_T0=$now
+}
+echo "captionkit bootstrap: start $(date -u +%FT%TZ) from $SRC_ON_HOST"
 
 : "${CAPTIONKIT_AGENT_CONFIG:?the agent config JSON is required}"
-: "${CAPTIONKIT_TORCH_INDEX_URL:?the torch wheel index URL is required}"
-TORCH_PIN="$(grep -E '^torch==' "$SRC/requirements/runtime.txt")"
+INDEX="${CAPTIONKIT_TORCH_INDEX_URL:-$DEFAULT_INDEX}"
 
-# 1. system packages and the service user
-missing=()
-command -v "$PYTHON" >/dev/null || missing+=("$PYTHON")
-command -v amazon-cloudwatch-agent-ctl >/dev/null || missing+=(amazon-cloudwatch-agent)
-if ((${#missing[@]})); then dnf install -y "${missing[@]}"; fi
+# 1. the interpreter the AMI ships, the log shipper, the service user
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "captionkit bootstrap: $PYTHON not found; the DLAMI (Amazon Linux 2023) ships /usr/bin/python3.12. Use that AMI or set CAPTIONKIT_PYTHON" >&2
+  false
+fi
+command -v amazon-cloudwatch-agent-ctl >/dev/null || dnf install -y amazon-cloudwatch-agent
 id -u captionkit >/dev/null 2>&1 || useradd --system --home-dir /var/lib/captionkit --shell /sbin/nologin captionkit
+phase system
 
-# 2. the virtual environment: torch from its CUDA index first, then the rest from PyPI (torch stays)
+# 2. the virtual environment, from the locks only: the same bytes on every instance
 "$PYTHON" -m venv "$ROOT$VENV"
-"$ROOT$VENV/bin/python" -m pip install --progress-bar off --index-url "$CAPTIONKIT_TORCH_INDEX_URL" "$TORCH_PIN"
-"$ROOT$VENV/bin/python" -m pip install --progress-bar off -r "$SRC/requirements/runtime.txt"
+phase venv
+PIP=("$ROOT$VENV/bin/python" -m pip install)
+"${PIP[@]}" "${PIP_LOCKED[@]}" -r "$SRC/requirements/runtime.lock"
+if [[ -n "${CAPTIONKIT_TORCH_WHEEL:-}" ]]; then
+  echo "captionkit bootstrap: rehearsal: $CAPTIONKIT_TORCH_WHEEL in place of runtime-cuda.lock"
+  "${PIP[@]}" --no-deps --progress-bar off --disable-pip-version-check "$CAPTIONKIT_TORCH_WHEEL"
+elif [[ "${INDEX%/}" == "$DEFAULT_INDEX" ]]; then
+  "${PIP[@]}" "${PIP_LOCKED[@]}" -r "$SRC/requirements/runtime-cuda.lock"
+else
+  "${PIP[@]}" --progress-bar off --disable-pip-version-check --index-url "$INDEX" \
+    "$(grep -E '^torch==' "$SRC/requirements/runtime.txt")"
+fi
+"$ROOT$VENV/bin/python" -m pip check
+phase pip
 
-# 3. the agent's config, checked for the keys the agent needs
+# 3. the GPU: torch must run a kernel on it, or this instance cannot serve (never fall back to its CPU)
+DEVICE="${CAPTIONKIT_DEVICE:-$(python3 -c 'import json, os; print(json.loads(os.environ["CAPTIONKIT_AGENT_CONFIG"]).get("device", "auto"))')}"
+GPU_CHECK=("$ROOT$VENV/bin/python" -m runtime gpu-check)
+[[ "$DEVICE" == cuda ]] || GPU_CHECK+=(--allow-cpu)
+(cd "$SRC" && PYTHONPATH="$SRC" "${GPU_CHECK[@]}")
+phase gpu_check
+
+# 4. the agent's config, checked for the keys the agent needs
 mkdir -p "$ROOT$(dirname "$CONFIG")"
 STOP_TIMEOUT_S="$(python3 - "$ROOT$CONFIG" <<'PY'
 import json, os, sys
 config = json.loads(os.environ["CAPTIONKIT_AGENT_CONFIG"])
 required = ["queue_url", "region", "artifacts_bucket", "model_pointer", "results_bucket", "results_prefix",
             "images_bucket", "images_prefix", "image_suffixes", "batch_size", "visibility_timeout_s", "device",
-            "compiled_cache_prefix", "asg_name", "lifecycle_hook_name", "metrics_namespace", "log_group"]
+            "drain_timeout_s", "compiled_cache_prefix", "asg_name", "lifecycle_hook_name", "metrics_namespace",
+            "log_group"]
 missing = [key for key in required if key not in config]
 if missing:
     sys.exit(f"CAPTIONKIT_AGENT_CONFIG lacks {missing}")
 with open(sys.argv[1], "w") as out:
     json.dump(config, out, indent=2, sort_keys=True)
-print(int(config["visibility_timeout_s"]))
+print(int(config["drain_timeout_s"]) + 30)  # systemd's SIGKILL comes only after the agent's own drain bound
 PY
 )"
 chmod 0640 "$ROOT$CONFIG"
 chown root:captionkit "$ROOT$CONFIG"
+phase config
 
-# 4. logs: the CloudWatch agent ships boot and agent logs to the stack's log group
+# 5. logs: the CloudWatch agent ships boot and agent logs to the stack's log group
 mkdir -p "$ROOT$(dirname "$CWAGENT_CONFIG")"
 python3 - "$ROOT$CONFIG" "$ROOT$CWAGENT_CONFIG" "$LOG_DIR" <<'PY'
 import json, sys
 config_path, out_path, log_dir = sys.argv[1:]
 group = json.load(open(config_path))["log_group"]
 files = [{"file_path": f"{log_dir}/{name}.log", "log_group_name": group, "log_stream_name": f"{{instance_id}}/{name}"}
-         for name in ("bootstrap", "agent")]
+         for name in ("bootstrap", "agent", "give-up")]
 json.dump({"logs": {"logs_collected": {"files": {"collect_list": files}}}}, open(out_path, "w"), indent=2)
 PY
 amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "file:$CWAGENT_CONFIG"
+phase logs
 
-# 5. the agent under systemd: restart on failure; on stop, SIGTERM and time to finish the batch
-mkdir -p "$ROOT$(dirname "$UNIT")"
-cat > "$ROOT$UNIT" <<UNIT
+# 6. the agent under systemd. Restarts on failure; after 5 failures in 15 minutes systemd gives up and
+#    OnFailure= runs give_up.sh (systemd 252 on AL2023 fires OnFailure= only once restarts stop). Exit 75 is
+#    the agent's "drain timed out while the instance is going away": not a failure, never restarted.
+mkdir -p "$ROOT$UNIT_DIR"
+cat > "$ROOT$UNIT_DIR/captionkit-agent.service" <<UNIT
 [Unit]
 Description=CaptionKit captioning agent
 Wants=network-online.target
 After=network-online.target
+StartLimitIntervalSec=900
+StartLimitBurst=5
+OnFailure=captionkit-give-up.service
 
 [Service]
 Type=simple
 User=captionkit
 Group=captionkit
-WorkingDirectory=$SRC
-Environment=PYTHONPATH=$SRC PYTHONUNBUFFERED=1 HOME=/var/lib/captionkit
+WorkingDirectory=$SRC_ON_HOST
+Environment=PYTHONPATH=$SRC_ON_HOST PYTHONUNBUFFERED=1 HOME=/var/lib/captionkit
 ExecStart=$VENV/bin/python -m runtime agent --config $CONFIG
 Restart=on-failure
 RestartSec=10
+SuccessExitStatus=75
+RestartPreventExitStatus=75
 KillSignal=SIGTERM
 TimeoutStopSec=$STOP_TIMEOUT_S
 StateDirectory=captionkit
@@ -99,6 +154,15 @@ PrivateTmp=yes
 [Install]
 WantedBy=multi-user.target
 UNIT
+cat > "$ROOT$UNIT_DIR/captionkit-give-up.service" <<UNIT
+[Unit]
+Description=CaptionKit: the agent cannot stay up; report it and have the group replace this instance
+
+[Service]
+Type=oneshot
+ExecStart=/bin/bash $SRC_ON_HOST/stacks/boot/give_up.sh "the agent failed 5 times in 15 minutes: see $LOG_DIR/agent.log"
+UNIT
 systemctl daemon-reload
 systemctl enable --now captionkit-agent.service
+phase start
 echo "captionkit bootstrap: done $(date -u +%FT%TZ)"

@@ -1,0 +1,204 @@
+"""The worker as an instance runs it: the deployed user data, the bundle synthesis made, the boot with the real pip
+installing the real locks into a fresh venv, and the agent started exactly as its systemd unit says.
+
+What this machine cannot have is replaced, and only that: the operating system's services (dnf, systemctl,
+useradd, chown, the CloudWatch agent, instance metadata) are stubs, `aws s3 cp` reads from the local AWS, the
+interpreter is python3.11 (the one torch CPU wheel here is for it; the DLAMI's is 3.12), and torch is the CPU
+build in place of runtime-cuda.lock, so the agent runs on the CPU (CAPTIONKIT_DEVICE=cpu).
+"""
+from __future__ import annotations
+
+import base64
+import glob
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tools import flow, local, models
+from tools.local_aws import aws_client, child_env, free_port
+from tools.paths import LOCAL_STATE, REPO
+
+pytestmark = pytest.mark.e2e
+INSTALL_DIR = "/opt/captionkit"
+CPU_TORCH = "/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
+STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "$STUB_LOG"\n'
+CURL_STUB = STUB + 'case "$*" in *instance-id*) echo i-0rehearsal;; *api/token*) echo token;; *) exit 22;; esac\n'
+# `aws s3 cp s3://bucket/key dest` reads the local AWS (the bundle that `cdk deploy` uploaded); the rest is logged
+AWS_STUB = f"""#!{sys.executable}
+import os, sys
+with open(os.environ["STUB_LOG"], "a") as log:
+    log.write("aws " + " ".join(sys.argv[1:]) + "\\n")
+if sys.argv[1:3] == ["s3", "cp"] and sys.argv[3].startswith("s3://"):
+    import boto3
+    bucket, key = sys.argv[3][5:].split("/", 1)
+    boto3.client("s3", region_name=os.environ["AWS_REGION"]).download_file(bucket, key, sys.argv[4])
+"""
+
+
+def _stub(folder: Path, name: str, text: str) -> None:
+    (folder / name).write_text(text)
+    (folder / name).chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+    """Moto with this app deployed by the cdk CLI; (outputs, aws environment); stopped afterwards."""
+    state = tmp_path_factory.mktemp("local-aws")
+    outputs = local.up(port=free_port(), state_dir=state)
+    saved = json.loads((state / LOCAL_STATE.name).read_text())
+    try:
+        yield outputs, child_env(saved["endpoint_url"], saved["region"])
+    finally:
+        local.down(state_dir=state)
+
+
+def deployed_user_data(env: dict) -> str:
+    """The user data of the deployed launch template, as an instance would receive it."""
+    ec2 = aws_client("ec2", env["AWS_REGION"], env["AWS_ENDPOINT_URL"])
+    [template] = ec2.describe_launch_templates()["LaunchTemplates"]
+    [version] = ec2.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"],
+                                                      Versions=["$Latest"])["LaunchTemplateVersions"]
+    return base64.b64decode(version["LaunchTemplateData"]["UserData"]).decode()
+
+
+@pytest.fixture(scope="module")
+def booted(deployed, tiny_artifact, tmp_path_factory):
+    """Images waiting and a model published, then the deployed user data run in a temporary root."""
+    if not os.path.exists(CPU_TORCH):
+        pytest.fail(f"{CPU_TORCH} is missing: the rehearsal installs this machine's CPU build of torch 2.13.0")
+    outputs, env = deployed
+    s3 = aws_client("s3", env["AWS_REGION"], env["AWS_ENDPOINT_URL"])
+    models.upload(s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_artifact, progress=False)
+    truth = flow.drop_images(s3, outputs["ImagesBucket"], outputs["ImagesPrefix"], 6, seed=11)
+    bad = f"{outputs['ImagesPrefix']}bad/not-an-image.jpg"
+    s3.put_object(Bucket=outputs["ImagesBucket"], Key=bad, Body=b"hello, I am text\n")
+
+    tmp = tmp_path_factory.mktemp("instance")
+    root, stubs = tmp / "root", tmp / "stubs"
+    root.mkdir(), stubs.mkdir()
+    for name in ("dnf", "systemctl", "useradd", "chown", "amazon-cloudwatch-agent-ctl", "sleep"):
+        _stub(stubs, name, STUB)
+    _stub(stubs, "curl", CURL_STUB), _stub(stubs, "aws", AWS_STUB)
+    user_data = deployed_user_data(env)
+    script = tmp / "user-data.sh"
+    script.write_text(user_data.replace(INSTALL_DIR, f"{root}{INSTALL_DIR}"))
+    boot_env = {**env, "PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin:{Path(shutil.which('python3.11')).parent}",
+                "ROOT": str(root), "STUB_LOG": str(tmp / "calls.log"), "CAPTIONKIT_PYTHON": "python3.11",
+                "CAPTIONKIT_TORCH_WHEEL": CPU_TORCH, "CAPTIONKIT_DEVICE": "cpu", "CAPTIONKIT_IMDS_URL": "",
+                "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip")}
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(script)], env=boot_env, capture_output=True, text=True, timeout=900)
+    boot_s = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return {"root": root, "env": env, "outputs": outputs, "truth": truth, "bad": bad, "user_data": user_data,
+            "calls": (tmp / "calls.log").read_text().splitlines(), "boot_s": boot_s, "tmp": tmp}
+
+
+def test_the_deployed_user_data_fetches_the_synthesized_bundle_and_runs_its_boot(booted):
+    user_data, calls = booted["user_data"], booted["calls"]
+    assert f"bash {INSTALL_DIR}/src/stacks/boot/bootstrap.sh" in user_data
+    [copy] = [c for c in calls if c.startswith("aws s3 cp s3://cdk-")]
+    assert copy.endswith(f"{booted['root']}{INSTALL_DIR}/bundle.zip --region us-east-1")
+    src = booted["root"] / INSTALL_DIR.lstrip("/") / "src"
+    assert sorted(p.name for p in src.iterdir()) == ["requirements", "runtime", "stacks"]
+
+
+def test_the_venv_holds_exactly_the_locked_packages_and_the_substituted_torch(booted):
+    python = booted["root"] / "opt/captionkit/venv/bin/python"
+    listed = json.loads(subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True,
+                                       text=True, check=True).stdout)
+    installed = {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in listed}
+    lock = (REPO / "requirements/runtime.lock").read_text()
+    locked = {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in re.findall(r"^([A-Za-z0-9._-]+)==(\S+) ", lock, re.M)}
+    assert {k: v for k, v in installed.items() if k not in ("pip", "torch")} == locked
+    assert installed["torch"] == "2.13.0+cpu"
+
+
+def test_the_boot_log_times_every_phase(booted):
+    log = (booted["root"] / "var/log/captionkit/bootstrap.log").read_text()
+    phases = dict(re.findall(r"phase=(\w+) s=(\d+\.\d+)", log))
+    assert list(phases) == ["system", "venv", "pip", "gpu_check", "config", "logs", "start"]
+    assert '"problem": "torch is a CPU-only build' in log  # the GPU check ran and said what it saw
+
+
+def test_the_written_units_pass_systemd_analyze_verify(booted, tmp_path):
+    """systemd's own check of both units, with the instance's /opt/captionkit mapped to where the rehearsal put it
+    (systemd-analyze checks that ExecStart= programs exist; --root= would also hide this machine's /bin/bash)."""
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is missing: `apt-get install systemd` (Debian) provides it")
+    units = booted["root"] / "etc/systemd/system"
+    for name in ("captionkit-agent.service", "captionkit-give-up.service"):
+        text = (units / name).read_text().replace(INSTALL_DIR, f"{booted['root']}{INSTALL_DIR}")
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "captionkit-agent.service"),
+                             str(tmp_path / "captionkit-give-up.service")], capture_output=True, text=True, timeout=120)
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if "captionkit" in line]
+    assert result.returncode == 0 and not problems, result.stdout + result.stderr
+
+
+def unit_command(root: Path) -> tuple[list[str], dict, Path, Path]:
+    """ExecStart, Environment, WorkingDirectory and StandardOutput of the written unit, mapped into `root`."""
+    unit = (root / "etc/systemd/system/captionkit-agent.service").read_text()
+    values = dict(re.findall(r"^(ExecStart|Environment|WorkingDirectory|StandardOutput)=(.*)$", unit, re.M))
+    inside = lambda path: str(root) + path if path.startswith("/") else path  # noqa: E731
+    command = [inside(word) for word in shlex.split(values["ExecStart"])]
+    environment = {k: inside(v) for k, v in (pair.split("=", 1) for pair in shlex.split(values["Environment"]))}
+    return command, environment, Path(inside(values["WorkingDirectory"])), Path(inside(values["StandardOutput"][7:]))
+
+
+def test_the_agent_started_as_its_unit_says_captions_every_waiting_image_and_drains_on_sigterm(booted):
+    root, env, outputs = booted["root"], booted["env"], booted["outputs"]
+    command, unit_env, workdir, log_path = unit_command(root)
+    (root / "var/lib/captionkit").mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    # the unit's environment, plus what the instance profile and metadata give an instance, and the CPU device
+    agent_env = {**unit_env, "PATH": "/usr/bin:/bin", "CAPTIONKIT_DEVICE": "cpu", "CAPTIONKIT_IMDS_URL": "",
+                 **{k: v for k, v in env.items() if k.startswith("AWS_")}}
+    with open(log_path, "a") as log:
+        agent = subprocess.Popen(command, cwd=workdir, env=agent_env, stdout=log, stderr=subprocess.STDOUT)
+    s3 = aws_client("s3", env["AWS_REGION"], env["AWS_ENDPOINT_URL"])
+    keys = [*booted["truth"], booted["bad"]]
+    try:
+        deadline = time.monotonic() + 300
+        results = {}
+        while time.monotonic() < deadline and agent.poll() is None:
+            results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], keys)
+            if all(results.values()):
+                break
+            time.sleep(1)
+        assert all(results.values()), (results, log_path.read_text()[-4000:])
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=120) == 0, log_path.read_text()[-4000:]
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+    assert all(results[k]["status"] == "ok" and results[k]["caption"] is not None for k in booted["truth"])
+    assert results[booted["bad"]]["status"] == "error"
+    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    names = [e.get("event") for e in events]
+    assert {"model_fetched", "started", "first_caption", "shutdown"} <= set(names), names
+    write_cold_start(booted, events)
+
+
+def write_cold_start(booted, events) -> None:
+    """The locally measured cold-start phases, for BENCHMARKS.md (printed, and kept beside the test's files)."""
+    log = (booted["root"] / "var/log/captionkit/bootstrap.log").read_text()
+    phases = {f"boot_{k}": float(v) for k, v in re.findall(r"phase=(\w+) s=(\d+\.\d+)", log)}
+    by_name = {e["event"]: e for e in events if "event" in e}
+    fetched, started, first = by_name["model_fetched"], by_name["started"], by_name["first_caption"]
+    phases |= {"agent_pointer": fetched["pointer_s"], "agent_download": fetched["download_s"],
+               "agent_load": fetched["load_s"], "agent_warm_up": started["warm_up_s"],
+               "agent_start_total": started["start_s"], "first_caption_after_ready": first["since_ready_s"]}
+    line = json.dumps({"user_data_total_s": round(booted["boot_s"], 2), **phases})
+    (booted["tmp"] / "cold-start.json").write_text(line)
+    print(f"\ncold start (boot rehearsal): {line}")
