@@ -33,17 +33,17 @@ lock: setup ## re-resolve requirements/runtime.txt into the hash-locked runtime.
 
 demo-model: demo-model/config.json ## train the small demo captioner into ./demo-model (deterministic, ~2 min)
 
-demo-model/config.json: export/demo_model.py export/shapes.py | $(VENV)/.installed
-	$(PY) -m export.demo_model --out demo-model
+demo-model/config.json: demo/model.py demo/shapes.py demo/evaluate.py | $(VENV)/.installed
+	$(PY) -m demo.model --out demo-model
 
 dist/demo.pt2: demo-model/config.json | $(VENV)/.installed
 	$(PY) -m export --model demo-model --out dist/demo.pt2
 
 demo-accuracy: setup dist/demo.pt2 ## exact-match accuracy of dist/demo.pt2 on 500 fresh images (PNG and JPEG)
-	$(PY) -m export.demo_accuracy --artifact dist/demo.pt2
+	$(PY) -m demo.accuracy --artifact dist/demo.pt2
 
 demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
-	$(PY) -m stacks.demo
+	$(PY) -m tools.demo
 
 export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate
 	$(PY) -m export --model $(MODEL) --out $(OUT)
@@ -55,16 +55,16 @@ synth: setup ## cdk synth the stacks (offline, no credentials)
 	npx cdk synth --quiet
 
 agent: setup ## run the agent here against the stack (local after local-up): make agent [ARGS=--burst] [CONFIG=file]
-	$(if $(CONFIG),$(PY) -m runtime agent --config $(CONFIG) $(ARGS),$(PY) -m stacks.run_agent $(ARGS))
+	$(if $(CONFIG),$(PY) -m runtime agent --config $(CONFIG) $(ARGS),$(PY) -m tools.run_agent $(ARGS))
 
 submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...]
 	$(PY) -m runtime submit $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
-	$(PY) -m stacks.local up
+	$(PY) -m tools.local up
 
 local-down: ## stop the local AWS that local-up started
-	$(PY) -m stacks.local down
+	$(PY) -m tools.local down
 
 deploy: setup ## cdk deploy to your AWS account (settings: cdk.json "captionkit"; CDK_ARGS="-c spot=true")
 	npx cdk deploy $(CDK_ARGS)
@@ -76,13 +76,13 @@ stack-snapshot: setup ## accept an intended template change into tests/snapshots
 	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/test_stack_snapshot.py
 
 upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model
-	$(PY) -m stacks.models upload $(ARTIFACT)
+	$(PY) -m tools.models upload $(ARTIFACT)
 
 models: setup ## list uploaded models (* marks the current one)
-	$(PY) -m stacks.models list
+	$(PY) -m tools.models list
 
 rollback: setup ## make the previous model current again
-	$(PY) -m stacks.models rollback
+	$(PY) -m tools.models rollback
 
 bench: setup ## benchmarks on this CPU -> bench/results.json + BENCHMARKS.md tables (QUICK=1: smoke run)
 	$(PY) -m bench $(if $(QUICK),--quick)

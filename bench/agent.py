@@ -40,17 +40,14 @@ class LocalAws:
     """A bucket pair and a queue on a moto server started here (the same APIs the agent uses on AWS)."""
 
     def __init__(self, state_dir: Path):
-        from stacks.moto_server import MotoServer, free_port
+        from tools.local_aws import DEFAULT_REGION, MotoServer, aws_client, free_port
 
         self.server = MotoServer(state_dir, free_port())
         self.server.start()
-        self.env = {"AWS_ENDPOINT_URL": self.server.endpoint_url, "AWS_REGION": "us-east-1",
-                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_EC2_METADATA_DISABLED": "true"}
-        os.environ.update(self.env)
-        import boto3
-
-        self.s3, self.sqs = boto3.client("s3"), boto3.client("sqs")
+        self.env = self.server.env()
+        os.environ.update(self.env)  # the cold-start measurements read the pointer through runtime.agent.aws
+        endpoint = self.server.endpoint_url
+        self.s3, self.sqs = aws_client("s3", DEFAULT_REGION, endpoint), aws_client("sqs", DEFAULT_REGION, endpoint)
         self.id = uuid.uuid4().hex[:8]
         self.images, self.artifacts = f"images-{self.id}", f"artifacts-{self.id}"
         for bucket in (self.images, self.artifacts):
@@ -98,9 +95,9 @@ def naive_worker(aws: LocalAws, queue: str, folder: str, count: int) -> float:
 
 def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Path) -> dict:
     """The agent as a subprocess in burst mode; seconds from its `started` line to its exit."""
-    from runtime.agent.pointer import publish_model
+    from runtime.registry import publish
 
-    publish_model(aws.s3, aws.artifacts, artifact)
+    publish(aws.s3, aws.artifacts, artifact)
     config = tmp / "agent.json"
     config.write_text(json.dumps({"queue_url": queue, "artifacts_bucket": aws.artifacts, "images_bucket": aws.images,
                                   "pointer_poll_s": 0, "imds_url": "", "device": "cpu", "wait_time_s": 1,

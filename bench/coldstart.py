@@ -30,11 +30,12 @@ def vm_hwm_mib() -> float:
 def fetch(bucket: str, workdir: str) -> tuple[Path, dict, dict]:
     """The agent's pointer read and download (with its one SHA-256) into an empty cache: (path, pointer, phases)."""
     from runtime.agent import aws
-    from runtime.agent.pointer import fetch_artifact, read_pointer
+    from runtime.agent.pointer import fetch_artifact
+    from runtime.registry import read_pointer
 
     s3 = aws.client("s3")
     t = time.perf_counter()
-    pointer = read_pointer(s3, bucket, "models/current.json")
+    pointer = read_pointer(s3, bucket)
     phases = {"pointer_s": time.perf_counter() - t}
     t = time.perf_counter()
     path = fetch_artifact(s3, bucket, pointer, workdir)
@@ -90,13 +91,13 @@ def run(artifact: Path, folder: Path, cache: Path, device: str, runs: int) -> di
     import tempfile
 
     from bench.agent import LocalAws
-    from runtime.agent.pointer import publish_model
+    from runtime.registry import publish
 
     samples: dict[str, list[dict]] = {kind: [] for kind in KINDS}
     with tempfile.TemporaryDirectory() as state:
         s3 = LocalAws(Path(state))
         try:
-            publish_model(s3.s3, s3.artifacts, artifact)
+            publish(s3.s3, s3.artifacts, artifact)
             for _ in range(runs):
                 for kind in KINDS:
                     out = subprocess.run([sys.executable, "-m", "bench.coldstart", "--one", kind, "--artifact",

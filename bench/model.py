@@ -59,7 +59,7 @@ def bench_images(name: str, count: int) -> list:
     from export.cli import parity_images
 
     if name == "demo":
-        from export.shapes import make_dataset
+        from demo.shapes import make_dataset
 
         return [image for image, _ in make_dataset(count, seed=7)]
     return parity_images([], count, seed=1)

@@ -1,10 +1,10 @@
 """Random-weight checkpoints at real sizes (ViT-base + GPT-2 small, BLIP base) and the tiny/demo ones, as HF folders."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools.paths import REPO
+
 EOS_GPT2 = 50256
 
 
@@ -28,7 +28,7 @@ def vit_gpt2_base(folder: Path, max_new_tokens: int = 20) -> Path:
                               ViTImageProcessor)
 
     dec = GPT2Config(add_cross_attention=True, is_decoder=True, bos_token_id=EOS_GPT2, eos_token_id=EOS_GPT2,
-                     pad_token_id=EOS_GPT2, initializer_range=0.1)  # long, image-dependent captions (DESIGN.md)
+                     pad_token_id=EOS_GPT2, initializer_range=0.1)  # long captions: docs/architecture.md
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), dec)
     config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = EOS_GPT2
     torch.manual_seed(0)
@@ -66,10 +66,9 @@ def blip_base(folder: Path, max_new_tokens: int = 20) -> Path:
 
 def tiny(folder: Path) -> Path:
     """The test suite's tiny ViT + GPT-2 (captions of varied lengths)."""
-    sys.path.insert(0, str(REPO / "tests"))
-    import tiny_models
+    from checkpoints.tiny import make_vit_gpt2
 
-    return tiny_models.make_vit_gpt2(folder)
+    return make_vit_gpt2(folder)
 
 
 BUILDERS = {"vit-gpt2-base": vit_gpt2_base, "blip-base": blip_base, "tiny": tiny}
@@ -80,7 +79,7 @@ def checkpoint(name: str, workdir: Path) -> Path:
     if name == "demo":
         folder = REPO / "demo-model"
         if not (folder / "config.json").exists():
-            raise FileNotFoundError("demo-model/ is missing: run `python -m export.demo_model --out demo-model` first")
+            raise FileNotFoundError("demo-model/ is missing: run `python -m demo.model --out demo-model` first")
         return folder
     folder = workdir / name
     if not (folder / "config.json").exists():

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from torch.export import ExportedProgram
 
-from runtime.checksum import program_checksum
-from torch.export.pt2_archive._package import PT2ArchiveWriter, _package_exported_programs, _package_extra_files
+from runtime import manifest as manifests
+from runtime.pt2 import EXTRA_DIR, PT2ArchiveWriter
+
+# The one private torch call left: the per-program checksums need each record's bytes as it is written, and
+# only this helper writes a program into a writer the caller holds (package_pt2 opens its own writer and does
+# not say which records belong to which program). No torch release so far (2.13 checked) offers a public way;
+# if one does, hash the records from a PT2ArchiveReader after package_pt2 instead.
+from torch.export.pt2_archive._package import _package_exported_programs
 
 
 class _HashingWriter:
@@ -43,10 +49,10 @@ def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram],
         for name, program in programs.items():
             hashing = _HashingWriter(writer)
             _package_exported_programs(hashing, {name: program})
-            manifest["programs"][name] = {"records": sorted(hashing.records), "sha256": program_checksum(hashing.records)}
-        manifest["tokenizer_sha256"] = hashlib.sha256(tokenizer_json.encode()).hexdigest()
-        _package_extra_files(writer, {"tokenizer.json": tokenizer_json,
-                                      "manifest.json": json.dumps(manifest, indent=2, sort_keys=True)})
+            manifest["programs"][name] = manifests.program_entry(hashing.records)
+        manifest["tokenizer_sha256"] = manifests.text_sha256(tokenizer_json)
+        writer.write_string(EXTRA_DIR + manifests.TOKENIZER_FILE, tokenizer_json)
+        writer.write_string(EXTRA_DIR + manifests.MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
     os.replace(tmp, path)
     tmp.parent.rmdir()
     return manifest

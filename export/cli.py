@@ -12,7 +12,6 @@ import numpy as np
 import PIL.Image
 import torch
 
-SCHEMA_VERSION = 1
 PARITY_BEAMS = 3  # beam width proven when the checkpoint itself decodes greedily
 
 
@@ -135,20 +134,19 @@ def build_manifest(loaded, gen: dict, preprocessing: dict, cache: dict, args, im
     import transformers
 
     from export.tokenizer_settings import clean_up_spaces
+    from runtime.manifest import new_manifest
 
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "source": loaded.source,
-        "family": loaded.family,
-        "torch_version": torch.__version__.split("+")[0],
-        "transformers_version": transformers.__version__,
-        "dtype": args.dtype,
-        "preprocessing": preprocessing,
-        "generation": gen,
-        "tokenizer": {"clean_up_tokenization_spaces": clean_up_spaces(loaded.tokenizer)},
-        "max_batch": args.max_batch,
-        "max_beams": max_beams,
-        "max_length": gen["max_new_tokens"],
-        "image_size": list(image_size),
-        "cache": cache,
-    }
+    return new_manifest(
+        source=loaded.source,
+        family=loaded.family,
+        transformers_version=transformers.__version__,
+        dtype=args.dtype,
+        preprocessing=preprocessing,
+        generation=gen,
+        tokenizer={"clean_up_tokenization_spaces": clean_up_spaces(loaded.tokenizer)},
+        max_batch=args.max_batch,
+        max_beams=max_beams,
+        max_length=gen["max_new_tokens"],
+        image_size=list(image_size),
+        cache=cache,
+    )

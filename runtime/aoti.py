@@ -18,7 +18,8 @@ from typing import Callable, Protocol
 
 import torch
 
-from runtime.artifact import PROGRAMS, explicit_index
+from runtime.artifact import explicit_index
+from runtime.manifest import PROGRAMS, torch_release
 
 logger = logging.getLogger("captionkit.aoti")
 Report = Callable[..., None]  # report(level, event=..., **fields)
@@ -53,15 +54,15 @@ def device_tag(device: torch.device) -> str:
 
 def cache_key(sha256: str, device: torch.device) -> str:
     """`<artifact sha256>/<torch version>/<device tag>.pt2`: the same key locally and in the remote store."""
-    return f"{sha256}/{torch.__version__.split('+')[0]}/{device_tag(device)}.pt2"
+    return f"{sha256}/{torch_release(torch.__version__)}/{device_tag(device)}.pt2"
 
 
 def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
                     inductor_configs: dict | None = None) -> Path:
     """Compile both exported programs of `artifact` with AOTInductor for `device` into one package at `out`."""
     from torch.export.passes import move_to_device_pass
-    from torch.export.pt2_archive._package import load_pt2
-    from torch._inductor.package import package_aoti
+
+    from runtime.pt2 import load_pt2, package_pt2
 
     device = explicit_index(torch.device(device))
     contents = load_pt2(str(artifact))
@@ -76,21 +77,23 @@ def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path
             args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
         module = program.module(check_guards=False)
         options = {**(inductor_configs or {}), "aot_inductor.package": True}
+        # torch._inductor.aoti_compile_and_package (public) writes one program per package; two in one package
+        # take aot_compile + package_pt2, the route its own docstring gives (torch 2.13; no public one yet).
         files[name] = torch._inductor.aot_compile(module, args, kwargs, options=options)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial.pt2")
-    package_aoti(str(partial), files)
+    package_pt2(str(partial), aoti_files=files)
     partial.replace(out)
     return out
 
 
 def load_package(path: Path, device: torch.device) -> dict:
     """The compiled encoder and decoder-step runners of a package, callable like the exported modules."""
-    from torch._inductor.package import load_package as load
+    from runtime.pt2 import load_pt2
 
     device = torch.device(device)
-    index = device.index if device.index is not None else -1
-    return {name: Contiguous(load(str(path), name, device_index=index)) for name in PROGRAMS}
+    runners = load_pt2(str(path), device_index=device.index if device.index is not None else -1).aoti_runners
+    return {name: Contiguous(runners[name]) for name in PROGRAMS}
 
 
 class Contiguous:

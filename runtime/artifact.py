@@ -8,16 +8,14 @@ from pathlib import Path
 
 import torch
 
+from runtime import manifest as manifests
 from runtime.checksum import program_checksum
 from runtime.errors import ArtifactError
-
-SCHEMA_VERSION = 1
-PROGRAMS = ("encoder", "decoder_step")
-REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
+from runtime.manifest import PROGRAMS
 
 
 def _reader(path: Path):
-    from torch.export.pt2_archive._package import PT2ArchiveReader
+    from runtime.pt2 import PT2ArchiveReader  # torch's archive code is imported when first needed
 
     if not path.is_file():
         raise ArtifactError(f"{path}: no such artifact file")
@@ -43,38 +41,18 @@ def verify(path: str | os.PathLike, check_programs: bool = True) -> tuple[dict, 
     `check_programs=False` skips hashing the program records: for a file whose whole SHA-256 was just
     matched against a pointer written by `make upload`, which verified the records before uploading.
     """
+    from runtime.pt2 import EXTRA_DIR
+
     path = Path(path)
     reader = _reader(path)
     try:
-        manifest = json.loads(reader.read_string("extra/manifest.json"))
-        tokenizer_json = reader.read_string("extra/tokenizer.json")
+        manifest = json.loads(reader.read_string(EXTRA_DIR + manifests.MANIFEST_FILE))
+        tokenizer_json = reader.read_string(EXTRA_DIR + manifests.TOKENIZER_FILE)
     except Exception as exc:
         raise ArtifactError(f"{path}: has no readable manifest.json/tokenizer.json ({exc}); not a CaptionKit artifact") from None
-    schema = manifest.get("schema_version")
-    if schema != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{path}: manifest schema version {schema!r} is not supported by this runtime (it reads {SCHEMA_VERSION}); "
-            "export the model again with the matching CaptionKit version"
-        )
-    missing = [key for key in REQUIRED if manifest.get(key) is None]
-    if missing:
-        raise ArtifactError(f"{path}: manifest.json lacks {', '.join(missing)}: it was written by another "
-                            "CaptionKit version; export the model again")
-    exported_with = str(manifest.get("torch_version", "?"))
-    here = torch.__version__.split("+")[0]
-    if exported_with.split("+")[0] != here:
-        raise ArtifactError(
-            f"{path}: exported with torch {exported_with}, but this runtime has torch {torch.__version__}; "
-            f"install torch=={exported_with.split('+')[0]} (CPU or CUDA build) or re-export with torch {here}"
-        )
-    if hashlib.sha256(tokenizer_json.encode()).hexdigest() != manifest.get("tokenizer_sha256"):
-        raise ArtifactError(f"{path}: tokenizer.json checksum mismatch: the file was modified after export")
-    for name in PROGRAMS:
-        entry = manifest.get("programs", {}).get(name)
-        if entry is None:
-            raise ArtifactError(f"{path}: manifest lists no '{name}' program")
-        if not check_programs:
-            continue
+    manifests.check(manifest, tokenizer_json, path)
+    for name in PROGRAMS if check_programs else ():
+        entry = manifest["programs"][name]
         actual = program_checksum({rec: _record_sha(reader, rec) for rec in entry["records"]})
         if actual != entry["sha256"]:
             raise ArtifactError(
@@ -95,7 +73,8 @@ def explicit_index(device: torch.device) -> torch.device:
 def load_programs(path: str | os.PathLike, device: torch.device) -> dict[str, torch.nn.Module]:
     """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in)."""
     from torch.export.passes import move_to_device_pass
-    from torch.export.pt2_archive._package import load_pt2
+
+    from runtime.pt2 import load_pt2
 
     contents = load_pt2(str(path))
     modules = {}

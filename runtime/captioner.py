@@ -16,8 +16,9 @@ from runtime.preprocess import Preprocessor
 from runtime.text import TextDecoder
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' means CUDA when torch can see a GPU, else the CPU."""
+def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.device:
+    """The library's policy: 'auto' means CUDA when torch can see a GPU, else the CPU (the agent refuses that
+    fallback on a GPU machine: runtime.agent.device.device_without_cpu_fallback)."""
     if str(device) == "auto":
         return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = torch.device(device)
@@ -109,7 +110,7 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
         raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected_sha256[:12]}…; "
                             "the download is incomplete or the wrong file")
     manifest, tokenizer_json = verify(path, check_programs=expected_sha256 is None)
-    resolved = resolve_device(device)
+    resolved = device_falling_back_to_cpu(device)
     if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
         from runtime.quantize import check_quantize
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from aws_cdk import CfnOutput, Environment, Stack
 from constructs import Construct
 
+from runtime.registry import POINTER_KEY as MODEL_POINTER_KEY
 from stacks.alarms import Alarms
 from stacks.bundle import runtime_bundle
 from stacks.fleet import Fleet
@@ -11,7 +12,7 @@ from stacks.jobs import JobQueue
 from stacks.network import Network
 from stacks.scaling import BacklogScaling
 from stacks.settings import Settings
-from stacks.storage import COMPILED_PREFIX, MODEL_POINTER_KEY, Storage
+from stacks.storage import COMPILED_PREFIX, Storage
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
 
 

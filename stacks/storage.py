@@ -5,8 +5,8 @@ from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-MODELS_PREFIX = "models/"
-MODEL_POINTER_KEY = "models/current.json"
+from runtime.registry import MODELS_PREFIX
+
 COMPILED_PREFIX = "compiled/"
 _ABORT_INCOMPLETE_UPLOADS = s3.LifecycleRule(id="abort-incomplete-uploads",
                                              abort_incomplete_multipart_upload_after=Duration.days(7))

@@ -14,7 +14,6 @@ import aws_cdk as cdk
 
 from stacks.captionkit_stack import CaptionKitStack
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +30,7 @@ def synthesize(overrides: tuple[tuple[str, Any], ...] = (), *, nag: bool = False
     """Build and synthesize app.py's app once per distinct `overrides` (as `-c key=value` would)."""
     import app as app_module  # the repository's app.py, so tests check exactly what `cdk synth` builds
 
-    context = json.loads((REPO / "cdk.json").read_text())["context"]
+    context = json.loads((Path(app_module.__file__).parent / "cdk.json").read_text())["context"]
     context.update(dict(overrides))
     outdir = Path(tempfile.mkdtemp(prefix="captionkit-synth-"))
     atexit.register(shutil.rmtree, outdir, ignore_errors=True)

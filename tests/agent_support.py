@@ -1,13 +1,10 @@
-"""Helpers for the agent tests: one moto server per session, a fresh stack per test, a fake captioner."""
+"""Helpers for the agent tests: a fresh stack per test on the session's moto server, a fake captioner, a fake IMDS."""
 from __future__ import annotations
 
-import atexit
-import contextlib
 import http.server
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,44 +15,7 @@ from pathlib import Path
 import PIL.Image
 
 from runtime.errors import ArtifactError
-
-REPO = Path(__file__).resolve().parents[1]
-VENV_BIN = Path(sys.executable).parent
-_SERVER: dict = {}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def moto_endpoint() -> str:
-    """Start moto's server once per test session (on a free port); its URL."""
-    if not _SERVER:
-        port = free_port()
-        moto = VENV_BIN / "moto_server"
-        command = [str(moto)] if moto.exists() else [sys.executable, "-m", "moto.server"]
-        process = subprocess.Popen([*command, "-H", "localhost", "-p", str(port)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        atexit.register(process.kill)
-        url = f"http://localhost:{port}"
-        for _ in range(200):
-            with contextlib.suppress(OSError), socket.create_connection(("localhost", port), timeout=0.2):
-                break
-            time.sleep(0.05)
-        else:
-            raise RuntimeError(f"moto server did not start on port {port}")
-        _SERVER.update(url=url, process=process)
-    return _SERVER["url"]
-
-
-def aws_env(endpoint: str) -> dict[str, str]:
-    """Environment variables that point boto3 at the local moto server and nowhere else."""
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": "/dev/null",
-            "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+from tools.paths import REPO
 
 
 def png(colour=(200, 30, 30), size=(24, 16), fmt="PNG") -> bytes:
@@ -201,10 +161,10 @@ class Stack:
         return self.publish_file(fake_artifact(self.tmp, name, **spec), model=name)
 
     def publish_file(self, path: Path, **fields) -> dict:
-        """Upload a .pt2 as models/<sha256>.pt2 and move models/current.json to it."""
-        from runtime.agent.pointer import publish_model
+        """Publish a file as the current model without verifying it (fake and broken artifacts on purpose)."""
+        from runtime import registry
 
-        return publish_model(self.s3, self.artifacts, path, **fields)
+        return registry.publish(self.s3, self.artifacts, path, verify=False, **fields)
 
     def use_real_model(self, artifact: Path, loader: str = "runtime.captioner:load_captioner") -> dict:
         """Publish a real .pt2 and load it with `loader` from now on (the real pointer/download/checksum path)."""

@@ -7,7 +7,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from torch.export.pt2_archive._package import PT2ArchiveReader, PT2ArchiveWriter
+from runtime.pt2 import PT2ArchiveReader, PT2ArchiveWriter
 
 
 def rewrite_manifest(src: Path, dst: Path, **changes) -> Path:

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-import tiny_models
+from checkpoints import tiny as tiny_models
+
+pytest_plugins = ["agent_fixtures"]  # the agent tests' moto server, stacks, logs and fake IMDS
 
 
 def _export(folder: Path, out: Path, *extra: str) -> Path:
@@ -40,6 +42,24 @@ def tiny_artifact(tiny_vit_gpt2_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_deit_artifact(tiny_deit_gpt2_dir, tmp_path_factory) -> Path:
     return _export(tiny_deit_gpt2_dir, tmp_path_factory.mktemp("artifacts") / "deit-gpt2.pt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
+    """A cache directory holding the tiny artifact compiled for this CPU (compiled once per session: ~1 min)."""
+    import time
+
+    import torch
+
+    from runtime import aoti
+    from runtime.checksum import file_sha256
+
+    cache = tmp_path_factory.mktemp("aoti-cache")
+    started = time.monotonic()
+    aoti.compiled_programs(tiny_artifact, file_sha256(tiny_artifact), torch.device("cpu"), cache,
+                           report=lambda *_args, **_fields: None)
+    print(f"AOTInductor compile of the tiny artifact: {time.monotonic() - started:.1f} s")
+    return cache
 
 
 @pytest.fixture(scope="session")

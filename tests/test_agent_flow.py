@@ -8,7 +8,6 @@ import time
 import PIL.Image
 
 from agent_support import png
-from conftest_agent import agent_log, aws, moto_server, stack  # noqa: F401 - fixtures
 
 
 def _bomb() -> bytes:

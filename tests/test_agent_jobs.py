@@ -6,7 +6,6 @@ import json
 import pytest
 
 from agent_support import png
-from conftest_agent import aws, moto_server, stack  # noqa: F401 - fixtures
 from runtime.agent import submit
 
 

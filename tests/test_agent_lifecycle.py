@@ -7,11 +7,11 @@ import time
 import boto3
 from botocore.stub import Stubber
 
-from agent_support import free_port, png
-from conftest_agent import agent_log, aws, imds, moto_server, stack  # noqa: F401 - fixtures
+from agent_support import png
 from runtime.agent.config import AgentConfig
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.worker import DRAIN_TIMEOUT_EXIT
+from tools.local_aws import free_port
 
 HOOK = {"LifecycleHookName": "drain", "AutoScalingGroupName": "captioners",
         "LifecycleActionResult": "CONTINUE", "InstanceId": "i-0123456789abcdef0"}

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from agent_support import AgentProcess, batches_started, png
-from conftest_agent import aws, moto_server, stack  # noqa: F401 - fixtures
+from runtime import registry
 
 
 def _wait_until(condition, timeout_s: float = 30) -> None:
@@ -83,7 +83,7 @@ def test_kill_9_mid_batch_then_a_fresh_agent_leaves_exactly_one_result_per_image
     finally:
         first.kill()
     written = len(stack.keys())
-    pointer = json.loads(stack.s3.get_object(Bucket=stack.artifacts, Key="models/current.json")["Body"].read())
+    pointer = json.loads(stack.s3.get_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)["Body"].read())
     assert 4 <= written < 12
 
     env_only = {**aws, **{f"CAPTIONKIT_{k.upper()}": str(v) for k, v in json.loads(settings.read_text()).items()},
@@ -99,7 +99,7 @@ def test_kill_9_mid_batch_then_a_fresh_agent_leaves_exactly_one_result_per_image
 
 
 def test_a_burst_run_without_a_model_pointer_is_a_clear_fatal_error(stack, aws):
-    stack.s3.delete_object(Bucket=stack.artifacts, Key="models/current.json")
+    stack.s3.delete_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)
     agent = AgentProcess(stack.write_config(), "--burst", env=aws)
     assert agent.wait(30) == 2
     fatal = agent.events("fatal")[0]
@@ -107,7 +107,7 @@ def test_a_burst_run_without_a_model_pointer_is_a_clear_fatal_error(stack, aws):
 
 
 def test_a_service_started_before_the_first_upload_waits_for_the_model_then_serves(stack, aws):
-    stack.s3.delete_object(Bucket=stack.artifacts, Key="models/current.json")
+    stack.s3.delete_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)
     agent = AgentProcess(stack.write_config(pointer_poll_s=0.5), env=aws)
     try:
         waiting = agent.wait_for("waiting_for_model", timeout_s=60)
@@ -120,7 +120,7 @@ def test_a_service_started_before_the_first_upload_waits_for_the_model_then_serv
 
 
 def test_start_up_refuses_an_artifact_whose_checksum_does_not_match(stack, aws):
-    pointer = json.loads(stack.s3.get_object(Bucket=stack.artifacts, Key="models/current.json")["Body"].read())
+    pointer = json.loads(stack.s3.get_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)["Body"].read())
     stack.s3.put_object(Bucket=stack.artifacts, Key=pointer["key"], Body=b'{"name": "tampered"}')
     agent = AgentProcess(stack.write_config(), env=aws)
     assert agent.wait(30) == 2

@@ -163,9 +163,10 @@ def test_batch_log_lines_are_embedded_metric_format():
     assert line["level"] == "info" and line["event"] == "batch" and "_aws" in line
 
 
-def test_the_agent_imports_neither_torch_nor_transformers_nor_export():
+def test_the_agent_imports_no_torch_transformers_or_laptop_code():
+    laptop_only = ("torch", "transformers", "export", "tools", "demo")
     code = ("import sys, runtime.agent.cli, runtime.agent.submit, runtime.submit; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'export')))")
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {laptop_only!r}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -177,3 +178,11 @@ def test_json_formatter_keeps_foreign_log_records_readable():
     handler.emit(logging.LogRecord("botocore", logging.WARNING, "", 0, "hello %s", ("x",), None))
     assert json.loads(stream.getvalue()) | {"time": 0} == {"time": 0, "level": "warning", "logger": "botocore",
                                                             "message": "hello x"}
+
+
+def test_the_test_fake_is_a_captioner_as_the_agent_sees_one():
+    from agent_support import FakeCaptioner
+    from runtime.agent.captioning import Captioner
+
+    assert isinstance(FakeCaptioner("fake", "ab" * 32), Captioner)
+    assert not isinstance(object(), Captioner)

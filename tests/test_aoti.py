@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,23 +21,6 @@ class Lines:
 
     def events(self, name: str) -> list[dict]:
         return [fields for _, fields in self.lines if fields.get("event") == name]
-
-
-_COMPILED: dict[str, Path] = {}  # the fixture is imported by test_aoti_agent too: compile once per session
-
-
-@pytest.fixture(scope="session")
-def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
-    """A cache directory holding the tiny artifact compiled for this CPU (compiled once per session: ~1 min)."""
-    from runtime.checksum import file_sha256
-
-    if str(tiny_artifact) not in _COMPILED:
-        cache = tmp_path_factory.mktemp("aoti-cache")
-        started = time.monotonic()
-        aoti.compiled_programs(tiny_artifact, file_sha256(tiny_artifact), torch.device("cpu"), cache, report=Lines())
-        print(f"AOTInductor compile of the tiny artifact: {time.monotonic() - started:.1f} s")
-        _COMPILED[str(tiny_artifact)] = cache
-    return _COMPILED[str(tiny_artifact)]
 
 
 def _pixels(captioner, count=5, seed=0):

@@ -5,9 +5,6 @@ import shutil
 
 import torch
 
-from conftest_agent import agent_log, aws, moto_server, stack  # noqa: F401 - fixtures
-from test_aoti import tiny_aoti_cache  # noqa: F401 - fixture
-
 from runtime import aoti
 from runtime.agent.pointer import load_current
 

@@ -16,7 +16,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -25,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from stacks import flow, local, models
-from stacks.local_deploy import local_aws_env
-from stacks.outputs import aws_client
+from tools import flow, local, models
+from tools.local_aws import aws_client, child_env, free_port
+from tools.paths import LOCAL_STATE, REPO
 
 pytestmark = pytest.mark.e2e
-REPO = Path(__file__).resolve().parents[1]
 INSTALL_DIR = "/opt/captionkit"
 CPU_TORCH = "/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
 STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "$STUB_LOG"\n'
@@ -47,12 +45,6 @@ if sys.argv[1:3] == ["s3", "cp"] and sys.argv[3].startswith("s3://"):
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
-
-
 def _stub(folder: Path, name: str, text: str) -> None:
     (folder / name).write_text(text)
     (folder / name).chmod(0o755)
@@ -62,10 +54,10 @@ def _stub(folder: Path, name: str, text: str) -> None:
 def deployed(tmp_path_factory):
     """Moto with this app deployed by the cdk CLI; (outputs, aws environment); stopped afterwards."""
     state = tmp_path_factory.mktemp("local-aws")
-    outputs = local.up(port=_free_port(), state_dir=state)
-    saved = json.loads((state / local.STATE_FILE.name).read_text())
+    outputs = local.up(port=free_port(), state_dir=state)
+    saved = json.loads((state / LOCAL_STATE.name).read_text())
     try:
-        yield outputs, local_aws_env(saved["endpoint_url"], saved["region"])
+        yield outputs, child_env(saved["endpoint_url"], saved["region"])
     finally:
         local.down(state_dir=state)
 

@@ -8,7 +8,7 @@ import tokenizers
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
-from export import demo_model, shapes
+from demo import model as demo_model, shapes
 
 STEPS = 20
 POOL = 256

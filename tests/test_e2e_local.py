@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,18 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from stacks import flow, local, models
-from stacks.outputs import aws_client
-from stacks.run_agent import laptop_agent_config
-from stacks.target import REPO, Target
+from tools import flow, local, models
+from tools.local_aws import aws_client, free_port
+from tools.run_agent import laptop_agent_config
+from tools.paths import LOCAL_STATE, REPO
+from tools.target import Target
 
 pytestmark = pytest.mark.e2e
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +37,8 @@ def artifacts(demo_model, tmp_path_factory) -> tuple[Path, Path]:
 def stack(tmp_path_factory):
     """Moto on a free localhost port with this app deployed by the cdk CLI; stopped afterwards."""
     state = tmp_path_factory.mktemp("local-aws")
-    outputs = local.up(port=_free_port(), state_dir=state)
-    saved = json.loads((state / local.STATE_FILE.name).read_text())
+    outputs = local.up(port=free_port(), state_dir=state)
+    saved = json.loads((state / LOCAL_STATE.name).read_text())
     target = Target(saved["stack_name"], saved["region"], saved["endpoint_url"])
     try:
         yield target, outputs
@@ -184,7 +178,7 @@ def _wait(condition, agent, log_path: Path, timeout_s: float = 180) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "jpeg"])
 def test_demo_captioner_through_its_pt2_is_at_least_95_percent_exact(artifacts, fmt):
-    from export.demo_accuracy import accuracy
+    from demo.accuracy import accuracy
 
     value, misses, _ = accuracy(str(artifacts[0]), 200, seed=424242, fmt=fmt)
     assert value >= 0.95, misses[:10]

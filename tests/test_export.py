@@ -97,7 +97,7 @@ def test_bfloat16_export_passes_parity(tiny_vit_gpt2_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("artifact_name,folder_name", CASES)
 def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
-    from torch.export.pt2_archive._package import load_pt2
+    from runtime.pt2 import load_pt2
 
     artifact, folder = request.getfixturevalue(artifact_name), request.getfixturevalue(folder_name)
     model, _, _ = _hf(folder)

@@ -5,9 +5,9 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from stacks.local import down, up
-from stacks.moto_server import MotoServer, free_port
-from stacks.outputs import REQUIRED_OUTPUTS, agent_config, aws_client
+from tools.local import down, up
+from tools.local_aws import MotoServer, aws_client, free_port
+from tools.outputs import REQUIRED_OUTPUTS, agent_config
 
 
 @pytest.fixture(scope="module")

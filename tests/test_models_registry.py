@@ -8,10 +8,11 @@ import pytest
 from moto import mock_aws
 
 import artifact_tools
+from runtime import registry
 from runtime.errors import ArtifactError
-from stacks import models
+from tools import models
 
-POINTER = "models/current.json"
+POINTER = registry.POINTER_KEY
 
 
 @pytest.fixture
@@ -35,12 +36,12 @@ def test_list_marks_current_and_rollback_walks_back(s3, tiny_artifact, tmp_path)
     first = models.upload(s3, "artifacts", POINTER, tiny_artifact, progress=False)
     second = models.upload(s3, "artifacts", POINTER, other, progress=False)
     assert second["history"][0]["sha256"] == first["sha256"]
-    listed = {row["key"]: row["current"] for row in models.list_models(s3, "artifacts", POINTER)}
+    listed = {row["key"]: row["current"] for row in registry.list_models(s3, "artifacts", POINTER)}
     assert listed == {first["key"]: False, second["key"]: True}
-    back = models.rollback(s3, "artifacts", POINTER)
+    back = registry.rollback(s3, "artifacts", POINTER)
     assert back["sha256"] == first["sha256"] and back["rolled_back_from"] == second["key"]
-    with pytest.raises(SystemExit, match="nothing to roll back to"):
-        models.rollback(s3, "artifacts", POINTER)
+    with pytest.raises(registry.RegistryError, match="nothing to roll back to"):
+        registry.rollback(s3, "artifacts", POINTER)
 
 
 def test_a_damaged_artifact_is_never_published(s3, tiny_artifact, tmp_path):
@@ -48,3 +49,21 @@ def test_a_damaged_artifact_is_never_published(s3, tiny_artifact, tmp_path):
     with pytest.raises(ArtifactError):
         models.upload(s3, "artifacts", POINTER, bad, progress=False)
     assert "Contents" not in s3.list_objects_v2(Bucket="artifacts")
+
+
+def test_the_agent_reads_the_pointer_where_the_registry_writes_it():
+    from runtime.agent.config import AgentConfig
+    from stacks.storage import MODELS_PREFIX
+
+    assert AgentConfig().model_pointer == registry.POINTER_KEY  # config.py keeps its own default literal
+    assert registry.artifact_key("ab" * 32) == f"{MODELS_PREFIX}{'ab' * 32}.pt2"
+
+
+def test_a_pointer_in_the_old_schema_becomes_history_without_its_previous_field(s3, tmp_path):
+    old = {"key": f"models/{'0' * 64}.pt2", "sha256": "0" * 64, "previous": None, "uploaded_at": "2026-01-01T00:00:00+00:00"}
+    s3.put_object(Bucket="artifacts", Key=POINTER, Body=json.dumps(old).encode())
+    fake = tmp_path / "fake.pt2"
+    fake.write_bytes(b"not checked: verify=False")
+    pointer = registry.publish(s3, "artifacts", fake, verify=False, model="fake")
+    assert pointer["history"] == [{k: v for k, v in old.items() if k != "previous"}] and "previous" not in pointer
+    assert registry.read_pointer(s3, "artifacts")["sha256"] == pointer["sha256"]

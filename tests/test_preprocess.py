@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import PIL.Image
@@ -22,8 +21,8 @@ from runtime.errors import ArtifactError
 from runtime.images import load_image
 from runtime.preprocess import Preprocessor, output_size, preprocess, validate_spec
 from tests.images import KINDS, write_image
+from tools.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-5
 PROCESSORS = {
     "vit224_bilinear": lambda: ViTImageProcessor(size={"height": 224, "width": 224}),

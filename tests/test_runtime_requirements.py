@@ -5,7 +5,8 @@ import re
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools.paths import REPO
+
 LOCKS = ("requirements/runtime.lock", "requirements/runtime-cuda.lock")
 
 

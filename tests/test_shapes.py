@@ -8,7 +8,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from export import shapes
+from demo import shapes
 from runtime.images import load_image
 
 

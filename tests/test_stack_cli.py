@@ -3,9 +3,8 @@ import json
 import os
 import subprocess
 
-from stacks.synth import REPO
+from tools.paths import CDK_CLI as CDK, REPO
 
-CDK = REPO / "node_modules" / ".bin" / "cdk"
 UNREACHABLE_PROXY = "http://127.0.0.1:9"  # any attempt to reach the network fails fast
 
 

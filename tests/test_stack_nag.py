@@ -6,7 +6,8 @@ import aws_cdk as cdk
 import pytest
 
 import app as app_module
-from stacks.synth import REPO, synthesize
+from stacks.synth import synthesize
+from tools.paths import REPO
 
 EVERY_OPTION = (("alarm_email", "ops@example.com"), ("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"))
 PREFIX = "Annotation::"

@@ -5,8 +5,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from stacks.outputs import REQUIRED_OUTPUTS, StackNotReady, agent_config, stack_outputs
+from runtime.registry import POINTER_KEY
 from stacks.synth import synthesize
+from tools.outputs import REQUIRED_OUTPUTS, StackNotReady, agent_config, stack_outputs
 
 AGENT_CONFIG_KEYS = {"queue_url", "region", "artifacts_bucket", "model_pointer", "results_bucket",
                      "results_prefix", "images_bucket", "images_prefix", "image_suffixes", "batch_size",
@@ -30,7 +31,7 @@ def test_agent_config_output_has_exactly_the_agreed_keys_and_values():
     config = rendered_agent_config()
     assert set(config) == AGENT_CONFIG_KEYS
     settings = synthesize().stack.settings
-    assert config["model_pointer"] == "models/current.json" and config["compiled_cache_prefix"] == "compiled/"
+    assert config["model_pointer"] == POINTER_KEY and config["compiled_cache_prefix"] == "compiled/"
     assert config["image_suffixes"] == list(settings.image_suffixes)
     assert (config["batch_size"], config["visibility_timeout_s"]) == (settings.batch_size, settings.visibility_timeout_s)
     assert (config["images_prefix"], config["results_prefix"]) == ("incoming/", "results/")

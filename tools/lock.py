@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from tools.paths import REPO
+
 SOURCE = REPO / "requirements" / "runtime.txt"
 LOCK = REPO / "requirements" / "runtime.lock"
 CUDA_LOCK = REPO / "requirements" / "runtime-cuda.lock"

@@ -8,7 +8,7 @@ import time
 
 from runtime.agent import aws
 from runtime.agent.config import load_config
-from runtime.agent.device import resolve_device
+from runtime.agent.device import device_without_cpu_fallback
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
 from runtime.agent.pointer import load_current, wait_for_model
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         config.require("queue_url", "artifacts_bucket")
         if not config.results_bucket_name:
             config.require("results_bucket")  # raises: neither results_bucket nor images_bucket is set
-        device = resolve_device(config.device)
+        device = device_without_cpu_fallback(config.device)
         s3, sqs = aws.client("s3", config.region), aws.client("sqs", config.region)
         # a service waits for its first model; a burst run (a laptop, a test) has nothing to wait for
         captioner, pointer = (load_current if args.burst else wait_for_model)(config, s3, device)

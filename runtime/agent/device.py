@@ -44,8 +44,10 @@ def choose_device(requested: str, gpus: list[str], cuda_available: bool, cuda_bu
     return "cpu"
 
 
-def resolve_device(requested: str) -> str:
-    """Probe the machine and apply `choose_device`; torch is imported only if a GPU could matter."""
+def device_without_cpu_fallback(requested: str) -> str:
+    """The agent's policy: probe the machine and apply `choose_device`, which refuses to run on the CPU when a
+    GPU is present but unusable (runtime.captioner.device_falling_back_to_cpu is the library's, which does not).
+    torch is imported only if a GPU could matter."""
     gpus = visible_gpus() if requested != "cpu" else []
     if requested == "cpu" or (requested == "auto" and not gpus):
         return "cpu"

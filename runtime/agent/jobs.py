@@ -10,11 +10,18 @@ from __future__ import annotations
 import concurrent.futures
 import datetime
 import json
+from typing import TYPE_CHECKING
 
-from runtime.agent.messages import CHUNK_TYPE, parse_s3_uri
+from runtime.agent.config import AgentConfig
+from runtime.agent.messages import CHUNK_TYPE, Chunk, parse_s3_uri
+from runtime.agent.results import results_location
+
+if TYPE_CHECKING:
+    from runtime.agent.prefetch import Item
 
 
-def job_root(config, job_id: str) -> str:
+def job_root(config: AgentConfig, job_id: str) -> str:
+    """`<results prefix>_jobs/<job id>/`: where a job's manifest, chunk markers and summary go."""
     return f"{config.results_prefix}_jobs/{job_id}/"
 
 
@@ -27,9 +34,10 @@ def _get_json(s3, bucket: str, key: str):
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def list_images(s3, config, prefix_uri: str, skip_prefix: tuple[str, str]) -> list[str]:
+def list_images(s3, config: AgentConfig, prefix_uri: str) -> list[str]:
     """Every image URI under a prefix (by `image_suffixes`), skipping folders and the agent's own results."""
     bucket, prefix = parse_s3_uri(prefix_uri)
+    skip_prefix = results_location(config)
     suffixes = tuple(s.lower() for s in config.image_suffixes)
     uris = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -42,7 +50,7 @@ def list_images(s3, config, prefix_uri: str, skip_prefix: tuple[str, str]) -> li
     return uris
 
 
-def expand(s3, sqs, queue_url: str, config, job: dict, skip_prefix: tuple[str, str]) -> dict:
+def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     """Write the job's manifest (once) and send its chunk messages; returns the manifest.
 
     Safe to repeat after a crash: the manifest is reused, so the chunks are the same; a chunk sent
@@ -52,7 +60,7 @@ def expand(s3, sqs, queue_url: str, config, job: dict, skip_prefix: tuple[str, s
     try:
         manifest = _get_json(s3, bucket, root + "manifest.json")
     except s3.exceptions.NoSuchKey:
-        images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"], skip_prefix)
+        images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
         size = config.job_chunk_size or config.batch_size
         manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
                     "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
@@ -63,7 +71,7 @@ def expand(s3, sqs, queue_url: str, config, job: dict, skip_prefix: tuple[str, s
                           "images": manifest["images"][index * size:(index + 1) * size]})
               for index in range(count)]
     for start in range(0, len(bodies), 10):
-        reply = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
+        reply = sqs.send_message_batch(QueueUrl=config.queue_url, Entries=[
             {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])])
         if reply.get("Failed"):
             raise RuntimeError(f"sending chunks of job {job['job_id']} failed: {reply['Failed'][:3]}")
@@ -72,7 +80,7 @@ def expand(s3, sqs, queue_url: str, config, job: dict, skip_prefix: tuple[str, s
     return manifest
 
 
-def finish_chunk(s3, config, chunk, items) -> bool:
+def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bool:
     """Mark a chunk done (all its images have results); write the summary if it was the last. True if so."""
     bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
     failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
@@ -86,7 +94,7 @@ def finish_chunk(s3, config, chunk, items) -> bool:
     return True
 
 
-def write_summary(s3, config, job_id: str, manifest: dict) -> dict:
+def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
     """Add up every chunk marker into `summary.json` (deterministic, so a replay rewrites the same bytes)."""
     bucket, root = config.results_bucket_name, job_root(config, job_id)
     keys = [f"{root}chunks/{index:06d}.json" for index in range(manifest["chunks"])]

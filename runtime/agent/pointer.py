@@ -1,48 +1,22 @@
-"""The model pointer: read it, fetch and verify the .pt2 it names, load it; publish one (tests, demos)."""
+"""The agent's side of the model registry: fetch and verify the .pt2 the pointer names, and load it."""
 from __future__ import annotations
 
-import datetime
 import importlib
-import json
-import os
-import re
 import time
 from pathlib import Path
 
-from runtime.agent.aws import error_code
+from runtime.agent.captioning import Captioner
+from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
 from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
-
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-class NoModelYet(ArtifactError):
-    """No model pointer has been published: a deployed fleet before its first `make upload`."""
+from runtime.registry import NoModelYet, read_pointer
 
 
 def resolve_loader(spec: str):
     """`module:function` -> the function that turns a .pt2 path into a captioner."""
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def read_pointer(s3, bucket: str, key: str) -> dict:
-    """The pointer object as a dict; `ArtifactError` if it is missing or malformed."""
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as exc:
-        if error_code(exc) in ("NoSuchKey", "404", "NoSuchBucket"):
-            raise NoModelYet(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); "
-                                f"upload a model first (make upload) or fix artifacts_bucket/model_pointer") from None
-        raise
-    try:
-        pointer = json.loads(body)
-        if not (isinstance(pointer.get("key"), str) and SHA256.match(str(pointer.get("sha256")))):
-            raise ValueError("expected at least {\"key\": \"models/<sha256>.pt2\", \"sha256\": \"<64 hex>\"}")
-    except (ValueError, AttributeError) as exc:
-        raise ArtifactError(f"the model pointer s3://{bucket}/{key} is malformed: {exc}") from None
-    return pointer
 
 
 def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
@@ -63,7 +37,7 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     return path
 
 
-def wait_for_model(config, s3, device: str, sleep=time.sleep):
+def wait_for_model(config: AgentConfig, s3, device: str, sleep=time.sleep) -> tuple[Captioner, dict]:
     """`load_current`, waiting (pointer_poll_s between looks) while no model has been published yet.
 
     A fleet deployed before its first upload is not broken: exiting would make systemd restart the agent
@@ -77,7 +51,7 @@ def wait_for_model(config, s3, device: str, sleep=time.sleep):
             sleep(config.pointer_poll_s)
 
 
-def load_current(config, s3, device: str, pointer: dict | None = None):
+def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = None) -> tuple[Captioner, dict]:
     """Read the pointer (unless given), fetch and verify its .pt2, load it: (captioner, pointer)."""
     t0 = time.monotonic()
     pointer = pointer or read_pointer(s3, config.artifacts_bucket, config.model_pointer)
@@ -93,7 +67,7 @@ def load_current(config, s3, device: str, pointer: dict | None = None):
     return captioner, pointer
 
 
-def backend_options(config, s3) -> dict:
+def backend_options(config: AgentConfig, s3) -> dict:
     """Extra loader arguments: `quantize`, or for `backend: aoti` the compiled-package caches (local, bucket)."""
     if config.backend == "exported":
         return {"quantize": config.quantize} if config.quantize else {}
@@ -102,25 +76,3 @@ def backend_options(config, s3) -> dict:
 
     return {"backend": config.backend, "compiled_cache_dir": config.cache_dir, "report": log,
             "remote": S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix)}
-
-
-def publish_model(s3, bucket: str, path: str | os.PathLike, pointer_key: str = "models/current.json",
-                  **fields) -> dict:
-    """Upload a .pt2 as models/<sha256>.pt2 and move the pointer to it; returns the pointer.
-
-    Does not verify the file (tests publish fake and broken artifacts through it on purpose); the
-    user-facing path, `make upload` (stacks.models.upload), verifies every record first, which is
-    what lets a worker trust a file whose SHA-256 matches the pointer.
-    """
-    sha = file_sha256(path)
-    key = f"{pointer_key.rsplit('/', 1)[0]}/{sha}.pt2" if "/" in pointer_key else f"{sha}.pt2"
-    s3.upload_file(str(path), bucket, key)
-    try:
-        previous = json.loads(s3.get_object(Bucket=bucket, Key=pointer_key)["Body"].read()).get("key")
-    except Exception:  # noqa: BLE001 - no previous pointer
-        previous = None
-    pointer = {"key": key, "sha256": sha, "previous": previous,
-               "uploaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **fields}
-    s3.put_object(Bucket=bucket, Key=pointer_key, Body=json.dumps(pointer, indent=1).encode(),
-                  ContentType="application/json")
-    return pointer

@@ -6,8 +6,11 @@ import dataclasses
 import time
 
 from runtime.agent.aws import PERMANENT, RetryLater, classify_read_error
+from runtime.agent.captioning import Captioner
+from runtime.agent.config import AgentConfig
 from runtime.agent.messages import ImageRef, UnknownMessage, Work, parse_body
 from runtime.agent.queue import Inbox, Message
+from runtime.agent.results import results_location
 from runtime.errors import BadImage
 from runtime.images import load_image
 
@@ -44,11 +47,11 @@ class Batch:
 class Prefetcher:
     """Builds `Batch`es; `fetch` runs on its own thread while the device works on the previous batch."""
 
-    def __init__(self, inbox: Inbox, s3, config, skip_prefix: tuple[str, str]):
-        self.inbox, self.s3, self.config, self.skip_prefix = inbox, s3, config, skip_prefix
+    def __init__(self, inbox: Inbox, s3, config: AgentConfig):
+        self.inbox, self.s3, self.config, self.skip_prefix = inbox, s3, config, results_location(config)
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
 
-    def fetch(self, captioner, wait_s: float) -> Batch:
+    def fetch(self, captioner: Captioner, wait_s: float) -> Batch:
         """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner`."""
         started, batch = time.monotonic(), Batch()
         self._add(batch, self.inbox.receive(self.config.batch_size, wait_s))
@@ -96,7 +99,7 @@ class Prefetcher:
             else:
                 item.error = str(classified)
 
-    def preprocess(self, batch: Batch, captioner) -> None:
+    def preprocess(self, batch: Batch, captioner: Captioner) -> None:
         """Split decoded images into device batches and preprocess them for `captioner`."""
         ready = [item for item in batch.items if item.image is not None]
         size = max(1, min(self.config.batch_size, getattr(captioner, "max_batch", self.config.batch_size)))

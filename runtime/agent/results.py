@@ -3,9 +3,21 @@ from __future__ import annotations
 
 import json
 
+from typing import TYPE_CHECKING
+
 from runtime.agent.aws import RetryLater
 
+if TYPE_CHECKING:
+    from runtime.agent.captioning import Captioner
+    from runtime.agent.config import AgentConfig
+    from runtime.agent.prefetch import Item
+
 SCHEMA = "captionkit.result/1"
+
+
+def results_location(config: AgentConfig) -> tuple[str, str]:
+    """(bucket, prefix) of the agent's own results: objects there are never captioned, so never loop."""
+    return config.results_bucket_name, config.results_prefix
 
 
 def result_key(results_prefix: str, source_key: str) -> str:
@@ -13,7 +25,7 @@ def result_key(results_prefix: str, source_key: str) -> str:
     return f"{results_prefix}{source_key}.json"
 
 
-def render(item, model) -> bytes:
+def render(item: Item, model: Captioner) -> bytes:
     """The result JSON for a finished `Item`: same input and model give the same bytes.
 
     Timings and wall-clock times stay out (they go to the log line and metrics), so a

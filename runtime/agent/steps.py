@@ -1,13 +1,18 @@
 """The steps of one fetched batch: caption it on the device, write its results, settle its messages."""
 from __future__ import annotations
 
+import concurrent.futures
 import time
 
 from runtime.agent import jobs, results
+from runtime.agent.captioning import Captioner
+from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
+from runtime.agent.prefetch import Batch
+from runtime.agent.queue import Message
 
 
-def caption(batch, model) -> float:
+def caption(batch: Batch, model: Captioner) -> float:
     """Caption every decoded image; when a device batch fails, retry its images one by one. Seconds taken."""
     started = time.monotonic()
     for group, pixels in zip(batch.groups, batch.pixels):
@@ -28,7 +33,8 @@ def caption(batch, model) -> float:
     return time.monotonic() - started
 
 
-def write_results(batch, model, s3, config, pool) -> None:
+def write_results(batch: Batch, model: Captioner, s3, config: AgentConfig,
+                  pool: concurrent.futures.Executor) -> None:
     """Write the result (or error record) of every finished image, in parallel on `pool`."""
     def write(item):
         if item.retry is None:
@@ -41,7 +47,7 @@ def write_results(batch, model, s3, config, pool) -> None:
     list(pool.map(write, batch.items))
 
 
-def settle(batch, s3, sqs, config, skip_prefix) -> tuple[list, list]:
+def settle(batch: Batch, s3, sqs, config: AgentConfig) -> tuple[list[Message], list[tuple[Message, str]]]:
     """Split the batch's messages into complete ones (delete) and (message, reason) to retry.
 
     A message is complete when every one of its images has a result written and, for a job,
@@ -56,7 +62,7 @@ def settle(batch, s3, sqs, config, skip_prefix) -> tuple[list, list]:
         failure = next((item.retry for item in items if item.retry), None)
         try:
             if failure is None and work.job:
-                jobs.expand(s3, sqs, config.queue_url, config, work.job, skip_prefix)
+                jobs.expand(s3, sqs, config, work.job)
             if failure is None and work.chunk:
                 jobs.finish_chunk(s3, config, work.chunk, items)
         except Exception as exc:  # noqa: BLE001 - S3/SQS trouble: try the message again later

@@ -4,19 +4,22 @@ from __future__ import annotations
 import threading
 import time
 
+from runtime.agent.captioning import Captioner
+from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
-from runtime.agent.pointer import load_current, read_pointer
+from runtime.agent.pointer import load_current
 from runtime.errors import ArtifactError
+from runtime.registry import read_pointer
 
 
 class ModelWatcher:
     """Polls the pointer every `pointer_poll_s`; a model that fails to load is logged and skipped."""
 
-    def __init__(self, config, s3, device: str, current_sha: str):
+    def __init__(self, config: AgentConfig, s3, device: str, current_sha: str):
         self.config, self.s3, self.device = config, s3, device
         self.wanted = current_sha  # the newest sha loaded or being handed over
         self.refused: str | None = None  # a sha whose artifact is unusable: not retried until it changes
-        self._ready = None
+        self._ready: tuple[Captioner, dict] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
@@ -60,14 +63,14 @@ class ModelWatcher:
         log("info", event="model_ready", sha256=sha, name=captioner.name,
             load_s=round(time.monotonic() - started, 3))
 
-    def take(self):
+    def take(self) -> tuple[Captioner, dict] | None:
         """The newly loaded (captioner, pointer), once, or None; call it between batches."""
         with self._lock:
             ready, self._ready = self._ready, None
         return ready
 
 
-def warm_up(captioner) -> float:
+def warm_up(captioner: Captioner) -> float:
     """Caption one grey image so the first real batch pays no lazy-initialisation cost; seconds taken."""
     import PIL.Image
 

@@ -6,10 +6,15 @@ import os
 import threading
 import time
 
+from typing import Callable
+
 from runtime.agent import steps
+from runtime.agent.captioning import Captioner
+from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import Counters, embedded_metrics, log
 from runtime.agent.prefetch import Batch, Prefetcher
 from runtime.agent.queue import Inbox
+from runtime.agent.swap import ModelWatcher
 
 # The drain ran past its bound: the messages in hand went back to the queue. The worker's systemd unit lists
 # this code in SuccessExitStatus and RestartPreventExitStatus (stacks/boot/bootstrap.sh): an instance that is
@@ -20,16 +25,16 @@ DRAIN_TIMEOUT_EXIT = 75
 class Worker:
     """Consumes the queue until stopped, the queue is empty (`burst`) or `max_batches` ran."""
 
-    def __init__(self, config, captioner, pointer: dict, *, sqs, s3, burst=False, max_batches=None, watcher=None):
+    def __init__(self, config: AgentConfig, captioner: Captioner, pointer: dict, *, sqs, s3, burst: bool = False,
+                 max_batches: int | None = None, watcher: ModelWatcher | None = None):
         self.config, self.model, self.pointer, self.s3, self.sqs = config, captioner, pointer, s3, sqs
         self.burst, self.max_batches, self.watcher = burst, max_batches, watcher
-        self.skip_prefix = (config.results_bucket_name, config.results_prefix)
         self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s)
-        self.prefetcher = Prefetcher(self.inbox, s3, config, self.skip_prefix)
+        self.prefetcher = Prefetcher(self.inbox, s3, config)
         self.counters = Counters()
         self.ready_at = time.monotonic()
         self.stopping = threading.Event()
-        self.on_exit = []  # callbacks run once draining is over, even a forced exit (lifecycle completion)
+        self.on_exit: list[Callable[[], None]] = []  # callbacks run once draining is over, even a forced exit (lifecycle completion)
         self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch")
         self._writers = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="write")
         self._finished = threading.Event()
@@ -76,7 +81,7 @@ class Worker:
                 self.prefetcher.preprocess(batch, self.model)
             device_s = steps.caption(batch, self.model)
             steps.write_results(batch, self.model, self.s3, self.config, self._writers)
-            done, retry = steps.settle(batch, self.s3, self.sqs, self.config, self.skip_prefix)
+            done, retry = steps.settle(batch, self.s3, self.sqs, self.config)
             self.inbox.delete(done)
             for message, reason in retry:
                 self._retry([message], reason)

@@ -1,4 +1,4 @@
-"""`python -m stacks.run_agent [--burst] [--device cpu]`: run the agent here against the configured stack."""
+"""`python -m tools.run_agent [--burst] [--device cpu]`: run the agent here against the configured stack."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,9 @@ import json
 import os
 import sys
 
-from stacks import target as targets
-from stacks.outputs import agent_config, stack_outputs
+from tools import target as targets
+from tools.outputs import agent_config, stack_outputs
+from tools.paths import LOCAL_DIR
 
 
 def laptop_agent_config(target: targets.Target, device: str = "auto") -> dict:
@@ -15,17 +16,17 @@ def laptop_agent_config(target: targets.Target, device: str = "auto") -> dict:
     config = agent_config(stack_outputs(target.stack_name, target.region, target.endpoint_url), device=device)
     # No instance metadata here: never poll 169.254.169.254 from a laptop or CI machine.
     config["imds_url"] = ""
-    config["cache_dir"] = str(targets.REPO / ".local" / "cache")
+    config["cache_dir"] = str(LOCAL_DIR / "cache")
     return config
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stacks.run_agent", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.run_agent", description=__doc__)
     parser.add_argument("--target", choices=("local", "aws"), default=None)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args, agent_args = parser.parse_known_args(argv)
     target = targets.resolve(args.target)
-    path = targets.REPO / ".local" / f"agent-{target.stack_name}.json"
+    path = LOCAL_DIR / f"agent-{target.stack_name}.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(laptop_agent_config(target, args.device), indent=1) + "\n")
     print(f"agent config: {path} (target {target.endpoint_url or 'AWS ' + target.region})", file=sys.stderr)

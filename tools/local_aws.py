@@ -1,4 +1,4 @@
-"""Run moto's server (local AWS) on localhost in the background, tracked by a pid file."""
+"""The one local AWS harness: moto's server on localhost, a free port, and the environment and clients aimed at it."""
 from __future__ import annotations
 
 import os
@@ -10,11 +10,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import boto3
+
 DEFAULT_PORT = 5050
-
-
-class MotoServerError(RuntimeError):
-    """The local AWS server could not be started or stopped; the message says what to do."""
+DEFAULT_REGION = "us-east-1"
+DUMMY_CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}  # moto ignores them
 
 
 def free_port() -> int:
@@ -22,6 +22,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         return sock.getsockname()[1]
+
+
+def aws_env(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
+    """The AWS_* variables that point boto3, the aws CLI and the cdk CLI at `endpoint_url` and nowhere else."""
+    return {"AWS_ENDPOINT_URL": endpoint_url, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
+            "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"], "AWS_SESSION_TOKEN": "testing",
+            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+
+def child_env(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
+    """This process's environment for a child aimed at `endpoint_url`: no profile, no real credentials."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_DEFAULT_"))}
+    return {**inherited, **aws_env(endpoint_url, region)}
+
+
+def aws_client(service: str, region: str, endpoint_url: str | None = None):
+    """A boto3 client: the caller's credentials on AWS (`endpoint_url` None), dummy ones for a local endpoint."""
+    if endpoint_url is None:
+        return boto3.client(service, region_name=region)
+    return boto3.client(service, region_name=region, endpoint_url=endpoint_url, **DUMMY_CREDENTIALS)
+
+
+class MotoServerError(RuntimeError):
+    """The local AWS server could not be started or stopped; the message says what to do."""
 
 
 class MotoServer:
@@ -38,7 +64,7 @@ class MotoServer:
         """Start the server in its own session and wait until it answers."""
         if self.running_pid() is not None:
             raise MotoServerError(f"local AWS already runs (pid file {self.pid_file}); stop it with "
-                                  "`python -m stacks.local down` first")
+                                  "`python -m tools.local down` first")
         with socket.socket() as sock:
             if sock.connect_ex(("localhost", self.port)) == 0:
                 raise MotoServerError(f"port {self.port} is taken; pick another with --port")
@@ -60,6 +86,17 @@ class MotoServer:
                 time.sleep(0.3)
         self.stop()
         raise MotoServerError(f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; see {self.log_file}")
+
+    def __enter__(self) -> "MotoServer":
+        self.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
+    def env(self, region: str = DEFAULT_REGION) -> dict[str, str]:
+        """`aws_env` for this server."""
+        return aws_env(self.endpoint_url, region)
 
     def running_pid(self) -> int | None:
         """The pid from the pid file if that process is still a moto server, else None."""

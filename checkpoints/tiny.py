@@ -1,9 +1,9 @@
-"""Tiny random-weight checkpoints of each supported architecture, saved as HF folders for export tests."""
+"""Tiny random-weight checkpoints of each supported architecture, saved as HF folders (export tests, quick benchmarks)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 WORDS = "a the cat dog sits on red blue green mat sofa with two of and in is near big small grass".split()
 

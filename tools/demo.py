@@ -6,10 +6,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from stacks import flow, local, models
-from stacks.outputs import aws_client
-from stacks.run_agent import laptop_agent_config
-from stacks.target import REPO, resolve
+from runtime.registry import POINTER_KEY
+from tools import flow, local, models
+from tools.local_aws import aws_client
+from tools.run_agent import laptop_agent_config
+from tools.paths import LOCAL_STATE, REPO
+from tools.target import resolve
 
 
 def say(text: str) -> None:
@@ -17,7 +19,7 @@ def say(text: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stacks.demo", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__)
     p.add_argument("--images", type=int, default=48, help="fresh shapes images to drop")
     p.add_argument("--seed", type=int, default=2026, help="seed of the fresh images (training used others)")
     p.add_argument("--model", type=Path, default=REPO / "demo-model")
@@ -27,14 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     say("[1/6] demo captioner: train (deterministic, about 2 minutes) or reuse, then export with the parity gate")
     flow.ensure_artifact(flow.ensure_demo_model(args.model), args.artifact)
     say("[2/6] local AWS: moto on localhost + cdk deploy of this app")
-    started_here = not local.STATE_FILE.exists()
+    started_here = not LOCAL_STATE.exists()
     outputs = local.up() if started_here else local.local_outputs()
     target = resolve("local")
     try:
         s3, sqs = aws_client("s3", target.region, target.endpoint_url), aws_client("sqs", target.region, target.endpoint_url)
         say(f"[3/6] upload {args.artifact.name} and move the model pointer")
-        models.upload(s3, outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", "models/current.json"),
-                      args.artifact)
+        models.upload(s3, outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", POINTER_KEY), args.artifact)
         say(f"[4/6] drop {args.images} fresh images and {len(flow.BAD_FILES)} bad files into "
             f"s3://{outputs['ImagesBucket']}/{outputs['ImagesPrefix']}")
         bucket, prefix = outputs["ImagesBucket"], outputs["ImagesPrefix"]

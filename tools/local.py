@@ -1,4 +1,4 @@
-"""Local AWS for CaptionKit: `python -m stacks.local up|down|outputs|agent-config` (moto plus the cdk CLI)."""
+"""Local AWS for CaptionKit: `python -m tools.local up|down|outputs|agent-config` (moto plus the cdk CLI)."""
 from __future__ import annotations
 
 import argparse
@@ -6,17 +6,14 @@ import json
 import sys
 from pathlib import Path
 
-from stacks.local_deploy import REPO, deploy, local_aws_env
-from stacks.moto_server import DEFAULT_PORT, MotoServer
-from stacks.outputs import stack_outputs
-
-STATE_DIR = REPO / ".local"
-STATE_FILE = STATE_DIR / "local-aws.json"
-ENV_FILE = STATE_DIR / "env"
+from tools.local_aws import DEFAULT_PORT, DEFAULT_REGION, MotoServer, aws_env
+from tools.local_deploy import deploy
+from tools.outputs import stack_outputs
+from tools.paths import LOCAL_DIR, LOCAL_ENV, LOCAL_STATE, REPO
 
 
-def up(port: int = DEFAULT_PORT, region: str = "us-east-1", context: dict[str, str] | None = None,
-       state_dir: Path = STATE_DIR) -> dict[str, str]:
+def up(port: int = DEFAULT_PORT, region: str = DEFAULT_REGION, context: dict[str, str] | None = None,
+       state_dir: Path = LOCAL_DIR) -> dict[str, str]:
     """Start moto, deploy the app to it, and return the stack outputs; on failure stop what it started."""
     server = MotoServer(state_dir, port)
     server.start()
@@ -27,36 +24,36 @@ def up(port: int = DEFAULT_PORT, region: str = "us-east-1", context: dict[str, s
         server.stop()
         raise
     state = {"endpoint_url": server.endpoint_url, "region": region, "stack_name": stack_name}
-    (state_dir / STATE_FILE.name).write_text(json.dumps(state, indent=2) + "\n")
-    env = local_aws_env(server.endpoint_url, region)
-    exports = [f"export {key}={env[key]}\n" for key in sorted(env) if key.startswith("AWS_")]
-    (state_dir / ENV_FILE.name).write_text("".join(exports))
+    (state_dir / LOCAL_STATE.name).write_text(json.dumps(state, indent=2) + "\n")
+    env = aws_env(server.endpoint_url, region)
+    exports = [f"export {key}={env[key]}\n" for key in sorted(env)]
+    (state_dir / LOCAL_ENV.name).write_text("".join(exports))
     return outputs
 
 
-def down(state_dir: Path = STATE_DIR) -> bool:
+def down(state_dir: Path = LOCAL_DIR) -> bool:
     """Stop the moto server that `up` started (by its pid file); True if one was running."""
     stopped = MotoServer(state_dir).stop()
-    (state_dir / STATE_FILE.name).unlink(missing_ok=True)
-    (state_dir / ENV_FILE.name).unlink(missing_ok=True)
+    (state_dir / LOCAL_STATE.name).unlink(missing_ok=True)
+    (state_dir / LOCAL_ENV.name).unlink(missing_ok=True)
     return stopped
 
 
-def local_outputs(state_dir: Path = STATE_DIR) -> dict[str, str]:
+def local_outputs(state_dir: Path = LOCAL_DIR) -> dict[str, str]:
     """The outputs of the stack that `up` deployed, read from moto like from AWS."""
     try:
-        state = json.loads((state_dir / STATE_FILE.name).read_text())
+        state = json.loads((state_dir / LOCAL_STATE.name).read_text())
     except FileNotFoundError:
-        raise SystemExit("local AWS is not up: run `python -m stacks.local up` first") from None
+        raise SystemExit("local AWS is not up: run `python -m tools.local up` first") from None
     return stack_outputs(state["stack_name"], state["region"], state["endpoint_url"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stacks.local", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.local", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("up", help="start moto on localhost and cdk-deploy the app to it")
     start.add_argument("--port", type=int, default=DEFAULT_PORT)
-    start.add_argument("--region", default="us-east-1")
+    start.add_argument("--region", default=DEFAULT_REGION)
     start.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
                        help="a setting override, as with cdk deploy -c")
     commands.add_parser("down", help="stop the moto server that `up` started")
@@ -67,15 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         outputs = up(args.port, args.region, dict(item.split("=", 1) for item in args.context))
         print(json.dumps(outputs, indent=2))
-        print(f"local AWS is up: `source {ENV_FILE.relative_to(REPO)}` points the aws CLI and boto3 at it; "
-              "`python -m stacks.local down` stops it", file=sys.stderr)
+        print(f"local AWS is up: `source {LOCAL_ENV.relative_to(REPO)}` points the aws CLI and boto3 at it; "
+              "`python -m tools.local down` stops it", file=sys.stderr)
     elif args.command == "down":
         print("stopped local AWS" if down() else "local AWS was not running", file=sys.stderr)
     elif args.command == "outputs":
         print(json.dumps(local_outputs(), indent=2))
     else:
-        from stacks.run_agent import laptop_agent_config
-        from stacks.target import resolve
+        from tools.run_agent import laptop_agent_config
+        from tools.target import resolve
 
         print(json.dumps(laptop_agent_config(resolve("local"), args.device), indent=2))
     return 0

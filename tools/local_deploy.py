@@ -1,32 +1,19 @@
 """Deploy the project's own CDK app to local moto with the real cdk CLI, then do what moto ignores."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-from stacks.moto_gaps import apply_what_moto_ignores, synthesized_stack
-from stacks.outputs import aws_client
+from tools.local_aws import aws_client, child_env
+from tools.moto_gaps import apply_what_moto_ignores, synthesized_stack
+from tools.paths import CDK_CLI as CDK, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-CDK = REPO / "node_modules" / ".bin" / "cdk"
 LOCAL_AMI = "ami-12345678"  # moto has no public SSM parameters, so no DLAMI lookup
 
 
 class LocalDeployError(RuntimeError):
     """`cdk bootstrap` or `cdk deploy` against local moto failed; the message carries the CLI output."""
-
-
-def local_aws_env(endpoint_url: str, region: str) -> dict[str, str]:
-    """This environment pointed at local moto only: dummy credentials, no profile, no config files."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CDK_DEFAULT_"))}
-    env.update(AWS_ENDPOINT_URL=endpoint_url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_REGION=region, AWS_DEFAULT_REGION=region, AWS_CONFIG_FILE=os.devnull,
-               AWS_SHARED_CREDENTIALS_FILE=os.devnull, AWS_EC2_METADATA_DISABLED="true",
-               # cfn-lint in `make test` checks these same templates; skip the CLI's 16 s built-in validation
-               CDK_VALIDATION="false")
-    return env
 
 
 def deploy(endpoint_url: str, *, region: str, output_dir: Path, context: dict[str, str] | None = None,
@@ -37,7 +24,8 @@ def deploy(endpoint_url: str, *, region: str, output_dir: Path, context: dict[st
     """
     if not CDK.exists():
         raise LocalDeployError(f"the cdk CLI is missing at {CDK}: run `make setup` (npm ci) first")
-    env = local_aws_env(endpoint_url, region)
+    # cfn-lint in `make test` checks these same templates; skip the CLI's 16 s built-in validation
+    env = {**child_env(endpoint_url, region), "CDK_VALIDATION": "false"}
     account = aws_client("sts", region, endpoint_url).get_caller_identity()["Account"]
     _run([str(CDK), "bootstrap", f"aws://{account}/{region}", "--no-notices"], env, timeout_s)
     shutil.rmtree(output_dir, ignore_errors=True)

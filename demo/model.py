@@ -13,8 +13,8 @@ from transformers import (GenerationConfig, GPT2Config, PreTrainedTokenizerFast,
                           ViTImageProcessorPil, VisionEncoderDecoderConfig, VisionEncoderDecoderModel,
                           get_cosine_schedule_with_warmup)
 
-from export import shapes
-from export.demo_eval import encode, exact_match
+from demo import shapes
+from demo.evaluate import encode, exact_match
 from runtime.images import load_image
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -123,7 +123,7 @@ def make_demo_model(out: str | Path, seed: int = 0, steps: int = 500, pool_size:
 
 def main(argv: list[str] | None = None) -> None:
     """CLI: train, save, then report held-out exact-match accuracy through HF generate."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo.model", description=__doc__)
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same bytes (held-out images "
                         f"use seed + {EVAL_SEED_OFFSET:,})")

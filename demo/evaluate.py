@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
-from export import shapes
+from demo import shapes
 from runtime.images import load_image
 
 

@@ -1,24 +1,27 @@
-"""Fixtures for the agent tests (imported by tests/test_agent*.py; tests/conftest.py may list it as a plugin)."""
+"""The agent tests' fixtures (registered in conftest.py): the session's moto server, a fresh stack, logs, a fake IMDS."""
 from __future__ import annotations
 
 import logging
+import os
 
 import pytest
 
-from agent_support import FakeIMDS, Stack, aws_env, moto_endpoint
+from agent_support import FakeIMDS, Stack
+from tools.local_aws import MotoServer, aws_env, free_port
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> str:
-    """The URL of the one moto server of this test session (stopped at exit)."""
-    return moto_endpoint()
+def moto_server(tmp_path_factory) -> str:
+    """The URL of the one moto server of this test session (stopped at its end)."""
+    with MotoServer(tmp_path_factory.mktemp("moto"), free_port()) as server:
+        yield server.endpoint_url
 
 
 @pytest.fixture
 def aws(moto_server, monkeypatch) -> dict[str, str]:
     """Point boto3 (in this process) at moto; the env to hand to agent subprocesses."""
     env = aws_env(moto_server)
-    for name in [name for name in list(__import__("os").environ) if name.startswith("CAPTIONKIT_")]:
+    for name in [name for name in list(os.environ) if name.startswith("CAPTIONKIT_")]:
         monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)

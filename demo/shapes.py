@@ -25,7 +25,7 @@ _WHERE_WORDS = {"centre": "", "left": "on the left", "right": "on the right", "t
                 "bottom": "at the bottom"}
 _COUNT_WORDS = {2: "two", 3: "three"}
 # Fixed anchor points, no jitter: shapes that straddle ViT patch boundaries differently from image to
-# image made accuracy seed-dependent (DESIGN.md, the demo captioner trial).
+# image made accuracy seed-dependent (docs/architecture.md, "the demo captioner trial").
 _GROUP_CENTRES = {2: [(8, 16), (24, 16)], 3: [(16, 8), (8, 23), (24, 23)]}
 _COLOUR_JITTER = 25
 _BACKGROUND_MAX = 45

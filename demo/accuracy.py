@@ -1,4 +1,4 @@
-"""`python -m export.demo_accuracy --artifact dist/demo.pt2`: exact-match accuracy of the demo captioner's .pt2."""
+"""`python -m demo.accuracy --artifact dist/demo.pt2`: exact-match accuracy of the demo captioner's .pt2."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ import json
 import sys
 import time
 
-from export import shapes
-from export.demo_eval import encode
+from demo import shapes
+from demo.evaluate import encode
 from runtime.captioner import load_captioner
 from runtime.images import load_image
 
@@ -25,7 +25,7 @@ def accuracy(artifact: str, count: int, seed: int, fmt: str, quantize: str | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export.demo_accuracy", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m demo.accuracy", description=__doc__)
     p.add_argument("--artifact", default="dist/demo.pt2")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--seed", type=int, default=424242, help="a seed the training pool does not use")

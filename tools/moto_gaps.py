@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stacks.outputs import aws_client
+from tools.local_aws import aws_client
 
 NOTIFICATIONS_TYPE = "Custom::S3BucketNotifications"
 
@@ -49,7 +49,7 @@ def apply_bucket_notifications(template: dict[str, Any], stack_name: str, *, reg
     for logical_id, resource in custom_resources(template).items():
         if resource["Type"] != NOTIFICATIONS_TYPE:
             raise NotImplementedError(f"{logical_id} is a {resource['Type']}, which moto cannot run and this local "
-                                      "step does not emulate; add its emulation to stacks/moto_gaps.py")
+                                      "step does not emulate; add its emulation to tools/moto_gaps.py")
         properties = {key: _resolve(resource["Properties"][key], physical, types,
                                     region=region, endpoint_url=endpoint_url)
                       for key in ("BucketName", "NotificationConfiguration")}

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stacks.target import REPO, Target
+from tools.paths import REPO
+from tools.target import Target
 
 BAD_FILES = {  # name -> what the error record should say (a fragment)
     "empty.jpg": "empty (0 bytes)",
@@ -52,7 +52,7 @@ def image_bytes(image, name: str) -> bytes:
 
 def drop_images(s3, bucket: str, prefix: str, count: int, seed: int) -> dict[str, str]:
     """Upload `count` freshly generated shapes images (half JPEG, half PNG); returns {key: true caption}."""
-    from export import shapes
+    from demo import shapes
 
     truth = {}
     for i, (image, caption) in enumerate(shapes.make_dataset(count, seed)):
@@ -66,7 +66,7 @@ def drop_bad_files(s3, bucket: str, prefix: str) -> dict[str, str]:
     """Upload one file of each kind of bad input; returns {key: expected error fragment}."""
     import PIL.Image
 
-    from export import shapes
+    from demo import shapes
 
     image, _ = shapes.make_sample(__import__("random").Random(0))
     jpeg = image_bytes(image, "x.jpg")
@@ -123,7 +123,7 @@ def queue_depth(sqs, url: str) -> int:
 def ensure_demo_model(folder: Path) -> Path:
     """Train the demo captioner into `folder` unless a checkpoint is already there."""
     if not (folder / "config.json").exists():
-        subprocess.run([sys.executable, "-m", "export.demo_model", "--out", str(folder)], cwd=REPO, check=True)
+        subprocess.run([sys.executable, "-m", "demo.model", "--out", str(folder)], cwd=REPO, check=True)
     return folder
 
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-LOCAL_STATE = REPO / ".local" / "local-aws.json"
+from tools.local_aws import child_env
+from tools.paths import LOCAL_STATE, REPO
 
 
 @dataclass(frozen=True)
@@ -22,9 +21,7 @@ class Target:
         """Environment for a child process (the agent) aimed at this target."""
         if self.endpoint_url is None:
             return {**os.environ, "AWS_REGION": self.region}
-        from stacks.local_deploy import local_aws_env
-
-        return local_aws_env(self.endpoint_url, self.region)
+        return child_env(self.endpoint_url, self.region)
 
 
 def _cdk_settings() -> dict:

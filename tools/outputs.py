@@ -4,18 +4,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
+from tools.local_aws import aws_client
 
 REQUIRED_OUTPUTS = ("ArtifactsBucket", "ImagesBucket", "ImagesPrefix", "ResultsBucket", "ResultsPrefix",
                     "QueueUrl", "DeadLetterQueueUrl", "GroupName", "LogGroup", "AgentConfig")
-
-
-def aws_client(service: str, region: str, endpoint_url: str | None = None):
-    """A boto3 client: the caller's credentials on AWS, dummy ones for a local endpoint (moto ignores them)."""
-    if endpoint_url is None:
-        return boto3.client(service, region_name=region)
-    return boto3.client(service, region_name=region, endpoint_url=endpoint_url,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
 
 
 class StackNotReady(RuntimeError):
@@ -29,7 +21,7 @@ def stack_outputs(stack_name: str, region: str, endpoint_url: str | None = None)
         stack = client.describe_stacks(StackName=stack_name)["Stacks"][0]
     except client.exceptions.ClientError as error:
         raise StackNotReady(f"stack {stack_name} not found in {region} at {endpoint_url or 'AWS'}: {error}. "
-                            "Deploy it first (cdk deploy, or python -m stacks.local up).") from None
+                            "Deploy it first (cdk deploy, or python -m tools.local up).") from None
     status = stack["StackStatus"]
     if not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
         raise StackNotReady(f"stack {stack_name} is {status}, expected CREATE_COMPLETE or UPDATE_COMPLETE; "

@@ -1,0 +1,1 @@
+"""The demo captioner: procedural shapes images, training, and exact-match evaluation (laptop only)."""

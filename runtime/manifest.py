@@ -1,0 +1,72 @@
+"""The artifact manifest's contract: schema version, required fields, the torch version rule, record checksums.
+
+The one owner for both sides: the exporter writes a manifest with `new_manifest` and `program_entry`, the
+runtime refuses one with `check`. A field the runtime needs is added here, with the schema version raised.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+
+from runtime.checksum import program_checksum
+from runtime.errors import ArtifactError
+
+SCHEMA_VERSION = 1
+PROGRAMS = ("encoder", "decoder_step")
+REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
+MANIFEST_FILE, TOKENIZER_FILE = "manifest.json", "tokenizer.json"  # the artifact's two extra files
+
+
+def torch_release(version: str) -> str:
+    """'2.13.0+cu126' -> '2.13.0': the build (CPU, a CUDA line) does not change what an artifact needs."""
+    return str(version).split("+")[0]
+
+
+def running_torch() -> str:
+    """The release of the torch this process runs."""
+    import torch
+
+    return torch_release(torch.__version__)
+
+
+def new_manifest(**fields) -> dict:
+    """A manifest of `fields`, stamped with the schema version and the exporting torch's release."""
+    return {"schema_version": SCHEMA_VERSION, "torch_version": running_torch(), **fields}
+
+
+def program_entry(records: dict[str, str]) -> dict:
+    """A program's manifest entry from its archive records' SHA-256s: their names and one checksum over them."""
+    return {"records": sorted(records), "sha256": program_checksum(records)}
+
+
+def text_sha256(text: str) -> str:
+    """The SHA-256 of a text record (the tokenizer's), as the manifest holds it."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check(manifest: dict, tokenizer_json: str, path: str | os.PathLike) -> None:
+    """Refuse (`ArtifactError`, saying what to do) a manifest of another schema, lacking fields, from another
+    torch release, or whose tokenizer does not match; the programs' records are checked by the caller."""
+    schema = manifest.get("schema_version")
+    if schema != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{path}: manifest schema version {schema!r} is not supported by this runtime (it reads {SCHEMA_VERSION}); "
+            "export the model again with the matching CaptionKit version"
+        )
+    missing = [key for key in REQUIRED if manifest.get(key) is None]
+    if missing:
+        raise ArtifactError(f"{path}: manifest.json lacks {', '.join(missing)}: it was written by another "
+                            "CaptionKit version; export the model again")
+    exported_with, here = torch_release(manifest.get("torch_version", "?")), running_torch()
+    if exported_with != here:
+        import torch
+
+        raise ArtifactError(
+            f"{path}: exported with torch {manifest.get('torch_version', '?')}, but this runtime has torch "
+            f"{torch.__version__}; install torch=={exported_with} (CPU or CUDA build) or re-export with torch {here}"
+        )
+    if text_sha256(tokenizer_json) != manifest.get("tokenizer_sha256"):
+        raise ArtifactError(f"{path}: tokenizer.json checksum mismatch: the file was modified after export")
+    for name in PROGRAMS:
+        if manifest.get("programs", {}).get(name) is None:
+            raise ArtifactError(f"{path}: manifest lists no '{name}' program")

@@ -1,0 +1,1 @@
+"""Laptop tools: the local AWS, the model registry commands, the demo flow, the agent launcher."""
