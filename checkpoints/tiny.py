@@ -109,3 +109,57 @@ def make_blip(folder: Path, image_size: int = 32, seed: int = 0) -> Path:
     tokenizer.save_pretrained(folder)
     BlipImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
     return folder
+
+
+def _bpe_tokenizer_bart_ids():
+    """A byte-level BPE with BART/RoBERTa's special ids: <s>=0, <pad>=1, </s>=2, <unk>=3 (TrOCR's layout)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator([" ".join(WORDS)] * 4 + ["INVOICE No. 42, total: 17.50"], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def make_trocr(folder: Path, image_size: int = 32, seed: int = 0, learned_positions: bool = True,
+               forced_eos: bool = False) -> Path:
+    """Save a tiny VisionEncoderDecoder (ViT + TrOCRForCausalLM, trocr-base's layout) with tokenizer and processor.
+
+    `learned_positions=False` is trocr-small's layout (sinusoidal positions, scaled embeddings, no embedding norm).
+    """
+    import torch
+    from transformers import TrOCRConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig, ViTImageProcessor
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = _bpe_tokenizer_bart_ids()
+    enc = ViTConfig(hidden_size=48, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    image_size=image_size, patch_size=8)
+    dec = TrOCRConfig(vocab_size=len(tokenizer), d_model=32, decoder_layers=2, decoder_attention_heads=4,
+                      decoder_ffn_dim=64, max_position_embeddings=64, init_std=0.3,
+                      use_learned_position_embeddings=learned_positions, layernorm_embedding=learned_positions,
+                      scale_embedding=not learned_positions, activation_function="gelu" if learned_positions else "relu",
+                      pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 1, 2
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config=config)
+    with torch.no_grad():  # EOS as likely as the commonest mid-caption token: captions end at varied lengths
+        model.eval()
+        probe = model.generate(pixel_values=torch.randn(8, 3, image_size, image_size, generator=torch.Generator()
+                                                        .manual_seed(seed)), max_new_tokens=8, do_sample=False)
+        common = int(probe[:, 3:].flatten().mode().values)
+        head = model.decoder.output_projection.weight
+        head[2] = head[common] + 0.3 * torch.randn(head.shape[1], generator=torch.Generator().manual_seed(seed))
+    gen = model.generation_config
+    gen.decoder_start_token_id, gen.pad_token_id, gen.eos_token_id = 2, 1, 2
+    gen.forced_eos_token_id = 2 if forced_eos else None
+    gen.max_length = 12
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ViTImageProcessor(size={"height": image_size, "width": image_size}).save_pretrained(folder)
+    return folder

@@ -62,7 +62,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     """Load, wrap, export, write, prove parity, publish: the numbered steps below."""
-    from export import archive, load, parity, settings, trace, wrappers
+    from export import archive, load, parity, settings, trace
     from export.preprocessing import spec_from_processor
     from runtime.captioner import load_captioner
     from runtime.errors import CaptionKitError
@@ -77,13 +77,13 @@ def main(argv=None) -> int:
         loaded = load.load(args.model, args.revision, args.dtype)
         gen = settings.generation_settings(loaded.model, loaded.family, args.max_new_tokens, args.num_beams)
         preprocessing = spec_from_processor(loaded.processor)
-        progress.done(f"({loaded.source['architecture']}, family {loaded.family})")
+        progress.done(f"({loaded.source['architecture']}, family {loaded.family.name})")
 
         progress.step("exporting the encoder and decoder-step programs")
         images = parity_images(args.parity_images, 5)
         hf_pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
         pixels = hf_pixels.to(getattr(torch, args.dtype))
-        encoder, step, cache = wrappers.build(loaded.model, loaded.family, gen["max_new_tokens"])
+        encoder, step, cache = loaded.family.wrap(loaded.model, gen["max_new_tokens"])
         max_beams = max(gen["num_beams"], PARITY_BEAMS)
         programs = trace.export_programs(encoder, step, tuple(pixels.shape[2:]), cache, gen["max_new_tokens"],
                                          args.max_batch, max_beams, getattr(torch, args.dtype))
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
             odd = 5 if args.max_batch >= 5 else 3 if args.max_batch >= 3 else None
             batches = (1, odd) if odd else (1,)
             beams = sorted({1, gen["num_beams"] if gen["num_beams"] > 1 else PARITY_BEAMS})
-            report = parity.check(loaded.model, loaded.tokenizer, captioner, pixels, gen, args.dtype,
+            report = parity.check(loaded, captioner, pixels, gen, args.dtype,
                                   batches, tuple(beams), progress=lambda name: progress.note(f"{name} ok"))
             progress.done()
             progress.note(report.summary())
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     except (load.UnsupportedModel, settings.UnsupportedGeneration, CaptionKitError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"artifact": str(out), "bytes": out.stat().st_size, "family": loaded.family,
+    print(json.dumps({"artifact": str(out), "bytes": out.stat().st_size, "family": loaded.family.name,
                       "parity": report.summary()}))
     return 0
 
@@ -138,12 +138,12 @@ def build_manifest(loaded, gen: dict, preprocessing: dict, cache: dict, args, im
 
     return new_manifest(
         source=loaded.source,
-        family=loaded.family,
+        family=loaded.family.name,
         transformers_version=transformers.__version__,
         dtype=args.dtype,
         preprocessing=preprocessing,
         generation=gen,
-        tokenizer={"clean_up_tokenization_spaces": clean_up_spaces(loaded.tokenizer)},
+        tokenizer={"clean_up_tokenization_spaces": clean_up_spaces(loaded.tokenizer), **loaded.family.text},
         max_batch=args.max_batch,
         max_beams=max_beams,
         max_length=gen["max_new_tokens"],

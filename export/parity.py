@@ -57,17 +57,20 @@ def _first_difference(a: list[int], b: list[int]) -> int:
     return min(len(a), len(b))
 
 
-def _hf_tokens(model, pixels: torch.Tensor, settings: dict, beams: int) -> tuple[list[list[int]], list]:
-    out = model.generate(pixel_values=pixels, return_dict_in_generate=True, output_scores=True,
-                         **hf_generate_kwargs(settings, beams))
+def _hf_tokens(loaded, pixels: torch.Tensor, settings: dict, beams: int) -> tuple[list[list[int]], list]:
+    out = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels), return_dict_in_generate=True,
+                                output_scores=True, **hf_generate_kwargs(settings, beams))
     prompt = 1
     rows = [_until_eos(r[prompt:].tolist(), settings["eos_token_id"]) for r in out.sequences]
     return rows, out.scores
 
 
-def check(model, tokenizer, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
+def check(loaded, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
           batch_sizes: tuple[int, ...], beam_counts: tuple[int, ...], progress=None) -> ParityReport:
-    """Run every (beams, batch) case; raise `ParityError` with a readable report on a real mismatch."""
+    """Run every (beams, batch) case; raise `ParityError` with a readable report on a real mismatch.
+
+    `loaded` is the HF side (`export.load.Loaded`: model, tokenizer, processor, and the family that says how
+    HF is called and how its captions read)."""
     report = ParityReport()
     eos = settings["eos_token_id"]
     for beams in beam_counts:
@@ -76,7 +79,7 @@ def check(model, tokenizer, captioner, pixels: torch.Tensor, settings: dict, dty
             report.cases.append(name)
             px = pixels[:batch]
             with torch.inference_mode():
-                hf_rows, hf_scores = _hf_tokens(model, px, settings, beams)
+                hf_rows, hf_scores = _hf_tokens(loaded, px, settings, beams)
             trace = Trace()
             ours = [_until_eos(r, eos) for r in captioner.generate_ids(px, num_beams=beams, trace=trace)]
             if beams == 1:
@@ -86,7 +89,7 @@ def check(model, tokenizer, captioner, pixels: torch.Tensor, settings: dict, dty
             for i, (theirs, mine) in enumerate(zip(hf_rows, ours)):
                 report.sequences += 1
                 if theirs == mine:
-                    _check_text(tokenizer, captioner, theirs, name, i, report)
+                    _check_text(loaded, captioner, theirs, name, i, report)
                     report.identical += 1
                     continue
                 step = _first_difference(theirs, mine)
@@ -110,8 +113,8 @@ def _best(trace: Trace, image: int, step: int) -> float:
     return tops[0][1] if tops else 0.0
 
 
-def _check_text(tokenizer, captioner, ids: list[int], name: str, i: int, report: ParityReport) -> None:
-    theirs = tokenizer.batch_decode([ids], skip_special_tokens=True)[0]
+def _check_text(loaded, captioner, ids: list[int], name: str, i: int, report: ParityReport) -> None:
+    theirs = loaded.family.hf_text(loaded, ids)
     mine = captioner.text.decode(ids)
     if theirs != mine:
         report.failures.append(f"{name} image {i}: same tokens {ids} but text differs: HF {theirs!r} vs runtime {mine!r}")

@@ -22,7 +22,7 @@ def _single(value, what: str) -> int:
     return int(value)
 
 
-def generation_settings(model, family: str, max_new_tokens: int | None, num_beams: int | None) -> dict:
+def generation_settings(model, family, max_new_tokens: int | None, num_beams: int | None) -> dict:
     """The manifest's generation block: start/eos/pad ids, length, beams, length penalty, early stopping."""
     gc = model.generation_config
     for key, default in _DEFAULTS.items():
@@ -32,12 +32,7 @@ def generation_settings(model, family: str, max_new_tokens: int | None, num_beam
                 f"generation config sets {key}={value!r}; the runtime's decoding supports greedy and beam search "
                 f"only. Edit the checkpoint's generation_config.json or ask for {key} support"
             )
-    if family == "blip":
-        text = model.config.text_config
-        start, eos, pad = text.bos_token_id, text.sep_token_id, text.pad_token_id
-    else:
-        start = gc.decoder_start_token_id if gc.decoder_start_token_id is not None else model.config.decoder_start_token_id
-        eos, pad = gc.eos_token_id, gc.pad_token_id
+    start, eos, pad = family.token_ids(model)
     if max_new_tokens is None:
         max_new_tokens = gc.max_new_tokens if gc.max_new_tokens is not None else gc.max_length - 1
     early = gc.early_stopping

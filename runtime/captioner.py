@@ -46,7 +46,7 @@ class Captioner:
             length_penalty=gen["length_penalty"], early_stopping=gen["early_stopping"],
             forced_bos_token_id=gen.get("forced_bos_token_id"), forced_eos_token_id=gen.get("forced_eos_token_id"),
         )
-        self.text = TextDecoder(tokenizer_json, manifest["tokenizer"]["clean_up_tokenization_spaces"])
+        self.text = TextDecoder(tokenizer_json, manifest["tokenizer"])
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
 
     def preprocess(self, images: list[PIL.Image.Image]) -> torch.Tensor:

@@ -34,6 +34,28 @@ def tiny_blip_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_trocr_dir(tmp_path_factory) -> Path:
+    """trocr-base's layout: learned positions, embedding layer norm, GELU."""
+    return tiny_models.make_trocr(tmp_path_factory.mktemp("trocr"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trocr_small_dir(tmp_path_factory) -> Path:
+    """trocr-small's layout (sinusoidal positions, scaled embeddings, ReLU) and a forced EOS at the length limit."""
+    return tiny_models.make_trocr(tmp_path_factory.mktemp("trocr-small"), learned_positions=False, forced_eos=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_trocr_artifact(tiny_trocr_dir, tmp_path_factory) -> Path:
+    return _export(tiny_trocr_dir, tmp_path_factory.mktemp("artifacts") / "trocr.pt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_trocr_small_artifact(tiny_trocr_small_dir, tmp_path_factory) -> Path:
+    return _export(tiny_trocr_small_dir, tmp_path_factory.mktemp("artifacts") / "trocr-small.pt2")
+
+
+@pytest.fixture(scope="session")
 def tiny_artifact(tiny_vit_gpt2_dir, tmp_path_factory) -> Path:
     """A real tiny ViT + GPT-2 .pt2 (float32, max batch 8), exported through the full CLI path."""
     return _export(tiny_vit_gpt2_dir, tmp_path_factory.mktemp("artifacts") / "vit-gpt2.pt2")

@@ -13,14 +13,16 @@ from runtime.artifact import verify
 from runtime.captioner import load_captioner
 
 CASES = [("tiny_artifact", "tiny_vit_gpt2_dir"), ("tiny_deit_artifact", "tiny_deit_gpt2_dir"),
-         ("tiny_blip_artifact", "tiny_blip_dir")]
+         ("tiny_blip_artifact", "tiny_blip_dir"), ("tiny_trocr_artifact", "tiny_trocr_dir"),
+         ("tiny_trocr_small_artifact", "tiny_trocr_small_dir")]
 
 
 def _hf(folder):
-    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+    """The HF side as a user of each family loads it (the family's class, attention and mends)."""
+    from export.load import load
 
-    model = AutoModelForImageTextToText.from_pretrained(folder, attn_implementation="eager").eval()
-    return model, AutoImageProcessor.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    loaded = load(str(folder))
+    return loaded.model, loaded.processor, loaded.tokenizer
 
 
 @pytest.mark.parametrize("artifact_name,folder_name", CASES)
@@ -66,7 +68,7 @@ def test_unsupported_architecture_fails_at_once_naming_it(tmp_path, capsys):
 
 
 def test_parity_failure_writes_nothing_and_says_where(tiny_vit_gpt2_dir, tmp_path, capsys, monkeypatch):
-    from export.wrap_vit_gpt2 import Gpt2Step
+    from export.families.vit_gpt2 import Gpt2Step
 
     honest = Gpt2Step.forward
 
@@ -110,7 +112,7 @@ def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
 def test_blip_encoder_attends_with_sdpa_and_leaves_the_hf_model_eager(tiny_blip_dir):
     from transformers.models.blip.modeling_blip import BlipAttention
 
-    from export.wrap_blip import BlipEncoder, SdpaVisionAttention
+    from export.families.blip import BlipEncoder, SdpaVisionAttention
 
     model, _, _ = _hf(tiny_blip_dir)
     encoder = BlipEncoder(model)

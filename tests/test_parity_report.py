@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from export import parity
+from export.families import vit_gpt2
 
 SETTINGS = {"max_new_tokens": 4, "length_penalty": 1.0, "early_stopping": False, "eos_token_id": 9}
 
@@ -38,7 +39,8 @@ TOKENIZER = SimpleNamespace(batch_decode=lambda rows, skip_special_tokens: [" ".
 
 
 def _check(hf_rows, our_rows, gap):
-    return parity.check(FakeHF(hf_rows), TOKENIZER, FakeRuntime(our_rows, gap), torch.zeros(2, 3, 4, 4),
+    loaded = SimpleNamespace(model=FakeHF(hf_rows), tokenizer=TOKENIZER, family=vit_gpt2.FAMILY)
+    return parity.check(loaded, FakeRuntime(our_rows, gap), torch.zeros(2, 3, 4, 4),
                         SETTINGS, "float32", (1, 2), (1,))
 
 

@@ -1,10 +1,11 @@
-"""Tensor-only encoder and decoder-step modules for BlipForConditionalGeneration."""
+"""The BLIP captioning family (BlipForConditionalGeneration): tensor-only encoder and decoder-step modules."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.families.base import Family
 from export.wrap_common import merge_heads, position_mask, split_heads, swap_submodules, write_cache
 
 
@@ -103,3 +104,19 @@ def cache_shape(model) -> dict:
     cfg = model.config.text_config
     heads = cfg.num_attention_heads
     return {"layers": cfg.num_hidden_layers, "heads": heads, "head_dim": cfg.hidden_size // heads}
+
+
+def _token_ids(model):
+    text = model.config.text_config
+    return text.bos_token_id, text.sep_token_id, text.pad_token_id
+
+
+FAMILY = Family(
+    name="blip",
+    description="BlipForConditionalGeneration",
+    matches=lambda config: getattr(config, "model_type", None) == "blip",
+    model_class="BlipForConditionalGeneration",
+    attention="eager",  # transformers has no SDPA path for BLIP; eager is what its users get
+    wrap=lambda model, max_length: (BlipEncoder(model), BlipStep(model, max_length), cache_shape(model)),
+    token_ids=_token_ids,
+)

@@ -1,10 +1,11 @@
-"""Tensor-only encoder and decoder-step modules for VisionEncoderDecoder (ViT/DeiT + GPT-2)."""
+"""The ViT/DeiT + GPT-2 family (nlpconnect/vit-gpt2-image-captioning): tensor-only encoder and decoder-step modules."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from export.families.base import Family
 from export.wrap_common import merge_heads, position_mask, split_heads, without_pooler, write_cache
 
 
@@ -83,3 +84,13 @@ def cache_shape(model) -> dict:
     """Layer count, heads and head size of the decoder's caches."""
     cfg = model.decoder.config
     return {"layers": cfg.n_layer, "heads": cfg.n_head, "head_dim": cfg.n_embd // cfg.n_head}
+
+
+FAMILY = Family(
+    name="vit-gpt2",
+    description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a GPT-2 decoder",
+    matches=lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
+                            and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == "gpt2"),
+    model_class="VisionEncoderDecoderModel",
+    wrap=lambda model, max_length: (VitGpt2Encoder(model), Gpt2Step(model, max_length), cache_shape(model)),
+)

@@ -1,0 +1,46 @@
+"""What a model family tells the exporter: how to recognise, load, wrap and check one architecture."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+
+class UnsupportedModel(ValueError):
+    """The checkpoint's architecture is not one the exporter can wrap."""
+
+
+def generation_ids(model) -> tuple[Any, Any, Any]:
+    """(decoder start, end-of-sequence, pad) ids as an encoder-decoder checkpoint's generation config sets them."""
+    gc = model.generation_config
+    start = gc.decoder_start_token_id if gc.decoder_start_token_id is not None else model.config.decoder_start_token_id
+    return start, gc.eos_token_id, gc.pad_token_id
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture: the exporter and the parity gate ask this, and never branch on a family's name.
+
+    - `matches(config)`: whether a checkpoint's config is this family.
+    - `model_class`, `attention`: the transformers class to load, and its attention implementation.
+    - `wrap(model, max_length)`: (encoder program module, decoder-step module, cache dims {layers, heads, head_dim}).
+    - `token_ids(model)`: (decoder start, EOS, pad) ids.
+    - `after_load(model)`: mends a loaded model (None: nothing to mend).
+    - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.text).
+    - `hf_inputs(loaded, pixels)`: the keyword arguments HF `generate` takes for these pixels.
+    - `hf_text(loaded, ids)`: the caption a user of HF gets for generated `ids` (the parity gate's reference).
+    """
+
+    name: str
+    description: str
+    matches: Callable[[Any], bool]
+    model_class: str
+    wrap: Callable[[torch.nn.Module, int], tuple[torch.nn.Module, torch.nn.Module, dict]]
+    attention: str = "sdpa"
+    token_ids: Callable[[Any], tuple[Any, Any, Any]] = generation_ids
+    after_load: Callable[[Any], None] | None = None
+    text: dict = field(default_factory=lambda: {"skip_special_tokens": True})
+    hf_inputs: Callable[[Any, torch.Tensor], dict] = lambda _loaded, pixels: {"pixel_values": pixels}
+    hf_text: Callable[[Any, list[int]], str] = (
+        lambda loaded, ids: loaded.tokenizer.batch_decode([ids], skip_special_tokens=True)[0])

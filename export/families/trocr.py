@@ -1,0 +1,120 @@
+"""The TrOCR family (microsoft/trocr-*: VisionEncoderDecoder, ViT/DeiT + TrOCRForCausalLM): encoder and step modules."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from export.families.base import Family
+from export.wrap_common import merge_heads, position_mask, split_heads, without_pooler, write_cache
+
+
+def _decoder(model):
+    return model.decoder.model.decoder  # TrOCRForCausalLM -> TrOCRDecoderWrapper -> TrOCRDecoder
+
+
+class TrocrEncoder(nn.Module):
+    """Pixels in; every decoder layer's cross-attention keys and values out ([L, B, H, S, D] each)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.vision = without_pooler(model.encoder)
+        self.proj = getattr(model, "enc_to_dec_proj", None)
+        layers = _decoder(model).layers
+        self.cross_kv = nn.ModuleList(nn.ModuleDict({"k": l.encoder_attn.k_proj, "v": l.encoder_attn.v_proj})
+                                      for l in layers)
+        self.num_heads = layers[0].encoder_attn.num_heads
+
+    def forward(self, pixel_values: torch.Tensor):
+        states = self.vision(pixel_values=pixel_values).last_hidden_state
+        if self.proj is not None:
+            states = self.proj(states)
+        keys = [split_heads(kv["k"](states), self.num_heads) for kv in self.cross_kv]
+        values = [split_heads(kv["v"](states), self.num_heads) for kv in self.cross_kv]
+        return torch.stack(keys), torch.stack(values)
+
+
+class TrocrStep(nn.Module):
+    """One TrOCR token step (post-norm layers, scaled queries) over an explicit fixed-length self-attention cache."""
+
+    def __init__(self, model, max_length: int):
+        super().__init__()
+        decoder = _decoder(model)
+        config = model.decoder.config
+        self.embed_tokens = decoder.embed_tokens  # scales by sqrt(d_model) itself when scale_embedding is set
+        positions = decoder.embed_positions
+        if config.use_learned_position_embeddings:  # rows offset by 2 (fairseq's layout)
+            self.positions, self.first_position = positions, positions.offset
+        else:  # sinusoidal: a non-pad token at step t sits at padding_idx + 1 + t
+            self.register_buffer("sinusoids", positions.weights[: positions.padding_idx + 1 + max_length].clone(),
+                                 persistent=True)
+            self.positions, self.first_position = None, positions.padding_idx + 1
+        self.layernorm_embedding = decoder.layernorm_embedding
+        self.layers = nn.ModuleList(
+            nn.ModuleDict({"q": l.self_attn.q_proj, "k": l.self_attn.k_proj, "v": l.self_attn.v_proj,
+                           "out": l.self_attn.out_proj, "ln_1": l.self_attn_layer_norm,
+                           "q_x": l.encoder_attn.q_proj, "out_x": l.encoder_attn.out_proj,
+                           "ln_x": l.encoder_attn_layer_norm, "fc1": l.fc1, "fc2": l.fc2, "ln_2": l.final_layer_norm})
+            for l in decoder.layers
+        )
+        self.activation = decoder.layers[0].activation_fn
+        self.scaling = decoder.layers[0].self_attn.scaling
+        head = model.decoder.output_projection
+        self.head = None if head.weight is self.embed_tokens.weight else head  # a tied head is held once
+        self.num_heads = decoder.layers[0].self_attn.num_heads
+        self.max_length = max_length
+
+    def _position(self, position: torch.Tensor) -> torch.Tensor:
+        index = position + self.first_position
+        table = self.sinusoids if self.positions is None else self.positions.weight
+        return table.index_select(0, index)[None, :, :]
+
+    def forward(self, input_ids, position, self_k, self_v, cross_k, cross_v):
+        x = self.embed_tokens(input_ids)[:, None, :]
+        x = x + self._position(position).to(x.dtype)
+        if self.layernorm_embedding is not None:
+            x = self.layernorm_embedding(x)
+        mask = position_mask(position, self.max_length)
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            keys = write_cache(self_k[i], position, split_heads(layer["k"](x), self.num_heads))
+            vals = write_cache(self_v[i], position, split_heads(layer["v"](x), self.num_heads))
+            new_k.append(keys)
+            new_v.append(vals)
+            q = split_heads(layer["q"](x) * self.scaling, self.num_heads)  # scaled before the product, as HF does
+            x = layer["ln_1"](x + layer["out"](merge_heads(
+                F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, scale=1.0))))
+            q = split_heads(layer["q_x"](x) * self.scaling, self.num_heads)
+            x = layer["ln_x"](x + layer["out_x"](merge_heads(
+                F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], scale=1.0))))
+            x = layer["ln_2"](x + layer["fc2"](self.activation(layer["fc1"](x))))
+        logits = F.linear(x, self.embed_tokens.weight) if self.head is None else self.head(x)
+        return logits[:, 0, :].float(), torch.stack(new_k), torch.stack(new_v)
+
+
+def cache_shape(model) -> dict:
+    """Layer count, heads and head size of the decoder's caches."""
+    cfg = model.decoder.config
+    return {"layers": cfg.decoder_layers, "heads": cfg.decoder_attention_heads,
+            "head_dim": cfg.hidden_size // cfg.decoder_attention_heads}
+
+
+def _materialise_sinusoids(model) -> None:
+    """trocr-small's sinusoidal table is a plain attribute that `from_pretrained` leaves on the meta device
+    (transformers 5.24: its own `generate` then fails with "Cannot copy out of meta tensor"); rebuild it."""
+    positions = _decoder(model).embed_positions
+    if getattr(positions, "weights", None) is not None and positions.weights.is_meta:
+        positions.weights = positions.get_embedding(positions.weights.shape[0], positions.embedding_dim,
+                                                    positions.padding_idx)
+
+
+FAMILY = Family(
+    name="trocr",
+    description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a TrOCR decoder (microsoft/trocr-*)",
+    matches=lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
+                            and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == "trocr"),
+    model_class="VisionEncoderDecoderModel",
+    wrap=lambda model, max_length: (TrocrEncoder(model), TrocrStep(model, max_length), cache_shape(model)),
+    attention="eager",  # TrOCRForCausalLM has no SDPA path in transformers; eager is what its users get
+    after_load=_materialise_sinusoids,
+)
