@@ -56,6 +56,9 @@ def parse_args(argv):
     p.add_argument("--num-beams", type=int, default=None, help="default: from the generation config")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--max-batch", type=int, default=32, help="largest batch the programs accept")
+    p.add_argument("--task", default=None,
+                   help="Florence-2's task prompt, fixed in the artifact: <CAPTION>, <DETAILED_CAPTION>, "
+                        "<MORE_DETAILED_CAPTION> (default) or <OCR>")
     p.add_argument("--parity-images", nargs="*", default=[], help="images for the parity check (default: synthetic)")
     return p.parse_args(argv)
 
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
     progress = Progress(5)
     try:
         progress.step(f"loading {args.model}")
-        loaded = load.load(args.model, args.revision, args.dtype)
+        loaded = load.load(args.model, args.revision, args.dtype, args.task)
         gen = settings.generation_settings(loaded.model, loaded.family, args.max_new_tokens, args.num_beams)
         preprocessing = spec_from_processor(loaded.processor)
         progress.done(f"({loaded.source['architecture']}, family {loaded.family.name})")
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
         images = parity_images(args.parity_images, 5)
         hf_pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
         pixels = hf_pixels.to(getattr(torch, args.dtype))
-        encoder, step, cache = loaded.family.wrap(loaded.model, gen["max_new_tokens"])
+        encoder, step, cache = loaded.family.wrap(loaded, gen["max_new_tokens"])
         max_beams = max(gen["num_beams"], PARITY_BEAMS)
         programs = trace.export_programs(encoder, step, tuple(pixels.shape[2:]), cache, gen["max_new_tokens"],
                                          args.max_batch, max_beams, getattr(torch, args.dtype))
@@ -149,4 +152,5 @@ def build_manifest(loaded, gen: dict, preprocessing: dict, cache: dict, args, im
         max_length=gen["max_new_tokens"],
         image_size=list(image_size),
         cache=cache,
+        task=loaded.extras.get("task"),
     )

@@ -1,7 +1,7 @@
 """Load an HF image-to-text checkpoint (hub id or local folder) as its registered family describes it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -19,10 +19,12 @@ class Loaded:
     tokenizer: object
     family: Family
     source: dict
+    extras: dict = field(default_factory=dict)  # what the family's `prepare` fixed at export (a task prompt)
 
 
-def load(model_id: str, revision: str | None = None, dtype: str = "float32") -> Loaded:
-    """Read the config first (fails fast on unsupported models), then the weights, processor and tokenizer."""
+def load(model_id: str, revision: str | None = None, dtype: str = "float32", task: str | None = None) -> Loaded:
+    """Read the config first (fails fast on unsupported models), then the weights, processor and tokenizer;
+    `task` is the prompt of a prompt-driven family (Florence-2), refused by the others."""
     import transformers
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer
 
@@ -43,4 +45,6 @@ def load(model_id: str, revision: str | None = None, dtype: str = "float32") -> 
         "architecture": type(model).__name__,
         "family": family.name,
     }
-    return Loaded(model, processor, tokenizer, family, source)
+    loaded = Loaded(model, processor, tokenizer, family, source)
+    family.prepare(loaded, task)
+    return loaded

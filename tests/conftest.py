@@ -56,6 +56,17 @@ def tiny_trocr_small_artifact(tiny_trocr_small_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_florence2_dir(tmp_path_factory) -> Path:
+    """Transformers' native Florence-2 at tiny sizes (DaViT + BART), forced BOS on as in published checkpoints."""
+    return tiny_models.make_florence2(tmp_path_factory.mktemp("florence2"), forced_bos=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_florence2_artifact(tiny_florence2_dir, tmp_path_factory) -> Path:
+    return _export(tiny_florence2_dir, tmp_path_factory.mktemp("artifacts") / "florence2.pt2")
+
+
+@pytest.fixture(scope="session")
 def tiny_artifact(tiny_vit_gpt2_dir, tmp_path_factory) -> Path:
     """A real tiny ViT + GPT-2 .pt2 (float32, max batch 8), exported through the full CLI path."""
     return _export(tiny_vit_gpt2_dir, tmp_path_factory.mktemp("artifacts") / "vit-gpt2.pt2")

@@ -14,7 +14,7 @@ from runtime.captioner import load_captioner
 
 CASES = [("tiny_artifact", "tiny_vit_gpt2_dir"), ("tiny_deit_artifact", "tiny_deit_gpt2_dir"),
          ("tiny_blip_artifact", "tiny_blip_dir"), ("tiny_trocr_artifact", "tiny_trocr_dir"),
-         ("tiny_trocr_small_artifact", "tiny_trocr_small_dir")]
+         ("tiny_trocr_small_artifact", "tiny_trocr_small_dir"), ("tiny_florence2_artifact", "tiny_florence2_dir")]
 
 
 def _hf(folder):
@@ -26,17 +26,23 @@ def _hf(folder):
 
 
 @pytest.mark.parametrize("artifact_name,folder_name", CASES)
-def test_captions_equal_hf_batch_decode_greedy_and_beam(artifact_name, folder_name, request):
+def test_captions_equal_what_a_user_of_hf_reads_greedy_and_beam(artifact_name, folder_name, request):
+    """HF `generate` and its family's decoding (batch_decode, or Florence-2's post_process_generation)."""
+    from export.load import load
+
     artifact, folder = request.getfixturevalue(artifact_name), request.getfixturevalue(folder_name)
-    model, processor, tokenizer = _hf(folder)
+    loaded = load(str(folder))
     captioner = load_captioner(artifact, device="cpu")
+    eos = captioner.manifest["generation"]["eos_token_id"]
     images = parity_images([], 3, seed=11)
-    pixels = processor(images=images, return_tensors="pt")["pixel_values"]
+    pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
     for beams in (1, 3):
         for batch in (1, 3):
             with torch.inference_mode():
-                hf = model.generate(pixel_values=pixels[:batch], **hf_generate_kwargs(captioner.manifest["generation"], beams))
-            expected = tokenizer.batch_decode(hf, skip_special_tokens=True)
+                hf = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels[:batch]),
+                                           **hf_generate_kwargs(captioner.manifest["generation"], beams))
+            rows = [r[1:].tolist() for r in hf]
+            expected = [loaded.family.hf_text(loaded, r[: r.index(eos) + 1] if eos in r else r) for r in rows]
             assert captioner.caption(images[:batch], num_beams=beams) == expected, (beams, batch)
 
 
@@ -103,7 +109,8 @@ def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
 
     artifact, folder = request.getfixturevalue(artifact_name), request.getfixturevalue(folder_name)
     model, _, _ = _hf(folder)
-    model_numel = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    # parameters and persistent buffers (Florence-2's projector keeps its position table in one)
+    model_numel = sum(t.numel() for t in {t.data_ptr(): t for t in model.state_dict().values()}.values())
     programs = load_pt2(str(artifact)).exported_programs
     stored = sum(t.numel() for ep in programs.values() for t in ep.state_dict.values())
     assert stored <= model_numel, f"programs store {stored:,} weights, the model has {model_numel:,}"
@@ -124,3 +131,31 @@ def test_blip_encoder_attends_with_sdpa_and_leaves_the_hf_model_eager(tiny_blip_
         want = model.vision_model(pixel_values=pixels).last_hidden_state
         got = encoder.vision(pixel_values=pixels).last_hidden_state
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_florence2_records_its_task_and_refuses_tasks_that_answer_with_boxes(tiny_florence2_dir,
+                                                                           tiny_florence2_artifact, tmp_path, capsys):
+    manifest, _ = verify(tiny_florence2_artifact)
+    assert manifest["task"] == "<MORE_DETAILED_CAPTION>" and manifest["family"] == "florence2"
+    assert manifest["generation"]["forced_bos_token_id"] == 0 and manifest["generation"]["forced_eos_token_id"] == 2
+    code = export_main(["--model", str(tiny_florence2_dir), "--out", str(tmp_path / "od.pt2"), "--task", "<OD>"])
+    assert code == 1 and not (tmp_path / "od.pt2").exists()
+    assert "--task '<OD>'" in capsys.readouterr().err
+
+
+def test_a_task_for_a_family_without_prompts_is_refused(tiny_vit_gpt2_dir, tmp_path, capsys):
+    code = export_main(["--model", str(tiny_vit_gpt2_dir), "--out", str(tmp_path / "x.pt2"), "--task", "<OCR>"])
+    assert code == 1 and "takes no task prompt" in capsys.readouterr().err
+
+
+def test_florence2_with_remote_code_is_refused_pointing_at_the_converted_checkpoint(tiny_florence2_dir, tmp_path,
+                                                                                     capsys):
+    import shutil
+
+    remote = tmp_path / "remote"
+    shutil.copytree(tiny_florence2_dir, remote)
+    config = json.loads((remote / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_florence2.Florence2Config"}
+    (remote / "config.json").write_text(json.dumps(config))
+    code = export_main(["--model", str(remote), "--out", str(tmp_path / "x.pt2")])
+    assert code == 1 and "florence-community/Florence-2-base" in capsys.readouterr().err

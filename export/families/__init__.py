@@ -5,16 +5,19 @@ Adding a family is one module here (its wrappers and its `FAMILY`), one line in 
 """
 from __future__ import annotations
 
-from export.families import blip, trocr, vit_gpt2
+from export.families import blip, florence2, trocr, vit_gpt2
 from export.families.base import Family, UnsupportedModel
 
-FAMILIES: tuple[Family, ...] = (vit_gpt2.FAMILY, trocr.FAMILY, blip.FAMILY)
+FAMILIES: tuple[Family, ...] = (vit_gpt2.FAMILY, trocr.FAMILY, blip.FAMILY, florence2.FAMILY)
 
 
 def detect(config) -> Family:
     """The family whose `matches` accepts `config`, or `UnsupportedModel` naming what was found and what would do."""
     for family in FAMILIES:
         if family.matches(config):
+            why = family.refuse(config)
+            if why:
+                raise UnsupportedModel(why)
             return family
     kind = getattr(config, "model_type", None)
     if kind == "vision-encoder-decoder":

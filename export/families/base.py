@@ -18,13 +18,22 @@ def generation_ids(model) -> tuple[Any, Any, Any]:
     return start, gc.eos_token_id, gc.pad_token_id
 
 
+def _no_task(loaded, task: str | None) -> None:
+    if task is not None:
+        raise UnsupportedModel(f"--task {task!r}: {loaded.source['architecture']} takes no task prompt "
+                               "(only prompt-driven families such as Florence-2 do)")
+
+
 @dataclass(frozen=True)
 class Family:
     """One architecture: the exporter and the parity gate ask this, and never branch on a family's name.
 
     - `matches(config)`: whether a checkpoint's config is this family.
     - `model_class`, `attention`: the transformers class to load, and its attention implementation.
-    - `wrap(model, max_length)`: (encoder program module, decoder-step module, cache dims {layers, heads, head_dim}).
+    - `refuse(config)`: why a checkpoint this family matches still cannot be exported (None: it can).
+    - `prepare(loaded, task)`: after loading, fixes export-time choices (a task prompt) into `loaded.extras`;
+      the default refuses a task, which only prompt-driven families take.
+    - `wrap(loaded, max_length)`: (encoder program module, decoder-step module, cache dims {layers, heads, head_dim}).
     - `token_ids(model)`: (decoder start, EOS, pad) ids.
     - `after_load(model)`: mends a loaded model (None: nothing to mend).
     - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.text).
@@ -36,10 +45,12 @@ class Family:
     description: str
     matches: Callable[[Any], bool]
     model_class: str
-    wrap: Callable[[torch.nn.Module, int], tuple[torch.nn.Module, torch.nn.Module, dict]]
+    wrap: Callable[[Any, int], tuple[torch.nn.Module, torch.nn.Module, dict]]
     attention: str = "sdpa"
     token_ids: Callable[[Any], tuple[Any, Any, Any]] = generation_ids
     after_load: Callable[[Any], None] | None = None
+    refuse: Callable[[Any], str | None] = lambda _config: None
+    prepare: Callable[[Any, str | None], None] = lambda loaded, task: _no_task(loaded, task)
     text: dict = field(default_factory=lambda: {"skip_special_tokens": True})
     hf_inputs: Callable[[Any, torch.Tensor], dict] = lambda _loaded, pixels: {"pixel_values": pixels}
     hf_text: Callable[[Any, list[int]], str] = (

@@ -114,7 +114,7 @@ FAMILY = Family(
     matches=lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
                             and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == "trocr"),
     model_class="VisionEncoderDecoderModel",
-    wrap=lambda model, max_length: (TrocrEncoder(model), TrocrStep(model, max_length), cache_shape(model)),
+    wrap=lambda loaded, max_length: (TrocrEncoder(loaded.model), TrocrStep(loaded.model, max_length), cache_shape(loaded.model)),
     attention="eager",  # TrOCRForCausalLM has no SDPA path in transformers; eager is what its users get
     after_load=_materialise_sinusoids,
 )

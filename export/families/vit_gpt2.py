@@ -92,5 +92,5 @@ FAMILY = Family(
     matches=lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
                             and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == "gpt2"),
     model_class="VisionEncoderDecoderModel",
-    wrap=lambda model, max_length: (VitGpt2Encoder(model), Gpt2Step(model, max_length), cache_shape(model)),
+    wrap=lambda loaded, max_length: (VitGpt2Encoder(loaded.model), Gpt2Step(loaded.model, max_length), cache_shape(loaded.model)),
 )
