@@ -36,16 +36,19 @@ def quantize_module(gm: fx.GraphModule, mode: str) -> int:
     prepack = {"int8": _prepack_int8, "fp16": _prepack_fp16}[mode]
     graph = gm.graph
     linears = constant_linears(gm)
+    replaced: dict[fx.Node, fx.Node] = {}  # a linear fed by another (TrOCR's enc_to_dec_proj -> k/v) reads the new node
     for i, linear in enumerate(linears):
+        x = replaced.get(linear.x, linear.x)
         name = f"_captionkit_{mode}_linear_{i}"
         setattr(gm, name, prepack(linear.weight.contiguous(), linear.bias))
         with graph.inserting_before(linear.node), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # fx expects modules/tensors; a packed-params object is fine
             packed = graph.get_attr(name)
         if mode == "int8":
-            replace_with_call(graph, linear.node, torch.ops.quantized.linear_dynamic.default, (linear.x, packed, True))
+            new = replace_with_call(graph, linear.node, torch.ops.quantized.linear_dynamic.default, (x, packed, True))
         else:
-            replace_with_call(graph, linear.node, torch.ops.quantized.linear_dynamic_fp16.default, (linear.x, packed))
+            new = replace_with_call(graph, linear.node, torch.ops.quantized.linear_dynamic_fp16.default, (x, packed))
+        replaced[linear.node] = new
     drop_unused_attrs(gm)  # float weights only the linears read are freed (a tied embedding stays)
     return len(linears)
 

@@ -50,6 +50,17 @@ def test_aoti_programs_give_the_exported_tokens_greedy_and_beam(tiny_artifact, t
     assert len({tuple(ids) for ids in compiled.generate_ids(pixels)}) > 1, "captions should differ per image"
 
 
+@pytest.mark.parametrize("which", ["tiny_trocr_artifact", "tiny_florence2_artifact"])
+def test_aoti_gives_the_exported_tokens_for_the_newer_families(request, which, tmp_path):
+    artifact = request.getfixturevalue(which)
+    exported = load_captioner(artifact, "cpu")
+    compiled = load_captioner(artifact, "cpu", backend="aoti", compiled_cache_dir=tmp_path, report=Lines())
+    assert compiled.backend == "aoti"
+    pixels = _pixels(exported, count=3)
+    for beams in (1, 3):
+        assert compiled.generate_ids(pixels, num_beams=beams) == exported.generate_ids(pixels, num_beams=beams), beams
+
+
 def test_a_failed_compile_falls_back_to_the_exported_programs_and_says_why(tiny_artifact, tmp_path, monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("C++ compiler not found (simulated)")

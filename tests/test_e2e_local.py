@@ -100,6 +100,31 @@ def test_an_int8_agent_keeps_the_demo_captioners_accuracy(stack, artifacts, tmp_
     assert flow.queue_depth(sqs, outputs["QueueUrl"]) == 0
 
 
+def test_a_florence2_artifact_serves_the_queue_like_any_other(stack, tiny_florence2_artifact, tmp_path):
+    """The agent is family-blind: a Florence-2 .pt2 (prompt fixed inside) captions dropped images end to end."""
+    from runtime.captioner import load_captioner
+
+    target, outputs = stack
+    s3, sqs = _clients(target)
+    pointer = models.upload(s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_florence2_artifact,
+                            progress=False)
+    truth = flow.drop_images(s3, outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}florence/", 6, seed=7400)
+
+    run = flow.run_agent(target, _config(target, tmp_path), tmp_path, "--burst")
+    assert run.code == 0, run.log[-5:]
+    results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth)
+    assert all(r["status"] == "ok" and r["model"]["sha256"] == pointer["sha256"] for r in results.values())
+    import io
+
+    import PIL.Image
+
+    captioner = load_captioner(tiny_florence2_artifact, device="cpu")
+    images = [PIL.Image.open(io.BytesIO(s3.get_object(Bucket=outputs["ImagesBucket"], Key=k)["Body"].read()))
+              for k in truth]
+    assert [results[k]["caption"] for k in truth] == captioner.caption(images)  # what the runtime alone says
+    assert flow.queue_depth(sqs, outputs["QueueUrl"]) == 0
+
+
 def test_second_upload_swaps_the_model_while_images_flow(stack, artifacts, tmp_path):
     target, outputs = stack
     s3, sqs = _clients(target)

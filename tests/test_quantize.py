@@ -64,8 +64,9 @@ def test_quantized_programs_stay_close_to_the_float_ones(tiny_artifact, mode, to
     assert (q_logits - ref_logits).norm() / ref_logits.norm() < tolerance
 
 
-def test_quantized_captioner_decodes_greedy_and_beam(tiny_blip_artifact):
-    captioner = load_captioner(tiny_blip_artifact, "cpu", quantize="int8")
+@pytest.mark.parametrize("which", ["tiny_blip_artifact", "tiny_trocr_artifact", "tiny_florence2_artifact"])
+def test_quantized_captioner_decodes_greedy_and_beam(request, which):
+    captioner = load_captioner(request.getfixturevalue(which), "cpu", quantize="int8")
     assert captioner.quantize == "int8"
     pixels = captioner.preprocess(parity_images([], 6, seed=5))
     for beams in (1, 3):
