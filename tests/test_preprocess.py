@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import PIL.Image
 import pytest
 import torch
-from transformers import BlipImageProcessor, DeiTImageProcessor, ViTImageProcessor
+from transformers import BlipImageProcessor, CLIPImageProcessor, DeiTImageProcessor, ViTImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.image_utils import load_image as hf_load_image
 from transformers.models.vit.image_processing_pil_vit import ViTImageProcessorPil
@@ -31,6 +31,13 @@ PROCESSORS = {
     "deit_hub_config": lambda: DeiTImageProcessor(size=256, crop_size=224, image_mean=IMAGENET_DEFAULT_MEAN,
                                                   image_std=IMAGENET_DEFAULT_STD),
     "vit32_demo": lambda: ViTImageProcessor(size={"height": 32, "width": 32}),
+    # microsoft/trocr-base-*: 384 px, bilinear, mean and std 0.5
+    "trocr384": lambda: ViTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3),
+    # florence-community/Florence-2-base's preprocessor_config.json: CLIP's class, straight to 768 x 768, bicubic
+    "florence768_clip": lambda: CLIPImageProcessor(
+        do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,
+        crop_size={"height": 768, "width": 768}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=None),
     "shortest_edge_crop": lambda: ViTImageProcessor(size={"shortest_edge": 41}, do_center_crop=True,
                                                     crop_size={"height": 32, "width": 32}),
     "crop_with_padding": lambda: ViTImageProcessor(do_resize=False, do_center_crop=True,
