@@ -99,7 +99,7 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
 
             def run_hf():
                 with torch.inference_mode():
-                    seq = hf.generate(pixel_values=hf_px, **kwargs)
+                    seq = hf.generate(**loaded.family.hf_inputs(loaded, hf_px), **kwargs)
                 tokens["hf"] = _until_eos([r[1:].tolist() for r in seq], gen["eos_token_id"])
 
             def run(captioner, key):

@@ -71,7 +71,76 @@ def tiny(folder: Path) -> Path:
     return make_vit_gpt2(folder)
 
 
-BUILDERS = {"vit-gpt2-base": vit_gpt2_base, "blip-base": blip_base, "tiny": tiny}
+def _bart_word_tokenizer(size: int):
+    """A WordLevel tokenizer of `size` ids with BART's specials first: <s>=0, <pad>=1, </s>=2, <unk>=3."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
+    vocab |= {f"w{i}": i for i in range(4, size)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>")
+
+
+def trocr_base(folder: Path, max_new_tokens: int = 20) -> Path:
+    """microsoft/trocr-base-printed's shapes: ViT-base/16 at 384 px + a 12-layer, 1024-wide TrOCR decoder."""
+    import torch
+    from transformers import (TrOCRConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig,
+                              ViTImageProcessor)
+
+    dec = TrOCRConfig(vocab_size=50265, d_model=1024, decoder_layers=12, decoder_attention_heads=16,
+                      decoder_ffn_dim=4096, max_position_embeddings=512, use_learned_position_embeddings=True,
+                      layernorm_embedding=True, scale_embedding=False, activation_function="gelu", init_std=0.1,
+                      pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(image_size=384), dec)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 1, 2
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(config)
+    gen = model.generation_config
+    gen.decoder_start_token_id, gen.pad_token_id, gen.eos_token_id = 2, 1, 2
+    gen.max_length, gen.num_beams = max_new_tokens + 1, 4
+    model.save_pretrained(folder)
+    _bart_word_tokenizer(50265).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                      resample=2).save_pretrained(folder)
+    return folder
+
+
+def florence2_base(folder: Path, max_new_tokens: int = 20) -> Path:
+    """florence-community/Florence-2-base's shapes: DaViT (128-1024 wide, 1/1/9/1 blocks) at 768 px + BART-base
+    (6+6 layers, 768 wide, 51289 tokens); the tests' small tokenizer stands in for the real vocabulary."""
+    import torch
+    from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, Florence2VisionConfig
+
+    from checkpoints import tiny
+
+    tok = tiny._florence_tokenizer()
+    vision = Florence2VisionConfig(projection_dim=768)
+    text = BartConfig(vocab_size=51289, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
+                      decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
+                      max_position_embeddings=1024, scale_embedding=False, init_std=0.1, forced_bos_token_id=0)
+    torch.manual_seed(0)
+    model = Florence2ForConditionalGeneration(Florence2Config(vision_config=vision, text_config=text,
+                                                              image_token_id=tok.image_token_id))
+    gen = model.generation_config
+    gen.decoder_start_token_id, gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = 2, 0, 2, 1
+    gen.forced_bos_token_id, gen.max_length, gen.num_beams = 0, max_new_tokens + 1, 3
+    model.save_pretrained(folder)
+    from transformers import Florence2Processor
+
+    image_processor = tiny._florence_processor(tok).image_processor
+    image_processor.size = image_processor.crop_size = {"height": 768, "width": 768}
+    image_processor.image_seq_length = 577  # (768 / 32)^2 + 1
+    Florence2Processor(image_processor=image_processor, tokenizer=tok,
+                       post_processor_config=tiny.FLORENCE_POST_PROCESSOR_CONFIG).save_pretrained(folder)
+    return folder
+
+
+BUILDERS = {"vit-gpt2-base": vit_gpt2_base, "blip-base": blip_base, "trocr-base": trocr_base,
+            "florence2-base": florence2_base, "tiny": tiny}
 
 
 def checkpoint(name: str, workdir: Path) -> Path:
