@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.families.base import Family, UnsupportedModel
-from export.wrap_common import merge_heads, position_mask, split_heads, swap_submodules, write_cache
+from export.families.post_norm import run_layers, step_layers
+from export.wrap_common import position_mask, split_heads, swap_submodules
 
 # The tasks whose answer is text (post_process_generation's "pure_text"); the others return boxes or polygons
 TEXT_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<OCR>")
@@ -66,16 +67,9 @@ class Florence2Step(nn.Module):
         self.positions = decoder.embed_positions.weight
         self.position_offset = decoder.embed_positions.offset
         self.layernorm_embedding = decoder.layernorm_embedding
-        # Only what a step uses: the cross-attention K/V projections live in the encoder program.
-        self.layers = nn.ModuleList(
-            nn.ModuleDict({"q": l.self_attn.q_proj, "k": l.self_attn.k_proj, "v": l.self_attn.v_proj,
-                           "out": l.self_attn.out_proj, "ln": l.self_attn_layer_norm,
-                           "q_x": l.encoder_attn.q_proj, "out_x": l.encoder_attn.out_proj,
-                           "ln_x": l.encoder_attn_layer_norm, "fc1": l.fc1, "fc2": l.fc2, "ln_f": l.final_layer_norm})
-            for l in decoder.layers
-        )
+        self.layers = step_layers(decoder.layers)
         self.act = decoder.layers[0].activation_fn
-        self.scaling = [(l.self_attn.scaling, l.encoder_attn.scaling) for l in decoder.layers]
+        self.scaling = decoder.layers[0].self_attn.scaling  # head_dim ** -0.5, the same in every attention
         self.lm_head = None if model.lm_head.weight is self.embed_tokens.weight else model.lm_head  # tied: once
         bias = getattr(model, "final_logits_bias", None)
         self.register_buffer("logits_bias", None if bias is None else bias.detach().reshape(-1).clone())
@@ -86,24 +80,14 @@ class Florence2Step(nn.Module):
         x = self.embed_tokens(input_ids)[:, None, :] + self.positions[position + self.position_offset][None]
         x = self.layernorm_embedding(x)
         mask = position_mask(position, self.max_length)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            keys = write_cache(self_k[i], position, split_heads(layer["k"](x), self.num_heads))
-            vals = write_cache(self_v[i], position, split_heads(layer["v"](x), self.num_heads))
-            new_k.append(keys)
-            new_v.append(vals)
-            att = F.scaled_dot_product_attention(split_heads(layer["q"](x), self.num_heads), keys, vals,
-                                                 attn_mask=mask, scale=self.scaling[i][0])
-            x = layer["ln"](x + layer["out"](merge_heads(att)))
-            att = F.scaled_dot_product_attention(split_heads(layer["q_x"](x), self.num_heads), cross_k[i],
-                                                 cross_v[i], scale=self.scaling[i][1])
-            x = layer["ln_x"](x + layer["out_x"](merge_heads(att)))
-            x = layer["ln_f"](x + layer["fc2"](self.act(layer["fc1"](x))))
+        x, new_k, new_v = run_layers(self.layers, x, position, mask, self_k, self_v, cross_k, cross_v,
+                                     num_heads=self.num_heads, activation=self.act, scaling=self.scaling,
+                                     scale_queries=False)  # BART's SDPA path scales inside the product
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x[:, 0, :], weight, None if self.lm_head is None else self.lm_head.bias)
         if self.logits_bias is not None:
             logits = logits + self.logits_bias
-        return logits.float(), torch.stack(new_k), torch.stack(new_v)
+        return logits.float(), new_k, new_v
 
 
 def cache_shape(model) -> dict:

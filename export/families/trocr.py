@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from export.families.base import Family
-from export.wrap_common import merge_heads, position_mask, split_heads, without_pooler, write_cache
+from export.families.post_norm import run_layers, step_layers
+from export.wrap_common import position_mask, split_heads, without_pooler
 
 
 def _decoder(model):
@@ -50,13 +51,7 @@ class TrocrStep(nn.Module):
                                  persistent=True)
             self.positions, self.first_position = None, positions.padding_idx + 1
         self.layernorm_embedding = decoder.layernorm_embedding
-        self.layers = nn.ModuleList(
-            nn.ModuleDict({"q": l.self_attn.q_proj, "k": l.self_attn.k_proj, "v": l.self_attn.v_proj,
-                           "out": l.self_attn.out_proj, "ln_1": l.self_attn_layer_norm,
-                           "q_x": l.encoder_attn.q_proj, "out_x": l.encoder_attn.out_proj,
-                           "ln_x": l.encoder_attn_layer_norm, "fc1": l.fc1, "fc2": l.fc2, "ln_2": l.final_layer_norm})
-            for l in decoder.layers
-        )
+        self.layers = step_layers(decoder.layers)
         self.activation = decoder.layers[0].activation_fn
         self.scaling = decoder.layers[0].self_attn.scaling
         head = model.decoder.output_projection
@@ -75,21 +70,11 @@ class TrocrStep(nn.Module):
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         mask = position_mask(position, self.max_length)
-        new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            keys = write_cache(self_k[i], position, split_heads(layer["k"](x), self.num_heads))
-            vals = write_cache(self_v[i], position, split_heads(layer["v"](x), self.num_heads))
-            new_k.append(keys)
-            new_v.append(vals)
-            q = split_heads(layer["q"](x) * self.scaling, self.num_heads)  # scaled before the product, as HF does
-            x = layer["ln_1"](x + layer["out"](merge_heads(
-                F.scaled_dot_product_attention(q, keys, vals, attn_mask=mask, scale=1.0))))
-            q = split_heads(layer["q_x"](x) * self.scaling, self.num_heads)
-            x = layer["ln_x"](x + layer["out_x"](merge_heads(
-                F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], scale=1.0))))
-            x = layer["ln_2"](x + layer["fc2"](self.activation(layer["fc1"](x))))
+        x, new_k, new_v = run_layers(self.layers, x, position, mask, self_k, self_v, cross_k, cross_v,
+                                     num_heads=self.num_heads, activation=self.activation, scaling=self.scaling,
+                                     scale_queries=True)  # TrOCR scales the queries before the product
         logits = F.linear(x, self.embed_tokens.weight) if self.head is None else self.head(x)
-        return logits[:, 0, :].float(), torch.stack(new_k), torch.stack(new_v)
+        return logits[:, 0, :].float(), new_k, new_v
 
 
 def cache_shape(model) -> dict:
