@@ -45,8 +45,8 @@ demo-accuracy: setup dist/demo.pt2 ## exact-match accuracy of dist/demo.pt2 on 5
 demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
 	$(PY) -m tools.demo
 
-export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate
-	$(PY) -m export --model $(MODEL) --out $(OUT)
+export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate [TASK="<OCR>"]
+	$(PY) -m export --model $(MODEL) --out $(OUT) $(if $(TASK),--task "$(TASK)")
 
 caption: setup ## caption IMAGES with ARTIFACT: make caption ARTIFACT=dist/model.pt2 IMAGES="a.jpg b.png"
 	$(PY) -m runtime caption --artifact $(ARTIFACT) $(IMAGES)
