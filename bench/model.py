@@ -148,17 +148,6 @@ def best_vs_hf_float32(per_dtype: dict) -> dict:
                         "images": ref["images"],
                         "best_all_captions_equal": keeping and {"best": keeping[1], "speedup": speed(keeping[0])}}
     return result
-    for case, ref in base["cases"].items():
-        options = [(d["cases"][case]["times"][b]["median_s"], dtype, b)
-                   for dtype, d in per_dtype.items() if case in d["cases"]
-                   for b in d["cases"][case]["times"] if b != "hf"]
-        seconds, dtype, backend = min(options)
-        ours = per_dtype[dtype]["cases"][case]["tokens"][backend]
-        label = f"exported {dtype} + {backend} quantization" if backend in QUANTIZE else f"{backend} {dtype}"
-        result[case] = {"best": label, "speedup": round(ref["times"]["hf"]["median_s"] / seconds, 3),
-                        "captions_agree": sum(a == b for a, b in zip(ref["tokens"]["hf"], ours)),
-                        "images": ref["images"]}
-    return result
 
 
 def machine() -> dict:
