@@ -9,8 +9,9 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from runtime.agent.metrics import IMAGES_DONE  # the agent's embedded metric per batch, dimension Queue
+
 WORKER_FAILURES = "WorkerFailures"  # put by stacks/boot/give_up.sh, one per worker that gives up
-IMAGES_DONE = "ImagesDone"  # the agent's embedded metric per batch (runtime/agent/worker.py), dimension Queue
 
 
 class Alarms(Construct):

@@ -12,8 +12,8 @@ import pytest
 from runtime.agent.worker import DRAIN_TIMEOUT_EXIT
 from runtime.gpu_check import NO_GPU_EXIT
 from stacks.alarms import WORKER_FAILURES
+from tools.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "stacks" / "boot" / "bootstrap.sh"
 GIVE_UP = REPO / "stacks" / "boot" / "give_up.sh"
 CONFIG = {"queue_url": "https://sqs.us-east-1.amazonaws.com/1/jobs", "region": "us-east-1",

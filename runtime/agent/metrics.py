@@ -8,6 +8,9 @@ import logging
 import sys
 import time
 
+# The per-batch count of finished images; the stack's FleetStalled alarm reads it (stacks/alarms.py)
+IMAGES_DONE = "ImagesDone"
+
 logger = logging.getLogger("captionkit.agent")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

@@ -11,7 +11,7 @@ from typing import Callable
 from runtime.agent import steps
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
-from runtime.agent.metrics import Counters, embedded_metrics, log
+from runtime.agent.metrics import IMAGES_DONE, Counters, embedded_metrics, log
 from runtime.agent.prefetch import Batch, Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.swap import ModelWatcher
@@ -137,7 +137,7 @@ class Worker:
             fetch_s=round(batch.fetch_s, 3), device_s=round(device_s, 3), total_s=round(total_s, 3),
             model=self.model.sha256[:12], **settled, totals=self.counters.as_dict(),
             **embedded_metrics(self.config.metrics_namespace, {"Queue": self.config.queue_url.rsplit("/", 1)[-1]}, {
-                "ImagesDone": (len(finished) - failed, "Count"), "ImageErrors": (failed, "Count"),
+                IMAGES_DONE: (len(finished) - failed, "Count"), "ImageErrors": (failed, "Count"),
                 "BatchSize": (len(batch.items), "Count"), "DeviceTime": (round(device_s * 1000, 1), "Milliseconds"),
                 "ImageLatency": ([round((now - i.message.received_at) * 1000, 1) for i in finished][:100],
                                  "Milliseconds"),
