@@ -1,6 +1,7 @@
 """Result records: one deterministic JSON object per source image, at `<results prefix><key>.json`."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 from typing import TYPE_CHECKING
@@ -20,9 +21,30 @@ def results_location(config: AgentConfig) -> tuple[str, str]:
     return config.results_bucket_name, config.results_prefix
 
 
+def is_own_result(location: tuple[str, str], bucket: str, key: str) -> bool:
+    """True for an object under the agent's results `location` (bucket, prefix): never captioned, never listed.
+
+    The one place this rule lives (S3 events and job listings both ask it). An empty prefix matches nothing:
+    `load_config` refuses an empty `results_prefix`, so that case is a caller's test double, never a fleet.
+    """
+    return bool(location[1]) and bucket == location[0] and key.startswith(location[1])
+
+
+#: S3's longest key, in UTF-8 bytes (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html)
+MAX_KEY_BYTES = 1024
+LONG_KEYS = "_long-keys/"
+
+
 def result_key(results_prefix: str, source_key: str) -> str:
-    """The result object's key for the source object `source_key`."""
-    return f"{results_prefix}{source_key}.json"
+    """The result object's key for the source object `source_key`.
+
+    A source key near S3's 1,024-byte limit would make `<prefix><key>.json` too long to write: such a result goes
+    to `<prefix>_long-keys/<sha256 of the key>.json` instead (deterministic; the record holds the full key).
+    """
+    key = f"{results_prefix}{source_key}.json"
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    return f"{results_prefix}{LONG_KEYS}{hashlib.sha256(source_key.encode()).hexdigest()}.json"
 
 
 def render(item: Item, model: Captioner) -> bytes:
