@@ -73,8 +73,9 @@ class Prefetcher:
         self.inbox, self.s3, self.config, self.skip_prefix = inbox, s3, config, results_location(config)
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
 
-    def fetch(self, captioner: Captioner, wait_s: float) -> Batch:
-        """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner`."""
+    def fetch(self, captioner, wait_s: float, current: bool = False) -> Batch:
+        """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner` (with
+        `current`, a function returning the model in use once the images are in)."""
         started, batch = time.monotonic(), Batch()
         self._add(batch, self.inbox.receive(self.config.batch_size, wait_s))
         gather_until = time.monotonic() + self.config.batch_wait_s
@@ -85,7 +86,9 @@ class Prefetcher:
             else:
                 time.sleep(0.05)
         list(self.pool.map(self._download, batch.items))
-        self.preprocess(batch, captioner)
+        captioner = captioner() if current else captioner  # the model now: a swap may have dropped the old one
+        if captioner is not None:
+            self.preprocess(batch, captioner)
         batch.fetch_s = time.monotonic() - started
         return batch
 

@@ -88,7 +88,7 @@ class Worker:
         """Caption one batch, write its results and settle every message it holds."""
         started = time.monotonic()
         try:
-            self._swap_model_if_ready()
+            self._swap_model_if_ready(batch)
             for message, reason in batch.unknown:
                 self.inbox.dead_letter(message, reason)
             for message in batch.messages:
@@ -121,7 +121,7 @@ class Worker:
         if self.stopping.is_set():
             return Batch()
         try:
-            return self.prefetcher.fetch(self.model, wait_s)
+            return self.prefetcher.fetch(lambda: self.model, wait_s, current=True)
         except Exception as exc:  # noqa: BLE001 - SQS trouble past botocore's retries: pause, poll again
             log("error", event="receive_failed", reason=f"{exc.__class__.__name__}: {exc}")
             self.stopping.wait(min(30.0, max(1.0, wait_s)))
@@ -129,7 +129,19 @@ class Worker:
                 raise
             return Batch()
 
-    def _swap_model_if_ready(self) -> None:
+    def _swap_model_if_ready(self, batch: Batch) -> None:
+        deferred = self.watcher.take_deferred() if self.watcher else None
+        if deferred:
+            old = self.model.sha256
+
+            def drop():  # no reference to the old model may stay, or its memory is not freed
+                self.model, batch.preprocessed_by, batch.pixels = None, None, []
+
+            self.model, self.pointer = self.watcher.swap_now(deferred, self.pointer, drop)
+            if self.model is None:
+                log("error", event="fatal", reason="neither the new nor the old model loads after a swap")
+                self.force_exit(1)
+            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name, paused=True)
         ready = self.watcher.take() if self.watcher else None
         if ready:
             old = self.model.sha256
