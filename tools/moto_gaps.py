@@ -75,3 +75,8 @@ def _resolve(value: Any, physical: dict[str, str], types: dict[str, str], **aws:
                                             AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         raise NotImplementedError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} locally")
     return {k: _resolve(v, physical, types, **aws) for k, v in value.items()}
+
+
+# Not emulated, worked around where it is used: SQS message move tasks (StartMessageMoveTask answers 500 on
+# moto 5.2.5). `make redrive` on the local AWS moves dead-lettered messages by receive/send/delete instead
+# (tools/redrive.py).
