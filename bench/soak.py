@@ -8,6 +8,7 @@ bookkeeping under faults, not the model. Every run is fresh: its own moto server
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import io
 import json
 import os
@@ -137,8 +138,9 @@ def run(count: int, bad_share: float, seed: int, timeout_s: float, work: Path) -
         registry.publish(s3, artifacts, artifact, verify=False, model="soak")
         images = make_images(count, bad_share, seed)
         print(f"soak: uploading {len(images)} images", file=sys.stderr)
-        for key, value in images.items():
-            s3.put_object(Bucket=images_bucket, Key=key, Body=_png(*value) if isinstance(value, tuple) else value)
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda item: s3.put_object(Bucket=images_bucket, Key=item[0], Body=_png(*item[1]) if
+                                                     isinstance(item[1], tuple) else item[1]), images.items()))
         with FaultProxy(server.endpoint_url, error_rate=0.02, drop_rate=0.005, seed=seed) as proxy:
             env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": proxy.url, "PYTHONUNBUFFERED": "1",
                    "PYTHONPATH": str(REPO)}

@@ -87,7 +87,11 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("localhost", 0), Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # a client that went away mid-answer (a killed agent, a timed-out retry): nothing to report
+
+        self.server = Server(("localhost", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://localhost:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
