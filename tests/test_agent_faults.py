@@ -74,3 +74,26 @@ def test_a_model_that_does_not_fit_beside_the_old_one_is_swapped_between_batches
     assert {stack.result(f"incoming/{n}.png")["model"]["name"] for n in range(2)} == {"fake-b"}
     assert agent_log.events("swap_pause")[0]["sha256"] == second["sha256"]
     assert agent_log.events("model_swapped")[0]["paused"] is True and worker.model.name == "fake-b"
+
+
+def test_an_object_overwritten_while_it_is_captioned_gets_no_stale_result(stack, agent_log):
+    stack.s3.put_bucket_versioning(Bucket=stack.images, VersioningConfiguration={"Status": "Enabled"})
+    first = stack.s3.put_object(Bucket=stack.images, Key="incoming/dog.png", Body=png((10, 10, 10)))["ETag"]
+    stack.send(_event(stack, "incoming/dog.png", etag=first.strip('"')))
+    worker = stack.worker(burst=True)
+    captioner = worker.model
+    real = captioner.caption_pixels
+
+    def overwritten_mid_batch(pixels):  # a second upload lands while the device runs the first
+        second = stack.s3.put_object(Bucket=stack.images, Key="incoming/dog.png", Body=png((90, 0, 0), (30, 20)))
+        stack.send(_event(stack, "incoming/dog.png", etag=second["ETag"].strip('"')))
+        captioner.caption_pixels = real
+        return real(pixels)
+
+    captioner.caption_pixels = overwritten_mid_batch
+    assert worker.run() == 0
+
+    record = stack.result("incoming/dog.png")
+    assert record["caption"].startswith("fake-a: a 30x20 image")  # the newer bytes, never the older caption
+    assert stack.versions("results/incoming/dog.png.json") == 1  # the older caption was never written at all
+    assert record["source"]["version_id"] and "replaced while it was captioned" in " ".join(line["note"] for line in agent_log.events("skipped"))

@@ -6,7 +6,7 @@ import json
 
 from typing import TYPE_CHECKING
 
-from runtime.agent.aws import RetryLater
+from runtime.agent.aws import GONE_CODES, RetryLater, error_code
 
 if TYPE_CHECKING:
     from runtime.agent.captioning import Captioner
@@ -70,6 +70,18 @@ def render(item: Item, model: Captioner) -> bytes:
     else:
         record["caption"] = item.caption
     return (json.dumps(record, sort_keys=True, ensure_ascii=False, indent=1) + "\n").encode()
+
+
+def replaced_since(s3, ref, etag: str) -> bool:
+    """True when the source object no longer has the `etag` that was captioned (a newer upload's event will
+    write its result, so this one must not land last with the older caption). Deleted since: False."""
+    try:
+        current = s3.head_object(Bucket=ref.bucket, Key=ref.key).get("ETag", "").strip('"')
+    except Exception as exc:  # noqa: BLE001 - only "gone" is an answer; anything else: retry the message
+        if error_code(exc) in GONE_CODES:
+            return False
+        raise RetryLater(f"checking {ref.uri} before writing its result: {exc.__class__.__name__}: {exc}") from exc
+    return bool(current) and current != etag
 
 
 def write(s3, bucket: str, key: str, body: bytes) -> None:

@@ -51,6 +51,10 @@ def write_results(batch: Batch, model: Captioner, s3, config: AgentConfig,
         if item.retry is None and item.skipped is None:
             key = results.result_key(config.results_prefix, item.ref.key)
             try:
+                if item.ref.etag and item.error is None and results.replaced_since(s3, item.ref, item.etag):
+                    item.skipped = (f"{item.ref.uri}: replaced while it was captioned; the newer upload's event "
+                                    f"captions it")
+                    return
                 results.write(s3, config.results_bucket_name, key, results.render(item, model))
             except Exception as exc:  # noqa: BLE001 - RetryLater: the message goes back
                 item.retry = str(exc)
