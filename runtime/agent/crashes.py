@@ -53,12 +53,11 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
     def left_over(self) -> list[str]:
-        """The images a killed process had on the device, or []; the journal is cleared."""
+        """The images a killed process had on the device, or [] (`recover` clears the journal once counted)."""
         try:
             uris = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return []
-        self.clear()
         return [uri for uri in uris if isinstance(uri, str)] if isinstance(uris, list) else []
 
 
@@ -77,17 +76,22 @@ def recover(journal: Journal, s3, config) -> list[str]:
     """At start-up: blame the one image a killed process had alone on the device. Returns the journal's images."""
     uris = journal.left_over()
     if len(uris) == 1:
-        count = crash_count(s3, config, uris[0]) + 1
-        s3.put_object(Bucket=config.results_bucket_name, Key=crash_key(config, uris[0]), ContentType="application/json",
-                      Body=json.dumps({"uri": uris[0], "crashes": count}).encode())
+        try:
+            count = crash_count(s3, config, uris[0]) + 1
+            s3.put_object(Bucket=config.results_bucket_name, Key=crash_key(config, uris[0]),
+                          ContentType="application/json", Body=json.dumps({"uri": uris[0], "crashes": count}).encode())
+        except Exception as exc:  # noqa: BLE001 - S3 trouble at start-up: this crash goes uncounted, said so
+            log("error", event="crash_count_failed", culprit=uris[0], reason=f"{exc.__class__.__name__}: {exc}")
+            count = None
         log("error", event="device_crash", culprit=uris[0], crashes=count, crash_limit=config.crash_limit)
     elif uris:
         log("error", event="device_crash", suspects=uris,
             reason="the worker died with these images on the device; they come back and are captioned one by one")
+    journal.clear()
     return uris
 
 
 def crashed_reason(uri: str, count: int) -> str:
     return (f"{uri}: this image crashed the worker {count} times (alone on the device: out of memory, a segfault "
-            f"or a hang); it is not captioned again. Check the image, then resubmit it (a new upload, or "
-            f"delete its count under _crashes/ in the results prefix)")
+            f"or a hang); it is not captioned again. Check the image; to try again, delete its count (the object "
+            f"under _crashes/ in the results prefix whose 'uri' is this one) and resubmit it")

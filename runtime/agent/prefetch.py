@@ -5,8 +5,8 @@ import concurrent.futures
 import dataclasses
 import time
 
-from runtime.agent.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent import crashes
+from runtime.agent.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import ImageRef, UnknownMessage, Work, parse_body
