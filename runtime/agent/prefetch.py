@@ -106,8 +106,11 @@ class Prefetcher:
         ref = item.ref
         try:
             # IfMatch the event's eTag: an object overwritten since the event is skipped, never captioned under the
-            # older event (the newer upload has its own event, and the result names the version it read)
-            extra = {"IfMatch": ref.etag} if ref.etag else {"VersionId": ref.version_id} if ref.version_id else {}
+            # older event (the newer upload has its own event, and the result names the version it read). Events
+            # carry it unquoted; sent quoted as RFC 7232 spells an entity tag (S3 compares either form:
+            # https://github.com/versity/versitygw/pull/1715, checked against AWS; moto accepts both)
+            extra = ({"IfMatch": f'"{ref.etag.strip(chr(34))}"'} if ref.etag else
+                     {"VersionId": ref.version_id} if ref.version_id else {})
             reply = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **extra)
             item.etag, item.size = reply.get("ETag", "").strip('"') or None, reply.get("ContentLength")
             item.version_id = reply.get("VersionId") or ref.version_id
