@@ -33,7 +33,8 @@ def snapshot(target: targets.Target, outputs: dict[str, str], prices: dict[str, 
     config = json.loads(outputs["AgentConfig"])
     sqs = client("sqs")
     fleet = fleet_view.fleet(client("autoscaling"), client("ec2"), outputs["GroupName"])
-    types = [t for (t, _), n in fleet["running"] for _ in range(n)] or fleet["configured_types"][:1]
+    # the running instances' types, else the group's first choice (what scaling from zero would launch)
+    types = [t for (t, _), n in fleet["running"] if t for _ in range(n)] or fleet["configured_types"][:1]
     return {
         "target": target.endpoint_url or f"AWS {target.region}", "stack": target.stack_name, "now": now,
         "queue": fleet_view.queue_counts(sqs, outputs["QueueUrl"]),
@@ -62,7 +63,7 @@ def scaling_note(snap: dict) -> str:
 def render(snap: dict) -> str:
     """One screen of text."""
     q, f, a, c = snap["queue"], snap["fleet"], snap["activity"], snap["activity"]["cost"]
-    running = ", ".join(f"{n} x {t} {kind}" for (t, kind), n in f["running"]) or "none running"
+    running = ", ".join(f"{n} x {t or 'unknown type'} {kind}" for (t, kind), n in f["running"]) or "none running"
     m = snap["model"]
     money = (lambda v: "?" if v is None else f"${v:,.2f}")  # noqa: E731
     rows = [
