@@ -90,12 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=sorted(FORMATS), help="default: from OUT's suffix (jsonl, parquet)")
     parser.add_argument("--target", choices=("local", "aws"), default=None)
     args = parser.parse_args(argv)
-    target = targets.resolve(args.target)
-    outputs = stack_outputs(target.stack_name, target.region, target.endpoint_url)
     try:
         parse_s3_uri(args.prefix)
     except ValueError as exc:
-        raise SystemExit(f"collect: {exc}; expected PREFIX=s3://<bucket>/<prefix>/") from None
+        raise SystemExit(f"collect: PREFIX {exc}") from None
+    target = targets.resolve(args.target)
+    outputs = stack_outputs(target.stack_name, target.region, target.endpoint_url)
     report = collect(aws_client("s3", target.region, target.endpoint_url), args.prefix, args.out,
                      args.format or guess_format(args.out), results_bucket=outputs["ResultsBucket"],
                      results_prefix=outputs["ResultsPrefix"])
