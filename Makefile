@@ -63,8 +63,8 @@ submit: setup ## queue a batch job over existing images: make submit PREFIX=s3:/
 status: setup ## queue, fleet, model, last hour, errors, cost per 1,000 images [WATCH=1] [JOB=<id>: follow a job]
 	$(PY) -m tools.status $(if $(JOB),--job $(JOB)) $(if $(WATCH),--watch)
 
-collect: setup ## every caption under PREFIX=s3://... into OUT (.jsonl, .parquet, or a folder with FORMAT=imagefolder)
-	$(PY) -m tools.collect $(PREFIX) $(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl) $(if $(FORMAT),--format $(FORMAT))
+collect: setup ## every caption under PREFIX=s3://... (or of JOB=<id>) into OUT (.jsonl, .parquet, or a folder with FORMAT=imagefolder)
+	$(PY) -m tools.collect $(PREFIX) $(if $(JOB),--job $(JOB)) $(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl) $(if $(FORMAT),--format $(FORMAT))
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
 	$(PY) -m tools.local up

@@ -127,6 +127,14 @@ def test_collect_streams_every_caption_into_one_file_and_lists_errors_apart(ops,
     assert "13" in bar.getvalue().splitlines()[-1]
 
 
+def test_collect_of_a_job_reads_the_results_of_its_manifest(ops):
+    outputs, out = ops["outputs"], ops["tmp"] / "job" / "ops-job.jsonl"
+    report = collect.collect_job(ops["s3"], "ops-job", out, "jsonl", results_bucket=outputs["ResultsBucket"],
+                                 results_prefix=outputs["ResultsPrefix"], stream=io.StringIO())
+    assert (report["captions"], report["errors"]) == (12, 1)
+    assert {r["image"]: r["caption"] for r in map(json.loads, out.read_text().splitlines())} == expected_captions(ops)
+
+
 def test_collect_imagefolder_writes_each_image_beside_metadata_jsonl(ops):
     outputs, out = ops["outputs"], ops["tmp"] / "dataset"
     report = collect.collect(ops["s3"], f"s3://{outputs['ImagesBucket']}/{PREFIX}", out, "imagefolder",

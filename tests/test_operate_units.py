@@ -88,7 +88,8 @@ def test_the_job_done_message_names_the_summary_and_the_counts():
     subject, body = notify.job_done_message(summary, "s3://b/results/_jobs/j1/summary.json")
     assert subject == "CaptionKit job j1 done: 2 captioned, 1 failed"
     assert json.loads(body) == {"job_id": "j1", "summary": "s3://b/results/_jobs/j1/summary.json", "images": 3,
-                                "done": 2, "failed": 1, "results": "s3://b/results/x/"}
+                                "done": 2, "failed": 1, "results": "s3://b/results/x/",
+                                "collect": "make collect JOB=j1 OUT=j1.jsonl"}
 
 
 def test_a_failed_publish_is_logged_and_does_not_fail_the_job(agent_log):

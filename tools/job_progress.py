@@ -63,7 +63,8 @@ class JobReader:
     def _json(self, key: str) -> dict:
         return json.loads(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
 
-    def read(self) -> JobState:
+    def read_manifest(self) -> dict:
+        """The job's manifest (read once); JobNotFound if there is none yet."""
         if self.manifest is None:
             try:
                 self.manifest = self._json(self.root + MANIFEST)
@@ -71,6 +72,10 @@ class JobReader:
                 raise JobNotFound(f"no s3://{self.bucket}/{self.root}{MANIFEST} yet: job {self.job_id!r} was not "
                                   "submitted to this stack, or no agent has picked it up (is the fleet running?)") \
                     from None
+        return self.manifest
+
+    def read(self) -> JobState:
+        self.read_manifest()
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.root + CHUNKS)
         for key in [o["Key"] for page in pages for o in page.get("Contents", [])]:
             if key not in self.markers:

@@ -8,6 +8,7 @@ import sys
 import time
 
 from runtime import registry
+from runtime.agent.notify import collect_command
 from stacks.settings import Settings
 from tools import fleet_view, job_progress
 from tools import target as targets
@@ -101,7 +102,7 @@ def job(target: targets.Target, outputs: dict[str, str], job_id: str, *, once: b
         return 3
     if state.complete:
         print(json.dumps({"job_id": job_id, "done": state.done, "failed": state.failed, "total": state.total,
-                          "summary": state.summary_uri}))
+                          "summary": state.summary_uri, "collect": collect_command(job_id)}))
         return 0
     return 3
 

@@ -9,11 +9,17 @@ from runtime.agent.metrics import log
 SUBJECT_LIMIT = 100  # SNS refuses longer subjects
 
 
+def collect_command(job_id: str) -> str:
+    """How to gather a job's captions into one file on a laptop (tools/collect.py)."""
+    return f"make collect JOB={job_id} OUT={job_id}.jsonl"
+
+
 def job_done_message(summary: dict, summary_uri: str) -> tuple[str, str]:
     """(subject, body): the counts in the subject, the summary's location and counts as JSON in the body."""
     subject = f"CaptionKit job {summary['job_id']} done: {summary['done']} captioned, {summary['failed']} failed"
     body = {"job_id": summary["job_id"], "summary": summary_uri, "images": summary["images"],
-            "done": summary["done"], "failed": summary["failed"], "results": summary["results"]}
+            "done": summary["done"], "failed": summary["failed"], "results": summary["results"],
+            "collect": collect_command(summary["job_id"])}
     return subject[:SUBJECT_LIMIT], json.dumps(body, sort_keys=True)
 
 
