@@ -96,20 +96,22 @@ def wait(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = No
          sleep=time.sleep) -> JobState:
     """Redraw the job's bar until its summary is written; TimeoutError after `timeout_s`."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    bar = Bar(f"job {reader.job_id}", stream=stream, every_s=0)
+    bar, text, told = Bar(f"job {reader.job_id}", stream=stream, every_s=0), "no manifest yet", False
     try:
         while True:
             try:
                 state = reader.read()
-            except JobNotFound:
+            except JobNotFound as exc:  # not expanded yet: an agent has to pick the job message up first
                 state = None
+                if not told:
+                    bar.stream.write(f"waiting: {exc}\n")
+                    told = True
             if state is not None:
                 text = bar.update(state.done, state.failed, total=state.total, rate=state.rate_since_created())
                 if state.complete:
                     return state
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {reader.job_id} not complete after {timeout_s:.0f} s"
-                                   + (f": {text}" if state else ": no manifest yet"))
+                raise TimeoutError(f"job {reader.job_id} not complete after {timeout_s:.0f} s: {text}")
             sleep(poll_s)
     finally:
         bar.close()
