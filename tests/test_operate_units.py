@@ -120,3 +120,17 @@ def test_the_summary_is_published_once_not_on_replays(stack):
     assert jobs.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
     bodies = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(json.loads(m["Body"])["Message"])["job_id"] for m in bodies] == ["job-once"]
+
+
+@pytest.mark.parametrize("desired, pending, in_service, waiting, note", [
+    (1, 1, 0, 5, "scaling from zero: 1 launching"),
+    (0, 0, 0, 5, "scaling from zero: messages wait and no instance is wanted yet"),
+    (0, 0, 0, 0, "idle at zero"),
+    (2, 0, 2, 9, "serving with 2 instance(s)"),
+])
+def test_status_says_whether_the_fleet_is_scaling_from_zero(desired, pending, in_service, waiting, note):
+    from tools.status import scaling_note
+
+    snap = {"fleet": {"desired": desired, "pending": pending, "in_service": in_service},
+            "queue": {"waiting": waiting, "delayed": 0}}
+    assert scaling_note(snap).startswith(note)
