@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
 from stacks.gpu_stack import AMI_SNAPSHOT_GB, PYPI, index_problem, instance_problem
+from stacks.prices import INSTANCE_PRICES
 
 CONTEXT_KEY = "captionkit"
 DLAMI_PARAMETER = (
@@ -47,6 +48,8 @@ class Settings:
     model_version_retention_days: int = 30
     torch_index_url: str = PYPI
     stalled_minutes: int = 30
+    job_email: str | None = None  # subscribed to the job-completion topic (stacks/notify.py)
+    instance_prices: dict[str, float] = dataclasses.field(default_factory=lambda: dict(INSTANCE_PRICES))
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -80,6 +83,12 @@ class Settings:
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
+    if hint == dict[str, float]:
+        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()] if isinstance(value, str) else value.items()
+        try:
+            return {**INSTANCE_PRICES, **{str(k).strip(): float(v) for k, v in pairs}}  # entries override the table
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name}={value!r}: expected type=price pairs like g5.xlarge=1.006 {HINT}") from None
     if hint == tuple[str, ...]:
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(item).strip() for item in items if str(item).strip())
@@ -127,6 +136,10 @@ def _problems(s: Settings) -> Iterator[str]:
         yield f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: results would become jobs"
     if not s.image_suffixes or not all(x.startswith(".") for x in s.image_suffixes):
         yield f"image_suffixes={s.image_suffixes!r}: expected one or more like .jpg,.png"
+    if any(not (isinstance(p, (int, float)) and p > 0) for p in s.instance_prices.values()):
+        yield f"instance_prices={s.instance_prices!r}: expected positive hourly prices in USD"
+    if s.job_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s.job_email):
+        yield f"job_email={s.job_email!r}: expected an e-mail address or nothing"
     if s.alarm_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s.alarm_email):
         yield f"alarm_email={s.alarm_email!r}: expected an e-mail address or nothing"
     if s.log_retention_days not in _RETENTION_DAYS:

@@ -74,7 +74,7 @@ PERSON_ALARMS = ("Jobs failed every retry", "A job has waited over", "A worker f
 
 def test_every_alarm_notifies_the_one_topic_even_without_an_e_mail(template):
     template.resource_count_is("AWS::SNS::Subscription", 0)
-    [topic_id] = template.find_resources("AWS::SNS::Topic")
+    [topic_id] = template.find_resources("AWS::SNS::Topic", {"Properties": {"DisplayName": "CaptionKit alarms"}})
     for start in PERSON_ALARMS:
         alarm = alarm_for(template, start)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}], start
@@ -102,7 +102,7 @@ def test_a_fleet_in_service_with_work_waiting_but_nothing_finished_alarms_after_
 def test_an_e_mail_setting_subscribes_it_to_the_alarm_topic():
     template = Template.from_json(synthesize((("alarm_email", "ops@example.com"),)).template)
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
-    [topic_id] = template.find_resources("AWS::SNS::Topic")
+    [topic_id] = template.find_resources("AWS::SNS::Topic", {"Properties": {"DisplayName": "CaptionKit alarms"}})
     for start in PERSON_ALARMS:
         alarm = alarm_for(template, start)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]

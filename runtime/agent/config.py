@@ -53,6 +53,7 @@ class AgentConfig:
     imds_poll_s: float = 5.0
     cache_dir: str = "~/.cache/captionkit"
     job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
+    job_topic_arn: str = ""  # SNS topic told when a job's summary is first written; empty: none
     captioner_loader: str = "runtime.captioner:load_captioner"
 
     @property
