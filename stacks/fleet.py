@@ -25,8 +25,9 @@ ROOT_DEVICE = "/dev/xvda"  # Amazon Linux 2023, which the default DLAMI is built
 class Fleet(Construct):
     """Workers that boot the bundle and run the agent.
 
-    Attributes: `role`, `log_group`, `launch_template`, `group`, `group_name`, `lifecycle_hook_name`
-    `agent_config` and `agent_config_json` (what every worker runs with; tokens resolve at deploy time).
+    Attributes: `role`, `log_group`, `launch_template`, `group`, `group_name`, `lifecycle_hook_name`, `launch_hook_name`
+    (None without a warm pool), `agent_config` and `agent_config_json` (what every worker runs with; tokens
+    resolve at deploy time).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, network: Network,
