@@ -11,6 +11,8 @@ from constructs import Construct
 BOOT_WARMUP = Duration.minutes(10)  # install the CUDA wheels, pull and load the model
 WARM_POOL_WARMUP = Duration.minutes(2)  # start a stopped, prepared instance and load the cached model
 BACKLOG_PER_INSTANCE = "(visible + inflight) / inservice"
+AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+AT_MOST = cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD
 
 
 class BacklogScaling(Construct):
@@ -48,17 +50,17 @@ class BacklogScaling(Construct):
                                  id="backlog", expression=BACKLOG_PER_INSTANCE, return_data=True,
                                  label="Messages waiting or in flight per in-service worker")])))
         self.from_zero = self._exact_capacity(
-            "FromZero", group, capacity=1, threshold=1, comparison=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            "FromZero", group, capacity=1, threshold=1, comparison=AT_LEAST,
             metric=cloudwatch.MathExpression(expression="IF(FILL(desired, 0) == 0 AND visible > 0, 1, 0)",
                                              using_metrics={"desired": desired, "visible": visible}, period=minute,
                                              label="Messages wait and no worker is asked for"),
             periods=1, missing=cloudwatch.TreatMissingData.NOT_BREACHING,
             description="Jobs wait and the group is at zero: ask for one worker (scaling signal, not a page).")
         self.queue_idle = self._exact_capacity(
-            "QueueIdle", group, capacity=0, threshold=0, comparison=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-            metric=cloudwatch.MathExpression(expression="visible + inflight + delayed", period=minute,
-                                             using_metrics={"visible": visible, "inflight": in_flight, "delayed": delayed},
-                                             label="Messages waiting or being processed"),
+            "QueueIdle", group, capacity=0, threshold=0, comparison=AT_MOST,
+            metric=cloudwatch.MathExpression(
+                expression="visible + inflight + delayed", period=minute, label="Messages waiting or being processed",
+                using_metrics={"visible": visible, "inflight": in_flight, "delayed": delayed}),
             # an inactive queue publishes no metrics: no data means nothing to do
             periods=idle_minutes, missing=cloudwatch.TreatMissingData.BREACHING,
             description=f"No job waiting or in flight for {idle_minutes} minutes: scale the workers to zero.")
@@ -68,7 +70,7 @@ class BacklogScaling(Construct):
         action = autoscaling.StepScalingAction(
             self, f"{name}Action", auto_scaling_group=group, adjustment_type=autoscaling.AdjustmentType.EXACT_CAPACITY,
             metric_aggregation_type=autoscaling.MetricAggregationType.MAXIMUM)
-        if comparison == cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD:
+        if comparison == AT_MOST:
             action.add_adjustment(upper_bound=0, adjustment=capacity)
         else:
             action.add_adjustment(lower_bound=0, adjustment=capacity)
@@ -79,7 +81,8 @@ class BacklogScaling(Construct):
         return alarm
 
 
-def _query(query_id: str, metric: cloudwatch.Metric) -> autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty:
+def _query(query_id: str, metric: cloudwatch.Metric):
+    """One metric of a target-tracking metric-math specification, from a CloudWatch metric."""
     config = metric.to_metric_config().metric_stat
     return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
         id=query_id, return_data=False, metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
