@@ -15,6 +15,7 @@ from stacks.notify import JobNotifications
 from stacks.scaling import BacklogScaling
 from stacks.settings import Settings
 from stacks.storage import COMPILED_PREFIX, Storage
+from stacks.wake import WakeOnUpload
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
 
 
@@ -43,8 +44,12 @@ class CaptionKitStack(Stack):
             images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
             dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name)
         self.scaling = BacklogScaling(
-            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, batch_size=settings.batch_size,
-            max_capacity=settings.max_capacity, idle_minutes=settings.idle_minutes_before_scale_in)
+            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, target_per_instance=settings.backlog_per_instance,
+            idle_minutes=settings.idle_minutes_before_scale_in, warm_pool=settings.warm_pool)
+        self.wake = (WakeOnUpload(self, "Wake", bucket=self.storage.images, prefix=settings.images_prefix,
+                                  suffixes=settings.image_suffixes, group_name=self.fleet.group_name,
+                                  log_retention_days=settings.log_retention_days)
+                     if settings.wake_on_upload else None)
         self.alarms = Alarms(self, "Alarms", queue=self.jobs.queue, dead_letters=self.jobs.dead_letters,
                              group_name=self.fleet.group_name, metrics_namespace=METRICS_NAMESPACE,
                              max_message_age_s=settings.max_message_age_s, stalled_minutes=settings.stalled_minutes,

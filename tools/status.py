@@ -55,7 +55,7 @@ def scaling_note(snap: dict) -> str:
     if fleet["desired"] > 0 and fleet["in_service"] == 0:
         return f"scaling from zero: {fleet['pending']} launching (boot and model load take minutes)"
     if fleet["desired"] == 0 and queue["waiting"] + queue["delayed"] > 0:
-        return "scaling from zero: messages wait and no instance is wanted yet (the backlog alarm adds one)"
+        return "scaling from zero: messages wait and no instance is wanted yet (the wake-up function or the FromZero policy adds one)"
     if fleet["desired"] == 0:
         return "idle at zero: nothing to do, nothing billed"
     return f"serving with {fleet['in_service']} instance(s)"
