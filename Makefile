@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback redrive
+.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -60,8 +60,14 @@ agent: setup ## run the agent here against the stack (local after local-up): mak
 redrive: setup ## after a fix, move dead-lettered messages back to the jobs queue, with counts [MAX=n]
 	$(PY) -m tools.redrive $(if $(MAX),--max $(MAX))
 
-submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...]
-	$(PY) -m runtime submit $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))
+submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...] [WAIT=1]
+	$(PY) -m $(if $(WAIT),tools.submit_wait --wait,runtime submit) $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))
+
+status: setup ## queue, fleet, model, last hour, errors, cost per 1,000 images [WATCH=1] [JOB=<id>: follow a job]
+	$(PY) -m tools.status $(if $(JOB),--job $(JOB)) $(if $(WATCH),--watch)
+
+collect: setup ## every caption under PREFIX=s3://... (or of JOB=<id>) into OUT (.jsonl, .parquet, or a folder with FORMAT=imagefolder)
+	$(PY) -m tools.collect $(PREFIX) $(if $(JOB),--job $(JOB)) $(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl) $(if $(FORMAT),--format $(FORMAT))
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
 	$(PY) -m tools.local up

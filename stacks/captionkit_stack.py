@@ -7,12 +7,15 @@ from constructs import Construct
 from runtime.registry import POINTER_KEY as MODEL_POINTER_KEY
 from stacks.alarms import Alarms
 from stacks.bundle import runtime_bundle
+from stacks.dashboard import Dashboard
 from stacks.fleet import Fleet
 from stacks.jobs import JobQueue
 from stacks.network import Network
+from stacks.notify import JobNotifications
 from stacks.scaling import BacklogScaling
 from stacks.settings import Settings
 from stacks.storage import COMPILED_PREFIX, Storage
+from stacks.wake import WakeOnUpload
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
 
 
@@ -33,6 +36,7 @@ class CaptionKitStack(Stack):
         self.jobs.subscribe_to_uploads(self.storage.images, prefix=settings.images_prefix,
                                        suffixes=settings.image_suffixes)
         self.network = Network(self, "Network", flow_log_bucket=self.storage.access_logs)
+        self.job_notifications = JobNotifications(self, "JobNotifications", email=settings.job_email)
         self.fleet = Fleet(self, "Fleet", settings=settings, network=self.network,
                            bundle=runtime_bundle(self, "RuntimeBundle"), agent_config=self._agent_config())
         self.worker_policy = WorkerPolicy(
@@ -40,12 +44,20 @@ class CaptionKitStack(Stack):
             images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
             dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name)
         self.scaling = BacklogScaling(
-            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, batch_size=settings.batch_size,
-            max_capacity=settings.max_capacity, idle_minutes=settings.idle_minutes_before_scale_in)
+            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, target_per_instance=settings.backlog_per_instance,
+            idle_minutes=settings.idle_minutes_before_scale_in, warm_pool=settings.warm_pool)
+        self.wake = (WakeOnUpload(self, "Wake", bucket=self.storage.images, prefix=settings.images_prefix,
+                                  suffixes=settings.image_suffixes, group_name=self.fleet.group_name,
+                                  log_retention_days=settings.log_retention_days)
+                     if settings.wake_on_upload else None)
         self.alarms = Alarms(self, "Alarms", queue=self.jobs.queue, dead_letters=self.jobs.dead_letters,
                              group_name=self.fleet.group_name, metrics_namespace=METRICS_NAMESPACE,
                              max_message_age_s=settings.max_message_age_s, stalled_minutes=settings.stalled_minutes,
                              alarm_email=settings.alarm_email)
+        self.job_notifications.allow_publish(self.fleet.role)
+        self.dashboard = Dashboard(self, "Dashboard", name=f"{settings.stack_name}-fleet", queue=self.jobs.queue,
+                                   dead_letters=self.jobs.dead_letters, group_name=self.fleet.group_name,
+                                   metrics_namespace=METRICS_NAMESPACE)
         self._outputs()
 
     def _agent_config(self) -> dict:
@@ -66,6 +78,7 @@ class CaptionKitStack(Stack):
             "device": "cuda",
             "compiled_cache_prefix": COMPILED_PREFIX,
             "metrics_namespace": METRICS_NAMESPACE,
+            "job_topic_arn": self.job_notifications.topic.topic_arn,
         }
 
     def _outputs(self) -> None:
@@ -85,6 +98,8 @@ class CaptionKitStack(Stack):
             "LogGroup": (fleet.log_group.log_group_name, "worker boot and agent logs"),
             "AgentConfig": (fleet.agent_config_json, "the workers' agent config (JSON)"),
             "AlarmTopicArn": (self.alarms.topic.topic_arn, "every alarm notifies here: subscribe to it (see README)"),
+            "JobTopicArn": (self.job_notifications.topic.topic_arn, "a message per finished batch job (its summary)"),
+            "DashboardUrl": (self.dashboard.url, "the fleet's CloudWatch dashboard"),
         }
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)

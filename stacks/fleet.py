@@ -17,14 +17,17 @@ from stacks.network import Network
 from stacks.settings import Settings
 
 LIFECYCLE_HOOK_NAME = "captionkit-drain"
+LAUNCH_HOOK_NAME = "captionkit-ready"  # warm pool only: the agent completes it once its model is loaded
+READY_TIMEOUT = Duration.minutes(30)  # boot (CUDA wheels), model download and load; past it the launch is abandoned
 ROOT_DEVICE = "/dev/xvda"  # Amazon Linux 2023, which the default DLAMI is built on
 
 
 class Fleet(Construct):
     """Workers that boot the bundle and run the agent.
 
-    Attributes: `role`, `log_group`, `launch_template`, `group`, `group_name`, `lifecycle_hook_name`
-    `agent_config` and `agent_config_json` (what every worker runs with; tokens resolve at deploy time).
+    Attributes: `role`, `log_group`, `launch_template`, `group`, `group_name`, `lifecycle_hook_name`, `launch_hook_name`
+    (None without a warm pool), `agent_config` and `agent_config_json` (what every worker runs with; tokens
+    resolve at deploy time).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, network: Network,
@@ -32,11 +35,13 @@ class Fleet(Construct):
         super().__init__(scope, construct_id)
         self.group_name = f"{settings.stack_name}-workers"
         self.lifecycle_hook_name = LIFECYCLE_HOOK_NAME
+        self.launch_hook_name = LAUNCH_HOOK_NAME if settings.warm_pool else None
         self.log_group = logs.LogGroup(self, "Logs", removal_policy=RemovalPolicy.DESTROY)
         self.log_group.node.default_child.retention_in_days = settings.log_retention_days
         self.agent_config = {**agent_config, "asg_name": self.group_name,
                              "lifecycle_hook_name": self.lifecycle_hook_name,
-                             "log_group": self.log_group.log_group_name}
+                             "log_group": self.log_group.log_group_name,
+                             **({"launch_hook_name": LAUNCH_HOOK_NAME} if settings.warm_pool else {})}
         self.agent_config_json = json.dumps(self.agent_config, separators=(",", ":"))
         self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
                              description="CaptionKit GPU worker: models, images, jobs queue, logs, drain")
@@ -46,6 +51,8 @@ class Fleet(Construct):
         self.launch_template = ec2.LaunchTemplate(
             self, "LaunchTemplate",
             machine_image=_machine_image(settings),
+            # a warm pool needs a plain launch template with its one on-demand type (settings refuse the rest)
+            instance_type=ec2.InstanceType(settings.instance_types[0]) if settings.warm_pool else None,
             role=self.role,
             security_group=network.security_group,
             user_data=boot_user_data(bundle, agent_config_json=self.agent_config_json,
@@ -64,17 +71,7 @@ class Fleet(Construct):
             auto_scaling_group_name=self.group_name,
             min_capacity=settings.min_capacity,
             max_capacity=settings.max_capacity,
-            mixed_instances_policy=autoscaling.MixedInstancesPolicy(
-                launch_template=self.launch_template,
-                launch_template_overrides=[autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
-                                           for t in settings.instance_types],
-                instances_distribution=autoscaling.InstancesDistribution(
-                    on_demand_base_capacity=0,
-                    on_demand_percentage_above_base_capacity=0 if settings.spot else 100,
-                    spot_allocation_strategy=autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
-                    on_demand_allocation_strategy=autoscaling.OnDemandAllocationStrategy.PRIORITIZED,
-                ),
-            ),
+            **_launch_options(settings, self.launch_template),
             capacity_rebalance=settings.spot,
             group_metrics=[autoscaling.GroupMetrics.all()],
             cooldown=Duration.minutes(5),
@@ -86,6 +83,8 @@ class Fleet(Construct):
             heartbeat_timeout=Duration.seconds(settings.visibility_timeout_s),
             default_result=autoscaling.DefaultResult.CONTINUE,
         )
+        if settings.warm_pool:
+            self._add_warm_pool(settings)
         Validations.of(self.group).acknowledge(Acknowledgment(
             id="AwsSolutions-EC26",
             reason="The root volume is encrypted in the launch template (Encrypted: true, asserted by "
@@ -96,6 +95,33 @@ class Fleet(Construct):
             reason="A scale-to-zero fleet launches and terminates instances as routine; each is in the group's "
             "activity history, and a fleet that cannot launch shows as the oldest-message alarm, which notifies.",
         ))
+
+    def _add_warm_pool(self, settings: Settings) -> None:
+        """`warm_pool_size` stopped, prepared instances; scale-in returns workers to the pool (after the drain)."""
+        self.group.add_lifecycle_hook(
+            "Ready", lifecycle_hook_name=LAUNCH_HOOK_NAME,
+            lifecycle_transition=autoscaling.LifecycleTransition.INSTANCE_LAUNCHING,
+            heartbeat_timeout=READY_TIMEOUT, default_result=autoscaling.DefaultResult.ABANDON)
+        # MinSize = MaxGroupPreparedCapacity: a pool of exactly that many, whatever the group's maximum
+        self.group.add_warm_pool(min_size=settings.warm_pool_size,
+                                 max_group_prepared_capacity=settings.warm_pool_size,
+                                 pool_state=autoscaling.PoolState.STOPPED, reuse_on_scale_in=True)
+
+
+def _launch_options(settings: Settings, launch_template: ec2.LaunchTemplate) -> dict[str, Any]:
+    if settings.warm_pool:
+        return {"launch_template": launch_template}
+    return {"mixed_instances_policy": autoscaling.MixedInstancesPolicy(
+        launch_template=launch_template,
+        launch_template_overrides=[autoscaling.LaunchTemplateOverrides(instance_type=ec2.InstanceType(t))
+                                   for t in settings.instance_types],
+        instances_distribution=autoscaling.InstancesDistribution(
+            on_demand_base_capacity=0,
+            on_demand_percentage_above_base_capacity=0 if settings.spot else 100,
+            spot_allocation_strategy=autoscaling.SpotAllocationStrategy.PRICE_CAPACITY_OPTIMIZED,
+            on_demand_allocation_strategy=autoscaling.OnDemandAllocationStrategy.PRIORITIZED,
+        ),
+    )}
 
 
 def _machine_image(settings: Settings) -> ec2.IMachineImage:

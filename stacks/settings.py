@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
 from stacks.gpu_stack import AMI_SNAPSHOT_GB, PYPI, index_problem, instance_problem
+from stacks.prices import INSTANCE_PRICES
 
 CONTEXT_KEY = "captionkit"
 DLAMI_PARAMETER = (
@@ -47,6 +48,14 @@ class Settings:
     model_version_retention_days: int = 30
     torch_index_url: str = PYPI
     stalled_minutes: int = 30
+    job_email: str | None = None  # subscribed to the job-completion topic (stacks/notify.py)
+    instance_prices: dict[str, float] = dataclasses.field(default_factory=lambda: dict(INSTANCE_PRICES))
+    # scale from zero (README "Scaling"): the backlog target per instance is images/s x accepted latency
+    wake_on_upload: bool = True
+    images_per_s_per_instance: float = 10.0
+    accepted_latency_s: int = 120
+    warm_pool: bool = False
+    warm_pool_size: int = 1
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -57,6 +66,11 @@ class Settings:
     def ami_is_parameter(self) -> bool:
         """True when `ami` names an SSM parameter resolved at deploy time, not a fixed AMI id."""
         return self.ami.startswith("/")
+
+    @property
+    def backlog_per_instance(self) -> float:
+        """The target-tracking target: images waiting per running instance that one clears in the accepted latency."""
+        return self.images_per_s_per_instance * self.accepted_latency_s
 
     @classmethod
     def from_context(cls, get: Callable[[str], Any]) -> Settings:
@@ -80,6 +94,12 @@ class Settings:
 
 
 def _coerce(name: str, hint: Any, value: Any) -> Any:
+    if hint == dict[str, float]:
+        pairs = [p.split("=", 1) for p in value.split(",") if p.strip()] if isinstance(value, str) else value.items()
+        try:
+            return {**INSTANCE_PRICES, **{str(k).strip(): float(v) for k, v in pairs}}  # entries override the table
+        except (TypeError, ValueError):
+            raise SettingsError(f"{name}={value!r}: expected type=price pairs like g5.xlarge=1.006 {HINT}") from None
     if hint == tuple[str, ...]:
         items = value.split(",") if isinstance(value, str) else list(value)
         return tuple(str(item).strip() for item in items if str(item).strip())
@@ -89,11 +109,11 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         if str(value).lower() in ("true", "yes", "1", "false", "no", "0"):
             return str(value).lower() in ("true", "yes", "1")
         raise SettingsError(f"{name}={value!r}: expected true or false {HINT}")
-    if hint is int:
+    if hint in (int, float):
         try:
-            return int(value)
+            return hint(value)
         except (TypeError, ValueError):
-            raise SettingsError(f"{name}={value!r}: expected a whole number {HINT}") from None
+            raise SettingsError(f"{name}={value!r}: expected a {'whole ' if hint is int else ''}number {HINT}") from None
     if hint == str | None:
         return str(value) if value not in (None, "") else None
     return str(value)
@@ -127,6 +147,10 @@ def _problems(s: Settings) -> Iterator[str]:
         yield f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: results would become jobs"
     if not s.image_suffixes or not all(x.startswith(".") for x in s.image_suffixes):
         yield f"image_suffixes={s.image_suffixes!r}: expected one or more like .jpg,.png"
+    if any(not (isinstance(p, (int, float)) and p > 0) for p in s.instance_prices.values()):
+        yield f"instance_prices={s.instance_prices!r}: expected positive hourly prices in USD"
+    if s.job_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s.job_email):
+        yield f"job_email={s.job_email!r}: expected an e-mail address or nothing"
     if s.alarm_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s.alarm_email):
         yield f"alarm_email={s.alarm_email!r}: expected an e-mail address or nothing"
     if s.log_retention_days not in _RETENTION_DAYS:
@@ -140,6 +164,30 @@ def _problems(s: Settings) -> Iterator[str]:
         yield from filter(None, (instance_problem(t, s.torch_index_url) for t in s.instance_types))
     if not 10 <= s.stalled_minutes <= 1440:
         yield f"stalled_minutes={s.stalled_minutes}: expected 10..1440 (longer than a worker's boot)"
+    yield from _scaling_problems(s)
+
+
+# "This operation cannot be called on an Auto Scaling group that has a mixed instances policy or a launch
+# template or launch configuration that requests Spot Instances." (PutWarmPool, EC2 Auto Scaling API Reference:
+# https://docs.aws.amazon.com/autoscaling/ec2/APIReference/API_PutWarmPool.html; also the warm pools
+# limitations, https://docs.aws.amazon.com/autoscaling/ec2/userguide/ec2-auto-scaling-warm-pools.html)
+WARM_POOL_REFUSED = "AWS refuses a warm pool on a group with a mixed instances policy or Spot Instances (PutWarmPool)"
+
+
+def _scaling_problems(s: Settings) -> Iterator[str]:
+    if not (0 < s.images_per_s_per_instance <= 10_000 and 10 <= s.accepted_latency_s <= 86_400):
+        yield (f"images_per_s_per_instance={s.images_per_s_per_instance}, accepted_latency_s={s.accepted_latency_s}: "
+               "expected a measured rate above 0 (make bench: agent img/s) and a latency of 10..86400 s")
+    elif s.backlog_per_instance < 1:
+        yield (f"images_per_s_per_instance x accepted_latency_s = {s.backlog_per_instance:g}: the backlog target "
+               "per instance must be at least one image; accept a longer latency")
+    if s.warm_pool and s.spot:
+        yield f"warm_pool=true with spot=true: {WARM_POOL_REFUSED}; set spot=false, or warm_pool=false"
+    if s.warm_pool and len(s.instance_types) != 1:
+        yield (f"warm_pool=true with instance_types={','.join(s.instance_types)}: {WARM_POOL_REFUSED}; "
+               "a warm pool takes exactly one on-demand instance type")
+    if s.warm_pool and not 1 <= s.warm_pool_size <= s.max_capacity:
+        yield f"warm_pool_size={s.warm_pool_size}: expected 1..max_capacity={s.max_capacity} stopped instances"
 
 
 _RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,

@@ -65,3 +65,24 @@ def imds():
     server = FakeIMDS()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def deployed_stack(tmp_path_factory):
+    """(Target, outputs) of this app cdk-deployed to its own moto server, once per session (~30 s).
+
+    For tests that read and write the stack's real resources without needing them empty; stopped at the end.
+    """
+    import json
+
+    from tools import local
+    from tools.paths import LOCAL_STATE
+    from tools.target import Target
+
+    state = tmp_path_factory.mktemp("deployed-stack")
+    outputs = local.up(port=free_port(), state_dir=state)
+    saved = json.loads((state / LOCAL_STATE.name).read_text())
+    try:
+        yield Target(saved["stack_name"], saved["region"], saved["endpoint_url"]), outputs
+    finally:
+        local.down(state_dir=state)

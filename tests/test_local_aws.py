@@ -70,6 +70,23 @@ def test_agent_config_for_a_local_run_names_the_deployed_resources(local):
         outputs["QueueUrl"], outputs["ImagesBucket"], outputs["ArtifactsBucket"])
 
 
+def test_the_deployed_wake_up_function_wakes_the_deployed_group_from_zero(local):
+    """moto creates the function and the rule but runs neither (no Docker here); the function's code runs in-process."""
+    from runtime import wake
+
+    outputs, state, _ = local
+    [function] = [f for f in client(state, "lambda").list_functions()["Functions"]
+                  if f["Handler"] == "wake.handler"]
+    assert function["Environment"]["Variables"][wake.GROUP_ENV] == outputs["GroupName"]
+    [rule] = [r for r in client(state, "events").list_rules()["Rules"] if "wakes the workers" in r.get("Description", "")]
+    assert client(state, "events").list_targets_by_rule(Rule=rule["Name"])["Targets"][0]["Arn"] == function["FunctionArn"]
+    autoscaling = client(state, "autoscaling")
+    assert wake.wake(autoscaling, outputs["GroupName"], last_look={})["action"] == "woke"
+    [group] = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[outputs["GroupName"]])["AutoScalingGroups"]
+    assert group["DesiredCapacity"] == 1
+    autoscaling.set_desired_capacity(AutoScalingGroupName=outputs["GroupName"], DesiredCapacity=0)
+
+
 def test_down_stops_the_server_it_started(local):
     _, state, state_dir = local
     port = int(state["endpoint_url"].rsplit(":", 1)[1])

@@ -95,6 +95,7 @@ def test_worker_may_do_exactly_its_job(synthesized):
         "SessionManager": (sorted(NO_RESOURCE_LEVEL_ACTIONS - {"cloudwatch:PutMetricData",
                                                                 "cloudwatch:GetMetricStatistics"}), ["*"]),
         "ReadRuntimeBundle": (["s3:GetObject"], None),
+        "PublishJobDone": (["sns:Publish"], [render(stack.resolve(stack.job_notifications.topic.topic_arn))]),
     }
     statements = worker_statements(synthesized)
     assert set(statements) == set(expected)

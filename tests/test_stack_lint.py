@@ -10,10 +10,12 @@ VARIANTS = {
     "defaults": (),
     "spot-email-ami-id": (("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"),
                           ("alarm_email", "ops@example.com"), ("ami", "ami-0123456789abcdef0")),
+    "warm-pool": (("warm_pool", "true"),),
 }
 # CDK's bucket-notification plumbing declares DependsOn next to a GetAtt of the same resource (W3005:
-# redundant, harmless). It is CDK-generated; anything else cfn-lint reports fails the test.
-CDK_GENERATED = ("BucketNotificationsHandler", "Notifications")
+# redundant, harmless), and so does a Lambda function on the role it is given (the wake-up function). It is
+# CDK-generated; anything else cfn-lint reports fails the test.
+CDK_GENERATED = ("BucketNotificationsHandler", "Notifications", "WakeFunction")
 
 
 @pytest.mark.parametrize("overrides", VARIANTS.values(), ids=VARIANTS.keys())

@@ -2,7 +2,6 @@
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from stacks.scaling import BIG_BACKLOG_BATCHES
 from stacks.synth import synthesize
 
 
@@ -17,30 +16,63 @@ def alarm_for(template, description_start):
     return alarm
 
 
-def big_backlog():
-    return BIG_BACKLOG_BATCHES * synthesize().stack.settings.batch_size
-
-
 def policy_named_by(template, alarm):
     [action] = alarm["AlarmActions"]
     return template.find_resources("AWS::AutoScaling::ScalingPolicy")[action["Ref"]]["Properties"]
 
 
-def test_the_first_visible_message_adds_a_worker_even_at_zero(template):
-    alarm = alarm_for(template, "Jobs are waiting")
-    assert (alarm["MetricName"], alarm["Statistic"], alarm["Period"]) == (
-        "ApproximateNumberOfMessagesVisible", "Maximum", 60)
+def target_tracking(template):
+    [policy] = [p["Properties"] for p in template.find_resources("AWS::AutoScaling::ScalingPolicy").values()
+                if p["Properties"]["PolicyType"] == "TargetTrackingScaling"]
+    return policy
+
+
+def test_workers_track_the_backlog_per_in_service_instance_with_metric_math(template):
+    policy = target_tracking(template)
+    settings = synthesize().stack.settings
+    config = policy["TargetTrackingConfiguration"]
+    assert config["TargetValue"] == settings.images_per_s_per_instance * settings.accepted_latency_s == 1200
+    assert config.get("DisableScaleIn", False) is False  # target tracking may scale in; the drain hook protects work
+    queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
+    [returned] = [q for q in queries.values() if q["ReturnData"]]
+    assert returned["Expression"] == "(visible + inflight) / inservice"
+    named = {i: (q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"])
+             for i, q in queries.items() if "MetricStat" in q}
+    assert named == {"visible": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+                     "inflight": ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"),
+                     "inservice": ("AWS/AutoScaling", "GroupInServiceInstances")}
+    assert queries["inservice"]["MetricStat"]["Metric"]["Dimensions"] == [
+        {"Name": "AutoScalingGroupName", "Value": policy["AutoScalingGroupName"]}]
+    assert policy["EstimatedInstanceWarmup"] == 600
+
+
+def test_the_backlog_target_follows_the_measured_rate_and_the_accepted_latency():
+    template = Template.from_json(synthesize((("images_per_s_per_instance", "2.5"),
+                                              ("accepted_latency_s", "60"))).template)
+    assert target_tracking(template)["TargetTrackingConfiguration"]["TargetValue"] == 150
+
+
+def test_messages_waiting_at_zero_ask_for_exactly_one_worker(template):
+    alarm = alarm_for(template, "Jobs wait and the group is at zero")
+    [expression] = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert expression["Expression"] == "IF(FILL(desired, 0) == 0 AND visible > 0, 1, 0)"
+    named = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert named == {"desired": "GroupDesiredCapacity", "visible": "ApproximateNumberOfMessagesVisible"}
     assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["EvaluationPeriods"]) == (
         "GreaterThanOrEqualToThreshold", 1, 1)
     policy = policy_named_by(template, alarm)
-    assert policy["AdjustmentType"] == "ChangeInCapacity"
-    assert policy["StepAdjustments"][0] == {"MetricIntervalLowerBound": 0, "MetricIntervalUpperBound": big_backlog(),
-                                            "ScalingAdjustment": 1}
+    assert (policy["AdjustmentType"], policy["StepAdjustments"]) == (
+        "ExactCapacity", [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
 
 
-def test_a_big_backlog_asks_for_every_allowed_worker(template):
-    policy = policy_named_by(template, alarm_for(template, "Jobs are waiting"))
-    assert policy["StepAdjustments"][-1] == {"MetricIntervalLowerBound": big_backlog(), "ScalingAdjustment": 2}
+def test_step_scaling_remains_only_at_the_edges_zero_to_one_and_idle_to_zero(template):
+    policies = template.find_resources("AWS::AutoScaling::ScalingPolicy")
+    assert sorted(p["Properties"]["PolicyType"] for p in policies.values()) == [
+        "StepScaling", "StepScaling", "TargetTrackingScaling"]
+    scaling_alarms = [a["Properties"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()
+                      if any(action.get("Ref") in policies for action in a["Properties"].get("AlarmActions", []))]
+    assert sorted(a["AlarmDescription"].split(":")[0] for a in scaling_alarms) == [
+        "Jobs wait and the group is at zero", "No job waiting or in flight for 15 minutes"]
 
 
 def test_an_empty_queue_for_the_idle_minutes_sets_the_group_to_zero(template):
@@ -74,7 +106,7 @@ PERSON_ALARMS = ("Jobs failed every retry", "A job has waited over", "A worker f
 
 def test_every_alarm_notifies_the_one_topic_even_without_an_e_mail(template):
     template.resource_count_is("AWS::SNS::Subscription", 0)
-    [topic_id] = template.find_resources("AWS::SNS::Topic")
+    [topic_id] = template.find_resources("AWS::SNS::Topic", {"Properties": {"DisplayName": "CaptionKit alarms"}})
     for start in PERSON_ALARMS:
         alarm = alarm_for(template, start)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}], start
@@ -102,7 +134,7 @@ def test_a_fleet_in_service_with_work_waiting_but_nothing_finished_alarms_after_
 def test_an_e_mail_setting_subscribes_it_to_the_alarm_topic():
     template = Template.from_json(synthesize((("alarm_email", "ops@example.com"),)).template)
     template.has_resource_properties("AWS::SNS::Subscription", {"Protocol": "email", "Endpoint": "ops@example.com"})
-    [topic_id] = template.find_resources("AWS::SNS::Topic")
+    [topic_id] = template.find_resources("AWS::SNS::Topic", {"Properties": {"DisplayName": "CaptionKit alarms"}})
     for start in PERSON_ALARMS:
         alarm = alarm_for(template, start)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]

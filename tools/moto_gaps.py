@@ -77,6 +77,16 @@ def _resolve(value: Any, physical: dict[str, str], types: dict[str, str], **aws:
     return {k: _resolve(v, physical, types, **aws) for k, v in value.items()}
 
 
+# What the real path has and moto does not, with no local emulation: the code reads them the same way on both,
+# locally they are empty unless a test puts them in (README "Operating the fleet").
+NOT_EMULATED = {
+    "embedded-metric extraction": "CloudWatch Logs turns the agent's `_aws` log lines into ImagesDone, ImageErrors, "
+    "DeviceTime, ImageLatency...; moto extracts no metrics from log events",
+    "group metrics": "AWS/AutoScaling GroupTotalInstances and friends (enabled on the group); moto emits none",
+    "log shipping": "the CloudWatch agent ships the worker's log files to the log group only on the instance",
+    "e-mail subscriptions": "an SNS e-mail subscription is never confirmed or delivered; SNS to SQS is",
+}
+
 # Not emulated, worked around where it is used: SQS message move tasks (StartMessageMoveTask answers 500 on
 # moto 5.2.5). `make redrive` on the local AWS moves dead-lettered messages by receive/send/delete instead
 # (tools/redrive.py).

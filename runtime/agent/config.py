@@ -42,6 +42,7 @@ class AgentConfig:
     quantize: str = ""  # "" | int8 | fp16: CPU only, linear layers on fbgemm kernels at load (runtime.quantize)
     asg_name: str = ""
     lifecycle_hook_name: str = ""
+    launch_hook_name: str = ""  # set with a warm pool: completed once the model is loaded (runtime/agent/warm_pool.py)
     metrics_namespace: str = "CaptionKit"
     log_group: str = ""  # where the instance's log shipper sends these JSON lines
     pointer_poll_s: float = 60.0
@@ -55,6 +56,7 @@ class AgentConfig:
     imds_poll_s: float = 5.0
     cache_dir: str = "~/.cache/captionkit"
     job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
+    job_topic_arn: str = ""  # SNS topic told when a job's summary is first written; empty: none
     captioner_loader: str = "runtime.captioner:load_captioner"
 
     @property

@@ -9,6 +9,8 @@ import urllib.request
 from runtime.agent.metrics import log
 
 TOKEN_TTL_S = 21_600
+TARGET_STATE = "autoscaling/target-lifecycle-state"
+WARMED = "Warmed:"  # Warmed:Pending, Warmed:Stopped, ...: the instance is (going) into the warm pool
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # IMDS is link-local: never proxy it
 
 
@@ -61,11 +63,21 @@ class Lifecycle:
                 raise
         return None
 
+    def target_state(self) -> str | None:
+        """The group's target lifecycle state for this instance ('InService', 'Warmed:Stopped', ...), if known."""
+        if not self._token:
+            self._refresh_token()
+        return self._get(TARGET_STATE)
+
     def check(self) -> str | None:
         """The reason to drain now ('lifecycle: Terminated', 'spot: terminate at ...'), else None."""
-        if self._get("autoscaling/target-lifecycle-state") == "Terminated":
+        state = self._get(TARGET_STATE)
+        # Warmed:*: scale-in with instance reuse sends this instance back to the warm pool; the terminating
+        # hook holds it (in Warmed:Pending:Wait) just as it holds a termination (EC2 Auto Scaling user guide,
+        # https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html)
+        if state == "Terminated" or (state or "").startswith(WARMED):
             self.terminating = True
-            return "lifecycle: Terminated"
+            return f"lifecycle: {state}"
         notice = self._get("spot/instance-action")
         if notice:
             try:
@@ -95,8 +107,12 @@ class Lifecycle:
             log("warning", event="lifecycle_not_completed",
                 reason="asg_name or lifecycle_hook_name is not set; the hook will time out instead")
             return
-        instance_id = self._get("instance-id")
+        instance_id = self.instance_id()
         self.autoscaling.complete_lifecycle_action(
             LifecycleHookName=self.config.lifecycle_hook_name, AutoScalingGroupName=self.config.asg_name,
             LifecycleActionResult="CONTINUE", InstanceId=instance_id)
         log("info", event="lifecycle_completed", instance_id=instance_id, asg=self.config.asg_name)
+
+    def instance_id(self) -> str | None:
+        """This instance's id from instance metadata."""
+        return self._get("instance-id")

@@ -10,6 +10,9 @@ import time
 
 # The per-batch count of finished images; the stack's FleetStalled alarm reads it (stacks/alarms.py)
 IMAGES_DONE = "ImagesDone"
+# The other per-batch metrics of that line, read by the stack's dashboard and `make status`
+IMAGE_ERRORS, BATCH_SIZE, DEVICE_TIME = "ImageErrors", "BatchSize", "DeviceTime"
+IMAGE_LATENCY, QUEUE_WAIT = "ImageLatency", "QueueWait"
 
 logger = logging.getLogger("captionkit.agent")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}

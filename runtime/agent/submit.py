@@ -11,6 +11,7 @@ from runtime.agent import aws
 from runtime.agent.config import ConfigError, load_config
 from runtime.agent.jobs import job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, parse_s3_uri
+from runtime.wake import wake_quietly
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -73,9 +74,10 @@ def main(argv=None) -> int:
               f"{MAX_BODY_BYTES:,}; put the images under one prefix and submit that", file=sys.stderr)
         return 2
     aws.client("sqs", config.region).send_message(QueueUrl=config.queue_url, MessageBody=body)
+    woke = {"wake": wake_quietly(aws.client("autoscaling", config.region), config.asg_name)} if config.asg_name else {}
     where = (f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}summary.json"
              if config.results_bucket_name else f"<results bucket>/{job_root(config, job['job_id'])}summary.json")
-    print(json.dumps({"job_id": job["job_id"], "summary": where}))
+    print(json.dumps({"job_id": job["job_id"], "summary": where, **woke}))
     return 0
 
 

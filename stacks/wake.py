@@ -1,0 +1,79 @@
+"""Wake on the first image: the images bucket's EventBridge events drive a function that sets the group to 1 from 0.
+
+Why EventBridge and not the queue: a Lambda consuming the jobs queue would take the workers' messages, and S3
+refuses a second notification destination with the same prefix and suffix as the queue's
+(https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-how-to-filtering.html). EventBridge delivery
+is a bucket switch, and events from AWS services cost nothing (https://aws.amazon.com/eventbridge/pricing/), so
+the idle cost is zero: no invocation without an upload. A busy upload pays one short Lambda invocation per image
+(about $0.20 per million requests plus 128 MB for a few ms each, https://aws.amazon.com/lambda/pricing/).
+"""
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from runtime import wake as wake_code
+from stacks.bundle import REPO
+
+MIN_INTERVAL_S = 60  # one look at the group per minute per warm function instance
+RUNTIME = lambda_.Runtime.PYTHON_3_14  # the latest the pinned aws-cdk-lib knows (cdk-nag L1)
+
+
+class WakeOnUpload(Construct):
+    """Attributes: `function` (code: runtime/wake.py alone), `rule` (Object Created under the prefix), `role`."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, bucket: s3.Bucket, prefix: str,
+                 suffixes: tuple[str, ...], group_name: str, log_retention_days: int) -> None:
+        super().__init__(scope, construct_id)
+        bucket.enable_event_bridge_notification()
+        log_group = logs.LogGroup(self, "Logs", removal_policy=RemovalPolicy.DESTROY)
+        log_group.node.default_child.retention_in_days = log_retention_days
+        group_arn = (f"arn:{Aws.PARTITION}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*"
+                     f":autoScalingGroupName/{group_name}")
+        self.role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+                             description="CaptionKit wake-up: read the workers group, set it to 1 from 0, write logs")
+        for sid, actions, resource in (
+                ("WakeTheWorkers", ["autoscaling:SetDesiredCapacity"], group_arn),
+                # Describe* supports no resource-level permissions (Service Authorization Reference, EC2 Auto Scaling)
+                ("ReadTheGroup", ["autoscaling:DescribeAutoScalingGroups"], "*"),
+                ("WriteLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], log_group.log_group_arn)):
+            self.role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=[resource]))
+        self.function = lambda_.Function(
+            self, "Function", runtime=RUNTIME, handler=f"{wake_code.__name__.rsplit('.', 1)[-1]}.handler",
+            code=lambda_.Code.from_asset(str(REPO / "runtime"), exclude=["*", "!wake.py"]),
+            role=self.role, log_group=log_group, memory_size=128, timeout=Duration.seconds(10),
+            # one invocation at a time: with the in-function minute between looks, a burst of uploads makes at
+            # most a few Auto Scaling calls; events that wait longer than a minute are dropped (one is enough)
+            reserved_concurrent_executions=1,
+            environment={wake_code.GROUP_ENV: group_name, wake_code.INTERVAL_ENV: str(MIN_INTERVAL_S)},
+            description="Set the CaptionKit workers' desired capacity to 1 when it is 0 (first upload wakes the fleet)")
+        self.function.configure_async_invoke(retry_attempts=0, max_event_age=Duration.seconds(60))
+        self.rule = events.Rule(self, "Uploads", description="An image under the input prefix wakes the workers",
+                                event_pattern=events.EventPattern(
+                                    source=["aws.s3"], detail_type=["Object Created"],
+                                    detail={"bucket": {"name": [bucket.bucket_name]},
+                                            "object": {"key": [{"wildcard": f"{_literal(prefix)}*{_literal(suffix)}"}
+                                                               for suffix in suffixes]}}))
+        self.rule.add_target(targets.LambdaFunction(self.function, retry_attempts=2,
+                                                    max_event_age=Duration.minutes(5)))
+        Validations.of(self.role).acknowledge(Acknowledgment(
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="autoscaling:DescribeAutoScalingGroups supports no resource-level permissions (Service "
+            "Authorization Reference); it reads group sizes only. The one write, SetDesiredCapacity, is "
+            "scoped to the workers group by name.",
+        ), Acknowledgment(
+            id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:autoscaling:<AWS::Region>:<AWS::AccountId>:"
+               f"autoScalingGroup:*:autoScalingGroupName/{group_name}]",
+            reason="Scoped to this one group by its name; the '*' stands for the group id that AWS assigns.",
+        ))
+
+
+def _literal(text: str) -> str:
+    """`text` as a literal inside an EventBridge wildcard pattern (a '*' in a key prefix is no wildcard)."""
+    return text.replace("\\", "\\\\").replace("*", "\\*")
