@@ -8,7 +8,7 @@ OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback status collect
+.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ synth: setup ## cdk synth the stacks (offline, no credentials)
 
 agent: setup ## run the agent here against the stack (local after local-up): make agent [ARGS=--burst] [CONFIG=file]
 	$(if $(CONFIG),$(PY) -m runtime agent --config $(CONFIG) $(ARGS),$(PY) -m tools.run_agent $(ARGS))
+
+redrive: setup ## after a fix, move dead-lettered messages back to the jobs queue, with counts [MAX=n]
+	$(PY) -m tools.redrive $(if $(MAX),--max $(MAX))
 
 submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...] [WAIT=1]
 	$(PY) -m $(if $(WAIT),tools.submit_wait --wait,runtime submit) $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))

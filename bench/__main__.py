@@ -1,4 +1,5 @@
-"""`python -m bench [--quick]` (make bench): model level, cold start, agent level, then the BENCHMARKS.md tables."""
+"""`python -m bench [--quick]` (make bench): model level, cold start, agent level, the fault soak, then the
+BENCHMARKS.md tables."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +8,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from bench import agent, coldstart, model, report
+    from bench import agent, coldstart, model, report, soak
 
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny + demo models only (minutes, a smoke test)")
@@ -34,6 +35,8 @@ def main(argv=None) -> int:
                     "--section", "agent_demo"])
     else:
         print("skipping the demo agent benchmark: demo-model/ is missing (make demo-model)", file=sys.stderr)
+    # 4. the soak: two agents through injected S3/SQS faults, one killed and restarted; lost/duplicated/memory
+    soak.main(["--images", "300" if args.quick else "3000"])
     return report.main([])
 
 

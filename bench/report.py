@@ -77,6 +77,17 @@ def agent_table(key: str, section: dict) -> list[str]:
             f"| {section['agent_vs_model_alone']:.2f} |", ""]
 
 
+def soak_table(key: str, section: dict) -> list[str]:
+    agents = section["agents"]
+    rss = "; ".join(f"{name}: {a['rss_start_kib'] / 1024:.0f} -> {(a['rss_end_kib'] or 0) / 1024:.0f} MiB "
+                    f"({a['starts']} start{'s' if a['starts'] > 1 else ''})" for name, a in agents.items())
+    return [f"### {key}", "", "| images | bad | faults injected | agent kills | records | lost | duplicated | "
+            "wrong | dead-lettered | extra attempts | seconds | RSS start -> end |", "|" + "---|" * 12,
+            f"| {section['images']} | {section['bad_inputs']} | {section['faults_injected']} | {section['agent_kills']} "
+            f"| {section['records']} | {section['lost']} | {section['duplicated']} | {section['wrong_records']} "
+            f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |", ""]
+
+
 def render(results: dict) -> str:
     lines = []
     for key, section in results.items():
@@ -86,6 +97,8 @@ def render(results: dict) -> str:
             lines += cold_tables(key, section)
         elif key.startswith("agent"):
             lines += agent_table(key, section)
+        elif key.startswith("soak"):
+            lines += soak_table(key, section)
     return "\n".join(lines)
 
 

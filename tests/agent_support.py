@@ -29,8 +29,10 @@ def png(colour=(200, 30, 30), size=(24, 16), fmt="PNG") -> bytes:
 class FakeCaptioner:
     """Captions an image by its size and mean colour; `delay_s` per device batch makes it slow."""
 
-    def __init__(self, name: str, sha256: str, delay_s: float = 0.0, max_batch: int = 8, started_file: str = "", **_):
+    def __init__(self, name: str, sha256: str, delay_s: float = 0.0, max_batch: int = 8, started_file: str = "",
+                 abort_on: tuple[int, int] | None = None, **_):
         self.name, self.sha256, self.delay_s, self.max_batch = name, sha256, delay_s, max_batch
+        self.abort_on = tuple(abort_on) if abort_on else None  # an image of this size kills the process
         self.started_file = started_file  # a line is appended here as each device batch starts
         self.device, self.manifest = "cpu", {"schema": "fake", "model": name}
         self.captioned: list[str] = []
@@ -44,6 +46,8 @@ class FakeCaptioner:
         if self.started_file:
             with open(self.started_file, "a") as marks:
                 marks.write(",".join(f"{w}x{h}" for (w, h), _ in pixel_values) + "\n")
+        if self.abort_on and self.abort_on in [size for size, _ in pixel_values]:
+            os.abort()  # as a segfault or the OOM killer would: no exception, no clean-up
         time.sleep(self.delay_s)
         captions = [f"{self.name}: a {w}x{h} image of colour {rgb}" for (w, h), rgb in pixel_values]
         self.captioned.extend(captions)

@@ -14,16 +14,16 @@ def _summary(stack, job_id: str) -> bytes:
 
 
 def test_batch_job_over_a_prefix_captions_every_image_and_writes_a_summary(stack, monkeypatch, capsys):
-    keys = [f"archive/2024/img{n:02d}.png" for n in range(9)]
+    keys = [f"incoming/2024/img{n:02d}.png" for n in range(9)]
     for n, key in enumerate(keys):
         stack.put(key, png(colour=(0, n * 20, 0)))
-    stack.put("archive/2024/broken.jpg", b"\xff\xd8\xff not really a jpeg")
-    stack.put("archive/2024/README.txt", b"not an image suffix: skipped")
-    stack.put("archive/2023/old.png", png())  # outside the prefix
+    stack.put("incoming/2024/broken.jpg", b"\xff\xd8\xff not really a jpeg")
+    stack.put("incoming/2024/README.txt", b"not an image suffix: skipped")
+    stack.put("incoming/2023/old.png", png())  # outside the prefix
     monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
     monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
 
-    assert submit.main([f"s3://{stack.images}/archive/2024/", "--job-id", "job-1"]) == 0
+    assert submit.main([f"s3://{stack.images}/incoming/2024/", "--job-id", "job-1"]) == 0
     printed = json.loads(capsys.readouterr().out)
     worker = stack.worker(burst=True)
     assert worker.run() == 0
@@ -31,11 +31,11 @@ def test_batch_job_over_a_prefix_captions_every_image_and_writes_a_summary(stack
     summary = json.loads(_summary(stack, "job-1"))
     assert printed == {"job_id": "job-1", "summary": f"s3://{stack.images}/results/_jobs/job-1/summary.json"}
     assert (summary["images"], summary["done"], summary["failed"]) == (10, 9, 1)
-    assert summary["failures"][0]["uri"] == f"s3://{stack.images}/archive/2024/broken.jpg"
+    assert summary["failures"][0]["uri"] == f"s3://{stack.images}/incoming/2024/broken.jpg"
     assert "not a readable image" in summary["failures"][0]["error"]
-    assert summary["source"] == f"s3://{stack.images}/archive/2024/"
+    assert summary["source"] == f"s3://{stack.images}/incoming/2024/"
     results = [key for key in stack.keys() if "/_jobs/" not in key]
-    assert results == sorted(f"results/{key}.json" for key in [*keys, "archive/2024/broken.jpg"])
+    assert results == sorted(f"results/{key}.json" for key in [*keys, "incoming/2024/broken.jpg"])
     assert len(stack.keys("results/_jobs/job-1/chunks/")) == 3  # 10 images in chunks of batch_size 4
     assert stack.counts() == {"visible": 0, "in_flight": 0}
 
@@ -91,3 +91,13 @@ def test_submit_without_a_queue_says_which_setting_is_missing(monkeypatch, capsy
     monkeypatch.delenv("CAPTIONKIT_QUEUE_URL", raising=False)
     assert submit.main(["s3://b/p/"]) == 2
     assert "CAPTIONKIT_QUEUE_URL" in capsys.readouterr().err
+
+
+def test_submit_refuses_images_the_workers_cannot_read_before_queueing(stack, monkeypatch, capsys):
+    monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
+    monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
+    for uris in ([f"s3://{stack.images}/archive/"], [f"s3://other-bucket/incoming/a.png"],
+                 [f"s3://{stack.images}/incoming/a.png", f"s3://{stack.images}/elsewhere/b.png"]):
+        assert submit.main([*uris, "--job-id", "refused"]) == 2
+        assert "the only place the workers may read" in capsys.readouterr().err
+    assert stack.counts() == {"visible": 0, "in_flight": 0}  # nothing was queued

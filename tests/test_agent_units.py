@@ -11,12 +11,12 @@ import botocore.exceptions
 import pytest
 
 from agent_support import REPO
-from runtime.agent.aws import RetryLater, classify_read_error
+from runtime.agent.aws import Replaced, RetryLater, classify_read_error
 from runtime.agent.config import ConfigError, load_config
 from runtime.agent.device import DeviceError, choose_device
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
-from runtime.agent.results import render, result_key
+from runtime.agent.results import is_own_result, render, result_key
 from runtime.errors import BadImage
 
 
@@ -122,11 +122,32 @@ def test_read_errors_are_split_into_permanent_and_transient():
     def client_error(code):
         return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
 
-    assert isinstance(classify_read_error(client_error("NoSuchKey"), "s3://b/k"), BadImage)
-    assert isinstance(classify_read_error(client_error("InvalidObjectState"), "s3://b/k"), BadImage)
-    for transient in [client_error("SlowDown"), client_error("AccessDenied"), client_error("NoSuchBucket"),
+    for permanent in ["NoSuchKey", "InvalidObjectState", "AccessDenied", "NoSuchBucket", "KeyTooLongError"]:
+        assert isinstance(classify_read_error(client_error(permanent), "s3://b/k"), BadImage), permanent
+    assert "images prefix" in str(classify_read_error(client_error("AccessDenied"), "s3://b/k"))
+    assert isinstance(classify_read_error(client_error("PreconditionFailed"), "s3://b/k"), Replaced)
+    for transient in [client_error("SlowDown"), client_error("ServiceUnavailable"), client_error("InternalError"),
                       botocore.exceptions.ReadTimeoutError(endpoint_url="http://s3")]:
         assert isinstance(classify_read_error(transient, "s3://b/k"), RetryLater)
+
+
+def test_one_rule_skips_the_agents_own_results():
+    assert is_own_result(("pics", "results/"), "pics", "results/a.jpg.json")
+    assert not is_own_result(("pics", "results/"), "other", "results/a.jpg.json")
+    assert not is_own_result(("pics", "results/"), "pics", "incoming/a.jpg")
+    assert not is_own_result(("pics", ""), "pics", "incoming/a.jpg")  # an empty prefix is refused by load_config
+
+
+def test_an_empty_results_prefix_is_refused():
+    with pytest.raises(ConfigError, match="results_prefix must be a key prefix"):
+        load_config(environ={"CAPTIONKIT_RESULTS_PREFIX": ""})
+
+
+def test_a_result_key_too_long_for_s3_goes_under_long_keys():
+    long_key = "incoming/" + "x" * 1010
+    key = result_key("results/", long_key)
+    assert key.startswith("results/_long-keys/") and len(key.encode()) <= 1024
+    assert key == result_key("results/", long_key)  # deterministic: a redelivery overwrites the same record
 
 
 @pytest.mark.parametrize("requested, gpus, available, expected", [

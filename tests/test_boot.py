@@ -112,7 +112,8 @@ def test_agent_unit_restarts_on_failure_gives_up_after_a_burst_and_never_restart
     for line in ("User=captionkit", "Restart=on-failure", "KillSignal=SIGTERM", "WantedBy=multi-user.target",
                  f"TimeoutStopSec={CONFIG['drain_timeout_s'] + 30}", f"WorkingDirectory={REPO}",
                  "StartLimitBurst=5", "StartLimitIntervalSec=900", "OnFailure=captionkit-give-up.service",
-                 f"SuccessExitStatus={DRAIN_TIMEOUT_EXIT}", f"RestartPreventExitStatus={DRAIN_TIMEOUT_EXIT}"):
+                 f"SuccessExitStatus={DRAIN_TIMEOUT_EXIT}", f"RestartPreventExitStatus={DRAIN_TIMEOUT_EXIT}",
+                 "WatchdogSec=120", "NotifyAccess=main"):
         assert f"\n{line}\n" in unit, line
     give_up = (root / "etc/systemd/system/captionkit-give-up.service").read_text()
     assert f"ExecStart=/bin/bash {REPO}/stacks/boot/give_up.sh " in give_up and "Type=oneshot" in give_up

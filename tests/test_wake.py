@@ -72,7 +72,7 @@ def test_a_missing_group_is_an_error_that_says_what_to_do(aws):
 
 def test_submit_wakes_the_fleet_after_queueing_the_job(stack, group, capsys):
     path = stack.write_config(asg_name=group)
-    assert submit.main([f"s3://{stack.images}/set/", "--job-id", "wake-1", "--config", str(path)]) == 0
+    assert submit.main([f"s3://{stack.images}/incoming/set/", "--job-id", "wake-1", "--config", str(path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["job_id"] == "wake-1" and printed["wake"] == "woke"
     assert desired(group) == 1 and stack.counts()["visible"] == 1
@@ -80,6 +80,6 @@ def test_submit_wakes_the_fleet_after_queueing_the_job(stack, group, capsys):
 
 def test_submit_still_queues_the_job_when_it_cannot_wake(stack, capsys):
     path = stack.write_config(asg_name="no-such-group")
-    assert submit.main([f"s3://{stack.images}/set/", "--job-id", "wake-2", "--config", str(path)]) == 0
+    assert submit.main([f"s3://{stack.images}/incoming/set/", "--job-id", "wake-2", "--config", str(path)]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["wake"].startswith("not woken (LookupError") and stack.counts()["visible"] == 1

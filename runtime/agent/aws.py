@@ -10,13 +10,26 @@ from runtime.errors import BadImage
 # Codes for an S3 object that will never be readable as asked: permanent, an error record at once.
 GONE_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
 ARCHIVED_CODES = {"InvalidObjectState"}
+# Codes that no retry will change until someone fixes a bucket name, a policy or a key: an error record at once
+# (after the fix, resubmit the image or `make redrive`). S3's error code list:
+# https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html#ErrorCodeList
+DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidObjectState", "AccountProblem",
+                "InvalidAccessKeyId", "KMS.DisabledException", "KMS.NotFoundException"}
+NO_BUCKET_CODES = {"NoSuchBucket", "InvalidBucketName"}
+BAD_KEY_CODES = {"KeyTooLongError", "InvalidURI"}
+# The object changed since the event (IfMatch on the event's eTag failed): the newer upload has its own event
+REPLACED_CODES = {"PreconditionFailed", "412"}
 
 
 class RetryLater(Exception):
     """A transient failure (S3 or SQS errors, throttling, timeouts): the message goes back to the queue."""
 
 
-#: Exceptions never retried: they end as an error record for the image (S3 codes: GONE_CODES, ARCHIVED_CODES).
+class Replaced(Exception):
+    """The object was overwritten after the event: this event is skipped, the newer upload's event captions it."""
+
+
+#: Exceptions never retried: they end as an error record for the image (S3 codes: see `classify_read_error`).
 PERMANENT = (BadImage,)
 
 _RETRY_CONFIG = botocore.config.Config(
@@ -40,12 +53,30 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def permanent_reason(code: str, uri: str, action: str = "read") -> str | None:
+    """What an S3 error code means for `uri` when no retry will help, else None (a transient error)."""
+    if code in ARCHIVED_CODES:
+        return f"{uri}: the object is archived (Glacier); restore it, then resubmit it"
+    if code in DENIED_CODES:
+        return (f"{uri}: S3 denied the workers' role the {action} ({code}); the workers may read only the stack's "
+                f"images prefix: upload the image there, or widen the role, then resubmit it")
+    if code in NO_BUCKET_CODES:
+        return f"{uri}: the bucket does not exist ({code}); check the bucket name and resubmit"
+    if code in BAD_KEY_CODES:
+        return f"{uri}: S3 refused the key ({code}); use a shorter or valid key"
+    return None
+
+
 def classify_read_error(exc: Exception, uri: str) -> Exception:
-    """Turn an S3 read failure into `BadImage` (permanent, with a reason) or `RetryLater`."""
+    """Turn an S3 read failure into `BadImage` (permanent, with a reason), `Replaced` or `RetryLater`."""
     code = error_code(exc)
     if code in GONE_CODES:
         return BadImage(f"{uri}: the object was deleted (or never existed) before it could be read; "
                         f"upload it again to caption it")
-    if code in ARCHIVED_CODES:
-        return BadImage(f"{uri}: the object is archived (Glacier); restore it, then resubmit it")
+    if code in REPLACED_CODES:
+        return Replaced(f"{uri}: replaced after this event (its eTag no longer matches); the newer upload's "
+                        f"event captions it")
+    reason = permanent_reason(code, uri)
+    if reason:
+        return BadImage(reason)
     return RetryLater(f"{uri}: {exc.__class__.__name__}: {exc}")

@@ -13,6 +13,7 @@ from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
 from runtime.agent.swap import ModelWatcher, warm_up
 from runtime.agent.warm_pool import WarmPoolGate, load_for_service
+from runtime.agent.watchdog import Watchdog
 from runtime.agent.worker import Worker
 from runtime.errors import CaptionKitError
 
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
         # 1. settings, 2. the device, 3. the current model (pointer -> download -> checksum -> load), 4. warm-up
         config = load_config(args.config)
         config.require("queue_url", "artifacts_bucket")
+        watchdog = Watchdog(config.hold_limit_s)
+        watchdog.start()  # systemd's watchdog runs from the start: pet it through a long download or compile
         if not config.results_bucket_name:
             config.require("results_bucket")  # raises: neither results_bucket nor images_bucket is set
         device = device_without_cpu_fallback(config.device)
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     # 5. the background watchers, 6. the loop
     watcher = ModelWatcher(config, s3, device, pointer["sha256"])
     worker = Worker(config, captioner, pointer, sqs=sqs, s3=s3, burst=args.burst,
-                    max_batches=args.max_batches, watcher=watcher)
+                    max_batches=args.max_batches, watcher=watcher, watchdog=watchdog)
     lifecycle = Lifecycle(config, worker.stop, autoscaling=aws.client("autoscaling", config.region))
     worker.on_exit.append(lambda: _safely(lifecycle.complete))
     install_signal_handlers(worker)
@@ -79,6 +82,7 @@ def install_signal_handlers(worker: Worker) -> None:
         name = signal.Signals(signum).name
         if worker.stopping.is_set():
             log("warning", event="exit_now", signal=name, held=len(worker.inbox.held()), **worker.counters.as_dict())
+            worker.journal.clear()  # asked to exit: not a crash of the images on the device
             os._exit(128 + signum)
         worker.stop(f"signal {name}")
 

@@ -50,12 +50,19 @@ class AgentConfig:
     max_image_bytes: int = 64 * 1024 * 1024
     prefetch_threads: int = 8
     drain_timeout_s: float = 90.0
+    max_batch_s: float = 0.0  # the longest a batch may take; 0: drain_timeout_s - 30 (the stack sets that)
+    crash_limit: int = 2  # an image alone on the device when the worker died this often ends as an error record
     imds_url: str = "http://169.254.169.254"  # empty: never ask instance metadata
     imds_poll_s: float = 5.0
     cache_dir: str = "~/.cache/captionkit"
     job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
     job_topic_arn: str = ""  # SNS topic told when a job's summary is first written; empty: none
     captioner_loader: str = "runtime.captioner:load_captioner"
+
+    @property
+    def hold_limit_s(self) -> float:
+        """How long a message may stay held (a prefetched batch, then its own): past it, visibility lapses."""
+        return 2 * (self.max_batch_s or max(30.0, self.drain_timeout_s - 30))
 
     @property
     def results_bucket_name(self) -> str:
@@ -118,6 +125,12 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     if config.quantize and (config.backend != "exported" or config.device == "cuda"):
         raise ConfigError(f"quantize={config.quantize} is for the exported backend on CPU "
                           f"(backend is {config.backend}, device {config.device}); clear one of them")
+    if not config.results_prefix.endswith("/") or config.results_prefix.startswith("/"):
+        raise ConfigError(f"results_prefix must be a key prefix like 'results/' (not empty, no leading '/', a "
+                          f"trailing '/'), not {config.results_prefix!r}: results outside one would be captioned "
+                          f"as images")
+    if config.crash_limit < 1:
+        raise ConfigError(f"crash_limit must be at least 1, not {config.crash_limit}")
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

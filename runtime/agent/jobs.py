@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import CHUNK_TYPE, Chunk, parse_s3_uri
 from runtime.agent.notify import publish_job_done
-from runtime.agent.results import results_location
+from runtime.agent.results import is_own_result, results_location
 
 if TYPE_CHECKING:
     from runtime.agent.prefetch import Item
@@ -38,13 +38,13 @@ def _get_json(s3, bucket: str, key: str):
 def list_images(s3, config: AgentConfig, prefix_uri: str) -> list[str]:
     """Every image URI under a prefix (by `image_suffixes`), skipping folders and the agent's own results."""
     bucket, prefix = parse_s3_uri(prefix_uri)
-    skip_prefix = results_location(config)
+    own = results_location(config)
     suffixes = tuple(s.lower() for s in config.image_suffixes)
     uris = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for entry in page.get("Contents", []):
             key = entry["Key"]
-            if key.endswith("/") or (bucket, key[:len(skip_prefix[1])]) == skip_prefix:
+            if key.endswith("/") or is_own_result(own, bucket, key):
                 continue
             if not suffixes or key.lower().endswith(suffixes):
                 uris.append(f"s3://{bucket}/{key}")

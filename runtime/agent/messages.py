@@ -6,6 +6,8 @@ import json
 import re
 import urllib.parse
 
+from runtime.agent.results import is_own_result
+
 JOB_TYPE = "captionkit.job"
 CHUNK_TYPE = "captionkit.chunk"
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -22,6 +24,7 @@ class ImageRef:
     bucket: str
     key: str
     version_id: str | None = None
+    etag: str | None = None  # the event's eTag: the read is IfMatch on it, so replaced bytes are never captioned
 
     @property
     def uri(self) -> str:
@@ -56,7 +59,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def parse_body(body: str, skip_prefix: tuple[str, str] = ("", "")) -> Work:
-    """Parse a message body; objects under `skip_prefix` (bucket, prefix), the agent's own results, are skipped."""
+    """Parse a message body; the agent's own results (`skip_prefix`: (bucket, prefix), see
+    `results.is_own_result`) are skipped."""
     try:
         data = json.loads(body)
     except (TypeError, json.JSONDecodeError):
@@ -87,10 +91,11 @@ def _s3_event(records: list, skip_prefix: tuple[str, str]) -> Work:
             raise UnknownMessage(f"an S3 event record without eventName/bucket/key: {str(record)[:200]}") from None
         if not name.startswith("ObjectCreated:") or key.endswith("/"):
             skipped.append(f"{name} {key}")
-        elif skip_prefix[0] == bucket and skip_prefix[1] and key.startswith(skip_prefix[1]):
+        elif is_own_result(skip_prefix, bucket, key):
             skipped.append(f"result object {key}")
         else:
-            images.append(ImageRef(bucket, key, record["s3"]["object"].get("versionId")))
+            obj = record["s3"]["object"]
+            images.append(ImageRef(bucket, key, obj.get("versionId") or None, str(obj.get("eTag") or "") or None))
     return Work(images=tuple(images), note="; ".join(skipped))
 
 

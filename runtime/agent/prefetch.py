@@ -5,7 +5,8 @@ import concurrent.futures
 import dataclasses
 import time
 
-from runtime.agent.aws import PERMANENT, RetryLater, classify_read_error
+from runtime.agent import crashes
+from runtime.agent.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import ImageRef, UnknownMessage, Work, parse_body
@@ -28,6 +29,7 @@ class Item:
     caption: str | None = None
     error: str | None = None  # permanent: written as an error record
     retry: str | None = None  # transient: the message goes back to the queue
+    skipped: str | None = None  # no record from this message (the object was replaced; its newer event writes one)
 
 
 @dataclasses.dataclass
@@ -42,6 +44,26 @@ class Batch:
     pixels: list = dataclasses.field(default_factory=list)
     preprocessed_by: object = None
     fetch_s: float = 0.0
+    alone: bool = False  # device batches of one image: its messages came back, maybe after a crash
+
+    def suspects(self) -> list[Message]:
+        """Messages with images that were received before (a crash, a hang or a retry sent them back)."""
+        return [m for m in self.messages if m.receive_count > 1 and self.work.get(m.id) and self.work[m.id].images]
+
+    def split(self) -> list[Batch]:
+        """This batch, or its first-time messages then each suspect message alone (fewest receives first)."""
+        suspects = self.suspects()
+        if not suspects or (self.alone and len(self.messages) == 1):
+            return [self]
+        first = [m for m in self.messages if m not in suspects]
+        parts = [self._part(first, False)] if first else []
+        return parts + [self._part([m], True) for m in sorted(suspects, key=lambda m: m.receive_count)]
+
+    def _part(self, messages: list[Message], alone: bool) -> Batch:
+        ids = {m.id for m in messages}
+        return Batch(messages=messages, work={k: v for k, v in self.work.items() if k in ids},
+                     unknown=[(m, r) for m, r in self.unknown if m.id in ids],
+                     items=[i for i in self.items if i.message.id in ids], fetch_s=self.fetch_s, alone=alone)
 
 
 class Prefetcher:
@@ -51,8 +73,9 @@ class Prefetcher:
         self.inbox, self.s3, self.config, self.skip_prefix = inbox, s3, config, results_location(config)
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
 
-    def fetch(self, captioner: Captioner, wait_s: float) -> Batch:
-        """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner`."""
+    def fetch(self, captioner, wait_s: float, current: bool = False) -> Batch:
+        """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner` (with
+        `current`, a function returning the model in use once the images are in)."""
         started, batch = time.monotonic(), Batch()
         self._add(batch, self.inbox.receive(self.config.batch_size, wait_s))
         gather_until = time.monotonic() + self.config.batch_wait_s
@@ -63,7 +86,9 @@ class Prefetcher:
             else:
                 time.sleep(0.05)
         list(self.pool.map(self._download, batch.items))
-        self.preprocess(batch, captioner)
+        captioner = captioner() if current else captioner  # the model now: a swap may have dropped the old one
+        if captioner is not None:
+            self.preprocess(batch, captioner)
         batch.fetch_s = time.monotonic() - started
         return batch
 
@@ -80,7 +105,12 @@ class Prefetcher:
     def _download(self, item: Item) -> None:
         ref = item.ref
         try:
-            extra = {"VersionId": ref.version_id} if ref.version_id else {}
+            # IfMatch the event's eTag: an object overwritten since the event is skipped, never captioned under the
+            # older event (the newer upload has its own event, and the result names the version it read). Events
+            # carry it unquoted; sent quoted as RFC 7232 spells an entity tag (S3 compares either form:
+            # https://github.com/versity/versitygw/pull/1715, checked against AWS; moto accepts both)
+            extra = ({"IfMatch": f'"{ref.etag.strip(chr(34))}"'} if ref.etag else
+                     {"VersionId": ref.version_id} if ref.version_id else {})
             reply = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **extra)
             item.etag, item.size = reply.get("ETag", "").strip('"') or None, reply.get("ContentLength")
             item.version_id = reply.get("VersionId") or ref.version_id
@@ -89,6 +119,10 @@ class Prefetcher:
                 raise BadImage(f"the object is {item.size:,} bytes, over the limit of "
                                f"{self.config.max_image_bytes:,} (max_image_bytes); shrink it or raise the limit")
             data = reply["Body"].read()
+            if item.message.receive_count > 1:
+                count = crashes.crash_count(self.s3, self.config, ref.uri)
+                if count >= self.config.crash_limit:
+                    raise BadImage(crashes.crashed_reason(ref.uri, count))
             item.image = load_image(data, max_pixels=self.config.max_pixels)
         except PERMANENT as exc:
             item.error = str(exc).removeprefix("image bytes: ")
@@ -96,13 +130,16 @@ class Prefetcher:
             classified = classify_read_error(exc, ref.uri)
             if isinstance(classified, RetryLater):
                 item.retry = str(classified)
+            elif isinstance(classified, Replaced):
+                item.skipped = str(classified)
             else:
                 item.error = str(classified)
 
     def preprocess(self, batch: Batch, captioner: Captioner) -> None:
         """Split decoded images into device batches and preprocess them for `captioner`."""
         ready = [item for item in batch.items if item.image is not None]
-        size = max(1, min(self.config.batch_size, getattr(captioner, "max_batch", self.config.batch_size)))
+        size = 1 if batch.alone else max(1, min(self.config.batch_size, getattr(captioner, "max_batch",
+                                                                                 self.config.batch_size)))
         batch.groups = [ready[start:start + size] for start in range(0, len(ready), size)]
         batch.pixels = []
         for group in batch.groups:

@@ -23,13 +23,16 @@ class Message:
     sent_at: float  # epoch seconds, when it entered the queue
     deadline: float  # monotonic seconds
     received_at: float = dataclasses.field(default_factory=time.time)  # epoch seconds
+    held_since: float = dataclasses.field(default_factory=time.monotonic)
+    lapsed: bool = False  # held past the hold limit: no longer extended
 
 
 class Inbox:
     """Receives messages, remembers which ones this agent holds, and settles each exactly once."""
 
-    def __init__(self, sqs, queue_url: str, visibility_timeout_s: int):
+    def __init__(self, sqs, queue_url: str, visibility_timeout_s: int, hold_limit_s: float = float("inf")):
         self.sqs, self.url, self.visibility_timeout_s = sqs, queue_url, int(visibility_timeout_s)
+        self.hold_limit_s = hold_limit_s  # past it a message is not extended: a hung device cannot hold it for 12 h
         self._held: dict[str, Message] = {}
         self._dlq: tuple[str, str] | None = None
         self._lock = threading.RLock()  # settling and extending never interleave on a message
@@ -79,10 +82,16 @@ class Inbox:
                     log("error", event="settle_failed", call=call, reason=failure.get("Message", ""))
 
     def extend_due(self) -> int:
-        """Extend every held message whose visibility has less than half its timeout left."""
+        """Extend every held message whose visibility has less than half its timeout left, unless it was held
+        past `hold_limit_s` (then it lapses: visible again for another worker, and the watchdog ends this one)."""
         with self._lock:
             now = time.monotonic()
-            due = [m for m in self._held.values() if m.deadline - now < self.visibility_timeout_s / 2]
+            for m in self._held.values():
+                if not m.lapsed and now - m.held_since > self.hold_limit_s:
+                    m.lapsed = True
+                    log("error", event="hold_limit_passed", message_id=m.id, hold_limit_s=self.hold_limit_s,
+                        held_s=round(now - m.held_since, 1), reason="no progress: its visibility is left to lapse")
+            due = [m for m in self._held.values() if not m.lapsed and m.deadline - now < self.visibility_timeout_s / 2]
             for start in range(0, len(due), 10):
                 part = due[start:start + 10]
                 entries = [{"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": self.visibility_timeout_s}

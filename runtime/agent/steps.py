@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 
 from runtime.agent import jobs, results
@@ -12,20 +13,30 @@ from runtime.agent.prefetch import Batch
 from runtime.agent.queue import Message
 
 
-def caption(batch: Batch, model: Captioner) -> float:
-    """Caption every decoded image; when a device batch fails, retry its images one by one. Seconds taken."""
+def _no_journal(_uris):
+    return contextlib.nullcontext()
+
+
+def caption(batch: Batch, model: Captioner, on_device=_no_journal) -> float:
+    """Caption every decoded image; when a device batch fails, retry its images one by one. Seconds taken.
+
+    `on_device(uris)` is a context manager around each device call (the crash journal, the liveness mark).
+    """
     started = time.monotonic()
     for group, pixels in zip(batch.groups, batch.pixels):
         try:
             if pixels is None:
                 raise ValueError("preprocessing the batch failed")
-            for item, text in zip(group, model.caption_pixels(pixels), strict=True):
+            with on_device([item.ref.uri for item in group]):
+                texts = model.caption_pixels(pixels)
+            for item, text in zip(group, texts, strict=True):
                 item.caption = text
         except Exception as exc:  # noqa: BLE001 - find the image that fails, spare the others
             log("error", event="batch_caption_failed", reason=f"{exc.__class__.__name__}: {exc}", images=len(group))
             for item in group:
                 try:
-                    item.caption = model.caption([item.image])[0]
+                    with on_device([item.ref.uri]):
+                        item.caption = model.caption([item.image])[0]
                 except Exception as one:  # noqa: BLE001 - that message goes back to the queue
                     item.retry = f"captioning failed: {one.__class__.__name__}: {one}"
     for item in batch.items:
@@ -37,9 +48,13 @@ def write_results(batch: Batch, model: Captioner, s3, config: AgentConfig,
                   pool: concurrent.futures.Executor) -> None:
     """Write the result (or error record) of every finished image, in parallel on `pool`."""
     def write(item):
-        if item.retry is None:
+        if item.retry is None and item.skipped is None:
             key = results.result_key(config.results_prefix, item.ref.key)
             try:
+                if item.ref.etag and item.error is None and results.replaced_since(s3, item.ref, item.etag):
+                    item.skipped = (f"{item.ref.uri}: replaced while it was captioned; the newer upload's event "
+                                    f"captions it")
+                    return
                 results.write(s3, config.results_bucket_name, key, results.render(item, model))
             except Exception as exc:  # noqa: BLE001 - RetryLater: the message goes back
                 item.retry = str(exc)

@@ -31,6 +31,20 @@ def build_job(uris: list[str], job_id: str | None = None) -> dict:
     return {"type": JOB_TYPE, "job_id": job_id, "images": uris}
 
 
+def unreadable_by_workers(config, uris: list[str]) -> str | None:
+    """Why the workers cannot read some of `uris`, or None. Their role may read only the images bucket's
+    images prefix (stacks/worker_policy.py, ReadImages): anything else would end as error records."""
+    if not config.images_bucket:
+        return ("images_bucket is not set, so submit cannot check that the workers may read these images: "
+                "set CAPTIONKIT_IMAGES_BUCKET (and CAPTIONKIT_IMAGES_PREFIX if not incoming/)")
+    outside = [uri for uri in uris if parse_s3_uri(uri) != (config.images_bucket, parse_s3_uri(uri)[1])
+               or not parse_s3_uri(uri)[1].startswith(config.images_prefix)]
+    if outside:
+        return (f"{len(outside)} of {len(uris)} URIs are outside s3://{config.images_bucket}/{config.images_prefix}, "
+                f"the only place the workers may read (e.g. {outside[0]}); copy the images there and submit that")
+    return None
+
+
 def main(argv=None) -> int:
     """Send one job message to the agents' queue; prints the job id and where its summary will be."""
     parser = argparse.ArgumentParser(prog="python -m runtime submit", description=__doc__.split(":", 1)[1])
@@ -47,8 +61,12 @@ def main(argv=None) -> int:
         config = load_config(args.config)
         config.require("queue_url")
         job = build_job(uris, args.job_id)
+        refusal = unreadable_by_workers(config, uris)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"submit: {exc}", file=sys.stderr)
+        return 2
+    if refusal:
+        print(f"submit: refused, nothing queued: {refusal}", file=sys.stderr)
         return 2
     body = json.dumps(job)
     if len(body.encode()) > MAX_BODY_BYTES:

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import threading
 import time
 
 from typing import Callable
 
-from runtime.agent import steps
+from runtime.agent import crashes, steps
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import IMAGES_DONE, Counters, embedded_metrics, log
 from runtime.agent.prefetch import Batch, Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.swap import ModelWatcher
+from runtime.agent.watchdog import Watchdog
 
 # The drain ran past its bound: the messages in hand went back to the queue. The worker's systemd unit lists
 # this code in SuccessExitStatus and RestartPreventExitStatus (stacks/boot/bootstrap.sh): an instance that is
@@ -26,10 +28,13 @@ class Worker:
     """Consumes the queue until stopped, the queue is empty (`burst`) or `max_batches` ran."""
 
     def __init__(self, config: AgentConfig, captioner: Captioner, pointer: dict, *, sqs, s3, burst: bool = False,
-                 max_batches: int | None = None, watcher: ModelWatcher | None = None):
+                 max_batches: int | None = None, watcher: ModelWatcher | None = None,
+                 watchdog: Watchdog | None = None):
         self.config, self.model, self.pointer, self.s3, self.sqs = config, captioner, pointer, s3, sqs
         self.burst, self.max_batches, self.watcher = burst, max_batches, watcher
-        self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s)
+        self.watchdog = watchdog or Watchdog(config.hold_limit_s)
+        self.journal = crashes.Journal(crashes.journal_path(config))
+        self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s, config.hold_limit_s)
         self.prefetcher = Prefetcher(self.inbox, s3, config)
         self.counters = Counters()
         self.ready_at = time.monotonic()
@@ -50,12 +55,16 @@ class Worker:
 
     def run(self) -> int:
         """The loop. Returns the exit code: 0 after a drain, burst end or `max_batches`."""
+        crashes.recover(self.journal, self.s3, self.config)
         self.inbox.start()
+        self.watchdog.start()
+        self.watchdog.ready()
         pending = self._fetch_next()
         try:
             while pending is not None:
                 future, pending = pending, None
                 batch = future.result()
+                self.watchdog.mark()
                 if self.stopping.is_set():
                     self.inbox.release(batch.messages)  # received but not started: visible again at once
                 elif not batch.messages:
@@ -63,9 +72,14 @@ class Worker:
                         pending = self._fetch_next()
                 else:
                     self.counters.batches += 1
-                    if not self.max_batches or self.counters.batches < self.max_batches:
+                    more = not self.max_batches or self.counters.batches < self.max_batches
+                    suspects = batch.suspects()  # held alone: no prefetched batch-mates share a crash
+                    if more and not suspects:
                         pending = self._fetch_next()  # downloads the next batch while this one runs
-                    self.process(batch)
+                    for part in batch.split():
+                        self.process(part)
+                    if more and suspects and not self.stopping.is_set():
+                        pending = self._fetch_next()
         finally:
             self._finish(pending)
         return 0
@@ -74,12 +88,16 @@ class Worker:
         """Caption one batch, write its results and settle every message it holds."""
         started = time.monotonic()
         try:
-            self._swap_model_if_ready()
+            self._swap_model_if_ready(batch)
             for message, reason in batch.unknown:
                 self.inbox.dead_letter(message, reason)
+            for message in batch.messages:
+                note = batch.work[message.id].note if message.id in batch.work else ""
+                if note:
+                    log("info", event="skipped", message_id=message.id, note=note)
             if batch.preprocessed_by is not self.model:
                 self.prefetcher.preprocess(batch, self.model)
-            device_s = steps.caption(batch, self.model)
+            device_s = steps.caption(batch, self.model, self._on_device)
             steps.write_results(batch, self.model, self.s3, self.config, self._writers)
             done, retry = steps.settle(batch, self.s3, self.sqs, self.config)
             self.inbox.delete(done)
@@ -91,6 +109,11 @@ class Worker:
             return
         self._log_batch(batch, {"deleted": len(done), "retried": len(retry)}, device_s, time.monotonic() - started)
 
+    @contextlib.contextmanager
+    def _on_device(self, uris: list[str]):
+        with self.journal.on_device(uris), self.watchdog.device_call():
+            yield
+
     def _fetch_next(self):
         return self._fetcher.submit(self._fetch, self.config.wait_time_s)
 
@@ -98,7 +121,7 @@ class Worker:
         if self.stopping.is_set():
             return Batch()
         try:
-            return self.prefetcher.fetch(self.model, wait_s)
+            return self.prefetcher.fetch(lambda: self.model, wait_s, current=True)
         except Exception as exc:  # noqa: BLE001 - SQS trouble past botocore's retries: pause, poll again
             log("error", event="receive_failed", reason=f"{exc.__class__.__name__}: {exc}")
             self.stopping.wait(min(30.0, max(1.0, wait_s)))
@@ -106,7 +129,19 @@ class Worker:
                 raise
             return Batch()
 
-    def _swap_model_if_ready(self) -> None:
+    def _swap_model_if_ready(self, batch: Batch) -> None:
+        deferred = self.watcher.take_deferred() if self.watcher else None
+        if deferred:
+            old = self.model.sha256
+
+            def drop():  # no reference to the old model may stay, or its memory is not freed
+                self.model, batch.preprocessed_by, batch.pixels = None, None, []
+
+            self.model, self.pointer = self.watcher.swap_now(deferred, self.pointer, drop)
+            if self.model is None:
+                log("error", event="fatal", reason="neither the new nor the old model loads after a swap")
+                self.force_exit(1)
+            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name, paused=True)
         ready = self.watcher.take() if self.watcher else None
         if ready:
             old = self.model.sha256
@@ -122,7 +157,10 @@ class Worker:
         self.counters.retried += len(messages)
 
     def _log_batch(self, batch: Batch, settled: dict, device_s: float, total_s: float) -> None:
-        finished = [item for item in batch.items if item.retry is None]
+        for item in batch.items:
+            if item.skipped:
+                log("info", event="skipped", message_id=item.message.id, note=item.skipped)
+        finished = [item for item in batch.items if item.retry is None and item.skipped is None]
         failed = sum(1 for item in finished if item.error)
         for item in finished:
             if item.error:
@@ -150,6 +188,7 @@ class Worker:
             self.inbox.release(pending.result().messages)
         self.inbox.release(self.inbox.held())
         self.inbox.stop()
+        self.watchdog.stop()
         self._fetcher.shutdown(wait=False)
         self._writers.shutdown(wait=False)
         self.prefetcher.close()
@@ -164,6 +203,7 @@ class Worker:
         log("error", event="drain_timeout", drain_timeout_s=self.config.drain_timeout_s,
             released=len(self.inbox.held()))
         self.inbox.release(self.inbox.held())
+        self.journal.clear()  # an orderly exit mid-call: the images on the device did not crash anything
         for callback in self.on_exit:
             callback()
         self.force_exit(DRAIN_TIMEOUT_EXIT)

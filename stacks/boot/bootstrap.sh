@@ -143,6 +143,10 @@ SuccessExitStatus=75
 RestartPreventExitStatus=75
 KillSignal=SIGTERM
 TimeoutStopSec=$STOP_TIMEOUT_S
+# the agent says WATCHDOG=1 (runtime/agent/watchdog.py) only while it makes progress; silent this long: SIGABRT,
+# then Restart=on-failure (https://www.freedesktop.org/software/systemd/man/latest/systemd.service.html#WatchdogSec=)
+WatchdogSec=120
+NotifyAccess=main
 StateDirectory=captionkit
 LogsDirectory=captionkit
 StandardOutput=append:$LOG_DIR/agent.log
