@@ -72,3 +72,13 @@ class Counters:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def batch_metrics(config, *, done: int, failed: int, size: int, device_s: float, latencies_s: list[float],
+                  waits_s: list[float]) -> dict:
+    """The embedded-metric fields of one batch's log line (dimension Queue; at most 100 values per list)."""
+    ms = lambda values: [round(v * 1000, 1) for v in values][:100]  # noqa: E731
+    return embedded_metrics(config.metrics_namespace, {"Queue": config.queue_url.rsplit("/", 1)[-1]}, {
+        IMAGES_DONE: (done, "Count"), IMAGE_ERRORS: (failed, "Count"), BATCH_SIZE: (size, "Count"),
+        DEVICE_TIME: (round(device_s * 1000, 1), "Milliseconds"),
+        IMAGE_LATENCY: (ms(latencies_s), "Milliseconds"), QUEUE_WAIT: (ms(waits_s), "Milliseconds")})

@@ -12,7 +12,7 @@ from typing import Callable
 from runtime.agent import crashes, steps
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
-from runtime.agent.metrics import IMAGES_DONE, Counters, embedded_metrics, log
+from runtime.agent.metrics import Counters, batch_metrics, log
 from runtime.agent.prefetch import Batch, Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.swap import ModelWatcher
@@ -174,13 +174,9 @@ class Worker:
         log("info", event="batch", messages=len(batch.messages), images=len(batch.items), failed=failed,
             fetch_s=round(batch.fetch_s, 3), device_s=round(device_s, 3), total_s=round(total_s, 3),
             model=self.model.sha256[:12], **settled, totals=self.counters.as_dict(),
-            **embedded_metrics(self.config.metrics_namespace, {"Queue": self.config.queue_url.rsplit("/", 1)[-1]}, {
-                IMAGES_DONE: (len(finished) - failed, "Count"), "ImageErrors": (failed, "Count"),
-                "BatchSize": (len(batch.items), "Count"), "DeviceTime": (round(device_s * 1000, 1), "Milliseconds"),
-                "ImageLatency": ([round((now - i.message.received_at) * 1000, 1) for i in finished][:100],
-                                 "Milliseconds"),
-                "QueueWait": ([round(max(0.0, m.received_at - m.sent_at) * 1000, 1) for m in batch.messages][:100],
-                              "Milliseconds")}))
+            **batch_metrics(self.config, done=len(finished) - failed, failed=failed, size=len(batch.items),
+                            device_s=device_s, latencies_s=[now - i.message.received_at for i in finished],
+                            waits_s=[max(0.0, m.received_at - m.sent_at) for m in batch.messages]))
 
     def _finish(self, pending) -> None:
         if pending is not None:
