@@ -98,3 +98,18 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_blip_artifact(tiny_blip_dir, tmp_path_factory) -> Path:
     return _export(tiny_blip_dir, tmp_path_factory.mktemp("artifacts") / "blip.pt2", "--num-beams", "3")
+
+
+@pytest.fixture(scope="session")
+def synthesized():
+    """The stack synthesized once with the default settings (cdk.json), shared by the template tests."""
+    from stacks.synth import synthesize
+
+    return synthesize()
+
+
+@pytest.fixture(scope="session")
+def template(synthesized):
+    from aws_cdk.assertions import Template
+
+    return Template.from_json(synthesized.template)

@@ -1,18 +1,12 @@
 """The GPU fleet: a hardened launch template, a group that can sit at zero, spot when chosen, a drain hook."""
 import json
 
-import pytest
 from aws_cdk.assertions import Match, Template
 
 from stacks.settings import DLAMI_PARAMETER
 from stacks.synth import synthesize
 
 SPOT = (("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge,g5.2xlarge"), ("max_capacity", "6"))
-
-
-@pytest.fixture(scope="module")
-def template():
-    return Template.from_json(synthesize().template)
 
 
 def launch_data(synthesized):

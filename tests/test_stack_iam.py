@@ -1,7 +1,6 @@
 """Least privilege: no `*` actions, object wildcards only under a prefix, exactly what a worker does."""
 import pytest
 
-from stacks.synth import synthesize
 
 NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics", "ssm:UpdateInstanceInformation",
                              "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
@@ -25,11 +24,6 @@ def render(value):
 
 def as_list(value):
     return value if isinstance(value, list) else [value]
-
-
-@pytest.fixture(scope="module")
-def synthesized():
-    return synthesize()
 
 
 def identity_statements(template):

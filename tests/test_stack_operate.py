@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from aws_cdk import Stack
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
@@ -11,12 +10,6 @@ from aws_cdk.assertions import Match, Template
 from runtime.agent.metrics import DEVICE_TIME, IMAGE_ERRORS, IMAGE_LATENCY, IMAGES_DONE
 from stacks.dashboard import Dashboard
 from stacks.notify import JobNotifications
-from stacks.synth import synthesize
-
-
-@pytest.fixture(scope="module")
-def synthesized():
-    return synthesize()
 
 
 def test_job_topic_is_ssl_only_and_mails_only_when_asked():

@@ -1,18 +1,7 @@
 """The jobs queue: fed by S3 events on the input prefix only, a dead-letter queue, SSL only, encrypted."""
-import pytest
 from aws_cdk.assertions import Match, Template
 
 from stacks.synth import synthesize
-
-
-@pytest.fixture(scope="module")
-def synthesized():
-    return synthesize()
-
-
-@pytest.fixture(scope="module")
-def template(synthesized):
-    return Template.from_json(synthesized.template)
 
 
 def test_jobs_queue_redrives_to_the_dead_letter_queue_after_the_receive_limit(template, synthesized):

@@ -1,13 +1,7 @@
 """Scaling on the queue backlog (out from zero, back to zero when idle) and the alarms a person sees."""
-import pytest
 from aws_cdk.assertions import Match, Template
 
 from stacks.synth import synthesize
-
-
-@pytest.fixture(scope="module")
-def template():
-    return Template.from_json(synthesize().template)
 
 
 def alarm_for(template, description_start):

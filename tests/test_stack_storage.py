@@ -1,16 +1,10 @@
 """Storage: private, encrypted, SSL-only buckets; versioned artifacts whose old model versions expire."""
-import pytest
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Match
 
 from stacks.synth import synthesize
 
 PUBLIC_ACCESS_BLOCKED = {"BlockPublicAcls": True, "BlockPublicPolicy": True,
                          "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
-
-
-@pytest.fixture(scope="module")
-def template():
-    return Template.from_json(synthesize().template)
 
 
 def buckets(template):

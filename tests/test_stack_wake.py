@@ -1,21 +1,10 @@
 """Wake on the first image: bucket events to EventBridge, a rule on the input prefix, a function that may only wake."""
-import pytest
 from aws_cdk.assertions import Match, Template
 
 from runtime import wake
 from stacks.synth import synthesize
 from stacks.wake import MIN_INTERVAL_S, _literal
 from test_stack_iam import identity_statements, render
-
-
-@pytest.fixture(scope="module")
-def synthesized():
-    return synthesize()
-
-
-@pytest.fixture(scope="module")
-def template(synthesized):
-    return Template.from_json(synthesized.template)
 
 
 def the(template, kind):
