@@ -1,0 +1,59 @@
+"""Work-arounds that make `torch.export` deserialization faster, each scoped to one load and to the torch it was checked on.
+
+torch 2.13's schema deserializer (`torch._export.serde.serialize._dict_to_dataclass`) calls
+`typing.get_type_hints(cls, globalns=vars(schema))` for every dataclass and union object it builds: tens of
+thousands of calls for a few dozen schema classes, about half of `load_pt2`'s time on the base-size artifact
+(pytorch/pytorch#196452, open: https://github.com/pytorch/pytorch/issues/196452). PR #184787 moves schema
+deserialization to C++ (https://github.com/pytorch/pytorch/pull/184787); once the pinned torch has it, this
+memo no longer applies (the version guard turns it off) and this module can go.
+"""
+from __future__ import annotations
+
+import contextlib
+import types
+import typing
+
+import torch
+
+# the releases whose serialize.py was read for this (2.13.0: _dict_to_dataclass, lines ~3715-3760)
+CHECKED_TORCH = ("2.13.",)
+
+
+def applies(version: str | None = None) -> bool:
+    """Whether the memo is known to be right for this torch (its serde still resolves type hints per object)."""
+    return (version or torch.__version__).startswith(CHECKED_TORCH)
+
+
+class _MemoTyping(types.ModuleType):
+    """`typing` as serialize.py sees it during a load: `get_type_hints` for a schema class is looked up once."""
+
+    def __init__(self, schema_globals: dict):
+        super().__init__("typing")
+        self._schema_globals, self._hints = schema_globals, {}
+
+    def __getattr__(self, name):  # everything else is typing's own
+        return getattr(typing, name)
+
+    def get_type_hints(self, obj, globalns=None, localns=None, include_extras=False):
+        if globalns is not self._schema_globals or localns is not None or include_extras:
+            return typing.get_type_hints(obj, globalns, localns, include_extras)
+        hints = self._hints.get(obj)
+        if hints is None:  # schema classes are fixed at import: their hints cannot change during a load
+            hints = self._hints[obj] = typing.get_type_hints(obj, globalns)
+        return hints
+
+
+@contextlib.contextmanager
+def memoized_schema_type_hints():
+    """Within the block, serialize.py's type-hint lookups for schema classes are memoized (no-op on other torch)."""
+    if not applies():
+        yield
+        return
+    from torch._export.serde import schema, serialize
+
+    original = serialize.typing
+    serialize.typing = _MemoTyping(vars(schema))
+    try:
+        yield
+    finally:
+        serialize.typing = original
