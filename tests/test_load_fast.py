@@ -107,3 +107,32 @@ def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tm
     cached = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
     for beams in (1, 3):
         assert cached.generate_ids(cached.preprocess(pixels), beams) == made.generate_ids(made.preprocess(pixels), beams)
+
+
+class _Bucket:
+    """An S3 client's download_file over one object (a small unit test; the flow tests use moto)."""
+
+    def __init__(self, data: bytes):
+        self.data, self.downloads = data, 0
+
+    def download_file(self, bucket, key, dest):
+        self.downloads += 1
+        with open(dest, "wb") as f:
+            f.write(self.data)
+
+
+def test_the_agent_cache_hashes_an_unchanged_artifact_once_and_replaces_a_damaged_one(tmp_path, monkeypatch):
+    from runtime.agent import pointer as pointer_module
+
+    data = os.urandom(100_000)
+    s3, hashed = _Bucket(data), []
+    real = pointer_module.file_sha256
+    monkeypatch.setattr(pointer_module, "file_sha256", lambda path: hashed.append(path) or real(path))
+    ref = {"sha256": hashlib.sha256(data).hexdigest(), "key": "models/x.pt2"}
+    path = pointer_module.fetch_artifact(s3, "b", ref, tmp_path)
+    pointer_module.fetch_artifact(s3, "b", ref, tmp_path)  # a restart: stamped, not hashed again
+    assert (s3.downloads, len(hashed)) == (1, 1)
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 10)
+    assert pointer_module.fetch_artifact(s3, "b", ref, tmp_path).read_bytes() == data
+    assert s3.downloads == 2
