@@ -98,14 +98,20 @@ def explicit_index(device: torch.device) -> torch.device:
     return device
 
 
-def load_programs(path: str | os.PathLike, device: torch.device) -> dict[str, torch.nn.Module]:
-    """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in)."""
+def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bool | None = None) -> dict[str, torch.nn.Module]:
+    """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in).
+
+    `map_weights`: back CPU weights by a mapping of the file rather than a copy (default: runtime.load_speedups).
+    """
     from torch.export.passes import move_to_device_pass
 
-    from runtime.load_speedups import memoized_schema_type_hints
+    from runtime import load_speedups
     from runtime.pt2 import load_pt2
 
-    with memoized_schema_type_hints():
+    if map_weights is None:
+        map_weights = load_speedups.MAP_WEIGHTS and device.type == "cpu"
+
+    with load_speedups.memoized_schema_type_hints(), load_speedups.mapped_weights(str(path), map_weights):
         contents = load_pt2(str(path))
     modules = {}
     for name in PROGRAMS:

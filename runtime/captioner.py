@@ -123,7 +123,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
             return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
         except aoti.AotiUnavailable as exc:
             report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
-    programs = load_programs(path, resolved)
+    # quantized programs drop their float weights: a copy is freed then, mapped pages would stay counted
+    programs = load_programs(path, resolved, map_weights=False if quantize else None)
     clock.lap("programs_s")
     if quantize is not None:
         from runtime import int8_cache

@@ -57,3 +57,54 @@ def memoized_schema_type_hints():
         yield
     finally:
         serialize.typing = original
+
+
+# Weights memory-mapped instead of read: torch's reader (PT2ArchiveReader.archive_file.get_storage_from_record)
+# copies every weight record out of the file into a fresh buffer. Records are stored uncompressed at 64-byte
+# aligned offsets, so a copy-on-write mapping of the file can back each weight in place, as safetensors does for
+# from_pretrained. Measured in bench.load_phases (`runtime_no_map`, BENCHMARKS.md): lower peak RSS, pages read
+# on first use. Writes to a weight stay private to the process (ACCESS_COPY); the file is never written.
+MAP_WEIGHTS = True
+
+
+class _MappedRecords:
+    """`archive_file` whose weight storages are views of a private (copy-on-write) mapping of the file."""
+
+    def __init__(self, inner, path: str):
+        import mmap
+
+        self._inner = inner
+        with open(path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def get_storage_from_record(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        offset = self._inner.get_record_offset(name)
+        if offset % torch._utils._element_size(dtype):
+            return self._inner.get_storage_from_record(name, numel, dtype)
+        return torch.frombuffer(self._map, dtype=dtype, count=numel, offset=offset)
+
+
+@contextlib.contextmanager
+def mapped_weights(path: str, enabled: bool = True):
+    """Within the block, load_pt2 of `path` maps weight records instead of copying them (no-op on other torch)."""
+    if not (enabled and applies()):
+        yield
+        return
+    from torch.export.pt2_archive import _package
+
+    original = _package.PT2ArchiveReader
+
+    class MappedReader(original):
+        def __init__(self, archive_path_or_buffer):
+            super().__init__(archive_path_or_buffer)
+            if isinstance(archive_path_or_buffer, str) and archive_path_or_buffer == path:
+                self.archive_file = _MappedRecords(self.archive_file, path)
+
+    _package.PT2ArchiveReader = MappedReader
+    try:
+        yield
+    finally:
+        _package.PT2ArchiveReader = original

@@ -136,3 +136,28 @@ def test_the_agent_cache_hashes_an_unchanged_artifact_once_and_replaces_a_damage
         f.write(b"\0" * 10)
     assert pointer_module.fetch_artifact(s3, "b", ref, tmp_path).read_bytes() == data
     assert s3.downloads == 2
+
+
+def _mapped_ranges(path) -> list[tuple[int, int]]:
+    ranges = []
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(path.resolve()):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def test_mapped_weights_live_in_the_file_mapping_and_give_the_same_tokens(tiny_artifact):
+    mapped = load_captioner(tiny_artifact, "cpu")
+    copied = load_captioner(tiny_artifact, "cpu")
+    copied.encoder, copied.step = (load_programs(tiny_artifact, torch.device("cpu"), map_weights=False)[name]
+                                   for name in ("encoder", "decoder_step"))
+    ranges = _mapped_ranges(tiny_artifact)
+    weight = next(iter(mapped.encoder.state_dict().values()))
+    assert any(start <= weight.data_ptr() < end for start, end in ranges), "weights were copied, not mapped"
+    assert not any(start <= copied.encoder.state_dict()[name].data_ptr() < end
+                   for name in copied.encoder.state_dict() for start, end in ranges)
+    pixels = parity_images([], 5, seed=4)
+    for beams in (1, 3):
+        assert mapped.generate_ids(mapped.preprocess(pixels), beams) == copied.generate_ids(copied.preprocess(pixels), beams)
