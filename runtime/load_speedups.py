@@ -29,9 +29,10 @@ class _MemoTyping(types.ModuleType):
 
     def __init__(self, schema_globals: dict):
         super().__init__("typing")
+        self.__dict__.update({k: v for k, v in vars(typing).items() if k != "get_type_hints"})  # plain lookups
         self._schema_globals, self._hints = schema_globals, {}
 
-    def __getattr__(self, name):  # everything else is typing's own
+    def __getattr__(self, name):  # anything typing gains later is still typing's own
         return getattr(typing, name)
 
     def get_type_hints(self, obj, globalns=None, localns=None, include_extras=False):
@@ -62,9 +63,13 @@ def memoized_schema_type_hints():
 # Weights memory-mapped instead of read: torch's reader (PT2ArchiveReader.archive_file.get_storage_from_record)
 # copies every weight record out of the file into a fresh buffer. Records are stored uncompressed at 64-byte
 # aligned offsets, so a copy-on-write mapping of the file can back each weight in place, as safetensors does for
-# from_pretrained. Measured in bench.load_phases (`runtime_no_map`, BENCHMARKS.md): lower peak RSS, pages read
-# on first use. Writes to a weight stay private to the process (ACCESS_COPY); the file is never written.
-MAP_WEIGHTS = True
+# from_pretrained. Measured in bench.load_phases and by whole processes (BENCHMARKS.md, issue 16): the load's
+# weight phase fell from about 0.95 s to 0.3 s, but the first caption then faults the pages in, and on this
+# shared 2-core machine no whole-process gain showed (1.07x vs 1.10x against HF, within the noise) and peak
+# RSS was the same (the first caption touches every weight). So it is off; `load_programs(map_weights=True)`
+# and `bench.load_phases --variants runtime runtime_map` measure it again on another machine.
+# Writes to a weight stay private to the process (ACCESS_COPY); the file is never written.
+MAP_WEIGHTS = False
 
 
 class _MappedRecords:

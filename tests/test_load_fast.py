@@ -151,8 +151,8 @@ def _mapped_ranges(path) -> list[tuple[int, int]]:
 def test_mapped_weights_live_in_the_file_mapping_and_give_the_same_tokens(tiny_artifact):
     mapped = load_captioner(tiny_artifact, "cpu")
     copied = load_captioner(tiny_artifact, "cpu")
-    copied.encoder, copied.step = (load_programs(tiny_artifact, torch.device("cpu"), map_weights=False)[name]
-                                   for name in ("encoder", "decoder_step"))
+    programs = load_programs(tiny_artifact, torch.device("cpu"), map_weights=True)
+    mapped.encoder, mapped.step = programs["encoder"], programs["decoder_step"]
     ranges = _mapped_ranges(tiny_artifact)
     weight = next(iter(mapped.encoder.state_dict().values()))
     assert any(start <= weight.data_ptr() < end for start, end in ranges), "weights were copied, not mapped"

@@ -82,7 +82,7 @@ def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = No
 def backend_options(config: AgentConfig, s3) -> dict:
     """Extra loader arguments: `quantize`, or for `backend: aoti` the compiled-package caches (local, bucket)."""
     if config.backend == "exported":
-        return {"quantize": config.quantize} if config.quantize else {}
+        return {"quantize": config.quantize, "cache_dir": config.cache_dir} if config.quantize else {}  # int8 cache
     from runtime.agent.metrics import log
     from runtime.aoti import S3Store
 
