@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from bench import agent, coldstart, model, report, soak
+    from bench import agent, coldstart, load_phases, model, process, report, soak
 
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny + demo models only (minutes, a smoke test)")
@@ -24,6 +24,11 @@ def main(argv=None) -> int:
     # 2. cold start: pointer, download from a local S3, load, first caption
     coldstart.main(["--artifact", str(work / f"{main_model}-float32-b8.pt2"), "--folder", str(work / main_model),
                     "--cache", str(work / "aoti-cache"), "--section", f"cold_start_{main_model.replace('-', '_')}"])
+    # 2b. the load phase by phase against from_pretrained, and the whole CLI process against a plain HF script
+    if not args.quick:
+        base = ["--artifact", str(work / "vit-gpt2-base-float32-b8.pt2"), "--folder", str(work / "vit-gpt2-base")]
+        load_phases.main(base + ["--section", "load_phases_vit_gpt2_base"])
+        process.main(base + ["--section", "process_vit_gpt2_base"])
     # 3. agent on the local AWS: compute-bound on the real-size model (best CPU setting and plain float32)
     if not args.quick:
         base = ["--artifact", str(work / "vit-gpt2-base-float32-b8.pt2"), "--folder", str(work / "vit-gpt2-base"),

@@ -1,7 +1,6 @@
 """Open a CaptionKit .pt2: verify schema, torch version and checksums, then load the programs onto a device."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -9,9 +8,10 @@ from pathlib import Path
 import torch
 
 from runtime import manifest as manifests
-from runtime.checksum import program_checksum
+from runtime.checksum import program_checksum, scan_sha256
 from runtime.errors import ArtifactError
 from runtime.manifest import PROGRAMS
+from runtime.verified import identity, stamped_sha256, write_stamp
 
 
 def _reader(path: Path):
@@ -28,18 +28,34 @@ def _reader(path: Path):
         ) from None
 
 
-def _record_sha(reader, name: str) -> str:
-    try:
-        return hashlib.sha256(reader.read_bytes(name)).hexdigest()
-    except Exception:
-        return "missing"
+def _record_regions(reader, names) -> dict[str, tuple[int, int]]:
+    regions = {}
+    for name in names:  # stored (uncompressed) records: their bytes lie at one offset in the file
+        if reader.archive_file.has_record(name):
+            regions[name] = (reader.archive_file.get_record_offset(name), reader.archive_file.get_record_size(name))
+    return regions
 
 
-def verify(path: str | os.PathLike, check_programs: bool = True) -> tuple[dict, str]:
-    """Check the manifest schema, the torch version and every program checksum; return (manifest, tokenizer).
+def _check_programs(path: Path, manifest: dict, shas: dict[str, str]) -> None:
+    for name in PROGRAMS:
+        entry = manifest["programs"][name]
+        actual = program_checksum({rec: shas.get(rec, "missing") for rec in entry["records"]})
+        if actual != entry["sha256"]:
+            raise ArtifactError(
+                f"{path}: checksum mismatch in program '{name}' (expected {entry['sha256'][:12]}…, "
+                f"got {actual[:12]}…): the file is damaged or was tampered with; download or export it again"
+            )
 
-    `check_programs=False` skips hashing the program records: for a file whose whole SHA-256 was just
-    matched against a pointer written by `make upload`, which verified the records before uploading.
+
+def verify_file(path: str | os.PathLike, expected_sha256: str | None = None, sha256_checked: bool = False,
+                cache_dir: str | os.PathLike | None = None) -> tuple[dict, str, str]:
+    """Check the manifest schema, the torch version and the checksums: (manifest, tokenizer, file SHA-256).
+
+    One read of the file hashes it whole and each program record; nothing else reads it before the load.
+    With `expected_sha256` (the model pointer's) the whole file must match it, and its records are not hashed:
+    `make upload` verified them before it wrote the pointer. `sha256_checked=True` says the caller has just
+    hashed the file against `expected_sha256` (the agent's download), so it is not read at all. With
+    `cache_dir`, a file verified before and unchanged on disk since (runtime.verified) is not hashed again.
     """
     from runtime.pt2 import EXTRA_DIR
 
@@ -51,14 +67,26 @@ def verify(path: str | os.PathLike, check_programs: bool = True) -> tuple[dict, 
     except Exception as exc:
         raise ArtifactError(f"{path}: has no readable manifest.json/tokenizer.json ({exc}); not a CaptionKit artifact") from None
     manifests.check(manifest, tokenizer_json, path)
-    for name in PROGRAMS if check_programs else ():
-        entry = manifest["programs"][name]
-        actual = program_checksum({rec: _record_sha(reader, rec) for rec in entry["records"]})
-        if actual != entry["sha256"]:
-            raise ArtifactError(
-                f"{path}: checksum mismatch in program '{name}' (expected {entry['sha256'][:12]}…, "
-                f"got {actual[:12]}…): the file is damaged or was tampered with; download or export it again"
-            )
+    sha = stamped_sha256(cache_dir, path)
+    if sha is None and sha256_checked and expected_sha256 is not None:
+        sha = expected_sha256
+    elif sha is None:
+        before = identity(path)
+        records = {rec for name in PROGRAMS for rec in manifest["programs"][name]["records"]}
+        sha, shas = scan_sha256(path, _record_regions(reader, records) if expected_sha256 is None else {})
+        if expected_sha256 is None:
+            _check_programs(path, manifest, shas)
+        if expected_sha256 is None or sha == expected_sha256:
+            write_stamp(cache_dir, path, sha, before)
+    if expected_sha256 is not None and sha != expected_sha256:
+        raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected_sha256[:12]}…; "
+                            "the download is incomplete or the wrong file")
+    return manifest, tokenizer_json, sha
+
+
+def verify(path: str | os.PathLike) -> tuple[dict, str]:
+    """Every check of `verify_file`, records included, without the stamp cache: (manifest, tokenizer)."""
+    manifest, tokenizer_json, _ = verify_file(path)
     return manifest, tokenizer_json
 
 
@@ -70,13 +98,21 @@ def explicit_index(device: torch.device) -> torch.device:
     return device
 
 
-def load_programs(path: str | os.PathLike, device: torch.device) -> dict[str, torch.nn.Module]:
-    """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in)."""
+def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bool | None = None) -> dict[str, torch.nn.Module]:
+    """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in).
+
+    `map_weights`: back CPU weights by a mapping of the file rather than a copy (default: runtime.load_speedups).
+    """
     from torch.export.passes import move_to_device_pass
 
+    from runtime import load_speedups
     from runtime.pt2 import load_pt2
 
-    contents = load_pt2(str(path))
+    if map_weights is None:
+        map_weights = load_speedups.MAP_WEIGHTS and device.type == "cpu"
+
+    with load_speedups.memoized_schema_type_hints(), load_speedups.mapped_weights(str(path), map_weights):
+        contents = load_pt2(str(path))
     modules = {}
     for name in PROGRAMS:
         program = contents.exported_programs[name]

@@ -23,13 +23,15 @@ def main(argv=None) -> int:
                    help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
     p.add_argument("--quantize", default=None, choices=["int8", "fp16"],
                    help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels (faster; captions may differ)")
-    p.add_argument("--compiled-cache", default="~/.cache/captionkit", help="where compiled packages are kept")
+    p.add_argument("--compiled-cache", "--cache", default="~/.cache/captionkit",
+                   help="the local cache: compiled packages, stamps of verified artifacts, int8 weights")
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
         captioner = load_captioner(args.artifact, args.device, backend=args.backend,
-                                   compiled_cache_dir=args.compiled_cache, quantize=args.quantize)
+                                   compiled_cache_dir=args.compiled_cache, quantize=args.quantize,
+                                   cache_dir=args.compiled_cache)
         load_s = time.perf_counter() - t0
     except (ArtifactError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

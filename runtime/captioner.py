@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import PIL.Image
 import torch
 
-from runtime.artifact import explicit_index, load_programs, verify
-from runtime.checksum import file_sha256
+from runtime.artifact import explicit_index, load_programs, verify_file
 from runtime.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError
@@ -85,7 +85,8 @@ BACKENDS = ("exported", "aoti")
 def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None,
                    backend: str = "exported", compiled_cache_dir: str | os.PathLike = "~/.cache/captionkit",
                    remote=None, report=None, quantize: str | None = None, sha256_checked: bool = False,
-                   decode_layout: bool = True) -> Captioner:
+                   decode_layout: bool = True, cache_dir: str | os.PathLike | None = None,
+                   timings: dict | None = None) -> Captioner:
     """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too.
 
     A file matching the pointer's SHA-256 was verified record by record before it was uploaded, so its
@@ -95,21 +96,18 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     had, one line says why and the exported programs are used. `quantize="int8"|"fp16"` rewrites the
     exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize). On CPU the
     exported decoder step's remaining float matmuls take the few-rows layout (runtime.decode_layout).
+    `cache_dir`, the local cache, keeps what a restart need not redo: stamps of verified files (runtime.verified:
+    an unchanged file is not hashed again) and int8 weights (runtime.int8_cache). `timings`, if given, receives the seconds of each step (integrity_s, programs_s, graph_passes_s).
     """
+    clock = _Clock(timings)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if quantize is not None and backend != "exported":
         raise ValueError(f"quantize={quantize} applies to the exported programs; AOTInductor compiles the float "
                          "ones (use backend='exported' with quantize, or aoti without)")
     path = Path(path)
-    if sha256_checked and expected_sha256 is not None:
-        sha = expected_sha256
-    else:
-        sha = file_sha256(path) if path.is_file() else ""
-    if expected_sha256 is not None and sha != expected_sha256:
-        raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected_sha256[:12]}…; "
-                            "the download is incomplete or the wrong file")
-    manifest, tokenizer_json = verify(path, check_programs=expected_sha256 is None)
+    manifest, tokenizer_json, sha = verify_file(path, expected_sha256, sha256_checked, cache_dir=cache_dir)
+    clock.lap("integrity_s")
     resolved = device_falling_back_to_cpu(device)
     if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
         from runtime.quantize import check_quantize
@@ -125,13 +123,30 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
             return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
         except aoti.AotiUnavailable as exc:
             report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
-    programs = load_programs(path, resolved)
+    # quantized programs drop their float weights: a copy is freed then, mapped pages would stay counted
+    programs = load_programs(path, resolved, map_weights=False if quantize else None)
+    clock.lap("programs_s")
     if quantize is not None:
+        from runtime import int8_cache
         from runtime.quantize import quantize_programs
 
-        quantize_programs(programs, quantize, resolved, manifest["dtype"])
+        quantize_programs(programs, quantize, resolved, manifest["dtype"], int8_cache.cache_file(cache_dir, sha))
     if decode_layout and resolved.type == "cpu":
         from runtime.decode_layout import apply_decode_layout
 
         apply_decode_layout(programs["decoder_step"])
+    clock.lap("graph_passes_s")
     return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize)
+
+
+class _Clock:
+    """Seconds per load step into a caller's dict (the cold-start benchmark reads them), or nowhere."""
+
+    def __init__(self, into: dict | None):
+        self.into, self.last = into, time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        if self.into is not None:
+            self.into[name] = round(now - self.last, 3)
+        self.last = now

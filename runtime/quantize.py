@@ -12,35 +12,51 @@ import warnings
 import torch
 from torch import fx
 
+from runtime import int8_cache
 from runtime.errors import ArtifactError
 from runtime.graph_linears import constant_linears, drop_unused_attrs, replace_with_call
 
 MODES = ("int8", "fp16")
 
 
-def _prepack_int8(weight: torch.Tensor, bias: torch.Tensor | None):
-    scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
-    zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+def _prepack_int8(weight: torch.Tensor, bias: torch.Tensor | None, kept, made: list):
     with warnings.catch_warnings():  # quantized tensors are deprecated after 2.13; fbgemm's prepack still takes them
         warnings.simplefilter("ignore", UserWarning)
-        qweight = torch.quantize_per_channel(weight, scales, zero_points, axis=0, dtype=torch.qint8)
+        if kept is not None:
+            qweight = int8_cache.rebuild(*kept)
+        else:
+            scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
+            zero_points = torch.zeros(weight.shape[0], dtype=torch.long)
+            qweight = torch.quantize_per_channel(weight, scales, zero_points, axis=0, dtype=torch.qint8)
+            made.append((qweight.int_repr(), qweight.q_per_channel_scales()))
     return torch.ops.quantized.linear_prepack(qweight, bias)
 
 
-def _prepack_fp16(weight: torch.Tensor, bias: torch.Tensor | None):
+def _prepack_fp16(weight: torch.Tensor, bias: torch.Tensor | None, kept, made: list):
     return torch.ops.quantized.linear_prepack_fp16(weight, bias)
 
 
-def quantize_module(gm: fx.GraphModule, mode: str) -> int:
-    """Rewrite every float32 linear with constant weights in `gm` to a quantized dynamic linear; returns how many."""
+def _usable(kept: list | None, linears: list) -> bool:
+    return kept is not None and len(kept) == len(linears) and all(
+        values.shape == linear.weight.shape and values.dtype == torch.int8 for (values, _), linear in zip(kept, linears))
+
+
+def quantize_module(gm: fx.GraphModule, mode: str, kept: list | None = None, made: list | None = None) -> int:
+    """Rewrite every float32 linear with constant weights in `gm` to a quantized dynamic linear; returns how many.
+
+    int8: `kept` are this program's weights from runtime.int8_cache (used if they fit its linears); the int8
+    weights quantized here are appended to `made`, for the cache.
+    """
     prepack = {"int8": _prepack_int8, "fp16": _prepack_fp16}[mode]
     graph = gm.graph
     linears = constant_linears(gm)
+    kept = kept if _usable(kept, linears) else None
+    made = [] if made is None else made
     replaced: dict[fx.Node, fx.Node] = {}  # a linear fed by another (TrOCR's enc_to_dec_proj -> k/v) reads the new node
     for i, linear in enumerate(linears):
         x = replaced.get(linear.x, linear.x)
         name = f"_captionkit_{mode}_linear_{i}"
-        setattr(gm, name, prepack(linear.weight.contiguous(), linear.bias))
+        setattr(gm, name, prepack(linear.weight.contiguous(), linear.bias, kept[i] if kept else None, made))
         with graph.inserting_before(linear.node), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # fx expects modules/tensors; a packed-params object is fine
             packed = graph.get_attr(name)
@@ -66,7 +82,16 @@ def check_quantize(mode: str, device: torch.device, dtype: str) -> None:
         raise ArtifactError(f"quantize={mode}: this torch build has no fbgemm engine (x86 CPUs only)")
 
 
-def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str) -> dict:
-    """Quantize the loaded programs in place (CPU, float32 artifacts only); returns linears rewritten per program."""
+def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str,
+                      cache_file=None) -> dict:
+    """Quantize the loaded programs in place (CPU, float32 artifacts only); returns linears rewritten per program.
+
+    `cache_file` (runtime.int8_cache.cache_file): int8 weights kept there are used, and ones made here are kept.
+    """
     check_quantize(mode, device, dtype)
-    return {name: quantize_module(gm, mode) for name, gm in programs.items()}
+    kept = (int8_cache.load(cache_file) or {}) if mode == "int8" else {}
+    made: dict[str, list] = {name: [] for name in programs}
+    counts = {name: quantize_module(gm, mode, kept.get(name), made[name]) for name, gm in programs.items()}
+    if mode == "int8" and any(made.values()):
+        int8_cache.save(cache_file, {name: made[name] or kept.get(name, []) for name in programs})
+    return counts

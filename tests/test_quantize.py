@@ -10,11 +10,8 @@ import pytest
 import torch
 
 from export.cli import parity_images
-from runtime import artifact as artifact_module
-from runtime import captioner as captioner_module
 from runtime.artifact import load_programs, verify
 from runtime.captioner import load_captioner
-from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
 from runtime.quantize import quantize_programs
 
@@ -100,23 +97,3 @@ def test_caption_cli_takes_quantize(tiny_artifact, tmp_path):
     assert run.returncode == 0, run.stderr
     assert ", fp16) on cpu" in run.stderr
     assert [json.loads(line)["image"] for line in run.stdout.splitlines()] == list(map(str, paths))
-
-
-def test_a_file_matching_the_pointer_is_hashed_once_and_its_records_not_rehashed(tiny_artifact, monkeypatch):
-    calls = {"file": 0, "records": 0}
-
-    def counting(fn, key):
-        def wrapped(*args, **kwargs):
-            calls[key] += 1
-            return fn(*args, **kwargs)
-        return wrapped
-
-    monkeypatch.setattr(captioner_module, "file_sha256", counting(captioner_module.file_sha256, "file"))
-    monkeypatch.setattr(artifact_module, "_record_sha", counting(artifact_module._record_sha, "records"))
-    sha = file_sha256(tiny_artifact)
-    load_captioner(tiny_artifact, "cpu", expected_sha256=sha)
-    assert calls == {"file": 1, "records": 0}
-    load_captioner(tiny_artifact, "cpu", expected_sha256=sha, sha256_checked=True)  # the agent hashed it already
-    assert calls == {"file": 1, "records": 0}
-    load_captioner(tiny_artifact, "cpu")  # no pointer: every program record is checked
-    assert calls["file"] == 2 and calls["records"] > 2

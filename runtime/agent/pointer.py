@@ -11,6 +11,7 @@ from runtime.agent.metrics import log
 from runtime.checksum import file_sha256
 from runtime.errors import ArtifactError
 from runtime.registry import NoModelYet, read_pointer
+from runtime.verified import identity, stamped_sha256, write_stamp
 
 
 def resolve_loader(spec: str):
@@ -24,7 +25,7 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     cache = Path(cache_dir).expanduser()
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"{pointer['sha256']}.pt2"
-    if path.exists() and file_sha256(path) == pointer["sha256"]:
+    if path.exists() and _verified_sha256(cache, path) == pointer["sha256"]:
         return path
     partial = path.with_suffix(".pt2.partial")
     s3.download_file(bucket, pointer["key"], str(partial))
@@ -34,7 +35,18 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
         raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
                             f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again")
     partial.replace(path)
+    write_stamp(cache, path, actual, identity(path))  # a restart need not hash the cached file again
     return path
+
+
+def _verified_sha256(cache: Path, path: Path) -> str:
+    """The cached file's SHA-256: from its stamp if unchanged since (runtime.verified), else hashed and stamped."""
+    if sha := stamped_sha256(cache, path):
+        return sha
+    before = identity(path)
+    sha = file_sha256(path)
+    write_stamp(cache, path, sha, before)
+    return sha
 
 
 def wait_for_model(config: AgentConfig, s3, device: str, sleep=time.sleep) -> tuple[Captioner, dict]:
@@ -70,7 +82,7 @@ def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = No
 def backend_options(config: AgentConfig, s3) -> dict:
     """Extra loader arguments: `quantize`, or for `backend: aoti` the compiled-package caches (local, bucket)."""
     if config.backend == "exported":
-        return {"quantize": config.quantize} if config.quantize else {}
+        return {"quantize": config.quantize, "cache_dir": config.cache_dir} if config.quantize else {}  # int8 cache
     from runtime.agent.metrics import log
     from runtime.aoti import S3Store
 

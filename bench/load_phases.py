@@ -1,0 +1,179 @@
+"""`python -m bench.load_phases`: `load_captioner` phase by phase against `import transformers` + `from_pretrained`.
+
+Each measurement is a fresh process (imports cold in the interpreter, files warm in the page cache), the
+variants in rotation; medians over runs. Variants switch one load lever off at a time, so each lever's gain
+is its variant's time minus `runtime` (all levers on, the file already verified once: the usual restart).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.timing import summary
+
+MANIFEST_RECORD = "extra/manifest.json"  # runtime.pt2.EXTRA_DIR + runtime.manifest.MANIFEST_FILE, without importing torch here
+
+VARIANTS = {
+    "runtime": "all levers on; the file verified before (a stamp in the local cache)",
+    "runtime_first_load": "all levers on; first load of this file: one read hashes it whole and per program",
+    "runtime_no_memo": "schema type-hint memo off (torch's own per-object lookups)",
+    "runtime_map": "weights memory-mapped from the file instead of copied out by torch's reader (off by default)",
+    "runtime_two_pass_integrity": "integrity as before this change: whole-file SHA-256, then each record read and hashed",
+    "runtime_int8": "quantize=int8 with its packed weights cached",
+    "runtime_int8_first_load": "quantize=int8, nothing cached yet (packs the weights, then caches them)",
+    "hf": "import transformers + from_pretrained (model, image processor, tokenizer) + generate",
+}
+
+
+def vm_hwm_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _weights_timer(phases: dict) -> None:
+    """Time torch's weight reading inside load_pt2 (a measurement hook, this process only)."""
+    from torch.export.pt2_archive import _package
+
+    for name in ("_load_state_dict", "_load_constants"):
+        original = getattr(_package, name)
+
+        def timed(*args, _original=original, **kwargs):
+            t = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                phases["weights_s"] = phases.get("weights_s", 0.0) + time.perf_counter() - t
+        setattr(_package, name, timed)
+
+
+def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
+    """One cold load in this process: seconds per phase and the peak RSS."""
+    t0 = time.perf_counter()
+    import PIL.Image
+    import torch
+
+    image = PIL.Image.new("RGB", (320, 240), (180, 90, 40))
+    phases: dict = {}
+    if variant == "hf":
+        import transformers
+
+        phases["import_s"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        model = transformers.VisionEncoderDecoderModel.from_pretrained(folder).eval()
+        processor = transformers.AutoImageProcessor.from_pretrained(folder)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+        phases["from_pretrained_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        with torch.inference_mode():
+            ids = model.generate(pixel_values=processor(images=[image], return_tensors="pt").pixel_values)
+        tokenizer.batch_decode(ids, skip_special_tokens=True)
+    else:
+        from runtime import load_speedups
+        from runtime.artifact import _reader
+        from runtime.captioner import load_captioner
+
+        phases["import_s"] = time.perf_counter() - t0
+        if variant == "runtime_no_memo":
+            import contextlib
+
+            load_speedups.memoized_schema_type_hints = contextlib.nullcontext
+        if variant == "runtime_map":
+            load_speedups.MAP_WEIGHTS = True
+        t = time.perf_counter()
+        _reader(Path(artifact)).read_string(MANIFEST_RECORD)
+        phases["archive_open_s"] = time.perf_counter() - t
+        if variant == "runtime_two_pass_integrity":
+            t = time.perf_counter()
+            _two_pass(artifact)
+            phases["two_pass_s"] = time.perf_counter() - t
+        _weights_timer(phases)
+        timings: dict = {}
+        t = time.perf_counter()
+        captioner = load_captioner(artifact, "cpu", cache_dir=cache, timings=timings,
+                                   quantize="int8" if "int8" in variant else None)
+        phases["load_captioner_s"] = time.perf_counter() - t
+        phases["integrity_s"] = phases.pop("two_pass_s", timings["integrity_s"])
+        phases["deserialize_s"] = timings["programs_s"] - phases.get("weights_s", 0.0)
+        phases["graph_passes_s"] = timings["graph_passes_s"]
+        t = time.perf_counter()
+        captioner.caption([image])
+    phases["first_caption_s"] = time.perf_counter() - t
+    phases["total_s"] = time.perf_counter() - t0
+    phases["peak_rss_mib"] = round(vm_hwm_mib(), 1)
+    return phases
+
+
+def _two_pass(artifact: str) -> None:
+    """The integrity check as it was: the whole file hashed, then every program record read and hashed."""
+    import hashlib
+
+    from runtime.artifact import _reader
+    from runtime.checksum import file_sha256
+
+    file_sha256(artifact)
+    reader = _reader(Path(artifact))
+    manifest = json.loads(reader.read_string(MANIFEST_RECORD))
+    for entry in manifest["programs"].values():
+        for record in entry["records"]:
+            hashlib.sha256(reader.read_bytes(record)).hexdigest()
+
+
+def run(artifact: Path, folder: Path, variants: list[str], runs: int) -> dict:
+    """`runs` fresh processes per variant, in rotation; medians per phase."""
+    samples: dict[str, list[dict]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as warm:
+        for variant in ("runtime", "runtime_int8"):  # fill the warm cache once: stamps and the int8 pack
+            if variant in variants:
+                measure_in_child(variant, artifact, folder, warm)
+        for i in range(runs):
+            for variant in variants[i % len(variants):] + variants[:i % len(variants)]:
+                with tempfile.TemporaryDirectory() as empty:
+                    cache = empty if variant.endswith("first_load") else warm
+                    samples[variant].append(measure_in_child(variant, artifact, folder, cache))
+    result = {}
+    for variant, rows in samples.items():
+        result[variant] = {k: summary([r[k] for r in rows]) for k in rows[0]}
+        result[variant]["about"] = VARIANTS[variant]
+    return result
+
+
+def measure_in_child(variant: str, artifact: Path, folder: Path, cache: str) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.load_phases", "--one", variant, "--artifact", str(artifact),
+                          "--folder", str(folder), "--cache", cache], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.load_phases", description=__doc__)
+    p.add_argument("--one", choices=list(VARIANTS), help="(internal) measure one load in this process")
+    p.add_argument("--artifact", required=True)
+    p.add_argument("--folder", required=True, help="the HF checkpoint folder the artifact was exported from")
+    p.add_argument("--cache", default="", help="(internal) the local cache dir")
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS))
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--section", default="load_phases")
+    args = p.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure(args.one, args.artifact, args.folder, args.cache)))
+        return 0
+    from bench.model import machine, write_section
+
+    before = machine()
+    result = run(Path(args.artifact), Path(args.folder), args.variants, args.runs)
+    write_section(Path(args.out), args.section, {"artifact": args.artifact, "machine_before": before,
+                                                 "machine_after": machine(), "runs": args.runs, **result})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
