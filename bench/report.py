@@ -90,21 +90,15 @@ def soak_table(key: str, section: dict) -> list[str]:
             f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |", ""]
 
 
+# section key prefix -> its tables (the first prefix that matches wins)
+RENDERERS = (("model_", model_tables), ("cold_start", cold_tables), ("agent", agent_table), ("soak", soak_table),
+             ("load_phases", load_tables), ("process", process_table))
+
+
 def render(results: dict) -> str:
     lines = []
     for key, section in results.items():
-        if key.startswith("model_"):
-            lines += model_tables(key, section)
-        elif key.startswith("cold_start"):
-            lines += cold_tables(key, section)
-        elif key.startswith("agent"):
-            lines += agent_table(key, section)
-        elif key.startswith("soak"):
-            lines += soak_table(key, section)
-        elif key.startswith("load_phases"):
-            lines += load_tables(key, section)
-        elif key.startswith("process"):
-            lines += process_table(key, section)
+        lines += next((tables(key, section) for prefix, tables in RENDERERS if key.startswith(prefix)), [])
     return "\n".join(lines)
 
 

@@ -11,12 +11,17 @@ def _m(row: dict, key: str) -> str:
     return f"{row[key]['median_s']:.2f}" if key in row else "-"
 
 
+def _heading(key: str, section: dict, what: str) -> list[str]:
+    """The section's title and one line: what was run, and the machine's load before and after."""
+    return [f"### {key}: {section['artifact']}", "",
+            f"{what}; load average before {section['machine_before']['loadavg_1_5_15']}, after "
+            f"{section['machine_after']['loadavg_1_5_15']}.", ""]
+
+
 def load_tables(key: str, section: dict) -> list[str]:
     variants = [v for v in section if isinstance(section[v], dict) and "total_s" in section[v]]
-    lines = [f"### {key}: {section['artifact']}", "",
-             f"Fresh process per measurement, variants in rotation, median of {section['runs']} (seconds); load "
-             f"average before {section['machine_before']['loadavg_1_5_15']}, after "
-             f"{section['machine_after']['loadavg_1_5_15']}.", "",
+    lines = _heading(key, section, f"Fresh process per measurement, variants in rotation, median of {section['runs']} "
+                                   "(seconds)") + [
              "| phase | " + " | ".join(variants) + " |", "|---|" + "---|" * len(variants)]
     for phase, label in zip(PHASES, LABELS):
         lines.append(f"| {label} | " + " | ".join(_m(section[v], phase) for v in variants) + " |")
@@ -27,10 +32,8 @@ def load_tables(key: str, section: dict) -> list[str]:
 
 def process_table(key: str, section: dict) -> list[str]:
     kinds = [k for k in section if isinstance(section[k], dict) and "wall_s" in section[k]]
-    lines = [f"### {key}: {section['artifact']}", "",
-             f"{section['images']} PNGs, batch {section['batch_size']}, whole processes in rotation, median (min-max) of "
-             f"{section['runs']}; load average before {section['machine_before']['loadavg_1_5_15']}, after "
-             f"{section['machine_after']['loadavg_1_5_15']}.", "",
+    lines = _heading(key, section, f"{section['images']} PNGs, batch {section['batch_size']}, whole processes in "
+                                   f"rotation, median (min-max) of {section['runs']}") + [
              "| process | wall s | peak RSS MiB |", "|---|---|---|"]
     for kind in kinds:
         w = section[kind]["wall_s"]
