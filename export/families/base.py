@@ -24,6 +24,12 @@ def _no_task(loaded, task: str | None) -> None:
                                "(only prompt-driven families such as Florence-2 do)")
 
 
+def vision_encoder_decoder(decoder_type: str) -> Callable[[Any], bool]:
+    """`Family.matches` for a VisionEncoderDecoderModel with a ViT or DeiT encoder and this decoder model type."""
+    return lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
+                           and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == decoder_type)
+
+
 @dataclass(frozen=True)
 class Family:
     """One architecture: the exporter and the parity gate ask this, and never branch on a family's name.

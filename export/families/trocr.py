@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.families.base import Family
+from export.families.base import Family, vision_encoder_decoder
 from export.families.post_norm import run_layers, step_layers
 from export.wrap_common import position_mask, split_heads, without_pooler
 
@@ -96,8 +96,7 @@ def _materialise_sinusoids(model) -> None:
 FAMILY = Family(
     name="trocr",
     description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a TrOCR decoder (microsoft/trocr-*)",
-    matches=lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
-                            and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == "trocr"),
+    matches=vision_encoder_decoder("trocr"),
     model_class="VisionEncoderDecoderModel",
     wrap=lambda loaded, max_length: (TrocrEncoder(loaded.model), TrocrStep(loaded.model, max_length), cache_shape(loaded.model)),
     attention="eager",  # TrOCRForCausalLM has no SDPA path in transformers; eager is what its users get

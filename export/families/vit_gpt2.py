@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from export.families.base import Family
+from export.families.base import Family, vision_encoder_decoder
 from export.wrap_common import merge_heads, position_mask, split_heads, without_pooler, write_cache
 
 
@@ -89,8 +89,7 @@ def cache_shape(model) -> dict:
 FAMILY = Family(
     name="vit-gpt2",
     description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a GPT-2 decoder",
-    matches=lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
-                            and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == "gpt2"),
+    matches=vision_encoder_decoder("gpt2"),
     model_class="VisionEncoderDecoderModel",
     wrap=lambda loaded, max_length: (VitGpt2Encoder(loaded.model), Gpt2Step(loaded.model, max_length), cache_shape(loaded.model)),
 )
