@@ -6,6 +6,7 @@ import datetime
 import json
 import time
 
+from runtime.agent.aws import object_exists
 from runtime.agent.config import AgentConfig
 from runtime.agent.jobs import job_root
 from runtime.agent.messages import parse_s3_uri
@@ -81,11 +82,7 @@ class JobReader:
             if key not in self.markers:
                 self.markers[key] = self._json(key)
         summary = self.root + SUMMARY
-        try:
-            self.s3.head_object(Bucket=self.bucket, Key=summary)
-            complete = True
-        except self.s3.exceptions.ClientError:
-            complete = False
+        complete = object_exists(self.s3, self.bucket, summary)
         return JobState(self.job_id, len(self.manifest["images"]),
                         sum(m["done"] for m in self.markers.values()),
                         sum(len(m["failed"]) for m in self.markers.values()),

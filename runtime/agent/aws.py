@@ -53,6 +53,15 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def object_exists(s3, bucket: str, key: str) -> bool:
+    """Whether a HEAD of the object succeeds (any client error, a 404 or a denial alike, reads as absent)."""
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except botocore.exceptions.ClientError:
+        return False
+
+
 def permanent_reason(code: str, uri: str, action: str = "read") -> str | None:
     """What an S3 error code means for `uri` when no retry will help, else None (a transient error)."""
     if code in ARCHIVED_CODES:

@@ -12,6 +12,7 @@ import datetime
 import json
 from typing import TYPE_CHECKING
 
+from runtime.agent.aws import object_exists
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import CHUNK_TYPE, Chunk, parse_s3_uri
 from runtime.agent.notify import publish_job_done
@@ -110,16 +111,9 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
                "failures": failed, "created_at": manifest["created_at"],
                "results": results,
                "manifest": f"s3://{bucket}/{root}manifest.json"}
-    first = config.job_topic_arn and not _exists(s3, bucket, root + "summary.json")
+    first = config.job_topic_arn and not object_exists(s3, bucket, root + "summary.json")
     _put_json(s3, bucket, root + "summary.json", summary)
     if first:  # only when the summary is first complete, not on replays
         publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}summary.json")
     return summary
 
-
-def _exists(s3, bucket: str, key: str) -> bool:
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
-        return True
-    except s3.exceptions.ClientError:
-        return False
