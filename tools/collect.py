@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from runtime.agent.jobs import JOBS_FOLDER
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.results import SCHEMA, result_key
 from tools import target as targets
@@ -17,9 +18,6 @@ from tools.job_progress import JobNotFound, JobReader
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
 from tools.progress import Bar
-
-JOBS_FOLDER = "_jobs/"  # runtime.agent.jobs keeps manifests and chunk markers here, under the results prefix
-
 
 def results_location(prefix_uri: str, results_bucket: str, results_prefix: str) -> tuple[str, str, str]:
     """(results bucket, results key prefix, source key prefix) for an images prefix or a results prefix."""

@@ -18,13 +18,15 @@ from runtime.agent.messages import CHUNK_TYPE, Chunk, parse_s3_uri
 from runtime.agent.notify import publish_job_done
 from runtime.agent.results import is_own_result, results_location
 
+JOBS_FOLDER = "_jobs/"  # under the results prefix: manifests, chunk markers and summaries (tools.collect skips it)
+
 if TYPE_CHECKING:
     from runtime.agent.prefetch import Item
 
 
 def job_root(config: AgentConfig, job_id: str) -> str:
     """`<results prefix>_jobs/<job id>/`: where a job's manifest, chunk markers and summary go."""
-    return f"{config.results_prefix}_jobs/{job_id}/"
+    return f"{config.results_prefix}{JOBS_FOLDER}{job_id}/"
 
 
 def _put_json(s3, bucket: str, key: str, value) -> None:
