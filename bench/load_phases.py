@@ -76,7 +76,7 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
         tokenizer.batch_decode(ids, skip_special_tokens=True)
     else:
         from runtime import load_speedups
-        from runtime.artifact import _reader
+        from runtime.archive import open_archive
         from runtime.captioner import load_captioner
 
         phases["import_s"] = time.perf_counter() - t0
@@ -87,7 +87,7 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
         if variant == "runtime_map":
             load_speedups.MAP_WEIGHTS = True
         t = time.perf_counter()
-        _reader(Path(artifact)).read_string(MANIFEST_RECORD)
+        open_archive(Path(artifact)).read_string(MANIFEST_RECORD)
         phases["archive_open_s"] = time.perf_counter() - t
         if variant == "runtime_two_pass_integrity":
             t = time.perf_counter()
@@ -114,11 +114,11 @@ def _two_pass(artifact: str) -> None:
     """The integrity check as it was: the whole file hashed, then every program record read and hashed."""
     import hashlib
 
-    from runtime.artifact import _reader
+    from runtime.archive import open_archive
     from runtime.checksum import file_sha256
 
     file_sha256(artifact)
-    reader = _reader(Path(artifact))
+    reader = open_archive(Path(artifact))
     manifest = json.loads(reader.read_string(MANIFEST_RECORD))
     for entry in manifest["programs"].values():
         for record in entry["records"]:

@@ -8,24 +8,11 @@ from pathlib import Path
 import torch
 
 from runtime import manifest as manifests
+from runtime.archive import EXTRA_DIR, open_archive
 from runtime.checksum import program_checksum, scan_sha256
 from runtime.errors import ArtifactError
 from runtime.manifest import PROGRAMS
 from runtime.verified import identity, stamped_sha256, write_stamp
-
-
-def _reader(path: Path):
-    from runtime.pt2 import PT2ArchiveReader  # torch's archive code is imported when first needed
-
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such artifact file")
-    try:
-        return PT2ArchiveReader(str(path))
-    except Exception as exc:  # torch raises RuntimeError/AssertionError for a damaged zip
-        raise ArtifactError(
-            f"{path}: not a complete PT2 archive (truncated download or not a .pt2 file?): {exc}; "
-            "download or export it again"
-        ) from None
 
 
 def _record_regions(reader, names) -> dict[str, tuple[int, int]]:
@@ -57,10 +44,8 @@ def verify_file(path: str | os.PathLike, expected_sha256: str | None = None, sha
     hashed the file against `expected_sha256` (the agent's download), so it is not read at all. With
     `cache_dir`, a file verified before and unchanged on disk since (runtime.verified) is not hashed again.
     """
-    from runtime.pt2 import EXTRA_DIR
-
     path = Path(path)
-    reader = _reader(path)
+    reader = open_archive(path)
     try:
         manifest = json.loads(reader.read_string(EXTRA_DIR + manifests.MANIFEST_FILE))
         tokenizer_json = reader.read_string(EXTRA_DIR + manifests.TOKENIZER_FILE)
@@ -98,11 +83,23 @@ def explicit_index(device: torch.device) -> torch.device:
     return device
 
 
-def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bool | None = None) -> dict[str, torch.nn.Module]:
+def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bool | None = None,
+                  cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
+                  timings: dict | None = None) -> dict[str, torch.nn.Module]:
     """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in).
 
-    `map_weights`: back CPU weights by a mapping of the file rather than a copy (default: runtime.load_speedups).
+    With `cache_dir` and the file's (checked) `sha256`, the graphs come from the local cache when an earlier
+    load kept them (runtime.graph_cache: no torch deserializer, weights read once at their offsets), and the
+    first load keeps them. `map_weights`: back CPU weights by a mapping of the file rather than a copy
+    (default: runtime.load_speedups; torch's loader only). `timings` receives `weights_s` on the cached path.
     """
+    from runtime import graph_cache
+
+    path = Path(path)
+    entry = graph_cache.cache_file(cache_dir, sha256, device)
+    cached = graph_cache.load(entry, path, device, timings)
+    if cached is not None:
+        return cached
     from torch.export.passes import move_to_device_pass
 
     from runtime import load_speedups
@@ -119,4 +116,6 @@ def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bo
         if device.type != "cpu":
             program = move_to_device_pass(program, device)
         modules[name] = program.module()
+    if entry is not None:
+        graph_cache.save(entry, modules, open_archive(path))
     return modules

@@ -124,7 +124,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
         except aoti.AotiUnavailable as exc:
             report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
     # quantized programs drop their float weights: a copy is freed then, mapped pages would stay counted
-    programs = load_programs(path, resolved, map_weights=False if quantize else None)
+    programs = load_programs(path, resolved, map_weights=False if quantize else None, cache_dir=cache_dir,
+                             sha256=sha, timings=timings)
     clock.lap("programs_s")
     if quantize is not None:
         from runtime import int8_cache

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
-from torch.export.pt2_archive.constants import EXTRA_DIR  # the folder of an archive's extra files
 
 # An artifact holds two exported programs (and a compiled package holds two AOTInductor models). The public
 # torch.export.save/load and torch._inductor.aoti_compile_and_package/aoti_load_package handle a single program
@@ -10,5 +9,7 @@ from torch.export.pt2_archive.constants import EXTRA_DIR  # the folder of an arc
 # (pytorch/pytorch#152495: "power users directly call into these APIs"), but no torch release so far (2.13
 # checked) re-exports them from torch.export.pt2_archive. When one does, import them from there instead.
 from torch.export.pt2_archive._package import load_pt2, package_pt2
+
+from runtime.archive import EXTRA_DIR  # the folder of an archive's extra files (reading needs no export package)
 
 __all__ = ["EXTRA_DIR", "PT2ArchiveReader", "PT2ArchiveWriter", "load_pt2", "package_pt2"]

@@ -80,9 +80,10 @@ def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = No
 
 
 def backend_options(config: AgentConfig, s3) -> dict:
-    """Extra loader arguments: `quantize`, or for `backend: aoti` the compiled-package caches (local, bucket)."""
+    """Extra loader arguments: the local cache (graphs, int8 weights) and `quantize`, or for `backend: aoti` the
+    compiled-package caches (local, bucket)."""
     if config.backend == "exported":
-        return {"quantize": config.quantize, "cache_dir": config.cache_dir} if config.quantize else {}  # int8 cache
+        return {"quantize": config.quantize, "cache_dir": config.cache_dir}
     from runtime.agent.metrics import log
     from runtime.aoti import S3Store
 

@@ -1,0 +1,179 @@
+"""The graph cache: a restart rebuilds the very graphs torch loaded, with the same weights and tokens, and runs no code."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import fx
+
+from export.cli import parity_images
+from runtime import graph_cache
+from runtime.agent.config import AgentConfig
+from runtime.agent.pointer import backend_options
+from runtime.archive import open_archive
+from runtime.artifact import load_programs
+from runtime.captioner import load_captioner
+from runtime.checksum import file_sha256
+from runtime.graph_linears import attr
+
+CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _entry(cache: Path) -> Path:
+    entries = list((cache / graph_cache.GRAPH_DIR).glob("*.json"))
+    assert len(entries) == 1, entries
+    return entries[0]
+
+
+def _shape_of(gm: fx.GraphModule) -> list:
+    """The graph as calls: op, target and arguments (nodes by position), export's no-op guard call left out."""
+    index, out = {}, []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target == graph_cache.GUARDS:
+            continue
+        index[node] = len(index)
+        args = fx.node.map_arg((node.args, node.kwargs), lambda n: ("node", index[n]))
+        out.append((node.op, node.target if node.op != "placeholder" else node.name, repr(args)))
+    return out
+
+
+def _weights(gm: fx.GraphModule) -> dict[str, torch.Tensor]:
+    found = {}
+    for node in gm.graph.nodes:
+        if node.op == "get_attr":
+            found[node.target] = attr(gm, node.target)
+    return found
+
+
+def _aliasing(weights: dict[str, torch.Tensor]) -> list[list[str]]:
+    groups: dict[int, list[str]] = {}
+    for name, tensor in weights.items():
+        groups.setdefault(tensor.untyped_storage().data_ptr(), []).append(name)
+    return sorted(sorted(g) for g in groups.values())
+
+
+@pytest.mark.parametrize("family", ["tiny_artifact", "tiny_trocr_artifact", "tiny_blip_artifact",
+                                    "tiny_florence2_artifact"])
+def test_a_cached_load_is_the_same_graph_weights_and_tokens(family, request, tmp_path, monkeypatch):
+    artifact = request.getfixturevalue(family)
+    sha = file_sha256(artifact)
+    slow = load_programs(artifact, CPU, cache_dir=tmp_path, sha256=sha)
+    entry = _entry(tmp_path)
+    import runtime.pt2
+
+    monkeypatch.setattr(runtime.pt2, "load_pt2", lambda *a, **k: pytest.fail("loaded through torch"))
+    timings = {}
+    fast = load_programs(artifact, CPU, cache_dir=tmp_path, sha256=sha, timings=timings)
+    assert "weights_s" in timings and _entry(tmp_path) == entry
+    for name in slow:
+        assert _shape_of(fast[name]) == _shape_of(slow[name])
+        a, b = _weights(slow[name]), _weights(fast[name])
+        assert a.keys() == b.keys() and _aliasing(a) == _aliasing(b)
+        for target in a:
+            assert (b[target].dtype, b[target].shape, b[target].stride()) == (a[target].dtype, a[target].shape, a[target].stride())
+            assert type(b[target]) is type(a[target]) and b[target].requires_grad == a[target].requires_grad
+            assert torch.equal(b[target], a[target]), target
+
+    monkeypatch.undo()
+    reference = load_captioner(artifact, "cpu")  # no cache: torch's loader
+    cached = load_captioner(artifact, "cpu", cache_dir=tmp_path)
+    pixels = reference.preprocess(parity_images([], 3, seed=5))
+    for beams in sorted({1, reference.max_beams}):
+        assert cached.generate_ids(pixels, beams) == reference.generate_ids(pixels, beams)
+
+
+def test_a_cached_load_never_imports_the_export_deserializer(tiny_artifact, tmp_path):
+    load_captioner(tiny_artifact, "cpu", cache_dir=tmp_path)  # the first load keeps the graphs
+    probe = (
+        "import sys, json\n"
+        "from runtime.captioner import load_captioner\n"
+        f"c = load_captioner({str(tiny_artifact)!r}, 'cpu', cache_dir={str(tmp_path)!r})\n"
+        "from export.cli import parity_images\n"
+        "ids = c.generate_ids(c.preprocess(parity_images([], 2, seed=1)))\n"
+        "print(json.dumps({m: m in sys.modules for m in ('torch._dynamo', 'torch._export.serde.serialize',"
+        " 'torch.export.pt2_archive')}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "torch._dynamo": False, "torch._export.serde.serialize": False, "torch.export.pt2_archive": False}
+
+
+def _edit(entry: Path, change) -> None:
+    data = json.loads(entry.read_text())
+    change(data)
+    entry.write_text(json.dumps(data))
+
+
+def _first_call(data: dict) -> dict:
+    return next(n for n in data["programs"]["encoder"]["nodes"] if n["op"] == "call_function")
+
+
+@pytest.mark.parametrize("damage", ["cut short", "code as a target", "other torch", "weights past the end",
+                                    "unknown value kind"])
+def test_a_damaged_or_edited_entry_runs_nothing_and_is_written_again(damage, tiny_artifact, tmp_path, monkeypatch):
+    sha = file_sha256(tiny_artifact)
+    load_programs(tiny_artifact, CPU, cache_dir=tmp_path, sha256=sha)
+    entry = _entry(tmp_path)
+    good = entry.read_text()
+    ran = []
+    monkeypatch.setattr(os, "system", lambda *a: ran.append(a))
+    if damage == "cut short":
+        entry.write_text(good[: len(good) // 2])
+    elif damage == "code as a target":
+        _edit(entry, lambda d: _first_call(d).update(target="os.system", args=["echo pwned"]))
+    elif damage == "other torch":
+        _edit(entry, lambda d: d.update(torch="1.0.0"))
+    elif damage == "weights past the end":
+        _edit(entry, lambda d: next(iter(d["programs"]["encoder"]["weights"].values())).update(
+            offset=tiny_artifact.stat().st_size - 10))
+    else:
+        _edit(entry, lambda d: _first_call(d).update(args=[{"eval": "print(1)"}]))
+    assert graph_cache.load(entry, tiny_artifact, CPU) is None and not ran
+    calls = []
+    real = graph_cache.save
+    monkeypatch.setattr(graph_cache, "save", lambda *a: calls.append(1) or real(*a))
+    load_programs(tiny_artifact, CPU, cache_dir=tmp_path, sha256=sha)  # the slow path, which writes it again
+    assert calls and entry.read_text() == good
+
+
+def test_a_program_it_cannot_describe_gets_no_entry(tiny_artifact, tmp_path):
+    sha = file_sha256(tiny_artifact)
+    modules = load_programs(tiny_artifact, CPU)
+    node = next(n for n in modules["encoder"].graph.nodes if n.op == "call_function")
+    node.target = math.fsum  # a Python function: the format keeps aten ops and the operator module only
+    path = graph_cache.cache_file(tmp_path, sha, CPU)
+    reason = graph_cache.save(path, modules, open_archive(tiny_artifact))
+    assert "only aten ops" in reason and not path.exists()
+
+
+def test_values_round_trip_exactly():
+    values = (1, -0.0, 0.1, math.inf, -math.inf, True, None, "s", [2, 3], (4, (5,)),
+              torch.float16, torch.device("cpu"), torch.strided, torch.channels_last)
+    decoded = graph_cache._decode(json.loads(json.dumps(graph_cache._encode(values))), {})
+    assert decoded == values and [type(v) for v in decoded] == [type(v) for v in values]
+    assert math.copysign(1, decoded[1]) == -1
+    nan = graph_cache._decode(json.loads(json.dumps(graph_cache._encode(math.nan))), {})
+    assert math.isnan(nan)
+
+
+def test_the_entry_is_keyed_by_file_torch_and_device(tmp_path, monkeypatch):
+    a = graph_cache.cache_file(tmp_path, "a" * 64, CPU)
+    assert a != graph_cache.cache_file(tmp_path, "b" * 64, CPU)
+    assert a != graph_cache.cache_file(tmp_path, "a" * 64, torch.device("cuda", 0))
+    monkeypatch.setattr(torch, "__version__", "9.9.9")
+    assert a != graph_cache.cache_file(tmp_path, "a" * 64, CPU)
+    assert graph_cache.cache_file(None, "a" * 64, CPU) is None and graph_cache.cache_file(tmp_path, None, CPU) is None
+
+
+def test_the_agent_loads_with_its_local_cache():
+    config = AgentConfig(artifacts_bucket="a", images_bucket="i", queue_url="q", cache_dir="/var/cache/ck")
+    assert backend_options(config, s3=None)["cache_dir"] == "/var/cache/ck"
