@@ -3,7 +3,7 @@
 #
 # 1. the boot's own GPU check (`python -m runtime gpu-check`: driver, CUDA, GPU, a kernel that must run);
 # 2. a smoke run on the tests' tiny ViT + GPT-2: export, load the .pt2 on CUDA (exported and AOTInductor),
-#    tokens against HF `generate` on the same GPU;
+#    tokens against HF `generate` on the same GPU; 2b. the graph cache on CUDA against torch's loader (tokens);
 # 3. ViT-base + GPT-2 small (random weights, real sizes): HF `generate` against the runtime on the exported
 #    and the AOTInductor-compiled programs, float32 and bfloat16, batch 1 and 32, greedy and 4-beam.
 # Results: $RESULTS (default bench/gpu-results.json; each stage's log and the results also go to $OUT if set).
@@ -49,6 +49,9 @@ echo "== 2. tiny model: export, CUDA load (exported + AOTInductor), tokens vs HF
 timeout "${TINY_TIMEOUT_S:-180}" "$PY" -m bench.model --device cuda --models tiny --dtypes float32 --batches 1 8 --runs 3 \
   --workdir "$WORK" --out "$RESULTS" --section model_cuda_tiny 2>&1 | tee "$LOGS/tiny.txt" >&2
 tiny=${PIPESTATUS[0]}
+echo "== 2b. graph cache on the GPU: tokens from the cached graphs vs torch's loader (tiny model)" >&2
+timeout 120 "$PY" -m bench.graph_cache_check --device cuda --artifact "$(ls "$WORK"/tiny-float32-b*.pt2 | head -1)" \
+  --out "$RESULTS" --section graph_cache_cuda 2>&1 | tee "$LOGS/graph-cache.txt" >&2
 
 bench=skipped
 if [[ $check -eq 0 ]]; then  # stage 3 runs even when stage 2's AOTInductor fails: the exported path is separate
