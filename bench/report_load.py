@@ -3,8 +3,8 @@ from __future__ import annotations
 
 PHASES = ("import_s", "archive_open_s", "integrity_s", "deserialize_s", "weights_s", "graph_passes_s",
           "load_captioner_s", "from_pretrained_s", "first_caption_s", "total_s")
-LABELS = ("imports", "archive open", "integrity", "graph deserialization", "weights", "graph passes",
-          "load_captioner (integrity..passes)", "from_pretrained", "warm-up: first caption", "process total")
+LABELS = ("imports", "archive open (+ torch's loader code, where it runs)", "integrity", "graph deserialization",
+          "weights", "graph passes", "load_captioner (integrity..passes)", "from_pretrained", "warm-up: first caption", "process total")
 
 
 def _m(row: dict, key: str) -> str:

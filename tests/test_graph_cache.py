@@ -176,4 +176,5 @@ def test_the_entry_is_keyed_by_file_torch_and_device(tmp_path, monkeypatch):
 
 def test_the_agent_loads_with_its_local_cache():
     config = AgentConfig(artifacts_bucket="a", images_bucket="i", queue_url="q", cache_dir="/var/cache/ck")
-    assert backend_options(config, s3=None)["cache_dir"] == "/var/cache/ck"
+    assert backend_options(config, s3=None) == {"cache_dir": "/var/cache/ck"}  # quantize only when set
+    assert backend_options(AgentConfig(cache_dir="c", quantize="int8"), s3=None) == {"cache_dir": "c", "quantize": "int8"}

@@ -83,7 +83,7 @@ def backend_options(config: AgentConfig, s3) -> dict:
     """Extra loader arguments: the local cache (graphs, int8 weights) and `quantize`, or for `backend: aoti` the
     compiled-package caches (local, bucket)."""
     if config.backend == "exported":
-        return {"quantize": config.quantize, "cache_dir": config.cache_dir}
+        return {"cache_dir": config.cache_dir, **({"quantize": config.quantize} if config.quantize else {})}
     from runtime.agent.metrics import log
     from runtime.aoti import S3Store
 
