@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -116,6 +117,7 @@ def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bo
         if device.type != "cpu":
             program = move_to_device_pass(program, device)
         modules[name] = program.module()
-    if entry is not None:
-        graph_cache.save(entry, modules, open_archive(path))
+    if entry is not None and (why := graph_cache.save(entry, modules, open_archive(path))):
+        warnings.warn(f"{path.name}: graphs not kept in the local cache ({why}); it loads through torch each time",
+                      stacklevel=2)
     return modules

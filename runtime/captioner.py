@@ -97,7 +97,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize). On CPU the
     exported decoder step's remaining float matmuls take the few-rows layout (runtime.decode_layout).
     `cache_dir`, the local cache, keeps what a restart need not redo: stamps of verified files (runtime.verified:
-    an unchanged file is not hashed again) and int8 weights (runtime.int8_cache). `timings`, if given, receives the seconds of each step (integrity_s, programs_s, graph_passes_s).
+    an unchanged file is not hashed again), the programs' graphs (runtime.graph_cache: a later load skips torch's
+    deserializer) and int8 weights (runtime.int8_cache). `timings`, if given, receives the seconds of each step (integrity_s, programs_s, graph_passes_s).
     """
     clock = _Clock(timings)
     if backend not in BACKENDS:

@@ -145,7 +145,7 @@ def test_a_damaged_or_edited_entry_runs_nothing_and_is_written_again(damage, tin
     assert calls and entry.read_text() == good
 
 
-def test_a_program_it_cannot_describe_gets_no_entry(tiny_artifact, tmp_path):
+def test_a_program_it_cannot_describe_gets_no_entry_and_a_warning(tiny_artifact, tmp_path, monkeypatch):
     sha = file_sha256(tiny_artifact)
     modules = load_programs(tiny_artifact, CPU)
     node = next(n for n in modules["encoder"].graph.nodes if n.op == "call_function")
@@ -153,6 +153,10 @@ def test_a_program_it_cannot_describe_gets_no_entry(tiny_artifact, tmp_path):
     path = graph_cache.cache_file(tmp_path, sha, CPU)
     reason = graph_cache.save(path, modules, open_archive(tiny_artifact))
     assert "only aten ops" in reason and not path.exists()
+    monkeypatch.setattr(graph_cache, "describe", lambda *a: (_ for _ in ()).throw(graph_cache.NotCacheable("x")))
+    with pytest.warns(UserWarning, match="graphs not kept in the local cache .x.; it loads through torch each time"):
+        load_programs(tiny_artifact, CPU, cache_dir=tmp_path, sha256=sha)
+    assert not path.exists()
 
 
 def test_values_round_trip_exactly():
