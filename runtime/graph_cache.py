@@ -28,6 +28,7 @@ import json
 import operator
 import os
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -261,14 +262,16 @@ def load(path: Path | None, artifact: Path, device: torch.device,
     try:
         entry = json.loads(path.read_text())
         if entry["format"] != FORMAT or entry["torch"] != torch.__version__:
-            return None
+            raise ValueError(f"made for format {entry['format']}, torch {entry['torch']}")
         modules, weights_s = {}, 0.0
         for name, program in entry["programs"].items():
             start = time.perf_counter()
             weights = _read_weights(artifact, program["weights"], device)
             weights_s += time.perf_counter() - start
             modules[name] = _build(program["nodes"], weights, name)
-    except Exception:  # damaged or edited: the slow path loads it and writes the entry again
+    except Exception as exc:  # damaged or edited: the slow path loads it and writes the entry again
+        warnings.warn(f"{path}: graph cache entry not used ({type(exc).__name__}: {str(exc)[:200]}); "
+                      "loading through torch and writing it again", stacklevel=3)
         return None
     if timings is not None:
         timings["weights_s"] = round(weights_s, 3)

@@ -137,11 +137,14 @@ def test_a_damaged_or_edited_entry_runs_nothing_and_is_written_again(damage, tin
             offset=tiny_artifact.stat().st_size - 10))
     else:
         _edit(entry, lambda d: _first_call(d).update(args=[{"eval": "print(1)"}]))
-    assert graph_cache.load(entry, tiny_artifact, CPU) is None and not ran
+    with pytest.warns(UserWarning, match="graph cache entry not used"):
+        assert graph_cache.load(entry, tiny_artifact, CPU) is None
+    assert not ran
     calls = []
     real = graph_cache.save
     monkeypatch.setattr(graph_cache, "save", lambda *a: calls.append(1) or real(*a))
-    load_programs(tiny_artifact, CPU, cache_dir=tmp_path, sha256=sha)  # the slow path, which writes it again
+    with pytest.warns(UserWarning, match="loading through torch and writing it again"):
+        load_programs(tiny_artifact, CPU, cache_dir=tmp_path, sha256=sha)  # the slow path, which writes it again
     assert calls and entry.read_text() == good
 
 
