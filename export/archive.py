@@ -38,8 +38,9 @@ class _HashingWriter:
 
 
 def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram], tokenizer_json: str,
-                  manifest: dict) -> dict:
-    """Write the archive atomically (temp file then rename); returns the manifest as written."""
+                  manifest: dict, graphs: str | None = None) -> dict:
+    """Write the archive atomically (temp file then rename); returns the manifest as written. `graphs`: the
+    programs' description (runtime.graph_cache.for_archive), kept as extra/graphs.json with its SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The archive's inner folder is named after the file, so write under the final name in a temp folder.
@@ -52,7 +53,28 @@ def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram],
             manifest["programs"][name] = manifests.program_entry(hashing.records)
         manifest["tokenizer_sha256"] = manifests.text_sha256(tokenizer_json)
         writer.write_string(EXTRA_DIR + manifests.TOKENIZER_FILE, tokenizer_json)
+        if graphs is not None:
+            manifest["graphs_sha256"] = manifests.text_sha256(graphs)
+            writer.write_string(EXTRA_DIR + manifests.GRAPHS_FILE, graphs)
         writer.write_string(EXTRA_DIR + manifests.MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True))
     os.replace(tmp, path)
     tmp.parent.rmdir()
     return manifest
+
+
+def describe_programs(path: Path, programs: dict[str, ExportedProgram], tokenizer_json: str, manifest: dict) -> str:
+    """Write `path` again with its programs' description inside (runtime.graph_cache), so every load of it skips
+    torch's deserializer, and check that torch loads the final file to that very description. Returns what
+    was done, for the export log; where the programs cannot be described, the file stays as it was."""
+    from runtime import graph_cache
+    from runtime.graph_format import NotDescribable
+
+    try:
+        graphs = graph_cache.for_archive(path)
+    except NotDescribable as exc:
+        return f"not described ({exc}): this artifact loads through torch's deserializer"
+    write_archive(path, programs, tokenizer_json, manifest, graphs=graphs)
+    if not graph_cache.matches(path, graphs):
+        write_archive(path, programs, tokenizer_json, manifest)
+        return "left out: torch loads the rewritten file to another graph than described; it loads through torch"
+    return f"described inside the artifact ({len(graphs) / 1024:.0f} KiB): loads skip torch's deserializer"

@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     if args.max_batch < 1:
         print("error: --max-batch must be at least 1", file=sys.stderr)
         return 2
-    progress = Progress(5)
+    progress = Progress(6)
     try:
         progress.step(f"loading {args.model}")
         loaded = load.load(args.model, args.revision, args.dtype, args.task)
@@ -97,8 +97,12 @@ def main(argv=None) -> int:
         out = Path(args.out)
         with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
             candidate = Path(tmp) / out.name
-            archive.write_archive(candidate, programs, loaded.tokenizer.backend_tokenizer.to_str(), manifest)
+            tokenizer_json = loaded.tokenizer.backend_tokenizer.to_str()
+            archive.write_archive(candidate, programs, tokenizer_json, manifest)
             progress.done(f"({candidate.stat().st_size / 2**20:.1f} MiB)")
+
+            progress.step("describing the programs inside the artifact (checked against torch's loader)")
+            progress.done(archive.describe_programs(candidate, programs, tokenizer_json, manifest))
 
             progress.step("proving parity with HF generate (through the written file)")
             captioner = load_captioner(candidate, device="cpu")

@@ -86,21 +86,23 @@ def explicit_index(device: torch.device) -> torch.device:
 
 def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bool | None = None,
                   cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
-                  timings: dict | None = None) -> dict[str, torch.nn.Module]:
+                  timings: dict | None = None, use_descriptions: bool = True) -> dict[str, torch.nn.Module]:
     """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in).
 
-    With `cache_dir` and the file's (checked) `sha256`, the graphs come from the local cache when an earlier
-    load kept them (runtime.graph_cache: no torch deserializer, weights read once at their offsets), and the
-    first load keeps them. `map_weights`: back CPU weights by a mapping of the file rather than a copy
-    (default: runtime.load_speedups; torch's loader only). `timings` receives `weights_s` on the cached path.
+    Without torch's loader where a description of the programs can be had (runtime.graph_cache): the one inside
+    the artifact, else, with `cache_dir` and the file's (checked) `sha256`, the local one an earlier load kept;
+    a load through torch keeps one there. `use_descriptions=False` always loads through torch. `map_weights`:
+    back CPU weights by a mapping of the file rather than a copy (default: runtime.load_speedups; torch's
+    loader only). `timings` receives `weights_s` when a description was used.
     """
     from runtime import graph_cache
 
     path = Path(path)
-    entry = graph_cache.cache_file(cache_dir, sha256, device)
-    cached = graph_cache.load(entry, path, device, timings)
-    if cached is not None:
-        return cached
+    entry = graph_cache.cache_file(cache_dir, sha256, device) if use_descriptions else None
+    if use_descriptions:
+        described = graph_cache.embedded(path, device, timings) or graph_cache.load(entry, path, device, timings)
+        if described is not None:
+            return described
     from torch.export.passes import move_to_device_pass
 
     from runtime import load_speedups
@@ -117,7 +119,7 @@ def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bo
         if device.type != "cpu":
             program = move_to_device_pass(program, device)
         modules[name] = program.module()
-    if entry is not None and (why := graph_cache.save(entry, modules, open_archive(path))):
+    if entry is not None and (why := graph_cache.save(entry, modules, open_archive(path), device)):
         warnings.warn(f"{path.name}: graphs not kept in the local cache ({why}); it loads through torch each time",
                       stacklevel=2)
     return modules

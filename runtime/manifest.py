@@ -15,6 +15,7 @@ SCHEMA_VERSION = 1
 PROGRAMS = ("encoder", "decoder_step")
 REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
 MANIFEST_FILE, TOKENIZER_FILE = "manifest.json", "tokenizer.json"  # the artifact's two extra files
+GRAPHS_FILE = "graphs.json"  # optional third: its programs described for runtime.graph_cache (manifest: graphs_sha256)
 
 
 def torch_release(version: str) -> str:
