@@ -17,17 +17,19 @@ from pathlib import Path
 
 from bench.timing import summary
 
+DESCRIPTION_RECORD = "extra/graphs.json"  # runtime.graph_cache: the programs described inside the artifact
 MANIFEST_RECORD = "extra/manifest.json"  # runtime.pt2.EXTRA_DIR + runtime.manifest.MANIFEST_FILE, without importing torch here
 
 VARIANTS = {
-    "runtime": "all levers on; the file verified and its graphs kept before (the usual restart)",
-    "runtime_no_graph_cache": "graph cache off: torch's loader with its levers (memo, stamp)",
-    "runtime_first_load": "all levers on; first load of this file: one read hashes it, torch loads it, the graphs are kept",
-    "runtime_no_memo": "graph cache and schema type-hint memo off (torch's own per-object lookups)",
-    "runtime_map": "graph cache off; weights memory-mapped by torch's reader instead of copied (off by default)",
-    "runtime_two_pass_integrity": "graph cache off; integrity as before issue 16: whole-file SHA-256, then each record read and hashed",
-    "runtime_int8": "quantize=int8 with its int8 weights and graphs cached",
-    "runtime_int8_first_load": "quantize=int8, nothing cached yet (quantizes, then caches weights and graphs)",
+    "runtime": "all levers on; the file verified before, programs from their description (a restart)",
+    "runtime_no_graph_cache": "descriptions off: torch's loader with its levers (memo, stamp)",
+    "runtime_first_load": "first load of this file here: one read hashes it; programs from the description inside "
+                          "the artifact, or (an artifact without one) through torch, keeping one in the local cache",
+    "runtime_no_memo": "descriptions and schema type-hint memo off (torch's own per-object lookups)",
+    "runtime_map": "descriptions off; weights memory-mapped by torch's reader instead of copied (off by default)",
+    "runtime_two_pass_integrity": "descriptions off; integrity as before issue 16: whole-file SHA-256, then each record read and hashed",
+    "runtime_int8": "quantize=int8 with its int8 weights cached",
+    "runtime_int8_first_load": "quantize=int8, nothing cached yet (quantizes, then caches the int8 weights)",
     "hf": "import transformers + from_pretrained (model, image processor, tokenizer) + generate",
 }
 TORCH_LOADER = ("runtime_no_graph_cache", "runtime_no_memo", "runtime_map", "runtime_two_pass_integrity")
@@ -93,7 +95,8 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
             load_speedups.MAP_WEIGHTS = True
         t = time.perf_counter()
         open_archive(Path(artifact)).read_string(MANIFEST_RECORD)
-        if variant in TORCH_LOADER or variant.endswith("first_load"):
+        described = open_archive(Path(artifact)).has_record(DESCRIPTION_RECORD)
+        if variant in TORCH_LOADER or (variant.endswith("first_load") and not described):
             _weights_timer(phases)  # imports torch's loader (and torch._dynamo): only where it runs anyway
         phases["archive_open_s"] = time.perf_counter() - t
         if variant == "runtime_two_pass_integrity":
