@@ -256,3 +256,22 @@ def test_the_agent_loads_with_its_local_cache():
     config = AgentConfig(artifacts_bucket="a", images_bucket="i", queue_url="q", cache_dir="/var/cache/ck")
     assert backend_options(config, s3=None) == {"cache_dir": "/var/cache/ck"}  # quantize only when set
     assert backend_options(AgentConfig(cache_dir="c", quantize="int8"), s3=None) == {"cache_dir": "c", "quantize": "int8"}
+
+
+@pytest.mark.parametrize("trouble", ["not describable", "torch loads another graph"])
+def test_an_export_whose_programs_cannot_be_described_faithfully_leaves_the_description_out(
+        trouble, tiny_vit_gpt2_dir, tmp_path, monkeypatch, capsys):
+    from export.cli import main
+
+    if trouble == "not describable":
+        monkeypatch.setattr(graph_cache, "for_archive",
+                            lambda path: (_ for _ in ()).throw(graph_format.NotDescribable("a custom op")))
+    else:
+        monkeypatch.setattr(graph_cache, "matches", lambda path, text: False)
+    out = tmp_path / "m.pt2"
+    assert main(["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--max-batch", "2"]) == 0
+    log = capsys.readouterr().err
+    assert ("not described (a custom op)" if trouble == "not describable" else "left out") in log
+    reader = open_archive(out)
+    assert not reader.has_record("extra/graphs.json")
+    assert "graphs_sha256" not in json.loads(reader.read_string("extra/manifest.json"))
