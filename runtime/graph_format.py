@@ -145,8 +145,8 @@ def _weights(gm: fx.GraphModule, reader: ArchiveReader, program: str, offsets: b
         if size != tensor.untyped_storage().nbytes() or tensor.layout != torch.strided or tensor.is_quantized:
             raise NotDescribable(f"{node.target}: its storage is not the whole record {record}")
         weights[node.target] = {
-            "record": record, **({"offset": offset} if offsets else {}), "nbytes": size, "dtype": str(tensor.dtype).removeprefix("torch."),
-            "size": list(tensor.shape), "stride": list(tensor.stride()), "storage_offset": tensor.storage_offset(),
+            "record": record, **({"offset": offset} if offsets else {}), "nbytes": size,
+            "dtype": str(tensor.dtype).removeprefix("torch."), "size": list(tensor.shape), "stride": list(tensor.stride()), "storage_offset": tensor.storage_offset(),
             "parameter": isinstance(tensor, torch.nn.Parameter), "requires_grad": tensor.requires_grad,
         }
     return weights
