@@ -86,7 +86,7 @@ def test_the_schema_memo_is_scoped_to_the_load_and_changes_nothing(tiny_artifact
 
     with load_speedups.memoized_schema_type_hints():
         assert serialize.typing is not typing and serialize.typing.get_origin is typing.get_origin
-        memo = load_programs(tiny_artifact, torch.device("cpu"))
+        memo = load_programs(tiny_artifact, torch.device("cpu"), use_descriptions=False)
     assert serialize.typing is typing
     from runtime.pt2 import load_pt2
 
@@ -151,7 +151,7 @@ def _mapped_ranges(path) -> list[tuple[int, int]]:
 def test_mapped_weights_live_in_the_file_mapping_and_give_the_same_tokens(tiny_artifact):
     mapped = load_captioner(tiny_artifact, "cpu")
     copied = load_captioner(tiny_artifact, "cpu")
-    programs = load_programs(tiny_artifact, torch.device("cpu"), map_weights=True)
+    programs = load_programs(tiny_artifact, torch.device("cpu"), map_weights=True, use_descriptions=False)
     mapped.encoder, mapped.step = programs["encoder"], programs["decoder_step"]
     ranges = _mapped_ranges(tiny_artifact)
     weight = next(iter(mapped.encoder.state_dict().values()))
