@@ -14,17 +14,9 @@ import sys
 import time
 from pathlib import Path
 
-from bench.timing import summary
+from bench.timing import summary, vm_hwm_mib
 
 KINDS = ("exported", "aoti", "int8", "hf")
-
-
-def vm_hwm_mib() -> float:
-    """This process's peak resident memory (VmHWM), MiB."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def fetch(bucket: str, workdir: str) -> tuple[Path, dict, dict]:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.timing import summary
+from bench.timing import summary, vm_hwm_mib
 
 DESCRIPTION_RECORD = "extra/graphs.json"  # runtime.graph_cache: the programs described inside the artifact
 MANIFEST_RECORD = "extra/manifest.json"  # runtime.pt2.EXTRA_DIR + runtime.manifest.MANIFEST_FILE, without importing torch here
@@ -33,13 +33,6 @@ VARIANTS = {
     "hf": "import transformers + from_pretrained (model, image processor, tokenizer) + generate",
 }
 TORCH_LOADER = ("runtime_no_graph_cache", "runtime_no_memo", "runtime_map", "runtime_two_pass_integrity")
-
-
-def vm_hwm_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _weights_timer(phases: dict) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 
@@ -33,3 +34,11 @@ def summary(values: list[float]) -> dict:
 def ratio(slow: dict, fast: dict) -> float:
     """How many times faster `fast` is than `slow` (median over median)."""
     return slow["median_s"] / fast["median_s"]
+
+
+def vm_hwm_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
