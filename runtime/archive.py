@@ -41,7 +41,7 @@ class ArchiveReader:
         return self.read_bytes(name).decode()
 
     def region(self, name: str) -> tuple[int, int]:
-        """(offset, size) of a stored record's bytes in the file."""
+        """(offset, size) of a stored (uncompressed) record's bytes in the file."""
         return self.archive_file.get_record_offset(name), self.archive_file.get_record_size(name)
 
 

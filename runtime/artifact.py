@@ -16,14 +16,6 @@ from runtime.manifest import PROGRAMS
 from runtime.verified import identity, stamped_sha256, write_stamp
 
 
-def _record_regions(reader, names) -> dict[str, tuple[int, int]]:
-    regions = {}
-    for name in names:  # stored (uncompressed) records: their bytes lie at one offset in the file
-        if reader.archive_file.has_record(name):
-            regions[name] = (reader.archive_file.get_record_offset(name), reader.archive_file.get_record_size(name))
-    return regions
-
-
 def _check_programs(path: Path, manifest: dict, shas: dict[str, str]) -> None:
     for name in PROGRAMS:
         entry = manifest["programs"][name]
@@ -59,7 +51,8 @@ def verify_file(path: str | os.PathLike, expected_sha256: str | None = None, sha
     elif sha is None:
         before = identity(path)
         records = {rec for name in PROGRAMS for rec in manifest["programs"][name]["records"]}
-        sha, shas = scan_sha256(path, _record_regions(reader, records) if expected_sha256 is None else {})
+        regions = {rec: reader.region(rec) for rec in records if reader.has_record(rec)} if expected_sha256 is None else {}
+        sha, shas = scan_sha256(path, regions)
         if expected_sha256 is None:
             _check_programs(path, manifest, shas)
         if expected_sha256 is None or sha == expected_sha256:

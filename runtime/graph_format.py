@@ -232,8 +232,6 @@ def _build(nodes: list[dict], weights: dict[str, torch.Tensor], name: str) -> fx
     return fx.GraphModule(weights, graph, class_name=name)
 
 
-
-
 def _moved(nodes: list[dict], device: torch.device) -> list[dict]:
     """The nodes as `torch.export.passes.move_to_device_pass(ep, device)` leaves them (torch 2.13, read for this):
     every `device` keyword and the device argument of `aten.to.device` set to the device's name."""
