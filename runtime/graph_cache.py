@@ -29,6 +29,7 @@ import torch
 from torch import fx
 
 from runtime.archive import EXTRA_DIR, ArchiveReader, open_archive
+from runtime.cache_write import write_whole
 from runtime.graph_format import FORMAT, NotDescribable, describe, dumps, rebuild
 from runtime.manifest import GRAPHS_FILE, MANIFEST_FILE, running_torch, text_sha256, torch_release
 
@@ -53,14 +54,8 @@ def save(path: Path | None, modules: dict[str, fx.GraphModule], reader: ArchiveR
         text = dumps(describe(modules, reader, device))
     except NotDescribable as exc:
         return str(exc)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(text)
-        partial.replace(path)
-    except OSError as exc:
-        return f"cache not writable: {exc}"
-    return None
+    failed = write_whole(path, lambda partial: partial.write_text(text))
+    return f"cache not writable: {failed}" if failed else None
 
 
 def _unusable(where, exc: Exception) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from runtime.cache_write import write_whole
+
 INT8_DIR = "int8"
 
 
@@ -49,15 +51,8 @@ def load(path: Path | None) -> Weights | None:
 
 def save(path: Path | None, weights: Weights) -> None:
     """Keep `weights` (written to a temporary name, then renamed; best effort on a read-only cache)."""
-    if path is None:
-        return
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.partial")
-        torch.save(weights, partial)
-        partial.replace(path)
-    except OSError:
-        pass
+    if path is not None:
+        write_whole(path, lambda partial: torch.save(weights, partial))
 
 
 def rebuild(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:

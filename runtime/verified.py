@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from runtime.cache_write import write_whole
+
 STAMP_DIR = "verified"
 
 
@@ -51,9 +53,7 @@ def write_stamp(cache_dir: str | os.PathLike | None, path: str | os.PathLike, sh
     try:
         if identity(path) != before:
             return
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(json.dumps({"path": str(path.resolve()), "identity": before, "sha256": sha256}))
-        partial.replace(target)
     except OSError:
-        pass
+        return
+    stamp = json.dumps({"path": str(path.resolve()), "identity": before, "sha256": sha256})
+    write_whole(target, lambda partial: partial.write_text(stamp))

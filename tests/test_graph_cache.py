@@ -275,3 +275,19 @@ def test_an_export_whose_programs_cannot_be_described_faithfully_leaves_the_desc
     reader = open_archive(out)
     assert not reader.has_record("extra/graphs.json")
     assert "graphs_sha256" not in json.loads(reader.read_string("extra/manifest.json"))
+
+
+def test_cache_files_are_written_whole_or_not_at_all(tmp_path):
+    from runtime.cache_write import write_whole
+
+    target = tmp_path / "graphs" / "entry.json"
+    assert write_whole(target, lambda partial: partial.write_text("whole")) is None
+    assert target.read_text() == "whole" and [p.name for p in target.parent.iterdir()] == ["entry.json"]
+
+    def fails(partial):
+        partial.write_text("half")
+        raise OSError("disk full")
+    assert isinstance(write_whole(target, fails), OSError) and target.read_text() == "whole"
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert isinstance(write_whole(blocked / "sub" / "x.json", lambda p: p.write_text("x")), OSError)
