@@ -3,9 +3,9 @@
 What a new user sees: each side is one fresh process from start to exit (imports, load, preprocessing,
 generation, printing) on the same weights, images and batch size; the kinds run in rotation so machine load
 hits each alike; medians over runs, with each process's peak RSS. A one-image run of each gives the time to
-the first caption. The runtime uses a local cache that already holds the artifact's verified stamp and its
-graphs (a second run; `runtime_one_first_run` is the very first, which hashes the file, loads it through
-torch and keeps the graphs). Captions must be identical.
+the first caption. The runtime uses a local cache that already holds the artifact's verified stamp (a second
+run; `runtime_one_first_run` is the very first on this machine, which hashes the file and, for an artifact
+without a description of its programs, loads it through torch and keeps one). Captions must be identical.
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def run(artifact: Path, folder: Path, images: list[str], batch: int, runs: int, 
     samples: dict[str, list[tuple[float, float]]] = {kind: [] for kind in kinds}
     seen: dict[str, dict[str, str]] = {}
     with tempfile.TemporaryDirectory() as warm:
-        run_once(commands("runtime_one", artifact, folder, images, batch, warm))  # stamps the artifact and keeps its graphs in `warm`
+        run_once(commands("runtime_one", artifact, folder, images, batch, warm))  # stamps the artifact in `warm`
         for i in range(runs):
             for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
                 with tempfile.TemporaryDirectory() as empty:

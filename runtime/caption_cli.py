@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("--quantize", default=None, choices=["int8", "fp16"],
                    help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels (faster; captions may differ)")
     p.add_argument("--compiled-cache", "--cache", default="~/.cache/captionkit",
-                   help="the local cache: compiled packages, stamps of verified artifacts, int8 weights")
+                   help="the local cache: compiled packages, stamps of verified artifacts, int8 weights, graphs")
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     try:
