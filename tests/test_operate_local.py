@@ -165,9 +165,10 @@ def test_status_shows_queue_fleet_model_last_hour_errors_and_cost(ops):
     # What CloudWatch would hold on AWS but moto does not make: the agent's EMF metrics (moto extracts none
     # from log lines), the group metrics (moto emits none) and the shipped agent log (the CloudWatch agent).
     cloudwatch, queue = client("cloudwatch"), outputs["QueueUrl"].rsplit("/", 1)[-1]
-    bucket_start = now.replace(second=0, microsecond=0) - datetime.timedelta(minutes=now.minute % 5)
     for i in range(12):  # one instance up for the last hour; images done in half of its 5-minute periods
-        at = bucket_start - datetime.timedelta(minutes=5 * i) + datetime.timedelta(seconds=30)
+        # one point per period, all inside the status screen's last hour whatever the clock reads (a point
+        # aligned to the current 5-minute bucket could lie after `now` in the bucket's first seconds)
+        at = now - datetime.timedelta(minutes=5 * i, seconds=60)
         metric = lambda ns, name, dims, value: cloudwatch.put_metric_data(Namespace=ns, MetricData=[  # noqa: E731
             {"MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()],
              "Timestamp": at, "Value": value}])
