@@ -6,9 +6,14 @@ PY := $(VENV)/bin/python
 MODEL ?= demo-model
 OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
+# $(call q,VALUE): VALUE as one shell word (single-quoted, a ' inside written '\''), so a path or URI with a space
+# or a quote arrives whole; nothing when VALUE is empty. $(call opt,--flag,VALUE): the flag and its quoted value.
+q = $(if $(1),'$(subst ','\'',$(1))')
+opt = $(if $(2),$(1) $(call q,$(2)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent submit local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
+.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent \
+	submit local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,28 +51,29 @@ demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, dr
 	$(PY) -m tools.demo
 
 export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate [TASK="<OCR>"]
-	$(PY) -m export --model $(MODEL) --out $(OUT) $(if $(TASK),--task "$(TASK)")
+	$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK))
 
-caption: setup ## caption IMAGES with ARTIFACT: make caption ARTIFACT=dist/model.pt2 IMAGES="a.jpg b.png"
-	$(PY) -m runtime caption --artifact $(ARTIFACT) $(IMAGES)
+caption: setup ## caption IMAGES (shell words: quote a name with a space) with ARTIFACT: IMAGES="a.jpg 'set a/b.png'"
+	$(PY) -m runtime caption --artifact $(call q,$(ARTIFACT)) $(IMAGES)
 
 synth: setup ## cdk synth the stacks (offline, no credentials)
 	npx cdk synth --quiet
 
 agent: setup ## run the agent here against the stack (local after local-up): make agent [ARGS=--burst] [CONFIG=file]
-	$(if $(CONFIG),$(PY) -m runtime agent --config $(CONFIG) $(ARGS),$(PY) -m tools.run_agent $(ARGS))
+	$(if $(CONFIG),$(PY) -m runtime agent --config $(call q,$(CONFIG)) $(ARGS),$(PY) -m tools.run_agent $(ARGS))
 
 redrive: setup ## after a fix, move dead-lettered messages back to the jobs queue, with counts [MAX=n]
-	$(PY) -m tools.redrive $(if $(MAX),--max $(MAX))
+	$(PY) -m tools.redrive $(call opt,--max,$(MAX))
 
 submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...] [WAIT=1]
-	$(PY) -m $(if $(WAIT),tools.submit_wait --wait,runtime submit) $(PREFIX) $(if $(JOB_ID),--job-id $(JOB_ID))
+	$(PY) -m $(if $(WAIT),tools.submit_wait --wait,runtime submit) $(call q,$(PREFIX)) $(call opt,--job-id,$(JOB_ID))
 
 status: setup ## queue, fleet, model, last hour, errors, cost per 1,000 images [WATCH=1] [JOB=<id>: follow a job]
-	$(PY) -m tools.status $(if $(JOB),--job $(JOB)) $(if $(WATCH),--watch)
+	$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
 
-collect: setup ## every caption under PREFIX=s3://... (or of JOB=<id>) into OUT (.jsonl, .parquet, or a folder with FORMAT=imagefolder)
-	$(PY) -m tools.collect $(PREFIX) $(if $(JOB),--job $(JOB)) $(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl) $(if $(FORMAT),--format $(FORMAT))
+collect: setup ## every caption under PREFIX=s3://... (or of JOB=<id>) into OUT (.jsonl, .parquet; FORMAT=imagefolder)
+	$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) \
+		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl)) $(call opt,--format,$(FORMAT))
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
 	$(PY) -m tools.local up
@@ -85,7 +91,7 @@ stack-snapshot: setup ## accept an intended template change into tests/snapshots
 	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/test_stack_snapshot.py
 
 upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model
-	$(PY) -m tools.models upload $(ARTIFACT)
+	$(PY) -m tools.models upload $(call q,$(ARTIFACT))
 
 models: setup ## list uploaded models (* marks the current one)
 	$(PY) -m tools.models list

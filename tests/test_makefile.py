@@ -1,0 +1,65 @@
+"""The Makefile passes every path, URI and id whole: `make -n` printed commands, split as the shell splits them."""
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PREFIX = "s3://bucket/incoming/set a/"  # a space, as in real buckets
+QUOTED = "s3://bucket/it's here/"  # a single quote, which the quoting itself uses
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
+
+
+def command(target: str, module: str, **variables: str) -> list[str]:
+    """The arguments after `-m <module>` in the recipe `make -n` prints for target with these variables."""
+    printed = subprocess.run(["make", "-n", "-s", target, *(f"{k}={v}" for k, v in variables.items())], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout.replace("\\\n", " ")
+    for line in printed.splitlines():
+        words = shlex.split(line)
+        if f"-m {module}" in " ".join(words):
+            return words[words.index(module.split()[0]) + len(module.split()):]
+    raise AssertionError(f"no `-m {module}` line in make -n {target}:\n{printed}")
+
+
+def test_collect_passes_a_prefix_with_a_space_and_the_out_path_whole():
+    assert command("collect", "tools.collect", PREFIX=PREFIX, OUT="my captions.jsonl", FORMAT="jsonl") == [
+        PREFIX, "my captions.jsonl", "--format", "jsonl"]
+
+
+def test_collect_by_job_passes_no_empty_prefix_and_defaults_out():
+    assert command("collect", "tools.collect", JOB="job 7") == ["--job", "job 7", "captions.jsonl"]
+
+
+@pytest.mark.parametrize("prefix", [PREFIX, QUOTED])
+def test_submit_passes_the_prefix_and_job_id_whole(prefix):
+    assert command("submit", "runtime submit", PREFIX=prefix, JOB_ID="batch 1") == [prefix, "--job-id", "batch 1"]
+    assert command("submit", "tools.submit_wait", PREFIX=prefix, WAIT="1") == ["--wait", prefix]
+
+
+def test_export_passes_the_model_folder_out_path_and_task_whole():
+    assert command("export", "export", MODEL="my models/blip", OUT="dist/a b.pt2", TASK="<OCR>") == [
+        "--model", "my models/blip", "--out", "dist/a b.pt2", "--task", "<OCR>"]
+
+
+def test_caption_passes_the_artifact_whole_and_images_as_shell_words():
+    args = command("caption", "runtime caption", ARTIFACT="dist/set a.pt2", IMAGES="a.jpg 'set a/b.png'")
+    assert args == ["--artifact", "dist/set a.pt2", "a.jpg", "set a/b.png"]
+
+
+def test_upload_passes_the_artifact_whole():
+    assert command("upload", "tools.models upload", ARTIFACT="dist/it's a.pt2") == ["dist/it's a.pt2"]
+
+
+def test_agent_passes_the_config_path_whole_and_args_as_words():
+    assert command("agent", "runtime agent", CONFIG="conf/agent a.json", ARGS="--burst") == [
+        "--config", "conf/agent a.json", "--burst"]
+
+
+def test_status_and_redrive_pass_their_values_whole():
+    assert command("status", "tools.status", JOB="job 7") == ["--job", "job 7"]
+    assert command("redrive", "tools.redrive", MAX="5") == ["--max", "5"]
