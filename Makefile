@@ -99,5 +99,5 @@ models: setup ## list uploaded models (* marks the current one)
 rollback: setup ## make the previous model current again
 	$(PY) -m tools.models rollback
 
-bench: setup ## benchmarks on this CPU -> bench/results.json + BENCHMARKS.md tables (QUICK=1: smoke run)
+bench: setup ## benchmarks on this CPU -> bench/results.json + BENCHMARKS.md's appendix (QUICK=1: smoke run)
 	$(PY) -m bench $(if $(QUICK),--quick)

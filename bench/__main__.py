@@ -1,5 +1,5 @@
-"""`python -m bench [--quick]` (make bench): model level, cold start, agent level, the fault soak, then the
-BENCHMARKS.md tables."""
+"""`python -m bench [--quick]` (make bench): model level, cold start, load and whole process, agent level, the fault
+soak, then BENCHMARKS.md's appendix of per-run tables."""
 from __future__ import annotations
 
 import argparse

@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+from datetime import date
 from pathlib import Path
 
 import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
@@ -203,7 +204,7 @@ def main(argv=None) -> int:
 def write_section(path: Path, key: str, section: dict) -> None:
     """Merge `section` into the results JSON under `key`, keeping the other benchmarks' sections."""
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[key] = section
+    results[key] = {"date": date.today().isoformat(), **section}  # the report gives each figure its date
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1))
     print(f"wrote {path} [{key}]", file=sys.stderr)

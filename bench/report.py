@@ -1,12 +1,18 @@
-"""`python -m bench.report`: render bench/results.json into the tables of BENCHMARKS.md (between markers)."""
+"""`python -m bench.report`: render bench/results.json into BENCHMARKS.md's appendix (between markers), run by run.
+
+Only the text between the markers is rewritten, so a rerun keeps the report above it; the runs are grouped by the
+question they answer, each under its title, date, machine and key in bench/results.json.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 from bench.report_load import load_tables, process_table
+from bench.report_run import heading
 
 OURS = ("exported", "aoti", "int8", "fp16")
 LABELS = {"exported": "exported", "aoti": "AOTI", "int8": "exported+int8", "fp16": "exported+fp16"}
@@ -18,13 +24,10 @@ def _t(times: dict) -> str:
 
 
 def model_tables(key: str, section: dict) -> list[str]:
-    m = section["machine_before"]
-    lines = [f"### {key}: {section['mode']} run, median of {section['runs']} (min-max), seconds per batch",
-             "", f"{m.get('cuda') or m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['cpu_capability']}), "
-             f"load average before {m['loadavg_1_5_15']}, after {section['machine_after']['loadavg_1_5_15']}.", ""]
+    lines = heading(key, section, f"{section['mode']} run, median of {section['runs']} (min-max), seconds per batch")
     for name, model in section["models"].items():
         ours = [k for k in OURS if any(k in c["times"] for d in model["dtypes"].values() for c in d["cases"].values())]
-        lines += [f"#### {name}", "",
+        lines += ([f"**{name}**", ""] if len(section["models"]) > 1 else []) + [
                   "| dtype | case | tokens/img | HF generate | " + " | ".join(LABELS[k] for k in ours) + " | "
                   + " | ".join(f"{LABELS[k]} vs HF" for k in ours) + " | captions equal to HF |",
                   "|---" * (4 + 2 * len(ours) + 1) + "|"]
@@ -36,23 +39,24 @@ def model_tables(key: str, section: dict) -> list[str]:
                 lines.append(f"| {dtype} | {case} | {c['mean_new_tokens']:.1f} | {_t(t['hf'])} | "
                              + " | ".join(cells) + f" | {agree} |")
         lines += ["", "Our best setting vs HF's default float32 `generate`:", "",
-                  "| case | fastest setting | speedup | captions equal to HF float32 | fastest with every caption equal "
-                  "| speedup |", "|---|---|---|---|---|---|"]
+                  "| case | fastest setting | speedup | captions equal to HF float32 "
+                  "| fastest with every caption equal | speedup |", "|---|---|---|---|---|---|"]
         for case, b in model["best_vs_hf_float32"].items():
             keep = b.get("best_all_captions_equal") or {}
             kept = f"{keep['best']} | {keep['speedup']:.2f}x" if keep else "- | -"
-            lines.append(f"| {case} | {b['best']} | {b['speedup']:.2f}x | {b['captions_agree']}/{b['images']} | {kept} |")
-        extras = [f"{dtype}: artifact {d['artifact_mib']} MiB, AOTI backend in use: {d['aoti_backend']}, "
-                  f"AOTI load-or-compile {d['aoti_load_or_compile_s']} s" for dtype, d in model["dtypes"].items()]
+            lines.append(f"| {case} | {b['best']} | {b['speedup']:.2f}x | {b['captions_agree']}/{b['images']} "
+                         f"| {kept} |")
+        extras = [f"{dtype}: artifact {d['artifact_mib']} MiB, " + (
+                  f"AOTI backend in use: {d['aoti_backend']}, AOTI load-or-compile {d['aoti_load_or_compile_s']} s"
+                  if d.get("aoti_backend") else "AOTI not run") for dtype, d in model["dtypes"].items()]
         lines += [""] + [f"- {e}" for e in extras] + [""]
     return lines
 
 
 def cold_tables(key: str, section: dict) -> list[str]:
-    lines = [f"### {key}: {section['artifact']}", "", f"Load average {section['machine']['loadavg_1_5_15']}; "
-             "median (min-max) over fresh processes.", "",
-             "| path | pointer read | download + SHA-256 | load | first caption | total (incl. import) | peak RSS MiB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = heading(key, section, "median (min-max) over fresh processes") + [
+        "| path | pointer read | download + SHA-256 | load | first caption | total (incl. import) | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|"]
     for kind in [k for k in ("exported", "aoti", "int8", "hf") if k in section]:
         r = section[kind]
         fetched = [_t(r[k]) if k in r else "-" for k in ("pointer_s", "download_s")]
@@ -60,62 +64,93 @@ def cold_tables(key: str, section: dict) -> list[str]:
             kind, f"{kind} ({r.get('backend', kind)})")
         lines.append(f"| {label} | {' | '.join(fetched)} | {_t(r['load_s'])} | {_t(r['first_caption_s'])} "
                      f"| {_t(r['total_s'])} | {r['peak_rss_mib']['median_s']:.0f} |")
-    lines += ["", f"Load time relative to from_pretrained: {section['load_vs_from_pretrained']}", ""]
+    ratios = ", ".join(f"{kind} {r}x" for kind, r in section["load_vs_from_pretrained"].items())
+    lines += ["", f"Load time relative to from_pretrained: {ratios}", ""]
     return lines
 
 
 def agent_table(key: str, section: dict) -> list[str]:
-    m = section["machine_before"]
-    return [f"### {key}: {section['artifact']}", "",
-            f"{section['images']} JPEGs 640x480 on the local AWS (moto); naive worker on {section['naive_images']} of "
-            f"them; agent batch {section['batch_size']}, backend {section['backend']}"
-            f"{', quantize ' + section['quantize'] if section.get('quantize') else ''}; agent captions equal to the "
-            f"naive worker's (HF float32): {section.get('captions_equal_to_naive', '?')}/{section['naive_images']}; "
-            f"load average {m['loadavg_1_5_15']}.", "",
-            "| naive worker img/s | agent img/s | model alone img/s | agent vs naive | agent vs model alone |",
-            "|---|---|---|---|---|",
-            f"| {section['naive_images_per_s']:.2f} | {section['agent_images_per_s']:.2f} "
-            f"| {section['model_alone_images_per_s']:.2f} | {section['agent_vs_naive']:.2f}x "
-            f"| {section['agent_vs_model_alone']:.2f} |", ""]
+    return heading(key, section) + [
+        f"{section['images']} JPEGs 640x480 on the local AWS (moto); naive worker on {section['naive_images']} of "
+        f"them; agent batch {section['batch_size']}, backend {section['backend']}"
+        f"{', quantize ' + section['quantize'] if section.get('quantize') else ''}; agent captions equal to the "
+        f"naive worker's (HF float32): {section.get('captions_equal_to_naive', '?')}/{section['naive_images']}.", "",
+        "| naive worker img/s | agent img/s | model alone img/s | agent vs naive | agent vs model alone |",
+        "|---|---|---|---|---|",
+        f"| {section['naive_images_per_s']:.2f} | {section['agent_images_per_s']:.2f} "
+        f"| {section['model_alone_images_per_s']:.2f} | {section['agent_vs_naive']:.2f}x "
+        f"| {section['agent_vs_model_alone']:.2f} |", ""]
 
 
 def soak_table(key: str, section: dict) -> list[str]:
     agents = section["agents"]
     rss = "; ".join(f"{name}: {a['rss_start_kib'] / 1024:.0f} -> {(a['rss_end_kib'] or 0) / 1024:.0f} MiB "
                     f"({a['starts']} start{'s' if a['starts'] > 1 else ''})" for name, a in agents.items())
-    return [f"### {key}", "", "| images | bad | faults injected | agent kills | records | lost | duplicated | "
-            "wrong | dead-lettered | extra attempts | seconds | RSS start -> end |", "|" + "---|" * 12,
-            f"| {section['images']} | {section['bad_inputs']} | {section['faults_injected']} | {section['agent_kills']} "
-            f"| {section['records']} | {section['lost']} | {section['duplicated']} | {section['wrong_records']} "
-            f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |", ""]
+    return heading(key, section) + [
+        "| images | bad | faults injected | agent kills | records | lost | duplicated | wrong | dead-lettered "
+        "| extra attempts | seconds | RSS start -> end |", "|" + "---|" * 12,
+        f"| {section['images']} | {section['bad_inputs']} | {section['faults_injected']} | {section['agent_kills']} "
+        f"| {section['records']} | {section['lost']} | {section['duplicated']} | {section['wrong_records']} "
+        f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |", ""]
 
 
 # section key prefix -> its tables (the first prefix that matches wins)
 RENDERERS = (("model_", model_tables), ("cold_start", cold_tables), ("agent", agent_table), ("soak", soak_table),
              ("load_phases", load_tables), ("process", process_table))
+RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
 
-def render(results: dict) -> str:
+def _on_gpu(section: dict) -> bool:
+    return bool((section.get("machine_before") or {}).get("cuda"))
+
+
+# the appendix's groups, in the report's order: the question, and which runs answer it
+QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and not _on_gpu(s)),
+             ("Model level, GPU", lambda key, s: key.startswith("model_") and _on_gpu(s)),
+             ("Load and whole process", lambda key, s: key.startswith(("load_phases", "process"))),
+             ("Cold start", lambda key, s: key.startswith("cold_start")),
+             ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))))
+
+
+def render(results: dict[str, dict]) -> str:
+    """Every run of every results file (name -> its JSON) under the question it answers; unknown kinds are left out."""
+    runs = [(name, key, s) for name, sections in results.items() for key, s in sections.items() if isinstance(s, dict)]
     lines = []
-    for key, section in results.items():
-        lines += next((tables(key, section) for prefix, tables in RENDERERS if key.startswith(prefix)), [])
-    return "\n".join(lines)
+    for question, answers in QUESTIONS:
+        mine = [(name, key, s) for name, key, s in runs if answers(key, s)]
+        if not mine:
+            continue
+        files = dict.fromkeys(name for name, _, _ in mine)
+        notes = [f"{name}: {results[name]['note']}" if isinstance(results[name].get("note"), str) else name
+                 for name in files]
+        lines += [f"### {question}", "", f"Runs kept in {'; '.join(notes)}.", ""]
+        for _, key, section in mine:
+            lines += next(tables(key, section) for prefix, tables in RENDERERS if key.startswith(prefix))
+    return "\n".join(_wrap(line) for line in lines)
+
+
+def _wrap(line: str, width: int = 120) -> str:
+    """A prose or list line folded to the house width; tables and headings stay on one line."""
+    if len(line) <= width or line.startswith(("|", "#")):
+        return line
+    return textwrap.fill(line, width, subsequent_indent="  " if line.startswith("- ") else "", break_on_hyphens=False)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
-    p.add_argument("--results", default="bench/results.json")
+    p.add_argument("--results", nargs="+", default=[r for r in RESULTS if Path(r).exists()],
+                   help=f"results files to render (default: those of {', '.join(RESULTS)} that exist)")
     p.add_argument("--doc", default="BENCHMARKS.md")
     args = p.parse_args(argv)
     doc = Path(args.doc)
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:
-        text += f"\n{BEGIN}\n{END}\n"
+        text += f"\n## Appendix: per-run tables\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    table = render(json.loads(Path(args.results).read_text()))
+    table = render({name: json.loads(Path(name).read_text()) for name in args.results})
     doc.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
-    print(f"rendered {args.results} into {doc}", file=sys.stderr)
+    print(f"rendered {', '.join(args.results)} into {doc}", file=sys.stderr)
     return 0
 
 
