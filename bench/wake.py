@@ -1,4 +1,4 @@
-"""`python -m bench.wake`: the scale-from-zero phases this machine can time (BENCHMARKS.md, "Cold-start budget").
+"""`python -m bench.wake`: the scale-from-zero phases this machine can time (BENCHMARKS.md, "Cold start").
 
 1. the wake-up call (runtime/wake.py: describe the group, set it 0 -> 1) against a moto server on localhost:
    the function's own time, not AWS's API latency;
