@@ -40,7 +40,7 @@ class _HashingWriter:
 def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram], tokenizer_json: str,
                   manifest: dict, graphs: str | None = None) -> dict:
     """Write the archive atomically (temp file then rename); returns the manifest as written. `graphs`: the
-    programs' description (runtime.graph_cache.for_archive), kept as extra/graphs.json with its SHA-256."""
+    programs' description (runtime.graph_format), kept as extra/graphs.json with its SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The archive's inner folder is named after the file, so write under the final name in a temp folder.
@@ -62,19 +62,32 @@ def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram],
     return manifest
 
 
+def _description(path: Path) -> str:
+    """The description of the programs in `path`, a file this export has just written (so torch's loader, unsafe
+    for archives from elsewhere, is fine here), loaded on the CPU (raises NotDescribable)."""
+    import torch
+
+    from runtime.archive import open_archive
+    from runtime.graph_format import describe, dumps
+    from runtime.pt2 import load_pt2
+
+    contents = load_pt2(str(path))
+    modules = {name: contents.exported_programs[name].module() for name in manifests.PROGRAMS}
+    return dumps(describe(modules, open_archive(path), torch.device("cpu")))
+
+
 def describe_programs(path: Path, programs: dict[str, ExportedProgram], tokenizer_json: str, manifest: dict) -> str:
-    """Write `path` again with its programs' description inside (runtime.graph_cache), so every load of it skips
-    torch's deserializer, and check that torch loads the final file to that very description. Returns what
-    was done, for the export log; where the programs cannot be described, the file stays as it was."""
-    from runtime import graph_cache
+    """Write `path` again with its programs' description inside (runtime.graph_format), the only form the runtime
+    loads, and check that torch loads the final file to that very description. Returns what was done, for the
+    export log; raises NotDescribable when the programs cannot be described or do not match."""
     from runtime.graph_format import NotDescribable
 
-    try:
-        graphs = graph_cache.for_archive(path)
-    except NotDescribable as exc:
-        return f"not described ({exc}): this artifact loads through torch's deserializer"
+    graphs = _description(path)
     write_archive(path, programs, tokenizer_json, manifest, graphs=graphs)
-    if not graph_cache.matches(path, graphs):
-        write_archive(path, programs, tokenizer_json, manifest)
-        return "left out: torch loads the rewritten file to another graph than described; it loads through torch"
-    return f"described inside the artifact ({len(graphs) / 1024:.0f} KiB): loads skip torch's deserializer"
+    try:
+        again = _description(path)
+    except NotDescribable as exc:
+        again = str(exc)
+    if again != graphs:
+        raise NotDescribable("torch loads the rewritten file to another graph than described")
+    return f"described inside the artifact ({len(graphs) / 1024:.0f} KiB)"

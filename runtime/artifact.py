@@ -1,19 +1,51 @@
-"""Open a CaptionKit .pt2: verify schema, torch version and checksums, then load the programs onto a device."""
+"""Open a CaptionKit .pt2: the one validation every entry point runs, then the programs rebuilt onto a device.
+
+`check_artifact` is called wherever an artifact enters (`make upload`, the caption CLI, the agent after its
+download, the exporter's parity gate): bounded reads of the manifest, tokenizer and program description, the
+manifest's schema, torch release and sizes, the checksums (or the model pointer's SHA-256), and every node and
+weight of the description (runtime.graph_format); at upload also the sizes of every intermediate at the smallest
+and the largest batch on the meta device. Only then are weights read. torch's own loader (`torch.export.load`) is never
+called on an artifact: it `exec`s strings from the archive and unpickles `use_pickle` records.
+"""
 from __future__ import annotations
 
 import json
 import os
-import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from runtime import graph_format
 from runtime import manifest as manifests
-from runtime.archive import EXTRA_DIR, open_archive
+from runtime.archive import EXTRA_DIR, ArchiveReader, open_archive
 from runtime.checksum import program_checksum, scan_sha256
 from runtime.errors import ArtifactError
-from runtime.manifest import PROGRAMS
+from runtime.manifest import GRAPHS_FILE, PROGRAMS, running_torch, text_sha256, torch_release
 from runtime.verified import identity, stamped_sha256, write_stamp
+
+LIMITS = {manifests.MANIFEST_FILE: 1 << 20, manifests.TOKENIZER_FILE: 64 << 20, GRAPHS_FILE: 64 << 20}
+AGAIN = "export the model again with this CaptionKit version"
+
+
+@dataclass
+class Checked:
+    """An artifact that passed every check: what the captioner needs, and its programs ready to build."""
+
+    path: Path
+    manifest: dict
+    tokenizer_json: str
+    sha256: str
+    programs: dict[str, graph_format.Program]
+
+
+def _read(reader: ArchiveReader, path: Path, name: str) -> str:
+    if not reader.has_record(EXTRA_DIR + name):
+        if name == GRAPHS_FILE:
+            raise ArtifactError(f"{path}: has no program description (extra/{GRAPHS_FILE}); it was exported "
+                                f"before descriptions existed and is not loaded through torch's unsafe loader; {AGAIN}")
+        raise ArtifactError(f"{path}: has no extra/{name}; not a CaptionKit artifact")
+    return reader.read_string(EXTRA_DIR + name, LIMITS[name])
 
 
 def _check_programs(path: Path, manifest: dict, shas: dict[str, str]) -> None:
@@ -27,46 +59,120 @@ def _check_programs(path: Path, manifest: dict, shas: dict[str, str]) -> None:
             )
 
 
-def verify_file(path: str | os.PathLike, expected_sha256: str | None = None, sha256_checked: bool = False,
-                cache_dir: str | os.PathLike | None = None) -> tuple[dict, str, str]:
-    """Check the manifest schema, the torch version and the checksums: (manifest, tokenizer, file SHA-256).
+def _sha256(path: Path, reader: ArchiveReader, manifest: dict, expected: str | None, checked: bool,
+            cache_dir) -> str:
+    """The file's SHA-256: stamped, the caller's (just hashed against the pointer), or one read of the file that
+    also checks each program's records (unless the pointer's SHA-256 vouches for the whole file)."""
+    sha = stamped_sha256(cache_dir, path)
+    if sha is None and checked and expected is not None:
+        sha = expected
+    elif sha is None:
+        before = identity(path)
+        records = manifest["programs"]
+        if any(type(e) is not dict or type(e.get("records")) is not list or type(e.get("sha256")) is not str
+               for e in (records[name] for name in PROGRAMS)):
+            raise ArtifactError(f"{path}: manifest.json's program entries are not CaptionKit's; {AGAIN}")
+        names = {rec for name in PROGRAMS for rec in records[name]["records"] if type(rec) is str}
+        regions = {rec: reader.region(rec) for rec in names if reader.has_record(rec)} if expected is None else {}
+        sha, shas = scan_sha256(path, regions)
+        if expected is None:
+            _check_programs(path, manifest, shas)
+        if expected is None or sha == expected:
+            write_stamp(cache_dir, path, sha, before)
+    if expected is not None and sha != expected:
+        raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected[:12]}…; "
+                            "the download is incomplete or the wrong file")
+    return sha
 
-    One read of the file hashes it whole and each program record; nothing else reads it before the load.
-    With `expected_sha256` (the model pointer's) the whole file must match it, and its records are not hashed:
-    `make upload` verified them before it wrote the pointer. `sha256_checked=True` says the caller has just
-    hashed the file against `expected_sha256` (the agent's download), so it is not read at all. With
-    `cache_dir`, a file verified before and unchanged on disk since (runtime.verified) is not hashed again.
+
+def _programs(reader: ArchiveReader, path: Path, manifest: dict) -> dict[str, graph_format.Program]:
+    text = _read(reader, path, GRAPHS_FILE)
+    if text_sha256(text) != manifest.get("graphs_sha256"):
+        raise ArtifactError(f"{path}: {GRAPHS_FILE} checksum mismatch: the file was modified after export")
+    try:
+        description = json.loads(text)
+        if type(description) is dict and torch_release(str(description.get("torch"))) != running_torch():
+            raise graph_format.BadDescription(f"described with torch {str(description.get('torch'))[:40]}")
+        return graph_format.check(description, reader)
+    except (graph_format.BadDescription, ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: program description refused ({type(exc).__name__}: {str(exc)[:300]}); "
+                            f"nothing of it was run; {AGAIN}") from None
+
+
+def memory_limit(device: torch.device) -> int:
+    """Bytes a program's live tensors may take at once on `device`: the GPU's memory, or the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_sizes(checked: Checked, limit: int) -> None:
+    """Run both programs on the meta device at one image and at the manifest's largest batch (rows = batch x
+    beams for the step): every intermediate is sized and nothing is allocated. An op that cannot run on such
+    inputs, or a program whose live tensors would outgrow `limit`, is refused before any weight is read."""
+    m = checked.manifest
+    dtype, cache = getattr(torch, m["dtype"]), m["cache"]
+    for batch, rows in ((1, 1), (m["max_batch"], m["max_batch"] * m["max_beams"])):
+        meta = dict(dtype=dtype, device="meta")
+        try:
+            pixels = torch.empty(batch, 3, *m["image_size"], **meta)
+            (cross_k, cross_v), _ = graph_format.peak_bytes(checked.programs["encoder"], [pixels], limit)
+            layers = (cache["layers"], rows, cache["heads"], m["max_length"], cache["head_dim"])
+            step = [torch.empty(rows, dtype=torch.long, device="meta"), torch.empty(1, dtype=torch.long, device="meta"),
+                    torch.empty(layers, **meta), torch.empty(layers, **meta),
+                    *(torch.empty(t.shape[:1] + (rows,) + t.shape[2:], dtype=t.dtype, device="meta")
+                      for t in (cross_k, cross_v))]
+            graph_format.peak_bytes(checked.programs["decoder_step"], step, limit)
+        except graph_format.BadDescription as exc:
+            raise ArtifactError(f"{checked.path}: program description refused at batch {batch} ({exc}); {AGAIN}") \
+                from None
+        except (TypeError, ValueError, IndexError, AttributeError) as exc:
+            raise ArtifactError(f"{checked.path}: the programs' outputs are not a captioner's "
+                                f"({type(exc).__name__}: {str(exc)[:200]}); {AGAIN}") from None
+
+
+def check_artifact(path: str | os.PathLike, expected_sha256: str | None = None, sha256_checked: bool = False,
+                   cache_dir: str | os.PathLike | None = None, device: torch.device | None = None,
+                   sizes: bool = False) -> Checked:
+    """Every check, in the order that reads least before it refuses (raises ArtifactError saying why).
+
+    With `expected_sha256` (the model pointer's) the whole file must match it and its records are not hashed
+    (`make upload` checked them before it wrote the pointer); `sha256_checked=True` says the caller has just
+    hashed the file against it (the agent's download). With `cache_dir`, a file checked before and unchanged on
+    disk since (runtime.verified) is not hashed again; nothing else is taken from the cache. `sizes` also runs
+    both programs on the meta device (about a second, most of it torch's decomposition imports): `make upload`
+    does, before it publishes to the fleet; `device` sets the memory they may need (default: this machine's RAM).
+    Every load checks constant allocation sizes statically (runtime.graph_format).
     """
     path = Path(path)
     reader = open_archive(path)
     try:
-        manifest = json.loads(reader.read_string(EXTRA_DIR + manifests.MANIFEST_FILE))
-        tokenizer_json = reader.read_string(EXTRA_DIR + manifests.TOKENIZER_FILE)
-    except Exception as exc:
-        raise ArtifactError(f"{path}: has no readable manifest.json/tokenizer.json ({exc}); not a CaptionKit artifact") from None
+        manifest = json.loads(_read(reader, path, manifests.MANIFEST_FILE))
+    except (ValueError, RecursionError) as exc:
+        raise ArtifactError(f"{path}: manifest.json is not JSON ({str(exc)[:120]}); not a CaptionKit artifact") \
+            from None
+    if type(manifest) is not dict:
+        raise ArtifactError(f"{path}: manifest.json is not an object; not a CaptionKit artifact")
+    tokenizer_json = _read(reader, path, manifests.TOKENIZER_FILE)
     manifests.check(manifest, tokenizer_json, path)
-    sha = stamped_sha256(cache_dir, path)
-    if sha is None and sha256_checked and expected_sha256 is not None:
-        sha = expected_sha256
-    elif sha is None:
-        before = identity(path)
-        records = {rec for name in PROGRAMS for rec in manifest["programs"][name]["records"]}
-        regions = {rec: reader.region(rec) for rec in records if reader.has_record(rec)} if expected_sha256 is None else {}
-        sha, shas = scan_sha256(path, regions)
-        if expected_sha256 is None:
-            _check_programs(path, manifest, shas)
-        if expected_sha256 is None or sha == expected_sha256:
-            write_stamp(cache_dir, path, sha, before)
-    if expected_sha256 is not None and sha != expected_sha256:
-        raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected_sha256[:12]}…; "
-                            "the download is incomplete or the wrong file")
-    return manifest, tokenizer_json, sha
+    sha = _sha256(path, reader, manifest, expected_sha256, sha256_checked, cache_dir)
+    checked = Checked(path, manifest, tokenizer_json, sha, _programs(reader, path, manifest))
+    if sizes:
+        _check_sizes(checked, memory_limit(device or torch.device("cpu")))
+    return checked
+
+
+def verify_file(path: str | os.PathLike, expected_sha256: str | None = None, sha256_checked: bool = False,
+                cache_dir: str | os.PathLike | None = None) -> tuple[dict, str, str]:
+    """`check_artifact`'s (manifest, tokenizer, file SHA-256)."""
+    checked = check_artifact(path, expected_sha256, sha256_checked, cache_dir)
+    return checked.manifest, checked.tokenizer_json, checked.sha256
 
 
 def verify(path: str | os.PathLike) -> tuple[dict, str]:
-    """Every check of `verify_file`, records included, without the stamp cache: (manifest, tokenizer)."""
-    manifest, tokenizer_json, _ = verify_file(path)
-    return manifest, tokenizer_json
+    """Every check, records and sizes included, without the stamp cache: (manifest, tokenizer)."""
+    checked = check_artifact(path, sizes=True)
+    return checked.manifest, checked.tokenizer_json
 
 
 def explicit_index(device: torch.device) -> torch.device:
@@ -77,42 +183,14 @@ def explicit_index(device: torch.device) -> torch.device:
     return device
 
 
-def load_programs(path: str | os.PathLike, device: torch.device, map_weights: bool | None = None,
-                  cache_dir: str | os.PathLike | None = None, sha256: str | None = None,
-                  timings: dict | None = None, use_descriptions: bool = True) -> dict[str, torch.nn.Module]:
-    """Load the exported programs and move them to `device` (move_to_device_pass, no CPU kernels baked in).
-
-    Without torch's loader where a description of the programs can be had (runtime.graph_cache): the one inside
-    the artifact, else, with `cache_dir` and the file's (checked) `sha256`, the local one an earlier load kept;
-    a load through torch keeps one there. `use_descriptions=False` always loads through torch. `map_weights`:
-    back CPU weights by a mapping of the file rather than a copy (default: runtime.load_speedups; torch's
-    loader only). `timings` receives `weights_s` when a description was used.
-    """
-    from runtime import graph_cache
-
-    path = Path(path)
-    entry = graph_cache.cache_file(cache_dir, sha256, device) if use_descriptions else None
-    if use_descriptions:
-        described = graph_cache.embedded(path, device, timings) or graph_cache.load(entry, path, device, timings)
-        if described is not None:
-            return described
-    from torch.export.passes import move_to_device_pass
-
-    from runtime import load_speedups
-    from runtime.pt2 import load_pt2
-
-    if map_weights is None:
-        map_weights = load_speedups.MAP_WEIGHTS and device.type == "cpu"
-
-    with load_speedups.memoized_schema_type_hints(), load_speedups.mapped_weights(str(path), map_weights):
-        contents = load_pt2(str(path))
-    modules = {}
-    for name in PROGRAMS:
-        program = contents.exported_programs[name]
-        if device.type != "cpu":
-            program = move_to_device_pass(program, device)
-        modules[name] = program.module()
-    if entry is not None and (why := graph_cache.save(entry, modules, open_archive(path), device)):
-        warnings.warn(f"{path.name}: graphs not kept in the local cache ({why}); it loads through torch each time",
-                      stacklevel=2)
-    return modules
+def load_programs(artifact: str | os.PathLike | Checked, device: torch.device,
+                  timings: dict | None = None) -> dict[str, torch.nn.Module]:
+    """The programs on `device`, rebuilt from the checked description (`artifact` is checked first when it is a
+    path); the graph is moved as `move_to_device_pass` would, so nothing CPU-specific is baked in. `timings`
+    receives `weights_s`."""
+    checked = artifact if isinstance(artifact, Checked) else check_artifact(artifact, device=device)
+    try:
+        return graph_format.rebuild(checked.programs, checked.path, device, timings)
+    except (graph_format.BadDescription, OSError, RuntimeError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{checked.path}: programs not rebuilt ({type(exc).__name__}: {str(exc)[:300]}); "
+                            "download or export it again") from None

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from runtime.errors import ArtifactError, BadImage
+from runtime.errors import BadImage, CaptionKitError
 
 
 def main(argv=None) -> int:
@@ -33,7 +33,7 @@ def main(argv=None) -> int:
                                    compiled_cache_dir=args.compiled_cache, quantize=args.quantize,
                                    cache_dir=args.compiled_cache)
         load_s = time.perf_counter() - t0
-    except (ArtifactError, ValueError) as exc:
+    except (CaptionKitError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}"
@@ -54,7 +54,12 @@ def main(argv=None) -> int:
         if not images:
             continue
         t0 = time.perf_counter()
-        captions = captioner.caption(images, num_beams=args.num_beams)
+        try:
+            captions = captioner.caption(images, num_beams=args.num_beams)
+        except RuntimeError as exc:  # out of memory, a program that fails on these inputs: one line, not a trace
+            print(f"error: the model failed on {', '.join(paths)}: {str(exc).strip().splitlines()[0][:300]}",
+                  file=sys.stderr)
+            return 1
         per_image_ms = 1000 * (time.perf_counter() - t0) / len(images)
         for path, caption in zip(good, captions):
             print(json.dumps({"image": path, "caption": caption, "model": captioner.name,

@@ -8,10 +8,10 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from runtime.artifact import explicit_index, load_programs, verify_file
+from runtime.artifact import check_artifact, explicit_index, load_programs
 from runtime.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
-from runtime.errors import ArtifactError
+from runtime.errors import ArtifactError, CaptionKitError
 from runtime.preprocess import Preprocessor
 from runtime.text import TextDecoder
 
@@ -97,8 +97,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize). On CPU the
     exported decoder step's remaining float matmuls take the few-rows layout (runtime.decode_layout).
     `cache_dir`, the local cache, keeps what a restart need not redo: stamps of verified files (runtime.verified:
-    an unchanged file is not hashed again), the programs' graphs (runtime.graph_cache: a later load skips torch's
-    deserializer) and int8 weights (runtime.int8_cache). `timings`, if given, receives the seconds of each step (integrity_s, programs_s, graph_passes_s).
+    an unchanged file is not hashed again) and int8 weights (runtime.int8_cache). `timings`, if given, receives
+    the seconds of each step (integrity_s, programs_s, graph_passes_s).
     """
     clock = _Clock(timings)
     if backend not in BACKENDS:
@@ -107,9 +107,10 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
         raise ValueError(f"quantize={quantize} applies to the exported programs; AOTInductor compiles the float "
                          "ones (use backend='exported' with quantize, or aoti without)")
     path = Path(path)
-    manifest, tokenizer_json, sha = verify_file(path, expected_sha256, sha256_checked, cache_dir=cache_dir)
-    clock.lap("integrity_s")
     resolved = device_falling_back_to_cpu(device)
+    checked = check_artifact(path, expected_sha256, sha256_checked, cache_dir=cache_dir, device=resolved)
+    manifest, tokenizer_json, sha = checked.manifest, checked.tokenizer_json, checked.sha256
+    clock.lap("integrity_s")
     if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
         from runtime.quantize import check_quantize
 
@@ -121,12 +122,10 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
         try:
             programs = aoti.compiled_programs(path, sha, resolved, compiled_cache_dir,
                                               remote=remote, report=report)
-            return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
+            return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
         except aoti.AotiUnavailable as exc:
             report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
-    # quantized programs drop their float weights: a copy is freed then, mapped pages would stay counted
-    programs = load_programs(path, resolved, map_weights=False if quantize else None, cache_dir=cache_dir,
-                             sha256=sha, timings=timings)
+    programs = load_programs(checked, resolved, timings)
     clock.lap("programs_s")
     if quantize is not None:
         from runtime import int8_cache
@@ -138,7 +137,18 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
 
         apply_decode_layout(programs["decoder_step"])
     clock.lap("graph_passes_s")
-    return Captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize)
+    return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize)
+
+
+def _captioner(path: Path, *args, **kwargs) -> Captioner:
+    """A Captioner, or one ArtifactError line when the manifest's settings or tokenizer cannot make one."""
+    try:
+        return Captioner(path, *args, **kwargs)
+    except CaptionKitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own types for a bad tokenizer.json
+        raise ArtifactError(f"{path}: its settings or tokenizer are not usable ({type(exc).__name__}: "
+                            f"{str(exc)[:200]}); export the model again") from None
 
 
 class _Clock:

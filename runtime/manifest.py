@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 PROGRAMS = ("encoder", "decoder_step")
 REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
 MANIFEST_FILE, TOKENIZER_FILE = "manifest.json", "tokenizer.json"  # the artifact's two extra files
-GRAPHS_FILE = "graphs.json"  # optional third: its programs described for runtime.graph_cache (manifest: graphs_sha256)
+GRAPHS_FILE = "graphs.json"  # the third: the programs described (runtime.graph_format; manifest: graphs_sha256)
 
 
 def torch_release(version: str) -> str:
@@ -71,3 +71,31 @@ def check(manifest: dict, tokenizer_json: str, path: str | os.PathLike) -> None:
     for name in PROGRAMS:
         if manifest.get("programs", {}).get(name) is None:
             raise ArtifactError(f"{path}: manifest lists no '{name}' program")
+    _check_sizes(manifest, path)
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+LIMITS = {"max_batch": 4096, "max_beams": 64, "max_length": 1 << 16}  # far above any artifact, below any overflow
+MAX_SIDE = 8192  # pixels: image_size and every size in the preprocessing spec
+
+
+def _check_sizes(manifest: dict, path) -> None:
+    """Refuse sizes the runtime would allocate by before it allocates anything: types and ranges only."""
+    def small_int(value, high: int) -> bool:
+        return type(value) is int and 1 <= value <= high
+
+    problems = [f"{key} {manifest.get(key)!r}" for key, high in LIMITS.items() if not small_int(manifest.get(key), high)]
+    size, cache = manifest.get("image_size"), manifest.get("cache")
+    if type(size) is not list or len(size) != 2 or not all(small_int(v, MAX_SIDE) for v in size):
+        problems.append(f"image_size {size!r}")
+    if type(cache) is not dict or not all(small_int(cache.get(k), 1 << 14) for k in ("layers", "heads", "head_dim")):
+        problems.append(f"cache {str(cache)[:80]}")
+    if manifest.get("dtype") not in DTYPES:
+        problems.append(f"dtype {str(manifest.get('dtype'))[:40]!r}")
+    pre = manifest.get("preprocessing")
+    sizes = [pre.get(part) or {} for part in ("size", "crop_size")] if type(pre) is dict else [None]
+    if not all(type(s) is dict and all(small_int(v, MAX_SIDE) for v in s.values()) for s in sizes):
+        problems.append("a preprocessing size")
+    if problems:
+        raise ArtifactError(f"{path}: manifest.json has {', '.join(problems)} outside what CaptionKit writes; "
+                            "this is not an artifact CaptionKit exported")

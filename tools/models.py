@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from runtime import registry
+from runtime.errors import CaptionKitError
 from tools import target as targets
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
@@ -52,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pointer = registry.rollback(s3, bucket, pointer_key)
             print(f"current model is back to s3://{bucket}/{pointer['key']}", file=sys.stderr)
-    except registry.RegistryError as exc:
-        raise SystemExit(str(exc)) from None
+    except CaptionKitError as exc:  # a refused artifact, a registry that cannot do it: one line, exit 1
+        raise SystemExit(f"error: {exc}") from None
     return 0
 
 
