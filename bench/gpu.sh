@@ -49,9 +49,9 @@ echo "== 2. tiny model: export, CUDA load (exported + AOTInductor), tokens vs HF
 timeout "${TINY_TIMEOUT_S:-180}" "$PY" -m bench.model --device cuda --models tiny --dtypes float32 --batches 1 8 --runs 3 \
   --workdir "$WORK" --out "$RESULTS" --section model_cuda_tiny 2>&1 | tee "$LOGS/tiny.txt" >&2
 tiny=${PIPESTATUS[0]}
-echo "== 2b. graph cache on the GPU: tokens from the cached graphs vs torch's loader (tiny model)" >&2
-timeout 120 "$PY" -m bench.graph_cache_check --device cuda --artifact "$(ls "$WORK"/tiny-float32-b*.pt2 | head -1)" \
-  --out "$RESULTS" --section graph_cache_cuda 2>&1 | tee "$LOGS/graph-cache.txt" >&2
+echo "== 2b. described programs on the GPU: tokens vs torch's loader + move_to_device_pass (tiny model)" >&2
+timeout 120 "$PY" -m bench.description_check --device cuda --artifact "$(ls "$WORK"/tiny-float32-b*.pt2 | head -1)" \
+  --out "$RESULTS" --section description_cuda 2>&1 | tee "$LOGS/description.txt" >&2
 
 bench=skipped
 if [[ $check -eq 0 ]]; then  # stage 3 runs even when stage 2's AOTInductor fails: the exported path is separate

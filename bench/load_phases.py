@@ -1,9 +1,8 @@
 """`python -m bench.load_phases`: `load_captioner` phase by phase against `import transformers` + `from_pretrained`.
 
 Each measurement is a fresh process (imports cold in the interpreter, files warm in the page cache), the
-variants in rotation; medians over runs. Variants switch one load lever off at a time, so each lever's gain
-is its variant's time minus `runtime` (all levers on, the file verified and its graphs kept once: the usual
-restart); the levers inside torch's loader are measured against `runtime_no_graph_cache`.
+variants in rotation; medians over runs: a restart (the file stamped), a first load (hashed), int8 with and
+without its cached weights, and transformers.
 """
 from __future__ import annotations
 
@@ -17,38 +16,13 @@ from pathlib import Path
 
 from bench.timing import summary, vm_hwm_mib
 
-DESCRIPTION_RECORD = "extra/graphs.json"  # runtime.graph_cache: the programs described inside the artifact
-MANIFEST_RECORD = "extra/manifest.json"  # runtime.pt2.EXTRA_DIR + runtime.manifest.MANIFEST_FILE, without importing torch here
-
 VARIANTS = {
-    "runtime": "all levers on; the file verified before, programs from their description (a restart)",
-    "runtime_no_graph_cache": "descriptions off: torch's loader with its levers (memo, stamp)",
-    "runtime_first_load": "first load of this file here: one read hashes it; programs from the description inside "
-                          "the artifact, or (an artifact without one) through torch, keeping one in the local cache",
-    "runtime_no_memo": "descriptions and schema type-hint memo off (torch's own per-object lookups)",
-    "runtime_map": "descriptions off; weights memory-mapped by torch's reader instead of copied (off by default)",
-    "runtime_two_pass_integrity": "descriptions off; integrity as before issue 16: whole-file SHA-256, then each record read and hashed",
+    "runtime": "the file verified before (stamped), programs checked and rebuilt from their description (a restart)",
+    "runtime_first_load": "first load of this file here: one read hashes it, then the same checks and rebuild",
     "runtime_int8": "quantize=int8 with its int8 weights cached",
     "runtime_int8_first_load": "quantize=int8, nothing cached yet (quantizes, then caches the int8 weights)",
     "hf": "import transformers + from_pretrained (model, image processor, tokenizer) + generate",
 }
-TORCH_LOADER = ("runtime_no_graph_cache", "runtime_no_memo", "runtime_map", "runtime_two_pass_integrity")
-
-
-def _weights_timer(phases: dict) -> None:
-    """Time torch's weight reading inside load_pt2 (a measurement hook, this process only)."""
-    from torch.export.pt2_archive import _package
-
-    for name in ("_load_state_dict", "_load_constants"):
-        original = getattr(_package, name)
-
-        def timed(*args, _original=original, **kwargs):
-            t = time.perf_counter()
-            try:
-                return _original(*args, **kwargs)
-            finally:
-                phases["weights_s"] = phases.get("weights_s", 0.0) + time.perf_counter() - t
-        setattr(_package, name, timed)
 
 
 def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
@@ -73,38 +47,17 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
             ids = model.generate(pixel_values=processor(images=[image], return_tensors="pt").pixel_values)
         tokenizer.batch_decode(ids, skip_special_tokens=True)
     else:
-        from runtime import graph_cache, load_speedups
-        from runtime.archive import open_archive
         from runtime.captioner import load_captioner
 
         phases["import_s"] = time.perf_counter() - t0
-        if variant in TORCH_LOADER:
-            graph_cache.ENABLED = False
-        if variant == "runtime_no_memo":
-            import contextlib
-
-            load_speedups.memoized_schema_type_hints = contextlib.nullcontext
-        if variant == "runtime_map":
-            load_speedups.MAP_WEIGHTS = True
-        t = time.perf_counter()
-        reader = open_archive(Path(artifact))
-        reader.read_string(MANIFEST_RECORD)
-        described = reader.has_record(DESCRIPTION_RECORD)
-        if variant in TORCH_LOADER or (variant.endswith("first_load") and not described):
-            _weights_timer(phases)  # imports torch's loader (and torch._dynamo): only where it runs anyway
-        phases["archive_open_s"] = time.perf_counter() - t
-        if variant == "runtime_two_pass_integrity":
-            t = time.perf_counter()
-            _two_pass(artifact)
-            phases["two_pass_s"] = time.perf_counter() - t
         timings: dict = {}
         t = time.perf_counter()
         captioner = load_captioner(artifact, "cpu", cache_dir=cache, timings=timings,
                                    quantize="int8" if "int8" in variant else None)
         phases["load_captioner_s"] = time.perf_counter() - t
-        phases["integrity_s"] = phases.pop("two_pass_s", timings["integrity_s"])
-        phases["weights_s"] = phases.get("weights_s", timings.get("weights_s", 0.0))  # torch's reader, or the cache's
-        phases["deserialize_s"] = timings["programs_s"] - phases["weights_s"]
+        phases["integrity_s"] = timings["integrity_s"]
+        phases["weights_s"] = timings.get("weights_s", 0.0)
+        phases["rebuild_s"] = timings["programs_s"] - phases["weights_s"]
         phases["graph_passes_s"] = timings["graph_passes_s"]
         t = time.perf_counter()
         captioner.caption([image])
@@ -114,26 +67,11 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
     return phases
 
 
-def _two_pass(artifact: str) -> None:
-    """The integrity check as it was: the whole file hashed, then every program record read and hashed."""
-    import hashlib
-
-    from runtime.archive import open_archive
-    from runtime.checksum import file_sha256
-
-    file_sha256(artifact)
-    reader = open_archive(Path(artifact))
-    manifest = json.loads(reader.read_string(MANIFEST_RECORD))
-    for entry in manifest["programs"].values():
-        for record in entry["records"]:
-            hashlib.sha256(reader.read_bytes(record)).hexdigest()
-
-
 def run(artifact: Path, folder: Path, variants: list[str], runs: int) -> dict:
     """`runs` fresh processes per variant, in rotation; medians per phase."""
     samples: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as warm:
-        for variant in ("runtime", "runtime_int8"):  # fill the warm cache once: stamps, graphs and the int8 pack
+        for variant in ("runtime", "runtime_int8"):  # fill the warm cache once: stamps and the int8 pack
             if variant in variants:
                 measure_in_child(variant, artifact, folder, warm)
         for i in range(runs):

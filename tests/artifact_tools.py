@@ -47,3 +47,29 @@ def truncate(src: Path, dst: Path, keep: float = 0.6) -> Path:
     data = Path(src).read_bytes()
     Path(dst).write_bytes(data[: int(len(data) * keep)])
     return dst
+
+
+def forge(src: Path, dst: Path, graphs=None, records: dict[str, bytes] | None = None) -> Path:
+    """An attacker's edit of an artifact: `graphs(description)` edits extra/graphs.json in place, `records` replaces
+    whole records; the manifest's own checksums (graphs, programs) are recomputed to match, as an attacker would."""
+    import hashlib
+
+    from runtime.checksum import program_checksum
+
+    reader = PT2ArchiveReader(str(src))
+    contents = {name: reader.read_bytes(name) for name in reader.get_file_names()
+                if not name.startswith(".data/") and name != "byteorder"}
+    if graphs is not None:
+        description = json.loads(contents["extra/graphs.json"])
+        graphs(description)
+        contents["extra/graphs.json"] = json.dumps(description).encode()
+    contents.update(records or {})
+    manifest = json.loads(contents["extra/manifest.json"])
+    manifest["graphs_sha256"] = hashlib.sha256(contents["extra/graphs.json"]).hexdigest()
+    for entry in manifest["programs"].values():
+        entry["sha256"] = program_checksum({r: hashlib.sha256(contents[r]).hexdigest() for r in entry["records"]})
+    contents["extra/manifest.json"] = json.dumps(manifest).encode()
+    with PT2ArchiveWriter(str(dst)) as writer:
+        for name, data in contents.items():
+            writer.write_bytes(name, data)
+    return dst

@@ -1,4 +1,4 @@
-"""The load's shortcuts keep every check and every token: one integrity read, stamps, the schema memo, the int8 cache."""
+"""The load's shortcuts keep every check and every token: one integrity read, stamps, the int8 cache."""
 from __future__ import annotations
 
 import hashlib
@@ -12,7 +12,6 @@ import torch
 import artifact_tools
 from export.cli import parity_images
 from runtime import artifact as artifact_module
-from runtime import load_speedups
 from runtime.artifact import load_programs, verify_file
 from runtime.captioner import load_captioner
 from runtime.checksum import file_sha256, scan_sha256
@@ -81,21 +80,6 @@ def test_a_pointer_mismatch_is_refused_even_with_a_stamp(tiny_artifact, tmp_path
         verify_file(path, expected_sha256="0" * 64, cache_dir=tmp_path)
 
 
-def test_the_schema_memo_is_scoped_to_the_load_and_changes_nothing(tiny_artifact):
-    from torch._export.serde import serialize
-
-    with load_speedups.memoized_schema_type_hints():
-        assert serialize.typing is not typing and serialize.typing.get_origin is typing.get_origin
-        memo = load_programs(tiny_artifact, torch.device("cpu"), use_descriptions=False)
-    assert serialize.typing is typing
-    from runtime.pt2 import load_pt2
-
-    reference = load_pt2(str(tiny_artifact)).exported_programs
-    for name, gm in memo.items():
-        assert gm.code == reference[name].module().code
-    assert load_speedups.applies("2.13.0") and load_speedups.applies("2.13.1+cu130") and not load_speedups.applies("2.14.0")
-
-
 def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tmp_path, monkeypatch):
     pixels = parity_images([], 4, seed=3)
     made = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
@@ -136,28 +120,3 @@ def test_the_agent_cache_hashes_an_unchanged_artifact_once_and_replaces_a_damage
         f.write(b"\0" * 10)
     assert pointer_module.fetch_artifact(s3, "b", ref, tmp_path).read_bytes() == data
     assert s3.downloads == 2
-
-
-def _mapped_ranges(path) -> list[tuple[int, int]]:
-    ranges = []
-    for line in open("/proc/self/maps"):
-        fields = line.split()
-        if len(fields) >= 6 and fields[5] == str(path.resolve()):
-            start, end = (int(x, 16) for x in fields[0].split("-"))
-            ranges.append((start, end))
-    return ranges
-
-
-def test_mapped_weights_live_in_the_file_mapping_and_give_the_same_tokens(tiny_artifact):
-    mapped = load_captioner(tiny_artifact, "cpu")
-    copied = load_captioner(tiny_artifact, "cpu")
-    programs = load_programs(tiny_artifact, torch.device("cpu"), map_weights=True, use_descriptions=False)
-    mapped.encoder, mapped.step = programs["encoder"], programs["decoder_step"]
-    ranges = _mapped_ranges(tiny_artifact)
-    weight = next(iter(mapped.encoder.state_dict().values()))
-    assert any(start <= weight.data_ptr() < end for start, end in ranges), "weights were copied, not mapped"
-    assert not any(start <= copied.encoder.state_dict()[name].data_ptr() < end
-                   for name in copied.encoder.state_dict() for start, end in ranges)
-    pixels = parity_images([], 5, seed=4)
-    for beams in (1, 3):
-        assert mapped.generate_ids(mapped.preprocess(pixels), beams) == copied.generate_ids(copied.preprocess(pixels), beams)
