@@ -13,6 +13,7 @@ from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
@@ -29,10 +30,10 @@ class WakeOnUpload(Construct):
     """Attributes: `function` (code: runtime/wake.py alone), `rule` (Object Created under the prefix), `role`."""
 
     def __init__(self, scope: Construct, construct_id: str, *, bucket: s3.Bucket, prefix: str,
-                 suffixes: tuple[str, ...], group_name: str, log_retention_days: int) -> None:
+                 suffixes: tuple[str, ...], group_name: str, log_retention_days: int, log_key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         bucket.enable_event_bridge_notification()
-        log_group = logs.LogGroup(self, "Logs", removal_policy=RemovalPolicy.DESTROY)
+        log_group = logs.LogGroup(self, "Logs", removal_policy=RemovalPolicy.DESTROY, encryption_key=log_key)
         log_group.node.default_child.retention_in_days = log_retention_days
         group_arn = (f"arn:{Aws.PARTITION}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*"
                      f":autoScalingGroupName/{group_name}")
