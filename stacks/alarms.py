@@ -4,6 +4,7 @@ from __future__ import annotations
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
@@ -15,11 +16,11 @@ WORKER_FAILURES = "WorkerFailures"  # put by stacks/boot/give_up.sh, one per wor
 
 
 class Alarms(Construct):
-    """Attributes: `topic` (always; the e-mail subscription is optional) and one attribute per alarm."""
+    """Attributes: `topic` (always, encrypted with `key`; the e-mail subscription is optional) and one per alarm."""
 
     def __init__(self, scope: Construct, construct_id: str, *, queue: sqs.Queue, dead_letters: sqs.IQueue,
                  group_name: str, metrics_namespace: str, max_message_age_s: int, stalled_minutes: int,
-                 alarm_email: str | None) -> None:
+                 alarm_email: str | None, key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         minute = Duration.minutes(1)
         at_least = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
@@ -64,7 +65,7 @@ class Alarms(Construct):
             alarm_description=f"Workers are in service and messages wait, but no image finished for {stalled_minutes} "
             "minutes: the agents are hung, crash-looping or cannot reach S3/SQS. Read the agent logs.",
         )
-        self.topic = sns.Topic(self, "Topic", display_name="CaptionKit alarms", enforce_ssl=True)
+        self.topic = sns.Topic(self, "Topic", display_name="CaptionKit alarms", enforce_ssl=True, master_key=key)
         if alarm_email:
             self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
         for alarm in (self.dead_letters_not_empty, self.oldest_job_too_old, self.workers_failing, self.fleet_stalled):

@@ -8,6 +8,7 @@ from runtime.registry import POINTER_KEY as MODEL_POINTER_KEY
 from stacks.alarms import Alarms
 from stacks.bundle import runtime_bundle
 from stacks.dashboard import Dashboard
+from stacks.encryption import StackKey
 from stacks.fleet import Fleet
 from stacks.jobs import JobQueue
 from stacks.network import Network
@@ -30,15 +31,17 @@ class CaptionKitStack(Stack):
         super().__init__(scope, construct_id, stack_name=settings.stack_name, env=Environment(region=settings.region),
                          description="CaptionKit: S3 images in, captions out, on a scale-to-zero GPU fleet")
         self.settings = settings
+        self.key = StackKey(self, "Encryption").key
         self.storage = Storage(self, "Storage", model_version_retention_days=settings.model_version_retention_days)
         self.jobs = JobQueue(self, "Jobs", visibility_timeout_s=settings.visibility_timeout_s,
                              max_receive_count=settings.max_receive_count)
         self.jobs.subscribe_to_uploads(self.storage.images, prefix=settings.images_prefix,
                                        suffixes=settings.image_suffixes)
         self.network = Network(self, "Network", flow_log_bucket=self.storage.access_logs)
-        self.job_notifications = JobNotifications(self, "JobNotifications", email=settings.job_email)
+        self.job_notifications = JobNotifications(self, "JobNotifications", email=settings.job_email, key=self.key)
         self.fleet = Fleet(self, "Fleet", settings=settings, network=self.network,
-                           bundle=runtime_bundle(self, "RuntimeBundle"), agent_config=self._agent_config())
+                           bundle=runtime_bundle(self, "RuntimeBundle"), agent_config=self._agent_config(),
+                           log_key=self.key)
         self.worker_policy = WorkerPolicy(
             self, "WorkerPolicy", role=self.fleet.role, artifacts=self.storage.artifacts, images=self.storage.images,
             images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
@@ -48,12 +51,12 @@ class CaptionKitStack(Stack):
             idle_minutes=settings.idle_minutes_before_scale_in, warm_pool=settings.warm_pool)
         self.wake = (WakeOnUpload(self, "Wake", bucket=self.storage.images, prefix=settings.images_prefix,
                                   suffixes=settings.image_suffixes, group_name=self.fleet.group_name,
-                                  log_retention_days=settings.log_retention_days)
+                                  log_retention_days=settings.log_retention_days, log_key=self.key)
                      if settings.wake_on_upload else None)
         self.alarms = Alarms(self, "Alarms", queue=self.jobs.queue, dead_letters=self.jobs.dead_letters,
                              group_name=self.fleet.group_name, metrics_namespace=METRICS_NAMESPACE,
                              max_message_age_s=settings.max_message_age_s, stalled_minutes=settings.stalled_minutes,
-                             alarm_email=settings.alarm_email)
+                             alarm_email=settings.alarm_email, key=self.key)
         self.job_notifications.allow_publish(self.fleet.role)
         self.dashboard = Dashboard(self, "Dashboard", name=f"{settings.stack_name}-fleet", queue=self.jobs.queue,
                                    dead_letters=self.jobs.dead_letters, group_name=self.fleet.group_name,

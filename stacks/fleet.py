@@ -8,6 +8,7 @@ from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
@@ -31,12 +32,12 @@ class Fleet(Construct):
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings, network: Network,
-                 bundle: s3_assets.Asset, agent_config: dict[str, Any]) -> None:
+                 bundle: s3_assets.Asset, agent_config: dict[str, Any], log_key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         self.group_name = f"{settings.stack_name}-workers"
         self.lifecycle_hook_name = LIFECYCLE_HOOK_NAME
         self.launch_hook_name = LAUNCH_HOOK_NAME if settings.warm_pool else None
-        self.log_group = logs.LogGroup(self, "Logs", removal_policy=RemovalPolicy.DESTROY)
+        self.log_group = logs.LogGroup(self, "Logs", removal_policy=RemovalPolicy.DESTROY, encryption_key=log_key)
         self.log_group.node.default_child.retention_in_days = settings.log_retention_days
         self.agent_config = {**agent_config, "asg_name": self.group_name,
                              "lifecycle_hook_name": self.lifecycle_hook_name,

@@ -12,7 +12,6 @@ from stacks.storage import COMPILED_PREFIX, MODELS_PREFIX
 
 METRICS_NAMESPACE = "CaptionKit"
 SESSION_MANAGER_ACTIONS = [
-    "ssm:UpdateInstanceInformation",
     "ssmmessages:CreateControlChannel",
     "ssmmessages:CreateDataChannel",
     "ssmmessages:OpenControlChannel",
@@ -29,6 +28,7 @@ class WorkerPolicy(Construct):
         super().__init__(scope, construct_id)
         group_arn = (f"arn:{Aws.PARTITION}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*"
                      f":autoScalingGroupName/{group_name}")
+        own_instances = f"arn:{Aws.PARTITION}:ec2:{Aws.REGION}:{Aws.ACCOUNT_ID}:instance/*"
         self.policy = iam.Policy(self, "Policy", roles=[role], statements=[
             _allow("ReadModels", ["s3:GetObject"], artifacts.arn_for_objects(f"{MODELS_PREFIX}*")),
             _allow("CompiledModelCache", ["s3:GetObject", "s3:PutObject"],
@@ -54,6 +54,8 @@ class WorkerPolicy(Construct):
             _allow("CountFailedWorkers", ["cloudwatch:GetMetricStatistics"], "*"),
             iam.PolicyStatement(sid="PutMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
                                 conditions={"StringEquals": {"cloudwatch:namespace": METRICS_NAMESPACE}}),
+            # the SSM agent's heartbeat names the instance itself; this account and region's instances only
+            _allow("SessionManagerRegister", ["ssm:UpdateInstanceInformation"], own_instances),
             _allow("SessionManager", SESSION_MANAGER_ACTIONS, "*"),
         ])
         _acknowledge_wildcards(self.policy, artifacts=artifacts, images=images, images_prefix=images_prefix,
@@ -87,7 +89,10 @@ def _acknowledge_wildcards(policy: iam.Policy, *, artifacts: s3.IBucket, images:
         "*": "cloudwatch:PutMetricData, cloudwatch:GetMetricStatistics and the ssmmessages actions support no "
         "resource-level permissions (Service Authorization Reference). PutMetricData is limited to the CaptionKit "
         "namespace by a condition; GetMetricStatistics reads metrics only (a failed worker's back-off); "
-        "the SSM actions are the documented minimum for Session Manager, which replaces SSH.",
+        "the ssmmessages actions are the documented minimum for Session Manager, which replaces SSH.",
+        "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*": "ssm:UpdateInstanceInformation is "
+        "the SSM agent's heartbeat for the instance it runs on; instance ids are assigned at launch, so the "
+        "resource is this account and region's instances.",
     }
     for resource, reason in reasons.items():
         Validations.of(policy).acknowledge(

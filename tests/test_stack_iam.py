@@ -2,9 +2,10 @@
 import pytest
 
 
-NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics", "ssm:UpdateInstanceInformation",
+NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics",
                              "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
                              "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+OWN_INSTANCES = "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*"
 
 
 def render(value):
@@ -63,7 +64,8 @@ def test_worker_resource_wildcards_are_prefix_scoped_or_unavoidable(synthesized)
             elif "*" in resource:
                 scoped = resource.endswith("/*") and resource.count("*") == 1 and resource.count("/") >= 2
                 one_group = ":autoScalingGroup:*:autoScalingGroupName/CaptionKit-workers" in resource
-                assert scoped or one_group, (sid, resource)
+                own_instances = resource == OWN_INSTANCES
+                assert scoped or one_group or own_instances, (sid, resource)
 
 
 def test_worker_may_do_exactly_its_job(synthesized):
@@ -88,8 +90,10 @@ def test_worker_may_do_exactly_its_job(synthesized):
         "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]),
         "SessionManager": (sorted(NO_RESOURCE_LEVEL_ACTIONS - {"cloudwatch:PutMetricData",
                                                                 "cloudwatch:GetMetricStatistics"}), ["*"]),
+        "SessionManagerRegister": (["ssm:UpdateInstanceInformation"], [OWN_INSTANCES]),
         "ReadRuntimeBundle": (["s3:GetObject"], None),
         "PublishJobDone": (["sns:Publish"], [render(stack.resolve(stack.job_notifications.topic.topic_arn))]),
+        "EncryptJobDone": (["kms:Decrypt", "kms:GenerateDataKey"], [render(stack.resolve(stack.key.key_arn))]),
     }
     statements = worker_statements(synthesized)
     assert set(statements) == set(expected)
@@ -98,6 +102,11 @@ def test_worker_may_do_exactly_its_job(synthesized):
         assert statements[sid]["Effect"] == "Allow" and "NotAction" not in statements[sid]
         if resources is not None:
             assert sorted(map(render, as_list(statements[sid]["Resource"]))) == sorted(resources), sid
+
+
+def test_the_topic_key_is_usable_only_through_sns(synthesized):
+    condition = worker_statements(synthesized)["EncryptJobDone"]["Condition"]
+    assert condition == {"StringEquals": {"kms:ViaService": "sns.us-east-1.amazonaws.com"}}
 
 
 def test_metrics_are_limited_to_the_captionkit_namespace(synthesized):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from aws_cdk import Stack
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sqs as sqs
 from aws_cdk.assertions import Match, Template
 
@@ -14,8 +15,9 @@ from stacks.notify import JobNotifications
 
 def test_job_topic_is_ssl_only_and_mails_only_when_asked():
     stack = Stack()
-    JobNotifications(stack, "Quiet", email=None)
-    JobNotifications(stack, "Mail", email="ops@example.com")
+    key = kms.Key(stack, "Key")
+    JobNotifications(stack, "Quiet", email=None, key=key)
+    JobNotifications(stack, "Mail", email="ops@example.com", key=key)
     template = Template.from_stack(stack)
     template.resource_count_is("AWS::SNS::Topic", 2)
     template.resource_count_is("AWS::SNS::Subscription", 1)

@@ -19,11 +19,11 @@ def test_receive_limit_and_visibility_timeout_follow_the_settings():
         "VisibilityTimeout": 1200, "RedrivePolicy": Match.object_like({"maxReceiveCount": 9})})
 
 
-def test_both_queues_are_encrypted_and_refuse_requests_without_tls(template):
-    queues = template.find_resources("AWS::SQS::Queue")
-    assert len(queues) == 2 and all(q["Properties"]["SqsManagedSseEnabled"] for q in queues.values())
+def test_every_queue_is_encrypted_and_refuses_requests_without_tls(template):
+    queues = template.find_resources("AWS::SQS::Queue")  # jobs, its dead letters, the wake-up's failed events
+    assert len(queues) == 3 and all(q["Properties"]["SqsManagedSseEnabled"] for q in queues.values())
     policies = template.find_resources("AWS::SQS::QueuePolicy")
-    assert len(policies) == 2
+    assert len(policies) == 3
     for policy in policies.values():
         deny = policy["Properties"]["PolicyDocument"]["Statement"][0]
         assert (deny["Effect"], deny["Action"], deny["Principal"]) == ("Deny", "sqs:*", {"AWS": "*"})

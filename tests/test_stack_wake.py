@@ -67,7 +67,9 @@ def test_the_function_may_set_only_the_workers_group_and_read_group_sizes(synthe
                            "<AWS::AccountId>:autoScalingGroup:*:autoScalingGroupName/CaptionKit-workers"),
         "ReadTheGroup": ("autoscaling:DescribeAutoScalingGroups", "*"),
         "WriteLogs": (["logs:CreateLogStream", "logs:PutLogEvents"], by_sid["WriteLogs"][1]),
+        "KeepFailedWakes": ("sqs:SendMessage", by_sid["KeepFailedWakes"][1]),
     }
+    assert by_sid["KeepFailedWakes"][1].startswith("<WakeFailures")
     assert by_sid["WriteLogs"][1].startswith("<WakeLogs")
     role = synthesized.template["Resources"][role_id]["Properties"]
     assert "ManagedPolicyArns" not in role
@@ -78,3 +80,17 @@ def test_wake_on_upload_false_leaves_no_function_and_no_rule():
     template = Template.from_json(synthesize((("wake_on_upload", "false"),)).template)
     template.resource_count_is("AWS::Events::Rule", 0)
     assert not template.find_resources("AWS::Lambda::Function", {"Properties": {"Handler": "wake.handler"}})
+
+
+def test_one_invocation_at_a_time_and_failed_or_expired_events_go_to_an_encrypted_dead_letter_queue(
+        synthesized, template):
+    stack = synthesized.stack
+    queue_id = stack.get_logical_id(stack.wake.failures.node.default_child)
+    template.has_resource_properties("AWS::Lambda::Function", {
+        "Handler": "wake.handler", "ReservedConcurrentExecutions": 1,
+        "DeadLetterConfig": {"TargetArn": {"Fn::GetAtt": [queue_id, "Arn"]}}})
+    assert synthesized.template["Resources"][queue_id]["Properties"] == {
+        "SqsManagedSseEnabled": True, "MessageRetentionPeriod": 14 * 86400}
+    template.has_resource_properties("AWS::SQS::QueuePolicy", {
+        "Queues": [{"Ref": queue_id}], "PolicyDocument": {"Statement": Match.array_with([Match.object_like({
+            "Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}})
