@@ -1,7 +1,8 @@
-"""Batch jobs: fan a job out into chunk messages (crash-safe), mark chunks done, write the job summary.
+"""Batch jobs: fan a job out into chunk messages (crash-safe), prove and mark chunks, write the job summary.
 
 Layout under `<results prefix>_jobs/<job id>/` in the results bucket:
-  manifest.json        every image of the job, frozen at the first expansion (a redelivered job reuses it)
+  manifest.json        every image of the job, frozen at the first expansion (a redelivered job reuses it); a chunk
+                       message is acted on only if it is exactly a slice of it (`prove_chunk`)
   chunks/<index>.json  one marker per finished chunk: its counts and failures
   summary.json         written by whichever agent finishes the last chunk (rewritten identically on replays)
 """
@@ -12,9 +13,9 @@ import datetime
 import json
 from typing import TYPE_CHECKING
 
-from runtime.agent.aws import object_exists
+from runtime.agent.aws import GONE_CODES, RetryLater, error_code, object_exists
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import CHUNK_TYPE, Chunk, parse_s3_uri
+from runtime.agent.messages import CHUNK_TYPE, Chunk, UnknownMessage, Work, parse_s3_uri
 from runtime.agent.notify import publish_job_done
 from runtime.agent.results import is_own_result, results_location
 
@@ -82,6 +83,37 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     if count == 0:
         write_summary(s3, config, job["job_id"], manifest)
     return manifest
+
+
+def prove_chunk(s3, config: AgentConfig, work: Work) -> None:
+    """Raise `UnknownMessage` unless the chunk message is exactly slice `index` of its job's manifest, with the
+    manifest's chunk count; `RetryLater` when the manifest cannot be read now.
+
+    Anyone who may send to the queue can forge a chunk; only an agent expanding the job writes its manifest (in
+    the results bucket). A chunk that matches it can only redo what the real chunk does, byte for byte.
+    """
+    chunk = work.chunk
+    bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + "manifest.json"
+    forged = f"job chunk {chunk.job_id}/{chunk.index} (count {chunk.count})"
+    try:
+        manifest = _get_json(s3, bucket, key)
+    except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
+        if error_code(exc) in GONE_CODES:
+            raise UnknownMessage(f"{forged}: the job has no manifest at s3://{bucket}/{key}; chunks come only from "
+                                 f"an agent that expanded the job") from None
+        if isinstance(exc, ValueError):
+            raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is not JSON") from None
+        raise RetryLater(f"{forged}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
+    try:
+        size, count, images = manifest["chunk_size"], manifest["chunks"], manifest["images"]
+        expected = images[chunk.index * size:(chunk.index + 1) * size]
+    except (KeyError, TypeError) as exc:
+        raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is malformed ({exc!r})") from None
+    if count != chunk.count:
+        raise UnknownMessage(f"{forged}: the job's manifest has {count} chunks, not {chunk.count}")
+    if [ref.uri for ref in work.images] != expected:
+        raise UnknownMessage(f"{forged}: its images are not the job manifest's slice {chunk.index} "
+                             f"({len(work.images)} named, {len(expected)} expected)")
 
 
 def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bool:
