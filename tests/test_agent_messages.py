@@ -265,3 +265,78 @@ def test_a_chunk_of_a_job_without_a_manifest_is_refused():
 def test_a_manifest_that_cannot_be_read_now_means_retry_later():
     with pytest.raises(RetryLater, match="SlowDown"):
         _prove(_chunk(index=0, count=3, images=IMAGES[:2]), _S3({}, code="SlowDown"))
+
+
+# --- a body settles alone: whatever parsing it raises, and even when the dead-letter queue is unreachable --------
+
+def _message(body: str, n: int = 0):
+    from runtime.agent.queue import Message
+
+    return Message(f"m{n}", f"receipt-{n}", body, 1, 0.0, deadline=0.0)
+
+
+def test_whatever_parsing_raises_refuses_that_message_alone(monkeypatch):
+    from runtime.agent import prefetch
+
+    real = prefetch.parse_body
+
+    def parse(body, scope):
+        if body == "bomb":
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+        return real(body, scope)
+
+    monkeypatch.setattr(prefetch, "parse_body", parse)
+    batch = prefetch.Batch()
+    fetcher = prefetch.Prefetcher(None, None, CONFIG)
+    fetcher._add(batch, [_message(_event(_record("incoming/a.png")), 0), _message("bomb", 1),
+                         _message(_event(_record("incoming/b.png")), 2)])
+    fetcher.close()
+
+    assert [(m.id, reason.split(":")[0]) for m, reason in batch.unknown] == [("m1", "the body could not be read")]
+    assert "RecursionError" in batch.unknown[0][1]
+    assert [item.ref.key for item in batch.items] == ["incoming/a.png", "incoming/b.png"]
+
+
+class _SQS:
+    """Enough of SQS for one batch: the dead-letter queue refuses every message; settling calls are recorded."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def get_queue_attributes(self, QueueUrl, AttributeNames):
+        return {"Attributes": {"RedrivePolicy": json.dumps({"deadLetterTargetArn": "arn:aws:sqs:r:1:dlq"})}}
+
+    def get_queue_url(self, QueueName, QueueOwnerAWSAccountId):
+        return {"QueueUrl": "dlq"}
+
+    def send_message(self, **_):
+        raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://sqs")
+
+    def delete_message_batch(self, QueueUrl, Entries):
+        self.calls.append(("delete", [e["ReceiptHandle"] for e in Entries]))
+        return {}
+
+    def change_message_visibility_batch(self, QueueUrl, Entries):
+        self.calls.append(("release", [e["ReceiptHandle"] for e in Entries]))
+        return {}
+
+
+def test_an_unreachable_dead_letter_queue_sends_back_only_the_refused_message(tmp_path):
+    from agent_support import FakeCaptioner
+    from runtime.agent.prefetch import Batch
+    from runtime.agent.worker import Worker
+
+    sqs, s3 = _SQS(), type("S3", (), {"put_object": lambda self, **_: {}})()
+    config = AgentConfig(queue_url="q", images_bucket="pics", cache_dir=str(tmp_path), retry_backoff_s=0)
+    worker = Worker(config, FakeCaptioner("fake", "ab" * 32), {"sha256": "ab" * 32}, sqs=sqs, s3=s3)
+    poison, event = _message("[" * 3000, 0), _message(_event(_record()), 1)
+    worker.inbox._held = {m.id: m for m in (poison, event)}
+    batch = Batch()
+    worker.prefetcher._add(batch, [poison, event])
+    batch.items[0].error = "not an image"  # no download: its error record is its result
+
+    worker.process(batch)
+    worker._writers.shutdown()
+
+    assert sqs.calls == [("release", ["receipt-0"]), ("delete", ["receipt-1"])]
+    assert worker.counters.retried == 1 and worker.counters.refused == 0 and worker.counters.failed == 1
