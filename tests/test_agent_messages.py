@@ -11,8 +11,8 @@ import pytest
 from runtime.agent import jobs
 from runtime.agent.aws import RetryLater
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import (MAX_BODY_BYTES, MAX_CHUNKS, MAX_DEPTH, MAX_RECORDS, ImageRef, UnknownMessage,
-                                    parse_body, too_deep)
+from runtime.agent.messages import (MAX_BODY_BYTES, MAX_CHUNK_IMAGES, MAX_CHUNKS, MAX_DEPTH, MAX_RECORDS, ImageRef,
+                                    UnknownMessage, parse_body, too_deep)
 from runtime.agent.scope import Scope
 
 SCOPE = Scope("pics", "incoming/", ("pics", "results/"))
@@ -116,6 +116,14 @@ def test_brackets_inside_strings_do_not_count_as_nesting():
 def test_an_oversized_body_is_refused_before_it_is_parsed():
     body = _event(_record("incoming/" + "k" * MAX_BODY_BYTES))
     _refused(body, "over the 262,144")
+
+
+def test_the_largest_chunk_an_agent_sends_is_within_the_body_bound():
+    bucket, key = "b" * 63, "\U0001F600" * 256  # S3's longest names; each emoji is 12 bytes once JSON-escaped
+    assert len(key.encode()) == 1024
+    body = json.dumps({"type": "captionkit.chunk", "job_id": "j" * 128, "index": MAX_CHUNKS - 1, "count": MAX_CHUNKS,
+                       "images": [f"s3://{bucket}/{key}"] * MAX_CHUNK_IMAGES})
+    assert len(parse_body(body, Scope(bucket, "")).images) == MAX_CHUNK_IMAGES
 
 
 def test_a_body_that_is_not_json_or_not_an_object_is_refused():

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from runtime.agent.aws import GONE_CODES, RetryLater, error_code, object_exists
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import CHUNK_TYPE, Chunk, UnknownMessage, Work, parse_s3_uri
+from runtime.agent.messages import CHUNK_TYPE, MAX_CHUNK_IMAGES, Chunk, UnknownMessage, Work, parse_s3_uri
 from runtime.agent.notify import publish_job_done
 from runtime.agent.results import is_own_result, results_location
 
@@ -66,7 +66,7 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
         manifest = _get_json(s3, bucket, root + "manifest.json")
     except s3.exceptions.NoSuchKey:
         images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
-        size = config.job_chunk_size or config.batch_size
+        size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
         manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
                     "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
                     "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}

@@ -16,6 +16,7 @@ MAX_BODY_BYTES = 256 * 1024  # what `runtime submit` sends at most; an S3 event 
 MAX_DEPTH = 16  # brackets deep: an S3 event nests 5, a job 2 (an SNS envelope is parsed on its own)
 MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message asking for an outsized batch
 MAX_CHUNKS = 1_000_000  # chunks per job; the job's manifest is what proves a chunk, this only bounds the numbers
+MAX_CHUNK_IMAGES = 64  # 64 URIs of S3's longest keys, JSON-escaped, stay under MAX_BODY_BYTES: a chunk is never refused
 
 
 class UnknownMessage(ValueError):
