@@ -225,16 +225,24 @@ def test_whatever_a_mutated_message_holds_parse_body_answers_work_or_unknown_mes
 
 # --- a chunk proves it belongs to its job: exactly a slice of the job's manifest ---------------------------------
 
+def _client_error(code: str):
+    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
+
+
 class _S3:
-    """`get_object` over a dict of keys (bytes), raising S3's error codes for the rest."""
+    """`get_object` over a dict of keys (bytes) with If-None-Match, raising S3's error codes for the rest."""
 
     def __init__(self, objects: dict[str, bytes], code: str = "NoSuchKey"):
-        self.objects, self.code = objects, code
+        self.objects, self.code, self.bodies_sent = dict(objects), code, 0
 
-    def get_object(self, Bucket, Key):
+    def get_object(self, Bucket, Key, IfNoneMatch=None):
         if Key not in self.objects:
-            raise botocore.exceptions.ClientError({"Error": {"Code": self.code, "Message": self.code}}, "GetObject")
-        return {"Body": io.BytesIO(self.objects[Key])}
+            raise _client_error(self.code)
+        etag = f'"{hash(self.objects[Key])}"'
+        if IfNoneMatch == etag:
+            raise _client_error("304")
+        self.bodies_sent += 1
+        return {"Body": io.BytesIO(self.objects[Key]), "ETag": etag}
 
 
 CONFIG = AgentConfig(queue_url="q", images_bucket="pics")
@@ -348,3 +356,16 @@ def test_an_unreachable_dead_letter_queue_sends_back_only_the_refused_message(tm
 
     assert sqs.calls == [("release", ["receipt-0"]), ("delete", ["receipt-1"])]
     assert worker.counters.retried == 1 and worker.counters.refused == 0 and worker.counters.failed == 1
+
+
+def test_chunks_of_one_job_read_its_manifest_again_only_when_it_changed():
+    s3, manifests = _S3(MANIFEST), jobs.Manifests()
+    for index in (0, 1, 2):
+        jobs.prove_chunk(s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index:][:2]), SCOPE),
+                         manifests)
+    assert s3.bodies_sent == 1
+    [key] = MANIFEST
+    s3.objects[key] = json.dumps({"images": IMAGES[:2], "chunk_size": 2, "chunks": 1}).encode()  # re-expanded
+    with pytest.raises(UnknownMessage, match="has 1 chunks, not 3"):
+        jobs.prove_chunk(s3, CONFIG, parse_body(_chunk(index=0, count=3, images=IMAGES[:2]), SCOPE), manifests)
+    assert s3.bodies_sent == 2

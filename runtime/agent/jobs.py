@@ -8,6 +8,7 @@ Layout under `<results prefix>_jobs/<job id>/` in the results bucket:
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import datetime
 import json
@@ -85,7 +86,31 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     return manifest
 
 
-def prove_chunk(s3, config: AgentConfig, work: Work) -> None:
+class Manifests:
+    """The job manifests chunks are proved against, kept by key with their ETag and read again only when it
+    changed (If-None-Match): each chunk of a large job would otherwise download the whole manifest."""
+
+    def __init__(self, size: int = 4):
+        self.size, self._kept = size, collections.OrderedDict()
+
+    def get(self, s3, bucket: str, key: str):
+        kept = self._kept.get((bucket, key))
+        try:
+            reply = s3.get_object(Bucket=bucket, Key=key, **({"IfNoneMatch": kept[0]} if kept else {}))
+        except Exception as exc:  # noqa: BLE001 - "not modified" is an answer; the caller sorts the rest
+            if kept is None or error_code(exc) not in ("304", "NotModified"):
+                raise
+            self._kept.move_to_end((bucket, key))
+            return kept[1]
+        manifest = json.loads(reply["Body"].read())
+        self._kept[(bucket, key)] = (reply.get("ETag", ""), manifest)
+        self._kept.move_to_end((bucket, key))
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return manifest
+
+
+def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None = None) -> None:
     """Raise `UnknownMessage` unless the chunk message is exactly slice `index` of its job's manifest, with the
     manifest's chunk count; `RetryLater` when the manifest cannot be read now.
 
@@ -96,7 +121,7 @@ def prove_chunk(s3, config: AgentConfig, work: Work) -> None:
     bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + "manifest.json"
     forged = f"job chunk {chunk.job_id}/{chunk.index} (count {chunk.count})"
     try:
-        manifest = _get_json(s3, bucket, key)
+        manifest = (manifests or Manifests()).get(s3, bucket, key)
     except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
         if error_code(exc) in GONE_CODES:
             raise UnknownMessage(f"{forged}: the job has no manifest at s3://{bucket}/{key}; chunks come only from "

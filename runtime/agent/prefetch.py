@@ -71,6 +71,7 @@ class Prefetcher:
 
     def __init__(self, inbox: Inbox, s3, config: AgentConfig):
         self.inbox, self.s3, self.config, self.scope = inbox, s3, config, Scope.of(config)
+        self.manifests = jobs.Manifests()  # only the fetch thread proves chunks
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
 
     def fetch(self, captioner, wait_s: float, current: bool = False) -> Batch:
@@ -98,7 +99,7 @@ class Prefetcher:
             try:
                 work = parse_body(message.body, self.scope)
                 if work.chunk:
-                    jobs.prove_chunk(self.s3, self.config, work)
+                    jobs.prove_chunk(self.s3, self.config, work, self.manifests)
             except RetryLater as exc:  # the chunk's manifest could not be read: its images wait, unread
                 batch.work[message.id] = work
                 batch.items.extend(Item(ref, message, retry=str(exc)) for ref in work.images)
