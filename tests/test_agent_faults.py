@@ -8,14 +8,14 @@ from agent_support import png
 from runtime.agent.swap import ModelWatcher
 
 
-def _event(stack, key: str, etag: str | None = None, bucket: str | None = None) -> dict:
+def _event(stack, key: str, etag: str | None = None) -> dict:
     obj = {"key": urllib.parse.quote_plus(key, safe="/"), "size": 1, **({"eTag": etag} if etag else {})}
-    return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket or stack.images},
+    return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": stack.images},
                                                                   "object": obj}}]}
 
 
 def test_permanent_s3_errors_become_error_records_at_once(stack, agent_log):
-    stack.send(_event(stack, "incoming/lost.png", bucket=f"no-such-bucket-{stack.id}"))
+    stack.send(_event(stack, "incoming/lost.png"))  # never uploaded (another bucket is refused: test_agent_hostile)
     stack.put("incoming/ok.png", png())
     stack.send_event("incoming/ok.png")
 
@@ -23,7 +23,7 @@ def test_permanent_s3_errors_become_error_records_at_once(stack, agent_log):
     assert worker.run() == 0
 
     lost = stack.result("incoming/lost.png")
-    assert lost["status"] == "error" and "the bucket does not exist (NoSuchBucket)" in lost["error"]
+    assert lost["status"] == "error" and "deleted (or never existed)" in lost["error"]
     assert stack.result("incoming/ok.png")["status"] == "ok"
     assert worker.counters.retried == 0 and agent_log.events("retry") == []  # no retry budget burnt
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}

@@ -42,37 +42,37 @@ def test_batch_job_over_a_prefix_captions_every_image_and_writes_a_summary(stack
 
 def test_a_replayed_job_reuses_its_manifest_and_rewrites_the_same_summary(stack, monkeypatch):
     for n in range(5):
-        stack.put(f"set/{n}.png", png(colour=(n * 40, 0, 0)))
-    job = submit.build_job([f"s3://{stack.images}/set/"], "job-2")
+        stack.put(f"incoming/set/{n}.png", png(colour=(n * 40, 0, 0)))
+    job = submit.build_job([f"s3://{stack.images}/incoming/set/"], "job-2")
     stack.send(job)
     stack.worker(burst=True).run()
     first = _summary(stack, "job-2")
 
-    stack.put("set/late-arrival.png", png())  # added after the job was expanded
+    stack.put("incoming/set/late-arrival.png", png())  # added after the job was expanded
     stack.send(job)  # the job message again, as after a crash between fan-out and delete
     stack.worker(burst=True).run()
 
     assert _summary(stack, "job-2") == first
     assert json.loads(first)["images"] == 5
-    assert "results/set/late-arrival.png.json" not in stack.keys()
+    assert "results/incoming/set/late-arrival.png.json" not in stack.keys()
     assert stack.counts() == {"visible": 0, "in_flight": 0}
 
 
 def test_batch_job_over_a_list_of_images(stack):
-    stack.put("a/x.png", png())
-    stack.put("b/y.jpg", png(fmt="JPEG"))
-    stack.send(submit.build_job([f"s3://{stack.images}/a/x.png", f"s3://{stack.images}/b/y.jpg",
-                                 f"s3://{stack.images}/c/missing.png"], "job-3"))
+    stack.put("incoming/a/x.png", png())
+    stack.put("incoming/b/y.jpg", png(fmt="JPEG"))
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/a/x.png", f"s3://{stack.images}/incoming/b/y.jpg",
+                                 f"s3://{stack.images}/incoming/c/missing.png"], "job-3"))
 
     stack.worker(burst=True).run()
 
     summary = json.loads(_summary(stack, "job-3"))
     assert (summary["images"], summary["done"], summary["failed"]) == (3, 2, 1)
-    assert stack.result("c/missing.png")["status"] == "error"
+    assert stack.result("incoming/c/missing.png")["status"] == "error"
 
 
 def test_an_empty_job_still_gets_a_summary(stack):
-    stack.send(submit.build_job([f"s3://{stack.images}/nothing-here/"], "job-4"))
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/nothing-here/"], "job-4"))
     stack.worker(burst=True).run()
     assert json.loads(_summary(stack, "job-4"))["images"] == 0
 

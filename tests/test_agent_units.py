@@ -17,6 +17,7 @@ from runtime.agent.device import DeviceError, choose_device
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
 from runtime.agent.results import is_own_result, render, result_key
+from runtime.agent.scope import Scope
 from runtime.errors import BadImage
 
 
@@ -54,6 +55,9 @@ def test_a_missing_setting_names_its_environment_variable():
         load_config(None, {}).require("artifacts_bucket")
 
 
+PICS = Scope("pics", "", ("pics", "results/"))  # the whole bucket but its results
+
+
 def _event(*records):
     return json.dumps({"Records": [{"eventName": name, "s3": {"bucket": {"name": "pics"}, "object": {"key": key}}}
                                    for name, key in records]})
@@ -61,19 +65,19 @@ def _event(*records):
 
 def test_s3_event_keys_are_url_decoded_and_several_records_read():
     work = parse_body(_event(("ObjectCreated:Put", "incoming/a+cat%2B%C3%A9.jpg"),
-                             ("ObjectCreated:CompleteMultipartUpload", "incoming/b.png")))
+                             ("ObjectCreated:CompleteMultipartUpload", "incoming/b.png")), PICS)
     assert work.images == (ImageRef("pics", "incoming/a cat+é.jpg"), ImageRef("pics", "incoming/b.png"))
 
 
 def test_test_events_removals_folders_and_own_results_make_no_work():
-    assert parse_body(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"})).images == ()
+    assert parse_body(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent"}), PICS).images == ()
     work = parse_body(_event(("ObjectRemoved:Delete", "incoming/a.jpg"), ("ObjectCreated:Put", "incoming/dir/"),
-                             ("ObjectCreated:Put", "results/incoming/a.jpg.json")), ("pics", "results/"))
+                             ("ObjectCreated:Put", "results/incoming/a.jpg.json")), PICS)
     assert work.images == () and "ObjectRemoved:Delete" in work.note and "result object" in work.note
 
 
 def test_s3_events_delivered_through_sns_are_unwrapped():
-    work = parse_body(json.dumps({"Type": "Notification", "Message": _event(("ObjectCreated:Put", "x.png"))}))
+    work = parse_body(json.dumps({"Type": "Notification", "Message": _event(("ObjectCreated:Put", "x.png"))}), PICS)
     assert work.images == (ImageRef("pics", "x.png"),)
 
 
@@ -82,14 +86,14 @@ def test_s3_events_delivered_through_sns_are_unwrapped():
                                   '{"type": "captionkit.chunk", "job_id": "j"}'])
 def test_unknown_bodies_raise_unknown_message(body):
     with pytest.raises(UnknownMessage):
-        parse_body(body)
+        parse_body(body, PICS)
 
 
 def test_jobs_and_chunks_are_parsed():
-    job = parse_body(json.dumps({"type": "captionkit.job", "job_id": "j-1", "prefix": "s3://pics/2024/"}))
+    job = parse_body(json.dumps({"type": "captionkit.job", "job_id": "j-1", "prefix": "s3://pics/2024/"}), PICS)
     assert job.job == {"job_id": "j-1", "images": None, "prefix": "s3://pics/2024/"}
     chunk = parse_body(json.dumps({"type": "captionkit.chunk", "job_id": "j-1", "index": 2, "count": 3,
-                                   "images": ["s3://pics/2024/a?b#c.png"]}))
+                                   "images": ["s3://pics/2024/a?b#c.png"]}), PICS)
     assert chunk.chunk.index == 2 and chunk.images == (ImageRef("pics", "2024/a?b#c.png"),)
     assert parse_s3_uri("s3://b/k/with?odd#chars") == ("b", "k/with?odd#chars")
 

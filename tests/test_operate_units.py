@@ -111,9 +111,9 @@ def test_the_summary_is_published_once_not_on_replays(stack):
     inbox = sqs.create_queue(QueueName=f"inbox-{stack.id}")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-    stack.put("once/a.png", png())
+    stack.put("incoming/once/a.png", png())
     config = stack.config(job_topic_arn=topic)
-    stack.send(submit.build_job([f"s3://{stack.images}/once/"], "job-once"))
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/once/"], "job-once"))
     assert stack.worker(config, burst=True).run() == 0
     manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"]
                           .read())

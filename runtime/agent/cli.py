@@ -36,11 +36,9 @@ def main(argv=None) -> int:
     try:
         # 1. settings, 2. the device, 3. the current model (pointer -> download -> checksum -> load), 4. warm-up
         config = load_config(args.config)
-        config.require("queue_url", "artifacts_bucket")
+        config.require("queue_url", "artifacts_bucket", "images_bucket")  # no images bucket: nothing to caption
         watchdog = Watchdog(config.hold_limit_s)
         watchdog.start()  # systemd's watchdog runs from the start: pet it through a long download or compile
-        if not config.results_bucket_name:
-            config.require("results_bucket")  # raises: neither results_bucket nor images_bucket is set
         device = device_without_cpu_fallback(config.device)
         s3, sqs = aws.client("s3", config.region), aws.client("sqs", config.region)
         # a service waits for its first model; a burst run (a laptop, a test) has nothing to wait for

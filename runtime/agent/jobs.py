@@ -1,20 +1,22 @@
-"""Batch jobs: fan a job out into chunk messages (crash-safe), mark chunks done, write the job summary.
+"""Batch jobs: fan a job out into chunk messages (crash-safe), prove and mark chunks, write the job summary.
 
 Layout under `<results prefix>_jobs/<job id>/` in the results bucket:
-  manifest.json        every image of the job, frozen at the first expansion (a redelivered job reuses it)
+  manifest.json        every image of the job, frozen at the first expansion (a redelivered job reuses it); a chunk
+                       message is acted on only if it is exactly a slice of it (`prove_chunk`)
   chunks/<index>.json  one marker per finished chunk: its counts and failures
   summary.json         written by whichever agent finishes the last chunk (rewritten identically on replays)
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import datetime
 import json
 from typing import TYPE_CHECKING
 
-from runtime.agent.aws import object_exists
+from runtime.agent.aws import GONE_CODES, RetryLater, error_code, object_exists
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import CHUNK_TYPE, Chunk, parse_s3_uri
+from runtime.agent.messages import CHUNK_TYPE, MAX_CHUNK_IMAGES, Chunk, UnknownMessage, Work, parse_s3_uri
 from runtime.agent.notify import publish_job_done
 from runtime.agent.results import is_own_result, results_location
 
@@ -65,7 +67,7 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
         manifest = _get_json(s3, bucket, root + "manifest.json")
     except s3.exceptions.NoSuchKey:
         images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
-        size = config.job_chunk_size or config.batch_size
+        size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
         manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
                     "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
                     "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -82,6 +84,61 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     if count == 0:
         write_summary(s3, config, job["job_id"], manifest)
     return manifest
+
+
+class Manifests:
+    """The job manifests chunks are proved against, kept by key with their ETag and read again only when it
+    changed (If-None-Match): each chunk of a large job would otherwise download the whole manifest."""
+
+    def __init__(self, size: int = 4):
+        self.size, self._kept = size, collections.OrderedDict()
+
+    def get(self, s3, bucket: str, key: str):
+        kept = self._kept.get((bucket, key))
+        try:
+            reply = s3.get_object(Bucket=bucket, Key=key, **({"IfNoneMatch": kept[0]} if kept else {}))
+        except Exception as exc:  # noqa: BLE001 - "not modified" is an answer; the caller sorts the rest
+            if kept is None or error_code(exc) not in ("304", "NotModified"):
+                raise
+            self._kept.move_to_end((bucket, key))
+            return kept[1]
+        manifest = json.loads(reply["Body"].read())
+        self._kept[(bucket, key)] = (reply.get("ETag", ""), manifest)
+        self._kept.move_to_end((bucket, key))
+        while len(self._kept) > self.size:
+            self._kept.popitem(last=False)
+        return manifest
+
+
+def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None = None) -> None:
+    """Raise `UnknownMessage` unless the chunk message is exactly slice `index` of its job's manifest, with the
+    manifest's chunk count; `RetryLater` when the manifest cannot be read now.
+
+    Anyone who may send to the queue can forge a chunk; only an agent expanding the job writes its manifest (in
+    the results bucket). A chunk that matches it can only redo what the real chunk does, byte for byte.
+    """
+    chunk = work.chunk
+    bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + "manifest.json"
+    forged = f"job chunk {chunk.job_id}/{chunk.index} (count {chunk.count})"
+    try:
+        manifest = (manifests or Manifests()).get(s3, bucket, key)
+    except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
+        if error_code(exc) in GONE_CODES:
+            raise UnknownMessage(f"{forged}: the job has no manifest at s3://{bucket}/{key}; chunks come only from "
+                                 f"an agent that expanded the job") from None
+        if isinstance(exc, ValueError):
+            raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is not JSON") from None
+        raise RetryLater(f"{forged}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
+    try:
+        size, count, images = manifest["chunk_size"], manifest["chunks"], manifest["images"]
+        expected = images[chunk.index * size:(chunk.index + 1) * size]
+    except (KeyError, TypeError) as exc:
+        raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is malformed ({exc!r})") from None
+    if count != chunk.count:
+        raise UnknownMessage(f"{forged}: the job's manifest has {count} chunks, not {chunk.count}")
+    if [ref.uri for ref in work.images] != expected:
+        raise UnknownMessage(f"{forged}: its images are not the job manifest's slice {chunk.index} "
+                             f"({len(work.images)} named, {len(expected)} expected)")
 
 
 def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bool:

@@ -7,10 +7,16 @@ import re
 import urllib.parse
 
 from runtime.agent.results import is_own_result
+from runtime.agent.scope import Scope
 
 JOB_TYPE = "captionkit.job"
 CHUNK_TYPE = "captionkit.chunk"
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_BODY_BYTES = 256 * 1024  # what `runtime submit` sends at most; an S3 event is about 1 KiB
+MAX_DEPTH = 16  # brackets deep: an S3 event nests 5, a job 2 (an SNS envelope is parsed on its own)
+MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message asking for an outsized batch
+MAX_CHUNKS = 1_000_000  # chunks per job; the job's manifest is what proves a chunk, this only bounds the numbers
+MAX_CHUNK_IMAGES = 64  # 64 URIs of S3's longest keys, JSON-escaped, stay under MAX_BODY_BYTES: a chunk is never refused
 
 
 class UnknownMessage(ValueError):
@@ -58,69 +64,160 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key  # keys may hold '?' and '#', so no urlparse
 
 
-def parse_body(body: str, skip_prefix: tuple[str, str] = ("", "")) -> Work:
-    """Parse a message body; the agent's own results (`skip_prefix`: (bucket, prefix), see
-    `results.is_own_result`) are skipped."""
-    try:
-        data = json.loads(body)
-    except (TypeError, json.JSONDecodeError):
-        raise UnknownMessage(f"the body is not JSON: {str(body)[:200]!r}") from None
+def parse_body(body: str, scope: Scope) -> Work:
+    """Parse a message body into what it asks for, within `scope` (the images bucket and prefix; the agent's
+    own results are skipped). Raises `UnknownMessage` saying why for anything else."""
+    data = _decode(body)
     if isinstance(data, dict) and data.get("Type") == "Notification" and isinstance(data.get("Message"), str):
-        return parse_body(data["Message"], skip_prefix)  # delivered through SNS
+        data = _decode(data["Message"])  # delivered through SNS: unwrapped once, never recursively
     if not isinstance(data, dict):
         raise UnknownMessage(f"expected a JSON object, got {type(data).__name__}")
     if data.get("Event") == "s3:TestEvent":
         return Work(note="s3:TestEvent")
     if isinstance(data.get("Records"), list):
-        return _s3_event(data["Records"], skip_prefix)
+        return _s3_event(data["Records"], scope)
     if data.get("type") == JOB_TYPE:
-        return Work(job=_job(data))
+        return Work(job=_job(data, scope))
     if data.get("type") == CHUNK_TYPE:
-        return _chunk(data)
+        return _chunk(data, scope)
     raise UnknownMessage(f"neither an S3 event nor a CaptionKit job: keys {sorted(data)[:10]}")
 
 
-def _s3_event(records: list, skip_prefix: tuple[str, str]) -> Work:
+_ESCAPES, _STRINGS = re.compile(r"\\."), re.compile(r'"[^"]*"')
+_NOT_BRACKETS, _INNERMOST = re.compile(r"[^\[\]{}]"), re.compile(r"\[\]|\{\}")
+
+
+def too_deep(text: str, limit: int = MAX_DEPTH) -> bool:
+    """True when JSON `text` nests arrays and objects deeper than `limit` (or its brackets do not balance).
+
+    Linear, without parsing: escapes, then strings, then all but brackets are removed, and each round removes
+    the innermost pairs; a balanced text `limit` deep is empty after `limit` rounds.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKETS.sub("", _STRINGS.sub("", _ESCAPES.sub("", text)))
+    for _ in range(limit):
+        brackets, before = _INNERMOST.sub("", brackets), brackets
+        if brackets == before:
+            break
+    return bool(brackets)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _decode(body: str):
+    if not isinstance(body, str):
+        raise UnknownMessage(f"the body is a {type(body).__name__}, not text")
+    size = len(body.encode("utf-8", "surrogatepass"))
+    if size > MAX_BODY_BYTES:
+        raise UnknownMessage(f"the body is {size:,} bytes, over the {MAX_BODY_BYTES:,} any CaptionKit message needs")
+    if too_deep(body):
+        raise UnknownMessage(f"the body nests deeper than {MAX_DEPTH} levels (or its brackets do not balance)")
+    try:
+        return json.loads(body, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, NaN/Infinity, an int of over 4,300 digits
+        raise UnknownMessage(f"the body is not JSON ({exc.__class__.__name__}: {str(exc)[:200]}): "
+                             f"{body[:200]!r}") from None
+
+
+def _brief(value) -> str:
+    try:
+        return repr(value)[:60]
+    except ValueError:  # an int too long to print
+        return f"a {type(value).__name__}"
+
+
+def _text(value, what: str) -> str:
+    """`value` if it is a string that S3 could hold (valid Unicode), else `UnknownMessage`."""
+    if not isinstance(value, str):
+        raise UnknownMessage(f"{what} must be a string, not {type(value).__name__} {_brief(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnknownMessage(f"{what} is not valid Unicode (a lone surrogate): {_brief(value)}") from None
+    return value
+
+
+def _field(value, *path: str):
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
+
+
+def _s3_event(records: list, scope: Scope) -> Work:
+    if not records or len(records) > MAX_RECORDS:
+        raise UnknownMessage(f"an S3 event with {len(records)} records; S3 sends 1 (at most {MAX_RECORDS} read)")
     images, skipped = [], []
     for record in records:
+        name = _text(_field(record, "eventName"), "an S3 event record's eventName")
+        bucket = _text(_field(record, "s3", "bucket", "name"), "an S3 event record's bucket name")
+        obj = _field(record, "s3", "object")
+        quoted = _text(_field(obj, "key"), "an S3 event record's object key")
         try:
-            name = record["eventName"]
-            bucket = record["s3"]["bucket"]["name"]
-            key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
-        except (KeyError, TypeError):
-            raise UnknownMessage(f"an S3 event record without eventName/bucket/key: {str(record)[:200]}") from None
+            key = urllib.parse.unquote_plus(quoted, errors="strict")
+        except UnicodeDecodeError:
+            raise UnknownMessage(f"the object key {quoted[:200]!r} is not URL-encoded UTF-8") from None
+        version, etag = (_field(obj, field) for field in ("versionId", "eTag"))
+        for value, what in ((version, "versionId"), (etag, "eTag")):
+            if value is not None:
+                _text(value, f"an S3 event record's {what}")
         if not name.startswith("ObjectCreated:") or key.endswith("/"):
             skipped.append(f"{name} {key}")
-        elif is_own_result(skip_prefix, bucket, key):
+        elif is_own_result(scope.results, bucket, key):
             skipped.append(f"result object {key}")
+        elif why := scope.outside(bucket, key):
+            raise UnknownMessage(f"an S3 event for an object this agent may not caption: {why}")
         else:
-            obj = record["s3"]["object"]
-            images.append(ImageRef(bucket, key, obj.get("versionId") or None, str(obj.get("eTag") or "") or None))
+            images.append(ImageRef(bucket, key, version or None, etag or None))
     return Work(images=tuple(images), note="; ".join(skipped))
 
 
-def _job(data: dict) -> dict:
-    job_id, images, prefix = data.get("job_id"), data.get("images"), data.get("prefix")
-    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
-        raise UnknownMessage(f"job_id {job_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
+def _job_id(value) -> str:
+    if not isinstance(value, str) or not JOB_ID.match(value):
+        raise UnknownMessage(f"job_id {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter or "
+                             f"digit first)")
+    return value
+
+
+def _images(uris, scope: Scope, what: str) -> tuple[ImageRef, ...]:
+    if not isinstance(uris, list) or not uris:
+        raise UnknownMessage(f"{what}: 'images' must be a non-empty list of S3 URIs, not {_brief(uris)}")
+    refs = []
+    for uri in uris:
+        try:
+            bucket, key = parse_s3_uri(_text(uri, f"{what}: an image URI"))
+        except ValueError as exc:
+            raise UnknownMessage(f"{what}: {exc}") from None
+        why = scope.outside(bucket, key) or (f"{uri} names a folder, not an image" if key.endswith("/") or not key
+                                             else None)
+        if why:
+            raise UnknownMessage(f"{what}: {why}")
+        refs.append(ImageRef(bucket, key))
+    return tuple(refs)
+
+
+def _job(data: dict, scope: Scope) -> dict:
+    job_id, images, prefix = _job_id(data.get("job_id")), data.get("images"), data.get("prefix")
     if (images is None) == (prefix is None):
         raise UnknownMessage(f"job {job_id} must name either 'images' (a list of S3 URIs) or 'prefix'")
+    if images is not None:
+        _images(images, scope, f"job {job_id}")
+        return {"job_id": job_id, "images": images, "prefix": None}
     try:
-        if prefix is not None:
-            parse_s3_uri(prefix)
-        elif not isinstance(images, list) or not images:
-            raise TypeError("'images' must be a non-empty list of S3 URIs")
-        else:
-            [parse_s3_uri(uri) for uri in images]
-    except (TypeError, ValueError) as exc:
+        why = scope.outside(*parse_s3_uri(_text(prefix, f"job {job_id}: the prefix")))
+    except ValueError as exc:
         raise UnknownMessage(f"job {job_id}: {exc}") from None
-    return {"job_id": job_id, "images": images, "prefix": prefix}
+    if why:
+        raise UnknownMessage(f"job {job_id}: {why}")
+    return {"job_id": job_id, "images": None, "prefix": prefix}
 
 
-def _chunk(data: dict) -> Work:
-    try:
-        chunk = Chunk(str(data["job_id"]), int(data["index"]), int(data["count"]))
-        images = tuple(ImageRef(*parse_s3_uri(uri)) for uri in data["images"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UnknownMessage(f"a malformed job chunk ({exc.__class__.__name__}: {exc})") from None
-    return Work(images=images, chunk=chunk)
+def _chunk(data: dict, scope: Scope) -> Work:
+    job_id, index, count = _job_id(data.get("job_id")), data.get("index"), data.get("count")
+    if type(index) is not int or type(count) is not int or not 0 <= index < count <= MAX_CHUNKS:
+        raise UnknownMessage(f"job chunk of {job_id}: index and count must be integers, 0 <= index < count <= "
+                             f"{MAX_CHUNKS:,}, not {_brief(index)} and {_brief(count)}")
+    images = _images(data.get("images"), scope, f"job chunk {job_id}/{index}")
+    return Work(images=images, chunk=Chunk(job_id, index, count))

@@ -68,6 +68,7 @@ class Counters:
     done: int = 0  # images with an ok result
     failed: int = 0  # images with an error record
     retried: int = 0  # messages sent back to the queue after a transient failure
+    refused: int = 0  # messages moved to the dead-letter queue at once (unknown, malformed, or outside the scope)
     batches: int = 0
 
     def as_dict(self) -> dict:

@@ -5,13 +5,13 @@ import concurrent.futures
 import dataclasses
 import time
 
-from runtime.agent import crashes
+from runtime.agent import crashes, jobs
 from runtime.agent.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import ImageRef, UnknownMessage, Work, parse_body
 from runtime.agent.queue import Inbox, Message
-from runtime.agent.results import results_location
+from runtime.agent.scope import Scope
 from runtime.errors import BadImage
 from runtime.images import load_image
 
@@ -38,7 +38,7 @@ class Batch:
 
     messages: list[Message] = dataclasses.field(default_factory=list)
     work: dict[str, Work] = dataclasses.field(default_factory=dict)  # by message id
-    unknown: list[tuple[Message, str]] = dataclasses.field(default_factory=list)
+    unknown: list[tuple[Message, str]] = dataclasses.field(default_factory=list)  # refused: dead-lettered alone
     items: list[Item] = dataclasses.field(default_factory=list)
     groups: list[list[Item]] = dataclasses.field(default_factory=list)  # device batches
     pixels: list = dataclasses.field(default_factory=list)
@@ -70,7 +70,8 @@ class Prefetcher:
     """Builds `Batch`es; `fetch` runs on its own thread while the device works on the previous batch."""
 
     def __init__(self, inbox: Inbox, s3, config: AgentConfig):
-        self.inbox, self.s3, self.config, self.skip_prefix = inbox, s3, config, results_location(config)
+        self.inbox, self.s3, self.config, self.scope = inbox, s3, config, Scope.of(config)
+        self.manifests = jobs.Manifests()  # only the fetch thread proves chunks
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
 
     def fetch(self, captioner, wait_s: float, current: bool = False) -> Batch:
@@ -96,14 +97,25 @@ class Prefetcher:
         for message in messages:
             batch.messages.append(message)
             try:
-                work = batch.work[message.id] = parse_body(message.body, self.skip_prefix)
+                work = parse_body(message.body, self.scope)
+                if work.chunk:
+                    jobs.prove_chunk(self.s3, self.config, work, self.manifests)
+            except RetryLater as exc:  # the chunk's manifest could not be read: its images wait, unread
+                batch.work[message.id] = work
+                batch.items.extend(Item(ref, message, retry=str(exc)) for ref in work.images)
             except UnknownMessage as exc:
                 batch.unknown.append((message, str(exc)))
-                continue
-            batch.items.extend(Item(ref, message) for ref in work.images)
+            except Exception as exc:  # noqa: BLE001 - a body is untrusted: whatever it raises settles it alone
+                batch.unknown.append((message, f"the body could not be read: {exc.__class__.__name__}: "
+                                               f"{str(exc)[:300]}"))
+            else:
+                batch.work[message.id] = work
+                batch.items.extend(Item(ref, message) for ref in work.images)
 
     def _download(self, item: Item) -> None:
         ref = item.ref
+        if item.retry is not None:
+            return
         try:
             # IfMatch the event's eTag: an object overwritten since the event is skipped, never captioned under the
             # older event (the newer upload has its own event, and the result names the version it read). Events

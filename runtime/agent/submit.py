@@ -10,10 +10,9 @@ import sys
 from runtime.agent import aws
 from runtime.agent.config import ConfigError, load_config
 from runtime.agent.jobs import job_root
-from runtime.agent.messages import JOB_ID, JOB_TYPE, parse_s3_uri
+from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, parse_s3_uri
+from runtime.agent.scope import Scope
 from runtime.wake import wake_quietly
-
-MAX_BODY_BYTES = 256 * 1024
 
 
 def build_job(uris: list[str], job_id: str | None = None) -> dict:
@@ -37,8 +36,8 @@ def unreadable_by_workers(config, uris: list[str]) -> str | None:
     if not config.images_bucket:
         return ("images_bucket is not set, so submit cannot check that the workers may read these images: "
                 "set CAPTIONKIT_IMAGES_BUCKET (and CAPTIONKIT_IMAGES_PREFIX if not incoming/)")
-    outside = [uri for uri in uris if parse_s3_uri(uri) != (config.images_bucket, parse_s3_uri(uri)[1])
-               or not parse_s3_uri(uri)[1].startswith(config.images_prefix)]
+    scope = Scope.of(config)
+    outside = [uri for uri in uris if scope.outside(*parse_s3_uri(uri))]
     if outside:
         return (f"{len(outside)} of {len(uris)} URIs are outside s3://{config.images_bucket}/{config.images_prefix}, "
                 f"the only place the workers may read (e.g. {outside[0]}); copy the images there and submit that")
@@ -70,8 +69,8 @@ def main(argv=None) -> int:
         return 2
     body = json.dumps(job)
     if len(body.encode()) > MAX_BODY_BYTES:
-        print(f"submit: {len(job['images'])} URIs make a {len(body.encode()):,}-byte message, over SQS's "
-              f"{MAX_BODY_BYTES:,}; put the images under one prefix and submit that", file=sys.stderr)
+        print(f"submit: {len(job['images'])} URIs make a {len(body.encode()):,}-byte message, over the "
+              f"{MAX_BODY_BYTES:,} the agents read; put the images under one prefix and submit that", file=sys.stderr)
         return 2
     aws.client("sqs", config.region).send_message(QueueUrl=config.queue_url, MessageBody=body)
     woke = {"wake": wake_quietly(aws.client("autoscaling", config.region), config.asg_name)} if config.asg_name else {}

@@ -90,7 +90,7 @@ class Worker:
         try:
             self._swap_model_if_ready(batch)
             for message, reason in batch.unknown:
-                self.inbox.dead_letter(message, reason)
+                self._dead_letter(message, reason)
             for message in batch.messages:
                 note = batch.work[message.id].note if message.id in batch.work else ""
                 if note:
@@ -107,7 +107,8 @@ class Worker:
             log("error", exc_info=True, event="batch_crashed", reason=f"{exc.__class__.__name__}: {exc}")
             self._retry([m for m in batch.messages if m in self.inbox.held()], str(exc))
             return
-        self._log_batch(batch, {"deleted": len(done), "retried": len(retry)}, device_s, time.monotonic() - started)
+        settled = {"deleted": len(done), "retried": len(retry), "refused": len(batch.unknown)}
+        self._log_batch(batch, settled, device_s, time.monotonic() - started)
 
     @contextlib.contextmanager
     def _on_device(self, uris: list[str]):
@@ -147,6 +148,14 @@ class Worker:
             old = self.model.sha256
             self.model, self.pointer = ready
             log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name)
+
+    def _dead_letter(self, message, reason: str) -> None:
+        try:
+            self.inbox.dead_letter(message, reason)
+        except Exception as exc:  # noqa: BLE001 - the DLQ is unreachable: only this message waits, not its batch
+            self._retry([message], f"{reason}; dead-lettering it failed: {exc.__class__.__name__}: {exc}")
+            return
+        self.counters.refused += 1
 
     def _retry(self, messages, reason: str) -> None:
         for message in messages:
