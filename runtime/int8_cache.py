@@ -40,13 +40,15 @@ Weights = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]  # program -> [(int
 
 
 def load(path: Path | None) -> Weights | None:
-    """The kept weights, or None when there are none (or the file is unreadable: they are made again)."""
+    """The kept weights, or None when there are none (or the file is unreadable: they are made again). The file is
+    untrusted: `weights_only` unpickles tensors and containers only, and runtime.quantize checks each entry fits."""
     if path is None or not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
+        kept = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - damaged, edited or from another torch: quantize again and rewrite it
         return None
+    return kept if isinstance(kept, dict) else None
 
 
 def save(path: Path | None, weights: Weights) -> None:

@@ -36,9 +36,17 @@ def _prepack_fp16(weight: torch.Tensor, bias: torch.Tensor | None, kept, made: l
     return torch.ops.quantized.linear_prepack_fp16(weight, bias)
 
 
-def _usable(kept: list | None, linears: list) -> bool:
-    return kept is not None and len(kept) == len(linears) and all(
-        values.shape == linear.weight.shape and values.dtype == torch.int8 for (values, _), linear in zip(kept, linears))
+def _usable(kept, linears: list) -> bool:
+    """Whether a cache entry (untrusted: anyone who can write the cache folder) fits these linears exactly: int8
+    values of each weight's shape, one positive finite float64 scale per output channel. Else it is made again."""
+    def fits(pair, linear) -> bool:
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)):
+            return False
+        values, scales = pair
+        return (values.dtype == torch.int8 and values.shape == linear.weight.shape and scales.dtype == torch.float64
+                and scales.shape == (linear.weight.shape[0],) and bool(torch.isfinite(scales).all())
+                and bool((scales > 0).all()))
+    return isinstance(kept, list) and len(kept) == len(linears) and all(map(fits, kept, linears))
 
 
 def quantize_module(gm: fx.GraphModule, mode: str, kept: list | None = None, made: list | None = None) -> int:

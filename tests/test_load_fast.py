@@ -93,6 +93,27 @@ def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tm
         assert cached.generate_ids(cached.preprocess(pixels), beams) == made.generate_ids(made.preprocess(pixels), beams)
 
 
+@pytest.mark.parametrize("damage", ["nan scales", "wrong shape", "not a dict", "garbage bytes"])
+def test_an_edited_int8_entry_is_made_again_never_used(damage, tiny_artifact, tmp_path):
+    pixels = parity_images([], 3, seed=4)
+    made = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
+    entry, = (tmp_path / "int8").glob("*.pt")
+    good = entry.read_bytes()
+    kept = torch.load(entry, weights_only=True)
+    values, scales = kept["decoder_step"][0]
+    if damage == "nan scales":
+        kept["decoder_step"][0] = (values, torch.full_like(scales, float("nan")))
+    elif damage == "wrong shape":
+        kept["decoder_step"][0] = (values[:1], scales[:1])
+    torch.save(kept if damage != "not a dict" else [kept], entry)
+    if damage == "garbage bytes":
+        entry.write_bytes(b"\x80\x04not a torch file")
+    again = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
+    for beams in (1, 3):
+        assert again.generate_ids(again.preprocess(pixels), beams) == made.generate_ids(made.preprocess(pixels), beams)
+    assert entry.read_bytes() == good  # made again from the artifact and written back whole
+
+
 class _Bucket:
     """An S3 client's download_file over one object (a small unit test; the flow tests use moto)."""
 
