@@ -2,9 +2,9 @@
 
 A compiled package is specific to the artifact, the torch version and the device (GPU architecture, or
 the CPU's vector instruction set), so its cache key holds all three. Lookup order: the local cache
-directory, then an optional remote store (the agent's artifacts bucket), then compiling here (and
-storing the result in both). Any failure raises `AotiUnavailable` with the reason; the caller falls
-back to the exported programs.
+directory, then an optional remote store (the agent's artifacts bucket), then compiling here
+(runtime.aoti_compile; the result is stored in both). Any failure raises `AotiUnavailable` with the reason; the
+caller falls back to the exported programs.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 
 import torch
 
-from runtime.artifact import explicit_index
+from runtime.aoti_compile import compile_package
 from runtime.manifest import PROGRAMS, torch_release
 
 logger = logging.getLogger("captionkit.aoti")
@@ -55,36 +55,6 @@ def device_tag(device: torch.device) -> str:
 def cache_key(sha256: str, device: torch.device) -> str:
     """`<artifact sha256>/<torch version>/<device tag>.pt2`: the same key locally and in the remote store."""
     return f"{sha256}/{torch_release(torch.__version__)}/{device_tag(device)}.pt2"
-
-
-def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
-                    inductor_configs: dict | None = None) -> Path:
-    """Compile both exported programs of `artifact` with AOTInductor for `device` into one package at `out`."""
-    from torch.export.passes import move_to_device_pass
-
-    from runtime.pt2 import load_pt2, package_pt2
-
-    device = explicit_index(torch.device(device))
-    contents = load_pt2(str(artifact))
-    files = {}
-    for name in PROGRAMS:
-        program = contents.exported_programs[name]
-        if program.example_inputs is None:
-            raise AotiUnavailable(f"program '{name}' carries no example inputs to compile with")
-        args, kwargs = program.example_inputs
-        if device.type != "cpu":
-            program = move_to_device_pass(program, device)
-            args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
-        module = program.module(check_guards=False)
-        options = {**(inductor_configs or {}), "aot_inductor.package": True}
-        # torch._inductor.aoti_compile_and_package (public) writes one program per package; two in one package
-        # take aot_compile + package_pt2, the route its own docstring gives (torch 2.13; no public one yet).
-        files[name] = torch._inductor.aot_compile(module, args, kwargs, options=options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial.pt2")
-    package_pt2(str(partial), aoti_files=files)
-    partial.replace(out)
-    return out
 
 
 def load_package(path: Path, device: torch.device) -> dict:

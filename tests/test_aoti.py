@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from runtime import aoti
+from runtime.aoti_compile import example_sizes
 from runtime.captioner import load_captioner
+from runtime.errors import ArtifactError
 
 
 class Lines:
@@ -61,6 +63,38 @@ def test_aoti_gives_the_exported_tokens_for_the_newer_families(request, which, t
         assert compiled.generate_ids(pixels, num_beams=beams) == exported.generate_ids(pixels, num_beams=beams), beams
 
 
+def test_compile_package_re_exports_the_described_programs_with_a_dynamic_batch_and_never_loads_through_torch(
+        tiny_artifact, tmp_path, monkeypatch):
+    import torch.export.pt2_archive._package as package
+
+    from runtime import pt2
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("torch's archive loader was called on the artifact")
+
+    for owner in (pt2, package):
+        monkeypatch.setattr(owner, "load_pt2", refuse)
+    monkeypatch.setattr(torch.export, "load", refuse)
+    compiled = {}
+
+    def aot_compile(module, args, kwargs=None, options=None):  # records what would be compiled, compiles nothing
+        compiled[len(compiled)] = (module, args, options)
+        return []
+
+    monkeypatch.setattr(torch._inductor, "aot_compile", aot_compile)
+    monkeypatch.setattr(pt2, "package_pt2", lambda out, aoti_files: open(out, "wb").close())
+    out = aoti.compile_package(tiny_artifact, torch.device("cpu"), tmp_path / "package.pt2")
+    assert out.exists() and len(compiled) == 2
+    (encoder, (pixels,), options), (step, step_args, _) = compiled[0], compiled[1]
+    assert options["aot_inductor.package"] is True and pixels.shape[0] == 2 and step_args[0].shape == (2,)
+    manifest = load_captioner(tiny_artifact, "cpu").manifest
+    for module, first in ((encoder, "pixels"), (step, "tokens")):
+        (placeholder, *_) = [node for node in module.graph.nodes if node.op == "placeholder"]
+        batch = placeholder.meta["val"].shape[0]
+        assert isinstance(batch, torch.SymInt), f"{first}: the batch dimension must stay dynamic"
+    assert step_args[2].shape[1:4:2] == (2, manifest["max_length"])
+
+
 def test_a_failed_compile_falls_back_to_the_exported_programs_and_says_why(tiny_artifact, tmp_path, monkeypatch):
     def broken(*_args, **_kwargs):
         raise RuntimeError("C++ compiler not found (simulated)")
@@ -82,6 +116,17 @@ def test_a_damaged_cached_package_falls_back_to_the_exported_programs(tiny_artif
     captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=tmp_path, report=lines)
     assert captioner.backend == "exported" and lines.events("aoti_fallback")
     assert not package.exists(), "a damaged package is removed so the next start fetches or compiles afresh"
+
+
+def test_compiling_from_a_manifest_without_the_example_sizes_is_refused_with_the_reason():
+    with pytest.raises(ArtifactError, match="lacks valid head_dim, heads, height, layers, width"):
+        example_sizes({"max_batch": 4, "max_beams": 2, "max_length": 8, "dtype": "float32"})
+    manifest = {"image_size": [4096, 4096], "max_batch": 4, "max_beams": 2, "max_length": 1 << 20,
+                "cache": {"layers": 64, "heads": 64, "head_dim": 128}, "dtype": "float32"}
+    with pytest.raises(ArtifactError, match="too large"):
+        example_sizes(manifest)
+    with pytest.raises(ArtifactError, match="not a floating-point torch dtype"):
+        example_sizes({**manifest, "max_length": 8, "dtype": "int64"})
 
 
 def test_an_unknown_backend_is_refused(tiny_artifact):
