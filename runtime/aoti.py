@@ -2,9 +2,11 @@
 
 A compiled package is specific to the artifact, the torch version and the device (GPU architecture, or
 the CPU's vector instruction set), so its cache key holds all three. Lookup order: the local cache
-directory, then an optional remote store (the agent's artifacts bucket), then compiling here (and
-storing the result in both). Any failure raises `AotiUnavailable` with the reason; the caller falls
-back to the exported programs.
+directory (a package there is native code: loaded only as runtime.aoti_trust allows), then an optional remote
+store (the agent's artifacts bucket, off unless `aoti_shared_cache` trusts its every writer; each package is
+checked against the SHA-256 published beside it), then compiling here (runtime.aoti_compile; the result is
+stored in both). Any failure raises `AotiUnavailable` with the reason; the caller falls back to the exported
+programs.
 """
 from __future__ import annotations
 
@@ -18,9 +20,12 @@ from typing import Callable, Protocol
 
 import torch
 
-from runtime.artifact import explicit_index
+from runtime import aoti_trust as trust
+from runtime.aoti_compile import compile_package
+from runtime.checksum import file_sha256
 from runtime.manifest import PROGRAMS, torch_release
 
+COMPILED_DIR = "compiled"  # <cache_dir>/compiled/<cache_key>
 logger = logging.getLogger("captionkit.aoti")
 Report = Callable[..., None]  # report(level, event=..., **fields)
 
@@ -57,36 +62,6 @@ def cache_key(sha256: str, device: torch.device) -> str:
     return f"{sha256}/{torch_release(torch.__version__)}/{device_tag(device)}.pt2"
 
 
-def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
-                    inductor_configs: dict | None = None) -> Path:
-    """Compile both exported programs of `artifact` with AOTInductor for `device` into one package at `out`."""
-    from torch.export.passes import move_to_device_pass
-
-    from runtime.pt2 import load_pt2, package_pt2
-
-    device = explicit_index(torch.device(device))
-    contents = load_pt2(str(artifact))
-    files = {}
-    for name in PROGRAMS:
-        program = contents.exported_programs[name]
-        if program.example_inputs is None:
-            raise AotiUnavailable(f"program '{name}' carries no example inputs to compile with")
-        args, kwargs = program.example_inputs
-        if device.type != "cpu":
-            program = move_to_device_pass(program, device)
-            args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
-        module = program.module(check_guards=False)
-        options = {**(inductor_configs or {}), "aot_inductor.package": True}
-        # torch._inductor.aoti_compile_and_package (public) writes one program per package; two in one package
-        # take aot_compile + package_pt2, the route its own docstring gives (torch 2.13; no public one yet).
-        files[name] = torch._inductor.aot_compile(module, args, kwargs, options=options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial.pt2")
-    package_pt2(str(partial), aoti_files=files)
-    partial.replace(out)
-    return out
-
-
 def load_package(path: Path, device: torch.device) -> dict:
     """The compiled encoder and decoder-step runners of a package, callable like the exported modules."""
     from runtime.pt2 import load_pt2
@@ -113,13 +88,28 @@ class Contiguous:
 def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.device, cache_dir: str | os.PathLike,
                       remote: RemoteStore | None = None, report: Report = default_report,
                       compile_fn: Callable[..., Path] | None = None) -> dict:
-    """Programs from the local cache, else the remote store, else compiled here (then stored in both)."""
+    """Programs from the local cache, else the remote store, else compiled here (then stored in both).
+
+    A cached package is loaded only if runtime.aoti_trust finds it safe: else it is compiled (or fetched) again,
+    in place when only the file is amiss, in a private temporary folder when a folder above it is; the warning
+    says why. A fetched package must match the SHA-256 its publisher stored beside it.
+    """
     key = cache_key(sha256, device)
-    local = Path(cache_dir).expanduser() / "compiled" / key
+    root = Path(cache_dir).expanduser().resolve()
+    local = root / COMPILED_DIR / key
+    private = None
     source = "local cache"
     try:
+        trust.make_folders(local.parent, root)
+        if why := trust.unsafe_folders(local.parent, root):
+            private = Path(tempfile.mkdtemp(prefix="captionkit-aoti-"))
+            report("warning", event="aoti_cache_untrusted", key=key,
+                   reason=f"{why}: not loading or keeping native code there; compiling into {private} instead")
+            local = private / local.name
+        elif (os.path.lexists(local) or os.path.lexists(trust.sidecar(local))) and (why := trust.unusable(local)):
+            report("warning", event="aoti_package_refused", key=key, reason=f"{why}; fetching or compiling it again")
+            _remove(local)
         if not local.exists():
-            local.parent.mkdir(parents=True, exist_ok=True)
             if remote is not None and _fetch(remote, key, local, report):
                 source = "remote cache"
             else:
@@ -127,35 +117,69 @@ def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.de
                 with tempfile.TemporaryDirectory(dir=local.parent) as tmp:
                     built = (compile_fn or compile_package)(artifact, device, Path(tmp) / local.name)
                     shutil.move(str(built), local)
+                trust.seal(local)
                 source = f"compiled in {time.monotonic() - started:.1f} s"
                 report("info", event="aoti_compiled", key=key, compile_s=round(time.monotonic() - started, 1))
                 if remote is not None:
                     _store(remote, key, local, report)
+        # load_pt2 on a package that this uid compiled or checked against its publisher's digest, in folders no
+        # one else can write: the trust it needs (pickle, guard code, a shared library) is that of its writer.
         try:
             programs = load_package(local, device)
         except Exception:
-            local.unlink(missing_ok=True)  # a damaged package: the next start fetches or compiles afresh
+            _remove(local)  # a damaged package: the next start fetches or compiles afresh
             raise
     except AotiUnavailable:
         raise
     except Exception as exc:  # compiler missing, out of memory, a damaged package: all mean "use exported"
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         raise AotiUnavailable(f"{exc.__class__.__name__}: {first_line}") from exc
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
     report("info", event="aoti_loaded", key=key, source=source)
     return programs
 
 
+def _remove(package: Path) -> None:
+    package.unlink(missing_ok=True)
+    trust.sidecar(package).unlink(missing_ok=True)
+
+
 def _fetch(remote: RemoteStore, key: str, dest: Path, report: Report) -> bool:
+    """The shared package into `dest` (sealed) if its publisher's SHA-256 sidecar is there and matches it."""
+    digest_file = dest.with_name(dest.name + ".remote" + trust.DIGEST_SUFFIX)
     try:
-        return remote.fetch(key, dest)
+        if not remote.fetch(key + trust.DIGEST_SUFFIX, digest_file):
+            return False  # none published yet (or by an agent that wrote no digest): compile and publish one
+        expected = trust.read_digest(digest_file)
+        if expected is None:
+            report("warning", event="aoti_remote_refused", key=key,
+                   reason="the shared package's published digest is not a SHA-256; compiling here instead")
+            return False
+        if not remote.fetch(key, dest):
+            return False
+        actual = file_sha256(dest)
+        if actual != expected:
+            dest.unlink()
+            report("warning", event="aoti_remote_refused", key=key,
+                   reason=f"the shared package has SHA-256 {actual[:12]}…, its published digest says "
+                          f"{expected[:12]}…; compiling here instead")
+            return False
+        trust.seal(dest, actual)
+        return True
     except Exception as exc:  # noqa: BLE001 - an unreadable shared cache is no reason not to compile here
+        dest.unlink(missing_ok=True)
         report("warning", event="aoti_fetch_failed", key=key, reason=f"{exc.__class__.__name__}: {exc}")
         return False
+    finally:
+        digest_file.unlink(missing_ok=True)
 
 
 def _store(remote: RemoteStore, key: str, path: Path, report: Report) -> None:
     try:
         remote.store(key, path)
+        remote.store(key + trust.DIGEST_SUFFIX, trust.sidecar(path))  # after the package: a reader sees both or none
         report("info", event="aoti_uploaded", key=key)
     except Exception as exc:  # noqa: BLE001 - sharing is an optimisation; this instance still uses its package
         report("warning", event="aoti_upload_failed", key=key, reason=f"{exc.__class__.__name__}: {exc}")

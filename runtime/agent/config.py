@@ -37,8 +37,9 @@ class AgentConfig:
     visibility_timeout_s: int = 120
     retry_backoff_s: float = 5.0  # first delay before a transiently failed message is seen again
     device: str = "auto"  # auto | cpu | cuda
-    backend: str = "exported"  # exported | aoti (AOTInductor, compiled once per device, shared via compiled_cache_prefix)
+    backend: str = "exported"  # exported | aoti (AOTInductor, compiled once per device; see aoti_shared_cache)
     compiled_cache_prefix: str = "compiled/"
+    aoti_shared_cache: bool = False  # on: every writer of compiled_cache_prefix runs native code on every worker
     quantize: str = ""  # "" | int8 | fp16: CPU only, linear layers on fbgemm kernels at load (runtime.quantize)
     asg_name: str = ""
     lifecycle_hook_name: str = ""
@@ -78,6 +79,9 @@ class AgentConfig:
                 )
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
+
+
 def _convert(field: dataclasses.Field, value, origin: str):
     kind = field.type if isinstance(field.type, str) else field.type.__name__
     try:
@@ -88,6 +92,12 @@ def _convert(field: dataclasses.Field, value, origin: str):
             return int(value)
         if kind == "float":
             return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).strip().lower() in _BOOLS:
+                return _BOOLS[str(value).strip().lower()]
+            raise ValueError("expected true or false")
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {type(value).__name__}")
         return value

@@ -81,11 +81,12 @@ def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = No
 
 def backend_options(config: AgentConfig, s3) -> dict:
     """Extra loader arguments: the local cache (graphs, int8 weights) and `quantize`, or for `backend: aoti` the
-    compiled-package caches (local, bucket)."""
+    compiled-package caches (local; the bucket's only with `aoti_shared_cache`)."""
     if config.backend == "exported":
         return {"cache_dir": config.cache_dir, **({"quantize": config.quantize} if config.quantize else {})}
     from runtime.agent.metrics import log
     from runtime.aoti import S3Store
 
-    return {"backend": config.backend, "compiled_cache_dir": config.cache_dir, "report": log,
-            "remote": S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix)}
+    # the shared cache is native code from whoever can write its prefix: used only when the config says to trust them
+    remote = S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix) if config.aoti_shared_cache else None
+    return {"backend": config.backend, "compiled_cache_dir": config.cache_dir, "report": log, "remote": remote}
