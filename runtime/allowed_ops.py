@@ -33,6 +33,7 @@ ALLOWED_OPS = frozenset({
     "aten.pad.default",
     "aten.permute.default",
     "aten.pow.Tensor_Scalar",
+    "aten.relu.default",
     "aten.repeat.default",
     "aten.reshape.default",
     "aten.scaled_dot_product_attention.default",
