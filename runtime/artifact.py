@@ -24,7 +24,8 @@ from runtime.errors import ArtifactError
 from runtime.manifest import GRAPHS_FILE, PROGRAMS, running_torch, text_sha256, torch_release
 from runtime.verified import identity, stamped_sha256, write_stamp
 
-LIMITS = {manifests.MANIFEST_FILE: 1 << 20, manifests.TOKENIZER_FILE: 64 << 20, GRAPHS_FILE: 64 << 20}
+# a base-size description is about 0.3 MiB and the largest tokenizers about 11 MiB; parsed JSON takes ~10x its text
+LIMITS = {manifests.MANIFEST_FILE: 1 << 20, manifests.TOKENIZER_FILE: 32 << 20, GRAPHS_FILE: 16 << 20}
 AGAIN = "export the model again with this CaptionKit version"
 
 

@@ -90,6 +90,10 @@ def _check_sizes(manifest: dict, path) -> None:
         problems.append(f"image_size {size!r}")
     if type(cache) is not dict or not all(small_int(cache.get(k), 1 << 14) for k in ("layers", "heads", "head_dim")):
         problems.append(f"cache {str(cache)[:80]}")
+    gen = manifest.get("generation")
+    if type(gen) is not dict or not small_int(gen.get("max_new_tokens"), manifest.get("max_length") or 0) \
+            or not small_int(gen.get("num_beams"), manifest.get("max_beams") or 0):
+        problems.append("generation max_new_tokens/num_beams beyond max_length/max_beams")
     if manifest.get("dtype") not in DTYPES:
         problems.append(f"dtype {str(manifest.get('dtype'))[:40]!r}")
     pre = manifest.get("preprocessing")
