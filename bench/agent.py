@@ -45,7 +45,7 @@ class LocalAws:
         self.server = MotoServer(state_dir, free_port())
         self.server.start()
         self.env = self.server.env()
-        os.environ.update(self.env)  # the cold-start measurements read the pointer through runtime.agent.aws
+        os.environ.update(self.env)  # the cold-start measurements read the pointer through runtime.aws
         endpoint = self.server.endpoint_url
         self.s3, self.sqs = aws_client("s3", DEFAULT_REGION, endpoint), aws_client("sqs", DEFAULT_REGION, endpoint)
         self.id = uuid.uuid4().hex[:8]

@@ -21,8 +21,8 @@ KINDS = ("exported", "aoti", "int8", "hf")
 
 def fetch(bucket: str, workdir: str) -> tuple[Path, dict, dict]:
     """The agent's pointer read and download (with its one SHA-256) into an empty cache: (path, pointer, phases)."""
-    from runtime.agent import aws
-    from runtime.agent.pointer import fetch_artifact
+    from runtime import aws
+    from runtime.agent.model.pointer import fetch_artifact
     from runtime.registry import read_pointer
 
     s3 = aws.client("s3")

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
 
     from export.cli import parity_images
     from runtime.captioner import load_captioner
-    from runtime.pt2 import load_pt2
+    from runtime.artifact.pt2 import load_pt2
 
     result: dict = {"artifact": Path(args.artifact).name, "device": args.device}
     start = time.perf_counter()

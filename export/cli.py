@@ -141,7 +141,7 @@ def build_manifest(loaded, gen: dict, preprocessing: dict, cache: dict, args, im
     import transformers
 
     from export.tokenizer_settings import clean_up_spaces
-    from runtime.manifest import new_manifest
+    from runtime.artifact.manifest import new_manifest
 
     return new_manifest(
         source=loaded.source,

@@ -8,17 +8,17 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from runtime.artifact import check_artifact, explicit_index, load_programs
-from runtime.beam import beam_search
+from runtime.artifact.verify import check_artifact, explicit_index, load_programs
+from runtime.decode.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError, CaptionKitError
-from runtime.preprocess import Preprocessor
-from runtime.text import TextDecoder
+from runtime.images.preprocess import Preprocessor
+from runtime.decode.text import TextDecoder
 
 
 def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.device:
     """The library's policy: 'auto' means CUDA when torch can see a GPU, else the CPU (the agent refuses that
-    fallback on a GPU machine: runtime.agent.device.device_without_cpu_fallback)."""
+    fallback on a GPU machine: runtime.agent.model.device.device_without_cpu_fallback)."""
     if str(device) == "auto":
         return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = torch.device(device)
@@ -92,12 +92,12 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     A file matching the pointer's SHA-256 was verified record by record before it was uploaded, so its
     program checksums are not hashed again; `sha256_checked=True` says the caller has just hashed it
     (the agent's download), so nothing is hashed twice. `backend="aoti"` runs AOTInductor-compiled
-    programs (see runtime.aoti: cached under `compiled_cache_dir` and in `remote`); if they cannot be
+    programs (see runtime.passes.aoti: cached under `compiled_cache_dir` and in `remote`); if they cannot be
     had, one line says why and the exported programs are used. `quantize="int8"|"fp16"` rewrites the
-    exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize). On CPU the
-    exported decoder step's remaining float matmuls take the few-rows layout (runtime.decode_layout).
-    `cache_dir`, the local cache, keeps what a restart need not redo: stamps of verified files (runtime.verified:
-    an unchanged file is not hashed again) and int8 weights (runtime.int8_cache). `timings`, if given, receives
+    exported programs' linear layers onto fbgemm CPU kernels at load (runtime.passes.quantize). On CPU the
+    exported decoder step's remaining float matmuls take the few-rows layout (runtime.passes.decode_layout).
+    `cache_dir`, the local cache, keeps what a restart need not redo: stamps of verified files (runtime.cache:
+    an unchanged file is not hashed again) and int8 weights (runtime.passes.quantize). `timings`, if given, receives
     the seconds of each step (integrity_s, programs_s, graph_passes_s).
     """
     clock = _Clock(timings)
@@ -112,11 +112,11 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     manifest, tokenizer_json, sha = checked.manifest, checked.tokenizer_json, checked.sha256
     clock.lap("integrity_s")
     if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
-        from runtime.quantize import check_quantize
+        from runtime.passes.quantize import check_quantize
 
         check_quantize(quantize, resolved, manifest["dtype"])
     if backend == "aoti":
-        from runtime import aoti
+        from runtime.passes import aoti
 
         report = report or aoti.default_report
         try:
@@ -129,11 +129,11 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     clock.lap("programs_s")
     if quantize is not None:
         from runtime import int8_cache
-        from runtime.quantize import quantize_programs
+        from runtime.passes.quantize import quantize_programs
 
         quantize_programs(programs, quantize, resolved, manifest["dtype"], int8_cache.cache_file(cache_dir, sha))
     if decode_layout and resolved.type == "cpu":
-        from runtime.decode_layout import apply_decode_layout
+        from runtime.passes.decode_layout import apply_decode_layout
 
         apply_decode_layout(programs["decoder_step"])
     clock.lap("graph_passes_s")

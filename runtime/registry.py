@@ -24,7 +24,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from runtime.checksum import file_sha256
+from runtime.artifact.checksum import file_sha256
 from runtime.errors import ArtifactError, CaptionKitError
 
 MODELS_PREFIX = "models/"
@@ -54,7 +54,7 @@ def artifact_key(sha256: str, pointer_key: str = POINTER_KEY) -> str:
 
 def read_pointer(s3, bucket: str, key: str = POINTER_KEY) -> dict:
     """The pointer as a dict; `NoModelYet` before the first publish, `ArtifactError` if it is malformed."""
-    from runtime.agent.aws import error_code
+    from runtime.aws import error_code
 
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -139,7 +139,7 @@ def entry(pointer: dict) -> dict:
 
 
 def _describe(artifact: Path) -> dict:
-    from runtime.artifact import verify
+    from runtime.artifact.verify import verify
 
     manifest, _ = verify(artifact)  # raises ArtifactError, saying why, for a file the runtime would refuse
     return {"model": manifest["source"]["model"], "family": manifest["family"], "dtype": manifest["dtype"],

@@ -84,8 +84,8 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 
     import torch
 
-    from runtime import aoti
-    from runtime.checksum import file_sha256
+    from runtime.passes import aoti
+    from runtime.artifact.checksum import file_sha256
 
     cache = tmp_path_factory.mktemp("aoti-cache")
     started = time.monotonic()

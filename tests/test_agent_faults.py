@@ -5,7 +5,7 @@ import json
 import urllib.parse
 
 from agent_support import png
-from runtime.agent.swap import ModelWatcher
+from runtime.agent.model.swap import ModelWatcher
 
 
 def _event(stack, key: str, etag: str | None = None) -> dict:

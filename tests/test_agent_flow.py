@@ -127,7 +127,7 @@ def test_unknown_bodies_go_to_the_dead_letter_queue_at_once(stack, agent_log):
 def test_model_hot_swap_between_batches_loses_no_message(stack, agent_log, tiny_artifact, tmp_path):
     import artifact_tools
     from agent_support import renamed_artifact
-    from runtime.agent.swap import ModelWatcher
+    from runtime.agent.model.swap import ModelWatcher
 
     first = stack.use_real_model(tiny_artifact)
     second = renamed_artifact(tiny_artifact, tmp_path / "b.pt2", "tiny-b")

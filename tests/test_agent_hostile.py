@@ -5,7 +5,8 @@ import json
 import urllib.parse
 
 from agent_support import AgentProcess, png
-from runtime.agent import aws, submit
+from runtime import aws
+from runtime.agent import submit
 
 
 def _record(stack, key: str, bucket: str | None = None) -> dict:

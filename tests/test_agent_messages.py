@@ -9,7 +9,7 @@ import botocore.exceptions
 import pytest
 
 from runtime.agent import jobs
-from runtime.agent.aws import RetryLater
+from runtime.aws import RetryLater
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import (MAX_BODY_BYTES, MAX_CHUNK_IMAGES, MAX_CHUNKS, MAX_DEPTH, MAX_RECORDS, ImageRef,
                                     UnknownMessage, parse_body, too_deep)

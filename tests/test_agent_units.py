@@ -11,12 +11,13 @@ import botocore.exceptions
 import pytest
 
 from agent_support import REPO
-from runtime.agent.aws import Replaced, RetryLater, classify_read_error
+from runtime.aws import Replaced, RetryLater, classify_read_error
 from runtime.agent.config import ConfigError, load_config
-from runtime.agent.device import DeviceError, choose_device
+from runtime.agent.model.device import DeviceError, choose_device
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
-from runtime.agent.results import is_own_result, render, result_key
+from runtime.agent.layout import is_own_result, result_key
+from runtime.agent.results import render
 from runtime.agent.scope import Scope
 from runtime.errors import BadImage
 
@@ -190,7 +191,7 @@ def test_batch_log_lines_are_embedded_metric_format():
 
 def test_the_agent_imports_no_torch_transformers_or_laptop_code():
     laptop_only = ("torch", "transformers", "export", "tools", "demo")
-    code = ("import sys, runtime.agent.cli, runtime.agent.submit, runtime.submit; "
+    code = ("import sys, runtime.agent.cli, runtime.agent.submit, runtime.agent.submit; "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {laptop_only!r}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -207,7 +208,7 @@ def test_json_formatter_keeps_foreign_log_records_readable():
 
 def test_the_test_fake_is_a_captioner_as_the_agent_sees_one():
     from agent_support import FakeCaptioner
-    from runtime.agent.captioning import Captioner
+    from runtime.agent.work import Captioner
 
     assert isinstance(FakeCaptioner("fake", "ab" * 32), Captioner)
     assert not isinstance(object(), Captioner)

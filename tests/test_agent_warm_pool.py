@@ -6,7 +6,7 @@ import time
 
 from agent_support import png
 from runtime.agent.lifecycle import Lifecycle
-from runtime.agent.warm_pool import WarmPoolGate, load_for_service
+from runtime.agent.lifecycle import WarmPoolGate, load_for_service
 from runtime.registry import POINTER_KEY
 from test_agent_lifecycle import HOOK, _autoscaling, _config
 

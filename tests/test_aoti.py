@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from runtime import aoti
-from runtime import aoti_trust as trust
-from runtime.aoti_compile import example_sizes
+from runtime.passes import aoti
+from runtime.passes.aoti import trust
+from runtime.passes.aoti.compile import example_sizes
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
 
@@ -69,7 +69,7 @@ def test_compile_package_re_exports_the_described_programs_with_a_dynamic_batch_
         tiny_artifact, tmp_path, monkeypatch):
     import torch.export.pt2_archive._package as package
 
-    from runtime import pt2
+    from runtime.artifact import pt2
 
     def refuse(*_args, **_kwargs):
         raise AssertionError("torch's archive loader was called on the artifact")

@@ -8,8 +8,8 @@ import PIL.Image
 import pytest
 import torch
 
-from runtime import aoti
-from runtime.agent.pointer import load_current
+from runtime.passes import aoti
+from runtime.agent.model.pointer import load_current
 
 
 class CompileOnce:

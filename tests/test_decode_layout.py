@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.artifact import load_programs
+from runtime.artifact.verify import load_programs
 from runtime.captioner import load_captioner
-from runtime.decode_layout import apply_decode_layout, decode_linear
+from runtime.passes.decode_layout import apply_decode_layout, decode_linear
 
 
 def test_decode_linear_is_f_linear_for_one_row_and_within_rounding_for_several():

@@ -9,7 +9,7 @@ import torch
 from export.cli import main as export_main
 from export.cli import parity_images
 from export.settings import hf_generate_kwargs
-from runtime.artifact import verify
+from runtime.artifact.verify import verify
 from runtime.captioner import load_captioner
 
 CASES = [("tiny_artifact", "tiny_vit_gpt2_dir"), ("tiny_deit_artifact", "tiny_deit_gpt2_dir"),
@@ -87,7 +87,7 @@ def test_parity_failure_writes_nothing_and_says_where(tiny_vit_gpt2_dir, tmp_pat
     class AnyAten(frozenset):  # the skew's own ops (zeros_like, a masked write) are outside the runtime's allow-list
         def __contains__(self, name):
             return str(name).startswith("aten.")
-    from runtime import graph_format
+    from runtime.artifact import graphs
 
     monkeypatch.setattr(Gpt2Step, "forward", skewed)
     monkeypatch.setattr(graph_format, "ALLOWED_OPS", AnyAten())
@@ -111,7 +111,7 @@ def test_bfloat16_export_passes_parity(tiny_vit_gpt2_dir, tmp_path, capsys):
 
 @pytest.mark.parametrize("artifact_name,folder_name", CASES)
 def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
-    from runtime.pt2 import load_pt2
+    from runtime.artifact.pt2 import load_pt2
 
     artifact, folder = request.getfixturevalue(artifact_name), request.getfixturevalue(folder_name)
     model, _, _ = _hf(folder)

@@ -7,8 +7,8 @@ import time
 import PIL.Image
 
 from agent_support import FakeCaptioner, Stack, png
-from runtime.agent import aws as agent_aws
-from runtime.agent.pointer import load_current
+from runtime import aws as agent_aws
+from runtime.agent.model.pointer import load_current
 from runtime.agent.worker import Worker
 from tools.fault_proxy import FaultProxy
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import artifact_tools
-from runtime.artifact import check_artifact, verify
+from runtime.artifact.verify import check_artifact, verify
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
 
@@ -169,7 +169,7 @@ def test_a_pickled_weight_is_never_unpickled(tiny_artifact, tmp_path, marker):
 
 
 def test_an_artifact_without_a_description_is_refused_not_loaded_through_torch(tiny_artifact, tmp_path):
-    from runtime.pt2 import PT2ArchiveReader, PT2ArchiveWriter
+    from runtime.artifact.pt2 import PT2ArchiveReader, PT2ArchiveWriter
 
     reader, out = PT2ArchiveReader(str(tiny_artifact)), tmp_path / "old.pt2"
     with PT2ArchiveWriter(str(out)) as writer:
@@ -250,7 +250,7 @@ def test_upload_refuses_a_forged_artifact_before_sending_a_byte(tiny_artifact, t
 def test_the_size_check_runs_every_intermediate_on_meta_at_both_batch_ends(tiny_artifact):
     checked = check_artifact(tiny_artifact, sizes=True)  # the legitimate artifact passes
     assert set(checked.programs) == {"encoder", "decoder_step"}
-    import runtime.artifact as artifact_module
+    import runtime.artifact.verify as artifact_module
 
     with pytest.raises(ArtifactError, match="live tensors|bytes alive at once"):
         artifact_module._check_sizes(checked, limit=1024)

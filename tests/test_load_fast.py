@@ -11,10 +11,10 @@ import torch
 
 import artifact_tools
 from export.cli import parity_images
-from runtime import artifact as artifact_module
-from runtime.artifact import load_programs, verify_file
+from runtime.artifact import verify as artifact_module
+from runtime.artifact.verify import load_programs, verify_file
 from runtime.captioner import load_captioner
-from runtime.checksum import file_sha256, scan_sha256
+from runtime.artifact.checksum import file_sha256, scan_sha256
 from runtime.errors import ArtifactError
 
 
@@ -127,7 +127,7 @@ class _Bucket:
 
 
 def test_the_agent_cache_hashes_an_unchanged_artifact_once_and_replaces_a_damaged_one(tmp_path, monkeypatch):
-    from runtime.agent import pointer as pointer_module
+    from runtime.agent.model import pointer as pointer_module
 
     data = os.urandom(100_000)
     s3, hashed = _Bucket(data), []

@@ -19,7 +19,7 @@ from transformers.models.vit.image_processing_vit import ViTImageProcessor as Vi
 from export.preprocessing import UnsupportedProcessor, spec_from_processor
 from runtime.errors import ArtifactError
 from runtime.images import load_image
-from runtime.preprocess import Preprocessor, output_size, preprocess, validate_spec
+from runtime.images.preprocess import Preprocessor, output_size, preprocess, validate_spec
 from tests.images import KINDS, write_image
 from tools.paths import REPO
 
@@ -115,10 +115,10 @@ def test_runtime_preprocess_never_imports_transformers(processors, files):
     code = (
         "import json, sys\n"
         "from runtime.images import load_image\n"
-        "from runtime.preprocess import preprocess\n"
+        "from runtime.images.preprocess import preprocess\n"
         f"pixels = preprocess([load_image({str(files['cmyk.jpg'])!r})], json.loads({spec!r}))\n"
         "assert pixels.shape == (1, 3, 224, 224), pixels.shape\n"
-        "assert 'transformers' not in sys.modules, 'runtime.preprocess imported transformers'\n"
+        "assert 'transformers' not in sys.modules, 'runtime.images.preprocess imported transformers'\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)

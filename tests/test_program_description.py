@@ -15,14 +15,14 @@ import torch
 from torch import fx
 
 from export.cli import parity_images
-from runtime import graph_format
+from runtime.artifact import graphs
 from runtime.agent.config import AgentConfig
-from runtime.agent.pointer import backend_options
-from runtime.archive import open_archive
-from runtime.artifact import check_artifact, load_programs
+from runtime.agent.model.pointer import backend_options
+from runtime.artifact.archive import open_archive
+from runtime.artifact.verify import check_artifact, load_programs
 from runtime.captioner import load_captioner
-from runtime.graph_linears import attr
-from runtime.pt2 import load_pt2
+from runtime.passes.linears import attr
+from runtime.artifact.pt2 import load_pt2
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,14 +39,14 @@ def _shape_of(gm: fx.GraphModule) -> list:
     names left out (the rebuild generates its own), export's no-op guard call left out."""
     index, weights, out = {}, {}, []
     for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target == graph_format.GUARDS:
+        if node.op == "call_module" and node.target == graphs.GUARDS:
             continue
         index[node] = len(index)
         args = fx.node.map_arg((node.args, node.kwargs), lambda n: ("node", index[n]))
         if node.op == "get_attr":
             target = weights.setdefault(id(attr(gm, node.target)), len(weights))
         elif node.op == "call_function":
-            target = "mul" if node.target in (graph_format._int_mul, __import__("operator").mul) else str(node.target)
+            target = "mul" if node.target in (graphs._int_mul, __import__("operator").mul) else str(node.target)
         else:
             target = node.op
         out.append((node.op, target, repr(args)))
@@ -80,8 +80,8 @@ def _same_programs(described: dict, loaded: dict) -> None:
 def test_an_exported_artifact_rebuilds_to_torchs_graphs_weights_and_tokens(family, request, monkeypatch):
     artifact = request.getfixturevalue(family)
     loaded = _torch_loaded(artifact)
-    import runtime.pt2
-    monkeypatch.setattr(runtime.pt2, "load_pt2", lambda *a, **k: pytest.fail("loaded through torch"))
+    import runtime.artifact.pt2
+    monkeypatch.setattr(runtime.artifact.pt2, "load_pt2", lambda *a, **k: pytest.fail("loaded through torch"))
     timings = {}
     described = load_programs(artifact, CPU, timings=timings)
     assert "weights_s" in timings
@@ -89,7 +89,7 @@ def test_an_exported_artifact_rebuilds_to_torchs_graphs_weights_and_tokens(famil
     captioner = load_captioner(artifact, "cpu")
     reference = copy.copy(captioner)
     reference.encoder, reference.step = loaded["encoder"], loaded["decoder_step"]
-    from runtime.decode_layout import apply_decode_layout
+    from runtime.passes.decode_layout import apply_decode_layout
 
     apply_decode_layout(reference.step)
     pixels = reference.preprocess(parity_images([], 3, seed=5))
@@ -99,7 +99,7 @@ def test_an_exported_artifact_rebuilds_to_torchs_graphs_weights_and_tokens(famil
 
 def test_every_family_stays_inside_the_allow_list(tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact,
                                                   tiny_florence2_artifact):
-    from runtime.allowed_ops import ALLOWED_OPS
+    from runtime.artifact.allowed_ops import ALLOWED_OPS
 
     used = set()
     for artifact in (tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact, tiny_florence2_artifact):
@@ -118,7 +118,7 @@ def test_the_device_move_of_a_cpu_description_is_torchs_move_to_device_pass(tiny
     checked = check_artifact(tiny_artifact).programs
     for name, program in checked.items():
         by_torch = move_to_device_pass(programs[name], meta).module()
-        ours = fx.GraphModule({t: torch.empty(0) for t in program.weights}, graph_format._on(program.graph, meta))
+        ours = fx.GraphModule({t: torch.empty(0) for t in program.weights}, graphs._on(program.graph, meta))
         plain = fx.GraphModule({t: torch.empty(0) for t in program.weights}, program.graph)
         strip = lambda shape: [(op, target, args) for op, target, args in shape if op != "get_attr"]
         assert strip(_shape_of(ours)) == strip(_shape_of(by_torch))
@@ -145,19 +145,19 @@ def test_the_first_load_never_imports_torchs_export_deserializer_or_dynamo(tiny_
 def test_values_round_trip_exactly():
     values = (1, -0.0, 0.1, math.inf, -math.inf, True, None, "s", [2, 3], (4, (5,)),
               torch.float16, torch.device("cpu"), torch.strided, torch.channels_last)
-    decode = graph_format._Values("test", {})
-    decoded = decode(json.loads(json.dumps(graph_format._encode(values))))
+    decode = graphs._Values("test", {})
+    decoded = decode(json.loads(json.dumps(graphs._encode(values))))
     assert decoded == values and [type(v) for v in decoded] == [type(v) for v in values]
     assert math.copysign(1, decoded[1]) == -1
-    assert math.isnan(decode(json.loads(json.dumps(graph_format._encode(math.nan)))))
+    assert math.isnan(decode(json.loads(json.dumps(graphs._encode(math.nan)))))
 
 
 def test_size_arithmetic_refuses_runaway_integers():
-    assert graph_format._int_mul(3, 4) == 12
+    assert graphs._int_mul(3, 4) == 12
     with pytest.raises(OverflowError):
-        graph_format._int_mul(1 << 40, 1 << 40)
+        graphs._int_mul(1 << 40, 1 << 40)
     with pytest.raises(TypeError):
-        graph_format._int_mul((1,), 1 << 30)  # a tuple repeated a billion times is memory, not arithmetic
+        graphs._int_mul((1,), 1 << 30)  # a tuple repeated a billion times is memory, not arithmetic
 
 
 def test_the_agent_loads_with_its_local_cache():
@@ -175,7 +175,7 @@ def test_an_export_whose_programs_cannot_be_described_faithfully_writes_nothing(
     real = archive._description
     if trouble == "not describable":
         monkeypatch.setattr(archive, "_description",
-                            lambda path: (_ for _ in ()).throw(graph_format.NotDescribable("a custom op")))
+                            lambda path: (_ for _ in ()).throw(graphs.NotDescribable("a custom op")))
     else:
         calls = []
         monkeypatch.setattr(archive, "_description", lambda path: real(path) + ("x" if calls.append(1) or
@@ -188,7 +188,7 @@ def test_an_export_whose_programs_cannot_be_described_faithfully_writes_nothing(
 
 
 def test_cache_files_are_written_whole_or_not_at_all(tmp_path):
-    from runtime.cache_write import write_whole
+    from runtime.cache import write_whole
 
     target = tmp_path / "verified" / "entry.json"
     assert write_whole(target, lambda partial: partial.write_text("whole")) is None

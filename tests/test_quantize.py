@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from export.cli import parity_images
-from runtime.artifact import load_programs, verify
+from runtime.artifact.verify import load_programs, verify
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
-from runtime.quantize import quantize_programs
+from runtime.passes.quantize import quantize_programs
 
 QUANTIZED = {torch.ops.quantized.linear_dynamic.default, torch.ops.quantized.linear_dynamic_fp16.default}
 ROOT = Path(__file__).resolve().parent.parent

@@ -42,7 +42,7 @@ def test_every_third_party_module_the_runtime_imports_is_installed_by_the_instan
 
 
 def test_the_import_scan_sees_numpy_which_the_first_instance_lacked():
-    assert third_party_imports(REPO / "runtime")["numpy"] == "runtime/preprocess.py"
+    assert third_party_imports(REPO / "runtime")["numpy"] == "runtime/images/preprocess.py"
 
 
 def test_every_direct_runtime_requirement_is_in_the_lock_at_its_pinned_version():

@@ -1,7 +1,7 @@
 """Wake on the first image: bucket events to EventBridge, a rule on the input prefix, a function that may only wake."""
 from aws_cdk.assertions import Match, Template
 
-from runtime import wake
+from runtime.agent import wake
 from stacks.synth import synthesize
 from stacks.wake import MIN_INTERVAL_S, _literal
 from test_stack_iam import identity_statements, render

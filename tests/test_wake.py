@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
-from runtime import wake
-from runtime.agent import aws, submit
+from runtime.agent import wake
+from runtime import aws
+from runtime.agent import submit
 
 
 def desired(group: str) -> int:
@@ -18,7 +19,7 @@ def desired(group: str) -> int:
 @pytest.fixture
 def group(aws) -> str:
     """A workers group at desired 0 (max 2) in moto, uniquely named."""
-    from runtime.agent import aws as clients
+    from runtime import aws as clients
 
     name = f"workers-{uuid.uuid4().hex[:8]}"
     clients.client("ec2").create_launch_template(LaunchTemplateName=f"lt-{name}", LaunchTemplateData={

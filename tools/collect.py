@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from runtime.agent.jobs import JOBS_FOLDER
 from runtime.agent.messages import parse_s3_uri
-from runtime.agent.results import SCHEMA, result_key
+from runtime.agent.layout import JOBS_FOLDER, result_key
+from runtime.agent.results import SCHEMA
 from tools import target as targets
 from tools.collect_formats import FORMATS, guess_format
 from tools.job_progress import JobNotFound, JobReader

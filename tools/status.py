@@ -8,7 +8,7 @@ import sys
 import time
 
 from runtime import registry
-from runtime.agent.notify import collect_command
+from runtime.agent.jobs import collect_command
 from stacks.settings import Settings
 from tools import fleet_view, job_progress
 from tools import target as targets

@@ -42,7 +42,7 @@ class Family:
     - `wrap(loaded, max_length)`: (encoder program module, decoder-step module, cache dims {layers, heads, head_dim}).
     - `token_ids(model)`: (decoder start, EOS, pad) ids.
     - `after_load(model)`: mends a loaded model (None: nothing to mend).
-    - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.text).
+    - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.decode.text).
     - `hf_inputs(loaded, pixels)`: the keyword arguments HF `generate` takes for these pixels.
     - `hf_text(loaded, ids)`: the caption a user of HF gets for generated `ids` (the parity gate's reference).
     """

@@ -7,12 +7,12 @@ import json
 import secrets
 import sys
 
-from runtime.agent import aws
+from runtime import aws
 from runtime.agent.config import ConfigError, load_config
-from runtime.agent.jobs import job_root
+from runtime.agent.layout import job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, parse_s3_uri
 from runtime.agent.scope import Scope
-from runtime.wake import wake_quietly
+from runtime.agent.wake import wake_quietly
 
 
 def build_job(uris: list[str], job_id: str | None = None) -> dict:

@@ -13,7 +13,7 @@ import re
 import stat
 from pathlib import Path
 
-from runtime.checksum import file_sha256
+from runtime.artifact.checksum import file_sha256
 
 DIGEST_SUFFIX = ".sha256"
 PACKAGE_MODE = 0o644  # readable by all is fine; only the owner may change native code it loads

@@ -3,7 +3,7 @@
 `check_artifact` is called wherever an artifact enters (`make upload`, the caption CLI, the agent after its
 download, the exporter's parity gate): bounded reads of the manifest, tokenizer and program description, the
 manifest's schema, torch release and sizes, the checksums (or the model pointer's SHA-256), and every node and
-weight of the description (runtime.graph_format); at upload also the sizes of every intermediate at the smallest
+weight of the description (runtime.artifact.graphs); at upload also the sizes of every intermediate at the smallest
 and the largest batch on the meta device. Only then are weights read. torch's own loader (`torch.export.load`) is never
 called on an artifact: it `exec`s strings from the archive and unpickles `use_pickle` records.
 """
@@ -16,13 +16,13 @@ from pathlib import Path
 
 import torch
 
-from runtime import graph_format
-from runtime import manifest as manifests
-from runtime.archive import EXTRA_DIR, ArchiveReader, open_archive
-from runtime.checksum import program_checksum, scan_sha256
+from runtime.artifact import graphs
+from runtime.artifact import manifest as manifests
+from runtime.artifact.archive import EXTRA_DIR, ArchiveReader, open_archive
+from runtime.artifact.checksum import program_checksum, scan_sha256
 from runtime.errors import ArtifactError
-from runtime.manifest import GRAPHS_FILE, PROGRAMS, running_torch, text_sha256, torch_release
-from runtime.verified import identity, stamped_sha256, write_stamp
+from runtime.artifact.manifest import GRAPHS_FILE, PROGRAMS, running_torch, text_sha256, torch_release
+from runtime.cache import stamped_or_hashed, stamped_sha256
 
 LIMITS = {manifests.MANIFEST_FILE: 1 << 20, manifests.TOKENIZER_FILE: 64 << 20, GRAPHS_FILE: 64 << 20}
 AGAIN = "export the model again with this CaptionKit version"
@@ -36,7 +36,7 @@ class Checked:
     manifest: dict
     tokenizer_json: str
     sha256: str
-    programs: dict[str, graph_format.Program]
+    programs: dict[str, graphs.Program]
 
 
 def _read(reader: ArchiveReader, path: Path, name: str) -> str:
@@ -63,38 +63,41 @@ def _sha256(path: Path, reader: ArchiveReader, manifest: dict, expected: str | N
             cache_dir) -> str:
     """The file's SHA-256: stamped, the caller's (just hashed against the pointer), or one read of the file that
     also checks each program's records (unless the pointer's SHA-256 vouches for the whole file)."""
-    sha = stamped_sha256(cache_dir, path)
-    if sha is None and checked and expected is not None:
-        sha = expected
-    elif sha is None:
-        before = identity(path)
-        records = manifest["programs"]
-        if any(type(e) is not dict or type(e.get("records")) is not list or type(e.get("sha256")) is not str
-               for e in (records[name] for name in PROGRAMS)):
-            raise ArtifactError(f"{path}: manifest.json's program entries are not CaptionKit's; {AGAIN}")
-        names = {rec for name in PROGRAMS for rec in records[name]["records"] if type(rec) is str}
-        regions = {rec: reader.region(rec) for rec in names if reader.has_record(rec)} if expected is None else {}
-        sha, shas = scan_sha256(path, regions)
-        if expected is None:
-            _check_programs(path, manifest, shas)
-        if expected is None or sha == expected:
-            write_stamp(cache_dir, path, sha, before)
+    if checked and expected is not None:
+        sha = stamped_sha256(cache_dir, path) or expected
+    else:
+        sha = stamped_or_hashed(cache_dir, path, lambda: _scan(path, reader, manifest, expected),
+                                keep=lambda found: expected is None or found == expected)
     if expected is not None and sha != expected:
         raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected[:12]}…; "
                             "the download is incomplete or the wrong file")
     return sha
 
 
-def _programs(reader: ArchiveReader, path: Path, manifest: dict) -> dict[str, graph_format.Program]:
+def _scan(path: Path, reader: ArchiveReader, manifest: dict, expected: str | None) -> str:
+    """One read of the file: its SHA-256, and each program's records checked unless `expected` vouches for them."""
+    records = manifest["programs"]
+    if any(type(e) is not dict or type(e.get("records")) is not list or type(e.get("sha256")) is not str
+           for e in (records[name] for name in PROGRAMS)):
+        raise ArtifactError(f"{path}: manifest.json's program entries are not CaptionKit's; {AGAIN}")
+    names = {rec for name in PROGRAMS for rec in records[name]["records"] if type(rec) is str}
+    regions = {rec: reader.region(rec) for rec in names if reader.has_record(rec)} if expected is None else {}
+    sha, shas = scan_sha256(path, regions)
+    if expected is None:
+        _check_programs(path, manifest, shas)
+    return sha
+
+
+def _programs(reader: ArchiveReader, path: Path, manifest: dict) -> dict[str, graphs.Program]:
     text = _read(reader, path, GRAPHS_FILE)
     if text_sha256(text) != manifest.get("graphs_sha256"):
         raise ArtifactError(f"{path}: {GRAPHS_FILE} checksum mismatch: the file was modified after export")
     try:
         description = json.loads(text)
         if type(description) is dict and torch_release(str(description.get("torch"))) != running_torch():
-            raise graph_format.BadDescription(f"described with torch {str(description.get('torch'))[:40]}")
-        return graph_format.check(description, reader)
-    except (graph_format.BadDescription, ValueError, RecursionError) as exc:
+            raise graphs.BadDescription(f"described with torch {str(description.get('torch'))[:40]}")
+        return graphs.check(description, reader)
+    except (graphs.BadDescription, ValueError, RecursionError) as exc:
         raise ArtifactError(f"{path}: program description refused ({type(exc).__name__}: {str(exc)[:300]}); "
                             f"nothing of it was run; {AGAIN}") from None
 
@@ -116,14 +119,14 @@ def _check_sizes(checked: Checked, limit: int) -> None:
         meta = dict(dtype=dtype, device="meta")
         try:
             pixels = torch.empty(batch, 3, *m["image_size"], **meta)
-            (cross_k, cross_v), _ = graph_format.peak_bytes(checked.programs["encoder"], [pixels], limit)
+            (cross_k, cross_v), _ = graphs.peak_bytes(checked.programs["encoder"], [pixels], limit)
             layers = (cache["layers"], rows, cache["heads"], m["max_length"], cache["head_dim"])
             step = [torch.empty(rows, dtype=torch.long, device="meta"), torch.empty(1, dtype=torch.long, device="meta"),
                     torch.empty(layers, **meta), torch.empty(layers, **meta),
                     *(torch.empty(t.shape[:1] + (rows,) + t.shape[2:], dtype=t.dtype, device="meta")
                       for t in (cross_k, cross_v))]
-            graph_format.peak_bytes(checked.programs["decoder_step"], step, limit)
-        except graph_format.BadDescription as exc:
+            graphs.peak_bytes(checked.programs["decoder_step"], step, limit)
+        except graphs.BadDescription as exc:
             raise ArtifactError(f"{checked.path}: program description refused at batch {batch} ({exc}); {AGAIN}") \
                 from None
         except (TypeError, ValueError, IndexError, AttributeError) as exc:
@@ -139,10 +142,10 @@ def check_artifact(path: str | os.PathLike, expected_sha256: str | None = None, 
     With `expected_sha256` (the model pointer's) the whole file must match it and its records are not hashed
     (`make upload` checked them before it wrote the pointer); `sha256_checked=True` says the caller has just
     hashed the file against it (the agent's download). With `cache_dir`, a file checked before and unchanged on
-    disk since (runtime.verified) is not hashed again; nothing else is taken from the cache. `sizes` also runs
+    disk since (runtime.cache) is not hashed again; nothing else is taken from the cache. `sizes` also runs
     both programs on the meta device (about a second, most of it torch's decomposition imports): `make upload`
     does, before it publishes to the fleet; `device` sets the memory they may need (default: this machine's RAM).
-    Every load checks constant allocation sizes statically (runtime.graph_format).
+    Every load checks constant allocation sizes statically (runtime.artifact.graphs).
     """
     path = Path(path)
     reader = open_archive(path)
@@ -190,7 +193,7 @@ def load_programs(artifact: str | os.PathLike | Checked, device: torch.device,
     receives `weights_s`."""
     checked = artifact if isinstance(artifact, Checked) else check_artifact(artifact, device=device)
     try:
-        return graph_format.rebuild(checked.programs, checked.path, device, timings)
-    except (graph_format.BadDescription, OSError, RuntimeError, TypeError, ValueError) as exc:
+        return graphs.rebuild(checked.programs, checked.path, device, timings)
+    except (graphs.BadDescription, OSError, RuntimeError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{checked.path}: programs not rebuilt ({type(exc).__name__}: {str(exc)[:300]}); "
                             "download or export it again") from None

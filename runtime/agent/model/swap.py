@@ -11,10 +11,10 @@ import threading
 import time
 from typing import Callable
 
-from runtime.agent.captioning import Captioner
+from runtime.agent.work import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
-from runtime.agent.pointer import load_current
+from runtime.agent.model.pointer import load_current
 from runtime.errors import ArtifactError
 from runtime.registry import read_pointer
 

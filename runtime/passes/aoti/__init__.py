@@ -2,9 +2,9 @@
 
 A compiled package is specific to the artifact, the torch version and the device (GPU architecture, or
 the CPU's vector instruction set), so its cache key holds all three. Lookup order: the local cache
-directory (a package there is native code: loaded only as runtime.aoti_trust allows), then an optional remote
+directory (a package there is native code: loaded only as runtime.passes.aoti.trust allows), then an optional remote
 store (the agent's artifacts bucket, off unless `aoti_shared_cache` trusts its every writer; each package is
-checked against the SHA-256 published beside it), then compiling here (runtime.aoti_compile; the result is
+checked against the SHA-256 published beside it), then compiling here (runtime.passes.aoti.compile; the result is
 stored in both). Any failure raises `AotiUnavailable` with the reason; the caller falls back to the exported
 programs.
 """
@@ -20,12 +20,12 @@ from typing import Callable, Protocol
 
 import torch
 
-from runtime import aoti_trust as trust
-from runtime.aoti_compile import compile_package
-from runtime.checksum import file_sha256
-from runtime.manifest import PROGRAMS, torch_release
+from runtime import cache
+from runtime.passes.aoti import trust
+from runtime.passes.aoti.compile import compile_package
+from runtime.artifact.checksum import file_sha256
+from runtime.artifact.manifest import PROGRAMS, torch_release
 
-COMPILED_DIR = "compiled"  # <cache_dir>/compiled/<cache_key>
 logger = logging.getLogger("captionkit.aoti")
 Report = Callable[..., None]  # report(level, event=..., **fields)
 
@@ -64,7 +64,7 @@ def cache_key(sha256: str, device: torch.device) -> str:
 
 def load_package(path: Path, device: torch.device) -> dict:
     """The compiled encoder and decoder-step runners of a package, callable like the exported modules."""
-    from runtime.pt2 import load_pt2
+    from runtime.artifact.pt2 import load_pt2
 
     device = torch.device(device)
     runners = load_pt2(str(path), device_index=device.index if device.index is not None else -1).aoti_runners
@@ -90,13 +90,13 @@ def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.de
                       compile_fn: Callable[..., Path] | None = None) -> dict:
     """Programs from the local cache, else the remote store, else compiled here (then stored in both).
 
-    A cached package is loaded only if runtime.aoti_trust finds it safe: else it is compiled (or fetched) again,
+    A cached package is loaded only if runtime.passes.aoti.trust finds it safe: else it is compiled (or fetched) again,
     in place when only the file is amiss, in a private temporary folder when a folder above it is; the warning
     says why. A fetched package must match the SHA-256 its publisher stored beside it.
     """
     key = cache_key(sha256, device)
-    root = Path(cache_dir).expanduser().resolve()
-    local = root / COMPILED_DIR / key
+    root = cache.folder(cache_dir).resolve()
+    local = cache.compiled_root(cache_dir) / key
     private = None
     source = "local cache"
     try:

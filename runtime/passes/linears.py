@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
+from runtime.artifact.graphs import attr
+
 
 @dataclass
 class Linear:
@@ -16,13 +18,6 @@ class Linear:
     weight: torch.Tensor  # always [out, in] here (a transposed view for addmm)
     bias: torch.Tensor | None
     weight_target: str
-
-
-def attr(module: torch.nn.Module, target: str):
-    """The object at a dotted get_attr target."""
-    for part in target.split("."):
-        module = getattr(module, part)
-    return module
 
 
 def constant_linears(gm: fx.GraphModule) -> list[Linear]:

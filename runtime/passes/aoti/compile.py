@@ -7,21 +7,21 @@ from pathlib import Path
 
 import torch
 
-from runtime.archive import EXTRA_DIR, open_archive
-from runtime.artifact import explicit_index, load_programs
+from runtime.artifact.archive import EXTRA_DIR, open_archive
+from runtime.artifact.verify import explicit_index, load_programs
 from runtime.errors import ArtifactError
-from runtime.manifest import MANIFEST_FILE
+from runtime.artifact.manifest import MANIFEST_FILE
 
 
 def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
                     inductor_configs: dict | None = None) -> Path:
     """Compile both programs of `artifact` with AOTInductor for `device` into one package at `out`.
 
-    The programs are the ones runtime.artifact.load_programs rebuilds from the artifact's validated description
+    The programs are the ones runtime.artifact.verify.load_programs rebuilds from the artifact's validated description
     (torch's archive loader is not a safe one), re-exported here from example inputs the manifest sizes, with
     the batch dynamic as export/trace.py made it.
     """
-    from runtime.pt2 import package_pt2
+    from runtime.artifact.pt2 import package_pt2
 
     artifact, device = Path(artifact), explicit_index(torch.device(device))
     sizes = example_sizes(_manifest(artifact))

@@ -5,13 +5,13 @@ import importlib
 import time
 from pathlib import Path
 
-from runtime.agent.captioning import Captioner
+from runtime import cache
+from runtime.agent.work import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
-from runtime.checksum import file_sha256
+from runtime.artifact.checksum import file_sha256
 from runtime.errors import ArtifactError
 from runtime.registry import NoModelYet, read_pointer
-from runtime.verified import identity, stamped_sha256, write_stamp
 
 
 def resolve_loader(spec: str):
@@ -22,10 +22,9 @@ def resolve_loader(spec: str):
 
 def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     """Download the pointer's .pt2 into `cache_dir` (once) and verify its sha256."""
-    cache = Path(cache_dir).expanduser()
-    cache.mkdir(parents=True, exist_ok=True)
-    path = cache / f"{pointer['sha256']}.pt2"
-    if path.exists() and _verified_sha256(cache, path) == pointer["sha256"]:
+    path = cache.artifact_file(cache_dir, pointer["sha256"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and cache.stamped_or_hashed(cache_dir, path, lambda: file_sha256(path)) == pointer["sha256"]:
         return path
     partial = path.with_suffix(".pt2.partial")
     s3.download_file(bucket, pointer["key"], str(partial))
@@ -35,18 +34,8 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
         raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
                             f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again")
     partial.replace(path)
-    write_stamp(cache, path, actual, identity(path))  # a restart need not hash the cached file again
+    cache.write_stamp(cache_dir, path, actual, cache.identity(path))  # a restart need not hash it again
     return path
-
-
-def _verified_sha256(cache: Path, path: Path) -> str:
-    """The cached file's SHA-256: from its stamp if unchanged since (runtime.verified), else hashed and stamped."""
-    if sha := stamped_sha256(cache, path):
-        return sha
-    before = identity(path)
-    sha = file_sha256(path)
-    write_stamp(cache, path, sha, before)
-    return sha
 
 
 def wait_for_model(config: AgentConfig, s3, device: str, sleep=time.sleep) -> tuple[Captioner, dict]:
@@ -85,7 +74,7 @@ def backend_options(config: AgentConfig, s3) -> dict:
     if config.backend == "exported":
         return {"cache_dir": config.cache_dir, **({"quantize": config.quantize} if config.quantize else {})}
     from runtime.agent.metrics import log
-    from runtime.aoti import S3Store
+    from runtime.passes.aoti import S3Store
 
     # the shared cache is native code from whoever can write its prefix: used only when the config says to trust them
     remote = S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix) if config.aoti_shared_cache else None

@@ -6,7 +6,7 @@ arguments as plain values) with each weight's record, dtype, size and stride; `r
 again and reads each weight straight from the file, one copy per record, tied weights sharing one storage.
 
 The description is untrusted input (an edited archive recomputes its own checksums), so `check` reads it as data
-only, before anything reaches torch.fx: call targets come from the allow-list in `runtime.allowed_ops` (and
+only, before anything reaches torch.fx: call targets come from the allow-list in `runtime.artifact.allowed_ops` (and
 nothing that reaches files, raw memory or Python objects is on it); keyword names must be the op's own schema
 arguments; values are plain numbers, short identifier strings, dtypes, devices, layouts and memory formats from
 fixed tables; every node, placeholder and attribute gets a name generated here (fx pastes names into the source
@@ -27,11 +27,10 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from runtime.allowed_ops import ALLOWED_OPS
+from runtime.artifact.allowed_ops import ALLOWED_OPS
 from runtime.errors import CaptionKitError
-from runtime.archive import CONSTANTS_CONFIG, CONSTANTS_DIR, WEIGHTS_CONFIG, WEIGHTS_DIR, ArchiveReader
-from runtime.graph_linears import attr
-from runtime.manifest import PROGRAMS
+from runtime.artifact.archive import CONSTANTS_CONFIG, CONSTANTS_DIR, WEIGHTS_CONFIG, WEIGHTS_DIR, ArchiveReader
+from runtime.artifact.manifest import PROGRAMS
 
 FORMAT = 1
 GUARDS = "_guards_fn"  # export's guard module: a no-op `forward(*args): pass` once loaded (torch 2.13)
@@ -77,6 +76,13 @@ class BadDescription(ValueError):
     """A description this runtime will not build: the message names the program, the node and the check."""
 
 
+def attr(module: torch.nn.Module, target: str):
+    """The object (a weight, a submodule) at a dotted get_attr target."""
+    for part in target.split("."):
+        module = getattr(module, part)
+    return module
+
+
 # ---- writing (the exporter, on programs it has just made) -------------------------------------------------------
 
 _KINDS = {torch.dtype: "dtype", torch.device: "device", torch.layout: "layout", torch.memory_format: "memory_format"}
@@ -104,7 +110,7 @@ def _target_name(target) -> str:
     else:
         raise NotDescribable(f"call target {target!r} (only aten ops and the operator module are kept)")
     if name not in ALLOWED_OPS and name not in _OPERATOR:
-        raise NotDescribable(f"call target {name} is not in runtime/allowed_ops.py: add it there on purpose "
+        raise NotDescribable(f"call target {name} is not in runtime/artifact/allowed_ops.py: add it there on purpose "
                              "(after checking it reads no file, memory or Python object), with the family's test")
     return name
 
@@ -260,7 +266,7 @@ def _target(name, where: str, args: tuple, kwargs: dict):
             _fail(where, f"{name} takes two positional arguments, earlier nodes or integers")
         return _OPERATOR[name]
     if name not in ALLOWED_OPS:
-        _fail(where, f"call target {str(name)[:80]!r} is not on the allow-list (runtime/allowed_ops.py)")
+        _fail(where, f"call target {str(name)[:80]!r} is not on the allow-list (runtime/artifact/allowed_ops.py)")
     packet, overload = name.removeprefix("aten.").rsplit(".", 1)
     op = getattr(getattr(torch.ops.aten, packet), overload)
     arguments = op._schema.arguments
@@ -325,7 +331,7 @@ def _program(name: str, program, reader: ArchiveReader) -> Program:
         if type(key) is not str or key in built:
             _fail(where, "its name is not a string or not unique")
         if op == "call_function" and entry.get("target") not in ALLOWED_OPS and entry.get("target") not in _OPERATOR:
-            _fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list (runtime/allowed_ops.py)")
+            _fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list (runtime/artifact/allowed_ops.py)")
         args = values(entry.get("args", []))
         raw_kwargs = entry.get("kwargs", {})
         if type(args) is not list or type(raw_kwargs) is not dict:

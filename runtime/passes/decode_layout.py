@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from runtime.graph_linears import constant_linears, replace_with_call
+from runtime.passes.linears import constant_linears, replace_with_call
 
 
 def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

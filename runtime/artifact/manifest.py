@@ -8,14 +8,14 @@ from __future__ import annotations
 import hashlib
 import os
 
-from runtime.checksum import program_checksum
+from runtime.artifact.checksum import program_checksum
 from runtime.errors import ArtifactError
 
 SCHEMA_VERSION = 1
 PROGRAMS = ("encoder", "decoder_step")
 REQUIRED = ("source", "family", "dtype", "preprocessing", "generation", "tokenizer", "max_batch", "max_beams")
 MANIFEST_FILE, TOKENIZER_FILE = "manifest.json", "tokenizer.json"  # the artifact's two extra files
-GRAPHS_FILE = "graphs.json"  # the third: the programs described (runtime.graph_format; manifest: graphs_sha256)
+GRAPHS_FILE = "graphs.json"  # the third: the programs described (runtime.artifact.graphs; manifest: graphs_sha256)
 
 
 def torch_release(version: str) -> str:
