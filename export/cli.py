@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     except parity.ParityError as exc:
         print(f"error: parity check failed, nothing written: {exc}", file=sys.stderr)
         return 1
-    except (load.UnsupportedModel, settings.UnsupportedGeneration, CaptionKitError, ValueError, OSError) as exc:
+    except (CaptionKitError, ValueError, OSError) as exc:  # export.errors: all of them CaptionKitErrors
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"artifact": str(out), "bytes": out.stat().st_size, "family": loaded.family.name,

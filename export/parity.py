@@ -8,6 +8,7 @@ import torch
 
 from export.settings import hf_generate_kwargs
 from runtime.decode import Trace
+from export.errors import ParityError
 
 NEAR_TIE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}
 # In bfloat16 a logit near 10 is only representable to 0.0625 (one unit in the last place), so two
@@ -24,9 +25,6 @@ def tolerance(dtype: str, score: float) -> float:
     ulp = torch.finfo(getattr(torch, dtype)).eps * 2.0 ** math.floor(math.log2(abs(score)))
     return max(NEAR_TIE[dtype], ULPS * ulp)
 
-
-class ParityError(RuntimeError):
-    """Exported programs and HF `generate` disagree beyond a near-tie; nothing is written."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ from transformers.image_utils import PILImageResampling, SizeDict
 
 from runtime.errors import ArtifactError
 from runtime.images.preprocess import validate_spec
+from export.errors import UnsupportedProcessor
 
 # The runtime re-implements these PilBackend methods; a subclass overriding any of them does
 # something else and cannot be described by the spec.
@@ -20,9 +21,6 @@ PIPELINE_METHODS = (
 )
 SIZE_KEYS = ({"height", "width"}, {"shortest_edge"})
 
-
-class UnsupportedProcessor(ValueError):
-    """The image processor (or one of its settings) has no exact equivalent in `runtime.images.preprocess`."""
 
 
 def spec_from_processor(processor) -> dict:

@@ -5,7 +5,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from runtime.errors import BadImage
+from runtime.errors import BadImage, Replaced, RetryLater
 
 # Codes for an S3 object that will never be readable as asked: permanent, an error record at once.
 GONE_CODES = {"NoSuchKey", "NoSuchVersion", "404", "NotFound"}
@@ -21,12 +21,6 @@ BAD_KEY_CODES = {"KeyTooLongError", "InvalidURI"}
 REPLACED_CODES = {"PreconditionFailed", "412"}
 
 
-class RetryLater(Exception):
-    """A transient failure (S3 or SQS errors, throttling, timeouts): the message goes back to the queue."""
-
-
-class Replaced(Exception):
-    """The object was overwritten after the event: this event is skipped, the newer upload's event captions it."""
 
 
 #: Exceptions never retried: they end as an error record for the image (S3 codes: see `classify_read_error`).

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from runtime.artifact.checksum import file_sha256
-from runtime.errors import ArtifactError, CaptionKitError
+from runtime.errors import ArtifactError, NoModelYet, RegistryError
 
 MODELS_PREFIX = "models/"
 POINTER_KEY = f"{MODELS_PREFIX}current.json"
@@ -34,12 +34,6 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING_CODES = ("NoSuchKey", "404", "NoSuchBucket")
 
 
-class RegistryError(CaptionKitError):
-    """A registry command cannot do what was asked: nothing to roll back to, or an upload that did not land."""
-
-
-class NoModelYet(ArtifactError):
-    """No model pointer has been published: a deployed fleet before its first `make upload`."""
 
 
 def models_prefix(pointer_key: str = POINTER_KEY) -> str:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
+from runtime.errors import CaptionKitError
 from stacks.gpu_stack import AMI_SNAPSHOT_GB, PYPI, index_problem, instance_problem
 from stacks.prices import INSTANCE_PRICES
 
@@ -18,7 +19,7 @@ DLAMI_PARAMETER = (
 HINT = f"(fix it in cdk.json '{CONTEXT_KEY}' or with cdk -c key=value)"
 
 
-class SettingsError(ValueError):
+class SettingsError(CaptionKitError, ValueError):
     """A setting has a value the stacks cannot deploy; the message says which and what to use."""
 
 

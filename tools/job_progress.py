@@ -6,6 +6,7 @@ import datetime
 import json
 import time
 
+from runtime.errors import CaptionKitError
 from runtime.aws import object_exists
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, job_root
@@ -16,7 +17,7 @@ from tools.progress import Bar
 MANIFEST, SUMMARY, CHUNKS = JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS
 
 
-class JobNotFound(LookupError):
+class JobNotFound(CaptionKitError, LookupError):
     """No manifest for this job id: not submitted, not expanded yet, or another stack/results prefix."""
 
 

@@ -9,6 +9,7 @@ import time
 
 from runtime import registry
 from runtime.agent.jobs import collect_command
+from runtime.errors import CaptionKitError
 from stacks.settings import Settings
 from tools import fleet_view, job_progress
 from tools import target as targets
@@ -97,7 +98,7 @@ def job(target: targets.Target, outputs: dict[str, str], job_id: str, *, once: b
                        label=f"job {job_id}"))
         else:
             state = job_progress.wait(reader, timeout_s=timeout_s)
-    except (job_progress.JobNotFound, TimeoutError) as exc:
+    except (CaptionKitError, TimeoutError) as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 3
     if state.complete:

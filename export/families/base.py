@@ -6,9 +6,7 @@ from typing import Any, Callable
 
 import torch
 
-
-class UnsupportedModel(ValueError):
-    """The checkpoint's architecture is not one the exporter can wrap."""
+from export.errors import UnsupportedModel
 
 
 def generation_ids(model) -> tuple[Any, Any, Any]:

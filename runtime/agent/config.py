@@ -7,15 +7,12 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from runtime.errors import CaptionKitError
+from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "CAPTIONKIT_"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
-
-class ConfigError(CaptionKitError):
-    """The agent's settings are missing, mistyped or unknown."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,6 +8,7 @@ import urllib.parse
 from runtime.agent.layout import is_own_result
 from runtime.agent.scope import Scope
 from runtime.agent.work import Chunk, ImageRef, Work
+from runtime.errors import UnknownMessage
 
 JOB_TYPE = "captionkit.job"
 CHUNK_TYPE = "captionkit.chunk"
@@ -18,9 +19,6 @@ MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message aski
 MAX_CHUNKS = 1_000_000  # chunks per job; the job's manifest is what proves a chunk, this only bounds the numbers
 MAX_CHUNK_IMAGES = 64  # 64 URIs of S3's longest keys, JSON-escaped, stay under MAX_BODY_BYTES: a chunk is never refused
 
-
-class UnknownMessage(ValueError):
-    """A body the agent cannot act on; it goes to the dead-letter queue, never crashes the agent."""
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -28,7 +28,7 @@ import torch
 from torch import fx
 
 from runtime.artifact.allowed_ops import ALLOWED_OPS
-from runtime.errors import CaptionKitError
+from runtime.errors import BadDescription, NotDescribable
 from runtime.artifact.archive import CONSTANTS_CONFIG, CONSTANTS_DIR, WEIGHTS_CONFIG, WEIGHTS_DIR, ArchiveReader
 from runtime.artifact.manifest import PROGRAMS
 
@@ -68,12 +68,6 @@ def _int_mul(a, b):
 _OPERATOR = {"operator.getitem": operator.getitem, "operator.mul": _int_mul}  # all that export emits for them
 
 
-class NotDescribable(CaptionKitError):
-    """The program holds something this format does not describe: the exporter refuses it, naming what."""
-
-
-class BadDescription(ValueError):
-    """A description this runtime will not build: the message names the program, the node and the check."""
 
 
 def attr(module: torch.nn.Module, target: str):

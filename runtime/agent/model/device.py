@@ -5,11 +5,8 @@ import os
 import shutil
 import subprocess
 
-from runtime.errors import CaptionKitError
+from runtime.errors import DeviceError
 
-
-class DeviceError(CaptionKitError):
-    """The requested or present GPU cannot be used."""
 
 
 def visible_gpus() -> list[str]:

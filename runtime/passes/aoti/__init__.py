@@ -24,14 +24,12 @@ from runtime import cache
 from runtime.passes.aoti import trust
 from runtime.passes.aoti.compile import compile_package
 from runtime.artifact.checksum import file_sha256
+from runtime.errors import AotiUnavailable
 from runtime.artifact.manifest import PROGRAMS, torch_release
 
 logger = logging.getLogger("captionkit.aoti")
 Report = Callable[..., None]  # report(level, event=..., **fields)
 
-
-class AotiUnavailable(Exception):
-    """No compiled package could be found, compiled or loaded; the message says why."""
 
 
 class RemoteStore(Protocol):
