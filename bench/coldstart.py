@@ -56,9 +56,10 @@ def measure(kind: str, artifact: str, folder: str, cache: str, device: str, buck
     else:
         import tempfile
 
-        from runtime.captioner import load_captioner
+        from runtime.captioner import LoadOptions, load_captioner
 
-        options = {"quantize": kind} if kind == "int8" else {"backend": kind, "compiled_cache_dir": cache}
+        options = {"options": LoadOptions(quantize="int8") if kind == "int8" else LoadOptions(backend=kind),
+                   "cache_dir": cache}
         if bucket:
             with tempfile.TemporaryDirectory() as empty:
                 path, pointer, fetched = fetch(bucket, empty)

@@ -10,7 +10,7 @@ import torch
 from runtime.passes import aoti
 from runtime.passes.aoti import trust
 from runtime.passes.aoti.compile import example_sizes
-from runtime.captioner import load_captioner
+from runtime.captioner import LoadOptions, load_captioner
 from runtime.errors import ArtifactError
 
 
@@ -43,7 +43,7 @@ def test_cache_key_names_artifact_torch_version_and_device():
 def test_aoti_programs_give_the_exported_tokens_greedy_and_beam(tiny_artifact, tiny_aoti_cache):
     exported = load_captioner(tiny_artifact, "cpu")
     lines = Lines()
-    compiled = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=tiny_aoti_cache, report=lines)
+    compiled = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tiny_aoti_cache, report=lines)
     assert compiled.backend == "aoti" and exported.backend == "exported"
     assert lines.events("aoti_loaded")[0]["source"] == "local cache"
     pixels = _pixels(exported)
@@ -58,7 +58,7 @@ def test_aoti_programs_give_the_exported_tokens_greedy_and_beam(tiny_artifact, t
 def test_aoti_gives_the_exported_tokens_for_the_newer_families(request, which, tmp_path):
     artifact = request.getfixturevalue(which)
     exported = load_captioner(artifact, "cpu")
-    compiled = load_captioner(artifact, "cpu", backend="aoti", compiled_cache_dir=tmp_path, report=Lines())
+    compiled = load_captioner(artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tmp_path, report=Lines())
     assert compiled.backend == "aoti"
     pixels = _pixels(exported, count=3)
     for beams in (1, 3):
@@ -103,7 +103,7 @@ def test_a_failed_compile_falls_back_to_the_exported_programs_and_says_why(tiny_
 
     monkeypatch.setattr(aoti, "compile_package", broken)
     lines = Lines()
-    captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=tmp_path, report=lines)
+    captioner = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tmp_path, report=lines)
     assert captioner.backend == "exported"
     (fallback,) = lines.events("aoti_fallback")
     assert "C++ compiler not found (simulated)" in fallback["reason"] and "exported programs" in fallback["reason"]
@@ -116,7 +116,7 @@ def test_a_package_that_fails_to_load_falls_back_to_the_exported_programs(tiny_a
     package.write_bytes(b"not a zip")
     trust.seal(package)  # the digest matches: the damage shows only when torch reads it
     lines = Lines()
-    captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=tmp_path, report=lines)
+    captioner = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tmp_path, report=lines)
     assert captioner.backend == "exported" and lines.events("aoti_fallback")
     assert not package.exists(), "a damaged package is removed so the next start fetches or compiles afresh"
     assert not trust.sidecar(package).exists()
@@ -184,7 +184,7 @@ def test_a_cached_package_others_could_have_written_or_that_is_damaged_is_recomp
     cache, package, recompile = _cached(tiny_aoti_cache, tmp_path, monkeypatch)
     damage(package)
     lines = Lines()
-    captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=cache, report=lines)
+    captioner = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=cache, report=lines)
     (refused,) = lines.events("aoti_package_refused")
     assert reason in refused["reason"] and "compiling it again" in refused["reason"]
     assert captioner.backend == "aoti" and len(recompile.calls) == 1
@@ -197,7 +197,7 @@ def test_a_cached_package_others_could_have_written_or_that_is_damaged_is_recomp
 def test_an_intact_cached_package_is_loaded_without_compiling(tiny_artifact, tiny_aoti_cache, tmp_path, monkeypatch):
     cache, package, recompile = _cached(tiny_aoti_cache, tmp_path, monkeypatch)
     lines = Lines()
-    captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=cache, report=lines)
+    captioner = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=cache, report=lines)
     assert captioner.backend == "aoti" and recompile.calls == [] and [p for p, _ in recompile.loads] == [package]
     assert lines.events("aoti_package_refused") == [] and lines.events("aoti_cache_untrusted") == []
 
@@ -210,7 +210,7 @@ def test_a_writable_folder_above_the_package_sends_the_compile_to_a_private_fold
     loose.chmod(0o777)
     before = package.read_bytes()
     lines = Lines()
-    captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=cache, report=lines)
+    captioner = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=cache, report=lines)
     (untrusted,) = lines.events("aoti_cache_untrusted")
     assert f"{loose} is writable by its group or others" in untrusted["reason"]
     assert captioner.backend == "aoti" and len(recompile.calls) == 1
@@ -224,7 +224,7 @@ def test_a_cached_package_owned_by_another_user_is_recompiled(tiny_artifact, tin
     cache, package, recompile = _cached(tiny_aoti_cache, tmp_path, monkeypatch)
     os.chown(package, 65534, 65534)
     lines = Lines()
-    captioner = load_captioner(tiny_artifact, "cpu", backend="aoti", compiled_cache_dir=cache, report=lines)
+    captioner = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=cache, report=lines)
     (refused,) = lines.events("aoti_package_refused")
     assert "is owned by uid 65534" in refused["reason"] and captioner.backend == "aoti"
     assert len(recompile.calls) == 1 and package.stat().st_uid == os.getuid()
@@ -243,4 +243,4 @@ def test_compiling_from_a_manifest_without_the_example_sizes_is_refused_with_the
 
 def test_an_unknown_backend_is_refused(tiny_artifact):
     with pytest.raises(ValueError, match="backend must be one of"):
-        load_captioner(tiny_artifact, "cpu", backend="tensorrt")
+        load_captioner(tiny_artifact, "cpu", LoadOptions(backend="tensorrt"))

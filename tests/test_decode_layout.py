@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from runtime.artifact.verify import load_programs
-from runtime.captioner import load_captioner
+from runtime.captioner import LoadOptions, load_captioner
 from runtime.passes.decode_layout import apply_decode_layout, decode_linear
 
 
@@ -28,7 +28,7 @@ def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, w
     linears = sum(n.target is torch.ops.aten.linear.default for n in step.graph.nodes)
     assert apply_decode_layout(step) == linears > 0
     assert not any(n.target is torch.ops.aten.linear.default for n in step.graph.nodes)
-    captioner = load_captioner(artifact, "cpu", decode_layout=False)
+    captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False))
     torch.manual_seed(0)
     with torch.inference_mode():
         cross_k, cross_v = captioner.encoder(torch.randn(4, 3, captioner._preprocess.height, captioner._preprocess.width))

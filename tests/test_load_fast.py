@@ -13,7 +13,7 @@ import artifact_tools
 from export.cli import parity_images
 from runtime.artifact import verify as artifact_module
 from runtime.artifact.verify import load_programs, verify_file
-from runtime.captioner import load_captioner
+from runtime.captioner import LoadOptions, load_captioner
 from runtime.artifact.checksum import file_sha256, scan_sha256
 from runtime.errors import ArtifactError
 
@@ -82,13 +82,13 @@ def test_a_pointer_mismatch_is_refused_even_with_a_stamp(tiny_artifact, tmp_path
 
 def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tmp_path, monkeypatch):
     pixels = parity_images([], 4, seed=3)
-    made = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
+    made = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
     assert list((tmp_path / "int8").glob("*.pt"))
 
     def refuse(*args, **kwargs):
         raise AssertionError("quantized again although the cache holds the weights")
     monkeypatch.setattr(torch, "quantize_per_channel", refuse)
-    cached = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
+    cached = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
     for beams in (1, 3):
         assert cached.generate_ids(cached.preprocess(pixels), beams) == made.generate_ids(made.preprocess(pixels), beams)
 
@@ -96,7 +96,7 @@ def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tm
 @pytest.mark.parametrize("damage", ["nan scales", "wrong shape", "not a dict", "garbage bytes"])
 def test_an_edited_int8_entry_is_made_again_never_used(damage, tiny_artifact, tmp_path):
     pixels = parity_images([], 3, seed=4)
-    made = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
+    made = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
     entry, = (tmp_path / "int8").glob("*.pt")
     good = entry.read_bytes()
     kept = torch.load(entry, weights_only=True)
@@ -108,7 +108,7 @@ def test_an_edited_int8_entry_is_made_again_never_used(damage, tiny_artifact, tm
     torch.save(kept if damage != "not a dict" else [kept], entry)
     if damage == "garbage bytes":
         entry.write_bytes(b"\x80\x04not a torch file")
-    again = load_captioner(tiny_artifact, "cpu", quantize="int8", cache_dir=tmp_path)
+    again = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
     for beams in (1, 3):
         assert again.generate_ids(again.preprocess(pixels), beams) == made.generate_ids(made.preprocess(pixels), beams)
     assert entry.read_bytes() == good  # made again from the artifact and written back whole

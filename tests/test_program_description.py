@@ -18,6 +18,7 @@ from export.cli import parity_images
 from runtime.artifact import graphs
 from runtime.agent.config import AgentConfig
 from runtime.agent.model.pointer import backend_options
+from runtime.options import LoadOptions
 from runtime.artifact.archive import open_archive
 from runtime.artifact.verify import check_artifact, load_programs
 from runtime.captioner import load_captioner
@@ -82,11 +83,10 @@ def test_an_exported_artifact_rebuilds_to_torchs_graphs_weights_and_tokens(famil
     loaded = _torch_loaded(artifact)
     import runtime.artifact.pt2
     monkeypatch.setattr(runtime.artifact.pt2, "load_pt2", lambda *a, **k: pytest.fail("loaded through torch"))
-    timings = {}
-    described = load_programs(artifact, CPU, timings=timings)
-    assert "weights_s" in timings
+    described = load_programs(artifact, CPU)
     _same_programs(described, loaded)
     captioner = load_captioner(artifact, "cpu")
+    assert {"integrity_s", "weights_s", "programs_s", "graph_passes_s"} <= set(captioner.load_phases)
     reference = copy.copy(captioner)
     reference.encoder, reference.step = loaded["encoder"], loaded["decoder_step"]
     from runtime.passes.decode_layout import apply_decode_layout
@@ -162,8 +162,9 @@ def test_size_arithmetic_refuses_runaway_integers():
 
 def test_the_agent_loads_with_its_local_cache():
     config = AgentConfig(artifacts_bucket="a", images_bucket="i", queue_url="q", cache_dir="/var/cache/ck")
-    assert backend_options(config, s3=None) == {"cache_dir": "/var/cache/ck"}  # quantize only when set
-    assert backend_options(AgentConfig(cache_dir="c", quantize="int8"), s3=None) == {"cache_dir": "c", "quantize": "int8"}
+    assert backend_options(config, s3=None) == {"cache_dir": "/var/cache/ck", "options": LoadOptions()}
+    assert backend_options(AgentConfig(cache_dir="c", quantize="int8"), s3=None) == {
+        "cache_dir": "c", "options": LoadOptions(quantize="int8")}
 
 
 @pytest.mark.parametrize("trouble", ["not describable", "torch loads another graph"])

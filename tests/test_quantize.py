@@ -11,7 +11,7 @@ import torch
 
 from export.cli import parity_images
 from runtime.artifact.verify import load_programs, verify
-from runtime.captioner import load_captioner
+from runtime.captioner import LoadOptions, load_captioner
 from runtime.errors import ArtifactError
 from runtime.passes.quantize import quantize_programs
 
@@ -63,7 +63,7 @@ def test_quantized_programs_stay_close_to_the_float_ones(tiny_artifact, mode, to
 
 @pytest.mark.parametrize("which", ["tiny_blip_artifact", "tiny_trocr_artifact", "tiny_florence2_artifact"])
 def test_quantized_captioner_decodes_greedy_and_beam(request, which):
-    captioner = load_captioner(request.getfixturevalue(which), "cpu", quantize="int8")
+    captioner = load_captioner(request.getfixturevalue(which), "cpu", LoadOptions(quantize="int8"))
     assert captioner.quantize == "int8"
     pixels = captioner.preprocess(parity_images([], 6, seed=5))
     for beams in (1, 3):
@@ -82,9 +82,9 @@ def test_quantize_is_refused_where_it_cannot_run(device, dtype, message):
 
 def test_quantize_with_aoti_or_an_unknown_mode_is_refused(tiny_artifact):
     with pytest.raises(ValueError, match="applies to the exported programs"):
-        load_captioner(tiny_artifact, "cpu", backend="aoti", quantize="int8")
+        load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti", quantize="int8"))
     with pytest.raises(ValueError, match="quantize must be one of"):
-        load_captioner(tiny_artifact, "cpu", quantize="int4")
+        load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int4"))
 
 
 def test_caption_cli_takes_quantize(tiny_artifact, tmp_path):

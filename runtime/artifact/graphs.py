@@ -457,10 +457,10 @@ def _read_weights(artifact: Path, weights: dict[str, Weight], device: torch.devi
     return tensors
 
 
-def rebuild(programs: dict[str, Program], artifact: Path, device: torch.device,
-            timings: dict | None = None) -> dict[str, fx.GraphModule]:
-    """The checked `programs` as modules on `device`, weights read from `artifact`. A graph described on the CPU
-    is moved as torch's device pass would. `timings` receives `weights_s`, the seconds spent reading weights."""
+def rebuild(programs: dict[str, Program], artifact: Path,
+            device: torch.device) -> tuple[dict[str, fx.GraphModule], float]:
+    """The checked `programs` as modules on `device`, weights read from `artifact`, and the seconds the weights took.
+    A graph described on the CPU is moved as torch's device pass would."""
     modules, weights_s = {}, 0.0
     for name, program in programs.items():
         start = time.perf_counter()
@@ -468,6 +468,4 @@ def rebuild(programs: dict[str, Program], artifact: Path, device: torch.device,
         weights_s += time.perf_counter() - start
         graph = program.graph if device.type == "cpu" else _on(program.graph, device)
         modules[name] = fx.GraphModule(weights, graph, class_name=name)
-    if timings is not None:
-        timings["weights_s"] = round(weights_s, 3)
-    return modules
+    return modules, round(weights_s, 3)

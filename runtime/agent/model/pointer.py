@@ -11,6 +11,7 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
 from runtime.artifact.checksum import file_sha256
 from runtime.errors import ArtifactError
+from runtime.options import LoadOptions
 from runtime.registry import NoModelYet, read_pointer
 
 
@@ -69,13 +70,12 @@ def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = No
 
 
 def backend_options(config: AgentConfig, s3) -> dict:
-    """Extra loader arguments: the local cache (graphs, int8 weights) and `quantize`, or for `backend: aoti` the
-    compiled-package caches (local; the bucket's only with `aoti_shared_cache`)."""
+    """The loader's arguments besides the file: the local cache, the load options (`quantize`, or `backend: aoti`
+    with the bucket's compiled packages only under `aoti_shared_cache`) and where aoti reports go."""
     if config.backend == "exported":
-        return {"cache_dir": config.cache_dir, **({"quantize": config.quantize} if config.quantize else {})}
-    from runtime.agent.metrics import log
+        return {"cache_dir": config.cache_dir, "options": LoadOptions(quantize=config.quantize or None)}
     from runtime.passes.aoti import S3Store
 
     # the shared cache is native code from whoever can write its prefix: used only when the config says to trust them
     remote = S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix) if config.aoti_shared_cache else None
-    return {"backend": config.backend, "compiled_cache_dir": config.cache_dir, "report": log, "remote": remote}
+    return {"cache_dir": config.cache_dir, "options": LoadOptions(backend=config.backend, remote=remote), "report": log}
