@@ -3,7 +3,7 @@
 Each one computes on tensors it is given or allocates by sizes the meta check bounds (runtime.artifact.graphs); none
 reads a file, maps memory, takes a raw pointer or touches a Python object (no `from_file`, `set_`, `_local_scalar`,
 storage or `to_padded` variants). A new family that needs another op adds it here on purpose, after checking it
-against that rule, and its export test (tests/test_export.py) proves the family stays inside the list.
+against that rule, and its export test (tests/export/test_export.py) proves the family stays inside the list.
 """
 ALLOWED_OPS = frozenset({
     "aten._assert_tensor_metadata.default",

@@ -19,7 +19,7 @@ from runtime.artifact.verify import check_artifact, verify
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

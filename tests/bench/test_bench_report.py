@@ -6,7 +6,7 @@ from pathlib import Path
 
 from bench import report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MACHINE = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0+cpu", "cpu_capability": "AVX2",
            "loadavg_1_5_15": [1.0, 1.0, 1.0], "cuda": None}
 WALL = {"median_s": 40.0, "min_s": 39.0, "max_s": 41.0}

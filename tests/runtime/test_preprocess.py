@@ -20,7 +20,7 @@ from export.preprocessing import UnsupportedProcessor, spec_from_processor
 from runtime.errors import ArtifactError
 from runtime.images import load_image
 from runtime.images.preprocess import Preprocessor, output_size, preprocess, validate_spec
-from tests.images import KINDS, write_image
+from images import KINDS, write_image
 from tools.paths import REPO
 
 TOLERANCE = 1e-5

@@ -16,7 +16,7 @@ from runtime.errors import ArtifactError
 from runtime.passes.quantize import quantize_programs
 
 QUANTIZED = {torch.ops.quantized.linear_dynamic.default, torch.ops.quantized.linear_dynamic_fp16.default}
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FLOAT_LINEARS = {torch.ops.aten.linear.default, torch.ops.aten.addmm.default}
 
 

@@ -1,5 +1,5 @@
 """The worker boot script and its give-up path, run against a temporary root with pip, dnf, systemctl, aws and
-instance metadata stubbed (tests/test_boot_rehearsal.py runs the real pip and the real agent)."""
+instance metadata stubbed (tests/stacks/test_boot_rehearsal.py runs the real pip and the real agent)."""
 import json
 import os
 import re

@@ -26,7 +26,7 @@ def test_template_matches_the_reviewed_snapshot():
     diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
                                         "snapshot", "synthesized", n=2))
     assert actual == expected, (f"the template changed; if intended, run `{UPDATE}=1 python -m pytest "
-                                f"tests/test_stack_snapshot.py` and commit the snapshot:\n{diff[:6000]}")
+                                f"tests/stacks/test_stack_snapshot.py` and commit the snapshot:\n{diff[:6000]}")
 
 
 def test_snapshot_does_not_depend_on_the_runtime_code():

@@ -26,7 +26,7 @@ from runtime.passes.linears import attr
 from runtime.artifact.pt2 import load_pt2
 
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _torch_loaded(artifact: Path) -> dict:

@@ -14,7 +14,7 @@ from export.cli import parity_images
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_runtime_captions_without_importing_transformers(tiny_artifact, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from stacks.settings import CONTEXT_KEY, DLAMI_PARAMETER, Settings, SettingsError
 
-CDK_JSON = json.loads((Path(__file__).resolve().parents[1] / "cdk.json").read_text())
+CDK_JSON = json.loads((Path(__file__).resolve().parents[2] / "cdk.json").read_text())
 
 
 def context(block=None, **overrides):
