@@ -65,7 +65,8 @@ def measure(kind: str, artifact: str, folder: str, cache: str, device: str, buck
                 path, pointer, fetched = fetch(bucket, empty)
                 phases |= fetched
                 t = time.perf_counter()
-                captioner = load_captioner(path, device, expected_sha256=pointer["sha256"], sha256_checked=True, **options)
+                captioner = load_captioner(path, device, expected_sha256=pointer["sha256"], sha256_checked=True,
+                                           **options)
         else:  # load_s: the whole file's SHA-256 and program checksums, then the programs
             captioner = load_captioner(artifact, device, **options)
         phases["load_s"] = time.perf_counter() - t

@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="exported", choices=["exported", "aoti"],
                    help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
     p.add_argument("--quantize", default=None, choices=["int8", "fp16"],
-                   help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels (faster; captions may differ)")
+                   help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels "
+                        "(faster; captions may differ)")
     p.add_argument("--cache", "--compiled-cache", dest="cache", default=DEFAULT_DIR,
                    help="the local cache: compiled packages, stamps of verified artifacts, int8 weights, graphs")
     p.add_argument("images", nargs="+")

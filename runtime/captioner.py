@@ -25,7 +25,8 @@ def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.dev
         return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU (torch.cuda.is_available() is False)")
+        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU "
+                            "(torch.cuda.is_available() is False)")
     return explicit_index(resolved)
 
 

@@ -43,7 +43,8 @@ def prefix_pages(s3, bucket: str, prefix: str, results_prefix: str) -> Iterator[
     """The result keys under `prefix`, a listing page (1,000) at a time, skipping the jobs' own files."""
     jobs = results_prefix + JOBS_FOLDER
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        yield [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json") and not o["Key"].startswith(jobs)]
+        yield [o["Key"] for o in page.get("Contents", [])
+               if o["Key"].endswith(".json") and not o["Key"].startswith(jobs)]
 
 
 def job_pages(images: list[str], results_prefix: str, page: int = 1000) -> Iterator[list[str]]:

@@ -1,4 +1,4 @@
-"""A batch job's progress from its files (runtime.agent.jobs' layout): done / total / failed, and waiting for the end."""
+"""A batch job's progress from its files (runtime.agent.layout): done / total / failed, and waiting for the end."""
 from __future__ import annotations
 
 import dataclasses

@@ -86,7 +86,8 @@ class MotoServer:
             except OSError:
                 time.sleep(0.3)
         self.stop()
-        raise MotoServerError(f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; see {self.log_file}")
+        raise MotoServerError(f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; "
+                              f"see {self.log_file}")
 
     def __enter__(self) -> "MotoServer":
         self.start()

@@ -25,7 +25,8 @@ def _no_task(loaded, task: str | None) -> None:
 def vision_encoder_decoder(decoder_type: str) -> Callable[[Any], bool]:
     """`Family.matches` for a VisionEncoderDecoderModel with a ViT or DeiT encoder and this decoder model type."""
     return lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
-                           and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == decoder_type)
+                           and config.encoder.model_type in ("vit", "deit")
+                           and config.decoder.model_type == decoder_type)
 
 
 @dataclass(frozen=True)

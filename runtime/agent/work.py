@@ -106,7 +106,8 @@ class Batch:
 
 @runtime_checkable
 class Captioner(Protocol):
-    """What the agent needs of a captioner (runtime.captioner.Captioner and the tests' fakes): a loaded model: its name and file checksum (for the result records), and captions for images or pixels."""
+    """What the agent needs of a captioner (runtime.captioner.Captioner and the tests' fakes): a loaded model,
+    its name and file checksum (for the result records), and captions for images or pixels."""
 
     name: str
     sha256: str

@@ -39,7 +39,8 @@ class Worker:
         self.counters = Counters()
         self.ready_at = time.monotonic()
         self.stopping = threading.Event()
-        self.on_exit: list[Callable[[], None]] = []  # callbacks run once draining is over, even a forced exit (lifecycle completion)
+        # run once draining is over, even after a forced exit (the lifecycle completion)
+        self.on_exit: list[Callable[[], None]] = []
         self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch")
         self._writers = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="write")
         self._finished = threading.Event()

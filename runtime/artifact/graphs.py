@@ -325,7 +325,8 @@ def _program(name: str, program, reader: ArchiveReader) -> Program:
         if type(key) is not str or key in built:
             _fail(where, "its name is not a string or not unique")
         if op == "call_function" and entry.get("target") not in ALLOWED_OPS and entry.get("target") not in _OPERATOR:
-            _fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list (runtime/artifact/allowed_ops.py)")
+            _fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list "
+                         "(runtime/artifact/allowed_ops.py)")
         args = values(entry.get("args", []))
         raw_kwargs = entry.get("kwargs", {})
         if type(args) is not list or type(raw_kwargs) is not dict:

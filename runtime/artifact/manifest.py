@@ -84,7 +84,8 @@ def _check_sizes(manifest: dict, path) -> None:
     def small_int(value, high: int) -> bool:
         return type(value) is int and 1 <= value <= high
 
-    problems = [f"{key} {manifest.get(key)!r}" for key, high in LIMITS.items() if not small_int(manifest.get(key), high)]
+    problems = [f"{key} {manifest.get(key)!r}" for key, high in LIMITS.items()
+                if not small_int(manifest.get(key), high)]
     size, cache = manifest.get("image_size"), manifest.get("cache")
     if type(size) is not list or len(size) != 2 or not all(small_int(v, MAX_SIDE) for v in size):
         problems.append(f"image_size {size!r}")

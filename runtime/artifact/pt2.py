@@ -10,6 +10,6 @@ from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter
 # checked) re-exports them from torch.export.pt2_archive. When one does, import them from there instead.
 from torch.export.pt2_archive._package import load_pt2, package_pt2
 
-from runtime.artifact.archive import EXTRA_DIR  # the folder of an archive's extra files (reading needs no export package)
+from runtime.artifact.archive import EXTRA_DIR  # an archive's extra files (reading them needs no torch.export)
 
 __all__ = ["EXTRA_DIR", "PT2ArchiveReader", "PT2ArchiveWriter", "load_pt2", "package_pt2"]

@@ -179,8 +179,8 @@ def verify(path: str | os.PathLike) -> tuple[dict, str]:
 
 
 def explicit_index(device: torch.device) -> torch.device:
-    """`cuda` as `cuda:<current>`: AOTInductor's compiled input check compares device strings, and a program moved
-    to plain `cuda` refused the `cuda:0` tensors it was given (seen on an H200, torch 2.11)."""
+    """`cuda` as `cuda:<current>`: AOTInductor's compiled input check compares device strings, so a program moved
+    to plain `cuda` refuses the `cuda:0` tensors it is given."""
     if device.type == "cuda" and device.index is None:
         return torch.device("cuda", torch.cuda.current_device())
     return device

@@ -177,4 +177,5 @@ def _finite(value) -> bool:
 
 
 def _bad(reason: str) -> NoReturn:
-    raise ArtifactError(f"manifest.json 'preprocessing' is invalid: {reason}; re-export the model with this version of CaptionKit")
+    raise ArtifactError(f"manifest.json 'preprocessing' is invalid: {reason}; "
+                        "re-export the model with this version of CaptionKit")

@@ -1,12 +1,9 @@
 """CPU decode layout: the decoder step's linears computed as weight @ x.T when a step has several rows.
 
-A decode step multiplies a handful of rows (batch x beams) by every weight matrix. For 8-32 rows,
-MKL's `x @ W.T` was up to 2.3x slower than `(W @ x.T).T` on the same [out, in] weight, which
-streams the weight once (GPT-2's 50257 x 768 head at 8 rows: 89 -> 38 ms on this project's 2-core
-AVX2 CPU). One row keeps `F.linear` itself (its matrix-vector path is already right), so batch-1
-results are bit-identical. GPT-2's Conv1D layers ([in, out] weights, addmm) are left alone: their
-[out, in] copy measured 5% slower at one row. With several rows the sums run in another order, so
-logits can differ in the last bits (about 1e-4).
+A decode step multiplies a handful of rows (batch x beams) by every weight matrix; `(W @ x.T).T` streams the
+[out, in] weight once where MKL's `x @ W.T` does not (BENCHMARKS.md, "Decode layout"). One row keeps `F.linear`
+(its matrix-vector path is already right), so batch-1 results are bit-identical; GPT-2's Conv1D layers ([in, out]
+weights, addmm) are left alone. With several rows the sums run in another order: logits may differ in the last bits.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ MODES = ("int8", "fp16")
 
 def _cpu() -> str:
     try:
-        name = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+        with open("/proc/cpuinfo") as lines:
+            name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
     except OSError:
         name = ""
     return f"{name}|{torch.backends.cpu.get_cpu_capability()}"
@@ -41,7 +42,7 @@ def int8_weights_file(cache_dir, sha256: str) -> Path | None:
     return cache.int8_file(cache_dir, sha256, build)
 
 
-Weights = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]  # program -> [(int8 values, float64 scales)] in graph order
+Weights = dict[str, list[tuple[torch.Tensor, torch.Tensor]]]  # program -> [(int8 values, float64 scales)], graph order
 
 
 def load_int8(path: Path | None) -> Weights | None:
@@ -134,7 +135,8 @@ def check_quantize(mode: str, device: torch.device, dtype: str) -> None:
         raise ArtifactError(f"quantize={mode} runs fbgemm CPU kernels; on {device.type} use an artifact exported "
                             "with --dtype float16 or bfloat16 instead")
     if dtype != "float32":
-        raise ArtifactError(f"quantize={mode} needs a float32 artifact (this one is {dtype}); export with --dtype float32")
+        raise ArtifactError(f"quantize={mode} needs a float32 artifact (this one is {dtype}); "
+                            "export with --dtype float32")
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         raise ArtifactError(f"quantize={mode}: this torch build has no fbgemm engine (x86 CPUs only)")
 

@@ -31,7 +31,8 @@ def test_permanent_s3_errors_become_error_records_at_once(stack, agent_log):
 
 def test_an_event_for_a_replaced_object_is_skipped_and_the_newer_event_captions_the_new_bytes(stack, agent_log):
     old = stack.s3.put_object(Bucket=stack.images, Key="incoming/cat.png", Body=png((10, 10, 10)))["ETag"]
-    new = stack.s3.put_object(Bucket=stack.images, Key="incoming/cat.png", Body=png((90, 90, 90), size=(30, 20)))["ETag"]
+    new = stack.s3.put_object(Bucket=stack.images, Key="incoming/cat.png",
+                              Body=png((90, 90, 90), size=(30, 20)))["ETag"]
     stack.send(_event(stack, "incoming/cat.png", etag=old.strip('"')))
     stack.send(_event(stack, "incoming/cat.png", etag=new.strip('"')))
 
@@ -96,4 +97,5 @@ def test_an_object_overwritten_while_it_is_captioned_gets_no_stale_result(stack,
     record = stack.result("incoming/dog.png")
     assert record["caption"].startswith("fake-a: a 30x20 image")  # the newer bytes, never the older caption
     assert stack.versions("results/incoming/dog.png.json") == 1  # the older caption was never written at all
-    assert record["source"]["version_id"] and "replaced while it was captioned" in " ".join(line["note"] for line in agent_log.events("skipped"))
+    notes = " ".join(line["note"] for line in agent_log.events("skipped"))
+    assert record["source"]["version_id"] and "replaced while it was captioned" in notes

@@ -1,4 +1,4 @@
-"""The warm pool gate against a fake IMDSv2: prepare (model loaded, hook completed), take no work, re-check on resume."""
+"""The warm pool gate against a fake IMDSv2: prepare (model loaded, hook completed), no work, re-check on resume."""
 from __future__ import annotations
 
 import threading

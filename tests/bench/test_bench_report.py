@@ -70,4 +70,5 @@ def test_a_recorded_run_carries_the_date_it_was_taken(tmp_path):
     from bench.model import write_section
 
     write_section(tmp_path / "results.json", "soak", {"images": 1})
-    assert json.loads((tmp_path / "results.json").read_text())["soak"] == {"date": date.today().isoformat(), "images": 1}
+    soak = json.loads((tmp_path / "results.json").read_text())["soak"]
+    assert soak == {"date": date.today().isoformat(), "images": 1}

@@ -43,7 +43,8 @@ def test_cache_key_names_artifact_torch_version_and_device():
 def test_aoti_programs_give_the_exported_tokens_greedy_and_beam(tiny_artifact, tiny_aoti_cache):
     exported = load_captioner(tiny_artifact, "cpu")
     lines = Lines()
-    compiled = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tiny_aoti_cache, report=lines)
+    compiled = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tiny_aoti_cache,
+                              report=lines)
     assert compiled.backend == "aoti" and exported.backend == "exported"
     assert lines.events("aoti_loaded")[0]["source"] == "local cache"
     pixels = _pixels(exported)

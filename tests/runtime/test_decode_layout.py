@@ -31,12 +31,13 @@ def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, w
     captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False))
     torch.manual_seed(0)
     with torch.inference_mode():
-        cross_k, cross_v = captioner.encoder(torch.randn(4, 3, captioner._preprocess.height, captioner._preprocess.width))
+        size = (captioner._preprocess.height, captioner._preprocess.width)
+        cross_k, cross_v = captioner.encoder(torch.randn(4, 3, *size))
         layers, rows, heads, _, head_dim = cross_k.shape
         cache = torch.zeros(layers, rows, heads, captioner.settings.max_new_tokens, head_dim)
         for n in (1, 4):
-            args = (torch.full((n,), captioner.settings.start_token_id), torch.tensor([0]), cache[:, :n], cache[:, :n].clone(),
-                    cross_k[:, :n], cross_v[:, :n])
+            args = (torch.full((n,), captioner.settings.start_token_id), torch.tensor([0]), cache[:, :n],
+                    cache[:, :n].clone(), cross_k[:, :n], cross_v[:, :n])
             want, got = reference(*args)[0], step(*args)[0]
             if n == 1:
                 assert torch.equal(got, want)

@@ -90,7 +90,8 @@ def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tm
     monkeypatch.setattr(torch, "quantize_per_channel", refuse)
     cached = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
     for beams in (1, 3):
-        assert cached.generate_ids(cached.preprocess(pixels), beams) == made.generate_ids(made.preprocess(pixels), beams)
+        expected = made.generate_ids(made.preprocess(pixels), beams)
+        assert cached.generate_ids(cached.preprocess(pixels), beams) == expected
 
 
 @pytest.mark.parametrize("damage", ["nan scales", "wrong shape", "not a dict", "garbage bytes"])

@@ -32,7 +32,8 @@ PROCESSORS = {
                                                   image_std=IMAGENET_DEFAULT_STD),
     "vit32_demo": lambda: ViTImageProcessor(size={"height": 32, "width": 32}),
     # microsoft/trocr-base-*: 384 px, bilinear, mean and std 0.5
-    "trocr384": lambda: ViTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3),
+    "trocr384": lambda: ViTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3,
+                                          image_std=[0.5] * 3),
     # florence-community/Florence-2-base's preprocessor_config.json: CLIP's class, straight to 768 x 768, bicubic
     "florence768_clip": lambda: CLIPImageProcessor(
         do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,

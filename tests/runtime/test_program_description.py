@@ -67,8 +67,8 @@ def _same_programs(described: dict, loaded: dict) -> None:
         assert _shape_of(described[name]) == _shape_of(loaded[name])
         a, b = _weights(loaded[name]), _weights(described[name])
         assert len(a) == len(b)
-        shared = lambda ws: [[j for j, v in enumerate(ws) if v.untyped_storage().data_ptr() == w.untyped_storage().data_ptr()]
-                             for w in ws]
+        pointer = lambda t: t.untyped_storage().data_ptr()  # noqa: E731
+        shared = lambda ws: [[j for j, v in enumerate(ws) if pointer(v) == pointer(w)] for w in ws]  # noqa: E731
         assert shared(a) == shared(b)  # tied weights stay tied
         for x, y in zip(a, b):
             assert (y.dtype, y.shape, y.stride(), type(y), y.requires_grad) == \

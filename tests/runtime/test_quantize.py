@@ -1,4 +1,4 @@
-"""CPU quantization at load: every linear onto fbgemm kernels, close to the float programs, refused where it cannot run."""
+"""CPU quantization at load: every linear onto fbgemm kernels, close to the float programs, refused where it cannot."""
 from __future__ import annotations
 
 import json
@@ -93,7 +93,8 @@ def test_caption_cli_takes_quantize(tiny_artifact, tmp_path):
         paths.append(tmp_path / f"{i}.png")
         image.save(paths[-1])
     run = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(tiny_artifact),
-                          "--device", "cpu", "--quantize", "fp16", *map(str, paths)], cwd=ROOT, capture_output=True, text=True)
+                          "--device", "cpu", "--quantize", "fp16", *map(str, paths)],
+                         cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert ", fp16) on cpu" in run.stderr
     assert [json.loads(line)["image"] for line in run.stdout.splitlines()] == list(map(str, paths))

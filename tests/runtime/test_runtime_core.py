@@ -46,7 +46,8 @@ def test_caption_cli_prints_one_json_line_per_image(tiny_artifact, tmp_path):
     assert out.returncode == 1  # one bad input
     assert [l["image"] for l in lines if "caption" in l] == [str(p) for p in paths]
     assert [l for l in lines if "error" in l][0]["error"].endswith(
-        "not a readable image (UnidentifiedImageError: cannot identify image file)") or "not a readable image" in lines[0]["error"]
+        "not a readable image (UnidentifiedImageError: cannot identify image file)") \
+        or "not a readable image" in lines[0]["error"]
 
 
 @pytest.mark.parametrize("beams", [1, 3])
@@ -101,7 +102,8 @@ def test_other_torch_version_is_refused(tiny_artifact, tmp_path):
 
 def test_rewritten_but_intact_archive_still_loads(tiny_artifact, tmp_path):
     same = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "same.pt2")
-    assert load_captioner(same).caption(parity_images([], 1)) == load_captioner(tiny_artifact).caption(parity_images([], 1))
+    images = parity_images([], 1)
+    assert load_captioner(same).caption(images) == load_captioner(tiny_artifact).caption(images)
 
 
 def test_pointer_checksum_mismatch_is_refused(tiny_artifact):

@@ -38,7 +38,8 @@ def test_every_third_party_module_the_runtime_imports_is_installed_by_the_instan
     locked = locked_distributions()
     uncovered = {module: where for module, where in third_party_imports(REPO / "runtime").items()
                  if not {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])} & locked}
-    assert not uncovered, f"runtime/ imports modules the instance does not install (requirements/runtime.txt): {uncovered}"
+    assert not uncovered, ("runtime/ imports modules the instance does not install (requirements/runtime.txt): "
+                           f"{uncovered}")
 
 
 def test_the_import_scan_sees_numpy_which_the_first_instance_lacked():

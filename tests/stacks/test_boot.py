@@ -46,8 +46,9 @@ def run_boot(tmp_path, config=CONFIG, python="python3.12", preinstalled=True, sc
     write_stub(stubs, "curl", CURL_STUB), write_stub(stubs, "aws", AWS_STUB)
     if preinstalled:
         write_stub(stubs, python, PYTHON_STUB)
-    env = {**os.environ, "ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}", "STUB_LOG": str(tmp_path / "calls.log"),
-           "CAPTIONKIT_AGENT_CONFIG": json.dumps(config), "CAPTIONKIT_PYTHON": python, **env}
+    env = {**os.environ, "ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}",
+           "STUB_LOG": str(tmp_path / "calls.log"), "CAPTIONKIT_AGENT_CONFIG": json.dumps(config),
+           "CAPTIONKIT_PYTHON": python, **env}
     env.pop("CAPTIONKIT_DEVICE", None)
     result = subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=60)
     log = tmp_path / "calls.log"
@@ -178,7 +179,8 @@ def test_give_up_backs_off_longer_the_more_workers_failed_in_the_last_hour(tmp_p
                                    STUB_RECENT_FAILURES="2.0")
     assert result.returncode == 0, result.stdout + result.stderr
     _gave_up(calls, recent=2)
-    assert "2 failure(s) in group CaptionKit-workers in the last hour" in (root / "var/log/captionkit/give-up.log").read_text()
+    give_up_log = (root / "var/log/captionkit/give-up.log").read_text()
+    assert "2 failure(s) in group CaptionKit-workers in the last hour" in give_up_log
 
 
 def test_give_up_never_waits_more_than_an_hour(tmp_path):

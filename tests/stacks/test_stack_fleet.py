@@ -88,7 +88,8 @@ def test_user_data_fetches_the_bundle_and_runs_the_boot_script_with_the_agent_co
 
 def test_bundle_holds_the_runtime_its_requirements_and_the_boot_script_only():
     synthesized = synthesize()
-    [asset_dir] = [p for p in synthesized.assembly_dir.iterdir() if p.name.startswith("asset.") and (p / "runtime").is_dir()]
+    [asset_dir] = [p for p in synthesized.assembly_dir.iterdir()
+                   if p.name.startswith("asset.") and (p / "runtime").is_dir()]
     files = {str(p.relative_to(asset_dir)) for p in asset_dir.rglob("*") if p.is_file()}
     assert {"runtime/__init__.py", "requirements/runtime.txt", "stacks/boot/bootstrap.sh"} <= files
     assert files == {"requirements/runtime.txt", "requirements/runtime.lock", "requirements/runtime-cuda.lock",

@@ -38,7 +38,8 @@ def findings_without_acknowledgements(tmp_path, monkeypatch) -> set[tuple[str, s
             for c in v["violatingConstructs"]}
 
 
-@pytest.mark.parametrize("overrides", [(), EVERY_OPTION, (("warm_pool", "true"),)], ids=["defaults", "spot-and-email", "warm-pool"])
+@pytest.mark.parametrize("overrides", [(), EVERY_OPTION, (("warm_pool", "true"),)],
+                         ids=["defaults", "spot-and-email", "warm-pool"])
 def test_aws_solutions_checks_pass(overrides):
     synthesize(overrides, nag=True)  # cdk-nag 3 raises at synth on any unacknowledged finding
 

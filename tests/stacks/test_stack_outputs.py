@@ -33,7 +33,8 @@ def test_agent_config_output_has_exactly_the_agreed_keys_and_values():
     settings = synthesize().stack.settings
     assert config["model_pointer"] == POINTER_KEY and config["compiled_cache_prefix"] == "compiled/"
     assert config["image_suffixes"] == list(settings.image_suffixes)
-    assert (config["batch_size"], config["visibility_timeout_s"]) == (settings.batch_size, settings.visibility_timeout_s)
+    assert config["batch_size"] == settings.batch_size
+    assert config["visibility_timeout_s"] == settings.visibility_timeout_s
     assert (config["images_prefix"], config["results_prefix"]) == ("incoming/", "results/")
     assert (config["device"], config["metrics_namespace"], config["region"]) == ("cuda", "CaptionKit", "us-east-1")
     assert (config["asg_name"], config["lifecycle_hook_name"]) == ("CaptionKit-workers", "captionkit-drain")

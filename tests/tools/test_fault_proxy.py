@@ -50,7 +50,8 @@ def test_every_input_ends_as_one_record_through_503s_dropped_connections_and_an_
     reference = FakeCaptioner("fake-a", "")
     for key, (colour, size) in good.items():
         record = stack.result(key)
-        assert record["status"] == "ok" and record["caption"] == reference.caption([PIL.Image.new("RGB", size, colour)])[0]
+        expected = reference.caption([PIL.Image.new("RGB", size, colour)])[0]
+        assert record["status"] == "ok" and record["caption"] == expected
     assert all(stack.result(key)["status"] == "error" for key in bad)
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}  # nothing good was dead-lettered
     assert proxy.counts["s3_error"] and proxy.counts["sqs_error"] and proxy.counts["sqs_outage"]

@@ -78,11 +78,13 @@ def test_the_deployed_wake_up_function_wakes_the_deployed_group_from_zero(local)
     [function] = [f for f in client(state, "lambda").list_functions()["Functions"]
                   if f["Handler"] == "wake.handler"]
     assert function["Environment"]["Variables"][wake.GROUP_ENV] == outputs["GroupName"]
-    [rule] = [r for r in client(state, "events").list_rules()["Rules"] if "wakes the workers" in r.get("Description", "")]
-    assert client(state, "events").list_targets_by_rule(Rule=rule["Name"])["Targets"][0]["Arn"] == function["FunctionArn"]
+    events = client(state, "events")
+    [rule] = [r for r in events.list_rules()["Rules"] if "wakes the workers" in r.get("Description", "")]
+    assert events.list_targets_by_rule(Rule=rule["Name"])["Targets"][0]["Arn"] == function["FunctionArn"]
     autoscaling = client(state, "autoscaling")
     assert wake.wake(autoscaling, outputs["GroupName"], last_look={})["action"] == "woke"
-    [group] = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[outputs["GroupName"]])["AutoScalingGroups"]
+    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[outputs["GroupName"]])
+    [group] = groups["AutoScalingGroups"]
     assert group["DesiredCapacity"] == 1
     autoscaling.set_desired_capacity(AutoScalingGroupName=outputs["GroupName"], DesiredCapacity=0)
 
