@@ -26,7 +26,8 @@ def main(argv=None) -> int:
                    help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels "
                         "(faster; captions may differ)")
     p.add_argument("--cache", "--compiled-cache", dest="cache", default=DEFAULT_DIR,
-                   help="the local cache: compiled packages, stamps of verified artifacts, int8 weights, graphs")
+                   help="the local cache (runtime.cache): stamps of verified artifacts, int8 weights, "
+                        "compiled packages")
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     try:

@@ -1,16 +1,13 @@
 """Compile an artifact's two programs, rebuilt from its validated description, into one AOTInductor package."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
-from runtime.artifact.archive import EXTRA_DIR, open_archive
-from runtime.artifact.verify import explicit_index, load_programs
+from runtime.artifact.verify import check_artifact, explicit_index, load_programs
 from runtime.errors import ArtifactError
-from runtime.artifact.manifest import MANIFEST_FILE
 
 
 def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
@@ -24,9 +21,10 @@ def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path
     from runtime.artifact.pt2 import package_pt2
 
     artifact, device = Path(artifact), explicit_index(torch.device(device))
-    sizes = example_sizes(_manifest(artifact))
+    checked = check_artifact(artifact, device=device)
+    sizes = example_sizes(checked.manifest)
     # load_programs on the device moves the graphs' own device arguments too (a bare .to() would leave them)
-    programs = load_programs(artifact, device)
+    programs = load_programs(checked, device)
     options = {**(inductor_configs or {}), "aot_inductor.package": True}
     files = {}
     with torch.no_grad():
@@ -44,10 +42,6 @@ def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path
 
 
 _EXAMPLE_ELEMENTS = 1 << 28  # per example image or cache row: far above any shipped model, bounds a bad manifest
-
-
-def _manifest(artifact: Path) -> dict:
-    return json.loads(open_archive(artifact).read_string(EXTRA_DIR + MANIFEST_FILE))
 
 
 def example_sizes(manifest: dict) -> dict:
