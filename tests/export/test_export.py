@@ -90,7 +90,7 @@ def test_parity_failure_writes_nothing_and_says_where(tiny_vit_gpt2_dir, tmp_pat
     from runtime.artifact import graphs
 
     monkeypatch.setattr(Gpt2Step, "forward", skewed)
-    monkeypatch.setattr(graph_format, "ALLOWED_OPS", AnyAten())
+    monkeypatch.setattr(graphs, "ALLOWED_OPS", AnyAten())
     out = tmp_path / "bad.pt2"
     code = export_main(["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--max-batch", "8"])
     err = capsys.readouterr().err
