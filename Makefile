@@ -88,7 +88,7 @@ destroy: ## cdk destroy the stack (the buckets are kept; see README)
 	npx cdk destroy $(CDK_ARGS)
 
 stack-snapshot: setup ## accept an intended template change into tests/snapshots/
-	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/test_stack_snapshot.py
+	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/stacks/test_stack_snapshot.py
 
 upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model
 	$(PY) -m tools.models upload $(call q,$(ARTIFACT))

@@ -45,7 +45,7 @@ class LocalAws:
         self.server = MotoServer(state_dir, free_port())
         self.server.start()
         self.env = self.server.env()
-        os.environ.update(self.env)  # the cold-start measurements read the pointer through runtime.agent.aws
+        os.environ.update(self.env)  # the cold-start measurements read the pointer through runtime.aws
         endpoint = self.server.endpoint_url
         self.s3, self.sqs = aws_client("s3", DEFAULT_REGION, endpoint), aws_client("sqs", DEFAULT_REGION, endpoint)
         self.id = uuid.uuid4().hex[:8]
@@ -130,9 +130,9 @@ def captions_agree(aws: LocalAws, keys: list[str]) -> int:
 def model_alone(artifact: Path, images: list[bytes], batch: int, backend: str, cache: Path,
                 quantize: str | None = None) -> float:
     """The captioner on pre-decoded, preprocessed batches; seconds for all images."""
-    from runtime.captioner import load_captioner
+    from runtime.captioner import LoadOptions, load_captioner
 
-    captioner = load_captioner(artifact, "cpu", backend=backend, compiled_cache_dir=cache, quantize=quantize)
+    captioner = load_captioner(artifact, "cpu", LoadOptions(backend=backend, quantize=quantize), cache_dir=cache)
     pixels = captioner.preprocess([PIL.Image.open(io.BytesIO(b)).convert("RGB") for b in images])
     captioner.caption_pixels(pixels[:batch])  # warm-up, as the agent does
     started = time.perf_counter()

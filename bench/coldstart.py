@@ -21,8 +21,8 @@ KINDS = ("exported", "aoti", "int8", "hf")
 
 def fetch(bucket: str, workdir: str) -> tuple[Path, dict, dict]:
     """The agent's pointer read and download (with its one SHA-256) into an empty cache: (path, pointer, phases)."""
-    from runtime.agent import aws
-    from runtime.agent.pointer import fetch_artifact
+    from runtime import aws
+    from runtime.agent.model.pointer import fetch_artifact
     from runtime.registry import read_pointer
 
     s3 = aws.client("s3")
@@ -56,15 +56,17 @@ def measure(kind: str, artifact: str, folder: str, cache: str, device: str, buck
     else:
         import tempfile
 
-        from runtime.captioner import load_captioner
+        from runtime.captioner import LoadOptions, load_captioner
 
-        options = {"quantize": kind} if kind == "int8" else {"backend": kind, "compiled_cache_dir": cache}
+        options = {"options": LoadOptions(quantize="int8") if kind == "int8" else LoadOptions(backend=kind),
+                   "cache_dir": cache}
         if bucket:
             with tempfile.TemporaryDirectory() as empty:
                 path, pointer, fetched = fetch(bucket, empty)
                 phases |= fetched
                 t = time.perf_counter()
-                captioner = load_captioner(path, device, expected_sha256=pointer["sha256"], sha256_checked=True, **options)
+                captioner = load_captioner(path, device, expected_sha256=pointer["sha256"], sha256_checked=True,
+                                           **options)
         else:  # load_s: the whole file's SHA-256 and program checksums, then the programs
             captioner = load_captioner(artifact, device, **options)
         phases["load_s"] = time.perf_counter() - t

@@ -25,12 +25,12 @@ def main(argv=None) -> int:
     from torch.export.passes import move_to_device_pass
 
     from export.cli import parity_images
-    from runtime.captioner import load_captioner
-    from runtime.pt2 import load_pt2
+    from runtime.captioner import LoadOptions, load_captioner
+    from runtime.artifact.pt2 import load_pt2
 
     result: dict = {"artifact": Path(args.artifact).name, "device": args.device}
     start = time.perf_counter()
-    captioner = load_captioner(args.artifact, args.device, decode_layout=False)
+    captioner = load_captioner(args.artifact, args.device, LoadOptions(decode_layout=False))
     result["described_load_s"] = round(time.perf_counter() - start, 3)
     pixels = captioner.preprocess(parity_images([], 4, seed=7))
     beams = sorted({1, captioner.max_beams})

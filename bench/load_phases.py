@@ -47,13 +47,13 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
             ids = model.generate(pixel_values=processor(images=[image], return_tensors="pt").pixel_values)
         tokenizer.batch_decode(ids, skip_special_tokens=True)
     else:
-        from runtime.captioner import load_captioner
+        from runtime.captioner import LoadOptions, load_captioner
 
         phases["import_s"] = time.perf_counter() - t0
-        timings: dict = {}
         t = time.perf_counter()
-        captioner = load_captioner(artifact, "cpu", cache_dir=cache, timings=timings,
-                                   quantize="int8" if "int8" in variant else None)
+        captioner = load_captioner(artifact, "cpu", LoadOptions(quantize="int8" if "int8" in variant else None),
+                                   cache_dir=cache)
+        timings = captioner.load_phases
         phases["load_captioner_s"] = time.perf_counter() - t
         phases["integrity_s"] = timings["integrity_s"]
         phases["weights_s"] = timings.get("weights_s", 0.0)

@@ -71,7 +71,7 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
     """Every (batch, beams) case for one model in one dtype: HF, exported, aoti timings and token agreement."""
     from export.load import load
     from export.settings import hf_generate_kwargs
-    from runtime.captioner import load_captioner
+    from runtime.captioner import LoadOptions, load_captioner
 
     max_batch = max(batches)
     artifact = export_artifact(folder, workdir / f"{name}-{dtype}-b{max_batch}.pt2", dtype, max_batch)
@@ -81,10 +81,10 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
     ours, aoti_s = {"exported": exported}, None
     if "aoti" in backends:
         started = time.perf_counter()
-        ours["aoti"] = load_captioner(artifact, device, backend="aoti", compiled_cache_dir=workdir / "aoti-cache")
+        ours["aoti"] = load_captioner(artifact, device, LoadOptions(backend="aoti"), cache_dir=workdir / "aoti-cache")
         aoti_s = time.perf_counter() - started
     if device == "cpu" and dtype == "float32":  # load-time CPU quantization of the same float artifact
-        ours |= {mode: load_captioner(artifact, device, quantize=mode) for mode in QUANTIZE}
+        ours |= {mode: load_captioner(artifact, device, LoadOptions(quantize=mode)) for mode in QUANTIZE}
     gen = exported.manifest["generation"]
     images = bench_images(name, max_batch)
     pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]

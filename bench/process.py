@@ -1,4 +1,4 @@
-"""`python -m bench.process`: `python -m runtime caption` on a folder of images against a plain HF script, whole processes.
+"""`python -m bench.process`: `python -m runtime caption` on a folder of images against a plain HF script.
 
 What a new user sees: each side is one fresh process from start to exit (imports, load, preprocessing,
 generation, printing) on the same weights, images and batch size; the kinds run in rotation so machine load
@@ -70,7 +70,8 @@ def run(artifact: Path, folder: Path, images: list[str], batch: int, runs: int, 
               for kind, rows in samples.items()}
     pairs = [(a, b) for a, b in (("runtime", "hf"), ("runtime_one", "hf_one")) if a in seen and b in seen]
     for ours, theirs in pairs:
-        result[f"{ours}_vs_{theirs}"] = round(result[theirs]["wall_s"]["median_s"] / result[ours]["wall_s"]["median_s"], 2)
+        speedup = result[theirs]["wall_s"]["median_s"] / result[ours]["wall_s"]["median_s"]
+        result[f"{ours}_vs_{theirs}"] = round(speedup, 2)
         same = sum(seen[ours].get(path) == caption for path, caption in seen[theirs].items())
         result[f"{ours}_captions_equal"] = f"{same}/{len(seen[theirs])}"
     return result

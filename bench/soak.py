@@ -65,7 +65,8 @@ def run(count: int, bad_share: float, seed: int, timeout_s: float, work: Path) -
             started = time.monotonic()
             for start in range(0, len(keys), 10):  # the S3 events, as the bucket notification would send them
                 sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "MessageBody": json.dumps({"Records": [{
-                    "eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": images_bucket}, "object": {"key": k}}}]})}
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": images_bucket}, "object": {"key": k}}}]})}
                     for i, k in enumerate(keys[start:start + 10])])
             rng, kills, outages, sampled = random.Random(seed + 1), 0, 0, 0.0
             next_kill, next_outage = time.monotonic() + rng.uniform(5, 20), time.monotonic() + rng.uniform(10, 30)

@@ -35,7 +35,7 @@ class SoakCaptioner:
 
 def load_soak_captioner(path, device: str = "cpu", expected_sha256: str | None = None, **_):
     """The agent's `captioner_loader` for the soak: a JSON 'artifact' naming the stand-in."""
-    from runtime.checksum import file_sha256
+    from runtime.artifact.checksum import file_sha256
 
     return SoakCaptioner(sha256=file_sha256(path), **json.loads(Path(path).read_text()))
 

@@ -8,13 +8,13 @@ import time
 
 from demo import shapes
 from demo.evaluate import encode
-from runtime.captioner import load_captioner
+from runtime.captioner import LoadOptions, load_captioner
 from runtime.images import load_image
 
 
 def accuracy(artifact: str, count: int, seed: int, fmt: str, quantize: str | None = None) -> tuple[float, list[str], float]:
     """Caption `count` fresh shapes images (round-tripped through `fmt`) with the runtime; (accuracy, misses, s)."""
-    captioner = load_captioner(artifact, device="cpu", quantize=quantize)
+    captioner = load_captioner(artifact, device="cpu", options=LoadOptions(quantize=quantize))
     samples = shapes.make_dataset(count, seed)
     images = [load_image(encode(image, fmt)) for image, _ in samples]
     started = time.perf_counter()

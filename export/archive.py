@@ -9,8 +9,8 @@ from pathlib import Path
 
 from torch.export import ExportedProgram
 
-from runtime import manifest as manifests
-from runtime.pt2 import EXTRA_DIR, PT2ArchiveWriter
+from runtime.artifact import manifest as manifests
+from runtime.artifact.pt2 import EXTRA_DIR, PT2ArchiveWriter
 
 # The one private torch call left: the per-program checksums need each record's bytes as it is written, and
 # only this helper writes a program into a writer the caller holds (package_pt2 opens its own writer and does
@@ -40,7 +40,7 @@ class _HashingWriter:
 def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram], tokenizer_json: str,
                   manifest: dict, graphs: str | None = None) -> dict:
     """Write the archive atomically (temp file then rename); returns the manifest as written. `graphs`: the
-    programs' description (runtime.graph_format), kept as extra/graphs.json with its SHA-256."""
+    programs' description (runtime.artifact.graphs), kept as extra/graphs.json with its SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The archive's inner folder is named after the file, so write under the final name in a temp folder.
@@ -67,9 +67,9 @@ def _description(path: Path) -> str:
     for archives from elsewhere, is fine here), loaded on the CPU (raises NotDescribable)."""
     import torch
 
-    from runtime.archive import open_archive
-    from runtime.graph_format import describe, dumps
-    from runtime.pt2 import load_pt2
+    from runtime.artifact.archive import open_archive
+    from runtime.artifact.graphs import describe, dumps
+    from runtime.artifact.pt2 import load_pt2
 
     contents = load_pt2(str(path))
     modules = {name: contents.exported_programs[name].module() for name in manifests.PROGRAMS}
@@ -77,10 +77,10 @@ def _description(path: Path) -> str:
 
 
 def describe_programs(path: Path, programs: dict[str, ExportedProgram], tokenizer_json: str, manifest: dict) -> str:
-    """Write `path` again with its programs' description inside (runtime.graph_format), the only form the runtime
+    """Write `path` again with its programs' description inside (runtime.artifact.graphs), the only form the runtime
     loads, and check that torch loads the final file to that very description. Returns what was done, for the
     export log; raises NotDescribable when the programs cannot be described or do not match."""
-    from runtime.graph_format import NotDescribable
+    from runtime.artifact.graphs import NotDescribable
 
     graphs = _description(path)
     write_archive(path, programs, tokenizer_json, manifest, graphs=graphs)

@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     except parity.ParityError as exc:
         print(f"error: parity check failed, nothing written: {exc}", file=sys.stderr)
         return 1
-    except (load.UnsupportedModel, settings.UnsupportedGeneration, CaptionKitError, ValueError, OSError) as exc:
+    except (CaptionKitError, ValueError, OSError) as exc:  # export.errors: all of them CaptionKitErrors
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps({"artifact": str(out), "bytes": out.stat().st_size, "family": loaded.family.name,
@@ -141,7 +141,7 @@ def build_manifest(loaded, gen: dict, preprocessing: dict, cache: dict, args, im
     import transformers
 
     from export.tokenizer_settings import clean_up_spaces
-    from runtime.manifest import new_manifest
+    from runtime.artifact.manifest import new_manifest
 
     return new_manifest(
         source=loaded.source,

@@ -8,12 +8,12 @@ import torch
 
 from export.settings import hf_generate_kwargs
 from runtime.decode import Trace
+from export.errors import ParityError
 
 NEAR_TIE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}
 # In bfloat16 a logit near 10 is only representable to 0.0625 (one unit in the last place), so two
-# implementations that sum in different orders part by a whole ulp or two: measured on an H200, ViT-base +
-# GPT-2 in bfloat16 parted at a gap of exactly one ulp (10.75 vs 10.6875). The tolerance is therefore the
-# larger of the absolute one above and ULPS units in the last place of the step's top score.
+# implementations that sum in different orders part by a whole ulp or two (BENCHMARKS.md has the case): the
+# tolerance is the larger of the absolute one above and ULPS units in the last place of the step's top score.
 ULPS = 2
 
 
@@ -24,9 +24,6 @@ def tolerance(dtype: str, score: float) -> float:
     ulp = torch.finfo(getattr(torch, dtype)).eps * 2.0 ** math.floor(math.log2(abs(score)))
     return max(NEAR_TIE[dtype], ULPS * ulp)
 
-
-class ParityError(RuntimeError):
-    """Exported programs and HF `generate` disagree beyond a near-tie; nothing is written."""
 
 
 @dataclass
@@ -117,4 +114,5 @@ def _check_text(loaded, captioner, ids: list[int], name: str, i: int, report: Pa
     theirs = loaded.family.hf_text(loaded, ids)
     mine = captioner.text.decode(ids)
     if theirs != mine:
-        report.failures.append(f"{name} image {i}: same tokens {ids} but text differs: HF {theirs!r} vs runtime {mine!r}")
+        report.failures.append(f"{name} image {i}: same tokens {ids} but text differs: "
+                               f"HF {theirs!r} vs runtime {mine!r}")

@@ -8,7 +8,8 @@ from transformers.image_processing_utils import get_size_dict
 from transformers.image_utils import PILImageResampling, SizeDict
 
 from runtime.errors import ArtifactError
-from runtime.preprocess import validate_spec
+from runtime.images.preprocess import validate_spec
+from export.errors import UnsupportedProcessor
 
 # The runtime re-implements these PilBackend methods; a subclass overriding any of them does
 # something else and cannot be described by the spec.
@@ -21,12 +22,9 @@ PIPELINE_METHODS = (
 SIZE_KEYS = ({"height", "width"}, {"shortest_edge"})
 
 
-class UnsupportedProcessor(ValueError):
-    """The image processor (or one of its settings) has no exact equivalent in `runtime.preprocess`."""
-
 
 def spec_from_processor(processor) -> dict:
-    """The JSON-ready spec with which `runtime.preprocess` reproduces `processor(images=...)` exactly.
+    """The JSON-ready spec with which `runtime.images.preprocess` reproduces `processor(images=...)` exactly.
 
     Accepts an image processor or a combined processor (its `image_processor` is used). Raises
     `UnsupportedProcessor` naming the processor class and the setting it cannot reproduce.

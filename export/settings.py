@@ -1,9 +1,7 @@
 """Resolve generation settings and special token ids from the checkpoint, refusing settings the runtime lacks."""
 from __future__ import annotations
 
-
-class UnsupportedGeneration(ValueError):
-    """The generation config asks for something the runtime's decoding loop does not do."""
+from export.errors import UnsupportedGeneration
 
 
 _DEFAULTS = {"do_sample": False, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,

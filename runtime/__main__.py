@@ -6,7 +6,7 @@ import sys
 COMMANDS = {
     "caption": "runtime.caption_cli",
     "agent": "runtime.agent",
-    "submit": "runtime.submit",
+    "submit": "runtime.agent.submit",
     "gpu-check": "runtime.gpu_check",
 }
 

@@ -6,12 +6,13 @@ import json
 import sys
 import time
 
+from runtime.cache import DEFAULT_DIR
 from runtime.errors import BadImage, CaptionKitError
 
 
 def main(argv=None) -> int:
     """Load the artifact once, caption the images in batches, print JSON lines; bad images get an error line."""
-    from runtime.captioner import load_captioner
+    from runtime.captioner import LoadOptions, load_captioner
     from runtime.images import load_image
 
     p = argparse.ArgumentParser(prog="python -m runtime caption", description=__doc__)
@@ -22,16 +23,17 @@ def main(argv=None) -> int:
     p.add_argument("--backend", default="exported", choices=["exported", "aoti"],
                    help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
     p.add_argument("--quantize", default=None, choices=["int8", "fp16"],
-                   help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels (faster; captions may differ)")
-    p.add_argument("--compiled-cache", "--cache", default="~/.cache/captionkit",
-                   help="the local cache: compiled packages, stamps of verified artifacts, int8 weights, graphs")
+                   help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels "
+                        "(faster; captions may differ)")
+    p.add_argument("--cache", "--compiled-cache", dest="cache", default=DEFAULT_DIR,
+                   help="the local cache (runtime.cache): stamps of verified artifacts, int8 weights, "
+                        "compiled packages")
     p.add_argument("images", nargs="+")
     args = p.parse_args(argv)
     try:
         t0 = time.perf_counter()
-        captioner = load_captioner(args.artifact, args.device, backend=args.backend,
-                                   compiled_cache_dir=args.compiled_cache, quantize=args.quantize,
-                                   cache_dir=args.compiled_cache)
+        options = LoadOptions(backend=args.backend, quantize=args.quantize)
+        captioner = load_captioner(args.artifact, args.device, options, cache_dir=args.cache)
         load_s = time.perf_counter() - t0
     except (CaptionKitError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)

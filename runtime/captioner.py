@@ -8,32 +8,36 @@ from pathlib import Path
 import PIL.Image
 import torch
 
-from runtime.artifact import check_artifact, explicit_index, load_programs
-from runtime.beam import beam_search
+from runtime.artifact.verify import check_artifact, explicit_index, rebuilt_programs
+from runtime.cache import DEFAULT_DIR
+from runtime.options import BACKENDS, LoadOptions
+from runtime.decode.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError, CaptionKitError
-from runtime.preprocess import Preprocessor
-from runtime.text import TextDecoder
+from runtime.images.preprocess import Preprocessor
+from runtime.decode.text import TextDecoder
 
 
 def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.device:
     """The library's policy: 'auto' means CUDA when torch can see a GPU, else the CPU (the agent refuses that
-    fallback on a GPU machine: runtime.agent.device.device_without_cpu_fallback)."""
+    fallback on a GPU machine: runtime.agent.model.device.device_without_cpu_fallback)."""
     if str(device) == "auto":
         return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU (torch.cuda.is_available() is False)")
+        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU "
+                            "(torch.cuda.is_available() is False)")
     return explicit_index(resolved)
 
 
 class Captioner:
     """A verified, loaded artifact: preprocess on any thread, caption on the device."""
 
-    def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device, sha256: str,
-                 backend: str = "exported", quantize: str | None = None):
+    def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device,
+                 sha256: str, backend: str = "exported", quantize: str | None = None,
+                 load_phases: dict[str, float] | None = None):
         self.path, self.manifest, self.device, self.sha256, self.backend = path, manifest, device, sha256, backend
-        self.quantize = quantize
+        self.quantize, self.load_phases = quantize, load_phases or {}
         self.name = manifest["source"]["model"]
         self.max_batch = int(manifest["max_batch"])
         self.max_beams = int(manifest["max_beams"])
@@ -79,31 +83,23 @@ class Captioner:
         return self.caption_pixels(self.preprocess(images), num_beams)
 
 
-BACKENDS = ("exported", "aoti")
-
-
-def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha256: str | None = None,
-                   backend: str = "exported", compiled_cache_dir: str | os.PathLike = "~/.cache/captionkit",
-                   remote=None, report=None, quantize: str | None = None, sha256_checked: bool = False,
-                   decode_layout: bool = True, cache_dir: str | os.PathLike | None = None,
-                   timings: dict | None = None) -> Captioner:
+def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadOptions = LoadOptions(), *,
+                   cache_dir: str | os.PathLike | None = None, expected_sha256: str | None = None,
+                   sha256_checked: bool = False, report=None) -> Captioner:
     """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too.
 
     A file matching the pointer's SHA-256 was verified record by record before it was uploaded, so its
     program checksums are not hashed again; `sha256_checked=True` says the caller has just hashed it
-    (the agent's download), so nothing is hashed twice. `backend="aoti"` runs AOTInductor-compiled
-    programs (see runtime.aoti: cached under `compiled_cache_dir` and in `remote`); if they cannot be
-    had, one line says why and the exported programs are used. `quantize="int8"|"fp16"` rewrites the
-    exported programs' linear layers onto fbgemm CPU kernels at load (runtime.quantize). On CPU the
-    exported decoder step's remaining float matmuls take the few-rows layout (runtime.decode_layout).
-    `cache_dir`, the local cache, keeps what a restart need not redo: stamps of verified files (runtime.verified:
-    an unchanged file is not hashed again) and int8 weights (runtime.int8_cache). `timings`, if given, receives
-    the seconds of each step (integrity_s, programs_s, graph_passes_s).
+    (the agent's download), so nothing is hashed twice. `cache_dir` (runtime.cache) keeps what a restart need not
+    redo: stamps of verified files, int8 weights, compiled packages (aoti without one: runtime.cache.DEFAULT_DIR).
+    If aoti programs cannot be had, `report` says why in one line and the exported programs are used. The
+    captioner's `load_phases` holds the seconds of each step (integrity_s, weights_s, programs_s, graph_passes_s).
     """
-    clock = _Clock(timings)
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    if quantize is not None and backend != "exported":
+    clock = _Clock()
+    if options.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {options.backend!r}")
+    quantize = options.quantize
+    if quantize is not None and options.backend != "exported":
         raise ValueError(f"quantize={quantize} applies to the exported programs; AOTInductor compiles the float "
                          "ones (use backend='exported' with quantize, or aoti without)")
     path = Path(path)
@@ -112,32 +108,34 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", expected_sha25
     manifest, tokenizer_json, sha = checked.manifest, checked.tokenizer_json, checked.sha256
     clock.lap("integrity_s")
     if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
-        from runtime.quantize import check_quantize
+        from runtime.passes.quantize import check_quantize
 
         check_quantize(quantize, resolved, manifest["dtype"])
-    if backend == "aoti":
-        from runtime import aoti
+    if options.backend == "aoti":
+        from runtime.passes import aoti
 
         report = report or aoti.default_report
         try:
-            programs = aoti.compiled_programs(path, sha, resolved, compiled_cache_dir,
-                                              remote=remote, report=report)
-            return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti")
+            programs = aoti.compiled_programs(path, sha, resolved, cache_dir or DEFAULT_DIR,
+                                              remote=options.remote, report=report)
+            return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti",
+                              load_phases=clock.phases)
         except aoti.AotiUnavailable as exc:
-            report("warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}")
-    programs = load_programs(checked, resolved, timings)
+            report("warning", event="aoti_fallback",
+                   reason=f"AOTInductor unavailable, using the exported programs: {exc}")
+    programs, clock.phases["weights_s"] = rebuilt_programs(checked, resolved)
     clock.lap("programs_s")
     if quantize is not None:
-        from runtime import int8_cache
-        from runtime.quantize import quantize_programs
+        from runtime.passes.quantize import int8_weights_file, quantize_programs
 
-        quantize_programs(programs, quantize, resolved, manifest["dtype"], int8_cache.cache_file(cache_dir, sha))
-    if decode_layout and resolved.type == "cpu":
-        from runtime.decode_layout import apply_decode_layout
+        quantize_programs(programs, quantize, resolved, manifest["dtype"], int8_weights_file(cache_dir, sha))
+    if options.decode_layout and resolved.type == "cpu":
+        from runtime.passes.decode_layout import apply_decode_layout
 
         apply_decode_layout(programs["decoder_step"])
     clock.lap("graph_passes_s")
-    return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize)
+    return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
+                      load_phases=clock.phases)
 
 
 def _captioner(path: Path, *args, **kwargs) -> Captioner:
@@ -152,13 +150,13 @@ def _captioner(path: Path, *args, **kwargs) -> Captioner:
 
 
 class _Clock:
-    """Seconds per load step into a caller's dict (the cold-start benchmark reads them), or nowhere."""
+    """Seconds per load step, kept as the captioner's `load_phases` (the cold-start benchmark reads them)."""
 
-    def __init__(self, into: dict | None):
-        self.into, self.last = into, time.perf_counter()
+    def __init__(self):
+        self.phases: dict[str, float] = {}
+        self.last = time.perf_counter()
 
     def lap(self, name: str) -> None:
         now = time.perf_counter()
-        if self.into is not None:
-            self.into[name] = round(now - self.last, 3)
+        self.phases[name] = round(now - self.last, 3)
         self.last = now

@@ -32,7 +32,7 @@ def driver_version() -> str | None:
 
 
 def probe() -> dict:
-    """Facts about torch, the driver and GPU 0, plus `problem`: None when a CUDA kernel ran and gave the right answer."""
+    """Facts about torch, the driver and GPU 0, plus `problem`: None when a CUDA kernel ran and answered right."""
     import torch
 
     facts = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "driver": driver_version(),
@@ -41,7 +41,8 @@ def probe() -> dict:
         facts["problem"] = "torch is a CPU-only build (torch.version.cuda is None): the CUDA wheel was not installed"
         return facts
     if not torch.cuda.is_available():
-        facts["problem"] = (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but CUDA is not available; "
+        facts["problem"] = (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} "
+                            "but CUDA is not available; "
                             f"NVIDIA driver {facts['driver'] or 'not found'}: CUDA {torch.version.cuda} needs a driver "
                             "new enough for it (see README, 'The GPU software stack')")
         return facts

@@ -24,8 +24,8 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from runtime.checksum import file_sha256
-from runtime.errors import ArtifactError, CaptionKitError
+from runtime.artifact.checksum import file_sha256
+from runtime.errors import ArtifactError, NoModelYet, RegistryError
 
 MODELS_PREFIX = "models/"
 POINTER_KEY = f"{MODELS_PREFIX}current.json"
@@ -34,12 +34,6 @@ SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING_CODES = ("NoSuchKey", "404", "NoSuchBucket")
 
 
-class RegistryError(CaptionKitError):
-    """A registry command cannot do what was asked: nothing to roll back to, or an upload that did not land."""
-
-
-class NoModelYet(ArtifactError):
-    """No model pointer has been published: a deployed fleet before its first `make upload`."""
 
 
 def models_prefix(pointer_key: str = POINTER_KEY) -> str:
@@ -54,7 +48,7 @@ def artifact_key(sha256: str, pointer_key: str = POINTER_KEY) -> str:
 
 def read_pointer(s3, bucket: str, key: str = POINTER_KEY) -> dict:
     """The pointer as a dict; `NoModelYet` before the first publish, `ArtifactError` if it is malformed."""
-    from runtime.agent.aws import error_code
+    from runtime.aws import error_code
 
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -139,7 +133,7 @@ def entry(pointer: dict) -> dict:
 
 
 def _describe(artifact: Path) -> dict:
-    from runtime.artifact import verify
+    from runtime.artifact.verify import verify
 
     manifest, _ = verify(artifact)  # raises ArtifactError, saying why, for a file the runtime would refuse
     return {"model": manifest["source"]["model"], "family": manifest["family"], "dtype": manifest["dtype"],

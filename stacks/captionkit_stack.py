@@ -47,7 +47,8 @@ class CaptionKitStack(Stack):
             images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
             dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name)
         self.scaling = BacklogScaling(
-            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue, target_per_instance=settings.backlog_per_instance,
+            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue,
+            target_per_instance=settings.backlog_per_instance,
             idle_minutes=settings.idle_minutes_before_scale_in, warm_pool=settings.warm_pool)
         self.wake = (WakeOnUpload(self, "Wake", bucket=self.storage.images, prefix=settings.images_prefix,
                                   suffixes=settings.image_suffixes, group_name=self.fleet.group_name,

@@ -89,7 +89,7 @@ class Fleet(Construct):
         Validations.of(self.group).acknowledge(Acknowledgment(
             id="AwsSolutions-EC26",
             reason="The root volume is encrypted in the launch template (Encrypted: true, asserted by "
-            "tests/test_stack_fleet.py); cdk-nag 3.0.2's EC26 reads only a group's LaunchTemplate property and "
+            "tests/stacks/test_stack_fleet.py); cdk-nag 3.0.2's EC26 reads only a group's LaunchTemplate property and "
             "throws on a MixedInstancesPolicy group, which is what reports this finding.",
         ), Acknowledgment(
             id="AwsSolutions-AS3",

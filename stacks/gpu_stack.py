@@ -56,5 +56,6 @@ def instance_problem(instance_type: str, index: str) -> str | None:
     if not lowest <= capability <= highest:
         return (f"instance type {instance_type!r}: its {gpu} (compute capability {capability}) is not in torch 2.13's "
                 f"CUDA {cuda} build (compute capability {lowest} to {highest}); "
-                + ("use torch_index_url=https://download.pytorch.org/whl/cu126" if capability < 7.5 else "pick another type"))
+                + ("use torch_index_url=https://download.pytorch.org/whl/cu126" if capability < 7.5
+                   else "pick another type"))
     return None

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
+from runtime.errors import CaptionKitError
 from stacks.gpu_stack import AMI_SNAPSHOT_GB, PYPI, index_problem, instance_problem
 from stacks.prices import INSTANCE_PRICES
 
@@ -18,7 +19,7 @@ DLAMI_PARAMETER = (
 HINT = f"(fix it in cdk.json '{CONTEXT_KEY}' or with cdk -c key=value)"
 
 
-class SettingsError(ValueError):
+class SettingsError(CaptionKitError, ValueError):
     """A setting has a value the stacks cannot deploy; the message says which and what to use."""
 
 
@@ -113,7 +114,8 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
         try:
             return hint(value)
         except (TypeError, ValueError):
-            raise SettingsError(f"{name}={value!r}: expected a {'whole ' if hint is int else ''}number {HINT}") from None
+            whole = "whole " if hint is int else ""
+            raise SettingsError(f"{name}={value!r}: expected a {whole}number {HINT}") from None
     if hint == str | None:
         return str(value) if value not in (None, "") else None
     return str(value)
@@ -142,9 +144,11 @@ def _problems(s: Settings) -> Iterator[str]:
         yield f"max_receive_count={s.max_receive_count}: expected 1..1000"
     for name in ("images_prefix", "results_prefix"):
         if not re.fullmatch(r"[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*/", getattr(s, name)):
-            yield f"{name}={getattr(s, name)!r}: expected a key prefix like 'incoming/' (no leading '/', a trailing '/')"
+            yield (f"{name}={getattr(s, name)!r}: expected a key prefix like 'incoming/' "
+                   "(no leading '/', a trailing '/')")
     if s.results_prefix.startswith(s.images_prefix) or s.images_prefix.startswith(s.results_prefix):
-        yield f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: results would become jobs"
+        yield (f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: "
+               "results would become jobs")
     if not s.image_suffixes or not all(x.startswith(".") for x in s.image_suffixes):
         yield f"image_suffixes={s.image_suffixes!r}: expected one or more like .jpg,.png"
     if any(not (isinstance(p, (int, float)) and p > 0) for p in s.instance_prices.values()):

@@ -9,6 +9,8 @@ the idle cost is zero: no invocation without an upload. A busy upload pays one s
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -20,9 +22,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime import wake as wake_code
+from runtime.agent import wake as wake_code
 from stacks.acknowledge import SSE_SQS_FALSE_POSITIVE, skip_checkov
-from stacks.bundle import REPO
+
+CODE = Path(wake_code.__file__)  # the function's whole code: one file, boto3 only
 
 MIN_INTERVAL_S = 60  # one look at the group per minute per warm function instance
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # the latest the pinned aws-cdk-lib knows (cdk-nag L1)
@@ -30,7 +33,7 @@ FAILED_WAKE_RETENTION = Duration.days(14)
 
 
 class WakeOnUpload(Construct):
-    """Attributes: `function` (code: runtime/wake.py alone), `rule` (Object Created under the prefix), `role`, and
+    """Attributes: `function` (code: runtime/agent/wake.py alone), `rule` (Object Created under the prefix), `role`, and
     `failures` (the function's dead-letter queue: events that failed or expired, kept for diagnosis).
     """
 
@@ -56,7 +59,7 @@ class WakeOnUpload(Construct):
             self.role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=[resource]))
         self.function = lambda_.Function(
             self, "Function", runtime=RUNTIME, handler=f"{wake_code.__name__.rsplit('.', 1)[-1]}.handler",
-            code=lambda_.Code.from_asset(str(REPO / "runtime"), exclude=["*", "!wake.py"]),
+            code=lambda_.Code.from_asset(str(CODE.parent), exclude=["*", f"!{CODE.name}"]),
             role=self.role, log_group=log_group, memory_size=128, timeout=Duration.seconds(10),
             # one invocation at a time: with the in-function minute between looks, a burst of uploads makes at
             # most a few Auto Scaling calls; events that wait longer than a minute go to `failures` (one is enough)

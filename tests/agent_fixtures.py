@@ -1,4 +1,4 @@
-"""The agent tests' fixtures (registered in conftest.py): the session's moto server, a fresh stack, logs, a fake IMDS."""
+"""The agent tests' fixtures (conftest.py registers them): the session's moto server, a stack, logs, a fake IMDS."""
 from __future__ import annotations
 
 import logging

@@ -64,7 +64,7 @@ def batches_started(started_file: Path) -> int:
 
 def load_fake_captioner(path, device: str = "auto", expected_sha256: str | None = None, **_options):
     """`runtime.captioner.load_captioner`'s signature over a JSON 'artifact' describing a FakeCaptioner."""
-    from runtime.checksum import file_sha256
+    from runtime.artifact.checksum import file_sha256
 
     sha = file_sha256(path)
     if expected_sha256 and sha != expected_sha256:
@@ -111,7 +111,7 @@ def load_slow_captioner(path, device: str = "auto", expected_sha256: str | None 
 def renamed_artifact(src: Path, dst: Path, model: str) -> Path:
     """A real artifact that loads like `src` but names another source model (so another sha256)."""
     import artifact_tools
-    from runtime.artifact import verify
+    from runtime.artifact.verify import verify
 
     manifest, _ = verify(src)
     return artifact_tools.rewrite_manifest(src, dst, source={**manifest["source"], "model": model})
@@ -129,7 +129,7 @@ class Stack:
     """Buckets, a queue with a dead-letter queue, and agent settings, all uniquely named for one test."""
 
     def __init__(self, endpoint: str, tmp: Path, max_receive: int = 3):
-        from runtime.agent import aws
+        from runtime import aws
 
         self.endpoint, self.tmp, self.id = endpoint, Path(tmp), uuid.uuid4().hex[:10]
         self.s3, self.sqs = aws.client("s3"), aws.client("sqs")
@@ -208,7 +208,7 @@ class Stack:
 
     def worker(self, config=None, **kwargs):
         """An in-process Worker over `config` (default settings), with the model loaded as the agent does."""
-        from runtime.agent.pointer import load_current
+        from runtime.agent.model.pointer import load_current
         from runtime.agent.worker import Worker
 
         config = config or self.config()

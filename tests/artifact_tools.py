@@ -7,7 +7,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from runtime.pt2 import PT2ArchiveReader, PT2ArchiveWriter
+from runtime.artifact.pt2 import PT2ArchiveReader, PT2ArchiveWriter
 
 
 def rewrite_manifest(src: Path, dst: Path, **changes) -> Path:
@@ -54,7 +54,7 @@ def forge(src: Path, dst: Path, graphs=None, records: dict[str, bytes] | None = 
     whole records; the manifest's own checksums (graphs, programs) are recomputed to match, as an attacker would."""
     import hashlib
 
-    from runtime.checksum import program_checksum
+    from runtime.artifact.checksum import program_checksum
 
     reader = PT2ArchiveReader(str(src))
     contents = {name: reader.read_bytes(name) for name in reader.get_file_names()

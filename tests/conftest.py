@@ -1,4 +1,5 @@
-"""Session fixtures: tiny random checkpoints of each family and their exported .pt2 artifacts (built once)."""
+"""Session fixtures several folders share: tiny random checkpoints of each family, their .pt2 artifacts (built
+once), a compiled AOTInductor cache; and the agent tests' plugin (the moto server, stacks, logs, a fake IMDS)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -84,8 +85,8 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 
     import torch
 
-    from runtime import aoti
-    from runtime.checksum import file_sha256
+    from runtime.passes import aoti
+    from runtime.artifact.checksum import file_sha256
 
     cache = tmp_path_factory.mktemp("aoti-cache")
     started = time.monotonic()
@@ -98,18 +99,3 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_blip_artifact(tiny_blip_dir, tmp_path_factory) -> Path:
     return _export(tiny_blip_dir, tmp_path_factory.mktemp("artifacts") / "blip.pt2", "--num-beams", "3")
-
-
-@pytest.fixture(scope="session")
-def synthesized():
-    """The stack synthesized once with the default settings (cdk.json), shared by the template tests."""
-    from stacks.synth import synthesize
-
-    return synthesize()
-
-
-@pytest.fixture(scope="session")
-def template(synthesized):
-    from aws_cdk.assertions import Template
-
-    return Template.from_json(synthesized.template)

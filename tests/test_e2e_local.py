@@ -57,7 +57,8 @@ def _config(target: Target, tmp: Path, **extra) -> dict:
 
 
 def _result_keys(s3, outputs) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=outputs["ResultsBucket"], Prefix=outputs["ResultsPrefix"])
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=outputs["ResultsBucket"],
+                                                         Prefix=outputs["ResultsPrefix"])
     return [o["Key"] for page in pages for o in page.get("Contents", []) if "/_jobs/" not in o["Key"]]
 
 
@@ -190,7 +191,8 @@ def test_batch_job_over_a_prefix_completes_with_its_summary(stack, artifacts, tm
 
 
 def _count(s3, outputs, truth) -> int:
-    return sum(r is not None for r in flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth).values())
+    results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth)
+    return sum(r is not None for r in results.values())
 
 
 def _wait(condition, agent, log_path: Path, timeout_s: float = 180) -> None:

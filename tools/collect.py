@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from runtime.agent.jobs import JOBS_FOLDER
 from runtime.agent.messages import parse_s3_uri
-from runtime.agent.results import SCHEMA, result_key
+from runtime.agent.layout import JOBS_FOLDER, result_key
+from runtime.agent.results import SCHEMA
 from tools import target as targets
 from tools.collect_formats import FORMATS, guess_format
 from tools.job_progress import JobNotFound, JobReader
@@ -43,7 +43,8 @@ def prefix_pages(s3, bucket: str, prefix: str, results_prefix: str) -> Iterator[
     """The result keys under `prefix`, a listing page (1,000) at a time, skipping the jobs' own files."""
     jobs = results_prefix + JOBS_FOLDER
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        yield [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json") and not o["Key"].startswith(jobs)]
+        yield [o["Key"] for o in page.get("Contents", [])
+               if o["Key"].endswith(".json") and not o["Key"].startswith(jobs)]
 
 
 def job_pages(images: list[str], results_prefix: str, page: int = 1000) -> Iterator[list[str]]:

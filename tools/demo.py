@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     outputs = local.up() if started_here else local.local_outputs()
     target = resolve("local")
     try:
-        s3, sqs = aws_client("s3", target.region, target.endpoint_url), aws_client("sqs", target.region, target.endpoint_url)
+        s3 = aws_client("s3", target.region, target.endpoint_url)
+        sqs = aws_client("sqs", target.region, target.endpoint_url)
         say(f"[3/6] upload {args.artifact.name} and move the model pointer")
         models.upload(s3, outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", POINTER_KEY), args.artifact)
         say(f"[4/6] drop {args.images} fresh images and {len(flow.BAD_FILES)} bad files into "

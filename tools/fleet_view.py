@@ -48,7 +48,8 @@ def model(s3, bucket: str, pointer_key: str) -> dict | None:
 def series(cloudwatch, queries: dict[str, tuple[str, str, dict, str]], start, end, period_s: int) -> dict:
     """{id: {timestamp: value}} for queries {id: (namespace, metric, dimensions, statistic)}."""
     data = [{"Id": key, "ReturnData": True, "MetricStat": {
-        "Metric": {"Namespace": ns, "MetricName": name, "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]},
+        "Metric": {"Namespace": ns, "MetricName": name,
+                   "Dimensions": [{"Name": k, "Value": v} for k, v in dims.items()]},
         "Period": period_s, "Stat": stat}} for key, (ns, name, dims, stat) in queries.items()]
     out: dict[str, dict] = {key: {} for key in queries}
     for page in cloudwatch.get_paginator("get_metric_data").paginate(

@@ -1,4 +1,4 @@
-"""A batch job's progress from its files (runtime.agent.jobs' layout): done / total / failed, and waiting for the end."""
+"""A batch job's progress from its files (runtime.agent.layout): done / total / failed, and waiting for the end."""
 from __future__ import annotations
 
 import dataclasses
@@ -6,17 +6,18 @@ import datetime
 import json
 import time
 
-from runtime.agent.aws import object_exists
+from runtime.errors import CaptionKitError
+from runtime.aws import object_exists
 from runtime.agent.config import AgentConfig
-from runtime.agent.jobs import job_root
+from runtime.agent.layout import JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, job_root
 from runtime.agent.messages import parse_s3_uri
 from tools.progress import Bar
 
 # The names inside a job's folder, as runtime/agent/jobs.py writes them (see its module docstring).
-MANIFEST, SUMMARY, CHUNKS = "manifest.json", "summary.json", "chunks/"
+MANIFEST, SUMMARY, CHUNKS = JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS
 
 
-class JobNotFound(LookupError):
+class JobNotFound(CaptionKitError, LookupError):
     """No manifest for this job id: not submitted, not expanded yet, or another stack/results prefix."""
 
 

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+from runtime.errors import CaptionKitError
 
 DEFAULT_PORT = 5050
 DEFAULT_REGION = "us-east-1"
@@ -46,7 +47,7 @@ def aws_client(service: str, region: str, endpoint_url: str | None = None):
     return boto3.client(service, region_name=region, endpoint_url=endpoint_url, **DUMMY_CREDENTIALS)
 
 
-class MotoServerError(RuntimeError):
+class MotoServerError(CaptionKitError, RuntimeError):
     """The local AWS server could not be started or stopped; the message says what to do."""
 
 
@@ -85,7 +86,8 @@ class MotoServer:
             except OSError:
                 time.sleep(0.3)
         self.stop()
-        raise MotoServerError(f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; see {self.log_file}")
+        raise MotoServerError(f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; "
+                              f"see {self.log_file}")
 
     def __enter__(self) -> "MotoServer":
         self.start()

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from runtime.errors import CaptionKitError
 from tools.local_aws import aws_client, child_env
 from tools.moto_gaps import apply_what_moto_ignores, synthesized_stack
 from tools.paths import CDK_CLI as CDK, REPO
@@ -12,7 +13,7 @@ from tools.paths import CDK_CLI as CDK, REPO
 LOCAL_AMI = "ami-12345678"  # moto has no public SSM parameters, so no DLAMI lookup
 
 
-class LocalDeployError(RuntimeError):
+class LocalDeployError(CaptionKitError, RuntimeError):
     """`cdk bootstrap` or `cdk deploy` against local moto failed; the message carries the CLI output."""
 
 

@@ -1,4 +1,4 @@
-"""`python -m tools.models upload|list|rollback`: the deployed stack's model registry (runtime.registry), from a laptop."""
+"""`python -m tools.models upload|list|rollback`: the stack's model registry (runtime.registry), from a laptop."""
 from __future__ import annotations
 
 import argparse

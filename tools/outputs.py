@@ -4,13 +4,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from runtime.errors import CaptionKitError
 from tools.local_aws import aws_client
 
 REQUIRED_OUTPUTS = ("ArtifactsBucket", "ImagesBucket", "ImagesPrefix", "ResultsBucket", "ResultsPrefix",
                     "QueueUrl", "DeadLetterQueueUrl", "GroupName", "LogGroup", "AgentConfig")
 
 
-class StackNotReady(RuntimeError):
+class StackNotReady(CaptionKitError, RuntimeError):
     """The stack is missing, not in a completed state, or lacks outputs the tools need."""
 
 

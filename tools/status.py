@@ -8,7 +8,8 @@ import sys
 import time
 
 from runtime import registry
-from runtime.agent.notify import collect_command
+from runtime.agent.jobs import collect_command
+from runtime.errors import CaptionKitError
 from stacks.settings import Settings
 from tools import fleet_view, job_progress
 from tools import target as targets
@@ -41,7 +42,8 @@ def snapshot(target: targets.Target, outputs: dict[str, str], prices: dict[str, 
         "queue": fleet_view.queue_counts(sqs, outputs["QueueUrl"]),
         "dead_letters": fleet_view.queue_counts(sqs, outputs["DeadLetterQueueUrl"])["waiting"],
         "fleet": fleet,
-        "model": fleet_view.model(client("s3"), outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", registry.POINTER_KEY)),
+        "model": fleet_view.model(client("s3"), outputs["ArtifactsBucket"],
+                                  outputs.get("ModelPointerKey", registry.POINTER_KEY)),
         "activity": fleet_view.activity(client("cloudwatch"), config["metrics_namespace"],
                                         outputs["QueueUrl"].rsplit("/", 1)[-1], outputs["GroupName"], prices,
                                         types, now),
@@ -55,7 +57,8 @@ def scaling_note(snap: dict) -> str:
     if fleet["desired"] > 0 and fleet["in_service"] == 0:
         return f"scaling from zero: {fleet['pending']} launching (boot and model load take minutes)"
     if fleet["desired"] == 0 and queue["waiting"] + queue["delayed"] > 0:
-        return "scaling from zero: messages wait and no instance is wanted yet (the wake-up function or the FromZero policy adds one)"
+        return ("scaling from zero: messages wait and no instance is wanted yet "
+                "(the wake-up function or the FromZero policy adds one)")
     if fleet["desired"] == 0:
         return "idle at zero: nothing to do, nothing billed"
     return f"serving with {fleet['in_service']} instance(s)"
@@ -97,7 +100,7 @@ def job(target: targets.Target, outputs: dict[str, str], job_id: str, *, once: b
                        label=f"job {job_id}"))
         else:
             state = job_progress.wait(reader, timeout_s=timeout_s)
-    except (job_progress.JobNotFound, TimeoutError) as exc:
+    except (CaptionKitError, TimeoutError) as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 3
     if state.complete:

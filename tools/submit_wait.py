@@ -10,7 +10,7 @@ import io
 import json
 import sys
 
-from runtime.agent import aws
+from runtime import aws
 from runtime.agent.config import load_config
 from runtime.agent.submit import main as submit
 from tools.job_progress import JobReader, wait

@@ -6,9 +6,7 @@ from typing import Any, Callable
 
 import torch
 
-
-class UnsupportedModel(ValueError):
-    """The checkpoint's architecture is not one the exporter can wrap."""
+from export.errors import UnsupportedModel
 
 
 def generation_ids(model) -> tuple[Any, Any, Any]:
@@ -27,7 +25,8 @@ def _no_task(loaded, task: str | None) -> None:
 def vision_encoder_decoder(decoder_type: str) -> Callable[[Any], bool]:
     """`Family.matches` for a VisionEncoderDecoderModel with a ViT or DeiT encoder and this decoder model type."""
     return lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
-                           and config.encoder.model_type in ("vit", "deit") and config.decoder.model_type == decoder_type)
+                           and config.encoder.model_type in ("vit", "deit")
+                           and config.decoder.model_type == decoder_type)
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class Family:
     - `wrap(loaded, max_length)`: (encoder program module, decoder-step module, cache dims {layers, heads, head_dim}).
     - `token_ids(model)`: (decoder start, EOS, pad) ids.
     - `after_load(model)`: mends a loaded model (None: nothing to mend).
-    - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.text).
+    - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.decode.text).
     - `hf_inputs(loaded, pixels)`: the keyword arguments HF `generate` takes for these pixels.
     - `hf_text(loaded, ids)`: the caption a user of HF gets for generated `ids` (the parity gate's reference).
     """

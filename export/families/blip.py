@@ -117,6 +117,7 @@ FAMILY = Family(
     matches=lambda config: getattr(config, "model_type", None) == "blip",
     model_class="BlipForConditionalGeneration",
     attention="eager",  # transformers has no SDPA path for BLIP; eager is what its users get
-    wrap=lambda loaded, max_length: (BlipEncoder(loaded.model), BlipStep(loaded.model, max_length), cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (BlipEncoder(loaded.model), BlipStep(loaded.model, max_length),
+                                     cache_shape(loaded.model)),
     token_ids=_token_ids,
 )

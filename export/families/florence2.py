@@ -39,7 +39,8 @@ class Florence2Encoder(nn.Module):
         is_image = ids == model.config.image_token_id
         images = int(is_image.sum())
         if not bool(is_image[:images].all()):
-            raise UnsupportedModel("Florence-2 prompt: expected the image placeholders first (Florence2Processor's layout)")
+            raise UnsupportedModel("Florence-2 prompt: expected the image placeholders first "
+                                   "(Florence2Processor's layout)")
         with torch.no_grad():
             # a constant derived from the prompt, not a weight (non-persistent: the program keeps it as a constant)
             self.register_buffer("text_embeds", encoder.embed_tokens(ids[images:]).detach().clone(), persistent=False)
@@ -115,7 +116,8 @@ def _prepare(loaded, task: str | None) -> None:
                                f"({', '.join(TEXT_TASKS)}); tasks that return boxes or polygons (<OD>, "
                                "<DENSE_REGION_CAPTION>, <CAPTION_TO_PHRASE_GROUNDING>, <OCR_WITH_REGION>...) are not")
     revision = loaded.source["revision"]
-    processor = AutoProcessor.from_pretrained(loaded.source["model"], revision=None if revision == "local" else revision)
+    processor = AutoProcessor.from_pretrained(loaded.source["model"],
+                                              revision=None if revision == "local" else revision)
     size = loaded.processor.size
     blank = PIL.Image.new("RGB", (size["width"], size["height"]))
     prompt_ids = processor(text=[task], images=[blank], return_tensors="pt")["input_ids"][0]

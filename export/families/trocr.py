@@ -98,7 +98,8 @@ FAMILY = Family(
     description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a TrOCR decoder (microsoft/trocr-*)",
     matches=vision_encoder_decoder("trocr"),
     model_class="VisionEncoderDecoderModel",
-    wrap=lambda loaded, max_length: (TrocrEncoder(loaded.model), TrocrStep(loaded.model, max_length), cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (TrocrEncoder(loaded.model), TrocrStep(loaded.model, max_length),
+                                     cache_shape(loaded.model)),
     attention="eager",  # TrOCRForCausalLM has no SDPA path in transformers; eager is what its users get
     after_load=_materialise_sinusoids,
 )

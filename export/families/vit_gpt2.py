@@ -91,5 +91,6 @@ FAMILY = Family(
     description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a GPT-2 decoder",
     matches=vision_encoder_decoder("gpt2"),
     model_class="VisionEncoderDecoderModel",
-    wrap=lambda loaded, max_length: (VitGpt2Encoder(loaded.model), Gpt2Step(loaded.model, max_length), cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (VitGpt2Encoder(loaded.model), Gpt2Step(loaded.model, max_length),
+                                     cache_shape(loaded.model)),
 )

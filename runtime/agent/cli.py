@@ -6,13 +6,13 @@ import os
 import signal
 import time
 
-from runtime.agent import aws
+from runtime import aws
 from runtime.agent.config import load_config
-from runtime.agent.device import device_without_cpu_fallback
+from runtime.agent.model.device import device_without_cpu_fallback
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
-from runtime.agent.swap import ModelWatcher, warm_up
-from runtime.agent.warm_pool import WarmPoolGate, load_for_service
+from runtime.agent.model.swap import ModelWatcher, warm_up
+from runtime.agent.lifecycle import WarmPoolGate, load_for_service
 from runtime.agent.watchdog import Watchdog
 from runtime.agent.worker import Worker
 from runtime.errors import CaptionKitError
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         device = device_without_cpu_fallback(config.device)
         s3, sqs = aws.client("s3", config.region), aws.client("sqs", config.region)
         # a service waits for its first model; a burst run (a laptop, a test) has nothing to wait for
-        # (with a warm pool: no work while this instance is prepared for the pool; runtime/agent/warm_pool.py)
+        # (with a warm pool: no work while this instance is prepared for the pool; runtime/agent/lifecycle.py)
         gate = (WarmPoolGate(Lifecycle(config, None), aws.client("autoscaling", config.region))
                 if config.launch_hook_name else None)
         captioner, pointer = load_for_service(config, s3, device, gate, burst=args.burst)

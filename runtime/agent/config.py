@@ -7,15 +7,12 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from runtime.errors import CaptionKitError
+from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
 
 ENV_PREFIX = "CAPTIONKIT_"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
-
-class ConfigError(CaptionKitError):
-    """The agent's settings are missing, mistyped or unknown."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +37,10 @@ class AgentConfig:
     backend: str = "exported"  # exported | aoti (AOTInductor, compiled once per device; see aoti_shared_cache)
     compiled_cache_prefix: str = "compiled/"
     aoti_shared_cache: bool = False  # on: every writer of compiled_cache_prefix runs native code on every worker
-    quantize: str = ""  # "" | int8 | fp16: CPU only, linear layers on fbgemm kernels at load (runtime.quantize)
+    quantize: str = ""  # "" | int8 | fp16: CPU only, linear layers on fbgemm kernels at load (runtime.passes.quantize)
     asg_name: str = ""
     lifecycle_hook_name: str = ""
-    launch_hook_name: str = ""  # set with a warm pool: completed once the model is loaded (runtime/agent/warm_pool.py)
+    launch_hook_name: str = ""  # set with a warm pool: completed once the model is loaded (runtime/agent/lifecycle.py)
     metrics_namespace: str = "CaptionKit"
     log_group: str = ""  # where the instance's log shipper sends these JSON lines
     pointer_poll_s: float = 60.0

@@ -11,24 +11,17 @@ captioned alone, are unharmed.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from pathlib import Path
 
-from runtime.agent.aws import GONE_CODES, error_code
+from runtime import cache
+from runtime.aws import GONE_CODES, error_code
+from runtime.agent.layout import crash_key
 from runtime.agent.metrics import log
 
-JOURNAL = "device-journal.json"
-
-
 def journal_path(config) -> Path:
-    return Path(config.cache_dir).expanduser() / JOURNAL
-
-
-def crash_key(config, uri: str) -> str:
-    """Where the crash count of the image `uri` lives (in the results bucket)."""
-    return f"{config.results_prefix}_crashes/{hashlib.sha256(uri.encode()).hexdigest()[:40]}.json"
+    return cache.journal_file(config.cache_dir)
 
 
 class Journal:

@@ -1,10 +1,8 @@
-"""Batch jobs: fan a job out into chunk messages (crash-safe), prove and mark chunks, write the job summary.
+"""Batch jobs: fan a job out into chunk messages (crash-safe), prove and mark chunks, write the summary, notify.
 
-Layout under `<results prefix>_jobs/<job id>/` in the results bucket:
-  manifest.json        every image of the job, frozen at the first expansion (a redelivered job reuses it); a chunk
-                       message is acted on only if it is exactly a slice of it (`prove_chunk`)
-  chunks/<index>.json  one marker per finished chunk: its counts and failures
-  summary.json         written by whichever agent finishes the last chunk (rewritten identically on replays)
+A job's files live under `<results prefix>_jobs/<job id>/` (runtime.agent.layout). Its manifest is frozen at the
+first expansion (a redelivered job reuses it), and a chunk message is acted on only if it is exactly a slice of
+it (`prove_chunk`). The summary is rewritten identically on replays; SNS is told once, when it is first written.
 """
 from __future__ import annotations
 
@@ -12,24 +10,17 @@ import collections
 import concurrent.futures
 import datetime
 import json
-from typing import TYPE_CHECKING
 
-from runtime.agent.aws import GONE_CODES, RetryLater, error_code, object_exists
+from runtime import aws
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import CHUNK_TYPE, MAX_CHUNK_IMAGES, Chunk, UnknownMessage, Work, parse_s3_uri
-from runtime.agent.notify import publish_job_done
-from runtime.agent.results import is_own_result, results_location
+from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, chunk_marker, is_own_result, job_root,
+                                  results_location)
+from runtime.agent.messages import CHUNK_TYPE, MAX_CHUNK_IMAGES, UnknownMessage, parse_s3_uri
+from runtime.agent.metrics import log
+from runtime.agent.work import Chunk, Item, Work
+from runtime.aws import GONE_CODES, RetryLater, error_code, object_exists
 
-JOBS_FOLDER = "_jobs/"  # under the results prefix: manifests, chunk markers and summaries (tools.collect skips it)
-
-if TYPE_CHECKING:
-    from runtime.agent.prefetch import Item
-
-
-def job_root(config: AgentConfig, job_id: str) -> str:
-    """`<results prefix>_jobs/<job id>/`: where a job's manifest, chunk markers and summary go."""
-    return f"{config.results_prefix}{JOBS_FOLDER}{job_id}/"
-
+SUBJECT_LIMIT = 100  # SNS refuses longer subjects
 
 def _put_json(s3, bucket: str, key: str, value) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
@@ -64,14 +55,14 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     """
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     try:
-        manifest = _get_json(s3, bucket, root + "manifest.json")
+        manifest = _get_json(s3, bucket, root + JOB_MANIFEST)
     except s3.exceptions.NoSuchKey:
         images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
         size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
         manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
                     "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
                     "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        _put_json(s3, bucket, root + "manifest.json", manifest)
+        _put_json(s3, bucket, root + JOB_MANIFEST, manifest)
     size, count = manifest["chunk_size"], manifest["chunks"]
     bodies = [json.dumps({"type": CHUNK_TYPE, "job_id": job["job_id"], "index": index, "count": count,
                           "images": manifest["images"][index * size:(index + 1) * size]})
@@ -118,7 +109,7 @@ def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None
     the results bucket). A chunk that matches it can only redo what the real chunk does, byte for byte.
     """
     chunk = work.chunk
-    bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + "manifest.json"
+    bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + JOB_MANIFEST
     forged = f"job chunk {chunk.job_id}/{chunk.index} (count {chunk.count})"
     try:
         manifest = (manifests or Manifests()).get(s3, bucket, key)
@@ -145,20 +136,20 @@ def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bo
     """Mark a chunk done (all its images have results); write the summary if it was the last. True if so."""
     bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
     failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
-    _put_json(s3, bucket, f"{root}chunks/{chunk.index:06d}.json",
+    _put_json(s3, bucket, chunk_marker(root, chunk.index),
               {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
     finished = sum(page.get("KeyCount", 0) for page in
-                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + "chunks/"))
+                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + JOB_CHUNKS))
     if finished < chunk.count:
         return False
-    write_summary(s3, config, chunk.job_id, _get_json(s3, bucket, root + "manifest.json"))
+    write_summary(s3, config, chunk.job_id, _get_json(s3, bucket, root + JOB_MANIFEST))
     return True
 
 
 def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
     """Add up every chunk marker into `summary.json` (deterministic, so a replay rewrites the same bytes)."""
     bucket, root = config.results_bucket_name, job_root(config, job_id)
-    keys = [f"{root}chunks/{index:06d}.json" for index in range(manifest["chunks"])]
+    keys = [chunk_marker(root, index) for index in range(manifest["chunks"])]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         markers = list(pool.map(lambda key: _get_json(s3, bucket, key), keys))
     failed = [failure for marker in markers for failure in marker["failed"]]
@@ -169,10 +160,36 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
                "done": sum(marker["done"] for marker in markers), "failed": len(failed),
                "failures": failed, "created_at": manifest["created_at"],
                "results": results,
-               "manifest": f"s3://{bucket}/{root}manifest.json"}
-    first = config.job_topic_arn and not object_exists(s3, bucket, root + "summary.json")
-    _put_json(s3, bucket, root + "summary.json", summary)
+               "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}"}
+    first = config.job_topic_arn and not object_exists(s3, bucket, root + JOB_SUMMARY)
+    _put_json(s3, bucket, root + JOB_SUMMARY, summary)
     if first:  # only when the summary is first complete, not on replays
-        publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}summary.json")
+        publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}")
     return summary
 
+
+def collect_command(job_id: str) -> str:
+    """How to gather a job's captions into one file on a laptop (tools/collect.py)."""
+    return f"make collect JOB={job_id} OUT={job_id}.jsonl"
+
+
+def job_done_message(summary: dict, summary_uri: str) -> tuple[str, str]:
+    """(subject, body): the counts in the subject, the summary's location and counts as JSON in the body."""
+    subject = f"CaptionKit job {summary['job_id']} done: {summary['done']} captioned, {summary['failed']} failed"
+    body = {"job_id": summary["job_id"], "summary": summary_uri, "images": summary["images"],
+            "done": summary["done"], "failed": summary["failed"], "results": summary["results"],
+            "collect": collect_command(summary["job_id"])}
+    return subject[:SUBJECT_LIMIT], json.dumps(body, sort_keys=True)
+
+
+def publish_job_done(topic_arn: str, region: str, summary: dict, summary_uri: str, sns=None) -> bool:
+    """Publish the job's completion; a failure is logged, not raised (a replay would not publish again)."""
+    subject, body = job_done_message(summary, summary_uri)
+    try:
+        (sns or aws.client("sns", region)).publish(TopicArn=topic_arn, Subject=subject, Message=body)
+    except Exception as exc:  # noqa: BLE001 - the summary is written; a missed e-mail must not fail the chunk
+        log("error", event="job_notify_failed", job_id=summary["job_id"], topic=topic_arn,
+            reason=f"{exc.__class__.__name__}: {exc}")
+        return False
+    log("info", event="job_notified", job_id=summary["job_id"], topic=topic_arn)
+    return True

@@ -1,13 +1,14 @@
 """What a queue message asks for: S3 event notifications, batch jobs, and the chunks jobs fan out to."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import urllib.parse
 
-from runtime.agent.results import is_own_result
+from runtime.agent.layout import is_own_result
 from runtime.agent.scope import Scope
+from runtime.agent.work import Chunk, ImageRef, Work
+from runtime.errors import UnknownMessage
 
 JOB_TYPE = "captionkit.job"
 CHUNK_TYPE = "captionkit.chunk"
@@ -18,42 +19,6 @@ MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message aski
 MAX_CHUNKS = 1_000_000  # chunks per job; the job's manifest is what proves a chunk, this only bounds the numbers
 MAX_CHUNK_IMAGES = 64  # 64 URIs of S3's longest keys, JSON-escaped, stay under MAX_BODY_BYTES: a chunk is never refused
 
-
-class UnknownMessage(ValueError):
-    """A body the agent cannot act on; it goes to the dead-letter queue, never crashes the agent."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRef:
-    """One S3 object to caption, optionally pinned to a version."""
-
-    bucket: str
-    key: str
-    version_id: str | None = None
-    etag: str | None = None  # the event's eTag: the read is IfMatch on it, so replaced bytes are never captioned
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-@dataclasses.dataclass(frozen=True)
-class Chunk:
-    """Which slice of which job a chunk message is."""
-
-    job_id: str
-    index: int
-    count: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Work:
-    """What one message asks for. `images` may be empty (a test event, a removal): delete it."""
-
-    images: tuple[ImageRef, ...] = ()
-    chunk: Chunk | None = None
-    job: dict | None = None  # a job to fan out into chunk messages
-    note: str = ""
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:

@@ -2,68 +2,17 @@
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import time
 
 from runtime.agent import crashes, jobs
-from runtime.agent.aws import PERMANENT, Replaced, RetryLater, classify_read_error
-from runtime.agent.captioning import Captioner
+from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import ImageRef, UnknownMessage, Work, parse_body
-from runtime.agent.queue import Inbox, Message
+from runtime.agent.messages import UnknownMessage, parse_body
+from runtime.agent.queue import Inbox
+from runtime.agent.work import Batch, Captioner, Item, Message
 from runtime.agent.scope import Scope
 from runtime.errors import BadImage
 from runtime.images import load_image
-
-
-@dataclasses.dataclass(eq=False)
-class Item:
-    """One image of a batch and what became of it: a caption, an error record, or a retry."""
-
-    ref: ImageRef
-    message: Message
-    image: object = None
-    etag: str | None = None
-    size: int | None = None
-    version_id: str | None = None
-    caption: str | None = None
-    error: str | None = None  # permanent: written as an error record
-    retry: str | None = None  # transient: the message goes back to the queue
-    skipped: str | None = None  # no record from this message (the object was replaced; its newer event writes one)
-
-
-@dataclasses.dataclass
-class Batch:
-    """The messages of one batch, what each asks for, and its images ready for the device."""
-
-    messages: list[Message] = dataclasses.field(default_factory=list)
-    work: dict[str, Work] = dataclasses.field(default_factory=dict)  # by message id
-    unknown: list[tuple[Message, str]] = dataclasses.field(default_factory=list)  # refused: dead-lettered alone
-    items: list[Item] = dataclasses.field(default_factory=list)
-    groups: list[list[Item]] = dataclasses.field(default_factory=list)  # device batches
-    pixels: list = dataclasses.field(default_factory=list)
-    preprocessed_by: object = None
-    fetch_s: float = 0.0
-    alone: bool = False  # device batches of one image: its messages came back, maybe after a crash
-
-    def suspects(self) -> list[Message]:
-        """Messages with images that were received before (a crash, a hang or a retry sent them back)."""
-        return [m for m in self.messages if m.receive_count > 1 and self.work.get(m.id) and self.work[m.id].images]
-
-    def split(self) -> list[Batch]:
-        """This batch, or its first-time messages then each suspect message alone (fewest receives first)."""
-        suspects = self.suspects()
-        if not suspects or (self.alone and len(self.messages) == 1):
-            return [self]
-        first = [m for m in self.messages if m not in suspects]
-        parts = [self._part(first, False)] if first else []
-        return parts + [self._part([m], True) for m in sorted(suspects, key=lambda m: m.receive_count)]
-
-    def _part(self, messages: list[Message], alone: bool) -> Batch:
-        ids = {m.id for m in messages}
-        return Batch(messages=messages, work={k: v for k, v in self.work.items() if k in ids},
-                     unknown=[(m, r) for m, r in self.unknown if m.id in ids],
-                     items=[i for i in self.items if i.message.id in ids], fetch_s=self.fetch_s, alone=alone)
 
 
 class Prefetcher:

@@ -1,30 +1,15 @@
 """The SQS side: receive, settle (delete / release), and keep the visibility of held messages alive."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
 
 from runtime.agent.metrics import log
+from runtime.agent.work import Message
 
 COUNT_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                     "ApproximateNumberOfMessagesDelayed"]
-
-
-@dataclasses.dataclass(eq=False)
-class Message:
-    """A received message and when its visibility runs out (monotonic seconds)."""
-
-    id: str
-    receipt: str
-    body: str
-    receive_count: int
-    sent_at: float  # epoch seconds, when it entered the queue
-    deadline: float  # monotonic seconds
-    received_at: float = dataclasses.field(default_factory=time.time)  # epoch seconds
-    held_since: float = dataclasses.field(default_factory=time.monotonic)
-    lapsed: bool = False  # held past the hold limit: no longer extended
 
 
 class Inbox:

@@ -1,50 +1,12 @@
-"""Result records: one deterministic JSON object per source image, at `<results prefix><key>.json`."""
+"""Result records: one deterministic JSON object per source image, at its key (runtime.agent.layout)."""
 from __future__ import annotations
 
-import hashlib
 import json
 
-from typing import TYPE_CHECKING
-
-from runtime.agent.aws import GONE_CODES, RetryLater, error_code
-
-if TYPE_CHECKING:
-    from runtime.agent.captioning import Captioner
-    from runtime.agent.config import AgentConfig
-    from runtime.agent.prefetch import Item
+from runtime.agent.work import Captioner, Item
+from runtime.aws import GONE_CODES, RetryLater, error_code
 
 SCHEMA = "captionkit.result/1"
-
-
-def results_location(config: AgentConfig) -> tuple[str, str]:
-    """(bucket, prefix) of the agent's own results: objects there are never captioned, so never loop."""
-    return config.results_bucket_name, config.results_prefix
-
-
-def is_own_result(location: tuple[str, str], bucket: str, key: str) -> bool:
-    """True for an object under the agent's results `location` (bucket, prefix): never captioned, never listed.
-
-    The one place this rule lives (S3 events and job listings both ask it). An empty prefix matches nothing:
-    `load_config` refuses an empty `results_prefix`, so that case is a caller's test double, never a fleet.
-    """
-    return bool(location[1]) and bucket == location[0] and key.startswith(location[1])
-
-
-#: S3's longest key, in UTF-8 bytes (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html)
-MAX_KEY_BYTES = 1024
-LONG_KEYS = "_long-keys/"
-
-
-def result_key(results_prefix: str, source_key: str) -> str:
-    """The result object's key for the source object `source_key`.
-
-    A source key near S3's 1,024-byte limit would make `<prefix><key>.json` too long to write: such a result goes
-    to `<prefix>_long-keys/<sha256 of the key>.json` instead (deterministic; the record holds the full key).
-    """
-    key = f"{results_prefix}{source_key}.json"
-    if len(key.encode()) <= MAX_KEY_BYTES:
-        return key
-    return f"{results_prefix}{LONG_KEYS}{hashlib.sha256(source_key.encode()).hexdigest()}.json"
 
 
 def render(item: Item, model: Captioner) -> bytes:

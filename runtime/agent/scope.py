@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from runtime.agent.results import is_own_result, results_location
+from runtime.agent.layout import is_own_result, results_location
 
 if TYPE_CHECKING:
     from runtime.agent.config import AgentConfig

@@ -6,11 +6,10 @@ import contextlib
 import time
 
 from runtime.agent import jobs, results
-from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
-from runtime.agent.prefetch import Batch
-from runtime.agent.queue import Message
+from runtime.agent.layout import result_key
+from runtime.agent.work import Batch, Captioner, Message
 
 
 def _no_journal(_uris):
@@ -49,7 +48,7 @@ def write_results(batch: Batch, model: Captioner, s3, config: AgentConfig,
     """Write the result (or error record) of every finished image, in parallel on `pool`."""
     def write(item):
         if item.retry is None and item.skipped is None:
-            key = results.result_key(config.results_prefix, item.ref.key)
+            key = result_key(config.results_prefix, item.ref.key)
             try:
                 if item.ref.etag and item.error is None and results.replaced_since(s3, item.ref, item.etag):
                     item.skipped = (f"{item.ref.uri}: replaced while it was captioned; the newer upload's event "

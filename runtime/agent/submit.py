@@ -7,12 +7,13 @@ import json
 import secrets
 import sys
 
-from runtime.agent import aws
-from runtime.agent.config import ConfigError, load_config
-from runtime.agent.jobs import job_root
+from runtime import aws
+from runtime.agent.config import load_config
+from runtime.agent.layout import job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, parse_s3_uri
 from runtime.agent.scope import Scope
-from runtime.wake import wake_quietly
+from runtime.agent.wake import wake_quietly
+from runtime.errors import CaptionKitError
 
 
 def build_job(uris: list[str], job_id: str | None = None) -> dict:
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
         config.require("queue_url")
         job = build_job(uris, args.job_id)
         refusal = unreadable_by_workers(config, uris)
-    except (ConfigError, ValueError, OSError) as exc:
+    except (CaptionKitError, ValueError, OSError) as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return 2
     if refusal:

@@ -10,13 +10,13 @@ import time
 from typing import Callable
 
 from runtime.agent import crashes, steps
-from runtime.agent.captioning import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import Counters, batch_metrics, log
-from runtime.agent.prefetch import Batch, Prefetcher
+from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
-from runtime.agent.swap import ModelWatcher
+from runtime.agent.model.swap import ModelWatcher
 from runtime.agent.watchdog import Watchdog
+from runtime.agent.work import Batch, Captioner
 
 # The drain ran past its bound: the messages in hand went back to the queue. The worker's systemd unit lists
 # this code in SuccessExitStatus and RestartPreventExitStatus (stacks/boot/bootstrap.sh): an instance that is
@@ -39,7 +39,8 @@ class Worker:
         self.counters = Counters()
         self.ready_at = time.monotonic()
         self.stopping = threading.Event()
-        self.on_exit: list[Callable[[], None]] = []  # callbacks run once draining is over, even a forced exit (lifecycle completion)
+        # run once draining is over, even after a forced exit (the lifecycle completion)
+        self.on_exit: list[Callable[[], None]] = []
         self._fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch")
         self._writers = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="write")
         self._finished = threading.Event()

@@ -13,7 +13,7 @@ LOG_DIR=/var/log/captionkit
 IMDS="${CAPTIONKIT_IMDS_URL-http://169.254.169.254}"
 HOLD_S="${CAPTIONKIT_FAILURE_HOLD_S:-300}"
 MAX_HOLD_S=3600
-METRIC=WorkerFailures  # stacks/alarms.py alarms on this name (tests/test_boot.py checks they agree)
+METRIC=WorkerFailures  # stacks/alarms.py alarms on this name (tests/stacks/test_boot.py checks they agree)
 mkdir -p "$ROOT$LOG_DIR"
 exec > >(tee -a "$ROOT$LOG_DIR/give-up.log") 2>&1
 

@@ -1,0 +1,66 @@
+"""The results bucket's key layout: every key the agents write, and the rule that they never caption their own.
+
+Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the results bucket:
+  <source key>.json                  the result record of one image (runtime.agent.results)
+  _long-keys/<sha256 of key>.json    the same, for a source key too long for the first form
+  _jobs/<job id>/manifest.json       every image of a batch job, frozen at its first expansion (runtime.agent.jobs)
+  _jobs/<job id>/chunks/<index>.json one marker per finished chunk: its counts and failures
+  _jobs/<job id>/summary.json        written by whichever agent finishes the last chunk
+  _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
+Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime.agent.config import AgentConfig
+
+#: S3's longest key, in UTF-8 bytes (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html)
+MAX_KEY_BYTES = 1024
+LONG_KEYS = "_long-keys/"
+JOBS_FOLDER = "_jobs/"  # tools.collect skips it
+CRASHES_FOLDER = "_crashes/"
+JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS = "manifest.json", "summary.json", "chunks/"
+
+
+def results_location(config: AgentConfig) -> tuple[str, str]:
+    """(bucket, prefix) of the agent's own results: objects there are never captioned, so never loop."""
+    return config.results_bucket_name, config.results_prefix
+
+
+def is_own_result(location: tuple[str, str], bucket: str, key: str) -> bool:
+    """True for an object under the agent's results `location` (bucket, prefix): never captioned, never listed.
+
+    The one place this rule lives (S3 events and job listings both ask it). An empty prefix matches nothing:
+    `load_config` refuses an empty `results_prefix`, so that case is a caller's test double, never a fleet.
+    """
+    return bool(location[1]) and bucket == location[0] and key.startswith(location[1])
+
+
+def result_key(results_prefix: str, source_key: str) -> str:
+    """The result object's key for the source object `source_key`.
+
+    A source key near S3's 1,024-byte limit would make `<prefix><key>.json` too long to write: such a result goes
+    to `<prefix>_long-keys/<sha256 of the key>.json` instead (deterministic; the record holds the full key).
+    """
+    key = f"{results_prefix}{source_key}.json"
+    if len(key.encode()) <= MAX_KEY_BYTES:
+        return key
+    return f"{results_prefix}{LONG_KEYS}{hashlib.sha256(source_key.encode()).hexdigest()}.json"
+
+
+def job_root(config: AgentConfig, job_id: str) -> str:
+    """`<results prefix>_jobs/<job id>/`: where a job's manifest, chunk markers and summary go."""
+    return f"{config.results_prefix}{JOBS_FOLDER}{job_id}/"
+
+
+def chunk_marker(root: str, index: int) -> str:
+    """`<job root>chunks/<index, 6 digits>.json`."""
+    return f"{root}{JOB_CHUNKS}{index:06d}.json"
+
+
+def crash_key(config: AgentConfig, uri: str) -> str:
+    """Where the crash count of the image `uri` lives (in the results bucket)."""
+    return f"{config.results_prefix}{CRASHES_FOLDER}{hashlib.sha256(uri.encode()).hexdigest()[:40]}.json"

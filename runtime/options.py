@@ -1,0 +1,16 @@
+"""How an artifact is loaded: one frozen dataclass the caption CLI, the agent and the benchmarks pass in (no torch)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKENDS = ("exported", "aoti")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How an artifact is loaded: which programs run and the passes applied at load (the file never changes)."""
+
+    backend: str = "exported"  # or "aoti": compiled and cached (runtime.passes.aoti), else exported, saying why
+    quantize: str | None = None  # "int8" | "fp16": CPU linears on fbgemm kernels (runtime.passes.quantize)
+    decode_layout: bool = True  # CPU: the decoder step's linears as weight @ x.T (runtime.passes.decode_layout)
+    remote: object = None  # aoti: a shared store of compiled packages (runtime.passes.aoti.RemoteStore)

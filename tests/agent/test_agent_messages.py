@@ -1,0 +1,371 @@
+"""Unit tests of what the agent accepts from the queue: the scope, hostile bodies, job and chunk validation."""
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import botocore.exceptions
+import pytest
+
+from runtime.agent import jobs
+from runtime.aws import RetryLater
+from runtime.agent.config import AgentConfig
+from runtime.agent.messages import (MAX_BODY_BYTES, MAX_CHUNK_IMAGES, MAX_CHUNKS, MAX_DEPTH, MAX_RECORDS, ImageRef,
+                                    UnknownMessage, parse_body, too_deep)
+from runtime.agent.scope import Scope
+
+SCOPE = Scope("pics", "incoming/", ("pics", "results/"))
+
+
+def _record(key="incoming/a.png", bucket="pics", name="ObjectCreated:Put", **obj) -> dict:
+    return {"eventName": name, "s3": {"bucket": {"name": bucket}, "object": {"key": key, **obj}}}
+
+
+def _event(*records) -> str:
+    return json.dumps({"Records": list(records)})
+
+
+def _chunk(job_id="job-1", index=0, count=2, images=("s3://pics/incoming/a.png",)) -> str:
+    return json.dumps({"type": "captionkit.chunk", "job_id": job_id, "index": index, "count": count,
+                       "images": images if isinstance(images, str) else list(images)})
+
+
+def _refused(body: str, match: str | None = None) -> str:
+    with pytest.raises(UnknownMessage, match=match) as caught:
+        parse_body(body, SCOPE)
+    return str(caught.value)
+
+
+def test_an_event_in_the_images_bucket_and_prefix_is_work():
+    work = parse_body(_event(_record("incoming/a%C3%A9.png", versionId="v1", eTag="e1")), SCOPE)
+    assert work.images == (ImageRef("pics", "incoming/aé.png", "v1", "e1"),)
+
+
+@pytest.mark.parametrize("bucket, key, why", [
+    ("other", "incoming/a.png", "not in the images bucket"),
+    ("no-such-bucket", "incoming/a.png", "not in the images bucket"),
+    ("pics", "elsewhere/a.png", "outside the images prefix"),
+    ("pics", "incoming", "outside the images prefix"),
+])
+def test_an_event_for_an_object_outside_the_scope_is_refused_with_the_reason(bucket, key, why):
+    reason = _refused(_event(_record(key, bucket)), why)
+    assert "s3://pics/incoming/" in reason
+
+
+def test_one_foreign_record_refuses_the_whole_message():
+    _refused(_event(_record("incoming/a.png"), _record("incoming/a.png", bucket="other")), "not in the images bucket")
+
+
+def test_removals_folders_and_own_results_are_skipped_not_refused():
+    work = parse_body(_event(_record(name="ObjectRemoved:Delete", bucket="other"), _record("incoming/dir/"),
+                             _record("results/incoming/a.png.json")), Scope("pics", "", ("pics", "results/")))
+    assert work.images == () and "result object" in work.note and "ObjectRemoved" in work.note
+
+
+@pytest.mark.parametrize("record, what", [
+    (_record() | {"eventName": 5}, "eventName must be a string"),
+    (_record() | {"eventName": None}, "eventName must be a string"),
+    (_record(key=7), "object key must be a string"),
+    (_record(key=["incoming/a.png"]), "object key must be a string"),
+    (_record(bucket={"name": "pics"}), "bucket name must be a string"),
+    (_record(versionId=3), "versionId must be a string"),
+    (_record(eTag={"x": 1}), "eTag must be a string"),
+    ({"eventName": "ObjectCreated:Put", "s3": "pics/incoming/a.png"}, "bucket name must be a string"),
+    ("a record that is a string", "eventName must be a string"),
+])
+def test_event_fields_of_the_wrong_type_are_refused(record, what):
+    _refused(_event(record), what)
+
+
+def test_keys_that_are_not_utf8_are_refused():
+    _refused(_event(_record("incoming/%FF.png")), "not URL-encoded UTF-8")
+    _refused('{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "pics"}, '
+             '"object": {"key": "incoming/\\udc80.png"}}}]}', "lone surrogate")
+    _refused(_chunk(images=["s3://pics/incoming/\udc80.png"]), "lone surrogate")
+
+
+def test_more_records_than_s3_sends_are_refused():
+    _refused(_event(*[_record(f"incoming/{n}.png") for n in range(MAX_RECORDS + 1)]), "records")
+    _refused(_event(), "0 records")
+
+
+@pytest.mark.parametrize("body", [
+    '{"type": "captionkit.chunk", "job_id": "j", "index": Infinity, "count": 2, "images": ["s3://pics/incoming/a"]}',
+    '{"type": "captionkit.chunk", "job_id": "j", "index": 0, "count": NaN, "images": ["s3://pics/incoming/a"]}',
+    '{"Records": -Infinity}',
+])
+def test_nan_and_infinity_are_refused(body):
+    _refused(body, "not JSON")
+
+
+def test_deep_nesting_is_refused_before_json_parses_it():
+    _refused("[" * 3000 + "]" * 3000, "nests deeper")
+    _refused('{"Records": [' + "{\"a\": " * 50 + "1" + "}" * 50 + "]}", "nests deeper")
+    _refused("[" * 100_000, "nests deeper")  # unbalanced as well
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting():
+    key = "incoming/" + "[{" * 40 + '\\"' + "}]" * 40 + ".png"
+    assert not too_deep(_event(_record(key)))
+    assert not too_deep(json.dumps([[[["x"]]]]), limit=4) and too_deep(json.dumps([[[[["x"]]]]]), limit=4)
+    assert parse_body(_event(_record(key)), SCOPE).images[0].key.startswith("incoming/[{")
+    assert MAX_DEPTH >= 8  # a real S3 event with its userIdentity, requestParameters, ... nests 5 deep
+
+
+def test_an_oversized_body_is_refused_before_it_is_parsed():
+    body = _event(_record("incoming/" + "k" * MAX_BODY_BYTES))
+    _refused(body, "over the 262,144")
+
+
+def test_the_largest_chunk_an_agent_sends_is_within_the_body_bound():
+    bucket, key = "b" * 63, "\U0001F600" * 256  # S3's longest names; each emoji is 12 bytes once JSON-escaped
+    assert len(key.encode()) == 1024
+    body = json.dumps({"type": "captionkit.chunk", "job_id": "j" * 128, "index": MAX_CHUNKS - 1, "count": MAX_CHUNKS,
+                       "images": [f"s3://{bucket}/{key}"] * MAX_CHUNK_IMAGES})
+    assert len(parse_body(body, Scope(bucket, "")).images) == MAX_CHUNK_IMAGES
+
+
+def test_a_body_that_is_not_json_or_not_an_object_is_refused():
+    for body in ["", "not json", "[1, 2]", '"a string"', "1" * 5000, b"\xff\xfe".decode("latin-1")]:
+        _refused(body)
+
+
+def test_an_sns_envelope_is_unwrapped_once_only():
+    inner = _event(_record())
+    assert parse_body(json.dumps({"Type": "Notification", "Message": inner}), SCOPE).images
+    twice = json.dumps({"Type": "Notification", "Message": json.dumps({"Type": "Notification", "Message": inner})})
+    _refused(twice, "neither an S3 event")
+
+
+@pytest.mark.parametrize("index, count", [
+    (True, 2), (0, True), (0.0, 2), (0, 2.0), ("0", 2), (0, "2"), (None, 2), (-1, 2), (2, 2), (3, 2), (0, 0),
+    (0, MAX_CHUNKS + 1), ([0], 2),
+])
+def test_chunk_index_and_count_must_be_integers_with_index_below_count(index, count):
+    _refused(_chunk(index=index, count=count), "index and count must be integers")
+
+
+def test_a_chunk_index_too_long_to_print_is_refused_with_a_readable_reason():
+    _refused(_chunk().replace('"index": 0', '"index": ' + "9" * 5000), "not JSON")
+
+
+@pytest.mark.parametrize("job_id", ["", "../other-job", "a/b", ".hidden", "x" * 129, 5, None, ["job-1"]])
+def test_chunk_and_job_ids_must_be_plain_names(job_id):
+    _refused(_chunk(job_id=job_id), "job_id")
+    _refused(json.dumps({"type": "captionkit.job", "job_id": job_id, "prefix": "s3://pics/incoming/"}), "job_id")
+
+
+@pytest.mark.parametrize("images, why", [
+    ([], "non-empty list"),
+    ("s3://pics/incoming/a.png", "non-empty list"),
+    ([5], "must be a string"),
+    (["https://pics/incoming/a.png"], "not an S3 URI"),
+    (["s3://other/incoming/a.png"], "not in the images bucket"),
+    (["s3://pics/incoming/a.png", "s3://pics/elsewhere/b.png"], "outside the images prefix"),
+    (["s3://pics/incoming/sub/"], "names a folder"),
+])
+def test_chunk_images_must_be_objects_in_the_scope(images, why):
+    _refused(_chunk(images=images), why)
+
+
+@pytest.mark.parametrize("job, why", [
+    ({"prefix": "s3://other/incoming/"}, "not in the images bucket"),
+    ({"prefix": "s3://pics/"}, "outside the images prefix"),
+    ({"prefix": "s3://pics/elsewhere/"}, "outside the images prefix"),
+    ({"prefix": 7}, "must be a string"),
+    ({"images": ["s3://pics/incoming/a.png", "s3://other/incoming/b.png"]}, "not in the images bucket"),
+    ({"images": ["s3://pics/results/incoming/a.png.json"]}, "outside the images prefix"),
+])
+def test_a_job_outside_the_images_bucket_or_prefix_is_refused(job, why):
+    _refused(json.dumps({"type": "captionkit.job", "job_id": "job-1", **job}), why)
+
+
+def test_a_job_inside_the_scope_is_accepted():
+    assert parse_body(json.dumps({"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/2024/"}),
+                      SCOPE).job == {"job_id": "j", "images": None, "prefix": "s3://pics/incoming/2024/"}
+    job = parse_body(json.dumps({"type": "captionkit.job", "job_id": "j", "images": ["s3://pics/incoming/a.png"]}),
+                     SCOPE).job
+    assert job["images"] == ["s3://pics/incoming/a.png"] and job["prefix"] is None
+
+
+def test_own_results_are_outside_the_scope_even_under_the_images_prefix():
+    scope = Scope("pics", "", ("pics", "results/"))
+    assert "never an image" in scope.outside("pics", "results/a.png.json")
+    assert scope.outside("pics", "incoming/a.png") is None
+    assert "images_bucket is not set" in Scope("", "incoming/").outside("pics", "incoming/a.png")
+
+
+def test_whatever_a_mutated_message_holds_parse_body_answers_work_or_unknown_message():
+    rng = random.Random(21)
+    odd = [None, True, 0, -1, 2**70, 1.5, "", "x" * 300, [], {}, ["s3://pics/incoming/a.png"], {"name": 1},
+           "s3://pics/incoming/a.png", "\udc80", "%FF", "../", "ObjectCreated:Put"]
+    templates = [json.loads(_event(_record())), json.loads(_chunk()),
+                 {"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/"},
+                 {"Type": "Notification", "Message": _event(_record())}]
+
+    def mutate(value, depth=0):
+        if isinstance(value, dict) and value and rng.random() < 0.8:
+            name = rng.choice(sorted(value))
+            return {**value, name: mutate(value[name], depth + 1) if rng.random() < 0.6 else rng.choice(odd)}
+        if isinstance(value, list) and value and rng.random() < 0.8:
+            return [mutate(value[0], depth + 1), *value[1:]] if rng.random() < 0.7 else [*value, rng.choice(odd)]
+        return rng.choice(odd)
+
+    kinds = set()
+    for _ in range(3000):
+        body = json.dumps(mutate(rng.choice(templates)))
+        try:
+            parse_body(body, SCOPE)
+            kinds.add("work")
+        except UnknownMessage:
+            kinds.add("refused")
+    assert kinds == {"work", "refused"}
+
+
+# --- a chunk proves it belongs to its job: exactly a slice of the job's manifest ---------------------------------
+
+def _client_error(code: str):
+    return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
+
+
+class _S3:
+    """`get_object` over a dict of keys (bytes) with If-None-Match, raising S3's error codes for the rest."""
+
+    def __init__(self, objects: dict[str, bytes], code: str = "NoSuchKey"):
+        self.objects, self.code, self.bodies_sent = dict(objects), code, 0
+
+    def get_object(self, Bucket, Key, IfNoneMatch=None):
+        if Key not in self.objects:
+            raise _client_error(self.code)
+        etag = f'"{hash(self.objects[Key])}"'
+        if IfNoneMatch == etag:
+            raise _client_error("304")
+        self.bodies_sent += 1
+        return {"Body": io.BytesIO(self.objects[Key]), "ETag": etag}
+
+
+CONFIG = AgentConfig(queue_url="q", images_bucket="pics")
+IMAGES = [f"s3://pics/incoming/{n}.png" for n in range(5)]
+MANIFEST = {"results/_jobs/job-1/manifest.json": json.dumps({"job_id": "job-1", "images": IMAGES, "chunk_size": 2,
+                                                             "chunks": 3}).encode()}
+
+
+def _prove(body: str, s3=None) -> None:
+    jobs.prove_chunk(s3 or _S3(MANIFEST), CONFIG, parse_body(body, SCOPE))
+
+
+def test_a_chunk_that_is_its_manifests_slice_is_accepted():
+    _prove(_chunk(index=0, count=3, images=IMAGES[:2]))
+    _prove(_chunk(index=2, count=3, images=IMAGES[4:]))
+
+
+@pytest.mark.parametrize("index, count, images, why", [
+    (0, 3, IMAGES[:1], "not the job manifest's slice 0"),
+    (0, 3, IMAGES[2:4], "not the job manifest's slice 0"),
+    (1, 3, ["s3://pics/incoming/mine.png", IMAGES[3]], "not the job manifest's slice 1"),
+    (2, 3, IMAGES[4:] + IMAGES[4:], "not the job manifest's slice 2"),
+    (0, 1, IMAGES[:2], "has 3 chunks, not 1"),
+    (3, 4, IMAGES[:1], "has 3 chunks, not 4"),
+])
+def test_a_forged_chunk_of_a_real_job_is_refused(index, count, images, why):
+    with pytest.raises(UnknownMessage, match=why):
+        _prove(_chunk(index=index, count=count, images=images))
+
+
+def test_a_chunk_of_a_job_without_a_manifest_is_refused():
+    with pytest.raises(UnknownMessage, match="the job has no manifest"):
+        _prove(_chunk(job_id="ghost", index=0, count=1, images=IMAGES[:1]))
+
+
+def test_a_manifest_that_cannot_be_read_now_means_retry_later():
+    with pytest.raises(RetryLater, match="SlowDown"):
+        _prove(_chunk(index=0, count=3, images=IMAGES[:2]), _S3({}, code="SlowDown"))
+
+
+# --- a body settles alone: whatever parsing it raises, and even when the dead-letter queue is unreachable --------
+
+def _message(body: str, n: int = 0):
+    from runtime.agent.queue import Message
+
+    return Message(f"m{n}", f"receipt-{n}", body, 1, 0.0, deadline=0.0)
+
+
+def test_whatever_parsing_raises_refuses_that_message_alone(monkeypatch):
+    from runtime.agent import prefetch
+
+    real = prefetch.parse_body
+
+    def parse(body, scope):
+        if body == "bomb":
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+        return real(body, scope)
+
+    monkeypatch.setattr(prefetch, "parse_body", parse)
+    batch = prefetch.Batch()
+    fetcher = prefetch.Prefetcher(None, None, CONFIG)
+    fetcher._add(batch, [_message(_event(_record("incoming/a.png")), 0), _message("bomb", 1),
+                         _message(_event(_record("incoming/b.png")), 2)])
+    fetcher.close()
+
+    assert [(m.id, reason.split(":")[0]) for m, reason in batch.unknown] == [("m1", "the body could not be read")]
+    assert "RecursionError" in batch.unknown[0][1]
+    assert [item.ref.key for item in batch.items] == ["incoming/a.png", "incoming/b.png"]
+
+
+class _SQS:
+    """Enough of SQS for one batch: the dead-letter queue refuses every message; settling calls are recorded."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def get_queue_attributes(self, QueueUrl, AttributeNames):
+        return {"Attributes": {"RedrivePolicy": json.dumps({"deadLetterTargetArn": "arn:aws:sqs:r:1:dlq"})}}
+
+    def get_queue_url(self, QueueName, QueueOwnerAWSAccountId):
+        return {"QueueUrl": "dlq"}
+
+    def send_message(self, **_):
+        raise botocore.exceptions.EndpointConnectionError(endpoint_url="http://sqs")
+
+    def delete_message_batch(self, QueueUrl, Entries):
+        self.calls.append(("delete", [e["ReceiptHandle"] for e in Entries]))
+        return {}
+
+    def change_message_visibility_batch(self, QueueUrl, Entries):
+        self.calls.append(("release", [e["ReceiptHandle"] for e in Entries]))
+        return {}
+
+
+def test_an_unreachable_dead_letter_queue_sends_back_only_the_refused_message(tmp_path):
+    from agent_support import FakeCaptioner
+    from runtime.agent.prefetch import Batch
+    from runtime.agent.worker import Worker
+
+    sqs, s3 = _SQS(), type("S3", (), {"put_object": lambda self, **_: {}})()
+    config = AgentConfig(queue_url="q", images_bucket="pics", cache_dir=str(tmp_path), retry_backoff_s=0)
+    worker = Worker(config, FakeCaptioner("fake", "ab" * 32), {"sha256": "ab" * 32}, sqs=sqs, s3=s3)
+    poison, event = _message("[" * 3000, 0), _message(_event(_record()), 1)
+    worker.inbox._held = {m.id: m for m in (poison, event)}
+    batch = Batch()
+    worker.prefetcher._add(batch, [poison, event])
+    batch.items[0].error = "not an image"  # no download: its error record is its result
+
+    worker.process(batch)
+    worker._writers.shutdown()
+
+    assert sqs.calls == [("release", ["receipt-0"]), ("delete", ["receipt-1"])]
+    assert worker.counters.retried == 1 and worker.counters.refused == 0 and worker.counters.failed == 1
+
+
+def test_chunks_of_one_job_read_its_manifest_again_only_when_it_changed():
+    s3, manifests = _S3(MANIFEST), jobs.Manifests()
+    for index in (0, 1, 2):
+        jobs.prove_chunk(s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index:][:2]), SCOPE),
+                         manifests)
+    assert s3.bodies_sent == 1
+    [key] = MANIFEST
+    s3.objects[key] = json.dumps({"images": IMAGES[:2], "chunk_size": 2, "chunks": 1}).encode()  # re-expanded
+    with pytest.raises(UnknownMessage, match="has 1 chunks, not 3"):
+        jobs.prove_chunk(s3, CONFIG, parse_body(_chunk(index=0, count=3, images=IMAGES[:2]), SCOPE), manifests)
+    assert s3.bodies_sent == 2

@@ -1,0 +1,136 @@
+"""The pieces of status, collect and job notification, small and fast: bar, rate, cost, prices, layout, SNS."""
+from __future__ import annotations
+
+import datetime
+import json
+
+import pytest
+
+from agent_support import png
+from runtime.agent import jobs, submit
+from stacks.prices import INSTANCE_PRICES
+from stacks.settings import Settings, SettingsError
+from tools import collect, cost
+from tools.collect_formats import ImageFolder, guess_format
+from tools.progress import Meter, duration, line
+
+T0 = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def test_the_bar_shows_finished_over_total_failures_rate_and_eta():
+    assert line(40, 100, failed=10, rate=2.0, label="job j") == (
+        "job j [###############---------------] 50/100 (10 failed) 2.0/s ETA 25s")
+    assert line(100, 100, rate=5.0) == "[" + "#" * 30 + "] 100/100 5.0/s"
+    assert line(7, None, failed=1) == "8 (1 failed)"  # collect: no total while streaming
+    assert line(0, 10, rate=0.0).endswith("ETA -")
+
+
+def test_the_rate_is_measured_over_a_sliding_window():
+    now = [0.0]
+    meter = Meter(window_s=10, clock=lambda: now[0])
+    meter.add(0)
+    assert meter.rate() is None
+    for t, count in [(5, 50), (10, 60), (20, 70), (25, 75)]:
+        now[0] = t
+        meter.add(count)
+    assert meter.rate() == pytest.approx((75 - 60) / (25 - 10))  # the fast start has left the window
+
+
+@pytest.mark.parametrize("seconds, text", [(42, "42s"), (185, "3m05s"), (7620, "2h07m")])
+def test_durations_are_short(seconds, text):
+    assert duration(seconds) == text
+
+
+def test_cost_counts_instance_hours_idle_periods_and_cost_per_thousand():
+    instances = {T0 + datetime.timedelta(minutes=5 * i): 2.0 for i in range(6)}  # 2 instances for 30 min
+    done = {T0: 100.0, T0 + datetime.timedelta(minutes=5): 100.0, T0 + datetime.timedelta(minutes=10): 0.0}
+    report = cost.fleet_cost(instances, done, 300, 1.5)
+    assert (report["instance_hours"], report["idle_hours"], report["images"]) == (1.0, 0.667, 200)
+    assert (report["cost"], report["idle_cost"], report["per_1000"]) == (1.5, 1.0, 7.5)
+    assert cost.fleet_cost(instances, {}, 300, None)["per_1000"] is None
+
+
+def test_a_missing_price_says_where_to_add_it():
+    price, source = cost.hourly_price(["g5.xlarge", "p5.48xlarge"], INSTANCE_PRICES)
+    assert price is None and "no price for p5.48xlarge: add it to instance_prices in cdk.json" in source
+    price, source = cost.hourly_price(["g5.xlarge"], INSTANCE_PRICES)
+    assert price == 1.006 and "read 20" in source
+    assert "to be checked" in cost.hourly_price(["g6.xlarge"], INSTANCE_PRICES)[1]
+
+
+def test_instance_prices_override_entries_of_the_table_from_the_command_line():
+    settings = Settings.from_mapping({"instance_prices": "g5.xlarge=0.5, p5.48xlarge=55.04"})
+    assert settings.instance_prices == {**INSTANCE_PRICES, "g5.xlarge": 0.5, "p5.48xlarge": 55.04}
+    with pytest.raises(SettingsError, match="expected type=price pairs"):
+        Settings.from_mapping({"instance_prices": "g5.xlarge"})
+    with pytest.raises(SettingsError, match="expected positive hourly prices"):
+        Settings.from_mapping({"instance_prices": {"g5.xlarge": -1}})
+
+
+def test_collect_reads_results_for_an_images_prefix_or_a_results_prefix():
+    assert collect.results_location("s3://img/incoming/2026/", "res", "results/") == (
+        "res", "results/incoming/2026/", "incoming/2026/")
+    assert collect.results_location("s3://res/results/incoming/", "res", "results/") == (
+        "res", "results/incoming/", "incoming/")
+    assert (guess_format("a.parquet"), guess_format("a.jsonl"), guess_format("out")) == ("parquet", "jsonl", "jsonl")
+
+
+def test_imagefolder_refuses_paths_that_would_leave_its_folder(tmp_path):
+    folder = ImageFolder(tmp_path)
+    with pytest.raises(ValueError, match="cannot be stored"):
+        folder.caption({"relative": "../escape.png", "image": "s3://b/k", "caption": "x", "model": "m",
+                        "model_sha256": "s"}, b"data")
+    folder.close()
+
+
+def test_the_job_done_message_names_the_summary_and_the_counts():
+    summary = {"job_id": "j1", "images": 3, "done": 2, "failed": 1, "results": "s3://b/results/x/"}
+    subject, body = jobs.job_done_message(summary, "s3://b/results/_jobs/j1/summary.json")
+    assert subject == "CaptionKit job j1 done: 2 captioned, 1 failed"
+    assert json.loads(body) == {"job_id": "j1", "summary": "s3://b/results/_jobs/j1/summary.json", "images": 3,
+                                "done": 2, "failed": 1, "results": "s3://b/results/x/",
+                                "collect": "make collect JOB=j1 OUT=j1.jsonl"}
+
+
+def test_a_failed_publish_is_logged_and_does_not_fail_the_job(agent_log):
+    class Broken:
+        def publish(self, **_):
+            raise RuntimeError("throttled")
+
+    summary = {"job_id": "j2", "images": 0, "done": 0, "failed": 0, "results": "s3://b/r/"}
+    assert jobs.publish_job_done("arn:aws:sns:us-east-1:1:t", "us-east-1", summary, "s3://b/s", sns=Broken()) is False
+    [line_] = agent_log.events("job_notify_failed")
+    assert line_["job_id"] == "j2" and "throttled" in line_["reason"]
+
+
+def test_the_summary_is_published_once_not_on_replays(stack):
+    from runtime import aws
+
+    sns, sqs = aws.client("sns"), stack.sqs
+    topic = sns.create_topic(Name=f"jobs-done-{stack.id}")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"inbox-{stack.id}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    stack.put("incoming/once/a.png", png())
+    config = stack.config(job_topic_arn=topic)
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/once/"], "job-once"))
+    assert stack.worker(config, burst=True).run() == 0
+    manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"]
+                          .read())
+    assert jobs.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
+    bodies = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert [json.loads(json.loads(m["Body"])["Message"])["job_id"] for m in bodies] == ["job-once"]
+
+
+@pytest.mark.parametrize("desired, pending, in_service, waiting, note", [
+    (1, 1, 0, 5, "scaling from zero: 1 launching"),
+    (0, 0, 0, 5, "scaling from zero: messages wait and no instance is wanted yet"),
+    (0, 0, 0, 0, "idle at zero"),
+    (2, 0, 2, 9, "serving with 2 instance(s)"),
+])
+def test_status_says_whether_the_fleet_is_scaling_from_zero(desired, pending, in_service, waiting, note):
+    from tools.status import scaling_note
+
+    snap = {"fleet": {"desired": desired, "pending": pending, "in_service": in_service},
+            "queue": {"waiting": waiting, "delayed": 0}}
+    assert scaling_note(snap).startswith(note)
