@@ -200,8 +200,13 @@ class QwenStep(nn.Module):
             q, k, v = _qkv(layer.self_attn, layer.input_layernorm(x))
             q, k = _rope(q, k, cos, sin)
             sk, sv = write_cache(self_k[i], position, k), write_cache(self_v[i], position, v)
-            out = F.scaled_dot_product_attention(q, torch.cat([cross_k[i], sk], dim=2), torch.cat([cross_v[i], sv], dim=2),
-                                                 attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=True)
+            # the attended keys are written apart from the returned cache: AOTInductor (torch 2.13, CPU) returned a
+            # wrong first-layer cache when the returned one was also concatenated here
+            here = position + cross_k.shape[3]
+            keys = write_cache(torch.cat([cross_k[i], self_k[i]], dim=2), here, k)
+            values = write_cache(torch.cat([cross_v[i], self_v[i]], dim=2), here, v)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling,
+                                                 enable_gqa=True)
             x = _mlp_out(layer, x, out.transpose(1, 2).reshape(b, 1, -1))
             new_k.append(sk)
             new_v.append(sv)
