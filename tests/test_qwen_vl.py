@@ -125,3 +125,17 @@ def test_aoti_gives_the_exported_programs_tokens_and_int8_loads(kind, artifact, 
         assert aoti.generate_ids(pixels, num_beams=beams) == exported.generate_ids(pixels, num_beams=beams)
     int8 = load_captioner(artifact, device="cpu", quantize="int8")
     assert len(int8.caption_pixels(pixels)) == 3
+
+
+def test_result_records_carry_the_prompt_hash_with_the_model(kind, artifact):
+    import json
+    from types import SimpleNamespace
+
+    from runtime.agent.results import render
+    from runtime.agent.messages import ImageRef
+
+    captioner = load_captioner(artifact, device="cpu")
+    item = SimpleNamespace(ref=ImageRef("pics", "a.jpg"), version_id=None, etag="e", size=1, caption="x", error=None)
+    record = json.loads(render(item, captioner))
+    assert record["model"] == {"name": captioner.name, "sha256": captioner.sha256,
+                               "prompt_sha256": captioner.manifest["prompt_sha256"]}
