@@ -77,7 +77,8 @@ def _grid(loaded, size: tuple[int, int]) -> tuple[int, int, int]:
     if proc.patch_size != vision.patch_size or proc.merge_size != vision.spatial_merge_size:
         raise UnsupportedModel(f"the image processor's patch {proc.patch_size}/merge {proc.merge_size} differ from "
                                f"the vision tower's {vision.patch_size}/{vision.spatial_merge_size}")
-    fits = smart_resize(*size, factor=factor, min_pixels=proc.size["shortest_edge"], max_pixels=proc.size["longest_edge"])
+    fits = smart_resize(*size, factor=factor, min_pixels=proc.size["shortest_edge"],
+                        max_pixels=proc.size["longest_edge"])
     if tuple(fits) != tuple(size):
         raise UnsupportedModel(f"--image-size {size[0]}x{size[1]}: the processor would resize it to "
                                f"{fits[0]}x{fits[1]}; use sides that are multiples of {factor} within its pixel range")
