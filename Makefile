@@ -50,8 +50,9 @@ demo-accuracy: setup dist/demo.pt2 ## exact-match accuracy of dist/demo.pt2 on 5
 demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
 	$(PY) -m tools.demo
 
-export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity with HF generate [TASK="<OCR>"]
-	$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK))
+export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity [TASK=..] [PROMPT=.. IMAGE_SIZE=448]
+	$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK)) \
+		$(call opt,--prompt,$(PROMPT)) $(call opt,--image-size,$(IMAGE_SIZE))
 
 caption: setup ## caption IMAGES (shell words: quote a name with a space) with ARTIFACT: IMAGES="a.jpg 'set a/b.png'"
 	$(PY) -m runtime caption --artifact $(call q,$(ARTIFACT)) $(IMAGES)

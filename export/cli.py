@@ -59,6 +59,11 @@ def parse_args(argv):
     p.add_argument("--task", default=None,
                    help="Florence-2's task prompt, fixed in the artifact: <CAPTION>, <DETAILED_CAPTION>, "
                         "<MORE_DETAILED_CAPTION> (default) or <OCR>")
+    p.add_argument("--prompt", default=None,
+                   help="Qwen-VL's instruction, fixed in the artifact and put in the checkpoint's chat template "
+                        "(default: \"Describe this image in one sentence.\")")
+    p.add_argument("--image-size", default=None,
+                   help="Qwen-VL's fixed image size, HEIGHTxWIDTH or one side (default 448: 256 image tokens)")
     p.add_argument("--parity-images", nargs="*", default=[], help="images for the parity check (default: synthetic)")
     return p.parse_args(argv)
 
@@ -66,7 +71,6 @@ def parse_args(argv):
 def main(argv=None) -> int:
     """Load, wrap, export, write, prove parity, publish: the numbered steps below."""
     from export import archive, load, parity, settings, trace
-    from export.preprocessing import spec_from_processor
     from runtime.captioner import load_captioner
     from runtime.errors import CaptionKitError
 
@@ -77,14 +81,16 @@ def main(argv=None) -> int:
     progress = Progress(6)
     try:
         progress.step(f"loading {args.model}")
-        loaded = load.load(args.model, args.revision, args.dtype, args.task)
-        gen = settings.generation_settings(loaded.model, loaded.family, args.max_new_tokens, args.num_beams)
-        preprocessing = spec_from_processor(loaded.processor)
+        loaded = load.load(args.model, args.revision, args.dtype, args.task, prompt=args.prompt,
+                           image_size=args.image_size)
+        gen = settings.generation_settings(loaded.model, loaded.family, args.max_new_tokens, args.num_beams,
+                                           start_token_id=loaded.extras.get("start_token_id"))
+        preprocessing = loaded.family.preprocessing(loaded)
         progress.done(f"({loaded.source['architecture']}, family {loaded.family.name})")
 
         progress.step("exporting the encoder and decoder-step programs")
         images = parity_images(args.parity_images, 5)
-        hf_pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
+        hf_pixels = loaded.family.hf_pixels(loaded, images)
         pixels = hf_pixels.to(getattr(torch, args.dtype))
         encoder, step, cache = loaded.family.wrap(loaded, gen["max_new_tokens"])
         max_beams = max(gen["num_beams"], PARITY_BEAMS)
@@ -157,4 +163,5 @@ def build_manifest(loaded, gen: dict, preprocessing: dict, cache: dict, args, im
         image_size=list(image_size),
         cache=cache,
         task=loaded.extras.get("task"),
+        **loaded.extras.get("manifest", {}),
     )

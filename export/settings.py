@@ -20,8 +20,10 @@ def _single(value, what: str) -> int:
     return int(value)
 
 
-def generation_settings(model, family, max_new_tokens: int | None, num_beams: int | None) -> dict:
-    """The manifest's generation block: start/eos/pad ids, length, beams, length penalty, early stopping."""
+def generation_settings(model, family, max_new_tokens: int | None, num_beams: int | None,
+                        start_token_id: int | None = None) -> dict:
+    """The manifest's generation block: start/eos/pad ids, length, beams, length penalty, early stopping;
+    `start_token_id` is one a prompt fixed at export (a decoder-only family's last prompt token)."""
     gc = model.generation_config
     for key, default in _DEFAULTS.items():
         value = getattr(gc, key, default)
@@ -31,6 +33,7 @@ def generation_settings(model, family, max_new_tokens: int | None, num_beams: in
                 f"only. Edit the checkpoint's generation_config.json or ask for {key} support"
             )
     start, eos, pad = family.token_ids(model)
+    start = start if start_token_id is None else start_token_id
     if max_new_tokens is None:
         max_new_tokens = gc.max_new_tokens if gc.max_new_tokens is not None else gc.max_length - 1
     early = gc.early_stopping
@@ -52,4 +55,5 @@ def generation_settings(model, family, max_new_tokens: int | None, num_beams: in
 def hf_generate_kwargs(settings: dict, num_beams: int) -> dict:
     """The same settings spelled as keyword arguments to HF `generate`, for the parity run."""
     return {"max_new_tokens": settings["max_new_tokens"], "num_beams": num_beams, "do_sample": False,
+            "eos_token_id": settings["eos_token_id"],
             "length_penalty": settings["length_penalty"], "early_stopping": settings["early_stopping"]}

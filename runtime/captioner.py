@@ -39,6 +39,7 @@ class Captioner:
         self.path, self.manifest, self.device, self.sha256, self.backend = path, manifest, device, sha256, backend
         self.quantize, self.load_phases = quantize, load_phases or {}
         self.name = manifest["source"]["model"]
+        self.prompt_sha256 = manifest.get("prompt_sha256")  # a prompt fixed at export (Qwen-VL), None for the others
         self.max_batch = int(manifest["max_batch"])
         self.max_beams = int(manifest["max_beams"])
         self.dtype = getattr(torch, manifest["dtype"])

@@ -5,10 +5,10 @@ Adding a family is one module here (its wrappers and its `FAMILY`), one line in 
 """
 from __future__ import annotations
 
-from export.families import blip, florence2, trocr, vit_gpt2
+from export.families import blip, florence2, qwen_vl, trocr, vit_gpt2
 from export.families.base import Family, UnsupportedModel
 
-FAMILIES: tuple[Family, ...] = (vit_gpt2.FAMILY, trocr.FAMILY, blip.FAMILY, florence2.FAMILY)
+FAMILIES: tuple[Family, ...] = (vit_gpt2.FAMILY, trocr.FAMILY, blip.FAMILY, florence2.FAMILY, qwen_vl.FAMILY)
 
 
 def detect(config) -> Family:

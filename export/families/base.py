@@ -22,6 +22,12 @@ def _no_task(loaded, task: str | None) -> None:
                                "(only prompt-driven families such as Florence-2 do)")
 
 
+def _described(processor) -> dict:
+    from export.preprocessing import spec_from_processor
+
+    return spec_from_processor(processor)
+
+
 def vision_encoder_decoder(decoder_type: str) -> Callable[[Any], bool]:
     """`Family.matches` for a VisionEncoderDecoderModel with a ViT or DeiT encoder and this decoder model type."""
     return lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
@@ -44,6 +50,10 @@ class Family:
     - `text`: how the runtime turns ids into the caption (manifest "tokenizer" block, see runtime.decode.text).
     - `hf_inputs(loaded, pixels)`: the keyword arguments HF `generate` takes for these pixels.
     - `hf_text(loaded, ids)`: the caption a user of HF gets for generated `ids` (the parity gate's reference).
+    - `options`: the export options besides --task it takes (e.g. "prompt", "image_size"); the others are refused.
+    - `preprocessing(loaded)`: the manifest's preprocessing spec (default: described from the HF image processor).
+    - `hf_pixels(loaded, images)`: HF's pixel values as the encoder program takes them ([N, 3, H, W]).
+    - `hf_prompt_length(loaded)`: how many leading ids of HF `generate`'s output are not generated.
     """
 
     name: str
@@ -60,3 +70,8 @@ class Family:
     hf_inputs: Callable[[Any, torch.Tensor], dict] = lambda _loaded, pixels: {"pixel_values": pixels}
     hf_text: Callable[[Any, list[int]], str] = (
         lambda loaded, ids: loaded.tokenizer.batch_decode([ids], skip_special_tokens=True)[0])
+    options: tuple[str, ...] = ()
+    preprocessing: Callable[[Any], dict] = lambda loaded: _described(loaded.processor)
+    hf_pixels: Callable[[Any, list], torch.Tensor] = (
+        lambda loaded, images: loaded.processor(images=images, return_tensors="pt")["pixel_values"])
+    hf_prompt_length: Callable[[Any], int] = lambda _loaded: 1

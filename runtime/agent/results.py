@@ -27,6 +27,8 @@ def render(item: Item, model: Captioner) -> bytes:
         },
         "model": {"name": model.name, "sha256": model.sha256},
     }
+    if getattr(model, "prompt_sha256", None):  # captions from two prompts of one checkpoint never read as one model's
+        record["model"]["prompt_sha256"] = model.prompt_sha256
     if item.error:
         record["error"] = item.error
     else:
