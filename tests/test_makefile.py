@@ -49,7 +49,8 @@ def test_export_passes_the_model_folder_out_path_and_task_whole():
 def test_export_passes_a_qwen_prompt_with_quotes_and_the_image_size_whole():
     prompt = "Describe it in 'one' sentence."
     assert command("export", "export", MODEL="Qwen/Qwen3-VL-2B-Instruct", PROMPT=prompt, IMAGE_SIZE="448x336") == [
-        "--model", "Qwen/Qwen3-VL-2B-Instruct", "--out", "dist/model.pt2", "--prompt", prompt, "--image-size", "448x336"]
+        "--model", "Qwen/Qwen3-VL-2B-Instruct", "--out", "dist/model.pt2", "--prompt", prompt,
+        "--image-size", "448x336"]
 
 
 def test_caption_passes_the_artifact_whole_and_images_as_shell_words():

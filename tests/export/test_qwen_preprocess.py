@@ -12,8 +12,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from export.families.qwen_vl import preprocessing
 from export.families.qwen_vl_programs import patchify, unpatchify
 from runtime.images import load_image
-from runtime.preprocess import Preprocessor
-from tests.images import KINDS, write_image
+from runtime.images.preprocess import Preprocessor
+from tests.runtime.images import KINDS, write_image
 
 SIZES = {14: (112, 140), 16: (96, 160)}  # what the processor's own smart resize makes of the 150 x 100 test photos
 

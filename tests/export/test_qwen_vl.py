@@ -10,8 +10,9 @@ from checkpoints.qwen_vl_tiny import IMAGE_SIZE, make_qwen_vl
 from export.cli import main as export_main
 from export.cli import parity_images
 from export.settings import hf_generate_kwargs
-from runtime.artifact import verify
+from runtime.artifact.verify import verify
 from runtime.captioner import load_captioner
+from runtime.options import LoadOptions
 
 KINDS = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
@@ -118,12 +119,12 @@ def test_aoti_gives_the_exported_programs_tokens_and_int8_loads(kind, artifact, 
         pytest.skip("one AOTInductor compile (about 90 s on 2 cores) covers the step every variant shares")
     exported = load_captioner(artifact, device="cpu")
     pixels = exported.preprocess(parity_images([], 3, seed=3))
-    aoti = load_captioner(artifact, device="cpu", backend="aoti", compiled_cache_dir=tmp_path,
+    aoti = load_captioner(artifact, device="cpu", options=LoadOptions(backend="aoti"), cache_dir=tmp_path,
                           report=lambda *_args, **_fields: None)
     assert aoti.backend == "aoti"
     for beams in (1, 3):
         assert aoti.generate_ids(pixels, num_beams=beams) == exported.generate_ids(pixels, num_beams=beams)
-    int8 = load_captioner(artifact, device="cpu", quantize="int8")
+    int8 = load_captioner(artifact, device="cpu", options=LoadOptions(quantize="int8"))
     assert len(int8.caption_pixels(pixels)) == 3
 
 
