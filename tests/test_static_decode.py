@@ -80,6 +80,24 @@ def test_beam_tokens_equal_the_eager_beam_search(request, fixture, batch):
 
 
 @pytest.mark.parametrize("beams", [1, 3])
+def test_loading_a_batch_pads_the_bucket_with_finished_empty_rows(tiny_artifact, beams):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    decoder = StaticDecoder(captioner.step, captioner.max_batch, DIRECT)
+    settings = _settings(captioner, beams)
+    for batch in (7, 3):  # the second load must undo what the first left
+        cross_k, cross_v = _cross(captioner, batch)
+        bucket = decoder.bucket(batch, settings, cross_k)
+        bucket.self_k.fill_(1.0)
+        bucket.position.fill_(5)
+        bucket.load(cross_k, cross_v)
+        rows = batch * beams
+        assert bucket.done.tolist() == [False] * rows + [True] * (bucket.done.shape[0] - rows)
+        assert torch.equal(bucket.cross_k[:, :rows], cross_k.repeat_interleave(beams, dim=1))
+        assert not bucket.cross_v[:, rows:].any() and not bucket.self_k.any() and int(bucket.position) == 0
+        assert bucket.tokens.eq(settings.start_token_id).all()
+
+
+@pytest.mark.parametrize("beams", [1, 3])
 def test_rows_finishing_at_different_steps_are_masked_not_dropped(tiny_artifact, beams):
     captioner = load_captioner(tiny_artifact, device="cpu")
     cross_k, cross_v = _cross(captioner, 7)
