@@ -185,6 +185,11 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     section = {"mode": "quick" if args.quick else "full", "runs": runs, "machine_before": machine(), "models": {}}
+    if args.device == "cuda" and "aoti" in args.backends:
+        from runtime.decode.static import AOTI_ON_CUDA
+
+        section["aoti_not_run"] = AOTI_ON_CUDA
+        args.backends = [b for b in args.backends if b != "aoti"]
     for name in models_wanted:
         try:
             folder = models.checkpoint(name, workdir)

@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench.report_decode import decode_tables
 from bench.report_load import load_tables, process_table
 from bench.report_run import heading
 
@@ -95,7 +96,8 @@ def soak_table(key: str, section: dict) -> list[str]:
 
 
 # section key prefix -> its tables (the first prefix that matches wins)
-RENDERERS = (("model_", model_tables), ("cold_start", cold_tables), ("agent", agent_table), ("soak", soak_table),
+RENDERERS = (("model_", model_tables), ("decode_", decode_tables), ("cold_start", cold_tables),
+             ("agent", agent_table), ("soak", soak_table),
              ("load_phases", load_tables), ("process", process_table))
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
@@ -106,7 +108,7 @@ def _on_gpu(section: dict) -> bool:
 
 # the appendix's groups, in the report's order: the question, and which runs answer it
 QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and not _on_gpu(s)),
-             ("Model level, GPU", lambda key, s: key.startswith("model_") and _on_gpu(s)),
+             ("Model level, GPU", lambda key, s: key.startswith(("model_", "decode_")) and _on_gpu(s)),
              ("Load and whole process", lambda key, s: key.startswith(("load_phases", "process"))),
              ("Cold start", lambda key, s: key.startswith("cold_start")),
              ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))))

@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 
 # what a run measured, by its key's prefix, for a run recorded without a title (the first prefix that matches wins)
-KINDS = (("model_", "Model level"), ("cold_start", "Worker cold start"), ("agent", "Agent against a naive worker"),
+KINDS = (("model_", "Model level"), ("decode_", "Decode: CUDA graphs vs eager vs HF"),
+         ("cold_start", "Worker cold start"), ("agent", "Agent against a naive worker"),
          ("soak", "Soak"), ("load_phases", "Load phase by phase"), ("process", "Whole process"))
 
 

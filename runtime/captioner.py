@@ -14,8 +14,9 @@ from runtime.options import BACKENDS, LoadOptions
 from runtime.decode.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError, CaptionKitError
-from runtime.images.preprocess import Preprocessor
+from runtime.decode.static import decode_or_none, refuse_aoti_on_cuda, static_decoder
 from runtime.decode.text import TextDecoder
+from runtime.images.preprocess import Preprocessor
 
 
 def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.device:
@@ -53,6 +54,7 @@ class Captioner:
         )
         self.text = TextDecoder(tokenizer_json, manifest["tokenizer"])
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
+        self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loop (runtime.decode.static)
 
     def preprocess(self, images: list[PIL.Image.Image]) -> torch.Tensor:
         """RGB images to a CPU float32 pixel batch, as the model's HF image processor makes it."""
@@ -72,7 +74,8 @@ class Captioner:
             chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
             cross_k, cross_v = self.encoder(chunk)
             search = greedy if beams == 1 else beam_search
-            out.extend(search(self.step, cross_k, cross_v, settings, trace=trace))
+            ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
+            out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))
         return out
 
     def caption_pixels(self, pixel_values: torch.Tensor, num_beams: int | None = None) -> list[str]:
@@ -105,6 +108,7 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
                          "ones (use backend='exported' with quantize, or aoti without)")
     path = Path(path)
     resolved = device_falling_back_to_cpu(device)
+    refuse_aoti_on_cuda(options.backend, resolved)
     checked = check_artifact(path, expected_sha256, sha256_checked, cache_dir=cache_dir, device=resolved)
     manifest, tokenizer_json, sha = checked.manifest, checked.tokenizer_json, checked.sha256
     clock.lap("integrity_s")

@@ -1,0 +1,223 @@
+"""Decoding on fixed batch buckets with static device buffers, each bucket's step replayed as one CUDA graph.
+
+The eager loop (runtime.decode, runtime.beam) compacts finished rows and reads every token back to the host, so
+each step waits on the host. Here a batch is padded to the next bucket (1, 2, 4, ... up to the manifest's
+largest batch), the step reads and writes tensors that live as long as the bucket (caches, cross-attention
+keys/values, tokens, position), finished rows are masked on the device instead of dropped, and the host asks
+whether every row is done once every `eos_every` steps. The step program returns new caches; they are copied
+into the static ones inside the captured region. On the CPU, or with `capture=False`, the same code calls the
+step directly (the tests' way to check buckets and buffers without a GPU).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from runtime.decode import DecodeSettings, Step
+from runtime.decode.static_beam import beam_search_static
+
+logger = logging.getLogger("captionkit.static_decode")
+
+
+class CaptureFailed(RuntimeError):
+    """A bucket's buffers or CUDA graph could not be made; the message holds the cause."""
+
+AOTI_ON_CUDA = ("backend='aoti' runs on the CPU only: AOTInductor is not validated on CUDA (a process died with "
+                "a segmentation fault right after compiling on an H200, torch 2.11); on a GPU use "
+                "backend='exported', whose decode replays CUDA graphs")
+
+
+def refuse_aoti_on_cuda(backend: str, device: torch.device) -> None:
+    """ValueError for `backend='aoti'` on a CUDA device (see AOTI_ON_CUDA)."""
+    if backend == "aoti" and torch.device(device).type == "cuda":
+        raise ValueError(AOTI_ON_CUDA)
+
+
+def buckets(max_items: int) -> tuple[int, ...]:
+    """Batch sizes a bucket is made for: powers of two below `max_items`, and `max_items` itself."""
+    sizes, size = [], 1
+    while size < max_items:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, max_items)
+
+
+@dataclass(frozen=True)
+class StaticOptions:
+    """`eos_every`: steps between the host's checks that every row is done; `capture`: CUDA graphs (else the step
+    is called directly); `warmup`: eager runs on a side stream before a capture."""
+
+    eos_every: int = 4
+    capture: bool = True
+    warmup: int = 2
+
+
+class Graphed:
+    """`fn` captured once as a CUDA graph and replayed on call, or, without capture, `fn` itself."""
+
+    def __init__(self, fn, capture: bool, pool=None, warmup: int = 2, reset=None):
+        self.fn, self.graph = fn, None
+        if not capture:
+            return
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                if reset is not None:
+                    reset()
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        if reset is not None:
+            reset()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            fn()
+
+    def __call__(self) -> None:
+        if self.graph is None:
+            self.fn()
+        else:
+            self.graph.replay()
+
+
+class Bucket:
+    """The static tensors of one bucket (`items` images x `settings.num_beams` rows) and its captured tick."""
+
+    def __init__(self, step: Step, items: int, settings: DecodeSettings, cross: torch.Tensor, options: StaticOptions,
+                 pool=None):
+        self.step, self.items, self.settings = step, items, settings
+        layers, _, heads, seq, head_dim = cross.shape
+        rows, self.device = items * settings.num_beams, cross.device
+        float_, long_ = dict(dtype=cross.dtype, device=self.device), dict(dtype=torch.long, device=self.device)
+        self.self_k = torch.zeros((layers, rows, heads, settings.max_new_tokens, head_dim), **float_)
+        self.self_v = torch.zeros_like(self.self_k)
+        self.cross_k = torch.zeros((layers, rows, heads, seq, head_dim), **float_)
+        self.cross_v = torch.zeros_like(self.cross_k)
+        self.tokens = torch.full((rows,), settings.start_token_id, **long_)
+        self.position = torch.zeros(1, **long_)
+        self.parent = torch.arange(rows, **long_)  # beam search: the cache row each row continues
+        self.done = torch.zeros(rows, dtype=torch.bool, device=self.device)
+        self.out = torch.full((rows, settings.max_new_tokens), settings.eos_token_id, **long_)
+        self.logits: torch.Tensor | None = None
+        if settings.num_beams > 1:
+            with torch.no_grad():  # one eager call sizes the logits buffer the graph writes into
+                self.logits = step(self.tokens, self.position, self.self_k, self.self_v, self.cross_k,
+                                   self.cross_v)[0].clone()
+        tick = self._greedy_tick if settings.num_beams == 1 else self._beam_tick
+        self.tick = Graphed(tick, options.capture, pool, options.warmup, reset=self._reset_state)
+
+    def _reset_state(self) -> None:
+        self.position.zero_()
+        self.self_k.zero_()
+        self.self_v.zero_()
+
+    def load(self, cross_k: torch.Tensor, cross_v: torch.Tensor) -> None:
+        """Start a batch: this batch's cross-attention state in the first rows (one copy per beam), padding rows
+        zeroed and marked done, empty caches, the start token at position 0."""
+        n, beams = cross_k.shape[1], self.settings.num_beams
+        for static, new in ((self.cross_k, cross_k), (self.cross_v, cross_v)):
+            static[:, :n * beams].unflatten(1, (n, beams)).copy_(new[:, :, None])
+            static[:, n * beams:].zero_()
+        self._reset_state()
+        self.tokens.fill_(self.settings.start_token_id)
+        self.parent.copy_(torch.arange(self.parent.shape[0], device=self.device))
+        self.done[:n * beams] = False
+        self.done[n * beams:] = True
+        self.out.fill_(self.settings.eos_token_id)
+
+    def _step(self, self_k: torch.Tensor, self_v: torch.Tensor) -> torch.Tensor:
+        logits, new_k, new_v = self.step(self.tokens, self.position, self_k, self_v, self.cross_k, self.cross_v)
+        self.self_k.copy_(new_k)
+        self.self_v.copy_(new_v)
+        return logits
+
+    def _greedy_tick(self) -> None:
+        s = self.settings
+        nxt = self._step(self.self_k, self.self_v).argmax(dim=-1)
+        # forced tokens as runtime.decode.forced_token picks them: BOS wins when both fall on one step
+        if s.forced_eos_token_id is not None:
+            nxt = torch.where(self.position == s.max_new_tokens - 1, s.forced_eos_token_id, nxt)
+        if s.forced_bos_token_id is not None:
+            nxt = torch.where(self.position == 0, s.forced_bos_token_id, nxt)
+        nxt = torch.where(self.done, s.eos_token_id, nxt)
+        self.out.index_copy_(1, self.position, nxt[:, None])
+        self.done |= nxt == s.eos_token_id
+        self.tokens.copy_(nxt)
+        self.position += 1
+
+    def _beam_tick(self) -> None:
+        self.logits.copy_(self._step(self.self_k.index_select(1, self.parent),
+                                     self.self_v.index_select(1, self.parent)))
+
+    def greedy(self, n: int, eos_every: int) -> list[list[int]]:
+        """Greedy decoding of the loaded batch's first `n` rows (EOS included when emitted)."""
+        steps = self.settings.max_new_tokens
+        for t in range(1, steps + 1):
+            self.tick()
+            if t % eos_every == 0 and t < steps and bool(self.done.all()):
+                break
+        eos = self.settings.eos_token_id
+        return [row[:row.index(eos) + 1] if eos in row else row for row in self.out[:n].tolist()]
+
+
+class StaticDecoder:
+    """Greedy and beam search over an exported step on fixed buckets; buckets are made (and captured) on first use."""
+
+    def __init__(self, step: Step, max_items: int, options: StaticOptions = StaticOptions()):
+        if options.eos_every < 1:
+            raise ValueError(f"eos_every must be at least 1, not {options.eos_every}")
+        self.step, self.sizes, self.options = step, buckets(max_items), options
+        self.pool = torch.cuda.graph_pool_handle() if options.capture else None
+        self._buckets: dict[tuple, Bucket] = {}
+        self.broken = False
+
+    def bucket_size(self, items: int) -> int:
+        """The smallest bucket that holds `items` images."""
+        for size in self.sizes:
+            if size >= items:
+                return size
+        raise ValueError(f"{items} images: the largest bucket is {self.sizes[-1]} (the manifest's max_batch)")
+
+    def bucket(self, items: int, settings: DecodeSettings, cross: torch.Tensor) -> Bucket:
+        """The bucket for `items` images under `settings`, made on first use."""
+        size = self.bucket_size(items)
+        key = (size, settings, tuple(cross.shape[:1] + cross.shape[2:]), cross.dtype, cross.device)
+        if key not in self._buckets:
+            try:
+                self._buckets[key] = Bucket(self.step, size, settings, cross, self.options, self.pool)
+            except RuntimeError as exc:
+                raise CaptureFailed(f"bucket of {size} images: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        return self._buckets[key]
+
+    @torch.inference_mode()
+    def decode(self, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings) -> list[list[int]]:
+        """Token ids per image, as runtime.decode.greedy or runtime.beam.beam_search give them."""
+        n = cross_k.shape[1]
+        bucket = self.bucket(n, settings, cross_k)
+        bucket.load(cross_k, cross_v)
+        if settings.num_beams == 1:
+            return bucket.greedy(n, self.options.eos_every)
+        return beam_search_static(bucket, n, self.options.eos_every)
+
+
+def static_decoder(step: Step, device: torch.device, max_items: int) -> StaticDecoder | None:
+    """The CUDA decode path for an exported step; None on the CPU, where the eager loop stays (it drops finished
+    rows, and nothing there waits on kernel launches)."""
+    if torch.device(device).type != "cuda":
+        return None
+    return StaticDecoder(step, max_items)
+
+
+def decode_or_none(decoder: StaticDecoder | None, cross_k, cross_v, settings: DecodeSettings):
+    """`decoder.decode(...)`, or None (the caller runs the eager loop) when there is no decoder or a bucket could
+    not be captured; that is logged once and the decoder is not tried again. Errors while decoding propagate."""
+    if decoder is None or decoder.broken:
+        return None
+    try:
+        return decoder.decode(cross_k, cross_v, settings)
+    except CaptureFailed as exc:
+        decoder.broken = True
+        logger.warning("static decode unavailable, using the eager loop: %s", exc)
+        return None

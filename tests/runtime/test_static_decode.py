@@ -1,0 +1,200 @@
+"""The static decode path (buckets, static buffers, masked rows) gives the eager loop's tokens, on every family."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from export.cli import parity_images
+from runtime.decode.beam import beam_search
+from runtime.captioner import load_captioner
+from runtime.options import LoadOptions
+from runtime.decode import static as static_decode
+from runtime.decode import DecodeSettings, greedy
+from runtime.decode.static import AOTI_ON_CUDA, StaticDecoder, StaticOptions, buckets, refuse_aoti_on_cuda
+
+FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_trocr_small_artifact",
+            "tiny_florence2_artifact"]
+DIRECT = StaticOptions(capture=False)
+
+
+def _captioner(request, fixture):
+    return load_captioner(request.getfixturevalue(fixture), device="cpu")
+
+
+def _cross(captioner, batch: int, seed: int = 5):
+    pixels = captioner.preprocess(parity_images([], batch, seed=seed)).to(captioner.dtype)
+    with torch.inference_mode():
+        return captioner.encoder(pixels)
+
+
+@torch.inference_mode()
+def _eager(captioner, cross_k, cross_v, settings: DecodeSettings) -> list[list[int]]:
+    search = greedy if settings.num_beams == 1 else beam_search
+    return search(captioner.step, cross_k, cross_v, settings)
+
+
+def _settings(captioner, beams: int) -> DecodeSettings:
+    return DecodeSettings(**{**captioner.settings.__dict__, "num_beams": beams})
+
+
+def _counting(step, rows_seen: list[int]):
+    def counted(input_ids, *rest):
+        rows_seen.append(input_ids.shape[0])
+        return step(input_ids, *rest)
+    return counted
+
+
+def test_buckets_are_powers_of_two_capped_by_the_largest_batch():
+    assert buckets(1) == (1,)
+    assert buckets(8) == (1, 2, 4, 8)
+    assert buckets(24) == (1, 2, 4, 8, 16, 24)
+    decoder = StaticDecoder(lambda *a: None, 24, DIRECT)
+    assert [decoder.bucket_size(n) for n in (1, 3, 5, 9, 17, 24)] == [1, 4, 8, 16, 24, 24]
+    with pytest.raises(ValueError, match="largest bucket is 24"):
+        decoder.bucket_size(25)
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+@pytest.mark.parametrize("batch", [3, 5])
+def test_greedy_tokens_equal_the_eager_loop(request, fixture, batch):
+    captioner = _captioner(request, fixture)
+    cross_k, cross_v = _cross(captioner, batch)
+    settings = _settings(captioner, 1)
+    expected = _eager(captioner, cross_k, cross_v, settings)
+    rows_seen: list[int] = []
+    decoder = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch, DIRECT)
+    assert decoder.decode(cross_k, cross_v, settings) == expected
+    assert set(rows_seen) == {decoder.bucket_size(batch)} and decoder.bucket_size(batch) > batch
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+@pytest.mark.parametrize("batch", [3, 5])
+def test_beam_tokens_equal_the_eager_beam_search(request, fixture, batch):
+    captioner = _captioner(request, fixture)
+    cross_k, cross_v = _cross(captioner, batch)
+    settings = _settings(captioner, captioner.max_beams)
+    expected = _eager(captioner, cross_k, cross_v, settings)
+    rows_seen: list[int] = []
+    decoder = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch, DIRECT)
+    assert decoder.decode(cross_k, cross_v, settings) == expected
+    assert set(rows_seen) == {decoder.bucket_size(batch) * settings.num_beams}
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_loading_a_batch_pads_the_bucket_with_finished_empty_rows(tiny_artifact, beams):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    decoder = StaticDecoder(captioner.step, captioner.max_batch, DIRECT)
+    settings = _settings(captioner, beams)
+    for batch in (7, 3):  # the second load must undo what the first left
+        cross_k, cross_v = _cross(captioner, batch)
+        bucket = decoder.bucket(batch, settings, cross_k)
+        bucket.self_k.fill_(1.0)
+        bucket.position.fill_(5)
+        bucket.load(cross_k, cross_v)
+        rows = batch * beams
+        assert bucket.done.tolist() == [False] * rows + [True] * (bucket.done.shape[0] - rows)
+        assert torch.equal(bucket.cross_k[:, :rows], cross_k.repeat_interleave(beams, dim=1))
+        assert not bucket.cross_v[:, rows:].any() and not bucket.self_k.any() and int(bucket.position) == 0
+        assert bucket.tokens.eq(settings.start_token_id).all()
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_rows_finishing_at_different_steps_are_masked_not_dropped(tiny_artifact, beams):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    cross_k, cross_v = _cross(captioner, 7)
+    settings = _settings(captioner, beams)
+    eager = _eager(captioner, cross_k, cross_v, settings)
+    lengths = sorted({len(ids) for ids in eager})
+    assert len(lengths) > 1, f"the fixture should finish rows at several steps, got lengths {lengths}"
+    rows_seen: list[int] = []
+    decoder = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch,
+                            StaticOptions(capture=False, eos_every=1))
+    assert decoder.decode(cross_k, cross_v, settings) == eager
+    assert rows_seen == [8 * beams] * len(rows_seen)  # one bucket the whole way: no row left it
+    if beams == 1:
+        assert len(rows_seen) == max(lengths)  # checked every step: stops when the longest caption ends
+
+
+@pytest.mark.parametrize("eos_every", [1, 3, 4, 100])
+def test_eos_is_checked_every_k_steps(tiny_artifact, eos_every):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    cross_k, cross_v = _cross(captioner, 5)
+    settings = _settings(captioner, 1)
+    eager = _eager(captioner, cross_k, cross_v, settings)
+    longest = max(len(ids) for ids in eager)
+    assert longest < settings.max_new_tokens - 3, "the fixture should end every caption early"
+    rows_seen: list[int] = []
+    decoder = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch,
+                            StaticOptions(capture=False, eos_every=eos_every))
+    assert decoder.decode(cross_k, cross_v, settings) == eager
+    steps = min(settings.max_new_tokens, -(-longest // eos_every) * eos_every)
+    assert len(rows_seen) == steps
+
+
+def test_a_bucket_reused_by_another_batch_starts_clean(tiny_artifact):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    decoder = StaticDecoder(captioner.step, captioner.max_batch, DIRECT)
+    for batch, seed, beams in ((7, 5, 1), (5, 9, 1), (6, 3, 3), (5, 2, 3), (8, 4, 1)):
+        cross_k, cross_v = _cross(captioner, batch, seed)
+        settings = _settings(captioner, beams)
+        expected = _eager(captioner, cross_k, cross_v, settings)
+        assert decoder.decode(cross_k, cross_v, settings) == expected, (batch, seed, beams)
+    assert len(decoder._buckets) == 2  # (8 images, greedy) and (8 images, 3 beams), each reused
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_captioner_takes_the_static_path_when_it_has_one(tiny_artifact, beams):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    assert captioner.static is None  # the CPU keeps the eager loop
+    pixels = captioner.preprocess(parity_images([], 11, seed=5))  # two chunks: 8 and 3 images
+    expected = captioner.generate_ids(pixels, num_beams=beams)
+    rows_seen: list[int] = []
+    captioner.static = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch, DIRECT)
+    assert captioner.generate_ids(pixels, num_beams=beams) == expected
+    assert set(rows_seen) == {8 * beams, 4 * beams}
+
+
+def test_a_failed_capture_falls_back_to_the_eager_loop_once(tiny_artifact, monkeypatch):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    pixels = captioner.preprocess(parity_images([], 3, seed=5))
+    expected = captioner.generate_ids(pixels)
+    captures = []
+
+    def failing_capture(*_args, **_kwargs):
+        captures.append(1)
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    warnings = []
+    monkeypatch.setattr(static_decode, "Graphed", failing_capture)
+    monkeypatch.setattr(static_decode.logger, "warning", lambda *args: warnings.append(args[0] % args[1:]))
+    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, DIRECT)
+    assert captioner.generate_ids(pixels) == expected
+    assert captioner.generate_ids(pixels) == expected
+    assert captures == [1] and captioner.static.broken
+    assert warnings == ["static decode unavailable, using the eager loop: bucket of 4 images: RuntimeError: "
+                        "operation not permitted when stream is capturing"]
+
+
+def test_aoti_is_refused_on_cuda_with_the_reason(tiny_artifact, monkeypatch):
+    refuse_aoti_on_cuda("aoti", torch.device("cpu"))
+    refuse_aoti_on_cuda("exported", torch.device("cuda", 0))
+    with pytest.raises(ValueError, match="CPU only.*segmentation fault"):
+        refuse_aoti_on_cuda("aoti", torch.device("cuda", 0))
+    import runtime.captioner as captioner_module
+
+    monkeypatch.setattr(captioner_module, "device_falling_back_to_cpu", lambda _device: torch.device("cuda", 0))
+    with pytest.raises(ValueError) as refused:
+        load_captioner(tiny_artifact, device="cuda", options=LoadOptions(backend="aoti"))
+    assert str(refused.value) == AOTI_ON_CUDA
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("beams", [1, 3])
+def test_cuda_graphs_give_the_eager_tokens(tiny_artifact, beams):
+    captioner = load_captioner(tiny_artifact, device="cuda")
+    assert captioner.static is not None
+    pixels = captioner.preprocess(parity_images([], 5, seed=5))
+    graphed = captioner.generate_ids(pixels, num_beams=beams)
+    assert not captioner.static.broken and captioner.static._buckets
+    captioner.static = None
+    assert graphed == captioner.generate_ids(pixels, num_beams=beams)
