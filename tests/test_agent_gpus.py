@@ -38,7 +38,8 @@ def _autoscaling():
 
 def _other_agent(tmp_path, index: int, hold_s: float) -> subprocess.Popen:
     """A process that runs as agent `index`: it takes its life lock, says so, then lives `hold_s` seconds."""
-    code = ("import sys, time; from runtime.agent.config import AgentConfig; from runtime.agent.siblings import Siblings; "
+    code = ("import time; from runtime.agent.config import AgentConfig; "
+            "from runtime.agent.siblings import Siblings; "
             f"s = Siblings(AgentConfig(agent_index={index}, agent_count=2, agents_dir={str(tmp_path / 'agents')!r})); "
             "s.hold(); "
             f"print('held', flush=True); time.sleep({hold_s})")
@@ -104,7 +105,8 @@ def test_an_agent_alone_on_its_instance_needs_no_lock(tmp_path):
 
 @pytest.mark.parametrize("env, message", [
     ({"CAPTIONKIT_AGENT_COUNT": "2"}, "agents_dir set"),
-    ({"CAPTIONKIT_AGENT_COUNT": "2", "CAPTIONKIT_AGENT_INDEX": "2", "CAPTIONKIT_AGENTS_DIR": "/tmp/x"}, "index < count"),
+    ({"CAPTIONKIT_AGENT_COUNT": "2", "CAPTIONKIT_AGENT_INDEX": "2", "CAPTIONKIT_AGENTS_DIR": "/tmp/x"},
+     "index < count"),
 ])
 def test_agent_index_and_count_are_checked(env, message):
     with pytest.raises(ConfigError, match=message):
