@@ -12,10 +12,10 @@ PRICES_SOURCE = "https://aws.amazon.com/ec2/pricing/on-demand/"
 # Where each figure was read. g5.xlarge: $1.006/h in us-east-1 quoted by factualminds.com's "Amazon EC2
 # On-Demand Pricing ... (2026)" (published 2026-06-17), read on PRICES_READ_ON. GPUAUDIT's table (read
 # 2026-12-01; its own note: "on-demand us-east-1 as of Q1 2026") gives the g4dn, g5 and g6 figures below, and
-# agrees with that g5.xlarge figure. For g6e it disagrees with the long-standing list prices as remembered (it says g6e.12xlarge $13.80,
-# g6e.24xlarge $18.36, g6e.48xlarge $36.72): the g6e figures here are the remembered ones, TO BE CHECKED against
-# PRICES_SOURCE before trusting a cost figure made with them. A third-party table is not AWS's price list either:
-# check the figure of the types you deploy there.
+# agrees with that g5.xlarge figure. For g6e it disagrees with the long-standing list prices as remembered (it
+# says g6e.12xlarge $13.80, g6e.24xlarge $18.36, g6e.48xlarge $36.72): the g6e figures here are the remembered
+# ones, TO BE CHECKED against PRICES_SOURCE before trusting a cost figure made with them. A third-party table is
+# not AWS's price list either: check the figures of the types you deploy there.
 FACTUALMINDS = "https://www.factualminds.com/blog/amazon-ec2-on-demand-pricing-instance-families-2026/"
 GPUAUDIT = "https://github.com/gpuaudit/cli/blob/main/internal/pricing/gpu_specs.go"
 CONFIRMED = {"g5.xlarge": FACTUALMINDS, **{t: GPUAUDIT for t in (
