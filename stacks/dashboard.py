@@ -1,4 +1,5 @@
-"""The fleet's CloudWatch dashboard: backlog, fleet size, images per minute, latency, device time, errors."""
+"""The fleet's CloudWatch dashboard: backlog, fleet size, images per minute, latency, device time, errors, and
+images and device time per GPU."""
 from __future__ import annotations
 
 from aws_cdk import Duration, Stack
@@ -6,7 +7,8 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime.agent.metrics import BATCH_SIZE, DEVICE_TIME, IMAGE_ERRORS, IMAGE_LATENCY, IMAGES_DONE, QUEUE_WAIT
+from runtime.agent.metrics import (BATCH_SIZE, DEVICE_TIME, GPU_DIMENSION, IMAGE_ERRORS, IMAGE_LATENCY, IMAGES_DONE,
+                                   QUEUE_WAIT)
 from stacks.alarms import WORKER_FAILURES
 
 MINUTE = Duration.minutes(1)
@@ -25,6 +27,9 @@ class Dashboard(Construct):
         group = lambda metric: cloudwatch.Metric(  # noqa: E731 - group metrics, enabled on the group (stacks/fleet.py)
             namespace="AWS/AutoScaling", metric_name=metric, dimensions_map={"AutoScalingGroupName": group_name},
             statistic="Average", period=MINUTE)
+        per_gpu = lambda metric, label: cloudwatch.SearchExpression(  # noqa: E731 - one line per GPU of the fleet
+            expression=f"SEARCH('{{{metrics_namespace},{GPU_DIMENSION},Queue}} MetricName=\"{metric}\" "
+                       f"Queue=\"{queue.queue_name}\"', 'Sum', 60)", label=label, period=MINUTE)
         graph = lambda title, left, right=(), **kw: cloudwatch.GraphWidget(  # noqa: E731
             title=title, left=list(left), right=list(right), width=WIDTH, height=6, **kw)
         self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=name, widgets=[[
@@ -48,6 +53,10 @@ class Dashboard(Construct):
                 cloudwatch.Metric(namespace=metrics_namespace, metric_name=WORKER_FAILURES, statistic="Sum",
                                   dimensions_map={"AutoScalingGroupName": group_name}, period=MINUTE,
                                   label="workers given up")]),
+        ], [
+            # each agent names its GPU "<instance id>/<index>" (stacks/boot/bootstrap.sh): an idle GPU shows here
+            graph("Images per minute, per GPU", [per_gpu(IMAGES_DONE, "")]),
+            graph("Device ms per minute, per GPU (60,000: busy all minute)", [per_gpu(DEVICE_TIME, "")]),
         ]])
         region = Stack.of(self).region
         self.url = f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}#dashboards:name={name}"

@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
 from runtime.errors import CaptionKitError
-from stacks.gpu_stack import AMI_SNAPSHOT_GB, PYPI, index_problem, instance_problem
+from stacks.gpu_stack import AMI_SNAPSHOT_GB, GPU_FAMILIES, PYPI, index_problem, instance_problem
+from stacks.instance_types import INSTANCE_GPUS, gpu_count
 from stacks.prices import INSTANCE_PRICES
 
 CONTEXT_KEY = "captionkit"
@@ -35,6 +36,8 @@ class Settings:
     max_capacity: int = 2
     ami: str = DLAMI_PARAMETER
     root_volume_gb: int = 100
+    # per agent, and one agent runs on each GPU; one value for every GPU type: per-GPU-type defaults are not yet
+    # measured (no GPU was lent for it), so none is claimed here
     batch_size: int = 8
     max_batch_s: int = 180
     visibility_timeout_s: int = 900
@@ -51,7 +54,8 @@ class Settings:
     stalled_minutes: int = 30
     job_email: str | None = None  # subscribed to the job-completion topic (stacks/notify.py)
     instance_prices: dict[str, float] = dataclasses.field(default_factory=lambda: dict(INSTANCE_PRICES))
-    # scale from zero (README "Scaling"): the backlog target per instance is images/s x accepted latency
+    # scale from zero (README "Scaling"): the backlog target per instance is images/s x accepted latency (an
+    # instance with N GPUs runs N agents: its rate is theirs together)
     wake_on_upload: bool = True
     images_per_s_per_instance: float = 10.0
     accepted_latency_s: int = 120
@@ -166,9 +170,21 @@ def _problems(s: Settings) -> Iterator[str]:
         yield index
     else:
         yield from filter(None, (instance_problem(t, s.torch_index_url) for t in s.instance_types))
+    yield from _gpu_count_problems(s.instance_types)
     if not 10 <= s.stalled_minutes <= 1440:
         yield f"stalled_minutes={s.stalled_minutes}: expected 10..1440 (longer than a worker's boot)"
     yield from _scaling_problems(s)
+
+
+def _gpu_count_problems(instance_types: tuple[str, ...]) -> Iterator[str]:
+    unknown = [t for t in instance_types if t not in INSTANCE_GPUS and t.split(".", 1)[0] in GPU_FAMILIES]
+    if unknown:
+        yield (f"instance_types {','.join(unknown)}: not in stacks/instance_types.py's table; add each with its GPU "
+               "and vCPU counts (from https://aws.amazon.com/ec2/instance-types/)")
+    counts = {t: gpu_count(t) for t in instance_types if t in INSTANCE_GPUS}
+    if len(set(counts.values())) > 1:
+        yield (f"instance_types mixes GPU counts ({', '.join(f'{t}: {n}' for t, n in counts.items())}): the backlog "
+               "target is per instance, so every type must carry the same number of GPUs (one agent each)")
 
 
 # "This operation cannot be called on an Auto Scaling group that has a mixed instances policy or a launch

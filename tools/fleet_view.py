@@ -6,7 +6,8 @@ import datetime
 import json
 
 from runtime import registry
-from runtime.agent.metrics import IMAGE_ERRORS, IMAGES_DONE
+from runtime.agent.metrics import DEVICE_TIME, GPU_DIMENSION, IMAGE_ERRORS, IMAGES_DONE
+from stacks.instance_types import gpu_count
 from tools import cost
 
 GROUP_INSTANCES = "GroupTotalInstances"  # pending + in service + terminating: what is billed (group metrics)
@@ -32,9 +33,11 @@ def fleet(autoscaling, ec2, group_name: str) -> dict:
             for instance in reservation["Instances"]:
                 kinds[(instance["InstanceType"], instance.get("InstanceLifecycle") or "on-demand")] += 1
     overrides = (group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {}).get("Overrides", []))
+    counts = [(gpu_count(t), n) for (t, _), n in kinds.items()]
     return {"desired": group["DesiredCapacity"], "min": group["MinSize"], "max": group["MaxSize"],
             "pending": states["Pending"], "in_service": states["InService"],
             "terminating": states["Terminating"], "running": sorted(kinds.items()),
+            "gpus": None if any(g is None for g, _ in counts) else sum(g * n for g, n in counts),
             "configured_types": [o["InstanceType"] for o in overrides if "InstanceType" in o]}
 
 
@@ -74,6 +77,23 @@ def activity(cloudwatch, namespace: str, queue_name: str, group_name: str, price
     return {"done_hour": done, "failed_hour": failed, "per_minute": round((done + failed) / 60, 2),
             "cost": {**cost.fleet_cost(day["instances"], day["done"], COST_PERIOD_S, price),
                      "price_per_hour": price, "price_source": price_source}}
+
+
+def per_gpu(cloudwatch, namespace: str, queue_name: str, now: datetime.datetime) -> list[dict]:
+    """Each GPU that reported in the last hour ("<instance id>/<index>", the agents' Gpu dimension): its images
+    done and its share of the hour on the device, busiest first."""
+    found = []
+    for page in cloudwatch.get_paginator("list_metrics").paginate(
+            Namespace=namespace, MetricName=IMAGES_DONE, RecentlyActive="PT3H",
+            Dimensions=[{"Name": "Queue", "Value": queue_name}, {"Name": GPU_DIMENSION}]):
+        found += [d["Value"] for m in page["Metrics"] for d in m["Dimensions"] if d["Name"] == GPU_DIMENSION]
+    gpus = sorted(set(found))[:250]  # two queries each, 500 per call
+    queries = {f"{kind}{i}": (namespace, metric, {"Queue": queue_name, GPU_DIMENSION: gpu}, "Sum")
+               for i, gpu in enumerate(gpus) for kind, metric in (("d", IMAGES_DONE), ("t", DEVICE_TIME))}
+    hour = series(cloudwatch, queries, now - datetime.timedelta(hours=1), now, 3600) if queries else {}
+    rows = [{"gpu": gpu, "done": int(sum(hour[f"d{i}"].values())),
+             "device_share": round(sum(hour[f"t{i}"].values()) / 3_600_000, 3)} for i, gpu in enumerate(gpus)]
+    return sorted(rows, key=lambda row: (-row["done"], row["gpu"]))
 
 
 def recent_errors(logs, log_group: str, since: datetime.datetime, limit: int = 5) -> list[dict]:

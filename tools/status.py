@@ -47,6 +47,8 @@ def snapshot(target: targets.Target, outputs: dict[str, str], prices: dict[str, 
         "activity": fleet_view.activity(client("cloudwatch"), config["metrics_namespace"],
                                         outputs["QueueUrl"].rsplit("/", 1)[-1], outputs["GroupName"], prices,
                                         types, now),
+        "gpus": fleet_view.per_gpu(client("cloudwatch"), config["metrics_namespace"],
+                                   outputs["QueueUrl"].rsplit("/", 1)[-1], now),
         "errors": fleet_view.recent_errors(client("logs"), outputs["LogGroup"], now - datetime.timedelta(hours=1)),
     }
 
@@ -62,6 +64,16 @@ def scaling_note(snap: dict) -> str:
     if fleet["desired"] == 0:
         return "idle at zero: nothing to do, nothing billed"
     return f"serving with {fleet['in_service']} instance(s)"
+
+
+def gpu_line(running_gpus: int | None, gpus: list[dict], shown: int = 3) -> str:
+    """GPUs running, how many captioned in the last hour, and the least busy few: images, share of the hour on
+    the device (every GPU of an instance should be busy when messages wait)."""
+    running = "? GPU(s) running (a type not in stacks/instance_types.py)" if running_gpus is None else \
+        f"{running_gpus} GPU(s) running"
+    least = ", ".join(f"{g['gpu']} {g['done']} ({g['device_share']:.0%})" for g in gpus[::-1][:shown])
+    busy = sum(1 for g in gpus if g["done"])
+    return f"{running}, {busy} captioned in the last hour" + (f"; least busy: {least}" if least else "")
 
 
 def render(snap: dict) -> str:
@@ -80,6 +92,7 @@ def render(snap: dict) -> str:
         "model        " + (f"{m['name']}  sha256 {m['sha256'][:12]}  published {m['published']}" if m
                            else "none published yet: make upload ARTIFACT=dist/model.pt2"),
         f"last hour    {a['done_hour']} done, {a['failed_hour']} failed, {a['per_minute']} images/min",
+        f"per GPU      {gpu_line(f.get('gpus'), snap.get('gpus', []))}",
         f"last day     {c['instance_hours']} instance-hours, {c['images']} images: {money(c['cost'])}, "
         f"{money(c['per_1000'])} per 1,000 images; idle {money(c['idle_cost'])} ({c['idle_hours']} h)",
         f"             price: {c['price_source']}",

@@ -13,6 +13,7 @@ from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
 from runtime.agent.model.swap import ModelWatcher, warm_up
 from runtime.agent.lifecycle import WarmPoolGate, load_for_service
+from runtime.agent.siblings import Siblings, complete_for_instance
 from runtime.agent.watchdog import Watchdog
 from runtime.agent.worker import Worker
 from runtime.errors import CaptionKitError
@@ -37,6 +38,8 @@ def main(argv=None) -> int:
         # 1. settings, 2. the device, 3. the current model (pointer -> download -> checksum -> load), 4. warm-up
         config = load_config(args.config)
         config.require("queue_url", "artifacts_bucket", "images_bucket")  # no images bucket: nothing to caption
+        siblings = Siblings(config)
+        siblings.hold()
         watchdog = Watchdog(config.hold_limit_s)
         watchdog.start()  # systemd's watchdog runs from the start: pet it through a long download or compile
         device = device_without_cpu_fallback(config.device)
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
     worker = Worker(config, captioner, pointer, sqs=sqs, s3=s3, burst=args.burst,
                     max_batches=args.max_batches, watcher=watcher, watchdog=watchdog)
     lifecycle = Lifecycle(config, worker.stop, autoscaling=aws.client("autoscaling", config.region))
-    worker.on_exit.append(lambda: _safely(lifecycle.complete))
+    worker.on_exit.append(lambda: _safely(lambda: complete_for_instance(lifecycle, siblings, config)))
     install_signal_handlers(worker)
     watcher.start()
     lifecycle.start()

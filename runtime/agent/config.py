@@ -53,6 +53,12 @@ class AgentConfig:
     imds_url: str = "http://169.254.169.254"  # empty: never ask instance metadata
     imds_poll_s: float = 5.0
     cache_dir: str = "~/.cache/captionkit"
+    # one agent per GPU (stacks/boot/bootstrap.sh): agent 0 completes the instance's lifecycle hooks
+    # (runtime/agent/siblings.py); `gpu` ("<instance id>/<index>") is the Gpu dimension of the batch metrics
+    agent_index: int = 0
+    agent_count: int = 1
+    agents_dir: str = ""  # where the agents of one instance hold their life locks; needed with agent_count > 1
+    gpu: str = ""
     job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
     job_topic_arn: str = ""  # SNS topic told when a job's summary is first written; empty: none
     captioner_loader: str = "runtime.captioner:load_captioner"
@@ -138,6 +144,9 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
                           f"as images")
     if config.crash_limit < 1:
         raise ConfigError(f"crash_limit must be at least 1, not {config.crash_limit}")
+    if not 0 <= config.agent_index < config.agent_count or (config.agent_count > 1 and not config.agents_dir):
+        raise ConfigError(f"agent_index={config.agent_index}, agent_count={config.agent_count}: expected "
+                          "0 <= index < count, and agents_dir set when more than one agent shares the instance")
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

@@ -142,6 +142,8 @@ class WarmPoolGate:
 
     def ready(self) -> None:
         """Complete the launch hook: in the pool's preparation AWS then stops the instance, else it goes in service."""
+        if self.config.agent_index:  # the hook holds the instance: agent 0 completes it (runtime/agent/siblings.py)
+            return
         try:
             self.autoscaling.complete_lifecycle_action(
                 LifecycleHookName=self.config.launch_hook_name, AutoScalingGroupName=self.config.asg_name,

@@ -13,6 +13,9 @@ IMAGES_DONE = "ImagesDone"
 # The other per-batch metrics of that line, read by the stack's dashboard and `make status`
 IMAGE_ERRORS, BATCH_SIZE, DEVICE_TIME = "ImageErrors", "BatchSize", "DeviceTime"
 IMAGE_LATENCY, QUEUE_WAIT = "ImageLatency", "QueueWait"
+# With one agent per GPU the same values also go out per GPU ("<instance id>/<index>"), for the dashboard and
+# `make status` (stacks/dashboard.py, tools/fleet_view.py); the Queue-only metrics stay the fleet's totals
+GPU_DIMENSION = "Gpu"
 
 logger = logging.getLogger("captionkit.agent")
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -77,9 +80,14 @@ class Counters:
 
 def batch_metrics(config, *, done: int, failed: int, size: int, device_s: float, latencies_s: list[float],
                   waits_s: list[float]) -> dict:
-    """The embedded-metric fields of one batch's log line (dimension Queue; at most 100 values per list)."""
+    """The embedded-metric fields of one batch's log line (dimension Queue, and Gpu+Queue when `config.gpu` is set;
+    at most 100 values per list)."""
     ms = lambda values: [round(v * 1000, 1) for v in values][:100]  # noqa: E731
-    return embedded_metrics(config.metrics_namespace, {"Queue": config.queue_url.rsplit("/", 1)[-1]}, {
+    record = embedded_metrics(config.metrics_namespace, {"Queue": config.queue_url.rsplit("/", 1)[-1]}, {
         IMAGES_DONE: (done, "Count"), IMAGE_ERRORS: (failed, "Count"), BATCH_SIZE: (size, "Count"),
         DEVICE_TIME: (round(device_s * 1000, 1), "Milliseconds"),
         IMAGE_LATENCY: (ms(latencies_s), "Milliseconds"), QUEUE_WAIT: (ms(waits_s), "Milliseconds")})
+    if getattr(config, "gpu", ""):
+        record["_aws"]["CloudWatchMetrics"][0]["Dimensions"].append([GPU_DIMENSION, "Queue"])
+        record[GPU_DIMENSION] = config.gpu
+    return record

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CaptionKit worker boot: install the locked runtime into a venv, prove the GPU, write the agent's config,
-# start it under systemd. Run by user data from the unpacked runtime bundle. A failure at any step hands the
-# instance to give_up.sh (metric, back-off, then "unhealthy" so the group replaces it).
+# start one agent per GPU under systemd (captionkit-agent@<index>.service). Run by user data from the unpacked
+# runtime bundle. A failure at any step hands the instance to give_up.sh (metric, back-off, then "unhealthy" so
+# the group replaces it).
 # Inputs (environment):
 #   CAPTIONKIT_AGENT_CONFIG     the agent config as JSON (the stack renders it)
 #   CAPTIONKIT_TORCH_INDEX_URL  where torch comes from: empty or https://pypi.org/simple (default) installs the
@@ -12,6 +13,7 @@
 #                               Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), per its release notes)
 #   CAPTIONKIT_TORCH_WHEEL      rehearsal only: a torch wheel to install in place of runtime-cuda.lock
 #   CAPTIONKIT_DEVICE           as for the agent: overrides the config's device (cpu skips the GPU requirement)
+#   CAPTIONKIT_IMDS_URL         instance metadata (default http://169.254.169.254): the instance id names each GPU
 #   ROOT                        prefix for every path written (the tests run the boot against a temporary root)
 set -euo pipefail
 
@@ -24,6 +26,8 @@ CONFIG=/etc/captionkit/agent.json
 UNIT_DIR=/etc/systemd/system
 CWAGENT_CONFIG=/opt/aws/amazon-cloudwatch-agent/etc/captionkit.json
 LOG_DIR=/var/log/captionkit
+STATE_DIR=/var/lib/captionkit
+IMDS="${CAPTIONKIT_IMDS_URL-http://169.254.169.254}"
 DEFAULT_INDEX=https://pypi.org/simple
 PIP_LOCKED=(--require-hashes --no-deps --only-binary=:all: --progress-bar off --disable-pip-version-check)
 export PATH="$PATH:/opt/aws/amazon-cloudwatch-agent/bin"
@@ -81,6 +85,22 @@ DEVICE="${CAPTIONKIT_DEVICE:-$(python3 -c 'import json, os; print(json.loads(os.
 GPU_CHECK=("$ROOT$VENV/bin/python" -m runtime gpu-check)
 [[ "$DEVICE" == cuda ]] || GPU_CHECK+=(--allow-cpu)
 (cd "$SRC" && PYTHONPATH="$SRC" "${GPU_CHECK[@]}")
+# every GPU busy: one agent per GPU that nvidia-smi lists (the CPU, on purpose, runs one); each agent's S3 reads
+# and image decoding get the instance's vCPUs shared out among the agents (at least 2 threads)
+GPUS="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)"
+if (( GPUS == 0 )); then
+  if [[ "$DEVICE" == cuda ]]; then
+    echo "captionkit bootstrap: nvidia-smi -L lists no GPU, yet the device is cuda" >&2
+    false
+  fi
+  GPUS=1
+fi
+VCPUS="$(nproc)"
+THREADS=$(( VCPUS / GPUS > 2 ? VCPUS / GPUS : 2 ))
+IMDS_TOKEN="$(curl -sf -m 5 -X PUT "$IMDS/latest/api/token" -H "X-aws-ec2-metadata-token-ttl-seconds: 60" || true)"
+INSTANCE_ID="$(curl -sf -m 5 -H "X-aws-ec2-metadata-token: $IMDS_TOKEN" "$IMDS/latest/meta-data/instance-id" || true)"
+[[ "$INSTANCE_ID" =~ ^i-[0-9a-z]{1,32}$ ]] || INSTANCE_ID="$(uname -n)"  # it goes into the unit file
+echo "captionkit bootstrap: $GPUS agent(s) on $INSTANCE_ID, $THREADS download/decode threads each ($VCPUS vCPUs)"
 phase gpu_check
 
 # 4. the agent's config, checked for the keys the agent needs
@@ -106,24 +126,29 @@ phase config
 
 # 5. logs: the CloudWatch agent ships boot and agent logs to the stack's log group
 mkdir -p "$ROOT$(dirname "$CWAGENT_CONFIG")"
-python3 - "$ROOT$CONFIG" "$ROOT$CWAGENT_CONFIG" "$LOG_DIR" <<'PY'
+python3 - "$ROOT$CONFIG" "$ROOT$CWAGENT_CONFIG" "$LOG_DIR" "$GPUS" <<'PY'
 import json, sys
-config_path, out_path, log_dir = sys.argv[1:]
+config_path, out_path, log_dir, gpus = sys.argv[1:]
 group = json.load(open(config_path))["log_group"]
+names = ["bootstrap", *(f"agent-{gpu}" for gpu in range(int(gpus))), "give-up"]  # a log stream per agent
 files = [{"file_path": f"{log_dir}/{name}.log", "log_group_name": group, "log_stream_name": f"{{instance_id}}/{name}"}
-         for name in ("bootstrap", "agent", "give-up")]
+         for name in names]
 json.dump({"logs": {"logs_collected": {"files": {"collect_list": files}}}}, open(out_path, "w"), indent=2)
 PY
 amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "file:$CWAGENT_CONFIG"
 phase logs
 
-# 6. the agent under systemd. Restarts on failure; after 5 failures in 15 minutes systemd gives up and
-#    OnFailure= runs give_up.sh (systemd 252 on AL2023 fires OnFailure= only once restarts stop). Exit 75 is
-#    the agent's "drain timed out while the instance is going away": not a failure, never restarted.
+# 6. the agents under systemd, one instance of the template per GPU (%i: its index). Each restarts on failure;
+#    after 5 failures in 15 minutes systemd gives up and OnFailure= runs give_up.sh (systemd 252 on AL2023 fires
+#    OnFailure= only once restarts stop): one GPU that cannot serve has the whole instance replaced. Exit 75 is
+#    the agent's "drain timed out while the instance is going away": not a failure, never restarted. Each agent
+#    sees only its GPU (as cuda:0, numbered in nvidia-smi's PCI bus order), keeps its own cache (model file,
+#    crash journal, compiled programs) and log, and names its GPU in its metrics; agent 0 completes the
+#    instance's lifecycle hooks once the others have exited (life locks in agents/, runtime/agent/siblings.py).
 mkdir -p "$ROOT$UNIT_DIR"
-cat > "$ROOT$UNIT_DIR/captionkit-agent.service" <<UNIT
+cat > "$ROOT$UNIT_DIR/captionkit-agent@.service" <<UNIT
 [Unit]
-Description=CaptionKit captioning agent
+Description=CaptionKit captioning agent on GPU %i
 Wants=network-online.target
 After=network-online.target
 StartLimitIntervalSec=900
@@ -135,7 +160,10 @@ Type=simple
 User=captionkit
 Group=captionkit
 WorkingDirectory=$SRC_ON_HOST
-Environment=PYTHONPATH=$SRC_ON_HOST PYTHONUNBUFFERED=1 HOME=/var/lib/captionkit
+Environment=PYTHONPATH=$SRC_ON_HOST PYTHONUNBUFFERED=1 HOME=$STATE_DIR
+Environment=CUDA_DEVICE_ORDER=PCI_BUS_ID CUDA_VISIBLE_DEVICES=%i CAPTIONKIT_GPU=$INSTANCE_ID/%i
+Environment=CAPTIONKIT_AGENT_INDEX=%i CAPTIONKIT_AGENT_COUNT=$GPUS CAPTIONKIT_AGENTS_DIR=$STATE_DIR/agents
+Environment=CAPTIONKIT_CACHE_DIR=$STATE_DIR/gpu%i CAPTIONKIT_PREFETCH_THREADS=$THREADS
 ExecStart=$VENV/bin/python -m runtime agent --config $CONFIG
 Restart=on-failure
 RestartSec=10
@@ -149,7 +177,7 @@ WatchdogSec=120
 NotifyAccess=main
 StateDirectory=captionkit
 LogsDirectory=captionkit
-StandardOutput=append:$LOG_DIR/agent.log
+StandardOutput=append:$LOG_DIR/agent-%i.log
 StandardError=inherit
 NoNewPrivileges=yes
 ProtectSystem=full
@@ -164,9 +192,11 @@ Description=CaptionKit: the agent cannot stay up; report it and have the group r
 
 [Service]
 Type=oneshot
-ExecStart=/bin/bash $SRC_ON_HOST/stacks/boot/give_up.sh "the agent failed 5 times in 15 minutes: see $LOG_DIR/agent.log"
+ExecStart=/bin/bash $SRC_ON_HOST/stacks/boot/give_up.sh "an agent failed 5 times in 15 minutes: see $LOG_DIR/agent-<GPU>.log"
 UNIT
 systemctl daemon-reload
-systemctl enable --now captionkit-agent.service
+AGENTS=()
+for (( gpu = 0; gpu < GPUS; gpu++ )); do AGENTS+=("captionkit-agent@$gpu.service"); done
+systemctl enable --now "${AGENTS[@]}"
 phase start
 echo "captionkit bootstrap: done $(date -u +%FT%TZ)"

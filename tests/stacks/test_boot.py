@@ -30,6 +30,10 @@ PYTHON_STUB = STUB + ('if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; cp "$
                       'if [ "$1 $2 $3" = "-m runtime gpu-check" ]; then exit "${STUB_GPU_EXIT:-0}"; fi\n')
 CURL_STUB = STUB + 'case "$*" in *instance-id*) echo i-0123456789abcdef0;; *api/token*) echo token;; esac\n'
 AWS_STUB = STUB + 'case "$*" in *get-metric-statistics*) echo "${STUB_RECENT_FAILURES:-None}";; esac\n'
+# nvidia-smi -L lists $STUB_GPUS GPUs (1), nproc says $STUB_NPROC vCPUs (4)
+NVIDIA_SMI_STUB = STUB + ('i=0; while [ "$i" -lt "${STUB_GPUS:-1}" ]; do echo "GPU $i: NVIDIA A10G (UUID: GPU-$i)"; '
+                          'i=$((i + 1)); done\n')
+NPROC_STUB = STUB + 'echo "${STUB_NPROC:-4}"\n'
 
 
 def write_stub(directory: Path, name: str, text: str) -> None:
@@ -44,6 +48,7 @@ def run_boot(tmp_path, config=CONFIG, python="python3.12", preinstalled=True, sc
     for name in ("dnf", "useradd", "chown", "systemctl", "sleep", "amazon-cloudwatch-agent-ctl"):
         write_stub(stubs, name, STUB)
     write_stub(stubs, "curl", CURL_STUB), write_stub(stubs, "aws", AWS_STUB)
+    write_stub(stubs, "nvidia-smi", NVIDIA_SMI_STUB), write_stub(stubs, "nproc", NPROC_STUB)
     if preinstalled:
         write_stub(stubs, python, PYTHON_STUB)
     env = {**os.environ, "ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}",
@@ -108,7 +113,7 @@ def test_boot_writes_the_agent_config_readable_by_the_service_user_only(booted):
 
 def test_agent_unit_restarts_on_failure_gives_up_after_a_burst_and_never_restarts_a_timed_out_drain(booted):
     root, calls = booted
-    unit = (root / "etc/systemd/system/captionkit-agent.service").read_text()
+    unit = (root / "etc/systemd/system/captionkit-agent@.service").read_text()
     assert "ExecStart=/opt/captionkit/venv/bin/python -m runtime agent --config /etc/captionkit/agent.json\n" in unit
     for line in ("User=captionkit", "Restart=on-failure", "KillSignal=SIGTERM", "WantedBy=multi-user.target",
                  f"TimeoutStopSec={CONFIG['drain_timeout_s'] + 30}", f"WorkingDirectory={REPO}",
@@ -118,7 +123,7 @@ def test_agent_unit_restarts_on_failure_gives_up_after_a_burst_and_never_restart
         assert f"\n{line}\n" in unit, line
     give_up = (root / "etc/systemd/system/captionkit-give-up.service").read_text()
     assert f"ExecStart=/bin/bash {REPO}/stacks/boot/give_up.sh " in give_up and "Type=oneshot" in give_up
-    assert calls[-2:] == ["systemctl daemon-reload", "systemctl enable --now captionkit-agent.service"]
+    assert calls[-2:] == ["systemctl daemon-reload", "systemctl enable --now captionkit-agent@0.service"]
 
 
 def test_boot_ships_boot_agent_and_give_up_logs_to_the_stacks_log_group(booted):
@@ -126,7 +131,7 @@ def test_boot_ships_boot_agent_and_give_up_logs_to_the_stacks_log_group(booted):
     cwagent = json.loads((root / "opt/aws/amazon-cloudwatch-agent/etc/captionkit.json").read_text())
     files = cwagent["logs"]["logs_collected"]["files"]["collect_list"]
     assert [(f["file_path"], f["log_group_name"]) for f in files] == [
-        ("/var/log/captionkit/bootstrap.log", "the-logs"), ("/var/log/captionkit/agent.log", "the-logs"),
+        ("/var/log/captionkit/bootstrap.log", "the-logs"), ("/var/log/captionkit/agent-0.log", "the-logs"),
         ("/var/log/captionkit/give-up.log", "the-logs")]
     assert ("amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "
             "file:/opt/aws/amazon-cloudwatch-agent/etc/captionkit.json") in calls
@@ -153,7 +158,7 @@ def test_a_worker_without_a_usable_gpu_fails_its_boot_and_has_itself_replaced(tm
     result, root, calls = run_boot(tmp_path, STUB_GPU_EXIT=str(NO_GPU_EXIT))
     assert result.returncode == NO_GPU_EXIT
     assert "FAILED: boot failed at line" in result.stdout
-    assert not (root / "etc/systemd/system/captionkit-agent.service").exists()
+    assert not (root / "etc/systemd/system/captionkit-agent@.service").exists()
     assert not any(c.startswith("systemctl") for c in calls)
     _gave_up(calls)
 
@@ -170,7 +175,7 @@ def test_boot_refuses_a_config_missing_keys_and_starts_nothing(tmp_path):
     result, root, calls = run_boot(tmp_path, config={k: v for k, v in CONFIG.items() if k != "drain_timeout_s"})
     assert result.returncode != 0
     assert "lacks ['drain_timeout_s']" in result.stderr + result.stdout
-    assert not (root / "etc/systemd/system/captionkit-agent.service").exists()
+    assert not (root / "etc/systemd/system/captionkit-agent@.service").exists()
     assert not any(c.startswith("systemctl") for c in calls)
 
 

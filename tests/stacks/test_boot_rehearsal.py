@@ -4,7 +4,8 @@ installing the real locks into a fresh venv, and the agent started exactly as it
 What this machine cannot have is replaced, and only that: the operating system's services (dnf, systemctl,
 useradd, chown, the CloudWatch agent, instance metadata) are stubs, `aws s3 cp` reads from the local AWS, the
 interpreter is python3.11 (the one torch CPU wheel here is for it; the DLAMI's is 3.12), and torch is the CPU
-build in place of runtime-cuda.lock, so the agent runs on the CPU (CAPTIONKIT_DEVICE=cpu).
+build in place of runtime-cuda.lock, so the agents run on the CPU (CAPTIONKIT_DEVICE=cpu). `nvidia-smi -L` lists
+two GPUs, so the boot writes and enables an agent for each, and both are started as their unit says.
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ INSTALL_DIR = "/opt/captionkit"
 CPU_TORCH = "/opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"
 STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "$STUB_LOG"\n'
 CURL_STUB = STUB + 'case "$*" in *instance-id*) echo i-0rehearsal;; *api/token*) echo token;; *) exit 22;; esac\n'
+GPUS = 2
+NVIDIA_SMI_STUB = STUB + "".join(f'echo "GPU {i}: NVIDIA A10G (UUID: GPU-rehearsal-{i})"\n' for i in range(GPUS))
 # `aws s3 cp s3://bucket/key dest` reads the local AWS (the bundle that `cdk deploy` uploaded); the rest is logged
 AWS_STUB = f"""#!{sys.executable}
 import os, sys
@@ -88,7 +91,7 @@ def booted(deployed, tiny_artifact, tmp_path_factory):
     root.mkdir(), stubs.mkdir()
     for name in ("dnf", "systemctl", "useradd", "chown", "amazon-cloudwatch-agent-ctl", "sleep"):
         _stub(stubs, name, STUB)
-    _stub(stubs, "curl", CURL_STUB), _stub(stubs, "aws", AWS_STUB)
+    _stub(stubs, "curl", CURL_STUB), _stub(stubs, "aws", AWS_STUB), _stub(stubs, "nvidia-smi", NVIDIA_SMI_STUB)
     user_data = deployed_user_data(env)
     script = tmp / "user-data.sh"
     script.write_text(user_data.replace(INSTALL_DIR, f"{root}{INSTALL_DIR}"))
@@ -132,62 +135,103 @@ def test_the_boot_log_times_every_phase(booted):
 
 
 def test_the_written_units_pass_systemd_analyze_verify(booted, tmp_path):
-    """systemd's own check of both units, with the instance's /opt/captionkit mapped to where the rehearsal put it
-    (systemd-analyze checks that ExecStart= programs exist; --root= would also hide this machine's /bin/bash)."""
+    """systemd's own check of the units, each GPU's instance of the agent template among them, with the instance's
+    /opt/captionkit mapped to where the rehearsal put it (systemd-analyze checks that ExecStart= programs exist;
+    --root= would also hide this machine's /bin/bash)."""
     if shutil.which("systemd-analyze") is None:
         pytest.fail("systemd-analyze is missing: `apt-get install systemd` (Debian) provides it")
     units = booted["root"] / "etc/systemd/system"
-    for name in ("captionkit-agent.service", "captionkit-give-up.service"):
-        text = (units / name).read_text().replace(INSTALL_DIR, f"{booted['root']}{INSTALL_DIR}")
-        (tmp_path / name).write_text(text)
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "captionkit-agent.service"),
-                             str(tmp_path / "captionkit-give-up.service")], capture_output=True, text=True, timeout=120)
+    enabled = [c.split()[3:] for c in booted["calls"] if c.startswith("systemctl enable --now")]
+    assert enabled == [[f"captionkit-agent@{gpu}.service" for gpu in range(GPUS)]]
+    names = [*enabled[0], "captionkit-give-up.service"]
+    for name in names:
+        source = units / re.sub(r"@\d+\.", "@.", name)  # an instance loads its template's file
+        (tmp_path / name).write_text(source.read_text().replace(INSTALL_DIR, f"{booted['root']}{INSTALL_DIR}"))
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / name) for name in names)],
+                            capture_output=True, text=True, timeout=120)
     problems = [line for line in (result.stdout + result.stderr).splitlines() if "captionkit" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
 
 
-def unit_command(root: Path) -> tuple[list[str], dict, Path, Path]:
-    """ExecStart, Environment, WorkingDirectory and StandardOutput of the written unit, mapped into `root`."""
-    unit = (root / "etc/systemd/system/captionkit-agent.service").read_text()
-    values = dict(re.findall(r"^(ExecStart|Environment|WorkingDirectory|StandardOutput)=(.*)$", unit, re.M))
+def unit_command(root: Path, gpu: int) -> tuple[list[str], dict, Path, Path]:
+    """ExecStart, Environment, WorkingDirectory and StandardOutput of GPU `gpu`'s instance of the written template
+    (%i is the index), mapped into `root`."""
+    unit = (root / "etc/systemd/system/captionkit-agent@.service").read_text().replace("%i", str(gpu))
+    lines = re.findall(r"^(ExecStart|Environment|WorkingDirectory|StandardOutput)=(.*)$", unit, re.M)
+    values = dict(lines)
     inside = lambda path: str(root) + path if path.startswith("/") else path  # noqa: E731
     command = [inside(word) for word in shlex.split(values["ExecStart"])]
-    environment = {k: inside(v) for k, v in (pair.split("=", 1) for pair in shlex.split(values["Environment"]))}
+    pairs = [pair.split("=", 1) for key, line in lines if key == "Environment" for pair in shlex.split(line)]
+    environment = {k: inside(v) for k, v in pairs}
     return command, environment, Path(inside(values["WorkingDirectory"])), Path(inside(values["StandardOutput"][7:]))
 
 
-def test_the_agent_started_as_its_unit_says_captions_every_waiting_image_and_drains_on_sigterm(booted):
-    root, env, outputs = booted["root"], booted["env"], booted["outputs"]
-    command, unit_env, workdir, log_path = unit_command(root)
+def _start_agent(root: Path, env: dict, gpu: int) -> tuple[subprocess.Popen, Path]:
+    command, unit_env, workdir, log_path = unit_command(root, gpu)
     (root / "var/lib/captionkit").mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    # the unit's environment, plus what the instance profile and metadata give an instance, and the CPU device
+    # the unit's environment, plus what the instance profile and metadata give an instance, and the CPU device;
+    # batches of 2 so that the two agents share the second round of images
     agent_env = {**unit_env, "PATH": "/usr/bin:/bin", "CAPTIONKIT_DEVICE": "cpu", "CAPTIONKIT_IMDS_URL": "",
-                 **{k: v for k, v in env.items() if k.startswith("AWS_")}}
+                 "CAPTIONKIT_BATCH_SIZE": "2", **{k: v for k, v in env.items() if k.startswith("AWS_")}}
     with open(log_path, "a") as log:
         agent = subprocess.Popen(command, cwd=workdir, env=agent_env, stdout=log, stderr=subprocess.STDOUT)
+    return agent, log_path
+
+
+def _events(log_path: Path) -> list[dict]:
+    return [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+
+
+def _wait_for_results(s3, outputs, keys, agents, logs) -> dict:
+    deadline, results = time.monotonic() + 300, {}
+    while time.monotonic() < deadline and all(a.poll() is None for a in agents):
+        results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], keys)
+        if all(results.values()):
+            return results
+        time.sleep(1)
+    raise AssertionError((results, *(p.read_text()[-3000:] for p in logs)))
+
+
+def test_two_agents_started_as_their_units_say_both_caption_and_drain_on_sigterm(booted):
+    """One agent per stubbed GPU, each started exactly as its instance of the template says: the images waiting
+    at boot are captioned, then a second round of 24 is shared between the two, and SIGTERM drains both."""
+    root, env, outputs = booted["root"], booted["env"], booted["outputs"]
     s3 = aws_client("s3", env["AWS_REGION"], env["AWS_ENDPOINT_URL"])
+    started = [_start_agent(root, env, gpu) for gpu in range(GPUS)]
+    agents, logs = [a for a, _ in started], [p for _, p in started]
     keys = [*booted["truth"], booted["bad"]]
     try:
+        results = _wait_for_results(s3, outputs, keys, agents, logs)
         deadline = time.monotonic() + 300
-        results = {}
-        while time.monotonic() < deadline and agent.poll() is None:
-            results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], keys)
-            if all(results.values()):
-                break
+        while not all("started" in [e.get("event") for e in _events(p)] for p in logs):
+            assert time.monotonic() < deadline and all(a.poll() is None for a in agents), logs[-1].read_text()[-3000:]
             time.sleep(1)
-        assert all(results.values()), (results, log_path.read_text()[-4000:])
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=120) == 0, log_path.read_text()[-4000:]
+        second = flow.drop_images(s3, outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}round-2/", 24, seed=12)
+        results |= _wait_for_results(s3, outputs, list(second), agents, logs)
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+        assert [agent.wait(timeout=120) for agent in agents] == [0] * GPUS, [p.read_text()[-3000:] for p in logs]
     finally:
-        if agent.poll() is None:
-            agent.kill()
-    assert all(results[k]["status"] == "ok" and results[k]["caption"] is not None for k in booted["truth"])
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+    assert all(results[k]["status"] == "ok" and results[k]["caption"] is not None for k in [*booted["truth"], *second])
     assert results[booted["bad"]]["status"] == "error"
-    events = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    names = [e.get("event") for e in events]
-    assert {"model_fetched", "started", "first_caption", "shutdown"} <= set(names), names
-    write_cold_start(booted, events)
+    events = [_events(p) for p in logs]
+    for gpu, lines in enumerate(events):
+        names = [e.get("event") for e in lines]
+        assert {"model_fetched", "started", "first_caption", "shutdown"} <= set(names), (gpu, names)
+        batches = [e for e in lines if e.get("event") == "batch" and e["images"]]
+        assert batches, f"agent {gpu} captioned nothing"
+        assert {e["Gpu"] for e in batches} == {f"i-0rehearsal/{gpu}"}
+        assert ["Gpu", "Queue"] in batches[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+        assert list((root / f"var/lib/captionkit/gpu{gpu}").glob("*.pt2")), f"agent {gpu} has no cache of its own"
+    write_cold_start(booted, min(events, key=lambda lines: _first_caption(lines)["since_ready_s"]))
+
+
+def _first_caption(events: list[dict]) -> dict:
+    return next(e for e in events if e.get("event") == "first_caption")
 
 
 def write_cold_start(booted, events) -> None:

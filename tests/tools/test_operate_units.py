@@ -55,7 +55,7 @@ def test_a_missing_price_says_where_to_add_it():
     assert price is None and "no price for p5.48xlarge: add it to instance_prices in cdk.json" in source
     price, source = cost.hourly_price(["g5.xlarge"], INSTANCE_PRICES)
     assert price == 1.006 and "read 20" in source
-    assert "to be checked" in cost.hourly_price(["g6.xlarge"], INSTANCE_PRICES)[1]
+    assert "to be checked" in cost.hourly_price(["g6e.xlarge"], INSTANCE_PRICES)[1]
 
 
 def test_instance_prices_override_entries_of_the_table_from_the_command_line():

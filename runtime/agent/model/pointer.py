@@ -1,6 +1,7 @@
 """The agent's side of the model registry: fetch and verify the .pt2 the pointer names, and load it."""
 from __future__ import annotations
 
+import fcntl
 import importlib
 import time
 from pathlib import Path
@@ -27,15 +28,20 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and cache.stamped_or_hashed(cache_dir, path, lambda: file_sha256(path)) == pointer["sha256"]:
         return path
-    partial = path.with_suffix(".pt2.partial")
-    s3.download_file(bucket, pointer["key"], str(partial))
-    actual = file_sha256(partial)
-    if actual != pointer["sha256"]:
-        partial.unlink()
-        raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
-                            f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again")
-    partial.replace(path)
-    cache.write_stamp(cache_dir, path, actual, cache.identity(path))  # a restart need not hash it again
+    # agents sharing a cache take turns: one writes the partial file, the next finds the whole file verified
+    with open(path.with_suffix(".pt2.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists() and cache.stamped_or_hashed(cache_dir, path, lambda: file_sha256(path)) == pointer["sha256"]:
+            return path
+        partial = path.with_suffix(".pt2.partial")
+        s3.download_file(bucket, pointer["key"], str(partial))
+        actual = file_sha256(partial)
+        if actual != pointer["sha256"]:
+            partial.unlink()
+            raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
+                                f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again")
+        partial.replace(path)
+        cache.write_stamp(cache_dir, path, actual, cache.identity(path))  # a restart need not hash it again
     return path
 
 
