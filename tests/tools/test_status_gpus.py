@@ -35,7 +35,8 @@ def test_each_gpu_that_reported_shows_its_images_and_device_share_least_busy_las
 
 @mock_aws
 def test_the_fleet_counts_the_gpus_of_its_running_instances():
-    ec2, autoscaling = boto3.client("ec2", region_name="us-east-1"), boto3.client("autoscaling", region_name="us-east-1")
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    autoscaling = boto3.client("autoscaling", region_name="us-east-1")
     template = ec2.create_launch_template(LaunchTemplateName="t", LaunchTemplateData={
         "ImageId": "ami-12c6146b", "InstanceType": "g5.12xlarge"})["LaunchTemplate"]
     autoscaling.create_auto_scaling_group(AutoScalingGroupName="g", MinSize=2, MaxSize=2, DesiredCapacity=2,
