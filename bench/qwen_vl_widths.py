@@ -79,7 +79,7 @@ def main(argv=None) -> None:
         captioner = load_captioner(out, device="cpu")
         pixels = loaded.family.hf_pixels(loaded, parity_images([], 4))
         prompt = loaded.family.hf_prompt_length(loaded)
-        kwargs = hf_generate_kwargs(gen, 1)
+        kwargs = hf_generate_kwargs(gen, 1, loaded.family)
         report = {"cpu": _cpu(), "threads": torch.get_num_threads(), "layers": [args.vision_layers, args.text_layers],
                   "new_tokens": args.new_tokens, "export_s": round(export_s, 1), "image": "448x448 (256 tokens)"}
         for batch in (1, 4):

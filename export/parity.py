@@ -56,7 +56,7 @@ def _first_difference(a: list[int], b: list[int]) -> int:
 
 def _hf_tokens(loaded, pixels: torch.Tensor, settings: dict, beams: int) -> tuple[list[list[int]], list]:
     out = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels), return_dict_in_generate=True,
-                                output_scores=True, **hf_generate_kwargs(settings, beams))
+                                output_scores=True, **hf_generate_kwargs(settings, beams, loaded.family))
     prompt = loaded.family.hf_prompt_length(loaded)
     rows = [_until_eos(r[prompt:].tolist(), settings["eos_token_id"]) for r in out.sequences]
     return rows, out.scores

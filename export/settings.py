@@ -52,8 +52,9 @@ def generation_settings(model, family, max_new_tokens: int | None, num_beams: in
     }
 
 
-def hf_generate_kwargs(settings: dict, num_beams: int) -> dict:
-    """The same settings spelled as keyword arguments to HF `generate`, for the parity run."""
+def hf_generate_kwargs(settings: dict, num_beams: int, family=None) -> dict:
+    """The same settings spelled as keyword arguments to HF `generate`, for the parity run. The EOS id is passed
+    only for a family whose checkpoints list several (BLIP's own `generate` sets it and refuses a second)."""
     return {"max_new_tokens": settings["max_new_tokens"], "num_beams": num_beams, "do_sample": False,
-            "eos_token_id": settings["eos_token_id"],
+            **({"eos_token_id": settings["eos_token_id"]} if getattr(family, "generate_eos", False) else {}),
             "length_penalty": settings["length_penalty"], "early_stopping": settings["early_stopping"]}

@@ -68,6 +68,7 @@ class Family:
     prepare: Callable[[Any, str | None], None] = lambda loaded, task: _no_task(loaded, task)
     text: dict = field(default_factory=lambda: {"skip_special_tokens": True})
     hf_inputs: Callable[[Any, torch.Tensor], dict] = lambda _loaded, pixels: {"pixel_values": pixels}
+    generate_eos: bool = False  # pass the manifest's one EOS id to HF `generate` (checkpoints that list several)
     hf_text: Callable[[Any, list[int]], str] = (
         lambda loaded, ids: loaded.tokenizer.batch_decode([ids], skip_special_tokens=True)[0])
     options: tuple[str, ...] = ()

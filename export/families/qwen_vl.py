@@ -173,5 +173,6 @@ FAMILY = Family(
     preprocessing=preprocessing,
     hf_pixels=hf_pixels,
     hf_inputs=_hf_inputs,
+    generate_eos=True,
     hf_prompt_length=lambda loaded: int(loaded.extras["prompt_ids"].numel()),
 )

@@ -60,7 +60,7 @@ def test_captions_equal_hf_generate_greedy_and_beam_batch_1_and_3(kind, folder, 
         for batch in (1, 3):
             with torch.inference_mode():
                 hf = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels[:batch]),
-                                           **hf_generate_kwargs(captioner.manifest["generation"], beams))
+                                           **hf_generate_kwargs(captioner.manifest["generation"], beams, loaded.family))
             rows = [r[prompt:].tolist() for r in hf]
             expected = [loaded.family.hf_text(loaded, r[: r.index(eos) + 1] if eos in r else r) for r in rows]
             assert captioner.caption(images[:batch], num_beams=beams) == expected, (beams, batch)
