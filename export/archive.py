@@ -40,7 +40,7 @@ class _HashingWriter:
 def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram], tokenizer_json: str,
                   manifest: dict, graphs: str | None = None) -> dict:
     """Write the archive atomically (temp file then rename); returns the manifest as written. `graphs`: the
-    programs' description (runtime.artifact.graphs), kept as extra/graphs.json with its SHA-256."""
+    programs' description (runtime.artifact.describe), kept as extra/graphs.json with its SHA-256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The archive's inner folder is named after the file, so write under the final name in a temp folder.
@@ -68,7 +68,7 @@ def _description(path: Path) -> str:
     import torch
 
     from runtime.artifact.archive import open_archive
-    from runtime.artifact.graphs import describe, dumps
+    from runtime.artifact.describe import describe, dumps
     from runtime.artifact.pt2 import load_pt2
 
     contents = load_pt2(str(path))
@@ -77,10 +77,10 @@ def _description(path: Path) -> str:
 
 
 def describe_programs(path: Path, programs: dict[str, ExportedProgram], tokenizer_json: str, manifest: dict) -> str:
-    """Write `path` again with its programs' description inside (runtime.artifact.graphs), the only form the runtime
+    """Write `path` again with its programs' description inside (runtime.artifact.describe), the only form the runtime
     loads, and check that torch loads the final file to that very description. Returns what was done, for the
     export log; raises NotDescribable when the programs cannot be described or do not match."""
-    from runtime.artifact.graphs import NotDescribable
+    from runtime.artifact.describe import NotDescribable
 
     graphs = _description(path)
     write_archive(path, programs, tokenizer_json, manifest, graphs=graphs)

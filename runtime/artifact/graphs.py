@@ -1,9 +1,9 @@
-"""The programs' description (`extra/graphs.json`): loaded programs written down as plain JSON, checked, rebuilt.
+"""The programs' description (`extra/graphs.json`) read back: checked as untrusted data, then rebuilt.
 
 A program as the runtime calls it is the unlifted module of an `ExportedProgram` (`.module()`): a graph of aten
-calls reading weights by attribute. `describe` writes it node by node (each call's aten op by name, its
-arguments as plain values) with each weight's record, dtype, size and stride; `rebuild` makes the same graph
-again and reads each weight straight from the file, one copy per record, tied weights sharing one storage.
+calls reading weights by attribute. runtime.artifact.describe writes it down; `rebuild` makes the same graph
+again and reads each weight straight from the file, one copy per record, tied weights sharing one storage;
+runtime.artifact.sizes sizes its intermediates on the meta device.
 
 The description is untrusted input (an edited archive recomputes its own checksums), so `check` reads it as data
 only, before anything reaches torch.fx: call targets come from the allow-list in `runtime.artifact.allowed_ops` (and
@@ -17,7 +17,6 @@ the node metadata (fake tensors).
 from __future__ import annotations
 
 import ctypes
-import json
 import operator
 import re
 import time
@@ -28,13 +27,11 @@ import torch
 from torch import fx
 
 from runtime.artifact.allowed_ops import ALLOWED_OPS
-from runtime.errors import BadDescription, NotDescribable
-from runtime.artifact.archive import CONSTANTS_CONFIG, CONSTANTS_DIR, WEIGHTS_CONFIG, WEIGHTS_DIR, ArchiveReader
+from runtime.errors import BadDescription
+from runtime.artifact.archive import CONSTANTS_DIR, WEIGHTS_DIR, ArchiveReader
 from runtime.artifact.manifest import PROGRAMS
 
 FORMAT = 1
-GUARDS = "_guards_fn"  # export's guard module: a no-op `forward(*args): pass` once loaded (torch 2.13)
-MAX_CONFIG_BYTES = 16 << 20  # a program's weights config (JSON)
 MAX_NODES = 200_000
 MAX_ITEMS = 1_000_000  # values in all arguments of a program, nested lists included
 MAX_DEPTH = 8
@@ -65,7 +62,7 @@ def _int_mul(a, b):
     return product
 
 
-_OPERATOR = {"operator.getitem": operator.getitem, "operator.mul": _int_mul}  # all that export emits for them
+OPERATOR = {"operator.getitem": operator.getitem, "operator.mul": _int_mul}  # all that export emits for them
 
 
 
@@ -75,111 +72,6 @@ def attr(module: torch.nn.Module, target: str):
     for part in target.split("."):
         module = getattr(module, part)
     return module
-
-
-# ---- writing (the exporter, on programs it has just made) -------------------------------------------------------
-
-_KINDS = {torch.dtype: "dtype", torch.device: "device", torch.layout: "layout", torch.memory_format: "memory_format"}
-
-
-def _encode(value):
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, fx.Node):
-        return {"node": value.name}
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    if isinstance(value, tuple):
-        return {"tuple": [_encode(v) for v in value]}
-    if type(value) in _KINDS:
-        return {_KINDS[type(value)]: str(value).removeprefix("torch.")}
-    raise NotDescribable(f"argument of type {type(value).__name__}: {value!r}")
-
-
-def _target_name(target) -> str:
-    if isinstance(target, torch._ops.OpOverload) and target.namespace == "aten":
-        name = str(target)  # "aten.add.Tensor"
-    elif getattr(operator, getattr(target, "__name__", ""), None) is target:
-        name = f"operator.{target.__name__}"
-    else:
-        raise NotDescribable(f"call target {target!r} (only aten ops and the operator module are kept)")
-    if name not in ALLOWED_OPS and name not in _OPERATOR:
-        raise NotDescribable(f"call target {name} is not in runtime/artifact/allowed_ops.py: add it there on purpose "
-                             "(after checking it reads no file, memory or Python object), with the family's test")
-    return name
-
-
-def _graph(gm: fx.GraphModule) -> list[dict]:
-    nodes = []
-    for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target == GUARDS and not node.users:
-            continue
-        entry = {"name": node.name, "op": node.op}
-        if node.op == "call_function":
-            entry["target"] = _target_name(node.target)
-        elif node.op == "get_attr":
-            entry["target"] = node.target
-        elif node.op not in ("placeholder", "output"):
-            raise NotDescribable(f"node {node.name} ({node.op} {node.target})")
-        if node.args:
-            entry["args"] = _encode(node.args)["tuple"]
-        if node.kwargs:
-            entry["kwargs"] = {k: _encode(v) for k, v in node.kwargs.items()}
-        nodes.append(entry)
-    return nodes
-
-
-def _payloads(reader: ArchiveReader, program: str) -> dict[str, str]:
-    """Every weight and tensor constant of `program`: its name in the program -> its record in the archive."""
-    found = {}
-    for config, folder in ((WEIGHTS_CONFIG, WEIGHTS_DIR), (CONSTANTS_CONFIG, CONSTANTS_DIR)):
-        name = config.format(program)
-        if not reader.has_record(name):
-            continue
-        for fqn, meta in json.loads(reader.read_string(name, MAX_CONFIG_BYTES))["config"].items():
-            if not meta.get("use_pickle"):
-                found[fqn] = folder + meta["path_name"]
-    return found
-
-
-def _weights(gm: fx.GraphModule, reader: ArchiveReader, program: str) -> dict[str, dict]:
-    payloads = _payloads(reader, program)
-    weights = {}
-    for node in gm.graph.nodes:
-        if node.op != "get_attr" or node.target in weights:
-            continue
-        tensor = attr(gm, node.target)
-        if not isinstance(tensor, torch.Tensor) or node.target not in payloads:
-            raise NotDescribable(f"{node.target}: not a tensor stored in the archive")
-        record = payloads[node.target]
-        _, size = reader.region(record)
-        if size != tensor.untyped_storage().nbytes() or tensor.layout != torch.strided or tensor.is_quantized:
-            raise NotDescribable(f"{node.target}: its storage is not the whole record {record}")
-        weights[node.target] = {
-            "record": record, "nbytes": size, "dtype": str(tensor.dtype).removeprefix("torch."),
-            "size": list(tensor.shape), "stride": list(tensor.stride()), "storage_offset": tensor.storage_offset(),
-            "parameter": isinstance(tensor, torch.nn.Parameter), "requires_grad": tensor.requires_grad,
-        }
-    return weights
-
-
-def describe(modules: dict[str, fx.GraphModule], reader: ArchiveReader, device: torch.device) -> dict:
-    """The description of programs loaded from `reader`'s archive onto `device` (raises NotDescribable)."""
-    programs = {}
-    for name, gm in modules.items():
-        info = getattr(gm.graph._codegen, "pytree_info", None)
-        if info is not None and not _flat_tuple(info.out_spec):
-            raise NotDescribable(f"{name}: its outputs are not a flat tuple")
-        programs[name] = {"nodes": _graph(gm), "weights": _weights(gm, reader, name)}
-    return {"format": FORMAT, "torch": torch.__version__, "device": str(device), "programs": programs}
-
-
-def dumps(description: dict) -> str:
-    return json.dumps(description, separators=(",", ":"))
-
-
-def _flat_tuple(spec) -> bool:
-    return spec.type is tuple and all(child.is_leaf() for child in spec.children())
 
 
 # ---- checking (everything a description holds, before fx or torch sees any of it) -------------------------------
@@ -207,13 +99,13 @@ class Program:
     weights: dict[str, Weight]
 
 
-def _fail(where: str, why: str):
+def fail(where: str, why: str):
     raise BadDescription(f"{where}: {why}")
 
 
 def _int(value, where: str, low: int = -INT64, high: int = INT64 - 1) -> int:
     if type(value) is not int or not low <= value <= high:
-        _fail(where, f"{value!r} is not an integer in [{low}, {high}]")
+        fail(where, f"{value!r} is not an integer in [{low}, {high}]")
     return value
 
 
@@ -226,7 +118,7 @@ class _Values:
     def __call__(self, value, depth: int = 0):
         self.items += 1
         if self.items > MAX_ITEMS or depth > MAX_DEPTH:
-            _fail(self.where, f"arguments nested deeper than {MAX_DEPTH} or over {MAX_ITEMS} values")
+            fail(self.where, f"arguments nested deeper than {MAX_DEPTH} or over {MAX_ITEMS} values")
         if value is None or type(value) is bool:
             return value
         if type(value) is int:
@@ -235,12 +127,12 @@ class _Values:
             return value  # json gives finite floats, inf and nan only: all plain numbers in fx's source
         if type(value) is str:
             if not _STRING.fullmatch(value):
-                _fail(self.where, f"string argument {value[:40]!r} is not a short identifier")
+                fail(self.where, f"string argument {value[:40]!r} is not a short identifier")
             return value
         if type(value) is list:
             return [self(v, depth + 1) for v in value]
         if type(value) is not dict or len(value) != 1:
-            _fail(self.where, f"a value of type {type(value).__name__} is not one this format writes")
+            fail(self.where, f"a value of type {type(value).__name__} is not one this format writes")
         (kind, payload), = value.items()
         if kind == "tuple" and type(payload) is list:
             return tuple(self(v, depth + 1) for v in payload)
@@ -251,49 +143,49 @@ class _Values:
         table = {"dtype": DTYPES, "layout": LAYOUTS, "memory_format": MEMORY_FORMATS}.get(kind, {})
         if type(payload) is str and payload in table:
             return table[payload]
-        _fail(self.where, f"{kind} {str(payload)[:40]!r} is not a known {kind} or an earlier node")
+        fail(self.where, f"{kind} {str(payload)[:40]!r} is not a known {kind} or an earlier node")
 
 
 def _target(name, where: str, args: tuple, kwargs: dict):
-    if name in _OPERATOR:
+    if name in OPERATOR:
         if kwargs or len(args) != 2 or not all(isinstance(a, fx.Node) or type(a) is int for a in args):
-            _fail(where, f"{name} takes two positional arguments, earlier nodes or integers")
-        return _OPERATOR[name]
+            fail(where, f"{name} takes two positional arguments, earlier nodes or integers")
+        return OPERATOR[name]
     if name not in ALLOWED_OPS:
-        _fail(where, f"call target {str(name)[:80]!r} is not on the allow-list (runtime/artifact/allowed_ops.py)")
+        fail(where, f"call target {str(name)[:80]!r} is not on the allow-list (runtime/artifact/allowed_ops.py)")
     packet, overload = name.removeprefix("aten.").rsplit(".", 1)
     op = getattr(getattr(torch.ops.aten, packet), overload)
     arguments = op._schema.arguments
     if len(args) > len(arguments):
-        _fail(where, f"{name} takes at most {len(arguments)} arguments, given {len(args)}")
+        fail(where, f"{name} takes at most {len(arguments)} arguments, given {len(args)}")
     allowed = {a.name for a in arguments[len(args):]}
     if not set(kwargs) <= allowed:
-        _fail(where, f"{name} has no keyword argument {sorted(set(kwargs) - allowed)[0][:40]!r}")
+        fail(where, f"{name} has no keyword argument {sorted(set(kwargs) - allowed)[0][:40]!r}")
     elements = 1
     for i in SIZE_ARGUMENTS.get(name, ()):
         value = args[i] if i < len(args) else kwargs.get(arguments[i].name)
         for n in value if isinstance(value, (list, tuple)) else [value]:
             elements *= abs(n) if type(n) is int and n > 0 else 1
     if elements > MAX_ELEMENTS:
-        _fail(where, f"{name} would allocate {elements} elements (at most {MAX_ELEMENTS} by constant sizes)")
+        fail(where, f"{name} would allocate {elements} elements (at most {MAX_ELEMENTS} by constant sizes)")
     return op
 
 
 def _weight(meta, where: str, reader: ArchiveReader) -> Weight:
     keys = {"record", "nbytes", "dtype", "size", "stride", "storage_offset", "parameter", "requires_grad"}
     if type(meta) is not dict or set(meta) != keys:
-        _fail(where, f"a weight entry has the fields {sorted(keys)}")
+        fail(where, f"a weight entry has the fields {sorted(keys)}")
     record = meta["record"]
     if type(record) is not str or not record.startswith((WEIGHTS_DIR, CONSTANTS_DIR)) or not reader.has_record(record):
-        _fail(where, f"record {str(record)[:80]!r} is not a weight record of this archive")
+        fail(where, f"record {str(record)[:80]!r} is not a weight record of this archive")
     offset, nbytes = reader.region(record)
     if meta["nbytes"] != nbytes:
-        _fail(where, f"record {record} holds {nbytes} bytes, the description says {meta['nbytes']!r}")
+        fail(where, f"record {record} holds {nbytes} bytes, the description says {meta['nbytes']!r}")
     dtype = DTYPES.get(meta["dtype"]) if type(meta["dtype"]) is str else None
     size, stride = meta["size"], meta["stride"]
     if dtype is None or type(size) is not list or type(stride) is not list or len(size) != len(stride) \
             or len(size) > MAX_DIMS or type(meta["parameter"]) is not bool or type(meta["requires_grad"]) is not bool:
-        _fail(where, "dtype, size, stride or flags are not a tensor's")
+        fail(where, "dtype, size, stride or flags are not a tensor's")
     size = tuple(_int(s, where, 0, INT64 - 1) for s in size)
     stride = tuple(_int(s, where, 0, INT64 - 1) for s in stride)
     start = _int(meta["storage_offset"], where, 0, INT64 - 1)
@@ -301,14 +193,14 @@ def _weight(meta, where: str, reader: ArchiveReader) -> Weight:
     if all(size):
         end = (start + sum((n - 1) * s for n, s in zip(size, stride)) + 1) * itemsize
         if end > nbytes:
-            _fail(where, f"its view reaches byte {end} of a {nbytes}-byte record")
+            fail(where, f"its view reaches byte {end} of a {nbytes}-byte record")
     return Weight(record, offset, nbytes, dtype, size, stride, start, meta["parameter"], meta["requires_grad"])
 
 
 def _program(name: str, program, reader: ArchiveReader) -> Program:
     if type(program) is not dict or set(program) != {"nodes", "weights"} or type(program["nodes"]) is not list \
             or type(program["weights"]) is not dict or len(program["nodes"]) > MAX_NODES:
-        _fail(name, f"a program is {{'nodes': [at most {MAX_NODES}], 'weights': {{...}}}}")
+        fail(name, f"a program is {{'nodes': [at most {MAX_NODES}], 'weights': {{...}}}}")
     weights, renamed = {}, {}
     for i, (target, meta) in enumerate(program["weights"].items()):
         renamed[target] = f"w{i}"
@@ -320,17 +212,17 @@ def _program(name: str, program, reader: ArchiveReader) -> Program:
         where = f"{name} node {i}"
         values.where = where
         if type(entry) is not dict or not {"name", "op"} <= set(entry) <= {"name", "op", "target", "args", "kwargs"}:
-            _fail(where, "a node is {'name', 'op'[, 'target', 'args', 'kwargs']}")
+            fail(where, "a node is {'name', 'op'[, 'target', 'args', 'kwargs']}")
         key, op = entry["name"], entry["op"]
         if type(key) is not str or key in built:
-            _fail(where, "its name is not a string or not unique")
-        if op == "call_function" and entry.get("target") not in ALLOWED_OPS and entry.get("target") not in _OPERATOR:
-            _fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list "
+            fail(where, "its name is not a string or not unique")
+        if op == "call_function" and entry.get("target") not in ALLOWED_OPS and entry.get("target") not in OPERATOR:
+            fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list "
                          "(runtime/artifact/allowed_ops.py)")
         args = values(entry.get("args", []))
         raw_kwargs = entry.get("kwargs", {})
         if type(args) is not list or type(raw_kwargs) is not dict:
-            _fail(where, "args must be a list and kwargs an object")
+            fail(where, "args must be a list and kwargs an object")
         kwargs = {k: values(v) for k, v in raw_kwargs.items()}
         plain = not args and not kwargs and "target" not in entry
         if op == "placeholder" and plain:
@@ -344,30 +236,29 @@ def _program(name: str, program, reader: ArchiveReader) -> Program:
                 and type(args[0]) is tuple and all(isinstance(a, fx.Node) for a in args[0]):
             node = graph.output(args[0])
         else:
-            _fail(where, f"op {str(op)[:40]!r} with these fields is not one this format writes")
+            fail(where, f"op {str(op)[:40]!r} with these fields is not one this format writes")
         built[key] = node
     if not entries or entries[-1].get("op") != "output":
-        _fail(name, "the graph has no output node last")
+        fail(name, "the graph has no output node last")
     return Program(graph, weights)
 
 
 def check(description, reader: ArchiveReader) -> dict[str, Program]:
     """The checked programs of a parsed description (raises BadDescription naming the first problem)."""
     if type(description) is not dict or set(description) != {"format", "torch", "device", "programs"}:
-        _fail("description", "not an object of format, torch, device and programs")
+        fail("description", "not an object of format, torch, device and programs")
     if description["format"] != FORMAT:
-        _fail("description", f"format {description['format']!r}, this runtime reads {FORMAT}")
+        fail("description", f"format {description['format']!r}, this runtime reads {FORMAT}")
     if description["device"] != "cpu":
-        _fail("description", f"described on {str(description['device'])[:40]!r}; the exporter describes on cpu")
+        fail("description", f"described on {str(description['device'])[:40]!r}; the exporter describes on cpu")
     programs = description["programs"]
     if type(programs) is not dict or set(programs) != set(PROGRAMS):
-        _fail("description", f"programs must be exactly {list(PROGRAMS)}")
+        fail("description", f"programs must be exactly {list(PROGRAMS)}")
     return {name: _program(name, programs[name], reader) for name in PROGRAMS}
 
 
-# ---- sizes (every intermediate at the largest inputs, on the meta device: nothing is allocated) ------------------
-
-def _on(graph: fx.Graph, device: torch.device) -> fx.Graph:
+# ---- moving (a graph described on the CPU, for another device) -------------------------------------------------
+def on_device(graph: fx.Graph, device: torch.device) -> fx.Graph:
     """A copy of `graph` as `torch.export.passes.move_to_device_pass` leaves it (torch 2.13, read for this): every
     `device` keyword and the device argument of `aten.to.device` set to the device's name."""
     name, moved = str(device), fx.Graph()
@@ -379,56 +270,6 @@ def _on(graph: fx.Graph, device: torch.device) -> fx.Graph:
         if node.op == "call_function" and node.target is torch.ops.aten.to.device:
             node.args = (node.args[0], name, *node.args[2:])
     return moved
-
-
-def peak_bytes(program: Program, inputs: list[torch.Tensor], limit: int) -> tuple:
-    """Run `program` on meta `inputs` (sizes only); raises BadDescription when the tensors alive at once would
-    take over `limit` bytes. Returns the outputs (meta tensors) and the peak."""
-    graph = _on(program.graph, torch.device("meta"))
-    for node in graph.nodes:  # meta kernels may pick other strides than the real ones; sizes are the same
-        if node.target is torch.ops.aten.view.default:
-            node.target = torch.ops.aten.reshape.default
-    last_use: dict[fx.Node, fx.Node] = {}
-    for node in reversed(graph.nodes):
-        for used in node.all_input_nodes:
-            last_use.setdefault(used, node)
-    env: dict[fx.Node, object] = {}
-    owned: dict[fx.Node, int] = {}
-    feed, live, peak = iter(inputs), 0, 0
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            env[node] = next(feed)
-        elif node.op == "get_attr":
-            w = program.weights[node.target]
-            env[node] = torch.empty_strided(w.size, w.stride, dtype=w.dtype, device="meta")
-        elif node.op == "call_function":
-            args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda n: env[n])
-            try:
-                env[node] = node.target(*args, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - any op that cannot size its result makes the program unusable
-                _fail(f"node {node.name}", f"{node.target} fails on inputs of these sizes "
-                                           f"({type(exc).__name__}: {str(exc)[:160]})")
-            made = sum(t.untyped_storage().nbytes() for t in _tensors(env[node]) if not t._is_view())
-            owned[node], live = made, live + made
-            peak = max(peak, live)
-            if made > limit or live > limit:
-                _fail(f"node {node.name}", f"{node.target} needs {live} bytes alive at once, "
-                                           f"over this device's {limit}")
-        else:
-            return fx.node.map_arg(node.args[0], lambda n: env[n]), peak
-        for used in node.all_input_nodes:
-            if last_use.get(used) is node:
-                live -= owned.pop(used, 0)
-                env.pop(used, None)
-    _fail("graph", "has no output")
-
-
-def _tensors(value):
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
 
 
 # ---- building (checked programs into modules on a device, weights read from the file) ----------------------------
@@ -467,6 +308,6 @@ def rebuild(programs: dict[str, Program], artifact: Path,
         start = time.perf_counter()
         weights = _read_weights(artifact, program.weights, device)
         weights_s += time.perf_counter() - start
-        graph = program.graph if device.type == "cpu" else _on(program.graph, device)
+        graph = program.graph if device.type == "cpu" else on_device(program.graph, device)
         modules[name] = fx.GraphModule(weights, graph, class_name=name)
     return modules, round(weights_s, 3)

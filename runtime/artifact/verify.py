@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.artifact import graphs
+from runtime.artifact import graphs, sizes
 from runtime.artifact import manifest as manifests
 from runtime.artifact.archive import EXTRA_DIR, ArchiveReader, open_archive
 from runtime.artifact.checksum import program_checksum, scan_sha256
@@ -120,13 +120,13 @@ def _check_sizes(checked: Checked, limit: int) -> None:
         meta = dict(dtype=dtype, device="meta")
         try:
             pixels = torch.empty(batch, 3, *m["image_size"], **meta)
-            (cross_k, cross_v), _ = graphs.peak_bytes(checked.programs["encoder"], [pixels], limit)
+            (cross_k, cross_v), _ = sizes.peak_bytes(checked.programs["encoder"], [pixels], limit)
             layers = (cache["layers"], rows, cache["heads"], m["max_length"], cache["head_dim"])
             step = [torch.empty(rows, dtype=torch.long, device="meta"), torch.empty(1, dtype=torch.long, device="meta"),
                     torch.empty(layers, **meta), torch.empty(layers, **meta),
                     *(torch.empty(t.shape[:1] + (rows,) + t.shape[2:], dtype=t.dtype, device="meta")
                       for t in (cross_k, cross_v))]
-            graphs.peak_bytes(checked.programs["decoder_step"], step, limit)
+            sizes.peak_bytes(checked.programs["decoder_step"], step, limit)
         except graphs.BadDescription as exc:
             raise ArtifactError(f"{checked.path}: program description refused at batch {batch} ({exc}); {AGAIN}") \
                 from None

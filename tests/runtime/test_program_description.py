@@ -15,7 +15,7 @@ import torch
 from torch import fx
 
 from export.cli import parity_images
-from runtime.artifact import graphs
+from runtime.artifact import describe, graphs
 from runtime.agent.config import AgentConfig
 from runtime.agent.model.pointer import backend_options
 from runtime.options import LoadOptions
@@ -40,7 +40,7 @@ def _shape_of(gm: fx.GraphModule) -> list:
     names left out (the rebuild generates its own), export's no-op guard call left out."""
     index, weights, out = {}, {}, []
     for node in gm.graph.nodes:
-        if node.op == "call_module" and node.target == graphs.GUARDS:
+        if node.op == "call_module" and node.target == describe.GUARDS:
             continue
         index[node] = len(index)
         args = fx.node.map_arg((node.args, node.kwargs), lambda n: ("node", index[n]))
@@ -118,7 +118,7 @@ def test_the_device_move_of_a_cpu_description_is_torchs_move_to_device_pass(tiny
     checked = check_artifact(tiny_artifact).programs
     for name, program in checked.items():
         by_torch = move_to_device_pass(programs[name], meta).module()
-        ours = fx.GraphModule({t: torch.empty(0) for t in program.weights}, graphs._on(program.graph, meta))
+        ours = fx.GraphModule({t: torch.empty(0) for t in program.weights}, graphs.on_device(program.graph, meta))
         plain = fx.GraphModule({t: torch.empty(0) for t in program.weights}, program.graph)
         strip = lambda shape: [(op, target, args) for op, target, args in shape if op != "get_attr"]
         assert strip(_shape_of(ours)) == strip(_shape_of(by_torch))
@@ -146,10 +146,10 @@ def test_values_round_trip_exactly():
     values = (1, -0.0, 0.1, math.inf, -math.inf, True, None, "s", [2, 3], (4, (5,)),
               torch.float16, torch.device("cpu"), torch.strided, torch.channels_last)
     decode = graphs._Values("test", {})
-    decoded = decode(json.loads(json.dumps(graphs._encode(values))))
+    decoded = decode(json.loads(json.dumps(describe._encode(values))))
     assert decoded == values and [type(v) for v in decoded] == [type(v) for v in values]
     assert math.copysign(1, decoded[1]) == -1
-    assert math.isnan(decode(json.loads(json.dumps(graphs._encode(math.nan)))))
+    assert math.isnan(decode(json.loads(json.dumps(describe._encode(math.nan)))))
 
 
 def test_size_arithmetic_refuses_runaway_integers():
@@ -176,7 +176,7 @@ def test_an_export_whose_programs_cannot_be_described_faithfully_writes_nothing(
     real = archive._description
     if trouble == "not describable":
         monkeypatch.setattr(archive, "_description",
-                            lambda path: (_ for _ in ()).throw(graphs.NotDescribable("a custom op")))
+                            lambda path: (_ for _ in ()).throw(describe.NotDescribable("a custom op")))
     else:
         calls = []
         monkeypatch.setattr(archive, "_description", lambda path: real(path) + ("x" if calls.append(1) or
