@@ -22,15 +22,7 @@ def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settin
     keep_k = 2 * k  # max(2, 1 + number of EOS ids) * num_beams, with one EOS id
     caches = Caches.empty(cross_k.repeat_interleave(k, dim=1), cross_v.repeat_interleave(k, dim=1),
                           settings.max_new_tokens)
-    running = torch.full((n, k, max_len), settings.eos_token_id, dtype=torch.long, device=device)
-    running[:, :, 0] = settings.start_token_id
-    running_scores = torch.zeros((n, k), device=device)
-    running_scores[:, 1:] = NEG
-    done_seqs = running.clone()
-    done_scores = torch.full((n, k), NEG, device=device)
-    done_lens = torch.zeros((n, k), dtype=torch.long, device=device)
-    finished = torch.zeros((n, k), dtype=torch.bool, device=device)
-    improvable = torch.ones((n, 1), dtype=torch.bool, device=device)
+    running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = initial(n, settings, device)
     top_mask = torch.arange(keep_k, device=device) < k
     items = list(range(n))
     results: dict[int, list[int]] = {}
@@ -41,35 +33,10 @@ def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settin
         position = torch.tensor([cur - 1], dtype=torch.long, device=device)
         logits, caches.self_k, caches.self_v = step(running[:, :, cur - 1].reshape(-1), position, caches.self_k,
                                                     caches.self_v, caches.cross_k, caches.cross_v)
-        m, vocab = len(items), logits.shape[-1]
-        # HF applies its logits processors after the log-softmax: a forced token adds 0 to the beam's score
-        scores = force(torch.log_softmax(logits.float(), dim=-1), forced_token(settings, cur - 1))
-        scores = scores.view(m, k, vocab) + running_scores[:, :, None]
-        scores = scores.reshape(m, k * vocab)
-        top_scores, top_index = torch.topk(scores, keep_k)
-        if trace is not None:
-            _trace_beams(trace, scores, keep_k, vocab, items)
-        src = top_index // vocab
-        top_seqs = torch.take_along_dim(running, src[:, :, None], dim=1)
-        top_seqs[:, :, cur] = top_index % vocab
-        hits = (top_seqs[:, :, cur] == settings.eos_token_id) | (cur + 1 >= max_len)
-
-        live_scores = top_scores + hits.float() * NEG
-        nxt = torch.topk(live_scores, k)[1]
-        running = torch.take_along_dim(top_seqs, nxt[:, :, None], dim=1)
-        running_scores = torch.take_along_dim(live_scores, nxt, dim=1)
-        parent = torch.take_along_dim(src, nxt, dim=1)
-
-        just_done = hits & top_mask[None, :]
-        cand = top_scores / ((cur + 1 - 1) ** settings.length_penalty)
-        full = finished.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
-        cand = cand + full.float() * NEG + (~improvable).float() * NEG + (~just_done).float() * NEG
-        cand_lens = torch.full_like(done_lens[:, :1], cur + 1).expand(m, keep_k)
-        merged = torch.topk(torch.cat((done_scores, cand), dim=1), k)[1]
-        done_seqs = torch.take_along_dim(torch.cat((done_seqs, top_seqs), dim=1), merged[:, :, None], dim=1)
-        done_scores = torch.take_along_dim(torch.cat((done_scores, cand), dim=1), merged, dim=1)
-        done_lens = torch.take_along_dim(torch.cat((done_lens, cand_lens), dim=1), merged, dim=1)
-        finished = torch.take_along_dim(torch.cat((finished, just_done), dim=1), merged, dim=1)
+        m = len(items)
+        state = running, running_scores, done_seqs, done_scores, done_lens, finished, improvable
+        (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits = advance(
+            state, logits, cur, settings, top_mask, trace=trace, items=items)
 
         cur += 1
         improvable = improvable & _can_improve(running_scores, done_scores, finished, cur, max_len, settings)
@@ -94,6 +61,57 @@ def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settin
         else:
             caches = caches.select(flat_parent, cross=False)
     return [results[i] for i in range(n)]
+
+
+def initial(n: int, settings: DecodeSettings, device) -> tuple[torch.Tensor, ...]:
+    """HF's starting beam state for `n` images: (running, running scores, finished hypotheses, their scores and
+    lengths, which are finished, whether each image can still improve)."""
+    k, max_len = settings.num_beams, settings.max_new_tokens + 1
+    running = torch.full((n, k, max_len), settings.eos_token_id, dtype=torch.long, device=device)
+    running[:, :, 0] = settings.start_token_id
+    running_scores = torch.zeros((n, k), device=device)
+    running_scores[:, 1:] = NEG
+    return (running, running_scores, running.clone(), torch.full((n, k), NEG, device=device),
+            torch.zeros((n, k), dtype=torch.long, device=device), torch.zeros((n, k), dtype=torch.bool, device=device),
+            torch.ones((n, 1), dtype=torch.bool, device=device))
+
+
+def advance(state: tuple, logits: torch.Tensor, cur: int, settings: DecodeSettings, top_mask: torch.Tensor,
+            trace: Trace | None = None, items: list[int] | None = None):
+    """One step of HF's beam bookkeeping on the step's `logits`: ((running, running scores, finished hypotheses,
+    their scores, lengths, finished flags), each kept beam's parent, which top candidates hit EOS)."""
+    running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = state
+    k, keep_k, max_len = settings.num_beams, top_mask.shape[0], settings.max_new_tokens + 1
+    m, vocab = running.shape[0], logits.shape[-1]
+    # HF applies its logits processors after the log-softmax: a forced token adds 0 to the beam's score
+    scores = force(torch.log_softmax(logits.float(), dim=-1), forced_token(settings, cur - 1))
+    scores = scores.view(m, k, vocab) + running_scores[:, :, None]
+    scores = scores.reshape(m, k * vocab)
+    top_scores, top_index = torch.topk(scores, keep_k)
+    if trace is not None:
+        _trace_beams(trace, scores, keep_k, vocab, items)
+    src = top_index // vocab
+    top_seqs = torch.take_along_dim(running, src[:, :, None], dim=1)
+    top_seqs[:, :, cur] = top_index % vocab
+    hits = (top_seqs[:, :, cur] == settings.eos_token_id) | (cur + 1 >= max_len)
+
+    live_scores = top_scores + hits.float() * NEG
+    nxt = torch.topk(live_scores, k)[1]
+    running = torch.take_along_dim(top_seqs, nxt[:, :, None], dim=1)
+    running_scores = torch.take_along_dim(live_scores, nxt, dim=1)
+    parent = torch.take_along_dim(src, nxt, dim=1)
+
+    just_done = hits & top_mask[None, :]
+    cand = top_scores / ((cur + 1 - 1) ** settings.length_penalty)
+    full = finished.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
+    cand = cand + full.float() * NEG + (~improvable).float() * NEG + (~just_done).float() * NEG
+    cand_lens = torch.full_like(done_lens[:, :1], cur + 1).expand(m, keep_k)
+    merged = torch.topk(torch.cat((done_scores, cand), dim=1), k)[1]
+    done_seqs = torch.take_along_dim(torch.cat((done_seqs, top_seqs), dim=1), merged[:, :, None], dim=1)
+    done_scores = torch.take_along_dim(torch.cat((done_scores, cand), dim=1), merged, dim=1)
+    done_lens = torch.take_along_dim(torch.cat((done_lens, cand_lens), dim=1), merged, dim=1)
+    finished = torch.take_along_dim(torch.cat((finished, just_done), dim=1), merged, dim=1)
+    return (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits
 
 
 def _can_improve(running_scores, done_scores, finished, cur, max_len, settings):
