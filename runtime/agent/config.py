@@ -61,6 +61,12 @@ class AgentConfig:
     gpu: str = ""
     job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
     job_topic_arn: str = ""  # SNS topic told when a job's summary is first written; empty: none
+    # dataset jobs (runtime/agent/datasets): shards and manifests may also live under these s3://bucket/prefix/
+    # (the stack grants the workers read there and nowhere else); their captions go to Parquet under the job
+    dataset_sources: tuple[str, ...] = ()
+    manifest_chunk_size: int = 1000  # keys of a MANIFEST job per shard message (one Parquet output each)
+    max_shard_samples: int = 100_000  # samples of one shard; a larger shard fails whole, with this reason
+    max_manifest_bytes: int = 4 * 1024 ** 3  # a MANIFEST job's key file (CSV, text, Parquet, S3 Inventory)
     captioner_loader: str = "runtime.captioner:load_captioner"
 
     @property
@@ -147,6 +153,13 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     if not 0 <= config.agent_index < config.agent_count or (config.agent_count > 1 and not config.agents_dir):
         raise ConfigError(f"agent_index={config.agent_index}, agent_count={config.agent_count}: expected "
                           "0 <= index < count, and agents_dir set when more than one agent shares the instance")
+    for source in config.dataset_sources:
+        bucket, _, prefix = source.removeprefix("s3://").partition("/")
+        if not source.startswith("s3://") or not bucket or (prefix and not prefix.endswith("/")):
+            raise ConfigError(f"dataset_sources: {source!r} is not s3://bucket/ or s3://bucket/prefix/ (a "
+                              f"trailing '/': a prefix that is a folder, never part of a name)")
+    if config.manifest_chunk_size < 1 or config.max_shard_samples < 1 or config.max_manifest_bytes < 1:
+        raise ConfigError("manifest_chunk_size, max_shard_samples and max_manifest_bytes must be at least 1")
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

@@ -6,6 +6,13 @@ Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the 
   _jobs/<job id>/manifest.json       every image of a batch job, frozen at its first expansion (runtime.agent.jobs)
   _jobs/<job id>/chunks/<index>.json one marker per finished chunk: its counts and failures
   _jobs/<job id>/summary.json        written by whichever agent finishes the last chunk
+ a dataset job (runtime.agent.datasets) adds, in the same folder:
+  _jobs/<job id>/parts/<index>.json        a MANIFEST job's keys, cut into shards of manifest_chunk_size URIs
+  _jobs/<job id>/shards/<index>.parquet    the captions of input shard <index>, one file, written whole
+  _jobs/<job id>/started/<index>.json      when and by whom the shard was last started (progress: in flight)
+  _jobs/<job id>/runs/<run>/queued.json    the shard indexes one submission (or retry) queued
+  _jobs/<job id>/runs/<run>/done/<index>   one empty object per shard of that run finished (listing counts them)
+  (chunks/<index>.json is the shard's marker: its counts, model and settings fingerprint)
   _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
 Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
 """
@@ -23,6 +30,7 @@ LONG_KEYS = "_long-keys/"
 JOBS_FOLDER = "_jobs/"  # tools.collect skips it
 CRASHES_FOLDER = "_crashes/"
 JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS = "manifest.json", "summary.json", "chunks/"
+JOB_PARTS, JOB_SHARDS, JOB_STARTED, JOB_RUNS = "parts/", "shards/", "started/", "runs/"
 
 
 def results_location(config: AgentConfig) -> tuple[str, str]:
@@ -64,3 +72,23 @@ def chunk_marker(root: str, index: int) -> str:
 def crash_key(config: AgentConfig, uri: str) -> str:
     """Where the crash count of the image `uri` lives (in the results bucket)."""
     return f"{config.results_prefix}{CRASHES_FOLDER}{hashlib.sha256(uri.encode()).hexdigest()[:40]}.json"
+
+
+def part_key(root: str, index: int) -> str:
+    """`<job root>parts/<index, 6 digits>.json`: the image URIs of shard `index` of a MANIFEST job."""
+    return f"{root}{JOB_PARTS}{index:06d}.json"
+
+
+def shard_output(root: str, index: int) -> str:
+    """`<job root>shards/<index, 6 digits>.parquet`: the one output file of input shard `index`."""
+    return f"{root}{JOB_SHARDS}{index:06d}.parquet"
+
+
+def started_marker(root: str, index: int) -> str:
+    """`<job root>started/<index, 6 digits>.json`."""
+    return f"{root}{JOB_STARTED}{index:06d}.json"
+
+
+def run_root(root: str, run: str) -> str:
+    """`<job root>runs/<run>/`: what one submission or retry of a dataset job queued, and what of it is done."""
+    return f"{root}{JOB_RUNS}{run}/"

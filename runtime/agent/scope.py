@@ -21,10 +21,11 @@ class Scope:
     images_bucket: str
     images_prefix: str
     results: tuple[str, str] = ("", "")
+    dataset_sources: tuple[str, ...] = ()  # s3://bucket/prefix/ where dataset jobs may also read
 
     @classmethod
     def of(cls, config: AgentConfig) -> Scope:
-        return cls(config.images_bucket, config.images_prefix, results_location(config))
+        return cls(config.images_bucket, config.images_prefix, results_location(config), config.dataset_sources)
 
     @property
     def where(self) -> str:
@@ -42,3 +43,19 @@ class Scope:
         if is_own_result(self.results, bucket, key):
             return f"{uri} is one of this agent's results, never an image"
         return None
+
+    def dataset_outside(self, bucket: str, key: str) -> str | None:
+        """Why a dataset job may not read `s3://bucket/key` (a shard, a manifest, a listed image), or None.
+
+        A dataset job reads the images prefix or any of `dataset_sources`. Its captions go to Parquet files under
+        the job (keyed by the full URI), never to per-key result objects, so another bucket cannot collide there.
+        """
+        uri = f"s3://{bucket}/{key}"
+        for source in self.dataset_sources:
+            source_bucket, _, prefix = source.removeprefix("s3://").partition("/")
+            if bucket == source_bucket and key.startswith(prefix) and not is_own_result(self.results, bucket, key):
+                return None
+        why = self.outside(bucket, key)
+        if why and self.dataset_sources:
+            return f"{why} or the dataset sources ({', '.join(self.dataset_sources)})"
+        return why

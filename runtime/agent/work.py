@@ -45,12 +45,27 @@ class Chunk:
 
 
 @dataclasses.dataclass(frozen=True)
+class ShardRef:
+    """Which shard of which dataset job (and which run of it) a shard message asks for.
+
+    The message carries no location: the shard is `index` of the job's manifest in the results bucket, which only
+    an agent expanding the job writes, so a forged shard message can only redo a real shard.
+    """
+
+    job_id: str
+    index: int
+    count: int
+    run: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Work:
     """What one message asks for. `images` may be empty (a test event, a removal): delete it."""
 
     images: tuple[ImageRef, ...] = ()
     chunk: Chunk | None = None
-    job: dict | None = None  # a job to fan out into chunk messages
+    job: dict | None = None  # a job to fan out into chunk messages (or shard messages, for a dataset job)
+    shard: ShardRef | None = None  # one shard of a dataset job: read, captioned and written as one Parquet file
     note: str = ""
 
 
