@@ -29,6 +29,19 @@ def service_of(headers) -> str:
     return scope[3] if len(scope) > 3 else "other"
 
 
+def operation_of(service: str, method: str, path: str, headers) -> str:
+    """How AWS bills the call: the SQS action (X-Amz-Target), or the S3 request class (LIST is a GET with a
+    `list-type` or on the bucket root; the rest by HTTP method)."""
+    if service == "sqs":
+        return str(headers.get("X-Amz-Target", "")).rsplit(".", 1)[-1] or method
+    if service != "s3":
+        return method
+    parts = urllib.parse.urlsplit(path)
+    if method == "GET" and ("list-type" in parts.query or parts.path.strip("/").count("/") == 0):
+        return "LIST"
+    return method
+
+
 class FaultProxy:
     """Forwards to `upstream` (http://localhost:port); `rates` are the chances of each fault per S3/SQS call."""
 
@@ -38,6 +51,7 @@ class FaultProxy:
         self.random, self.lock = random.Random(seed), threading.Lock()
         self.outage_until = 0.0
         self.counts: collections.Counter = collections.Counter()
+        self.operations: collections.Counter = collections.Counter()  # "s3 GET", "sqs ReceiveMessage", ...
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -62,6 +76,7 @@ class FaultProxy:
             def _handle(self):
                 body = self._body()
                 service = service_of(self.headers)
+                proxy.count_operation(service, operation_of(service, self.command, self.path, self.headers))
                 fault = proxy.choose(service)
                 if fault == "drop_before":
                     self.close_connection = True
@@ -95,6 +110,10 @@ class FaultProxy:
         self.server.daemon_threads = True
         self.url = f"http://localhost:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def count_operation(self, service: str, operation: str) -> None:
+        with self.lock:
+            self.operations[f"{service} {operation}"] += 1
 
     def choose(self, service: str) -> str | None:
         """Which fault (if any) this call gets; counted."""
