@@ -1,0 +1,121 @@
+"""The three paths of bench.datasets, run one after another on one local AWS behind one counting proxy."""
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bench.dataset_data import Memory, diff, images, parquet_shard, request_cost, tar_shard
+
+
+class Local:
+    """moto on localhost, the counting proxy in front of it, the buckets and queue of one run."""
+
+    def __init__(self, tmp: Path):
+        from tools.fault_proxy import FaultProxy
+        from tools.local_aws import DEFAULT_REGION, MotoServer, aws_client, free_port
+
+        self.server = MotoServer(tmp / "moto", free_port())
+        self.server.start()
+        self.proxy = FaultProxy(self.server.endpoint_url, error_rate=0.0, drop_rate=0.0)
+        self.proxy.__enter__()
+        self.env = {**os.environ, **self.server.env()}
+        self.env["AWS_ENDPOINT_URL"] = self.proxy.url  # every client of the agent and the tools goes through it
+        direct = self.server.endpoint_url
+        self.s3 = aws_client("s3", DEFAULT_REGION, direct)  # set-up traffic is not counted
+        self.sqs = aws_client("sqs", DEFAULT_REGION, direct)
+        self.region = DEFAULT_REGION
+        run = uuid.uuid4().hex[:8]
+        self.images, self.artifacts = f"images-{run}", f"artifacts-{run}"
+        for bucket in (self.images, self.artifacts):
+            self.s3.create_bucket(Bucket=bucket)
+        self.queue_url = self.sqs.create_queue(QueueName=f"jobs-{run}")["QueueUrl"]
+
+    def put_all(self, objects: dict[str, bytes]) -> None:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda kv: self.s3.put_object(Bucket=self.images, Key=kv[0], Body=kv[1]),
+                          objects.items()))
+
+    def stop(self):
+        self.proxy.__exit__(None, None, None)
+        self.server.stop()
+
+
+def agent_config(local: Local, tmp: Path, batch_size: int) -> Path:
+    config = tmp / "agent.json"
+    config.write_text(json.dumps({
+        "queue_url": local.queue_url, "artifacts_bucket": local.artifacts, "images_bucket": local.images,
+        "region": local.region, "dataset_sources": [f"s3://{local.images}/datasets/"], "pointer_poll_s": 0,
+        "imds_url": "", "device": "cpu", "wait_time_s": 1, "batch_size": batch_size,
+        "cache_dir": str(tmp / "cache")}))
+    return config
+
+
+def run_agent(local: Local, config: Path) -> dict:
+    """`python -m runtime agent --burst` as a process; seconds from its `started` line to its exit, memory."""
+    process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(config), "--burst"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=local.env)
+    memory = Memory(process.pid)
+    started_at, lines = None, []
+    for line in process.stdout:
+        lines.append(line)
+        if started_at is None and '"event": "started"' in line:
+            started_at = time.perf_counter()
+    process.wait()
+    ended = time.perf_counter()
+    memory.join()
+    if process.returncode != 0 or started_at is None:
+        raise RuntimeError(f"agent exited with {process.returncode}:\n{''.join(lines[-30:])}")
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    return {"seconds": ended - started_at, "memory": memory.summary(), "events": events}
+
+
+def submit(local: Local, config: Path, argv: list[str]) -> tuple[dict, float]:
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "runtime", "submit", "--config", str(config), *argv],
+                          capture_output=True, text=True, env=local.env)
+    if done.returncode != 0:
+        raise RuntimeError(f"submit {argv} failed: {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
+
+
+def run_all(args, tmp: Path) -> dict:
+    from bench import models
+    from bench.model import export_artifact
+    from runtime.registry import publish
+
+    artifact = Path(args.artifact) if args.artifact else export_artifact(
+        models.checkpoint("tiny", tmp / "checkpoints"), tmp / "tiny.pt2", "float32", args.batch_size)
+    pictures = images(args.shards * args.per_shard)
+    shards = [pictures[i * args.per_shard:(i + 1) * args.per_shard] for i in range(args.shards)]
+    local = Local(tmp)
+    try:
+        publish(local.s3, local.artifacts, artifact)
+        local.put_all({f"incoming/flat/{key}.jpg": data for key, data in pictures})
+        local.put_all({f"datasets/wds/shard-{i:06d}.tar": tar_shard(s, no_image=f"{i:06d}-noimage" if i % 10 == 0
+                                                                      else None) for i, s in enumerate(shards)})
+        local.put_all({f"datasets/hf/shard-{i:06d}.parquet": parquet_shard(s) for i, s in enumerate(shards)})
+        config = agent_config(local, tmp, args.batch_size)
+        paths = {"per_image": ["s3://{b}/incoming/flat/", "--job-id", "flat"],
+                 "webdataset": ["--shards", "s3://{b}/datasets/wds/", "--job-id", "wds"],
+                 "parquet": ["--shards", "s3://{b}/datasets/hf/", "--job-id", "hf"]}
+        results = {}
+        for name, argv in paths.items():
+            argv = [a.format(b=local.images) for a in argv]
+            before = dict(local.proxy.operations)
+            submitted, submit_s = submit(local, config, argv)
+            agent = run_agent(local, config)
+            ops = diff(dict(local.proxy.operations), before)
+            results[name] = {"submit_s": round(submit_s, 2), "agent_s": round(agent["seconds"], 2),
+                             "images": len(pictures),
+                             "images_per_s": round(len(pictures) / agent["seconds"], 1),
+                             "agent_memory": agent["memory"], **request_cost(ops, len(pictures)),
+                             "operations": ops, "job": submitted.get("job_id")}
+        return {"shards": args.shards, "per_shard": args.per_shard, "artifact": str(artifact), "paths": results}
+    finally:
+        local.stop()
