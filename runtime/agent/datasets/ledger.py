@@ -1,0 +1,158 @@
+"""The books of a dataset job: shard markers, what each run queued and finished, the summary, the one notice.
+
+Every object here lives in the job folder (runtime.agent.layout), which only agents write: a marker is the proof
+that a shard was captioned with a given model and settings, so a resubmission may skip it. A run is complete when
+the listing of `runs/<run>/done/` counts its queued indexes; whoever sees that writes `summary.json` from all the
+markers (deterministic: a replay rewrites the same bytes) and, once per run, tells SNS.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import datetime
+import hashlib
+import json
+
+from runtime.agent import jobs
+from runtime.agent.config import AgentConfig
+from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, chunk_marker, job_root, run_root,
+                                  started_marker)
+from runtime.agent.work import ShardRef
+from runtime.aws import GONE_CODES, RetryLater, error_code
+from runtime.errors import UnknownMessage
+
+QUEUED, DONE, NOTIFIED = "queued.json", "done/", "notified"
+MAX_LISTED = 100  # failures and error shards named in a summary; the markers hold the rest
+PRECONDITION_CODES = {"PreconditionFailed", "412"}
+
+
+def now() -> str:
+    """UTC now, ISO 8601 to the second: the time stamps of markers, runs and summaries."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def settings_fingerprint(model, config: AgentConfig) -> str:
+    """16 hex of the generation settings a caption depends on: a resubmission skips only shards made with these."""
+    settings = {"model_sha256": model.sha256, "prompt_sha256": getattr(model, "prompt_sha256", None),
+                "backend": config.backend, "quantize": config.quantize, "max_pixels": config.max_pixels}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def put_json(s3, bucket: str, key: str, value, *, only_new: bool = False) -> bool:
+    """Write `value` as JSON; with `only_new`, only if the key is absent (IfNoneMatch '*'). False if it was there."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
+                      ContentType="application/json", **({"IfNoneMatch": "*"} if only_new else {}))
+    except Exception as exc:  # noqa: BLE001 - "already there" is an answer; the caller sorts the rest
+        if only_new and error_code(exc) in PRECONDITION_CODES:
+            return False
+        raise
+    return True
+
+
+def get_json(s3, bucket: str, key: str):
+    """The JSON object at `key`, or None when there is none."""
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except Exception as exc:  # noqa: BLE001 - only "no such key" means absent
+        if error_code(exc) in GONE_CODES:
+            return None
+        raise
+
+
+def read_manifest(s3, config: AgentConfig, job_id: str, manifests: jobs.Manifests | None = None) -> dict:
+    """The job's frozen manifest; `UnknownMessage` when there is none (only an expanding agent writes it) or it is
+    not a dataset manifest, `RetryLater` when it cannot be read now."""
+    bucket, key = config.results_bucket_name, job_root(config, job_id) + JOB_MANIFEST
+    try:
+        manifest = (manifests or jobs.Manifests()).get(s3, bucket, key)
+    except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
+        if error_code(exc) in GONE_CODES:
+            raise UnknownMessage(f"job {job_id} has no manifest at s3://{bucket}/{key}; shards come only from an "
+                                 f"agent that expanded the job") from None
+        if isinstance(exc, ValueError):
+            raise UnknownMessage(f"job {job_id}: its manifest s3://{bucket}/{key} is not JSON") from None
+        raise RetryLater(f"job {job_id}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise UnknownMessage(f"job {job_id}: s3://{bucket}/{key} is not a dataset job's manifest (no shard list)")
+    return manifest
+
+
+def read_queued(s3, config: AgentConfig, job_id: str, run: str) -> dict | None:
+    """`runs/<run>/queued.json` of the job (the run's indexes), or None when that run was never queued."""
+    return get_json(s3, config.results_bucket_name, run_root(job_root(config, job_id), run) + QUEUED)
+
+
+def start_shard(s3, config: AgentConfig, ref: ShardRef, agent: str) -> None:
+    """Mark the shard in flight (`started/<index>.json`): progress counts started shards without a newer marker."""
+    put_json(s3, config.results_bucket_name, started_marker(job_root(config, ref.job_id), ref.index),
+             {"index": ref.index, "run": ref.run, "started_at": now(), "agent": agent})
+
+
+def finish_shard(s3, config: AgentConfig, ref: ShardRef, marker: dict, manifests: jobs.Manifests | None = None,
+                 sns=None) -> dict | None:
+    """Write the shard's marker, then its run's `done/<index>`; when that completes the run, the summary (returned).
+
+    Idempotent: a redelivered shard rewrites its marker and the same empty `done` object, so the listing still
+    counts each index once. An index its run did not queue gets the marker only.
+    """
+    bucket, root = config.results_bucket_name, job_root(config, ref.job_id)
+    put_json(s3, bucket, chunk_marker(root, ref.index), marker)
+    queued = read_queued(s3, config, ref.job_id, ref.run)
+    if queued is None or ref.index not in queued["indexes"]:
+        return None
+    done_prefix = run_root(root, ref.run) + DONE
+    s3.put_object(Bucket=bucket, Key=f"{done_prefix}{ref.index:06d}", Body=b"")
+    finished = sum(page.get("KeyCount", 0) for page in
+                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=done_prefix))
+    if finished < len(queued["indexes"]):
+        return None
+    return write_summary(s3, config, ref.job_id, read_manifest(s3, config, ref.job_id, manifests), queued, sns=sns)
+
+
+def markers(s3, config: AgentConfig, job_id: str, manifest: dict) -> list[dict | None]:
+    """Every shard's marker in index order (None where the shard has none yet), read 8 at a time."""
+    bucket, root = config.results_bucket_name, job_root(config, job_id)
+    keys = [chunk_marker(root, index) for index in range(len(manifest["shards"]))]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda key: get_json(s3, bucket, key), keys))
+
+
+def summarize(config: AgentConfig, job_id: str, manifest: dict, queued: dict, found: list[dict | None]) -> dict:
+    """The summary of the job after run `queued["run"]`, from its manifest, that run and every marker."""
+    bucket, root, run = config.results_bucket_name, job_root(config, job_id), queued["run"]
+    present = [marker for marker in found if marker]
+    done = [marker for marker in present if marker.get("status") == "done"]
+    failed = [marker for marker in present if marker.get("status") == "failed"]
+    this_run = [marker for marker in present if marker.get("run") == run]
+    finished_at = max([queued["created_at"]] + [marker["finished_at"] for marker in this_run])
+    seconds = max(0.0, (datetime.datetime.fromisoformat(finished_at)
+                        - datetime.datetime.fromisoformat(queued["created_at"])).total_seconds())
+    run_samples = sum(marker.get("samples", 0) for marker in this_run)
+    latest = max(present, key=lambda marker: (marker.get("finished_at", ""), marker["index"]), default={})
+    return {"job_id": job_id, "kind": manifest.get("kind"), "source": manifest.get("source"), "run": run,
+            "shards": len(manifest["shards"]), "shards_done": len(done), "shards_failed": len(failed),
+            "images": sum(marker.get("samples", 0) for marker in present),
+            "done": sum(marker.get("ok", 0) for marker in present),
+            "failed": sum(marker.get("errors", 0) for marker in present),
+            "errors": sum(marker.get("errors", 0) for marker in present),
+            "failures": [{"shard": marker.get("shard"), "index": marker["index"], "error": marker.get("error")}
+                         for marker in failed][:MAX_LISTED],
+            "error_shards": [marker["index"] for marker in done if marker.get("errors", 0) > 0][:MAX_LISTED],
+            "results": f"s3://{bucket}/{root}{JOB_SHARDS}", "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}",
+            "created_at": queued["created_at"], "finished_at": finished_at, "seconds": seconds,
+            "images_per_s": round(run_samples / seconds, 3) if seconds else 0.0,
+            "model_sha256": latest.get("model_sha256"), "settings": latest.get("settings"),
+            "collect": f"make collect JOB={job_id} OUT={job_id}.parquet"}
+
+
+def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: dict, sns=None) -> dict:
+    """Write `summary.json` from every marker and tell SNS once for this run (`runs/<run>/notified` put first,
+    IfNoneMatch: of agents racing to finish a run, one publishes; a replay publishes nothing)."""
+    bucket, root = config.results_bucket_name, job_root(config, job_id)
+    summary = summarize(config, job_id, manifest, queued, markers(s3, config, job_id, manifest))
+    put_json(s3, bucket, root + JOB_SUMMARY, summary)
+    if config.job_topic_arn and put_json(s3, bucket, run_root(root, queued["run"]) + NOTIFIED,
+                                         {"run": queued["run"], "at": now()}, only_new=True):
+        jobs.publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}",
+                              sns=sns)
+    return summary
