@@ -35,7 +35,7 @@ def dataset_job_id(uri: str) -> str:
 
 
 def build_dataset_job(kind: str, value: str, run: str, job_id: str | None = None, image_column: str | None = None,
-                      key_column: str | None = None, only: str = "failed") -> dict:
+                      key_column: str | None = None, only: str = "both") -> dict:
     """The message of a dataset job: kind `shards` (`value` a prefix), `manifest` (a key file) or `retry` (`value`
     the job id; `only` failed|errors|both). ValueError when the arguments cannot make one."""
     if kind == "retry":
@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
                         "text (keys or s3:// URIs), Parquet with a key column, or an S3 Inventory manifest.json")
     parser.add_argument("--retry", metavar="JOB_ID", help="requeue the shards of a dataset job that failed or have "
                         "error rows (see --only)")
-    parser.add_argument("--only", choices=RETRY_CHOICES, default="failed", help="with --retry: failed shards, "
-                        "shards with error rows, or both (default: failed)")
+    parser.add_argument("--only", choices=RETRY_CHOICES, default="both", help="with --retry: failed shards, "
+                        "shards with error rows, or both (default: both)")
     parser.add_argument("--image-column", help="with --shards: the Parquet image column (default: guessed)")
     parser.add_argument("--key-column", help="with --shards or --manifest: the column of sample keys or image keys")
     parser.add_argument("--job-id", help="default: a time stamp and a random suffix; for --shards and --manifest, "

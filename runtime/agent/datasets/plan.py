@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import json
+import time
 
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import ledger, manifests
@@ -19,6 +20,7 @@ from runtime.agent.datasets.manifests import PlanError
 from runtime.agent.datasets.samples import ShardError, shard_format
 from runtime.agent.layout import JOB_MANIFEST, is_own_result, job_root, part_key, run_root
 from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
+from runtime.agent.metrics import log
 from runtime.agent.scope import Scope
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
@@ -190,6 +192,7 @@ def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model) -> dict:
     Safe to repeat: a redelivered job message finds the manifest and the run and sends the same messages again (a
     shard done twice rewrites the same output). A run with nothing to do gets its summary now.
     """
+    started = time.monotonic()
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     manifest, fresh = ledger.get_json(s3, bucket, root + JOB_MANIFEST), False
     if job["kind"] == "retry":
@@ -212,4 +215,7 @@ def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model) -> dict:
             raise RuntimeError(f"sending shards of job {job['job_id']} failed: {reply['Failed'][:3]}")
     if not queued["indexes"]:
         ledger.write_summary(s3, config, job["job_id"], manifest, queued)
+    log("info", event="job_expanded", job_id=job["job_id"], run=job["run"], kind=manifest.get("kind"),
+        shards=count, queued=len(queued["indexes"]), skipped=count - len(queued["indexes"]) if job["kind"] != "retry"
+        else None, new=fresh, seconds=round(time.monotonic() - started, 3))
     return queued
