@@ -1,6 +1,8 @@
 """The one CaptionKit stack: it creates the constructs, wires their permissions, and names its outputs."""
 from __future__ import annotations
 
+import json
+
 from aws_cdk import CfnOutput, Environment, Stack
 from constructs import Construct
 
@@ -8,13 +10,14 @@ from runtime.registry import POINTER_KEY as MODEL_POINTER_KEY
 from stacks.alarms import Alarms
 from stacks.bundle import runtime_bundle
 from stacks.dashboard import Dashboard
+from stacks.dataset_sources import DatasetSource, own_bucket_problems, parse
 from stacks.encryption import StackKey
 from stacks.fleet import Fleet
 from stacks.jobs import JobQueue
 from stacks.network import Network
 from stacks.notify import JobNotifications
 from stacks.scaling import BacklogScaling
-from stacks.settings import Settings
+from stacks.settings import HINT, Settings, SettingsError
 from stacks.storage import COMPILED_PREFIX, Storage
 from stacks.wake import WakeOnUpload
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
@@ -33,6 +36,7 @@ class CaptionKitStack(Stack):
         self.settings = settings
         self.key = StackKey(self, "Encryption").key
         self.storage = Storage(self, "Storage", model_version_retention_days=settings.model_version_retention_days)
+        self.dataset_sources = self._dataset_sources()
         self.jobs = JobQueue(self, "Jobs", visibility_timeout_s=settings.visibility_timeout_s,
                              max_receive_count=settings.max_receive_count)
         self.jobs.subscribe_to_uploads(self.storage.images, prefix=settings.images_prefix,
@@ -45,7 +49,8 @@ class CaptionKitStack(Stack):
         self.worker_policy = WorkerPolicy(
             self, "WorkerPolicy", role=self.fleet.role, artifacts=self.storage.artifacts, images=self.storage.images,
             images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
-            dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name)
+            dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name,
+            dataset_sources=self.dataset_sources)
         self.scaling = BacklogScaling(
             self, "Scaling", group=self.fleet.group, queue=self.jobs.queue,
             target_per_instance=settings.backlog_per_instance,
@@ -63,6 +68,18 @@ class CaptionKitStack(Stack):
                                    dead_letters=self.jobs.dead_letters, group_name=self.fleet.group_name,
                                    metrics_namespace=METRICS_NAMESPACE)
         self._outputs()
+
+    def _dataset_sources(self) -> tuple[DatasetSource, ...]:
+        """The settings' dataset sources, refused when one names this stack's own buckets (their names are only
+        known here, by logical id)."""
+        s, storage = self.settings, self.storage
+        own = {self.get_logical_id(bucket.node.default_child): holds for bucket, holds in (
+            (storage.artifacts, "artifacts"), (storage.images, "images"), (storage.access_logs, "access-log"))}
+        problems = list(own_bucket_problems(s.dataset_sources, own=own, results_prefix=s.results_prefix,
+                                            images_logical_id=self.get_logical_id(storage.images.node.default_child)))
+        if problems:
+            raise SettingsError(f"{'; '.join(problems)} {HINT}")
+        return tuple(parse(uri) for uri in s.dataset_sources)
 
     def _agent_config(self) -> dict:
         s = self.settings
@@ -83,6 +100,7 @@ class CaptionKitStack(Stack):
             "compiled_cache_prefix": COMPILED_PREFIX,
             "metrics_namespace": METRICS_NAMESPACE,
             "job_topic_arn": self.job_notifications.topic.topic_arn,
+            "dataset_sources": list(s.dataset_sources),
         }
 
     def _outputs(self) -> None:
@@ -104,6 +122,7 @@ class CaptionKitStack(Stack):
             "AlarmTopicArn": (self.alarms.topic.topic_arn, "every alarm notifies here: subscribe to it (see README)"),
             "JobTopicArn": (self.job_notifications.topic.topic_arn, "a message per finished batch job (its summary)"),
             "DashboardUrl": (self.dashboard.url, "the fleet's CloudWatch dashboard"),
+            "DatasetSources": (json.dumps(list(s.dataset_sources)), "where dataset jobs may also read (JSON list)"),
         }
         for name, (value, description) in outputs.items():
             CfnOutput(self, name, value=value, description=description)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
 from runtime.errors import CaptionKitError
+from stacks.dataset_sources import form_problems as dataset_source_problems
 from stacks.gpu_stack import AMI_SNAPSHOT_GB, GPU_FAMILIES, PYPI, index_problem, instance_problem
 from stacks.instance_types import INSTANCE_GPUS, gpu_count
 from stacks.prices import INSTANCE_PRICES
@@ -61,6 +62,8 @@ class Settings:
     accepted_latency_s: int = 120
     warm_pool: bool = False
     warm_pool_size: int = 1
+    # dataset jobs (README "Deploy"): s3://bucket/ or s3://bucket/prefix/ the workers may also read, nothing more
+    dataset_sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -174,6 +177,7 @@ def _problems(s: Settings) -> Iterator[str]:
     if not 10 <= s.stalled_minutes <= 1440:
         yield f"stalled_minutes={s.stalled_minutes}: expected 10..1440 (longer than a worker's boot)"
     yield from _scaling_problems(s)
+    yield from dataset_source_problems(s.dataset_sources)
 
 
 def _gpu_count_problems(instance_types: tuple[str, ...]) -> Iterator[str]:

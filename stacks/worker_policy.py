@@ -8,6 +8,8 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from stacks.dataset_sources import DatasetSource
+from stacks.dataset_sources import statements as dataset_statements
 from stacks.storage import COMPILED_PREFIX, MODELS_PREFIX
 
 METRICS_NAMESPACE = "CaptionKit"
@@ -24,7 +26,8 @@ class WorkerPolicy(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, role: iam.IRole, artifacts: s3.IBucket,
                  images: s3.IBucket, images_prefix: str, results_prefix: str, queue: sqs.IQueue,
-                 dead_letters: sqs.IQueue, log_group: logs.ILogGroup, group_name: str) -> None:
+                 dead_letters: sqs.IQueue, log_group: logs.ILogGroup, group_name: str,
+                 dataset_sources: tuple[DatasetSource, ...] = ()) -> None:
         super().__init__(scope, construct_id)
         group_arn = (f"arn:{Aws.PARTITION}:autoscaling:{Aws.REGION}:{Aws.ACCOUNT_ID}:autoScalingGroup:*"
                      f":autoScalingGroupName/{group_name}")
@@ -57,9 +60,15 @@ class WorkerPolicy(Construct):
             # the SSM agent's heartbeat names the instance itself; this account and region's instances only
             _allow("SessionManagerRegister", ["ssm:UpdateInstanceInformation"], own_instances),
             _allow("SessionManager", SESSION_MANAGER_ACTIONS, "*"),
+            *map(iam.PolicyStatement.from_json, dataset_statements(dataset_sources, Aws.PARTITION)),
         ])
         _acknowledge_wildcards(self.policy, artifacts=artifacts, images=images, images_prefix=images_prefix,
                                results_prefix=results_prefix, group_arn=group_arn)
+        for source in dataset_sources:
+            Validations.of(self.policy).acknowledge(Acknowledgment(
+                id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{source.bucket}/{source.prefix}*]",
+                reason="Read-only and scoped to a dataset source that the deployer named in the dataset_sources "
+                "setting: a dataset job reads whichever shards or manifest lie under it, unknown at deploy time."))
 
 
 def _allow(sid: str, actions: list[str], *resources: str) -> iam.PolicyStatement:

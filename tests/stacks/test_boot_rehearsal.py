@@ -127,6 +127,21 @@ def test_the_venv_holds_exactly_the_locked_packages_and_the_substituted_torch(bo
     assert installed["torch"] == "2.13.0+cpu"
 
 
+def test_the_venv_reads_and_writes_parquet_as_the_dataset_worker_does(booted, tmp_path):
+    """pyarrow comes from runtime.lock alone (installed --no-deps): the instance's venv writes a Parquet file and
+    reads it back, so a shard job does not fail at its first import on a real instance."""
+    python = booted["root"] / "opt/captionkit/venv/bin/python"
+    script = ("import sys, pyarrow as pa, pyarrow.parquet as pq\n"
+              "pq.write_table(pa.table({'key': ['a', 'b'], 'image': [b'\\xff\\xd8', None]}), sys.argv[1])\n"
+              "table = pq.read_table(sys.argv[1])\n"
+              "print(pa.__version__, table.num_rows, table.column('key').to_pylist())\n")
+    result = subprocess.run([str(python), "-I", "-c", script, str(tmp_path / "shard.parquet")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    [pin] = re.findall(r"^pyarrow==(\S+)", (REPO / "requirements/runtime.txt").read_text(), re.M)
+    assert result.stdout.split() == [pin, "2", "['a',", "'b']"]
+
+
 def test_the_boot_log_times_every_phase(booted):
     log = (booted["root"] / "var/log/captionkit/bootstrap.log").read_text()
     phases = dict(re.findall(r"phase=(\w+) s=(\d+\.\d+)", log))

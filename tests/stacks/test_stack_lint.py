@@ -11,6 +11,7 @@ VARIANTS = {
     "spot-email-ami-id": (("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"),
                           ("alarm_email", "ops@example.com"), ("ami", "ami-0123456789abcdef0")),
     "warm-pool": (("warm_pool", "true"),),
+    "dataset-sources": (("dataset_sources", "s3://laion-shards/train/,s3://coco-parquet/,s3://laion-shards/val/"),),
 }
 # CDK's bucket-notification plumbing declares DependsOn next to a GetAtt of the same resource (W3005:
 # redundant, harmless), and so does a Lambda function on the role it is given (the wake-up function). It is

@@ -9,7 +9,8 @@ import app as app_module
 from stacks.synth import synthesize
 from tools.paths import REPO
 
-EVERY_OPTION = (("alarm_email", "ops@example.com"), ("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"))
+EVERY_OPTION = (("alarm_email", "ops@example.com"), ("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"),
+                ("dataset_sources", "s3://laion-shards/train/,s3://coco-parquet/,s3://laion-shards/val/"))
 PREFIX = "Annotation::"
 
 

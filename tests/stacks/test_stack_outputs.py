@@ -12,7 +12,7 @@ from tools.outputs import REQUIRED_OUTPUTS, StackNotReady, agent_config, stack_o
 AGENT_CONFIG_KEYS = {"queue_url", "region", "artifacts_bucket", "model_pointer", "results_bucket",
                      "results_prefix", "images_bucket", "images_prefix", "image_suffixes", "batch_size",
                      "visibility_timeout_s", "drain_timeout_s", "device", "compiled_cache_prefix", "asg_name",
-                     "lifecycle_hook_name", "metrics_namespace", "log_group", "job_topic_arn"}
+                     "lifecycle_hook_name", "metrics_namespace", "log_group", "job_topic_arn", "dataset_sources"}
 
 
 def rendered_agent_config():
