@@ -99,3 +99,20 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_blip_artifact(tiny_blip_dir, tmp_path_factory) -> Path:
     return _export(tiny_blip_dir, tmp_path_factory.mktemp("artifacts") / "blip.pt2", "--num-beams", "3")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_dir(tmp_path_factory) -> Path:
+    """The cheapest Qwen-VL variant to export: 2 vision and 2 text layers, 56x56 pixels -> 4 image tokens."""
+    from checkpoints.qwen_vl_tiny import make_qwen_vl
+
+    return make_qwen_vl(tmp_path_factory.mktemp("qwen2-vl"), "qwen2_vl")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_vl_artifact(tiny_qwen2_vl_dir, tmp_path_factory) -> Path:
+    """Exported with a prompt of its own (not the default), so the manifest's prompt and hash are the export's."""
+    from checkpoints.qwen_vl_tiny import IMAGE_SIZE
+
+    return _export(tiny_qwen2_vl_dir, tmp_path_factory.mktemp("artifacts") / "qwen2-vl.pt2",
+                   "--image-size", str(IMAGE_SIZE["qwen2_vl"]), "--prompt", "Caption the picture in a few words.")

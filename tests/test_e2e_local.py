@@ -115,15 +115,48 @@ def test_a_florence2_artifact_serves_the_queue_like_any_other(stack, tiny_floren
     assert run.code == 0, run.log[-5:]
     results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth)
     assert all(r["status"] == "ok" and r["model"]["sha256"] == pointer["sha256"] for r in results.values())
+    captioner = load_captioner(tiny_florence2_artifact, device="cpu")
+    assert [results[k]["caption"] for k in truth] == captioner.caption(_dropped(s3, outputs, truth))
+    assert flow.queue_depth(sqs, outputs["QueueUrl"]) == 0
+
+
+def test_a_qwen_vl_artifact_serves_the_queue_with_its_prompt_hash(stack, tiny_qwen2_vl_artifact, tmp_path):
+    """A decoder-only Qwen2-VL .pt2 (prompt and KV prefix inside) needs nothing family-specific from the agent; its
+    records carry the prompt's hash next to the model's, so captions of two prompts never read as one model's."""
+    import hashlib
+
+    from runtime.captioner import load_captioner
+
+    target, outputs = stack
+    s3, sqs = _clients(target)
+    pointer = models.upload(s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_qwen2_vl_artifact,
+                            progress=False)
+    truth = flow.drop_images(s3, outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}qwen/", 6, seed=7500)
+
+    run = flow.run_agent(target, _config(target, tmp_path), tmp_path, "--burst")
+    assert run.code == 0, run.log[-5:]
+    results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth)
+    captioner = load_captioner(tiny_qwen2_vl_artifact, device="cpu")
+    prompt = captioner.manifest["prompt"]
+    assert prompt == "Caption the picture in a few words."  # the export's --prompt, not the family's default
+    model = {"name": captioner.name, "sha256": pointer["sha256"],
+             "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}
+    assert all(r["status"] == "ok" and r["model"] == model for r in results.values()), results
+    captions = [results[k]["caption"] for k in truth]
+    assert captions == captioner.caption(_dropped(s3, outputs, truth))  # what the runtime alone says
+    assert len(set(captions)) > 1, captions  # image-dependent, so the comparison above means something
+    assert flow.queue_depth(sqs, outputs["QueueUrl"]) == 0
+    assert flow.queue_depth(sqs, outputs["DeadLetterQueueUrl"]) == 0
+
+
+def _dropped(s3, outputs, keys) -> list:
+    """The dropped images as the agent read them (JPEG decoded from the bucket's bytes, not the generator's)."""
     import io
 
     import PIL.Image
 
-    captioner = load_captioner(tiny_florence2_artifact, device="cpu")
-    images = [PIL.Image.open(io.BytesIO(s3.get_object(Bucket=outputs["ImagesBucket"], Key=k)["Body"].read()))
-              for k in truth]
-    assert [results[k]["caption"] for k in truth] == captioner.caption(images)  # what the runtime alone says
-    assert flow.queue_depth(sqs, outputs["QueueUrl"]) == 0
+    return [PIL.Image.open(io.BytesIO(s3.get_object(Bucket=outputs["ImagesBucket"], Key=k)["Body"].read()))
+            for k in keys]
 
 
 def test_second_upload_swaps_the_model_while_images_flow(stack, artifacts, tmp_path):
