@@ -8,6 +8,7 @@ from runtime.agent import crashes, jobs
 from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import UnknownMessage, parse_body
+from runtime.agent.metrics import log
 from runtime.agent.queue import Inbox
 from runtime.agent.work import Batch, Captioner, Item, Message, Work
 from runtime.agent.scope import Scope
@@ -49,6 +50,7 @@ class Prefetcher:
         for message in messages:
             work, refused, retry = self._read(message)
             if work is not None and work.shard and batch.shard_messages():
+                log("info", event="shard_deferred", message_id=message.id, reason="this batch holds a shard already")
                 self.inbox.release([message])
                 continue
             batch.messages.append(message)
