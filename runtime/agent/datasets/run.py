@@ -58,7 +58,8 @@ class ShardContext:
 
 @dataclasses.dataclass
 class Outcome:
-    """What became of a shard message: `action` (DONE: delete it; RETRY, REFUSE: dead-letter; RELEASE) and why."""
+    """What to do with a shard message and why: DONE delete it, RETRY send it back after a delay, REFUSE dead-letter
+    it, RELEASE make it visible again at once (the worker is stopping)."""
 
     action: str
     reason: str = ""
@@ -83,7 +84,11 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
         return Outcome(RETRY, str(exc))
     config, s3 = context.config, context.s3
     suspect = message.receive_count > 1 and _started_before(s3, config, ref)
-    ledger.start_shard(s3, config, ref, context.agent)
+    try:
+        ledger.start_shard(s3, config, ref, context.agent)
+    except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
+        return Outcome(RETRY, f"marking shard {ref.index} of job {ref.job_id} started: {exc.__class__.__name__}: "
+                              f"{exc}")
     started_at, progress = ledger.now(), Progress()
     try:
         rows = _caption(context, manifest, entry, ref, suspect, progress)
@@ -144,6 +149,9 @@ def _caption(context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, 
                     _device_batch(context, group, progress)
                     group = []
                 progress.samples = len(rows)
+                if len(rows) % 64 == 0:  # reading is progress too (a run of samples without images)
+                    _check_stopping(context)
+                    context.progress(progress)
             _device_batch(context, group, progress)
     except (ShardError, RetryLater, _Stopped):
         raise
@@ -156,12 +164,16 @@ def _caption(context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, 
     return rows
 
 
+def _check_stopping(context: ShardContext) -> None:
+    if context.stopping.is_set():
+        raise _Stopped()
+
+
 def _device_batch(context: ShardContext, group: list[Ready], progress: Progress) -> None:
     """Caption `group` in one device call; when it fails, image by image; an image that still fails is an error."""
     if not group:
         return
-    if context.stopping.is_set():
-        raise _Stopped()
+    _check_stopping(context)
     model, started = context.model, time.monotonic()
     try:
         pixels = model.preprocess([ready.image for ready in group])
