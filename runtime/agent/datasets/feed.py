@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 from runtime.agent import crashes
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import output, tar  # TEMP
+from runtime.agent.datasets import output, parquet, tar
 from runtime.agent.datasets.samples import Sample, ShardError
 from runtime.agent.layout import MAX_KEY_BYTES, part_key
 from runtime.agent.messages import parse_s3_uri
@@ -91,7 +91,6 @@ def _in_tar(source: Source, bucket: str, key: str) -> Iterator[Callable[[], Read
 
 
 def _in_parquet(source: Source, bucket: str, key: str) -> Iterator[Callable[[], Ready]]:
-    from runtime.agent.datasets import parquet  # TEMP
     file = parquet.RangedFile(source.s3, bucket, key, int(source.entry.get("size") or 0))
     manifest = source.manifest
     for sample in parquet.iter_samples(file, image_column=manifest.get("image_column"),
