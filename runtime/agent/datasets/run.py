@@ -19,9 +19,9 @@ from runtime.agent import jobs
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import ledger, output
 from runtime.agent.datasets.feed import Feed, Ready, Source, sources
-from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.datasets.samples import ShardError
 from runtime.agent.layout import job_root, shard_output, started_marker
+from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.scope import Scope
 from runtime.agent.work import Captioner, Message, ShardRef, Work
 from runtime.aws import GONE_CODES, PERMANENT, RetryLater, classify_read_error, error_code
