@@ -137,3 +137,15 @@ def test_a_batch_holds_one_shard_message_and_releases_the_others_at_once_without
     assert batch.messages == messages[:1] and batch.shard_messages() == messages[:1] and not batch.items
     assert inbox.released == messages[1:]
     assert inbox.receives == 1  # a shard ends the gathering: no more receives for batch_wait_s
+
+
+def test_a_shards_job_message_is_expanded_and_its_shards_captioned_by_the_same_worker(stack):
+    put_shard(stack, "incoming/ds/a.tar", make_tar(expected(9)), "tar")
+    put_shard(stack, "incoming/ds/b.parquet", make_parquet(expected(5)), "parquet")
+    stack.send({"type": "captionkit.job", "job_id": "job-e", "run": RUN, "shards": f"s3://{stack.images}/incoming/ds/"})
+    assert stack.worker(stack.config(max_image_bytes=MAX_IMAGE_BYTES), burst=True).run() == 0
+    assert [len(output_table(stack, "job-e", index)) for index in (0, 1)] == [9, 5]
+    summary = json.loads(stack.s3.get_object(Bucket=stack.images,
+                                             Key=job_root(stack.config(), "job-e") + "summary.json")["Body"].read())
+    assert summary["shards_done"] == 2 and summary["images"] == 14 and summary["run"] == RUN
+    assert stack.counts() == {"visible": 0, "in_flight": 0}
