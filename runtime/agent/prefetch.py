@@ -8,8 +8,9 @@ from runtime.agent import crashes, jobs
 from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import UnknownMessage, parse_body
+from runtime.agent.metrics import log
 from runtime.agent.queue import Inbox
-from runtime.agent.work import Batch, Captioner, Item, Message
+from runtime.agent.work import Batch, Captioner, Item, Message, Work
 from runtime.agent.scope import Scope
 from runtime.errors import BadImage
 from runtime.images import load_image
@@ -29,7 +30,8 @@ class Prefetcher:
         started, batch = time.monotonic(), Batch()
         self._add(batch, self.inbox.receive(self.config.batch_size, wait_s))
         gather_until = time.monotonic() + self.config.batch_wait_s
-        while batch.messages and len(batch.items) < self.config.batch_size and time.monotonic() < gather_until:
+        while (batch.messages and len(batch.items) < self.config.batch_size and time.monotonic() < gather_until
+               and not batch.shard_messages()):  # a shard is a batch's worth of work on its own
             more = self.inbox.receive(self.config.batch_size - len(batch.items), 0)
             if more:
                 self._add(batch, more)
@@ -43,23 +45,35 @@ class Prefetcher:
         return batch
 
     def _add(self, batch: Batch, messages: list[Message]) -> None:
+        """Add what `messages` ask for. A shard message has no images (the batch holds it, the worker runs it after
+        them); one beyond the batch's first is released at once, for another agent, rather than held waiting."""
         for message in messages:
+            work, refused, retry = self._read(message)
+            if work is not None and work.shard and batch.shard_messages():
+                log("info", event="shard_deferred", message_id=message.id, reason="this batch holds a shard already")
+                self.inbox.release([message])
+                continue
             batch.messages.append(message)
-            try:
-                work = parse_body(message.body, self.scope)
-                if work.chunk:
-                    jobs.prove_chunk(self.s3, self.config, work, self.manifests)
-            except RetryLater as exc:  # the chunk's manifest could not be read: its images wait, unread
-                batch.work[message.id] = work
-                batch.items.extend(Item(ref, message, retry=str(exc)) for ref in work.images)
-            except UnknownMessage as exc:
-                batch.unknown.append((message, str(exc)))
-            except Exception as exc:  # noqa: BLE001 - a body is untrusted: whatever it raises settles it alone
-                batch.unknown.append((message, f"the body could not be read: {exc.__class__.__name__}: "
-                                               f"{str(exc)[:300]}"))
-            else:
-                batch.work[message.id] = work
-                batch.items.extend(Item(ref, message) for ref in work.images)
+            if refused is not None:
+                batch.unknown.append((message, refused))
+                continue
+            batch.work[message.id] = work
+            batch.items.extend(Item(ref, message, retry=retry) for ref in work.images)
+
+    def _read(self, message: Message) -> tuple[Work | None, str | None, str | None]:
+        """(what the message asks for, why it is refused, why its images must wait): one of the first two is None."""
+        work = None
+        try:
+            work = parse_body(message.body, self.scope)
+            if work.chunk:
+                jobs.prove_chunk(self.s3, self.config, work, self.manifests)
+        except RetryLater as exc:  # the chunk's manifest could not be read: its images wait, unread
+            return work, None, str(exc)
+        except UnknownMessage as exc:
+            return None, str(exc), None
+        except Exception as exc:  # noqa: BLE001 - a body is untrusted: whatever it raises settles it alone
+            return None, f"the body could not be read: {exc.__class__.__name__}: {str(exc)[:300]}", None
+        return work, None, None
 
     def _download(self, item: Item) -> None:
         ref = item.ref

@@ -103,6 +103,16 @@ class Batch:
         """Messages with images that were received before (a crash, a hang or a retry sent them back)."""
         return [m for m in self.messages if m.receive_count > 1 and self.work.get(m.id) and self.work[m.id].images]
 
+    def shard_messages(self) -> list[Message]:
+        """Messages that ask for a dataset shard: each is processed alone, after the batch's images."""
+        return [m for m in self.messages if self.work.get(m.id) and self.work[m.id].shard]
+
+    def without(self, messages: list[Message]) -> Batch:
+        """This batch less `messages`, which hold no images (shard messages): its device batches stay as made."""
+        ids = {m.id for m in messages}
+        return dataclasses.replace(self, messages=[m for m in self.messages if m.id not in ids],
+                                   work={k: v for k, v in self.work.items() if k not in ids})
+
     def split(self) -> list[Batch]:
         """This batch, or its first-time messages then each suspect message alone (fewest receives first)."""
         suspects = self.suspects()

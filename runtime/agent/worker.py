@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
+import socket
 import threading
 import time
 
@@ -15,8 +16,9 @@ from runtime.agent.metrics import Counters, batch_metrics, log
 from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.model.swap import ModelWatcher
+from runtime.agent.datasets import run
 from runtime.agent.watchdog import Watchdog
-from runtime.agent.work import Batch, Captioner
+from runtime.agent.work import Batch, Captioner, Message, Work
 
 # The drain ran past its bound: the messages in hand went back to the queue. The worker's systemd unit lists
 # this code in SuccessExitStatus and RestartPreventExitStatus (stacks/boot/bootstrap.sh): an instance that is
@@ -75,11 +77,15 @@ class Worker:
                     self.counters.batches += 1
                     more = not self.max_batches or self.counters.batches < self.max_batches
                     suspects = batch.suspects()  # held alone: no prefetched batch-mates share a crash
-                    if more and not suspects:
+                    shards = batch.shard_messages()  # a shard is long: no batch waits, held, behind it
+                    if more and not suspects and not shards:
                         pending = self._fetch_next()  # downloads the next batch while this one runs
-                    for part in batch.split():
-                        self.process(part)
-                    if more and suspects and not self.stopping.is_set():
+                    for part in batch.without(shards).split():
+                        if part.messages:
+                            self.process(part)
+                    for message in shards:
+                        self.process_shard(message, batch.work[message.id])
+                    if more and (suspects or shards) and not self.stopping.is_set():
                         pending = self._fetch_next()
         finally:
             self._finish(pending)
@@ -110,6 +116,38 @@ class Worker:
             return
         settled = {"deleted": len(done), "retried": len(retry), "refused": len(batch.unknown)}
         self._log_batch(batch, settled, device_s, time.monotonic() - started)
+
+    def process_shard(self, message: Message, work: Work) -> None:
+        """Caption one dataset shard whole (runtime.agent.datasets.run) and settle its message."""
+        if self.stopping.is_set():
+            self.inbox.release([message])
+            return
+        report = run.ShardReport(self.config, self.counters, work.shard)
+
+        def progress(done: run.Progress) -> None:  # a device batch is progress: the hold clocks start again
+            self.watchdog.mark()
+            message.held_since = time.monotonic()
+            report.progress(done)
+
+        try:
+            self._swap_model_if_ready(Batch())
+            context = run.ShardContext(self.s3, self.config, self.model, self.prefetcher.manifests,
+                                       self.prefetcher.pool, self._on_device, self.stopping, progress,
+                                       self.config.gpu or socket.gethostname())
+            outcome = run.process_shard(context, message, work)
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the shard later
+            log("error", exc_info=True, event="shard_crashed", reason=f"{exc.__class__.__name__}: {exc}")
+            self._retry([message], str(exc))
+            return
+        if outcome.action == run.DONE:
+            self.inbox.delete([message])
+        elif outcome.action == run.REFUSE:
+            self._dead_letter(message, outcome.reason)
+        elif outcome.action == run.RELEASE:
+            self.inbox.release([message])
+        else:
+            self._retry([message], outcome.reason)
+        report.finish(outcome, message)
 
     @contextlib.contextmanager
     def _on_device(self, uris: list[str]):

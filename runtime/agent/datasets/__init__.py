@@ -9,5 +9,5 @@ shard's marker; the agent finishing a run's last shard writes `summary.json`. Fo
 Modules: samples (a sample, the shard formats), tar (a bounded streaming webdataset reader), parquet (ranged S3
 reads of Parquet shards), output (the output file's schema), manifests (key files: CSV, text, Parquet, S3
 Inventory), plan (checks, expansion, resubmission and retry), ledger (markers, runs, summary), run (one shard on
-the worker).
+the worker), feed (its samples, read and decoded a bounded window ahead of the device).
 """

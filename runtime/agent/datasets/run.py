@@ -1,0 +1,258 @@
+"""One shard on the worker: read it from the job's manifest, stream its samples, caption them, write one file.
+
+The shard message names (job, index, count, run); the shard itself is entry `index` of the job's manifest, which
+only agents write. Samples stream from S3 (a tar's body, a Parquet file's ranged reads, or one GET per listed key)
+on a reader thread, are decoded on the pool ahead of the device, and captioned in device batches. Only the rows
+(strings) stay in memory. The output is rendered at the end and put in one request, then the marker: a crash
+anywhere leaves no half file, and the redelivery writes the same bytes again. `shards/<i>.parquet` exists exactly
+when the shard's marker says done (a failed shard deletes an earlier run's file before its marker).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import time
+from typing import Any, Callable, ContextManager
+
+from runtime.agent import jobs
+from runtime.agent.config import AgentConfig
+from runtime.agent.datasets import ledger, output
+from runtime.agent.datasets.feed import Feed, Ready, Source, sources
+from runtime.agent.datasets.samples import ShardError
+from runtime.agent.layout import job_root, shard_output, started_marker
+from runtime.agent.metrics import batch_metrics, log
+from runtime.agent.scope import Scope
+from runtime.agent.work import Captioner, Message, ShardRef, Work
+from runtime.aws import GONE_CODES, PERMANENT, RetryLater, classify_read_error, error_code
+from runtime.errors import UnknownMessage
+
+DONE, RETRY, REFUSE, RELEASE = "done", "retry", "refuse", "release"  # what the worker does with the message
+
+
+@dataclasses.dataclass
+class Progress:
+    """What a shard did so far (the worker turns it into log lines, metrics and counters)."""
+
+    samples: int = 0
+    ok: int = 0
+    errors: int = 0
+    device_s: float = 0.0
+    device_calls: int = 0
+
+
+@dataclasses.dataclass
+class ShardContext:
+    """What `process_shard` needs of the worker: clients, settings, the model, and its hooks."""
+
+    s3: Any
+    config: AgentConfig
+    model: Captioner
+    manifests: jobs.Manifests
+    pool: Any  # an Executor: downloads and decoding, ahead of the device
+    on_device: Callable[[list[str]], ContextManager]  # around each device call: the crash journal, the watchdog
+    stopping: Any  # a threading.Event: set, the shard stops at the next device batch and its message is released
+    progress: Callable[[Progress], None] = lambda _progress: None  # after every device batch
+    agent: str = dataclasses.field(default_factory=socket.gethostname)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What to do with a shard message and why: DONE delete it, RETRY send it back after a delay, REFUSE dead-letter
+    it, RELEASE make it visible again at once (the worker is stopping)."""
+
+    action: str
+    reason: str = ""
+    progress: Progress = dataclasses.field(default_factory=Progress)
+    marker: dict | None = None
+    seconds: float = 0.0
+
+
+class _Stopped(Exception):
+    """The worker is stopping: the shard is left for another agent to redo whole."""
+
+
+def process_shard(context: ShardContext, message: Message, work: Work) -> Outcome:
+    """Caption shard `work.shard` whole and write its output and marker; the Outcome says how to settle `message`."""
+    ref, started = work.shard, time.monotonic()
+    try:
+        manifest = _manifest(context, ref)
+        entry = manifest["shards"][ref.index]
+    except UnknownMessage as exc:
+        return Outcome(REFUSE, str(exc))
+    except RetryLater as exc:
+        return Outcome(RETRY, str(exc))
+    config, s3 = context.config, context.s3
+    suspect = message.receive_count > 1 and _started_before(s3, config, ref)
+    try:
+        ledger.start_shard(s3, config, ref, context.agent)
+    except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
+        return Outcome(RETRY, f"marking shard {ref.index} of job {ref.job_id} started: {exc.__class__.__name__}: "
+                              f"{exc}")
+    started_at, progress = ledger.now(), Progress()
+    try:
+        rows = _caption(context, manifest, entry, ref, suspect, progress)
+    except _Stopped:
+        return Outcome(RELEASE, "the worker is stopping: the shard is left for another agent", progress)
+    except ShardError as exc:
+        return _finish(context, ref, entry, None, progress, started, started_at, str(exc))
+    except RetryLater as exc:
+        return Outcome(RETRY, str(exc), progress, seconds=time.monotonic() - started)
+    return _finish(context, ref, entry, rows, progress, started, started_at, None)
+
+
+def _manifest(context: ShardContext, ref: ShardRef) -> dict:
+    """The job's manifest, checked against the message (a forged or stale shard message is refused)."""
+    manifest = ledger.read_manifest(context.s3, context.config, ref.job_id, context.manifests)
+    shards, named = manifest["shards"], f"shard {ref.job_id}/{ref.index} (count {ref.count}, run {ref.run})"
+    if len(shards) != ref.count:
+        raise UnknownMessage(f"{named}: the job's manifest has {len(shards)} shards, not {ref.count}")
+    if not 0 <= ref.index < len(shards) or not isinstance(shards[ref.index], dict):
+        raise UnknownMessage(f"{named}: the job's manifest has no shard {ref.index}")
+    return manifest
+
+
+def _started_before(s3, config: AgentConfig, ref: ShardRef) -> bool:
+    """True when this run of the shard was started before (a crash may have ended it): caption it image by image.
+
+    A message merely released unstarted (another shard message held the agent) comes back without that cost.
+    """
+    key = started_marker(job_root(config, ref.job_id), ref.index)
+    try:
+        body = s3.get_object(Bucket=config.results_bucket_name, Key=key)["Body"].read(64 * 1024)
+    except Exception as exc:  # noqa: BLE001 - unknown: the careful answer
+        return error_code(exc) not in GONE_CODES
+    try:
+        return json.loads(body).get("run") == ref.run
+    except (ValueError, AttributeError):
+        return True
+
+
+def _caption(context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, suspect: bool,
+             progress: Progress) -> list[output.Row]:
+    """Every sample's row, in shard order; ShardError when the shard cannot be read, RetryLater for transient."""
+    config, model = context.config, context.model
+    source = Source(s3=context.s3, config=config, scope=Scope.of(config), root=job_root(config, ref.job_id),
+                    index=ref.index, entry=entry, manifest=manifest, model=model,
+                    settings=ledger.settings_fingerprint(model, config), suspect=suspect)
+    size = 1 if suspect else max(1, min(config.batch_size, getattr(model, "max_batch", config.batch_size)))
+    rows, group = [], []
+    try:
+        with Feed(sources(source), context.pool, window=2 * size) as feed:
+            for ready in feed:
+                rows.append(ready.row)
+                if ready.image is not None:
+                    group.append(ready)
+                else:
+                    progress.errors += 1
+                if len(group) >= size:
+                    _device_batch(context, group, progress)
+                    group = []
+                progress.samples = len(rows)
+                if len(rows) % 64 == 0:  # reading is progress too (a run of samples without images)
+                    _check_stopping(context)
+                    context.progress(progress)
+            _device_batch(context, group, progress)
+    except (ShardError, RetryLater, _Stopped):
+        raise
+    except Exception as exc:  # noqa: BLE001 - an S3 read of the shard: gone or denied fails it, others retry
+        classified = classify_read_error(exc, entry.get("uri", "the shard"))
+        if isinstance(classified, PERMANENT):
+            raise ShardError(str(classified)) from exc
+        raise RetryLater(str(classified)) from exc
+    progress.samples = len(rows)
+    return rows
+
+
+def _check_stopping(context: ShardContext) -> None:
+    if context.stopping.is_set():
+        raise _Stopped()
+
+
+def _device_batch(context: ShardContext, group: list[Ready], progress: Progress) -> None:
+    """Caption `group` in one device call; when it fails, image by image; an image that still fails is an error."""
+    if not group:
+        return
+    _check_stopping(context)
+    model, started = context.model, time.monotonic()
+    try:
+        pixels = model.preprocess([ready.image for ready in group])
+        with context.on_device([ready.row.uri for ready in group]):
+            texts = model.caption_pixels(pixels)
+        for ready, text in zip(group, texts, strict=True):
+            ready.row.caption = text
+        progress.device_calls += 1
+    except Exception as exc:  # noqa: BLE001 - find the image that fails, spare the others
+        log("error", event="batch_caption_failed", reason=f"{exc.__class__.__name__}: {exc}", images=len(group))
+        for ready in group:
+            ready.row.caption = None
+            try:
+                with context.on_device([ready.row.uri]):
+                    ready.row.caption = model.caption([ready.image])[0]
+            except Exception as one:  # noqa: BLE001 - this sample's own error row
+                ready.row.error = f"captioning failed: {one.__class__.__name__}: {one}"[:1000]
+            progress.device_calls += 1
+    for ready in group:
+        ready.image = None
+    progress.device_s += time.monotonic() - started
+    ok = sum(1 for ready in group if ready.row.caption is not None)
+    progress.ok, progress.errors = progress.ok + ok, progress.errors + len(group) - ok
+    context.progress(progress)
+
+
+def _finish(context: ShardContext, ref: ShardRef, entry: dict, rows: list[output.Row] | None, progress: Progress,
+            started: float, started_at: str, error: str | None) -> Outcome:
+    """Put the output (or delete a stale one, for a failed shard), then the marker; RETRY when S3 says no."""
+    config, s3, model = context.config, context.s3, context.model
+    bucket, key = config.results_bucket_name, shard_output(job_root(config, ref.job_id), ref.index)
+    marker = {"index": ref.index, "shard": entry.get("uri"), "run": ref.run, "status": "failed" if error else "done",
+              "samples": progress.samples if rows is not None else 0, "ok": progress.ok if rows is not None else 0,
+              "errors": progress.errors if rows is not None else 0, "error": error, "model": model.name,
+              "model_sha256": model.sha256, "settings": ledger.settings_fingerprint(model, config),
+              "output": None if error else f"s3://{bucket}/{key}", "started_at": started_at}
+    try:
+        if rows is None:
+            s3.delete_object(Bucket=bucket, Key=key)
+        else:
+            s3.put_object(Bucket=bucket, Key=key, Body=output.render(rows), ContentType=output.CONTENT_TYPE)
+        seconds = time.monotonic() - started
+        marker.update(finished_at=ledger.now(), seconds=round(seconds, 3))
+        ledger.finish_shard(s3, config, ref, marker)
+    except Exception as exc:  # noqa: BLE001 - the message comes back; the output is rewritten identically
+        return Outcome(RETRY, f"writing shard {ref.index} of job {ref.job_id}: {exc.__class__.__name__}: {exc}",
+                       progress, seconds=time.monotonic() - started)
+    return Outcome(DONE, error or "", progress, marker, seconds)
+
+
+
+class ShardReport:
+    """A shard's progress as the agent's counters and metric lines, so the dashboard, the FleetStalled alarm and
+    scaling see dataset work as images: a `shard_progress` line every `every_s` during a long shard, and one
+    `shard` line at its end. Images of a shard that is redone later count once more then (as a retried batch's)."""
+
+    def __init__(self, config: AgentConfig, counters, ref: ShardRef, every_s: float = 30.0):
+        self.config, self.counters, self.ref, self.every_s = config, counters, ref, every_s
+        self.reported, self.last = Progress(), time.monotonic()
+
+    def progress(self, done: Progress) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            log("info", event="shard_progress", job=self.ref.job_id, index=self.ref.index, samples=done.samples,
+                ok=done.ok, errors=done.errors, **self._since_last(done, []))
+
+    def finish(self, outcome: Outcome, message: Message) -> None:
+        done, marker, seconds = outcome.progress, outcome.marker or {}, outcome.seconds
+        log("info" if outcome.action == DONE and not marker.get("error") else "warning", event="shard",
+            job=self.ref.job_id, index=self.ref.index, run=self.ref.run, action=outcome.action,
+            status=marker.get("status"), samples=done.samples, ok=done.ok, errors=done.errors,
+            seconds=round(seconds, 3), images_per_s=round(done.samples / seconds, 2) if seconds else 0.0,
+            device_s=round(done.device_s, 3), reason=outcome.reason or None, totals=self.counters.as_dict(),
+            **self._since_last(done, [max(0.0, message.received_at - message.sent_at)]))
+
+    def _since_last(self, done: Progress, waits_s: list[float]) -> dict:
+        ok, errors = done.ok - self.reported.ok, done.errors - self.reported.errors
+        calls, device_s = done.device_calls - self.reported.device_calls, done.device_s - self.reported.device_s
+        self.counters.done += ok
+        self.counters.failed += errors
+        self.reported, self.last = dataclasses.replace(done), time.monotonic()
+        return batch_metrics(self.config, done=ok, failed=errors, size=round((ok + errors) / calls) if calls else 0,
+                             device_s=device_s, latencies_s=[], waits_s=waits_s)
