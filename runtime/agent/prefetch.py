@@ -8,7 +8,6 @@ from runtime.agent import crashes, jobs
 from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import UnknownMessage, parse_body
-from runtime.agent.metrics import log
 from runtime.agent.queue import Inbox
 from runtime.agent.work import Batch, Captioner, Item, Message, Work
 from runtime.agent.scope import Scope
@@ -23,12 +22,17 @@ class Prefetcher:
         self.inbox, self.s3, self.config, self.scope = inbox, s3, config, Scope.of(config)
         self.manifests = jobs.Manifests()  # only the fetch thread proves chunks
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
+        # after a batch that held shards, receive one message at a time: a shard is a batch's worth of work, and
+        # shards received together wait in turn on this agent (releasing them would count receives towards the
+        # dead-letter queue's maxReceiveCount without any work done on them)
+        self.one_at_a_time = False
 
     def fetch(self, captioner, wait_s: float, current: bool = False) -> Batch:
         """Receive up to a batch of images (long poll `wait_s`), then make them ready for `captioner` (with
         `current`, a function returning the model in use once the images are in)."""
         started, batch = time.monotonic(), Batch()
-        self._add(batch, self.inbox.receive(self.config.batch_size, wait_s))
+        self._add(batch, self.inbox.receive(1 if self.one_at_a_time else self.config.batch_size, wait_s))
+        self.one_at_a_time = bool(batch.shard_messages())
         gather_until = time.monotonic() + self.config.batch_wait_s
         while (batch.messages and len(batch.items) < self.config.batch_size and time.monotonic() < gather_until
                and not batch.shard_messages()):  # a shard is a batch's worth of work on its own
@@ -45,14 +49,10 @@ class Prefetcher:
         return batch
 
     def _add(self, batch: Batch, messages: list[Message]) -> None:
-        """Add what `messages` ask for. A shard message has no images (the batch holds it, the worker runs it after
-        them); one beyond the batch's first is released at once, for another agent, rather than held waiting."""
+        """Add what `messages` ask for. A shard message has no images: the batch holds it, and the worker runs the
+        batch's shards one after another, after its images, keeping the waiting ones visible to no one else."""
         for message in messages:
             work, refused, retry = self._read(message)
-            if work is not None and work.shard and batch.shard_messages():
-                log("info", event="shard_deferred", message_id=message.id, reason="this batch holds a shard already")
-                self.inbox.release([message])
-                continue
             batch.messages.append(message)
             if refused is not None:
                 batch.unknown.append((message, refused))

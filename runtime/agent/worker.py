@@ -84,7 +84,7 @@ class Worker:
                         if part.messages:
                             self.process(part)
                     for message in shards:
-                        self.process_shard(message, batch.work[message.id])
+                        self.process_shard(message, batch.work[message.id], waiting=shards)
                     if more and (suspects or shards) and not self.stopping.is_set():
                         pending = self._fetch_next()
         finally:
@@ -117,8 +117,9 @@ class Worker:
         settled = {"deleted": len(done), "retried": len(retry), "refused": len(batch.unknown)}
         self._log_batch(batch, settled, device_s, time.monotonic() - started)
 
-    def process_shard(self, message: Message, work: Work) -> None:
-        """Caption one dataset shard whole (runtime.agent.datasets.run) and settle its message."""
+    def process_shard(self, message: Message, work: Work, waiting: list[Message] = ()) -> None:
+        """Caption one dataset shard whole (runtime.agent.datasets.run) and settle its message. Progress restarts
+        the hold clock of `waiting` too (the batch's other shards, run next), so none lapses while in line."""
         if self.stopping.is_set():
             self.inbox.release([message])
             return
@@ -126,7 +127,9 @@ class Worker:
 
         def progress(done: run.Progress) -> None:  # a device batch is progress: the hold clocks start again
             self.watchdog.mark()
-            message.held_since = time.monotonic()
+            now = time.monotonic()
+            for held in (message, *waiting):
+                held.held_since = now
             report.progress(done)
 
         try:

@@ -23,7 +23,7 @@ def _wait_until(condition, timeout_s: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_a_batch_runs_its_images_then_one_shard_and_releases_the_other_shards_for_later(stack, agent_log):
+def test_a_batch_runs_its_images_then_its_shards_in_turn(stack, agent_log):
     shards = [put_shard(stack, "incoming/data/a.tar", make_tar(expected(9)), "tar"),
               put_shard(stack, "incoming/data/b.parquet", make_parquet(expected(11)), "parquet")]
     put_job(stack, "job-w", shards)
@@ -121,7 +121,7 @@ class _Inbox:
         self.released.extend(messages)
 
 
-def test_a_batch_holds_one_shard_message_and_releases_the_others_at_once_without_gathering_more(stack):
+def test_a_batch_holds_its_shard_messages_gathers_no_more_and_then_receives_one_at_a_time(stack):
     from runtime.agent.prefetch import Prefetcher
     from runtime.agent.work import Message
 
@@ -129,14 +129,19 @@ def test_a_batch_holds_one_shard_message_and_releases_the_others_at_once_without
               for n in range(3)]
     messages = [Message(f"m{n}", "r", body, 1, time.time(), time.monotonic() + 30) for n, body in enumerate(bodies)]
     inbox = _Inbox(messages)
-    prefetcher = Prefetcher(inbox, stack.s3, stack.config(batch_wait_s=30))
+    asked = []
+    receive = inbox.receive
+    inbox.receive = lambda count, wait_s: (asked.append(count), receive(count, wait_s))[1]
+    prefetcher = Prefetcher(inbox, stack.s3, stack.config(batch_wait_s=30, batch_size=8))
     try:
         batch = prefetcher.fetch(None, 0)
+        prefetcher.fetch(None, 0)
     finally:
         prefetcher.close()
-    assert batch.messages == messages[:1] and batch.shard_messages() == messages[:1] and not batch.items
-    assert inbox.released == messages[1:]
-    assert inbox.receives == 1  # a shard ends the gathering: no more receives for batch_wait_s
+    # none released: a release counts a receive towards the dead-letter queue without any work done
+    assert batch.messages == messages and batch.shard_messages() == messages and not batch.items
+    assert inbox.released == []
+    assert asked == [8, 1]  # a shard ends the gathering; after a batch of shards, one message at a time
 
 
 def test_a_shards_job_message_is_expanded_and_its_shards_captioned_by_the_same_worker(stack):
