@@ -1,0 +1,296 @@
+"""A bounded streaming reader of webdataset tar shards: samples out of a non-seekable stream, never the whole shard.
+
+Not `tarfile`: it reads a pax header of any size into memory, and a shard is untrusted. Here every allocation is
+bounded before it is made: a pax header by MAX_PAX_BYTES, a GNU long name by MAX_LONGNAME_BYTES, an image by
+max_member_bytes; everything else (other members, skipped entries, padding) is read and dropped CHUNK at a time.
+
+What the reader decides, where the formats leave it open:
+- members are regular files (typeflag '0', NUL or '7', contiguous); hard links, symlinks and GNU sparse files join
+  their sample's grouping but are never read (a sample whose image is a link says so in its error row);
+  directories, devices, fifos and volume labels are skipped; pax 'x' gives `path` (and `size`, which frames the
+  data of a member over 8 GiB), 'g' is skipped, GNU 'L' gives the next name and 'K' is skipped;
+- grouping is webdataset's: the key is the path up to the first '.' of its basename ("a/b/000123.seg.png" has key
+  "a/b/000123" and extension "seg.png"), consecutive members with one key are one sample; a member with no stem or
+  no extension ("README", ".hidden") belongs to no sample, as in webdataset;
+- the image is the first member whose extension is exactly jpg/jpeg/png/webp (any case); failing that, the first
+  whose last suffix is one ("x.seg.png"), so a mask is captioned only where the sample has no plain image;
+- the archive ends at a zero block followed by a zero block or the end of the stream; a stream that ends without
+  one is truncated (a shard cut at a header boundary would otherwise lose its tail silently).
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import BinaryIO, Iterator
+
+from runtime.agent.datasets.samples import Sample, ShardError
+
+BLOCK = 512
+CHUNK = 256 * 1024  # the largest read made of the stream
+MAX_PAX_BYTES = 64 * 1024
+MAX_LONGNAME_BYTES = 4 * 1024
+MAX_KEY_BYTES = 1024
+MAX_LISTED = 10  # members named in a "no image" error row
+IMAGE_SUFFIXES = frozenset({b"jpg", b"jpeg", b"png", b"webp"})
+FILES = frozenset(b"0\x007")
+LINKS = {ord("1"): "hard link", ord("2"): "symlink", ord("S"): "sparse file"}
+EXTENDED = frozenset(b"xgLK")
+ZERO_BLOCK = bytes(BLOCK)
+
+
+@dataclasses.dataclass
+class _Entry:
+    """A member of the archive whose data has yet to be read: `left` bytes of it are still in the stream."""
+
+    name: bytes
+    kind: int  # its typeflag byte
+    size: int
+    offset: int  # of its header
+    left: int
+
+
+class _Archive:
+    """Tar headers over a read(n)-only stream, the offset always known, so every error names its byte."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.offset = 0
+
+    def _read(self, n: int) -> bytes:
+        """Up to n bytes (n <= CHUNK): fewer only at the end of the stream (a socket may return short reads)."""
+        parts, got = [], 0
+        while got < n:
+            part = self.stream.read(n - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        self.offset += got
+        return b"".join(parts)
+
+    def _exact(self, n: int) -> bytes:
+        """Exactly n bytes, CHUNK at a time (n is bounded by the caller), or ShardError for a truncated shard."""
+        parts, left = [], n
+        while left:
+            part = self._read(min(left, CHUNK))
+            if not part:
+                raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a member")
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def _skip(self, n: int) -> None:
+        while n:
+            part = self._read(min(n, CHUNK))
+            if not part:
+                raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a member")
+            n -= len(part)
+
+    def data(self, entry: _Entry) -> bytes:
+        """The member's bytes (the caller has bounded entry.size)."""
+        data = self._exact(entry.left)
+        entry.left = 0
+        return data
+
+    def entries(self) -> Iterator[_Entry]:
+        """Files, links and sparse files in archive order; whatever data the consumer did not read is skipped."""
+        pending_path = pending_size = longname = None
+        extended_at = None
+        while True:
+            header = self._header()
+            if header is None:
+                if extended_at is not None:
+                    raise ShardError(f"not a tar: the extended header at byte {extended_at} has no member after it")
+                return
+            offset, block, kind, size = header
+            if kind in EXTENDED:
+                extended_at = offset
+                if kind == ord("x"):
+                    pending_path, pending_size = self._pax(offset, size, pending_path, pending_size)
+                elif kind == ord("L"):
+                    longname = self._longname(offset, size)
+                else:
+                    self._bounded_skip(offset, size, kind)
+                continue
+            name = pending_path if pending_path is not None else longname if longname is not None else _name(block)
+            size = pending_size if pending_size is not None else size
+            pending_path = pending_size = longname = extended_at = None
+            entry = _Entry(name, kind, size, offset, size)
+            if (kind in FILES and not name.endswith(b"/")) or kind in LINKS:
+                yield entry
+            self._skip(entry.left + (-size) % BLOCK)
+
+    def _header(self) -> tuple[int, bytes, int, int] | None:
+        """(offset, block, typeflag, size) of the next header, or None at the end of the archive."""
+        offset = self.offset
+        block = self._read(BLOCK)
+        if not block:
+            if offset == 0:
+                raise ShardError("not a tar: the shard is empty")
+            raise ShardError(f"truncated at byte {offset}: the shard ends without its end-of-archive blocks")
+        if len(block) < BLOCK:
+            raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a header")
+        if block == ZERO_BLOCK:
+            after = self._read(BLOCK)
+            if after.strip(b"\x00"):
+                raise ShardError(f"not a tar: a lone zero block at byte {offset} is followed by data")
+            return None
+        if not _checksum_ok(block):
+            raise ShardError(f"not a tar: bad header checksum at byte {offset}")
+        return offset, block, block[156], _size(block, offset)
+
+    def _pax(self, offset: int, size: int, path: bytes | None, length: int | None) -> tuple[bytes | None, int | None]:
+        """`path` and `size` of a pax extended header (the other records are read and not used)."""
+        data = self._extended(offset, size, MAX_PAX_BYTES, "pax header")
+        pos = 0
+        while pos < len(data):
+            space = data.find(b" ", pos, pos + 21)
+            digits = data[pos:space] if space > pos else b""
+            if not digits.isdigit() or int(digits) <= len(digits) + 1 or pos + int(digits) > len(data):
+                raise ShardError(f"not a tar: bad pax header at byte {offset}")
+            record, pos = data[space + 1:pos + int(digits)], pos + int(digits)
+            keyword, equals, value = record.partition(b"=")
+            if not equals or not record.endswith(b"\n"):
+                raise ShardError(f"not a tar: bad pax header at byte {offset}")
+            value = value[:-1]
+            if keyword == b"path":
+                path = value
+            elif keyword == b"size":
+                if not value.isdigit() or len(value) > 20:
+                    raise ShardError(f"not a tar: bad pax size {value[:40]!r} at byte {offset}")
+                length = int(value)
+        return path, length
+
+    def _longname(self, offset: int, size: int) -> bytes:
+        return self._extended(offset, size, MAX_LONGNAME_BYTES, "GNU long name").split(b"\x00", 1)[0]
+
+    def _extended(self, offset: int, size: int, limit: int, what: str) -> bytes:
+        if size > limit:
+            raise ShardError(f"not a usable tar: the {what} at byte {offset} is {size:,} bytes, over {limit:,}")
+        data = self._exact(size)
+        self._skip((-size) % BLOCK)
+        return data
+
+    def _bounded_skip(self, offset: int, size: int, kind: int) -> None:
+        """A pax global header or a GNU long link name: capped like the headers that are read, then dropped."""
+        limit = MAX_PAX_BYTES if kind == ord("g") else MAX_LONGNAME_BYTES
+        if size > limit:
+            raise ShardError(f"not a usable tar: the {chr(kind)!r} header at byte {offset} is {size:,} bytes, "
+                             f"over {limit:,}")
+        self._skip(size + (-size) % BLOCK)
+
+
+def _checksum_ok(block: bytes) -> bool:
+    """The header's checksum: the sum of its bytes with the checksum field as spaces (unsigned, or signed as some
+    old tars wrote it)."""
+    field = block[148:156].replace(b"\x00", b" ").strip()
+    if not field or any(c not in b"01234567" for c in field):
+        return False
+    stored = int(field, 8)
+    unsigned = sum(block[:148]) + sum(block[156:]) + 8 * 32
+    signed = sum(struct.unpack("148b8x356b", block)) + 8 * 32
+    return stored in (unsigned, signed)
+
+
+def _size(block: bytes, offset: int) -> int:
+    """The size field: octal, or GNU base-256 (high bit set) for sizes over 8 GiB."""
+    field = block[124:136]
+    if field[0] & 0x80:
+        if field[0] == 0xFF:
+            raise ShardError(f"not a tar: negative size at byte {offset}")
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    text = field.split(b"\x00", 1)[0].strip(b" ")
+    if text and any(c not in b"01234567" for c in text):
+        raise ShardError(f"not a tar: bad size field at byte {offset}")
+    return int(text, 8) if text else 0
+
+
+def _name(block: bytes) -> bytes:
+    """name, under the POSIX ustar prefix (GNU tar uses those bytes for other fields, so only with ustar's magic)."""
+    name = block[:100].split(b"\x00", 1)[0]
+    prefix = block[345:500].split(b"\x00", 1)[0]
+    return prefix + b"/" + name if block[257:263] == b"ustar\x00" and prefix else name
+
+
+def _split(name: bytes) -> tuple[bytes, bytes] | None:
+    """(key, extension) of a member path, webdataset's way; None for a member that belongs to no sample."""
+    folder, slash, base = name.rpartition(b"/")
+    stem, dot, extension = base.partition(b".")
+    if not stem or not extension:
+        return None
+    return folder + slash + stem, extension
+
+
+class _Group:
+    """The members of one sample as they stream by: only its image is kept, at most one fallback image with it."""
+
+    def __init__(self, key: bytes):
+        self.key = key
+        self.members: list[str] = []
+        self.rank = 2  # of the image held: 0 an exact image extension, 1 a last suffix only, 2 none yet
+        self.image: bytes | None = None
+        self.refusal: str | None = None  # why the chosen image member cannot be used
+
+    def add(self, archive: _Archive, entry: _Entry, extension: bytes, max_member_bytes: int) -> None:
+        shown = "." + extension.decode("utf-8", "backslashreplace")
+        link = LINKS.get(entry.kind)
+        self.members.append(f"{shown} ({link})" if link else shown)
+        if link:
+            return
+        lowered = extension.lower()
+        rank = 0 if lowered in IMAGE_SUFFIXES else 1 if lowered.rpartition(b".")[2] in IMAGE_SUFFIXES else 2
+        if rank >= self.rank:
+            return
+        self.rank, self.image, self.refusal = rank, None, None
+        if entry.size > max_member_bytes:
+            self.refusal = (f"the {shown} member is {entry.size:,} bytes, over the limit of {max_member_bytes:,} "
+                            f"(max_image_bytes)")
+        else:
+            self.image = archive.data(entry)
+
+    def sample(self, index: int) -> Sample:
+        raw = self.key
+        key = raw[:MAX_KEY_BYTES].decode("utf-8", "backslashreplace")
+        if len(raw) > MAX_KEY_BYTES:
+            return Sample(key, index, None, f"key of {len(raw):,} bytes, over the limit of {MAX_KEY_BYTES:,}")
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Sample(key, index, None, f"key is not valid UTF-8: {raw!r}")
+        if self.refusal is not None:
+            return Sample(key, index, None, self.refusal)
+        if self.image is None:
+            listed = ", ".join(self.members[:MAX_LISTED])
+            more = f" and {len(self.members) - MAX_LISTED} more" if len(self.members) > MAX_LISTED else ""
+            return Sample(key, index, None, f"no image in sample (members: {listed}{more})")
+        return Sample(key, index, self.image, None)
+
+
+def iter_samples(stream: BinaryIO, *, max_member_bytes: int, max_samples: int) -> Iterator[Sample]:
+    """The samples of a webdataset tar shard in order, read from `stream` with read(n) only, n <= CHUNK.
+
+    A sample that cannot be used is a Sample with its error (no image, an image over max_member_bytes, a bad key);
+    a shard that cannot be read at all raises ShardError (not a tar, truncated, more than max_samples samples).
+    """
+    archive = _Archive(stream)
+    group: _Group | None = None
+    index = 0
+    for entry in archive.entries():
+        split = _split(entry.name)
+        if split is None:
+            continue
+        key, extension = split
+        if group is None or key != group.key:
+            if group is not None:
+                yield _counted(group, index, max_samples)
+                index += 1
+            group = _Group(key)
+        group.add(archive, entry, extension, max_member_bytes)
+    if group is not None:
+        yield _counted(group, index, max_samples)
+
+
+def _counted(group: _Group, index: int, max_samples: int) -> Sample:
+    if index >= max_samples:
+        raise ShardError(f"the shard has more than {max_samples:,} samples (max_shard_samples)")
+    return group.sample(index)
