@@ -3,7 +3,7 @@ images and images/s over the current run, its ETA, and waiting for the run's sum
 
 The folder is written only by agents, so it is trusted as the proof of a shard. Markers are re-read only when their
 ETag changes (a retry overwrites them); whether a shard is in flight comes from listing times alone: its started
-marker is newer than the run's queued.json and than its own marker.
+marker is no older than the run's queued.json and than its own marker (both whole seconds).
 """
 from __future__ import annotations
 
@@ -139,8 +139,9 @@ class ShardJobReader:
         begun = _utc(queued["created_at"]) if queued else None
         since = begun.replace(microsecond=0) if begun else None
         pending = set(queued.get("indexes", [])) - {i for i, m in markers.items() if m.get("run") == run}
+        # pending has no marker of this run; a started marker as new as the run and as its marker is this run's
         flying = {i for i in pending if i in started and (since is None or started[i] >= since)
-                  and (i not in written or started[i] > written[i])}
+                  and (i not in written or started[i] >= written[i])}
         finished = [m for m in markers.values() if m.get("run") == run]
         latest = [m for i, m in markers.items() if i not in pending]
         summary = self.summary()
