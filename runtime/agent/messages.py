@@ -5,20 +5,25 @@ import json
 import re
 import urllib.parse
 
-from runtime.agent.layout import is_own_result
+from runtime.agent.layout import MAX_KEY_BYTES, is_own_result
 from runtime.agent.scope import Scope
-from runtime.agent.work import Chunk, ImageRef, Work
+from runtime.agent.work import Chunk, ImageRef, ShardRef, Work
 from runtime.errors import UnknownMessage
 
 JOB_TYPE = "captionkit.job"
 CHUNK_TYPE = "captionkit.chunk"
+SHARD_TYPE = "captionkit.shard"
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_BODY_BYTES = 256 * 1024  # what `runtime submit` sends at most; an S3 event is about 1 KiB
 MAX_DEPTH = 16  # brackets deep: an S3 event nests 5, a job 2 (an SNS envelope is parsed on its own)
 MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message asking for an outsized batch
 MAX_CHUNKS = 1_000_000  # chunks per job; the job's manifest is what proves a chunk, this only bounds the numbers
 MAX_CHUNK_IMAGES = 64  # 64 URIs of S3's longest keys, JSON-escaped, stay under MAX_BODY_BYTES: a chunk is never refused
-
+MAX_SHARDS = 1_000_000  # shards per dataset job; as with chunks, the job's manifest proves a shard message
+MAX_COLUMN_CHARS = 128
+DATASET_SOURCES = ("shards", "manifest", "retry")  # the message field naming what a dataset job reads
+RETRY_CHOICES = ("failed", "errors", "both")
+DATASET_KINDS = ("shards", "keys", "retry")  # the "kind" of a parsed dataset job (prefix and image jobs have none)
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -45,6 +50,8 @@ def parse_body(body: str, scope: Scope) -> Work:
         return Work(job=_job(data, scope))
     if data.get("type") == CHUNK_TYPE:
         return _chunk(data, scope)
+    if data.get("type") == SHARD_TYPE:
+        return _shard(data)
     raise UnknownMessage(f"neither an S3 event nor a CaptionKit job: keys {sorted(data)[:10]}")
 
 
@@ -165,6 +172,12 @@ def _images(uris, scope: Scope, what: str) -> tuple[ImageRef, ...]:
 
 def _job(data: dict, scope: Scope) -> dict:
     job_id, images, prefix = _job_id(data.get("job_id")), data.get("images"), data.get("prefix")
+    named = [name for name in ("images", "prefix", *DATASET_SOURCES) if data.get(name) is not None]
+    if any(name in DATASET_SOURCES for name in named):
+        if len(named) != 1:
+            raise UnknownMessage(f"job {job_id} names {' and '.join(named)}: a job reads exactly one of images, "
+                                 f"prefix, shards, manifest or retry")
+        return _dataset_job(job_id, data, named[0], scope)
     if (images is None) == (prefix is None):
         raise UnknownMessage(f"job {job_id} must name either 'images' (a list of S3 URIs) or 'prefix'")
     if images is not None:
@@ -186,3 +199,64 @@ def _chunk(data: dict, scope: Scope) -> Work:
                              f"{MAX_CHUNKS:,}, not {_brief(index)} and {_brief(count)}")
     images = _images(data.get("images"), scope, f"job chunk {job_id}/{index}")
     return Work(images=images, chunk=Chunk(job_id, index, count))
+
+
+def _shard(data: dict) -> Work:
+    job_id, index, count = _job_id(data.get("job_id")), data.get("index"), data.get("count")
+    if type(index) is not int or type(count) is not int or not 0 <= index < count <= MAX_SHARDS:
+        raise UnknownMessage(f"job shard of {job_id}: index and count must be integers, 0 <= index < count <= "
+                             f"{MAX_SHARDS:,}, not {_brief(index)} and {_brief(count)}")
+    return Work(shard=ShardRef(job_id, index, count, _run(data.get("run"), f"job shard {job_id}/{index}")))
+
+
+def _run(value, what: str) -> str:
+    if not isinstance(value, str) or not JOB_ID.match(value):
+        raise UnknownMessage(f"{what}: run {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter "
+                             f"or digit first)")
+    return value
+
+
+def _column(value, what: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_COLUMN_CHARS or not value.isprintable():
+        raise UnknownMessage(f"{what} must be 1-{MAX_COLUMN_CHARS} printable characters, not {_brief(value)}")
+    return value
+
+
+def _dataset_uri(value, what: str, scope: Scope, *, folder: bool) -> str:
+    """A shards prefix (`folder`: '/'-terminated, or a bucket's root) or a manifest object, within the scope."""
+    uri = _text(value, what)
+    try:
+        bucket, key = parse_s3_uri(uri)
+    except ValueError as exc:
+        raise UnknownMessage(f"{what}: {exc}") from None
+    if len(key.encode()) > MAX_KEY_BYTES:
+        raise UnknownMessage(f"{what}: the key is over S3's {MAX_KEY_BYTES:,} bytes")
+    if folder and key and not key.endswith("/"):
+        raise UnknownMessage(f"{what}: {uri[:200]} must end in '/' (a folder of shards)")
+    if not folder and (not key or key.endswith("/")):
+        raise UnknownMessage(f"{what}: {uri[:200]} names a folder, not a manifest file")
+    if why := scope.dataset_outside(bucket, key):
+        raise UnknownMessage(f"{what}: {why}")
+    return uri
+
+
+def _dataset_job(job_id: str, data: dict, kind: str, scope: Scope) -> dict:
+    """A SHARDS, MANIFEST or retry job: the dict `datasets.plan.expand_dataset` takes."""
+    what = f"job {job_id}"
+    run = _run(data.get("run"), what)
+    image_column = _column(data.get("image_column"), f"{what}: image_column")
+    key_column = _column(data.get("key_column"), f"{what}: key_column")
+    job = {"job_id": job_id, "run": run, "kind": "keys" if kind == "manifest" else kind, "source": None,
+           "image_column": image_column, "key_column": key_column, "retry": None}
+    if kind == "retry":
+        if not isinstance(data["retry"], str) or data["retry"] not in RETRY_CHOICES:
+            raise UnknownMessage(f"{what}: retry must be one of {', '.join(RETRY_CHOICES)}, not "
+                                 f"{_brief(data['retry'])}")
+        if image_column or key_column:
+            raise UnknownMessage(f"{what}: a retry reads the job's own manifest; it takes no column names")
+        return {**job, "retry": data["retry"]}
+    if kind == "manifest" and image_column:
+        raise UnknownMessage(f"{what}: a manifest lists images, it has no image column (key_column names its keys)")
+    return {**job, "source": _dataset_uri(data[kind], f"{what}: {kind}", scope, folder=kind == "shards")}

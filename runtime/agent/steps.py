@@ -7,9 +7,12 @@ import time
 
 from runtime.agent import jobs, results
 from runtime.agent.config import AgentConfig
+from runtime.agent.datasets import plan
+from runtime.agent.messages import DATASET_KINDS
 from runtime.agent.metrics import log
 from runtime.agent.layout import result_key
 from runtime.agent.work import Batch, Captioner, Message
+from runtime.errors import UnknownMessage
 
 
 def _no_journal(_uris):
@@ -61,11 +64,13 @@ def write_results(batch: Batch, model: Captioner, s3, config: AgentConfig,
     list(pool.map(write, batch.items))
 
 
-def settle(batch: Batch, s3, sqs, config: AgentConfig) -> tuple[list[Message], list[tuple[Message, str]]]:
+def settle(batch: Batch, s3, sqs, config: AgentConfig, model: Captioner | None = None,
+           dead_letter=None) -> tuple[list[Message], list[tuple[Message, str]]]:
     """Split the batch's messages into complete ones (delete) and (message, reason) to retry.
 
     A message is complete when every one of its images has a result written and, for a job,
     its fan-out is sent or, for a chunk, its marker (and maybe the job summary) is written.
+    A dataset job no agent can expand (`UnknownMessage`) goes to `dead_letter(message, reason)` alone.
     """
     done, retry = [], []
     for message in batch.messages:
@@ -75,10 +80,17 @@ def settle(batch: Batch, s3, sqs, config: AgentConfig) -> tuple[list[Message], l
         items = [item for item in batch.items if item.message is message]
         failure = next((item.retry for item in items if item.retry), None)
         try:
-            if failure is None and work.job:
+            if failure is None and work.job and work.job.get("kind") in DATASET_KINDS:
+                plan.expand_dataset(s3, sqs, config, work.job, model)
+            elif failure is None and work.job:
                 jobs.expand(s3, sqs, config, work.job)
             if failure is None and work.chunk:
                 jobs.finish_chunk(s3, config, work.chunk, items)
+        except UnknownMessage as exc:
+            if dead_letter is not None:
+                dead_letter(message, str(exc))
+                continue
+            failure = f"job refused: {exc}"
         except Exception as exc:  # noqa: BLE001 - S3/SQS trouble: try the message again later
             failure = f"job bookkeeping failed: {exc.__class__.__name__}: {exc}"
         if failure:

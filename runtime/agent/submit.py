@@ -1,24 +1,79 @@
-"""`python -m runtime submit`: queue a batch job over existing images (a prefix or a list of S3 URIs)."""
+"""`python -m runtime submit`: queue a batch job over existing images (a prefix or a list of S3 URIs), or a
+dataset job (--shards, --manifest) or a retry of one (--retry), each checked before anything is queued."""
 from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import json
+import posixpath
+import re
 import secrets
 import sys
 
 from runtime import aws
 from runtime.agent.config import load_config
-from runtime.agent.layout import job_root
-from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, parse_s3_uri
+from runtime.agent.datasets import ledger, plan
+from runtime.agent.layout import JOB_MANIFEST, job_root
+from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, RETRY_CHOICES, parse_s3_uri
 from runtime.agent.scope import Scope
 from runtime.agent.wake import wake_quietly
 from runtime.errors import CaptionKitError
 
 
+def time_id() -> str:
+    """A UTC time stamp and 3 random bytes: the default id of a job, and the id of every run of a dataset job."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def dataset_job_id(uri: str) -> str:
+    """The default id of a dataset job: its source's last folder (or file name) as a slug and 10 hex of the URI's
+    SHA-256, so that submitting the same source again resumes the same job (its done shards are skipped)."""
+    name = posixpath.basename(parse_s3_uri(uri)[1].rstrip("/")) or parse_s3_uri(uri)[0]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).lstrip("._-")[:60].rstrip("._-") or "dataset"
+    return f"{slug}-{hashlib.sha256(uri.encode()).hexdigest()[:10]}"
+
+
+def build_dataset_job(kind: str, value: str, run: str, job_id: str | None = None, image_column: str | None = None,
+                      key_column: str | None = None, only: str = "failed") -> dict:
+    """The message of a dataset job: kind `shards` (`value` a prefix), `manifest` (a key file) or `retry` (`value`
+    the job id; `only` failed|errors|both). ValueError when the arguments cannot make one."""
+    if kind == "retry":
+        if only not in RETRY_CHOICES:
+            raise ValueError(f"--only must be one of {', '.join(RETRY_CHOICES)}, not {only!r}")
+        job_id, body = value, {"retry": only}
+    else:
+        key = parse_s3_uri(value)[1]
+        if kind == "shards" and key and not key.endswith("/"):
+            value += "/"
+        body = {kind: value, **({"image_column": image_column} if image_column else {}),
+                **({"key_column": key_column} if key_column else {})}
+        job_id = job_id or dataset_job_id(value)
+    for name, what in ((job_id, "job id"), (run, "run id")):
+        if not isinstance(name, str) or not JOB_ID.match(name):
+            raise ValueError(f"{what} {name!r}: use 1-128 letters, digits, '.', '_' or '-'")
+    return {"type": JOB_TYPE, "job_id": job_id, "run": run, **body}
+
+
+def check_dataset_job(s3, config, job: dict) -> dict:
+    """What `runtime submit` checks before queueing a dataset job (`plan.PlanError` names the first problem)."""
+    scope = Scope.of(config)
+    if "shards" in job:
+        return plan.check_shards(s3, job["shards"], scope, image_column=job.get("image_column"),
+                                 key_column=job.get("key_column"))
+    if "manifest" in job:
+        return plan.check_manifest(s3, job["manifest"], scope, key_column=job.get("key_column"),
+                                   max_bytes=config.max_manifest_bytes)
+    manifest = ledger.get_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_MANIFEST)
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise plan.PlanError(f"job {job['job_id']} is not a dataset job of this fleet: no dataset manifest under "
+                             f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}")
+    return {"job_id": job["job_id"], "shards": len(manifest["shards"]), "retry": job["retry"]}
+
+
 def build_job(uris: list[str], job_id: str | None = None) -> dict:
     """The job message: one `prefix` (a URI ending in '/') or a list of image URIs. ValueError if neither."""
-    job_id = job_id or datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    job_id = job_id or time_id()
     if not JOB_ID.match(job_id):
         raise ValueError(f"job id {job_id!r}: use 1-128 letters, digits, '.', '_' or '-'")
     for uri in uris:
@@ -45,23 +100,67 @@ def unreadable_by_workers(config, uris: list[str]) -> str | None:
     return None
 
 
-def main(argv=None) -> int:
-    """Send one job message to the agents' queue; prints the job id and where its summary will be."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime submit", description=__doc__.split(":", 1)[1])
     parser.add_argument("uris", nargs="*", help="s3://bucket/prefix/ (ending in '/'), or image URIs")
     parser.add_argument("--from-file", help="a file of image URIs, one a line")
-    parser.add_argument("--job-id", help="default: a time stamp and a random suffix")
+    parser.add_argument("--shards", metavar="URI", help="a dataset job over every .tar (webdataset) and .parquet "
+                        "shard under s3://bucket/prefix/; captions go to one Parquet file per shard")
+    parser.add_argument("--manifest", metavar="URI", help="a dataset job over the images a manifest lists: CSV or "
+                        "text (keys or s3:// URIs), Parquet with a key column, or an S3 Inventory manifest.json")
+    parser.add_argument("--retry", metavar="JOB_ID", help="requeue the shards of a dataset job that failed or have "
+                        "error rows (see --only)")
+    parser.add_argument("--only", choices=RETRY_CHOICES, default="failed", help="with --retry: failed shards, "
+                        "shards with error rows, or both (default: failed)")
+    parser.add_argument("--image-column", help="with --shards: the Parquet image column (default: guessed)")
+    parser.add_argument("--key-column", help="with --shards or --manifest: the column of sample keys or image keys")
+    parser.add_argument("--job-id", help="default: a time stamp and a random suffix; for --shards and --manifest, "
+                        "the source's last folder and 10 hex of the SHA-256 of its URI, so that submitting the same "
+                        "source again resumes the same job (shards done with the same model and settings are "
+                        "skipped)")
     parser.add_argument("--config", help="the agent's JSON settings (queue_url, results bucket); env wins")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _dataset_job(args) -> dict | None:
+    """The dataset job the arguments ask for, or None for a prefix / URI-list job. ValueError if mixed."""
+    sources = [name for name in ("shards", "manifest", "retry") if getattr(args, name)]
+    if not sources:
+        if args.image_column or args.key_column:
+            raise ValueError("--image-column and --key-column go with --shards or --manifest")
+        return None
+    if len(sources) > 1 or args.uris or args.from_file:
+        raise ValueError("give one of: image URIs or a prefix, --shards, --manifest, --retry")
+    kind = sources[0]
+    if (args.image_column and kind != "shards") or (args.key_column and kind == "retry") or (
+            args.job_id and kind == "retry"):
+        raise ValueError("--image-column goes with --shards, --key-column with --shards or --manifest, and --retry "
+                         "names its job itself (no --job-id)")
+    if kind == "retry":
+        return build_dataset_job("retry", args.retry, time_id(), only=args.only)
+    return build_dataset_job(kind, getattr(args, kind), time_id(), args.job_id, args.image_column, args.key_column)
+
+
+def main(argv=None) -> int:
+    """Send one job message to the agents' queue; prints the job id and where its summary will be."""
+    args = _parser().parse_args(argv)
     uris = list(args.uris)
     if args.from_file:
         with open(args.from_file) as lines:
             uris += [line.strip() for line in lines if line.strip()]
+    checked = None
     try:
         config = load_config(args.config)
         config.require("queue_url")
-        job = build_job(uris, args.job_id)
-        refusal = unreadable_by_workers(config, uris)
+        job = _dataset_job(args)
+        if job is None:
+            job = build_job(uris, args.job_id)
+            refusal = unreadable_by_workers(config, uris)
+        else:
+            try:
+                refusal, checked = None, check_dataset_job(aws.client("s3", config.region), config, job)
+            except plan.PlanError as exc:
+                refusal = str(exc)
     except (CaptionKitError, ValueError, OSError) as exc:
         print(f"submit: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +176,8 @@ def main(argv=None) -> int:
     woke = {"wake": wake_quietly(aws.client("autoscaling", config.region), config.asg_name)} if config.asg_name else {}
     where = (f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}summary.json"
              if config.results_bucket_name else f"<results bucket>/{job_root(config, job['job_id'])}summary.json")
-    print(json.dumps({"job_id": job["job_id"], "summary": where, **woke}))
+    run = {"run": job["run"], "checked": checked} if checked is not None else {}
+    print(json.dumps({"job_id": job["job_id"], **run, "summary": where, **woke}))
     return 0
 
 

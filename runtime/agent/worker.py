@@ -100,7 +100,7 @@ class Worker:
                 self.prefetcher.preprocess(batch, self.model)
             device_s = steps.caption(batch, self.model, self._on_device)
             steps.write_results(batch, self.model, self.s3, self.config, self._writers)
-            done, retry = steps.settle(batch, self.s3, self.sqs, self.config)
+            done, retry = steps.settle(batch, self.s3, self.sqs, self.config, self.model, self._dead_letter)
             self.inbox.delete(done)
             for message, reason in retry:
                 self._retry([message], reason)

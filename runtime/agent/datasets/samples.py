@@ -7,6 +7,7 @@ import posixpath
 from runtime.errors import CaptionKitError
 
 SHARD_FORMATS = {".tar": "tar", ".parquet": "parquet"}
+MAX_KEY_BYTES = 1024  # a longer sample key (UTF-8) is an error row: keys end up in URIs and output rows
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,13 +23,12 @@ import dataclasses
 import struct
 from typing import BinaryIO, Iterator
 
-from runtime.agent.datasets.samples import Sample, ShardError
+from runtime.agent.datasets.samples import MAX_KEY_BYTES, Sample, ShardError
 
 BLOCK = 512
 CHUNK = 256 * 1024  # the largest read made of the stream
 MAX_PAX_BYTES = 64 * 1024
 MAX_LONGNAME_BYTES = 4 * 1024
-MAX_KEY_BYTES = 1024
 MAX_LISTED = 10  # members named in a "no image" error row
 IMAGE_SUFFIXES = frozenset({b"jpg", b"jpeg", b"png", b"webp"})
 FILES = frozenset(b"0\x007")

@@ -321,3 +321,18 @@ def test_contiguous_files_are_members_and_other_types_are_skipped():
     data = (padded(header(b"0.jpg", 1, b"7")) + padded(b"a") + padded(header(b"fifo.jpg", 0, b"6"))
             + padded(header(b"dev.jpg", 0, b"3")) + padded(header(b"old/", 0, b"0")) + END)
     assert samples(data) == [Sample("0", 0, b"a", None)]
+
+
+def test_a_shard_streams_straight_from_an_s3_body(aws):
+    """botocore's StreamingBody, as the worker reads a shard: read(n) only, no download to disk."""
+    import uuid
+
+    from runtime import aws as runtime_aws
+
+    s3, bucket = runtime_aws.client("s3"), f"shards-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    data = make_tar(sample_members(5, "s/") + [("s/000005.txt", b"no image")], tarfile.GNU_FORMAT)
+    s3.put_object(Bucket=bucket, Key="000000.tar", Body=data)
+    body = s3.get_object(Bucket=bucket, Key="000000.tar")["Body"]
+    assert samples(b"", stream=body) == samples(data)
+    assert samples(data)[-1] == Sample("s/000005", 5, None, "no image in sample (members: .txt)")

@@ -1,0 +1,215 @@
+"""Planning a dataset job: check its shards or manifest before queueing, then expand it into shard messages.
+
+`runtime submit` runs the checks with the submitter's credentials, so a job that cannot work is refused before a
+message exists. An agent expands the job message: it freezes `manifest.json` once (the shard list, or the parts of
+a manifest's keys, written first), decides the run's shard indexes once (`runs/<run>/queued.json`: a redelivered job
+message queues the same ones), and sends one `captionkit.shard` message per index. Expansion raises
+`UnknownMessage` for a job no agent can ever expand (a retry of no dataset job, a manifest line out of scope, a job
+id reused for another source): the worker dead-letters that message alone, with the reason.
+"""
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import json
+
+from runtime.agent.config import AgentConfig
+from runtime.agent.datasets import ledger, manifests
+from runtime.agent.datasets.manifests import PlanError
+from runtime.agent.datasets.samples import ShardError, shard_format
+from runtime.agent.layout import JOB_MANIFEST, is_own_result, job_root, part_key, run_root
+from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
+from runtime.agent.scope import Scope
+from runtime.aws import GONE_CODES, error_code
+from runtime.errors import UnknownMessage
+
+TAR_BLOCK = 512
+PARQUET_MAGIC = b"PAR1"
+CHECK_THREADS = 8
+__all__ = ["PlanError", "check_manifest", "check_shards", "expand_dataset", "list_shards"]
+
+
+def list_shards(s3, prefix_uri: str, scope: Scope) -> list[dict]:
+    """Every `.tar` and `.parquet` under the prefix, sorted by key, with its size; folders and the agent's own
+    results skipped. More than MAX_SHARDS is a `PlanError`."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    shards = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            if key.endswith("/") or is_own_result(scope.results, bucket, key) or not shard_format(key):
+                continue
+            shards.append({"uri": f"s3://{bucket}/{key}", "format": shard_format(key), "size": entry["Size"]})
+            if len(shards) > MAX_SHARDS:
+                raise PlanError(f"{prefix_uri}: over {MAX_SHARDS:,} shards; split the job by prefix")
+    return sorted(shards, key=lambda shard: shard["uri"])
+
+
+def tar_header_problem(header: bytes) -> str | None:
+    """Why 512 bytes are not a tar header (too short, end of archive, a bad checksum), or None."""
+    if len(header) < TAR_BLOCK:
+        return f"{len(header)} bytes, shorter than one tar header ({TAR_BLOCK})"
+    if not header.strip(b"\0"):
+        return "an empty tar (it starts with the end-of-archive block)"
+    try:
+        stored = int(header[148:156].strip(b" \0").decode("ascii") or "x", 8)
+    except ValueError:
+        return "not a tar file (its first header has no octal checksum)"
+    unsigned = sum(header[:148]) + 8 * 32 + sum(header[156:TAR_BLOCK])
+    signed = unsigned - 256 * sum(1 for byte in header[:148] + header[156:TAR_BLOCK] if byte > 127)
+    return None if stored in (unsigned, signed) else "not a tar file (its first header's checksum does not match)"
+
+
+def _shard_problem(s3, shard: dict) -> str | None:
+    """Why a shard cannot be read (one ranged GET: its first tar header, or Parquet's closing magic), or None."""
+    bucket, key = parse_s3_uri(shard["uri"])
+    if shard["format"] == "parquet" and shard["size"] < 12:
+        return f"{shard['size']} bytes, too short for a Parquet file"
+    if shard["format"] == "tar" and shard["size"] < TAR_BLOCK:
+        return f"{shard['size']} bytes, shorter than one tar header ({TAR_BLOCK})"
+    span = "bytes=0-511" if shard["format"] == "tar" else "bytes=-8"
+    try:
+        head = s3.get_object(Bucket=bucket, Key=key, Range=span)["Body"].read(TAR_BLOCK)
+    except Exception as exc:  # noqa: BLE001 - a shard gone or unreadable is a refusal, the rest is raised
+        if error_code(exc) in GONE_CODES | {"AccessDenied", "403"}:
+            return f"cannot be read ({error_code(exc)})"
+        raise
+    if shard["format"] == "tar":
+        return tar_header_problem(head)
+    return None if head[-4:] == PARQUET_MAGIC else "not a Parquet file (it does not end in PAR1)"
+
+
+def check_shards(s3, prefix_uri: str, scope: Scope, *, image_column: str | None = None,
+                 key_column: str | None = None) -> dict:
+    """Refuse (`PlanError`, the first problem by key) unless the prefix holds at least one readable shard and the
+    first Parquet shard has a usable image column. Returns {shards, bytes, formats, ...} for `runtime submit`."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    if why := scope.dataset_outside(bucket, prefix):
+        raise PlanError(why)
+    shards = list_shards(s3, prefix_uri, scope)
+    if not shards:
+        raise PlanError(f"{prefix_uri}: no .tar or .parquet shards under it")
+    with concurrent.futures.ThreadPoolExecutor(CHECK_THREADS) as pool:
+        problems = list(pool.map(lambda shard: _shard_problem(s3, shard), shards))
+    for shard, problem in zip(shards, problems):
+        if problem:
+            raise PlanError(f"{shard['uri']}: {problem}")
+    summary = {"source": prefix_uri, "shards": len(shards), "bytes": sum(shard["size"] for shard in shards),
+               "formats": dict(sorted(collections.Counter(shard["format"] for shard in shards).items()))}
+    first = next((shard for shard in shards if shard["format"] == "parquet"), None)
+    if first:
+        from runtime.agent.datasets import parquet  # pyarrow: only when there is Parquet to read
+
+        try:
+            found = parquet.inspect(parquet.RangedFile(s3, *parse_s3_uri(first["uri"]), first["size"]),
+                                    image_column=image_column, key_column=key_column)
+        except ShardError as exc:
+            raise PlanError(f"{first['uri']}: {exc}") from None
+        summary.update(image_column=found[0], key_column=found[1], first_shard_rows=found[2])
+    return summary
+
+
+def check_manifest(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int) -> dict:
+    """Read the manifest through: refuse (`PlanError`) its first out-of-scope or malformed line, or an empty list.
+    Returns {manifest, format, images}."""
+    count = sum(1 for _ in manifests.iter_uris(s3, uri, scope, key_column=key_column, max_bytes=max_bytes))
+    if not count:
+        raise PlanError(f"{uri}: lists no images")
+    return {"manifest": uri, "format": manifests.manifest_format(parse_s3_uri(uri)[1]), "images": count}
+
+
+def _freeze(s3, config: AgentConfig, job: dict, scope: Scope) -> dict:
+    """Write the job's manifest.json (after a MANIFEST job's parts) and return it."""
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    images = None
+    try:
+        if job["kind"] == "shards":
+            shards = list_shards(s3, job["source"], scope)
+        else:
+            shards, part, images = [], [], 0
+            uris = manifests.iter_uris(s3, job["source"], scope, key_column=job["key_column"],
+                                       max_bytes=config.max_manifest_bytes)
+            for uri in uris:
+                part.append(uri)
+                if len(part) == config.manifest_chunk_size:
+                    shards.append(_write_part(s3, bucket, root, job["source"], len(shards), part))
+                    images, part = images + len(part), []
+            if part:
+                shards.append(_write_part(s3, bucket, root, job["source"], len(shards), part))
+                images += len(part)
+    except PlanError as exc:  # the input is malformed or reaches outside: no agent will ever expand it
+        raise UnknownMessage(f"job {job['job_id']}: {exc}") from None
+    if len(shards) > MAX_SHARDS:
+        raise UnknownMessage(f"job {job['job_id']}: {len(shards):,} shards, over {MAX_SHARDS:,}")
+    manifest = {"job_id": job["job_id"], "kind": job["kind"], "source": job["source"], "created_at": ledger.now(),
+                "chunks": len(shards), "shards": shards, "image_column": job["image_column"],
+                "key_column": job["key_column"], "images": images}
+    ledger.put_json(s3, bucket, root + JOB_MANIFEST, manifest)
+    return manifest
+
+
+def _write_part(s3, bucket: str, root: str, source: str, index: int, uris: list[str]) -> dict:
+    key = part_key(root, index)
+    ledger.put_json(s3, bucket, key, {"source": source, "index": index, "images": uris})
+    return {"uri": f"s3://{bucket}/{key}", "format": "keys", "size": len(uris)}
+
+
+def _indexes(s3, config: AgentConfig, job: dict, manifest: dict, model) -> list[int]:
+    """The shards this run redoes: a retry, those its choice names; a (re)submission, all but those done with
+    this model and these settings."""
+    found = ledger.markers(s3, config, job["job_id"], manifest)
+    if job["kind"] == "retry":
+        failed, errors = job["retry"] in ("failed", "both"), job["retry"] in ("errors", "both")
+        return [index for index, marker in enumerate(found) if marker and (
+            (failed and marker.get("status") == "failed")
+            or (errors and marker.get("status") == "done" and marker.get("errors", 0) > 0))]
+    settings = ledger.settings_fingerprint(model, config)
+    return [index for index, marker in enumerate(found) if not (
+        marker and marker.get("status") == "done" and marker.get("model_sha256") == model.sha256
+        and marker.get("settings") == settings)]
+
+
+def _queue(s3, config: AgentConfig, job: dict, manifest: dict, model, fresh: bool) -> dict:
+    """The run's queued.json: read if written (a redelivery), else decided now and written once (IfNoneMatch)."""
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    key = run_root(root, job["run"]) + ledger.QUEUED
+    queued = ledger.get_json(s3, bucket, key)
+    if queued is not None:
+        return queued
+    indexes = list(range(len(manifest["shards"]))) if fresh else _indexes(s3, config, job, manifest, model)
+    queued = {"run": job["run"], "created_at": ledger.now(),
+              "reason": f"retry:{job['retry']}" if job["kind"] == "retry" else "submit", "indexes": indexes}
+    if not ledger.put_json(s3, bucket, key, queued, only_new=True):
+        queued = ledger.get_json(s3, bucket, key)  # another agent expanding the same message was first
+    return queued
+
+
+def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model) -> dict:
+    """Freeze the manifest (once), queue the run (once) and send its shard messages; returns the run's queued.json.
+
+    Safe to repeat: a redelivered job message finds the manifest and the run and sends the same messages again (a
+    shard done twice rewrites the same output). A run with nothing to do gets its summary now.
+    """
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    manifest, fresh = ledger.get_json(s3, bucket, root + JOB_MANIFEST), False
+    if job["kind"] == "retry":
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+            raise UnknownMessage(f"job {job['job_id']}: nothing to retry, it is not a dataset job (no dataset "
+                                 f"manifest at s3://{bucket}/{root}{JOB_MANIFEST})")
+    elif manifest is None:
+        manifest, fresh = _freeze(s3, config, job, Scope.of(config)), True
+    elif (manifest.get("kind"), manifest.get("source")) != (job["kind"], job["source"]):
+        raise UnknownMessage(f"job {job['job_id']} was created over {manifest.get('source')!r} "
+                             f"({manifest.get('kind') or 'images'}), not {job['source']!r}; use another job id")
+    queued = _queue(s3, config, job, manifest, model, fresh)
+    count = len(manifest["shards"])
+    bodies = [json.dumps({"type": SHARD_TYPE, "job_id": job["job_id"], "index": index, "count": count,
+                          "run": job["run"]}) for index in queued["indexes"]]
+    for start in range(0, len(bodies), 10):
+        reply = sqs.send_message_batch(QueueUrl=config.queue_url, Entries=[
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])])
+        if reply.get("Failed"):
+            raise RuntimeError(f"sending shards of job {job['job_id']} failed: {reply['Failed'][:3]}")
+    if not queued["indexes"]:
+        ledger.write_summary(s3, config, job["job_id"], manifest, queued)
+    return queued

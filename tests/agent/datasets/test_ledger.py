@@ -1,0 +1,117 @@
+"""The books of a dataset job on moto: markers, a run's done/ listing, the summary once complete, one SNS notice."""
+from __future__ import annotations
+
+import json
+import types
+
+from runtime import aws
+from runtime.agent.datasets import ledger
+from runtime.agent.layout import job_root, run_root
+from runtime.agent.work import ShardRef
+
+MODEL = types.SimpleNamespace(name="fake-a", sha256="a" * 64)
+
+
+class FakeSNS:
+    def __init__(self):
+        self.published = []
+
+    def publish(self, **message):
+        self.published.append(message)
+
+
+def _job(stack, config, job_id="job-1", shards=3, run="run-1", indexes=None) -> dict:
+    bucket, root = config.results_bucket_name, job_root(config, job_id)
+    manifest = {"job_id": job_id, "kind": "shards", "source": f"s3://{stack.images}/incoming/set/",
+                "created_at": "2025-01-01T00:00:00+00:00", "chunks": shards, "image_column": None,
+                "key_column": None, "images": None,
+                "shards": [{"uri": f"s3://{stack.images}/incoming/set/{n}.tar", "format": "tar", "size": 1024}
+                           for n in range(shards)]}
+    ledger.put_json(stack.s3, bucket, root + "manifest.json", manifest)
+    queued = {"run": run, "created_at": "2025-01-01T00:00:00+00:00", "reason": "submit",
+              "indexes": list(range(shards)) if indexes is None else indexes}
+    ledger.put_json(stack.s3, bucket, run_root(root, run) + ledger.QUEUED, queued)
+    return manifest
+
+
+def _marker(index, run="run-1", status="done", samples=10, errors=0, error=None, seconds=10) -> dict:
+    return {"index": index, "shard": f"s3://x/{index}.tar", "run": run, "status": status, "samples": samples,
+            "ok": samples - errors if status == "done" else 0, "errors": errors, "error": error, "model": "fake-a",
+            "model_sha256": MODEL.sha256, "settings": "f" * 16, "output": None,
+            "started_at": "2025-01-01T00:00:00+00:00", "finished_at": f"2025-01-01T00:00:{seconds:02d}+00:00",
+            "seconds": 1.0}
+
+
+def test_the_settings_fingerprint_follows_model_prompt_and_generation_settings(stack):
+    config = stack.config()
+    first = ledger.settings_fingerprint(MODEL, config)
+    assert len(first) == 16 and first == ledger.settings_fingerprint(MODEL, stack.config())
+    assert ledger.settings_fingerprint(types.SimpleNamespace(sha256="b" * 64), config) != first
+    assert ledger.settings_fingerprint(types.SimpleNamespace(sha256="a" * 64, prompt_sha256="p"), config) != first
+    assert ledger.settings_fingerprint(MODEL, stack.config(max_pixels=1000)) != first
+    assert ledger.settings_fingerprint(MODEL, stack.config(batch_size=2)) == first  # not a generation setting
+
+
+def test_the_summary_is_written_when_the_last_shard_of_the_run_finishes_and_sns_is_told_once(stack):
+    config, sns = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs"), FakeSNS()
+    _job(stack, config)
+    root = job_root(config, "job-1")
+    assert ledger.finish_shard(stack.s3, config, ShardRef("job-1", 0, 3, "run-1"), _marker(0), sns=sns) is None
+    assert ledger.finish_shard(stack.s3, config, ShardRef("job-1", 2, 3, "run-1"),
+                               _marker(2, status="failed", samples=0, error="not a tar file"), sns=sns) is None
+    assert root + "summary.json" not in stack.keys(root) and sns.published == []
+
+    summary = ledger.finish_shard(stack.s3, config, ShardRef("job-1", 1, 3, "run-1"),
+                                  _marker(1, errors=2, seconds=20), sns=sns)
+    written = stack.s3.get_object(Bucket=stack.images, Key=root + "summary.json")["Body"].read()
+    assert json.loads(written) == summary
+    assert {k: summary[k] for k in ("shards", "shards_done", "shards_failed", "images", "done", "failed",
+                                    "errors", "error_shards", "seconds", "images_per_s")} == {
+        "shards": 3, "shards_done": 2, "shards_failed": 1, "images": 20, "done": 18, "failed": 2, "errors": 2,
+        "error_shards": [1], "seconds": 20.0, "images_per_s": 1.0}
+    assert summary["failures"] == [{"shard": "s3://x/2.tar", "index": 2, "error": "not a tar file"}]
+    assert summary["results"] == f"s3://{stack.images}/{root}shards/"
+    assert summary["collect"] == "make collect JOB=job-1 OUT=job-1.parquet"
+    assert len(sns.published) == 1 and "18 captioned, 2 failed" in sns.published[0]["Subject"]
+
+    again = ledger.finish_shard(stack.s3, config, ShardRef("job-1", 1, 3, "run-1"),
+                                _marker(1, errors=2, seconds=20), sns=sns)  # a redelivered last shard
+    assert again == summary and len(sns.published) == 1
+    assert stack.s3.get_object(Bucket=stack.images, Key=root + "summary.json")["Body"].read() == written
+    assert len(stack.keys(run_root(root, "run-1") + "done/")) == 3
+
+
+def test_the_notice_goes_through_sns_once_per_run(stack):
+    sns, sqs = aws.client("sns"), stack.sqs
+    topic = sns.create_topic(Name=f"jobs-{stack.id}")["TopicArn"]
+    inbox = sqs.create_queue(QueueName=f"notices-{stack.id}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    config = stack.config(job_topic_arn=topic, region="us-east-1")
+    _job(stack, config, shards=1)
+    for _ in range(2):  # the last shard twice, as after a redelivery
+        ledger.finish_shard(stack.s3, config, ShardRef("job-1", 0, 1, "run-1"), _marker(0))
+    received = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert len(received) == 1
+    assert json.loads(json.loads(received[0]["Body"])["Message"])["done"] == 10
+
+
+def test_an_index_its_run_did_not_queue_gets_a_marker_only(stack):
+    config = stack.config()
+    _job(stack, config, shards=3, indexes=[2])
+    root = job_root(config, "job-1")
+    assert ledger.finish_shard(stack.s3, config, ShardRef("job-1", 0, 3, "run-1"), _marker(0)) is None
+    assert ledger.finish_shard(stack.s3, config, ShardRef("job-1", 0, 3, "run-9"), _marker(0, run="run-9")) is None
+    assert stack.keys(run_root(root, "run-1") + "done/") == [] and stack.keys(root + "runs/run-9/") == []
+    assert ledger.markers(stack.s3, config, "job-1", {"shards": [{}] * 3})[0]["run"] == "run-9"
+
+
+def test_markers_are_none_where_a_shard_has_none_and_start_marks_it_in_flight(stack):
+    config = stack.config()
+    manifest = _job(stack, config, shards=3)
+    ledger.put_json(stack.s3, stack.images, job_root(config, "job-1") + "chunks/000001.json", _marker(1))
+    assert [m and m["index"] for m in ledger.markers(stack.s3, config, "job-1", manifest)] == [None, 1, None]
+    ledger.start_shard(stack.s3, config, ShardRef("job-1", 2, 3, "run-1"), "i-123/0")
+    started = json.loads(stack.s3.get_object(Bucket=stack.images, Key=job_root(config, "job-1") +
+                                             "started/000002.json")["Body"].read())
+    assert (started["index"], started["run"], started["agent"]) == (2, "run-1", "i-123/0")
