@@ -7,6 +7,7 @@ import datetime
 import io
 import json
 import os
+import re
 import tracemalloc
 import uuid
 
@@ -311,3 +312,33 @@ def test_a_dataset_submission_is_followed_by_its_shards():
     assert tools_submit.is_dataset_job(["--shards", "s3://b/p/"]) and tools_submit.is_dataset_job(["--retry", "j"])
     assert tools_submit.is_dataset_job(["--manifest=s3://b/keys.csv"])
     assert not tools_submit.is_dataset_job(["s3://b/incoming/", "--job-id", "j"])
+
+
+@pytest.mark.e2e
+def test_after_local_up_submit_finds_the_queue_and_status_shows_a_dataset_job_with_its_cost(
+        deployed_stack, restored_environ, capsys):
+    from tools import status
+
+    target, outputs = deployed_stack
+    code, printed, _ = tools_submit.submit([f"s3://{outputs['ImagesBucket']}/incoming/", "--job-id", "resolved"],
+                                           resolve=lambda _name: target)
+    assert code == 0, printed
+    sqs = aws_client("sqs", target.region)
+    received = sqs.receive_message(QueueUrl=outputs["QueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                   VisibilityTimeout=0)["Messages"]  # others (S3's test event) stay for their tests
+    [ours] = [m for m in received if json.loads(m["Body"]).get("job_id") == "resolved"]
+    sqs.delete_message(QueueUrl=outputs["QueueUrl"], ReceiptHandle=ours["ReceiptHandle"])  # no agent runs it
+
+    folder = Folder(aws_client("s3", target.region), outputs["ResultsBucket"], 4)
+    assert folder.root == f"{outputs['ResultsPrefix']}_jobs/{folder.job_id}/"
+    folder.run(RUN1, [0, 1, 2, 3])
+    folder.finish(0, RUN1)
+    capsys.readouterr()
+    assert status.job(target, outputs, folder.job_id, once=True, timeout_s=None) == 3  # not complete yet
+    screen = capsys.readouterr().out
+    assert "shards  1/4 finished: 1 done (0 with error rows), 0 failed, 0 in flight, 3 waiting" in screen
+    cost_line = re.search(r"cost    ~\$([0-9.,]+) so far: (\d+) instance\(s\) now x ([0-9.]+) h since the run was "
+                          r"queued x \$([0-9.]+)/h \(on-demand", screen)
+    assert cost_line, screen
+    spent, instances, hours, price = map(float, cost_line.groups())
+    assert spent == pytest.approx(instances * hours * price, abs=0.01)
