@@ -117,7 +117,10 @@ def _write(s3, bucket: str, pages, source_prefix: str, out: Path, fmt: str, what
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.collect", description=__doc__.split(":", 1)[1])
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.collect", description=__doc__.split(":", 1)[1],
+        epilog="A dataset job exits 1 while some shards have no output yet (named on stderr), and 0 with a warning "
+               "when the job is complete and the shards without output failed (make retry requeues them).")
     parser.add_argument("paths", nargs="*", metavar="PREFIX OUT",
                         help="s3://<bucket>/<images prefix>/ (or a results prefix), then a .jsonl or .parquet file, "
                              "or a folder for --format imagefolder; with --job, OUT alone")

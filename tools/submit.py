@@ -20,6 +20,7 @@ from pathlib import Path
 from runtime import aws
 from runtime.agent.config import ENV_PREFIX, load_config
 from runtime.agent.submit import main as runtime_submit
+from runtime.errors import CaptionKitError
 from tools import shard_progress
 from tools import target as targets
 from tools.job_progress import JobReader, wait
@@ -58,13 +59,14 @@ def aim_at_stack(target: targets.Target, folder: Path, environ=os.environ) -> Pa
     return path
 
 
-def submit(argv: list[str], target_name: str | None = None, resolve=targets.resolve) -> tuple[int, str, str]:
+def submit(argv: list[str], target_name: str | None = None, resolve=None) -> tuple[int, str, str]:
     """Run `runtime submit` with `argv` (the stack's config added unless given); (exit code, what it printed, the
     region its config names, for following the job)."""
     printed = io.StringIO()
     with tempfile.TemporaryDirectory(prefix="captionkit-submit-") as folder:
         if _runtime_args(argv).config is None and QUEUE_ENV not in os.environ:
-            argv = [*argv, "--config", str(aim_at_stack(resolve(target_name), Path(folder)))]
+            target = (resolve or targets.resolve)(target_name)
+            argv = [*argv, "--config", str(aim_at_stack(target, Path(folder)))]
         with contextlib.redirect_stdout(printed):
             code = runtime_submit(argv)
         region = load_config(_runtime_args(argv).config).region if code == 0 else ""
@@ -95,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         parser.print_help()
         return runtime_submit(["--help"])
-    code, printed, region = submit(rest, ours.target)
+    try:
+        code, printed, region = submit(rest, ours.target)
+    except CaptionKitError as exc:  # no stack deployed there, or it lacks outputs: one line, and what to do
+        print(f"submit: {exc}", file=sys.stderr)
+        return 2
     sys.stdout.write(printed)
     if code != 0 or not ours.wait:
         return code

@@ -308,6 +308,15 @@ def test_submit_with_the_queue_in_the_environment_never_looks_the_stack_up(stack
     assert stack.sqs.receive_message(QueueUrl=stack.queue, WaitTimeSeconds=1)["Messages"]
 
 
+def test_submit_with_no_stack_deployed_says_so_in_one_line_and_queues_nothing(aws, monkeypatch, restored_environ,
+                                                                              capsys):
+    monkeypatch.setattr(tools_submit.targets, "resolve",
+                        lambda _name=None: Target("NoSuchStack", aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"]))
+    assert tools_submit.main(["s3://bucket/incoming/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("submit: stack NoSuchStack not found") and "Deploy it first" in err
+
+
 def test_a_dataset_submission_is_followed_by_its_shards():
     assert tools_submit.is_dataset_job(["--shards", "s3://b/p/"]) and tools_submit.is_dataset_job(["--retry", "j"])
     assert tools_submit.is_dataset_job(["--manifest=s3://b/keys.csv"])
@@ -342,3 +351,19 @@ def test_after_local_up_submit_finds_the_queue_and_status_shows_a_dataset_job_wi
     assert cost_line, screen
     spent, instances, hours, price = map(float, cost_line.groups())
     assert spent == pytest.approx(instances * hours * price, abs=0.01)
+
+
+def test_make_collect_of_a_dataset_job_goes_to_the_shard_files(s3, aws, monkeypatch, tmp_path, capsys):
+    from tools import collect
+
+    client, bucket = s3
+    folder = Folder(client, bucket, 2)
+    folder.run(RUN1, [0, 1])
+    rows = folder.finish(0, RUN1) + folder.finish(1, RUN1, samples=3)
+    folder.summary(RUN1)
+    monkeypatch.setattr(collect.targets, "resolve", lambda _name=None: Target("S", aws["AWS_REGION"], None))
+    monkeypatch.setattr(collect, "stack_outputs", lambda *_: {"ResultsBucket": bucket, "ResultsPrefix": "results/"})
+    assert collect.main(["--job", folder.job_id, "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"s3://{bucket}/{shard_output(folder.root, i)}" for i in (0, 1)]
+    assert collect.main(["--job", folder.job_id, str(tmp_path / "out.jsonl")]) == 0
+    assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [vars(r) for r in rows]
