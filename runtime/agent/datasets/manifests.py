@@ -172,10 +172,16 @@ def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str
     """URIs of a Parquet key list, a row group at a time, only its key (and bucket) columns."""
     import pyarrow.parquet as pq
 
-    from runtime.agent.datasets.parquet import RangedFile
+    from runtime.agent.datasets.parquet import MAX_FOOTER_BYTES, RangedFile
 
+    ranged = RangedFile(s3, bucket, key, size)
+    ranged.seek(max(0, size - 8))
+    tail = ranged.read(8)
+    if size < 12 or tail[4:] != b"PAR1" or int.from_bytes(tail[:4], "little") > min(MAX_FOOTER_BYTES, size - 12):
+        raise PlanError(f"{where}: not a Parquet file (no PAR1 at its end, or a footer larger than the file allows)")
+    ranged.seek(0)
     try:
-        file = pq.ParquetFile(RangedFile(s3, bucket, key, size))
+        file = pq.ParquetFile(ranged)
     except Exception as exc:  # noqa: BLE001 - pyarrow says why in its own words; a PlanError names the file
         raise PlanError(f"{where}: not a readable Parquet file ({exc.__class__.__name__}: {str(exc)[:200]})") from None
     names = file.schema_arrow.names

@@ -151,3 +151,12 @@ def test_a_long_line_or_bytes_that_are_not_text_are_refused(env):
         _uris(stack, scope, "incoming/bin.txt", b"\xff\xfe\x00incoming\n")
     with pytest.raises(PlanError, match="line 1: .*names a folder"):
         _uris(stack, scope, "incoming/dir.txt", b"incoming/dir/\n")
+
+
+def test_a_file_named_parquet_that_is_not_one_is_refused(env):
+    stack, scope = env
+    with pytest.raises(PlanError, match="not a Parquet file"):
+        _uris(stack, scope, "incoming/k.parquet", b"key\nincoming/a.png\n")
+    forged = _parquet(key=["incoming/a.png"])[:-8] + (10 ** 9).to_bytes(4, "little") + b"PAR1"
+    with pytest.raises(PlanError, match="not a Parquet file"):
+        _uris(stack, scope, "incoming/f.parquet", forged)
