@@ -84,6 +84,43 @@ def submit(local: Local, config: Path, argv: list[str]) -> tuple[dict, float]:
     return json.loads(done.stdout.strip().splitlines()[-1]), time.perf_counter() - started
 
 
+COLLECT = """
+import json, os, sys
+from pathlib import Path
+from tools import collect, collect_shards
+from tools.job_progress import JobReader
+from tools.local_aws import aws_client
+bucket, job, out = sys.argv[1:4]
+s3 = aws_client("s3", os.environ["AWS_REGION"], os.environ["AWS_ENDPOINT_URL"])
+reader = JobReader.for_job(s3, bucket, "results/", job)
+manifest = reader.read_manifest()
+if "kind" in manifest:
+    collect_shards.main(reader, manifest, Path(out), "parquet", list_only=False)
+else:
+    print(json.dumps(collect.collect_job(s3, job, Path(out), "parquet", results_bucket=bucket,
+                                         results_prefix="results/")))
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))  # ru_maxrss survives exec
+print(json.dumps({"peak_rss_mib": round(int(hwm.split()[1]) / 1024, 1)}))
+"""
+
+
+def run_collect(local: Local, job: str, out: Path) -> dict:
+    """`collect` of a job into Parquet, as a process; its own peak RSS, rows and seconds."""
+    started = time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-c", COLLECT, local.images, job, str(out)], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**local.env, "AWS_REGION": local.region})
+    memory = Memory(process.pid, every=0.05)
+    stdout, stderr = process.communicate()
+    memory.join()
+    if process.returncode != 0:
+        raise RuntimeError(f"collect of {job} failed: {stderr[-2000:]}")
+    import pyarrow.parquet as pq
+
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return {"seconds": round(time.perf_counter() - started, 2), "rows": pq.ParquetFile(out).metadata.num_rows,
+            "peak_rss_mib": lines[-1]["peak_rss_mib"], "rss": memory.summary()}
+
+
 def run_all(args, tmp: Path) -> dict:
     from bench import models
     from bench.model import export_artifact
@@ -110,12 +147,27 @@ def run_all(args, tmp: Path) -> dict:
             before = dict(local.proxy.operations)
             submitted, submit_s = submit(local, config, argv)
             agent = run_agent(local, config)
+            expanded = next(e for e in agent["events"] if e.get("event") == "job_expanded")
+            summary = json.loads(local.s3.get_object(Bucket=local.images, Key=f"results/_jobs/{submitted['job_id']}/"
+                                                     "summary.json")["Body"].read())
             ops = diff(dict(local.proxy.operations), before)
-            results[name] = {"submit_s": round(submit_s, 2), "agent_s": round(agent["seconds"], 2),
+            middle = dict(local.proxy.operations)
+            collected = run_collect(local, submitted["job_id"], tmp / f"{name}.parquet")
+            collect_ops = diff(dict(local.proxy.operations), middle)
+            everything = diff(dict(local.proxy.operations), before)
+            results[name] = {"submit_s": round(submit_s, 2), "expand_s": expanded["seconds"],
+                             "planning_s": round(submit_s + expanded["seconds"], 2),
+                             "messages_planned": expanded.get("queued", expanded.get("chunks")),
+                             "agent_s": round(agent["seconds"], 2),
+                             "summary": {k: summary.get(k) for k in ("images", "done", "failed", "shards_done",
+                                                                     "shards_failed")},
+                             "collect": collected,
                              "images": len(pictures),
                              "images_per_s": round(len(pictures) / agent["seconds"], 1),
-                             "agent_memory": agent["memory"], **request_cost(ops, len(pictures)),
-                             "operations": ops, "job": submitted.get("job_id")}
+                             "agent_memory": agent["memory"], "job": submitted.get("job_id"),
+                             "captioning": {**request_cost(ops, len(pictures)), "operations": ops},
+                             "collecting": {**request_cost(collect_ops, len(pictures)), "operations": collect_ops},
+                             "both": request_cost(everything, len(pictures))}
         return {"shards": args.shards, "per_shard": args.per_shard, "artifact": str(artifact), "paths": results}
     finally:
         local.stop()

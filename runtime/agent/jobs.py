@@ -10,6 +10,7 @@ import collections
 import concurrent.futures
 import datetime
 import json
+import time
 
 from runtime import aws
 from runtime.agent.config import AgentConfig
@@ -53,6 +54,7 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     Safe to repeat after a crash: the manifest is reused, so the chunks are the same; a chunk sent
     twice only rewrites the same results and the same marker.
     """
+    started = time.monotonic()
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     try:
         manifest = _get_json(s3, bucket, root + JOB_MANIFEST)
@@ -74,6 +76,8 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
             raise RuntimeError(f"sending chunks of job {job['job_id']} failed: {reply['Failed'][:3]}")
     if count == 0:
         write_summary(s3, config, job["job_id"], manifest)
+    log("info", event="job_expanded", job_id=job["job_id"], kind="images", images=len(manifest["images"]),
+        chunks=count, seconds=round(time.monotonic() - started, 3))
     return manifest
 
 
