@@ -7,7 +7,9 @@
 #    graphs against the eager loop and HF on the tiny model (batches 1, 3, 5, 8; tokens must be equal);
 # 3. decode (bench.gpu_decode): ours on CUDA graphs vs ours eager vs HF eager vs HF static cache + torch.compile,
 #    ViT-base + GPT-2 small first (random weights, real sizes), batch 1/8/32/64, greedy and 4 beams, float32;
-# 4. with the time left: HF `generate` against the runtime in bfloat16, batch 1 and 32 (bench.model).
+# 4. with the time left: HF `generate` against the runtime in bfloat16, batch 1 and 32 (bench.model);
+# 5. with the time left: Qwen2-VL at Qwen2-VL-2B's widths (QWEN_LAYERS vision and text layers, default 8 8) in
+#    bfloat16, exported there, against HF `generate` on the same GPU, batch 1 and 8 (bench.qwen_vl_widths).
 # AOTInductor is not run: the runtime refuses it on CUDA (runtime/decode/static.py says why).
 # Results: $RESULTS (default bench/gpu-results.json; each stage's log and the results also go to $OUT if set).
 #
@@ -80,6 +82,13 @@ if [[ $check -eq 0 ]]; then  # the real-size stages run even when stage 2 fails:
       --dtypes ${BENCH_DTYPES:-bfloat16} --batches 1 32 --runs "${BENCH_RUNS:-5}" --backends exported \
       --workdir "$WORK" --out "$RESULTS" --section model_cuda 2>&1 | tee "$LOGS/base.txt" >&2
     bench=${PIPESTATUS[0]}
+  fi
+  if (( $(left) > 100 )); then
+    echo "== 5. Qwen2-VL at 2B widths in bfloat16, $(left) s left" >&2
+    read -r qv qt <<< "${QWEN_LAYERS:-8 8}"
+    timeout "$(( $(left) - 10 ))" "$PY" -m bench.qwen_vl_widths --device cuda --dtype bfloat16 --batches 1 8 \
+      --vision-layers "$qv" --text-layers "$qt" --repeats 3 --out "$RESULTS" --section qwen_vl_cuda \
+      2>&1 | tee "$LOGS/qwen.txt" >&2
   fi
 fi
 [[ "$LOGS" != "$(dirname "$RESULTS")" ]] && cp "$RESULTS" "$LOGS"/ 2>/dev/null

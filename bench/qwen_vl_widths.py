@@ -1,4 +1,8 @@
-"""Time a random-weight Qwen2-VL at Qwen2-VL-2B's widths (fewer layers) against HF generate on this CPU."""
+"""Time a random-weight Qwen2-VL at Qwen2-VL-2B's widths (fewer layers) against HF generate, same weights and device.
+
+`python -m bench.qwen_vl_widths [--device cuda --dtype bfloat16] [--out bench/results.json --section S]`: on this
+CPU in float32 (the issue's same-dtype comparison), on the lent GPU in bfloat16 (bench/gpu.sh stage 5).
+"""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +49,8 @@ def _median(fn, repeats: int) -> float:
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
+        if torch.cuda.is_initialized():
+            torch.cuda.synchronize()  # HF's generate may return before the last kernels ran
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -60,39 +66,57 @@ def main(argv=None) -> None:
     p.add_argument("--text-layers", type=int, default=4)
     p.add_argument("--new-tokens", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    p.add_argument("--out", help="merge the report into this results JSON (bench.model.write_section)")
+    p.add_argument("--section", default="qwen_vl_widths")
     args = p.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         folder = build(Path(tmp) / "ckpt", args.vision_layers, args.text_layers)
-        loaded = load.load(str(folder), image_size=448)
+        loaded = load.load(str(folder), dtype=args.dtype, image_size=448)
         gen = settings.generation_settings(loaded.model, loaded.family, args.new_tokens, 1,
                                            start_token_id=loaded.extras["start_token_id"])
         encoder, step, cache = loaded.family.wrap(loaded, gen["max_new_tokens"])
         started = time.perf_counter()
-        programs = trace.export_programs(encoder, step, (448, 448), cache, gen["max_new_tokens"], 4, 1, torch.float32)
+        programs = trace.export_programs(encoder, step, (448, 448), cache, gen["max_new_tokens"], max(args.batches), 1,
+                                          dtype)
         export_s = time.perf_counter() - started
         out = Path(tmp) / "qwen.pt2"
         manifest = build_manifest(loaded, gen, loaded.family.preprocessing(loaded), cache,
-                                  argparse.Namespace(dtype="float32", max_batch=4), (448, 448), 1)
+                                  argparse.Namespace(dtype=args.dtype, max_batch=max(args.batches)), (448, 448), 1)
         tok_json = loaded.tokenizer.backend_tokenizer.to_str()
         archive.write_archive(out, programs, tok_json, manifest)
         archive.describe_programs(out, programs, tok_json, manifest)
-        captioner = load_captioner(out, device="cpu")
-        pixels = loaded.family.hf_pixels(loaded, parity_images([], 4))
+        captioner = load_captioner(out, device=args.device)
+        hf_model = loaded.model.to(args.device)
+        pixels = loaded.family.hf_pixels(loaded, parity_images([], max(args.batches)))
         prompt = loaded.family.hf_prompt_length(loaded)
         kwargs = hf_generate_kwargs(gen, 1, loaded.family)
         report = {"cpu": _cpu(), "threads": torch.get_num_threads(), "layers": [args.vision_layers, args.text_layers],
-                  "new_tokens": args.new_tokens, "export_s": round(export_s, 1), "image": "448x448 (256 tokens)"}
-        for batch in (1, 4):
-            px = pixels[:batch]
+                  "new_tokens": args.new_tokens, "export_s": round(export_s, 1), "image": "448x448 (256 tokens)",
+                  "device": args.device, "dtype": args.dtype,
+                  "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None}
+        def hf_inputs(px):  # the prompt ids and grid HF's generate takes, on the device (pixels already there)
+            return {k: v.to(args.device) if torch.is_tensor(v) else v
+                    for k, v in loaded.family.hf_inputs(loaded, px).items()}
+
+        for batch in args.batches:
+            px = pixels[:batch].to(args.device, dtype)
             with torch.inference_mode():
-                hf = loaded.model.generate(**loaded.family.hf_inputs(loaded, px), **kwargs)[:, prompt:].tolist()
+                hf = hf_model.generate(**hf_inputs(px), **kwargs)[:, prompt:].tolist()
                 ours = captioner.generate_ids(px)
                 report[f"same_tokens@{batch}"] = [r[:len(o)] for r, o in zip(hf, ours)] == ours
                 report[f"tokens@{batch}"] = [len(o) for o in ours]
                 report[f"hf_generate_s@{batch}"] = round(_median(
-                    lambda: loaded.model.generate(**loaded.family.hf_inputs(loaded, px), **kwargs), args.repeats), 2)
+                    lambda: hf_model.generate(**hf_inputs(px), **kwargs), args.repeats), 2)
                 report[f"runtime_s@{batch}"] = round(_median(lambda: captioner.generate_ids(px), args.repeats), 2)
         print(json.dumps(report))
+        if args.out:
+            from bench.model import write_section
+
+            write_section(Path(args.out), args.section, report)
 
 
 def _cpu() -> str:

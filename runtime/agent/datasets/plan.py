@@ -128,17 +128,7 @@ def _freeze(s3, config: AgentConfig, job: dict, scope: Scope) -> dict:
         if job["kind"] == "shards":
             shards = list_shards(s3, job["source"], scope)
         else:
-            shards, part, images = [], [], 0
-            uris = manifests.iter_uris(s3, job["source"], scope, key_column=job["key_column"],
-                                       max_bytes=config.max_manifest_bytes)
-            for uri in uris:
-                part.append(uri)
-                if len(part) == config.manifest_chunk_size:
-                    shards.append(_write_part(s3, bucket, root, job["source"], len(shards), part))
-                    images, part = images + len(part), []
-            if part:
-                shards.append(_write_part(s3, bucket, root, job["source"], len(shards), part))
-                images += len(part)
+            shards, images = _write_parts(s3, config, job, scope)
     except PlanError as exc:  # the input is malformed or reaches outside: no agent will ever expand it
         raise UnknownMessage(f"job {job['job_id']}: {exc}") from None
     if len(shards) > MAX_SHARDS:
@@ -148,6 +138,33 @@ def _freeze(s3, config: AgentConfig, job: dict, scope: Scope) -> dict:
                 "key_column": job["key_column"], "images": images}
     ledger.put_json(s3, bucket, root + JOB_MANIFEST, manifest)
     return manifest
+
+
+PART_WRITERS = 16  # parts in flight: 10 million keys are 10,000 PUTs, which one at a time outlast the job's hold
+
+
+def _write_parts(s3, config: AgentConfig, job: dict, scope: Scope) -> tuple[list[dict], int]:
+    """Cut a MANIFEST job's URIs into parts of `manifest_chunk_size`, written PART_WRITERS at a time (memory: that
+    many parts); (their manifest entries in order, the number of images)."""
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    uris = manifests.iter_uris(s3, job["source"], scope, key_column=job["key_column"],
+                               max_bytes=config.max_manifest_bytes)
+    futures, part, images = [], [], 0
+    with concurrent.futures.ThreadPoolExecutor(PART_WRITERS) as pool:
+        def flush():
+            futures.append(pool.submit(_write_part, s3, bucket, root, job["source"], len(futures), part))
+            if len(futures) > PART_WRITERS:
+                futures[-PART_WRITERS - 1].result()  # bounded: wait for the oldest still running
+
+        for uri in uris:
+            part.append(uri)
+            if len(part) == config.manifest_chunk_size:
+                flush()
+                images, part = images + len(part), []
+        if part:
+            flush()
+            images += len(part)
+        return [future.result() for future in futures], images
 
 
 def _write_part(s3, bucket: str, root: str, source: str, index: int, uris: list[str]) -> dict:
