@@ -112,8 +112,16 @@ def wait_for_manifest(reader: JobReader, *, poll_s: float = 5.0, timeout_s: floa
 def wait(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = None, stream=None,
          sleep=time.sleep) -> JobState:
     """Redraw the job's bar until its summary is written; TimeoutError after `timeout_s`."""
+    return follow(reader, f"job {reader.job_id}", lambda state: (state.done, state.failed, state.total,
+                                                                 state.rate_since_created()),
+                  lambda state: state.complete, poll_s=poll_s, timeout_s=timeout_s, stream=stream, sleep=sleep)
+
+
+def follow(reader, title: str, counts, finished, *, poll_s: float, timeout_s: float | None, stream, sleep):
+    """Read the job every `poll_s` and redraw its bar with `counts(state)` (done, failed, total, rate) until
+    `finished(state)`; TimeoutError after `timeout_s`. A job not expanded yet is waited for, said once."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    bar, text, told = Bar(f"job {reader.job_id}", stream=stream, every_s=0), "no manifest yet", False
+    bar, text, told = Bar(title, stream=stream, every_s=0), "no manifest yet", False
     try:
         while True:
             try:
@@ -124,8 +132,9 @@ def wait(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = No
                     bar.stream.write(f"waiting: {exc}\n")
                     told = True
             if state is not None:
-                text = bar.update(state.done, state.failed, total=state.total, rate=state.rate_since_created())
-                if state.complete:
+                done, failed, total, rate = counts(state)
+                text = bar.update(done, failed, total=total, rate=rate)
+                if finished(state):
                     return state
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {reader.job_id} not complete after {timeout_s:.0f} s: {text}")

@@ -14,7 +14,7 @@ import json
 import time
 
 from runtime.agent.layout import JOB_CHUNKS, JOB_RUNS, JOB_STARTED, JOB_SUMMARY, run_root
-from tools.job_progress import JobNotFound, JobReader
+from tools.job_progress import JobNotFound, JobReader, follow
 from tools.progress import Bar, duration
 
 QUEUED = "queued.json"
@@ -184,23 +184,7 @@ def render(state: ShardState, cost: str | None = None) -> str:
 def wait(reader: ShardJobReader, *, run: str | None = None, poll_s: float = 5.0, timeout_s: float | None = None,
          stream=None, sleep=time.sleep) -> ShardState:
     """Redraw the job's shard bar until the summary of `run` (default: the newest run) is written."""
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    bar, text, told = Bar(f"job {reader.job_id} shards", stream=stream, every_s=0), "no manifest yet", False
-    try:
-        while True:
-            try:
-                state = reader.read()
-            except JobNotFound as exc:  # not expanded yet: an agent has to pick the job message up first
-                state = None
-                if not told:
-                    bar.stream.write(f"waiting: {exc}\n")
-                    told = True
-            if state is not None:
-                text = bar.update(state.done, state.failed, total=state.shards, rate=state.shards_per_s())
-                if state.complete and (run is None or state.run == run):
-                    return state
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {reader.job_id} not complete after {timeout_s:.0f} s: {text}")
-            sleep(poll_s)
-    finally:
-        bar.close()
+    return follow(reader, f"job {reader.job_id} shards", lambda state: (state.done, state.failed, state.shards,
+                                                                        state.shards_per_s()),
+                  lambda state: state.complete and (run is None or state.run == run), poll_s=poll_s,
+                  timeout_s=timeout_s, stream=stream, sleep=sleep)

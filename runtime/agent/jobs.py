@@ -105,6 +105,22 @@ class Manifests:
         return manifest
 
 
+def read_job_manifest(s3, config: AgentConfig, job_id: str, what: str, manifests: Manifests | None = None):
+    """A job's manifest, the proof of its chunk and shard messages: `UnknownMessage` (saying `what` asked) when
+    there is none (only an agent expanding the job writes it) or it is not JSON, `RetryLater` when it cannot be read
+    now."""
+    bucket, key = config.results_bucket_name, job_root(config, job_id) + JOB_MANIFEST
+    try:
+        return (manifests or Manifests()).get(s3, bucket, key)
+    except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
+        if error_code(exc) in GONE_CODES:
+            raise UnknownMessage(f"{what}: the job has no manifest at s3://{bucket}/{key}; only an agent that "
+                                 f"expanded the job sends its messages") from None
+        if isinstance(exc, ValueError):
+            raise UnknownMessage(f"{what}: its manifest s3://{bucket}/{key} is not JSON") from None
+        raise RetryLater(f"{what}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
+
+
 def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None = None) -> None:
     """Raise `UnknownMessage` unless the chunk message is exactly slice `index` of its job's manifest, with the
     manifest's chunk count; `RetryLater` when the manifest cannot be read now.
@@ -115,15 +131,7 @@ def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None
     chunk = work.chunk
     bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + JOB_MANIFEST
     forged = f"job chunk {chunk.job_id}/{chunk.index} (count {chunk.count})"
-    try:
-        manifest = (manifests or Manifests()).get(s3, bucket, key)
-    except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
-        if error_code(exc) in GONE_CODES:
-            raise UnknownMessage(f"{forged}: the job has no manifest at s3://{bucket}/{key}; chunks come only from "
-                                 f"an agent that expanded the job") from None
-        if isinstance(exc, ValueError):
-            raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is not JSON") from None
-        raise RetryLater(f"{forged}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
+    manifest = read_job_manifest(s3, config, chunk.job_id, forged, manifests)
     try:
         size, count, images = manifest["chunk_size"], manifest["chunks"], manifest["images"]
         expected = images[chunk.index * size:(chunk.index + 1) * size]

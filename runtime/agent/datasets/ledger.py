@@ -17,7 +17,7 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, chunk_marker, job_root, run_root,
                                   started_marker)
 from runtime.agent.work import ShardRef
-from runtime.aws import GONE_CODES, RetryLater, error_code
+from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
 
 QUEUED, DONE, NOTIFIED = "queued.json", "done/", "notified"
@@ -63,15 +63,7 @@ def read_manifest(s3, config: AgentConfig, job_id: str, manifests: jobs.Manifest
     """The job's frozen manifest; `UnknownMessage` when there is none (only an expanding agent writes it) or it is
     not a dataset manifest, `RetryLater` when it cannot be read now."""
     bucket, key = config.results_bucket_name, job_root(config, job_id) + JOB_MANIFEST
-    try:
-        manifest = (manifests or jobs.Manifests()).get(s3, bucket, key)
-    except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
-        if error_code(exc) in GONE_CODES:
-            raise UnknownMessage(f"job {job_id} has no manifest at s3://{bucket}/{key}; shards come only from an "
-                                 f"agent that expanded the job") from None
-        if isinstance(exc, ValueError):
-            raise UnknownMessage(f"job {job_id}: its manifest s3://{bucket}/{key} is not JSON") from None
-        raise RetryLater(f"job {job_id}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
+    manifest = jobs.read_job_manifest(s3, config, job_id, f"job {job_id}", manifests)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise UnknownMessage(f"job {job_id}: s3://{bucket}/{key} is not a dataset job's manifest (no shard list)")
     return manifest
