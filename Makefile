@@ -13,7 +13,7 @@ opt = $(if $(2),$(1) $(call q,$(2)))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent \
-	submit local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
+	submit retry local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -66,15 +66,21 @@ agent: setup ## run the agent here against the stack (local after local-up): mak
 redrive: setup ## after a fix, move dead-lettered messages back to the jobs queue, with counts [MAX=n]
 	$(PY) -m tools.redrive $(call opt,--max,$(MAX))
 
-submit: setup ## queue a batch job over existing images: make submit PREFIX=s3://bucket/prefix/ [JOB_ID=...] [WAIT=1]
-	$(PY) -m $(if $(WAIT),tools.submit_wait --wait,runtime submit) $(call q,$(PREFIX)) $(call opt,--job-id,$(JOB_ID))
+submit: setup ## queue: PREFIX=s3://b/p/ | SHARDS=s3://b/p/ | MANIFEST=s3://b/f [IMAGE_COLUMN KEY_COLUMN JOB_ID WAIT=1]
+	$(PY) -m tools.submit $(if $(WAIT),--wait) $(call q,$(PREFIX)) $(call opt,--shards,$(SHARDS)) \
+		$(call opt,--manifest,$(MANIFEST)) $(call opt,--image-column,$(IMAGE_COLUMN)) \
+		$(call opt,--key-column,$(KEY_COLUMN)) $(call opt,--job-id,$(JOB_ID)) $(call opt,--config,$(CONFIG))
 
-status: setup ## queue, fleet, model, last hour, errors, cost per 1,000 images [WATCH=1] [JOB=<id>: follow a job]
+retry: setup ## requeue only a dataset job's failed shards / error rows: JOB=<id> [ONLY=failed|errors|both] [WAIT=1]
+	$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \
+		$(call opt,--config,$(CONFIG))
+
+status: setup ## queue, fleet, model, last hour, errors, cost [WATCH=1] [JOB=<id>: a job's progress to its end]
 	$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
 
-collect: setup ## every caption under PREFIX=s3://... (or of JOB=<id>) into OUT (.jsonl, .parquet; FORMAT=imagefolder)
-	$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) \
-		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl)) $(call opt,--format,$(FORMAT))
+collect: setup ## captions of PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.parquet) [LIST=1]; exit 1: shards to come
+	$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
+		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT))
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
 	$(PY) -m tools.local up

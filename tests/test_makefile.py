@@ -37,8 +37,33 @@ def test_collect_by_job_passes_no_empty_prefix_and_defaults_out():
 
 @pytest.mark.parametrize("prefix", [PREFIX, QUOTED])
 def test_submit_passes_the_prefix_and_job_id_whole(prefix):
-    assert command("submit", "runtime submit", PREFIX=prefix, JOB_ID="batch 1") == [prefix, "--job-id", "batch 1"]
-    assert command("submit", "tools.submit_wait", PREFIX=prefix, WAIT="1") == ["--wait", prefix]
+    assert command("submit", "tools.submit", PREFIX=prefix, JOB_ID="batch 1") == [prefix, "--job-id", "batch 1"]
+    assert command("submit", "tools.submit", PREFIX=prefix, WAIT="1") == ["--wait", prefix]
+
+
+@pytest.mark.parametrize("uri", [PREFIX, QUOTED])
+def test_submit_passes_shards_and_their_columns_whole(uri):
+    assert command("submit", "tools.submit", SHARDS=uri, IMAGE_COLUMN="jpg bytes", KEY_COLUMN="it's id") == [
+        "--shards", uri, "--image-column", "jpg bytes", "--key-column", "it's id"]
+
+
+def test_submit_passes_a_manifest_its_key_column_job_id_and_config_whole():
+    assert command("submit", "tools.submit", MANIFEST="s3://b/lists/keys a.csv", KEY_COLUMN="key", JOB_ID="j 1",
+                   CONFIG="conf/agent a.json", WAIT="1") == [
+        "--wait", "--manifest", "s3://b/lists/keys a.csv", "--key-column", "key", "--job-id", "j 1",
+        "--config", "conf/agent a.json"]
+
+
+def test_retry_sends_the_job_id_and_which_shards_whole():
+    assert command("retry", "tools.submit", JOB="job 7") == ["--retry", "job 7"]
+    assert command("retry", "tools.submit", JOB="it's 7", ONLY="errors", WAIT="1") == [
+        "--wait", "--retry", "it's 7", "--only", "errors"]
+
+
+def test_collect_list_passes_the_job_and_no_out_path():
+    assert command("collect", "tools.collect", JOB="job 7", LIST="1") == ["--job", "job 7", "--list"]
+    assert command("collect", "tools.collect", JOB="job 7", OUT="my captions.parquet") == [
+        "--job", "job 7", "my captions.parquet"]
 
 
 def test_export_passes_the_model_folder_out_path_and_task_whole():

@@ -1,4 +1,5 @@
-"""`python -m tools.collect PREFIX OUT [--format F]` (or `--job ID OUT`): results streamed into one dataset file."""
+"""`python -m tools.collect PREFIX OUT [--format F]` (or `--job ID OUT`, `--job ID --list`): results streamed into one
+dataset file. A dataset job (its manifest has a "kind") is merged from its shard files by tools.collect_shards."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from typing import Iterable, Iterator
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.layout import JOBS_FOLDER, result_key
 from runtime.agent.results import SCHEMA
+from tools import collect_shards
 from tools import target as targets
 from tools.collect_formats import FORMATS, guess_format
 from tools.job_progress import JobNotFound, JobReader
@@ -115,30 +117,49 @@ def _write(s3, bucket: str, pages, source_prefix: str, out: Path, fmt: str, what
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.collect", description=__doc__.split(":", 1)[1])
-    parser.add_argument("prefix", nargs="?", help="s3://<bucket>/<images prefix>/ (or a results prefix)")
-    parser.add_argument("out", type=Path, help="a .jsonl or .parquet file, or a folder for --format imagefolder")
-    parser.add_argument("--job", metavar="ID", help="instead of a prefix: the images of this batch job")
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.collect", description=__doc__.split(":", 1)[1],
+        epilog="A dataset job exits 1 while some shards have no output yet (named on stderr), and 0 with a warning "
+               "when the job is complete and the shards without output failed (make retry requeues them).")
+    parser.add_argument("paths", nargs="*", metavar="PREFIX OUT",
+                        help="s3://<bucket>/<images prefix>/ (or a results prefix), then a .jsonl or .parquet file, "
+                             "or a folder for --format imagefolder; with --job, OUT alone")
+    parser.add_argument("--job", metavar="ID", help="instead of a prefix: the images (or shards) of this batch job")
+    parser.add_argument("--list", action="store_true",
+                        help="with --job of a dataset job: print its shard files' s3:// URIs, write nothing")
     parser.add_argument("--format", choices=sorted(FORMATS), help="default: from OUT's suffix (jsonl, parquet)")
     parser.add_argument("--target", choices=("local", "aws"), default=None)
     args = parser.parse_args(argv)
+    prefix, out = (None, args.paths[0] if args.paths else None) if args.job else (args.paths + [None, None])[:2]
+    if len(args.paths) > (1 if args.job else 2):
+        parser.error(f"too many paths {args.paths}: give PREFIX OUT, or --job ID OUT")
     if not args.job:
         try:
-            parse_s3_uri(args.prefix)
-        except ValueError as exc:
+            parse_s3_uri(prefix)
+        except (TypeError, ValueError) as exc:
             raise SystemExit(f"collect: PREFIX {exc}; or give JOB=<id>") from None
+    if out is None and not args.list:
+        raise SystemExit("collect: give OUT (a .jsonl or .parquet file, or a folder for --format imagefolder)")
+    out = None if out is None else Path(out)
     target = targets.resolve(args.target)
     outputs = stack_outputs(target.stack_name, target.region, target.endpoint_url)
-    s3, fmt = aws_client("s3", target.region, target.endpoint_url), args.format or guess_format(args.out)
+    s3 = aws_client("s3", target.region, target.endpoint_url)
+    fmt = args.format or (guess_format(out) if out else None)
     where = {"results_bucket": outputs["ResultsBucket"], "results_prefix": outputs["ResultsPrefix"]}
     try:
-        report = (collect_job(s3, args.job, args.out, fmt, **where) if args.job
-                  else collect(s3, args.prefix, args.out, fmt, **where))
+        if args.job:
+            reader = JobReader.for_job(s3, where["results_bucket"], where["results_prefix"], args.job)
+            manifest = reader.read_manifest()
+            if "kind" in manifest:
+                return collect_shards.main(reader, manifest, out, fmt, list_only=args.list)
+        if args.list:
+            raise SystemExit("collect: --list is for a dataset job (SHARDS or MANIFEST); this is a prefix job")
+        report = (collect_job(s3, args.job, out, fmt, **where) if args.job
+                  else collect(s3, prefix, out, fmt, **where))
     except JobNotFound as exc:
         raise SystemExit(f"collect: {exc}") from None
     print(json.dumps(report))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

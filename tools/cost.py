@@ -31,3 +31,12 @@ def fleet_cost(instances: Series, done: Series, period_s: int, price_per_hour: f
         if images:
             report["per_1000"] = round(hours * price_per_hour / images * 1000, 4)
     return report
+
+
+def run_cost(elapsed_s: float, instances: int, price_per_hour: float | None) -> dict:
+    """An estimate of what a run has cost so far: the hours since it was queued x the instances the group holds
+    now x the hourly price. Not a bill: the fleet may have grown or shrunk during the run, it counts idle instances
+    and other jobs sharing the fleet, and spot instances cost less than the on-demand price used here."""
+    hours = elapsed_s / 3600
+    return {"hours": round(hours, 3), "instances": instances,
+            "cost": None if price_per_hour is None else round(hours * instances * price_per_hour, 4)}

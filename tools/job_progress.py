@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import sys
 import time
 
 from runtime.errors import CaptionKitError
@@ -88,6 +89,24 @@ class JobReader:
                         sum(m["done"] for m in self.markers.values()),
                         sum(len(m["failed"]) for m in self.markers.values()),
                         complete, self.manifest["created_at"], f"s3://{self.bucket}/{summary}")
+
+
+def wait_for_manifest(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = None, stream=None,
+                      sleep=time.sleep) -> dict:
+    """The job's manifest once an agent has expanded the job (saying once that it waits); TimeoutError after
+    `timeout_s`. Whether it is a prefix or a dataset job is known only from it."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    told = False
+    while True:
+        try:
+            return reader.read_manifest()
+        except JobNotFound as exc:
+            if not told:
+                (stream or sys.stderr).write(f"waiting: {exc}\n")
+                told = True
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {reader.job_id} has no manifest after {timeout_s:.0f} s")
+        sleep(poll_s)
 
 
 def wait(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = None, stream=None,

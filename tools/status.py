@@ -11,7 +11,7 @@ from runtime import registry
 from runtime.agent.jobs import collect_command
 from runtime.errors import CaptionKitError
 from stacks.settings import Settings
-from tools import fleet_view, job_progress
+from tools import cost, fleet_view, job_progress, shard_progress
 from tools import target as targets
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
@@ -27,6 +27,11 @@ def settings_prices() -> dict[str, float]:
     return Settings.from_context(context.get).instance_prices
 
 
+def priced_types(fleet: dict) -> list[str]:
+    """The running instances' types, else the group's first choice (what scaling from zero would launch)."""
+    return [t for (t, _), n in fleet["running"] if t for _ in range(n)] or fleet["configured_types"][:1]
+
+
 def snapshot(target: targets.Target, outputs: dict[str, str], prices: dict[str, float],
              now: datetime.datetime | None = None) -> dict:
     """Everything the status screen shows, read from the stack's services now."""
@@ -35,8 +40,7 @@ def snapshot(target: targets.Target, outputs: dict[str, str], prices: dict[str, 
     config = json.loads(outputs["AgentConfig"])
     sqs = client("sqs")
     fleet = fleet_view.fleet(client("autoscaling"), client("ec2"), outputs["GroupName"])
-    # the running instances' types, else the group's first choice (what scaling from zero would launch)
-    types = [t for (t, _), n in fleet["running"] if t for _ in range(n)] or fleet["configured_types"][:1]
+    types = priced_types(fleet)
     return {
         "target": target.endpoint_url or f"AWS {target.region}", "stack": target.stack_name, "now": now,
         "queue": fleet_view.queue_counts(sqs, outputs["QueueUrl"]),
@@ -102,10 +106,49 @@ def render(snap: dict) -> str:
     return "\n".join(rows)
 
 
+def run_cost_line(target: targets.Target, outputs: dict[str, str], state: shard_progress.ShardState) -> str:
+    """What the fleet has cost since the run was queued: an estimate (see cost.run_cost)."""
+    client = lambda service: aws_client(service, target.region, target.endpoint_url)  # noqa: E731
+    fleet = fleet_view.fleet(client("autoscaling"), client("ec2"), outputs["GroupName"])
+    instances = fleet["pending"] + fleet["in_service"] + fleet["terminating"]
+    price, source = cost.hourly_price(priced_types(fleet), settings_prices())
+    estimate = cost.run_cost(state.elapsed_s, instances, price)
+    spent = "?" if estimate["cost"] is None else f"${estimate['cost']:,.2f}"
+    return (f"~{spent} so far: {instances} instance(s) now x {estimate['hours']} h since the run was queued x "
+            f"{'?' if price is None else f'${price:.4g}'}/h ({source}; assumes the group held this many instances "
+            "all along, and counts their idle time and other jobs)")
+
+
+def dataset_job(target: targets.Target, outputs: dict[str, str], reader: job_progress.JobReader, *, once: bool,
+                timeout_s: float | None) -> int:
+    """A dataset job's screen (shards, images, images/s, ETA, cost); followed to its run's summary unless once."""
+    shards = shard_progress.ShardJobReader(reader)
+    try:
+        state = shards.read()
+        print(shard_progress.render(state, run_cost_line(target, outputs, state)), flush=True)
+        if not once and not state.complete:
+            state = shard_progress.wait(shards, run=state.run, timeout_s=timeout_s)
+            print(shard_progress.render(state, run_cost_line(target, outputs, state)))
+    except (CaptionKitError, TimeoutError) as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 3
+    if state.complete:
+        print(json.dumps({**state.counts(), "collect": collect_command(state.job_id)}))
+        return 0
+    return 3
+
+
 def job(target: targets.Target, outputs: dict[str, str], job_id: str, *, once: bool, timeout_s: float | None) -> int:
     """Show a job's bar; 0 when complete, 3 when not (with --once or after --timeout)."""
     s3 = aws_client("s3", target.region, target.endpoint_url)
     reader = job_progress.JobReader.for_job(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], job_id)
+    try:
+        manifest = reader.read_manifest() if once else job_progress.wait_for_manifest(reader, timeout_s=timeout_s)
+    except (CaptionKitError, TimeoutError) as exc:
+        print(f"status: {exc}", file=sys.stderr)
+        return 3
+    if "kind" in manifest:
+        return dataset_job(target, outputs, reader, once=once, timeout_s=timeout_s)
     try:
         if once:
             state = reader.read()

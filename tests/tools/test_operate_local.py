@@ -51,7 +51,7 @@ def ops(deployed_stack, tmp_path_factory):
     path.write_text(json.dumps(config))
     # the waiter sends the job, then follows it while the agent below runs it
     waiter = subprocess.Popen(
-        [sys.executable, "-m", "tools.submit_wait", "--wait", "--poll", "0.3", "--timeout", "120",
+        [sys.executable, "-m", "tools.submit", "--wait", "--poll", "0.3", "--timeout", "120",
          f"s3://{bucket}/{PREFIX}", "--job-id", "ops-job", "--config", str(path)],
         cwd=REPO, env=target.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     agent = AgentProcess(path, "--burst", env=target.env())

@@ -1,0 +1,369 @@
+"""The laptop side of dataset jobs on the local AWS: status counts and ETA from a job folder built by hand, collect
+row for row in index order with flat memory, --list, missing shards, and `make submit` finding the stack's queue."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import io
+import json
+import os
+import re
+import tracemalloc
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from runtime.aws import client as aws_client
+from runtime.agent.config import AgentConfig
+from runtime.agent.datasets.output import COLUMNS, Row, render
+from runtime.agent.layout import chunk_marker, job_root, run_root, shard_output, started_marker
+from tools import collect_shards, cost, shard_progress
+from tools import submit as tools_submit
+from tools.job_progress import JobReader
+from tools.target import Target
+
+RUN1, RUN2 = "20261201-100000-aaaaaa", "20261201-110000-bbbbbb"
+T0 = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(seconds=100)
+
+
+def iso(moment: datetime.datetime) -> str:
+    return moment.isoformat(timespec="seconds")
+
+
+class Folder:
+    """A dataset job's folder written by hand, as the agents write it (ds-spec: manifest, markers, runs, outputs)."""
+
+    def __init__(self, s3, bucket: str, shards: int, job_id: str | None = None) -> None:
+        self.s3, self.bucket, self.job_id = s3, bucket, job_id or f"ds-{uuid.uuid4().hex[:8]}"
+        self.root = job_root(AgentConfig(results_prefix="results/"), self.job_id)
+        self.uris = [f"s3://data/set/{i:05d}.tar" for i in range(shards)]
+        self.put(self.root + "manifest.json", {
+            "job_id": self.job_id, "kind": "shards", "source": "s3://data/set/", "created_at": iso(T0),
+            "chunks": shards,
+            "shards": [{"uri": uri, "format": "tar", "size": 1000} for uri in self.uris], "image_column": None,
+            "key_column": None, "images": None})
+
+    def put(self, key: str, value) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(value).encode())
+
+    def run(self, run: str, indexes: list[int], created_at: datetime.datetime = T0) -> None:
+        self.put(run_root(self.root, run) + "queued.json",
+                 {"run": run, "created_at": iso(created_at), "reason": "submit", "indexes": indexes})
+
+    def rows(self, index: int, samples: int, errors: int = 0) -> list[Row]:
+        shard = self.uris[index]
+        return [Row(key=f"{index}-{n:04d}", uri=f"{shard}#{index}-{n:04d}", shard=shard, index=n,
+                    image_sha256=None if n < errors else f"{n:064x}", caption=None if n < errors else f"caption {n}",
+                    error="cannot decode the image" if n < errors else None, model="fake", model_sha256="ab" * 32,
+                    settings="0123456789abcdef") for n in range(samples)]
+
+    def finish(self, index: int, run: str, samples: int = 10, errors: int = 0, status: str = "done",
+               seconds: float = 5.0) -> list[Row]:
+        """The shard's output (when done), then its marker and its run's done/ object, in the agents' order."""
+        rows = self.rows(index, samples, errors) if status == "done" else []
+        if rows:
+            self.s3.put_object(Bucket=self.bucket, Key=shard_output(self.root, index), Body=render(rows))
+        self.put(chunk_marker(self.root, index), {
+            "index": index, "shard": self.uris[index], "run": run, "status": status, "samples": samples,
+            "ok": len(rows) - errors, "errors": errors if rows else 0,
+            "error": None if rows else "not a tar: truncated header", "model": "fake", "model_sha256": "ab" * 32,
+            "settings": "0123456789abcdef", "output": f"s3://{self.bucket}/{shard_output(self.root, index)}"
+            if rows else None, "started_at": iso(T0), "finished_at": iso(T0), "seconds": seconds})
+        self.s3.put_object(Bucket=self.bucket, Key=f"{run_root(self.root, run)}done/{index:06d}", Body=b"")
+        return rows
+
+    def start(self, index: int, run: str) -> None:
+        self.put(started_marker(self.root, index), {"index": index, "run": run, "started_at": iso(T0), "agent": "g0"})
+
+    def summary(self, run: str) -> None:
+        self.put(self.root + "summary.json", {"job_id": self.job_id, "run": run, "finished_at": iso(T0)})
+
+    def reader(self) -> JobReader:
+        return JobReader(self.s3, self.bucket, self.root, self.job_id)
+
+
+@pytest.fixture
+def s3(aws):
+    """(an S3 client of the session's moto server, a fresh results bucket)."""
+    client, bucket = aws_client("s3"), f"results-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
+
+
+def ten_shard_job(s3, bucket) -> Folder:
+    """10 shards, one run: 6 done (one with 2 error rows), 1 failed, 2 started (in flight), 1 waiting."""
+    folder = Folder(s3, bucket, 10)
+    folder.run(RUN1, list(range(10)))
+    for i in range(6):
+        folder.finish(i, RUN1, samples=10, errors=2 if i == 3 else 0)
+    folder.finish(6, RUN1, samples=0, status="failed")
+    folder.start(7, RUN1)
+    folder.start(8, RUN1)
+    return folder
+
+
+def test_status_counts_done_failed_in_flight_and_waiting_shards_with_images_per_s_and_eta(s3):
+    folder = ten_shard_job(*s3)
+    state = shard_progress.ShardJobReader(folder.reader()).read(now=T0 + datetime.timedelta(seconds=100))
+    assert (state.done, state.failed, state.in_flight, state.waiting, state.error_shards) == (6, 1, 2, 1, 1)
+    assert (state.images_ok, state.images_errors, state.run_finished, state.run_samples) == (58, 2, 7, 60)
+    assert state.images_per_s() == pytest.approx(0.6)  # 60 samples in the 100 s since the run was queued
+    assert state.eta_s() == pytest.approx(3 / 0.07)  # 3 shards left at 7 shards per 100 s
+    assert not state.complete
+    text = shard_progress.render(state, "~$0.12 so far")
+    assert "shards  7/10 finished: 6 done (1 with error rows), 1 failed, 2 in flight, 1 waiting" in text
+    assert "images  58 captioned, 2 with errors; 0.6 images/s over this run; ETA 43s" in text
+    assert "cost    ~$0.12 so far" in text and f"run {RUN1}" in text
+
+
+def test_a_retry_run_counts_its_shards_again_and_ignores_the_previous_runs_summary(s3):
+    folder = ten_shard_job(*s3)
+    for i in (7, 8, 9):
+        folder.finish(i, RUN1)
+    folder.summary(RUN1)
+    folder.run(RUN2, [3, 6])  # retry both: the shard with error rows and the failed one
+    folder.start(6, RUN2)
+    state = shard_progress.ShardJobReader(folder.reader()).read()
+    assert (state.run, state.done, state.failed, state.in_flight, state.waiting) == (RUN2, 8, 0, 1, 1)
+    assert (state.run_shards, state.run_finished, state.complete) == (2, 0, False)
+    assert state.images_per_s() is None and state.eta_s() is None
+    assert "no shard of this run finished yet; ETA -" in shard_progress.render(state)
+
+
+def test_a_started_marker_older_than_the_run_is_not_in_flight(s3):
+    folder = Folder(*s3, 3)
+    folder.start(0, RUN1)  # left by an earlier run's delivery: this run has not started the shard
+    folder.run(RUN2, [0, 1, 2], created_at=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1))
+    state = shard_progress.ShardJobReader(folder.reader()).read()
+    assert (state.in_flight, state.waiting) == (0, 3)
+
+
+def test_wait_follows_the_shard_bar_until_the_summary_of_its_run(s3):
+    folder = ten_shard_job(*s3)
+    folder.summary("20261130-000000-000000")  # an earlier run's summary must not end the wait
+    looks = []
+
+    def sleep(_s):
+        looks.append(1)
+        for i in (6, 7, 8, 9):
+            folder.finish(i, RUN1)
+        folder.summary(RUN1)
+
+    stream = io.StringIO()
+    state = shard_progress.wait(shard_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream,
+                                sleep=sleep)
+    assert looks == [1] and state.complete and (state.done, state.failed) == (10, 0)
+    assert f"job {folder.job_id} shards [" in stream.getvalue() and "10/10" in stream.getvalue()
+    assert state.counts()["shards_done"] == 10 and state.counts()["done"] == 98
+
+
+def test_the_run_cost_is_hours_since_queued_times_instances_times_price():
+    assert cost.run_cost(1800, 2, 1.006) == {"hours": 0.5, "instances": 2, "cost": 1.006}
+    assert cost.run_cost(1800, 2, None)["cost"] is None
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl"])
+def test_collect_writes_every_sample_exactly_once_in_shard_then_row_order(s3, tmp_path, fmt):
+    folder = Folder(*s3, 5)
+    folder.run(RUN1, list(range(5)))
+    written = []
+    for i in (3, 0, 4, 1, 2):  # finished out of order; collected in index order
+        written.append((i, folder.finish(i, RUN1, samples=7 + i, errors=1 if i == 2 else 0)))
+    folder.summary(RUN1)
+    expected = [vars(row) for _, rows in sorted(written, key=lambda w: w[0]) for row in rows]
+    found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
+    out = tmp_path / f"captions.{fmt}"
+    report = collect_shards.merge(folder.reader(), found, out, fmt, stream=io.StringIO())
+    got = pq.read_table(out).to_pylist() if fmt == "parquet" else [json.loads(line) for line in
+                                                                    out.read_text().splitlines()]
+    assert got == expected
+    assert len({(row["shard"], row["index"]) for row in got}) == len(got) == sum(7 + i for i in range(5))
+    assert (report["rows"], report["errors"], report["captions"], report["shards"]) == (45, 1, 44, 5)
+    if fmt == "parquet":
+        assert tuple(pq.read_schema(out).names) == COLUMNS
+    assert collect_shards.report_missing(folder.job_id, found) == 0
+
+
+def collect_peaks(s3, bucket, tmp_path, shards: int, monkeypatch) -> tuple[int, int]:
+    """(tracemalloc peak, largest pyarrow allocation seen at a write) collecting `shards` outputs of 400 rows with
+    1 KiB captions of random hex (about 400 KiB a file even compressed: more than what collect holds besides)."""
+    folder = Folder(s3, bucket, shards)
+    rows = [dataclasses.replace(row, caption=os.urandom(512).hex()) for row in folder.rows(0, 400)]
+    body = render(rows)
+    for i in range(shards):
+        s3.put_object(Bucket=bucket, Key=shard_output(folder.root, i), Body=body)
+    found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
+    arrow_peak = [0]
+    plain = collect_shards.WRITERS["jsonl"]
+
+    class Watched(plain):
+        def write(self, table):
+            arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
+            super().write(table)
+
+    monkeypatch.setitem(collect_shards.WRITERS, "jsonl", Watched)
+    tracemalloc.start()
+    try:
+        collect_shards.merge(folder.reader(), found, tmp_path / f"{shards}.jsonl", "jsonl", stream=io.StringIO())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len((tmp_path / f"{shards}.jsonl").read_text().splitlines()) == 400 * shards
+    return peak, arrow_peak[0]
+
+
+def test_collect_memory_stays_flat_as_the_job_grows(s3, tmp_path, monkeypatch):
+    collect_peaks(*s3, tmp_path, 1, monkeypatch)  # first use: botocore's models, pyarrow's pools
+    small = collect_peaks(*s3, tmp_path, 2, monkeypatch)
+    large = collect_peaks(*s3, tmp_path, 20, monkeypatch)
+    assert large[0] < 2 * small[0], (small, large)  # ten times the shards, not ten times the memory
+    assert large[1] < 2 * max(small[1], 1 << 20), (small, large)
+
+
+def test_list_prints_the_shard_files_and_a_running_job_exits_1_naming_the_missing(s3, capsys):
+    folder = ten_shard_job(*s3)
+    code = collect_shards.main(folder.reader(), folder.reader().read_manifest(), None, None, list_only=True)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"s3://{folder.bucket}/{shard_output(folder.root, i)}" for i in range(6)]
+    assert code == 1 and "4 of the job's shards have no output yet (indexes 6, 7, 8, 9)" in err
+
+
+def test_a_complete_job_with_failed_shards_collects_with_a_warning_and_exit_0(s3, tmp_path, capsys):
+    folder = ten_shard_job(*s3)
+    for i in (7, 8, 9):
+        folder.finish(i, RUN1)
+    folder.summary(RUN1)
+    out = tmp_path / "c.parquet"
+    code = collect_shards.main(folder.reader(), folder.reader().read_manifest(), out, "parquet", list_only=False)
+    printed, err = capsys.readouterr()
+    assert code == 0 and pq.read_table(out).num_rows == 90
+    assert json.loads(printed)["missing"] == [6]
+    assert "warning: 1 shard(s) failed and have no output (indexes 6)" in err and "make retry" in err
+
+
+def test_collect_refuses_an_output_over_the_bound_and_a_file_that_is_not_an_output(s3, tmp_path):
+    folder = Folder(*s3, 2)
+    folder.run(RUN1, [0, 1])
+    folder.finish(0, RUN1)
+    found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
+    with pytest.raises(collect_shards.CollectError, match="over the 100 collect holds at once"):
+        collect_shards.merge(folder.reader(), found, tmp_path / "a.jsonl", "jsonl", max_file_bytes=100)
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"key": ["x"], "caption": ["y"]}), sink)
+    folder.s3.put_object(Bucket=folder.bucket, Key=shard_output(folder.root, 1), Body=sink.getvalue())
+    found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
+    with pytest.raises(collect_shards.CollectError, match="not a CaptionKit shard output"):
+        collect_shards.merge(folder.reader(), found, tmp_path / "b.jsonl", "jsonl", stream=io.StringIO())
+
+
+# --- make submit finds the stack's queue -----------------------------------------------------------------------
+
+@pytest.fixture
+def restored_environ():
+    """tools.submit points this process's AWS clients at the target: put the environment back after."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def moto_stack(stack, aws) -> Target:
+    """A CloudFormation stack in moto (no cdk) whose outputs name the test stack's queue and buckets."""
+    settings = {**stack.settings, "region": aws["AWS_REGION"], "results_bucket": stack.images}
+    outputs = {"ArtifactsBucket": stack.artifacts, "ImagesBucket": stack.images, "ImagesPrefix": "incoming/",
+               "ResultsBucket": stack.images, "ResultsPrefix": "results/", "QueueUrl": stack.queue,
+               "DeadLetterQueueUrl": stack.dlq, "GroupName": "workers", "LogGroup": "logs",
+               "AgentConfig": json.dumps(settings)}
+    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+                "Outputs": {key: {"Value": value} for key, value in outputs.items()}}
+    name = f"CaptionKit{stack.id}"
+    aws_client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
+    return Target(name, aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"])
+
+
+def test_submit_without_a_config_sends_to_the_queue_the_stack_outputs_name(stack, aws, restored_environ):
+    target = moto_stack(stack, aws)
+    code, printed, region = tools_submit.submit([f"s3://{stack.images}/incoming/set/", "--job-id", "found-it"],
+                                                resolve=lambda _name: target)
+    assert code == 0, printed
+    assert json.loads(printed)["summary"] == f"s3://{stack.images}/results/_jobs/found-it/summary.json"
+    [message] = stack.sqs.receive_message(QueueUrl=stack.queue, WaitTimeSeconds=1)["Messages"]
+    assert json.loads(message["Body"]) == {"type": "captionkit.job", "job_id": "found-it",
+                                           "prefix": f"s3://{stack.images}/incoming/set/"}
+    assert region == aws["AWS_REGION"]
+
+
+def test_submit_with_the_queue_in_the_environment_never_looks_the_stack_up(stack, monkeypatch, restored_environ):
+    monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
+    monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
+
+    def no_stack(_name):
+        raise AssertionError("the environment names the queue: no stack lookup")
+
+    code, printed, _ = tools_submit.submit([f"s3://{stack.images}/incoming/", "--job-id", "env-job"],
+                                           resolve=no_stack)
+    assert code == 0, printed
+    assert stack.sqs.receive_message(QueueUrl=stack.queue, WaitTimeSeconds=1)["Messages"]
+
+
+def test_submit_with_no_stack_deployed_says_so_in_one_line_and_queues_nothing(aws, monkeypatch, restored_environ,
+                                                                              capsys):
+    monkeypatch.setattr(tools_submit.targets, "resolve",
+                        lambda _name=None: Target("NoSuchStack", aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"]))
+    assert tools_submit.main(["s3://bucket/incoming/"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("submit: stack NoSuchStack not found") and "Deploy it first" in err
+
+
+def test_a_dataset_submission_is_followed_by_its_shards():
+    assert tools_submit.is_dataset_job(["--shards", "s3://b/p/"]) and tools_submit.is_dataset_job(["--retry", "j"])
+    assert tools_submit.is_dataset_job(["--manifest=s3://b/keys.csv"])
+    assert not tools_submit.is_dataset_job(["s3://b/incoming/", "--job-id", "j"])
+
+
+@pytest.mark.e2e
+def test_after_local_up_submit_finds_the_queue_and_status_shows_a_dataset_job_with_its_cost(
+        deployed_stack, restored_environ, capsys):
+    from tools import status
+
+    target, outputs = deployed_stack
+    code, printed, _ = tools_submit.submit([f"s3://{outputs['ImagesBucket']}/incoming/", "--job-id", "resolved"],
+                                           resolve=lambda _name: target)
+    assert code == 0, printed
+    sqs = aws_client("sqs", target.region)
+    received = sqs.receive_message(QueueUrl=outputs["QueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1,
+                                   VisibilityTimeout=0)["Messages"]  # others (S3's test event) stay for their tests
+    [ours] = [m for m in received if json.loads(m["Body"]).get("job_id") == "resolved"]
+    sqs.delete_message(QueueUrl=outputs["QueueUrl"], ReceiptHandle=ours["ReceiptHandle"])  # no agent runs it
+
+    folder = Folder(aws_client("s3", target.region), outputs["ResultsBucket"], 4)
+    assert folder.root == f"{outputs['ResultsPrefix']}_jobs/{folder.job_id}/"
+    folder.run(RUN1, [0, 1, 2, 3])
+    folder.finish(0, RUN1)
+    capsys.readouterr()
+    assert status.job(target, outputs, folder.job_id, once=True, timeout_s=None) == 3  # not complete yet
+    screen = capsys.readouterr().out
+    assert "shards  1/4 finished: 1 done (0 with error rows), 0 failed, 0 in flight, 3 waiting" in screen
+    cost_line = re.search(r"cost    ~\$([0-9.,]+) so far: (\d+) instance\(s\) now x ([0-9.]+) h since the run was "
+                          r"queued x \$([0-9.]+)/h \(on-demand", screen)
+    assert cost_line, screen
+    spent, instances, hours, price = map(float, cost_line.groups())
+    assert spent == pytest.approx(instances * hours * price, abs=0.01)
+
+
+def test_make_collect_of_a_dataset_job_goes_to_the_shard_files(s3, aws, monkeypatch, tmp_path, capsys):
+    from tools import collect
+
+    client, bucket = s3
+    folder = Folder(client, bucket, 2)
+    folder.run(RUN1, [0, 1])
+    rows = folder.finish(0, RUN1) + folder.finish(1, RUN1, samples=3)
+    folder.summary(RUN1)
+    monkeypatch.setattr(collect.targets, "resolve", lambda _name=None: Target("S", aws["AWS_REGION"], None))
+    monkeypatch.setattr(collect, "stack_outputs", lambda *_: {"ResultsBucket": bucket, "ResultsPrefix": "results/"})
+    assert collect.main(["--job", folder.job_id, "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"s3://{bucket}/{shard_output(folder.root, i)}" for i in (0, 1)]
+    assert collect.main(["--job", folder.job_id, str(tmp_path / "out.jsonl")]) == 0
+    assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [vars(r) for r in rows]

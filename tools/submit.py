@@ -1,0 +1,123 @@
+"""`python -m tools.submit ...`: `python -m runtime submit` aimed at the deployed stack, then (`--wait`) follow the job.
+
+The runtime's submit stays free of laptop code (it runs on the instance too, with the instance's config). On a
+laptop nothing has set `queue_url` or the buckets: this fills them from the deployed stack's AgentConfig output
+(local after `make local-up`, else AWS, as `make upload` finds its bucket) unless `--config` or `CAPTIONKIT_QUEUE_URL`
+already says where to send. Every other argument goes to `runtime submit` unchanged (PREFIX, --shards, --manifest,
+--retry, --job-id, ...).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from runtime import aws
+from runtime.agent.config import ENV_PREFIX, load_config
+from runtime.agent.submit import main as runtime_submit
+from runtime.errors import CaptionKitError
+from tools import shard_progress
+from tools import target as targets
+from tools.job_progress import JobReader, wait
+from tools.outputs import agent_config, stack_outputs
+
+QUEUE_ENV = ENV_PREFIX + "QUEUE_URL"
+
+
+def _runtime_args(argv: list[str]) -> argparse.Namespace:
+    """The few of `runtime submit`'s arguments this wrapper looks at (the config, and whether it is a dataset job)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for name in ("--config", "--shards", "--manifest", "--retry"):
+        parser.add_argument(name)
+    return parser.parse_known_args(argv)[0]
+
+
+def is_dataset_job(argv: list[str]) -> bool:
+    """A SHARDS, MANIFEST or retry submission: followed by its shards, not by its images."""
+    args = _runtime_args(argv)
+    return bool(args.shards or args.manifest or args.retry)
+
+
+def stack_submit_config(target: targets.Target) -> dict:
+    """The agent config the workers run with (queue, buckets, prefixes, region, group): what submit needs."""
+    return agent_config(stack_outputs(target.stack_name, target.region, target.endpoint_url))
+
+
+def aim_at_stack(target: targets.Target, folder: Path, environ=os.environ) -> Path:
+    """Write the stack's agent config into `folder` and point this process's AWS clients at the target."""
+    path = Path(folder) / f"submit-{target.stack_name}.json"
+    path.write_text(json.dumps(stack_submit_config(target), indent=1) + "\n")
+    env = target.env()
+    for name in [name for name in environ if name.startswith("AWS_") and name not in env]:
+        del environ[name]  # a profile or a real endpoint of the caller must not redirect a local target
+    environ.update(env)
+    return path
+
+
+def submit(argv: list[str], target_name: str | None = None, resolve=None) -> tuple[int, str, str]:
+    """Run `runtime submit` with `argv` (the stack's config added unless given); (exit code, what it printed, the
+    region its config names, for following the job)."""
+    printed = io.StringIO()
+    with tempfile.TemporaryDirectory(prefix="captionkit-submit-") as folder:
+        if _runtime_args(argv).config is None and QUEUE_ENV not in os.environ:
+            target = (resolve or targets.resolve)(target_name)
+            argv = [*argv, "--config", str(aim_at_stack(target, Path(folder)))]
+        with contextlib.redirect_stdout(printed):
+            code = runtime_submit(argv)
+        region = load_config(_runtime_args(argv).config).region if code == 0 else ""
+        return code, printed.getvalue(), region
+
+
+def follow(submitted: dict, region: str, *, dataset: bool, poll_s: float, timeout_s: float | None) -> dict:
+    """Follow a submitted job to its summary (a dataset job: the summary of the run it queued); the final counts."""
+    reader = JobReader.from_summary_uri(aws.client("s3", region), submitted["summary"], submitted["job_id"])
+    if dataset:
+        state = shard_progress.wait(shard_progress.ShardJobReader(reader), run=submitted.get("run"), poll_s=poll_s,
+                                    timeout_s=timeout_s)
+        return state.counts()
+    state = wait(reader, poll_s=poll_s, timeout_s=timeout_s)
+    return {"job_id": state.job_id, "done": state.done, "failed": state.failed, "total": state.total,
+            "summary": state.summary_uri}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.submit", description=__doc__.split("\n")[0],
+                                     add_help=False)
+    parser.add_argument("--wait", action="store_true", help="follow the job until its summary is written")
+    parser.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS (exit 3)")
+    parser.add_argument("--poll", type=float, default=5.0, help="with --wait: seconds between looks (5)")
+    parser.add_argument("--target", choices=("local", "aws"), default=None,
+                        help="default: local after `make local-up`, else aws (or CAPTIONKIT_TARGET)")
+    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if "-h" in rest or "--help" in rest:
+        parser.print_help()
+        return runtime_submit(["--help"])
+    try:
+        code, printed, region = submit(rest, ours.target)
+    except CaptionKitError as exc:  # no stack deployed there, or it lacks outputs: one line, and what to do
+        print(f"submit: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(printed)
+    if code != 0 or not ours.wait:
+        return code
+    submitted = json.loads(printed.strip().splitlines()[-1])
+    if not submitted["summary"].startswith("s3://"):
+        print("submit: cannot wait: the config names no results bucket (set results_bucket or images_bucket)",
+              file=sys.stderr)
+        return 2
+    try:
+        print(json.dumps(follow(submitted, region, dataset=is_dataset_job(rest), poll_s=ours.poll,
+                                timeout_s=ours.timeout)))
+    except TimeoutError as exc:
+        print(f"submit: {exc}; follow it with make status JOB={submitted['job_id']}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
