@@ -1,5 +1,5 @@
 """The laptop side of dataset jobs on the local AWS: status counts and ETA from a job folder built by hand, collect
-row for row in index order with flat memory, --list, missing shards, and `make submit` finding the stack's queue."""
+row for row in index order with flat memory, --list, and missing shards."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +7,6 @@ import datetime
 import io
 import json
 import os
-import re
 import tracemalloc
 import uuid
 
@@ -15,73 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from dataset_folder import RUN1, RUN2, T0, Folder
+from runtime.agent.datasets.output import COLUMNS, render
+from runtime.agent.layout import shard_output
 from runtime.aws import client as aws_client
-from runtime.agent.config import AgentConfig
-from runtime.agent.datasets.output import COLUMNS, Row, render
-from runtime.agent.layout import chunk_marker, job_root, run_root, shard_output, started_marker
 from tools import collect_shards, cost, shard_progress
-from tools import submit as tools_submit
-from tools.job_progress import JobReader
 from tools.target import Target
-
-RUN1, RUN2 = "20261201-100000-aaaaaa", "20261201-110000-bbbbbb"
-T0 = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) - datetime.timedelta(seconds=100)
-
-
-def iso(moment: datetime.datetime) -> str:
-    return moment.isoformat(timespec="seconds")
-
-
-class Folder:
-    """A dataset job's folder written by hand, as the agents write it (ds-spec: manifest, markers, runs, outputs)."""
-
-    def __init__(self, s3, bucket: str, shards: int, job_id: str | None = None) -> None:
-        self.s3, self.bucket, self.job_id = s3, bucket, job_id or f"ds-{uuid.uuid4().hex[:8]}"
-        self.root = job_root(AgentConfig(results_prefix="results/"), self.job_id)
-        self.uris = [f"s3://data/set/{i:05d}.tar" for i in range(shards)]
-        self.put(self.root + "manifest.json", {
-            "job_id": self.job_id, "kind": "shards", "source": "s3://data/set/", "created_at": iso(T0),
-            "chunks": shards,
-            "shards": [{"uri": uri, "format": "tar", "size": 1000} for uri in self.uris], "image_column": None,
-            "key_column": None, "images": None})
-
-    def put(self, key: str, value) -> None:
-        self.s3.put_object(Bucket=self.bucket, Key=key, Body=json.dumps(value).encode())
-
-    def run(self, run: str, indexes: list[int], created_at: datetime.datetime = T0) -> None:
-        self.put(run_root(self.root, run) + "queued.json",
-                 {"run": run, "created_at": iso(created_at), "reason": "submit", "indexes": indexes})
-
-    def rows(self, index: int, samples: int, errors: int = 0) -> list[Row]:
-        shard = self.uris[index]
-        return [Row(key=f"{index}-{n:04d}", uri=f"{shard}#{index}-{n:04d}", shard=shard, index=n,
-                    image_sha256=None if n < errors else f"{n:064x}", caption=None if n < errors else f"caption {n}",
-                    error="cannot decode the image" if n < errors else None, model="fake", model_sha256="ab" * 32,
-                    settings="0123456789abcdef") for n in range(samples)]
-
-    def finish(self, index: int, run: str, samples: int = 10, errors: int = 0, status: str = "done",
-               seconds: float = 5.0) -> list[Row]:
-        """The shard's output (when done), then its marker and its run's done/ object, in the agents' order."""
-        rows = self.rows(index, samples, errors) if status == "done" else []
-        if rows:
-            self.s3.put_object(Bucket=self.bucket, Key=shard_output(self.root, index), Body=render(rows))
-        self.put(chunk_marker(self.root, index), {
-            "index": index, "shard": self.uris[index], "run": run, "status": status, "samples": samples,
-            "ok": len(rows) - errors, "errors": errors if rows else 0,
-            "error": None if rows else "not a tar: truncated header", "model": "fake", "model_sha256": "ab" * 32,
-            "settings": "0123456789abcdef", "output": f"s3://{self.bucket}/{shard_output(self.root, index)}"
-            if rows else None, "started_at": iso(T0), "finished_at": iso(T0), "seconds": seconds})
-        self.s3.put_object(Bucket=self.bucket, Key=f"{run_root(self.root, run)}done/{index:06d}", Body=b"")
-        return rows
-
-    def start(self, index: int, run: str) -> None:
-        self.put(started_marker(self.root, index), {"index": index, "run": run, "started_at": iso(T0), "agent": "g0"})
-
-    def summary(self, run: str) -> None:
-        self.put(self.root + "summary.json", {"job_id": self.job_id, "run": run, "finished_at": iso(T0)})
-
-    def reader(self) -> JobReader:
-        return JobReader(self.s3, self.bucket, self.root, self.job_id)
 
 
 @pytest.fixture
@@ -256,101 +194,6 @@ def test_collect_refuses_an_output_over_the_bound_and_a_file_that_is_not_an_outp
     found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
     with pytest.raises(collect_shards.CollectError, match="not a CaptionKit shard output"):
         collect_shards.merge(folder.reader(), found, tmp_path / "b.jsonl", "jsonl", stream=io.StringIO())
-
-
-# --- make submit finds the stack's queue -----------------------------------------------------------------------
-
-@pytest.fixture
-def restored_environ():
-    """tools.submit points this process's AWS clients at the target: put the environment back after."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
-def moto_stack(stack, aws) -> Target:
-    """A CloudFormation stack in moto (no cdk) whose outputs name the test stack's queue and buckets."""
-    settings = {**stack.settings, "region": aws["AWS_REGION"], "results_bucket": stack.images}
-    outputs = {"ArtifactsBucket": stack.artifacts, "ImagesBucket": stack.images, "ImagesPrefix": "incoming/",
-               "ResultsBucket": stack.images, "ResultsPrefix": "results/", "QueueUrl": stack.queue,
-               "DeadLetterQueueUrl": stack.dlq, "GroupName": "workers", "LogGroup": "logs",
-               "AgentConfig": json.dumps(settings)}
-    template = {"Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
-                "Outputs": {key: {"Value": value} for key, value in outputs.items()}}
-    name = f"CaptionKit{stack.id}"
-    aws_client("cloudformation").create_stack(StackName=name, TemplateBody=json.dumps(template))
-    return Target(name, aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"])
-
-
-def test_submit_without_a_config_sends_to_the_queue_the_stack_outputs_name(stack, aws, restored_environ):
-    target = moto_stack(stack, aws)
-    code, printed, region = tools_submit.submit([f"s3://{stack.images}/incoming/set/", "--job-id", "found-it"],
-                                                resolve=lambda _name: target)
-    assert code == 0, printed
-    assert json.loads(printed)["summary"] == f"s3://{stack.images}/results/_jobs/found-it/summary.json"
-    [message] = stack.sqs.receive_message(QueueUrl=stack.queue, WaitTimeSeconds=1)["Messages"]
-    assert json.loads(message["Body"]) == {"type": "captionkit.job", "job_id": "found-it",
-                                           "prefix": f"s3://{stack.images}/incoming/set/"}
-    assert region == aws["AWS_REGION"]
-
-
-def test_submit_with_the_queue_in_the_environment_never_looks_the_stack_up(stack, monkeypatch, restored_environ):
-    monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
-    monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
-
-    def no_stack(_name):
-        raise AssertionError("the environment names the queue: no stack lookup")
-
-    code, printed, _ = tools_submit.submit([f"s3://{stack.images}/incoming/", "--job-id", "env-job"],
-                                           resolve=no_stack)
-    assert code == 0, printed
-    assert stack.sqs.receive_message(QueueUrl=stack.queue, WaitTimeSeconds=1)["Messages"]
-
-
-def test_submit_with_no_stack_deployed_says_so_in_one_line_and_queues_nothing(aws, monkeypatch, restored_environ,
-                                                                              capsys):
-    monkeypatch.setattr(tools_submit.targets, "resolve",
-                        lambda _name=None: Target("NoSuchStack", aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"]))
-    assert tools_submit.main(["s3://bucket/incoming/"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("submit: stack NoSuchStack not found") and "Deploy it first" in err
-
-
-def test_a_dataset_submission_is_followed_by_its_shards():
-    assert tools_submit.is_dataset_job(["--shards", "s3://b/p/"]) and tools_submit.is_dataset_job(["--retry", "j"])
-    assert tools_submit.is_dataset_job(["--manifest=s3://b/keys.csv"])
-    assert not tools_submit.is_dataset_job(["s3://b/incoming/", "--job-id", "j"])
-
-
-@pytest.mark.e2e
-def test_after_local_up_submit_finds_the_queue_and_status_shows_a_dataset_job_with_its_cost(
-        deployed_stack, restored_environ, capsys):
-    from tools import status
-
-    target, outputs = deployed_stack
-    code, printed, _ = tools_submit.submit([f"s3://{outputs['ImagesBucket']}/incoming/", "--job-id", "resolved"],
-                                           resolve=lambda _name: target)
-    assert code == 0, printed
-    sqs = aws_client("sqs", target.region)
-    received = sqs.receive_message(QueueUrl=outputs["QueueUrl"], MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                   VisibilityTimeout=0)["Messages"]  # others (S3's test event) stay for their tests
-    [ours] = [m for m in received if json.loads(m["Body"]).get("job_id") == "resolved"]
-    sqs.delete_message(QueueUrl=outputs["QueueUrl"], ReceiptHandle=ours["ReceiptHandle"])  # no agent runs it
-
-    folder = Folder(aws_client("s3", target.region), outputs["ResultsBucket"], 4)
-    assert folder.root == f"{outputs['ResultsPrefix']}_jobs/{folder.job_id}/"
-    folder.run(RUN1, [0, 1, 2, 3])
-    folder.finish(0, RUN1)
-    capsys.readouterr()
-    assert status.job(target, outputs, folder.job_id, once=True, timeout_s=None) == 3  # not complete yet
-    screen = capsys.readouterr().out
-    assert "shards  1/4 finished: 1 done (0 with error rows), 0 failed, 0 in flight, 3 waiting" in screen
-    cost_line = re.search(r"cost    ~\$([0-9.,]+) so far: (\d+) instance\(s\) now x ([0-9.]+) h since the run was "
-                          r"queued x \$([0-9.]+)/h \(on-demand", screen)
-    assert cost_line, screen
-    spent, instances, hours, price = map(float, cost_line.groups())
-    assert spent == pytest.approx(instances * hours * price, abs=0.01)
 
 
 def test_make_collect_of_a_dataset_job_goes_to_the_shard_files(s3, aws, monkeypatch, tmp_path, capsys):
