@@ -191,6 +191,10 @@ def job_done_message(summary: dict, summary_uri: str) -> tuple[str, str]:
     body = {"job_id": summary["job_id"], "summary": summary_uri, "images": summary["images"],
             "done": summary["done"], "failed": summary["failed"], "results": summary["results"],
             "collect": collect_command(summary["job_id"])}
+    if "shards" in summary:  # a dataset job: the notice carries the summary's shard counts and its own collect line
+        subject += f", {summary['shards_failed']} of {summary['shards']} shards failed"
+        body.update({key: summary.get(key) for key in ("run", "shards", "shards_done", "shards_failed", "errors",
+                                                       "images_per_s", "collect")})
     return subject[:SUBJECT_LIMIT], json.dumps(body, sort_keys=True)
 
 
