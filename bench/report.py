@@ -95,10 +95,31 @@ def soak_table(key: str, section: dict) -> list[str]:
         f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |", ""]
 
 
+def datasets_table(key: str, section: dict) -> list[str]:
+    paths = section["paths"]
+    base = paths.get("per_image", {}).get("images_per_s")
+    rows = []
+    for name, p in paths.items():
+        versus = f"{p['images_per_s'] / base:.1f}x" if base else "-"
+        counts = p["summary"]
+        rows.append(
+            f"| {name} | {counts['images']} | {counts['done']} / {counts['failed']} | {p['planning_s']} "
+            f"({p['messages_planned']} messages) | {p['images_per_s']} | {versus} "
+            f"| {p['captioning']['requests_per_image_total']} + {p['collecting']['requests_per_image_total']} "
+            f"| ${p['both']['request_cost_per_10m_usd']:,.2f} | {p['agent_memory']['at_25_mib']} -> "
+            f"{p['agent_memory']['at_90_mib']} | {p['collect']['seconds']} s, {p['collect']['peak_rss_mib']} MiB |")
+    return heading(key, section) + [
+        f"{section['shards']} shards x {section['per_shard']} images ({section['images_size'][0]}x"
+        f"{section['images_size'][1]} JPEG, 1% truncated), agent batch 8 on the tiny model, moto on localhost",
+        "", "| path | images | captioned / errors | planning s | agent img/s | vs per-image | requests per image "
+        "(caption + collect) | request cost per 10M | agent RSS MiB at 25% -> 90% | collect |", "|" + "---|" * 10,
+        *rows, ""]
+
+
 # section key prefix -> its tables (the first prefix that matches wins)
 RENDERERS = (("model_", model_tables), ("decode_", decode_tables), ("cold_start", cold_tables),
              ("agent", agent_table), ("soak", soak_table),
-             ("load_phases", load_tables), ("process", process_table))
+             ("load_phases", load_tables), ("process", process_table), ("datasets", datasets_table))
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
 
@@ -111,7 +132,8 @@ QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and no
              ("Model level, GPU", lambda key, s: key.startswith(("model_", "decode_")) and _on_gpu(s)),
              ("Load and whole process", lambda key, s: key.startswith(("load_phases", "process"))),
              ("Cold start", lambda key, s: key.startswith("cold_start")),
-             ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))))
+             ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
+             ("Datasets", lambda key, s: key.startswith("datasets")))
 
 
 def render(results: dict[str, dict]) -> str:
