@@ -116,10 +116,24 @@ def datasets_table(key: str, section: dict) -> list[str]:
         *rows, ""]
 
 
+def qwen_table(key: str, section: dict) -> list[str]:
+    batches = sorted(int(k.split("@")[1]) for k in section if k.startswith("runtime_s@"))
+    rows = [f"| {b} | {section[f'hf_generate_s@{b}']} | {section[f'runtime_s@{b}']} | "
+            f"{section[f'hf_generate_s@{b}'] / section[f'runtime_s@{b}']:.2f}x | {section[f'same_tokens@{b}']} |"
+            for b in batches]
+    what = (f"{section['cpu']}{', ' + section['gpu'] if section.get('gpu') else ''}, {section.get('device', 'cpu')}, "
+            f"{section.get('dtype', 'float32')}; Qwen2-VL-2B widths with {section['layers'][0]} vision and "
+            f"{section['layers'][1]} text layers, {section['image']}, {section['new_tokens']} new tokens, greedy; "
+            f"export {section['export_s']} s; medians of 3, one side after the other")
+    return heading(key, {**section, "title": "Qwen2-VL at 2B widths"}, what) + [
+            "| batch | HF generate s | runtime s | ratio | same tokens |", "|---|---|---|---|---|", *rows, ""]
+
+
 # section key prefix -> its tables (the first prefix that matches wins)
 RENDERERS = (("model_", model_tables), ("decode_", decode_tables), ("cold_start", cold_tables),
              ("agent", agent_table), ("soak", soak_table),
-             ("load_phases", load_tables), ("process", process_table), ("datasets", datasets_table))
+             ("load_phases", load_tables), ("process", process_table), ("datasets", datasets_table),
+             ("qwen_vl", qwen_table))
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
 
@@ -128,8 +142,10 @@ def _on_gpu(section: dict) -> bool:
 
 
 # the appendix's groups, in the report's order: the question, and which runs answer it
-QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and not _on_gpu(s)),
-             ("Model level, GPU", lambda key, s: key.startswith(("model_", "decode_")) and _on_gpu(s)),
+QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and not _on_gpu(s)
+              or key.startswith("qwen_vl") and s.get("device", "cpu") == "cpu"),
+             ("Model level, GPU", lambda key, s: key.startswith(("model_", "decode_")) and _on_gpu(s)
+              or key.startswith("qwen_vl") and s.get("device", "cpu") != "cpu"),
              ("Load and whole process", lambda key, s: key.startswith(("load_phases", "process"))),
              ("Cold start", lambda key, s: key.startswith("cold_start")),
              ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
