@@ -102,8 +102,18 @@ def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Pa
     config.write_text(json.dumps({"queue_url": queue, "artifacts_bucket": aws.artifacts, "images_bucket": aws.images,
                                   "pointer_poll_s": 0, "imds_url": "", "device": "cpu", "wait_time_s": 1,
                                   "cache_dir": str(tmp / "cache"), **settings}))
+    seconds, lines = run_burst(config, {**os.environ, **aws.env})
+    started = json.loads(next(line for line in lines if '"event": "started"' in line))
+    return {"seconds": seconds, "start_s": started.get("start_s"), "backend": started.get("backend")}
+
+
+def run_burst(config: Path, env: dict, watch=None) -> tuple[float, list[str]]:
+    """`python -m runtime agent --burst` as a process: (seconds from its `started` line to its exit, its lines).
+    `watch(pid)` is called once it runs (a memory sampler)."""
     process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(config), "--burst"],
-                               stdout=subprocess.PIPE, text=True, env={**os.environ, **aws.env})
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    if watch:
+        watch(process.pid)
     started_at, lines = None, []
     for line in process.stdout:
         lines.append(line)
@@ -112,9 +122,8 @@ def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Pa
     process.wait()
     ended = time.perf_counter()
     if process.returncode != 0 or started_at is None:
-        raise RuntimeError(f"agent exited with {process.returncode}:\n{''.join(lines[-20:])}")
-    started = json.loads(next(line for line in lines if '"event": "started"' in line))
-    return {"seconds": ended - started_at, "start_s": started.get("start_s"), "backend": started.get("backend")}
+        raise RuntimeError(f"agent exited with {process.returncode}:\n{''.join(lines[-30:])}")
+    return ended - started_at, lines
 
 
 def captions_agree(aws: LocalAws, keys: list[str]) -> int:

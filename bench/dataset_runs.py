@@ -58,21 +58,14 @@ def agent_config(local: Local, tmp: Path, batch_size: int) -> Path:
 
 def run_agent(local: Local, config: Path) -> dict:
     """`python -m runtime agent --burst` as a process; seconds from its `started` line to its exit, memory."""
-    process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(config), "--burst"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=local.env)
-    memory = Memory(process.pid)
-    started_at, lines = None, []
-    for line in process.stdout:
-        lines.append(line)
-        if started_at is None and '"event": "started"' in line:
-            started_at = time.perf_counter()
-    process.wait()
-    ended = time.perf_counter()
+    from bench.agent import run_burst
+
+    memories = []
+    seconds, lines = run_burst(config, local.env, watch=lambda pid: memories.append(Memory(pid)))
+    memory = memories[0]
     memory.join()
-    if process.returncode != 0 or started_at is None:
-        raise RuntimeError(f"agent exited with {process.returncode}:\n{''.join(lines[-30:])}")
     events = [json.loads(line) for line in lines if line.startswith("{")]
-    return {"seconds": ended - started_at, "memory": memory.summary(), "events": events}
+    return {"seconds": seconds, "memory": memory.summary(), "events": events}
 
 
 def submit(local: Local, config: Path, argv: list[str]) -> tuple[dict, float]:
