@@ -3,7 +3,10 @@
 Same images, same weights, same machine, one after another in this run:
 - naive worker: one message at a time, download, decode, HF processor + `generate` per image, write, delete;
 - the agent (`python -m runtime agent --burst`, a subprocess): images/s from its `started` line to its exit;
+- the pipeline alone: the agent's own receive, S3 reads, decoding and preprocessing with no model (bench.pipeline);
 - the model alone: the same captioner on pre-decoded pixel batches (what the device could do without S3).
+The agent's images/s is then set against the slower of the two alone, which bounds it. The agent and the pipeline
+alone get the download/decode threads the boot would give them here (vCPUs per GPU, at least 2).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import numpy as np
 import PIL.Image
 
 from bench.model import machine, write_section
+from bench.pipeline import boot_threads, bound, pipeline_alone
 
 
 def jpeg_images(count: int, seed: int = 0) -> list[bytes]:
@@ -157,6 +161,9 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--naive-images", type=int, default=16, help="the naive worker is slow: a sample of the images")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=boot_threads(),
+                   help="download/decode threads of the agent and the pipeline alone (default: as the boot sizes "
+                        "them on this machine, its vCPUs for one agent, at least 2)")
     p.add_argument("--backend", default="exported", choices=["exported", "aoti"])
     p.add_argument("--quantize", default=None, choices=["int8", "fp16"], help="the agent's CPU quantization")
     p.add_argument("--cache", default="/tmp/captionkit-bench/aoti-cache", help="compiled-package cache (aoti)")
@@ -172,23 +179,30 @@ def main(argv=None) -> int:
                 aws.s3.put_object(Bucket=aws.images, Key=key, Body=body)
             before = machine()
             naive_s = naive_worker(aws, aws.queue("naive", keys[:args.naive_images]), args.folder, args.naive_images)
-            settings = {"batch_size": args.batch_size, "backend": args.backend, "quantize": args.quantize or ""}
+            settings = {"batch_size": args.batch_size, "backend": args.backend, "quantize": args.quantize or "",
+                        "prefetch_threads": args.threads}
             if args.backend == "aoti":
                 settings["cache_dir"] = args.cache
             agent = agent_run(aws, aws.queue("agent", keys), Path(args.artifact), settings, Path(tmp))
             agree = captions_agree(aws, keys[:args.naive_images])
+            pipeline = pipeline_alone(aws.queue("pipeline", keys), aws.images, args.artifact, len(keys),
+                                      args.batch_size, args.threads)
             alone_s = model_alone(Path(args.artifact), images, args.batch_size, args.backend, Path(args.cache),
                                   args.quantize)
         finally:
             aws.stop()
     rates = {"naive_images_per_s": args.naive_images / naive_s, "agent_images_per_s": len(images) / agent["seconds"],
-             "model_alone_images_per_s": len(images) / alone_s}
+             "model_alone_images_per_s": len(images) / alone_s, "pipeline_alone_images_per_s": pipeline.images_per_s}
+    slower = min(rates["pipeline_alone_images_per_s"], rates["model_alone_images_per_s"])
     section = {"artifact": args.artifact, "images": len(images), "naive_images": args.naive_images,
-               "batch_size": args.batch_size, "backend": agent["backend"], "quantize": args.quantize,
+               "batch_size": args.batch_size, "prefetch_threads": pipeline.threads, "backend": agent["backend"],
+               "quantize": args.quantize,
                "agent_start_s": agent["start_s"], "captions_equal_to_naive": agree,
                **{k: round(v, 3) for k, v in rates.items()},
                "agent_vs_naive": round(rates["agent_images_per_s"] / rates["naive_images_per_s"], 2),
                "agent_vs_model_alone": round(rates["agent_images_per_s"] / rates["model_alone_images_per_s"], 2),
+               "bound": bound(rates["pipeline_alone_images_per_s"], rates["model_alone_images_per_s"]),
+               "agent_vs_slower": round(rates["agent_images_per_s"] / slower, 2),
                "machine_before": before, "machine_after": machine()}
     print(json.dumps(section, indent=1))
     write_section(Path(args.out), args.section, section)
