@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench.report_agent import agent_table
 from bench.report_decode import decode_tables
 from bench.report_load import load_tables, process_table
 from bench.report_run import heading
@@ -68,19 +69,6 @@ def cold_tables(key: str, section: dict) -> list[str]:
     ratios = ", ".join(f"{kind} {r}x" for kind, r in section["load_vs_from_pretrained"].items())
     lines += ["", f"Load time relative to from_pretrained: {ratios}", ""]
     return lines
-
-
-def agent_table(key: str, section: dict) -> list[str]:
-    return heading(key, section) + [
-        f"{section['images']} JPEGs 640x480 on the local AWS (moto); naive worker on {section['naive_images']} of "
-        f"them; agent batch {section['batch_size']}, backend {section['backend']}"
-        f"{', quantize ' + section['quantize'] if section.get('quantize') else ''}; agent captions equal to the "
-        f"naive worker's (HF float32): {section.get('captions_equal_to_naive', '?')}/{section['naive_images']}.", "",
-        "| naive worker img/s | agent img/s | model alone img/s | agent vs naive | agent vs model alone |",
-        "|---|---|---|---|---|",
-        f"| {section['naive_images_per_s']:.2f} | {section['agent_images_per_s']:.2f} "
-        f"| {section['model_alone_images_per_s']:.2f} | {section['agent_vs_naive']:.2f}x "
-        f"| {section['agent_vs_model_alone']:.2f} |", ""]
 
 
 def soak_table(key: str, section: dict) -> list[str]:

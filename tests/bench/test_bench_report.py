@@ -72,3 +72,23 @@ def test_a_recorded_run_carries_the_date_it_was_taken(tmp_path):
     write_section(tmp_path / "results.json", "soak", {"images": 1})
     soak = json.loads((tmp_path / "results.json").read_text())["soak"]
     assert soak == {"date": date.today().isoformat(), "images": 1}
+
+
+def _agent_run(**extra) -> dict:
+    return {"date": "2026-12-02", "images": 48, "naive_images": 16, "batch_size": 8, "backend": "exported",
+            "quantize": None, "captions_equal_to_naive": 16, "naive_images_per_s": 0.26, "agent_images_per_s": 0.86,
+            "model_alone_images_per_s": 0.88, "agent_vs_naive": 3.27, "agent_vs_model_alone": 0.98, **extra}
+
+
+def test_an_agent_run_shows_the_pipeline_alone_the_bound_and_the_ratio_to_the_slower_and_older_runs_still_render():
+    text = report.render({"r.json": {
+        "agent_new": _agent_run(prefetch_threads=2, pipeline_alone_images_per_s=31.5, bound="model",
+                                agent_vs_slower=0.98),
+        "agent_old": _agent_run()}})
+    new, old = text.split("run `agent_new`")[1].split("run `agent_old`")
+    assert "agent batch 8, 2 download/decode threads, backend exported" in " ".join(new.split())  # prose wraps
+    assert ("| naive worker img/s | agent img/s | pipeline alone img/s | model alone img/s | agent vs naive "
+            "| agent vs model alone | bound | agent vs the slower alone |") in new
+    assert "| 0.26 | 0.86 | 31.50 | 0.88 | 3.27x | 0.98 | model | 0.98 |" in new
+    assert "agent batch 8, backend exported" in old and "pipeline" not in old
+    assert "| 0.26 | 0.86 | 0.88 | 3.27x | 0.98 |" in old
