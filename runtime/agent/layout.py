@@ -64,9 +64,14 @@ def job_root(config: AgentConfig, job_id: str) -> str:
     return f"{config.results_prefix}{JOBS_FOLDER}{job_id}/"
 
 
+def _indexed(root: str, folder: str, index: int, suffix: str) -> str:
+    """`<root><folder><index, 6 digits><suffix>`: the one shape of every per-index key in a job folder."""
+    return f"{root}{folder}{index:06d}{suffix}"
+
+
 def chunk_marker(root: str, index: int) -> str:
     """`<job root>chunks/<index, 6 digits>.json`."""
-    return f"{root}{JOB_CHUNKS}{index:06d}.json"
+    return _indexed(root, JOB_CHUNKS, index, ".json")
 
 
 def crash_key(config: AgentConfig, uri: str) -> str:
@@ -76,17 +81,17 @@ def crash_key(config: AgentConfig, uri: str) -> str:
 
 def part_key(root: str, index: int) -> str:
     """`<job root>parts/<index, 6 digits>.json`: the image URIs of shard `index` of a MANIFEST job."""
-    return f"{root}{JOB_PARTS}{index:06d}.json"
+    return _indexed(root, JOB_PARTS, index, ".json")
 
 
 def shard_output(root: str, index: int) -> str:
     """`<job root>shards/<index, 6 digits>.parquet`: the one output file of input shard `index`."""
-    return f"{root}{JOB_SHARDS}{index:06d}.parquet"
+    return _indexed(root, JOB_SHARDS, index, ".parquet")
 
 
 def started_marker(root: str, index: int) -> str:
     """`<job root>started/<index, 6 digits>.json`."""
-    return f"{root}{JOB_STARTED}{index:06d}.json"
+    return _indexed(root, JOB_STARTED, index, ".json")
 
 
 def run_root(root: str, run: str) -> str:
