@@ -8,7 +8,7 @@ import uuid
 
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets.output import Row, render
-from runtime.agent.layout import chunk_marker, job_root, run_root, shard_output, started_marker
+from runtime.agent.layout import chunk_marker, done_marker, job_root, run_root, shard_output, started_marker
 from tools.job_progress import JobReader
 
 RUN1, RUN2 = "20261201-100000-aaaaaa", "20261201-110000-bbbbbb"
@@ -58,7 +58,7 @@ class Folder:
             "error": None if rows else "not a tar: truncated header", "model": "fake", "model_sha256": "ab" * 32,
             "settings": "0123456789abcdef", "output": f"s3://{self.bucket}/{shard_output(self.root, index)}"
             if rows else None, "started_at": iso(T0), "finished_at": iso(T0), "seconds": seconds})
-        self.s3.put_object(Bucket=self.bucket, Key=f"{run_root(self.root, run)}done/{index:06d}", Body=b"")
+        self.s3.put_object(Bucket=self.bucket, Key=done_marker(run_root(self.root, run), index), Body=b"")
         return rows
 
     def start(self, index: int, run: str) -> None:

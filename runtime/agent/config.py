@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 from pathlib import Path
 from typing import Mapping
 
@@ -73,6 +74,11 @@ class AgentConfig:
     def hold_limit_s(self) -> float:
         """How long a message may stay held (a prefetched batch, then its own): past it, visibility lapses."""
         return 2 * (self.max_batch_s or max(30.0, self.drain_timeout_s - 30))
+
+    @property
+    def agent_name(self) -> str:
+        """What names this agent (a dataset shard's `started` marker says who holds it): `gpu`, else the host."""
+        return self.gpu or socket.gethostname()
 
     @property
     def results_bucket_name(self) -> str:

@@ -13,6 +13,7 @@ import json
 import time
 
 from runtime import aws
+from runtime.agent import tally
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, chunk_marker, is_own_result, job_root,
                                   results_location)
@@ -145,14 +146,16 @@ def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None
 
 
 def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bool:
-    """Mark a chunk done (all its images have results); write the summary if it was the last. True if so."""
+    """Mark a chunk done (all its images have results); write the summary if it was the last. True if so.
+
+    The markers are counted by groups of 1,000 (runtime.agent.tally): one LIST per chunk, whatever the job's size.
+    """
     bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
     failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
     _put_json(s3, bucket, chunk_marker(root, chunk.index),
               {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
-    finished = sum(page.get("KeyCount", 0) for page in
-                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + JOB_CHUNKS))
-    if finished < chunk.count:
+    if not tally.finished(s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index,
+                          range(chunk.count)):
         return False
     write_summary(s3, config, chunk.job_id, _get_json(s3, bucket, root + JOB_MANIFEST))
     return True

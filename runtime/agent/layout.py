@@ -5,13 +5,15 @@ Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the 
   _long-keys/<sha256 of key>.json    the same, for a source key too long for the first form
   _jobs/<job id>/manifest.json       every image of a batch job, frozen at its first expansion (runtime.agent.jobs)
   _jobs/<job id>/chunks/<index>.json one marker per finished chunk: its counts and failures
+  _jobs/<job id>/groups/<group>      one empty object per 1,000 chunks all marked (runtime.agent.tally), if > 1,000
   _jobs/<job id>/summary.json        written by whichever agent finishes the last chunk
  a dataset job (runtime.agent.datasets) adds, in the same folder:
   _jobs/<job id>/parts/<index>.json        a MANIFEST job's keys, cut into shards of manifest_chunk_size URIs
   _jobs/<job id>/shards/<index>.parquet    the captions of input shard <index>, one file, written whole
   _jobs/<job id>/started/<index>.json      when and by whom the shard was last started (progress: in flight)
   _jobs/<job id>/runs/<run>/queued.json    the shard indexes one submission (or retry) queued
-  _jobs/<job id>/runs/<run>/done/<index>   one empty object per shard of that run finished (listing counts them)
+  _jobs/<job id>/runs/<run>/done/<index>   one empty object per shard of that run finished (listed by 1,000)
+  _jobs/<job id>/runs/<run>/groups/<group> one empty object per 1,000 of the run's shards all done, if > 1,000
   (chunks/<index>.json is the shard's marker: its counts, model and settings fingerprint)
   _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
 Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
@@ -31,6 +33,7 @@ JOBS_FOLDER = "_jobs/"  # tools.collect skips it
 CRASHES_FOLDER = "_crashes/"
 JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS = "manifest.json", "summary.json", "chunks/"
 JOB_PARTS, JOB_SHARDS, JOB_STARTED, JOB_RUNS = "parts/", "shards/", "started/", "runs/"
+RUN_DONE, GROUPS = "done/", "groups/"  # in a run's folder; in a job's or a run's folder
 
 
 def results_location(config: AgentConfig) -> tuple[str, str]:
@@ -64,9 +67,14 @@ def job_root(config: AgentConfig, job_id: str) -> str:
     return f"{config.results_prefix}{JOBS_FOLDER}{job_id}/"
 
 
+def _indexed(root: str, folder: str, index: int, suffix: str) -> str:
+    """`<root><folder><index, 6 digits><suffix>`: the one shape of every per-index key in a job folder."""
+    return f"{root}{folder}{index:06d}{suffix}"
+
+
 def chunk_marker(root: str, index: int) -> str:
     """`<job root>chunks/<index, 6 digits>.json`."""
-    return f"{root}{JOB_CHUNKS}{index:06d}.json"
+    return _indexed(root, JOB_CHUNKS, index, ".json")
 
 
 def crash_key(config: AgentConfig, uri: str) -> str:
@@ -76,19 +84,29 @@ def crash_key(config: AgentConfig, uri: str) -> str:
 
 def part_key(root: str, index: int) -> str:
     """`<job root>parts/<index, 6 digits>.json`: the image URIs of shard `index` of a MANIFEST job."""
-    return f"{root}{JOB_PARTS}{index:06d}.json"
+    return _indexed(root, JOB_PARTS, index, ".json")
 
 
 def shard_output(root: str, index: int) -> str:
     """`<job root>shards/<index, 6 digits>.parquet`: the one output file of input shard `index`."""
-    return f"{root}{JOB_SHARDS}{index:06d}.parquet"
+    return _indexed(root, JOB_SHARDS, index, ".parquet")
 
 
 def started_marker(root: str, index: int) -> str:
     """`<job root>started/<index, 6 digits>.json`."""
-    return f"{root}{JOB_STARTED}{index:06d}.json"
+    return _indexed(root, JOB_STARTED, index, ".json")
 
 
 def run_root(root: str, run: str) -> str:
     """`<job root>runs/<run>/`: what one submission or retry of a dataset job queued, and what of it is done."""
     return f"{root}{JOB_RUNS}{run}/"
+
+
+def done_marker(run: str, index: int) -> str:
+    """`<run root>done/<index, 6 digits>`: shard `index` of the run is finished (an empty object)."""
+    return _indexed(run, RUN_DONE, index, "")
+
+
+def group_marker(root: str, group: int) -> str:
+    """`<job or run root>groups/<group, 6 digits>`: every index of group `group` (runtime.agent.tally) finished."""
+    return _indexed(root, GROUPS, group, "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import socket
 import threading
 import time
 
@@ -135,8 +134,7 @@ class Worker:
         try:
             self._swap_model_if_ready(Batch())
             context = run.ShardContext(self.s3, self.config, self.model, self.prefetcher.manifests,
-                                       self.prefetcher.pool, self._on_device, self.stopping, progress,
-                                       self.config.gpu or socket.gethostname())
+                                       self.prefetcher.pool, self._on_device, self.stopping, progress)
             outcome = run.process_shard(context, message, work)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the shard later
             log("error", exc_info=True, event="shard_crashed", reason=f"{exc.__class__.__name__}: {exc}")

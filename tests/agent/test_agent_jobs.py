@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
 from agent_support import png
-from runtime.agent import submit
+from runtime import aws
+from runtime.agent import jobs, submit, tally
+from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, job_root
+from runtime.agent.work import Chunk, ImageRef, Item
 
 
 def _summary(stack, job_id: str) -> bytes:
@@ -75,6 +79,73 @@ def test_an_empty_job_still_gets_a_summary(stack):
     stack.send(submit.build_job([f"s3://{stack.images}/incoming/nothing-here/"], "job-4"))
     stack.worker(burst=True).run()
     assert json.loads(_summary(stack, "job-4"))["images"] == 0
+
+
+def _chunked_job(stack, config, job_id: str, chunks: int) -> str:
+    """A job's manifest of `chunks` one-image chunks, as `jobs.expand` freezes it; its root."""
+    root = job_root(config, job_id)
+    images = [f"s3://{stack.images}/incoming/set/{n}.png" for n in range(chunks)]
+    stack.s3.put_object(Bucket=stack.images, Key=root + JOB_MANIFEST, Body=json.dumps(
+        {"job_id": job_id, "source": f"{chunks} listed images", "images": images, "chunk_size": 1, "chunks": chunks,
+         "created_at": "2025-01-01T00:00:00+00:00"}).encode())
+    return root
+
+
+def _finish(s3, config, job_id: str, index: int, chunks: int) -> bool:
+    item = Item(ImageRef(config.images_bucket, f"incoming/set/{index}.png"), None,
+                error="not a readable image" if index == 4 else None)
+    return jobs.finish_chunk(s3, config, Chunk(job_id, index, chunks), [item])
+
+
+def test_the_last_chunk_of_several_groups_writes_the_summary_each_chunk_listing_only_its_group(stack, monkeypatch):
+    monkeypatch.setattr(tally, "GROUP", 3)
+    config, s3, listed = stack.config(), aws.client("s3"), []
+    s3.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: listed.append(parsed))
+    root = _chunked_job(stack, config, "job-g", chunks=7)  # groups 0-2, 3-5 and 6
+    order = [6, 0, 4, 1, 3, 2]
+    assert [_finish(s3, config, "job-g", index, 7) for index in order] == [False] * len(order)
+    assert root + JOB_SUMMARY not in stack.keys(root)
+    assert stack.keys(root + GROUPS) == [f"{root}{GROUPS}{g:06d}" for g in (0, 2)]  # group 1 still lacks 5
+
+    assert _finish(s3, config, "job-g", 5, 7) is True
+    summary = json.loads(_summary(stack, "job-g"))
+    assert (summary["images"], summary["done"], summary["failed"]) == (7, 6, 1)
+    markers = [reply for reply in listed if reply["Prefix"] == root + JOB_CHUNKS]
+    assert len(markers) == len(order) + 1  # one listing of chunks/ per chunk, of its group alone
+    assert all(reply["MaxKeys"] == 3 and reply["KeyCount"] <= 3 for reply in markers)
+    assert len(stack.keys(root + JOB_CHUNKS)) == 7  # the markers keep their keys: chunks/<index>.json
+
+
+def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_summary_told_once(stack, monkeypatch):
+    monkeypatch.setattr(tally, "GROUP", 2)
+    told = []
+    monkeypatch.setattr(jobs, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
+    config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
+    root = _chunked_job(stack, config, "job-r", chunks=4)
+    assert not _finish(stack.s3, config, "job-r", 0, 4) and not _finish(stack.s3, config, "job-r", 2, 4)
+    # both have written their group's object before either lists the groups; then one goes on, then the other
+    both_wrote, first_done, results = threading.Barrier(2, timeout=20), threading.Event(), {}
+
+    def finish(index: int) -> None:
+        s3 = aws.client("s3")
+
+        def hold(params, **_):
+            if params.get("Prefix") == root + GROUPS:
+                both_wrote.wait()
+                if index == 3:
+                    first_done.wait(20)
+        s3.meta.events.register("provide-client-params.s3.ListObjectsV2", hold)
+        results[index] = _finish(s3, config, "job-r", index, 4)
+        first_done.set()
+
+    threads = [threading.Thread(target=finish, args=(index,)) for index in (1, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results == {1: True, 3: True}  # both saw the job complete and wrote the same summary
+    assert json.loads(_summary(stack, "job-r"))["done"] == 4
+    assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]  # told once: the summary was new to one of them
 
 
 @pytest.mark.parametrize("uris, error", [

@@ -16,7 +16,7 @@ from runtime.agent.config import ConfigError, load_config
 from runtime.agent.model.device import DeviceError, choose_device
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
-from runtime.agent.layout import is_own_result, result_key
+from runtime.agent.layout import chunk_marker, is_own_result, part_key, result_key, shard_output, started_marker
 from runtime.agent.results import render
 from runtime.agent.scope import Scope
 from runtime.errors import BadImage
@@ -153,6 +153,15 @@ def test_a_result_key_too_long_for_s3_goes_under_long_keys():
     key = result_key("results/", long_key)
     assert key.startswith("results/_long-keys/") and len(key.encode()) <= 1024
     assert key == result_key("results/", long_key)  # deterministic: a redelivery overwrites the same record
+
+
+def test_per_index_job_keys_keep_their_folders_six_digit_indexes_and_suffixes():
+    root = "results/_jobs/job-1/"
+    assert chunk_marker(root, 7) == "results/_jobs/job-1/chunks/000007.json"
+    assert part_key(root, 12) == "results/_jobs/job-1/parts/000012.json"
+    assert shard_output(root, 123456) == "results/_jobs/job-1/shards/123456.parquet"
+    assert started_marker(root, 0) == "results/_jobs/job-1/started/000000.json"
+    assert chunk_marker(root, 1234567) == "results/_jobs/job-1/chunks/1234567.json"  # wider indexes are not cut
 
 
 @pytest.mark.parametrize("requested, gpus, available, expected", [

@@ -2,8 +2,9 @@
 
 Every object here lives in the job folder (runtime.agent.layout), which only agents write: a marker is the proof
 that a shard was captioned with a given model and settings, so a resubmission may skip it. A run is complete when
-the listing of `runs/<run>/done/` counts its queued indexes; whoever sees that writes `summary.json` from all the
-markers (deterministic: a replay rewrites the same bytes) and, once per run, tells SNS.
+`runs/<run>/done/` holds every queued index (counted by groups of 1,000: runtime.agent.tally); whoever sees that
+writes `summary.json` from all the markers (deterministic: a replay rewrites the same bytes) and, once per run, tells
+SNS.
 """
 from __future__ import annotations
 
@@ -12,15 +13,15 @@ import datetime
 import hashlib
 import json
 
-from runtime.agent import jobs
+from runtime.agent import jobs, tally
 from runtime.agent.config import AgentConfig
-from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, chunk_marker, job_root, run_root,
-                                  started_marker)
+from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, RUN_DONE, chunk_marker, done_marker, job_root,
+                                  run_root, started_marker)
 from runtime.agent.work import ShardRef
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
 
-QUEUED, DONE, NOTIFIED = "queued.json", "done/", "notified"
+QUEUED, NOTIFIED = "queued.json", "notified"
 MAX_LISTED = 100  # failures and error shards named in a summary; the markers hold the rest
 PRECONDITION_CODES = {"PreconditionFailed", "412"}
 
@@ -84,19 +85,18 @@ def finish_shard(s3, config: AgentConfig, ref: ShardRef, marker: dict, manifests
                  sns=None) -> dict | None:
     """Write the shard's marker, then its run's `done/<index>`; when that completes the run, the summary (returned).
 
-    Idempotent: a redelivered shard rewrites its marker and the same empty `done` object, so the listing still
-    counts each index once. An index its run did not queue gets the marker only.
+    Idempotent: a redelivered shard rewrites its marker and the same empty `done` object, so each index counts once.
+    An index its run did not queue gets the marker only. One LIST per shard (its group's), whatever the run's size.
     """
     bucket, root = config.results_bucket_name, job_root(config, ref.job_id)
     put_json(s3, bucket, chunk_marker(root, ref.index), marker)
     queued = read_queued(s3, config, ref.job_id, ref.run)
     if queued is None or ref.index not in queued["indexes"]:
         return None
-    done_prefix = run_root(root, ref.run) + DONE
-    s3.put_object(Bucket=bucket, Key=f"{done_prefix}{ref.index:06d}", Body=b"")
-    finished = sum(page.get("KeyCount", 0) for page in
-                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=done_prefix))
-    if finished < len(queued["indexes"]):
+    run = run_root(root, ref.run)
+    s3.put_object(Bucket=bucket, Key=done_marker(run, ref.index), Body=b"")
+    if not tally.finished(s3, bucket, run + RUN_DONE, lambda index: done_marker(run, index), run, ref.index,
+                          queued["indexes"]):
         return None
     return write_summary(s3, config, ref.job_id, read_manifest(s3, config, ref.job_id, manifests), queued, sns=sns)
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import socket
 import time
 from typing import Any, Callable, ContextManager
 
@@ -53,7 +52,6 @@ class ShardContext:
     on_device: Callable[[list[str]], ContextManager]  # around each device call: the crash journal, the watchdog
     stopping: Any  # a threading.Event: set, the shard stops at the next device batch and its message is released
     progress: Callable[[Progress], None] = lambda _progress: None  # after every device batch
-    agent: str = dataclasses.field(default_factory=socket.gethostname)
 
 
 @dataclasses.dataclass
@@ -85,7 +83,7 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
     config, s3 = context.config, context.s3
     suspect = message.receive_count > 1 and _started_before(s3, config, ref)
     try:
-        ledger.start_shard(s3, config, ref, context.agent)
+        ledger.start_shard(s3, config, ref, config.agent_name)
     except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
         return Outcome(RETRY, f"marking shard {ref.index} of job {ref.job_id} started: {exc.__class__.__name__}: "
                               f"{exc}")

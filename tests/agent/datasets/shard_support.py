@@ -109,7 +109,7 @@ def context(stack, config=None, model=None, **overrides) -> run.ShardContext:
     fields = {"on_device": lambda _uris: contextlib.nullcontext(), "stopping": threading.Event()}
     fields.update(overrides)
     return run.ShardContext(stack.s3, config, model or FakeCaptioner("fake-a", "0" * 64, max_batch=4),
-                            jobs.Manifests(), concurrent.futures.ThreadPoolExecutor(4), agent="test", **fields)
+                            jobs.Manifests(), concurrent.futures.ThreadPoolExecutor(4), **fields)
 
 
 def output_table(stack, job_id: str, index: int):

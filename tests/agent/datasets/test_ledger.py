@@ -1,12 +1,14 @@
-"""The books of a dataset job on moto: markers, a run's done/ listing, the summary once complete, one SNS notice."""
+"""The books of a dataset job on moto: markers, done/ listed by groups, the summary once complete, one SNS notice."""
 from __future__ import annotations
 
 import json
+import threading
 import types
 
 from runtime import aws
+from runtime.agent import tally
 from runtime.agent.datasets import ledger
-from runtime.agent.layout import job_root, run_root
+from runtime.agent.layout import GROUPS, RUN_DONE, job_root, run_root
 from runtime.agent.work import ShardRef
 
 MODEL = types.SimpleNamespace(name="fake-a", sha256="a" * 64)
@@ -79,6 +81,67 @@ def test_the_summary_is_written_when_the_last_shard_of_the_run_finishes_and_sns_
     assert again == summary and len(sns.published) == 1
     assert stack.s3.get_object(Bucket=stack.images, Key=root + "summary.json")["Body"].read() == written
     assert len(stack.keys(run_root(root, "run-1") + "done/")) == 3
+
+
+
+def _listings(s3) -> list[dict]:
+    """Every ListObjectsV2 that `s3` sends from now on, as its reply (Prefix, StartAfter, MaxKeys, KeyCount)."""
+    seen = []
+    s3.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: seen.append(parsed))
+    return seen
+
+
+def test_a_run_of_several_groups_completes_with_its_last_shard_listing_one_group_per_shard(stack, monkeypatch):
+    monkeypatch.setattr(tally, "GROUP", 3)
+    config, sns, s3 = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs"), FakeSNS(), aws.client("s3")
+    queued = [0, 1, 2, 4, 5, 6, 7, 8, 9, 10]  # a retry's subset: group 1 lacks 3, group 3 is 9 and 10
+    _job(stack, config, shards=11, indexes=queued)
+    root, run = job_root(config, "job-1"), run_root(job_root(config, "job-1"), "run-1")
+    listed, order = _listings(s3), [9, 0, 4, 1, 7, 10, 5, 8, 2]
+    for index in order:
+        assert ledger.finish_shard(s3, config, ShardRef("job-1", index, 11, "run-1"), _marker(index), sns=sns) is None
+    assert stack.keys(run + GROUPS) == [f"{run}{GROUPS}{g:06d}" for g in (0, 1, 3)]  # group 2 still lacks 6
+
+    summary = ledger.finish_shard(s3, config, ShardRef("job-1", 6, 11, "run-1"), _marker(6), sns=sns)
+    assert summary is not None and summary["shards_done"] == 10 and len(sns.published) == 1
+    assert json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + "summary.json")["Body"].read()) == summary
+    done = [reply for reply in listed if reply["Prefix"] == run + RUN_DONE]
+    assert len(done) == len(order) + 1  # one listing of done/ per shard, of its group alone, never the folder
+    assert all(reply["MaxKeys"] == 3 and reply["KeyCount"] <= 3 for reply in done)
+    assert len([reply for reply in listed if reply["Prefix"] == run + GROUPS]) == 4  # once per group made whole
+
+
+def test_two_agents_finishing_the_last_shards_of_two_groups_at_once_both_see_the_run_complete(stack, monkeypatch):
+    monkeypatch.setattr(tally, "GROUP", 2)
+    config, sns = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs"), FakeSNS()
+    _job(stack, config, shards=4)
+    run = run_root(job_root(config, "job-1"), "run-1")
+    for index in (0, 2):
+        ledger.finish_shard(stack.s3, config, ShardRef("job-1", index, 4, "run-1"), _marker(index), sns=sns)
+    # both have written their group's object before either lists the groups; then one goes on, then the other
+    both_wrote, first_done, results = threading.Barrier(2, timeout=20), threading.Event(), {}
+
+    def finish(index: int) -> None:
+        s3 = aws.client("s3")
+
+        def hold(params, **_):
+            if params.get("Prefix") == run + GROUPS:
+                both_wrote.wait()
+                if index == 3:
+                    first_done.wait(20)
+        s3.meta.events.register("provide-client-params.s3.ListObjectsV2", hold)
+        results[index] = ledger.finish_shard(s3, config, ShardRef("job-1", index, 4, "run-1"), _marker(index),
+                                             sns=sns)
+        first_done.set()
+
+    threads = [threading.Thread(target=finish, args=(index,)) for index in (1, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert results[1] is not None and results[1] == results[3]  # the summary written twice, the same bytes
+    assert results[1]["shards_done"] == 4 and len(sns.published) == 1  # told once: runs/<run>/notified
+    assert stack.keys(run + GROUPS) == [f"{run}{GROUPS}{g:06d}" for g in (0, 1)]
 
 
 def test_the_notice_goes_through_sns_once_per_run(stack):

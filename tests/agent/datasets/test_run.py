@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 
 import botocore.exceptions
 import pytest
 
 from agent_support import FakeCaptioner
 from runtime.agent.datasets import ledger, run
-from runtime.agent.layout import crash_key, job_root, shard_output
-from shard_support import (RUN, context, expected, make_parquet, make_tar, marker, output_bytes, output_table,
-                           put_job, put_keys_part, put_shard, shard_message)
+from runtime.agent.layout import crash_key, job_root, shard_output, started_marker
+from shard_support import (MAX_IMAGE_BYTES, RUN, context, expected, make_parquet, make_tar, marker, output_bytes,
+                           output_table, put_job, put_keys_part, put_shard, shard_message)
 
 
 def _check_rows(table, plan, shard_uri: str, uri_of) -> None:
@@ -55,6 +56,17 @@ def test_a_shard_becomes_one_output_whose_rows_are_its_samples_once_in_order(sta
     _check_rows(output_table(stack, "job-1", 0), plan, shard["uri"], lambda k: f"s3://{stack.images}/{key}#{k}")
     assert outcome.progress.samples == 23 and outcome.progress.device_calls >= 5  # batches of min(4, 4)
 
+
+
+@pytest.mark.parametrize("gpu", ["i-0abc/1", ""])
+def test_a_started_shard_names_the_agent_by_its_gpu_else_its_host(stack, gpu):
+    put_job(stack, "job-9", [put_shard(stack, "incoming/data/shard-0.tar", make_tar(expected(2)), "tar")])
+    config = stack.config(max_image_bytes=MAX_IMAGE_BYTES, gpu=gpu)
+
+    assert run.process_shard(context(stack, config), *shard_message("job-9", 0, 1)).action == run.DONE
+
+    started = ledger.get_json(stack.s3, stack.images, started_marker(job_root(config, "job-9"), 0))
+    assert started["agent"] == config.agent_name == (gpu or socket.gethostname())
 
 def test_a_part_of_listed_keys_becomes_one_output_with_a_missing_image_as_an_error_row(stack):
     plan = expected(12)  # sample 3 has no image: its URI is listed but never uploaded
