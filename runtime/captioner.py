@@ -138,6 +138,10 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
         from runtime.passes.decode_layout import apply_decode_layout
 
         apply_decode_layout(programs["decoder_step"])
+    if options.cache_in_place and resolved.type == "cpu":
+        from runtime.passes.cache_in_place import apply_cache_in_place
+
+        apply_cache_in_place(programs["decoder_step"])
     clock.lap("graph_passes_s")
     return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
                       load_phases=clock.phases)

@@ -1,0 +1,96 @@
+"""The CPU step writes its caches in place: every family's step takes the rewrite, returns the cache it was given,
+and gives the same logits and caches as the step that returns new ones; a graph of another shape is left alone."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import fx
+
+from runtime.artifact.verify import load_programs
+from runtime.captioner import LoadOptions, load_captioner
+from runtime.passes.cache_in_place import apply_cache_in_place
+
+FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_florence2_artifact"]
+
+
+@pytest.mark.parametrize("which", FAMILIES)
+def test_every_family_step_writes_in_place_with_the_same_numbers(request, which):
+    artifact = request.getfixturevalue(which)
+    reference = load_programs(artifact, torch.device("cpu"))["decoder_step"]
+    step = load_programs(artifact, torch.device("cpu"))["decoder_step"]
+    assert apply_cache_in_place(step)
+    assert not any(n.target is torch.ops.aten.stack.default for n in step.graph.nodes)
+    captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False, cache_in_place=False))
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        size = (captioner._preprocess.height, captioner._preprocess.width)
+        cross_k, cross_v = captioner.encoder(torch.randn(3, 3, *size))
+        layers, rows, heads, _, head_dim = cross_k.shape
+        shape = (layers, rows, heads, captioner.settings.max_new_tokens, head_dim)
+        ref_k, ref_v = torch.zeros(shape), torch.zeros(shape)
+        own_k, own_v = torch.zeros(shape), torch.zeros(shape)
+        tokens = torch.full((rows,), captioner.settings.start_token_id)
+        for t in range(3):
+            want, ref_k, ref_v = reference(tokens, torch.tensor([t]), ref_k, ref_v, cross_k, cross_v)
+            given_k, given_v = own_k, own_v
+            got, own_k, own_v = step(tokens, torch.tensor([t]), own_k, own_v, cross_k, cross_v)
+            assert own_k is given_k and own_v is given_v  # the caller's caches, written, not new ones
+            assert torch.equal(got, want) and torch.equal(own_k, ref_k) and torch.equal(own_v, ref_v)
+            assert own_k[:, :, :, t].abs().sum() > 0 and not own_k[:, :, :, t + 1:].any()
+            tokens = want.argmax(dim=-1)
+
+
+def test_qwen_vl_step_is_left_alone(tiny_qwen2_vl_artifact):
+    """Its attended keys concatenate each layer's cache again after the write (export/families/qwen_vl_programs.py),
+    a second reader an in-place write would change: the pass must see that and leave the graph as it is."""
+    step = load_programs(tiny_qwen2_vl_artifact, torch.device("cpu"))["decoder_step"]
+    before = step.code
+    assert not apply_cache_in_place(step)
+    assert step.code == before
+
+
+def test_the_captioner_gives_the_same_tokens_with_and_without_it(tiny_artifact):
+    on = load_captioner(tiny_artifact, "cpu")
+    off = load_captioner(tiny_artifact, "cpu", LoadOptions(cache_in_place=False))
+    assert not any(n.target is torch.ops.aten.stack.default for n in on.step.graph.nodes)
+    assert any(n.target is torch.ops.aten.stack.default for n in off.step.graph.nodes)
+    torch.manual_seed(1)
+    pixels = torch.randn(5, 3, on._preprocess.height, on._preprocess.width)
+    for beams in (1, 3):
+        assert on.generate_ids(pixels, num_beams=beams) == off.generate_ids(pixels, num_beams=beams)
+
+
+def _stacking_step(read_cache_again: bool) -> fx.GraphModule:
+    """A two-layer step of the families' shape; with `read_cache_again`, the cache is also read after the writes."""
+    class Step(torch.nn.Module):
+        def forward(self, tokens, position, self_k, self_v, cross_k, cross_v):
+            new = cross_k[:, :, :, :1] * tokens.float()[None, :, None, None, None]
+            keys = [self_k[i].index_copy(2, position, new[i]) for i in range(2)]
+            values = [self_v[i].index_copy(2, position, new[i]) for i in range(2)]
+            logits = keys[0].sum() + values[1].sum()
+            if read_cache_again:
+                logits = logits + self_k.sum()
+            return logits, torch.stack(keys), torch.stack(values)
+
+    gm = fx.symbolic_trace(Step())
+    return torch.fx.experimental.proxy_tensor.make_fx(gm)(*_step_args())
+
+
+def _step_args():
+    return (torch.ones(2, dtype=torch.long), torch.tensor([1]), torch.zeros(2, 2, 1, 3, 4), torch.zeros(2, 2, 1, 3, 4),
+            torch.ones(2, 2, 1, 5, 4), torch.ones(2, 2, 1, 5, 4))
+
+
+def test_the_shape_it_rewrites_and_one_it_leaves_alone():
+    plain = _stacking_step(read_cache_again=False)
+    want = plain(*_step_args())
+    assert apply_cache_in_place(plain)
+    args = _step_args()
+    got = plain(*args)
+    assert got[1] is args[2] and got[2] is args[3]
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+    other = _stacking_step(read_cache_again=True)  # an in-place write would change what that later read sees
+    before = other.code
+    assert not apply_cache_in_place(other)
+    assert other.code == before
