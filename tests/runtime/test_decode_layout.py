@@ -1,4 +1,5 @@
-"""The CPU decode layout: every step linear rewritten, one row bit-identical, several rows equal to float rounding."""
+"""The CPU decode layout: every step linear rewritten (GPT-2's Conv1D too), one row bit-identical, several rows
+equal to float rounding."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 
 from runtime.artifact.verify import load_programs
 from runtime.captioner import LoadOptions, load_captioner
-from runtime.passes.decode_layout import apply_decode_layout, decode_linear
+from runtime.passes.decode_layout import apply_decode_layout, decode_conv1d, decode_linear
 
 
 def test_decode_linear_is_f_linear_for_one_row_and_within_rounding_for_several():
@@ -20,15 +21,29 @@ def test_decode_linear_is_f_linear_for_one_row_and_within_rounding_for_several()
         assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_decode_conv1d_is_addmm_for_one_row_and_within_rounding_for_several():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(64, 300), torch.randn(300)  # Conv1D: [in, out]
+    weight_t = weight.t().contiguous()
+    one = torch.randn(1, 64)
+    assert torch.equal(decode_conv1d(one, weight, weight_t, bias), torch.addmm(bias, one, weight))
+    many = torch.randn(8, 64)
+    got, want = decode_conv1d(many, weight, weight_t, bias), torch.addmm(bias, many, weight)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+LINEAR_TARGETS = (torch.ops.aten.linear.default, torch.ops.aten.addmm.default)
+
+
 @pytest.mark.parametrize("which", ["tiny_artifact", "tiny_blip_artifact"])
 def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, which):
     artifact = request.getfixturevalue(which)
     reference = load_programs(artifact, torch.device("cpu"))["decoder_step"]
     step = load_programs(artifact, torch.device("cpu"))["decoder_step"]
-    linears = sum(n.target is torch.ops.aten.linear.default for n in step.graph.nodes)
+    linears = sum(n.target in LINEAR_TARGETS for n in step.graph.nodes)
     assert apply_decode_layout(step) == linears > 0
-    assert not any(n.target is torch.ops.aten.linear.default for n in step.graph.nodes)
-    captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False))
+    assert not any(n.target in LINEAR_TARGETS for n in step.graph.nodes)
+    captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False, cache_in_place=False))
     torch.manual_seed(0)
     with torch.inference_mode():
         size = (captioner._preprocess.height, captioner._preprocess.width)
