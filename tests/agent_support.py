@@ -308,3 +308,31 @@ class FakeIMDS:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def race_at_group_listing(groups_prefix: str, finish, indexes=(1, 3)) -> dict:
+    """Run `finish(s3, index)` for two indexes at once on their own S3 clients, holding both at their listing of
+    `groups_prefix` until both have written their group's object; then the first goes on before the second.
+    Returns each index's result (runtime.agent.tally's race: at least one must see the whole)."""
+    from runtime import aws
+
+    both_wrote, first_done, results = threading.Barrier(2, timeout=20), threading.Event(), {}
+
+    def run(index: int) -> None:
+        s3 = aws.client("s3")
+
+        def hold(params, **_):
+            if params.get("Prefix") == groups_prefix:
+                both_wrote.wait()
+                if index == indexes[1]:
+                    first_done.wait(20)
+        s3.meta.events.register("provide-client-params.s3.ListObjectsV2", hold)
+        results[index] = finish(s3, index)
+        first_done.set()
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in indexes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results

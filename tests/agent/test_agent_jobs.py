@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import pytest
 
-from agent_support import png
+from agent_support import png, race_at_group_listing
 from runtime import aws
 from runtime.agent import jobs, submit, tally
 from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, job_root
@@ -124,25 +123,7 @@ def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_su
     root = _chunked_job(stack, config, "job-r", chunks=4)
     assert not _finish(stack.s3, config, "job-r", 0, 4) and not _finish(stack.s3, config, "job-r", 2, 4)
     # both have written their group's object before either lists the groups; then one goes on, then the other
-    both_wrote, first_done, results = threading.Barrier(2, timeout=20), threading.Event(), {}
-
-    def finish(index: int) -> None:
-        s3 = aws.client("s3")
-
-        def hold(params, **_):
-            if params.get("Prefix") == root + GROUPS:
-                both_wrote.wait()
-                if index == 3:
-                    first_done.wait(20)
-        s3.meta.events.register("provide-client-params.s3.ListObjectsV2", hold)
-        results[index] = _finish(s3, config, "job-r", index, 4)
-        first_done.set()
-
-    threads = [threading.Thread(target=finish, args=(index,)) for index in (1, 3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = race_at_group_listing(root + GROUPS, lambda s3, index: _finish(s3, config, "job-r", index, 4))
     assert results == {1: True, 3: True}  # both saw the job complete and wrote the same summary
     assert json.loads(_summary(stack, "job-r"))["done"] == 4
     assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]  # told once: the summary was new to one of them

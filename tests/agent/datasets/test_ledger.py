@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import types
 
+from agent_support import race_at_group_listing
 from runtime import aws
 from runtime.agent import tally
 from runtime.agent.datasets import ledger
@@ -119,26 +119,8 @@ def test_two_agents_finishing_the_last_shards_of_two_groups_at_once_both_see_the
     for index in (0, 2):
         ledger.finish_shard(stack.s3, config, ShardRef("job-1", index, 4, "run-1"), _marker(index), sns=sns)
     # both have written their group's object before either lists the groups; then one goes on, then the other
-    both_wrote, first_done, results = threading.Barrier(2, timeout=20), threading.Event(), {}
-
-    def finish(index: int) -> None:
-        s3 = aws.client("s3")
-
-        def hold(params, **_):
-            if params.get("Prefix") == run + GROUPS:
-                both_wrote.wait()
-                if index == 3:
-                    first_done.wait(20)
-        s3.meta.events.register("provide-client-params.s3.ListObjectsV2", hold)
-        results[index] = ledger.finish_shard(s3, config, ShardRef("job-1", index, 4, "run-1"), _marker(index),
-                                             sns=sns)
-        first_done.set()
-
-    threads = [threading.Thread(target=finish, args=(index,)) for index in (1, 3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
+    results = race_at_group_listing(run + GROUPS, lambda s3, index: ledger.finish_shard(
+        s3, config, ShardRef("job-1", index, 4, "run-1"), _marker(index), sns=sns))
     assert results[1] is not None and results[1] == results[3]  # the summary written twice, the same bytes
     assert results[1]["shards_done"] == 4 and len(sns.published) == 1  # told once: runs/<run>/notified
     assert stack.keys(run + GROUPS) == [f"{run}{GROUPS}{g:06d}" for g in (0, 1)]
