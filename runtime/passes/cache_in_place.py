@@ -49,10 +49,10 @@ def apply_cache_in_place(gm: fx.GraphModule) -> bool:
         return False
     plan = [(results[out], inputs[cache], _layer_writes(results[out], inputs[cache]))
             for out, cache in ((OUT_K, SELF_K), (OUT_V, SELF_V))]
-    if any(writes is None for _, _, writes in plan) or plan[0][0] is plan[1][0]:
+    if any(writes is None for _, _, writes in plan):
         return False
     new_results = list(results)
-    for (stack, cache, writes), out in zip(plan, (OUT_K, OUT_V)):
+    for (_, cache, writes), out in zip(plan, (OUT_K, OUT_V)):
         for write in writes:
             write.target = torch.ops.aten.index_copy_.default
         new_results[out] = cache

@@ -45,7 +45,7 @@ def apply_decode_layout(gm: fx.GraphModule) -> int:
             rewritten += 1
             continue
         bias, x, weight = linear.node.args
-        if bias is None or linear.bias is None or linear.bias.dim() != 1:
+        if linear.bias.dim() != 1:  # addmm always has a bias; a broadcast [1, out] one is left as it is
             continue
         name = f"_decode_layout_t{i}"  # generated here, never read from the artifact
         setattr(gm, name, torch.nn.Parameter(linear.weight.contiguous(), requires_grad=False))
