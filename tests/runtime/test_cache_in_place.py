@@ -9,27 +9,20 @@ from torch import fx
 from runtime.artifact.verify import load_programs
 from runtime.captioner import LoadOptions, load_captioner
 from runtime.passes.cache_in_place import apply_cache_in_place
+from step_tools import steps_and_cross
 
 FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_florence2_artifact"]
 
 
 @pytest.mark.parametrize("which", FAMILIES)
 def test_every_family_step_writes_in_place_with_the_same_numbers(request, which):
-    artifact = request.getfixturevalue(which)
-    reference = load_programs(artifact, torch.device("cpu"))["decoder_step"]
-    step = load_programs(artifact, torch.device("cpu"))["decoder_step"]
+    reference, step, settings, cross_k, cross_v, shape = steps_and_cross(request.getfixturevalue(which), 3)
     assert apply_cache_in_place(step)
     assert not any(n.target is torch.ops.aten.stack.default for n in step.graph.nodes)
-    captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False, cache_in_place=False))
-    torch.manual_seed(0)
     with torch.inference_mode():
-        size = (captioner._preprocess.height, captioner._preprocess.width)
-        cross_k, cross_v = captioner.encoder(torch.randn(3, 3, *size))
-        layers, rows, heads, _, head_dim = cross_k.shape
-        shape = (layers, rows, heads, captioner.settings.max_new_tokens, head_dim)
         ref_k, ref_v = torch.zeros(shape), torch.zeros(shape)
         own_k, own_v = torch.zeros(shape), torch.zeros(shape)
-        tokens = torch.full((rows,), captioner.settings.start_token_id)
+        tokens = torch.full((shape[1],), settings.start_token_id)
         for t in range(3):
             want, ref_k, ref_v = reference(tokens, torch.tensor([t]), ref_k, ref_v, cross_k, cross_v)
             given_k, given_v = own_k, own_v

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.artifact.verify import load_programs
-from runtime.captioner import LoadOptions, load_captioner
 from runtime.passes.decode_layout import apply_decode_layout, decode_conv1d, decode_linear
+from step_tools import steps_and_cross
 
 
 def test_decode_linear_is_f_linear_for_one_row_and_within_rounding_for_several():
@@ -37,21 +36,14 @@ LINEAR_TARGETS = (torch.ops.aten.linear.default, torch.ops.aten.addmm.default)
 
 @pytest.mark.parametrize("which", ["tiny_artifact", "tiny_blip_artifact"])
 def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, which):
-    artifact = request.getfixturevalue(which)
-    reference = load_programs(artifact, torch.device("cpu"))["decoder_step"]
-    step = load_programs(artifact, torch.device("cpu"))["decoder_step"]
+    reference, step, settings, cross_k, cross_v, shape = steps_and_cross(request.getfixturevalue(which), 4)
     linears = sum(n.target in LINEAR_TARGETS for n in step.graph.nodes)
     assert apply_decode_layout(step) == linears > 0
     assert not any(n.target in LINEAR_TARGETS for n in step.graph.nodes)
-    captioner = load_captioner(artifact, "cpu", LoadOptions(decode_layout=False, cache_in_place=False))
-    torch.manual_seed(0)
     with torch.inference_mode():
-        size = (captioner._preprocess.height, captioner._preprocess.width)
-        cross_k, cross_v = captioner.encoder(torch.randn(4, 3, *size))
-        layers, rows, heads, _, head_dim = cross_k.shape
-        cache = torch.zeros(layers, rows, heads, captioner.settings.max_new_tokens, head_dim)
+        cache = torch.zeros(shape)
         for n in (1, 4):
-            args = (torch.full((n,), captioner.settings.start_token_id), torch.tensor([0]), cache[:, :n],
+            args = (torch.full((n,), settings.start_token_id), torch.tensor([0]), cache[:, :n],
                     cache[:, :n].clone(), cross_k[:, :n], cross_v[:, :n])
             want, got = reference(*args)[0], step(*args)[0]
             if n == 1:
