@@ -7,7 +7,8 @@ worker streams the shard, captions its samples in device batches and writes `sha
 shard's marker; the agent finishing a run's last shard writes `summary.json`. Folder layout: runtime.agent.layout.
 
 Modules: samples (a sample, the shard formats), tar (a bounded streaming webdataset reader), parquet (ranged S3
-reads of Parquet shards), output (the output file's schema), manifests (key files: CSV, text, Parquet, S3
+reads of Parquet shards), parquet_bounded (row groups read once their allocations are bounded), parquet_pages (the
+page headers those bounds come from), output (the output file's schema), manifests (key files: CSV, text, Parquet, S3
 Inventory), plan (checks, expansion, resubmission and retry), ledger (markers, runs, summary), run (one shard on
 the worker), feed (its samples, read and decoded a bounded window ahead of the device).
 """

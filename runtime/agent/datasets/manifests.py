@@ -22,6 +22,7 @@ import posixpath
 import urllib.parse
 from typing import Iterator
 
+from runtime.agent.datasets.samples import ShardError
 from runtime.agent.layout import MAX_KEY_BYTES
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.scope import Scope
@@ -30,6 +31,7 @@ from runtime.errors import CaptionKitError
 MAX_LINE_BYTES = 4096
 MAX_INVENTORY_JSON_BYTES = 16 * 1024 * 1024  # ~100,000 data files listed
 MAX_ROW_GROUP_BYTES = 256 * 1024 * 1024
+PARQUET_SLICE_ROWS = 65536
 READ_BYTES = 1024 * 1024
 HEADER_NAMES = ("key", "uri", "url", "path", "bucket")
 PARQUET_KEY_COLUMNS = ("key", "uri", "url", "path")
@@ -169,21 +171,15 @@ def _inventory_csv_uris(lines, columns: tuple[int, int], scope: Scope, where: st
 
 def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str, key_column: str | None,
                   bucket_column: bool) -> Iterator[str]:
-    """URIs of a Parquet key list, a row group at a time, only its key (and bucket) columns."""
-    import pyarrow.parquet as pq
-
-    from runtime.agent.datasets.parquet import MAX_FOOTER_BYTES, RangedFile
+    """URIs of a Parquet key list, a row group at a time, only its key (and bucket) columns, every size bounded."""
+    from runtime.agent.datasets.parquet import RangedFile
+    from runtime.agent.datasets.parquet_bounded import GroupReader, open_footer, python_values
 
     ranged = RangedFile(s3, bucket, key, size)
-    ranged.seek(max(0, size - 8))
-    tail = ranged.read(8)
-    if size < 12 or tail[4:] != b"PAR1" or int.from_bytes(tail[:4], "little") > min(MAX_FOOTER_BYTES, size - 12):
-        raise PlanError(f"{where}: not a Parquet file (no PAR1 at its end, or a footer larger than the file allows)")
-    ranged.seek(0)
     try:
-        file = pq.ParquetFile(ranged)
-    except Exception as exc:  # noqa: BLE001 - pyarrow says why in its own words; a PlanError names the file
-        raise PlanError(f"{where}: not a readable Parquet file ({exc.__class__.__name__}: {str(exc)[:200]})") from None
+        file = open_footer(ranged)
+    except ShardError as exc:
+        raise PlanError(f"{where}: {exc}") from None
     names = file.schema_arrow.names
     wanted = key_column or next((n for n in PARQUET_KEY_COLUMNS if n in names), None)
     if wanted not in names:
@@ -191,21 +187,24 @@ def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str
                         f"{names[:20]}); name it with key_column")
     columns = [wanted] + (["bucket"] if bucket_column and "bucket" in names and wanted == "key" else [])
     row = 0
-    for group in range(file.metadata.num_row_groups):
-        meta = file.metadata.row_group(group)
-        chunk_bytes = sum(meta.column(i).total_uncompressed_size for i in range(meta.num_columns)
-                          if meta.column(i).path_in_schema in columns)
-        if chunk_bytes > MAX_ROW_GROUP_BYTES:
-            raise PlanError(f"{where}: row group {group} holds {chunk_bytes:,} bytes of keys, over "
-                            f"{MAX_ROW_GROUP_BYTES:,}; write smaller row groups")
-        table = file.read_row_group(group, columns=columns)
-        keys, buckets = table.column(0).to_pylist(), (table.column(1).to_pylist() if len(columns) > 1 else None)
-        for n, value in enumerate(keys):
-            at = f"{where} row {row + n + 1}"
-            if not isinstance(value, str) or len(value) > MAX_LINE_BYTES:
-                raise PlanError(f"{at}: the {wanted} column must hold text of at most {MAX_LINE_BYTES:,} characters")
-            yield _uri(value, buckets[n] if buckets else bucket, scope, at)
-        row += len(keys)
+    try:
+        reader = GroupReader(file, ranged, columns, MAX_ROW_GROUP_BYTES, "a manifest's row group")
+        for group in range(file.metadata.num_row_groups):
+            table = reader.read(group)
+            for start in range(0, table.num_rows, PARQUET_SLICE_ROWS):  # Python objects for a slice at a time
+                part = table.slice(start, PARQUET_SLICE_ROWS)
+                keys = [value for values in python_values(part.column(0), as_bytes=False) for value in values]
+                buckets = ([value for values in python_values(part.column(1), as_bytes=False) for value in values]
+                           if len(columns) > 1 else None)
+                for n, value in enumerate(keys):
+                    at = f"{where} row {row + n + 1}"
+                    if not isinstance(value, str) or len(value) > MAX_LINE_BYTES:
+                        raise PlanError(f"{at}: the {wanted} column must hold text of at most {MAX_LINE_BYTES:,} "
+                                        f"characters")
+                    yield _uri(value, buckets[n] if buckets else bucket, scope, at)
+                row += len(keys)
+    except (ShardError, UnicodeDecodeError) as exc:
+        raise PlanError(f"{where}: {exc}") from None
 
 
 def _inventory_uris(s3, bucket: str, key: str, scope: Scope, budget: _Budget, text: _Budget) -> Iterator[str]:

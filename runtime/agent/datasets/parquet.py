@@ -1,23 +1,23 @@
-"""Parquet shards read over ranged S3 GETs: the footer first, then one row group at a time, two columns only.
+"""Parquet shards read over ranged S3 GETs: the footer first, then one row group at a time, the leaves needed only.
 
-A shard is untrusted, so its footer is checked before any data is read: its length, the row count against
-max_samples, the image column's type, and every row group's bytes in the two columns read against
-max_row_group_bytes (the larger of their compressed and uncompressed sizes: both are allocated when it is read).
+A shard is untrusted: parquet_bounded checks its footer and each row group's footer sizes and page headers before
+pyarrow allocates them; here the row count is checked against max_samples and the image column's type, and every
+row group by its footer before the first sample. Dictionary cells (byte-array leaves are read as dictionaries) are
+looked up, never expanded.
 """
 from __future__ import annotations
 
 import io
-import struct
 from typing import BinaryIO, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from runtime.agent.datasets.parquet_bounded import GroupReader, open_footer, python_values
 from runtime.agent.datasets.samples import MAX_KEY_BYTES, Sample, ShardError
 
 READ_AHEAD = 1024 * 1024  # one GET fetches at least this much: pyarrow's small reads then cost no request each
-MAX_FOOTER_BYTES = 64 * 1024 * 1024
 MAX_ROW_GROUP_BYTES = 512 * 1024 * 1024
 KEY_GUESSES = ("__key__", "key", "id", "image_id", "file_name", "filename", "path")
 IMAGE_GUESSES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes")
@@ -29,7 +29,8 @@ class RangedFile(io.RawIOBase):
 
     A read that misses fetches a READ_AHEAD window from it (moved back where it would pass the end, so the footer's
     reads share one GET), and the last two windows are kept (a read that goes back a little costs no new GET). A
-    read larger than a window is one GET of its own. S3 errors propagate unchanged
+    read larger than a window is one GET of its own, kept as a window: a column chunk whose pages were checked is
+    then read by pyarrow from the same bytes, without a second GET. S3 errors propagate unchanged
     (PreconditionFailed when the object was replaced since it was listed): the caller classifies them.
     """
 
@@ -41,6 +42,7 @@ class RangedFile(io.RawIOBase):
         self._size, self._pos, self.read_ahead = size, 0, read_ahead
         self._windows: list[tuple[int, bytes]] = []  # (offset, bytes), the latest first
         self.requests = 0
+        self.failure: Exception | None = None
 
     def readable(self) -> bool:
         return True
@@ -74,12 +76,12 @@ class RangedFile(io.RawIOBase):
                 break
         else:
             if end - start >= self.read_ahead:
-                data = self._get(start, end)
+                at, window = start, self._get(start, end)
             else:
                 at = max(0, min(start, self._size - self.read_ahead))
                 window = self._get(at, min(self._size, at + self.read_ahead))
-                self._windows = [(at, window), *self._windows[:self.WINDOWS - 1]]
-                data = window[start - at:end - at]
+            self._windows = [(at, window), *self._windows[:self.WINDOWS - 1]]
+            data = window[start - at:end - at]
         self._pos = end
         return data
 
@@ -89,34 +91,19 @@ class RangedFile(io.RawIOBase):
         return len(data)
 
     def _get(self, start: int, end: int) -> bytes:
-        """Bytes [start, end) in one GET."""
+        """Bytes [start, end) in one GET; an S3 error is kept as `failure` (pyarrow re-raises it as it is)."""
         extra = {"IfMatch": f'"{self.etag.strip(chr(34))}"'} if self.etag else {}
         self.requests += 1
-        reply = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", **extra)
-        data = reply["Body"].read()
+        try:
+            reply = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", **extra)
+            data = reply["Body"].read()
+        except Exception as error:
+            self.failure = error
+            raise
         if len(data) != end - start:
             raise ShardError(f"s3://{self.bucket}/{self.key} is shorter than its listed {self._size:,} bytes "
                              f"(bytes {start:,}-{end - 1:,} gave {len(data):,})")
         return data
-
-
-def _open(file: BinaryIO) -> pq.ParquetFile:
-    """The shard's footer, its length checked before pyarrow allocates it."""
-    size = file.seek(0, io.SEEK_END)
-    if size < 12:
-        raise ShardError(f"not a Parquet file: {size} bytes")
-    file.seek(size - 8)
-    tail = file.read(8)
-    file.seek(0)
-    if tail[4:] != b"PAR1":
-        raise ShardError("not a Parquet file: no PAR1 magic at its end")
-    (footer,) = struct.unpack("<I", tail[:4])
-    if footer > min(MAX_FOOTER_BYTES, size - 12):
-        raise ShardError(f"not a usable Parquet file: a footer of {footer:,} bytes in a file of {size:,}")
-    try:
-        return pq.ParquetFile(file)
-    except pa.ArrowException as error:
-        raise ShardError(f"not a Parquet file: {error}") from error
 
 
 def _is_binary(kind: pa.DataType) -> bool:
@@ -181,19 +168,22 @@ def inspect(file: BinaryIO, image_column: str | None = None,
 
     A key taken from the image struct's `path` is "<image column>.path"; iter_samples accepts that name back.
     """
-    shard = _open(file)
+    shard = open_footer(file)
     image, key = _resolve(shard.schema_arrow, image_column, key_column)
     return image, key, shard.metadata.num_rows
 
 
-def _columns_bytes(metadata: pq.FileMetaData, group: int, columns: list[str]) -> int:
-    row_group = metadata.row_group(group)
-    total = 0
-    for index in range(row_group.num_columns):
-        chunk = row_group.column(index)
-        if chunk.path_in_schema.split(".")[0] in columns:
-            total += max(chunk.total_compressed_size, chunk.total_uncompressed_size)
-    return total
+def _leaves(schema: pa.Schema, image: str, key: str | None) -> list[str]:
+    """The column paths read: the image (of a struct, its `bytes` and any `path`), and a key column of its own."""
+    kind = schema.field(image).type
+    leaves = [image]
+    if pa.types.is_struct(kind):
+        leaves = [f"{image}.bytes"]
+        if kind.get_field_index("path") >= 0 and _is_key(kind.field("path").type):
+            leaves.append(f"{image}.path")
+    if key is not None and key not in leaves:
+        leaves.append(key)
+    return leaves
 
 
 def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column: str | None = None,
@@ -203,29 +193,23 @@ def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column:
 
     A row without a usable image (a null cell, a struct without bytes, over max_member_bytes) or with an unusable
     key is an error row; a shard that cannot be read at all raises ShardError, before any sample where the footer
-    shows it (too many rows, a row group too large, no image column).
+    shows it (too many rows, a row group too large, no image column), and before a row group's first sample where
+    its page headers show it (a page too large, an encoding refused).
     """
-    shard = _open(file)
+    shard = open_footer(file)
     image, key = _resolve(shard.schema_arrow, image_column, key_column)
     metadata = shard.metadata
     if metadata.num_rows > max_samples:
         raise ShardError(f"the shard has {metadata.num_rows:,} rows, over the limit of {max_samples:,} "
                          f"(max_shard_samples)")
-    names = shard.schema_arrow.names
-    struct_path = key is not None and key not in names
-    columns = [image] if key is None or struct_path else sorted([image, key], key=names.index)  # in file order
+    struct_path = key is not None and key not in shard.schema_arrow.names
+    reader = GroupReader(shard, file, _leaves(shard.schema_arrow, image, None if struct_path else key),
+                         max_row_group_bytes, "max_row_group_bytes")
     for group in range(metadata.num_row_groups):
-        size = _columns_bytes(metadata, group, columns)
-        if size > max_row_group_bytes:
-            raise ShardError(f"row group {group} holds {size:,} bytes in columns {columns}, over the limit of "
-                             f"{max_row_group_bytes:,} (max_row_group_bytes); write the shard with smaller row "
-                             f"groups")
+        reader.check_footer(group)
     index = 0
     for group in range(metadata.num_row_groups):
-        try:
-            table = shard.read_row_group(group, columns=columns, use_threads=False)
-        except pa.ArrowException as error:
-            raise ShardError(f"row group {group} cannot be read: {error}") from error
+        table = reader.read(group)
         images = table.column(image)
         keys = pc.struct_field(images, "path") if struct_path else table.column(key) if key is not None else None
         values = _key_values(keys) if keys is not None else None
@@ -240,9 +224,7 @@ def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column:
 
 def _key_values(keys: pa.ChunkedArray) -> list:
     """A row group's keys as Python values: text as bytes (checked as UTF-8 row by row, not trusted), ints as ints."""
-    if pa.types.is_integer(keys.type):
-        return keys.to_pylist()
-    return keys.cast(pa.large_binary()).to_pylist()
+    return [value for values in python_values(keys, as_bytes=True) for value in values]
 
 
 def _key(value, index: int) -> tuple[str, str | None]:
@@ -265,11 +247,12 @@ def _sample(cell: pa.Scalar, value, index: int, max_member_bytes: int) -> Sample
     key, error = _key(value, index)
     if error is not None:
         return Sample(key, index, None, error)
+    cell = _undictionary(cell)
     if not cell.is_valid:
         return Sample(key, index, None, "the image cell is null")
     if isinstance(cell, pa.StructScalar):
-        path = cell.get("path")
-        cell = cell["bytes"]
+        path = _undictionary(cell.get("path"))
+        cell = _undictionary(cell["bytes"])
         if not cell.is_valid:
             shown = _shown(path) if path is not None and path.is_valid else None
             return Sample(key, index, None, "the image struct has no bytes" + (f" (path {shown})" if shown else ""))
@@ -278,6 +261,13 @@ def _sample(cell: pa.Scalar, value, index: int, max_member_bytes: int) -> Sample
         return Sample(key, index, None, f"the image is {size:,} bytes, over the limit of {max_member_bytes:,} "
                                         f"(max_image_bytes)")
     return Sample(key, index, cell.as_py(), None)
+
+
+def _undictionary(scalar: pa.Scalar | None) -> pa.Scalar | None:
+    """The entry a dictionary cell points at (a null cell stays null); other cells unchanged."""
+    if isinstance(scalar, pa.DictionaryScalar):
+        return scalar.value if scalar.is_valid else pa.scalar(None, scalar.type.value_type)
+    return scalar
 
 
 def _shown(scalar: pa.Scalar) -> str:

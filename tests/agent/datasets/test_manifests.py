@@ -158,5 +158,19 @@ def test_a_file_named_parquet_that_is_not_one_is_refused(env):
     with pytest.raises(PlanError, match="not a Parquet file"):
         _uris(stack, scope, "incoming/k.parquet", b"key\nincoming/a.png\n")
     forged = _parquet(key=["incoming/a.png"])[:-8] + (10 ** 9).to_bytes(4, "little") + b"PAR1"
-    with pytest.raises(PlanError, match="not a Parquet file"):
+    with pytest.raises(PlanError, match="not a usable Parquet file: a footer of 1,000,000,000 bytes"):
         _uris(stack, scope, "incoming/f.parquet", forged)
+
+
+def test_a_parquet_manifest_repeating_one_long_key_by_dictionary_is_never_expanded(env):
+    stack, scope = env
+    key = "incoming/" + "k" * 1000 + ".png"
+    out = io.BytesIO()
+    pq.write_table(pa.table({"key": [key] * 100_000}), out, use_dictionary=True, compression="zstd")
+    assert len(out.getvalue()) < 100_000  # dense, its one row group decodes to 100 MB
+    stack.s3.put_object(Bucket=stack.images, Key="incoming/long.parquet", Body=out.getvalue())
+    uris = iter_uris(stack.s3, f"s3://{stack.images}/incoming/long.parquet", scope, max_bytes=MAX)
+    assert next(uris) == f"s3://{stack.images}/{key}"
+    held = pa.total_allocated_bytes()
+    assert held < 20_000_000, f"{held:,} bytes held by Arrow for one row group"
+    assert sum(1 for _ in uris) == 99_999

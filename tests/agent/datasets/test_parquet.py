@@ -134,8 +134,8 @@ def test_a_row_group_over_the_limit_fails_before_any_sample_counting_only_the_co
     table = pa.table({"image": [os.urandom(1000) for _ in range(8)], "other": [os.urandom(5000) for _ in range(8)]})
     data = write(table, row_group_size=4, compression="none")
     assert len(read(data, max_row_group_bytes=10_000)) == 8  # "other" (20 kB a group) is never read: not counted
-    with pytest.raises(ShardError, match=r"row group 0 holds [\d,]+ bytes in columns \['image'\], over the limit "
-                                         r"of 3,000 \(max_row_group_bytes\)"):
+    with pytest.raises(ShardError, match=r"row group 0 holds [\d,]+ bytes in columns \['image'\] \(by its footer\), "
+                                         r"over the limit of 3,000 \(max_row_group_bytes\)"):
         next(iter_samples(io.BytesIO(data), max_member_bytes=10_000, max_samples=10, max_row_group_bytes=3000))
 
 
@@ -199,6 +199,21 @@ def test_a_ten_row_group_shard_on_s3_costs_a_handful_of_gets(bucket):
     assert all(r.startswith("bytes=") for r in counting.ranges)
 
 
+def test_a_chunk_over_a_window_is_one_get_for_its_page_check_and_pyarrow_together(bucket):
+    s3, name = bucket
+    table = pa.table({"image": [os.urandom(300_000) for _ in range(10)]})
+    data = write(table, compression="none")
+    chunk = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0)
+    assert chunk.total_compressed_size > 2 * parquet.READ_AHEAD
+    etag = put(s3, name, "big.parquet", data)
+    counting = Counting(s3)
+    file = RangedFile(counting, name, "big.parquet", len(data), etag=etag)
+    assert [sample.data for sample in iter_samples(file, max_member_bytes=1 << 20, max_samples=10)] == \
+        table["image"].to_pylist()
+    start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
+    assert counting.ranges[1:] == [f"bytes={start}-{start + chunk.total_compressed_size - 1}"]  # after the footer's
+
+
 def test_ranged_file_reads_seeks_and_buffers_like_a_file(bucket):
     s3, name = bucket
     data = os.urandom(3 * 1024 + 17)
@@ -216,6 +231,8 @@ def test_ranged_file_reads_seeks_and_buffers_like_a_file(bucket):
     assert len(counting.ranges) == 2  # both windows kept
     file.seek(100)
     assert file.read(2048) == data[100:2148] and counting.ranges[-1] == "bytes=100-2147"  # larger: a GET of its own
+    file.seek(200)
+    assert file.read(1500) == data[200:1700] and len(counting.ranges) == 3  # and kept as a window
     file.seek(500, io.SEEK_SET)
     file.seek(10, io.SEEK_CUR)
     assert file.read() == data[510:]
