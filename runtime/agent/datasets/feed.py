@@ -91,7 +91,11 @@ def _in_tar(source: Source, bucket: str, key: str) -> Iterator[Callable[[], Read
 
 
 def _in_parquet(source: Source, bucket: str, key: str) -> Iterator[Callable[[], Ready]]:
-    file = parquet.RangedFile(source.s3, bucket, key, int(source.entry.get("size") or 0))
+    # A Parquet shard is many ranged GETs: each is pinned (IfMatch) to the object as this read found it, so a shard
+    # replaced mid-read fails with PreconditionFailed and is read again whole, never as old footer over new bytes.
+    # The size comes from the same HEAD, not the manifest, so a shard fixed and retried is read as it is now.
+    head = source.s3.head_object(Bucket=bucket, Key=key)
+    file = parquet.RangedFile(source.s3, bucket, key, int(head["ContentLength"]), etag=head.get("ETag"))
     manifest = source.manifest
     for sample in parquet.iter_samples(file, image_column=manifest.get("image_column"),
                                        key_column=manifest.get("key_column"),

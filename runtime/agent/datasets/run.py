@@ -24,7 +24,7 @@ from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.scope import Scope
 from runtime.agent.work import Captioner, Message, ShardRef, Work
 from runtime.aws import GONE_CODES, PERMANENT, RetryLater, classify_read_error, error_code
-from runtime.errors import UnknownMessage
+from runtime.errors import Replaced, UnknownMessage
 
 DONE, RETRY, REFUSE, RELEASE = "done", "retry", "refuse", "release"  # what the worker does with the message
 
@@ -157,6 +157,9 @@ def _caption(context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, 
         classified = classify_read_error(exc, entry.get("uri", "the shard"))
         if isinstance(classified, PERMANENT):
             raise ShardError(str(classified)) from exc
+        if isinstance(classified, Replaced):
+            raise RetryLater(f"{entry.get('uri', 'the shard')} was replaced while it was read; the shard is read "
+                             f"again whole") from exc
         raise RetryLater(str(classified)) from exc
     progress.samples = len(rows)
     return rows

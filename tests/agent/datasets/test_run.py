@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import random
 import socket
 
 import botocore.exceptions
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from agent_support import FakeCaptioner
 from runtime.agent.datasets import ledger, run
 from runtime.agent.layout import crash_key, job_root, shard_output, started_marker
-from shard_support import (MAX_IMAGE_BYTES, RUN, context, expected, make_parquet, make_tar, marker, output_bytes,
-                           output_table, put_job, put_keys_part, put_shard, shard_message)
+from shard_support import (MAX_IMAGE_BYTES, RUN, context, expected, image_of, make_parquet, make_tar, marker,
+                           output_bytes, output_table, put_job, put_keys_part, put_shard, shard_message)
 
 
 def _check_rows(table, plan, shard_uri: str, uri_of) -> None:
@@ -224,3 +228,48 @@ def test_stopping_mid_shard_writes_nothing_and_releases_the_message(stack):
 
     assert outcome.action == run.RELEASE and outcome.progress.device_calls == 1
     assert marker(stack, "job-9", 0) is None and stack.keys(root + "shards/") == []
+
+
+class _ReplacedMidRead:
+    """The S3 client, but after `after` GETs of `key` the object is overwritten with `data` (one time)."""
+
+    def __init__(self, s3, key: str, data: bytes, after: int):
+        self.s3, self.key, self.data, self.after = s3, key, data, after
+
+    def __getattr__(self, name):
+        return getattr(self.s3, name)
+
+    def get_object(self, **kwargs):
+        if kwargs.get("Key") == self.key:
+            if self.after == 0:
+                self.s3.put_object(Bucket=kwargs["Bucket"], Key=self.key, Body=self.data)
+            self.after -= 1
+        return self.s3.get_object(**kwargs)
+
+
+def _spread_parquet(plan, seed: int) -> bytes:
+    """The plan's samples in row groups of 3, each followed by 1.5 MB of a column never read: a GET per group."""
+    rng = random.Random(seed)
+    table = pa.table({"key": [key for key, _ in plan],
+                      "image": pa.array([image_of(n, kind) for n, (_, kind) in enumerate(plan)], pa.binary()),
+                      "other": pa.array([rng.randbytes(500_000) for _ in plan], pa.binary())})
+    sink = io.BytesIO()
+    pq.write_table(table, sink, row_group_size=3, compression="none")
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("after", [0, 2])
+def test_a_parquet_shard_replaced_while_read_is_retried_and_then_read_whole_as_it_now_is(stack, after):
+    old, new = expected(9), [(f"fixed-{n}", "ok") for n in range(6)]
+    shard = put_shard(stack, "incoming/data/r.parquet", _spread_parquet(old, 1), "parquet")
+    put_job(stack, "job-r", [shard])
+    ctx = context(stack)
+    ctx.s3 = _ReplacedMidRead(stack.s3, "incoming/data/r.parquet", _spread_parquet(new, 2), after=after)
+
+    outcome = run.process_shard(ctx, *shard_message("job-r", 0, 1))  # after 0: before the footer; 2: mid-shard
+
+    assert outcome.action == run.RETRY and "was replaced while it was read" in outcome.reason, outcome
+    assert marker(stack, "job-r", 0) is None
+    again = run.process_shard(ctx, *shard_message("job-r", 0, 1, receive_count=2))
+    assert again.action == run.DONE
+    assert output_table(stack, "job-r", 0).column("key").to_pylist() == [key for key, _ in new]
