@@ -17,8 +17,10 @@ DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "Invali
                 "InvalidAccessKeyId", "KMS.DisabledException", "KMS.NotFoundException"}
 NO_BUCKET_CODES = {"NoSuchBucket", "InvalidBucketName"}
 BAD_KEY_CODES = {"KeyTooLongError", "InvalidURI"}
-# The object changed since the event (IfMatch on the event's eTag failed): the newer upload has its own event
-REPLACED_CODES = {"PreconditionFailed", "412"}
+# A conditional request's condition failed: IfMatch (the object changed since the event or since the read began),
+# or IfNoneMatch '*' (the object is already there)
+PRECONDITION_CODES = {"PreconditionFailed", "412"}
+REPLACED_CODES = PRECONDITION_CODES  # after an event: the newer upload has its own event
 
 
 

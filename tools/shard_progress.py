@@ -13,11 +13,9 @@ import datetime
 import json
 import time
 
-from runtime.agent.layout import JOB_CHUNKS, JOB_RUNS, JOB_STARTED, JOB_SUMMARY, run_root
+from runtime.agent.layout import JOB_CHUNKS, JOB_RUNS, JOB_STARTED, JOB_SUMMARY, RUN_QUEUED, run_root
 from tools.job_progress import JobNotFound, JobReader, follow
 from tools.progress import Bar, duration
-
-QUEUED = "queued.json"
 
 
 def _utc(value: str | datetime.datetime) -> datetime.datetime:
@@ -102,7 +100,7 @@ class ShardJobReader:
     def queued(self, run: str) -> dict | None:
         """A run's queued.json (read once), or None before the agent expanding it has written it."""
         if run not in self._queued:
-            queued = self.optional_json(run_root(self.root, run) + QUEUED)
+            queued = self.optional_json(run_root(self.root, run) + RUN_QUEUED)
             if queued is None:
                 return None
             self._queued[run] = queued

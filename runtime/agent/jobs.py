@@ -15,18 +15,25 @@ import time
 from runtime import aws
 from runtime.agent import tally
 from runtime.agent.config import AgentConfig
-from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, chunk_marker, is_own_result, job_root,
-                                  results_location)
+from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, NOTIFIED, chunk_marker, is_own_result,
+                                  job_root, results_location)
 from runtime.agent.messages import CHUNK_TYPE, MAX_CHUNK_IMAGES, UnknownMessage, parse_s3_uri
 from runtime.agent.metrics import log
 from runtime.agent.work import Chunk, Item, Work
-from runtime.aws import GONE_CODES, RetryLater, error_code, object_exists
+from runtime.aws import GONE_CODES, PRECONDITION_CODES, RetryLater, error_code, object_exists
 
 SUBJECT_LIMIT = 100  # SNS refuses longer subjects
 
-def _put_json(s3, bucket: str, key: str, value) -> None:
-    s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
-                  ContentType="application/json")
+def put_json(s3, bucket: str, key: str, value, *, only_new: bool = False) -> bool:
+    """Write `value` as JSON; with `only_new`, only if the key is absent (IfNoneMatch '*'). False if it was there."""
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
+                      ContentType="application/json", **({"IfNoneMatch": "*"} if only_new else {}))
+    except Exception as exc:  # noqa: BLE001 - "already there" is an answer; the caller sorts the rest
+        if only_new and error_code(exc) in PRECONDITION_CODES:
+            return False
+        raise
+    return True
 
 
 def _get_json(s3, bucket: str, key: str):
@@ -65,7 +72,7 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
         manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
                     "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
                     "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-        _put_json(s3, bucket, root + JOB_MANIFEST, manifest)
+        put_json(s3, bucket, root + JOB_MANIFEST, manifest)
     size, count = manifest["chunk_size"], manifest["chunks"]
     bodies = [json.dumps({"type": CHUNK_TYPE, "job_id": job["job_id"], "index": index, "count": count,
                           "images": manifest["images"][index * size:(index + 1) * size]})
@@ -152,7 +159,7 @@ def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bo
     """
     bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
     failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
-    _put_json(s3, bucket, chunk_marker(root, chunk.index),
+    put_json(s3, bucket, chunk_marker(root, chunk.index),
               {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
     if not tally.finished(s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index,
                           range(chunk.count)):
@@ -177,8 +184,11 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
                "results": results,
                "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}"}
     first = config.job_topic_arn and not object_exists(s3, bucket, root + JOB_SUMMARY)
-    _put_json(s3, bucket, root + JOB_SUMMARY, summary)
-    if first:  # only when the summary is first complete, not on replays
+    put_json(s3, bucket, root + JOB_SUMMARY, summary)
+    # only when the summary is first complete, not on replays; of agents finishing at once, the one whose
+    # IfNoneMatch put of `notified` succeeds publishes
+    told = {"job_id": job_id, "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if first and put_json(s3, bucket, root + NOTIFIED, told, only_new=True):
         publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}")
     return summary
 

@@ -7,6 +7,7 @@ Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the 
   _jobs/<job id>/chunks/<index>.json one marker per finished chunk: its counts and failures
   _jobs/<job id>/groups/<group>      one empty object per 1,000 chunks all marked (runtime.agent.tally), if > 1,000
   _jobs/<job id>/summary.json        written by whichever agent finishes the last chunk
+  _jobs/<job id>/notified            put (IfNoneMatch) by the one agent that sends the job's completion notice
  a dataset job (runtime.agent.datasets) adds, in the same folder:
   _jobs/<job id>/parts/<index>.json        a MANIFEST job's keys, cut into shards of manifest_chunk_size URIs
   _jobs/<job id>/shards/<index>.parquet    the captions of input shard <index>, one file, written whole
@@ -14,6 +15,7 @@ Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the 
   _jobs/<job id>/runs/<run>/queued.json    the shard indexes one submission (or retry) queued
   _jobs/<job id>/runs/<run>/done/<index>   one empty object per shard of that run finished (listed by 1,000)
   _jobs/<job id>/runs/<run>/groups/<group> one empty object per 1,000 of the run's shards all done, if > 1,000
+  _jobs/<job id>/runs/<run>/notified       put (IfNoneMatch) by the one agent that sends the run's completion notice
   (chunks/<index>.json is the shard's marker: its counts, model and settings fingerprint)
   _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
 Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
@@ -34,6 +36,7 @@ CRASHES_FOLDER = "_crashes/"
 JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS = "manifest.json", "summary.json", "chunks/"
 JOB_PARTS, JOB_SHARDS, JOB_STARTED, JOB_RUNS = "parts/", "shards/", "started/", "runs/"
 RUN_DONE, GROUPS = "done/", "groups/"  # in a run's folder; in a job's or a run's folder
+RUN_QUEUED, NOTIFIED = "queued.json", "notified"  # in a run's folder; in a prefix job's or a run's folder
 
 
 def results_location(config: AgentConfig) -> tuple[str, str]:

@@ -8,7 +8,7 @@ import pytest
 from agent_support import png, race_at_group_listing
 from runtime import aws
 from runtime.agent import jobs, submit, tally
-from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, job_root
+from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, NOTIFIED, job_root
 from runtime.agent.work import Chunk, ImageRef, Item
 
 
@@ -127,6 +127,21 @@ def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_su
     assert results == {1: True, 3: True}  # both saw the job complete and wrote the same summary
     assert json.loads(_summary(stack, "job-r"))["done"] == 4
     assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]  # told once: the summary was new to one of them
+
+
+def test_two_agents_that_both_find_the_summary_new_send_one_notice(stack, monkeypatch):
+    told = []
+    monkeypatch.setattr(jobs, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
+    config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
+    root = _chunked_job(stack, config, "job-n", chunks=2)
+    assert not _finish(stack.s3, config, "job-n", 0, 2) and _finish(stack.s3, config, "job-n", 1, 2)
+    assert len(told) == 1
+    # a second agent that checked for the summary before the first wrote it (both saw it new) tells nobody again
+    monkeypatch.setattr(jobs, "object_exists", lambda s3, bucket, key: False)
+    manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + JOB_MANIFEST)["Body"].read())
+    jobs.write_summary(stack.s3, config, "job-n", manifest)
+    assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]
+    assert json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + NOTIFIED)["Body"].read())["job_id"] == "job-n"
 
 
 @pytest.mark.parametrize("uris, error", [

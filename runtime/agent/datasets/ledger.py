@@ -15,15 +15,14 @@ import json
 
 from runtime.agent import jobs, tally
 from runtime.agent.config import AgentConfig
-from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, RUN_DONE, chunk_marker, done_marker, job_root,
-                                  run_root, started_marker)
+from runtime.agent.jobs import put_json
+from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, NOTIFIED, RUN_DONE, RUN_QUEUED,
+                                  chunk_marker, done_marker, job_root, run_root, started_marker)
 from runtime.agent.work import ShardRef
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
 
-QUEUED, NOTIFIED = "queued.json", "notified"
 MAX_LISTED = 100  # failures and error shards named in a summary; the markers hold the rest
-PRECONDITION_CODES = {"PreconditionFailed", "412"}
 
 
 def now() -> str:
@@ -36,18 +35,6 @@ def settings_fingerprint(model, config: AgentConfig) -> str:
     settings = {"model_sha256": model.sha256, "prompt_sha256": getattr(model, "prompt_sha256", None),
                 "backend": config.backend, "quantize": config.quantize, "max_pixels": config.max_pixels}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def put_json(s3, bucket: str, key: str, value, *, only_new: bool = False) -> bool:
-    """Write `value` as JSON; with `only_new`, only if the key is absent (IfNoneMatch '*'). False if it was there."""
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
-                      ContentType="application/json", **({"IfNoneMatch": "*"} if only_new else {}))
-    except Exception as exc:  # noqa: BLE001 - "already there" is an answer; the caller sorts the rest
-        if only_new and error_code(exc) in PRECONDITION_CODES:
-            return False
-        raise
-    return True
 
 
 def get_json(s3, bucket: str, key: str):
@@ -72,7 +59,7 @@ def read_manifest(s3, config: AgentConfig, job_id: str, manifests: jobs.Manifest
 
 def read_queued(s3, config: AgentConfig, job_id: str, run: str) -> dict | None:
     """`runs/<run>/queued.json` of the job (the run's indexes), or None when that run was never queued."""
-    return get_json(s3, config.results_bucket_name, run_root(job_root(config, job_id), run) + QUEUED)
+    return get_json(s3, config.results_bucket_name, run_root(job_root(config, job_id), run) + RUN_QUEUED)
 
 
 def start_shard(s3, config: AgentConfig, ref: ShardRef, agent: str) -> None:

@@ -18,7 +18,7 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import ledger, manifests
 from runtime.agent.datasets.manifests import PlanError
 from runtime.agent.datasets.samples import ShardError, shard_format
-from runtime.agent.layout import JOB_MANIFEST, is_own_result, job_root, part_key, run_root
+from runtime.agent.layout import JOB_MANIFEST, RUN_QUEUED, is_own_result, job_root, part_key, run_root
 from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
 from runtime.agent.scope import Scope
@@ -191,7 +191,7 @@ def _indexes(s3, config: AgentConfig, job: dict, manifest: dict, model) -> list[
 def _queue(s3, config: AgentConfig, job: dict, manifest: dict, model, fresh: bool) -> dict:
     """The run's queued.json: read if written (a redelivery), else decided now and written once (IfNoneMatch)."""
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
-    key = run_root(root, job["run"]) + ledger.QUEUED
+    key = run_root(root, job["run"]) + RUN_QUEUED
     queued = ledger.get_json(s3, bucket, key)
     if queued is not None:
         return queued

@@ -8,7 +8,7 @@ from agent_support import race_at_group_listing
 from runtime import aws
 from runtime.agent import tally
 from runtime.agent.datasets import ledger
-from runtime.agent.layout import GROUPS, RUN_DONE, job_root, run_root
+from runtime.agent.layout import GROUPS, RUN_DONE, RUN_QUEUED, job_root, run_root
 from runtime.agent.work import ShardRef
 
 MODEL = types.SimpleNamespace(name="fake-a", sha256="a" * 64)
@@ -32,7 +32,7 @@ def _job(stack, config, job_id="job-1", shards=3, run="run-1", indexes=None) -> 
     ledger.put_json(stack.s3, bucket, root + "manifest.json", manifest)
     queued = {"run": run, "created_at": "2025-01-01T00:00:00+00:00", "reason": "submit",
               "indexes": list(range(shards)) if indexes is None else indexes}
-    ledger.put_json(stack.s3, bucket, run_root(root, run) + ledger.QUEUED, queued)
+    ledger.put_json(stack.s3, bucket, run_root(root, run) + RUN_QUEUED, queued)
     return manifest
 
 
