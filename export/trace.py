@@ -4,9 +4,11 @@ from __future__ import annotations
 import torch
 from torch.export import Dim, ExportedProgram
 
+from runtime.artifact.manifest import EXAMPLE_BATCH, program_batches
+
 
 def example_inputs(encoder: torch.nn.Module, image_size: tuple[int, int], cache: dict, max_length: int,
-                   dtype: torch.dtype, batch: int = 2):
+                   dtype: torch.dtype, batch: int = EXAMPLE_BATCH):
     """Example pixels and step inputs (batch >= 2, so the batch dimension stays symbolic)."""
     pixels = torch.zeros(batch, 3, *image_size, dtype=dtype)
     with torch.no_grad():
@@ -29,11 +31,12 @@ def export_programs(encoder: torch.nn.Module, step: torch.nn.Module, image_size:
 
     No `run_decompositions`: a CPU-decomposed graph can bake in CPU-only attention kernels.
     """
-    batch = Dim("batch", min=1, max=max_batch)
+    images, decoder_rows = program_batches(max_batch, max_beams)
+    batch = Dim("batch", min=1, max=images)
     pixels, step_inputs = example_inputs(encoder, image_size, cache, max_length, dtype)
     with torch.no_grad():
         enc = torch.export.export(encoder, pixels, dynamic_shapes=({0: batch},), strict=False)
-        rows = {1: Dim("rows", min=1, max=max_batch * max_beams)}
+        rows = {1: Dim("rows", min=1, max=decoder_rows)}
         dec = torch.export.export(
             step, step_inputs, strict=False,
             dynamic_shapes=({0: rows[1]}, None, rows, rows, rows, rows),

@@ -75,6 +75,14 @@ def check(manifest: dict, tokenizer_json: str, path: str | os.PathLike) -> None:
 
 
 DTYPES = ("float32", "float16", "bfloat16")
+EXAMPLE_BATCH = 2  # the batch the programs are exported at: 2, so that torch.export keeps the dimension symbolic
+
+
+def program_batches(max_batch: int, max_beams: int) -> tuple[int, int]:
+    """The largest images and decoder rows the exported programs accept, for an artifact of `max_batch` x
+    `max_beams`. torch.export needs a range around the example batch, so at `max_batch` 1 the programs accept 2
+    images as well; the runtime never sends more than the manifest's max_batch."""
+    return max(EXAMPLE_BATCH, max_batch), max(EXAMPLE_BATCH, max_batch * max_beams)
 LIMITS = {"max_batch": 4096, "max_beams": 64, "max_length": 1 << 16}  # far above any artifact, below any overflow
 MAX_SIDE = 8192  # pixels: image_size and every size in the preprocessing spec
 

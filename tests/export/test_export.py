@@ -109,6 +109,18 @@ def test_bfloat16_export_passes_parity(tiny_vit_gpt2_dir, tmp_path, capsys):
     assert len(captioner.caption(parity_images([], 5))) == 5  # 5 > max batch 4: chunked
 
 
+def test_an_artifact_for_one_image_at_a_time_exports_and_captions_image_by_image(tiny_vit_gpt2_dir, tmp_path,
+                                                                                 capsys):
+    out = tmp_path / "one.pt2"
+    code = export_main(["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--max-batch", "1",
+                        "--max-new-tokens", "6"])
+    assert code == 0, capsys.readouterr().err
+    captioner = load_captioner(out, device="cpu")
+    assert captioner.manifest["max_batch"] == 1
+    images = parity_images([], 3)
+    assert captioner.caption(images) == [captioner.caption([image])[0] for image in images]
+
+
 @pytest.mark.parametrize("artifact_name,folder_name", CASES)
 def test_programs_hold_each_weight_once(artifact_name, folder_name, request):
     from runtime.artifact.pt2 import load_pt2

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.artifact.manifest import EXAMPLE_BATCH, program_batches
 from runtime.artifact.verify import check_artifact, explicit_index, load_programs
 from runtime.errors import ArtifactError
 
@@ -70,7 +71,7 @@ def example_inputs(encoder, sizes: dict, device: torch.device) -> dict[str, tupl
     symbolic), images up to `max_batch`, decoder rows up to `max_batch * max_beams`."""
     from torch.export import Dim
 
-    example, dtype = 2, sizes["dtype"]
+    example, dtype = EXAMPLE_BATCH, sizes["dtype"]
     pixels = torch.zeros(example, 3, sizes["height"], sizes["width"], dtype=dtype, device=device)
     with torch.no_grad():
         cross_k, cross_v = encoder(pixels)
@@ -78,7 +79,7 @@ def example_inputs(encoder, sizes: dict, device: torch.device) -> dict[str, tupl
     step = (torch.zeros(example, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
             torch.zeros(cache, dtype=dtype, device=device), torch.zeros(cache, dtype=dtype, device=device),
             cross_k, cross_v)
-    batch = Dim("batch", min=1, max=sizes["max_batch"])
-    rows = Dim("rows", min=1, max=sizes["max_batch"] * sizes["max_beams"])
+    images, decoder_rows = program_batches(sizes["max_batch"], sizes["max_beams"])
+    batch, rows = Dim("batch", min=1, max=images), Dim("rows", min=1, max=decoder_rows)
     return {"encoder": ((pixels,), ({0: batch},)),
             "decoder_step": (step, ({0: rows}, None, {1: rows}, {1: rows}, {1: rows}, {1: rows}))}
