@@ -27,6 +27,7 @@ ENCODINGS = {0: "PLAIN", 2: "PLAIN_DICTIONARY", 3: "RLE", 4: "BIT_PACKED", 5: "D
 BYTE_ARRAY_DATA = {PLAIN, PLAIN_DICTIONARY, RLE_DICTIONARY}
 BYTE_ARRAY_DICTIONARY = {PLAIN, PLAIN_DICTIONARY}
 MAX_DEPTH = 16
+SPARE_PAGES = 16  # pages beyond one per value: a dictionary page, index pages; more would only cost CPU to walk
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,10 +159,13 @@ def walk(chunk: bytes, *, num_values: int, byte_array: bool, rows: int, where: s
     """The pages pyarrow's reader will read from `chunk` (the bytes of its column range), or ShardError.
 
     Each page's sizes must be non-negative and its bytes inside the chunk; a data page holds at most `rows` values
-    (the columns read are flat: one value per row); byte-array pages must be PLAIN or dictionary encoded.
+    (the columns read are flat: one value per row); byte-array pages must be PLAIN or dictionary encoded; and there
+    are at most SPARE_PAGES more pages than values (pages of no values would make the walk as long as the bytes).
     """
     view, at, seen, pages = memoryview(chunk), 0, 0, []
     while seen < num_values:
+        if len(pages) > num_values + SPARE_PAGES:
+            raise ShardError(f"{where}: over {len(pages) - 1:,} pages for {num_values:,} values")
         if at >= len(view):
             raise ShardError(f"{where}: the pages end at byte {at:,} with {seen:,} of its {num_values:,} values")
         cursor = _Compact(view, at)

@@ -179,3 +179,8 @@ def test_the_walk_refuses_pages_past_the_chunk_and_values_past_the_rows():
         parquet_pages.walk(raw, num_values=11, byte_array=True, rows=10, where="c")
     with pytest.raises(ShardError, match="unreadable"):
         parquet_pages.walk(b"\x15", num_values=1, byte_array=True, rows=1, where="c")
+    empty = bytes([0x15, 0x00, 0x15, 0x00, 0x15, 0x00, 0x2C, 0x15, 0x00, 0x15, 0x00, 0x00, 0x00])  # a page of 0 values
+    pages = parquet_pages.walk(empty * 16 + raw, num_values=10, byte_array=True, rows=10, where="c")
+    assert [p.values for p in pages] == [0] * 16 + [10]
+    with pytest.raises(ShardError, match="over 26 pages for 10 values"):
+        parquet_pages.walk(empty * 1000 + raw, num_values=10, byte_array=True, rows=10, where="c")
