@@ -95,7 +95,10 @@ class FaultProxy:
                 for name, value in headers.items():
                     if name.lower() not in HOP_HEADERS:
                         self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
+                # a HEAD's reply has no body but the object's length: pass the upstream's on
+                length = next((v for k, v in headers.items() if k.lower() == "content-length"), "0") \
+                    if self.command == "HEAD" else str(len(body))
+                self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)

@@ -56,3 +56,12 @@ def test_every_input_ends_as_one_record_through_503s_dropped_connections_and_an_
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}  # nothing good was dead-lettered
     assert proxy.counts["s3_error"] and proxy.counts["sqs_error"] and proxy.counts["sqs_outage"]
     assert proxy.counts["s3_drop_before"] + proxy.counts["s3_drop_after"] + proxy.counts["sqs_drop_after"] > 0
+
+
+def test_a_head_through_the_proxy_keeps_the_objects_length(aws, tmp_path, monkeypatch):
+    stack = Stack(aws["AWS_ENDPOINT_URL"], tmp_path)
+    stack.put("incoming/sized.bin", b"x" * 12345)
+    with FaultProxy(aws["AWS_ENDPOINT_URL"], error_rate=0.0, drop_rate=0.0) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        head = agent_aws.client("s3").head_object(Bucket=stack.images, Key="incoming/sized.bin")
+    assert head["ContentLength"] == 12345 and proxy.operations["s3 HEAD"] == 1
