@@ -160,7 +160,7 @@ def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bo
     bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
     failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
     put_json(s3, bucket, chunk_marker(root, chunk.index),
-              {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
+             {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
     if not tally.finished(s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index,
                           range(chunk.count)):
         return False
