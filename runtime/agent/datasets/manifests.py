@@ -193,9 +193,8 @@ def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str
             table = reader.read(group)
             for start in range(0, table.num_rows, PARQUET_SLICE_ROWS):  # Python objects for a slice at a time
                 part = table.slice(start, PARQUET_SLICE_ROWS)
-                keys = [value for values in python_values(part.column(0), as_bytes=False) for value in values]
-                buckets = ([value for values in python_values(part.column(1), as_bytes=False) for value in values]
-                           if len(columns) > 1 else None)
+                keys = python_values(part.column(0), as_bytes=False)
+                buckets = python_values(part.column(1), as_bytes=False) if len(columns) > 1 else None
                 for n, value in enumerate(keys):
                     at = f"{where} row {row + n + 1}"
                     if not isinstance(value, str) or len(value) > MAX_LINE_BYTES:

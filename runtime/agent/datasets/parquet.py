@@ -224,7 +224,7 @@ def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column:
 
 def _key_values(keys: pa.ChunkedArray) -> list:
     """A row group's keys as Python values: text as bytes (checked as UTF-8 row by row, not trusted), ints as ints."""
-    return [value for values in python_values(keys, as_bytes=True) for value in values]
+    return python_values(keys, as_bytes=True)
 
 
 def _key(value, index: int) -> tuple[str, str | None]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import struct
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,7 +63,7 @@ class GroupReader:
 
     def __init__(self, shard: pq.ParquetFile, file: BinaryIO, leaves: list[str], max_bytes: int, what: str):
         self.file, self.leaves, self.max_bytes, self.what = file, leaves, max_bytes, what
-        self.metadata = shard.metadata
+        self.metadata, self.size = shard.metadata, file.seek(0, io.SEEK_END)
         columns = [shard.schema.column(at) for at in range(len(shard.schema))]
         dictionaries = [column.path for column in columns
                         if column.path in leaves and column.physical_type == "BYTE_ARRAY"]
@@ -92,11 +92,10 @@ class GroupReader:
         return [chunk for chunk in chunks if chunk.path_in_schema in self.leaves]
 
     def _pages_bytes(self, group: int) -> int:
-        size = self.file.seek(0, io.SEEK_END)
         rows = self.metadata.row_group(group).num_rows
         total = 0
         for chunk in self._chunks(group):
-            start, end = self._chunk_range(chunk, size)
+            start, end = self._chunk_range(chunk)
             self.file.seek(start)
             pages = parquet_pages.walk(self.file.read(end - start), num_values=chunk.num_values, rows=rows,
                                        byte_array=chunk.physical_type == "BYTE_ARRAY",
@@ -104,7 +103,7 @@ class GroupReader:
             total += max(end - start, parquet_pages.declared_bytes(pages)) + rows * ROW_BYTES
         return total
 
-    def _chunk_range(self, chunk: pq.ColumnChunkMetaData, size: int) -> tuple[int, int]:
+    def _chunk_range(self, chunk: pq.ColumnChunkMetaData) -> tuple[int, int]:
         """[start, end) of the bytes pyarrow reads for a chunk (parquet/file_reader.cc, ComputeColumnChunkRange).
 
         The PARQUET-816 padding pyarrow adds for old parquet-mr files is added for any parquet-mr file: a wider range
@@ -114,11 +113,11 @@ class GroupReader:
         if chunk.has_dictionary_page and 0 < chunk.dictionary_page_offset < start:
             start = chunk.dictionary_page_offset
         end = start + chunk.total_compressed_size
-        if start < 0 or chunk.total_compressed_size < 0 or end > size:
+        if start < 0 or chunk.total_compressed_size < 0 or end > self.size:
             raise ShardError(f"column {chunk.path_in_schema!r} lies outside the file (bytes {start:,}-{end:,} of "
-                             f"{size:,})")
+                             f"{self.size:,})")
         if "parquet-mr" in (self.metadata.created_by or ""):
-            end = min(size, end + MAX_DICT_HEADER_PADDING)
+            end = min(self.size, end + MAX_DICT_HEADER_PADDING)
         return start, end
 
     def _check(self, size: int, group: int, by: str) -> None:
@@ -127,18 +126,17 @@ class GroupReader:
                              f"of {self.max_bytes:,} ({self.what}); write the file with smaller row groups")
 
 
-def python_values(column: pa.ChunkedArray, *, as_bytes: bool, rows: int = 65536) -> Iterator[list]:
-    """The column's cells as Python values, in lists of at most `rows`: text as bytes where `as_bytes` (integers stay
-    ints), and a dictionary cell as its entry's one Python object, so a repeated entry is never copied per row."""
+def python_values(column: pa.ChunkedArray, *, as_bytes: bool) -> list:
+    """The column's cells as Python values: text as bytes where `as_bytes` (integers stay ints), and a dictionary
+    cell as its entry's one Python object, so a repeated entry is never copied per row."""
+    values = []
     for chunk in column.chunks:
         if pa.types.is_dictionary(chunk.type):
             entries = _python(chunk.dictionary, as_bytes)
-            for at in range(0, len(chunk), rows):
-                indices = chunk.indices.slice(at, rows).to_pylist()
-                yield [None if index is None else entries[index] for index in indices]
+            values.extend(None if index is None else entries[index] for index in chunk.indices.to_pylist())
         else:
-            for at in range(0, len(chunk), rows):
-                yield _python(chunk.slice(at, rows), as_bytes)
+            values.extend(_python(chunk, as_bytes))
+    return values
 
 
 def _python(array: pa.Array, as_bytes: bool) -> list:
