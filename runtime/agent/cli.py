@@ -8,6 +8,7 @@ import time
 
 from runtime import aws
 from runtime.agent.config import load_config
+from runtime.untrusted import sandbox
 from runtime.agent.model.device import device_without_cpu_fallback
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
         # 1. settings, 2. the device, 3. the current model (pointer -> download -> checksum -> load), 4. warm-up
         config = load_config(args.config)
         config.require("queue_url", "artifacts_bucket", "images_bucket")  # no images bucket: nothing to caption
+        sandbox.configure(sandbox.Limits(memory_bytes=config.decoder_memory_bytes, cpu_s=config.decoder_cpu_s),
+                          keep=config.prefetch_threads + 2)
         siblings = Siblings(config)
         siblings.hold()
         watchdog = Watchdog(config.hold_limit_s)

@@ -47,6 +47,10 @@ class AgentConfig:
     pointer_poll_s: float = 60.0
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_image_bytes: int = 64 * 1024 * 1024
+    # the decoding children (runtime.untrusted.sandbox) that parse images, Parquet files and manifests: address space
+    # of each (bytes) and CPU seconds per image, footer or row group
+    decoder_memory_bytes: int = 2 * 1024 ** 3
+    decoder_cpu_s: float = 60.0
     prefetch_threads: int = 8
     drain_timeout_s: float = 90.0
     max_batch_s: float = 0.0  # the longest a batch may take; 0: drain_timeout_s - 30 (the stack sets that)

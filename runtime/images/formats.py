@@ -19,6 +19,7 @@ ACCEPTED: dict[str, tuple[str, ...]] = {
 PIL_FORMATS: tuple[str, ...] = tuple(ACCEPTED)
 IMAGE_SUFFIXES: tuple[str, ...] = tuple(s for suffixes in ACCEPTED.values() for s in suffixes)
 HUMAN_LIST = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 
 
 def is_image_name(name: str) -> bool:

@@ -6,7 +6,8 @@ import io
 import pyarrow as pa
 
 from bench.dataset_data import images, parquet_shard, request_cost, tar_shard
-from runtime.agent.datasets import parquet, tar
+from runtime.agent.datasets import tar
+from runtime.untrusted import parquet
 
 
 def test_the_bench_shards_read_back_as_their_samples_with_the_bad_ones_marked():

@@ -1,10 +1,10 @@
 """The image URIs a MANIFEST job lists, read as a stream: CSV or text, Parquet with a key column, S3 Inventory.
 
 Every form is untrusted and bounded: at most `max_bytes` read from S3 (and as much text decompressed), lines of at
-most 4 KiB, Parquet row groups of at most 256 MiB uncompressed, and every URI must be one the workers may read
-(`Scope.dataset_outside`). The first problem stops the read with a `PlanError` naming the line (or row): at
-planning `runtime submit` refuses the job, and an agent expanding it refuses the whole job (dead-lettered with the
-reason) rather than caption part of a list someone may have tampered with.
+most 4 KiB, Parquet key lists read in a decoding child (runtime.untrusted.parquet), and every URI must be one the
+workers may read (`Scope.dataset_outside`). The first problem stops the read with a `PlanError` naming the line
+(or row): at planning `runtime submit` refuses the job, and an agent expanding it refuses the whole job
+(dead-lettered with the reason) rather than caption part of a list someone may have tampered with.
 
 Text and CSV: one key (relative to the manifest's bucket) or `s3://` URI a line, or `bucket,key` rows as S3
 Inventory writes them; a first row naming columns (`key`, `uri`, `url`, `path`, `bucket`) is a header, and with
@@ -22,7 +22,7 @@ import posixpath
 import urllib.parse
 from typing import Iterator
 
-from runtime.agent.datasets.samples import ShardError
+from runtime.untrusted.samples import ShardError
 from runtime.agent.layout import MAX_KEY_BYTES
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.scope import Scope
@@ -30,7 +30,6 @@ from runtime.errors import CaptionKitError
 
 MAX_LINE_BYTES = 4096
 MAX_INVENTORY_JSON_BYTES = 16 * 1024 * 1024  # ~100,000 data files listed
-MAX_ROW_GROUP_BYTES = 256 * 1024 * 1024
 PARQUET_SLICE_ROWS = 65536
 READ_BYTES = 1024 * 1024
 HEADER_NAMES = ("key", "uri", "url", "path", "bucket")
@@ -171,38 +170,23 @@ def _inventory_csv_uris(lines, columns: tuple[int, int], scope: Scope, where: st
 
 def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str, key_column: str | None,
                   bucket_column: bool) -> Iterator[str]:
-    """URIs of a Parquet key list, a row group at a time, only its key (and bucket) columns, every size bounded."""
-    from runtime.agent.datasets.parquet import RangedFile
-    from runtime.agent.datasets.parquet_bounded import GroupReader, open_footer, python_values
+    """URIs of a Parquet key list, read in a decoding child a row group at a time, only its key (and bucket)."""
+    from runtime.untrusted import parquet
 
-    ranged = RangedFile(s3, bucket, key, size)
-    try:
-        file = open_footer(ranged)
-    except ShardError as exc:
-        raise PlanError(f"{where}: {exc}") from None
-    names = file.schema_arrow.names
-    wanted = key_column or next((n for n in PARQUET_KEY_COLUMNS if n in names), None)
-    if wanted not in names:
-        raise PlanError(f"{where}: no key column {wanted or ' or '.join(PARQUET_KEY_COLUMNS)} (columns: "
-                        f"{names[:20]}); name it with key_column")
-    columns = [wanted] + (["bucket"] if bucket_column and "bucket" in names and wanted == "key" else [])
+    values = parquet.iter_values(parquet.RangedFile(s3, bucket, key, size), key_column=key_column,
+                                 guesses=PARQUET_KEY_COLUMNS, bucket_column=bucket_column,
+                                 max_value_bytes=MAX_LINE_BYTES, max_row_group_bytes=parquet.MAX_ROW_GROUP_BYTES)
     row = 0
     try:
-        reader = GroupReader(file, ranged, columns, MAX_ROW_GROUP_BYTES, "a manifest's row group")
-        for group in range(file.metadata.num_row_groups):
-            table = reader.read(group)
-            for start in range(0, table.num_rows, PARQUET_SLICE_ROWS):  # Python objects for a slice at a time
-                part = table.slice(start, PARQUET_SLICE_ROWS)
-                keys = python_values(part.column(0), as_bytes=False)
-                buckets = python_values(part.column(1), as_bytes=False) if len(columns) > 1 else None
-                for n, value in enumerate(keys):
-                    at = f"{where} row {row + n + 1}"
-                    if not isinstance(value, str) or len(value) > MAX_LINE_BYTES:
-                        raise PlanError(f"{at}: the {wanted} column must hold text of at most {MAX_LINE_BYTES:,} "
-                                        f"characters")
-                    yield _uri(value, buckets[n] if buckets else bucket, scope, at)
-                row += len(keys)
-    except (ShardError, UnicodeDecodeError) as exc:
+        for wanted, value, row_bucket in values:
+            row += 1
+            at = f"{where} row {row}"
+            if not isinstance(value, str):
+                raise PlanError(f"{at}: the {wanted} column must hold text of at most {MAX_LINE_BYTES:,} bytes")
+            if row_bucket is not None and not isinstance(row_bucket, str):
+                raise PlanError(f"{at}: the bucket column must hold text")
+            yield _uri(value, row_bucket if row_bucket is not None else bucket, scope, at)
+    except ShardError as exc:
         raise PlanError(f"{where}: {exc}") from None
 
 

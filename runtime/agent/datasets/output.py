@@ -9,7 +9,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runtime.agent.datasets.samples import ShardError
+from runtime.untrusted.samples import ShardError
 
 CONTENT_TYPE = "application/vnd.apache.parquet"
 COMPRESSION = "zstd"

@@ -17,7 +17,7 @@ import time
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import ledger, manifests
 from runtime.agent.datasets.manifests import PlanError
-from runtime.agent.datasets.samples import ShardError, shard_format
+from runtime.untrusted.samples import ShardError, shard_format
 from runtime.agent.layout import JOB_MANIFEST, RUN_QUEUED, is_own_result, job_root, part_key, run_root
 from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
@@ -100,7 +100,7 @@ def check_shards(s3, prefix_uri: str, scope: Scope, *, image_column: str | None 
                "formats": dict(sorted(collections.Counter(shard["format"] for shard in shards).items()))}
     first = next((shard for shard in shards if shard["format"] == "parquet"), None)
     if first:
-        from runtime.agent.datasets import parquet  # pyarrow: only when there is Parquet to read
+        from runtime.untrusted import parquet
 
         try:
             found = parquet.inspect(parquet.RangedFile(s3, *parse_s3_uri(first["uri"]), first["size"]),

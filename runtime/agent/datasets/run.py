@@ -18,7 +18,7 @@ from runtime.agent import jobs
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import ledger, output
 from runtime.agent.datasets.feed import Feed, Ready, Source, sources
-from runtime.agent.datasets.samples import ShardError
+from runtime.untrusted.samples import ShardError
 from runtime.agent.layout import job_root, shard_output, started_marker
 from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.scope import Scope

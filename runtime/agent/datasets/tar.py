@@ -23,7 +23,7 @@ import dataclasses
 import struct
 from typing import BinaryIO, Iterator
 
-from runtime.agent.datasets.samples import MAX_KEY_BYTES, Sample, ShardError
+from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
 
 BLOCK = 512
 CHUNK = 256 * 1024  # the largest read made of the stream

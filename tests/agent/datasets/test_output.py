@@ -9,7 +9,7 @@ import pytest
 
 from runtime.agent.datasets import output
 from runtime.agent.datasets.output import COLUMNS, SCHEMA, Row, read, render
-from runtime.agent.datasets.samples import ShardError
+from runtime.untrusted.samples import ShardError
 
 
 def row(index: int, caption: str | None = "a cat", error: str | None = None, **fields) -> Row:

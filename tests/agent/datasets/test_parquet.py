@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from runtime import aws as runtime_aws
-from runtime.agent.datasets import parquet
-from runtime.agent.datasets.parquet import RangedFile, inspect, iter_samples
-from runtime.agent.datasets.samples import Sample, ShardError
+from runtime.untrusted import parquet
+from runtime.untrusted.parquet import RangedFile, inspect, iter_samples
+from runtime.untrusted.samples import Sample, ShardError
 
 HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from runtime.agent.datasets.samples import SHARD_FORMATS, Sample, ShardError, shard_format
+from runtime.untrusted.samples import SHARD_FORMATS, Sample, ShardError, shard_format
 from runtime.errors import CaptionKitError
 
 

@@ -8,7 +8,7 @@ import tarfile
 import pytest
 
 from runtime.agent.datasets import tar
-from runtime.agent.datasets.samples import Sample, ShardError
+from runtime.untrusted.samples import Sample, ShardError
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}
 MB = 1024 * 1024

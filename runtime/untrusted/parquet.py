@@ -1,0 +1,199 @@
+"""Parquet files anyone may write (shards, key lists, collected outputs), read in a decoding child over ranged GETs.
+
+The parent holds the S3 side (`RangedFile`: ranged GETs pinned to one eTag) and answers the child's reads; the child
+(runtime.untrusted.parquet_child) runs pyarrow under the sandbox's limits and sends back plain values. Whatever the
+file does to pyarrow (an abort, a stack overflow, an allocation past the limit, a row group that spins) ends as one
+ShardError naming it; an S3 error while serving a read propagates unchanged, for the caller to classify.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import BinaryIO, Iterator
+
+from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
+from runtime.untrusted import sandbox
+
+READ_AHEAD = 1024 * 1024  # one GET fetches at least this much: pyarrow's small reads then cost no request each
+MAX_ROW_GROUP_BYTES = 512 * 1024 * 1024
+MAX_OUTPUT_CELL_BYTES = 64 * 1024  # an output row's longest text: a caption, an error (2,000), a URI, the settings
+
+
+class RangedFile(io.RawIOBase):
+    """A seekable read-only file over ranged GETs of one S3 object, pinned to its eTag when one is given.
+
+    A read that misses fetches a READ_AHEAD window from it (moved back where it would pass the end, so the footer's
+    reads share one GET), and the last two windows are kept (a read that goes back a little costs no new GET). A
+    read larger than a window is one GET of its own, kept as a window: a column chunk whose pages were checked is
+    then read by pyarrow from the same bytes, without a second GET. S3 errors propagate unchanged
+    (PreconditionFailed when the object was replaced since it was listed): the caller classifies them.
+    """
+
+    WINDOWS = 2
+
+    def __init__(self, s3, bucket: str, key: str, size: int, etag: str | None = None, read_ahead: int = READ_AHEAD):
+        super().__init__()
+        self.s3, self.bucket, self.key, self.etag = s3, bucket, key, etag
+        self._size, self._pos, self.read_ahead = size, 0, read_ahead
+        self._windows: list[tuple[int, bytes]] = []  # (offset, bytes), the latest first
+        self.requests = 0
+        self.failure: Exception | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def size(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        if base + offset < 0:
+            raise ValueError(f"negative seek position {base + offset}")
+        self._pos = base + offset
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("I/O operation on closed file")
+        start = self._pos
+        end = self._size if n is None or n < 0 else min(self._size, start + n)
+        if end <= start:
+            return b""
+        for at, window in self._windows:
+            if at <= start and end <= at + len(window):
+                data = window[start - at:end - at]
+                break
+        else:
+            if end - start >= self.read_ahead:
+                at, window = start, self._get(start, end)
+            else:
+                at = max(0, min(start, self._size - self.read_ahead))
+                window = self._get(at, min(self._size, at + self.read_ahead))
+            self._windows = [(at, window), *self._windows[:self.WINDOWS - 1]]
+            data = window[start - at:end - at]
+        self._pos = end
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def _get(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) in one GET; an S3 error is kept as `failure` (pyarrow re-raises it as it is)."""
+        extra = {"IfMatch": f'"{self.etag.strip(chr(34))}"'} if self.etag else {}
+        self.requests += 1
+        try:
+            reply = self.s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={start}-{end - 1}", **extra)
+            data = reply["Body"].read()
+        except Exception as error:
+            self.failure = error
+            raise
+        if len(data) != end - start:
+            raise ShardError(f"s3://{self.bucket}/{self.key} is shorter than its listed {self._size:,} bytes "
+                             f"(bytes {start:,}-{end - 1:,} gave {len(data):,})")
+        return data
+
+
+class BytesFile(io.BytesIO):
+    """Bytes in memory as a file the child may read (`size()` as RangedFile has it)."""
+
+    def size(self) -> int:
+        return len(self.getbuffer())
+
+
+def _size(file: BinaryIO) -> int:
+    return file.size() if hasattr(file, "size") else file.seek(0, io.SEEK_END)
+
+
+def _stream(op: str, file: BinaryIO, args: dict, pool: sandbox.Sandbox | None, what: str):
+    pool = pool or sandbox.shared()
+    return pool.stream(op, {**args, "size": _size(file)}, file=file, what=what, error=ShardError)
+
+
+def inspect(file: BinaryIO, image_column: str | None = None, key_column: str | None = None,
+            pool: sandbox.Sandbox | None = None) -> tuple[str, str | None, int]:
+    """(image column, key column or None, rows) of a shard from its footer alone, or ShardError saying why not.
+
+    A key taken from the image struct's `path` is "<image column>.path"; iter_samples accepts that name back.
+    """
+    end = None
+    for header, _ in _stream("parquet.inspect", file, {"image_column": image_column, "key_column": key_column},
+                             pool, "the Parquet reader"):
+        end = header.get("end")
+    if not (isinstance(end, dict) and isinstance(end.get("image"), str) and isinstance(end.get("rows"), int)
+            and (end.get("key") is None or isinstance(end.get("key"), str))):
+        raise ShardError("the Parquet reader answered what it may not")
+    return end["image"], end["key"], end["rows"]
+
+
+def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column: str | None = None,
+                 max_member_bytes: int, max_samples: int, max_row_group_bytes: int = MAX_ROW_GROUP_BYTES,
+                 pool: sandbox.Sandbox | None = None) -> Iterator[Sample]:
+    """The rows of a Parquet shard as samples, in order, one row group in the child's memory at a time.
+
+    A row without a usable image (a null cell, a struct without bytes, over max_member_bytes) or with an unusable
+    key is an error row; a shard that cannot be read at all raises ShardError, before any sample where the footer
+    shows it (too many rows, a row group too large by its footer, no image column), and after the samples before it
+    where only reading shows it (a row group whose chunks hold fewer rows than declared, a reader that died).
+    """
+    args = {"image_column": image_column, "key_column": key_column, "max_member_bytes": max_member_bytes,
+            "max_samples": max_samples, "max_row_group_bytes": max_row_group_bytes}
+    expected = 0
+    for header, blobs in _stream("parquet.samples", file, args, pool, "the Parquet reader"):
+        if "end" in header:
+            return
+        key, index, error = header.get("key"), header.get("index"), header.get("error")
+        if not (isinstance(key, str) and len(key) <= 4 * MAX_KEY_BYTES and index == expected
+                and (error is None or isinstance(error, str)) and len(blobs) == (0 if error is not None else 1)
+                and all(len(b) <= max_member_bytes for b in blobs) and expected < max_samples):
+            raise ShardError(f"the Parquet reader answered what it may not at row {expected}")
+        expected += 1
+        yield Sample(key, index, blobs[0] if blobs else None, error[:2000] if error is not None else None)
+
+
+def iter_values(file: BinaryIO, *, key_column: str | None, guesses: tuple[str, ...], bucket_column: bool,
+                max_value_bytes: int, max_row_group_bytes: int,
+                pool: sandbox.Sandbox | None = None) -> Iterator[tuple[str, object, object]]:
+    """(column name, key cell, bucket cell or None) of each row of a key list; a cell that is not text is
+    {"not_text": True} or {"too_long": size} for the caller to refuse, naming the row."""
+    args = {"key_column": key_column, "guesses": list(guesses), "bucket_column": bucket_column,
+            "max_value_bytes": max_value_bytes, "max_row_group_bytes": max_row_group_bytes}
+    for header, blobs in _stream("parquet.column", file, args, pool, "the Parquet reader"):
+        if "end" in header:
+            return
+        column = header.get("column")
+        try:
+            batch = json.loads(blobs[0]) if len(blobs) == 1 else None
+        except ValueError:
+            batch = None
+        if not isinstance(column, str) or not isinstance(batch, list):
+            raise ShardError("the Parquet reader answered what it may not")
+        for cell in batch:
+            if not (isinstance(cell, list) and len(cell) == 2):
+                raise ShardError("the Parquet reader answered what it may not")
+            yield column, cell[0], cell[1]
+
+
+def iter_rows(file: BinaryIO, *, columns: tuple[str, ...], max_row_group_bytes: int = MAX_ROW_GROUP_BYTES,
+              max_cell_bytes: int = MAX_OUTPUT_CELL_BYTES, pool: sandbox.Sandbox | None = None) -> Iterator[list]:
+    """Batches of an output file's rows (dicts of `columns`), once the child found its columns as expected and no
+    cell longer than `max_cell_bytes`."""
+    args = {"columns": list(columns), "max_cell_bytes": max_cell_bytes, "max_row_group_bytes": max_row_group_bytes}
+    for header, blobs in _stream("parquet.rows", file, args, pool, "the Parquet reader"):
+        if "end" in header:
+            return
+        try:
+            batch = json.loads(blobs[0]) if len(blobs) == 1 else None
+        except ValueError:
+            batch = None
+        if not isinstance(batch, list) or not all(isinstance(r, dict) and list(r) == list(columns) and all(
+                v is None or isinstance(v, (str, int)) for v in r.values()) for r in batch):
+            raise ShardError("the Parquet reader answered rows that are not an output's")
+        yield batch
