@@ -72,6 +72,7 @@ class AgentConfig:
     manifest_chunk_size: int = 1000  # keys of a MANIFEST job per shard message (one Parquet output each)
     max_shard_samples: int = 100_000  # samples of one shard; a larger shard fails whole, with this reason
     max_manifest_bytes: int = 4 * 1024 ** 3  # a MANIFEST job's key file (CSV, text, Parquet, S3 Inventory)
+    max_manifest_lines: int = 20_000_000  # its lines (blank ones too) or rows, read or inflated
     captioner_loader: str = "runtime.captioner:load_captioner"
 
     @property
@@ -168,8 +169,10 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         if not source.startswith("s3://") or not bucket or (prefix and not prefix.endswith("/")):
             raise ConfigError(f"dataset_sources: {source!r} is not s3://bucket/ or s3://bucket/prefix/ (a "
                               f"trailing '/': a prefix that is a folder, never part of a name)")
-    if config.manifest_chunk_size < 1 or config.max_shard_samples < 1 or config.max_manifest_bytes < 1:
-        raise ConfigError("manifest_chunk_size, max_shard_samples and max_manifest_bytes must be at least 1")
+    if min(config.manifest_chunk_size, config.max_shard_samples, config.max_manifest_bytes,
+           config.max_manifest_lines) < 1:
+        raise ConfigError("manifest_chunk_size, max_shard_samples, max_manifest_bytes and max_manifest_lines must be "
+                          "at least 1")
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

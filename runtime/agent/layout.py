@@ -16,6 +16,7 @@ Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the 
   _jobs/<job id>/runs/<run>/done/<index>   one empty object per shard of that run finished (listed by 1,000)
   _jobs/<job id>/runs/<run>/groups/<group> one empty object per 1,000 of the run's shards all done, if > 1,000
   _jobs/<job id>/runs/<run>/notified       put (IfNoneMatch) by the one agent that sends the run's completion notice
+  _jobs/<job id>/refused.json              why no agent can expand the job (its message is dead-lettered)
   (chunks/<index>.json is the shard's marker: its counts, model and settings fingerprint)
   _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
 Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
@@ -34,6 +35,7 @@ LONG_KEYS = "_long-keys/"
 JOBS_FOLDER = "_jobs/"  # tools.collect skips it
 CRASHES_FOLDER = "_crashes/"
 JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS = "manifest.json", "summary.json", "chunks/"
+JOB_REFUSED = "refused.json"  # a job no agent can expand: why (its message is dead-lettered)
 JOB_PARTS, JOB_SHARDS, JOB_STARTED, JOB_RUNS = "parts/", "shards/", "started/", "runs/"
 RUN_DONE, GROUPS = "done/", "groups/"  # in a run's folder; in a job's or a run's folder
 RUN_QUEUED, NOTIFIED = "queued.json", "notified"  # in a run's folder; in a prefix job's or a run's folder

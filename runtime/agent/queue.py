@@ -39,6 +39,12 @@ class Inbox:
             self._held.update((m.id, m) for m in messages)
         return messages
 
+    def renew(self, message: Message) -> None:
+        """The holder is making progress on `message` (a long expansion): its hold limit counts from now."""
+        with self._lock:
+            if not message.lapsed:
+                message.held_since = time.monotonic()
+
     def held(self) -> list[Message]:
         with self._lock:
             return list(self._held.values())

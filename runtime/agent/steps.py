@@ -65,12 +65,13 @@ def write_results(batch: Batch, model: Captioner, s3, config: AgentConfig,
 
 
 def settle(batch: Batch, s3, sqs, config: AgentConfig, model: Captioner | None = None,
-           dead_letter=None) -> tuple[list[Message], list[tuple[Message, str]]]:
+           dead_letter=None, progress=None) -> tuple[list[Message], list[tuple[Message, str]]]:
     """Split the batch's messages into complete ones (delete) and (message, reason) to retry.
 
     A message is complete when every one of its images has a result written and, for a job,
     its fan-out is sent or, for a chunk, its marker (and maybe the job summary) is written.
-    A dataset job no agent can expand (`UnknownMessage`) goes to `dead_letter(message, reason)` alone.
+    A dataset job no agent can expand (`UnknownMessage`) goes to `dead_letter(message, reason)` alone; a long
+    expansion calls `progress(message)` as it goes (the worker renews its hold).
     """
     done, retry = [], []
     for message in batch.messages:
@@ -81,7 +82,8 @@ def settle(batch: Batch, s3, sqs, config: AgentConfig, model: Captioner | None =
         failure = next((item.retry for item in items if item.retry), None)
         try:
             if failure is None and work.job and work.job.get("kind") in DATASET_KINDS:
-                plan.expand_dataset(s3, sqs, config, work.job, model)
+                plan.expand_dataset(s3, sqs, config, work.job, model,
+                                    progress=(lambda m=message: progress(m)) if progress else None)
             elif failure is None and work.job:
                 jobs.expand(s3, sqs, config, work.job)
             if failure is None and work.chunk:

@@ -63,7 +63,7 @@ def check_dataset_job(s3, config, job: dict) -> dict:
                                  key_column=job.get("key_column"))
     if "manifest" in job:
         return plan.check_manifest(s3, job["manifest"], scope, key_column=job.get("key_column"),
-                                   max_bytes=config.max_manifest_bytes)
+                                   max_bytes=config.max_manifest_bytes, max_lines=config.max_manifest_lines)
     manifest = ledger.get_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_MANIFEST)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise plan.PlanError(f"job {job['job_id']} is not a dataset job of this fleet: no dataset manifest under "

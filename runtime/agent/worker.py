@@ -105,7 +105,8 @@ class Worker:
                 self.prefetcher.preprocess(batch, self.model)
             device_s = steps.caption(batch, self.model, self._on_device)
             steps.write_results(batch, self.model, self.s3, self.config, self._writers)
-            done, retry = steps.settle(batch, self.s3, self.sqs, self.config, self.model, self._dead_letter)
+            done, retry = steps.settle(batch, self.s3, self.sqs, self.config, self.model, self._dead_letter,
+                                       progress=self._progress)
             self.inbox.delete(done)
             for message, reason in retry:
                 self._retry([message], reason)
@@ -188,6 +189,11 @@ class Worker:
             old = self.model.sha256
             self.model, self.pointer = ready
             log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name)
+
+    def _progress(self, message) -> None:
+        """A job's expansion goes on: keep holding its message, and the loop counts as alive."""
+        self.inbox.renew(message)
+        self.watchdog.mark()
 
     def _dead_letter(self, message, reason: str) -> None:
         try:

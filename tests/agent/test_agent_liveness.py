@@ -41,6 +41,17 @@ def test_a_message_held_past_the_hold_limit_is_no_longer_extended(agent_log):
     assert [line["message_id"] for line in agent_log.events("hold_limit_passed")] == ["stuck"]  # logged once
 
 
+def test_a_message_whose_work_progresses_is_renewed_and_kept_past_the_hold_limit(agent_log):
+    sqs = _RecordingSQS()
+    inbox = Inbox(sqs, "queue-url", visibility_timeout_s=30, hold_limit_s=60)
+    planning = _held(inbox, "planning", held_for_s=59)  # a manifest still being read, progress reported
+    inbox.renew(planning)
+    planning.held_since -= 30  # 89 s since it was received, 30 s since the last progress
+    inbox.extend_due()
+    assert sqs.extended == ["receipt-planning"] and not planning.lapsed
+    assert agent_log.events("hold_limit_passed") == []
+
+
 def _notify_socket(tmp_path):
     server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     path = str(tmp_path / "notify")

@@ -20,7 +20,7 @@ import gzip
 import json
 import posixpath
 import urllib.parse
-from typing import Iterator
+from typing import Callable, Iterator
 
 from runtime.untrusted.samples import ShardError
 from runtime.agent.layout import MAX_KEY_BYTES
@@ -34,6 +34,8 @@ PARQUET_SLICE_ROWS = 65536
 READ_BYTES = 1024 * 1024
 HEADER_NAMES = ("key", "uri", "url", "path", "bucket")
 PARQUET_KEY_COLUMNS = ("key", "uri", "url", "path")
+PROGRESS_ROWS = 10_000
+MAX_LINES = 20_000_000  # max_manifest_lines: 20 million keys is 20,000 parts of the default 1,000
 
 
 class PlanError(CaptionKitError):
@@ -53,6 +55,32 @@ class _Budget:
         if self.used > self.limit:
             raise PlanError(f"{self.what} is over max_manifest_bytes ({self.limit:,} bytes); split it into "
                             f"several jobs or raise the setting")
+
+
+class Limits:
+    """How far one manifest may expand: bytes read (and as many inflated), lines (blank ones too: a gzip of empty
+    lines inflates fast and plans slowly), and `progress`, called at least every PROGRESS_BYTES of text, so whoever
+    holds the job message can keep holding it."""
+
+    def __init__(self, max_bytes: int, max_lines: int, progress: Callable[[], None] | None = None):
+        self.max_bytes, self.max_lines, self.progress = max_bytes, max_lines, progress
+
+
+class _Metered:
+    """A text stream whose lines are counted against `max_lines` (PlanError past it), calling `progress` as it goes."""
+
+    def __init__(self, stream, limits: Limits, what: str):
+        self.stream, self.limits, self.what, self.lines = stream, limits, what, 0
+
+    def read(self, size: int = READ_BYTES) -> bytes:
+        data = self.stream.read(READ_BYTES if size is None or size < 0 else min(size, READ_BYTES))
+        self.lines += data.count(b"\n")
+        if self.lines > self.limits.max_lines:
+            raise PlanError(f"{self.what} has over {self.limits.max_lines:,} lines (max_manifest_lines); split it "
+                            f"into several jobs or raise the setting")
+        if self.limits.progress is not None:
+            self.limits.progress()
+        return data
 
 
 class _Counted:
@@ -169,7 +197,7 @@ def _inventory_csv_uris(lines, columns: tuple[int, int], scope: Scope, where: st
 
 
 def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str, key_column: str | None,
-                  bucket_column: bool) -> Iterator[str]:
+                  bucket_column: bool, limits: Limits) -> Iterator[str]:
     """URIs of a Parquet key list, read in a decoding child a row group at a time, only its key (and bucket)."""
     from runtime.untrusted import parquet
 
@@ -181,6 +209,11 @@ def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str
         for wanted, value, row_bucket in values:
             row += 1
             at = f"{where} row {row}"
+            if row > limits.max_lines:
+                raise PlanError(f"{where} has over {limits.max_lines:,} rows (max_manifest_lines); split it into "
+                                f"several jobs or raise the setting")
+            if limits.progress is not None and row % PROGRESS_ROWS == 0:
+                limits.progress()
             if not isinstance(value, str):
                 raise PlanError(f"{at}: the {wanted} column must hold text of at most {MAX_LINE_BYTES:,} bytes")
             if row_bucket is not None and not isinstance(row_bucket, str):
@@ -190,7 +223,8 @@ def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str
         raise PlanError(f"{where}: {exc}") from None
 
 
-def _inventory_uris(s3, bucket: str, key: str, scope: Scope, budget: _Budget, text: _Budget) -> Iterator[str]:
+def _inventory_uris(s3, bucket: str, key: str, scope: Scope, budget: _Budget, text: _Budget,
+                    limits: Limits) -> Iterator[str]:
     """The URIs of an S3 Inventory report: its `manifest.json` names the data files and their format."""
     where = f"s3://{bucket}/{key}"
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -221,12 +255,12 @@ def _inventory_uris(s3, bucket: str, key: str, scope: Scope, budget: _Budget, te
             raise PlanError(f"{where}: its data file {data_uri}: {why}")
         if fmt == "CSV":
             stream = s3.get_object(Bucket=destination, Key=entry["key"])["Body"]
-            unzipped = gzip.GzipFile(fileobj=_Counted(stream, budget), mode="rb")
+            unzipped = _Metered(gzip.GzipFile(fileobj=_Counted(stream, budget), mode="rb"), limits, data_uri)
             yield from _inventory_csv_uris(_lines(unzipped, text, data_uri), columns, scope, data_uri)
         else:
             size = s3.head_object(Bucket=destination, Key=entry["key"])["ContentLength"]
             budget.take(size)
-            yield from _parquet_uris(s3, destination, entry["key"], size, scope, data_uri, None, True)
+            yield from _parquet_uris(s3, destination, entry["key"], size, scope, data_uri, None, True, limits)
 
 
 def manifest_format(key: str) -> str:
@@ -238,21 +272,24 @@ def manifest_format(key: str) -> str:
                  if name.endswith(suffix)), "text")
 
 
-def iter_uris(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int) -> Iterator[str]:
-    """Each image URI the manifest at `uri` lists, in its order; `PlanError` at the first problem."""
+def iter_uris(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int,
+              max_lines: int = MAX_LINES, progress: Callable[[], None] | None = None) -> Iterator[str]:
+    """Each image URI the manifest at `uri` lists, in its order; `PlanError` at the first problem (past `max_bytes`
+    read or inflated, past `max_lines` lines or rows). `progress` is called as the read goes on."""
     bucket, key = parse_s3_uri(uri)
     if why := scope.dataset_outside(bucket, key):
         raise PlanError(why)
     fmt, budget, text = manifest_format(key), _Budget(max_bytes, uri), _Budget(max_bytes, f"{uri} (decompressed)")
+    limits = Limits(max_bytes, max_lines, progress)
     if fmt == "orc":
         raise PlanError(f"{uri}: ORC manifests are not read; write the keys as CSV, text or Parquet")
     if fmt == "inventory":
-        yield from _inventory_uris(s3, bucket, key, scope, budget, text)
+        yield from _inventory_uris(s3, bucket, key, scope, budget, text, limits)
         return
     if fmt == "parquet":
         size = s3.head_object(Bucket=bucket, Key=key)["ContentLength"]
         budget.take(size)
-        yield from _parquet_uris(s3, bucket, key, size, scope, uri, key_column, True)
+        yield from _parquet_uris(s3, bucket, key, size, scope, uri, key_column, True, limits)
         return
     reply = s3.get_object(Bucket=bucket, Key=key)
     if fmt == "text" and reply.get("ContentLength", 0) > max_bytes:
@@ -260,7 +297,8 @@ def iter_uris(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_
         raise PlanError(f"{uri} is {reply['ContentLength']:,} bytes, over max_manifest_bytes ({max_bytes:,}); "
                         f"split it into several jobs or raise the setting")
     if fmt == "gzip":
-        lines = _lines(gzip.GzipFile(fileobj=_Counted(reply["Body"], budget), mode="rb"), text, uri)
+        lines = _lines(_Metered(gzip.GzipFile(fileobj=_Counted(reply["Body"], budget), mode="rb"), limits, uri),
+                       text, uri)
     else:
-        lines = _lines(reply["Body"], budget, uri)
+        lines = _lines(_Metered(reply["Body"], limits, uri), budget, uri)
     yield from _text_uris(lines, bucket, scope, uri, key_column)

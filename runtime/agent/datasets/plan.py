@@ -18,7 +18,7 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import ledger, manifests
 from runtime.agent.datasets.manifests import PlanError
 from runtime.untrusted.samples import ShardError, shard_format
-from runtime.agent.layout import JOB_MANIFEST, RUN_QUEUED, is_own_result, job_root, part_key, run_root
+from runtime.agent.layout import JOB_MANIFEST, JOB_REFUSED, RUN_QUEUED, is_own_result, job_root, part_key, run_root
 from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
 from runtime.agent.scope import Scope
@@ -111,16 +111,18 @@ def check_shards(s3, prefix_uri: str, scope: Scope, *, image_column: str | None 
     return summary
 
 
-def check_manifest(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int) -> dict:
-    """Read the manifest through: refuse (`PlanError`) its first out-of-scope or malformed line, or an empty list.
-    Returns {manifest, format, images}."""
-    count = sum(1 for _ in manifests.iter_uris(s3, uri, scope, key_column=key_column, max_bytes=max_bytes))
+def check_manifest(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int,
+                   max_lines: int = manifests.MAX_LINES) -> dict:
+    """Read the manifest through: refuse (`PlanError`) its first out-of-scope or malformed line, an empty list, or
+    one past its limits. Returns {manifest, format, images}."""
+    count = sum(1 for _ in manifests.iter_uris(s3, uri, scope, key_column=key_column, max_bytes=max_bytes,
+                                               max_lines=max_lines))
     if not count:
         raise PlanError(f"{uri}: lists no images")
     return {"manifest": uri, "format": manifests.manifest_format(parse_s3_uri(uri)[1]), "images": count}
 
 
-def _freeze(s3, config: AgentConfig, job: dict, scope: Scope) -> dict:
+def _freeze(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> dict:
     """Write the job's manifest.json (after a MANIFEST job's parts) and return it."""
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     images = None
@@ -128,7 +130,7 @@ def _freeze(s3, config: AgentConfig, job: dict, scope: Scope) -> dict:
         if job["kind"] == "shards":
             shards = list_shards(s3, job["source"], scope)
         else:
-            shards, images = _write_parts(s3, config, job, scope)
+            shards, images = _write_parts(s3, config, job, scope, progress)
     except PlanError as exc:  # the input is malformed or reaches outside: no agent will ever expand it
         raise UnknownMessage(f"job {job['job_id']}: {exc}") from None
     if len(shards) > MAX_SHARDS:
@@ -143,12 +145,13 @@ def _freeze(s3, config: AgentConfig, job: dict, scope: Scope) -> dict:
 PART_WRITERS = 16  # parts in flight: 10 million keys are 10,000 PUTs, which one at a time outlast the job's hold
 
 
-def _write_parts(s3, config: AgentConfig, job: dict, scope: Scope) -> tuple[list[dict], int]:
+def _write_parts(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> tuple[list[dict], int]:
     """Cut a MANIFEST job's URIs into parts of `manifest_chunk_size`, written PART_WRITERS at a time (memory: that
     many parts); (their manifest entries in order, the number of images)."""
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     uris = manifests.iter_uris(s3, job["source"], scope, key_column=job["key_column"],
-                               max_bytes=config.max_manifest_bytes)
+                               max_bytes=config.max_manifest_bytes, max_lines=config.max_manifest_lines,
+                               progress=progress)
     futures, part, images = [], [], 0
     with concurrent.futures.ThreadPoolExecutor(PART_WRITERS) as pool:
         def flush():
@@ -203,12 +206,23 @@ def _queue(s3, config: AgentConfig, job: dict, manifest: dict, model, fresh: boo
     return queued
 
 
-def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model) -> dict:
+def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model, progress=None) -> dict:
     """Freeze the manifest (once), queue the run (once) and send its shard messages; returns the run's queued.json.
 
     Safe to repeat: a redelivered job message finds the manifest and the run and sends the same messages again (a
-    shard done twice rewrites the same output). A run with nothing to do gets its summary now.
+    shard done twice rewrites the same output). A run with nothing to do gets its summary now. `progress` is called
+    as a manifest is read (the agent renews its hold on the job message). A job refused (`UnknownMessage`) leaves
+    its reason in the job's folder (`refused.json`) before the message is dead-lettered.
     """
+    try:
+        return _expand(s3, sqs, config, job, model, progress)
+    except UnknownMessage as exc:
+        ledger.put_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_REFUSED,
+                        {"job_id": job["job_id"], "run": job.get("run"), "refused_at": ledger.now(), "reason": str(exc)})
+        raise
+
+
+def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
     started = time.monotonic()
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     manifest, fresh = ledger.get_json(s3, bucket, root + JOB_MANIFEST), False
@@ -217,7 +231,7 @@ def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model) -> dict:
             raise UnknownMessage(f"job {job['job_id']}: nothing to retry, it is not a dataset job (no dataset "
                                  f"manifest at s3://{bucket}/{root}{JOB_MANIFEST})")
     elif manifest is None:
-        manifest, fresh = _freeze(s3, config, job, Scope.of(config)), True
+        manifest, fresh = _freeze(s3, config, job, Scope.of(config), progress), True
     elif (manifest.get("kind"), manifest.get("source")) != (job["kind"], job["source"]):
         raise UnknownMessage(f"job {job['job_id']} was created over {manifest.get('source')!r} "
                              f"({manifest.get('kind') or 'images'}), not {job['source']!r}; use another job id")

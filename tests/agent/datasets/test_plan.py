@@ -2,6 +2,8 @@
 messages (frozen on redelivery), resubmission that skips done shards, retries of exactly the failed ones."""
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import io
 import json
 import re
@@ -163,6 +165,29 @@ def test_an_out_of_scope_line_refuses_the_whole_job_at_expansion(stack):
     with pytest.raises(UnknownMessage, match="keys.txt line 2: .*private/b.png is outside the images prefix"):
         plan.expand_dataset(stack.s3, stack.sqs, config, job, MODEL)
     assert job_root(config, "job-1") + "manifest.json" not in stack.keys() and _drain(stack) == []
+    refused = _get(stack, job_root(config, "job-1") + "refused.json")
+    assert refused["job_id"] == "job-1" and refused["run"] == "run-1"
+    assert "keys.txt line 2: " in refused["reason"] and "outside the images prefix" in refused["reason"]
+
+
+def test_a_long_manifest_renews_the_hold_as_it_is_read_and_a_gzip_of_blank_lines_is_refused_by_lines(stack):
+    config = dataclasses.replace(stack.config(), max_manifest_lines=300_000)
+    keys = b"".join(b"incoming/%06d.png\n" % n for n in range(50_000))
+    stack.put("incoming/keys.txt", keys)
+    calls = []
+    plan.expand_dataset(stack.s3, stack.sqs, config, _job(stack, config, {
+        "manifest": f"s3://{stack.images}/incoming/keys.txt"}), MODEL, progress=lambda: calls.append(1))
+    assert len(calls) >= 1 and len(_drain(stack)) == 50
+    blank = gzip.compress(b"\n" * 4_000_000)
+    assert len(blank) < 10_000
+    stack.put("incoming/blank.txt.gz", blank)
+    body = {"manifest": f"s3://{stack.images}/incoming/blank.txt.gz", "job_id": "job-2"}
+    with pytest.raises(UnknownMessage, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
+        plan.expand_dataset(stack.s3, stack.sqs, config, _job(stack, config, body), MODEL)
+    with pytest.raises(PlanError, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
+        plan.check_manifest(stack.s3, body["manifest"], Scope.of(config), max_bytes=config.max_manifest_bytes,
+                            max_lines=config.max_manifest_lines)
+    assert "max_manifest_lines" in _get(stack, job_root(config, "job-2") + "refused.json")["reason"]
 
 
 def _marker(index, status="done", errors=0, model=MODEL, settings=None, config=None) -> dict:
