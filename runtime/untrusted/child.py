@@ -39,15 +39,15 @@ OPERATIONS = {
 class Channel:
     """What an operation sees of its parent: `emit` sends one item, `read_at` asks for bytes of the file it reads."""
 
-    def __init__(self, rfd: int, wfd: int):
-        self.rfd, self.wfd = rfd, wfd
+    def __init__(self, reader: wire.Reader, wfd: int):
+        self.reader, self.wfd = reader, wfd
 
     def emit(self, header: dict, blobs=()) -> None:
         wire.send(self.wfd, {"item": header}, blobs)
 
     def read_at(self, offset: int, size: int) -> bytes:
         wire.send(self.wfd, {"read": [offset, size]})
-        header, blobs = wire.recv(self.rfd, max_blob_bytes=size, max_total_bytes=size)
+        header, blobs = self.reader.recv(max_blob_bytes=size, max_total_bytes=size)
         if "error" in header:
             raise OSError(header["error"])
         return blobs[0] if blobs else b""
@@ -63,10 +63,11 @@ def serve(rfd: int, wfd: int, memory_bytes: int) -> None:
     """Answer requests until the parent closes the channel."""
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
-    channel = Channel(rfd, wfd)
+    reader = wire.Reader(rfd)
+    channel = Channel(reader, wfd)
     while True:
         try:
-            header, blobs = wire.recv(rfd, max_blob_bytes=MAX_REQUEST_BYTES, max_total_bytes=MAX_REQUEST_BYTES)
+            header, blobs = reader.recv(max_blob_bytes=MAX_REQUEST_BYTES, max_total_bytes=MAX_REQUEST_BYTES)
         except wire.Closed:
             return
         operation = OPERATIONS.get(header.get("op"))

@@ -149,13 +149,19 @@ def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column:
     for header, blobs in _stream("parquet.samples", file, args, pool, "the Parquet reader"):
         if "end" in header:
             return
-        key, index, error = header.get("key"), header.get("index"), header.get("error")
-        if not (isinstance(key, str) and len(key) <= 4 * MAX_KEY_BYTES and index == expected
-                and (error is None or isinstance(error, str)) and len(blobs) == (0 if error is not None else 1)
-                and all(len(b) <= max_member_bytes for b in blobs) and expected < max_samples):
+        rows = header.get("rows")
+        if not isinstance(rows, list) or len(blobs) > len(rows):
             raise ShardError(f"the Parquet reader answered what it may not at row {expected}")
-        expected += 1
-        yield Sample(key, index, blobs[0] if blobs else None, error[:2000] if error is not None else None)
+        for row in rows:
+            key, index, error, blob = (row.get("key"), row.get("index"), row.get("error"), row.get("blob")) \
+                if isinstance(row, dict) else (None, None, None, None)
+            data = blobs[blob] if isinstance(blob, int) and 0 <= blob < len(blobs) else None
+            if not (isinstance(key, str) and len(key) <= 4 * MAX_KEY_BYTES and index == expected
+                    and expected < max_samples and (error is None) == (data is not None)
+                    and (error is None or isinstance(error, str)) and (data is None or len(data) <= max_member_bytes)):
+                raise ShardError(f"the Parquet reader answered what it may not at row {expected}")
+            expected += 1
+            yield Sample(key, index, data, error[:2000] if error is not None else None)
 
 
 def iter_values(file: BinaryIO, *, key_column: str | None, guesses: tuple[str, ...], bucket_column: bool,

@@ -22,15 +22,21 @@ MAX_FOOTER_BYTES = 16 * 1024 * 1024
 KEY_GUESSES = ("__key__", "key", "id", "image_id", "file_name", "filename", "path")
 IMAGE_GUESSES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes")
 EXPECTED = "binary, large_binary, or a struct with a binary `bytes` field (HF datasets Image())"
-VALUES_BATCH_BYTES = 4 * 1024 * 1024  # one item of `column` or `rows` carries about this much
+VALUES_BATCH_BYTES = 4 * 1024 * 1024  # one item of `samples`, `column` or `rows` carries about this much
+ROWS_PER_ITEM = 256
+READ_AHEAD = 1024 * 1024  # the child asks the parent for at least this much (the parent's RangedFile GETs as much)
 
 
 class PipeFile(io.RawIOBase):
-    """A seekable read-only file whose bytes come from the parent (`channel.read_at`)."""
+    """A seekable read-only file whose bytes come from the parent (`channel.read_at`), a READ_AHEAD window at a time
+    (the last two kept), so pyarrow's many small reads cost the parent a few requests, not one each."""
+
+    WINDOWS = 2
 
     def __init__(self, channel, size: int):
         super().__init__()
         self.channel, self._size, self._pos = channel, size, 0
+        self._windows: list[tuple[int, bytes]] = []
 
     def readable(self) -> bool:
         return True
@@ -50,12 +56,21 @@ class PipeFile(io.RawIOBase):
         return self._pos
 
     def read(self, n: int | None = -1) -> bytes:
-        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
-        if end <= self._pos:
+        start = self._pos
+        end = self._size if n is None or n < 0 else min(self._size, start + n)
+        if end <= start:
             return b""
-        data = self.channel.read_at(self._pos, end - self._pos)
-        self._pos += len(data)
-        return data
+        for at, window in self._windows:
+            if at <= start and end <= at + len(window):
+                break
+        else:
+            at = max(0, min(start, self._size - READ_AHEAD)) if end - start < READ_AHEAD else start
+            window = self.channel.read_at(at, max(end, min(self._size, at + READ_AHEAD)) - at)
+            if len(window) < end - at:
+                raise OSError(f"the file ended at {at + len(window):,} bytes, before {end:,}")
+            self._windows = [(at, window), *self._windows[:self.WINDOWS - 1]]
+        self._pos = end
+        return window[start - at:end - at]
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
@@ -296,7 +311,7 @@ def samples(channel, args: dict, _blobs):
                     int(args["max_row_group_bytes"]), "max_row_group_bytes")
     for group in range(metadata.num_row_groups):
         reader.check_footer(group)
-    index = 0
+    index, batch = 0, _Batch(channel)
     for group in range(metadata.num_row_groups):
         table = reader.read(group)
         images = table.column(image)
@@ -311,18 +326,41 @@ def samples(channel, args: dict, _blobs):
                 if struct and chunk.type.get_field_index("path") >= 0 else None
             for row in range(len(chunk)):
                 value = values[offset + row] if values is not None else index
-                _emit_sample(channel, index, value, valid[row], cells, row, paths, struct, max_member)
+                _emit_sample(batch, index, value, valid[row], cells, row, paths, struct, max_member)
                 index += 1
             offset += len(chunk)
+        batch.flush()  # a row group's rows reach the parent before the next group is read
     if index != metadata.num_rows:
         raise ShardError(f"the footer says {metadata.num_rows:,} rows and the row groups held {index:,}")
     return {"rows": index}
 
 
-def _emit_sample(channel, index, value, valid, cells, row, paths, struct, max_member) -> None:
+class _Batch:
+    """Rows sent to the parent a batch at a time (ROWS_PER_ITEM or VALUES_BATCH_BYTES): one wake-up of the parent
+    per batch, not per row."""
+
+    def __init__(self, channel):
+        self.channel, self.rows, self.blobs, self.size = channel, [], [], 0
+
+    def add(self, row: dict, blob: bytes | None = None) -> None:
+        if blob is not None:
+            row["blob"] = len(self.blobs)
+            self.blobs.append(blob)
+            self.size += len(blob)
+        self.rows.append(row)
+        if len(self.rows) >= ROWS_PER_ITEM or self.size >= VALUES_BATCH_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            self.channel.emit({"rows": self.rows}, self.blobs)
+            self.rows, self.blobs, self.size = [], [], 0
+
+
+def _emit_sample(batch: _Batch, index, value, valid, cells, row, paths, struct, max_member) -> None:
     if isinstance(value, _TooLong):
-        channel.emit({"key": f"row-{index}", "index": index,
-                      "error": f"key of {value.size:,} bytes, over the limit of {MAX_KEY_BYTES:,}"})
+        batch.add({"key": f"row-{index}", "index": index,
+                   "error": f"key of {value.size:,} bytes, over the limit of {MAX_KEY_BYTES:,}"})
         return
     key, error = _key(value, index)
     if error is None and not valid:
@@ -339,9 +377,9 @@ def _emit_sample(channel, index, value, valid, cells, row, paths, struct, max_me
     if error is None and size > max_member:
         error = f"the image is {size:,} bytes, over the limit of {max_member:,} (max_image_bytes)"
     if error is not None:
-        channel.emit({"key": key, "index": index, "error": error})
+        batch.add({"key": key, "index": index, "error": error})
     else:
-        channel.emit({"key": key, "index": index}, (cells.get(row),))
+        batch.add({"key": key, "index": index}, cells.get(row))
 
 
 def column(channel, args: dict, _blobs):

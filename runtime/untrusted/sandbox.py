@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import fcntl
 import os
 import signal
 import subprocess
@@ -29,6 +30,8 @@ ROOT = str(Path(__file__).resolve().parents[2])
 BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime.untrusted.child import main; main(int(sys.argv[2]))"
 # what a child may be handed: AWS credentials are the parent's business, never a parser's
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
 SIGNALS = {signal.SIGXCPU: "its CPU time limit", signal.SIGKILL: "a kill (CPU time or memory)",
            signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
            signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
@@ -57,7 +60,11 @@ class _Child:
         self.limits = limits
         self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, ROOT, str(limits.memory_bytes)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
-        self.rfd, self.wfd = self.proc.stdout.fileno(), self.proc.stdin.fileno()
+        self.wfd = self.proc.stdin.fileno()
+        self.reader = wire.Reader(self.proc.stdout.fileno())
+        for fd in (self.wfd, self.reader.fd):  # room for a batch in the pipe: the child runs ahead of a slow reader
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -134,12 +141,13 @@ class Sandbox:
                 elif "item" in header:
                     yield header["item"], data
                 elif "end" in header:
-                    yield {"end": header["end"]}, data
-                    return
+                    break
                 else:
                     kind = header.get("kind")
                     text = str(header.get("error", "failed"))[:2000]
                     raise error(f"{what}: {text}" if kind != "refused" else text)
+        # the child is back in the pool before the end is handed over: a caller may stop at it
+        yield {"end": header["end"]}, data
 
     def call(self, op: str, args: dict, blobs=(), **kwargs) -> tuple[dict, list[bytes]]:
         """Run `op` to its end: (the end header, its blobs)."""
@@ -152,8 +160,8 @@ class Sandbox:
     def _recv(self, child: _Child, what: str, error) -> tuple[dict, list[bytes]]:
         limits = self.limits
         try:
-            header, data = wire.recv(child.rfd, max_blob_bytes=limits.max_reply_bytes,
-                                     max_total_bytes=limits.max_reply_bytes, timeout_s=limits.wait_s)
+            header, data = child.reader.recv(max_blob_bytes=limits.max_reply_bytes,
+                                             max_total_bytes=limits.max_reply_bytes, timeout_s=limits.wait_s)
         except TimeoutError:
             child.kill()
             raise error(f"{what} took longer than {limits.wait_s:g} s (the decoder's wait limit)") from None

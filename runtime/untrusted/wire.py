@@ -32,48 +32,59 @@ def encode(header: dict, blobs: tuple[bytes, ...] | list[bytes] = ()) -> list[by
 
 
 def send(fd: int, header: dict, blobs: tuple[bytes, ...] | list[bytes] = ()) -> None:
-    """Write one whole frame to the file descriptor `fd`."""
-    for piece in encode(header, blobs):
-        view = memoryview(piece)
-        while view:
-            try:
-                written = os.write(fd, view)
-            except BrokenPipeError:
-                raise Closed("the other side closed the channel") from None
-            view = view[written:]
+    """Write one whole frame to the file descriptor `fd`, in as few system calls as the pipe allows (each write of
+    a small frame wakes the reader once, not once per piece)."""
+    pieces = [memoryview(piece) for piece in encode(header, blobs)]
+    while pieces:
+        try:
+            written = os.writev(fd, pieces[:64])
+        except BrokenPipeError:
+            raise Closed("the other side closed the channel") from None
+        while written and pieces:
+            if written >= len(pieces[0]):
+                written -= len(pieces.pop(0))
+            else:
+                pieces[0], written = pieces[0][written:], 0
 
 
-def recv(fd: int, *, max_blob_bytes: int, max_total_bytes: int, timeout_s: float | None = None) -> tuple[dict, list]:
-    """One frame from `fd`: (header, blobs), every length checked before it is read; WireError when it cannot be.
+class Reader:
+    """The receiving end of a channel: reads what the pipe holds (up to READ_BYTES at a time) and cuts frames."""
 
-    `timeout_s` bounds the wait for the whole frame (None: wait forever).
-    """
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    (length,) = struct.unpack("<I", _exact(fd, 4, deadline))
-    if length > MAX_HEADER_BYTES:
-        raise WireError(f"a frame header of {length:,} bytes, over {MAX_HEADER_BYTES:,}")
-    try:
-        header = json.loads(_exact(fd, length, deadline))
-    except ValueError as exc:
-        raise WireError(f"a frame header that is not JSON: {exc}") from None
-    sizes = header.get("blobs") if isinstance(header, dict) else None
-    if not isinstance(sizes, list) or not all(isinstance(n, int) and 0 <= n <= max_blob_bytes for n in sizes) \
-            or sum(sizes) > max_total_bytes:
-        raise WireError(f"a frame's blobs {str(sizes)[:100]} exceed {max_blob_bytes:,} bytes each or "
-                        f"{max_total_bytes:,} in all")
-    return header, [_exact(fd, n, deadline) for n in sizes]
+    READ_BYTES = 1 << 20
 
+    def __init__(self, fd: int):
+        self.fd, self.buffer = fd, bytearray()
 
-def _exact(fd: int, n: int, deadline: float | None) -> bytes:
-    parts, left = [], n
-    while left:
-        if deadline is not None:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-                raise TimeoutError
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            raise Closed("the other side closed the channel")
-        parts.append(chunk)
-        left -= len(chunk)
-    return b"".join(parts)
+    def recv(self, *, max_blob_bytes: int, max_total_bytes: int, timeout_s: float | None = None) -> tuple[dict, list]:
+        """One frame: (header, blobs), every length checked before it is read; WireError when it cannot be.
+
+        `timeout_s` bounds the wait for the whole frame (None: wait forever).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        (length,) = struct.unpack("<I", self._exact(4, deadline))
+        if length > MAX_HEADER_BYTES:
+            raise WireError(f"a frame header of {length:,} bytes, over {MAX_HEADER_BYTES:,}")
+        try:
+            header = json.loads(self._exact(length, deadline))
+        except ValueError as exc:
+            raise WireError(f"a frame header that is not JSON: {exc}") from None
+        sizes = header.get("blobs") if isinstance(header, dict) else None
+        if not isinstance(sizes, list) or not all(isinstance(n, int) and 0 <= n <= max_blob_bytes for n in sizes) \
+                or sum(sizes) > max_total_bytes:
+            raise WireError(f"a frame's blobs {str(sizes)[:100]} exceed {max_blob_bytes:,} bytes each or "
+                            f"{max_total_bytes:,} in all")
+        return header, [self._exact(n, deadline) for n in sizes]
+
+    def _exact(self, n: int, deadline: float | None) -> bytes:
+        while len(self.buffer) < n:
+            if deadline is not None:
+                wait = deadline - time.monotonic()
+                if wait <= 0 or not select.select([self.fd], [], [], wait)[0]:
+                    raise TimeoutError
+            chunk = os.read(self.fd, max(self.READ_BYTES, min(n - len(self.buffer), 64 << 20)))
+            if not chunk:
+                raise Closed("the other side closed the channel")
+            self.buffer += chunk
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out

@@ -106,7 +106,7 @@ def test_a_dictionary_entry_over_the_image_limit_is_measured_once_never_copied_p
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert [h["error"] for h, _ in channel.items] == [
+    assert [row["error"] for header, _ in channel.items for row in header["rows"]] == [
         "the image is 8,388,608 bytes, over the limit of 1,048,576 (max_image_bytes)"] * 200
     assert peak < 4 * 1024 * 1024, f"{peak:,} bytes of Python objects at the peak: an entry was copied"
 
@@ -162,3 +162,17 @@ def test_an_output_file_with_an_oversized_cell_is_refused_by_the_bounded_reader(
         list(parquet.iter_rows(io.BytesIO(huge), columns=columns))
     with pytest.raises(ShardError, match=r"columns \['key', 'caption'\], expected \['key', 'error'\]"):
         list(parquet.iter_rows(io.BytesIO(good), columns=("key", "error")))
+
+
+def test_a_read_to_its_end_gives_its_child_back_and_one_stopped_early_kills_it():
+    data = write(pa.table({"image": [b"%d" % i for i in range(10)]}))
+    pool = sandbox.Sandbox(keep=2)
+    for _ in range(3):
+        assert len(list(parquet.iter_samples(io.BytesIO(data), max_member_bytes=100, max_samples=10, pool=pool))) == 10
+        assert parquet.inspect(io.BytesIO(data), pool=pool) == ("image", None, 10)
+    assert pool.started == 1  # one child served every read: a read costs no process start
+    samples = parquet.iter_samples(io.BytesIO(data), max_member_bytes=100, max_samples=10, pool=pool)
+    next(samples)
+    samples.close()  # abandoned mid-stream: that child's protocol state is unknown, so it is ended
+    assert pool._idle == [] and pool.started == 1
+    assert parquet.inspect(io.BytesIO(data), pool=pool)[2] == 10 and pool.started == 2
