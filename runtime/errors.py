@@ -37,6 +37,12 @@ class BadImage(CaptionKitError):
     """A permanent input error: not an image, corrupt, empty or too large. Never retried."""
 
 
+class PlanError(CaptionKitError):
+    """A dataset job's input cannot be planned (no shards, a bad shard, a malformed or out-of-scope manifest).
+
+    The message names the first problem; nothing of the job is queued."""
+
+
 # ---- the agent ---------------------------------------------------------------------------------------------------
 
 class ConfigError(CaptionKitError):

@@ -26,11 +26,11 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from runtime.s3_keys import MAX_KEY_BYTES  # noqa: F401 - the limit the keys built here must keep
+
 if TYPE_CHECKING:
     from runtime.agent.config import AgentConfig
 
-#: S3's longest key, in UTF-8 bytes (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html)
-MAX_KEY_BYTES = 1024
 LONG_KEYS = "_long-keys/"
 JOBS_FOLDER = "_jobs/"  # tools.collect skips it
 CRASHES_FOLDER = "_crashes/"

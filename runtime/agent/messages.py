@@ -9,6 +9,7 @@ from runtime.agent.layout import MAX_KEY_BYTES, is_own_result
 from runtime.agent.scope import Scope
 from runtime.agent.work import Chunk, ImageRef, ShardRef, Work
 from runtime.errors import UnknownMessage
+from runtime.s3_keys import parse_s3_uri  # noqa: F401 - the message layer's callers take it from here too
 
 JOB_TYPE = "captionkit.job"
 CHUNK_TYPE = "captionkit.chunk"
@@ -24,14 +25,6 @@ MAX_COLUMN_CHARS = 128
 DATASET_SOURCES = ("shards", "manifest", "retry")  # the message field naming what a dataset job reads
 RETRY_CHOICES = ("failed", "errors", "both")
 DATASET_KINDS = ("shards", "keys", "retry")  # the "kind" of a parsed dataset job (prefix and image jobs have none)
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """`s3://bucket/key` -> (bucket, key); raises ValueError with the expected form."""
-    if not isinstance(uri, str) or not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
-        raise ValueError(f"{uri!r} is not an S3 URI; expected s3://bucket/key")
-    bucket, _, key = uri[5:].partition("/")
-    return bucket, key  # keys may hold '?' and '#', so no urlparse
 
 
 def parse_body(body: str, scope: Scope) -> Work:

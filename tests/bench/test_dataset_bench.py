@@ -6,8 +6,7 @@ import io
 import pyarrow as pa
 
 from bench.dataset_data import images, parquet_shard, request_cost, tar_shard
-from runtime.agent.datasets import tar
-from runtime.untrusted import parquet
+from runtime.untrusted import parquet, tar
 
 
 def test_the_bench_shards_read_back_as_their_samples_with_the_bad_ones_marked():

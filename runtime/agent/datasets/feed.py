@@ -18,14 +18,14 @@ from typing import Any, Callable, Iterator
 
 from runtime.agent import crashes
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import output, tar
+from runtime.agent.datasets import output
 from runtime.untrusted.samples import Sample, ShardError
 from runtime.agent.layout import MAX_KEY_BYTES, part_key
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.scope import Scope
 from runtime.aws import PERMANENT, RetryLater, classify_read_error
 from runtime.images import load_image
-from runtime.untrusted import parquet
+from runtime.untrusted import parquet, tar
 
 _END = object()
 

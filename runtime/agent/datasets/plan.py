@@ -15,8 +15,9 @@ import json
 import time
 
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import ledger, manifests
-from runtime.agent.datasets.manifests import PlanError
+from runtime.agent.datasets import ledger
+from runtime.errors import PlanError
+from runtime.untrusted import manifests
 from runtime.untrusted.samples import ShardError, shard_format
 from runtime.agent.layout import JOB_MANIFEST, JOB_REFUSED, RUN_QUEUED, is_own_result, job_root, part_key, run_root
 from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
@@ -217,8 +218,8 @@ def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model, progress=None
     try:
         return _expand(s3, sqs, config, job, model, progress)
     except UnknownMessage as exc:
-        ledger.put_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_REFUSED,
-                        {"job_id": job["job_id"], "run": job.get("run"), "refused_at": ledger.now(), "reason": str(exc)})
+        refused = {"job_id": job["job_id"], "run": job.get("run"), "refused_at": ledger.now(), "reason": str(exc)}
+        ledger.put_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_REFUSED, refused)
         raise
 
 

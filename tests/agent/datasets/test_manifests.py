@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.agent.datasets.manifests import MAX_LINE_BYTES, PlanError, iter_uris
+from runtime.errors import PlanError
+from runtime.untrusted.manifests import MAX_LINE_BYTES, iter_uris
 from runtime.agent.scope import Scope
 
 MAX = 1024 * 1024

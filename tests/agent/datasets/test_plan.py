@@ -16,7 +16,7 @@ import pytest
 
 from runtime.agent import steps
 from runtime.agent.datasets import ledger, plan
-from runtime.agent.datasets.manifests import PlanError
+from runtime.errors import PlanError
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.messages import parse_body
 from runtime.agent.scope import Scope

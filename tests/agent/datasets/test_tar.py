@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from runtime.agent.datasets import tar
+from runtime.untrusted import tar
 from runtime.untrusted.samples import Sample, ShardError
 
 FORMATS = {"ustar": tarfile.USTAR_FORMAT, "gnu": tarfile.GNU_FORMAT, "pax": tarfile.PAX_FORMAT}

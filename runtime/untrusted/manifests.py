@@ -20,13 +20,11 @@ import gzip
 import json
 import posixpath
 import urllib.parse
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
+from runtime.errors import PlanError
+from runtime.s3_keys import MAX_KEY_BYTES, parse_s3_uri
 from runtime.untrusted.samples import ShardError
-from runtime.agent.layout import MAX_KEY_BYTES
-from runtime.agent.messages import parse_s3_uri
-from runtime.agent.scope import Scope
-from runtime.errors import CaptionKitError
 
 MAX_LINE_BYTES = 4096
 MAX_INVENTORY_JSON_BYTES = 16 * 1024 * 1024  # ~100,000 data files listed
@@ -38,10 +36,10 @@ PROGRESS_ROWS = 10_000
 MAX_LINES = 20_000_000  # max_manifest_lines: 20 million keys is 20,000 parts of the default 1,000
 
 
-class PlanError(CaptionKitError):
-    """A dataset job's input cannot be planned (no shards, a bad shard, a malformed or out-of-scope manifest).
+class Scope(Protocol):
+    """Where the workers may read (runtime.agent.scope.Scope): why a key is outside, or None."""
 
-    The message names the first problem; nothing of the job is queued."""
+    def dataset_outside(self, bucket: str, key: str) -> str | None: ...
 
 
 class _Budget:
