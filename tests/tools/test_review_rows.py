@@ -1,0 +1,162 @@
+"""The review page's inputs: rows files in the three formats, the seeded sample, thumbnails decoded in a limited
+child, and rows with their images from an S3 prefix's results and from a dataset job's outputs and shard members."""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import os
+import tarfile
+import uuid
+
+import PIL.Image
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from dataset_folder import RUN1, Folder
+from runtime.agent.results import SCHEMA
+from runtime.aws import client as aws_client
+from tools import review_images
+from tools.review_rows import ROW_COLUMNS, RowsError, read_rows, sample
+from tools.thumbnails import THUMB_PX, thumbnail, thumbnails
+
+ROWS = [
+    {"uri": "/photos/café.jpg", "key": "café.jpg", "caption": "un chat </script>", "error": None, "model": "m",
+     "model_sha256": "ab" * 32},
+    {"uri": "/photos/bad.png", "key": "bad.png", "caption": None, "error": "not a readable image", "model": "m",
+     "model_sha256": "ab" * 32},
+]
+
+
+def png(colour: tuple[int, int, int], size: tuple[int, int] = (400, 300)) -> bytes:
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def decoded(src: str) -> PIL.Image.Image:
+    assert src.startswith("data:image/jpeg;base64,")
+    return PIL.Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+
+
+def write(path, rows):
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    elif path.suffix == ".csv":
+        with open(path, "w", encoding="utf-8", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=[*ROW_COLUMNS, "extra"])
+            writer.writeheader()
+            writer.writerows({**r, "extra": "x"} for r in rows)
+    else:
+        pq.write_table(pa.Table.from_pylist([{**r, "extra": "x"} for r in rows]), path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_rows_read_the_same_from_jsonl_csv_and_parquet(tmp_path, suffix):
+    rows = list(read_rows(write(tmp_path / f"captions{suffix}", ROWS)))
+    assert [{k: r[k] for k in ROW_COLUMNS} for r in rows] == ROWS
+
+
+def test_a_rows_file_of_another_shape_or_extension_is_refused_saying_what_was_expected(tmp_path):
+    with pytest.raises(RowsError, match=r"row 1 lacks \['uri', 'key'\]"):
+        list(read_rows(write(tmp_path / "old.jsonl", [{"image": "a.jpg", "caption": "x", "error": None,
+                                                       "model": "m", "model_sha256": "s"}])))
+    with pytest.raises(RowsError, match="not '.json'"):
+        list(read_rows(tmp_path / "captions.json"))
+    with pytest.raises(RowsError, match="no such file"):
+        list(read_rows(tmp_path / "missing.csv"))
+
+
+def test_the_sample_is_reproducible_in_input_order_and_a_new_seed_draws_another():
+    rows = [{"uri": f"s3://b/{i}.jpg", "model_sha256": "ab"} for i in range(1000)]
+    chosen, total = sample(iter(rows), 50, seed=7)
+    assert total == 1000 and len(chosen) == 50
+    assert chosen == sample(reversed(rows), 50, seed=7)[0][::-1]  # the rows decide, not their order
+    assert [rows.index(r) for r in chosen] == sorted(rows.index(r) for r in chosen)
+    assert chosen != sample(rows, 50, seed=8)[0]
+    assert sample(rows[:10], 50)[0] == rows[:10] and sample(rows, None) == (rows, 1000)
+
+
+def test_a_thumbnail_is_a_small_jpeg_of_the_image():
+    image = decoded(thumbnail(png((200, 10, 10), (800, 400))))
+    assert image.format == "JPEG" and image.size == (THUMB_PX, THUMB_PX // 2)
+    assert max(abs(a - b) for a, b in zip(image.getpixel((80, 40)), (200, 10, 10))) < 12
+
+
+def _die_on_poison(data: bytes, px: int) -> str:
+    if data == b"poison":
+        os._exit(3)
+    return thumbnail(data, px)
+
+
+def test_a_decoder_process_that_dies_costs_only_the_image_it_was_decoding():
+    thumbs = thumbnails([png((0, 0, 255)), b"poison", None, b"not an image", png((0, 255, 0))], work=_die_on_poison)
+    assert thumbs[0].src and thumbs[4].src
+    assert "decoder process died" in thumbs[1].error and thumbs[2].src is None and thumbs[2].error is None
+    assert "not a readable image" in thumbs[3].error
+
+
+@pytest.fixture
+def s3(aws):
+    return aws_client("s3")
+
+
+def test_a_prefix_gives_its_result_records_as_rows_with_their_images(s3):
+    images, results = f"img-{uuid.uuid4().hex[:8]}", f"res-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=images)
+    s3.create_bucket(Bucket=results)
+    for name, colour in (("a.png", (250, 0, 0)), ("b.png", (0, 0, 250))):
+        s3.put_object(Bucket=images, Key=f"incoming/{name}", Body=png(colour))
+        s3.put_object(Bucket=results, Key=f"results/incoming/{name}.json", Body=json.dumps({
+            "schema": SCHEMA, "status": "ok", "caption": f"caption of {name}", "model": {"name": "m", "sha256": "s"},
+            "source": {"bucket": images, "key": f"incoming/{name}"}}))
+    s3.put_object(Bucket=results, Key="results/incoming/c.png.json", Body=json.dumps({
+        "schema": SCHEMA, "status": "error", "error": "not a readable image", "model": {"name": "m", "sha256": "s"},
+        "source": {"bucket": images, "key": "incoming/c.png"}}))
+    pairs, total = review_images.prefix(s3, f"s3://{images}/incoming/", None, 0, results_bucket=results,
+                                        results_prefix="results/")
+    assert total == 3
+    assert [(r["uri"], r["caption"], r["error"]) for r, _ in pairs] == [
+        (f"s3://{images}/incoming/a.png", "caption of a.png", None),
+        (f"s3://{images}/incoming/b.png", "caption of b.png", None),
+        (f"s3://{images}/incoming/c.png", None, "not a readable image")]
+    assert [PIL.Image.open(io.BytesIO(data)).getpixel((0, 0)) for _, data in pairs[:2]] == [(250, 0, 0), (0, 0, 250)]
+    assert pairs[2][1] is None
+    assert len(review_images.prefix(s3, f"s3://{images}/incoming/", 2, 0, results_bucket=results,
+                                    results_prefix="results/")[0]) == 2
+
+
+def tar_shard(index: int, colours: list[tuple[int, int, int]]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for n, colour in enumerate(colours):
+            data = png(colour, (64, 64))
+            info = tarfile.TarInfo(f"{index}-{n:04d}.png")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def test_a_dataset_job_gives_its_output_rows_with_thumbnails_from_the_right_shard_members(s3):
+    bucket = f"res-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    if "data" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:  # Folder's shards are s3://data/set/..
+        s3.create_bucket(Bucket="data")
+    folder = Folder(s3, bucket, 2)
+    colours = {0: [(255, 0, 0), (0, 255, 0), (0, 0, 255)], 1: [(255, 255, 0), (0, 255, 255), (255, 0, 255)]}
+    for index, shard_colours in colours.items():
+        s3.put_object(Bucket="data", Key=f"set/{index:05d}.tar", Body=tar_shard(index, shard_colours))
+        folder.finish(index, RUN1, samples=3, errors=1 if index == 1 else 0)
+    pairs, total = review_images.job(s3, folder.job_id, None, 0, results_bucket=bucket, results_prefix="results/")
+    assert total == 6
+    assert [r["key"] for r, _ in pairs] == ["0-0000", "0-0001", "0-0002", "1-0000", "1-0001", "1-0002"]
+    assert [r["error"] for r, _ in pairs][3] == "cannot decode the image" and pairs[4][0]["caption"] == "caption 1"
+    thumbs = thumbnails([data for _, data in pairs])
+    centres = [decoded(t.src).getpixel((32, 32)) for t in thumbs]  # 64 px images: a thumbnail never enlarges
+    expected = colours[0] + colours[1]
+    assert all(max(abs(a - b) for a, b in zip(got, want)) < 12 for got, want in zip(centres, expected)), centres
+    sampled, total = review_images.job(s3, folder.job_id, 2, 5, results_bucket=bucket, results_prefix="results/")
+    assert total == 6 and len(sampled) == 2 and all(data is not None for _, data in sampled)

@@ -1,0 +1,141 @@
+"""Rows and image bytes for the review page: a local caption run, an S3 prefix's results, or a job's outputs.
+
+Each source returns caption rows (tools.review_rows.ROW_COLUMNS first) paired with their image's bytes, or None
+where there is no image to show. The S3 listing and reading is tools.collect's and tools.collect_shards'; shard
+members are read by the agent's own bounded readers (runtime/agent/datasets/tar.py, parquet.py).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable
+
+from runtime.agent.config import AgentConfig
+from runtime.agent.datasets import output, parquet, tar
+from runtime.agent.datasets.samples import ShardError
+from runtime.agent.messages import parse_s3_uri
+from tools import collect, collect_shards
+from tools.job_progress import JobReader
+from tools.review_rows import read_rows, sample
+
+LIMITS = AgentConfig()  # the agent's bounds on one image and one shard apply here too
+
+
+def _bounded(path: Path) -> bytes | None:
+    try:
+        if path.stat().st_size > LIMITS.max_image_bytes:
+            return None
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+Pairs = tuple[list[tuple[dict, bytes | None]], int]  # (row, its image's bytes or None) of the sample; rows in all
+
+
+def local_run(rows_file: Path, n: int | None, seed: int) -> Pairs:
+    """The sampled rows of a caption run's file; each uri a local path (relative ones: to here, else to the file)."""
+    pairs = []
+    chosen, total = sample(read_rows(rows_file), n, seed)
+    for row in chosen:
+        path = Path(str(row["uri"]))
+        if not path.is_absolute() and not path.exists():
+            path = rows_file.parent / path
+        pairs.append((row, _bounded(path) if path.is_file() else None))
+    return pairs, total
+
+
+def _contract(row: dict) -> dict:
+    """A tools.collect row in the row contract, whichever of its shapes collect writes."""
+    uri = row.get("uri") or row.get("image")
+    return {**row, "uri": uri, "key": row.get("key") or uri, "caption": row.get("caption"),
+            "error": row.get("error"), "model": row.get("model"), "model_sha256": row.get("model_sha256")}
+
+
+def _results(s3, bucket: str, keys: list[str], source_prefix: str) -> list[tuple[dict, bytes | None]]:
+    return [(_contract(row), image) for row, image in collect.rows(s3, bucket, [keys], source_prefix, images=True)]
+
+
+def prefix(s3, prefix_uri: str, n: int | None, seed: int, *, results_bucket: str, results_prefix: str) -> Pairs:
+    """A sample of the results under an images (or results) prefix, each with its image from the images bucket."""
+    bucket, key_prefix, source_prefix = collect.results_location(prefix_uri, results_bucket, results_prefix)
+    keys = [key for page in collect.prefix_pages(s3, bucket, key_prefix, results_prefix) for key in page]
+    chosen, total = sample(({"uri": key} for key in keys), n, seed)
+    return _results(s3, bucket, [row["uri"] for row in chosen], source_prefix), total
+
+
+def job(s3, job_id: str, n: int | None, seed: int, *, results_bucket: str, results_prefix: str) -> Pairs:
+    """A sample of a job's rows: a dataset job's from its output Parquet files, a listed job's from its results."""
+    reader = JobReader.for_job(s3, results_bucket, results_prefix, job_id)
+    manifest = reader.read_manifest()
+    if "kind" not in manifest:
+        keys = [key for page in collect.job_pages(manifest["images"], results_prefix) for key in page]
+        chosen, total = sample(({"uri": key} for key in keys), n, seed)
+        return _results(s3, results_bucket, [row["uri"] for row in chosen], ""), total
+    rows, total = sample(_output_rows(reader, collect_shards.outputs(reader, manifest)), n, seed)
+    return _with_members(s3, manifest, rows), total
+
+
+def _output_rows(reader: JobReader, found: collect_shards.Outputs) -> Iterable[dict]:
+    for _index, key, size in found.present:
+        data = collect_shards._download(reader.s3, reader.bucket, key, size, collect_shards.MAX_FILE_BYTES)
+        yield from output.read(data).to_pylist()
+
+
+def _with_members(s3, manifest: dict, rows: list[dict]) -> list[tuple[dict, bytes | None]]:
+    """Each row with its image: read from its shard (each shard streamed once, stopping at the last wanted sample),
+    or GET by its own URI for a job that listed images."""
+    formats = {entry["uri"]: entry.get("format") for entry in manifest["shards"]}
+    wanted: dict[str, dict[int, int]] = defaultdict(dict)  # shard -> sample index -> position in rows
+    for position, row in enumerate(rows):
+        wanted[row["shard"]][row["index"]] = position
+    images: list[bytes | None] = [None] * len(rows)
+    for shard, indexes in wanted.items():
+        if formats.get(shard) == "keys":
+            for index, position in indexes.items():
+                images[position] = _object(s3, rows[position]["uri"])
+            continue
+        try:
+            for found in _members(s3, shard, formats.get(shard), manifest, max(indexes)):
+                if found.index in indexes:
+                    images[indexes[found.index]] = found.data
+        except (ShardError, OSError, ValueError, s3.exceptions.ClientError):
+            continue  # the rows still show; only their thumbnails are missing
+    return list(zip(rows, images))
+
+
+def _members(s3, shard: str, kind: str | None, manifest: dict, last: int):
+    bucket, key = parse_s3_uri(shard)
+    if kind == "tar":
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            for found in tar.iter_samples(body, max_member_bytes=LIMITS.max_image_bytes,
+                                          max_samples=LIMITS.max_shard_samples):
+                yield found
+                if found.index >= last:
+                    return
+        finally:
+            body.close()
+    elif kind == "parquet":
+        size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
+        samples = parquet.iter_samples(parquet.RangedFile(s3, bucket, key, size),
+                                       image_column=manifest.get("image_column"),
+                                       key_column=manifest.get("key_column"),
+                                       max_member_bytes=LIMITS.max_image_bytes, max_samples=LIMITS.max_shard_samples)
+        for found in samples:
+            yield found
+            if found.index >= last:
+                return
+
+
+def _object(s3, uri: str) -> bytes | None:
+    try:
+        bucket, key = parse_s3_uri(uri)
+        reply = s3.get_object(Bucket=bucket, Key=key)
+        if int(reply.get("ContentLength") or 0) > LIMITS.max_image_bytes:
+            reply["Body"].close()
+            return None
+        data = reply["Body"].read(LIMITS.max_image_bytes + 1)
+        return data if len(data) <= LIMITS.max_image_bytes else None
+    except (ValueError, s3.exceptions.ClientError):
+        return None

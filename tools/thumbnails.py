@@ -1,0 +1,71 @@
+"""Small JPEG thumbnails as data: URIs, decoded from untrusted image bytes in a child process with bounded memory."""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import dataclasses
+import io
+import multiprocessing
+import resource
+from concurrent.futures.process import BrokenProcessPool
+from typing import Callable
+
+THUMB_PX = 160
+JPEG_QUALITY = 70
+CHILD_MEMORY_BYTES = 3 * 1024 ** 3  # a Pillow-limit image (89 M pixels) decodes in ~0.3 GiB; a bomb dies here
+CHILD_TASKS = 64  # a fresh child for each this many images, so its CPU-time limit is per batch, not per page
+CHILD_CPU_S = 120
+
+
+@dataclasses.dataclass(frozen=True)
+class Thumb:
+    """A thumbnail (`src`, a data: URI) or why there is none (`error`)."""
+
+    src: str | None = None
+    error: str | None = None
+
+
+def thumbnail(data: bytes, px: int = THUMB_PX) -> str:
+    """`data` decoded by runtime.images.load_image (bounded), shrunk to fit px x px, as a JPEG data: URI."""
+    from runtime.images import load_image
+
+    image = load_image(data)
+    image.thumbnail((px, px))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _limit_child() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
+    resource.setrlimit(resource.RLIMIT_CPU, (CHILD_CPU_S, CHILD_CPU_S))
+
+
+def thumbnails(images: list[bytes | None], px: int = THUMB_PX, *,
+               work: Callable[[bytes, int], str] = thumbnail) -> list[Thumb]:
+    """A Thumb per image (None: no bytes, no thumbnail), in order, decoded one at a time in a limited child.
+
+    A child that dies (out of memory, out of CPU time, a crashing codec) costs only the image it was decoding:
+    with one worker the first unfinished image is the one that killed it; the rest go to a fresh child.
+    """
+    out = [Thumb() for _ in images]
+    pending = [i for i, data in enumerate(images) if data is not None]
+    context = multiprocessing.get_context("spawn")  # no copy of the parent's threads and S3 clients
+    while pending:
+        batch, pending, broken = pending[:CHILD_TASKS], pending[CHILD_TASKS:], False
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_limit_child) as pool:
+            futures = [(i, pool.submit(work, images[i], px)) for i in batch]
+            for i, future in futures:
+                try:
+                    out[i] = Thumb(src=future.result())
+                except BrokenProcessPool:
+                    if broken:
+                        pending.append(i)
+                    else:
+                        broken = True
+                        out[i] = Thumb(error="the image decoder process died on this image (memory or time limit, "
+                                             "or a crash in the codec)")
+                except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever the decoder raises is this image's
+                    out[i] = Thumb(error=str(exc)[:300] or exc.__class__.__name__)
+        pending.sort()
+    return out
