@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import botocore.exceptions
+
 from runtime.errors import CaptionKitError
 from tools.review_page import Cell, Item, render
 from tools.review_rows import DEFAULT_SAMPLE
@@ -22,7 +24,7 @@ def page(pairs: list[tuple[dict, bytes | None]], title: str, *, total: int | Non
     errors = sum(1 for row, _ in pairs if row["error"] is not None)
     drawn = f" (a seeded sample of {total:,} rows)" if total is not None and total > len(pairs) else ""
     models = sorted({str(row.get("model")) for row, _ in pairs})
-    return render(title, items, summary=[f"{len(pairs):,} images{drawn}, {errors:,} errors; "
+    return render(title, items, summary=[f"{len(pairs):,} images{drawn}, {errors:,} with an error; "
                                          f"model {', '.join(models)}"])
 
 
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         report = write_page(Path(args.out), page(pairs, title, total=total))
     except (CaptionKitError, ValueError) as exc:  # RowsError, a malformed s3:// URI: one line, no traceback
         raise SystemExit(f"gallery: {exc}") from None
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise SystemExit(f"gallery: cannot read from S3 ({exc}); for AWS set up credentials (`aws configure`), for "
+                         "the local AWS run `make local-up`") from None
     if report["replaced"]:
         print(f"gallery: replaced the earlier {args.out}", file=sys.stderr)
     print(json.dumps({**report, "shown": len(pairs), "rows": total}))

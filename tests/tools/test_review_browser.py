@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import PIL.Image
+import pytest
 from browser import Articles, dump_dom, needs_chromium, screenshot
 from tools import compare, gallery
 from tools.review_page import Cell, mark_differences
@@ -41,7 +42,11 @@ def test_the_gallery_in_chromium_shows_every_row_then_only_errors_then_a_search(
     assert [item["key"] for item in everything.visible()] == [
         "red.png", "green.png", "blue.png", "cat.png", "broken.jpg", "</script>odd.png"]
     assert everything.items[0]["cells"] == ["a red block"] and everything.shown == "6 of 6 shown"
-    assert page.read_text().count('<img class="thumb"') == 5  # the broken JPEG has none; the others were decoded
+    text = page.read_text()
+    assert text.count('<img class="thumb"') == 5  # the broken JPEG has none; the others were decoded
+    links = re.findall(r'(?:src|href|action)="([^"]*)"', text)
+    assert len(links) == 5 and all(link.startswith("data:image/jpeg;base64,") for link in links)
+    assert "default-src &#x27;none&#x27;" in text and "http" not in text.replace("http-equiv", "")
 
     errors = Articles(dump_dom(page, "#errors"))
     assert [item["key"] for item in errors.visible()] == ["broken.jpg"]
@@ -64,6 +69,14 @@ def test_a_caption_and_key_full_of_html_are_shown_as_text_and_never_run(tmp_path
     assert dom.title.startswith("captions of") and dom.scripts == 1  # no injected script element, none ran
     hostile = next(item for item in dom.items if item["key"] == "</script>odd.png")
     assert hostile["cells"] == [HOSTILE]
+
+
+def test_a_missing_rows_file_or_a_source_too_many_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit, match=r"^gallery: .*missing.jsonl: no such file"):
+        gallery.main([str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "g.html")])
+    with pytest.raises(SystemExit):
+        gallery.main([str(tmp_path / "a.jsonl"), "--job", "j1"])
+    assert "give exactly one of" in capsys.readouterr().err and not (tmp_path / "g.html").exists()
 
 
 def run(name: str, captions: list[str | None], images_per_s: float) -> compare.Run:
