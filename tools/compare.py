@@ -69,7 +69,7 @@ def page(files: list[Path], errors: list[str | None], runs: list[Run], keys: lis
     thumbs = thumbnails([file.read_bytes() if error is None else None for file, error in zip(files, errors)])
     items = []
     for i, (file, error, thumb) in enumerate(zip(files, errors, thumbs)):
-        cells = [Cell(caption=run.captions[i], error=error, model=run.name) for run in runs]
+        cells = [Cell(caption=run.captions[i], error=error, model=run.artifact.name) for run in runs]
         mark_differences(cells)
         items.append(Item(key=keys[i], uri=str(file), thumb=thumb, cells=cells))
     captioned = [item for item, error in zip(items, errors) if error is None]

@@ -134,20 +134,20 @@ def _caption(cell: Cell) -> str:
     return f'<p class="caption">{"".join(shown)}</p>'
 
 
-def _cell(cell: Cell, show_model: bool) -> str:
+def _cell(cell: Cell) -> str:
     body = _caption(cell) if cell.error is None else f'<p class="error">{html.escape(cell.error)}</p>'
-    model = f'<div class="model">{html.escape(cell.model)}</div>' if show_model and cell.model else ""
+    model = f'<div class="model">{html.escape(cell.model)}</div>' if cell.model else ""
     return f'<div class="cell">{body}{model}</div>'
 
 
-def _item(item: Item, show_model: bool) -> str:
+def _item(item: Item) -> str:
     classes = "item" + (" err" if any(c.error is not None for c in item.cells) else "") + (
         " differs" if len(item.cells) > 1 and item.differs else "")
     thumb = (f'<img class="thumb" alt="" src="{html.escape(item.thumb.src)}">' if item.thumb.src else
              f'<div class="nothumb" title="{html.escape(item.thumb.error or "")}">'
              f'{"no thumbnail" if item.thumb.error else "no image"}</div>')
     return (f'<article class="{classes}">{thumb}<div class="key" title="{html.escape(item.uri)}">'
-            f'{html.escape(item.key)}</div>{"".join(_cell(c, show_model) for c in item.cells)}</article>')
+            f'{html.escape(item.key)}</div>{"".join(_cell(c) for c in item.cells)}</article>')
 
 
 def render(title: str, items: list[Item], *, summary: list[str] = (), models: list[list[str]] | None = None,
@@ -173,6 +173,6 @@ def render(title: str, items: list[Item], *, summary: list[str] = (), models: li
 <div class="controls"><input type="search" id="q" placeholder="search captions, keys, errors">
 <label><input type="checkbox" id="errors"> errors only</label>{diff}<span id="shown"></span></div></header>
 <main>
-{chr(10).join(_item(item, not compare) for item in items)}
+{chr(10).join(_item(item) for item in items)}
 </main><script>{SCRIPT}</script></body></html>
 """
