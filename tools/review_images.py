@@ -6,6 +6,7 @@ members are read by the agent's own bounded readers (runtime/agent/datasets/tar.
 """
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
@@ -99,8 +100,8 @@ def _with_members(s3, manifest: dict, rows: list[dict]) -> list[tuple[dict, byte
             for found in _members(s3, shard, formats.get(shard), manifest, max(indexes)):
                 if found.index in indexes:
                     images[indexes[found.index]] = found.data
-        except (ShardError, OSError, ValueError, s3.exceptions.ClientError):
-            continue  # the rows still show; only their thumbnails are missing
+        except (ShardError, OSError, ValueError, s3.exceptions.ClientError) as exc:  # the rows still show
+            print(f"gallery: warning: {shard}: {exc}; its rows are shown without thumbnails", file=sys.stderr)
     return list(zip(rows, images))
 
 

@@ -146,3 +146,29 @@ def test_make_compare_captions_a_folder_with_two_real_artifacts(tiny_artifact, t
     assert summary["skipped_not_images"] == 1 and all(m["images_per_s"] > 0 for m in summary["models"])
     assert page.read_text().count('<img class="thumb"') == 4
     assert re.search(r"<td>vit-gpt2\.pt2</td><td>[0-9a-f]{12}</td><td>-</td><td>\d+\.\d</td>", page.read_text())
+
+
+def test_make_compare_of_one_model_exported_with_two_prompts_names_each_prompt(tiny_qwen2_vl_dir,
+                                                                              tiny_qwen2_vl_artifact, tmp_path,
+                                                                              capsys):
+    from checkpoints.qwen_vl_tiny import IMAGE_SIZE
+    from export.cli import main as export
+
+    other = tmp_path / "qwen2-vl-other-prompt.pt2"
+    assert export(["--model", str(tiny_qwen2_vl_dir), "--out", str(other), "--max-batch", "8", "--image-size",
+                   str(IMAGE_SIZE["qwen2_vl"]), "--prompt", "What colour is it? <b>One word.</b>"]) == 0
+    capsys.readouterr()
+    images = tmp_path / "photos"
+    images.mkdir()
+    for name, colour in COLOURS.items():
+        PIL.Image.new("RGB", (56, 56), colour).save(images / f"{name}.png")
+    page = tmp_path / "compare.html"
+    assert compare.main([str(tiny_qwen2_vl_artifact), str(other), "--images", str(images), "--out", str(page),
+                         "--device", "cpu", "--cache", str(tmp_path / "cache")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [m["prompt"] for m in summary["models"]] == [
+        "Caption the picture in a few words.", "What colour is it? <b>One word.</b>"]
+    text = page.read_text()
+    assert "<td>Caption the picture in a few words.</td>" in text
+    assert "<td>What colour is it? &lt;b&gt;One word.&lt;/b&gt;</td>" in text
+    assert text.count('<article class="item') == 4

@@ -129,26 +129,35 @@ def test_a_prefix_gives_its_result_records_as_rows_with_their_images(s3):
                                     results_prefix="results/")[0]) == 2
 
 
-def tar_shard(index: int, colours: list[tuple[int, int, int]]) -> bytes:
+def shard(kind: str, index: int, colours: list[tuple[int, int, int]]) -> bytes:
+    """A webdataset tar (`<key>.png` members) or a Parquet file (`key`, binary `image`) of 64 px images."""
+    keys, images = [f"{index}-{n:04d}" for n in range(len(colours))], [png(c, (64, 64)) for c in colours]
     buffer = io.BytesIO()
+    if kind == "parquet":
+        pq.write_table(pa.table({"key": keys, "image": pa.array(images, pa.binary())}), buffer)
+        return buffer.getvalue()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for n, colour in enumerate(colours):
-            data = png(colour, (64, 64))
-            info = tarfile.TarInfo(f"{index}-{n:04d}.png")
+        for key, data in zip(keys, images):
+            info = tarfile.TarInfo(f"{key}.png")
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
 
 
-def test_a_dataset_job_gives_its_output_rows_with_thumbnails_from_the_right_shard_members(s3):
+@pytest.mark.parametrize("kind", ["tar", "parquet"])
+def test_a_dataset_job_gives_its_output_rows_with_thumbnails_from_the_right_shard_members(s3, kind):
     bucket = f"res-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     if "data" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:  # Folder's shards are s3://data/set/..
         s3.create_bucket(Bucket="data")
     folder = Folder(s3, bucket, 2)
+    folder.uris = [uri.replace(".tar", f".{kind}") for uri in folder.uris]
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=folder.root + "manifest.json")["Body"].read())
+    manifest["shards"] = [{"uri": uri, "format": kind, "size": 1000} for uri in folder.uris]
+    folder.put(folder.root + "manifest.json", manifest)
     colours = {0: [(255, 0, 0), (0, 255, 0), (0, 0, 255)], 1: [(255, 255, 0), (0, 255, 255), (255, 0, 255)]}
     for index, shard_colours in colours.items():
-        s3.put_object(Bucket="data", Key=f"set/{index:05d}.tar", Body=tar_shard(index, shard_colours))
+        s3.put_object(Bucket="data", Key=f"set/{index:05d}.{kind}", Body=shard(kind, index, shard_colours))
         folder.finish(index, RUN1, samples=3, errors=1 if index == 1 else 0)
     pairs, total = review_images.job(s3, folder.job_id, None, 0, results_bucket=bucket, results_prefix="results/")
     assert total == 6
