@@ -37,8 +37,13 @@ def thumbnail(data: bytes, px: int = THUMB_PX) -> str:
 
 
 def _limit_child() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
-    resource.setrlimit(resource.RLIMIT_CPU, (CHILD_CPU_S, CHILD_CPU_S))
+    for kind, limit in ((resource.RLIMIT_AS, CHILD_MEMORY_BYTES), (resource.RLIMIT_CPU, CHILD_CPU_S)):
+        hard = resource.getrlimit(kind)[1]
+        limit = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        try:
+            resource.setrlimit(kind, (limit, hard))
+        except (ValueError, OSError):  # macOS refuses some RLIMIT_AS values: still a child, still one image's loss
+            pass
 
 
 def thumbnails(images: list[bytes | None], px: int = THUMB_PX, *,

@@ -99,6 +99,16 @@ def test_a_decoder_process_that_dies_costs_only_the_image_it_was_decoding():
     assert "not a readable image" in thumbs[3].error
 
 
+def _allocate(data: bytes, px: int) -> str:
+    return f"allocated {len(bytearray(int(data)))} bytes"
+
+
+def test_the_decoder_process_cannot_take_more_memory_than_its_limit():
+    small, large = thumbnails([b"1000", str(4 * 1024 ** 3).encode()], work=_allocate)
+    assert small.src == "allocated 1000 bytes"
+    assert large.src is None and "MemoryError" in large.error
+
+
 @pytest.fixture
 def s3(aws):
     return aws_client("s3")
