@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime.cache import DEFAULT_DIR
 from runtime.errors import BadImage, CaptionKitError
-from runtime.images.formats import is_image_name
+from runtime.images.formats import IMAGE_SUFFIXES, is_image_name
 from tools.gallery import write_page
 from tools.review_page import Cell, Item, mark_differences, render
 from tools.thumbnails import thumbnails
@@ -46,27 +46,43 @@ def image_files(paths: list[str]) -> tuple[list[Path], int]:
     return found, skipped
 
 
-def caption_all(artifact: Path, images: list, *, device: str, cache_dir: str) -> Run:
-    """Load `artifact` and caption the decoded `images` (None entries skipped); images/s after a warm-up batch."""
+def caption_all(artifact: Path, files: list[Path], *, device: str, cache_dir: str) -> tuple[Run, list[str | None]]:
+    """Load `artifact` and caption `files` a batch at a time (decoded per batch, so memory holds one batch); the
+    run, and per file why it could not be read (None: captioned). images/s counts the captioning only, after a
+    warm-up batch."""
     from runtime.captioner import LoadOptions, load_captioner
+    from runtime.images import load_image
 
     captioner = load_captioner(artifact, device, LoadOptions(), cache_dir=cache_dir)
-    good = [image for image in images if image is not None]
-    if good:  # a first call of each batch shape pays one-time costs (threads, allocator), not the model's speed
-        captioner.caption(good[:captioner.max_batch])
-    started, captions = time.perf_counter(), []
-    for start in range(0, len(good), captioner.max_batch):
-        captions += captioner.caption(good[start:start + captioner.max_batch])
-    seconds = time.perf_counter() - started
-    by_image = iter(captions)
-    return Run(artifact, captioner.name, captioner.sha256, captioner.manifest.get("prompt"),
-               [next(by_image) if image is not None else None for image in images],
-               len(good) / seconds if good and seconds > 0 else 0.0)
+    captions: list[str | None] = [None] * len(files)
+    errors: list[str | None] = [None] * len(files)
+    seconds, warm = 0.0, False
+    for start in range(0, len(files), captioner.max_batch):
+        good, images = [], []
+        for i in range(start, min(start + captioner.max_batch, len(files))):
+            try:
+                images.append(load_image(files[i]))
+                good.append(i)
+            except BadImage as exc:
+                errors[i] = str(exc)
+        if not images:
+            continue
+        if not warm:  # a first call pays one-time costs (threads, allocator), not the model's speed
+            captioner.caption(images)
+            warm = True
+        started = time.perf_counter()
+        for i, caption in zip(good, captioner.caption(images)):
+            captions[i] = caption
+        seconds += time.perf_counter() - started
+    done = sum(1 for error in errors if error is None)
+    run = Run(artifact, captioner.name, captioner.sha256, captioner.manifest.get("prompt"), captions,
+              done / seconds if done and seconds > 0 else 0.0)
+    return run, errors
 
 
 def page(files: list[Path], errors: list[str | None], runs: list[Run], keys: list[str]) -> tuple[str, dict]:
     """The side-by-side page and its summary (images/s per model, the share of images whose captions differ)."""
-    thumbs = thumbnails([file.read_bytes() if error is None else None for file, error in zip(files, errors)])
+    thumbs = thumbnails(file.read_bytes() if error is None else None for file, error in zip(files, errors))
     items = []
     for i, (file, error, thumb) in enumerate(zip(files, errors, thumbs)):
         cells = [Cell(caption=run.captions[i], error=error, model=run.artifact.name) for run in runs]
@@ -96,23 +112,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.artifacts) < 2:
         parser.error("give two or more artifacts to compare")
-    from runtime.images import load_image
-
     try:
         files, skipped = image_files(args.images)
         if not files:
-            raise BadImage(f"no images in {' '.join(args.images)} (accepted: .jpg .png .webp .gif .bmp .tif)")
-        images, errors = [], []
-        for file in files:
-            try:
-                images.append(load_image(file))
-                errors.append(None)
-            except BadImage as exc:
-                images.append(None)
-                errors.append(str(exc))
-        runs = [caption_all(Path(a), images, device=args.device, cache_dir=args.cache) for a in args.artifacts]
+            raise BadImage(f"no images in {' '.join(args.images)} (accepted: {', '.join(IMAGE_SUFFIXES)})")
+        outcomes = [caption_all(Path(a), files, device=args.device, cache_dir=args.cache) for a in args.artifacts]
     except (CaptionKitError, ValueError) as exc:
         raise SystemExit(f"compare: {exc}") from None
+    except RuntimeError as exc:  # out of memory, a program that fails on these inputs: one line, not a trace
+        raise SystemExit(f"compare: the model failed: {str(exc).strip().splitlines()[0][:300]}") from None
+    runs, errors = [run for run, _ in outcomes], outcomes[0][1]  # the same decoder for all: the same errors
     roots = [Path(p) for p in args.images if Path(p).is_dir()]
     keys = [next((f.relative_to(r).as_posix() for r in roots if f.is_relative_to(r)), f.name) for f in files]
     text, summary = page(files, errors, runs, keys)

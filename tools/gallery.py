@@ -5,6 +5,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import botocore.exceptions
 
@@ -14,18 +15,26 @@ from tools.review_rows import DEFAULT_SAMPLE
 from tools.thumbnails import THUMB_PX, thumbnails
 
 
-def page(pairs: list[tuple[dict, bytes | None]], title: str, *, total: int | None = None,
-         px: int = THUMB_PX) -> str:
-    """The gallery page of (row, image bytes) pairs; `total`: how many rows the sample was drawn from."""
-    thumbs = thumbnails([image for _, image in pairs], px)
+def page(pairs: Iterable[tuple[dict, bytes | None]], title: str, *, total: int | None = None,
+         px: int = THUMB_PX) -> tuple[str, int]:
+    """The gallery page of (row, image bytes) pairs, consumed as thumbnails are made; and how many rows it shows.
+    `total`: how many rows the sample was drawn from."""
+    rows: list[dict] = []
+
+    def images() -> Iterator[bytes | None]:
+        for row, image in pairs:
+            rows.append(row)
+            yield image
+
+    thumbs = thumbnails(images(), px)
     items = [Item(key=str(row["key"]), uri=str(row["uri"]), thumb=thumb,
                   cells=[Cell(caption=row["caption"], error=row["error"], model=row.get("model"))])
-             for (row, _), thumb in zip(pairs, thumbs)]
-    errors = sum(1 for row, _ in pairs if row["error"] is not None)
-    drawn = f" (a seeded sample of {total:,} rows)" if total is not None and total > len(pairs) else ""
-    models = sorted({str(row.get("model")) for row, _ in pairs})
-    return render(title, items, summary=[f"{len(pairs):,} images{drawn}, {errors:,} with an error; "
-                                         f"model {', '.join(models)}"])
+             for row, thumb in zip(rows, thumbs)]
+    errors = sum(1 for row in rows if row["error"] is not None)
+    drawn = f" (a seeded sample of {total:,} rows)" if total is not None and total > len(rows) else ""
+    models = sorted({str(row.get("model")) for row in rows})
+    return render(title, items, summary=[f"{len(rows):,} images{drawn}, {errors:,} with an error; "
+                                         f"model {', '.join(models)}"]), len(rows)
 
 
 def write_page(out: Path, text: str) -> dict:
@@ -36,7 +45,7 @@ def write_page(out: Path, text: str) -> dict:
     return {"out": str(out), "bytes": out.stat().st_size, "replaced": replaced}
 
 
-def _source(args) -> tuple[list[tuple[dict, bytes | None]], int, str]:
+def _source(args) -> tuple[Iterator[tuple[dict, bytes | None]], int, str]:
     from tools import review_images
 
     if args.captions:
@@ -70,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args.sample = args.sample or None
     try:
         pairs, total, title = _source(args)
-        report = write_page(Path(args.out), page(pairs, title, total=total))
+        text, shown = page(pairs, title, total=total)
+        report = write_page(Path(args.out), text)
     except (CaptionKitError, ValueError) as exc:  # RowsError, a malformed s3:// URI: one line, no traceback
         raise SystemExit(f"gallery: {exc}") from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
@@ -78,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                          "the local AWS run `make local-up`") from None
     if report["replaced"]:
         print(f"gallery: replaced the earlier {args.out}", file=sys.stderr)
-    print(json.dumps({**report, "shown": len(pairs), "rows": total}))
+    print(json.dumps({**report, "shown": shown, "rows": total}))
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import output, parquet, tar
@@ -31,19 +31,23 @@ def _bounded(path: Path) -> bytes | None:
         return None
 
 
-Pairs = tuple[list[tuple[dict, bytes | None]], int]  # (row, its image's bytes or None) of the sample; rows in all
+PAGE = 64  # images fetched at a time: the page's thumbnails are made as the images arrive
+# (row, its image's bytes or None) for each sampled row, fetched as iterated; and how many rows there were in all
+Pairs = tuple[Iterator[tuple[dict, bytes | None]], int]
 
 
 def local_run(rows_file: Path, n: int | None, seed: int) -> Pairs:
     """The sampled rows of a caption run's file; each uri a local path (relative ones: to here, else to the file)."""
-    pairs = []
     chosen, total = sample(read_rows(rows_file), n, seed)
-    for row in chosen:
-        path = Path(str(row["uri"]))
-        if not path.is_absolute() and not path.exists():
-            path = rows_file.parent / path
-        pairs.append((row, _bounded(path) if path.is_file() else None))
-    return pairs, total
+
+    def pairs() -> Iterator[tuple[dict, bytes | None]]:
+        for row in chosen:
+            path = Path(str(row["uri"]))
+            if not path.is_absolute() and not path.exists():
+                path = rows_file.parent / path
+            yield row, _bounded(path) if path.is_file() else None
+
+    return pairs(), total
 
 
 def _contract(row: dict) -> dict:
@@ -53,8 +57,9 @@ def _contract(row: dict) -> dict:
             "error": row.get("error"), "model": row.get("model"), "model_sha256": row.get("model_sha256")}
 
 
-def _results(s3, bucket: str, keys: list[str], source_prefix: str) -> list[tuple[dict, bytes | None]]:
-    return [(_contract(row), image) for row, image in collect.rows(s3, bucket, [keys], source_prefix, images=True)]
+def _results(s3, bucket: str, keys: list[str], source_prefix: str) -> Iterator[tuple[dict, bytes | None]]:
+    pages = (keys[start:start + PAGE] for start in range(0, len(keys), PAGE))
+    return ((_contract(row), image) for row, image in collect.rows(s3, bucket, pages, source_prefix, images=True))
 
 
 def prefix(s3, prefix_uri: str, n: int | None, seed: int, *, results_bucket: str, results_prefix: str) -> Pairs:
@@ -83,26 +88,27 @@ def _output_rows(reader: JobReader, found: collect_shards.Outputs) -> Iterable[d
         yield from output.read(data).to_pylist()
 
 
-def _with_members(s3, manifest: dict, rows: list[dict]) -> list[tuple[dict, bytes | None]]:
-    """Each row with its image: read from its shard (each shard streamed once, stopping at the last wanted sample),
-    or GET by its own URI for a job that listed images."""
+def _with_members(s3, manifest: dict, rows: list[dict]) -> Iterator[tuple[dict, bytes | None]]:
+    """Each row with its image, in order: read from its shard (each shard streamed once, up to its last wanted
+    sample; rows come shard by shard in index order, as the job's files hold them), or GET by its own URI for a job
+    that listed images."""
     formats = {entry["uri"]: entry.get("format") for entry in manifest["shards"]}
-    wanted: dict[str, dict[int, int]] = defaultdict(dict)  # shard -> sample index -> position in rows
-    for position, row in enumerate(rows):
-        wanted[row["shard"]][row["index"]] = position
-    images: list[bytes | None] = [None] * len(rows)
-    for shard, indexes in wanted.items():
+    by_shard: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_shard[row["shard"]].append(row)
+    for shard, shard_rows in by_shard.items():
         if formats.get(shard) == "keys":
-            for index, position in indexes.items():
-                images[position] = _object(s3, rows[position]["uri"])
+            yield from ((row, _object(s3, row["uri"])) for row in shard_rows)
             continue
+        wanted = {row["index"]: row for row in shard_rows}
         try:
-            for found in _members(s3, shard, formats.get(shard), manifest, max(indexes)):
-                if found.index in indexes:
-                    images[indexes[found.index]] = found.data
+            for found in _members(s3, shard, formats.get(shard), manifest, max(wanted)):
+                row = wanted.pop(found.index, None)
+                if row is not None:
+                    yield row, found.data
         except (ShardError, OSError, ValueError, s3.exceptions.ClientError) as exc:  # the rows still show
             print(f"gallery: warning: {shard}: {exc}; its rows are shown without thumbnails", file=sys.stderr)
-    return list(zip(rows, images))
+        yield from ((row, None) for row in wanted.values())
 
 
 def _members(s3, shard: str, kind: str | None, manifest: dict, last: int):

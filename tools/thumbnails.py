@@ -5,15 +5,16 @@ import base64
 import concurrent.futures
 import dataclasses
 import io
+import itertools
 import multiprocessing
 import resource
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable
+from typing import Callable, Iterable
 
 THUMB_PX = 160
 JPEG_QUALITY = 70
 CHILD_MEMORY_BYTES = 3 * 1024 ** 3  # a Pillow-limit image (89 M pixels) decodes in ~0.3 GiB; a bomb dies here
-CHILD_TASKS = 64  # a fresh child for each this many images, so its CPU-time limit is per batch, not per page
+CHILD_TASKS = 64  # images per child: its CPU-time limit is per batch, and the parent holds only their bytes
 CHILD_CPU_S = 120
 
 
@@ -46,18 +47,26 @@ def _limit_child() -> None:
             pass
 
 
-def thumbnails(images: list[bytes | None], px: int = THUMB_PX, *,
+def thumbnails(images: Iterable[bytes | None], px: int = THUMB_PX, *,
                work: Callable[[bytes, int], str] = thumbnail) -> list[Thumb]:
-    """A Thumb per image (None: no bytes, no thumbnail), in order, decoded one at a time in a limited child.
+    """A Thumb per image (None: no bytes, no thumbnail), in order; `images` is consumed CHILD_TASKS at a time, so
+    only that many images' bytes are held."""
+    out: list[Thumb] = []
+    source = iter(images)
+    while chunk := list(itertools.islice(source, CHILD_TASKS)):
+        out += _in_child(chunk, px, work)
+    return out
 
-    A child that dies (out of memory, out of CPU time, a crashing codec) costs only the image it was decoding:
-    with one worker the first unfinished image is the one that killed it; the rest go to a fresh child.
-    """
+
+def _in_child(images: list[bytes | None], px: int, work: Callable[[bytes, int], str]) -> list[Thumb]:
+    """Decoded one at a time in a limited child. A child that dies (out of memory, out of CPU time, a crashing codec)
+    costs only the image it was decoding: with one worker the first unfinished image is the one that killed it; the
+    rest go to a fresh child."""
     out = [Thumb() for _ in images]
     pending = [i for i, data in enumerate(images) if data is not None]
     context = multiprocessing.get_context("spawn")  # no copy of the parent's threads and S3 clients
     while pending:
-        batch, pending, broken = pending[:CHILD_TASKS], pending[CHILD_TASKS:], False
+        batch, pending, broken = pending, [], False
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_limit_child) as pool:
             futures = [(i, pool.submit(work, images[i], px)) for i in batch]
             for i, future in futures:
@@ -72,5 +81,4 @@ def thumbnails(images: list[bytes | None], px: int = THUMB_PX, *,
                                              "or a crash in the codec)")
                 except Exception as exc:  # noqa: BLE001 - untrusted bytes: whatever the decoder raises is this image's
                     out[i] = Thumb(error=str(exc)[:300] or exc.__class__.__name__)
-        pending.sort()
     return out

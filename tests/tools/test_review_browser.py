@@ -130,6 +130,7 @@ def test_make_compare_captions_a_folder_with_two_real_artifacts(tiny_artifact, t
     for i, colour in enumerate(COLOURS.values()):
         PIL.Image.new("RGB", (48 + 8 * i, 40), colour).save(images / ("sub" if i % 2 else ".") / f"{i}.png")
     (images / "notes.txt").write_text("not an image")
+    (images / "broken.png").write_bytes(b"\x89PNG but nothing more")
     page = tmp_path / "compare.html"
     code = compare.main([str(tiny_artifact), str(tiny_deit_artifact), "--images", str(images), "--out", str(page),
                          "--device", "cpu", "--cache", str(tmp_path / "cache")])
@@ -139,11 +140,14 @@ def test_make_compare_captions_a_folder_with_two_real_artifacts(tiny_artifact, t
     expected = [load_captioner(a, "cpu", cache_dir=tmp_path / "cache").caption([load_image(f) for f in files])
                 for a in (tiny_artifact, tiny_deit_artifact)]
     dom = Articles(dump_dom(page))
-    assert [item["key"] for item in dom.items] == ["0.png", "2.png", "sub/1.png", "sub/3.png"]
+    assert [item["key"] for item in dom.items] == ["0.png", "2.png", "broken.png", "sub/1.png", "sub/3.png"]
+    broken = dom.items.pop(2)
+    assert "err" in broken["classes"] and len(broken["cells"]) == 2 and "not a readable image" in broken["cells"][0]
     assert [item["cells"] for item in dom.items] == [list(pair) for pair in zip(*expected)]
     differ = [a != b for a, b in zip(*expected)]
     assert ["differs" in item["classes"] for item in dom.items] == differ and summary["differ"] == sum(differ)
-    assert summary["skipped_not_images"] == 1 and all(m["images_per_s"] > 0 for m in summary["models"])
+    assert (summary["images"], summary["captioned"], summary["skipped_not_images"]) == (5, 4, 1)
+    assert all(m["images_per_s"] > 0 for m in summary["models"])
     assert page.read_text().count('<img class="thumb"') == 4
     assert re.search(r"<td>vit-gpt2\.pt2</td><td>[0-9a-f]{12}</td><td>-</td><td>\d+\.\d</td>", page.read_text())
 

@@ -128,6 +128,7 @@ def test_a_prefix_gives_its_result_records_as_rows_with_their_images(s3):
         "source": {"bucket": images, "key": "incoming/c.png"}}))
     pairs, total = review_images.prefix(s3, f"s3://{images}/incoming/", None, 0, results_bucket=results,
                                         results_prefix="results/")
+    pairs = list(pairs)
     assert total == 3
     assert [(r["uri"], r["caption"], r["error"]) for r, _ in pairs] == [
         (f"s3://{images}/incoming/a.png", "caption of a.png", None),
@@ -135,8 +136,8 @@ def test_a_prefix_gives_its_result_records_as_rows_with_their_images(s3):
         (f"s3://{images}/incoming/c.png", None, "not a readable image")]
     assert [PIL.Image.open(io.BytesIO(data)).getpixel((0, 0)) for _, data in pairs[:2]] == [(250, 0, 0), (0, 0, 250)]
     assert pairs[2][1] is None
-    assert len(review_images.prefix(s3, f"s3://{images}/incoming/", 2, 0, results_bucket=results,
-                                    results_prefix="results/")[0]) == 2
+    assert len(list(review_images.prefix(s3, f"s3://{images}/incoming/", 2, 0, results_bucket=results,
+                                         results_prefix="results/")[0])) == 2
 
 
 def shard(kind: str, index: int, colours: list[tuple[int, int, int]]) -> bytes:
@@ -170,6 +171,7 @@ def test_a_dataset_job_gives_its_output_rows_with_thumbnails_from_the_right_shar
         s3.put_object(Bucket="data", Key=f"set/{index:05d}.{kind}", Body=shard(kind, index, shard_colours))
         folder.finish(index, RUN1, samples=3, errors=1 if index == 1 else 0)
     pairs, total = review_images.job(s3, folder.job_id, None, 0, results_bucket=bucket, results_prefix="results/")
+    pairs = list(pairs)
     assert total == 6
     assert [r["key"] for r, _ in pairs] == ["0-0000", "0-0001", "0-0002", "1-0000", "1-0001", "1-0002"]
     assert [r["error"] for r, _ in pairs][3] == "cannot decode the image" and pairs[4][0]["caption"] == "caption 1"
@@ -178,4 +180,5 @@ def test_a_dataset_job_gives_its_output_rows_with_thumbnails_from_the_right_shar
     expected = colours[0] + colours[1]
     assert all(max(abs(a - b) for a, b in zip(got, want)) < 12 for got, want in zip(centres, expected)), centres
     sampled, total = review_images.job(s3, folder.job_id, 2, 5, results_bucket=bucket, results_prefix="results/")
+    sampled = list(sampled)
     assert total == 6 and len(sampled) == 2 and all(data is not None for _, data in sampled)
