@@ -182,3 +182,46 @@ def test_a_dataset_job_gives_its_output_rows_with_thumbnails_from_the_right_shar
     sampled, total = review_images.job(s3, folder.job_id, 2, 5, results_bucket=bucket, results_prefix="results/")
     sampled = list(sampled)
     assert total == 6 and len(sampled) == 2 and all(data is not None for _, data in sampled)
+
+
+def test_a_job_that_listed_images_gives_their_result_records_and_images(s3):
+    bucket = f"res-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    uris = []
+    for name, colour in (("x.png", (200, 0, 0)), ("y.png", (0, 200, 0))):
+        s3.put_object(Bucket=bucket, Key=f"incoming/{name}", Body=png(colour))
+        uris.append(f"s3://{bucket}/incoming/{name}")
+    s3.put_object(Bucket=bucket, Key="results/incoming/x.png.json", Body=json.dumps({
+        "schema": SCHEMA, "status": "ok", "caption": "a red one", "model": {"name": "m", "sha256": "s"},
+        "source": {"bucket": bucket, "key": "incoming/x.png"}}))
+    s3.put_object(Bucket=bucket, Key="results/_jobs/j1/manifest.json", Body=json.dumps({"images": uris}))
+    pairs, total = review_images.job(s3, "j1", None, 0, results_bucket=bucket, results_prefix="results/")
+    pairs = list(pairs)
+    assert total == 2 and pairs[0][0]["caption"] == "a red one" and pairs[0][1] == png((200, 0, 0))
+    assert "never captioned" in pairs[1][0]["error"] and pairs[1][1] is None
+
+
+def test_make_gallery_of_a_dataset_job_through_the_stack_outputs_writes_a_sampled_page(s3, monkeypatch, tmp_path,
+                                                                                        capsys):
+    from tools import gallery, outputs, target
+
+    bucket = f"res-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    if "data" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket="data")
+    folder = Folder(s3, bucket, 3)
+    for index in range(3):
+        s3.put_object(Bucket="data", Key=f"set/{index:05d}.tar", Body=shard("tar", index, [(9, 9, 9)] * 5))
+        folder.finish(index, RUN1, samples=5, errors=1)
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    monkeypatch.setattr(target, "resolve", lambda _name=None: target.Target("CaptionKit", "us-east-1", endpoint))
+    monkeypatch.setattr(outputs, "stack_outputs", lambda *_a: {"ResultsBucket": bucket, "ResultsPrefix": "results/"})
+    page = tmp_path / "job.html"
+    assert gallery.main(["--job", folder.job_id, "--out", str(page), "--sample", "6", "--seed", "2"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["shown"], report["rows"]) == (6, 15)
+    text = page.read_text()
+    assert text.count('<article class="item') == 6 and text.count('<img class="thumb"') == 6
+    assert "6 images (a seeded sample of 15 rows)" in text
+    assert gallery.main(["--job", folder.job_id, "--out", str(page), "--sample", "6", "--seed", "2"]) == 0
+    assert page.read_text() == text and "replaced the earlier" in capsys.readouterr().err
