@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import botocore.exceptions
+from tqdm import tqdm
 
 from runtime.errors import CaptionKitError
 from tools.review_page import Cell, Item, render
@@ -16,13 +17,13 @@ from tools.thumbnails import THUMB_PX, thumbnails
 
 
 def page(pairs: Iterable[tuple[dict, bytes | None]], title: str, *, total: int | None = None,
-         px: int = THUMB_PX) -> tuple[str, int]:
+         expected: int | None = None, px: int = THUMB_PX) -> tuple[str, int]:
     """The gallery page of (row, image bytes) pairs, consumed as thumbnails are made; and how many rows it shows.
-    `total`: how many rows the sample was drawn from."""
+    `total`: how many rows the sample was drawn from; `expected`: how many pairs will come (for the progress bar)."""
     rows: list[dict] = []
 
     def images() -> Iterator[bytes | None]:
-        for row, image in pairs:
+        for row, image in tqdm(pairs, desc="thumbnails", unit="image", total=expected, disable=None, file=sys.stderr):
             rows.append(row)
             yield image
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args.sample = args.sample or None
     try:
         pairs, total, title = _source(args)
-        text, shown = page(pairs, title, total=total)
+        text, shown = page(pairs, title, total=total, expected=min(total, args.sample or total))
         report = write_page(Path(args.out), text)
     except (CaptionKitError, ValueError) as exc:  # RowsError, a malformed s3:// URI: one line, no traceback
         raise SystemExit(f"gallery: {exc}") from None

@@ -11,6 +11,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tqdm import tqdm
+
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import output, parquet, tar
 from runtime.agent.datasets.samples import ShardError
@@ -83,7 +85,7 @@ def job(s3, job_id: str, n: int | None, seed: int, *, results_bucket: str, resul
 
 
 def _output_rows(reader: JobReader, found: collect_shards.Outputs) -> Iterable[dict]:
-    for _index, key, size in found.present:
+    for _index, key, size in tqdm(found.present, desc=f"job {reader.job_id} outputs", unit="file", disable=None):
         data = collect_shards._download(reader.s3, reader.bucket, key, size, collect_shards.MAX_FILE_BYTES)
         yield from output.read(data).to_pylist()
 
