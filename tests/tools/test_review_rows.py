@@ -17,6 +17,8 @@ import pytest
 
 from dataset_folder import RUN1, Folder
 from runtime.agent.results import SCHEMA
+from runtime.errors import BadImage
+from runtime.images import load_image
 from runtime.aws import client as aws_client
 from tools import review_images
 from tools.review_rows import ROW_COLUMNS, RowsError, read_rows, sample
@@ -96,7 +98,9 @@ def test_a_decoder_process_that_dies_costs_only_the_image_it_was_decoding():
     thumbs = thumbnails([png((0, 0, 255)), b"poison", None, b"not an image", png((0, 255, 0))], work=_die_on_poison)
     assert thumbs[0].src and thumbs[4].src
     assert "decoder process died" in thumbs[1].error and thumbs[2].src is None and thumbs[2].error is None
-    assert "not a readable image" in thumbs[3].error
+    with pytest.raises(BadImage) as refused:
+        load_image(b"not an image")
+    assert thumbs[3].error == str(refused.value)[:300]
 
 
 def _allocate(data: bytes, px: int) -> str:
