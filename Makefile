@@ -13,7 +13,8 @@ opt = $(if $(2),$(1) $(call q,$(2)))
 
 .DEFAULT_GOAL := help
 .PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent \
-	submit retry local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive
+	submit retry local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive \
+	gallery compare
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,8 +30,9 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node_modules (npm ci, the cdk CLI)
 
-test: setup ## run the whole test suite (sets itself up; the boot rehearsal needs systemd-analyze)
+test: setup ## run the whole test suite (sets itself up; the boot rehearsal needs systemd-analyze, the pages chromium)
 	command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(PY) -m pytest -q tests
 
 lock: setup ## re-resolve requirements/runtime.txt into the hash-locked runtime.lock + runtime-cuda.lock (uv)
@@ -81,6 +83,15 @@ status: setup ## queue, fleet, model, last hour, errors, cost [WATCH=1] [JOB=<id
 collect: setup ## captions of PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.parquet) [LIST=1]; exit 1: shards to come
 	$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
 		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT))
+
+gallery: setup ## review page OUT (gallery.html) of CAPTIONS=<rows file> | PREFIX=s3://.. | JOB=<id> [N=300 SEED=0]
+	$(PY) -m tools.gallery $(call q,$(CAPTIONS)) $(call opt,--prefix,$(PREFIX)) $(call opt,--job,$(JOB)) \
+		--out $(call q,$(if $(filter command line,$(origin OUT)),$(OUT),gallery.html)) $(call opt,--sample,$(N)) \
+		$(call opt,--seed,$(SEED))
+
+compare: setup ## caption IMAGES (files, folders) with each of ARTIFACTS="a.pt2 b.pt2", side by side: OUT=compare.html
+	$(PY) -m tools.compare $(ARTIFACTS) --images $(IMAGES) \
+		--out $(call q,$(if $(filter command line,$(origin OUT)),$(OUT),compare.html))
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
 	$(PY) -m tools.local up

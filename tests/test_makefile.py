@@ -95,3 +95,15 @@ def test_agent_passes_the_config_path_whole_and_args_as_words():
 def test_status_and_redrive_pass_their_values_whole():
     assert command("status", "tools.status", JOB="job 7") == ["--job", "job 7"]
     assert command("redrive", "tools.redrive", MAX="5") == ["--max", "5"]
+
+
+def test_gallery_passes_the_rows_file_job_and_out_whole_and_defaults_out():
+    assert command("gallery", "tools.gallery", CAPTIONS="my run.jsonl", N="50", SEED="3") == [
+        "my run.jsonl", "--out", "gallery.html", "--sample", "50", "--seed", "3"]
+    assert command("gallery", "tools.gallery", JOB="job 7", OUT="it's.html") == ["--job", "job 7", "--out", "it's.html"]
+    assert command("gallery", "tools.gallery", PREFIX=PREFIX) == ["--prefix", PREFIX, "--out", "gallery.html"]
+
+
+def test_compare_passes_artifacts_and_images_as_shell_words():
+    assert command("compare", "tools.compare", ARTIFACTS="a.pt2 'b c.pt2'", IMAGES="photos 'my x.jpg'") == [
+        "a.pt2", "b c.pt2", "--images", "photos", "my x.jpg", "--out", "compare.html"]
