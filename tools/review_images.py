@@ -14,9 +14,10 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import output, parquet, tar
-from runtime.agent.datasets.samples import ShardError
-from runtime.agent.messages import parse_s3_uri
+from runtime.agent.datasets import output
+from runtime.s3_keys import parse_s3_uri
+from runtime.untrusted import parquet, tar
+from runtime.untrusted.samples import ShardError
 from tools import collect, collect_shards
 from tools.job_progress import JobReader
 from tools.review_rows import read_rows, sample
