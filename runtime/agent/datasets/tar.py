@@ -12,6 +12,8 @@ What the reader decides, where the formats leave it open:
 - grouping is webdataset's: the key is the path up to the first '.' of its basename ("a/b/000123.seg.png" has key
   "a/b/000123" and extension "seg.png"), consecutive members with one key are one sample; a member with no stem or
   no extension ("README", ".hidden") belongs to no sample, as in webdataset;
+- a sample keeps its image, a count of its members and the names of its first MAX_LISTED (for its error row), so
+  memory does not grow with its members; one of more than MAX_SAMPLE_MEMBERS members is an error row;
 - the image is the first member whose extension is exactly jpg/jpeg/png/webp (any case); failing that, the first
   whose last suffix is one ("x.seg.png"), so a mask is captioned only where the sample has no plain image;
 - the archive ends at a zero block followed by a zero block or the end of the stream; a stream that ends without
@@ -30,6 +32,8 @@ CHUNK = 256 * 1024  # the largest read made of the stream
 MAX_PAX_BYTES = 64 * 1024
 MAX_LONGNAME_BYTES = 4 * 1024
 MAX_LISTED = 10  # members named in a "no image" error row
+MAX_SHOWN = 64  # characters of a member's extension kept to name it there
+MAX_SAMPLE_MEMBERS = 1000  # members of one sample: past it, the sample is an error row
 IMAGE_SUFFIXES = frozenset({b"jpg", b"jpeg", b"png", b"webp"})
 FILES = frozenset(b"0\x007")
 LINKS = {ord("1"): "hard link", ord("2"): "symlink", ord("S"): "sparse file"}
@@ -221,19 +225,28 @@ def _split(name: bytes) -> tuple[bytes, bytes] | None:
 
 
 class _Group:
-    """The members of one sample as they stream by: only its image is kept, at most one fallback image with it."""
+    """The members of one sample as they stream by: only its image is kept, at most one fallback image with it, and
+    the names of its first MAX_LISTED members; the rest is counted, so memory does not grow with the members."""
 
     def __init__(self, key: bytes):
         self.key = key
-        self.members: list[str] = []
+        self.count = 0
+        self.listed: list[str] = []
         self.rank = 2  # of the image held: 0 an exact image extension, 1 a last suffix only, 2 none yet
         self.image: bytes | None = None
         self.refusal: str | None = None  # why the chosen image member cannot be used
 
     def add(self, archive: _Archive, entry: _Entry, extension: bytes, max_member_bytes: int) -> None:
-        shown = "." + extension.decode("utf-8", "backslashreplace")
+        self.count += 1
+        if self.count > MAX_SAMPLE_MEMBERS:
+            self.rank, self.image = -1, None  # no member of it is read any more
+            self.refusal = f"the sample has more than {MAX_SAMPLE_MEMBERS:,} members"
+            return
         link = LINKS.get(entry.kind)
-        self.members.append(f"{shown} ({link})" if link else shown)
+        if len(self.listed) < MAX_LISTED:
+            shown = "." + extension[:MAX_SHOWN].decode("utf-8", "backslashreplace")
+            shown += "..." if len(extension) > MAX_SHOWN else ""
+            self.listed.append(f"{shown} ({link})" if link else shown)
         if link:
             return
         lowered = extension.lower()
@@ -242,6 +255,7 @@ class _Group:
             return
         self.rank, self.image, self.refusal = rank, None, None
         if entry.size > max_member_bytes:
+            shown = "." + extension[:MAX_SHOWN].decode("utf-8", "backslashreplace")
             self.refusal = (f"the {shown} member is {entry.size:,} bytes, over the limit of {max_member_bytes:,} "
                             f"(max_image_bytes)")
         else:
@@ -259,8 +273,8 @@ class _Group:
         if self.refusal is not None:
             return Sample(key, index, None, self.refusal)
         if self.image is None:
-            listed = ", ".join(self.members[:MAX_LISTED])
-            more = f" and {len(self.members) - MAX_LISTED} more" if len(self.members) > MAX_LISTED else ""
+            listed = ", ".join(self.listed)
+            more = f" and {self.count - MAX_LISTED} more" if self.count > MAX_LISTED else ""
             return Sample(key, index, None, f"no image in sample (members: {listed}{more})")
         return Sample(key, index, self.image, None)
 

@@ -336,3 +336,29 @@ def test_a_shard_streams_straight_from_an_s3_body(aws):
     body = s3.get_object(Bucket=bucket, Key="000000.tar")["Body"]
     assert samples(b"", stream=body) == samples(data)
     assert samples(data)[-1] == Sample("s/000005", 5, None, "no image in sample (members: .txt)")
+
+
+def test_a_sample_of_3000_long_named_members_keeps_memory_flat_and_is_an_error_row():
+    import tracemalloc
+
+    info = tarfile.TarInfo("000000." + "x" * 16_000 + ".txt")
+    info.size = 1
+    member = info.tobuf(tarfile.PAX_FORMAT) + padded(b"t")
+    stream = Recording([member] * 3000 + [make_tar([("000001.jpg", b"ok")])])
+    tracemalloc.start()
+    try:
+        result = samples(b"", stream=stream)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result == [Sample("000000", 0, None, f"the sample has more than {tar.MAX_SAMPLE_MEMBERS:,} members"),
+                      Sample("000001", 1, b"ok", None)]
+    assert peak < 1 * MB, f"{peak:,} bytes at the peak for 48 MB of member names"
+
+
+def test_a_sample_without_an_image_names_its_first_members_shortened():
+    long = "y" * 200
+    data = make_tar([(f"0.{i}{long}", b"t") for i in range(12)] + [("1.jpg", b"i")])
+    row = samples(data)[0].error
+    assert row.startswith(f"no image in sample (members: .0{long[:63]}..., .1{long[:63]}...") and \
+        row.endswith(" and 2 more)") and len(row) < 1000
