@@ -316,3 +316,20 @@ def test_the_caption_cli_refuses_a_program_with_an_added_input_in_one_line(tiny_
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("error: ") and "program encoder takes 2 values" in out.stderr
+
+
+def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_line_not_a_traceback(tiny_artifact,
+                                                                                                  tmp_path):
+    forged = artifact_tools.forge(tiny_artifact, tmp_path / "out.pt2", graphs=_encoder_returns_a_weight)
+    from export.cli import parity_images
+    captioner = load_captioner(forged, "cpu")  # a load counts inputs and outputs; shapes are upload's meta run
+    with pytest.raises(ArtifactError, match=r"program encoder output 0 \(cross_k\)"):
+        captioner.caption(parity_images([], 1, seed=3))
+    image = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (20, 20)).save(image)
+    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
+                          "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "error: the model failed on" in out.stderr and "program encoder output 0 (cross_k)" in out.stderr
