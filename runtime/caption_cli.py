@@ -7,7 +7,7 @@ import sys
 import time
 
 from runtime.cache import DEFAULT_DIR
-from runtime.errors import BadImage, CaptionKitError
+from runtime.errors import ArtifactError, BadImage, CaptionKitError
 
 
 def main(argv=None) -> int:
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             captions = captioner.caption(images, num_beams=args.num_beams)
-        except RuntimeError as exc:  # out of memory, a program that fails on these inputs: one line, not a trace
+        except (RuntimeError, ArtifactError) as exc:  # out of memory, a program failing on these inputs: one line
             print(f"error: the model failed on {', '.join(paths)}: {str(exc).strip().splitlines()[0][:300]}",
                   file=sys.stderr)
             return 1

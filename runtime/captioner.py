@@ -8,12 +8,13 @@ from pathlib import Path
 import PIL.Image
 import torch
 
+from runtime.artifact import contract
 from runtime.artifact.verify import check_artifact, explicit_index, rebuilt_programs
 from runtime.cache import DEFAULT_DIR
 from runtime.options import BACKENDS, LoadOptions
 from runtime.decode.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
-from runtime.errors import ArtifactError, CaptionKitError
+from runtime.errors import ArtifactError, BadDescription, CaptionKitError
 from runtime.decode.static import decode_or_none, refuse_aoti_on_cuda, static_decoder
 from runtime.decode.text import TextDecoder
 from runtime.images.preprocess import Preprocessor
@@ -72,7 +73,10 @@ class Captioner:
         out: list[list[int]] = []
         for start in range(0, pixel_values.shape[0], self.max_batch):
             chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
-            cross_k, cross_v = self.encoder(chunk)
+            try:  # upload checked this on the meta device; a load checks only the counts (runtime.artifact.contract)
+                cross_k, cross_v = contract.check_encoder(self.encoder(chunk), self.manifest, chunk.shape[0])
+            except BadDescription as exc:
+                raise ArtifactError(f"{self.path}: {exc}; export the model again") from None
             search = greedy if beams == 1 else beam_search
             ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
             out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))

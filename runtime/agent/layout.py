@@ -39,6 +39,7 @@ JOB_REFUSED = "refused.json"  # a job no agent can expand: why (its message is d
 JOB_PARTS, JOB_SHARDS, JOB_STARTED, JOB_RUNS = "parts/", "shards/", "started/", "runs/"
 RUN_DONE, GROUPS = "done/", "groups/"  # in a run's folder; in a job's or a run's folder
 RUN_QUEUED, NOTIFIED = "queued.json", "notified"  # in a run's folder; in a prefix job's or a run's folder
+RUN_FINISHED = "finished.json"  # in a run's folder: its summary was written; nothing of the run changes after it
 
 
 def results_location(config: AgentConfig) -> tuple[str, str]:

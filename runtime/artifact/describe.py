@@ -13,9 +13,10 @@ import torch
 from torch import fx
 
 from runtime.artifact import graphs
+from runtime.artifact.contract import check_signature
 from runtime.artifact.archive import CONSTANTS_CONFIG, CONSTANTS_DIR, WEIGHTS_CONFIG, WEIGHTS_DIR, ArchiveReader
 from runtime.artifact.graphs import FORMAT, attr
-from runtime.errors import NotDescribable
+from runtime.errors import BadDescription, NotDescribable
 
 GUARDS = "_guards_fn"  # export's guard module: a no-op `forward(*args): pass` once loaded (torch 2.13)
 MAX_CONFIG_BYTES = 16 << 20  # a program's weights config (JSON)
@@ -111,7 +112,14 @@ def describe(modules: dict[str, fx.GraphModule], reader: ArchiveReader, device: 
         info = getattr(gm.graph._codegen, "pytree_info", None)
         if info is not None and not _flat_tuple(info.out_spec):
             raise NotDescribable(f"{name}: its outputs are not a flat tuple")
-        programs[name] = {"nodes": _graph(gm), "weights": _weights(gm, reader, name)}
+        nodes = _graph(gm)
+        try:  # an export never writes what every load refuses
+            check_signature(name, sum(1 for node in nodes if node["op"] == "placeholder"),
+                            len(nodes[-1]["args"][0]["tuple"] if type(nodes[-1]["args"][0]) is dict
+                                else nodes[-1]["args"][0]))
+        except BadDescription as exc:
+            raise NotDescribable(str(exc)) from None
+        programs[name] = {"nodes": nodes, "weights": _weights(gm, reader, name)}
     return {"format": FORMAT, "torch": torch.__version__, "device": str(device), "programs": programs}
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import fx
 
 from runtime.artifact.allowed_ops import ALLOWED_OPS
+from runtime.artifact.contract import check_signature
 from runtime.errors import BadDescription
 from runtime.artifact.archive import CONSTANTS_DIR, WEIGHTS_DIR, ArchiveReader
 from runtime.artifact.manifest import PROGRAMS
@@ -254,7 +255,11 @@ def check(description, reader: ArchiveReader) -> dict[str, Program]:
     programs = description["programs"]
     if type(programs) is not dict or set(programs) != set(PROGRAMS):
         fail("description", f"programs must be exactly {list(PROGRAMS)}")
-    return {name: _program(name, programs[name], reader) for name in PROGRAMS}
+    checked = {name: _program(name, programs[name], reader) for name in PROGRAMS}
+    for name, program in checked.items():
+        nodes = list(program.graph.nodes)
+        check_signature(name, sum(1 for node in nodes if node.op == "placeholder"), len(nodes[-1].args[0]))
+    return checked
 
 
 # ---- moving (a graph described on the CPU, for another device) -------------------------------------------------

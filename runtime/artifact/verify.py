@@ -2,10 +2,12 @@
 
 `check_artifact` is called wherever an artifact enters (`make upload`, the caption CLI, the agent after its
 download, the exporter's parity gate): bounded reads of the manifest, tokenizer and program description, the
-manifest's schema, torch release and sizes, the checksums (or the model pointer's SHA-256), and every node and
-weight of the description (runtime.artifact.graphs); at upload also the sizes of every intermediate at the smallest
-and the largest batch on the meta device. Only then are weights read. torch's own loader (`torch.export.load`) is never
-called on an artifact: it `exec`s strings from the archive and unpickles `use_pickle` records.
+manifest's schema, torch release and sizes, the checksums (or the model pointer's SHA-256), every node and
+weight of the description (runtime.artifact.graphs) and each program's count of inputs and outputs against the
+runtime's calling contract (runtime.artifact.contract); at upload also the sizes of every intermediate at the
+smallest and the largest batch on the meta device, and each output's dtype, rank and batch dimension. Only then are
+weights read. torch's own loader (`torch.export.load`) is never called on an artifact: it `exec`s strings from the
+archive and unpickles `use_pickle` records.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from runtime.artifact import graphs, sizes
+from runtime.artifact import contract, graphs, sizes
 from runtime.artifact import manifest as manifests
 from runtime.artifact.archive import EXTRA_DIR, ArchiveReader, open_archive
 from runtime.artifact.checksum import program_checksum, scan_sha256
@@ -112,26 +114,25 @@ def memory_limit(device: torch.device) -> int:
 
 def _check_sizes(checked: Checked, limit: int) -> None:
     """Run both programs on the meta device at one image and at the manifest's largest batch (rows = batch x
-    beams for the step): every intermediate is sized and nothing is allocated. An op that cannot run on such
-    inputs, or a program whose live tensors would outgrow `limit`, is refused before any weight is read."""
+    beams for the step) with the inputs the runtime makes (runtime.artifact.contract): every intermediate is sized
+    and nothing is allocated, and every output is checked against the contract (dtype, rank, batch dimension). An op
+    that cannot run on such inputs, an output the runtime cannot take, or a program whose live tensors would outgrow
+    `limit` is refused before any weight is read."""
     m = checked.manifest
-    dtype, cache = getattr(torch, m["dtype"]), m["cache"]
     for batch, rows in ((1, 1), (m["max_batch"], m["max_batch"] * m["max_beams"])):
-        meta = dict(dtype=dtype, device="meta")
+        name = "encoder"
         try:
-            pixels = torch.empty(batch, 3, *m["image_size"], **meta)
-            (cross_k, cross_v), _ = sizes.peak_bytes(checked.programs["encoder"], [pixels], limit)
-            layers = (cache["layers"], rows, cache["heads"], m["max_length"], cache["head_dim"])
-            step = [torch.empty(rows, dtype=torch.long, device="meta"), torch.empty(1, dtype=torch.long, device="meta"),
-                    torch.empty(layers, **meta), torch.empty(layers, **meta),
-                    *(torch.empty(t.shape[:1] + (rows,) + t.shape[2:], dtype=t.dtype, device="meta")
-                      for t in (cross_k, cross_v))]
-            sizes.peak_bytes(checked.programs["decoder_step"], step, limit)
+            outputs, _ = sizes.peak_bytes(checked.programs[name], contract.encoder_inputs(m, batch), limit)
+            cross_k, cross_v = contract.check_encoder(outputs, m, batch)
+            name, step = "decoder_step", contract.step_inputs(m, rows, cross_k, cross_v)
+            outputs, _ = sizes.peak_bytes(checked.programs[name], step, limit)
+            contract.check_step(outputs, step, rows)
         except graphs.BadDescription as exc:
-            raise ArtifactError(f"{checked.path}: program description refused at batch {batch} ({exc}); {AGAIN}") \
-                from None
+            where = "" if str(exc).startswith(f"program {name}") else f"program {name}: "
+            raise ArtifactError(f"{checked.path}: program description refused at batch {batch} ({where}{exc}); "
+                                f"{AGAIN}") from None
         except (TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise ArtifactError(f"{checked.path}: the programs' outputs are not a captioner's "
+            raise ArtifactError(f"{checked.path}: program {name}'s outputs are not a captioner's "
                                 f"({type(exc).__name__}: {str(exc)[:200]}); {AGAIN}") from None
 
 

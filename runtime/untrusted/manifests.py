@@ -134,11 +134,29 @@ def _uri(value: str, bucket: str, scope: Scope, where: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
-def _row(line: str, where: str) -> list[str]:
-    try:
-        return next(csv.reader([line])) if ("," in line or line.startswith('"')) else [line]
-    except csv.Error as exc:
-        raise PlanError(f"{where}: not a CSV row ({exc})") from None
+def _rows(lines, where: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, fields) of each CSV row read over the line stream, so a quoted field may hold commas and
+    newlines as CSV allows; a row is bounded like a line (MAX_LINE_BYTES characters, its newlines included)."""
+    at = {"line": 0, "first": 1, "size": 0}
+
+    def feed() -> Iterator[str]:
+        for number, line in lines:
+            at["line"], at["size"] = number, at["size"] + len(line) + 1
+            if at["size"] > MAX_LINE_BYTES + 1:
+                raise PlanError(f"{where} line {at['first']}: a row over {MAX_LINE_BYTES:,} characters; one key or "
+                                f"URI a row (is a quote left open?)")
+            yield line + "\n"
+
+    reader = csv.reader(feed())
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise PlanError(f"{where} line {at['first']}: not a CSV row ({exc})") from None
+        yield at["first"], fields
+        at["first"], at["size"] = at["line"] + 1, 0
 
 
 def _header(fields: list[str], key_column: str | None, where: str) -> tuple[int, int | None]:
@@ -155,11 +173,10 @@ def _header(fields: list[str], key_column: str | None, where: str) -> tuple[int,
 def _text_uris(lines, bucket: str, scope: Scope, where: str, key_column: str | None) -> Iterator[str]:
     """URIs of a text or CSV manifest: a value a line, `bucket,key` rows, or the column a header names."""
     columns = None  # None: the first row is still to come; (): there is no header
-    for number, line in lines:
+    for number, fields in _rows(lines, where):
         at = f"{where} line {number}"
-        if not line.strip():
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
-        fields = _row(line, at)
         if columns is None:
             columns = ()
             if key_column or fields[0].strip().lower() in HEADER_NAMES:
@@ -179,11 +196,10 @@ def _text_uris(lines, bucket: str, scope: Scope, where: str, key_column: str | N
 
 def _inventory_csv_uris(lines, columns: tuple[int, int], scope: Scope, where: str) -> Iterator[str]:
     bucket_at, key_at = columns
-    for number, line in lines:
+    for number, fields in _rows(lines, where):
         at = f"{where} line {number}"
-        if not line.strip():
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
-        fields = _row(line, at)
         if len(fields) <= max(columns):
             raise PlanError(f"{at}: {len(fields)} fields; the inventory's fileSchema puts Bucket and Key at "
                             f"{bucket_at + 1} and {key_at + 1}")

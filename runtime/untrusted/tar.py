@@ -5,13 +5,18 @@ bounded before it is made: a pax header by MAX_PAX_BYTES, a GNU long name by MAX
 max_member_bytes; everything else (other members, skipped entries, padding) is read and dropped CHUNK at a time.
 
 What the reader decides, where the formats leave it open:
-- members are regular files (typeflag '0', NUL or '7', contiguous); hard links, symlinks and GNU sparse files join
-  their sample's grouping but are never read (a sample whose image is a link says so in its error row);
-  directories, devices, fifos and volume labels are skipped; pax 'x' gives `path` (and `size`, which frames the
-  data of a member over 8 GiB), 'g' is skipped, GNU 'L' gives the next name and 'K' is skipped;
+- members are regular files (typeflag '0', NUL or '7', contiguous) and GNU sparse files, read as `tarfile` and GNU
+  tar read them: old GNU 'S' (regions in the header and its extension blocks) and PAX 0.0, 0.1 and 1.0 (GNU.sparse.*
+  records; 1.0's map opens the data), at most MAX_SPARSE_REGIONS regions, the real size bounded like any image; a
+  sparse image whose map is not valid is its sample's error row; hard links and symlinks join their sample's grouping
+  but are never read (a sample whose image is a link says so in its error row); directories, devices, fifos and
+  volume labels are skipped; pax 'x' gives `path` (and `size`, which frames the data of a member over 8 GiB), 'g' is
+  skipped, GNU 'L' gives the next name and 'K' is skipped;
 - grouping is webdataset's: the key is the path up to the first '.' of its basename ("a/b/000123.seg.png" has key
   "a/b/000123" and extension "seg.png"), consecutive members with one key are one sample; a member with no stem or
   no extension ("README", ".hidden") belongs to no sample, as in webdataset;
+- a sample keeps its image, a count of its members and the names of its first MAX_LISTED (for its error row), so
+  memory does not grow with its members; one of more than MAX_SAMPLE_MEMBERS members is an error row;
 - the image is the first member whose extension is exactly jpg/jpeg/png/webp (any case); failing that, the first
   whose last suffix is one ("x.seg.png"), so a mask is captioned only where the sample has no plain image;
 - the archive ends at a zero block followed by a zero block or the end of the stream; a stream that ends without
@@ -30,11 +35,30 @@ CHUNK = 256 * 1024  # the largest read made of the stream
 MAX_PAX_BYTES = 64 * 1024
 MAX_LONGNAME_BYTES = 4 * 1024
 MAX_LISTED = 10  # members named in a "no image" error row
+MAX_SHOWN = 64  # characters of a member's extension kept to name it there
+MAX_SAMPLE_MEMBERS = 1000  # members of one sample: past it, the sample is an error row
+MAX_SPARSE_REGIONS = 1024  # data regions of a GNU sparse member (an image has few runs of 4 KiB zeros)
+MAX_DECIMAL = 20  # digits of a number in a pax record or a sparse map (2**64 has 20)
 IMAGE_SUFFIXES = frozenset({b"jpg", b"jpeg", b"png", b"webp"})
 FILES = frozenset(b"0\x007")
-LINKS = {ord("1"): "hard link", ord("2"): "symlink", ord("S"): "sparse file"}
+LINKS = {ord("1"): "hard link", ord("2"): "symlink"}
+GNU_SPARSE = ord("S")
 EXTENDED = frozenset(b"xgLK")
 ZERO_BLOCK = bytes(BLOCK)
+
+
+class _Unusable(Exception):
+    """A member that frames right but cannot be read (a sparse map that is not valid): its sample's error row."""
+
+
+@dataclasses.dataclass
+class _Sparse:
+    """A GNU sparse member's layout: its real size and its (offset, length) data regions, None while they are still
+    in the data (PAX 1.0), or why it cannot be read."""
+
+    realsize: int
+    regions: list[tuple[int, int]] | None
+    error: str | None = None
 
 
 @dataclasses.dataclass
@@ -46,6 +70,12 @@ class _Entry:
     size: int
     offset: int  # of its header
     left: int
+    sparse: _Sparse | None = None
+
+    @property
+    def real_size(self) -> int:
+        """Bytes of the file the member holds (a sparse file's holes included)."""
+        return self.sparse.realsize if self.sparse is not None else self.size
 
 
 class _Archive:
@@ -86,15 +116,63 @@ class _Archive:
             n -= len(part)
 
     def data(self, entry: _Entry) -> bytes:
-        """The member's bytes (the caller has bounded entry.size)."""
+        """The member's bytes (the caller has bounded entry.real_size); _Unusable for a sparse map that is not valid."""
+        if entry.sparse is not None:
+            return self._sparse_data(entry, entry.sparse)
         data = self._exact(entry.left)
         entry.left = 0
         return data
 
+    def _sparse_data(self, entry: _Entry, sparse: _Sparse) -> bytes:
+        """A sparse member's file: zeros, its regions' bytes read into place CHUNK at a time."""
+        if sparse.error is not None:
+            raise _Unusable(sparse.error)
+        regions = sparse.regions if sparse.regions is not None else self._sparse_map(entry)
+        end = 0
+        for start, length in regions:
+            if start < end or start + length > sparse.realsize:
+                raise _Unusable("is a GNU sparse file whose regions overlap, go backwards or pass its size")
+            end = start + length
+        if sum(length for _, length in regions) != entry.left:
+            raise _Unusable(f"is a GNU sparse file whose regions do not add up to its {entry.left:,} bytes of data")
+        out = bytearray(sparse.realsize)
+        for start, length in regions:
+            while length:
+                part = self._read(min(length, CHUNK))
+                if not part:
+                    raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a member")
+                out[start:start + len(part)] = part
+                start, length, entry.left = start + len(part), length - len(part), entry.left - len(part)
+        return bytes(out)
+
+    def _sparse_map(self, entry: _Entry) -> list[tuple[int, int]]:
+        """PAX 1.0's map, decimal lines at the start of the data (a count, then offset and length of each region),
+        padded to a block: read a block at a time, never more than MAX_SPARSE_REGIONS regions' worth."""
+        numbers: list[int] = []
+        text, wanted = b"", None
+        while wanted is None or len(numbers) < wanted:
+            if entry.left < BLOCK:
+                raise _Unusable("is a GNU sparse file whose map runs past its data")
+            text += self._exact(BLOCK)
+            entry.left -= BLOCK
+            *lines, text = text.split(b"\n")
+            for line in lines:
+                if not line.isdigit() or len(line) > MAX_DECIMAL:
+                    raise _Unusable("is a GNU sparse file whose map is not decimal numbers")
+                if wanted is None:
+                    if int(line) > MAX_SPARSE_REGIONS:
+                        raise _Unusable(f"is a GNU sparse file of {int(line):,} regions, over {MAX_SPARSE_REGIONS:,}")
+                    wanted = 2 * int(line)
+                elif len(numbers) < wanted:
+                    numbers.append(int(line))
+            if (wanted is None or len(numbers) < wanted) and len(text) > MAX_DECIMAL:
+                raise _Unusable("is a GNU sparse file whose map is not decimal numbers")
+        return list(zip(numbers[0::2], numbers[1::2]))
+
     def entries(self) -> Iterator[_Entry]:
         """Files, links and sparse files in archive order; whatever data the consumer did not read is skipped."""
-        pending_path = pending_size = longname = None
-        extended_at = None
+        pending: dict = {}
+        longname = extended_at = None
         while True:
             header = self._header()
             if header is None:
@@ -105,17 +183,18 @@ class _Archive:
             if kind in EXTENDED:
                 extended_at = offset
                 if kind == ord("x"):
-                    pending_path, pending_size = self._pax(offset, size, pending_path, pending_size)
+                    self._pax(offset, size, pending)
                 elif kind == ord("L"):
                     longname = self._longname(offset, size)
                 else:
                     self._bounded_skip(offset, size, kind)
                 continue
-            name = pending_path if pending_path is not None else longname if longname is not None else _name(block)
-            size = pending_size if pending_size is not None else size
-            pending_path = pending_size = longname = extended_at = None
-            entry = _Entry(name, kind, size, offset, size)
-            if (kind in FILES and not name.endswith(b"/")) or kind in LINKS:
+            sparse = self._gnu_sparse(block, offset) if kind == GNU_SPARSE else _pax_sparse(pending)
+            name = pending.get("name") or pending.get("path") or longname or _name(block)
+            size = pending.get("size", size)
+            pending, longname, extended_at = {}, None, None
+            entry = _Entry(name, kind, size, offset, size, sparse)
+            if (kind in FILES or kind == GNU_SPARSE) and not name.endswith(b"/") or kind in LINKS:
                 yield entry
             self._skip(entry.left + (-size) % BLOCK)
 
@@ -138,8 +217,9 @@ class _Archive:
             raise ShardError(f"not a tar: bad header checksum at byte {offset}")
         return offset, block, block[156], _size(block, offset)
 
-    def _pax(self, offset: int, size: int, path: bytes | None, length: int | None) -> tuple[bytes | None, int | None]:
-        """`path` and `size` of a pax extended header (the other records are read and not used)."""
+    def _pax(self, offset: int, size: int, pending: dict) -> None:
+        """`path`, `size` and the GNU.sparse.* records of a pax extended header into `pending` (the other records
+        are read and not used); the header's own bound bounds what they can hold."""
         data = self._extended(offset, size, MAX_PAX_BYTES, "pax header")
         pos = 0
         while pos < len(data):
@@ -153,12 +233,36 @@ class _Archive:
                 raise ShardError(f"not a tar: bad pax header at byte {offset}")
             value = value[:-1]
             if keyword == b"path":
-                path = value
+                pending["path"] = value
             elif keyword == b"size":
-                if not value.isdigit() or len(value) > 20:
-                    raise ShardError(f"not a tar: bad pax size {value[:40]!r} at byte {offset}")
-                length = int(value)
-        return path, length
+                pending["size"] = _decimal(value, offset, "size")
+            elif keyword in (b"GNU.sparse.name", b"GNU.sparse.major", b"GNU.sparse.minor", b"GNU.sparse.map"):
+                pending[keyword.decode()[11:]] = value
+            elif keyword in (b"GNU.sparse.size", b"GNU.sparse.realsize"):
+                pending["realsize"] = _decimal(value, offset, keyword.decode())
+            elif keyword in (b"GNU.sparse.offset", b"GNU.sparse.numbytes"):  # PAX 0.0: one pair per region
+                pending.setdefault(keyword.decode()[11:], []).append(_decimal(value, offset, keyword.decode()))
+
+    def _gnu_sparse(self, block: bytes, offset: int) -> _Sparse:
+        """An old GNU sparse header's real size and regions: four in the header, 21 in each extension block after
+        it (read here, before the data, whether or not the member is used)."""
+        regions: list[tuple[int, int]] = []
+        fields = [block[386 + 24 * i:410 + 24 * i] for i in range(4)]
+        extended = block[482]
+        while True:
+            for field in fields:
+                if field.strip(b"\x00"):
+                    regions.append((_number(field[:12], offset), _number(field[12:], offset)))
+                    del regions[MAX_SPARSE_REGIONS + 1:]  # past the bound only "too many" is kept
+            if not extended:
+                break
+            more = self._read(BLOCK)
+            if len(more) < BLOCK:
+                raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a sparse header")
+            fields, extended = [more[24 * i:24 * i + 24] for i in range(21)], more[504]
+        if len(regions) > MAX_SPARSE_REGIONS:
+            return _Sparse(0, [], f"is a GNU sparse file of over {MAX_SPARSE_REGIONS:,} regions")
+        return _Sparse(_number(block[483:495], offset), regions)
 
     def _longname(self, offset: int, size: int) -> bytes:
         return self._extended(offset, size, MAX_LONGNAME_BYTES, "GNU long name").split(b"\x00", 1)[0]
@@ -193,7 +297,11 @@ def _checksum_ok(block: bytes) -> bool:
 
 def _size(block: bytes, offset: int) -> int:
     """The size field: octal, or GNU base-256 (high bit set) for sizes over 8 GiB."""
-    field = block[124:136]
+    return _number(block[124:136], offset)
+
+
+def _number(field: bytes, offset: int) -> int:
+    """A numeric header field: octal, or GNU base-256 (high bit set)."""
     if field[0] & 0x80:
         if field[0] == 0xFF:
             raise ShardError(f"not a tar: negative size at byte {offset}")
@@ -202,6 +310,38 @@ def _size(block: bytes, offset: int) -> int:
     if text and any(c not in b"01234567" for c in text):
         raise ShardError(f"not a tar: bad size field at byte {offset}")
     return int(text, 8) if text else 0
+
+
+def _decimal(value: bytes, offset: int, what: str) -> int:
+    if not value.isdigit() or len(value) > MAX_DECIMAL:
+        raise ShardError(f"not a tar: bad pax {what} {value[:40]!r} at byte {offset}")
+    return int(value)
+
+
+def _pax_sparse(pending: dict) -> _Sparse | None:
+    """The layout the GNU.sparse.* records of a pax header give (None: a plain member), as `tarfile` reads them."""
+    if "realsize" not in pending and "major" not in pending and "map" not in pending and "offset" not in pending:
+        return None
+    realsize = pending.get("realsize")
+    if realsize is None:
+        return _Sparse(0, [], "is a GNU sparse file without its real size")
+    if pending.get("major") is not None:
+        if (pending.get("major"), pending.get("minor")) != (b"1", b"0"):
+            return _Sparse(0, [], "is a GNU sparse file of a version other than 0.0, 0.1 and 1.0")
+        return _Sparse(realsize, None)
+    if "map" in pending:
+        numbers = pending["map"].split(b",") if pending["map"] else []
+        if len(numbers) % 2 or not all(n.isdigit() and len(n) <= MAX_DECIMAL for n in numbers):
+            return _Sparse(0, [], "is a GNU sparse file whose map is not pairs of decimal numbers")
+        pairs = [int(n) for n in numbers]
+    else:
+        offsets, lengths = pending.get("offset", []), pending.get("numbytes", [])
+        if len(offsets) != len(lengths):
+            return _Sparse(0, [], "is a GNU sparse file whose offsets and lengths do not pair up")
+        pairs = [n for pair in zip(offsets, lengths) for n in pair]
+    if len(pairs) > 2 * MAX_SPARSE_REGIONS:
+        return _Sparse(0, [], f"is a GNU sparse file of over {MAX_SPARSE_REGIONS:,} regions")
+    return _Sparse(realsize, list(zip(pairs[0::2], pairs[1::2])))
 
 
 def _name(block: bytes) -> bytes:
@@ -221,19 +361,28 @@ def _split(name: bytes) -> tuple[bytes, bytes] | None:
 
 
 class _Group:
-    """The members of one sample as they stream by: only its image is kept, at most one fallback image with it."""
+    """The members of one sample as they stream by: only its image is kept, at most one fallback image with it, and
+    the names of its first MAX_LISTED members; the rest is counted, so memory does not grow with the members."""
 
     def __init__(self, key: bytes):
         self.key = key
-        self.members: list[str] = []
+        self.count = 0
+        self.listed: list[str] = []
         self.rank = 2  # of the image held: 0 an exact image extension, 1 a last suffix only, 2 none yet
         self.image: bytes | None = None
         self.refusal: str | None = None  # why the chosen image member cannot be used
 
     def add(self, archive: _Archive, entry: _Entry, extension: bytes, max_member_bytes: int) -> None:
-        shown = "." + extension.decode("utf-8", "backslashreplace")
+        self.count += 1
+        if self.count > MAX_SAMPLE_MEMBERS:
+            self.rank, self.image = -1, None  # no member of it is read any more
+            self.refusal = f"the sample has more than {MAX_SAMPLE_MEMBERS:,} members"
+            return
         link = LINKS.get(entry.kind)
-        self.members.append(f"{shown} ({link})" if link else shown)
+        if len(self.listed) < MAX_LISTED:
+            shown = "." + extension[:MAX_SHOWN].decode("utf-8", "backslashreplace")
+            shown += "..." if len(extension) > MAX_SHOWN else ""
+            self.listed.append(f"{shown} ({link})" if link else shown)
         if link:
             return
         lowered = extension.lower()
@@ -241,11 +390,17 @@ class _Group:
         if rank >= self.rank:
             return
         self.rank, self.image, self.refusal = rank, None, None
-        if entry.size > max_member_bytes:
-            self.refusal = (f"the {shown} member is {entry.size:,} bytes, over the limit of {max_member_bytes:,} "
+        shown = "." + extension[:MAX_SHOWN].decode("utf-8", "backslashreplace")
+        if entry.sparse is not None and entry.sparse.error is not None:
+            self.refusal = f"the {shown} member {entry.sparse.error}"
+        elif entry.real_size > max_member_bytes:
+            self.refusal = (f"the {shown} member is {entry.real_size:,} bytes, over the limit of {max_member_bytes:,} "
                             f"(max_image_bytes)")
         else:
-            self.image = archive.data(entry)
+            try:
+                self.image = archive.data(entry)
+            except _Unusable as exc:
+                self.refusal = f"the {shown} member {exc}"
 
     def sample(self, index: int) -> Sample:
         raw = self.key
@@ -259,8 +414,8 @@ class _Group:
         if self.refusal is not None:
             return Sample(key, index, None, self.refusal)
         if self.image is None:
-            listed = ", ".join(self.members[:MAX_LISTED])
-            more = f" and {len(self.members) - MAX_LISTED} more" if len(self.members) > MAX_LISTED else ""
+            listed = ", ".join(self.listed)
+            more = f" and {self.count - MAX_LISTED} more" if self.count > MAX_LISTED else ""
             return Sample(key, index, None, f"no image in sample (members: {listed}{more})")
         return Sample(key, index, self.image, None)
 

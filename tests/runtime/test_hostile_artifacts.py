@@ -110,6 +110,15 @@ def _forward_reference(d, marker):
     _calls(d)[0]["args"][0] = {"node": "output"}
 
 
+def _input_added(d, marker):
+    d["programs"]["encoder"]["nodes"].insert(0, {"name": "extra_input", "op": "placeholder"})
+
+
+def _output_dropped(d, marker):
+    output = d["programs"]["decoder_step"]["nodes"][-1]
+    output["args"][0]["tuple"] = output["args"][0]["tuple"][:2]
+
+
 ATTACKS = {  # name: (edit, what the refusal says; None: the edit is ignored and the artifact loads)
     "placeholder name pasted into forward": (_placeholder_name, None),
     "kwargs key pasted into forward": (_kwargs_key, "has no keyword argument"),
@@ -123,6 +132,10 @@ ATTACKS = {  # name: (edit, what the refusal says; None: the edit is ignored and
     "a string argument holding code": (_string_with_code, "not a short identifier"),
     "a dtype name that is no dtype": (_unknown_dtype, "not a tensor's"),
     "a reference to a later node": (_forward_reference, "not a known node or an earlier node|an earlier node"),
+    "an input added to a program": (_input_added, r"program encoder takes 2 values; the runtime's contract is 1 "
+                                                  r"\(pixel_values\)"),
+    "an output dropped from a program": (_output_dropped, r"program decoder_step returns 2 values; the runtime's "
+                                                          r"contract is 3 \(logits, self_k, self_v\)"),
 }
 
 
@@ -254,3 +267,69 @@ def test_the_size_check_runs_every_intermediate_on_meta_at_both_batch_ends(tiny_
 
     with pytest.raises(ArtifactError, match="live tensors|bytes alive at once"):
         artifact_module._check_sizes(checked, limit=1024)
+
+
+def _encoder_returns_a_weight(d):
+    nodes = d["programs"]["encoder"]["nodes"]
+    weight = next(n for n in nodes if n["op"] == "get_attr")
+    nodes[-1]["args"][0]["tuple"][0] = {"node": weight["name"]}
+
+
+def _step_returns_its_cache_as_logits(d):
+    output = d["programs"]["decoder_step"]["nodes"][-1]
+    output["args"][0]["tuple"][0] = output["args"][0]["tuple"][1]
+
+
+@pytest.mark.parametrize("edit, refusal", [
+    (_encoder_returns_a_weight, r"program encoder output 0 \(cross_k\): float32 \[.*\], the runtime takes "
+                                r"\[layers, batch, heads, seq, head_dim\]"),
+    (_step_returns_its_cache_as_logits, r"program decoder_step output 0 \(logits\): float32 \[2, 1, 4, 11, 8\], "
+                                        r"the runtime takes floating-point \[rows, vocab\] \(1 rows\)"),
+])
+def test_upload_refuses_outputs_outside_the_runtimes_contract_naming_program_and_mismatch(edit, refusal,
+                                                                                        tiny_artifact, tmp_path):
+    from runtime import registry
+
+    class NoS3:
+        def __getattr__(self, name):
+            pytest.fail(f"s3.{name} called for a refused artifact")
+    forged = artifact_tools.forge(tiny_artifact, tmp_path / "contract.pt2", graphs=edit)
+    with pytest.raises(ArtifactError, match=refusal):
+        verify(forged)
+    with pytest.raises(ArtifactError, match=refusal):
+        registry.publish(NoS3(), "bucket", forged)
+
+
+def test_upload_refuses_a_manifest_dtype_the_programs_do_not_take(tiny_artifact, tmp_path):
+    forged = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "dtype.pt2", dtype="float16")
+    with pytest.raises(ArtifactError, match="program encoder"):
+        verify(forged)
+
+
+def test_the_caption_cli_refuses_a_program_with_an_added_input_in_one_line(tiny_artifact, tmp_path, marker):
+    forged = artifact_tools.forge(tiny_artifact, tmp_path / "cli.pt2", graphs=lambda d: _input_added(d, marker))
+    image = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (20, 20)).save(image)
+    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
+                          "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.startswith("error: ") and "program encoder takes 2 values" in out.stderr
+
+
+def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_line_not_a_traceback(tiny_artifact,
+                                                                                                  tmp_path):
+    forged = artifact_tools.forge(tiny_artifact, tmp_path / "out.pt2", graphs=_encoder_returns_a_weight)
+    from export.cli import parity_images
+    captioner = load_captioner(forged, "cpu")  # a load counts inputs and outputs; shapes are upload's meta run
+    with pytest.raises(ArtifactError, match=r"program encoder output 0 \(cross_k\)"):
+        captioner.caption(parity_images([], 1, seed=3))
+    image = tmp_path / "a.png"
+    from PIL import Image
+    Image.new("RGB", (20, 20)).save(image)
+    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
+                          "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert "error: the model failed on" in out.stderr and "program encoder output 0 (cross_k)" in out.stderr

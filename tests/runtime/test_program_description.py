@@ -208,3 +208,12 @@ def test_the_archive_reader_finds_every_record_where_torchs_reader_does(tiny_art
     reader, theirs = open_archive(tiny_artifact), torch._C.PyTorchFileReader(str(tiny_artifact))
     for name in reader.names():
         assert reader.region(name) == (theirs.get_record_offset(name), theirs.get_record_size(name)), name
+
+
+def test_every_family_keeps_the_runtimes_program_contract(tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact,
+                                                          tiny_florence2_artifact, tiny_qwen2_vl_artifact):
+    from runtime.artifact.verify import verify
+
+    for artifact in (tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact, tiny_florence2_artifact,
+                     tiny_qwen2_vl_artifact):
+        verify(artifact)  # counts at load; dtype, rank and batch dimension of every output on meta at both batch ends

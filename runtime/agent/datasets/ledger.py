@@ -3,8 +3,9 @@
 Every object here lives in the job folder (runtime.agent.layout), which only agents write: a marker is the proof
 that a shard was captioned with a given model and settings, so a resubmission may skip it. A run is complete when
 `runs/<run>/done/` holds every queued index (counted by groups of 1,000: runtime.agent.tally); whoever sees that
-writes `summary.json` from all the markers (deterministic: a replay rewrites the same bytes) and, once per run, tells
-SNS.
+writes `summary.json` from all the markers and `runs/<run>/finished.json`, and, once per run, tells SNS. A finished
+run is immutable: a replayed message of it writes nothing (`finished`), and a run never replaces the summary of a
+newer one (run ids begin with their UTC time, so they sort as the runs were made, as status reads them).
 """
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import json
 from runtime.agent import jobs, tally
 from runtime.agent.config import AgentConfig
 from runtime.agent.jobs import put_json
-from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, NOTIFIED, RUN_DONE, RUN_QUEUED,
-                                  chunk_marker, done_marker, job_root, run_root, started_marker)
+from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, NOTIFIED, RUN_DONE, RUN_FINISHED,
+                                  RUN_QUEUED, chunk_marker, done_marker, job_root, run_root, started_marker)
 from runtime.agent.work import ShardRef
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
@@ -60,6 +61,19 @@ def read_manifest(s3, config: AgentConfig, job_id: str, manifests: jobs.Manifest
 def read_queued(s3, config: AgentConfig, job_id: str, run: str) -> dict | None:
     """`runs/<run>/queued.json` of the job (the run's indexes), or None when that run was never queued."""
     return get_json(s3, config.results_bucket_name, run_root(job_root(config, job_id), run) + RUN_QUEUED)
+
+
+def finished(s3, config: AgentConfig, ref: ShardRef) -> str | None:
+    """Why the shard message's run takes no more writes (it is finished), or None while it is open."""
+    bucket, root = config.results_bucket_name, job_root(config, ref.job_id)
+    record = get_json(s3, bucket, run_root(root, ref.run) + RUN_FINISHED)
+    if record is None:  # a run finished before its record existed: the summary names it
+        summary = get_json(s3, bucket, root + JOB_SUMMARY)
+        record = summary if isinstance(summary, dict) and summary.get("run") == ref.run else None
+    if record is None:
+        return None
+    return (f"run {ref.run} of job {ref.job_id} finished at {record.get('finished_at')}: a replayed message of it "
+            f"writes nothing")
 
 
 def start_shard(s3, config: AgentConfig, ref: ShardRef, agent: str) -> None:
@@ -125,11 +139,16 @@ def summarize(config: AgentConfig, job_id: str, manifest: dict, queued: dict, fo
 
 
 def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: dict, sns=None) -> dict:
-    """Write `summary.json` from every marker and tell SNS once for this run (`runs/<run>/notified` put first,
-    IfNoneMatch: of agents racing to finish a run, one publishes; a replay publishes nothing)."""
+    """Write `summary.json` from every marker (unless a newer run's is there), then `runs/<run>/finished.json`, and
+    tell SNS once for this run (`runs/<run>/notified` put first, IfNoneMatch: of agents racing to finish a run, one
+    publishes; a replay publishes nothing)."""
     bucket, root = config.results_bucket_name, job_root(config, job_id)
     summary = summarize(config, job_id, manifest, queued, markers(s3, config, job_id, manifest))
-    put_json(s3, bucket, root + JOB_SUMMARY, summary)
+    current = get_json(s3, bucket, root + JOB_SUMMARY)
+    if not (isinstance(current, dict) and str(current.get("run")) > queued["run"]):
+        put_json(s3, bucket, root + JOB_SUMMARY, summary)
+    put_json(s3, bucket, run_root(root, queued["run"]) + RUN_FINISHED,
+             {"run": queued["run"], "finished_at": summary["finished_at"]}, only_new=True)
     if config.job_topic_arn and put_json(s3, bucket, run_root(root, queued["run"]) + NOTIFIED,
                                          {"run": queued["run"], "at": now()}, only_new=True):
         jobs.publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}",

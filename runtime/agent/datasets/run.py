@@ -81,6 +81,12 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
     except RetryLater as exc:
         return Outcome(RETRY, str(exc))
     config, s3 = context.config, context.s3
+    try:
+        closed = ledger.finished(s3, config, ref)
+    except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
+        return Outcome(RETRY, f"reading run {ref.run} of job {ref.job_id}: {exc.__class__.__name__}: {exc}")
+    if closed:
+        return Outcome(DONE, closed)
     suspect = message.receive_count > 1 and _started_before(s3, config, ref)
     try:
         ledger.start_shard(s3, config, ref, config.agent_name)
@@ -212,6 +218,8 @@ def _finish(context: ShardContext, ref: ShardRef, entry: dict, rows: list[output
               "model_sha256": model.sha256, "settings": ledger.settings_fingerprint(model, config),
               "output": None if error else f"s3://{bucket}/{key}", "started_at": started_at}
     try:
+        if closed := ledger.finished(s3, config, ref):  # another agent finished the run while this one captioned
+            return Outcome(DONE, closed, progress, seconds=time.monotonic() - started)
         if rows is None:
             s3.delete_object(Bucket=bucket, Key=key)
         else:

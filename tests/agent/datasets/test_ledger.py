@@ -175,3 +175,18 @@ def test_a_dataset_jobs_notice_carries_its_shard_counts_and_its_parquet_collect(
     assert {k: sent[k] for k in ("run", "shards", "shards_done", "shards_failed", "errors", "collect")} == {
         "run": "r2", "shards": 3, "shards_done": 2, "shards_failed": 1, "errors": 4,
         "collect": "make collect JOB=wds-1 OUT=wds-1.parquet"}
+
+
+def test_an_older_run_finishing_late_never_replaces_a_newer_runs_summary(stack):
+    config = stack.config()
+    _job(stack, config, job_id="job-9", shards=2, run="20250101-000000-aaaaaa")
+    _job(stack, config, job_id="job-9", shards=2, run="20250102-000000-bbbbbb", indexes=[0])
+    root = job_root(config, "job-9")
+    old, new = "20250101-000000-aaaaaa", "20250102-000000-bbbbbb"
+    assert ledger.finish_shard(stack.s3, config, ShardRef("job-9", 1, 2, old), _marker(1, run=old)) is None
+    assert ledger.finish_shard(stack.s3, config, ShardRef("job-9", 0, 2, new), _marker(0, run=new))["run"] == new
+    late = ledger.finish_shard(stack.s3, config, ShardRef("job-9", 0, 2, old), _marker(0, run=old))
+    assert late["run"] == old  # the old run is finished now, and says so
+    assert ledger.get_json(stack.s3, stack.images, root + "summary.json")["run"] == new
+    assert ledger.finished(stack.s3, config, ShardRef("job-9", 0, 2, old)) and \
+        ledger.finished(stack.s3, config, ShardRef("job-9", 0, 2, new))

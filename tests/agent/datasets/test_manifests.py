@@ -175,3 +175,20 @@ def test_a_parquet_manifest_repeating_one_long_key_by_dictionary_is_never_expand
     held = pa.total_allocated_bytes()
     assert held < 20_000_000, f"{held:,} bytes held by Arrow for one row group"
     assert sum(1 for _ in uris) == 99_999
+
+
+def test_a_quoted_field_holding_a_newline_is_one_key_as_csv_reads_it(env):
+    stack, scope = env
+    body = b'key,caption\n"incoming/a\nb.png","one\nline, two"\nincoming/c.png,x\n\n"incoming/d,e.png",y\n'
+    assert _uris(stack, scope, "incoming/quoted.csv", body) == [
+        f"s3://{stack.images}/incoming/a\nb.png", f"s3://{stack.images}/incoming/c.png",
+        f"s3://{stack.images}/incoming/d,e.png"]
+    assert _uris(stack, scope, "incoming/plain.csv", b'"incoming/f\ng.png"\nincoming/h.png\n') == [
+        f"s3://{stack.images}/incoming/f\ng.png", f"s3://{stack.images}/incoming/h.png"]
+
+
+def test_a_quote_left_open_is_refused_at_its_line_not_read_to_the_end(env):
+    stack, scope = env
+    body = b"incoming/a.png\n" + b'"incoming/open.png\n' + b"incoming/x.png\n" * 10_000
+    with pytest.raises(PlanError, match=r"line 2: a row over 4,096 characters"):
+        _uris(stack, scope, "incoming/open.csv", body)

@@ -164,17 +164,18 @@ def test_a_transient_get_failure_sends_the_message_back_without_a_marker(stack, 
 
 def test_a_redelivered_shard_rewrites_identical_bytes_one_image_per_device_call(stack):
     plan = expected(9)
-    put_job(stack, "job-6", [put_shard(stack, "incoming/data/r.tar", make_tar(plan), "tar")])
+    shard = put_shard(stack, "incoming/data/r.tar", make_tar(plan), "tar")
+    put_job(stack, "job-6", [shard, shard])  # shard 1 still to do: the run is open (a finished one takes no writes)
     calls: list[list[str]] = []
 
     def on_device(uris):
         calls.append(uris)
         return contextlib.nullcontext()
 
-    assert run.process_shard(context(stack, on_device=on_device), *shard_message("job-6", 0, 1)).action == run.DONE
+    assert run.process_shard(context(stack, on_device=on_device), *shard_message("job-6", 0, 2)).action == run.DONE
     first, first_calls = output_bytes(stack, "job-6", 0), len(calls)
     calls.clear()
-    outcome = run.process_shard(context(stack, on_device=on_device), *shard_message("job-6", 0, 1, receive_count=2))
+    outcome = run.process_shard(context(stack, on_device=on_device), *shard_message("job-6", 0, 2, receive_count=2))
     assert outcome.action == run.DONE and output_bytes(stack, "job-6", 0) == first
     assert all(len(uris) == 1 for uris in calls) and len(calls) == 6 > first_calls  # 6 decodable images, alone
     assert calls[0] == [f"s3://{stack.images}/incoming/data/r.tar#sample-000"]  # the journal's names
@@ -273,3 +274,37 @@ def test_a_parquet_shard_replaced_while_read_is_retried_and_then_read_whole_as_i
     again = run.process_shard(ctx, *shard_message("job-r", 0, 1, receive_count=2))
     assert again.action == run.DONE
     assert output_table(stack, "job-r", 0).column("key").to_pylist() == [key for key, _ in new]
+
+
+def _folder(stack, root: str) -> dict[str, bytes]:
+    return {key: stack.s3.get_object(Bucket=stack.images, Key=key)["Body"].read() for key in stack.keys(root)}
+
+
+def test_a_replayed_message_of_a_finished_run_writes_nothing_after_a_newer_run_finished(stack):
+    import dataclasses
+    import json
+
+    from runtime.agent.layout import RUN_QUEUED, run_root
+    from runtime.agent.work import ShardRef
+    from tools.job_progress import JobReader
+    from tools.shard_progress import ShardJobReader
+
+    plan = expected(5)
+    root = put_job(stack, "job-r", [put_shard(stack, "incoming/data/r.tar", make_tar(plan), "tar")])
+    replayed = shard_message("job-r", 0, 1)
+    assert run.process_shard(context(stack), *replayed).action == run.DONE
+    newer = "20250102T000000Z-def456"  # a retry or resubmission: run ids begin with their UTC time
+    queued = {"run": newer, "created_at": "2025-01-02T00:00:00+00:00", "reason": "submit", "indexes": [0]}
+    ledger.put_json(stack.s3, stack.images, run_root(root, newer) + RUN_QUEUED, queued)
+    message, work = shard_message("job-r", 0, 1)
+    work = dataclasses.replace(work, shard=ShardRef("job-r", 0, 1, newer))
+    assert run.process_shard(context(stack), message, work).action == run.DONE
+    before = _folder(stack, root)
+    assert json.loads(before[root + "summary.json"])["run"] == newer
+
+    outcome = run.process_shard(context(stack), *replayed)
+
+    state = ShardJobReader(JobReader(stack.s3, stack.images, root, "job-r")).read()
+    assert state.complete and state.run == newer  # what `make submit WAIT=1` waits for
+    assert _folder(stack, root) == before
+    assert outcome.action == run.DONE and "writes nothing" in outcome.reason
