@@ -17,7 +17,8 @@ What the reader decides, where the formats leave it open:
   no extension ("README", ".hidden") belongs to no sample, as in webdataset;
 - a sample keeps its image, a count of its members and the names of its first MAX_LISTED (for its error row), so
   memory does not grow with its members; one of more than MAX_SAMPLE_MEMBERS members is an error row;
-- the image is the first member whose extension is exactly jpg/jpeg/png/webp (any case); failing that, the first
+- the image is the first member whose extension is exactly an accepted image type's (runtime.images.formats:
+  jpg, jpeg, png, webp, gif, bmp, tif, tiff; any case); failing that, the first
   whose last suffix is one ("x.seg.png"), so a mask is captioned only where the sample has no plain image;
 - the archive ends at a zero block followed by a zero block or the end of the stream; a stream that ends without
   one is truncated (a shard cut at a header boundary would otherwise lose its tail silently).
@@ -28,6 +29,7 @@ import dataclasses
 import struct
 from typing import BinaryIO, Iterator
 
+from runtime.images import formats
 from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
 
 BLOCK = 512
@@ -39,7 +41,7 @@ MAX_SHOWN = 64  # characters of a member's extension kept to name it there
 MAX_SAMPLE_MEMBERS = 1000  # members of one sample: past it, the sample is an error row
 MAX_SPARSE_REGIONS = 1024  # data regions of a GNU sparse member (an image has few runs of 4 KiB zeros)
 MAX_DECIMAL = 20  # digits of a number in a pax record or a sparse map (2**64 has 20)
-IMAGE_SUFFIXES = frozenset({b"jpg", b"jpeg", b"png", b"webp"})
+IMAGE_SUFFIXES = frozenset(suffix[1:].encode() for suffix in formats.IMAGE_SUFFIXES)  # b"jpg", b"png", ...
 FILES = frozenset(b"0\x007")
 LINKS = {ord("1"): "hard link", ord("2"): "symlink"}
 GNU_SPARSE = ord("S")

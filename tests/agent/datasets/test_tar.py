@@ -241,7 +241,8 @@ def test_more_samples_than_the_limit_fails_the_shard_naming_the_setting():
     (["k.JPEG", "k.txt"], "k.JPEG"),
     (["k.Webp"], "k.Webp"),
     (["k.jpg.txt", "k.txt"], None),
-    (["k.gif"], None),
+    (["k.gif"], "k.gif"),  # every accepted image type (runtime.images.formats), as in S3 events and the CLI
+    (["k.svg", "k.eps"], None),
 ])
 def test_which_member_is_the_image(names, expected):
     result = samples(make_tar([(n, n.encode()) for n in names]))
