@@ -19,13 +19,15 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
-	touch $@
+	@echo "setup: $(VENV) from requirements/ (pip)" >&2
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt >&2
+	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
+	@echo "setup: node_modules (npm ci)" >&2
+	@npm ci --no-audit --no-fund >&2
+	@touch $@
 
 setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node_modules (npm ci, the cdk CLI)
 
@@ -54,8 +56,9 @@ export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity
 	$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK)) \
 		$(call opt,--prompt,$(PROMPT)) $(call opt,--image-size,$(IMAGE_SIZE))
 
-caption: setup ## caption IMAGES (shell words: quote a name with a space) with ARTIFACT: IMAGES="a.jpg 'set a/b.png'"
-	$(PY) -m runtime caption --artifact $(call q,$(ARTIFACT)) $(IMAGES)
+caption: setup ## caption IMAGES (files, folders, globs) with ARTIFACT [OUT=x.jsonl|.csv|.parquet] [FORCE=1: replace OUT]
+	@$(PY) -m runtime caption --artifact $(call q,$(if $(filter file,$(origin ARTIFACT)),dist/model.pt2,$(ARTIFACT))) \
+		$(if $(filter command line,$(origin OUT)),--out $(call q,$(OUT))) $(if $(FORCE),--overwrite) $(IMAGES)
 
 synth: setup ## cdk synth the stacks (offline, no credentials)
 	npx cdk synth --quiet

@@ -17,8 +17,10 @@ def main(argv: list[str]) -> int:
         return 2
     import importlib
 
+    from runtime.cli_errors import run
+
     module = importlib.import_module(COMMANDS[argv[0]])
-    return module.main(argv[1:])
+    return run(module.main, argv[1:], argv[0])
 
 
 if __name__ == "__main__":

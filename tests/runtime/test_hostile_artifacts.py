@@ -231,7 +231,7 @@ def test_the_caption_cli_prints_one_line_and_exits_non_zero(tiny_artifact, tmp_p
                           "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: ") and "allow-list" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("caption: ") and "allow-list" in out.stderr
     assert not marker.exists()
 
 
