@@ -81,9 +81,10 @@ retry: setup ## requeue only a dataset job's failed shards / error rows: JOB=<id
 status: setup ## queue, fleet, model, last hour, errors, cost [WATCH=1] [JOB=<id>: a job's progress to its end]
 	$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
 
-collect: setup ## captions of PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.parquet) [LIST=1]; exit 1: shards to come
-	$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
-		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT))
+collect: setup ## PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.csv/.parquet) [FORCE=1] [LIST=1]; exit 1: shards to come
+	@$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
+		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT)) \
+		$(if $(FORCE),--overwrite)
 
 local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
 	$(PY) -m tools.local up

@@ -112,7 +112,7 @@ class TableWriter:
         self.count = 0
 
     def write(self, row: dict) -> None:
-        self.impl.rows([row])
+        self.impl.rows([{c: row.get(c) for c in self.columns}])
         self.count += 1
 
     def write_table(self, table) -> None:

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 
 import pytest
 
 from agent_support import png
 from runtime.agent import jobs, submit
+from runtime.caption_table import OutputRefused
 from stacks.prices import INSTANCE_PRICES
 from stacks.settings import Settings, SettingsError
 from tools import collect, cost
-from tools.collect_formats import ImageFolder, guess_format
+from tools.collect_formats import ImageFolder, check_output
 from tools.progress import Meter, duration, line
 
 T0 = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc)
@@ -72,13 +74,27 @@ def test_collect_reads_results_for_an_images_prefix_or_a_results_prefix():
         "res", "results/incoming/2026/", "incoming/2026/")
     assert collect.results_location("s3://res/results/incoming/", "res", "results/") == (
         "res", "results/incoming/", "incoming/")
-    assert (guess_format("a.parquet"), guess_format("a.jsonl"), guess_format("out")) == ("parquet", "jsonl", "jsonl")
+
+
+@pytest.mark.parametrize("out, fmt, refusal", [
+    ("captions.csv", None, None), ("captions.parquet", None, None), ("captions.jsonl", "jsonl", None),
+    ("captions.txt", None, "unknown output type '.txt'"), ("captions", None, "unknown output type '(no extension)'"),
+    ("captions.csv", "jsonl", "the extension decides the format"), ("old.jsonl", None, "exists"),
+])
+def test_collect_output_is_chosen_by_extension_and_never_replaces_an_earlier_file(tmp_path, out, fmt, refusal):
+    (tmp_path / "old.jsonl").write_text("earlier\n")
+    if refusal is None:
+        check_output(tmp_path / out, fmt)
+    else:
+        with pytest.raises(OutputRefused, match=re.escape(refusal)):
+            check_output(tmp_path / out, fmt)
+    check_output(tmp_path / "old.jsonl", None, overwrite=True)
 
 
 def test_imagefolder_refuses_paths_that_would_leave_its_folder(tmp_path):
     folder = ImageFolder(tmp_path)
     with pytest.raises(ValueError, match="cannot be stored"):
-        folder.caption({"relative": "../escape.png", "image": "s3://b/k", "caption": "x", "model": "m",
+        folder.caption({"key": "../escape.png", "uri": "s3://b/k", "caption": "x", "error": None, "model": "m",
                         "model_sha256": "s"}, b"data")
     folder.close()
 
