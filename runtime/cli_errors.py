@@ -29,6 +29,7 @@ def explain(exc: BaseException) -> str | None:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     try:
         from botocore import exceptions as bx
+        from botocore.parsers import ResponseParserError
     except ImportError:  # a CLI that never talks to AWS on a machine without boto3
         bx = None
     if bx is not None:
@@ -42,7 +43,7 @@ def explain(exc: BaseException) -> str | None:
             if local:
                 return f"no local stack at {url}: run `make local-up` (or unset AWS_ENDPOINT_URL for AWS)"
             return f"cannot reach {url or 'AWS'}: check your network and AWS_ENDPOINT_URL"
-        if isinstance(exc, bx.ResponseParserError):
+        if isinstance(exc, ResponseParserError):
             url, _ = _where(None)
             return (f"the endpoint {url or '(default)'} does not answer like AWS: check AWS_ENDPOINT_URL "
                     "(`make local-up` prints the local one)")
@@ -57,10 +58,11 @@ def explain(exc: BaseException) -> str | None:
                 return f"AWS refused the credentials ({code}): run `aws configure` or `aws sso login`"
             if code in ("AccessDenied", "AccessDeniedException", "403"):
                 return f"access denied ({exc.operation_name}): these credentials may not do that; {message}".strip()
-            if code.isdigit():
+            if not code or code.isdigit() or code == "Unknown":  # an answer with no AWS error document in it
                 url, _ = _where(None)
-                return (f"the endpoint {url or '(default)'} answered HTTP {code} to {exc.operation_name}: it is not "
-                        "an AWS endpoint; check AWS_ENDPOINT_URL")
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
+                return (f"the endpoint {url or '(default)'} answered HTTP {status} to {exc.operation_name} without "
+                        "an AWS error: it is not an AWS endpoint; check AWS_ENDPOINT_URL")
             return f"{exc.operation_name} failed: {code}: {message}"
         if isinstance(exc, bx.BotoCoreError):
             return f"AWS: {exc}"
@@ -82,6 +84,10 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None, prog: s
         if debugging():
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        line = explain(exc) or f"unexpected {type(exc).__name__}: {first} (rerun with {DEBUG_ENV}=1 for the traceback)"
+        try:
+            known = explain(exc)
+        except Exception:  # noqa: BLE001 - explaining must never cost the user their one line
+            known = None
+        line = known or f"unexpected {type(exc).__name__}: {first} (rerun with {DEBUG_ENV}=1 for the traceback)"
         print(f"{prog}: {line}", file=sys.stderr)
         return 2

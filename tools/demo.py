@@ -82,4 +82,6 @@ def report(s3, sqs, outputs, truth: dict, bad: dict, run: flow.AgentRun) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "demo"))

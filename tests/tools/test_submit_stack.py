@@ -68,7 +68,7 @@ def test_submit_with_no_stack_deployed_says_so_in_one_line_and_queues_nothing(aw
                         lambda _name=None: Target("NoSuchStack", aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"]))
     assert tools_submit.main(["s3://bucket/incoming/"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("submit: stack NoSuchStack not found") and "Deploy it first" in err
+    assert err.startswith("submit: no stack NoSuchStack in") and "deploy it first" in err
 
 
 def test_a_dataset_submission_is_followed_by_its_shards():
