@@ -86,8 +86,8 @@ collect: setup ## PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.csv/.parquet) [FO
 		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT)) \
 		$(if $(FORCE),--overwrite)
 
-local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
-	$(PY) -m tools.local up
+local-up: setup ## start local AWS (moto, localhost:5050), deploy the stack [SETTINGS="k=v k2=v2"] [CDK_ARGS="-c k=v"]
+	$(PY) -m tools.local up $(foreach s,$(SETTINGS),-c $(call q,$(s))) $(CDK_ARGS)
 
 local-down: ## stop the local AWS that local-up started
 	$(PY) -m tools.local down

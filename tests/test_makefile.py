@@ -95,3 +95,16 @@ def test_agent_passes_the_config_path_whole_and_args_as_words():
 def test_status_and_redrive_pass_their_values_whole():
     assert command("status", "tools.status", JOB="job 7") == ["--job", "job 7"]
     assert command("redrive", "tools.redrive", MAX="5") == ["--max", "5"]
+
+
+def test_local_up_passes_settings_and_cdk_args_as_context_overrides():
+    assert command("local-up", "tools.local", SETTINGS="dataset_sources=s3://shards/laion/,s3://pq/ batch_size=4",
+                   CDK_ARGS="-c spot=true") == ["up", "-c", "dataset_sources=s3://shards/laion/,s3://pq/", "-c",
+                                                "batch_size=4", "-c", "spot=true"]
+
+
+def test_caption_and_collect_recipes_echo_nothing_on_stdout():
+    recipes = (REPO / "Makefile").read_text().split("\n\n")
+    for target in ("caption", "collect"):
+        [recipe] = [r for r in recipes if r.startswith(f"{target}: ")]
+        assert recipe.splitlines()[1].startswith("\t@"), recipe

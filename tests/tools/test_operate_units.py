@@ -150,3 +150,14 @@ def test_status_says_whether_the_fleet_is_scaling_from_zero(desired, pending, in
     snap = {"fleet": {"desired": desired, "pending": pending, "in_service": in_service},
             "queue": {"waiting": waiting, "delayed": 0}}
     assert scaling_note(snap).startswith(note)
+
+
+def test_local_up_refuses_an_unknown_or_invalid_setting_before_starting_anything():
+    from tools.local import check_settings
+
+    assert check_settings(["dataset_sources=s3://shards/laion/", "batch_size=4"]) == {
+        "dataset_sources": "s3://shards/laion/", "batch_size": "4"}
+    with pytest.raises(SettingsError, match="dataset_source=s3://x/.*dataset_sources"):
+        check_settings(["dataset_source=s3://x/"])
+    with pytest.raises(SettingsError, match="dataset_sources"):
+        check_settings(["dataset_sources=s3://x"])
