@@ -94,7 +94,7 @@ def test_wait_follows_the_shard_bar_until_the_summary_of_its_run(s3):
     state = shard_progress.wait(shard_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream,
                                 sleep=sleep)
     assert looks == [1] and state.complete and (state.done, state.failed) == (10, 0)
-    assert f"job {folder.job_id} shards [" in stream.getvalue() and "10/10" in stream.getvalue()
+    assert f"job {folder.job_id} shards: 100%|" in stream.getvalue() and "10/10" in stream.getvalue()
     assert state.counts()["shards_done"] == 10 and state.counts()["done"] == 98
 
 

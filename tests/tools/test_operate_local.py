@@ -78,14 +78,14 @@ def test_submit_with_wait_draws_the_bar_and_exits_0_when_the_job_is_complete(ops
     submitted, finished = [json.loads(line) for line in out.strip().splitlines()]
     assert submitted["job_id"] == finished["job_id"] == "ops-job"
     assert (finished["done"], finished["failed"], finished["total"]) == (12, 1, 13)
-    assert "job ops-job [" in err and "13/13 (1 failed)" in err  # the same bar as `make status JOB=`
+    assert "job ops-job: 100%|" in err and "13/13" in err and "failed=1" in err  # the bar of `make status JOB=`
 
 
 def test_status_job_reads_done_total_and_errors_and_exits_0_when_complete(ops, capsys):
     target, outputs = ops["target"], ops["outputs"]
     assert status.job(target, outputs, "ops-job", once=True, timeout_s=None) == 0
     printed = capsys.readouterr().out
-    assert "job ops-job [" + "#" * 30 + "] 13/13 (1 failed)" in printed
+    assert "job ops-job: 100%|" in printed and "13/13" in printed and "failed=1" in printed
     reader = job_progress.JobReader.for_job(ops["s3"], outputs["ResultsBucket"], outputs["ResultsPrefix"], "ops-job")
     state = reader.read()
     assert (state.total, state.done, state.failed, state.complete) == (13, 12, 1, True)
