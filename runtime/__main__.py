@@ -20,6 +20,8 @@ def main(argv: list[str]) -> int:
     from runtime.cli_errors import run
 
     module = importlib.import_module(COMMANDS[argv[0]])
+    if argv[0] == "agent":  # a service: its failures are JSON log lines with their traceback, for the operator
+        return module.main(argv[1:])
     return run(module.main, argv[1:], argv[0])
 
 

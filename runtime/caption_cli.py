@@ -80,7 +80,7 @@ def local_advice(message: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime caption", description=__doc__)
     p.add_argument("--artifact", required=True, help="path to the .pt2")
-    p.add_argument("--out", help="write the table to this .jsonl, .csv or .parquet file (default: JSON lines on stdout)")
+    p.add_argument("--out", help="write the table to this .jsonl, .csv or .parquet file (default: JSON lines, stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (else refused)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--num-beams", type=int, default=None, help="default: the artifact's generation settings")

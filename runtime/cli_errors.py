@@ -1,4 +1,4 @@
-"""Every command-line entry point's last word: one line that says what to do, the traceback only with CAPTIONKIT_DEBUG=1."""
+"""Every command-line entry point's last word: one line saying what to do, a traceback only with CAPTIONKIT_DEBUG=1."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,7 @@
-"""A dataset job's captions: its `shards/<index>.parquet` files merged in index order into one caption table (`.jsonl`,
-`.csv` or `.parquet`, runtime/caption_table.py) in one streaming pass, or (`--list`) their URIs for tools that read the shards directly.
+"""A dataset job's captions: its `shards/<index>.parquet` files merged in index order into one caption table.
+
+The table is runtime/caption_table.py's (`.jsonl`, `.csv` or `.parquet`), written in one streaming pass; `--list`
+prints the shard files' URIs instead, for tools that read them directly.
 
 Memory stays flat as the job grows: one output file at a time is held (refused over `max_file_bytes` before it is
 read), and it is copied a row group at a time. The job folder is written only by agents, so its files are trusted
