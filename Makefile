@@ -70,16 +70,16 @@ redrive: setup ## after a fix, move dead-lettered messages back to the jobs queu
 	$(PY) -m tools.redrive $(call opt,--max,$(MAX))
 
 submit: setup ## queue: PREFIX=s3://b/p/ | SHARDS=s3://b/p/ | MANIFEST=s3://b/f [IMAGE_COLUMN KEY_COLUMN JOB_ID WAIT=1]
-	$(PY) -m tools.submit $(if $(WAIT),--wait) $(call q,$(PREFIX)) $(call opt,--shards,$(SHARDS)) \
+	@$(PY) -m tools.submit $(if $(WAIT),--wait) $(call q,$(PREFIX)) $(call opt,--shards,$(SHARDS)) \
 		$(call opt,--manifest,$(MANIFEST)) $(call opt,--image-column,$(IMAGE_COLUMN)) \
 		$(call opt,--key-column,$(KEY_COLUMN)) $(call opt,--job-id,$(JOB_ID)) $(call opt,--config,$(CONFIG))
 
 retry: setup ## requeue only a dataset job's failed shards / error rows: JOB=<id> [ONLY=failed|errors|both] [WAIT=1]
-	$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \
+	@$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \
 		$(call opt,--config,$(CONFIG))
 
 status: setup ## queue, fleet, model, last hour, errors, cost [WATCH=1] [JOB=<id>: a job's progress to its end]
-	$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
+	@$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
 
 collect: setup ## PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.csv/.parquet) [FORCE=1] [LIST=1]; exit 1: shards to come
 	@$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
@@ -87,7 +87,7 @@ collect: setup ## PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.csv/.parquet) [FO
 		$(if $(FORCE),--overwrite)
 
 local-up: setup ## start local AWS (moto, localhost:5050), deploy the stack [SETTINGS="k=v k2=v2"] [CDK_ARGS="-c k=v"]
-	$(PY) -m tools.local up $(foreach s,$(SETTINGS),-c $(call q,$(s))) $(CDK_ARGS)
+	@$(PY) -m tools.local up $(foreach s,$(SETTINGS),-c $(call q,$(s))) $(CDK_ARGS)
 
 local-down: ## stop the local AWS that local-up started
 	$(PY) -m tools.local down
@@ -102,10 +102,10 @@ stack-snapshot: setup ## accept an intended template change into tests/snapshots
 	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/stacks/test_stack_snapshot.py
 
 upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model
-	$(PY) -m tools.models upload $(call q,$(ARTIFACT))
+	@$(PY) -m tools.models upload $(call q,$(ARTIFACT))
 
 models: setup ## list uploaded models (* marks the current one)
-	$(PY) -m tools.models list
+	@$(PY) -m tools.models list
 
 rollback: setup ## make the previous model current again
 	$(PY) -m tools.models rollback
