@@ -20,13 +20,15 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/runtime.txt requirements/dev.txt requirements/constraints.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt
-	touch $@
+	@echo "setup: $(VENV) from requirements/ (pip)" >&2
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@$(PY) -m pip install -q -r requirements/dev.txt -c requirements/constraints.txt >&2
+	@touch $@
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
+	@echo "setup: node_modules (npm ci)" >&2
+	@npm ci --no-audit --no-fund >&2
+	@touch $@
 
 setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node_modules (npm ci, the cdk CLI)
 
@@ -56,8 +58,9 @@ export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity
 	$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK)) \
 		$(call opt,--prompt,$(PROMPT)) $(call opt,--image-size,$(IMAGE_SIZE))
 
-caption: setup ## caption IMAGES (shell words: quote a name with a space) with ARTIFACT: IMAGES="a.jpg 'set a/b.png'"
-	$(PY) -m runtime caption --artifact $(call q,$(ARTIFACT)) $(IMAGES)
+caption: setup ## caption IMAGES (files, folders, globs) with ARTIFACT [OUT=x.jsonl|.csv|.parquet] [FORCE=1: replace OUT]
+	@$(PY) -m runtime caption --artifact $(call q,$(if $(filter file,$(origin ARTIFACT)),dist/model.pt2,$(ARTIFACT))) \
+		$(if $(filter command line,$(origin OUT)),--out $(call q,$(OUT))) $(if $(FORCE),--overwrite) $(IMAGES)
 
 synth: setup ## cdk synth the stacks (offline, no credentials)
 	npx cdk synth --quiet
@@ -69,32 +72,33 @@ redrive: setup ## after a fix, move dead-lettered messages back to the jobs queu
 	$(PY) -m tools.redrive $(call opt,--max,$(MAX))
 
 submit: setup ## queue: PREFIX=s3://b/p/ | SHARDS=s3://b/p/ | MANIFEST=s3://b/f [IMAGE_COLUMN KEY_COLUMN JOB_ID WAIT=1]
-	$(PY) -m tools.submit $(if $(WAIT),--wait) $(call q,$(PREFIX)) $(call opt,--shards,$(SHARDS)) \
+	@$(PY) -m tools.submit $(if $(WAIT),--wait) $(call q,$(PREFIX)) $(call opt,--shards,$(SHARDS)) \
 		$(call opt,--manifest,$(MANIFEST)) $(call opt,--image-column,$(IMAGE_COLUMN)) \
 		$(call opt,--key-column,$(KEY_COLUMN)) $(call opt,--job-id,$(JOB_ID)) $(call opt,--config,$(CONFIG))
 
 retry: setup ## requeue only a dataset job's failed shards / error rows: JOB=<id> [ONLY=failed|errors|both] [WAIT=1]
-	$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \
+	@$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \
 		$(call opt,--config,$(CONFIG))
 
 status: setup ## queue, fleet, model, last hour, errors, cost [WATCH=1] [JOB=<id>: a job's progress to its end]
-	$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
+	@$(PY) -m tools.status $(call opt,--job,$(JOB)) $(if $(WATCH),--watch)
 
-collect: setup ## captions of PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.parquet) [LIST=1]; exit 1: shards to come
-	$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
-		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT))
+collect: setup ## PREFIX=s3://.. or JOB=<id> into OUT (.jsonl/.csv/.parquet) [FORCE=1] [LIST=1]; exit 1: shards to come
+	@$(PY) -m tools.collect $(call q,$(PREFIX)) $(call opt,--job,$(JOB)) $(if $(LIST),--list, \
+		$(call q,$(if $(filter command line,$(origin OUT)),$(OUT),captions.jsonl))) $(call opt,--format,$(FORMAT)) \
+		$(if $(FORCE),--overwrite)
 
 gallery: setup ## review page OUT (gallery.html) of CAPTIONS=<rows file> | PREFIX=s3://.. | JOB=<id> [N=300 SEED=0]
-	$(PY) -m tools.gallery $(call q,$(CAPTIONS)) $(call opt,--prefix,$(PREFIX)) $(call opt,--job,$(JOB)) \
+	@$(PY) -m tools.gallery $(call q,$(CAPTIONS)) $(call opt,--prefix,$(PREFIX)) $(call opt,--job,$(JOB)) \
 		--out $(call q,$(if $(filter command line,$(origin OUT)),$(OUT),gallery.html)) $(call opt,--sample,$(N)) \
 		$(call opt,--seed,$(SEED))
 
 compare: setup ## caption IMAGES (files, folders) with each of ARTIFACTS="a.pt2 b.pt2", side by side: OUT=compare.html
-	$(PY) -m tools.compare $(ARTIFACTS) --images $(IMAGES) \
+	@$(PY) -m tools.compare $(ARTIFACTS) --images $(IMAGES) \
 		--out $(call q,$(if $(filter command line,$(origin OUT)),$(OUT),compare.html))
 
-local-up: setup ## start local AWS (moto on localhost:5050) and cdk-deploy the stack to it
-	$(PY) -m tools.local up
+local-up: setup ## start local AWS (moto, localhost:5050), deploy the stack [SETTINGS="k=v k2=v2"] [CDK_ARGS="-c k=v"]
+	@$(PY) -m tools.local up $(foreach s,$(SETTINGS),-c $(call q,$(s))) $(CDK_ARGS)
 
 local-down: ## stop the local AWS that local-up started
 	$(PY) -m tools.local down
@@ -109,10 +113,10 @@ stack-snapshot: setup ## accept an intended template change into tests/snapshots
 	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/stacks/test_stack_snapshot.py
 
 upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model
-	$(PY) -m tools.models upload $(call q,$(ARTIFACT))
+	@$(PY) -m tools.models upload $(call q,$(ARTIFACT))
 
 models: setup ## list uploaded models (* marks the current one)
-	$(PY) -m tools.models list
+	@$(PY) -m tools.models list
 
 rollback: setup ## make the previous model current again
 	$(PY) -m tools.models rollback

@@ -50,7 +50,7 @@ def captions(kind: str, stdout: str) -> dict[str, str]:
     """image path -> caption, from the CLI's JSON lines or the HF script's tab-separated lines."""
     if kind.startswith("hf"):
         return dict(line.split("\t", 1) for line in stdout.splitlines())
-    return {row["image"]: row["caption"] for row in map(json.loads, stdout.splitlines()) if "caption" in row}
+    return {row["uri"]: row["caption"] for row in map(json.loads, stdout.splitlines()) if row["error"] is None}
 
 
 def run(artifact: Path, folder: Path, images: list[str], batch: int, runs: int, kinds: list[str]) -> dict:

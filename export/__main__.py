@@ -2,5 +2,6 @@
 import sys
 
 from export.cli import main
+from runtime.cli_errors import run
 
-sys.exit(main())
+sys.exit(run(main, None, "export"))

@@ -12,6 +12,8 @@ import numpy as np
 import PIL.Image
 import torch
 
+from export.source import check_source
+
 PARITY_BEAMS = 3  # beam width proven when the checkpoint itself decodes greedily
 
 
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
     from runtime.errors import CaptionKitError
 
     args = parse_args(argv)
+    check_source(args.model)
     if args.max_batch < 1:
         print("error: --max-batch must be at least 1", file=sys.stderr)
         return 2
@@ -135,7 +138,7 @@ def main(argv=None) -> int:
         print(f"error: parity check failed, nothing written: {exc}", file=sys.stderr)
         return 1
     except (CaptionKitError, ValueError, OSError) as exc:  # export.errors: all of them CaptionKitErrors
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return 1
     print(json.dumps({"artifact": str(out), "bytes": out.stat().st_size, "family": loaded.family.name,
                       "parity": report.summary()}))

@@ -16,3 +16,7 @@ class UnsupportedProcessor(CaptionKitError, ValueError):
 
 class ParityError(CaptionKitError, RuntimeError):
     """Exported programs and HF `generate` disagree beyond a near-tie; nothing is written."""
+
+
+class ModelNotFound(CaptionKitError, ValueError):
+    """`--model` names no local folder holding a checkpoint, or a hub id that cannot be reached or found cached."""

@@ -17,8 +17,12 @@ def main(argv: list[str]) -> int:
         return 2
     import importlib
 
+    from runtime.cli_errors import run
+
     module = importlib.import_module(COMMANDS[argv[0]])
-    return module.main(argv[1:])
+    if argv[0] == "agent":  # a service: its failures are JSON log lines with their traceback, for the operator
+        return module.main(argv[1:])
+    return run(module.main, argv[1:], argv[0])
 
 
 if __name__ == "__main__":

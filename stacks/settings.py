@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, get_type_hints
 
 from runtime.errors import CaptionKitError
+from runtime.images.formats import case_variants
 from stacks.dataset_sources import form_problems as dataset_source_problems
 from stacks.gpu_stack import AMI_SNAPSHOT_GB, GPU_FAMILIES, PYPI, index_problem, instance_problem
 from stacks.instance_types import INSTANCE_GPUS, gpu_count
@@ -44,7 +45,8 @@ class Settings:
     visibility_timeout_s: int = 900
     max_receive_count: int = 5
     images_prefix: str = "incoming/"
-    image_suffixes: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".JPG", ".JPEG", ".PNG")
+    # S3 filters match case-sensitively: every accepted suffix in both cases (runtime/images/formats.py owns them)
+    image_suffixes: tuple[str, ...] = case_variants()
     results_prefix: str = "results/"
     alarm_email: str | None = None
     log_retention_days: int = 30

@@ -107,3 +107,16 @@ def test_gallery_passes_the_rows_file_job_and_out_whole_and_defaults_out():
 def test_compare_passes_artifacts_and_images_as_shell_words():
     assert command("compare", "tools.compare", ARTIFACTS="a.pt2 'b c.pt2'", IMAGES="photos 'my x.jpg'") == [
         "a.pt2", "b c.pt2", "--images", "photos", "my x.jpg", "--out", "compare.html"]
+
+
+def test_local_up_passes_settings_and_cdk_args_as_context_overrides():
+    assert command("local-up", "tools.local", SETTINGS="dataset_sources=s3://shards/laion/,s3://pq/ batch_size=4",
+                   CDK_ARGS="-c spot=true") == ["up", "-c", "dataset_sources=s3://shards/laion/,s3://pq/", "-c",
+                                                "batch_size=4", "-c", "spot=true"]
+
+
+def test_caption_and_collect_recipes_echo_nothing_on_stdout():
+    recipes = (REPO / "Makefile").read_text().split("\n\n")
+    for target in ("caption", "collect", "gallery", "compare"):
+        [recipe] = [r for r in recipes if r.startswith(f"{target}: ")]
+        assert recipe.splitlines()[1].startswith("\t@"), recipe

@@ -1,5 +1,7 @@
-"""A dataset job's captions: its `shards/<index>.parquet` files merged in index order into one Parquet or JSON Lines
-file in one streaming pass, or (`--list`) their URIs for tools that read the shards directly.
+"""A dataset job's captions: its `shards/<index>.parquet` files merged in index order into one caption table.
+
+The table is runtime/caption_table.py's (`.jsonl`, `.csv` or `.parquet`), written in one streaming pass; `--list`
+prints the shard files' URIs instead, for tools that read them directly.
 
 Memory stays flat as the job grows: one output file at a time is held (refused over `max_file_bytes` before it is
 read), and it is copied a row group at a time. The job folder is written only by agents, so its files are trusted
@@ -15,11 +17,14 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from runtime.agent.datasets.output import COLUMNS, COMPRESSION, SCHEMA
+from runtime.agent.datasets.output import COLUMNS, SCHEMA
 from runtime.agent.layout import JOB_SHARDS, JOB_SUMMARY, chunk_marker, shard_output
+from runtime.caption_table import COLUMNS as TABLE_COLUMNS
+from runtime.caption_table import TableWriter
 from runtime.errors import CaptionKitError
+from runtime.progress import bar
+from tools.collect_formats import IMAGEFOLDER, check_output
 from tools.job_progress import JobReader
-from tools.progress import Bar
 from tools.shard_progress import ShardJobReader
 
 MAX_FILE_BYTES = 2 * 1024 ** 3  # one shard's captions; the largest allowed shard makes a few hundred MiB of them
@@ -84,56 +89,33 @@ def _download(s3, bucket: str, key: str, size: int, max_file_bytes: int) -> byte
     return data
 
 
-class _Jsonl:
-    def __init__(self, out: Path) -> None:
-        self.file = open(out, "w", encoding="utf-8")
-
-    def write(self, table: pa.Table) -> None:
-        for batch in table.to_batches(max_chunksize=1024):
-            self.file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist())
-
-    def close(self) -> None:
-        self.file.close()
+# the caption table's leading columns first (runtime/caption_table.py), then the dataset job's own
+TABLE_SCHEMA = pa.schema([SCHEMA.field(name) for name in TABLE_COLUMNS]
+                         + [field for field in SCHEMA if field.name not in TABLE_COLUMNS])
 
 
-class _Parquet:
-    def __init__(self, out: Path) -> None:
-        self.writer = pq.ParquetWriter(out, SCHEMA, compression=COMPRESSION)
-
-    def write(self, table: pa.Table) -> None:
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        self.writer.close()
-
-
-WRITERS = {"jsonl": _Jsonl, "parquet": _Parquet}
-
-
-def merge(reader: JobReader, found: Outputs, out: Path, fmt: str, *, max_file_bytes: int = MAX_FILE_BYTES,
-          stream=None) -> dict:
-    """Copy every present output file, in index order and a row group at a time, into `out` (`fmt`)."""
-    if fmt not in WRITERS:
-        raise CollectError(f"a dataset job collects into {' or '.join(sorted(WRITERS))}, not {fmt!r}")
-    writer = WRITERS[fmt](out)
-    bar, rows, captions, errors = Bar(f"collect job {reader.job_id}", total=len(found.present), stream=stream,
-                                      every_s=2.0), 0, 0, 0
-    try:
-        for done, (_index, key, size) in enumerate(found.present, 1):
+def merge(reader: JobReader, found: Outputs, out: Path, fmt: str | None = None, *,
+          max_file_bytes: int = MAX_FILE_BYTES, overwrite: bool = False, stream=None) -> dict:
+    """Copy every present output file, in index order and a row group at a time, into the caption table `out`."""
+    if fmt == IMAGEFOLDER:
+        raise CollectError("a dataset job collects into a .jsonl, .csv or .parquet file, not an imagefolder")
+    check_output(out, fmt, overwrite)
+    rows = errors = 0
+    with TableWriter(out, schema=TABLE_SCHEMA) as writer, \
+            bar(len(found.present), f"collect job {reader.job_id}", unit="shard", stream=stream,
+                every_s=2.0) as progress:
+        for _index, key, size in found.present:
             data = _download(reader.s3, reader.bucket, key, size, max_file_bytes)
             parquet = _table_of(data, f"s3://{reader.bucket}/{key}")
             for group in range(parquet.num_row_groups):
                 table = parquet.read_row_group(group).cast(SCHEMA)
-                writer.write(table)
+                writer.write_table(table)
                 rows += table.num_rows
                 errors += table.num_rows - table.column("error").null_count
             del data, parquet
-            bar.update(done)
-        captions = rows - errors
-    finally:
-        writer.close()
-        bar.close()
-    return {"rows": rows, "captions": captions, "errors": errors, "shards": len(found.present), "out": str(out)}
+            progress.update(1)
+            progress.set_postfix(rows=rows, errors=errors, refresh=False)
+    return {"rows": rows, "captions": rows - errors, "errors": errors, "shards": len(found.present), "out": str(out)}
 
 
 def report_missing(job_id: str, found: Outputs, stream=None) -> int:
@@ -154,7 +136,7 @@ def report_missing(job_id: str, found: Outputs, stream=None) -> int:
 
 
 def main(reader: JobReader, manifest: dict, out: Path | None, fmt: str | None, *, list_only: bool,
-         max_file_bytes: int = MAX_FILE_BYTES) -> int:
+         max_file_bytes: int = MAX_FILE_BYTES, overwrite: bool = False) -> int:
     """`tools.collect --job ID` for a dataset job (its manifest has a "kind")."""
     found = outputs(reader, manifest)
     if list_only:
@@ -162,9 +144,9 @@ def main(reader: JobReader, manifest: dict, out: Path | None, fmt: str | None, *
             print(f"s3://{reader.bucket}/{key}")
     else:
         if out is None:
-            raise SystemExit("collect: give OUT (a .parquet or .jsonl file), or LIST=1 for the shard files")
+            raise SystemExit("collect: give OUT (a .jsonl, .csv or .parquet file), or LIST=1 for the shard files")
         try:
-            print(json.dumps({**merge(reader, found, out, fmt or "jsonl", max_file_bytes=max_file_bytes),
+            print(json.dumps({**merge(reader, found, out, fmt, max_file_bytes=max_file_bytes, overwrite=overwrite),
                               "missing": found.missing, "summary": f"s3://{reader.bucket}/{reader.root}{JOB_SUMMARY}"}))
         except CollectError as exc:
             raise SystemExit(f"collect: {exc}") from None

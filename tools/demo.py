@@ -10,6 +10,7 @@ from runtime.registry import POINTER_KEY
 from tools import flow, local, models
 from tools.local_aws import aws_client
 from tools.run_agent import laptop_agent_config
+from tools.tables import table
 from tools.paths import LOCAL_STATE, REPO
 from tools.target import resolve
 
@@ -58,19 +59,20 @@ def main(argv: list[str] | None = None) -> int:
 def report(s3, sqs, outputs, truth: dict, bad: dict, run: flow.AgentRun) -> int:
     """Print the table and the one-line summary; 0 when every input has its record and accuracy >= 95%."""
     results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], [*truth, *bad])
-    right = 0
-    print(f"{'image':34} {'caption':34} {'expected':34}")
+    right, rows = 0, []
     for key, expected in truth.items():
         got = (results[key] or {}).get("caption", f"<{(results[key] or {}).get('error', 'no result')}>")
         right += got == expected
-        print(f"{key.rsplit('/', 1)[-1]:34} {got:34} {expected:34} {'ok' if got == expected else 'MISS'}")
+        rows.append((key.rsplit("/", 1)[-1], got, expected, "ok" if got == expected else "MISS"))
+    print(table(("image", "caption", "expected", ""), rows))
     print()
-    handled = 0
+    handled, rows = 0, []
     for key, fragment in bad.items():
         record = results[key] or {}
         ok = record.get("status") == "error" and fragment in record.get("error", "")
         handled += ok
-        print(f"{key.rsplit('/', 1)[-1]:26} -> {record.get('status', 'NO RECORD')}: {record.get('error', '')[:90]}")
+        rows.append((key.rsplit("/", 1)[-1], record.get("status", "NO RECORD"), record.get("error", "")[:90]))
+    print(table(("bad file", "record", "error"), rows))
     left = flow.queue_depth(sqs, outputs["QueueUrl"]) + flow.queue_depth(sqs, outputs["DeadLetterQueueUrl"])
     processing_s = max(run.busy_s, 1e-9)
     accuracy = right / len(truth)
@@ -82,4 +84,6 @@ def report(s3, sqs, outputs, truth: dict, bad: dict, run: flow.AgentRun) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "demo"))

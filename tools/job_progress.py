@@ -12,7 +12,7 @@ from runtime.aws import object_exists
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, job_root
 from runtime.agent.messages import parse_s3_uri
-from tools.progress import Bar
+from tools.progress import Follow
 
 # The names inside a job's folder, as runtime/agent/jobs.py writes them (see its module docstring).
 MANIFEST, SUMMARY, CHUNKS = JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS
@@ -112,16 +112,16 @@ def wait_for_manifest(reader: JobReader, *, poll_s: float = 5.0, timeout_s: floa
 def wait(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = None, stream=None,
          sleep=time.sleep) -> JobState:
     """Redraw the job's bar until its summary is written; TimeoutError after `timeout_s`."""
-    return follow(reader, f"job {reader.job_id}", lambda state: (state.done, state.failed, state.total,
-                                                                 state.rate_since_created()),
+    return follow(reader, f"job {reader.job_id}", lambda state: (state.done, state.failed, state.total),
                   lambda state: state.complete, poll_s=poll_s, timeout_s=timeout_s, stream=stream, sleep=sleep)
 
 
-def follow(reader, title: str, counts, finished, *, poll_s: float, timeout_s: float | None, stream, sleep):
-    """Read the job every `poll_s` and redraw its bar with `counts(state)` (done, failed, total, rate) until
+def follow(reader, title: str, counts, finished, *, poll_s: float, timeout_s: float | None, stream, sleep,
+           unit: str = "img"):
+    """Read the job every `poll_s` and move its bar to `counts(state)` (done, failed, total) until
     `finished(state)`; TimeoutError after `timeout_s`. A job not expanded yet is waited for, said once."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    bar, text, told = Bar(title, stream=stream, every_s=0), "no manifest yet", False
+    bar, text, told = Follow(title, stream or sys.stderr, unit=unit), "no manifest yet", False
     try:
         while True:
             try:
@@ -129,11 +129,10 @@ def follow(reader, title: str, counts, finished, *, poll_s: float, timeout_s: fl
             except JobNotFound as exc:  # not expanded yet: an agent has to pick the job message up first
                 state = None
                 if not told:
-                    bar.stream.write(f"waiting: {exc}\n")
+                    bar.write(f"waiting: {exc}")
                     told = True
             if state is not None:
-                done, failed, total, rate = counts(state)
-                text = bar.update(done, failed, total=total, rate=rate)
+                text = bar.show(*counts(state))
                 if finished(state):
                     return state
             if deadline is not None and time.monotonic() > deadline:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,24 @@ from tools.local_aws import DEFAULT_PORT, DEFAULT_REGION, MotoServer, aws_env
 from tools.local_deploy import deploy
 from tools.outputs import stack_outputs
 from tools.paths import LOCAL_DIR, LOCAL_ENV, LOCAL_STATE, REPO
+
+
+def check_settings(items: list[str]) -> dict[str, str]:
+    """`key=value` overrides as `cdk deploy -c` takes them, refused here (before moto starts) when a key is not a
+    setting or a value is one the stack would refuse."""
+    from stacks.settings import CONTEXT_KEY, Settings, SettingsError
+
+    known = {f.name for f in dataclasses.fields(Settings)}
+    context = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in known:
+            raise SettingsError(f"setting {item!r}: expected key=value with a key from cdk.json's {CONTEXT_KEY!r} "
+                                f"block ({', '.join(sorted(known))})")
+        context[key.strip()] = value
+    block = json.loads((REPO / "cdk.json").read_text())["context"][CONTEXT_KEY]
+    Settings.from_context({CONTEXT_KEY: block, **context}.get)
+    return context
 
 
 def up(port: int = DEFAULT_PORT, region: str = DEFAULT_REGION, context: dict[str, str] | None = None,
@@ -62,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     args = parser.parse_args(argv)
     if args.command == "up":
-        outputs = up(args.port, args.region, dict(item.split("=", 1) for item in args.context))
+        outputs = up(args.port, args.region, check_settings(args.context))
         print(json.dumps(outputs, indent=2))
         print(f"local AWS is up: `source {LOCAL_ENV.relative_to(REPO)}` points the aws CLI and boto3 at it; "
               "`python -m tools.local down` stops it", file=sys.stderr)
@@ -79,4 +98,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "local"))

@@ -44,9 +44,14 @@ PARTS = {
 
 
 def compile_lock(source: Path) -> str:
-    """uv's hash-annotated lock of `source` for the instance's platform and Python."""
+    """uv's hash-annotated lock of `source` for the instance's platform and Python.
+
+    The current locks seed uv's output file: uv keeps a version already there unless the requirements move it, so
+    adding one requirement does not re-resolve every unrelated package to today's newest.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lock.txt"
+        out.write_text("".join(path.read_text() for path in (LOCK, CUDA_LOCK) if path.exists()))
         subprocess.run([sys.executable, "-m", "uv", "pip", "compile", str(source), "--python-version", PYTHON_VERSION,
                         "--python-platform", PLATFORM, "--index-url", INDEX, "--generate-hashes", "--no-header",
                         "--quiet", "-o", str(out)], check=True)
@@ -75,4 +80,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "lock"))

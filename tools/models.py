@@ -8,9 +8,11 @@ from pathlib import Path
 
 from runtime import registry
 from runtime.errors import CaptionKitError
+from runtime.progress import bar
 from tools import target as targets
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
+from tools.tables import table
 
 
 def _registry(target: targets.Target):
@@ -21,11 +23,9 @@ def _registry(target: targets.Target):
 
 def upload(s3, bucket: str, pointer_key: str, artifact: Path, progress: bool = True) -> dict:
     """Verify `artifact`, upload it and make it the current model, with a progress bar on stderr."""
-    from tqdm import tqdm
-
-    with tqdm(total=Path(artifact).stat().st_size, unit="B", unit_scale=True, desc=f"upload {Path(artifact).name}",
-              disable=not progress, file=sys.stderr) as bar:
-        return registry.publish(s3, bucket, artifact, pointer_key, progress=bar.update)
+    with bar(Path(artifact).stat().st_size, f"upload {Path(artifact).name}", unit="B", unit_scale=True,
+             disable=not progress) as shown:
+        return registry.publish(s3, bucket, artifact, pointer_key, progress=shown.update)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"s3://{bucket}/{pointer['key']} is now the current model ({pointer['model']})", file=sys.stderr)
             print(json.dumps(registry.entry(pointer)))
         elif args.command == "list":
-            for row in registry.list_models(s3, bucket, pointer_key):
-                print(f"{'*' if row['current'] else ' '} {row['key']}  {row['bytes'] / 2**20:8.1f} MiB  "
-                      f"{row['uploaded']}")
+            print(table(("", "key", "MiB", "uploaded"),
+                        [("*" if row["current"] else "", row["key"], f"{row['bytes'] / 2**20:.1f}", row["uploaded"])
+                         for row in registry.list_models(s3, bucket, pointer_key)]))
         else:
             pointer = registry.rollback(s3, bucket, pointer_key)
             print(f"current model is back to s3://{bucket}/{pointer['key']}", file=sys.stderr)
@@ -59,4 +59,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "models"))

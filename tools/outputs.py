@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from runtime.errors import CaptionKitError
@@ -21,8 +22,11 @@ def stack_outputs(stack_name: str, region: str, endpoint_url: str | None = None)
     try:
         stack = client.describe_stacks(StackName=stack_name)["Stacks"][0]
     except client.exceptions.ClientError as error:
-        raise StackNotReady(f"stack {stack_name} not found in {region} at {endpoint_url or 'AWS'}: {error}. "
-                            "Deploy it first (cdk deploy, or python -m tools.local up).") from None
+        if error.response.get("Error", {}).get("Code") != "ValidationError":
+            raise  # credentials, an endpoint that is not AWS: runtime.cli_errors words those
+        where = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+        raise StackNotReady(f"no stack {stack_name} in {region} at {where}: deploy it first (`make local-up` for "
+                            "the local AWS, `make deploy` for AWS)") from None
     status = stack["StackStatus"]
     if not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
         raise StackNotReady(f"stack {stack_name} is {status}, expected CREATE_COMPLETE or UPDATE_COMPLETE; "

@@ -1,33 +1,11 @@
-"""A one-line progress bar with a rate and an ETA measured over a sliding window, for status, collect and WAIT."""
+"""The laptop tools' progress, all drawn by tqdm: a bar that follows a job's counts, and the same meter as one line."""
 from __future__ import annotations
 
-import collections
-import sys
-import time
 from typing import TextIO
 
-WIDTH = 30
-WINDOW_S = 120.0  # the rate is measured over the last two minutes of samples
+from tqdm import tqdm
 
-
-class Meter:
-    """Counts seen at times; `rate()` is items per second over the last `window_s`, None until it can tell."""
-
-    def __init__(self, window_s: float = WINDOW_S, clock=time.monotonic) -> None:
-        self.window_s, self.clock = window_s, clock
-        self.samples: collections.deque[tuple[float, int]] = collections.deque()
-
-    def add(self, count: int) -> None:
-        now = self.clock()
-        self.samples.append((now, count))
-        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window_s:
-            self.samples.popleft()
-
-    def rate(self) -> float | None:
-        if len(self.samples) < 2:
-            return None
-        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
-        return (c1 - c0) / (t1 - t0) if t1 > t0 else None
+from runtime.progress import bar
 
 
 def duration(seconds: float) -> str:
@@ -40,50 +18,35 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def line(done: int, total: int | None, *, failed: int = 0, rate: float | None = None, label: str = "") -> str:
-    """`label [#####-----] 50/100 (2 failed) 3.1/s ETA 16s`; without a total, the count and the rate only."""
+def line(done: int, total: int | None, *, failed: int = 0, rate: float | None = None, label: str = "",
+         unit: str = "img") -> str:
+    """The meter a following bar draws, once (`make status JOB=<id>`): finished/total, failures, rate and ETA."""
     finished = done + failed
-    parts = [label] if label else []
-    if total:
-        filled = min(WIDTH, WIDTH * finished // total)
-        parts.append(f"[{'#' * filled}{'-' * (WIDTH - filled)}] {finished}/{total}")
-    else:
-        parts.append(f"{finished}")
-    if failed:
-        parts.append(f"({failed} failed)")
-    if rate is not None:
-        parts.append(f"{rate:.1f}/s")
-        if total and finished < total:
-            parts.append(f"ETA {duration((total - finished) / rate)}" if rate > 0 else "ETA -")
-    return " ".join(parts)
+    return tqdm.format_meter(finished, total, elapsed=finished / rate if rate else 0, ncols=100, prefix=label,
+                             ascii=True, unit=unit, rate=rate, postfix=f"failed={failed}" if failed else None)
 
 
-class Bar:
-    """Redraws `line(...)` in place on a terminal (`\\r`), or prints a line at most every `every_s` elsewhere."""
+class Follow:
+    """A tqdm bar over counts read from somewhere else (a job's files in S3). The bar starts at the first count it
+    is shown, so a job joined halfway shows the rate from then on, not its history as one burst."""
 
-    def __init__(self, label: str = "", total: int | None = None, stream: TextIO | None = None,
-                 every_s: float = 5.0) -> None:
-        self.label, self.total, self.stream, self.every_s = label, total, stream or sys.stderr, every_s
-        self.meter, self.last_print = Meter(), 0.0
-        self.tty = getattr(self.stream, "isatty", lambda: False)()
+    def __init__(self, label: str, stream: TextIO | None = None, every_s: float = 0.0, unit: str = "img") -> None:
+        self.label, self.stream, self.every_s, self.unit, self.bar = label, stream, every_s, unit, None
 
-    def update(self, done: int, failed: int = 0, total: int | None = None, *, rate: float | None = None,
-               force: bool = False) -> str:
-        """Record and show a count; `rate` is the fallback until the bar has measured one itself."""
-        self.total = total if total is not None else self.total
-        self.meter.add(done + failed)
-        measured = self.meter.rate()
-        text = line(done, self.total, failed=failed, rate=rate if measured is None else measured, label=self.label)
-        now = time.monotonic()
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + text)
-            self.stream.flush()
-        elif force or now - self.last_print >= self.every_s:
-            self.stream.write(text + "\n")
-            self.last_print = now
-        return text
+    def show(self, done: int, failed: int, total: int | None) -> str:
+        """Move the bar to `done + failed` of `total`; the meter as drawn."""
+        finished = done + failed
+        if self.bar is None:
+            self.bar = bar(total, self.label, self.unit, self.stream, self.every_s, initial=finished)
+        self.bar.total = total
+        self.bar.set_postfix(failed=failed, refresh=False)
+        self.bar.update(finished - self.bar.n)
+        return str(self.bar)
+
+    def write(self, text: str) -> None:
+        """A message between redraws (tqdm keeps it off the bar's line)."""
+        tqdm.write(text, file=self.bar.fp if self.bar is not None else self.stream)
 
     def close(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+        if self.bar is not None:
+            self.bar.close()

@@ -86,4 +86,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "redrive"))

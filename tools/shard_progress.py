@@ -15,7 +15,7 @@ import time
 
 from runtime.agent.layout import JOB_CHUNKS, JOB_RUNS, JOB_STARTED, JOB_SUMMARY, RUN_QUEUED, run_root
 from tools.job_progress import JobNotFound, JobReader, follow
-from tools.progress import Bar, duration
+from tools.progress import duration
 
 
 def _utc(value: str | datetime.datetime) -> datetime.datetime:
@@ -182,7 +182,6 @@ def render(state: ShardState, cost: str | None = None) -> str:
 def wait(reader: ShardJobReader, *, run: str | None = None, poll_s: float = 5.0, timeout_s: float | None = None,
          stream=None, sleep=time.sleep) -> ShardState:
     """Redraw the job's shard bar until the summary of `run` (default: the newest run) is written."""
-    return follow(reader, f"job {reader.job_id} shards", lambda state: (state.done, state.failed, state.shards,
-                                                                        state.shards_per_s()),
+    return follow(reader, f"job {reader.job_id} shards", lambda state: (state.done, state.failed, state.shards),
                   lambda state: state.complete and (run is None or state.run == run), poll_s=poll_s,
-                  timeout_s=timeout_s, stream=stream, sleep=sleep)
+                  timeout_s=timeout_s, stream=stream, sleep=sleep, unit="shard")

@@ -17,6 +17,7 @@ from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
 from tools.paths import REPO
 from tools.progress import line
+from tools.tables import fields
 
 CLEAR = "\x1b[H\x1b[2J"
 
@@ -87,23 +88,23 @@ def render(snap: dict) -> str:
     m = snap["model"]
     money = (lambda v: "?" if v is None else f"${v:,.2f}")  # noqa: E731
     rows = [
-        f"CaptionKit {snap['stack']} at {snap['target']}  {snap['now']:%Y-%m-%d %H:%M:%S} UTC",
-        f"queue        {q['waiting']} waiting, {q['in_flight']} in flight, {q['delayed']} delayed; "
-        f"dead letters {snap['dead_letters']}",
-        f"fleet        desired {f['desired']} (min {f['min']}, max {f['max']}): {f['pending']} pending, "
-        f"{f['in_service']} in service, {f['terminating']} terminating; {running}",
-        f"             {scaling_note(snap)}",
-        "model        " + (f"{m['name']}  sha256 {m['sha256'][:12]}  published {m['published']}" if m
-                           else "none published yet: make upload ARTIFACT=dist/model.pt2"),
-        f"last hour    {a['done_hour']} done, {a['failed_hour']} failed, {a['per_minute']} images/min",
-        f"per GPU      {gpu_line(f.get('gpus'), snap.get('gpus', []))}",
-        f"last day     {c['instance_hours']} instance-hours, {c['images']} images: {money(c['cost'])}, "
-        f"{money(c['per_1000'])} per 1,000 images; idle {money(c['idle_cost'])} ({c['idle_hours']} h)",
-        f"             price: {c['price_source']}",
-        "last errors  " + ("none in the last hour" if not snap["errors"] else ""),
+        ("queue", f"{q['waiting']} waiting, {q['in_flight']} in flight, {q['delayed']} delayed; "
+                  f"dead letters {snap['dead_letters']}"),
+        ("fleet", f"desired {f['desired']} (min {f['min']}, max {f['max']}): {f['pending']} pending, "
+                  f"{f['in_service']} in service, {f['terminating']} terminating; {running}"),
+        ("", scaling_note(snap)),
+        ("model", f"{m['name']}  sha256 {m['sha256'][:12]}  published {m['published']}" if m
+         else "none published yet: make upload ARTIFACT=dist/model.pt2"),
+        ("last hour", f"{a['done_hour']} done, {a['failed_hour']} failed, {a['per_minute']} images/min"),
+        ("per GPU", gpu_line(f.get('gpus'), snap.get('gpus', []))),
+        ("last day", f"{c['instance_hours']} instance-hours, {c['images']} images: {money(c['cost'])}, "
+                     f"{money(c['per_1000'])} per 1,000 images; idle {money(c['idle_cost'])} ({c['idle_hours']} h)"),
+        ("", f"price: {c['price_source']}"),
+        ("last errors", "none in the last hour" if not snap["errors"] else ""),
     ]
-    rows += [f"  {e['time']:%H:%M:%S} {e['uri']}: {e['reason'][:120]}" for e in snap["errors"]]
-    return "\n".join(rows)
+    rows += [("", f"{e['time']:%H:%M:%S} {e['uri']}: {e['reason'][:120]}") for e in snap["errors"]]
+    title = f"CaptionKit {snap['stack']} at {snap['target']}  {snap['now']:%Y-%m-%d %H:%M:%S} UTC"
+    return title + "\n" + fields(rows)
 
 
 def run_cost_line(target: targets.Target, outputs: dict[str, str], state: shard_progress.ShardState) -> str:
@@ -194,4 +195,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "status"))

@@ -27,6 +27,7 @@ from tools.job_progress import JobReader, wait
 from tools.outputs import agent_config, stack_outputs
 
 QUEUE_ENV = ENV_PREFIX + "QUEUE_URL"
+LOCAL_WAKE = "no fleet on the local AWS: start a local agent with `make agent` (ARGS=--burst: until the queue is empty)"
 
 
 def _runtime_args(argv: list[str]) -> argparse.Namespace:
@@ -51,7 +52,10 @@ def stack_submit_config(target: targets.Target) -> dict:
 def aim_at_stack(target: targets.Target, folder: Path, environ=os.environ) -> Path:
     """Write the stack's agent config into `folder` and point this process's AWS clients at the target."""
     path = Path(folder) / f"submit-{target.stack_name}.json"
-    path.write_text(json.dumps(stack_submit_config(target), indent=1) + "\n")
+    config = stack_submit_config(target)
+    if target.endpoint_url is not None:  # moto's group has no instances to wake: the local agent is `make agent`
+        config["asg_name"] = ""
+    path.write_text(json.dumps(config, indent=1) + "\n")
     env = target.env()
     for name in [name for name in environ if name.startswith("AWS_") and name not in env]:
         del environ[name]  # a profile or a real endpoint of the caller must not redirect a local target
@@ -62,15 +66,20 @@ def aim_at_stack(target: targets.Target, folder: Path, environ=os.environ) -> Pa
 def submit(argv: list[str], target_name: str | None = None, resolve=None) -> tuple[int, str, str]:
     """Run `runtime submit` with `argv` (the stack's config added unless given); (exit code, what it printed, the
     region its config names, for following the job)."""
-    printed = io.StringIO()
+    printed, local = io.StringIO(), False
     with tempfile.TemporaryDirectory(prefix="captionkit-submit-") as folder:
         if _runtime_args(argv).config is None and QUEUE_ENV not in os.environ:
             target = (resolve or targets.resolve)(target_name)
             argv = [*argv, "--config", str(aim_at_stack(target, Path(folder)))]
+            local = target.endpoint_url is not None
         with contextlib.redirect_stdout(printed):
             code = runtime_submit(argv)
         region = load_config(_runtime_args(argv).config).region if code == 0 else ""
-        return code, printed.getvalue(), region
+        text = printed.getvalue()
+        if code == 0 and local:
+            answer = json.loads(text.strip().splitlines()[-1])
+            text = json.dumps({**answer, "wake": LOCAL_WAKE}) + "\n"
+        return code, text, region
 
 
 def follow(submitted: dict, region: str, *, dataset: bool, poll_s: float, timeout_s: float | None) -> dict:
@@ -120,4 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from runtime.cli_errors import run
+
+    sys.exit(run(main, None, "submit"))

@@ -10,10 +10,9 @@ from typing import Mapping
 
 from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
+from runtime.images.formats import IMAGE_SUFFIXES
 
 ENV_PREFIX = "CAPTIONKIT_"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-
 
 
 @dataclasses.dataclass(frozen=True)

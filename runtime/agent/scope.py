@@ -57,5 +57,9 @@ class Scope:
                 return None
         why = self.outside(bucket, key)
         if why and self.dataset_sources:
-            return f"{why} or the dataset sources ({', '.join(self.dataset_sources)})"
+            return (f"{why} or the dataset sources ({', '.join(self.dataset_sources)}); to read more, add it to the "
+                    "stack setting dataset_sources")
+        if why and not is_own_result(self.results, bucket, key):
+            return (f"{why}; a dataset job may read another location once the stack allows it: deploy with "
+                    f"`-c dataset_sources=s3://{bucket}/` (make local-up SETTINGS=\"dataset_sources=s3://{bucket}/\")")
         return why

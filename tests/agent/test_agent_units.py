@@ -221,3 +221,11 @@ def test_the_test_fake_is_a_captioner_as_the_agent_sees_one():
 
     assert isinstance(FakeCaptioner("fake", "ab" * 32), Captioner)
     assert not isinstance(object(), Captioner)
+
+
+def test_a_dataset_refused_outside_the_images_prefix_names_the_setting_that_allows_it():
+    why = Scope("images", "incoming/", ("images", "results/")).dataset_outside("shards", "laion/00000.tar")
+    assert "dataset_sources=s3://shards/" in why and "make local-up SETTINGS=" in why
+    listed = Scope("images", "incoming/", ("images", "results/"), ("s3://a/b/",)).dataset_outside("c", "d.tar")
+    assert "add it to the stack setting dataset_sources" in listed
+    assert Scope("images", "incoming/", ("images", "results/")).dataset_outside("images", "incoming/x.tar") is None

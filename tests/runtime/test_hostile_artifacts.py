@@ -244,7 +244,7 @@ def test_the_caption_cli_prints_one_line_and_exits_non_zero(tiny_artifact, tmp_p
                           "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("error: ") and "allow-list" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("caption: ") and "allow-list" in out.stderr
     assert not marker.exists()
 
 
@@ -315,7 +315,7 @@ def test_the_caption_cli_refuses_a_program_with_an_added_input_in_one_line(tiny_
                           "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert out.stderr.startswith("error: ") and "program encoder takes 2 values" in out.stderr
+    assert out.stderr.startswith("caption: ") and "program encoder takes 2 values" in out.stderr
 
 
 def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_line_not_a_traceback(tiny_artifact,
@@ -331,5 +331,5 @@ def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_lin
     out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
                           "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
-    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
-    assert "error: the model failed on" in out.stderr and "program encoder output 0 (cross_k)" in out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "caption: the model failed on" in out.stderr and "program encoder output 0 (cross_k)" in out.stderr

@@ -97,4 +97,4 @@ def test_caption_cli_takes_quantize(tiny_artifact, tmp_path):
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert ", fp16) on cpu" in run.stderr
-    assert [json.loads(line)["image"] for line in run.stdout.splitlines()] == list(map(str, paths))
+    assert [json.loads(line)["uri"] for line in run.stdout.splitlines()] == list(map(str, paths))

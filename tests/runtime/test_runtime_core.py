@@ -44,10 +44,8 @@ def test_caption_cli_prints_one_json_line_per_image(tiny_artifact, tmp_path):
                           *map(str, paths), str(tmp_path / "bad.jpg")], cwd=ROOT, capture_output=True, text=True)
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert out.returncode == 1  # one bad input
-    assert [l["image"] for l in lines if "caption" in l] == [str(p) for p in paths]
-    assert [l for l in lines if "error" in l][0]["error"].endswith(
-        "not a readable image (UnidentifiedImageError: cannot identify image file)") \
-        or "not a readable image" in lines[0]["error"]
+    assert [l["uri"] for l in lines if l["error"] is None] == [str(p) for p in paths]
+    assert "not a readable image" in [l for l in lines if l["error"]][0]["error"]
 
 
 @pytest.mark.parametrize("beams", [1, 3])

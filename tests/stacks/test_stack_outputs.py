@@ -75,5 +75,5 @@ def test_stack_outputs_says_which_outputs_are_missing(cloudformation):
 
 
 def test_stack_outputs_says_how_to_deploy_a_missing_stack(cloudformation):
-    with pytest.raises(StackNotReady, match="Deploy it first"):
+    with pytest.raises(StackNotReady, match="deploy it first .*make local-up"):
         stack_outputs("CaptionKit", "us-east-1")

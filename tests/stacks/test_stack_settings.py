@@ -79,3 +79,11 @@ def test_an_older_gpu_is_served_by_the_cuda_12_6_index():
     settings = Settings.from_context(context(instance_types="p3.2xlarge",
                                              torch_index_url="https://download.pytorch.org/whl/cu126"))
     assert settings.instance_types == ("p3.2xlarge",)
+
+
+def test_cdk_json_image_suffixes_are_every_accepted_type_in_both_cases():
+    from runtime.images.formats import IMAGE_SUFFIXES, case_variants
+
+    assert tuple(CDK_JSON["context"][CONTEXT_KEY]["image_suffixes"]) == case_variants() == Settings().image_suffixes
+    assert {".gif", ".GIF", ".WEBP", ".TIFF"} <= set(Settings.from_context(context()).image_suffixes)
+    assert set(IMAGE_SUFFIXES) < set(case_variants())

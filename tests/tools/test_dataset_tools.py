@@ -17,6 +17,7 @@ import pytest
 from dataset_folder import RUN1, RUN2, T0, Folder
 from runtime.agent.datasets.output import COLUMNS, render
 from runtime.agent.layout import shard_output
+from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from runtime.aws import client as aws_client
 from tools import collect_shards, cost, shard_progress
 from tools.target import Target
@@ -93,7 +94,7 @@ def test_wait_follows_the_shard_bar_until_the_summary_of_its_run(s3):
     state = shard_progress.wait(shard_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream,
                                 sleep=sleep)
     assert looks == [1] and state.complete and (state.done, state.failed) == (10, 0)
-    assert f"job {folder.job_id} shards [" in stream.getvalue() and "10/10" in stream.getvalue()
+    assert f"job {folder.job_id} shards: 100%|" in stream.getvalue() and "10/10" in stream.getvalue()
     assert state.counts()["shards_done"] == 10 and state.counts()["done"] == 98
 
 
@@ -119,8 +120,9 @@ def test_collect_writes_every_sample_exactly_once_in_shard_then_row_order(s3, tm
     assert got == expected
     assert len({(row["shard"], row["index"]) for row in got}) == len(got) == sum(7 + i for i in range(5))
     assert (report["rows"], report["errors"], report["captions"], report["shards"]) == (45, 1, 44, 5)
-    if fmt == "parquet":
-        assert tuple(pq.read_schema(out).names) == COLUMNS
+    if fmt == "parquet":  # the caption table's leading columns, then the dataset's own
+        names = tuple(pq.read_schema(out).names)
+        assert names[:6] == TABLE_COLUMNS and sorted(names) == sorted(COLUMNS)
     assert collect_shards.report_missing(folder.job_id, found) == 0
 
 
@@ -134,14 +136,13 @@ def collect_peaks(s3, bucket, tmp_path, shards: int, monkeypatch) -> tuple[int, 
         s3.put_object(Bucket=bucket, Key=shard_output(folder.root, i), Body=body)
     found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
     arrow_peak = [0]
-    plain = collect_shards.WRITERS["jsonl"]
 
-    class Watched(plain):
-        def write(self, table):
+    class Watched(collect_shards.TableWriter):
+        def write_table(self, table):
             arrow_peak[0] = max(arrow_peak[0], pa.total_allocated_bytes())
-            super().write(table)
+            super().write_table(table)
 
-    monkeypatch.setitem(collect_shards.WRITERS, "jsonl", Watched)
+    monkeypatch.setattr(collect_shards, "TableWriter", Watched)
     tracemalloc.start()
     try:
         collect_shards.merge(folder.reader(), found, tmp_path / f"{shards}.jsonl", "jsonl", stream=io.StringIO())
@@ -210,3 +211,37 @@ def test_make_collect_of_a_dataset_job_goes_to_the_shard_files(s3, aws, monkeypa
     assert capsys.readouterr().out.splitlines() == [f"s3://{bucket}/{shard_output(folder.root, i)}" for i in (0, 1)]
     assert collect.main(["--job", folder.job_id, str(tmp_path / "out.jsonl")]) == 0
     assert [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()] == [vars(r) for r in rows]
+
+
+def test_a_redirected_collect_ends_on_its_final_count_and_csv_holds_the_same_table(s3, tmp_path):
+    folder = Folder(*s3, 5)
+    folder.run(RUN1, list(range(5)))
+    for i in range(5):
+        folder.finish(i, RUN1, errors=1 if i == 3 else 0)
+    folder.summary(RUN1)
+    found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
+    log = io.StringIO()  # not a terminal, as when stderr goes to a file
+    report = collect_shards.merge(folder.reader(), found, tmp_path / "c.csv", None, stream=log)
+    assert " 5/5 " in log.getvalue().splitlines()[-1], log.getvalue()
+    import csv
+
+    with open(tmp_path / "c.csv", encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0])[:6] == TABLE_COLUMNS and len(rows) == report["rows"]
+    assert sum(1 for r in rows if r["error"]) == report["errors"] == 1
+
+
+def test_collect_refuses_an_unknown_extension_and_keeps_an_earlier_output(s3, tmp_path):
+    folder = Folder(*s3, 1)
+    folder.run(RUN1, [0])
+    folder.finish(0, RUN1)
+    found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
+    with pytest.raises(collect_shards.CaptionKitError, match="unknown output type '.txt'"):
+        collect_shards.merge(folder.reader(), found, tmp_path / "c.txt", None, stream=io.StringIO())
+    (tmp_path / "old.jsonl").write_text("earlier\n")
+    with pytest.raises(collect_shards.CaptionKitError, match="exists .* --overwrite"):
+        collect_shards.merge(folder.reader(), found, tmp_path / "old.jsonl", None, stream=io.StringIO())
+    assert (tmp_path / "old.jsonl").read_text() == "earlier\n"
+    collect_shards.merge(folder.reader(), found, tmp_path / "old.jsonl", None, overwrite=True, stream=io.StringIO())
+    assert (tmp_path / "old.jsonl").read_text() != "earlier\n"
+    assert not (tmp_path / "c.txt").exists() and not list(tmp_path.glob("*.partial"))

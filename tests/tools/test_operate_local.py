@@ -13,6 +13,7 @@ import pytest
 
 from agent_support import AgentProcess, fake_artifact, png
 from runtime import registry
+from runtime.caption_table import COLUMNS
 from tools import collect, job_progress, status
 from tools.local_aws import aws_client
 from tools.paths import REPO
@@ -77,14 +78,14 @@ def test_submit_with_wait_draws_the_bar_and_exits_0_when_the_job_is_complete(ops
     submitted, finished = [json.loads(line) for line in out.strip().splitlines()]
     assert submitted["job_id"] == finished["job_id"] == "ops-job"
     assert (finished["done"], finished["failed"], finished["total"]) == (12, 1, 13)
-    assert "job ops-job [" in err and "13/13 (1 failed)" in err  # the same bar as `make status JOB=`
+    assert "job ops-job: 100%|" in err and "13/13" in err and "failed=1" in err  # the bar of `make status JOB=`
 
 
 def test_status_job_reads_done_total_and_errors_and_exits_0_when_complete(ops, capsys):
     target, outputs = ops["target"], ops["outputs"]
     assert status.job(target, outputs, "ops-job", once=True, timeout_s=None) == 0
     printed = capsys.readouterr().out
-    assert "job ops-job [" + "#" * 30 + "] 13/13 (1 failed)" in printed
+    assert "job ops-job: 100%|" in printed and "13/13" in printed and "failed=1" in printed
     reader = job_progress.JobReader.for_job(ops["s3"], outputs["ResultsBucket"], outputs["ResultsPrefix"], "ops-job")
     state = reader.read()
     assert (state.total, state.done, state.failed, state.complete) == (13, 12, 1, True)
@@ -103,28 +104,36 @@ def test_a_finished_job_publishes_its_summary_location_once(ops):
     assert bodies[0]["Subject"] == "CaptionKit job ops-job done: 12 captioned, 1 failed"
 
 
-@pytest.mark.parametrize("fmt, name", [("jsonl", "captions.jsonl"), ("parquet", "captions.parquet")])
-def test_collect_streams_every_caption_into_one_file_and_lists_errors_apart(ops, fmt, name):
-    outputs, out = ops["outputs"], ops["tmp"] / fmt / name
+@pytest.mark.parametrize("name", ["captions.jsonl", "captions.parquet", "captions.csv"])
+def test_collect_writes_captions_and_errors_as_rows_of_one_table(ops, name):
+    outputs, out = ops["outputs"], ops["tmp"] / name.rpartition(".")[2] / name
     bar = io.StringIO()
-    report = collect.collect(ops["s3"], f"s3://{outputs['ImagesBucket']}/{PREFIX}", out, fmt,
+    report = collect.collect(ops["s3"], f"s3://{outputs['ImagesBucket']}/{PREFIX}", out,
                              results_bucket=outputs["ResultsBucket"], results_prefix=outputs["ResultsPrefix"],
                              stream=bar)
-    assert (report["captions"], report["errors"]) == (12, 1)
-    if fmt == "parquet":
+    assert (report["rows"], report["captions"], report["errors"]) == (13, 12, 1)
+    if name.endswith(".parquet"):
         import pyarrow.parquet as pq
 
         table = pq.read_table(out)
-        assert table.column_names == ["image", "caption", "model", "model_sha256"]
+        assert tuple(table.column_names) == COLUMNS
         rows = table.to_pylist()
+    elif name.endswith(".csv"):
+        import csv
+
+        with open(out, encoding="utf-8", newline="") as f:
+            rows = [{k: v or None for k, v in r.items()} for r in csv.DictReader(f)]
     else:
         rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert {r["image"]: r["caption"] for r in rows} == expected_captions(ops)
+        assert all(tuple(r) == COLUMNS for r in rows)
+    assert {r["uri"]: r["caption"] for r in rows if r["error"] is None} == expected_captions(ops)
     assert {(r["model"], r["model_sha256"]) for r in rows} == {("fake-ops", ops["pointer"]["sha256"])}
-    errors = [json.loads(line) for line in (ops["tmp"] / fmt / "captions.errors.jsonl").read_text().splitlines()]
-    assert [e["image"] for e in errors] == [f"s3://{outputs['ImagesBucket']}/{PREFIX}bad.png"]
+    errors = [r for r in rows if r["error"] is not None]
+    assert [(e["uri"], e["key"], e["caption"]) for e in errors] == [
+        (f"s3://{outputs['ImagesBucket']}/{PREFIX}bad.png", "bad.png", None)]
     assert "not a readable image" in errors[0]["error"]
-    assert "13" in bar.getvalue().splitlines()[-1]
+    assert not list(out.parent.glob("*.errors.jsonl"))  # no side file
+    assert " 13" in bar.getvalue().splitlines()[-1]
 
 
 def test_collect_of_a_job_reads_the_results_of_its_manifest(ops):
@@ -132,7 +141,10 @@ def test_collect_of_a_job_reads_the_results_of_its_manifest(ops):
     report = collect.collect_job(ops["s3"], "ops-job", out, "jsonl", results_bucket=outputs["ResultsBucket"],
                                  results_prefix=outputs["ResultsPrefix"], stream=io.StringIO())
     assert (report["captions"], report["errors"]) == (12, 1)
-    assert {r["image"]: r["caption"] for r in map(json.loads, out.read_text().splitlines())} == expected_captions(ops)
+    rows = list(map(json.loads, out.read_text().splitlines()))
+    assert all(tuple(r) == COLUMNS for r in rows)
+    assert {r["uri"]: r["caption"] for r in rows if r["error"] is None} == expected_captions(ops)
+    assert [r["key"] for r in rows if r["error"]] == ["bad.png"]
 
 
 def test_collect_imagefolder_writes_each_image_beside_metadata_jsonl(ops):
@@ -149,10 +161,10 @@ def test_collect_imagefolder_writes_each_image_beside_metadata_jsonl(ops):
         source = f"s3://{outputs['ImagesBucket']}/{PREFIX}{row['file_name']}"
         body = ops["s3"].get_object(Bucket=outputs["ImagesBucket"], Key=f"{PREFIX}{row['file_name']}")["Body"].read()
         assert (out / "train" / row["file_name"]).read_bytes() == body, row
-        assert row["text"] == expected[source] and row["image"] == source
+        assert row["text"] == expected[source] and row["uri"] == source
     assert len(metadata) == len(expected)
     errors = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
-    assert [e["image"] for e in errors] == [f"s3://{outputs['ImagesBucket']}/{PREFIX}bad.png"]
+    assert [e["uri"] for e in errors] == [f"s3://{outputs['ImagesBucket']}/{PREFIX}bad.png"]
 
 
 def test_status_shows_queue_fleet_model_last_hour_errors_and_cost(ops):

@@ -2,38 +2,40 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
+import re
 
 import pytest
 
 from agent_support import png
 from runtime.agent import jobs, submit
+from runtime.caption_table import OutputRefused
 from stacks.prices import INSTANCE_PRICES
 from stacks.settings import Settings, SettingsError
 from tools import collect, cost
-from tools.collect_formats import ImageFolder, guess_format
-from tools.progress import Meter, duration, line
+from tools.collect_formats import ImageFolder, check_output
+from tools.progress import Follow, duration, line
 
 T0 = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc)
 
 
 def test_the_bar_shows_finished_over_total_failures_rate_and_eta():
-    assert line(40, 100, failed=10, rate=2.0, label="job j") == (
-        "job j [###############---------------] 50/100 (10 failed) 2.0/s ETA 25s")
-    assert line(100, 100, rate=5.0) == "[" + "#" * 30 + "] 100/100 5.0/s"
-    assert line(7, None, failed=1) == "8 (1 failed)"  # collect: no total while streaming
-    assert line(0, 10, rate=0.0).endswith("ETA -")
+    shown = line(40, 100, failed=10, rate=2.0, label="job j")
+    assert shown.startswith("job j:  50%|") and "50/100 [00:25<00:25,  2.00img/s, failed=10]" in shown
+    assert "100/100" in line(100, 100, rate=5.0) and "<00:00" in line(100, 100, rate=5.0)
+    assert line(7, None, failed=1).startswith("8img ")  # collect: no total while streaming
+    assert "0/10" in line(0, 10, rate=0.0) and "<?" in line(0, 10, rate=0.0)
 
 
-def test_the_rate_is_measured_over_a_sliding_window():
-    now = [0.0]
-    meter = Meter(window_s=10, clock=lambda: now[0])
-    meter.add(0)
-    assert meter.rate() is None
-    for t, count in [(5, 50), (10, 60), (20, 70), (25, 75)]:
-        now[0] = t
-        meter.add(count)
-    assert meter.rate() == pytest.approx((75 - 60) / (25 - 10))  # the fast start has left the window
+def test_a_followed_bar_ends_on_the_final_count_and_measures_only_what_it_saw_move():
+    stream = io.StringIO()
+    follow = Follow("job j", stream)
+    assert "4/10" in follow.show(3, 1, 10)  # joined halfway: 4 already finished before the bar existed
+    assert follow.bar.n == 4 and follow.bar.initial == 4
+    follow.show(9, 1, 10)
+    follow.close()
+    assert "10/10" in stream.getvalue().splitlines()[-1] and "failed=1" in stream.getvalue().splitlines()[-1]
 
 
 @pytest.mark.parametrize("seconds, text", [(42, "42s"), (185, "3m05s"), (7620, "2h07m")])
@@ -72,13 +74,27 @@ def test_collect_reads_results_for_an_images_prefix_or_a_results_prefix():
         "res", "results/incoming/2026/", "incoming/2026/")
     assert collect.results_location("s3://res/results/incoming/", "res", "results/") == (
         "res", "results/incoming/", "incoming/")
-    assert (guess_format("a.parquet"), guess_format("a.jsonl"), guess_format("out")) == ("parquet", "jsonl", "jsonl")
+
+
+@pytest.mark.parametrize("out, fmt, refusal", [
+    ("captions.csv", None, None), ("captions.parquet", None, None), ("captions.jsonl", "jsonl", None),
+    ("captions.txt", None, "unknown output type '.txt'"), ("captions", None, "unknown output type '(no extension)'"),
+    ("captions.csv", "jsonl", "the extension decides the format"), ("old.jsonl", None, "exists"),
+])
+def test_collect_output_is_chosen_by_extension_and_never_replaces_an_earlier_file(tmp_path, out, fmt, refusal):
+    (tmp_path / "old.jsonl").write_text("earlier\n")
+    if refusal is None:
+        check_output(tmp_path / out, fmt)
+    else:
+        with pytest.raises(OutputRefused, match=re.escape(refusal)):
+            check_output(tmp_path / out, fmt)
+    check_output(tmp_path / "old.jsonl", None, overwrite=True)
 
 
 def test_imagefolder_refuses_paths_that_would_leave_its_folder(tmp_path):
     folder = ImageFolder(tmp_path)
     with pytest.raises(ValueError, match="cannot be stored"):
-        folder.caption({"relative": "../escape.png", "image": "s3://b/k", "caption": "x", "model": "m",
+        folder.caption({"key": "../escape.png", "uri": "s3://b/k", "caption": "x", "error": None, "model": "m",
                         "model_sha256": "s"}, b"data")
     folder.close()
 
@@ -134,3 +150,25 @@ def test_status_says_whether_the_fleet_is_scaling_from_zero(desired, pending, in
     snap = {"fleet": {"desired": desired, "pending": pending, "in_service": in_service},
             "queue": {"waiting": waiting, "delayed": 0}}
     assert scaling_note(snap).startswith(note)
+
+
+def test_local_up_refuses_an_unknown_or_invalid_setting_before_starting_anything():
+    from tools.local import check_settings
+
+    assert check_settings(["dataset_sources=s3://shards/laion/", "batch_size=4"]) == {
+        "dataset_sources": "s3://shards/laion/", "batch_size": "4"}
+    with pytest.raises(SettingsError, match="dataset_source=s3://x/.*dataset_sources"):
+        check_settings(["dataset_source=s3://x/"])
+    with pytest.raises(SettingsError, match="dataset_sources"):
+        check_settings(["dataset_sources=s3://x"])
+
+
+def test_tables_are_plain_aligned_text_off_a_terminal():
+    from tools.tables import fields, table
+
+    text = table(("image", "caption", ""), [("a.png", "café rouge", "ok"), ("long-name.png", None, "MISS")], tty=False)
+    lines = text.splitlines()
+    assert "\x1b[" not in text and lines[0].split() == ["image", "caption"]
+    assert lines[2].index("café rouge") == lines[0].index("caption") and lines[3].endswith("MISS")
+    assert fields([("queue", "3 waiting"), ("dead letters", "1")], tty=False).splitlines() == [
+        "queue        3 waiting", "dead letters 1"]

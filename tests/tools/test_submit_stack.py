@@ -49,6 +49,15 @@ def test_submit_without_a_config_sends_to_the_queue_the_stack_outputs_name(stack
     assert region == aws["AWS_REGION"]
 
 
+def test_a_local_submit_says_how_to_start_a_local_agent_instead_of_waking_a_fleet(stack, aws, restored_environ):
+    stack.settings["asg_name"] = "workers"  # the stack's group exists on moto too, but no instance ever runs there
+    target = moto_stack(stack, aws)
+    code, printed, _ = tools_submit.submit([f"s3://{stack.images}/incoming/set/"], resolve=lambda _name: target)
+    assert code == 0, printed
+    answer = json.loads(printed)
+    assert "woke" not in answer["wake"] and "make agent" in answer["wake"], answer
+
+
 def test_submit_with_the_queue_in_the_environment_never_looks_the_stack_up(stack, monkeypatch, restored_environ):
     monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
     monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
@@ -68,7 +77,7 @@ def test_submit_with_no_stack_deployed_says_so_in_one_line_and_queues_nothing(aw
                         lambda _name=None: Target("NoSuchStack", aws["AWS_REGION"], aws["AWS_ENDPOINT_URL"]))
     assert tools_submit.main(["s3://bucket/incoming/"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("submit: stack NoSuchStack not found") and "Deploy it first" in err
+    assert err.startswith("submit: no stack NoSuchStack in") and "deploy it first" in err
 
 
 def test_a_dataset_submission_is_followed_by_its_shards():
