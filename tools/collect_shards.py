@@ -4,8 +4,9 @@ The table is runtime/caption_table.py's (`.jsonl`, `.csv` or `.parquet`), writte
 prints the shard files' URIs instead, for tools that read them directly.
 
 Memory stays flat as the job grows: one output file at a time is held (refused over `max_file_bytes` before it is
-read), and it is copied a row group at a time. The job folder is written only by agents, so its files are trusted
-as captions; each is still checked to have the output schema (runtime.agent.datasets.output) before a row is copied.
+read), and it is read by the runtime's decoding child with the bounds the agent reads shards with (its schema
+checked, every cell at most 64 KiB, a batch of rows at a time): the job folder is written only by agents, but a
+replaced file must not take collect down or blow its memory up.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import json
 import sys
 from pathlib import Path
 
+from typing import Iterator
+
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from runtime.agent.datasets.output import COLUMNS, SCHEMA
 from runtime.agent.layout import JOB_SHARDS, JOB_SUMMARY, chunk_marker, shard_output
@@ -23,6 +25,8 @@ from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from runtime.caption_table import TableWriter
 from runtime.errors import CaptionKitError
 from runtime.progress import bar
+from runtime.untrusted import parquet
+from runtime.untrusted.samples import ShardError
 from tools.collect_formats import IMAGEFOLDER, check_output
 from tools.job_progress import JobReader
 from tools.shard_progress import ShardJobReader
@@ -67,15 +71,14 @@ def outputs(reader: JobReader, manifest: dict) -> Outputs:
     return Outputs(present, missing, failed, summary is not None and summary.get("run") == run)
 
 
-def _table_of(data: bytes, uri: str) -> pq.ParquetFile:
+def _rows_of(data: bytes, uri: str) -> Iterator[pa.Table]:
+    """The output file's rows, a batch at a time, read by the decoding child with the agent's bounds (its schema
+    checked and every cell bounded before a row is copied: a replaced file cannot blow collect's memory up)."""
     try:
-        parquet = pq.ParquetFile(pa.BufferReader(data))
-    except (pa.ArrowException, OSError) as exc:
-        raise CollectError(f"{uri}: not a Parquet file ({exc}); nothing after it was collected") from None
-    if tuple(parquet.schema_arrow.names) != COLUMNS:
-        raise CollectError(f"{uri}: columns {parquet.schema_arrow.names}, expected {list(COLUMNS)}: not a "
-                           "CaptionKit shard output; nothing after it was collected")
-    return parquet
+        for batch in parquet.iter_rows(parquet.BytesFile(data), columns=COLUMNS):
+            yield pa.Table.from_pylist(batch, schema=SCHEMA)
+    except (ShardError, pa.ArrowException) as exc:
+        raise CollectError(f"{uri}: not a CaptionKit shard output ({exc}); nothing after it was collected") from None
 
 
 def _download(s3, bucket: str, key: str, size: int, max_file_bytes: int) -> bytes:
@@ -106,13 +109,11 @@ def merge(reader: JobReader, found: Outputs, out: Path, fmt: str | None = None, 
                 every_s=2.0) as progress:
         for _index, key, size in found.present:
             data = _download(reader.s3, reader.bucket, key, size, max_file_bytes)
-            parquet = _table_of(data, f"s3://{reader.bucket}/{key}")
-            for group in range(parquet.num_row_groups):
-                table = parquet.read_row_group(group).cast(SCHEMA)
+            for table in _rows_of(data, f"s3://{reader.bucket}/{key}"):
                 writer.write_table(table)
                 rows += table.num_rows
                 errors += table.num_rows - table.column("error").null_count
-            del data, parquet
+            del data
             progress.update(1)
             progress.set_postfix(rows=rows, errors=errors, refresh=False)
     return {"rows": rows, "captions": rows - errors, "errors": errors, "shards": len(found.present), "out": str(out)}

@@ -176,3 +176,22 @@ def test_a_read_to_its_end_gives_its_child_back_and_one_stopped_early_kills_it()
     samples.close()  # abandoned mid-stream: that child's protocol state is unknown, so it is ended
     assert pool._idle == [] and pool.started == 1
     assert parquet.inspect(io.BytesIO(data), pool=pool)[2] == 10 and pool.started == 2
+
+
+def test_collect_refuses_a_replaced_shard_output_that_would_expand_past_its_bounds(stack, tmp_path):
+    from runtime.agent.datasets.output import COLUMNS, SCHEMA
+    from tools import collect_shards
+    from tools.job_progress import JobReader
+
+    row = {name: ("x" if SCHEMA.field(name).type == pa.string() else 0) for name in COLUMNS}
+    bloated = write(pa.Table.from_pylist([{**row, "caption": "y" * 300_000}] * 2000, schema=SCHEMA),
+                    use_dictionary=True, compression="zstd")
+    assert len(bloated) < 100_000  # 600 MB of captions once decoded
+    root = "results/_jobs/job-x/"
+    stack.put(root + "manifest.json", json.dumps({"job_id": "job-x", "kind": "shards", "shards": [{}]}).encode())
+    stack.put(root + "shards/000000.parquet", bloated)
+    reader = JobReader.for_job(stack.s3, stack.images, "results/", "job-x")
+    found = collect_shards.outputs(reader, reader.read_manifest())
+    with pytest.raises(collect_shards.CollectError, match="a 'caption' cell over 65,536 bytes"):
+        collect_shards.merge(reader, found, tmp_path / "out.parquet", stream=io.StringIO())
+    assert not (tmp_path / "out.parquet").exists()
