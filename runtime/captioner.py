@@ -14,7 +14,7 @@ from runtime.options import BACKENDS, LoadOptions
 from runtime.decode.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError, CaptionKitError
-from runtime.decode.static import decode_or_none, refuse_aoti_on_cuda, static_decoder
+from runtime.decode.static import DEVICE_LOCK, decode_or_none, refuse_aoti_on_cuda, static_decoder
 from runtime.decode.text import TextDecoder
 from runtime.images.preprocess import Preprocessor
 
@@ -56,6 +56,31 @@ class Captioner:
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
         self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loop (runtime.decode.static)
 
+    def prepare(self) -> dict:
+        """Make every decode bucket of the served settings now, on this thread: on CUDA their graphs are captured
+        here, and only this thread captures from now on (call it on the thread that serves, before it serves).
+        Returns `decode_status()`; CaptureFailed (runtime.errors) when a bucket cannot be made, and the eager loop
+        serves this model: the caller reports it."""
+        if self.static is not None:
+            grey = self.preprocess([PIL.Image.new("RGB", (64, 64), (127, 127, 127))]).to(self.device, self.dtype)
+            with torch.inference_mode(), self.static.lock:
+                cross_k, _ = self.encoder(grey)
+                self.static.prepare(self.settings, cross_k)
+        return self.decode_status()
+
+    def decode_status(self) -> dict:
+        """How captions are decoded: `decode` is "cuda-graphs", "static" (buckets, no capture), "eager", "eager, not
+        prepared" or "eager, capture failed" (with the cause); the buckets made and the seconds each took."""
+        static = self.static
+        if static is None:
+            return {"decode": "eager"}
+        if static.failure is not None:
+            return {"decode": "eager, capture failed", "reason": str(static.failure)}
+        if not static.ready:
+            return {"decode": "eager, not prepared"}
+        return {"decode": "cuda-graphs" if static.capture is not None else "static",
+                "capture_s": dict(static.stats.capture_s)}
+
     def preprocess(self, images: list[PIL.Image.Image]) -> torch.Tensor:
         """RGB images to a CPU float32 pixel batch, as the model's HF image processor makes it."""
         return self._preprocess(images)
@@ -70,12 +95,13 @@ class Captioner:
                              "(re-export with --num-beams to raise it)")
         settings = DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
         out: list[list[int]] = []
+        search = greedy if beams == 1 else beam_search
         for start in range(0, pixel_values.shape[0], self.max_batch):
             chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
-            cross_k, cross_v = self.encoder(chunk)
-            search = greedy if beams == 1 else beam_search
-            ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
-            out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))
+            with self.static.lock if self.static is not None else DEVICE_LOCK:
+                cross_k, cross_v = self.encoder(chunk)
+                ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
+                out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))
         return out
 
     def caption_pixels(self, pixel_values: torch.Tensor, num_beams: int | None = None) -> list[str]:
