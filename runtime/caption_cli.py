@@ -7,7 +7,7 @@ import sys
 import time
 
 from runtime.cache import DEFAULT_DIR
-from runtime.errors import BadImage, CaptionKitError
+from runtime.errors import BadImage, CaptionKitError, CaptureFailed
 
 
 def main(argv=None) -> int:
@@ -35,12 +35,18 @@ def main(argv=None) -> int:
         options = LoadOptions(backend=args.backend, quantize=args.quantize)
         captioner = load_captioner(args.artifact, args.device, options, cache_dir=args.cache)
         load_s = time.perf_counter() - t0
+        try:
+            decode = captioner.prepare(args.num_beams)["decode"]
+        except CaptureFailed as exc:
+            decode = captioner.decode_status()["decode"]
+            print(f"warning: decoding on the eager loop (slower), the CUDA graphs could not be captured: {exc}",
+                  file=sys.stderr)
     except (CaptionKitError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}"
           f"{', ' + captioner.quantize if captioner.quantize else ''}) on "
-          f"{captioner.device} in {load_s:.1f} s", file=sys.stderr)
+          f"{captioner.device} in {load_s:.1f} s, decode: {decode}", file=sys.stderr)
     batch = args.batch_size or captioner.max_batch
     failed = 0
     for start in range(0, len(args.images), batch):
@@ -58,7 +64,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             captions = captioner.caption(images, num_beams=args.num_beams)
-        except RuntimeError as exc:  # out of memory, a program that fails on these inputs: one line, not a trace
+        except (RuntimeError, CaptionKitError) as exc:  # out of memory, a program that fails: one line, not a trace
             print(f"error: the model failed on {', '.join(paths)}: {str(exc).strip().splitlines()[0][:300]}",
                   file=sys.stderr)
             return 1

@@ -56,17 +56,25 @@ class Captioner:
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
         self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loop (runtime.decode.static)
 
-    def prepare(self) -> dict:
-        """Make every decode bucket of the served settings now, on this thread: on CUDA their graphs are captured
-        here, and only this thread captures from now on (call it on the thread that serves, before it serves).
-        Returns `decode_status()`; CaptureFailed (runtime.errors) when a bucket cannot be made, and the eager loop
-        serves this model: the caller reports it."""
+    def prepare(self, num_beams: int | None = None) -> dict:
+        """Make every decode bucket for `num_beams` (default: the artifact's) now, on this thread: on CUDA their
+        graphs are captured here, and only this thread captures from now on (call it on the thread that serves,
+        before it serves). Returns `decode_status()`; CaptureFailed (runtime.errors) when a bucket cannot be made,
+        and the eager loop serves this model: the caller reports it."""
         if self.static is not None:
+            settings = self._settings(num_beams)
             grey = self.preprocess([PIL.Image.new("RGB", (64, 64), (127, 127, 127))]).to(self.device, self.dtype)
             with torch.inference_mode(), self.static.lock:
                 cross_k, _ = self.encoder(grey)
-                self.static.prepare(self.settings, cross_k)
+                self.static.prepare(settings, cross_k)
         return self.decode_status()
+
+    def _settings(self, num_beams: int | None) -> DecodeSettings:
+        beams = self.settings.num_beams if num_beams is None else num_beams
+        if not 1 <= beams <= self.max_beams:
+            raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
+                             "(re-export with --num-beams to raise it)")
+        return DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
 
     def decode_status(self) -> dict:
         """How captions are decoded: `decode` is "cuda-graphs", "static" (buckets, no capture), "eager", "eager, not
@@ -89,13 +97,9 @@ class Captioner:
     def generate_ids(self, pixel_values: torch.Tensor, num_beams: int | None = None,
                      trace: Trace | None = None) -> list[list[int]]:
         """Token ids per image (EOS included when emitted), in chunks of at most `max_batch`."""
-        beams = self.settings.num_beams if num_beams is None else num_beams
-        if not 1 <= beams <= self.max_beams:
-            raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
-                             "(re-export with --num-beams to raise it)")
-        settings = DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
+        settings = self._settings(num_beams)
         out: list[list[int]] = []
-        search = greedy if beams == 1 else beam_search
+        search = greedy if settings.num_beams == 1 else beam_search
         for start in range(0, pixel_values.shape[0], self.max_batch):
             chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
             with self.static.lock if self.static is not None else DEVICE_LOCK:

@@ -234,6 +234,36 @@ def test_a_failed_capture_is_raised_and_kept_and_the_eager_loop_serves(tiny_arti
         captioner.static.decode(cross_k, cross_v, captioner.settings)
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_caption_cli_captures_before_captioning_and_says_when_it_could_not(tiny_artifact, tmp_path, monkeypatch,
+                                                                               capsys, fail):
+    import runtime.captioner as captioner_module
+    from runtime import caption_cli
+
+    recorded = []
+
+    def loader(*args, **kwargs):
+        captioner = load_captioner(*args, **kwargs)
+        recorded.append(_recorded(captioner, fail_at="1x3" if fail else None))
+        return captioner
+
+    monkeypatch.setattr(captioner_module, "load_captioner", loader)
+    path = tmp_path / "a.png"
+    parity_images([], 1)[0].save(path)
+    assert caption_cli.main(["--artifact", str(tiny_artifact), "--device", "cpu", "--num-beams", "3", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and "caption" in out
+    events = recorded[0].events
+    if fail:
+        assert "decode: eager, capture failed" in err and "warning: decoding on the eager loop" in err
+        assert "bucket 1x3 (images x beams): RuntimeError: operation not permitted" in err
+        assert [event[0] for event in events] == ["capture"]
+    else:
+        assert "decode: cuda-graphs" in err and "warning" not in err
+        assert [event[3] for event in events if event[0] == "capture"] == [f"{n}x3" for n in buckets(8)]
+        assert events[len(buckets(8))][0] == "replay"
+
+
 def test_aoti_is_refused_on_cuda_with_the_reason(tiny_artifact, monkeypatch):
     refuse_aoti_on_cuda("aoti", torch.device("cpu"))
     refuse_aoti_on_cuda("exported", torch.device("cuda", 0))
