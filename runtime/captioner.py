@@ -62,14 +62,15 @@ class Captioner:
         before it serves). Returns `decode_status()`; CaptureFailed (runtime.errors) when a bucket cannot be made,
         and the eager loop serves this model: the caller reports it."""
         if self.static is not None:
-            settings = self._settings(num_beams)
+            settings = self.decode_settings(num_beams)
             grey = self.preprocess([PIL.Image.new("RGB", (64, 64), (127, 127, 127))]).to(self.device, self.dtype)
             with torch.inference_mode(), self.static.lock:
                 cross_k, _ = self.encoder(grey)
                 self.static.prepare(settings, cross_k)
         return self.decode_status()
 
-    def _settings(self, num_beams: int | None) -> DecodeSettings:
+    def decode_settings(self, num_beams: int | None = None) -> DecodeSettings:
+        """The artifact's decode settings with `num_beams` (default: its own), checked against its largest."""
         beams = self.settings.num_beams if num_beams is None else num_beams
         if not 1 <= beams <= self.max_beams:
             raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
@@ -97,7 +98,7 @@ class Captioner:
     def generate_ids(self, pixel_values: torch.Tensor, num_beams: int | None = None,
                      trace: Trace | None = None) -> list[list[int]]:
         """Token ids per image (EOS included when emitted), in chunks of at most `max_batch`."""
-        settings = self._settings(num_beams)
+        settings = self.decode_settings(num_beams)
         out: list[list[int]] = []
         search = greedy if settings.num_beams == 1 else beam_search
         for start in range(0, pixel_values.shape[0], self.max_batch):

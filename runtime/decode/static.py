@@ -221,9 +221,11 @@ class StaticDecoder:
     def prepare(self, settings: DecodeSettings, cross: torch.Tensor) -> None:
         """Make (and capture) the bucket of every size for `settings` now, on this thread, which from now on is the
         only one that captures; `cross` is any cross-attention tensor of the model (its shape but the batch).
-        CaptureFailed, also kept in `failure`, when a bucket cannot be made."""
+        CaptureFailed, also kept in `failure`, when a bucket cannot be made; a decoder that failed stays failed."""
+        if self.failure is not None:
+            raise self.failure
         with self.lock:
-            self.owner, self.failure = threading.get_ident(), None
+            self.owner = threading.get_ident()
             for size in self.sizes:
                 self.bucket(size, settings, cross)
 
