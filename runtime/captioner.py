@@ -165,17 +165,29 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
         from runtime.passes.quantize import int8_weights_file, quantize_programs
 
         quantize_programs(programs, quantize, resolved, manifest["dtype"], int8_weights_file(cache_dir, sha))
-    if options.decode_layout and resolved.type == "cpu":
+    passes = step_passes(options, resolved)
+    if "decode_layout" in passes:
         from runtime.passes.decode_layout import apply_decode_layout
 
         apply_decode_layout(programs["decoder_step"])
-    if options.cache_in_place and resolved.type == "cpu":
+    if "cache_in_place" in passes:
         from runtime.passes.cache_in_place import apply_cache_in_place
 
         apply_cache_in_place(programs["decoder_step"])
     clock.lap("graph_passes_s")
     return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
                       load_phases=clock.phases)
+
+
+def step_passes(options: LoadOptions, device: torch.device) -> tuple[str, ...]:
+    """The load-time passes on the exported decoder step, in order: the decode layout on the CPU only (it suits MKL's
+    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache)."""
+    passes = []
+    if options.decode_layout and device.type == "cpu":
+        passes.append("decode_layout")
+    if options.cache_in_place:
+        passes.append("cache_in_place")
+    return tuple(passes)
 
 
 def _captioner(path: Path, *args, **kwargs) -> Captioner:

@@ -144,8 +144,9 @@ class Bucket:
 
     def _step(self, self_k: torch.Tensor, self_v: torch.Tensor) -> torch.Tensor:
         logits, new_k, new_v = self.step(self.tokens, self.position, self_k, self_v, self.cross_k, self.cross_v)
-        self.self_k.copy_(new_k)
-        self.self_v.copy_(new_v)
+        if new_k is not self.self_k:  # a step with the in-place cache (greedy) has written into the buffers already
+            self.self_k.copy_(new_k)
+            self.self_v.copy_(new_v)
         return logits
 
     def _greedy_tick(self) -> None:
