@@ -174,6 +174,10 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
         from runtime.passes.cache_in_place import apply_cache_in_place
 
         apply_cache_in_place(programs["decoder_step"])
+    if "one_mask" in passes:
+        from runtime.passes.one_mask import apply_one_mask
+
+        apply_one_mask(programs["decoder_step"], getattr(torch, manifest["dtype"]))
     clock.lap("graph_passes_s")
     return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
                       load_phases=clock.phases)
@@ -181,12 +185,15 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
 
 def step_passes(options: LoadOptions, device: torch.device) -> tuple[str, ...]:
     """The load-time passes on the exported decoder step, in order: the decode layout on the CPU only (it suits MKL's
-    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache)."""
+    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache), and one
+    float attention mask per step on every device (not one per attention call)."""
     passes = []
     if options.decode_layout and device.type == "cpu":
         passes.append("decode_layout")
     if options.cache_in_place:
         passes.append("cache_in_place")
+    if options.one_mask:
+        passes.append("one_mask")
     return tuple(passes)
 
 
