@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
 
+from bench.cases import append_case
 from bench.model import _until_eos
 from bench.timing import summary
 
@@ -26,6 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--cases", required=True, help="JSON list of [beams, batch]")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--out", required=True)
+    p.add_argument("--cases-jsonl", default=None, help="append one JSON line per finished case here, flushed at once")
+    p.add_argument("--label", default="{}", help="JSON fields every line of --cases-jsonl starts with")
     args = p.parse_args(argv)
     import transformers
 
@@ -67,7 +70,12 @@ def main(argv=None) -> int:
             result["cases"][case] = {"images": batch, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         print(f"  hf static {case}: {result['cases'][case].get('times', result['cases'][case].get('error'))}",
               file=sys.stderr, flush=True)
-        out.write_text(json.dumps(result, indent=1))
+        partial = out.with_name(out.name + ".partial")  # a kill mid-write leaves the last whole file
+        partial.write_text(json.dumps(result, indent=1))
+        partial.replace(out)
+        append_case(args.cases_jsonl, {**json.loads(args.label), "case": case,
+                                       "contender": "hf_static_compiled", "compiled": result["compiled"],
+                                       **{k: v for k, v in result["cases"][case].items() if k != "tokens"}})
     return 0
 
 

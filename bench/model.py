@@ -19,6 +19,7 @@ from pathlib import Path
 import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
 
 from bench import models
+from bench.cases import append_case
 from bench.timing import interleaved, ratio
 
 QUANTIZE = ("int8", "fp16")  # contenders, not same-dtype: their captions are compared, not asserted
@@ -67,11 +68,13 @@ def bench_images(name: str, count: int) -> list:
 
 
 def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, runs: int, device: str,
-                backends=("exported", "aoti")) -> dict:
-    """Every (batch, beams) case for one model in one dtype: HF, exported, aoti timings and token agreement."""
+                backends=("exported", "aoti"), cases_jsonl=None, label: dict | None = None) -> dict:
+    """Every (batch, beams) case for one model in one dtype: HF, exported, aoti timings and token agreement; each
+    case also one line of `cases_jsonl` (bench.cases) as soon as it is measured."""
     from export.load import load
     from export.settings import hf_generate_kwargs
     from runtime.captioner import LoadOptions, load_captioner
+    from runtime.errors import CaptureFailed
 
     max_batch = max(batches)
     artifact = export_artifact(folder, workdir / f"{name}-{dtype}-b{max_batch}.pt2", dtype, max_batch)
@@ -86,12 +89,18 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
     if device == "cpu" and dtype == "float32":  # load-time CPU quantization of the same float artifact
         ours |= {mode: load_captioner(artifact, device, LoadOptions(quantize=mode)) for mode in QUANTIZE}
     gen = exported.manifest["generation"]
+    beam_widths = sorted({1, min(4, exported.max_beams)})
+    for beams in beam_widths:  # on CUDA: every bucket captured here, on the thread that decodes, before timing
+        try:
+            exported.prepare(beams)
+        except CaptureFailed as exc:
+            print(f"  {name} {dtype}: {exc}", file=sys.stderr, flush=True)
     images = bench_images(name, max_batch)
     pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
     out = {"artifact_mib": round(artifact.stat().st_size / 2**20, 1),
            "aoti_backend": ours["aoti"].backend if "aoti" in ours else None,
-           "aoti_load_or_compile_s": aoti_s and round(aoti_s, 1), "cases": {}}
-    for beams in sorted({1, min(4, exported.max_beams)}):
+           "aoti_load_or_compile_s": aoti_s and round(aoti_s, 1), "decode": exported.decode_status(), "cases": {}}
+    for beams in beam_widths:
         for batch in batches:
             px = pixels[:batch]
             hf_px = px.to(device, getattr(torch, dtype))
@@ -119,6 +128,12 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
                 "identical_to_hf": same,
                 "speedup_vs_hf": {k: round(ratio(times["hf"], times[k]), 3) for k in ours},
             }
+            append_case(cases_jsonl, {**(label or {}), "stage": "model", "model": name, "dtype": dtype, "case": case,
+                                      "images": batch, "hf_s": times["hf"]["median_s"],
+                                      "ours_s": times["exported"]["median_s"],
+                                      "speedup_vs_hf": out["cases"][case]["speedup_vs_hf"]["exported"],
+                                      "identical_to_hf": same["exported"],
+                                      "decode": exported.decode_status()["decode"]})
             print(f"  {name} {dtype} {case}: hf {times['hf']['median_s']:.3f}s " + " ".join(
                 f"{k} {times[k]['median_s']:.3f}s ({same[k]}/{batch} same)" for k in ours), file=sys.stderr, flush=True)
     del hf, exported, loaded, ours
@@ -174,6 +189,7 @@ def parse_args(argv):
     p.add_argument("--workdir", default=os.environ.get("CAPTIONKIT_BENCH_DIR", "/tmp/captionkit-bench"))
     p.add_argument("--out", default="bench/results.json", help="results JSON (merged: other sections kept)")
     p.add_argument("--section", default=None, help="key in the results file (default: model_cpu / model_cuda)")
+    p.add_argument("--cases-jsonl", default=None, help="append one JSON line per finished case here, flushed at once")
     return p.parse_args(argv)
 
 
@@ -199,7 +215,8 @@ def main(argv=None) -> int:
         per_dtype = {}
         for dtype in args.dtypes or default_dtypes(name, args.device):
             print(f"{name} {dtype} ...", file=sys.stderr, flush=True)
-            per_dtype[dtype] = bench_dtype(name, folder, dtype, workdir, batches, runs, args.device, args.backends)
+            per_dtype[dtype] = bench_dtype(name, folder, dtype, workdir, batches, runs, args.device, args.backends,
+                                           args.cases_jsonl, {"section": args.section or f"model_{args.device}"})
             section["models"][name] = {"dtypes": per_dtype, "best_vs_hf_float32": best_vs_hf_float32(per_dtype)}
             section["machine_after"] = machine()
             write_section(Path(args.out), args.section or f"model_{args.device}", section)  # after each dtype
@@ -211,7 +228,9 @@ def write_section(path: Path, key: str, section: dict) -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     results[key] = {"date": date.today().isoformat(), **section}  # the report gives each figure its date
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1))
+    partial = path.with_name(path.name + ".partial")  # a stage killed mid-write must not lose the earlier sections
+    partial.write_text(json.dumps(results, indent=1))
+    partial.replace(path)
     print(f"wrote {path} [{key}]", file=sys.stderr)
 
 

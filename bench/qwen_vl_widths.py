@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from bench.cases import append_case
 
 # Qwen2-VL-2B-Instruct's config.json widths; depths are arguments (32 vision and 28 text layers in the real one)
 TEXT = dict(hidden_size=1536, intermediate_size=8960, num_attention_heads=12, num_key_value_heads=2,
@@ -60,6 +63,7 @@ def main(argv=None) -> None:
     from export.cli import build_manifest, parity_images
     from export.settings import hf_generate_kwargs
     from runtime.captioner import load_captioner
+    from runtime.errors import CaptureFailed
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--vision-layers", type=int, default=4)
@@ -71,6 +75,7 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     p.add_argument("--out", help="merge the report into this results JSON (bench.model.write_section)")
     p.add_argument("--section", default="qwen_vl_widths")
+    p.add_argument("--cases-jsonl", default=None, help="append one JSON line per batch here, flushed at once")
     args = p.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,6 +95,10 @@ def main(argv=None) -> None:
         archive.write_archive(out, programs, tok_json, manifest)
         archive.describe_programs(out, programs, tok_json, manifest)
         captioner = load_captioner(out, device=args.device)
+        try:
+            captioner.prepare()  # on CUDA: the decode graphs, captured on this thread before anything is timed
+        except CaptureFailed as exc:
+            print(f"  {exc}", file=sys.stderr, flush=True)
         hf_model = loaded.model.to(args.device)
         pixels = loaded.family.hf_pixels(loaded, parity_images([], max(args.batches)))
         prompt = loaded.family.hf_prompt_length(loaded)
@@ -112,6 +121,11 @@ def main(argv=None) -> None:
                 report[f"hf_generate_s@{batch}"] = round(_median(
                     lambda: hf_model.generate(**hf_inputs(px), **kwargs), args.repeats), 2)
                 report[f"runtime_s@{batch}"] = round(_median(lambda: captioner.generate_ids(px), args.repeats), 2)
+            report["decode"] = captioner.decode_status()
+            append_case(args.cases_jsonl, {
+                "section": args.section, "stage": "qwen", "dtype": args.dtype, "batch": batch,
+                "hf_generate_s": report[f"hf_generate_s@{batch}"], "runtime_s": report[f"runtime_s@{batch}"],
+                "same_tokens": report[f"same_tokens@{batch}"], "decode": report["decode"]["decode"]})
         print(json.dumps(report))
         if args.out:
             from bench.model import write_section

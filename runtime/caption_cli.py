@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime.cache import DEFAULT_DIR
 from runtime.caption_table import COLUMNS, TableWriter, check_out, dump_line
-from runtime.errors import ArtifactError, BadImage, CaptionKitError
+from runtime.errors import ArtifactError, BadImage, CaptionKitError, CaptureFailed
 from runtime.images.formats import HUMAN_LIST, is_image_name
 from runtime.progress import bar
 
@@ -120,9 +120,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     options = LoadOptions(backend=args.backend, quantize=args.quantize)
     captioner = load_captioner(args.artifact, args.device, options, cache_dir=args.cache)
+    load_s = time.perf_counter() - t0
+    try:
+        decode = captioner.prepare(args.num_beams)["decode"]
+    except CaptureFailed as exc:
+        decode = captioner.decode_status()["decode"]
+        print(f"warning: decoding on the eager loop (slower), the CUDA graphs could not be captured: {exc}",
+              file=sys.stderr)
     print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}"
           f"{', ' + captioner.quantize if captioner.quantize else ''}) on "
-          f"{captioner.device} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+          f"{captioner.device} in {load_s:.1f} s, decode: {decode}", file=sys.stderr)
     if skipped:
         print(f"skipped {skipped} file(s) that are not images (accepted: {HUMAN_LIST})", file=sys.stderr)
     model = {"model": captioner.name, "model_sha256": captioner.sha256}

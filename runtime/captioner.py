@@ -15,7 +15,7 @@ from runtime.options import BACKENDS, LoadOptions
 from runtime.decode.beam import beam_search
 from runtime.decode import DecodeSettings, Trace, greedy
 from runtime.errors import ArtifactError, BadDescription, CaptionKitError
-from runtime.decode.static import decode_or_none, refuse_aoti_on_cuda, static_decoder
+from runtime.decode.static import DEVICE_LOCK, decode_or_none, refuse_aoti_on_cuda, static_decoder
 from runtime.decode.text import TextDecoder
 from runtime.images.preprocess import Preprocessor
 
@@ -57,6 +57,40 @@ class Captioner:
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
         self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loop (runtime.decode.static)
 
+    def prepare(self, num_beams: int | None = None) -> dict:
+        """Make every decode bucket for `num_beams` (default: the artifact's) now, on this thread: on CUDA their
+        graphs are captured here, and only this thread captures from now on (call it on the thread that serves,
+        before it serves). Returns `decode_status()`; CaptureFailed (runtime.errors) when a bucket cannot be made,
+        and the eager loop serves this model: the caller reports it."""
+        if self.static is not None:
+            settings = self.decode_settings(num_beams)
+            grey = self.preprocess([PIL.Image.new("RGB", (64, 64), (127, 127, 127))]).to(self.device, self.dtype)
+            with torch.inference_mode(), self.static.lock:
+                cross_k, _ = self.encoder(grey)
+                self.static.prepare(settings, cross_k)
+        return self.decode_status()
+
+    def decode_settings(self, num_beams: int | None = None) -> DecodeSettings:
+        """The artifact's decode settings with `num_beams` (default: its own), checked against its largest."""
+        beams = self.settings.num_beams if num_beams is None else num_beams
+        if not 1 <= beams <= self.max_beams:
+            raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
+                             "(re-export with --num-beams to raise it)")
+        return DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
+
+    def decode_status(self) -> dict:
+        """How captions are decoded: `decode` is "cuda-graphs", "static" (buckets, no capture), "eager", "eager, not
+        prepared" or "eager, capture failed" (with the cause); the buckets made and the seconds each took."""
+        static = self.static
+        if static is None:
+            return {"decode": "eager"}
+        if static.failure is not None:
+            return {"decode": "eager, capture failed", "reason": str(static.failure)}
+        if not static.ready:
+            return {"decode": "eager, not prepared"}
+        return {"decode": "cuda-graphs" if static.capture is not None else "static",
+                "capture_s": dict(static.stats.capture_s)}
+
     def preprocess(self, images: list[PIL.Image.Image]) -> torch.Tensor:
         """RGB images to a CPU float32 pixel batch, as the model's HF image processor makes it."""
         return self._preprocess(images)
@@ -65,21 +99,18 @@ class Captioner:
     def generate_ids(self, pixel_values: torch.Tensor, num_beams: int | None = None,
                      trace: Trace | None = None) -> list[list[int]]:
         """Token ids per image (EOS included when emitted), in chunks of at most `max_batch`."""
-        beams = self.settings.num_beams if num_beams is None else num_beams
-        if not 1 <= beams <= self.max_beams:
-            raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
-                             "(re-export with --num-beams to raise it)")
-        settings = DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
+        settings = self.decode_settings(num_beams)
         out: list[list[int]] = []
+        search = greedy if settings.num_beams == 1 else beam_search
         for start in range(0, pixel_values.shape[0], self.max_batch):
             chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
-            try:  # upload checked this on the meta device; a load checks only the counts (runtime.artifact.contract)
-                cross_k, cross_v = contract.check_encoder(self.encoder(chunk), self.manifest, chunk.shape[0])
-            except BadDescription as exc:
-                raise ArtifactError(f"{self.path}: {exc}; export the model again") from None
-            search = greedy if beams == 1 else beam_search
-            ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
-            out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))
+            with self.static.lock if self.static is not None else DEVICE_LOCK:
+                try:  # upload checked this on the meta device; a load checks the counts (runtime.artifact.contract)
+                    cross_k, cross_v = contract.check_encoder(self.encoder(chunk), self.manifest, chunk.shape[0])
+                except BadDescription as exc:
+                    raise ArtifactError(f"{self.path}: {exc}; export the model again") from None
+                ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
+                out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))
         return out
 
     def caption_pixels(self, pixel_values: torch.Tensor, num_beams: int | None = None) -> list[str]:
@@ -138,17 +169,36 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
         from runtime.passes.quantize import int8_weights_file, quantize_programs
 
         quantize_programs(programs, quantize, resolved, manifest["dtype"], int8_weights_file(cache_dir, sha))
-    if options.decode_layout and resolved.type == "cpu":
+    passes = step_passes(options, resolved)
+    if "decode_layout" in passes:
         from runtime.passes.decode_layout import apply_decode_layout
 
         apply_decode_layout(programs["decoder_step"])
-    if options.cache_in_place and resolved.type == "cpu":
+    if "cache_in_place" in passes:
         from runtime.passes.cache_in_place import apply_cache_in_place
 
         apply_cache_in_place(programs["decoder_step"])
+    if "one_mask" in passes:
+        from runtime.passes.one_mask import apply_one_mask
+
+        apply_one_mask(programs["decoder_step"], getattr(torch, manifest["dtype"]))
     clock.lap("graph_passes_s")
     return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
                       load_phases=clock.phases)
+
+
+def step_passes(options: LoadOptions, device: torch.device) -> tuple[str, ...]:
+    """The load-time passes on the exported decoder step, in order: the decode layout on the CPU only (it suits MKL's
+    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache), and one
+    float attention mask per step on every device (not one per attention call)."""
+    passes = []
+    if options.decode_layout and device.type == "cpu":
+        passes.append("decode_layout")
+    if options.cache_in_place:
+        passes.append("cache_in_place")
+    if options.one_mask:
+        passes.append("one_mask")
+    return tuple(passes)
 
 
 def _captioner(path: Path, *args, **kwargs) -> Captioner:

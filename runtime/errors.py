@@ -31,6 +31,11 @@ class AotiUnavailable(CaptionKitError):
     """No compiled package could be found, compiled or loaded (the message says why): use the exported programs."""
 
 
+class CaptureFailed(CaptionKitError):
+    """A decode bucket's static buffers or CUDA graph could not be made (the message names the bucket and the cause),
+    or a thread other than the serving one asked for a capture. The model decodes on the eager loop, and says so."""
+
+
 # ---- one input: never retried --------------------------------------------------------------------------------
 
 class BadImage(CaptionKitError):

@@ -13,5 +13,6 @@ class LoadOptions:
     backend: str = "exported"  # or "aoti": compiled and cached (runtime.passes.aoti), else exported, saying why
     quantize: str | None = None  # "int8" | "fp16": CPU linears on fbgemm kernels (runtime.passes.quantize)
     decode_layout: bool = True  # CPU: the decoder step's linears as weight @ x.T (runtime.passes.decode_layout)
-    cache_in_place: bool = True  # CPU: the step writes its caches in place (runtime.passes.cache_in_place)
+    cache_in_place: bool = True  # the step writes its caches in place, on any device (runtime.passes.cache_in_place)
+    one_mask: bool = True  # the step's boolean attention mask made float once per step (runtime.passes.one_mask)
     remote: object = None  # aoti: a shared store of compiled packages (runtime.passes.aoti.RemoteStore)

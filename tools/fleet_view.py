@@ -6,7 +6,7 @@ import datetime
 import json
 
 from runtime import registry
-from runtime.agent.metrics import DEVICE_TIME, GPU_DIMENSION, IMAGE_ERRORS, IMAGES_DONE
+from runtime.agent.metrics import CAPTURE_FAILED, DEVICE_TIME, GPU_DIMENSION, IMAGE_ERRORS, IMAGES_DONE
 from stacks.instance_types import gpu_count
 from tools import cost
 
@@ -64,10 +64,12 @@ def series(cloudwatch, queries: dict[str, tuple[str, str, dict, str]], start, en
 
 def activity(cloudwatch, namespace: str, queue_name: str, group_name: str, prices: dict[str, float],
              instance_types: list[str], now: datetime.datetime) -> dict:
-    """Images done/failed in the last hour and per minute, and the last day's cost."""
+    """Images done/failed in the last hour and per minute, decode graph captures that failed in the last hour, and
+    the last day's cost."""
     queue, group = {"Queue": queue_name}, {"AutoScalingGroupName": group_name}
     hour = series(cloudwatch, {"done": (namespace, IMAGES_DONE, queue, "Sum"),
-                               "failed": (namespace, IMAGE_ERRORS, queue, "Sum")},
+                               "failed": (namespace, IMAGE_ERRORS, queue, "Sum"),
+                               "capture": (namespace, CAPTURE_FAILED, queue, "Sum")},
                   now - datetime.timedelta(hours=1), now, 60)
     day = series(cloudwatch, {"done": (namespace, IMAGES_DONE, queue, "Sum"),
                               "instances": ("AWS/AutoScaling", GROUP_INSTANCES, group, "Average")},
@@ -75,6 +77,7 @@ def activity(cloudwatch, namespace: str, queue_name: str, group_name: str, price
     done, failed = int(sum(hour["done"].values())), int(sum(hour["failed"].values()))
     price, price_source = cost.hourly_price(instance_types, prices)
     return {"done_hour": done, "failed_hour": failed, "per_minute": round((done + failed) / 60, 2),
+            "capture_failed_hour": int(sum(hour["capture"].values())),
             "cost": {**cost.fleet_cost(day["instances"], day["done"], COST_PERIOD_S, price),
                      "price_per_hour": price, "price_source": price_source}}
 

@@ -81,6 +81,15 @@ def gpu_line(running_gpus: int | None, gpus: list[dict], shown: int = 3) -> str:
     return f"{running}, {busy} captioned in the last hour" + (f"; least busy: {least}" if least else "")
 
 
+def capture_note(activity: dict) -> str:
+    """The last-hour line's tail when decode graphs could not be captured (those models decode on the eager loop)."""
+    failed = activity.get("capture_failed_hour", 0)
+    if not failed:
+        return ""
+    return (f"; {failed} decode graph capture(s) failed: those models decode on the eager loop, slower "
+            "(capture_failed in the agents' logs says why)")
+
+
 def render(snap: dict) -> str:
     """One screen of text."""
     q, f, a, c = snap["queue"], snap["fleet"], snap["activity"], snap["activity"]["cost"]
@@ -95,7 +104,8 @@ def render(snap: dict) -> str:
         ("", scaling_note(snap)),
         ("model", f"{m['name']}  sha256 {m['sha256'][:12]}  published {m['published']}" if m
          else "none published yet: make upload ARTIFACT=dist/model.pt2"),
-        ("last hour", f"{a['done_hour']} done, {a['failed_hour']} failed, {a['per_minute']} images/min"),
+        ("last hour", f"{a['done_hour']} done, {a['failed_hour']} failed, {a['per_minute']} images/min"
+                      f"{capture_note(a)}"),
         ("per GPU", gpu_line(f.get('gpus'), snap.get('gpus', []))),
         ("last day", f"{c['instance_hours']} instance-hours, {c['images']} images: {money(c['cost'])}, "
                      f"{money(c['per_1000'])} per 1,000 images; idle {money(c['idle_cost'])} ({c['idle_hours']} h)"),

@@ -13,6 +13,8 @@ IMAGES_DONE = "ImagesDone"
 # The other per-batch metrics of that line, read by the stack's dashboard and `make status`
 IMAGE_ERRORS, BATCH_SIZE, DEVICE_TIME = "ImageErrors", "BatchSize", "DeviceTime"
 IMAGE_LATENCY, QUEUE_WAIT = "ImageLatency", "QueueWait"
+# A model whose decode graphs could not be captured (it serves on the eager loop): one per failed capture
+CAPTURE_FAILED = "CaptureFailed"
 # With one agent per GPU the same values also go out per GPU ("<instance id>/<index>"), for the dashboard and
 # `make status` (stacks/dashboard.py, tools/fleet_view.py); the Queue-only metrics stay the fleet's totals
 GPU_DIMENSION = "Gpu"

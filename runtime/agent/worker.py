@@ -14,6 +14,7 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import Counters, batch_metrics, log
 from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
+from runtime.agent.model.graphs import decode_path, prepare_decode
 from runtime.agent.model.swap import ModelWatcher
 from runtime.agent.datasets import run
 from runtime.agent.watchdog import Watchdog
@@ -56,7 +57,9 @@ class Worker:
         threading.Thread(target=self._drain_bound, name="drain-bound", daemon=True).start()
 
     def run(self) -> int:
-        """The loop. Returns the exit code: 0 after a drain, burst end or `max_batches`."""
+        """The loop, on the thread that serves (the only one that captures decode graphs). Returns the exit code: 0
+        after a drain, burst end or `max_batches`."""
+        prepare_decode(self.config, self.model)
         crashes.recover(self.journal, self.s3, self.config)
         self.inbox.start()
         self.watchdog.start()
@@ -183,12 +186,16 @@ class Worker:
             if self.model is None:
                 log("error", event="fatal", reason="neither the new nor the old model loads after a swap")
                 self.force_exit(1)
-            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name, paused=True)
+            status = prepare_decode(self.config, self.model)
+            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name, paused=True,
+                decode=status["decode"])
         ready = self.watcher.take() if self.watcher else None
         if ready:
             old = self.model.sha256
+            status = prepare_decode(self.config, ready[0])  # here, not on the watcher's thread, and before it serves
             self.model, self.pointer = ready
-            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name)
+            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name,
+                decode=status["decode"])
 
     def _progress(self, message) -> None:
         """A job's expansion goes on: keep holding its message, and the loop counts as alive."""
@@ -228,7 +235,7 @@ class Worker:
         now = time.time()
         log("info", event="batch", messages=len(batch.messages), images=len(batch.items), failed=failed,
             fetch_s=round(batch.fetch_s, 3), device_s=round(device_s, 3), total_s=round(total_s, 3),
-            model=self.model.sha256[:12], **settled, totals=self.counters.as_dict(),
+            model=self.model.sha256[:12], decode=decode_path(self.model), **settled, totals=self.counters.as_dict(),
             **batch_metrics(self.config, done=len(finished) - failed, failed=failed, size=len(batch.items),
                             device_s=device_s, latencies_s=[now - i.message.received_at for i in finished],
                             waits_s=[max(0.0, m.received_at - m.sent_at) for m in batch.messages]))

@@ -1,31 +1,21 @@
-"""Decoding on fixed batch buckets with static device buffers, each bucket's step replayed as one CUDA graph.
-
-The eager loop (runtime.decode, runtime.beam) compacts finished rows and reads every token back to the host, so
-each step waits on the host. Here a batch is padded to the next bucket (1, 2, 4, ... up to the manifest's
-largest batch), the step reads and writes tensors that live as long as the bucket (caches, cross-attention
-keys/values, tokens, position), finished rows are masked on the device instead of dropped, and the host asks
-whether every row is done once every `eos_every` steps. The step program returns new caches; they are copied
-into the static ones inside the captured region. On the CPU, or with `capture=False`, the same code calls the
-step directly (the tests' way to check buckets and buffers without a GPU).
-"""
+"""Decoding on fixed batch buckets with static device buffers, each bucket's step replayed as one CUDA graph."""
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
 from runtime.decode import DecodeSettings, Step
 from runtime.decode.static_beam import beam_search_static
+from runtime.errors import CaptureFailed
 
-logger = logging.getLogger("captionkit.static_decode")
+# One per process: every capture and every decode (runtime.captioner) holds it, whichever model it belongs to.
+DEVICE_LOCK = threading.RLock()
 
-
-class CaptureFailed(RuntimeError):
-    """A bucket's buffers or CUDA graph could not be made; the message holds the cause."""
-
-AOTI_ON_CUDA = ("backend='aoti' runs on the CPU only: AOTInductor is not validated on CUDA (a process died with "
-                "a segmentation fault right after compiling on an H200, torch 2.11); on a GPU use "
+AOTI_ON_CUDA = ("backend='aoti' runs on the CPU only: AOTInductor is not validated on CUDA; on a GPU use "
                 "backend='exported', whose decode replays CUDA graphs")
 
 
@@ -54,39 +44,64 @@ class StaticOptions:
     warmup: int = 2
 
 
-class Graphed:
-    """`fn` captured once as a CUDA graph and replayed on call, or, without capture, `fn` itself."""
+# (tick, reset, warmup) -> replay: makes one bucket's tick replayable (CudaGraphs; the tests inject their own)
+Capture = Callable[[Callable[[], None], Callable[[], None], int], Callable[[], None]]
 
-    def __init__(self, fn, capture: bool, pool=None, warmup: int = 2, reset=None):
-        self.fn, self.graph = fn, None
-        if not capture:
-            return
+
+class CudaGraphs:
+    """The capture on CUDA: a tick warmed up on a side stream, then captured as a CUDA graph in thread-local error
+    mode, all of a decoder's graphs in one memory pool; returns the graph's `replay`."""
+
+    def __init__(self):
+        self.pool = None
+
+    def __call__(self, tick: Callable[[], None], reset: Callable[[], None], warmup: int) -> Callable[[], None]:
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(warmup):
-                if reset is not None:
-                    reset()
-                fn()
+                reset()
+                tick()
         torch.cuda.current_stream().wait_stream(side)
-        if reset is not None:
-            reset()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, pool=pool):
-            fn()
+        reset()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+            tick()
+        return graph.replay
+
+
+@dataclass
+class GraphStats:
+    """What a decoder made and ran: seconds per bucket made ("<images>x<beams>"), ticks replayed from a capture,
+    ticks called directly (no capture)."""
+
+    capture_s: dict[str, float] = field(default_factory=dict)
+    replays: int = 0
+    direct: int = 0
+
+
+class Tick:
+    """One decode step of a bucket: its captured replay, or, without a capture, the step itself; counted."""
+
+    def __init__(self, fn: Callable[[], None], replay: Callable[[], None] | None, stats: GraphStats):
+        self.fn, self.replay, self.stats = fn, replay, stats
 
     def __call__(self) -> None:
-        if self.graph is None:
+        if self.replay is None:
             self.fn()
+            self.stats.direct += 1
         else:
-            self.graph.replay()
+            self.replay()
+            self.stats.replays += 1
 
 
 class Bucket:
     """The static tensors of one bucket (`items` images x `settings.num_beams` rows) and its captured tick."""
 
     def __init__(self, step: Step, items: int, settings: DecodeSettings, cross: torch.Tensor, options: StaticOptions,
-                 pool=None):
+                 capture: Capture | None, stats: GraphStats):
         self.step, self.items, self.settings = step, items, settings
         layers, _, heads, seq, head_dim = cross.shape
         rows, self.device = items * settings.num_beams, cross.device
@@ -106,7 +121,7 @@ class Bucket:
                 self.logits = step(self.tokens, self.position, self.self_k, self.self_v, self.cross_k,
                                    self.cross_v)[0].clone()
         tick = self._greedy_tick if settings.num_beams == 1 else self._beam_tick
-        self.tick = Graphed(tick, options.capture, pool, options.warmup, reset=self._reset_state)
+        self.tick = Tick(tick, None if capture is None else capture(tick, self._reset_state, options.warmup), stats)
 
     def _reset_state(self) -> None:
         self.position.zero_()
@@ -129,8 +144,9 @@ class Bucket:
 
     def _step(self, self_k: torch.Tensor, self_v: torch.Tensor) -> torch.Tensor:
         logits, new_k, new_v = self.step(self.tokens, self.position, self_k, self_v, self.cross_k, self.cross_v)
-        self.self_k.copy_(new_k)
-        self.self_v.copy_(new_v)
+        if new_k is not self.self_k:  # a step with the in-place cache (greedy) has written into the buffers already
+            self.self_k.copy_(new_k)
+            self.self_v.copy_(new_v)
         return logits
 
     def _greedy_tick(self) -> None:
@@ -163,15 +179,38 @@ class Bucket:
 
 
 class StaticDecoder:
-    """Greedy and beam search over an exported step on fixed buckets; buckets are made (and captured) on first use."""
+    """Greedy and beam search over an exported step on fixed buckets.
 
-    def __init__(self, step: Step, max_items: int, options: StaticOptions = StaticOptions()):
+    The eager loop (runtime.decode, runtime.beam) compacts finished rows and reads every token back to the host, so
+    each step waits on the host. Here a batch is padded to the next bucket (1, 2, 4, ... up to the manifest's largest
+    batch), the step reads and writes tensors that live as long as the bucket (caches, cross-attention keys/values,
+    tokens, position), finished rows are masked on the device instead of dropped, and the host asks whether every
+    row is done once every `eos_every` steps. Without a capture (the CPU, `capture=False`) the same code calls the
+    step directly: the tests' way to check buckets and buffers without a GPU.
+
+    With a capture (CUDA graphs), captures happen on one thread, the one that serves: `prepare` makes every bucket
+    of the served settings there, before the model serves, and from then on only that thread makes a bucket.
+    Captures and decodes hold one lock (`DEVICE_LOCK`) and a capture's error mode is thread-local, so a thread
+    loading the next model meanwhile neither breaks a capture nor is broken by one. A capture that fails raises
+    CaptureFailed and is kept in `failure`: the eager loop serves that model, and whoever called `prepare` reports
+    it (runtime.agent.model.graphs).
+    """
+
+    def __init__(self, step: Step, max_items: int, options: StaticOptions = StaticOptions(),
+                 capture: Capture | None = None, lock=DEVICE_LOCK):
         if options.eos_every < 1:
             raise ValueError(f"eos_every must be at least 1, not {options.eos_every}")
-        self.step, self.sizes, self.options = step, buckets(max_items), options
-        self.pool = torch.cuda.graph_pool_handle() if options.capture else None
+        self.step, self.sizes, self.options, self.lock = step, buckets(max_items), options, lock
+        self.capture = (capture or CudaGraphs()) if options.capture else None
         self._buckets: dict[tuple, Bucket] = {}
-        self.broken = False
+        self.owner: int | None = None  # the thread that called prepare: the only one that captures
+        self.failure: CaptureFailed | None = None
+        self.stats = GraphStats()
+
+    @property
+    def ready(self) -> bool:
+        """Whether decode may be called: prepared (or nothing to capture), and no capture failed."""
+        return self.failure is None and (self.capture is None or self.owner is not None)
 
     def bucket_size(self, items: int) -> int:
         """The smallest bucket that holds `items` images."""
@@ -180,26 +219,52 @@ class StaticDecoder:
                 return size
         raise ValueError(f"{items} images: the largest bucket is {self.sizes[-1]} (the manifest's max_batch)")
 
+    def prepare(self, settings: DecodeSettings, cross: torch.Tensor) -> None:
+        """Make (and capture) the bucket of every size for `settings` now, on this thread, which from now on is the
+        only one that captures; `cross` is any cross-attention tensor of the model (its shape but the batch).
+        CaptureFailed, also kept in `failure`, when a bucket cannot be made; a decoder that failed stays failed."""
+        if self.failure is not None:
+            raise self.failure
+        with self.lock:
+            self.owner = threading.get_ident()
+            for size in self.sizes:
+                self.bucket(size, settings, cross)
+
     def bucket(self, items: int, settings: DecodeSettings, cross: torch.Tensor) -> Bucket:
-        """The bucket for `items` images under `settings`, made on first use."""
+        """The bucket for `items` images under `settings`, made on first use (by the serving thread if captured)."""
         size = self.bucket_size(items)
         key = (size, settings, tuple(cross.shape[:1] + cross.shape[2:]), cross.dtype, cross.device)
-        if key not in self._buckets:
+        if key in self._buckets:
+            return self._buckets[key]
+        label = f"{size}x{settings.num_beams}"
+        if self.capture is not None and threading.get_ident() != self.owner:
+            raise CaptureFailed(f"bucket {label} (images x beams) was asked for on thread "
+                                f"{threading.current_thread().name!r}: only the serving thread, the one that called "
+                                "prepare(), captures CUDA graphs")
+        started = time.perf_counter()
+        with self.lock:
             try:
-                self._buckets[key] = Bucket(self.step, size, settings, cross, self.options, self.pool)
-            except RuntimeError as exc:
-                raise CaptureFailed(f"bucket of {size} images: {type(exc).__name__}: {str(exc)[:300]}") from exc
+                self._buckets[key] = Bucket(self.step, size, settings, cross, self.options, self.capture, self.stats)
+            except Exception as exc:  # noqa: BLE001 - whatever the capture raises, the model must not serve half-made
+                self._buckets.clear()
+                self.failure = CaptureFailed(f"bucket {label} (images x beams): {type(exc).__name__}: "
+                                             f"{str(exc)[:300]}")
+                raise self.failure from exc
+        self.stats.capture_s[label] = round(time.perf_counter() - started, 3)
         return self._buckets[key]
 
     @torch.inference_mode()
     def decode(self, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings) -> list[list[int]]:
         """Token ids per image, as runtime.decode.greedy or runtime.beam.beam_search give them."""
+        if self.failure is not None:
+            raise self.failure
         n = cross_k.shape[1]
-        bucket = self.bucket(n, settings, cross_k)
-        bucket.load(cross_k, cross_v)
-        if settings.num_beams == 1:
-            return bucket.greedy(n, self.options.eos_every)
-        return beam_search_static(bucket, n, self.options.eos_every)
+        with self.lock:
+            bucket = self.bucket(n, settings, cross_k)
+            bucket.load(cross_k, cross_v)
+            if settings.num_beams == 1:
+                return bucket.greedy(n, self.options.eos_every)
+            return beam_search_static(bucket, n, self.options.eos_every)
 
 
 def static_decoder(step: Step, device: torch.device, max_items: int) -> StaticDecoder | None:
@@ -211,13 +276,10 @@ def static_decoder(step: Step, device: torch.device, max_items: int) -> StaticDe
 
 
 def decode_or_none(decoder: StaticDecoder | None, cross_k, cross_v, settings: DecodeSettings):
-    """`decoder.decode(...)`, or None (the caller runs the eager loop) when there is no decoder or a bucket could
-    not be captured; that is logged once and the decoder is not tried again. Errors while decoding propagate."""
-    if decoder is None or decoder.broken:
+    """`decoder.decode(...)` when it is ready, else None and the caller runs the eager loop: no decoder (the CPU),
+    not prepared yet (a model warmed up by the thread that loads it, before the serving thread captures), or a
+    capture that failed (raised to, and reported by, whoever called prepare). Errors while decoding propagate, a
+    bucket that cannot be made on first use included."""
+    if decoder is None or not decoder.ready:
         return None
-    try:
-        return decoder.decode(cross_k, cross_v, settings)
-    except CaptureFailed as exc:
-        decoder.broken = True
-        logger.warning("static decode unavailable, using the eager loop: %s", exc)
-        return None
+    return decoder.decode(cross_k, cross_v, settings)

@@ -1,4 +1,4 @@
-"""CPU: the decoder step writes its self-attention caches in place instead of returning new ones.
+"""The decoder step writes its self-attention caches in place instead of returning new ones (CPU and CUDA).
 
 Every family's step writes the new key and value of each layer with `cache[layer].index_copy(2, position, new)`
 (export/wrap_common.py) and returns `torch.stack` of the layers: each step copies the whole cache twice (once per

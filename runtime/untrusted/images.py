@@ -28,8 +28,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "image
     except PIL.Image.DecompressionBombError as exc:
         raise BadImage(f"{name}: {exc}") from None
     except PIL.UnidentifiedImageError:
-        raise BadImage(f"{name}: not an accepted image (the {len(data):,} bytes start {data[:8]!r}, which is no "
-                       f"{HUMAN_LIST}); convert it to one of those") from None
+        raise BadImage(f"{name}: not a readable image (the {len(data):,} bytes start {data[:8]!r}, in none of the "
+                       f"accepted formats: {HUMAN_LIST}); convert it to one of those") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise BadImage(f"{name}: corrupt or truncated image ({exc})") from None
     if width * height > max_pixels:

@@ -1,5 +1,5 @@
-"""The CPU step writes its caches in place: every family's step takes the rewrite, returns the cache it was given,
-and gives the same logits and caches as the step that returns new ones; a graph of another shape is left alone."""
+"""The step writes its caches in place (on every device): every family's step takes the rewrite, returns the cache it
+was given, and gives the same logits and caches as the step that returns new ones; another shape is left alone."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 from torch import fx
 
 from runtime.artifact.verify import load_programs
-from runtime.captioner import LoadOptions, load_captioner
+from runtime.captioner import LoadOptions, load_captioner, step_passes
 from runtime.passes.cache_in_place import apply_cache_in_place
 from step_tools import steps_and_cross
 
@@ -51,6 +51,13 @@ def test_the_captioner_gives_the_same_tokens_with_and_without_it(tiny_artifact):
     pixels = torch.randn(5, 3, on._preprocess.height, on._preprocess.width)
     for beams in (1, 3):
         assert on.generate_ids(pixels, num_beams=beams) == off.generate_ids(pixels, num_beams=beams)
+
+
+def test_the_in_place_cache_is_applied_on_cuda_too_and_the_decode_layout_only_on_the_cpu():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert step_passes(LoadOptions(one_mask=False), cuda) == ("cache_in_place",)
+    assert step_passes(LoadOptions(one_mask=False), cpu) == ("decode_layout", "cache_in_place")
+    assert step_passes(LoadOptions(cache_in_place=False, decode_layout=False, one_mask=False), cuda) == ()
 
 
 def _stacking_step(read_cache_again: bool) -> fx.GraphModule:

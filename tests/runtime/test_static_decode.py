@@ -1,16 +1,19 @@
 """The static decode path (buckets, static buffers, masked rows) gives the eager loop's tokens, on every family."""
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
 from export.cli import parity_images
+from graph_tools import RecordedCaptures
 from runtime.decode.beam import beam_search
 from runtime.captioner import load_captioner
 from runtime.options import LoadOptions
-from runtime.decode import static as static_decode
 from runtime.decode import DecodeSettings, greedy
 from runtime.decode.static import AOTI_ON_CUDA, StaticDecoder, StaticOptions, buckets, refuse_aoti_on_cuda
+from runtime.errors import CaptionKitError, CaptureFailed
 
 FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_trocr_small_artifact",
             "tiny_florence2_artifact"]
@@ -154,31 +157,117 @@ def test_captioner_takes_the_static_path_when_it_has_one(tiny_artifact, beams):
     assert set(rows_seen) == {8 * beams, 4 * beams}
 
 
-def test_a_failed_capture_falls_back_to_the_eager_loop_once(tiny_artifact, monkeypatch):
+def _recorded(captioner, **kwargs) -> RecordedCaptures:
+    captures = RecordedCaptures(**kwargs)
+    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, StaticOptions(), capture=captures)
+    return captures
+
+
+def _eager_ids(captioner, pixels, beams=None):
+    static, captioner.static = captioner.static, None
+    try:
+        return captioner.generate_ids(pixels, num_beams=beams)
+    finally:
+        captioner.static = static
+
+
+def test_prepare_captures_every_bucket_on_the_calling_thread_under_the_lock_before_it_serves(tiny_artifact):
     captioner = load_captioner(tiny_artifact, device="cpu")
+    captures = _recorded(captioner)
+    pixels = captioner.preprocess(parity_images([], 11, seed=5))  # two chunks: 8 and 3 images
+    expected = _eager_ids(captioner, pixels)
+    assert captioner.decode_status() == {"decode": "eager, not prepared"}
+    beams = captioner.settings.num_beams
+    status = captioner.prepare()
+    labels = [f"{size}x{beams}" for size in buckets(captioner.max_batch)]
+    assert captures.captures() == [("capture", "MainThread", "", label, True) for label in labels]
+    assert status["decode"] == "cuda-graphs" and list(status["capture_s"]) == labels
+    assert captioner.generate_ids(pixels) == expected
+    assert len(captures.captures()) == len(labels)  # serving made no bucket: prepare made them all
+    replays = [event for event in captures.events if event[0] == "replay"]
+    assert replays and captioner.static.stats.replays == len(replays) and captioner.static.stats.direct == 0
+
+
+def test_only_the_thread_that_prepared_captures(tiny_artifact):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    captures = _recorded(captioner)
     pixels = captioner.preprocess(parity_images([], 3, seed=5))
-    expected = captioner.generate_ids(pixels)
-    captures = []
+    expected = {beams: _eager_ids(captioner, pixels, beams) for beams in (1, 3)}
+    got, errors = {}, []
 
-    def failing_capture(*_args, **_kwargs):
-        captures.append(1)
-        raise RuntimeError("operation not permitted when stream is capturing")
+    def elsewhere(beams):  # a model watcher warming up a model it loaded, then the same on the prepared model
+        try:
+            got[beams] = captioner.generate_ids(pixels, num_beams=beams)
+        except Exception as exc:  # noqa: BLE001 - the test reads it
+            errors.append(exc)
 
-    warnings = []
-    monkeypatch.setattr(static_decode, "Graphed", failing_capture)
-    monkeypatch.setattr(static_decode.logger, "warning", lambda *args: warnings.append(args[0] % args[1:]))
-    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, DIRECT)
+    thread = threading.Thread(target=elsewhere, args=(1,), name="model-watcher")
+    thread.start()
+    thread.join()
+    assert got[1] == expected[1] and captures.events == []  # not prepared: the eager loop, nothing captured
+    captioner.prepare()
+    made = len(captures.captures())
+    thread = threading.Thread(target=elsewhere, args=(3,), name="model-watcher")
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], CaptureFailed) and "serving thread" in str(errors[0])
+    assert len(captures.captures()) == made and captioner.static.failure is None
+    assert captioner.generate_ids(pixels, num_beams=3) == expected[3]  # the serving thread makes it on first use
+    assert captures.captures()[-1][1:4] == ("MainThread", "", "4x3")
+
+
+def test_a_failed_capture_is_raised_and_kept_and_the_eager_loop_serves(tiny_artifact):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    captures = _recorded(captioner, fail_at=f"4x{captioner.settings.num_beams}")
+    pixels = captioner.preprocess(parity_images([], 3, seed=5))
+    expected = _eager_ids(captioner, pixels)
+    with pytest.raises(CaptureFailed) as failed:
+        captioner.prepare()
+    assert isinstance(failed.value, CaptionKitError)
+    assert str(failed.value) == (f"bucket 4x{captioner.settings.num_beams} (images x beams): RuntimeError: "
+                                 "operation not permitted when stream is capturing")
+    assert captioner.decode_status() == {"decode": "eager, capture failed", "reason": str(failed.value)}
     assert captioner.generate_ids(pixels) == expected
-    assert captioner.generate_ids(pixels) == expected
-    assert captures == [1] and captioner.static.broken
-    assert warnings == ["static decode unavailable, using the eager loop: bucket of 4 images: RuntimeError: "
-                        "operation not permitted when stream is capturing"]
+    assert [event for event in captures.events if event[0] == "replay"] == [] and not captioner.static._buckets
+    cross_k, cross_v = _cross(captioner, 3)
+    with pytest.raises(CaptureFailed):
+        captioner.static.decode(cross_k, cross_v, captioner.settings)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_caption_cli_captures_before_captioning_and_says_when_it_could_not(tiny_artifact, tmp_path, monkeypatch,
+                                                                               capsys, fail):
+    import runtime.captioner as captioner_module
+    from runtime import caption_cli
+
+    recorded = []
+
+    def loader(*args, **kwargs):
+        captioner = load_captioner(*args, **kwargs)
+        recorded.append(_recorded(captioner, fail_at="1x3" if fail else None))
+        return captioner
+
+    monkeypatch.setattr(captioner_module, "load_captioner", loader)
+    path = tmp_path / "a.png"
+    parity_images([], 1)[0].save(path)
+    assert caption_cli.main(["--artifact", str(tiny_artifact), "--device", "cpu", "--num-beams", "3", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert len(out.splitlines()) == 1 and "caption" in out
+    events = recorded[0].events
+    if fail:
+        assert "decode: eager, capture failed" in err and "warning: decoding on the eager loop" in err
+        assert "bucket 1x3 (images x beams): RuntimeError: operation not permitted" in err
+        assert [event[0] for event in events] == ["capture"]
+    else:
+        assert "decode: cuda-graphs" in err and "warning" not in err
+        assert [event[3] for event in events if event[0] == "capture"] == [f"{n}x3" for n in buckets(8)]
+        assert events[len(buckets(8))][0] == "replay"
 
 
 def test_aoti_is_refused_on_cuda_with_the_reason(tiny_artifact, monkeypatch):
     refuse_aoti_on_cuda("aoti", torch.device("cpu"))
     refuse_aoti_on_cuda("exported", torch.device("cuda", 0))
-    with pytest.raises(ValueError, match="CPU only.*segmentation fault"):
+    with pytest.raises(ValueError, match="CPU only"):
         refuse_aoti_on_cuda("aoti", torch.device("cuda", 0))
     import runtime.captioner as captioner_module
 
@@ -192,9 +281,9 @@ def test_aoti_is_refused_on_cuda_with_the_reason(tiny_artifact, monkeypatch):
 @pytest.mark.parametrize("beams", [1, 3])
 def test_cuda_graphs_give_the_eager_tokens(tiny_artifact, beams):
     captioner = load_captioner(tiny_artifact, device="cuda")
-    assert captioner.static is not None
+    assert captioner.prepare()["decode"] == "cuda-graphs"
     pixels = captioner.preprocess(parity_images([], 5, seed=5))
     graphed = captioner.generate_ids(pixels, num_beams=beams)
-    assert not captioner.static.broken and captioner.static._buckets
+    assert captioner.static.stats.replays and captioner.static._buckets
     captioner.static = None
     assert graphed == captioner.generate_ids(pixels, num_beams=beams)

@@ -5,7 +5,7 @@ import datetime
 import boto3
 from moto import mock_aws
 
-from runtime.agent.metrics import DEVICE_TIME, GPU_DIMENSION, IMAGES_DONE
+from runtime.agent.metrics import CAPTURE_FAILED, DEVICE_TIME, GPU_DIMENSION, IMAGES_DONE
 from tools import fleet_view, status
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
@@ -46,3 +46,16 @@ def test_the_fleet_counts_the_gpus_of_its_running_instances():
     assert fleet["running"] == [(("g5.12xlarge", "on-demand"), 2)] and fleet["gpus"] == 8
     assert status.gpu_line(None, []) == "? GPU(s) running (a type not in stacks/instance_types.py), 0 captioned in " \
                                        "the last hour"
+
+
+@mock_aws
+def test_decode_graph_captures_that_failed_show_on_the_last_hour_line():
+    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+    assert status.capture_note(fleet_view.activity(cloudwatch, "CaptionKit", "jobs", "group", {}, [], NOW)) == ""
+    _put(cloudwatch, CAPTURE_FAILED, None, 1)
+    _put(cloudwatch, CAPTURE_FAILED, None, 1)
+    _put(cloudwatch, CAPTURE_FAILED, None, 1, queue="another-stack")
+    activity = fleet_view.activity(cloudwatch, "CaptionKit", "jobs", "group", {}, [], NOW)
+    assert activity["capture_failed_hour"] == 2
+    assert status.capture_note(activity) == ("; 2 decode graph capture(s) failed: those models decode on the eager "
+                                             "loop, slower (capture_failed in the agents' logs says why)")

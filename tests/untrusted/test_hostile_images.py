@@ -53,7 +53,7 @@ def test_a_postscript_or_pdf_body_under_an_image_name_is_an_error_and_starts_no_
             print("refused:", error)
         """, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "refused:" in done.stdout and "not an accepted image" in done.stdout
+    assert "refused:" in done.stdout and "not a readable image" in done.stdout
     assert formats.HUMAN_LIST in done.stdout
     assert not os.path.exists(mark), "an external program ran on the image bytes"
 
