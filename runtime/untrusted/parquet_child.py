@@ -290,10 +290,33 @@ class _TooLong:
 
 
 def inspect(channel, args: dict, _blobs):
-    """The shard's image and key columns and rows, from its footer alone."""
+    """The shard's image and key columns and rows, from its footer alone; a file whose every image cell is null by
+    its footer's statistics (image paths saved without their bytes) is refused, saying how to fix it."""
     shard = open_footer(PipeFile(channel, int(args["size"])))
     image, key = resolve(shard.schema_arrow, args.get("image_column"), args.get("key_column"))
+    if _every_image_null(shard, _leaves(shard.schema_arrow, image, None)[0]):
+        raise ShardError(f"every cell of the image column {image!r} is null: the file holds image paths, not image "
+                         f"bytes (a Hugging Face dataset written from files by path). Write the bytes into the file "
+                         f"(datasets embeds them in push_to_hub, or cast the column to Image() and save with "
+                         f"embed_external_files), or submit the images themselves with PREFIX= or MANIFEST=")
     return {"image": image, "key": key, "rows": shard.metadata.num_rows}
+
+
+def _every_image_null(shard: pq.ParquetFile, leaf: str) -> bool:
+    """True when the footer's statistics show no non-null value in `leaf` (no statistics: not known, False)."""
+    metadata = shard.metadata
+    if metadata.num_rows == 0:
+        return False
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for at in range(row_group.num_columns):
+            chunk = row_group.column(at)
+            if chunk.path_in_schema != leaf:
+                continue
+            stats = chunk.statistics
+            if stats is None or not stats.has_null_count or stats.null_count < row_group.num_rows:
+                return False
+    return True
 
 
 def samples(channel, args: dict, _blobs):

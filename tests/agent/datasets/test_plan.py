@@ -108,6 +108,19 @@ def test_check_shards_refuses_a_parquet_shard_without_an_image_column(stack):
     assert summary["image_column"] == "jpg"
 
 
+def test_check_shards_refuses_an_hf_parquet_of_image_paths_without_bytes_saying_how_to_fix_it(stack):
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    paths = pa.array([{"bytes": None, "path": f"/data/{i}.jpg"} for i in range(3)], image)
+    stack.put("incoming/paths/0.parquet", parquet_shard(image=paths, text=["a", "b", "c"]))
+    with pytest.raises(PlanError, match=r"every cell of the image column 'image' is null: the file holds image paths, "
+                                        r"not image bytes .*submit the images themselves with PREFIX= or MANIFEST="):
+        plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/paths/", Scope.of(stack.config()))
+    one = pa.array([{"bytes": None, "path": "/a.jpg"}, {"bytes": b"x", "path": "/b.jpg"}], image)
+    stack.put("incoming/paths/0.parquet", parquet_shard(image=one, text=["a", "b"]))
+    assert plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/paths/",
+                             Scope.of(stack.config()))["image_column"] == "image"  # one image is enough to try
+
+
 def test_check_manifest_counts_and_refuses_the_first_bad_line(stack):
     config = stack.config()
     stack.put("incoming/keys.txt", b"incoming/a.png\nincoming/b.png\n")
