@@ -32,6 +32,7 @@ BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime.untrusted.chil
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
+MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group's chunk is at most 512 MiB)
 SIGNALS = {signal.SIGXCPU: "its CPU time limit", signal.SIGKILL: "a kill (CPU time or memory)",
            signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
            signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
@@ -178,7 +179,8 @@ class Sandbox:
     @staticmethod
     def _serve_read(child: _Child, request, file: BinaryIO | None, what: str, error) -> None:
         if file is None or not (isinstance(request, list) and len(request) == 2
-                                and all(isinstance(n, int) and n >= 0 for n in request)):
+                                and all(isinstance(n, int) and n >= 0 for n in request)
+                                and request[1] <= MAX_READ_BYTES):
             child.kill()
             raise error(f"{what} asked for a read it may not make")
         offset, size = request

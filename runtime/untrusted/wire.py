@@ -66,8 +66,8 @@ class Reader:
             raise WireError(f"a frame header of {length:,} bytes, over {MAX_HEADER_BYTES:,}")
         try:
             header = json.loads(self._exact(length, deadline))
-        except ValueError as exc:
-            raise WireError(f"a frame header that is not JSON: {exc}") from None
+        except (ValueError, RecursionError) as exc:  # a header nested past the parser's depth is no header either
+            raise WireError(f"a frame header that is not JSON: {exc.__class__.__name__}") from None
         sizes = header.get("blobs") if isinstance(header, dict) else None
         if not isinstance(sizes, list) or not all(isinstance(n, int) and 0 <= n <= max_blob_bytes for n in sizes) \
                 or sum(sizes) > max_total_bytes:

@@ -212,14 +212,17 @@ def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model, progress=None
 
     Safe to repeat: a redelivered job message finds the manifest and the run and sends the same messages again (a
     shard done twice rewrites the same output). A run with nothing to do gets its summary now. `progress` is called
-    as a manifest is read (the agent renews its hold on the job message). A job refused (`UnknownMessage`) leaves
-    its reason in the job's folder (`refused.json`) before the message is dead-lettered.
+    as a manifest is read (the agent renews its hold on the job message). A new job refused (`UnknownMessage`)
+    leaves its reason in its folder (`refused.json`, the first reason kept) before the message is dead-lettered.
     """
     try:
         return _expand(s3, sqs, config, job, model, progress)
     except UnknownMessage as exc:
-        refused = {"job_id": job["job_id"], "run": job.get("run"), "refused_at": ledger.now(), "reason": str(exc)}
-        ledger.put_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_REFUSED, refused)
+        # only into a folder no job owns yet: a message naming another job's id must not mark that job refused
+        bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+        if ledger.get_json(s3, bucket, root + JOB_MANIFEST) is None:
+            refused = {"job_id": job["job_id"], "run": job.get("run"), "refused_at": ledger.now(), "reason": str(exc)}
+            ledger.put_json(s3, bucket, root + JOB_REFUSED, refused, only_new=True)
         raise
 
 

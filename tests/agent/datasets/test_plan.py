@@ -232,6 +232,7 @@ def test_a_resubmission_skips_shards_done_with_the_same_model_and_settings(stack
         0, 1, 2, 3, 4]
     with pytest.raises(UnknownMessage, match="was created over"):
         plan.expand_dataset(stack.s3, stack.sqs, config, {**again, "run": "run-4", "source": source + "x/"}, MODEL)
+    assert job_root(config, again["job_id"]) + "refused.json" not in stack.keys()  # a message naming another job
 
 
 @pytest.mark.parametrize("choice, indexes", [("failed", [2]), ("errors", [1]), ("both", [1, 2])])
