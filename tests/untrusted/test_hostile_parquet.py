@@ -81,6 +81,13 @@ def test_a_footer_that_parses_past_the_readers_memory_limit_fails_the_shard(tmp_
     assert parquet.inspect(io.BytesIO(write(pa.table({"image": [b"x"]}))), pool=small) == ("image", None, 1)
 
 
+def test_a_footer_of_many_minimal_row_groups_is_parsed_in_the_child_and_the_reading_process_stays_small(tmp_path):
+    data = parquet_bytes.many_row_groups(200_000)  # 4 MB that pyarrow parses into about 170 MB
+    outcome = read_in_a_process(data, tmp_path)
+    assert outcome.get("samples") == 0 or "memory" in outcome.get("error", ""), outcome
+    assert outcome["peak_mib"] < 150, outcome  # in-process parsing alone took the reader past 240 MiB
+
+
 class Collected:
     """The child's channel, in this process: what an operation emits, and reads served from bytes."""
 
