@@ -78,7 +78,8 @@ def serve(rfd: int, wfd: int, memory_bytes: int) -> None:
         try:
             result = operation(channel, header.get("args") or {}, blobs)
         except MemoryError:
-            reply = {"error": f"needs more memory than the reader's limit of {memory_bytes:,} bytes",
+            reply = {"error": f"needs more memory than the decoder's limit of {memory_bytes:,} bytes "
+                              f"(decoder_memory_bytes)",
                      "kind": "memory"}
         except wire.WireError:
             return

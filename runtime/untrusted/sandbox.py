@@ -33,7 +33,7 @@ SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
 MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group's chunk is at most 512 MiB)
-SIGNALS = {signal.SIGXCPU: "its CPU time limit", signal.SIGKILL: "a kill (CPU time or memory)",
+SIGNALS = {signal.SIGXCPU: "its CPU time limit (decoder_cpu_s)", signal.SIGKILL: "a kill (CPU time or memory)",
            signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
            signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
            signal.SIGBUS: "a crash (SIGBUS)", signal.SIGFPE: "a crash (SIGFPE)", signal.SIGILL: "a crash (SIGILL)"}
@@ -111,8 +111,8 @@ class Sandbox:
                     child.kill()
                     child = None
             if child is None:
-                child = _Child(self.limits)
                 self.started += 1
+        child = child or _Child(self.limits)  # started outside the lock: other threads take idle children meanwhile
         healthy = False
         try:
             yield child
@@ -165,7 +165,7 @@ class Sandbox:
                                              max_total_bytes=limits.max_reply_bytes, timeout_s=limits.wait_s)
         except TimeoutError:
             child.kill()
-            raise error(f"{what} took longer than {limits.wait_s:g} s (the decoder's wait limit)") from None
+            raise error(f"{what} took longer than {limits.wait_s:g} s to answer (the decoder's wait limit)") from None
         except wire.Closed:
             raise error(f"{what} {child.death()}") from None
         except wire.WireError as exc:

@@ -75,7 +75,7 @@ def test_a_footer_that_parses_past_the_readers_memory_limit_fails_the_shard(tmp_
     data = parquet_bytes.many_row_groups(300_000)
     assert len(data) < parquet_child.MAX_FOOTER_BYTES  # within the footer cap: only the memory limit stops it
     small = sandbox.Sandbox(sandbox.Limits(memory_bytes=480 * 1024 ** 2), keep=0)
-    with pytest.raises(ShardError, match=r"the Parquet reader: needs more memory than the reader's limit of "
+    with pytest.raises(ShardError, match=r"the Parquet reader: needs more memory than the decoder's limit of "
                                          r"503,316,480 bytes|the Parquet reader was ended by"):
         parquet.inspect(io.BytesIO(data), pool=small)
     assert parquet.inspect(io.BytesIO(write(pa.table({"image": [b"x"]}))), pool=small) == ("image", None, 1)
