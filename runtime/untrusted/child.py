@@ -56,7 +56,10 @@ class Channel:
 def _limit_cpu(seconds: float) -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     soft = int(usage.ru_utime + usage.ru_stime + max(1.0, seconds)) + 1
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 2))
+    # Only the soft limit moves (SIGXCPU ends the child): a pooled child serves many requests, and raising its hard
+    # limit again needs CAP_SYS_RESOURCE, so a hard limit set per request failed once the child's CPU time grew.
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
 
 
 def serve(rfd: int, wfd: int, memory_bytes: int) -> None:

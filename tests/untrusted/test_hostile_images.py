@@ -103,6 +103,19 @@ def test_the_child_decodes_under_its_address_space_and_cpu_time_limits():
     assert limits["Max core file size"][:2] == ["0", "0"]
 
 
+def test_a_pooled_child_moves_only_its_soft_cpu_limit_so_it_serves_past_a_second_of_cpu():
+    import resource
+
+    pool = sandbox.Sandbox(sandbox.Limits(cpu_s=7), keep=1)
+    for _ in range(2):
+        images.load(png((8, 8)), pool=pool)
+    (child,) = pool._idle
+    limits = {line[:26].strip(): line[26:].split() for line in open(f"/proc/{child.proc.pid}/limits")}
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    # a hard limit set per request must rise with the child's CPU time, which needs CAP_SYS_RESOURCE
+    assert limits["Max cpu time"][1] == ("unlimited" if hard == resource.RLIM_INFINITY else str(hard))
+
+
 def test_a_child_ended_by_its_cpu_limit_is_named_and_replaced():
     import signal
 
