@@ -107,8 +107,11 @@ def test_what_cannot_be_done_is_refused_in_one_line_before_the_model_loads(photo
 
 
 def test_make_caption_puts_only_the_table_on_stdout(tiny_artifact, photos, tmp_path):
+    # run as a person at a shell does: under `make test` the suite inherits MAKELEVEL, and a nested make prints
+    # "Entering directory" on stdout before it reads the Makefile
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     run = subprocess.run(["make", "-o", ".venv/.installed", "-o", "node_modules/.installed", "caption",
                           f"ARTIFACT={tiny_artifact}", f"IMAGES={photos / 'a.png'}"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, env=env)
     assert run.returncode == 0, run.stderr
     assert [json.loads(line)["key"] for line in run.stdout.splitlines()] == ["a.png"]
