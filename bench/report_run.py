@@ -6,7 +6,8 @@ from pathlib import Path
 # what a run measured, by its key's prefix, for a run recorded without a title (the first prefix that matches wins)
 KINDS = (("model_", "Model level"), ("decode_", "Decode: CUDA graphs vs eager vs HF"),
          ("cold_start", "Worker cold start"), ("agent", "Agent against a naive worker"),
-         ("soak", "Soak"), ("load_phases", "Load phase by phase"), ("process", "Whole process"))
+         ("soak", "Soak"), ("load_phases", "Load phase by phase"), ("process", "Whole process"),
+         ("cpu_settings", "CPU settings on the demo captioner"))
 
 
 def machine(m: dict | None) -> str:

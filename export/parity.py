@@ -47,7 +47,8 @@ def _until_eos(ids: list[int], eos: int) -> list[int]:
     return ids[: ids.index(eos) + 1] if eos in ids else ids
 
 
-def _first_difference(a: list[int], b: list[int]) -> int:
+def first_difference(a: list[int], b: list[int]) -> int:
+    """The first step at which two token lists part (the shorter one's length when one extends the other)."""
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
             return i
@@ -89,10 +90,9 @@ def check(loaded, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
                     _check_text(loaded, captioner, theirs, name, i, report)
                     report.identical += 1
                     continue
-                step = _first_difference(theirs, mine)
-                gaps = trace.gaps[i][: step + 1]
-                gap = min(gaps or [float("inf")])
-                tied = any(g <= tolerance(dtype, _best(trace, i, s)) for s, g in enumerate(gaps))
+                step = first_difference(theirs, mine)
+                gap = min(trace.gaps[i][: step + 1] or [float("inf")])
+                tied = parted_at_near_tie(trace, i, step, dtype)
                 detail = (f"{name} image {i}: parted at step {step}; HF {theirs} vs runtime {mine}; "
                           f"smallest top-score gap up to there {gap:.2e}; runtime top scores at step {step}: "
                           f"{trace.top[i][step][:4] if step < len(trace.top[i]) else 'n/a'}")
@@ -103,6 +103,13 @@ def check(loaded, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
         raise ParityError("token mismatch beyond a near-tie (tolerance {:.0e}, or {} ulps of the step's top score "
                           "in {}):\n  {}".format(NEAR_TIE[dtype], ULPS, dtype, "\n  ".join(report.failures)))
     return report
+
+
+def parted_at_near_tie(trace: Trace, image: int, step: int, dtype: str) -> bool:
+    """The gate's near-tie rule: some step up to `step` (where two decodes of `image` part) had its top two scores
+    within `tolerance(dtype, ...)` in `trace`, so a difference in the last bits could pick either token."""
+    gaps = trace.gaps[image][: step + 1] if image < len(trace.gaps) else []
+    return any(g <= tolerance(dtype, _best(trace, image, s)) for s, g in enumerate(gaps))
 
 
 def _best(trace: Trace, image: int, step: int) -> float:
