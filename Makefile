@@ -54,9 +54,9 @@ demo-accuracy: setup dist/demo.pt2 ## exact-match accuracy of dist/demo.pt2 on 5
 demo: setup dist/demo.pt2 ## the whole flow on the local AWS: deploy, upload, drop images, caption, report, tear down
 	$(PY) -m tools.demo
 
-export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity [TASK=..] [PROMPT=.. IMAGE_SIZE=448]
-	$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK)) \
-		$(call opt,--prompt,$(PROMPT)) $(call opt,--image-size,$(IMAGE_SIZE))
+export: setup ## export MODEL (hub id or folder) to OUT (a .pt2), proving parity [TASK= PROMPT= IMAGE_SIZE= DTYPE=]
+	@$(PY) -m export --model $(call q,$(MODEL)) --out $(call q,$(OUT)) $(call opt,--task,$(TASK)) \
+		$(call opt,--prompt,$(PROMPT)) $(call opt,--image-size,$(IMAGE_SIZE)) $(call opt,--dtype,$(DTYPE))
 
 caption: setup ## caption IMAGES (files, folders, globs) with ARTIFACT [OUT=x.jsonl|.csv|.parquet] [FORCE=1: replace OUT]
 	@$(PY) -m runtime caption --artifact $(call q,$(if $(filter file,$(origin ARTIFACT)),dist/model.pt2,$(ARTIFACT))) \
