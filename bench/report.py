@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from bench.report_agent import agent_table
-from bench.report_cpu import cpu_settings_table
+from bench.report_cpu import cpu_settings_table, roofline_table
 from bench.report_decode import decode_tables
 from bench.report_load import load_tables, process_table
 from bench.report_run import heading
@@ -122,7 +122,8 @@ def qwen_table(key: str, section: dict) -> list[str]:
 RENDERERS = (("model_", model_tables), ("decode_", decode_tables), ("cold_start", cold_tables),
              ("agent", agent_table), ("soak", soak_table),
              ("load_phases", load_tables), ("process", process_table), ("datasets", datasets_table),
-             ("qwen_vl", qwen_table), ("cpu_settings", cpu_settings_table))
+             ("qwen_vl", qwen_table), ("cpu_settings", cpu_settings_table),
+             ("roofline", roofline_table))
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
 
@@ -139,7 +140,8 @@ QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and no
              ("Cold start", lambda key, s: key.startswith("cold_start")),
              ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
              ("Datasets", lambda key, s: key.startswith("datasets")),
-             ("Which CPU setting", lambda key, s: key.startswith("cpu_settings")))
+             ("Which CPU setting", lambda key, s: key.startswith("cpu_settings")),
+             ("CPU against its limit", lambda key, s: key.startswith("roofline")))
 
 
 def render(results: dict[str, dict]) -> str:

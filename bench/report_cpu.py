@@ -18,3 +18,16 @@ def cpu_settings_table(key: str, section: dict) -> list[str]:
     return heading(key, section, what) + [
         "| setting | format | exact match | captions differing from float32 | of which near-ties | smallest top-two "
         "gap | images/s (min-max s) | vs float32 |", "|" + "---|" * 8, *rows, ""]
+
+
+def roofline_table(key: str, section: dict) -> list[str]:
+    """One row per dtype and case (`python -m bench.roofline`): achieved GFLOP/s and GB/s against the matmul peak
+    and copy bandwidth timed in the same rotation."""
+    from bench.roofline import table
+
+    ceilings = "; ".join(f"{dtype}: {d['ceiling']['cores']} cores x {d['ceiling']['ghz']} GHz x "
+                         f"{d['ceiling']['lanes']} lanes x 2 (FMA) x {d['ceiling']['fma_units']} FMA units = "
+                         f"{d['ceiling']['gflops']:.0f} GFLOP/s" for dtype, d in section["dtypes"].items())
+    what = (f"{section['model']}, medians of {section['runs']} in rotation with a 4096^3 matmul and a 1 GiB copy; "
+            f"arithmetic ceilings from the CPU's flags: {ceilings}")
+    return heading(key, section, what) + table(section) + [""]

@@ -7,7 +7,7 @@ from pathlib import Path
 KINDS = (("model_", "Model level"), ("decode_", "Decode: CUDA graphs vs eager vs HF"),
          ("cold_start", "Worker cold start"), ("agent", "Agent against a naive worker"),
          ("soak", "Soak"), ("load_phases", "Load phase by phase"), ("process", "Whole process"),
-         ("cpu_settings", "CPU settings on the demo captioner"))
+         ("cpu_settings", "CPU settings on the demo captioner"), ("roofline", "CPU against its limit"))
 
 
 def machine(m: dict | None) -> str:

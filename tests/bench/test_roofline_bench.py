@@ -1,0 +1,33 @@
+"""The roofline benchmark: FLOPs and bytes counted as dispatched, set against limits timed in the same rotation."""
+from __future__ import annotations
+
+import torch
+
+from bench import roofline
+from bench.report import render
+
+
+def test_a_matmul_is_counted_as_two_flops_per_multiply_add_and_its_operands_bytes():
+    a, b = torch.randn(4, 8), torch.randn(8, 16)
+    flops, read = roofline.counted(lambda: torch.mm(a, b))
+    assert flops == 2 * 4 * 8 * 16
+    assert read == (4 * 8 + 8 * 16) * 4
+    assert roofline.counted(lambda: torch.relu(a)) == (0, 0)
+
+
+def test_each_case_gets_its_work_its_times_and_its_share_of_the_limits_measured_beside_it(tiny_artifact):
+    rows = roofline.caption_work(tiny_artifact, batches=[2], beams=[1, 2], runs=1, mm_n=128, copy_mib=4)
+    assert set(rows) == {"greedy@batch2", "beam2@batch2"}
+    greedy, beams = rows["greedy@batch2"], rows["beam2@batch2"]
+    assert greedy["encoder_flops"] == beams["encoder_flops"] > 0
+    assert beams["decode_flops"] > greedy["decode_flops"] > 0  # two rows a step per image instead of one
+    for row in rows.values():
+        assert {"encoder", "caption", "mm", "copy"} <= set(row["timing"])
+        assert abs(row["encoder_of_peak"] - row["encoder_gflops"] / row["peak_gflops"]) < 0.01
+        assert row["decode_mib_per_step"] > 0 and row["steps"] >= 1 and row["images_per_s"] > 0
+    table = roofline.table({"dtypes": {"float32": {"cases": rows}}})
+    assert len(table) == 2 + 2 and table[2].startswith("| float32 | greedy@batch2 |")
+    dtypes = {"float32": {"ceiling": roofline.ceiling("float32"), "cases": rows}}
+    section = {"model": "tiny", "runs": 1, "dtypes": dtypes}
+    appendix = render({"results.json": {"roofline_tiny": section}})
+    assert "### CPU against its limit" in appendix and appendix.count("| float32 | beam2@batch2 |") == 1
