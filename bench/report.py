@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from bench.charts import bars
 from bench.report_agent import agent_table
 from bench.report_cpu import cpu_settings_table, roofline_table
 from bench.report_decode import decode_tables
@@ -144,10 +145,46 @@ QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and no
              ("CPU against its limit", lambda key, s: key.startswith("roofline")))
 
 
+CHART_DIR = "docs/bench"
+
+
+def model_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
+    """One chart per model: its latest CPU model-level run, each contender's speed against HF `generate` in the
+    same dtype per case, and a bfloat16 export against HF float32 where the run has one. file -> (title, svg)."""
+    latest: dict[str, tuple[str, dict, dict]] = {}
+    for _, key, section in runs:
+        if key.startswith("model_") and not _on_gpu(section):
+            for name, model in section.get("models", {}).items():
+                if name not in latest or section.get("date", "") >= latest[name][1].get("date", ""):
+                    latest[name] = (key, section, model)
+    charts = {}
+    for name, (key, section, model) in sorted(latest.items()):
+        float32, bf16 = model["dtypes"].get("float32", {}), model["dtypes"].get("bfloat16", {})
+        groups = {}
+        for case, c in float32.get("cases", {}).items():
+            groups[case] = {LABELS[k]: v for k, v in c["speedup_vs_hf"].items() if k in LABELS}
+            other = bf16.get("cases", {}).get(case, {}).get("times", {}).get("exported")
+            if other:
+                groups[case]["bfloat16 export vs HF float32"] = c["times"]["hf"]["median_s"] / other["median_s"]
+        if groups:
+            title = f"{name}: speed against HF generate ({section.get('date', 'undated')}, run {key})"
+            charts[f"{CHART_DIR}/model-cpu-{name}.svg"] = (f"{name} against HF generate",
+                                                           bars(title, groups, "HF generate, same dtype"))
+    return charts
+
+
+CHARTS = {"Model level, CPU": model_charts}
+
+
 def render(results: dict[str, dict]) -> str:
     """Every run of every results file (name -> its JSON) under the question it answers; unknown kinds are left out."""
+    return render_with_charts(results)[0]
+
+
+def render_with_charts(results: dict[str, dict]) -> tuple[str, dict[str, str]]:
+    """The appendix and its charts (path -> SVG), each chart linked under the question it answers."""
     runs = [(name, key, s) for name, sections in results.items() for key, s in sections.items() if isinstance(s, dict)]
-    lines = []
+    lines, svgs = [], {}
     for question, answers in QUESTIONS:
         mine = [(name, key, s) for name, key, s in runs if answers(key, s)]
         if not mine:
@@ -156,9 +193,13 @@ def render(results: dict[str, dict]) -> str:
         notes = [f"{name}: {results[name]['note']}" if isinstance(results[name].get("note"), str) else name
                  for name in files]
         lines += [f"### {question}", "", f"Runs kept in {'; '.join(notes)}.", ""]
+        charts = CHARTS[question](mine) if question in CHARTS else {}
+        for path, (title, svg) in charts.items():
+            svgs[path] = svg
+            lines += [f"![{title}]({path})", ""]
         for _, key, section in mine:
             lines += next(tables(key, section) for prefix, tables in RENDERERS if key.startswith(prefix))
-    return "\n".join(_wrap(line) for line in lines)
+    return "\n".join(_wrap(line) for line in lines), svgs
 
 
 def _wrap(line: str, width: int = 120) -> str:
@@ -180,7 +221,11 @@ def main(argv=None) -> int:
         text += f"\n## Appendix: per-run tables\n\n{BEGIN}\n{END}\n"
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    table = render({name: json.loads(Path(name).read_text()) for name in args.results})
+    table, svgs = render_with_charts({name: json.loads(Path(name).read_text()) for name in args.results})
+    for path, svg in svgs.items():
+        chart = doc.parent / path
+        chart.parent.mkdir(parents=True, exist_ok=True)
+        chart.write_text(svg)
     doc.write_text(f"{head}{BEGIN}\n{table}\n{END}{tail}")
     print(f"rendered {', '.join(args.results)} into {doc}", file=sys.stderr)
     return 0

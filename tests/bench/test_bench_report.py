@@ -92,3 +92,42 @@ def test_an_agent_run_shows_the_pipeline_alone_the_bound_and_the_ratio_to_the_sl
     assert "| 0.26 | 0.86 | 31.50 | 0.88 | 3.27x | 0.98 | model | 0.98 |" in new
     assert "agent batch 8, backend exported" in old and "pipeline" not in old
     assert "| 0.26 | 0.86 | 0.88 | 3.27x | 0.98 |" in old
+
+
+def _model_run(date: str, exported: float, bf16_s: float | None = None) -> dict:
+    times = {"hf": {"median_s": 2.0, "min_s": 2.0, "max_s": 2.0},
+             "exported": {"median_s": 2.0 / exported, "min_s": 1.0, "max_s": 1.0}}
+    case = {"times": times, "speedup_vs_hf": {"exported": exported}, "identical_to_hf": {"exported": 8},
+            "images": 8, "mean_new_tokens": 20.0}
+    dtypes = {"float32": {"artifact_mib": 1.0, "cases": {"greedy@batch8": case}}}
+    if bf16_s:
+        bf16 = {"times": {"hf": times["hf"], "exported": {"median_s": bf16_s, "min_s": 1.0, "max_s": 1.0}},
+                "speedup_vs_hf": {"exported": 1.0}, "identical_to_hf": {"exported": 8}, "images": 8,
+                "mean_new_tokens": 20.0}
+        dtypes["bfloat16"] = {"artifact_mib": 0.5, "cases": {"greedy@batch8": bf16}}
+    best = {"greedy@batch8": {"best": "exported float32", "speedup": exported, "captions_agree": 8, "images": 8,
+                              "best_all_captions_equal": {"best": "exported float32", "speedup": exported}}}
+    return {"date": date, "mode": "full", "runs": 3, "machine_before": MACHINE,
+            "models": {"m": {"dtypes": dtypes, "best_vs_hf_float32": best}}}
+
+
+def test_each_model_gets_a_chart_of_its_latest_cpu_run_linked_under_its_question(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    results = {"r.json": {"model_old": _model_run("2026-11-01", 9.0), "model_new": _model_run("2026-12-01", 1.5, 0.5)}}
+    appendix, svgs = report.render_with_charts(results)
+    assert list(svgs) == ["docs/bench/model-cpu-m.svg"]
+    assert "![m against HF generate](docs/bench/model-cpu-m.svg)" in appendix
+    assert appendix.index("### Model level, CPU") < appendix.index("![m against")
+    svg = ET.fromstring(svgs["docs/bench/model-cpu-m.svg"])
+    bars = [el.find("{http://www.w3.org/2000/svg}title").text for el in svg.iter("{http://www.w3.org/2000/svg}rect")
+            if el.find("{http://www.w3.org/2000/svg}title") is not None]
+    # the newer run only; the bfloat16 export against HF float32: 2.0 s / 0.5 s
+    assert bars == ["exported, greedy@batch8: 1.50x", "bfloat16 export vs HF float32, greedy@batch8: 4.00x"]
+    assert "model_new" in svgs["docs/bench/model-cpu-m.svg"] and "9.00" not in svgs["docs/bench/model-cpu-m.svg"]
+
+
+def test_the_committed_charts_are_the_ones_the_results_draw():
+    names = [n for n in report.RESULTS if (REPO / n).exists()]
+    _, svgs = report.render_with_charts({n: json.loads((REPO / n).read_text()) for n in names})
+    assert svgs and all((REPO / path).read_text() == svg for path, svg in svgs.items())
