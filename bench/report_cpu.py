@@ -27,7 +27,9 @@ def roofline_table(key: str, section: dict) -> list[str]:
 
     ceilings = "; ".join(f"{dtype}: {d['ceiling']['cores']} cores x {d['ceiling']['ghz']} GHz x "
                          f"{d['ceiling']['lanes']} lanes x 2 (FMA) x {d['ceiling']['fma_units']} FMA units = "
-                         f"{d['ceiling']['gflops']:.0f} GFLOP/s" for dtype, d in section["dtypes"].items())
+                         f"{d['ceiling']['gflops']:.0f} GFLOP/s"
+                         + (" (the CPU has AMX, whose tiles are not in it)" if d["ceiling"].get("amx") else "")
+                         for dtype, d in section["dtypes"].items())
     what = (f"{section['model']}, medians of {section['runs']} in rotation with a 4096^3 matmul and a 1 GiB copy; "
             f"arithmetic ceilings from the CPU's flags: {ceilings}")
     return heading(key, section, what) + table(section) + [""]
