@@ -202,7 +202,7 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     section = {"mode": "quick" if args.quick else "full", "runs": runs, "machine_before": machine(), "models": {}}
     if args.device == "cuda" and "aoti" in args.backends:
-        from runtime.decode.static import AOTI_ON_CUDA
+        from runtime.load_policy import AOTI_ON_CUDA
 
         section["aoti_not_run"] = AOTI_ON_CUDA
         args.backends = [b for b in args.backends if b != "aoti"]

@@ -11,6 +11,7 @@ from typing import Mapping
 from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.images.formats import IMAGE_SUFFIXES
+from runtime.load_policy import BACKENDS, DEVICES, QUANTIZE_MODES
 
 ENV_PREFIX = "CAPTIONKIT_"
 
@@ -145,12 +146,12 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         if env_name in environ:
             values[name] = _convert(field, environ[env_name], env_name)
     config = AgentConfig(**values)
-    if config.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, not {config.device!r}")
-    if config.backend not in ("exported", "aoti"):
-        raise ConfigError(f"backend must be exported or aoti, not {config.backend!r}")
-    if config.quantize not in ("", "int8", "fp16"):
-        raise ConfigError(f"quantize must be empty, int8 or fp16, not {config.quantize!r}")
+    if config.device not in DEVICES:
+        raise ConfigError(f"device must be {_either(DEVICES)}, not {config.device!r}")
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend must be {_either(BACKENDS)}, not {config.backend!r}")
+    if config.quantize not in ("", *QUANTIZE_MODES):
+        raise ConfigError(f"quantize must be {_either(('empty', *QUANTIZE_MODES))}, not {config.quantize!r}")
     if config.quantize and (config.backend != "exported" or config.device == "cuda"):
         raise ConfigError(f"quantize={config.quantize} is for the exported backend on CPU "
                           f"(backend is {config.backend}, device {config.device}); clear one of them")
@@ -175,3 +176,8 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """('a', 'b', 'c') as 'a, b or c'."""
+    return f"{', '.join(names[:-1])} or {names[-1]}"

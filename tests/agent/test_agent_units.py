@@ -13,7 +13,8 @@ import pytest
 from agent_support import REPO
 from runtime.aws import Replaced, RetryLater, classify_read_error
 from runtime.agent.config import ConfigError, load_config
-from runtime.agent.model.device import DeviceError, choose_device
+from runtime.errors import DeviceError
+from runtime.load_policy import choose_device
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
 from runtime.agent.layout import chunk_marker, is_own_result, part_key, result_key, shard_output, started_marker
