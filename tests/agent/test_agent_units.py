@@ -201,7 +201,7 @@ def test_batch_log_lines_are_embedded_metric_format():
 
 def test_the_agent_imports_no_torch_transformers_or_laptop_code():
     laptop_only = ("torch", "transformers", "export", "tools", "demo")
-    code = ("import sys, runtime, runtime.agent.cli, runtime.agent.submit, runtime.agent.wake; "
+    code = ("import sys, runtime, runtime.agent.cli, runtime.agent.submit, runtime.lambdas.wake_on_upload.wake; "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {laptop_only!r}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
