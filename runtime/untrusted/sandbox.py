@@ -32,7 +32,7 @@ BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime.untrusted.chil
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
-MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group's chunk is at most 512 MiB)
+MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group: parquet.MAX_ROW_GROUP_BYTES at most)
 SIGNALS = {signal.SIGXCPU: "its CPU time limit (decoder_cpu_s)", signal.SIGKILL: "a kill (CPU time or memory)",
            signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
            signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
