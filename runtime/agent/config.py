@@ -12,6 +12,8 @@ from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.images.formats import IMAGE_SUFFIXES
 from runtime.load_policy import BACKENDS, DEVICES, QUANTIZE_MODES
+from runtime.untrusted.manifests import MAX_LINES
+from runtime.untrusted.sandbox import DEFAULT_CPU_S, DEFAULT_MEMORY_BYTES
 
 ENV_PREFIX = "CAPTIONKIT_"
 
@@ -49,8 +51,8 @@ class AgentConfig:
     max_image_bytes: int = 64 * 1024 * 1024
     # the decoding children (runtime.untrusted.sandbox) that parse images, Parquet files and manifests: address space
     # of each (bytes) and CPU seconds per image, footer or row group
-    decoder_memory_bytes: int = 2 * 1024 ** 3
-    decoder_cpu_s: float = 60.0
+    decoder_memory_bytes: int = DEFAULT_MEMORY_BYTES
+    decoder_cpu_s: float = DEFAULT_CPU_S
     prefetch_threads: int = 8
     drain_timeout_s: float = 90.0
     max_batch_s: float = 0.0  # the longest a batch may take; 0: drain_timeout_s - 30 (the stack sets that)
@@ -72,7 +74,7 @@ class AgentConfig:
     manifest_chunk_size: int = 1000  # keys of a MANIFEST job per shard message (one Parquet output each)
     max_shard_samples: int = 100_000  # samples of one shard; a larger shard fails whole, with this reason
     max_manifest_bytes: int = 4 * 1024 ** 3  # a MANIFEST job's key file (CSV, text, Parquet, S3 Inventory)
-    max_manifest_lines: int = 20_000_000  # its lines (blank ones too) or rows, read or inflated
+    max_manifest_lines: int = MAX_LINES  # its lines (blank ones too) or rows, read or inflated
     captioner_loader: str = "runtime.captioner:load_captioner"
 
     @property
