@@ -114,6 +114,13 @@ def check_options(options: LoadOptions) -> None:
                          "float ones (use backend='exported' with quantize, or aoti without)")
 
 
+def quantize_fits(backend: str, device: str) -> bool:
+    """Whether `quantize` may go with this backend and requested device, as a setting is checked before any load:
+    the exported programs, on a device that is not CUDA (`check_quantize` refuses the rest once the device is
+    known)."""
+    return backend == "exported" and device != "cuda"
+
+
 def refuse_aoti_on_cuda(backend: str, device: torch.device) -> None:
     """ValueError for `backend='aoti'` on a CUDA device (see AOTI_ON_CUDA)."""
     import torch

@@ -11,7 +11,7 @@ from typing import Mapping
 from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.images.formats import IMAGE_SUFFIXES
-from runtime.load_policy import BACKENDS, DEVICES, QUANTIZE_MODES
+from runtime.load_policy import BACKENDS, DEVICES, QUANTIZE_MODES, quantize_fits
 from runtime.untrusted.manifests import MAX_LINES
 from runtime.untrusted.sandbox import DEFAULT_CPU_S, DEFAULT_MEMORY_BYTES
 
@@ -154,7 +154,7 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         raise ConfigError(f"backend must be {_either(BACKENDS)}, not {config.backend!r}")
     if config.quantize not in ("", *QUANTIZE_MODES):
         raise ConfigError(f"quantize must be {_either(('empty', *QUANTIZE_MODES))}, not {config.quantize!r}")
-    if config.quantize and (config.backend != "exported" or config.device == "cuda"):
+    if config.quantize and not quantize_fits(config.backend, config.device):
         raise ConfigError(f"quantize={config.quantize} is for the exported backend on CPU "
                           f"(backend is {config.backend}, device {config.device}); clear one of them")
     if not config.results_prefix.endswith("/") or config.results_prefix.startswith("/"):
