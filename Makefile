@@ -3,6 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
+# no __pycache__ in the source tree: a Lambda's folder (runtime/lambdas/) is shipped whole, as it is on disk
+export PYTHONDONTWRITEBYTECODE := 1
 MODEL ?= demo-model
 OUT ?= dist/model.pt2
 ARTIFACT ?= $(OUT)
@@ -109,7 +111,7 @@ deploy: setup ## cdk deploy to your AWS account (settings: cdk.json "captionkit"
 destroy: ## cdk destroy the stack (the buckets are kept; see README)
 	npx cdk destroy $(CDK_ARGS)
 
-stack-snapshot: setup ## accept an intended template change into tests/snapshots/
+stack-snapshot: setup ## accept an intended template change into tests/stacks/snapshots/
 	UPDATE_SNAPSHOTS=1 $(PY) -m pytest -q tests/stacks/test_stack_snapshot.py
 
 upload: setup ## upload ARTIFACT (a .pt2) to the deployed stack and make it the current model

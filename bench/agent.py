@@ -26,6 +26,7 @@ import PIL.Image
 
 from bench.model import machine, write_section
 from bench.pipeline import boot_threads, bound, pipeline_alone
+from runtime.load_policy import BACKENDS, QUANTIZE_MODES
 
 
 def jpeg_images(count: int, seed: int = 0) -> list[bytes]:
@@ -164,8 +165,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=boot_threads(),
                    help="download/decode threads of the agent and the pipeline alone (default: as the boot sizes "
                         "them on this machine, its vCPUs for one agent, at least 2)")
-    p.add_argument("--backend", default="exported", choices=["exported", "aoti"])
-    p.add_argument("--quantize", default=None, choices=["int8", "fp16"], help="the agent's CPU quantization")
+    p.add_argument("--backend", default="exported", choices=BACKENDS)
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES, help="the agent's CPU quantization")
     p.add_argument("--cache", default="/tmp/captionkit-bench/aoti-cache", help="compiled-package cache (aoti)")
     p.add_argument("--out", default="bench/results.json")
     p.add_argument("--section", default="agent")

@@ -101,7 +101,7 @@ class Clock:
 def device_timings(ours, graphs, px: torch.Tensor, beams: int, device: str) -> dict:
     """One more call of the static path, instrumented: encoder ms, decode ms and ms per replayed step, and the peak
     device memory (CUDA only) since the case started."""
-    from runtime.decode import DecodeSettings
+    from runtime.decode.state import DecodeSettings
 
     clock, settings = Clock(device), DecodeSettings(**{**ours.settings.__dict__, "num_beams": beams})
     ticks = graphs.stats.replays + graphs.stats.direct
@@ -143,7 +143,7 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
     from export.load import load
     from export.settings import hf_generate_kwargs
     from runtime.captioner import load_captioner
-    from runtime.decode.static import StaticDecoder, StaticOptions
+    from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions
     from runtime.errors import CaptureFailed
 
     folder = models.checkpoint(name, workdir)

@@ -21,8 +21,9 @@ import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
 from bench import models
 from bench.cases import append_case
 from bench.timing import interleaved, ratio
+from runtime.load_policy import BACKENDS, QUANTIZE_MODES
 
-QUANTIZE = ("int8", "fp16")  # contenders, not same-dtype: their captions are compared, not asserted
+QUANTIZE = QUANTIZE_MODES  # contenders, not same-dtype: their captions are compared, not asserted
 QUICK = {"models": ["tiny", "demo"], "batches": [1, 8], "runs": 5}
 FULL = {"models": ["vit-gpt2-base", "blip-base", "demo"], "batches": [1, 8], "runs": 3}
 SMALL = ("tiny", "demo")  # cheap in every dtype
@@ -68,7 +69,7 @@ def bench_images(name: str, count: int) -> list:
 
 
 def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, runs: int, device: str,
-                backends=("exported", "aoti"), cases_jsonl=None, label: dict | None = None) -> dict:
+                backends=BACKENDS, cases_jsonl=None, label: dict | None = None) -> dict:
     """Every (batch, beams) case for one model in one dtype: HF, exported, aoti timings and token agreement; each
     case also one line of `cases_jsonl` (bench.cases) as soon as it is measured."""
     from export.load import load
@@ -185,7 +186,7 @@ def parse_args(argv):
     p.add_argument("--batches", nargs="*", type=int, default=None)
     p.add_argument("--runs", type=int, default=None)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backends", nargs="*", default=["exported", "aoti"], help="runtime backends to time against HF")
+    p.add_argument("--backends", nargs="*", default=list(BACKENDS), help="runtime backends to time against HF")
     p.add_argument("--workdir", default=os.environ.get("CAPTIONKIT_BENCH_DIR", "/tmp/captionkit-bench"))
     p.add_argument("--out", default="bench/results.json", help="results JSON (merged: other sections kept)")
     p.add_argument("--section", default=None, help="key in the results file (default: model_cpu / model_cuda)")
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     section = {"mode": "quick" if args.quick else "full", "runs": runs, "machine_before": machine(), "models": {}}
     if args.device == "cuda" and "aoti" in args.backends:
-        from runtime.decode.static import AOTI_ON_CUDA
+        from runtime.load_policy import AOTI_ON_CUDA
 
         section["aoti_not_run"] = AOTI_ON_CUDA
         args.backends = [b for b in args.backends if b != "aoti"]

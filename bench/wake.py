@@ -1,7 +1,7 @@
 """`python -m bench.wake`: the scale-from-zero phases this machine can time (BENCHMARKS.md, "Cold start").
 
-1. the wake-up call (runtime/agent/wake.py: describe the group, set it 0 -> 1) against a moto server on localhost:
-   the function's own time, not AWS's API latency;
+1. the wake-up call (runtime/lambdas/wake_on_upload/wake.py: describe the group, set it 0 -> 1) against a moto
+   server on localhost: the function's own time, not AWS's API latency;
 2. a resumed worker's cache check: the SHA-256 of a cached .pt2 of the real base size (944 MiB), which replaces
    the download when the pointer has not moved while the instance was in the warm pool.
 """
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from bench.timing import summary
-from runtime.agent import wake
+from runtime.lambdas.wake_on_upload import wake
 from runtime.artifact.checksum import file_sha256
 from tools.local_aws import MotoServer, aws_client, free_port
 

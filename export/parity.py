@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from export.settings import hf_generate_kwargs
-from runtime.decode import Trace
+from runtime.decode.state import Trace
 from export.errors import ParityError
 
 NEAR_TIE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}

@@ -4,7 +4,7 @@ Layout under the cache folder (`DEFAULT_DIR` unless the caller names one; the ag
   <sha256>.pt2                               an artifact the agent downloaded (`artifact_file`)
   verified/<sha256 of the real path>.json    a stamp: a file hashed and checked, and its identity then
   int8/<artifact sha256>-<build digest>.pt   the int8 weights `quantize=int8` made (runtime.passes.quantize)
-  compiled/<artifact sha256>/<torch>/<device>.pt2 (+ .sha256)   an AOTInductor package (runtime.passes.aoti)
+  compiled/<artifact sha256>/<torch>/<device>.pt2 (+ .sha256)   an AOTInductor package (runtime.backends.aoti)
   device-journal.json                        the images on the device during a device call (runtime.agent.crashes)
 
 Every file is written whole or not at all (`write_whole`). The cache is untrusted input: its readers check what
@@ -47,7 +47,7 @@ def int8_file(cache_dir: str | os.PathLike | None, sha256: str, build: str) -> P
 
 
 def compiled_root(cache_dir: str | os.PathLike) -> Path:
-    """The folder compiled packages go under, by their store key (runtime.passes.aoti.cache_key)."""
+    """The folder compiled packages go under, by their store key (runtime.backends.aoti.cache_key)."""
     return folder(cache_dir).resolve() / COMPILED_DIR
 
 

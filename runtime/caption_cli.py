@@ -12,6 +12,7 @@ from runtime.cache import DEFAULT_DIR
 from runtime.caption_table import COLUMNS, TableWriter, check_out, dump_line
 from runtime.errors import ArtifactError, BadImage, CaptionKitError, CaptureFailed
 from runtime.images.formats import HUMAN_LIST, is_image_name
+from runtime.load_policy import BACKENDS, DEVICES, QUANTIZE_MODES
 from runtime.progress import bar
 
 GLOB_CHARS = "*?["
@@ -75,12 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--artifact", required=True, help="path to the .pt2")
     p.add_argument("--out", help="write the table to this .jsonl, .csv or .parquet file (default: JSON lines, stdout)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists (else refused)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--num-beams", type=int, default=None, help="default: the artifact's generation settings")
     p.add_argument("--batch-size", type=int, default=None, help="default: the artifact's max batch")
-    p.add_argument("--backend", default="exported", choices=["exported", "aoti"],
+    p.add_argument("--backend", default="exported", choices=BACKENDS,
                    help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
-    p.add_argument("--quantize", default=None, choices=["int8", "fp16"],
+    p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
                    help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels "
                         "(faster; captions may differ)")
     p.add_argument("--cache", "--compiled-cache", dest="cache", default=DEFAULT_DIR,

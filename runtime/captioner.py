@@ -9,27 +9,19 @@ import PIL.Image
 import torch
 
 from runtime.artifact import contract
-from runtime.artifact.verify import check_artifact, explicit_index, rebuilt_programs
+from runtime.artifact.verify import check_artifact
+from runtime.backends.exported import rebuilt_programs
 from runtime.cache import DEFAULT_DIR
-from runtime.options import BACKENDS, LoadOptions
+from runtime.load_policy import (check_options, check_quantize, device_falling_back_to_cpu, refuse_aoti_on_cuda,
+                                 step_passes)
+from runtime.options import LoadOptions
 from runtime.decode.beam import beam_search
-from runtime.decode import DecodeSettings, Trace, greedy
+from runtime.decode.greedy import greedy
+from runtime.decode.state import DecodeSettings, Trace
 from runtime.errors import ArtifactError, BadDescription, CaptionKitError
-from runtime.decode.static import DEVICE_LOCK, decode_or_none, refuse_aoti_on_cuda, static_decoder
+from runtime.decode.cuda_graphs import DEVICE_LOCK, decode_or_none, static_decoder
 from runtime.decode.text import TextDecoder
 from runtime.images.preprocess import Preprocessor
-
-
-def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.device:
-    """The library's policy: 'auto' means CUDA when torch can see a GPU, else the CPU (the agent refuses that
-    fallback on a GPU machine: runtime.agent.model.device.device_without_cpu_fallback)."""
-    if str(device) == "auto":
-        return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU "
-                            "(torch.cuda.is_available() is False)")
-    return explicit_index(resolved)
 
 
 class Captioner:
@@ -55,7 +47,7 @@ class Captioner:
         )
         self.text = TextDecoder(tokenizer_json, manifest["tokenizer"])
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
-        self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loop (runtime.decode.static)
+        self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loops (cuda_graphs.py)
 
     def prepare(self, num_beams: int | None = None) -> dict:
         """Make every decode bucket for `num_beams` (default: the artifact's) now, on this thread: on CUDA their
@@ -135,12 +127,8 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
     captioner's `load_phases` holds the seconds of each step (integrity_s, weights_s, programs_s, graph_passes_s).
     """
     clock = _Clock()
-    if options.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {options.backend!r}")
+    check_options(options)  # runtime.load_policy decides the device, backend and quantization; it refuses here
     quantize = options.quantize
-    if quantize is not None and options.backend != "exported":
-        raise ValueError(f"quantize={quantize} applies to the exported programs; AOTInductor compiles the float "
-                         "ones (use backend='exported' with quantize, or aoti without)")
     path = Path(path)
     resolved = device_falling_back_to_cpu(device)
     refuse_aoti_on_cuda(options.backend, resolved)
@@ -148,11 +136,9 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
     manifest, tokenizer_json, sha = checked.manifest, checked.tokenizer_json, checked.sha256
     clock.lap("integrity_s")
     if quantize is not None:  # refused before a gigabyte of programs is loaded, not after
-        from runtime.passes.quantize import check_quantize
-
         check_quantize(quantize, resolved, manifest["dtype"])
     if options.backend == "aoti":
-        from runtime.passes import aoti
+        from runtime.backends import aoti
 
         report = report or aoti.default_report
         try:
@@ -185,20 +171,6 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
     clock.lap("graph_passes_s")
     return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
                       load_phases=clock.phases)
-
-
-def step_passes(options: LoadOptions, device: torch.device) -> tuple[str, ...]:
-    """The load-time passes on the exported decoder step, in order: the decode layout on the CPU only (it suits MKL's
-    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache), and one
-    float attention mask per step on every device (not one per attention call)."""
-    passes = []
-    if options.decode_layout and device.type == "cpu":
-        passes.append("decode_layout")
-    if options.cache_in_place:
-        passes.append("cache_in_place")
-    if options.one_mask:
-        passes.append("one_mask")
-    return tuple(passes)
 
 
 def _captioner(path: Path, *args, **kwargs) -> Captioner:

@@ -48,6 +48,11 @@ class PlanError(CaptionKitError):
     The message names the first problem; nothing of the job is queued."""
 
 
+class SubmitRefused(CaptionKitError):
+    """A job that `submit` will not queue (bad arguments or settings, images the workers may not read, a dataset that
+    cannot be planned, a message too large): the message says why; nothing was queued."""
+
+
 # ---- the agent ---------------------------------------------------------------------------------------------------
 
 class ConfigError(CaptionKitError):

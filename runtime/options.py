@@ -3,16 +3,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKENDS = ("exported", "aoti")
-
 
 @dataclass(frozen=True)
 class LoadOptions:
-    """How an artifact is loaded: which programs run and the passes applied at load (the file never changes)."""
+    """How an artifact is loaded: which programs run and the passes applied at load (the file never changes); the
+    rules between these and the device are runtime.load_policy's."""
 
-    backend: str = "exported"  # or "aoti": compiled and cached (runtime.passes.aoti), else exported, saying why
+    backend: str = "exported"  # runtime.load_policy.BACKENDS; aoti: compiled and cached (runtime.backends.aoti)
     quantize: str | None = None  # "int8" | "fp16": CPU linears on fbgemm kernels (runtime.passes.quantize)
     decode_layout: bool = True  # CPU: the decoder step's linears as weight @ x.T (runtime.passes.decode_layout)
     cache_in_place: bool = True  # the step writes its caches in place, on any device (runtime.passes.cache_in_place)
     one_mask: bool = True  # the step's boolean attention mask made float once per step (runtime.passes.one_mask)
-    remote: object = None  # aoti: a shared store of compiled packages (runtime.passes.aoti.RemoteStore)
+    remote: object = None  # aoti: a shared store of compiled packages (runtime.backends.aoti.RemoteStore)

@@ -19,7 +19,7 @@ from stacks.notify import JobNotifications
 from stacks.scaling import BacklogScaling
 from stacks.settings import HINT, Settings, SettingsError
 from stacks.storage import COMPILED_PREFIX, Storage
-from stacks.wake import WakeOnUpload
+from stacks.wake_on_upload import WakeOnUpload
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
 
 

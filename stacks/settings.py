@@ -38,8 +38,7 @@ class Settings:
     max_capacity: int = 2
     ami: str = DLAMI_PARAMETER
     root_volume_gb: int = 100
-    # per agent, and one agent runs on each GPU; one value for every GPU type: per-GPU-type defaults are not yet
-    # measured (no GPU was lent for it), so none is claimed here
+    # per agent, and one agent runs on each GPU; one value for every GPU type (none is claimed per type)
     batch_size: int = 8
     max_batch_s: int = 180
     visibility_timeout_s: int = 900

@@ -12,6 +12,7 @@ from typing import Any
 
 import aws_cdk as cdk
 
+from stacks.app import CDK_JSON, build
 from stacks.captionkit_stack import CaptionKitStack
 
 
@@ -27,16 +28,15 @@ class Synthesized:
 
 @functools.lru_cache(maxsize=None)
 def synthesize(overrides: tuple[tuple[str, Any], ...] = (), *, nag: bool = False) -> Synthesized:
-    """Build and synthesize app.py's app once per distinct `overrides` (as `-c key=value` would)."""
-    import app as app_module  # the repository's app.py, so tests check exactly what `cdk synth` builds
-
-    context = json.loads((Path(app_module.__file__).parent / "cdk.json").read_text())["context"]
+    """Build and synthesize the app (stacks/app.py's, the one `cdk synth` builds) once per distinct `overrides` (as
+    `-c key=value` would)."""
+    context = json.loads(CDK_JSON.read_text())["context"]
     context.update(dict(overrides))
     outdir = Path(tempfile.mkdtemp(prefix="captionkit-synth-"))
     atexit.register(shutil.rmtree, outdir, ignore_errors=True)
     # cfn-lint checks every template in the test suite; the CLI's built-in validation would add 16 s here
     app = cdk.App(context=context, outdir=str(outdir), builtin_cloud_formation_validation=False)
-    stack = app_module.build(app, nag=nag)
+    stack = build(app, nag=nag)
     assembly = app.synth()
     template = assembly.get_stack_by_name(stack.stack_name).template
     return Synthesized(stack=stack, template=template, assembly_dir=outdir)

@@ -85,7 +85,7 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 
     import torch
 
-    from runtime.passes import aoti
+    from runtime.backends import aoti
     from runtime.artifact.checksum import file_sha256
 
     cache = tmp_path_factory.mktemp("aoti-cache")

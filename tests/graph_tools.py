@@ -4,11 +4,11 @@ from __future__ import annotations
 import threading
 
 from runtime.captioner import load_captioner
-from runtime.decode.static import DEVICE_LOCK, StaticDecoder, StaticOptions
+from runtime.decode.cuda_graphs import DEVICE_LOCK, StaticDecoder, StaticOptions
 
 
 class RecordedCaptures:
-    """Stands in for runtime.decode.static.CudaGraphs: each capture is recorded (thread, model, bucket, whether the
+    """Stands in for runtime.decode.cuda_graphs.CudaGraphs: each capture is recorded (thread, model, bucket, whether the
     decoder's lock was held) and its "replay" calls the tick; `fail_at` (images x beams) raises as a capture would."""
 
     def __init__(self, lock=DEVICE_LOCK, fail_at: str | None = None, model: str = ""):

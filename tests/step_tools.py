@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.artifact.verify import load_programs
+from runtime.backends.exported import load_programs
 from runtime.captioner import LoadOptions, load_captioner
 
 

@@ -2,7 +2,7 @@
 
 Each source returns caption rows (tools.review_rows.ROW_COLUMNS first) paired with their image's bytes, or None
 where there is no image to show. The S3 listing and reading is tools.collect's and tools.collect_shards'; shard
-members are read by the agent's own bounded readers (runtime/agent/datasets/tar.py, parquet.py).
+members are read by the agent's own bounded readers (runtime/untrusted/tar.py, parquet.py).
 """
 from __future__ import annotations
 

@@ -1,16 +1,14 @@
-"""`python -m tools.submit ...`: `python -m runtime submit` aimed at the deployed stack, then (`--wait`) follow the job.
+"""`python -m tools.submit ...`: the runtime's `submit` aimed at the deployed stack, then (`--wait`) follow the job.
 
-The runtime's submit stays free of laptop code (it runs on the instance too, with the instance's config). On a
-laptop nothing has set `queue_url` or the buckets: this fills them from the deployed stack's AgentConfig output
-(local after `make local-up`, else AWS, as `make upload` finds its bucket) unless `--config` or `CAPTIONKIT_QUEUE_URL`
-already says where to send. Every other argument goes to `runtime submit` unchanged (PREFIX, --shards, --manifest,
---retry, --job-id, ...).
+The runtime's submit (runtime.agent.submit.submit: a function that returns what it queued) stays free of laptop
+code (it runs on the instance too, with the instance's config). On a laptop nothing has set `queue_url` or the
+buckets: this fills them from the deployed stack's AgentConfig output (local after `make local-up`, else AWS, as
+`make upload` finds its bucket) unless `--config` or `CAPTIONKIT_QUEUE_URL` already says where to send. Every other
+argument goes to `submit` unchanged (PREFIX, --shards, --manifest, --retry, --job-id, ...).
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import sys
@@ -20,7 +18,8 @@ from pathlib import Path
 from runtime import aws
 from runtime.agent.config import ENV_PREFIX, load_config
 from runtime.agent.submit import main as runtime_submit
-from runtime.errors import CaptionKitError
+from runtime.agent.submit import submit as runtime_submit_job
+from runtime.errors import CaptionKitError, SubmitRefused
 from tools import shard_progress
 from tools import target as targets
 from tools.job_progress import JobReader, wait
@@ -63,23 +62,29 @@ def aim_at_stack(target: targets.Target, folder: Path, environ=os.environ) -> Pa
     return path
 
 
-def submit(argv: list[str], target_name: str | None = None, resolve=None) -> tuple[int, str, str]:
-    """Run `runtime submit` with `argv` (the stack's config added unless given); (exit code, what it printed, the
-    region its config names, for following the job)."""
-    printed, local = io.StringIO(), False
+def submit_to_stack(argv: list[str], target_name: str | None = None, resolve=None) -> tuple[dict, str]:
+    """The runtime's `submit` with `argv` (the stack's config added unless given): (what it queued, the region its
+    config names, for following the job). SubmitRefused says why nothing was queued."""
+    local = False
     with tempfile.TemporaryDirectory(prefix="captionkit-submit-") as folder:
         if _runtime_args(argv).config is None and QUEUE_ENV not in os.environ:
             target = (resolve or targets.resolve)(target_name)
             argv = [*argv, "--config", str(aim_at_stack(target, Path(folder)))]
             local = target.endpoint_url is not None
-        with contextlib.redirect_stdout(printed):
-            code = runtime_submit(argv)
-        region = load_config(_runtime_args(argv).config).region if code == 0 else ""
-        text = printed.getvalue()
-        if code == 0 and local:
-            answer = json.loads(text.strip().splitlines()[-1])
-            text = json.dumps({**answer, "wake": LOCAL_WAKE}) + "\n"
-        return code, text, region
+        answer = runtime_submit_job(argv)
+        region = load_config(_runtime_args(argv).config).region
+    return ({**answer, "wake": LOCAL_WAKE} if local else answer), region
+
+
+def submit(argv: list[str], target_name: str | None = None, resolve=None) -> tuple[int, str, str]:
+    """`submit_to_stack` as the command shows it: (exit code, the answer as one JSON line, the region); a refusal is
+    said on stderr (exit code 2, nothing printed)."""
+    try:
+        answer, region = submit_to_stack(argv, target_name, resolve)
+    except SubmitRefused as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return 2, "", ""
+    return 0, json.dumps(answer) + "\n", region
 
 
 def follow(submitted: dict, region: str, *, dataset: bool, poll_s: float, timeout_s: float | None) -> dict:
@@ -107,14 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return runtime_submit(["--help"])
     try:
-        code, printed, region = submit(rest, ours.target)
-    except CaptionKitError as exc:  # no stack deployed there, or it lacks outputs: one line, and what to do
+        submitted, region = submit_to_stack(rest, ours.target)
+    except CaptionKitError as exc:  # refused, no stack deployed there, or it lacks outputs: one line, and what to do
         print(f"submit: {exc}", file=sys.stderr)
         return 2
-    sys.stdout.write(printed)
-    if code != 0 or not ours.wait:
-        return code
-    submitted = json.loads(printed.strip().splitlines()[-1])
+    print(json.dumps(submitted))
+    if not ours.wait:
+        return 0
     if not submitted["summary"].startswith("s3://"):
         print("submit: cannot wait: the config names no results bucket (set results_bucket or images_bucket)",
               file=sys.stderr)

@@ -9,7 +9,7 @@ import time
 from runtime import aws
 from runtime.agent.config import load_config
 from runtime.untrusted import sandbox
-from runtime.agent.model.device import device_without_cpu_fallback
+from runtime.load_policy import device_without_cpu_fallback
 from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.metrics import log, setup_logging
 from runtime.agent.model.swap import ModelWatcher, warm_up

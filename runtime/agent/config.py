@@ -11,6 +11,9 @@ from typing import Mapping
 from runtime.errors import ConfigError
 from runtime.images import DEFAULT_MAX_PIXELS
 from runtime.images.formats import IMAGE_SUFFIXES
+from runtime.load_policy import BACKENDS, DEVICES, QUANTIZE_MODES, quantize_fits
+from runtime.untrusted.manifests import MAX_LINES
+from runtime.untrusted.sandbox import DEFAULT_CPU_S, DEFAULT_MEMORY_BYTES
 
 ENV_PREFIX = "CAPTIONKIT_"
 
@@ -48,8 +51,8 @@ class AgentConfig:
     max_image_bytes: int = 64 * 1024 * 1024
     # the decoding children (runtime.untrusted.sandbox) that parse images, Parquet files and manifests: address space
     # of each (bytes) and CPU seconds per image, footer or row group
-    decoder_memory_bytes: int = 2 * 1024 ** 3
-    decoder_cpu_s: float = 60.0
+    decoder_memory_bytes: int = DEFAULT_MEMORY_BYTES
+    decoder_cpu_s: float = DEFAULT_CPU_S
     prefetch_threads: int = 8
     drain_timeout_s: float = 90.0
     max_batch_s: float = 0.0  # the longest a batch may take; 0: drain_timeout_s - 30 (the stack sets that)
@@ -71,7 +74,7 @@ class AgentConfig:
     manifest_chunk_size: int = 1000  # keys of a MANIFEST job per shard message (one Parquet output each)
     max_shard_samples: int = 100_000  # samples of one shard; a larger shard fails whole, with this reason
     max_manifest_bytes: int = 4 * 1024 ** 3  # a MANIFEST job's key file (CSV, text, Parquet, S3 Inventory)
-    max_manifest_lines: int = 20_000_000  # its lines (blank ones too) or rows, read or inflated
+    max_manifest_lines: int = MAX_LINES  # its lines (blank ones too) or rows, read or inflated
     captioner_loader: str = "runtime.captioner:load_captioner"
 
     @property
@@ -145,13 +148,13 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
         if env_name in environ:
             values[name] = _convert(field, environ[env_name], env_name)
     config = AgentConfig(**values)
-    if config.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, not {config.device!r}")
-    if config.backend not in ("exported", "aoti"):
-        raise ConfigError(f"backend must be exported or aoti, not {config.backend!r}")
-    if config.quantize not in ("", "int8", "fp16"):
-        raise ConfigError(f"quantize must be empty, int8 or fp16, not {config.quantize!r}")
-    if config.quantize and (config.backend != "exported" or config.device == "cuda"):
+    if config.device not in DEVICES:
+        raise ConfigError(f"device must be {_either(DEVICES)}, not {config.device!r}")
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend must be {_either(BACKENDS)}, not {config.backend!r}")
+    if config.quantize not in ("", *QUANTIZE_MODES):
+        raise ConfigError(f"quantize must be {_either(('empty', *QUANTIZE_MODES))}, not {config.quantize!r}")
+    if config.quantize and not quantize_fits(config.backend, config.device):
         raise ConfigError(f"quantize={config.quantize} is for the exported backend on CPU "
                           f"(backend is {config.backend}, device {config.device}); clear one of them")
     if not config.results_prefix.endswith("/") or config.results_prefix.startswith("/"):
@@ -175,3 +178,8 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """('a', 'b', 'c') as 'a, b or c'."""
+    return f"{', '.join(names[:-1])} or {names[-1]}"

@@ -1,5 +1,8 @@
 """The agents of one instance (one per GPU): life locks, and lifecycle hooks completed once per instance.
 
+The multi-GPU launch is stacks/boot/bootstrap.sh: one systemd unit per GPU (captionkit-agent@<index>), each agent
+given its `agent_index`, the instance's `agent_count` and the shared `agents_dir` that this module locks in.
+
 An auto scaling lifecycle hook holds an instance, not an agent: the first CONTINUE lets the instance go, so an
 agent that completed it while another still drains its batch would cut that batch. Each agent therefore holds
 an exclusive `flock` on `<agents_dir>/agent-<index>.lock` for as long as its process lives (the kernel drops it

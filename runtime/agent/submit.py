@@ -17,8 +17,8 @@ from runtime.agent.datasets import ledger, plan
 from runtime.agent.layout import JOB_MANIFEST, job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, RETRY_CHOICES, parse_s3_uri
 from runtime.agent.scope import Scope
-from runtime.agent.wake import wake_quietly
-from runtime.errors import CaptionKitError
+from runtime.errors import CaptionKitError, SubmitRefused
+from runtime.lambdas.wake_on_upload.wake import wake_quietly
 
 
 def time_id() -> str:
@@ -141,8 +141,10 @@ def _dataset_job(args) -> dict | None:
     return build_dataset_job(kind, getattr(args, kind), time_id(), args.job_id, args.image_column, args.key_column)
 
 
-def main(argv=None) -> int:
-    """Send one job message to the agents' queue; prints the job id and where its summary will be."""
+def submit(argv: list[str] | None = None) -> dict:
+    """Check and queue the one job that `python -m runtime submit`'s arguments describe; return what was queued: the
+    job id, the run and what was checked (dataset jobs), where its summary will be, and whether the fleet was woken.
+    SubmitRefused says why nothing was queued."""
     args = _parser().parse_args(argv)
     uris = list(args.uris)
     if args.from_file:
@@ -162,22 +164,29 @@ def main(argv=None) -> int:
             except plan.PlanError as exc:
                 refusal = str(exc)
     except (CaptionKitError, ValueError, OSError) as exc:
-        print(f"submit: {exc}", file=sys.stderr)
-        return 2
+        raise SubmitRefused(str(exc)) from None
     if refusal:
-        print(f"submit: refused, nothing queued: {refusal}", file=sys.stderr)
-        return 2
+        raise SubmitRefused(f"refused, nothing queued: {refusal}")
     body = json.dumps(job)
     if len(body.encode()) > MAX_BODY_BYTES:
-        print(f"submit: {len(job['images'])} URIs make a {len(body.encode()):,}-byte message, over the "
-              f"{MAX_BODY_BYTES:,} the agents read; put the images under one prefix and submit that", file=sys.stderr)
-        return 2
+        raise SubmitRefused(f"{len(job['images'])} URIs make a {len(body.encode()):,}-byte message, over the "
+                            f"{MAX_BODY_BYTES:,} the agents read; put the images under one prefix and submit that")
     aws.client("sqs", config.region).send_message(QueueUrl=config.queue_url, MessageBody=body)
     woke = {"wake": wake_quietly(aws.client("autoscaling", config.region), config.asg_name)} if config.asg_name else {}
     where = (f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}summary.json"
              if config.results_bucket_name else f"<results bucket>/{job_root(config, job['job_id'])}summary.json")
     run = {"run": job["run"], "checked": checked} if checked is not None else {}
-    print(json.dumps({"job_id": job["job_id"], **run, "summary": where, **woke}))
+    return {"job_id": job["job_id"], **run, "summary": where, **woke}
+
+
+def main(argv=None) -> int:
+    """`python -m runtime submit`: `submit`, then its answer as one JSON line (or why not, on stderr)."""
+    try:
+        submitted = submit(argv)
+    except SubmitRefused as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(submitted))
     return 0
 
 

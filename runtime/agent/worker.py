@@ -14,7 +14,7 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import Counters, batch_metrics, log
 from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
-from runtime.agent.model.graphs import decode_path, prepare_decode
+from runtime.agent.model.capture import decode_path, prepare_decode
 from runtime.agent.model.swap import ModelWatcher
 from runtime.agent.datasets import run
 from runtime.agent.watchdog import Watchdog

@@ -178,27 +178,3 @@ def verify(path: str | os.PathLike) -> tuple[dict, str]:
     """Every check, records and sizes included, without the stamp cache: (manifest, tokenizer)."""
     checked = check_artifact(path, sizes=True)
     return checked.manifest, checked.tokenizer_json
-
-
-def explicit_index(device: torch.device) -> torch.device:
-    """`cuda` as `cuda:<current>`: AOTInductor's compiled input check compares device strings, so a program moved
-    to plain `cuda` refuses the `cuda:0` tensors it is given."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
-
-
-def load_programs(artifact: str | os.PathLike | Checked, device: torch.device) -> dict[str, torch.nn.Module]:
-    """The programs on `device`, rebuilt from the checked description (`artifact` is checked first when it is a
-    path); the graph is moved as `move_to_device_pass` would, so nothing CPU-specific is baked in."""
-    checked = artifact if isinstance(artifact, Checked) else check_artifact(artifact, device=device)
-    return rebuilt_programs(checked, device)[0]
-
-
-def rebuilt_programs(checked: Checked, device: torch.device) -> tuple[dict[str, torch.nn.Module], float]:
-    """`load_programs` of a checked artifact, and the seconds spent reading its weights."""
-    try:
-        return graphs.rebuild(checked.programs, checked.path, device)
-    except (graphs.BadDescription, OSError, RuntimeError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{checked.path}: programs not rebuilt ({type(exc).__name__}: {str(exc)[:300]}); "
-                            "download or export it again") from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.decode import Caches, DecodeSettings, Step, Trace, force, forced_token
+from runtime.decode.state import Caches, DecodeSettings, Step, Trace, force, forced_token
 
 NEG = -1.0e9
 

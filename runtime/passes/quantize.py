@@ -21,10 +21,9 @@ import torch
 from torch import fx
 
 from runtime import cache
-from runtime.errors import ArtifactError
+from runtime.load_policy import check_quantize
 from runtime.passes.linears import constant_linears, drop_unused_attrs, replace_with_call
 
-MODES = ("int8", "fp16")
 
 
 def _cpu() -> str:
@@ -125,20 +124,6 @@ def quantize_module(gm: fx.GraphModule, mode: str, kept: list | None = None, mad
         replaced[linear.node] = new
     drop_unused_attrs(gm)  # float weights only the linears read are freed (a tied embedding stays)
     return len(linears)
-
-
-def check_quantize(mode: str, device: torch.device, dtype: str) -> None:
-    """Refuse, with the reason, a quantization this device or artifact cannot run (before anything is loaded)."""
-    if mode not in MODES:
-        raise ValueError(f"quantize must be one of {MODES}, not {mode!r}")
-    if device.type != "cpu":
-        raise ArtifactError(f"quantize={mode} runs fbgemm CPU kernels; on {device.type} use an artifact exported "
-                            "with --dtype float16 or bfloat16 instead")
-    if dtype != "float32":
-        raise ArtifactError(f"quantize={mode} needs a float32 artifact (this one is {dtype}); "
-                            "export with --dtype float32")
-    if "fbgemm" not in torch.backends.quantized.supported_engines:
-        raise ArtifactError(f"quantize={mode}: this torch build has no fbgemm engine (x86 CPUs only)")
 
 
 def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str,

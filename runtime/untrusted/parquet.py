@@ -13,8 +13,8 @@ from typing import BinaryIO, Iterator
 
 from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
 from runtime.untrusted import sandbox
+from runtime.untrusted.wire import READ_AHEAD
 
-READ_AHEAD = 1024 * 1024  # one GET fetches at least this much: pyarrow's small reads then cost no request each
 MAX_ROW_GROUP_BYTES = 512 * 1024 * 1024
 MAX_OUTPUT_CELL_BYTES = 64 * 1024  # an output row's longest text: a caption, an error (2,000), a URI, the settings
 

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from runtime.untrusted.samples import MAX_KEY_BYTES, ShardError
+from runtime.untrusted.wire import READ_AHEAD
 
 MAX_FOOTER_BYTES = 16 * 1024 * 1024
 KEY_GUESSES = ("__key__", "key", "id", "image_id", "file_name", "filename", "path")
@@ -24,7 +25,6 @@ IMAGE_GUESSES = ("image", "img", "jpg", "jpeg", "png", "webp", "image_bytes")
 EXPECTED = "binary, large_binary, or a struct with a binary `bytes` field (HF datasets Image())"
 VALUES_BATCH_BYTES = 4 * 1024 * 1024  # one item of `samples`, `column` or `rows` carries about this much
 ROWS_PER_ITEM = 256
-READ_AHEAD = 1024 * 1024  # the child asks the parent for at least this much (the parent's RangedFile GETs as much)
 
 
 class PipeFile(io.RawIOBase):

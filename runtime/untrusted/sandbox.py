@@ -32,7 +32,9 @@ BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime.untrusted.chil
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
-MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group's chunk is at most 512 MiB)
+DEFAULT_MEMORY_BYTES = 2 * 1024 ** 3  # a child's address space: the agent's decoder_memory_bytes
+DEFAULT_CPU_S = 60.0  # a child's CPU seconds per request: the agent's decoder_cpu_s
+MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group: parquet.MAX_ROW_GROUP_BYTES at most)
 SIGNALS = {signal.SIGXCPU: "its CPU time limit (decoder_cpu_s)", signal.SIGKILL: "a kill (CPU time or memory)",
            signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
            signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
@@ -48,8 +50,8 @@ class Failed(CaptionKitError):
 class Limits:
     """What one child may use: address space (bytes), CPU seconds per request, seconds to wait for each reply."""
 
-    memory_bytes: int = 2 * 1024 ** 3
-    cpu_s: float = 60.0
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    cpu_s: float = DEFAULT_CPU_S
     wait_s: float = 120.0
     max_reply_bytes: int = 1024 ** 3
 

@@ -13,6 +13,9 @@ import struct
 import time
 
 MAX_HEADER_BYTES = 1024 * 1024
+# the least a child asks of its parent's file per read, and the least the parent's RangedFile fetches per GET: pyarrow's
+# small reads then cost neither a frame nor a request each
+READ_AHEAD = 1024 * 1024
 
 
 class WireError(Exception):

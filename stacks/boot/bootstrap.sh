@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # CaptionKit worker boot: install the locked runtime into a venv, prove the GPU, write the agent's config,
-# start one agent per GPU under systemd (captionkit-agent@<index>.service). Run by user data from the unpacked
-# runtime bundle. A failure at any step hands the instance to give_up.sh (metric, back-off, then "unhealthy" so
-# the group replaces it).
+# start one agent per GPU under systemd (captionkit-agent@<index>.service; the agents of one instance find each
+# other through runtime/agent/siblings.py). Run by user data from the unpacked runtime bundle. A failure at any
+# step hands the instance to give_up.sh (metric, back-off, then "unhealthy" so the group replaces it).
 # Inputs (environment):
 #   CAPTIONKIT_AGENT_CONFIG     the agent config as JSON (the stack renders it)
 #   CAPTIONKIT_TORCH_INDEX_URL  where torch comes from: empty or https://pypi.org/simple (default) installs the

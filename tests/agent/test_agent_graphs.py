@@ -8,7 +8,7 @@ import graph_tools
 from agent_support import png, renamed_artifact
 from runtime.agent.metrics import CAPTURE_FAILED
 from runtime.agent.model.swap import ModelWatcher
-from runtime.decode.static import buckets
+from runtime.decode.cuda_graphs import buckets
 
 LOADER = "graph_tools:load_with_recorded_captures"
 

@@ -13,7 +13,8 @@ import pytest
 from agent_support import REPO
 from runtime.aws import Replaced, RetryLater, classify_read_error
 from runtime.agent.config import ConfigError, load_config
-from runtime.agent.model.device import DeviceError, choose_device
+from runtime.errors import DeviceError
+from runtime.load_policy import choose_device
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
 from runtime.agent.layout import chunk_marker, is_own_result, part_key, result_key, shard_output, started_marker
@@ -200,7 +201,7 @@ def test_batch_log_lines_are_embedded_metric_format():
 
 def test_the_agent_imports_no_torch_transformers_or_laptop_code():
     laptop_only = ("torch", "transformers", "export", "tools", "demo")
-    code = ("import sys, runtime, runtime.agent.cli, runtime.agent.submit, runtime.agent.wake; "
+    code = ("import sys, runtime, runtime.agent.cli, runtime.agent.submit, runtime.lambdas.wake_on_upload.wake; "
             f"print(sorted(m for m in sys.modules if m.split('.')[0] in {laptop_only!r}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -8,7 +8,7 @@ import PIL.Image
 import pytest
 import torch
 
-from runtime.passes import aoti
+from runtime.backends import aoti
 from runtime.agent.model.pointer import load_current
 
 

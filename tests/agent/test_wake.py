@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from runtime.agent import wake
+from runtime.lambdas.wake_on_upload import wake
 from runtime import aws
 from runtime.agent import submit
 

@@ -7,9 +7,9 @@ import shutil
 import pytest
 import torch
 
-from runtime.passes import aoti
-from runtime.passes.aoti import trust
-from runtime.passes.aoti.compile import example_sizes
+from runtime.backends import aoti
+from runtime.backends.aoti import trust
+from runtime.backends.aoti.compile import example_sizes
 from runtime.captioner import LoadOptions, load_captioner
 from runtime.errors import ArtifactError
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import fx
 
-from runtime.artifact.verify import load_programs
-from runtime.captioner import LoadOptions, load_captioner, step_passes
+from runtime.backends.exported import load_programs
+from runtime.captioner import LoadOptions, load_captioner
+from runtime.load_policy import step_passes
 from runtime.passes.cache_in_place import apply_cache_in_place
 from step_tools import steps_and_cross
 

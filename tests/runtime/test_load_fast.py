@@ -12,7 +12,8 @@ import torch
 import artifact_tools
 from export.cli import parity_images
 from runtime.artifact import verify as artifact_module
-from runtime.artifact.verify import load_programs, verify_file
+from runtime.artifact.verify import verify_file
+from runtime.backends.exported import load_programs
 from runtime.captioner import LoadOptions, load_captioner
 from runtime.artifact.checksum import file_sha256, scan_sha256
 from runtime.errors import ArtifactError

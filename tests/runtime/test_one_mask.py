@@ -7,8 +7,8 @@ import torch
 
 from export.cli import parity_images
 from runtime.captioner import LoadOptions, load_captioner
-from runtime.decode import Caches
-from runtime.decode.static import StaticDecoder, StaticOptions
+from runtime.decode.state import Caches
+from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions
 from runtime.passes.one_mask import SDPA, apply_one_mask
 
 FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_florence2_artifact"]

@@ -20,7 +20,8 @@ from runtime.agent.config import AgentConfig
 from runtime.agent.model.pointer import backend_options
 from runtime.options import LoadOptions
 from runtime.artifact.archive import open_archive
-from runtime.artifact.verify import check_artifact, load_programs
+from runtime.artifact.verify import check_artifact
+from runtime.backends.exported import load_programs
 from runtime.captioner import load_captioner
 from runtime.passes.linears import attr
 from runtime.artifact.pt2 import load_pt2

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from export.cli import parity_images
-from runtime.artifact.verify import load_programs, verify
+from runtime.artifact.verify import verify
+from runtime.backends.exported import load_programs
 from runtime.captioner import LoadOptions, load_captioner
 from runtime.errors import ArtifactError
 from runtime.passes.quantize import quantize_programs

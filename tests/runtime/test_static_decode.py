@@ -11,8 +11,10 @@ from graph_tools import RecordedCaptures
 from runtime.decode.beam import beam_search
 from runtime.captioner import load_captioner
 from runtime.options import LoadOptions
-from runtime.decode import DecodeSettings, greedy
-from runtime.decode.static import AOTI_ON_CUDA, StaticDecoder, StaticOptions, buckets, refuse_aoti_on_cuda
+from runtime.decode.greedy import greedy
+from runtime.decode.state import DecodeSettings
+from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions, buckets
+from runtime.load_policy import AOTI_ON_CUDA, refuse_aoti_on_cuda
 from runtime.errors import CaptionKitError, CaptureFailed
 
 FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_trocr_small_artifact",

@@ -5,7 +5,7 @@ from pathlib import Path
 import aws_cdk as cdk
 import pytest
 
-import app as app_module
+from stacks import app as app_module
 from stacks.synth import synthesize
 from tools.paths import REPO
 

@@ -1,9 +1,9 @@
 """Wake on the first image: bucket events to EventBridge, a rule on the input prefix, a function that may only wake."""
 from aws_cdk.assertions import Match, Template
 
-from runtime.agent import wake
+from runtime.lambdas.wake_on_upload import wake
 from stacks.synth import synthesize
-from stacks.wake import MIN_INTERVAL_S, _literal
+from stacks.wake_on_upload import MIN_INTERVAL_S, _literal
 from test_stack_iam import identity_statements, render
 
 

@@ -72,7 +72,7 @@ def test_agent_config_for_a_local_run_names_the_deployed_resources(local):
 
 def test_the_deployed_wake_up_function_wakes_the_deployed_group_from_zero(local):
     """moto creates the function and the rule but runs neither (no Docker here); the function's code runs in-process."""
-    from runtime.agent import wake
+    from runtime.lambdas.wake_on_upload import wake
 
     outputs, state, _ = local
     [function] = [f for f in client(state, "lambda").list_functions()["Functions"]

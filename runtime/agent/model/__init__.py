@@ -1,1 +1,1 @@
-"""The model on this worker: the device it runs on, the pointer's .pt2 fetched and loaded, the hot swap."""
+"""The model on this worker: the pointer's .pt2 fetched and loaded, its decode graphs captured, the hot swap."""

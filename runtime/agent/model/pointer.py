@@ -80,7 +80,7 @@ def backend_options(config: AgentConfig, s3) -> dict:
     with the bucket's compiled packages only under `aoti_shared_cache`) and where aoti reports go."""
     if config.backend == "exported":
         return {"cache_dir": config.cache_dir, "options": LoadOptions(quantize=config.quantize or None)}
-    from runtime.passes.aoti import S3Store
+    from runtime.backends.aoti import S3Store
 
     # the shared cache is native code from whoever can write its prefix: used only when the config says to trust them
     remote = S3Store(s3, config.artifacts_bucket, config.compiled_cache_prefix) if config.aoti_shared_cache else None

@@ -70,7 +70,7 @@ class ModelWatcher:
     def load(self, pointer: dict, kept: str) -> Captioner | None:
         """Load and warm up the model `pointer` names, or log why not (None); a refused artifact is remembered.
         Nothing is captured here: a model not yet prepared warms up on the eager loop, and the serving thread
-        captures its decode graphs before it serves (runtime.agent.model.graphs)."""
+        captures its decode graphs before it serves (runtime.agent.model.capture)."""
         started, sha = time.monotonic(), pointer["sha256"]
         log("info", event="model_loading", sha256=sha, key=pointer["key"])
         try:

@@ -1,7 +1,8 @@
 """Wake the fleet from zero: set the workers' desired capacity to 1 when it is 0, at most once a minute.
 
-One file with boto3 only, for two callers: the stack's wake-up Lambda function (its whole code asset, handler
-`wake.handler`; the Lambda Python runtime provides boto3) and `python -m runtime submit` on a laptop.
+One file with boto3 only, for two callers: the stack's wake-up Lambda function (this folder is its whole code
+asset, shipped by stacks/wake_on_upload.py; handler `wake.handler`; the Lambda Python runtime provides boto3) and
+`python -m runtime submit` on a laptop.
 It never lowers the capacity and never raises a capacity above 0: the backlog scaling does the rest.
 """
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 A compiled package is specific to the artifact, the torch version and the device (GPU architecture, or
 the CPU's vector instruction set), so its cache key holds all three. Lookup order: the local cache
-directory (a package there is native code: loaded only as runtime.passes.aoti.trust allows), then an optional remote
+directory (a package there is native code: loaded only as runtime.backends.aoti.trust allows), then an optional remote
 store (the agent's artifacts bucket, off unless `aoti_shared_cache` trusts its every writer; each package is
-checked against the SHA-256 published beside it), then compiling here (runtime.passes.aoti.compile; the result is
+checked against the SHA-256 published beside it), then compiling here (runtime.backends.aoti.compile; the result is
 stored in both). Any failure raises `AotiUnavailable` with the reason; the caller falls back to the exported
 programs.
 """
@@ -21,8 +21,8 @@ from typing import Callable, Protocol
 import torch
 
 from runtime import cache
-from runtime.passes.aoti import trust
-from runtime.passes.aoti.compile import compile_package
+from runtime.backends.aoti import trust
+from runtime.backends.aoti.compile import compile_package
 from runtime.artifact.checksum import file_sha256
 from runtime.errors import AotiUnavailable
 from runtime.artifact.manifest import PROGRAMS, torch_release
@@ -88,9 +88,9 @@ def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.de
                       compile_fn: Callable[..., Path] | None = None) -> dict:
     """Programs from the local cache, else the remote store, else compiled here (then stored in both).
 
-    A cached package is loaded only if runtime.passes.aoti.trust finds it safe: else it is compiled (or fetched) again,
-    in place when only the file is amiss, in a private temporary folder when a folder above it is; the warning
-    says why. A fetched package must match the SHA-256 its publisher stored beside it.
+    A cached package is loaded only if runtime.backends.aoti.trust finds it safe: else it is compiled (or fetched)
+    again, in place when only the file is amiss, in a private temporary folder when a folder above it is; the
+    warning says why. A fetched package must match the SHA-256 its publisher stored beside it.
     """
     key = cache_key(sha256, device)
     root = cache.folder(cache_dir).resolve()

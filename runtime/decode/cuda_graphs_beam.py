@@ -1,8 +1,8 @@
-"""Beam search on a static bucket: runtime.beam's bookkeeping, with finished images masked instead of dropped.
+"""Beam search on a static bucket: runtime.decode.beam's bookkeeping, finished images masked instead of dropped.
 
 The captured tick runs the step (its caches reordered by each row's parent beam first); the bookkeeping between
-ticks is runtime.beam's own arithmetic, on the device with the same Python scalars, so the scores match it bit
-for bit. An image is finished where runtime.beam drops it; its best hypothesis is kept at that step on the
+ticks is runtime.decode.beam's own arithmetic, on the device with the same Python scalars, so the scores match it bit
+for bit. An image is finished where runtime.decode.beam drops it; its best hypothesis is kept at that step on the
 device, and the host asks whether every image is finished once every `eos_every` steps.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from runtime.decode.beam import _can_improve, advance, initial
 
 
 def beam_search_static(bucket, n: int, eos_every: int) -> list[list[int]]:
-    """Beam search over a loaded runtime.static_decode.Bucket's first `n` images; ids per image as
-    runtime.beam.beam_search returns them."""
+    """Beam search over a loaded runtime.decode.cuda_graphs.Bucket's first `n` images; ids per image as
+    runtime.decode.beam.beam_search returns them."""
     s, device = bucket.settings, bucket.device
     k, m = s.num_beams, bucket.items
     max_len = s.max_new_tokens + 1

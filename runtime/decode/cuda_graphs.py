@@ -8,22 +8,12 @@ from typing import Callable
 
 import torch
 
-from runtime.decode import DecodeSettings, Step
-from runtime.decode.static_beam import beam_search_static
+from runtime.decode.state import DecodeSettings, Step
+from runtime.decode.cuda_graphs_beam import beam_search_static
 from runtime.errors import CaptureFailed
 
 # One per process: every capture and every decode (runtime.captioner) holds it, whichever model it belongs to.
 DEVICE_LOCK = threading.RLock()
-
-AOTI_ON_CUDA = ("backend='aoti' runs on the CPU only: AOTInductor is not validated on CUDA; on a GPU use "
-                "backend='exported', whose decode replays CUDA graphs")
-
-
-def refuse_aoti_on_cuda(backend: str, device: torch.device) -> None:
-    """ValueError for `backend='aoti'` on a CUDA device (see AOTI_ON_CUDA)."""
-    if backend == "aoti" and torch.device(device).type == "cuda":
-        raise ValueError(AOTI_ON_CUDA)
-
 
 def buckets(max_items: int) -> tuple[int, ...]:
     """Batch sizes a bucket is made for: powers of two below `max_items`, and `max_items` itself."""
@@ -152,7 +142,7 @@ class Bucket:
     def _greedy_tick(self) -> None:
         s = self.settings
         nxt = self._step(self.self_k, self.self_v).argmax(dim=-1)
-        # forced tokens as runtime.decode.forced_token picks them: BOS wins when both fall on one step
+        # forced tokens as runtime.decode.state.forced_token picks them: BOS wins when both fall on one step
         if s.forced_eos_token_id is not None:
             nxt = torch.where(self.position == s.max_new_tokens - 1, s.forced_eos_token_id, nxt)
         if s.forced_bos_token_id is not None:
@@ -181,19 +171,19 @@ class Bucket:
 class StaticDecoder:
     """Greedy and beam search over an exported step on fixed buckets.
 
-    The eager loop (runtime.decode, runtime.beam) compacts finished rows and reads every token back to the host, so
-    each step waits on the host. Here a batch is padded to the next bucket (1, 2, 4, ... up to the manifest's largest
-    batch), the step reads and writes tensors that live as long as the bucket (caches, cross-attention keys/values,
-    tokens, position), finished rows are masked on the device instead of dropped, and the host asks whether every
-    row is done once every `eos_every` steps. Without a capture (the CPU, `capture=False`) the same code calls the
-    step directly: the tests' way to check buckets and buffers without a GPU.
+    The eager loops (runtime.decode.greedy, runtime.decode.beam) compact finished rows and read every token back to
+    the host, so each step waits on the host. Here a batch is padded to the next bucket (1, 2, 4, ... up to the
+    manifest's largest batch), the step reads and writes tensors that live as long as the bucket (caches,
+    cross-attention keys/values, tokens, position), finished rows are masked on the device instead of dropped, and the
+    host asks whether every row is done once every `eos_every` steps. Without a capture (the CPU, `capture=False`) the
+    same code calls the step directly: the tests' way to check buckets and buffers without a GPU.
 
     With a capture (CUDA graphs), captures happen on one thread, the one that serves: `prepare` makes every bucket
     of the served settings there, before the model serves, and from then on only that thread makes a bucket.
     Captures and decodes hold one lock (`DEVICE_LOCK`) and a capture's error mode is thread-local, so a thread
     loading the next model meanwhile neither breaks a capture nor is broken by one. A capture that fails raises
     CaptureFailed and is kept in `failure`: the eager loop serves that model, and whoever called `prepare` reports
-    it (runtime.agent.model.graphs).
+    it (runtime.agent.model.capture).
     """
 
     def __init__(self, step: Step, max_items: int, options: StaticOptions = StaticOptions(),
@@ -255,7 +245,7 @@ class StaticDecoder:
 
     @torch.inference_mode()
     def decode(self, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings) -> list[list[int]]:
-        """Token ids per image, as runtime.decode.greedy or runtime.beam.beam_search give them."""
+        """Token ids per image, as runtime.decode.greedy.greedy or runtime.decode.beam.beam_search give them."""
         if self.failure is not None:
             raise self.failure
         n = cross_k.shape[1]

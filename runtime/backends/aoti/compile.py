@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 
 from runtime.artifact.manifest import EXAMPLE_BATCH, program_batches
-from runtime.artifact.verify import check_artifact, explicit_index, load_programs
+from runtime.artifact.verify import check_artifact
+from runtime.backends.exported import load_programs
+from runtime.load_policy import explicit_index
 from runtime.errors import ArtifactError
 
 
@@ -15,7 +17,7 @@ def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path
                     inductor_configs: dict | None = None) -> Path:
     """Compile both programs of `artifact` with AOTInductor for `device` into one package at `out`.
 
-    The programs are the ones runtime.artifact.verify.load_programs rebuilds from the artifact's validated description
+    The programs are the ones runtime.backends.exported.load_programs rebuilds from the artifact's validated description
     (torch's archive loader is not a safe one), re-exported here from example inputs the manifest sizes, with
     the batch dynamic as export/trace.py made it.
     """

@@ -22,10 +22,10 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from runtime.agent import wake as wake_code
+from runtime.lambdas.wake_on_upload import wake as wake_code
 from stacks.acknowledge import SSE_SQS_FALSE_POSITIVE, skip_checkov
 
-CODE = Path(wake_code.__file__)  # the function's whole code: one file, boto3 only
+CODE = Path(wake_code.__file__)  # the function's whole code: one file, boto3 only, alone in its folder
 
 MIN_INTERVAL_S = 60  # one look at the group per minute per warm function instance
 RUNTIME = lambda_.Runtime.PYTHON_3_14  # the latest the pinned aws-cdk-lib knows (cdk-nag L1)
@@ -33,8 +33,9 @@ FAILED_WAKE_RETENTION = Duration.days(14)
 
 
 class WakeOnUpload(Construct):
-    """Attributes: `function` (code: runtime/agent/wake.py alone), `rule` (Object Created under the prefix), `role`, and
-    `failures` (the function's dead-letter queue: events that failed or expired, kept for diagnosis).
+    """Attributes: `function` (code: the folder runtime/lambdas/wake_on_upload/), `rule` (Object Created under the
+    prefix), `role`, and `failures` (the function's dead-letter queue: events that failed or expired, kept for
+    diagnosis).
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, bucket: s3.Bucket, prefix: str,
@@ -58,8 +59,8 @@ class WakeOnUpload(Construct):
                 ("KeepFailedWakes", ["sqs:SendMessage"], self.failures.queue_arn)):
             self.role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=[resource]))
         self.function = lambda_.Function(
-            self, "Function", runtime=RUNTIME, handler=f"{wake_code.__name__.rsplit('.', 1)[-1]}.handler",
-            code=lambda_.Code.from_asset(str(CODE.parent), exclude=["*", f"!{CODE.name}"]),
+            self, "Function", runtime=RUNTIME, handler=f"{CODE.stem}.handler",
+            code=lambda_.Code.from_asset(str(CODE.parent)),
             role=self.role, log_group=log_group, memory_size=128, timeout=Duration.seconds(10),
             # one invocation at a time: with the in-function minute between looks, a burst of uploads makes at
             # most a few Auto Scaling calls; events that wait longer than a minute go to `failures` (one is enough)
