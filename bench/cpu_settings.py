@@ -8,7 +8,7 @@ from pathlib import Path
 from demo.accuracy import FORMATS, HELD_BACK_IMAGES, HELD_BACK_SEED, exact_match, held_back
 from export.parity import first_difference, parted_at_near_tie
 from runtime.captioner import LoadOptions, load_captioner
-from runtime.decode import Trace
+from runtime.decode.state import Trace
 
 # setting: (which artifact, load-time quantization); int8 and fp16 apply to float32 artifacts only
 SETTINGS = {"float32": ("float32", None), "int8": ("float32", "int8"), "fp16": ("float32", "fp16"),

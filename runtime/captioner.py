@@ -168,6 +168,10 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
         from runtime.passes.one_mask import apply_one_mask
 
         apply_one_mask(programs["decoder_step"], getattr(torch, manifest["dtype"]))
+    if "one_gelu" in passes:
+        from runtime.passes.one_gelu import apply_one_gelu
+
+        apply_one_gelu(programs["decoder_step"], getattr(torch, manifest["dtype"]))
     clock.lap("graph_passes_s")
     return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
                       load_phases=clock.phases)

@@ -147,8 +147,9 @@ def check_quantize(mode: str, device: torch.device, dtype: str) -> None:
 
 def step_passes(options: LoadOptions, device: torch.device) -> tuple[str, ...]:
     """The load-time passes on the exported decoder step, in order: the decode layout on the CPU only (it suits MKL's
-    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache), and one
-    float attention mask per step on every device (not one per attention call)."""
+    small-row matmuls), the in-place cache on every device (a step writes one position, not the whole cache), one
+    float attention mask per step on every device (not one per attention call), and GPT-2's tanh GELU as one op
+    (eight elementwise kernels a layer before; the pass itself keeps it composed outside float32)."""
     passes = []
     if options.decode_layout and device.type == "cpu":
         passes.append("decode_layout")
@@ -156,4 +157,6 @@ def step_passes(options: LoadOptions, device: torch.device) -> tuple[str, ...]:
         passes.append("cache_in_place")
     if options.one_mask:
         passes.append("one_mask")
+    if options.one_gelu:
+        passes.append("one_gelu")
     return tuple(passes)

@@ -14,4 +14,5 @@ class LoadOptions:
     decode_layout: bool = True  # CPU: the decoder step's linears as weight @ x.T (runtime.passes.decode_layout)
     cache_in_place: bool = True  # the step writes its caches in place, on any device (runtime.passes.cache_in_place)
     one_mask: bool = True  # the step's boolean attention mask made float once per step (runtime.passes.one_mask)
+    one_gelu: bool = True  # GPT-2's written-out tanh GELU as one op, float32 only (runtime.passes.one_gelu)
     remote: object = None  # aoti: a shared store of compiled packages (runtime.backends.aoti.RemoteStore)

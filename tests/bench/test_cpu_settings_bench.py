@@ -8,7 +8,7 @@ from bench.report import render
 from demo.accuracy import held_back
 from export.parity import parted_at_near_tie
 from runtime.captioner import load_captioner
-from runtime.decode import Trace
+from runtime.decode.state import Trace
 
 
 def test_each_setting_gets_an_accuracy_a_comparison_with_float32_and_a_speed_ratio(tiny_artifact, tmp_path, capsys):

@@ -56,9 +56,11 @@ def test_the_captioner_gives_the_same_tokens_with_and_without_it(tiny_artifact):
 
 def test_the_in_place_cache_is_applied_on_cuda_too_and_the_decode_layout_only_on_the_cpu():
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
-    assert step_passes(LoadOptions(one_mask=False), cuda) == ("cache_in_place",)
-    assert step_passes(LoadOptions(one_mask=False), cpu) == ("decode_layout", "cache_in_place")
-    assert step_passes(LoadOptions(cache_in_place=False, decode_layout=False, one_mask=False), cuda) == ()
+    assert step_passes(LoadOptions(one_mask=False, one_gelu=False), cuda) == ("cache_in_place",)
+    assert step_passes(LoadOptions(one_mask=False, one_gelu=False), cpu) == ("decode_layout", "cache_in_place")
+    assert step_passes(LoadOptions(cache_in_place=False, decode_layout=False, one_mask=False, one_gelu=False),
+                       cuda) == ()
+    assert step_passes(LoadOptions(), cuda) == ("cache_in_place", "one_mask", "one_gelu")
 
 
 def _stacking_step(read_cache_again: bool) -> fx.GraphModule:
