@@ -154,7 +154,7 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
     ours = load_captioner(artifact, args.device)
     capture = args.device == "cuda" if args.capture == "auto" else args.capture == "on"
     options = StaticOptions(capture=capture, eos_every=args.eos_every)
-    graphs = StaticDecoder(ours.step, ours.max_batch, options)
+    graphs = StaticDecoder(ours.step, ours.max_batch, options, encoder=ours._checked_encoder)  # as the runtime does
     gen = ours.manifest["generation"]
     eos = gen["eos_token_id"]
     pixels = loaded.processor(images=bench_images(name, max_batch), return_tensors="pt")["pixel_values"]
@@ -197,7 +197,8 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
             first_s = time.perf_counter() - started
             times = interleaved({"hf_eager": run_hf, "ours_eager": ours_with(None, "ours_eager"),
                                  "ours_graphs": ours_with(graphs, "ours_graphs")}, args.runs)
-            ran = {"decode": ours.decode_status()["decode"], "replays": graphs.stats.replays - replays,
+            ran = {"decode": ours.decode_status()["decode"], "encoder": ours.decode_status().get("encoder"),
+                   "replays": graphs.stats.replays - replays,
                    "direct_steps": graphs.stats.direct - direct,
                    "bucket": f"{graphs.bucket_size(batch)}x{beams}" if graphs.ready else None}
             ran["capture_s"] = graphs.stats.capture_s.get(ran["bucket"])
@@ -206,9 +207,16 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
                 measured = device_timings(ours, graphs, px, beams, args.device)
                 with torch.inference_mode():
                     cross_k, cross_v = ours.encoder(px.to(args.device, ours.dtype))
-                    bucket = graphs.bucket(batch, ours.decode_settings(beams), cross_k)
+                    sample = graphs._sample or (cross_k, None)  # the prepared buckets (with their encoder)
+                    bucket = graphs.bucket(batch, ours.decode_settings(beams), *sample)
                     bucket.load(cross_k, cross_v)  # position 0: a replay past the last step would write out of range
                 measured.update(ops_per_tick(bucket.tick, args.device))
+                if bucket.encode is not None:  # the bucket's encoder graph alone, one replay
+                    clock = Clock(args.device)
+                    start = clock.mark()
+                    with torch.inference_mode():
+                        bucket.encode()
+                    measured["encoder_graph_ms"] = round(clock.ms(start, clock.mark()), 3)
             case = case_name(beams, batch)
             record = result["cases"][case] = {
                 "images": batch, "times": times, "tokens": tokens, "first_graphs_call_s": round(first_s, 3),

@@ -19,7 +19,7 @@ from runtime.decode.beam import beam_search
 from runtime.decode.greedy import greedy
 from runtime.decode.state import DecodeSettings, Trace
 from runtime.errors import ArtifactError, BadDescription, CaptionKitError
-from runtime.decode.cuda_graphs import DEVICE_LOCK, decode_or_none, static_decoder
+from runtime.decode.cuda_graphs import DEVICE_LOCK, static_decoder
 from runtime.decode.text import TextDecoder
 from runtime.images.preprocess import Preprocessor
 
@@ -47,7 +47,8 @@ class Captioner:
         )
         self.text = TextDecoder(tokenizer_json, manifest["tokenizer"])
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
-        self.static = static_decoder(self.step, device, self.max_batch)  # None: the eager loops (cuda_graphs.py)
+        # None: the eager loops (cuda_graphs.py); on CUDA each bucket also captures the encoder
+        self.static = static_decoder(self.step, device, self.max_batch, encoder=self._checked_encoder)
 
     def prepare(self, num_beams: int | None = None) -> dict:
         """Make every decode bucket for `num_beams` (default: the artifact's) now, on this thread: on CUDA their
@@ -58,9 +59,17 @@ class Captioner:
             settings = self.decode_settings(num_beams)
             grey = self.preprocess([PIL.Image.new("RGB", (64, 64), (127, 127, 127))]).to(self.device, self.dtype)
             with torch.inference_mode(), self.static.lock:
-                cross_k, _ = self.encoder(grey)
-                self.static.prepare(settings, cross_k)
+                cross_k, _ = self._checked_encoder(grey)
+                self.static.prepare(settings, cross_k, grey)
         return self.decode_status()
+
+    def _checked_encoder(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's (cross_k, cross_v) for `pixels`, their shapes checked against the manifest (metadata only,
+        so it can run inside a capture); ArtifactError when the programs do not keep the manifest's contract."""
+        try:  # upload checked this on the meta device; a load checks the counts (runtime.artifact.contract)
+            return contract.check_encoder(self.encoder(pixels), self.manifest, pixels.shape[0])
+        except BadDescription as exc:
+            raise ArtifactError(f"{self.path}: {exc}; export the model again") from None
 
     def decode_settings(self, num_beams: int | None = None) -> DecodeSettings:
         """The artifact's decode settings with `num_beams` (default: its own), checked against its largest."""
@@ -80,8 +89,14 @@ class Captioner:
             return {"decode": "eager, capture failed", "reason": str(static.failure)}
         if not static.ready:
             return {"decode": "eager, not prepared"}
-        return {"decode": "cuda-graphs" if static.capture is not None else "static",
-                "capture_s": dict(static.stats.capture_s)}
+        status = {"decode": "cuda-graphs" if static.capture is not None else "static",
+                  "capture_s": dict(static.stats.capture_s)}
+        if static.encoder is not None and static.stats.encoder_failed:
+            label, reason = next(iter(static.stats.encoder_failed.items()))
+            status.update(encoder="eager, capture failed", encoder_reason=f"bucket {label}: {reason}")
+        elif static.encoder is not None:
+            status["encoder"] = "in the buckets"
+        return status
 
     def preprocess(self, images: list[PIL.Image.Image]) -> torch.Tensor:
         """RGB images to a CPU float32 pixel batch, as the model's HF image processor makes it."""
@@ -97,12 +112,15 @@ class Captioner:
         for start in range(0, pixel_values.shape[0], self.max_batch):
             chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
             with self.static.lock if self.static is not None else DEVICE_LOCK:
-                try:  # upload checked this on the meta device; a load checks the counts (runtime.artifact.contract)
-                    cross_k, cross_v = contract.check_encoder(self.encoder(chunk), self.manifest, chunk.shape[0])
-                except BadDescription as exc:
-                    raise ArtifactError(f"{self.path}: {exc}; export the model again") from None
-                ids = None if trace is not None else decode_or_none(self.static, cross_k, cross_v, settings)
-                out.extend(ids if ids is not None else search(self.step, cross_k, cross_v, settings, trace=trace))
+                static = self.static if trace is None and self.static is not None and self.static.ready else None
+                if static is not None and static.encoder is not None:
+                    out.extend(static.decode_pixels(chunk, settings))
+                    continue
+                cross_k, cross_v = self._checked_encoder(chunk)
+                # the static decoder when it is ready; else the eager loop: none (the CPU), not prepared yet (a model
+                # warmed up by the thread that loads it), or a capture that failed (reported by whoever prepared)
+                out.extend(static.decode(cross_k, cross_v, settings) if static is not None
+                           else search(self.step, cross_k, cross_v, settings, trace=trace))
         return out
 
     def caption_pixels(self, pixel_values: torch.Tensor, num_beams: int | None = None) -> list[str]:

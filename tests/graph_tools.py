@@ -9,22 +9,23 @@ from runtime.decode.cuda_graphs import DEVICE_LOCK, StaticDecoder, StaticOptions
 
 class RecordedCaptures:
     """Stands in for runtime.decode.cuda_graphs.CudaGraphs: each capture is recorded (thread, model, bucket, whether the
-    decoder's lock was held) and its "replay" calls the tick; `fail_at` (images x beams) raises as a capture would."""
+    decoder's lock was held) and its "replay" calls the tick; `fail_at` (images x beams, "8x1 encoder" for a bucket's
+    encoder) raises as a capture would."""
 
     def __init__(self, lock=DEVICE_LOCK, fail_at: str | None = None, model: str = ""):
         self.lock, self.fail_at, self.model = lock, fail_at, model
-        self.events: list[tuple] = []  # ("capture", thread, model, "8x1", lock held) and ("replay", thread, model)
+        self.events: list[tuple] = []  # ("capture", thread, model, "8x1", lock held) and ("replay", thread, model, "8x1")
 
     def __call__(self, tick, reset, warmup):
         bucket = tick.__self__
-        label = f"{bucket.items}x{bucket.settings.num_beams}"
+        label = f"{bucket.items}x{bucket.settings.num_beams}" + (" encoder" if tick.__name__ == "_encode_tick" else "")
         self.events.append(("capture", threading.current_thread().name, self.model, label, self.lock._is_owned()))
         if label == self.fail_at:
             raise RuntimeError("operation not permitted when stream is capturing")
         reset()
 
         def replay():
-            self.events.append(("replay", threading.current_thread().name, self.model))
+            self.events.append(("replay", threading.current_thread().name, self.model, label))
             tick()
         return replay
 
@@ -40,7 +41,8 @@ def load_with_recorded_captures(path, **kwargs):
     """The agent's loader on the CPU with a decoder that captures as on CUDA, through a RecordedCaptures."""
     captioner = load_captioner(path, **kwargs)
     captures = RecordedCaptures(model=captioner.name, fail_at=FAIL_AT.get(captioner.name))
-    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, StaticOptions(), capture=captures)
+    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, StaticOptions(), capture=captures,
+                                     encoder=captioner._checked_encoder)  # as runtime.decode.cuda_graphs makes it
     RECORDED.append(captures)
     return captioner
 

@@ -36,6 +36,12 @@ class StaticOptions:
 
 # (tick, reset, warmup) -> replay: makes one bucket's tick replayable (CudaGraphs; the tests inject their own)
 Capture = Callable[[Callable[[], None], Callable[[], None], int], Callable[[], None]]
+# pixels -> (cross_k, cross_v): the model's encoder, its outputs checked against the manifest (shapes only)
+Encoder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _nothing() -> None:
+    """The encoder's tick has no state to reset between warm-up and capture: it rewrites everything it writes."""
 
 
 class CudaGraphs:
@@ -65,11 +71,13 @@ class CudaGraphs:
 @dataclass
 class GraphStats:
     """What a decoder made and ran: seconds per bucket made ("<images>x<beams>"), ticks replayed from a capture,
-    ticks called directly (no capture)."""
+    ticks called directly (no capture), and the buckets whose encoder could not be captured (their step graphs serve,
+    fed by the eager encoder)."""
 
     capture_s: dict[str, float] = field(default_factory=dict)
     replays: int = 0
     direct: int = 0
+    encoder_failed: dict[str, str] = field(default_factory=dict)  # bucket -> why its encoder was not captured
 
 
 class Tick:
@@ -91,7 +99,8 @@ class Bucket:
     """The static tensors of one bucket (`items` images x `settings.num_beams` rows) and its captured tick."""
 
     def __init__(self, step: Step, items: int, settings: DecodeSettings, cross: torch.Tensor, options: StaticOptions,
-                 capture: Capture | None, stats: GraphStats):
+                 capture: Capture | None, stats: GraphStats, encoder: Encoder | None = None,
+                 pixels: torch.Tensor | None = None):
         self.step, self.items, self.settings = step, items, settings
         layers, _, heads, seq, head_dim = cross.shape
         rows, self.device = items * settings.num_beams, cross.device
@@ -112,6 +121,22 @@ class Bucket:
                                    self.cross_v)[0].clone()
         tick = self._greedy_tick if settings.num_beams == 1 else self._beam_tick
         self.tick = Tick(tick, None if capture is None else capture(tick, self._reset_state, options.warmup), stats)
+        # the encoder on this bucket's own pixel buffer, writing its keys/values straight into the cross buffers
+        self.encoder, self.encode, self.encoder_failure = encoder, None, None
+        if encoder is not None and pixels is not None:
+            self.pixels = torch.zeros((items, *pixels.shape[1:]), dtype=pixels.dtype, device=self.device)
+            try:
+                replay = None if capture is None else capture(self._encode_tick, _nothing, options.warmup)
+            except Exception as exc:  # noqa: BLE001 - the step's graphs still serve; the eager encoder feeds them
+                self.encoder_failure = f"{type(exc).__name__}: {str(exc)[:300]}"
+            else:
+                self.encode = Tick(self._encode_tick, replay, stats)
+
+    def _encode_tick(self) -> None:
+        cross_k, cross_v = self.encoder(self.pixels)
+        beams = self.settings.num_beams
+        self.cross_k.unflatten(1, (self.items, beams)).copy_(cross_k[:, :, None])
+        self.cross_v.unflatten(1, (self.items, beams)).copy_(cross_v[:, :, None])
 
     def _reset_state(self) -> None:
         self.position.zero_()
@@ -125,6 +150,19 @@ class Bucket:
         for static, new in ((self.cross_k, cross_k), (self.cross_v, cross_v)):
             static[:, :n * beams].unflatten(1, (n, beams)).copy_(new[:, :, None])
             static[:, n * beams:].zero_()
+        self._start(n)
+
+    def load_pixels(self, pixels: torch.Tensor) -> None:
+        """Start a batch from its pixels: they go into the bucket's pixel buffer (padding images zeroed, their rows
+        marked done) and the encoder's tick, captured with the bucket, fills the cross buffers."""
+        n = pixels.shape[0]
+        self.pixels[:n].copy_(pixels)
+        self.pixels[n:].zero_()
+        self.encode()
+        self._start(n)
+
+    def _start(self, n: int) -> None:
+        beams = self.settings.num_beams
         self._reset_state()
         self.tokens.fill_(self.settings.start_token_id)
         self.parent.copy_(torch.arange(self.parent.shape[0], device=self.device))
@@ -187,10 +225,12 @@ class StaticDecoder:
     """
 
     def __init__(self, step: Step, max_items: int, options: StaticOptions = StaticOptions(),
-                 capture: Capture | None = None, lock=DEVICE_LOCK):
+                 capture: Capture | None = None, lock=DEVICE_LOCK, encoder: Encoder | None = None):
         if options.eos_every < 1:
             raise ValueError(f"eos_every must be at least 1, not {options.eos_every}")
         self.step, self.sizes, self.options, self.lock = step, buckets(max_items), options, lock
+        self.encoder = encoder  # given: each bucket also runs (captures) the encoder on its own pixel buffer
+        self._sample: tuple[torch.Tensor, torch.Tensor] | None = None  # (cross, pixels) of one image, from prepare
         self.capture = (capture or CudaGraphs()) if options.capture else None
         self._buckets: dict[tuple, Bucket] = {}
         self.owner: int | None = None  # the thread that called prepare: the only one that captures
@@ -209,21 +249,27 @@ class StaticDecoder:
                 return size
         raise ValueError(f"{items} images: the largest bucket is {self.sizes[-1]} (the manifest's max_batch)")
 
-    def prepare(self, settings: DecodeSettings, cross: torch.Tensor) -> None:
+    def prepare(self, settings: DecodeSettings, cross: torch.Tensor, pixels: torch.Tensor | None = None) -> None:
         """Make (and capture) the bucket of every size for `settings` now, on this thread, which from now on is the
-        only one that captures; `cross` is any cross-attention tensor of the model (its shape but the batch).
+        only one that captures; `cross` is any cross-attention tensor of the model (its shape but the batch), and
+        `pixels` the batch it came from (with an encoder: the buckets' pixel buffers take its shape).
         CaptureFailed, also kept in `failure`, when a bucket cannot be made; a decoder that failed stays failed."""
         if self.failure is not None:
             raise self.failure
         with self.lock:
             self.owner = threading.get_ident()
+            if self.encoder is not None and pixels is not None:
+                self._sample = (cross[:, :1].clone(), pixels[:1].clone())
             for size in self.sizes:
-                self.bucket(size, settings, cross)
+                self.bucket(size, settings, cross, None if self._sample is None else self._sample[1])
 
-    def bucket(self, items: int, settings: DecodeSettings, cross: torch.Tensor) -> Bucket:
-        """The bucket for `items` images under `settings`, made on first use (by the serving thread if captured)."""
+    def bucket(self, items: int, settings: DecodeSettings, cross: torch.Tensor,
+               pixels: torch.Tensor | None = None) -> Bucket:
+        """The bucket for `items` images under `settings`, made on first use (by the serving thread if captured);
+        with `pixels` (and an encoder) it holds a pixel buffer of their shape and the encoder's tick."""
         size = self.bucket_size(items)
-        key = (size, settings, tuple(cross.shape[:1] + cross.shape[2:]), cross.dtype, cross.device)
+        key = (size, settings, tuple(cross.shape[:1] + cross.shape[2:]), cross.dtype, cross.device,
+               None if pixels is None else tuple(pixels.shape[1:]))
         if key in self._buckets:
             return self._buckets[key]
         label = f"{size}x{settings.num_beams}"
@@ -234,14 +280,18 @@ class StaticDecoder:
         started = time.perf_counter()
         with self.lock:
             try:
-                self._buckets[key] = Bucket(self.step, size, settings, cross, self.options, self.capture, self.stats)
+                made = Bucket(self.step, size, settings, cross, self.options, self.capture, self.stats,
+                              self.encoder if pixels is not None else None, pixels)
+                self._buckets[key] = made
             except Exception as exc:  # noqa: BLE001 - whatever the capture raises, the model must not serve half-made
                 self._buckets.clear()
                 self.failure = CaptureFailed(f"bucket {label} (images x beams): {type(exc).__name__}: "
                                              f"{str(exc)[:300]}")
                 raise self.failure from exc
         self.stats.capture_s[label] = round(time.perf_counter() - started, 3)
-        return self._buckets[key]
+        if made.encoder_failure is not None:
+            self.stats.encoder_failed[label] = made.encoder_failure
+        return made
 
     @torch.inference_mode()
     def decode(self, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings) -> list[list[int]]:
@@ -252,24 +302,36 @@ class StaticDecoder:
         with self.lock:
             bucket = self.bucket(n, settings, cross_k)
             bucket.load(cross_k, cross_v)
-            if settings.num_beams == 1:
-                return bucket.greedy(n, self.options.eos_every)
-            return beam_search_static(bucket, n, self.options.eos_every)
+            return self._run(bucket, n)
+
+    @torch.inference_mode()
+    def decode_pixels(self, pixels: torch.Tensor, settings: DecodeSettings) -> list[list[int]]:
+        """Token ids per image from their pixels: the bucket's encoder tick (captured with it) writes the cross
+        buffers, then its step ticks decode. Before `prepare` gave a sample, or for a bucket whose encoder could not
+        be captured, the encoder runs eagerly and `decode` takes its outputs."""
+        if self.failure is not None:
+            raise self.failure
+        n = pixels.shape[0]
+        with self.lock:
+            if self._sample is None:
+                return self.decode(*self.encoder(pixels), settings)
+            bucket = self.bucket(n, settings, self._sample[0], self._sample[1])
+            if bucket.encode is None:
+                bucket.load(*self.encoder(pixels))
+            else:
+                bucket.load_pixels(pixels)
+            return self._run(bucket, n)
+
+    def _run(self, bucket: Bucket, n: int) -> list[list[int]]:
+        if bucket.settings.num_beams == 1:
+            return bucket.greedy(n, self.options.eos_every)
+        return beam_search_static(bucket, n, self.options.eos_every)
 
 
-def static_decoder(step: Step, device: torch.device, max_items: int) -> StaticDecoder | None:
-    """The CUDA decode path for an exported step; None on the CPU, where the eager loop stays (it drops finished
-    rows, and nothing there waits on kernel launches)."""
+def static_decoder(step: Step, device: torch.device, max_items: int,
+                   encoder: Encoder | None = None) -> StaticDecoder | None:
+    """The CUDA decode path for an exported step (and its encoder, captured per bucket); None on the CPU, where the
+    eager loop stays (it drops finished rows, and nothing there waits on kernel launches)."""
     if torch.device(device).type != "cuda":
         return None
-    return StaticDecoder(step, max_items)
-
-
-def decode_or_none(decoder: StaticDecoder | None, cross_k, cross_v, settings: DecodeSettings):
-    """`decoder.decode(...)` when it is ready, else None and the caller runs the eager loop: no decoder (the CPU),
-    not prepared yet (a model warmed up by the thread that loads it, before the serving thread captures), or a
-    capture that failed (raised to, and reported by, whoever called prepare). Errors while decoding propagate, a
-    bucket that cannot be made on first use included."""
-    if decoder is None or not decoder.ready:
-        return None
-    return decoder.decode(cross_k, cross_v, settings)
+    return StaticDecoder(step, max_items, encoder=encoder)

@@ -63,7 +63,7 @@ def test_the_serving_thread_captures_each_model_before_it_serves_and_the_watcher
     for captures in graph_tools.RECORDED:  # the first model, then the swapped-in one
         events = captures.events
         made = [event for event in events if event[0] == "capture"]
-        assert [event[3] for event in made] == labels, captures.model
+        assert [event[3] for event in made] == [x for label in labels for x in (label, f"{label} encoder")]
         assert {event[1] for event in events} == {"serving"}, events  # captures and replays alike
         assert all(event[4] for event in made)  # under the device lock
         first_replay = next(i for i, event in enumerate(events) if event[0] == "replay")
@@ -99,3 +99,27 @@ def test_a_failed_capture_is_reported_with_its_cause_a_metric_and_on_every_batch
     assert batches and {line["decode"] for line in batches} == {"eager, capture failed"}
     assert all(stack.result(key)["status"] == "ok" for key in keys)  # served, on the eager loop
     assert [event for event in graph_tools.RECORDED[0].events if event[0] == "replay"] == []
+
+
+def test_an_encoder_that_cannot_be_captured_is_reported_and_the_step_graphs_serve(stack, agent_log, tiny_artifact):
+    graph_tools.RECORDED.clear()
+    stack.use_real_model(tiny_artifact, loader=LOADER)
+    config = stack.config()
+    model = graph_tools.load_with_recorded_captures(tiny_artifact, device="cpu")
+    graph_tools.RECORDED.clear()
+    bucket = f"2x{model.settings.num_beams}"
+    graph_tools.FAIL_AT[model.name] = f"{bucket} encoder"
+    try:
+        keys = [f"incoming/{n:02d}.png" for n in range(3)]
+        _serve(stack, config, None, keys)
+    finally:
+        graph_tools.FAIL_AT.clear()
+
+    (failed,) = agent_log.events("encoder_capture_failed")
+    assert failed["decode"] == "cuda-graphs" and failed[CAPTURE_FAILED] == 1
+    assert failed["reason"] == f"bucket {bucket}: RuntimeError: operation not permitted when stream is capturing"
+    assert agent_log.events("capture_failed") == [] and agent_log.events("decode_ready") == []
+    assert {line["decode"] for line in agent_log.events("batch")} == {"cuda-graphs"}
+    assert all(stack.result(key)["status"] == "ok" for key in keys)
+    replayed = {event[3] for event in graph_tools.RECORDED[0].events if event[0] == "replay"}
+    assert replayed and f"{bucket} encoder" not in replayed

@@ -289,3 +289,42 @@ def test_cuda_graphs_give_the_eager_tokens(tiny_artifact, beams):
     assert captioner.static.stats.replays and captioner.static._buckets
     captioner.static = None
     assert graphed == captioner.generate_ids(pixels, num_beams=beams)
+
+
+def _with_encoder(captioner, **kwargs) -> RecordedCaptures:
+    captures = RecordedCaptures(**kwargs)
+    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, StaticOptions(), capture=captures,
+                                     encoder=captioner._checked_encoder)
+    return captures
+
+
+@pytest.mark.parametrize("fixture", ["tiny_artifact", "tiny_florence2_artifact"])
+def test_each_bucket_captures_its_encoder_into_its_cross_buffers_and_the_tokens_equal_the_eager_loop(request, fixture):
+    captioner = _captioner(request, fixture)
+    captures = _with_encoder(captioner)
+    pixels = captioner.preprocess(parity_images([], 11, seed=5))  # two chunks: 8 and 3 images
+    beams = captioner.settings.num_beams
+    expected = {b: _eager_ids(captioner, pixels, b) for b in {1, beams}}
+    status = captioner.prepare()
+    labels = [f"{size}x{beams}" for size in buckets(captioner.max_batch)]
+    assert [event[3] for event in captures.captures()] == [x for label in labels for x in (label, f"{label} encoder")]
+    assert status["decode"] == "cuda-graphs" and status["encoder"] == "in the buckets"
+    assert captioner.generate_ids(pixels) == expected[beams]
+    encoded = [event[3] for event in captures.events if event[0] == "replay" and event[3].endswith("encoder")]
+    assert encoded == [f"8x{beams} encoder", f"4x{beams} encoder"]  # one encoder replay a chunk, in its bucket
+    assert captioner.generate_ids(pixels, num_beams=1) == expected[1]  # greedy's buckets made on first use
+
+
+def test_a_bucket_whose_encoder_cannot_be_captured_serves_its_step_graphs_from_the_eager_encoder(tiny_artifact):
+    captioner = load_captioner(tiny_artifact, device="cpu")
+    beams = captioner.settings.num_beams
+    captures = _with_encoder(captioner, fail_at=f"4x{beams} encoder")
+    pixels = captioner.preprocess(parity_images([], 3, seed=5))
+    expected = _eager_ids(captioner, pixels)
+    status = captioner.prepare()
+    assert status["decode"] == "cuda-graphs" and status["encoder"] == "eager, capture failed"
+    assert status["encoder_reason"] == (f"bucket 4x{beams}: RuntimeError: operation not permitted when stream is "
+                                        "capturing")
+    assert captioner.generate_ids(pixels) == expected
+    replayed = [event[3] for event in captures.events if event[0] == "replay"]
+    assert replayed and set(replayed) == {f"4x{beams}"}  # the step's graph, not an encoder graph
