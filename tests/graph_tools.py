@@ -14,7 +14,8 @@ class RecordedCaptures:
 
     def __init__(self, lock=DEVICE_LOCK, fail_at: str | None = None, model: str = ""):
         self.lock, self.fail_at, self.model = lock, fail_at, model
-        self.events: list[tuple] = []  # ("capture", thread, model, "8x1", lock held) and ("replay", thread, model, "8x1")
+        # ("capture", thread, model, "8x1", lock held) and ("replay", thread, model, "8x1")
+        self.events: list[tuple] = []
 
     def __call__(self, tick, reset, warmup):
         bucket = tick.__self__
