@@ -45,6 +45,24 @@ def _serve(stack, config, watcher, keys: list[str], publish_after: int | None = 
     return worker
 
 
+def _serve_failing(stack, tiny_artifact, part: str) -> tuple[str, list[str]]:
+    """Serve three images with the model whose bucket 2 x beams fails to capture (its step; with part=" encoder",
+    its encoder); the bucket's label and the keys served."""
+    graph_tools.RECORDED.clear()
+    stack.use_real_model(tiny_artifact, loader=LOADER)
+    config = stack.config()
+    model = graph_tools.load_with_recorded_captures(tiny_artifact, device="cpu")
+    graph_tools.RECORDED.clear()
+    bucket = f"2x{model.settings.num_beams}"
+    graph_tools.FAIL_AT[model.name] = f"{bucket}{part}"
+    keys = [f"incoming/{n:02d}.png" for n in range(3)]
+    try:
+        _serve(stack, config, None, keys)
+    finally:
+        graph_tools.FAIL_AT.clear()
+    return bucket, keys
+
+
 def test_the_serving_thread_captures_each_model_before_it_serves_and_the_watcher_never_does(
         stack, agent_log, tiny_artifact, tmp_path):
     graph_tools.RECORDED.clear()
@@ -76,18 +94,7 @@ def test_the_serving_thread_captures_each_model_before_it_serves_and_the_watcher
 
 def test_a_failed_capture_is_reported_with_its_cause_a_metric_and_on_every_batch_line(
         stack, agent_log, tiny_artifact):
-    graph_tools.RECORDED.clear()
-    stack.use_real_model(tiny_artifact, loader=LOADER)
-    config = stack.config()
-    model = graph_tools.load_with_recorded_captures(tiny_artifact, device="cpu")
-    graph_tools.RECORDED.clear()
-    bucket = f"2x{model.settings.num_beams}"
-    graph_tools.FAIL_AT[model.name] = bucket
-    try:
-        keys = [f"incoming/{n:02d}.png" for n in range(3)]
-        _serve(stack, config, None, keys)
-    finally:
-        graph_tools.FAIL_AT.clear()
+    bucket, keys = _serve_failing(stack, tiny_artifact, "")
 
     failed = agent_log.events("capture_failed")
     assert len(failed) == 1 and failed[0]["decode"] == "eager, capture failed"
@@ -102,18 +109,7 @@ def test_a_failed_capture_is_reported_with_its_cause_a_metric_and_on_every_batch
 
 
 def test_an_encoder_that_cannot_be_captured_is_reported_and_the_step_graphs_serve(stack, agent_log, tiny_artifact):
-    graph_tools.RECORDED.clear()
-    stack.use_real_model(tiny_artifact, loader=LOADER)
-    config = stack.config()
-    model = graph_tools.load_with_recorded_captures(tiny_artifact, device="cpu")
-    graph_tools.RECORDED.clear()
-    bucket = f"2x{model.settings.num_beams}"
-    graph_tools.FAIL_AT[model.name] = f"{bucket} encoder"
-    try:
-        keys = [f"incoming/{n:02d}.png" for n in range(3)]
-        _serve(stack, config, None, keys)
-    finally:
-        graph_tools.FAIL_AT.clear()
+    bucket, keys = _serve_failing(stack, tiny_artifact, " encoder")
 
     (failed,) = agent_log.events("encoder_capture_failed")
     assert failed["decode"] == "cuda-graphs" and failed[CAPTURE_FAILED] == 1
