@@ -39,7 +39,7 @@ def _gelu_input(out: fx.Node):
     for half_node, tail in (out.args, out.args[::-1]):
         x = _scalar(half_node, aten.mul.Tensor, HALF)
         tanh = _scalar(tail, aten.add.Tensor, ONE)
-        if x is None or not _call(tanh, aten.tanh.default):
+        if x is None or not _call(tanh, aten.tanh.default) or len(tanh.args) != 1:
             continue
         inner = _scalar(tanh.args[0], aten.mul.Tensor, SQRT_2_OVER_PI)
         if not _call(inner, aten.add.Tensor) or len(inner.args) != 2:
