@@ -8,7 +8,7 @@ import sys
 import time
 
 from runtime import registry
-from runtime.agent.jobs import collect_command
+from runtime.agent.notice import collect_command
 from runtime.errors import CaptionKitError
 from stacks.settings import Settings
 from tools import cost, fleet_view, job_progress, shard_progress

@@ -12,33 +12,17 @@ import datetime
 import json
 import time
 
-from runtime import aws
 from runtime.agent import tally
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, NOTIFIED, chunk_marker, is_own_result,
                                   job_root, results_location)
 from runtime.agent.messages import CHUNK_TYPE, MAX_CHUNK_IMAGES, UnknownMessage, parse_s3_uri
 from runtime.agent.metrics import log
+from runtime.agent.notice import notify_once
+from runtime.agent.queue import send_all
+from runtime.agent.s3json import put_json, read_json
 from runtime.agent.work import Chunk, Item, Work
-from runtime.aws import GONE_CODES, PRECONDITION_CODES, RetryLater, error_code, object_exists
-
-SUBJECT_LIMIT = 100  # SNS refuses longer subjects
-
-def put_json(s3, bucket: str, key: str, value, *, only_new: bool = False) -> bool:
-    """Write `value` as JSON; with `only_new`, only if the key is absent (IfNoneMatch '*'). False if it was there."""
-    try:
-        s3.put_object(Bucket=bucket, Key=key, Body=(json.dumps(value, indent=1, sort_keys=True) + "\n").encode(),
-                      ContentType="application/json", **({"IfNoneMatch": "*"} if only_new else {}))
-    except Exception as exc:  # noqa: BLE001 - "already there" is an answer; the caller sorts the rest
-        if only_new and error_code(exc) in PRECONDITION_CODES:
-            return False
-        raise
-    return True
-
-
-def _get_json(s3, bucket: str, key: str):
-    return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-
+from runtime.aws import GONE_CODES, RetryLater, error_code, object_exists
 
 def list_images(s3, config: AgentConfig, prefix_uri: str) -> list[str]:
     """Every image URI under a prefix (by `image_suffixes`), skipping folders and the agent's own results."""
@@ -65,7 +49,7 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     started = time.monotonic()
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     try:
-        manifest = _get_json(s3, bucket, root + JOB_MANIFEST)
+        manifest = read_json(s3, bucket, root + JOB_MANIFEST)
     except s3.exceptions.NoSuchKey:
         images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
         size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
@@ -77,11 +61,7 @@ def expand(s3, sqs, config: AgentConfig, job: dict) -> dict:
     bodies = [json.dumps({"type": CHUNK_TYPE, "job_id": job["job_id"], "index": index, "count": count,
                           "images": manifest["images"][index * size:(index + 1) * size]})
               for index in range(count)]
-    for start in range(0, len(bodies), 10):
-        reply = sqs.send_message_batch(QueueUrl=config.queue_url, Entries=[
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])])
-        if reply.get("Failed"):
-            raise RuntimeError(f"sending chunks of job {job['job_id']} failed: {reply['Failed'][:3]}")
+    send_all(sqs, config.queue_url, bodies, f"chunks of job {job['job_id']}")
     if count == 0:
         write_summary(s3, config, job["job_id"], manifest)
     log("info", event="job_expanded", job_id=job["job_id"], kind="images", images=len(manifest["images"]),
@@ -164,7 +144,7 @@ def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bo
     if not tally.finished(s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index,
                           range(chunk.count)):
         return False
-    write_summary(s3, config, chunk.job_id, _get_json(s3, bucket, root + JOB_MANIFEST))
+    write_summary(s3, config, chunk.job_id, read_json(s3, bucket, root + JOB_MANIFEST))
     return True
 
 
@@ -173,7 +153,7 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
     bucket, root = config.results_bucket_name, job_root(config, job_id)
     keys = [chunk_marker(root, index) for index in range(manifest["chunks"])]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        markers = list(pool.map(lambda key: _get_json(s3, bucket, key), keys))
+        markers = list(pool.map(lambda key: read_json(s3, bucket, key), keys))
     failed = [failure for marker in markers for failure in marker["failed"]]
     source = manifest["source"]
     results = (f"s3://{bucket}/{config.results_prefix}{parse_s3_uri(source)[1]}" if source.startswith("s3://")
@@ -185,40 +165,6 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
                "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}"}
     first = config.job_topic_arn and not object_exists(s3, bucket, root + JOB_SUMMARY)
     put_json(s3, bucket, root + JOB_SUMMARY, summary)
-    # only when the summary is first complete, not on replays; of agents finishing at once, the one whose
-    # IfNoneMatch put of `notified` succeeds publishes
-    told = {"job_id": job_id, "at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if first and put_json(s3, bucket, root + NOTIFIED, told, only_new=True):
-        publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}")
+    if first:  # only when the summary is first complete, not on replays
+        notify_once(s3, config, root + NOTIFIED, {"job_id": job_id}, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}")
     return summary
-
-
-def collect_command(job_id: str) -> str:
-    """How to gather a job's captions into one file on a laptop (tools/collect.py)."""
-    return f"make collect JOB={job_id} OUT={job_id}.jsonl"
-
-
-def job_done_message(summary: dict, summary_uri: str) -> tuple[str, str]:
-    """(subject, body): the counts in the subject, the summary's location and counts as JSON in the body."""
-    subject = f"CaptionKit job {summary['job_id']} done: {summary['done']} captioned, {summary['failed']} failed"
-    body = {"job_id": summary["job_id"], "summary": summary_uri, "images": summary["images"],
-            "done": summary["done"], "failed": summary["failed"], "results": summary["results"],
-            "collect": collect_command(summary["job_id"])}
-    if "shards" in summary:  # a dataset job: the notice carries the summary's shard counts and its own collect line
-        subject += f", {summary['shards_failed']} of {summary['shards']} shards failed"
-        body.update({key: summary.get(key) for key in ("run", "shards", "shards_done", "shards_failed", "errors",
-                                                       "images_per_s", "collect")})
-    return subject[:SUBJECT_LIMIT], json.dumps(body, sort_keys=True)
-
-
-def publish_job_done(topic_arn: str, region: str, summary: dict, summary_uri: str, sns=None) -> bool:
-    """Publish the job's completion; a failure is logged, not raised (a replay would not publish again)."""
-    subject, body = job_done_message(summary, summary_uri)
-    try:
-        (sns or aws.client("sns", region)).publish(TopicArn=topic_arn, Subject=subject, Message=body)
-    except Exception as exc:  # noqa: BLE001 - the summary is written; a missed e-mail must not fail the chunk
-        log("error", event="job_notify_failed", job_id=summary["job_id"], topic=topic_arn,
-            reason=f"{exc.__class__.__name__}: {exc}")
-        return False
-    log("info", event="job_notified", job_id=summary["job_id"], topic=topic_arn)
-    return True

@@ -7,7 +7,7 @@ import pytest
 
 from agent_support import png, race_at_group_listing
 from runtime import aws
-from runtime.agent import jobs, submit, tally
+from runtime.agent import jobs, notice, submit, tally
 from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, NOTIFIED, job_root
 from runtime.agent.work import Chunk, ImageRef, Item
 
@@ -118,7 +118,7 @@ def test_the_last_chunk_of_several_groups_writes_the_summary_each_chunk_listing_
 def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_summary_told_once(stack, monkeypatch):
     monkeypatch.setattr(tally, "GROUP", 2)
     told = []
-    monkeypatch.setattr(jobs, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
+    monkeypatch.setattr(notice, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
     config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
     root = _chunked_job(stack, config, "job-r", chunks=4)
     assert not _finish(stack.s3, config, "job-r", 0, 4) and not _finish(stack.s3, config, "job-r", 2, 4)
@@ -131,7 +131,7 @@ def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_su
 
 def test_two_agents_that_both_find_the_summary_new_send_one_notice(stack, monkeypatch):
     told = []
-    monkeypatch.setattr(jobs, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
+    monkeypatch.setattr(notice, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
     config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
     root = _chunked_job(stack, config, "job-n", chunks=2)
     assert not _finish(stack.s3, config, "job-n", 0, 2) and _finish(stack.s3, config, "job-n", 1, 2)

@@ -16,11 +16,11 @@ import json
 
 from runtime.agent import jobs, tally
 from runtime.agent.config import AgentConfig
-from runtime.agent.jobs import put_json
+from runtime.agent.notice import notify_once
+from runtime.agent.s3json import get_json, put_json
 from runtime.agent.layout import (JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, NOTIFIED, RUN_DONE, RUN_FINISHED,
                                   RUN_QUEUED, chunk_marker, done_marker, job_root, run_root, started_marker)
 from runtime.agent.work import ShardRef
-from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
 
 MAX_LISTED = 100  # failures and error shards named in a summary; the markers hold the rest
@@ -36,16 +36,6 @@ def settings_fingerprint(model, config: AgentConfig) -> str:
     settings = {"model_sha256": model.sha256, "prompt_sha256": getattr(model, "prompt_sha256", None),
                 "backend": config.backend, "quantize": config.quantize, "max_pixels": config.max_pixels}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def get_json(s3, bucket: str, key: str):
-    """The JSON object at `key`, or None when there is none."""
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except Exception as exc:  # noqa: BLE001 - only "no such key" means absent
-        if error_code(exc) in GONE_CODES:
-            return None
-        raise
 
 
 def read_manifest(s3, config: AgentConfig, job_id: str, manifests: jobs.Manifests | None = None) -> dict:
@@ -149,8 +139,6 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: 
         put_json(s3, bucket, root + JOB_SUMMARY, summary)
     put_json(s3, bucket, run_root(root, queued["run"]) + RUN_FINISHED,
              {"run": queued["run"], "finished_at": summary["finished_at"]}, only_new=True)
-    if config.job_topic_arn and put_json(s3, bucket, run_root(root, queued["run"]) + NOTIFIED,
-                                         {"run": queued["run"], "at": now()}, only_new=True):
-        jobs.publish_job_done(config.job_topic_arn, config.region, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}",
-                              sns=sns)
+    notify_once(s3, config, run_root(root, queued["run"]) + NOTIFIED, {"run": queued["run"]}, summary,
+                f"s3://{bucket}/{root}{JOB_SUMMARY}", sns=sns)
     return summary

@@ -22,6 +22,7 @@ from runtime.untrusted.samples import ShardError, shard_format
 from runtime.agent.layout import JOB_MANIFEST, JOB_REFUSED, RUN_QUEUED, is_own_result, job_root, part_key, run_root
 from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
+from runtime.agent.queue import send_all
 from runtime.agent.scope import Scope
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
@@ -243,11 +244,7 @@ def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
     count = len(manifest["shards"])
     bodies = [json.dumps({"type": SHARD_TYPE, "job_id": job["job_id"], "index": index, "count": count,
                           "run": job["run"]}) for index in queued["indexes"]]
-    for start in range(0, len(bodies), 10):
-        reply = sqs.send_message_batch(QueueUrl=config.queue_url, Entries=[
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])])
-        if reply.get("Failed"):
-            raise RuntimeError(f"sending shards of job {job['job_id']} failed: {reply['Failed'][:3]}")
+    send_all(sqs, config.queue_url, bodies, f"shards of job {job['job_id']}")
     if not queued["indexes"]:
         ledger.write_summary(s3, config, job["job_id"], manifest, queued)
     log("info", event="job_expanded", job_id=job["job_id"], run=job["run"], kind=manifest.get("kind"),
