@@ -25,7 +25,7 @@ from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_RUNS, JOB_STARTE
 from runtime.agent.messages import parse_s3_uri
 from tools.progress import Follow, duration, line
 
-# The names inside a job's folder, as runtime/agent/jobs.py writes them (see its module docstring).
+# The names inside a job's folder, as runtime/agent/ledger.py writes them (see its module docstring).
 MANIFEST, SUMMARY, CHUNKS = JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS
 
 

@@ -6,7 +6,7 @@ import contextlib
 import time
 from typing import Callable, ContextManager
 
-from runtime.agent import jobs, results
+from runtime.agent import ledger, results
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import result_key
 from runtime.agent.metrics import batch_metrics, log
@@ -121,7 +121,7 @@ class ImageBatch:
             failure = next((item.retry for item in items if item.retry), None)
             if failure is None and work.chunk:
                 try:
-                    jobs.finish_chunk(self.s3, self.config, work.chunk, items)
+                    ledger.finish_chunk(self.s3, self.config, work.chunk, items)
                 except Exception as exc:  # noqa: BLE001 - S3 trouble: try the message again later
                     failure = f"job bookkeeping failed: {exc.__class__.__name__}: {exc}"
             if failure:

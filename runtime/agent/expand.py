@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from runtime.agent import jobs
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import plan
-from runtime.agent.messages import DATASET_KINDS
+from runtime.agent import plan
 from runtime.agent.settle import Settle
 from runtime.agent.work import Captioner, Message, Work
 from runtime.errors import UnknownMessage
@@ -21,12 +19,8 @@ class JobExpansion:
 
     def run(self, message: Message, work: Work, model: Captioner) -> None:
         """Expand `work.job`; `progress(message)` is called as a long expansion goes on (the hold restarts)."""
-        job = work.job
         try:
-            if job.get("kind") in DATASET_KINDS:
-                plan.expand_dataset(self.s3, self.sqs, self.config, job, model, progress=lambda: self.progress(message))
-            else:
-                jobs.expand(self.s3, self.sqs, self.config, job)
+            plan.expand(self.s3, self.sqs, self.config, work.job, model, progress=lambda: self.progress(message))
         except UnknownMessage as exc:
             self.settle.dead_letter(message, str(exc))
             return

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from agent_support import png
-from runtime.agent import jobs, notice, submit
+from runtime.agent import ledger, notice, submit
 from runtime.caption_table import OutputRefused
 from stacks.prices import INSTANCE_PRICES
 from stacks.settings import Settings, SettingsError
@@ -133,7 +133,7 @@ def test_the_summary_is_published_once_not_on_replays(stack):
     assert stack.worker(config, burst=True).run() == 0
     manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"]
                           .read())
-    assert jobs.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
+    assert ledger.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
     bodies = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(json.loads(m["Body"])["Message"])["job_id"] for m in bodies] == ["job-once"]
 

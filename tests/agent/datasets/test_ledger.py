@@ -7,7 +7,7 @@ import types
 from agent_support import race_at_group_listing
 from runtime import aws
 from runtime.agent import tally
-from runtime.agent.datasets import ledger
+from runtime.agent import ledger
 from runtime.agent.layout import GROUPS, RUN_DONE, RUN_QUEUED, job_root, run_root
 from runtime.agent.work import ShardRef
 

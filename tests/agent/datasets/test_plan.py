@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.agent.datasets import ledger, plan
+from runtime.agent import ledger, plan
 from runtime.agent.expand import JobExpansion
 from runtime.errors import PlanError
 from runtime.agent.layout import job_root, run_root

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_support import FakeCaptioner
-from runtime.agent.datasets import ledger, run
+from runtime.agent import ledger
+from runtime.agent.datasets import run
 from runtime.agent.layout import crash_key, job_root, shard_output, started_marker
 from shard_support import (MAX_IMAGE_BYTES, RUN, context, expected, image_of, make_parquet, make_tar, marker,
                            output_bytes, output_table, put_job, put_keys_part, put_shard, shard_message)
