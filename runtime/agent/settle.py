@@ -6,6 +6,7 @@ from runtime.agent.queue import Inbox
 from runtime.agent.work import Message
 
 MAX_BACKOFF_S = 900  # a retried message waits `retry_backoff_s` doubled per receive, at most this
+DONE, RETRY, REFUSE, RELEASE = "done", "retry", "refuse", "release"  # a handler's verdict on its message
 
 
 class Settle:
@@ -13,6 +14,18 @@ class Settle:
 
     def __init__(self, inbox: Inbox, counters: Counters, retry_backoff_s: float):
         self.inbox, self.counters, self.retry_backoff_s = inbox, counters, retry_backoff_s
+
+    def apply(self, message: Message, action: str, reason: str = "") -> None:
+        """Settle `message` as its handler decided: DONE delete it, RETRY send it back after a delay, REFUSE
+        dead-letter it, RELEASE make it visible again at once."""
+        if action == DONE:
+            self.done([message])
+        elif action == REFUSE:
+            self.dead_letter(message, reason)
+        elif action == RELEASE:
+            self.release([message])
+        else:
+            self.retry([message], reason)
 
     def done(self, messages: list[Message]) -> None:
         """Delete messages whose results (or error records) are written."""

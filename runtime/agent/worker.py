@@ -139,14 +139,7 @@ class Worker:
             log("error", exc_info=True, event="shard_crashed", reason=f"{exc.__class__.__name__}: {exc}")
             self.settle.retry([message], str(exc))
             return
-        if outcome.action == run.DONE:
-            self.settle.done([message])
-        elif outcome.action == run.REFUSE:
-            self.settle.dead_letter(message, outcome.reason)
-        elif outcome.action == run.RELEASE:
-            self.settle.release([message])
-        else:
-            self.settle.retry([message], outcome.reason)
+        self.settle.apply(message, outcome.action, outcome.reason)
         report.finish(outcome, message)
 
     @contextlib.contextmanager

@@ -22,11 +22,11 @@ from runtime.untrusted.samples import ShardError
 from runtime.agent.layout import job_root, shard_output, started_marker
 from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.scope import Scope
+from runtime.agent.settle import DONE, REFUSE, RELEASE, RETRY
 from runtime.agent.work import Captioner, Message, ShardRef, Work
 from runtime.aws import GONE_CODES, PERMANENT, RetryLater, classify_read_error, error_code
 from runtime.errors import Replaced, UnknownMessage
 
-DONE, RETRY, REFUSE, RELEASE = "done", "retry", "refuse", "release"  # what the worker does with the message
 
 
 @dataclasses.dataclass
