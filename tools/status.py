@@ -8,15 +8,14 @@ import sys
 import time
 
 from runtime import registry
-from runtime.agent.jobs import collect_command
+from runtime.agent.notice import collect_command
 from runtime.errors import CaptionKitError
 from stacks.settings import Settings
-from tools import cost, fleet_view, job_progress, shard_progress
+from tools import cost, fleet_view, job_progress
 from tools import target as targets
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
 from tools.paths import REPO
-from tools.progress import line
 from tools.tables import fields
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -117,7 +116,7 @@ def render(snap: dict) -> str:
     return title + "\n" + fields(rows)
 
 
-def run_cost_line(target: targets.Target, outputs: dict[str, str], state: shard_progress.ShardState) -> str:
+def run_cost_line(target: targets.Target, outputs: dict[str, str], state: job_progress.ShardState) -> str:
     """What the fleet has cost since the run was queued: an estimate (see cost.run_cost)."""
     client = lambda service: aws_client(service, target.region, target.endpoint_url)  # noqa: E731
     fleet = fleet_view.fleet(client("autoscaling"), client("ec2"), outputs["GroupName"])
@@ -133,13 +132,13 @@ def run_cost_line(target: targets.Target, outputs: dict[str, str], state: shard_
 def dataset_job(target: targets.Target, outputs: dict[str, str], reader: job_progress.JobReader, *, once: bool,
                 timeout_s: float | None) -> int:
     """A dataset job's screen (shards, images, images/s, ETA, cost); followed to its run's summary unless once."""
-    shards = shard_progress.ShardJobReader(reader)
+    shards = job_progress.view(reader)
     try:
         state = shards.read()
-        print(shard_progress.render(state, run_cost_line(target, outputs, state)), flush=True)
+        print(job_progress.render(state, run_cost_line(target, outputs, state)), flush=True)
         if not once and not state.complete:
-            state = shard_progress.wait(shards, run=state.run, timeout_s=timeout_s)
-            print(shard_progress.render(state, run_cost_line(target, outputs, state)))
+            state = job_progress.wait(shards, run=state.run, timeout_s=timeout_s)
+            print(job_progress.render(state, run_cost_line(target, outputs, state)))
     except (CaptionKitError, TimeoutError) as exc:
         print(f"status: {exc}", file=sys.stderr)
         return 3
@@ -163,8 +162,7 @@ def job(target: targets.Target, outputs: dict[str, str], job_id: str, *, once: b
     try:
         if once:
             state = reader.read()
-            print(line(state.done, state.total, failed=state.failed, rate=state.rate_since_created(),
-                       label=f"job {job_id}"))
+            print(job_progress.render(state))
         else:
             state = job_progress.wait(reader, timeout_s=timeout_s)
     except (CaptionKitError, TimeoutError) as exc:

@@ -20,7 +20,7 @@ from runtime.agent.config import ENV_PREFIX, load_config
 from runtime.agent.submit import main as runtime_submit
 from runtime.agent.submit import submit as runtime_submit_job
 from runtime.errors import CaptionKitError, SubmitRefused
-from tools import shard_progress
+from tools import job_progress as shard_progress  # one progress view for every kind of job
 from tools import target as targets
 from tools.job_progress import JobReader, wait
 from tools.outputs import agent_config, stack_outputs

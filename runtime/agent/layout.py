@@ -3,7 +3,7 @@
 Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the results bucket:
   <source key>.json                  the result record of one image (runtime.agent.results)
   _long-keys/<sha256 of key>.json    the same, for a source key too long for the first form
-  _jobs/<job id>/manifest.json       every image of a batch job, frozen at its first expansion (runtime.agent.jobs)
+  _jobs/<job id>/manifest.json       every image of a batch job, frozen at its first expansion (runtime.agent.plan)
   _jobs/<job id>/chunks/<index>.json one marker per finished chunk: its counts and failures
   _jobs/<job id>/groups/<group>      one empty object per 1,000 chunks all marked (runtime.agent.tally), if > 1,000
   _jobs/<job id>/summary.json        written by whichever agent finishes the last chunk

@@ -236,7 +236,7 @@ def _dataset_uri(value, what: str, scope: Scope, *, folder: bool) -> str:
 
 
 def _dataset_job(job_id: str, data: dict, kind: str, scope: Scope) -> dict:
-    """A SHARDS, MANIFEST or retry job: the dict `datasets.plan.expand_dataset` takes."""
+    """A SHARDS, MANIFEST or retry job: the dict `plan.expand_dataset` takes."""
     what = f"job {job_id}"
     run = _run(data.get("run"), what)
     image_column = _column(data.get("image_column"), f"{what}: image_column")

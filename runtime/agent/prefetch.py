@@ -4,7 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from runtime.agent import crashes, jobs
+from runtime.agent import crashes, ledger
 from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import UnknownMessage, parse_body
@@ -20,7 +20,7 @@ class Prefetcher:
 
     def __init__(self, inbox: Inbox, s3, config: AgentConfig):
         self.inbox, self.s3, self.config, self.scope = inbox, s3, config, Scope.of(config)
-        self.manifests = jobs.Manifests()  # only the fetch thread proves chunks
+        self.manifests = ledger.Manifests()  # only the fetch thread proves chunks
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
         # after a batch that held shards, receive one message at a time: a shard is a batch's worth of work, and
         # shards received together wait in turn on this agent (releasing them would count receives towards the
@@ -66,7 +66,7 @@ class Prefetcher:
         try:
             work = parse_body(message.body, self.scope)
             if work.chunk:
-                jobs.prove_chunk(self.s3, self.config, work, self.manifests)
+                ledger.prove_chunk(self.s3, self.config, work, self.manifests)
         except RetryLater as exc:  # the chunk's manifest could not be read: its images wait, unread
             return work, None, str(exc)
         except UnknownMessage as exc:

@@ -8,6 +8,7 @@ import time
 from runtime.agent.metrics import log
 from runtime.agent.work import Message
 
+SEND_BATCH = 10  # messages per SendMessageBatch, the most SQS takes
 COUNT_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
                     "ApproximateNumberOfMessagesDelayed"]
 
@@ -132,3 +133,15 @@ class Inbox:
                 url = self.sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
             self._dlq = (arn, url)
         return self._dlq
+
+
+def send_all(sqs, queue_url: str, bodies: list[str], what: str) -> None:
+    """Send `bodies` in batches of SEND_BATCH; RuntimeError naming `what` (say "chunks of job x") if any is refused.
+
+    A job's expansion sends its part messages this way; a resend after a crash sends the same bodies again.
+    """
+    for start in range(0, len(bodies), SEND_BATCH):
+        reply = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + SEND_BATCH])])
+        if reply.get("Failed"):
+            raise RuntimeError(f"sending {what} failed: {reply['Failed'][:3]}")

@@ -13,7 +13,7 @@ import sys
 
 from runtime import aws
 from runtime.agent.config import load_config
-from runtime.agent.datasets import ledger, plan
+from runtime.agent import ledger, plan
 from runtime.agent.layout import JOB_MANIFEST, job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, RETRY_CHOICES, parse_s3_uri
 from runtime.agent.scope import Scope

@@ -107,8 +107,13 @@ class Batch:
         """Messages that ask for a dataset shard: each is processed alone, after the batch's images."""
         return [m for m in self.messages if self.work.get(m.id) and self.work[m.id].shard]
 
+    def job_messages(self) -> list[Message]:
+        """Messages that ask for a job's expansion: each is expanded on its own, after the batch's images."""
+        return [m for m in self.messages if self.work.get(m.id) and self.work[m.id].job]
+
     def without(self, messages: list[Message]) -> Batch:
-        """This batch less `messages`, which hold no images (shard messages): its device batches stay as made."""
+        """This batch less `messages`, which hold no images (shard or job messages): its device batches stay as
+        made."""
         ids = {m.id for m in messages}
         return dataclasses.replace(self, messages=[m for m in self.messages if m.id not in ids],
                                    work={k: v for k, v in self.work.items() if k not in ids})

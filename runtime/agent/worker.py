@@ -9,14 +9,17 @@ import time
 
 from typing import Callable
 
-from runtime.agent import crashes, steps
+from runtime.agent import crashes
+from runtime.agent.batch import ImageBatch
 from runtime.agent.config import AgentConfig
-from runtime.agent.metrics import Counters, batch_metrics, log
+from runtime.agent.expand import JobExpansion
+from runtime.agent.metrics import Counters, log
 from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
-from runtime.agent.model.capture import decode_path, prepare_decode
+from runtime.agent.model.capture import prepare_decode
 from runtime.agent.model.swap import ModelWatcher
 from runtime.agent.datasets import run
+from runtime.agent.settle import Settle
 from runtime.agent.watchdog import Watchdog
 from runtime.agent.work import Batch, Captioner, Message, Work
 
@@ -39,6 +42,8 @@ class Worker:
         self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s, config.hold_limit_s)
         self.prefetcher = Prefetcher(self.inbox, s3, config)
         self.counters = Counters()
+        self.settle = Settle(self.inbox, self.counters, config.retry_backoff_s)
+        self.expansion = JobExpansion(s3=s3, sqs=sqs, config=config, settle=self.settle, progress=self._progress)
         self.ready_at = time.monotonic()
         self.stopping = threading.Event()
         # run once draining is over, even after a forced exit (the lifecycle completion)
@@ -94,31 +99,21 @@ class Worker:
         return 0
 
     def process(self, batch: Batch) -> None:
-        """Caption one batch, write its results and settle every message it holds."""
-        started = time.monotonic()
+        """Settle every message of one batch: its images (and chunks) as one `ImageBatch`, then each job message
+        by `JobExpansion`."""
         try:
             self._swap_model_if_ready(batch)
-            for message, reason in batch.unknown:
-                self._dead_letter(message, reason)
-            for message in batch.messages:
-                note = batch.work[message.id].note if message.id in batch.work else ""
-                if note:
-                    log("info", event="skipped", message_id=message.id, note=note)
-            if batch.preprocessed_by is not self.model:
-                self.prefetcher.preprocess(batch, self.model)
-            device_s = steps.caption(batch, self.model, self._on_device)
-            steps.write_results(batch, self.model, self.s3, self.config, self._writers)
-            done, retry = steps.settle(batch, self.s3, self.sqs, self.config, self.model, self._dead_letter,
-                                       progress=self._progress)
-            self.inbox.delete(done)
-            for message, reason in retry:
-                self._retry([message], reason)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the batch later
             log("error", exc_info=True, event="batch_crashed", reason=f"{exc.__class__.__name__}: {exc}")
-            self._retry([m for m in batch.messages if m in self.inbox.held()], str(exc))
+            self.settle.retry(self.settle.held(batch.messages), str(exc))
             return
-        settled = {"deleted": len(done), "retried": len(retry), "refused": len(batch.unknown)}
-        self._log_batch(batch, settled, device_s, time.monotonic() - started)
+        expansions = batch.job_messages()
+        images = batch.without(expansions)
+        if images.messages:
+            ImageBatch(images, self.model, s3=self.s3, config=self.config, settle=self.settle, writers=self._writers,
+                       preprocess=self.prefetcher.preprocess, on_device=self._on_device, ready_at=self.ready_at).run()
+        for message in expansions:
+            self.expansion.run(message, batch.work[message.id], self.model)
 
     def process_shard(self, message: Message, work: Work, waiting: list[Message] = ()) -> None:
         """Caption one dataset shard whole (runtime.agent.datasets.run) and settle its message. Progress restarts
@@ -142,16 +137,9 @@ class Worker:
             outcome = run.process_shard(context, message, work)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the shard later
             log("error", exc_info=True, event="shard_crashed", reason=f"{exc.__class__.__name__}: {exc}")
-            self._retry([message], str(exc))
+            self.settle.retry([message], str(exc))
             return
-        if outcome.action == run.DONE:
-            self.inbox.delete([message])
-        elif outcome.action == run.REFUSE:
-            self._dead_letter(message, outcome.reason)
-        elif outcome.action == run.RELEASE:
-            self.inbox.release([message])
-        else:
-            self._retry([message], outcome.reason)
+        self.settle.apply(message, outcome.action, outcome.reason)
         report.finish(outcome, message)
 
     @contextlib.contextmanager
@@ -197,48 +185,10 @@ class Worker:
             log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name,
                 decode=status["decode"])
 
-    def _progress(self, message) -> None:
+    def _progress(self, message: Message) -> None:
         """A job's expansion goes on: keep holding its message, and the loop counts as alive."""
         self.inbox.renew(message)
         self.watchdog.mark()
-
-    def _dead_letter(self, message, reason: str) -> None:
-        try:
-            self.inbox.dead_letter(message, reason)
-        except Exception as exc:  # noqa: BLE001 - the DLQ is unreachable: only this message waits, not its batch
-            self._retry([message], f"{reason}; dead-lettering it failed: {exc.__class__.__name__}: {exc}")
-            return
-        self.counters.refused += 1
-
-    def _retry(self, messages, reason: str) -> None:
-        for message in messages:
-            delay = min(self.config.retry_backoff_s * 2 ** (message.receive_count - 1), 900)
-            log("warning", event="retry", message_id=message.id, receive_count=message.receive_count,
-                delay_s=delay, reason=reason)
-            self.inbox.release([message], delay)
-        self.counters.retried += len(messages)
-
-    def _log_batch(self, batch: Batch, settled: dict, device_s: float, total_s: float) -> None:
-        for item in batch.items:
-            if item.skipped:
-                log("info", event="skipped", message_id=item.message.id, note=item.skipped)
-        finished = [item for item in batch.items if item.retry is None and item.skipped is None]
-        failed = sum(1 for item in finished if item.error)
-        for item in finished:
-            if item.error:
-                log("warning", event="image_failed", uri=item.ref.uri, reason=item.error)
-        if not self.counters.done and len(finished) > failed:  # the cold-start budget's last phase
-            log("info", event="first_caption", since_ready_s=round(time.monotonic() - self.ready_at, 3),
-                batch_s=round(total_s, 3))
-        self.counters.done += len(finished) - failed
-        self.counters.failed += failed
-        now = time.time()
-        log("info", event="batch", messages=len(batch.messages), images=len(batch.items), failed=failed,
-            fetch_s=round(batch.fetch_s, 3), device_s=round(device_s, 3), total_s=round(total_s, 3),
-            model=self.model.sha256[:12], decode=decode_path(self.model), **settled, totals=self.counters.as_dict(),
-            **batch_metrics(self.config, done=len(finished) - failed, failed=failed, size=len(batch.items),
-                            device_s=device_s, latencies_s=[now - i.message.received_at for i in finished],
-                            waits_s=[max(0.0, m.received_at - m.sent_at) for m in batch.messages]))
 
     def _finish(self, pending) -> None:
         if pending is not None:

@@ -7,7 +7,7 @@ import pytest
 
 from agent_support import png, race_at_group_listing
 from runtime import aws
-from runtime.agent import jobs, submit, tally
+from runtime.agent import ledger, notice, submit, tally
 from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, NOTIFIED, job_root
 from runtime.agent.work import Chunk, ImageRef, Item
 
@@ -81,7 +81,7 @@ def test_an_empty_job_still_gets_a_summary(stack):
 
 
 def _chunked_job(stack, config, job_id: str, chunks: int) -> str:
-    """A job's manifest of `chunks` one-image chunks, as `jobs.expand` freezes it; its root."""
+    """A job's manifest of `chunks` one-image chunks, as `plan.expand_images` freezes it; its root."""
     root = job_root(config, job_id)
     images = [f"s3://{stack.images}/incoming/set/{n}.png" for n in range(chunks)]
     stack.s3.put_object(Bucket=stack.images, Key=root + JOB_MANIFEST, Body=json.dumps(
@@ -93,7 +93,7 @@ def _chunked_job(stack, config, job_id: str, chunks: int) -> str:
 def _finish(s3, config, job_id: str, index: int, chunks: int) -> bool:
     item = Item(ImageRef(config.images_bucket, f"incoming/set/{index}.png"), None,
                 error="not a readable image" if index == 4 else None)
-    return jobs.finish_chunk(s3, config, Chunk(job_id, index, chunks), [item])
+    return ledger.finish_chunk(s3, config, Chunk(job_id, index, chunks), [item])
 
 
 def test_the_last_chunk_of_several_groups_writes_the_summary_each_chunk_listing_only_its_group(stack, monkeypatch):
@@ -118,7 +118,7 @@ def test_the_last_chunk_of_several_groups_writes_the_summary_each_chunk_listing_
 def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_summary_told_once(stack, monkeypatch):
     monkeypatch.setattr(tally, "GROUP", 2)
     told = []
-    monkeypatch.setattr(jobs, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
+    monkeypatch.setattr(notice, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
     config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
     root = _chunked_job(stack, config, "job-r", chunks=4)
     assert not _finish(stack.s3, config, "job-r", 0, 4) and not _finish(stack.s3, config, "job-r", 2, 4)
@@ -131,15 +131,15 @@ def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_su
 
 def test_two_agents_that_both_find_the_summary_new_send_one_notice(stack, monkeypatch):
     told = []
-    monkeypatch.setattr(jobs, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
+    monkeypatch.setattr(notice, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
     config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
     root = _chunked_job(stack, config, "job-n", chunks=2)
     assert not _finish(stack.s3, config, "job-n", 0, 2) and _finish(stack.s3, config, "job-n", 1, 2)
     assert len(told) == 1
     # a second agent that checked for the summary before the first wrote it (both saw it new) tells nobody again
-    monkeypatch.setattr(jobs, "object_exists", lambda s3, bucket, key: False)
+    monkeypatch.setattr(ledger, "object_exists", lambda s3, bucket, key: False)
     manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + JOB_MANIFEST)["Body"].read())
-    jobs.write_summary(stack.s3, config, "job-n", manifest)
+    ledger.write_summary(stack.s3, config, "job-n", manifest)
     assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]
     assert json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + NOTIFIED)["Body"].read())["job_id"] == "job-n"
 

@@ -8,7 +8,7 @@ import random
 import botocore.exceptions
 import pytest
 
-from runtime.agent import jobs
+from runtime.agent import ledger
 from runtime.aws import RetryLater
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import (MAX_BODY_BYTES, MAX_CHUNK_IMAGES, MAX_CHUNKS, MAX_DEPTH, MAX_RECORDS, ImageRef,
@@ -252,7 +252,7 @@ MANIFEST = {"results/_jobs/job-1/manifest.json": json.dumps({"job_id": "job-1", 
 
 
 def _prove(body: str, s3=None) -> None:
-    jobs.prove_chunk(s3 or _S3(MANIFEST), CONFIG, parse_body(body, SCOPE))
+    ledger.prove_chunk(s3 or _S3(MANIFEST), CONFIG, parse_body(body, SCOPE))
 
 
 def test_a_chunk_that_is_its_manifests_slice_is_accepted():
@@ -359,13 +359,13 @@ def test_an_unreachable_dead_letter_queue_sends_back_only_the_refused_message(tm
 
 
 def test_chunks_of_one_job_read_its_manifest_again_only_when_it_changed():
-    s3, manifests = _S3(MANIFEST), jobs.Manifests()
+    s3, manifests = _S3(MANIFEST), ledger.Manifests()
     for index in (0, 1, 2):
-        jobs.prove_chunk(s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index:][:2]), SCOPE),
+        ledger.prove_chunk(s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index:][:2]), SCOPE),
                          manifests)
     assert s3.bodies_sent == 1
     [key] = MANIFEST
     s3.objects[key] = json.dumps({"images": IMAGES[:2], "chunk_size": 2, "chunks": 1}).encode()  # re-expanded
     with pytest.raises(UnknownMessage, match="has 1 chunks, not 3"):
-        jobs.prove_chunk(s3, CONFIG, parse_body(_chunk(index=0, count=3, images=IMAGES[:2]), SCOPE), manifests)
+        ledger.prove_chunk(s3, CONFIG, parse_body(_chunk(index=0, count=3, images=IMAGES[:2]), SCOPE), manifests)
     assert s3.bodies_sent == 2

@@ -19,7 +19,7 @@ from runtime.agent.datasets.output import COLUMNS, render
 from runtime.agent.layout import shard_output
 from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from runtime.aws import client as aws_client
-from tools import collect_shards, cost, shard_progress
+from tools import collect_shards, cost, job_progress
 from tools.target import Target
 
 
@@ -45,13 +45,13 @@ def ten_shard_job(s3, bucket) -> Folder:
 
 def test_status_counts_done_failed_in_flight_and_waiting_shards_with_images_per_s_and_eta(s3):
     folder = ten_shard_job(*s3)
-    state = shard_progress.ShardJobReader(folder.reader()).read(now=T0 + datetime.timedelta(seconds=100))
+    state = job_progress.ShardJobReader(folder.reader()).read(now=T0 + datetime.timedelta(seconds=100))
     assert (state.done, state.failed, state.in_flight, state.waiting, state.error_shards) == (6, 1, 2, 1, 1)
     assert (state.images_ok, state.images_errors, state.run_finished, state.run_samples) == (58, 2, 7, 60)
     assert state.images_per_s() == pytest.approx(0.6)  # 60 samples in the 100 s since the run was queued
     assert state.eta_s() == pytest.approx(3 / 0.07)  # 3 shards left at 7 shards per 100 s
     assert not state.complete
-    text = shard_progress.render(state, "~$0.12 so far")
+    text = job_progress.render(state, "~$0.12 so far")
     assert "shards  7/10 finished: 6 done (1 with error rows), 1 failed, 2 in flight, 1 waiting" in text
     assert "images  58 captioned, 2 with errors; 0.6 images/s over this run; ETA 43s" in text
     assert "cost    ~$0.12 so far" in text and f"run {RUN1}" in text
@@ -64,18 +64,18 @@ def test_a_retry_run_counts_its_shards_again_and_ignores_the_previous_runs_summa
     folder.summary(RUN1)
     folder.run(RUN2, [3, 6])  # retry both: the shard with error rows and the failed one
     folder.start(6, RUN2)
-    state = shard_progress.ShardJobReader(folder.reader()).read()
+    state = job_progress.ShardJobReader(folder.reader()).read()
     assert (state.run, state.done, state.failed, state.in_flight, state.waiting) == (RUN2, 8, 0, 1, 1)
     assert (state.run_shards, state.run_finished, state.complete) == (2, 0, False)
     assert state.images_per_s() is None and state.eta_s() is None
-    assert "no shard of this run finished yet; ETA -" in shard_progress.render(state)
+    assert "no shard of this run finished yet; ETA -" in job_progress.render(state)
 
 
 def test_a_started_marker_older_than_the_run_is_not_in_flight(s3):
     folder = Folder(*s3, 3)
     folder.start(0, RUN1)  # left by an earlier run's delivery: this run has not started the shard
     folder.run(RUN2, [0, 1, 2], created_at=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1))
-    state = shard_progress.ShardJobReader(folder.reader()).read()
+    state = job_progress.ShardJobReader(folder.reader()).read()
     assert (state.in_flight, state.waiting) == (0, 3)
 
 
@@ -91,7 +91,7 @@ def test_wait_follows_the_shard_bar_until_the_summary_of_its_run(s3):
         folder.summary(RUN1)
 
     stream = io.StringIO()
-    state = shard_progress.wait(shard_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream,
+    state = job_progress.wait(job_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream,
                                 sleep=sleep)
     assert looks == [1] and state.complete and (state.done, state.failed) == (10, 0)
     assert f"job {folder.job_id} shards: 100%|" in stream.getvalue() and "10/10" in stream.getvalue()

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from agent_support import png
-from runtime.agent import jobs, submit
+from runtime.agent import ledger, notice, submit
 from runtime.caption_table import OutputRefused
 from stacks.prices import INSTANCE_PRICES
 from stacks.settings import Settings, SettingsError
@@ -101,7 +101,7 @@ def test_imagefolder_refuses_paths_that_would_leave_its_folder(tmp_path):
 
 def test_the_job_done_message_names_the_summary_and_the_counts():
     summary = {"job_id": "j1", "images": 3, "done": 2, "failed": 1, "results": "s3://b/results/x/"}
-    subject, body = jobs.job_done_message(summary, "s3://b/results/_jobs/j1/summary.json")
+    subject, body = notice.job_done_message(summary, "s3://b/results/_jobs/j1/summary.json")
     assert subject == "CaptionKit job j1 done: 2 captioned, 1 failed"
     assert json.loads(body) == {"job_id": "j1", "summary": "s3://b/results/_jobs/j1/summary.json", "images": 3,
                                 "done": 2, "failed": 1, "results": "s3://b/results/x/",
@@ -114,7 +114,7 @@ def test_a_failed_publish_is_logged_and_does_not_fail_the_job(agent_log):
             raise RuntimeError("throttled")
 
     summary = {"job_id": "j2", "images": 0, "done": 0, "failed": 0, "results": "s3://b/r/"}
-    assert jobs.publish_job_done("arn:aws:sns:us-east-1:1:t", "us-east-1", summary, "s3://b/s", sns=Broken()) is False
+    assert notice.publish_job_done("arn:aws:sns:us-east-1:1:t", "us-east-1", summary, "s3://b/s", sns=Broken()) is False
     [line_] = agent_log.events("job_notify_failed")
     assert line_["job_id"] == "j2" and "throttled" in line_["reason"]
 
@@ -133,7 +133,7 @@ def test_the_summary_is_published_once_not_on_replays(stack):
     assert stack.worker(config, burst=True).run() == 0
     manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"]
                           .read())
-    assert jobs.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
+    assert ledger.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
     bodies = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(json.loads(m["Body"])["Message"])["job_id"] for m in bodies] == ["job-once"]
 

@@ -14,19 +14,19 @@ import json
 import time
 from typing import Any, Callable, ContextManager
 
-from runtime.agent import jobs
+from runtime.agent import ledger
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import ledger, output
+from runtime.agent.datasets import output
 from runtime.agent.datasets.feed import Feed, Ready, Source, sources
 from runtime.untrusted.samples import ShardError
 from runtime.agent.layout import job_root, shard_output, started_marker
 from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.scope import Scope
+from runtime.agent.settle import DONE, REFUSE, RELEASE, RETRY
 from runtime.agent.work import Captioner, Message, ShardRef, Work
 from runtime.aws import GONE_CODES, PERMANENT, RetryLater, classify_read_error, error_code
 from runtime.errors import Replaced, UnknownMessage
 
-DONE, RETRY, REFUSE, RELEASE = "done", "retry", "refuse", "release"  # what the worker does with the message
 
 
 @dataclasses.dataclass
@@ -47,7 +47,7 @@ class ShardContext:
     s3: Any
     config: AgentConfig
     model: Captioner
-    manifests: jobs.Manifests
+    manifests: ledger.Manifests
     pool: Any  # an Executor: downloads and decoding, ahead of the device
     on_device: Callable[[list[str]], ContextManager]  # around each device call: the crash journal, the watchdog
     stopping: Any  # a threading.Event: set, the shard stops at the next device batch and its message is released

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from agent_support import FakeCaptioner, png
-from runtime.agent import jobs
+from runtime.agent import ledger
 from runtime.agent.datasets import output, run
 from runtime.agent.layout import JOB_MANIFEST, job_root, part_key, run_root, shard_output
 from runtime.agent.work import Message, ShardRef, Work
@@ -109,7 +109,7 @@ def context(stack, config=None, model=None, **overrides) -> run.ShardContext:
     fields = {"on_device": lambda _uris: contextlib.nullcontext(), "stopping": threading.Event()}
     fields.update(overrides)
     return run.ShardContext(stack.s3, config, model or FakeCaptioner("fake-a", "0" * 64, max_batch=4),
-                            jobs.Manifests(), concurrent.futures.ThreadPoolExecutor(4), **fields)
+                            ledger.Manifests(), concurrent.futures.ThreadPoolExecutor(4), **fields)
 
 
 def output_table(stack, job_id: str, index: int):
@@ -123,7 +123,6 @@ def output_bytes(stack, job_id: str, index: int) -> bytes:
 
 
 def marker(stack, job_id: str, index: int) -> dict | None:
-    from runtime.agent.datasets import ledger
     from runtime.agent.layout import chunk_marker
 
     return ledger.get_json(stack.s3, stack.images, chunk_marker(job_root(stack.config(), job_id), index))

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_support import AgentProcess, png
-from runtime.agent.datasets import plan
+from runtime.agent import plan
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.scope import Scope
 from shard_support import CORRUPT, marker

@@ -7,7 +7,7 @@ import types
 from agent_support import race_at_group_listing
 from runtime import aws
 from runtime.agent import tally
-from runtime.agent.datasets import ledger
+from runtime.agent import ledger
 from runtime.agent.layout import GROUPS, RUN_DONE, RUN_QUEUED, job_root, run_root
 from runtime.agent.work import ShardRef
 
@@ -163,13 +163,13 @@ def test_markers_are_none_where_a_shard_has_none_and_start_marks_it_in_flight(st
 
 
 def test_a_dataset_jobs_notice_carries_its_shard_counts_and_its_parquet_collect():
-    from runtime.agent import jobs
+    from runtime.agent import notice
 
     summary = {"job_id": "wds-1", "run": "r2", "images": 300, "done": 296, "failed": 4, "errors": 4, "shards": 3,
                "shards_done": 2, "shards_failed": 1, "images_per_s": 12.5,
                "results": "s3://b/results/_jobs/wds-1/shards/",
                "collect": "make collect JOB=wds-1 OUT=wds-1.parquet"}
-    subject, body = jobs.job_done_message(summary, "s3://b/results/_jobs/wds-1/summary.json")
+    subject, body = notice.job_done_message(summary, "s3://b/results/_jobs/wds-1/summary.json")
     sent = json.loads(body)
     assert subject == "CaptionKit job wds-1 done: 296 captioned, 4 failed, 1 of 3 shards failed"
     assert {k: sent[k] for k in ("run", "shards", "shards_done", "shards_failed", "errors", "collect")} == {

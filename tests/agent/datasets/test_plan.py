@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.agent import steps
-from runtime.agent.datasets import ledger, plan
+from runtime.agent import ledger, plan
+from runtime.agent.expand import JobExpansion
 from runtime.errors import PlanError
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.messages import parse_body
@@ -255,9 +255,11 @@ def test_a_retry_of_no_dataset_job_is_refused_and_dead_lettered(stack):
     message = Message("m1", "r1", "{}", 1, 0.0, 0.0)
     batch = Batch(messages=[message], work={"m1": parse_body(json.dumps(
         {"type": "captionkit.job", "job_id": "job-1", "run": "run-1", "retry": "failed"}), Scope.of(config))})
-    refused = []
-    done, retry_later = steps.settle(batch, stack.s3, stack.sqs, config, MODEL,
-                                     lambda m, reason: refused.append((m, reason)))
+    done, retry_later, refused = [], [], []
+    settle = types.SimpleNamespace(done=done.extend, retry=lambda ms, reason: retry_later.extend(ms),
+                                   dead_letter=lambda m, reason: refused.append((m, reason)))
+    JobExpansion(s3=stack.s3, sqs=stack.sqs, config=config, settle=settle, progress=None).run(
+        message, batch.work["m1"], MODEL)
     assert done == [] and retry_later == [] and refused[0][0] is message and "nothing to retry" in refused[0][1]
 
 

@@ -12,7 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from agent_support import FakeCaptioner
-from runtime.agent.datasets import ledger, run
+from runtime.agent import ledger
+from runtime.agent.datasets import run
 from runtime.agent.layout import crash_key, job_root, shard_output, started_marker
 from shard_support import (MAX_IMAGE_BYTES, RUN, context, expected, image_of, make_parquet, make_tar, marker,
                            output_bytes, output_table, put_job, put_keys_part, put_shard, shard_message)
@@ -286,8 +287,7 @@ def test_a_replayed_message_of_a_finished_run_writes_nothing_after_a_newer_run_f
 
     from runtime.agent.layout import RUN_QUEUED, run_root
     from runtime.agent.work import ShardRef
-    from tools.job_progress import JobReader
-    from tools.shard_progress import ShardJobReader
+    from tools.job_progress import JobReader, ShardJobReader
 
     plan = expected(5)
     root = put_job(stack, "job-r", [put_shard(stack, "incoming/data/r.tar", make_tar(plan), "tar")])

@@ -1,4 +1,7 @@
-"""Planning a dataset job: check its shards or manifest before queueing, then expand it into shard messages.
+"""Planning a job: check a dataset job's shards or manifest before queueing, then expand any job into part messages.
+
+`expand` is the one entry: a prefix or URI-list job is frozen into a manifest of image URIs and sent as chunk
+messages (`expand_images`); a dataset job as shard messages (`expand_dataset`, below).
 
 `runtime submit` runs the checks with the submitter's credentials, so a job that cannot work is refused before a
 message exists. An agent expands the job message: it freezes `manifest.json` once (the shard list, or the parts of
@@ -15,13 +18,16 @@ import json
 import time
 
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import ledger
+from runtime.agent import ledger
 from runtime.errors import PlanError
 from runtime.untrusted import manifests
 from runtime.untrusted.samples import ShardError, shard_format
-from runtime.agent.layout import JOB_MANIFEST, JOB_REFUSED, RUN_QUEUED, is_own_result, job_root, part_key, run_root
-from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
+from runtime.agent.layout import (JOB_MANIFEST, JOB_REFUSED, RUN_QUEUED, is_own_result, job_root, part_key,
+                                  results_location, run_root)
+from runtime.agent.messages import CHUNK_TYPE, DATASET_KINDS, MAX_CHUNK_IMAGES, MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
+from runtime.agent.queue import send_all
+from runtime.agent.s3json import read_json
 from runtime.agent.scope import Scope
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import UnknownMessage
@@ -29,7 +35,60 @@ from runtime.errors import UnknownMessage
 TAR_BLOCK = 512
 PARQUET_MAGIC = b"PAR1"
 CHECK_THREADS = 8
-__all__ = ["PlanError", "check_manifest", "check_shards", "expand_dataset", "list_shards"]
+__all__ = ["PlanError", "check_manifest", "check_shards", "expand", "expand_dataset", "expand_images", "list_images",
+           "list_shards"]
+
+
+def expand(s3, sqs, config: AgentConfig, job: dict, model, progress=None) -> dict:
+    """Expand any job into its part messages (safe to repeat); `UnknownMessage` for one no agent can ever expand."""
+    if job.get("kind") in DATASET_KINDS:
+        return expand_dataset(s3, sqs, config, job, model, progress=progress)
+    return expand_images(s3, sqs, config, job)
+
+
+def list_images(s3, config: AgentConfig, prefix_uri: str) -> list[str]:
+    """Every image URI under a prefix (by `image_suffixes`), skipping folders and the agent's own results."""
+    bucket, prefix = parse_s3_uri(prefix_uri)
+    own = results_location(config)
+    suffixes = tuple(s.lower() for s in config.image_suffixes)
+    uris = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for entry in page.get("Contents", []):
+            key = entry["Key"]
+            if key.endswith("/") or is_own_result(own, bucket, key):
+                continue
+            if not suffixes or key.lower().endswith(suffixes):
+                uris.append(f"s3://{bucket}/{key}")
+    return uris
+
+
+def expand_images(s3, sqs, config: AgentConfig, job: dict) -> dict:
+    """A prefix or URI-list job: write its manifest (once) and send its chunk messages; returns the manifest.
+
+    Safe to repeat after a crash: the manifest is reused, so the chunks are the same; a chunk sent
+    twice only rewrites the same results and the same marker.
+    """
+    started = time.monotonic()
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    try:
+        manifest = read_json(s3, bucket, root + JOB_MANIFEST)
+    except s3.exceptions.NoSuchKey:
+        images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
+        size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
+        manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
+                    "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
+                    "created_at": ledger.now()}
+        ledger.put_json(s3, bucket, root + JOB_MANIFEST, manifest)
+    size, count = manifest["chunk_size"], manifest["chunks"]
+    bodies = [json.dumps({"type": CHUNK_TYPE, "job_id": job["job_id"], "index": index, "count": count,
+                          "images": manifest["images"][index * size:(index + 1) * size]})
+              for index in range(count)]
+    send_all(sqs, config.queue_url, bodies, f"chunks of job {job['job_id']}")
+    if count == 0:
+        ledger.write_summary(s3, config, job["job_id"], manifest)
+    log("info", event="job_expanded", job_id=job["job_id"], kind="images", images=len(manifest["images"]),
+        chunks=count, seconds=round(time.monotonic() - started, 3))
+    return manifest
 
 
 def list_shards(s3, prefix_uri: str, scope: Scope) -> list[dict]:
@@ -243,11 +302,7 @@ def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
     count = len(manifest["shards"])
     bodies = [json.dumps({"type": SHARD_TYPE, "job_id": job["job_id"], "index": index, "count": count,
                           "run": job["run"]}) for index in queued["indexes"]]
-    for start in range(0, len(bodies), 10):
-        reply = sqs.send_message_batch(QueueUrl=config.queue_url, Entries=[
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + 10])])
-        if reply.get("Failed"):
-            raise RuntimeError(f"sending shards of job {job['job_id']} failed: {reply['Failed'][:3]}")
+    send_all(sqs, config.queue_url, bodies, f"shards of job {job['job_id']}")
     if not queued["indexes"]:
         ledger.write_summary(s3, config, job["job_id"], manifest, queued)
     log("info", event="job_expanded", job_id=job["job_id"], run=job["run"], kind=manifest.get("kind"),
