@@ -28,7 +28,10 @@ def deploy(endpoint_url: str, *, region: str, output_dir: Path, context: dict[st
     # cfn-lint in `make test` checks these same templates; skip the CLI's 16 s built-in validation
     env = {**child_env(endpoint_url, region), "CDK_VALIDATION": "false"}
     account = aws_client("sts", region, endpoint_url).get_caller_identity()["Account"]
-    _run([str(CDK), "bootstrap", f"aws://{account}/{region}", "--no-notices"], env, timeout_s)
+    # bootstrap synthesizes the app too: into this deploy's own folder, so that two deploys from one clone (make
+    # local-up beside make test, or the suite's workers) never share the repository's cdk.out
+    _run([str(CDK), "bootstrap", f"aws://{account}/{region}", "--no-notices", "--output", str(output_dir)], env,
+         timeout_s)
     shutil.rmtree(output_dir, ignore_errors=True)
     context = {"ami": LOCAL_AMI, "region": region, **(context or {})}
     _run([str(CDK), "deploy", "--all", "--require-approval=never", "--no-notices", "--output", str(output_dir),
