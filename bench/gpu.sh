@@ -28,6 +28,7 @@
 #   EOS_EVERY        decode steps between the host's all-done checks (default 4)
 #   BENCH_MODELS     real-size models for stage 4 (default: vit-gpt2-base); BENCH_DTYPES (default: bfloat16)
 #   BENCH_RUNS       timed runs per case (default 5)
+#   QWEN_REPEATS     timed repetitions of stage 5's cases (default 3; the CPU rehearsal in make test passes 1)
 #   DEVICE           cuda (default), or cpu to rehearse the whole script here before a lent GPU's minutes are spent:
 #                    no nvidia-smi, no GPU check, every stage on the CPU. With DECODE_MODELS=tiny BENCH_MODELS=tiny
 #                    QWEN_LAYERS="1 1" it takes a few minutes (tests/bench/test_gpu_script.py runs it so, then renders
@@ -102,7 +103,7 @@ if [[ $check -eq 0 ]]; then
     echo "== 5. Qwen2-VL at 2B widths in bfloat16, $(left) s left" >&2
     read -r qv qt <<< "${QWEN_LAYERS:-8 8}"
     timeout "$(bound 100000)" "$PY" -m bench.qwen_vl_widths --device "$DEVICE" --dtype bfloat16 --batches 1 8 \
-      --vision-layers "$qv" --text-layers "$qt" --repeats 3 --out "$RESULTS" --cases-jsonl "$CASES" \
+      --vision-layers "$qv" --text-layers "$qt" --repeats "${QWEN_REPEATS:-3}" --out "$RESULTS" --cases-jsonl "$CASES" \
       --section qwen_vl_cuda 2>&1 | tee "$LOGS/qwen.txt" >&2
     qwen=${PIPESTATUS[0]}
   fi

@@ -22,7 +22,8 @@ STAGES = ("== 1. rehearsal on cpu", "== 2. static decode on the tiny model", "==
 def test_the_gpu_script_runs_every_stage_on_the_cpu_and_its_results_render(tmp_path):
     results = tmp_path / "gpu-results.json"
     env = {**os.environ, "DEVICE": "cpu", "GPU_PYTHON": sys.executable, "DECODE_MODELS": "tiny",
-           "BENCH_MODELS": "tiny", "QWEN_LAYERS": "1 1", "BENCH_RUNS": "1", "RESULTS": str(results),
+           "BENCH_MODELS": "tiny", "QWEN_LAYERS": "1 1", "QWEN_REPEATS": "1", "BENCH_RUNS": "1",
+           "RESULTS": str(results),
            "OUT": str(tmp_path / "logs"), "GPU_WORKDIR": str(tmp_path / "work"), "LIMIT_S": "840"}
     done = subprocess.run(["bash", "bench/gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = done.stderr
