@@ -37,6 +37,7 @@ setup: $(VENV)/.installed node_modules/.installed ## create .venv (pip) and node
 test: setup ## run the whole test suite (sets itself up; the boot rehearsal needs systemd-analyze, the pages chromium)
 	command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
 
 lock: setup ## re-resolve requirements/runtime.txt into the hash-locked runtime.lock + runtime-cuda.lock (uv)

@@ -1,4 +1,5 @@
 """Benchmarks: CaptionKit's runtime against what users would run instead, measured side by side."""
+
 import os
 
 # On this shared, loaded CPU, OpenMP's default spin-waiting made every contender ~60x slower (2 threads,

@@ -8,6 +8,7 @@ Same images, same weights, same machine, one after another in this run:
 The agent's images/s is then set against the slower of the two alone, which bounds it. The agent and the pipeline
 alone get the download/decode threads the boot would give them here (vCPUs per GPU, at least 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,10 +62,23 @@ class LocalAws:
     def queue(self, name: str, keys: list[str]) -> str:
         url = self.sqs.create_queue(QueueName=f"{name}-{self.id}")["QueueUrl"]
         for start in range(0, len(keys), 10):
-            entries = [{"Id": str(i), "MessageBody": json.dumps({"Records": [{
-                "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                "s3": {"bucket": {"name": self.images}, "object": {"key": key}}}]})}
-                for i, key in enumerate(keys[start:start + 10])]
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": json.dumps(
+                        {
+                            "Records": [
+                                {
+                                    "eventSource": "aws:s3",
+                                    "eventName": "ObjectCreated:Put",
+                                    "s3": {"bucket": {"name": self.images}, "object": {"key": key}},
+                                }
+                            ]
+                        }
+                    ),
+                }
+                for i, key in enumerate(keys[start : start + 10])
+            ]
             self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
         return url
 
@@ -83,7 +97,8 @@ def naive_worker(aws: LocalAws, queue: str, folder: str, count: int) -> float:
     done = 0
     while done < count:
         for message in aws.sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=1, WaitTimeSeconds=1).get(
-                "Messages", []):
+            "Messages", []
+        ):
             record = json.loads(message["Body"])["Records"][0]["s3"]
             body = aws.s3.get_object(Bucket=record["bucket"]["name"], Key=record["object"]["key"])["Body"].read()
             image = PIL.Image.open(io.BytesIO(body)).convert("RGB")
@@ -91,8 +106,11 @@ def naive_worker(aws: LocalAws, queue: str, folder: str, count: int) -> float:
                 pixels = loaded.processor(images=[image], return_tensors="pt")["pixel_values"]
                 ids = loaded.model.generate(pixel_values=pixels)
             caption = loaded.tokenizer.decode(ids[0], skip_special_tokens=True)
-            aws.s3.put_object(Bucket=aws.images, Key=f"naive/{record['object']['key']}.json",
-                              Body=json.dumps({"caption": caption}).encode())
+            aws.s3.put_object(
+                Bucket=aws.images,
+                Key=f"naive/{record['object']['key']}.json",
+                Body=json.dumps({"caption": caption}).encode(),
+            )
             aws.sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
             done += 1
     return time.perf_counter() - started
@@ -104,9 +122,21 @@ def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Pa
 
     publish(aws.s3, aws.artifacts, artifact)
     config = tmp / "agent.json"
-    config.write_text(json.dumps({"queue_url": queue, "artifacts_bucket": aws.artifacts, "images_bucket": aws.images,
-                                  "pointer_poll_s": 0, "imds_url": "", "device": "cpu", "wait_time_s": 1,
-                                  "cache_dir": str(tmp / "cache"), **settings}))
+    config.write_text(
+        json.dumps(
+            {
+                "queue_url": queue,
+                "artifacts_bucket": aws.artifacts,
+                "images_bucket": aws.images,
+                "pointer_poll_s": 0,
+                "imds_url": "",
+                "device": "cpu",
+                "wait_time_s": 1,
+                "cache_dir": str(tmp / "cache"),
+                **settings,
+            }
+        )
+    )
     seconds, lines = run_burst(config, {**os.environ, **aws.env})
     started = json.loads(next(line for line in lines if '"event": "started"' in line))
     return {"seconds": seconds, "start_s": started.get("start_s"), "backend": started.get("backend")}
@@ -115,8 +145,13 @@ def agent_run(aws: LocalAws, queue: str, artifact: Path, settings: dict, tmp: Pa
 def run_burst(config: Path, env: dict, watch=None) -> tuple[float, list[str]]:
     """`python -m runtime agent --burst` as a process: (seconds from its `started` line to its exit, its lines).
     `watch(pid)` is called once it runs (a memory sampler)."""
-    process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(config), "--burst"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime", "agent", "--config", str(config), "--burst"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     if watch:
         watch(process.pid)
     started_at, lines = None, []
@@ -141,8 +176,9 @@ def captions_agree(aws: LocalAws, keys: list[str]) -> int:
     return same
 
 
-def model_alone(artifact: Path, images: list[bytes], batch: int, backend: str, cache: Path,
-                quantize: str | None = None) -> float:
+def model_alone(
+    artifact: Path, images: list[bytes], batch: int, backend: str, cache: Path, quantize: str | None = None
+) -> float:
     """The captioner on pre-decoded, preprocessed batches; seconds for all images."""
     from runtime.captioner import LoadOptions, load_captioner
 
@@ -151,7 +187,7 @@ def model_alone(artifact: Path, images: list[bytes], batch: int, backend: str, c
     captioner.caption_pixels(pixels[:batch])  # warm-up, as the agent does
     started = time.perf_counter()
     for start in range(0, len(images), batch):
-        captioner.caption_pixels(pixels[start:start + batch])
+        captioner.caption_pixels(pixels[start : start + batch])
     return time.perf_counter() - started
 
 
@@ -162,9 +198,13 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=48)
     p.add_argument("--naive-images", type=int, default=16, help="the naive worker is slow: a sample of the images")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=boot_threads(),
-                   help="download/decode threads of the agent and the pipeline alone (default: as the boot sizes "
-                        "them on this machine, its vCPUs for one agent, at least 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=boot_threads(),
+        help="download/decode threads of the agent and the pipeline alone (default: as the boot sizes "
+        "them on this machine, its vCPUs for one agent, at least 2)",
+    )
     p.add_argument("--backend", default="exported", choices=BACKENDS)
     p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES, help="the agent's CPU quantization")
     p.add_argument("--cache", default="/tmp/captionkit-bench/aoti-cache", help="compiled-package cache (aoti)")
@@ -179,32 +219,50 @@ def main(argv=None) -> int:
             for key, body in zip(keys, images):
                 aws.s3.put_object(Bucket=aws.images, Key=key, Body=body)
             before = machine()
-            naive_s = naive_worker(aws, aws.queue("naive", keys[:args.naive_images]), args.folder, args.naive_images)
-            settings = {"batch_size": args.batch_size, "backend": args.backend, "quantize": args.quantize or "",
-                        "prefetch_threads": args.threads}
+            naive_s = naive_worker(aws, aws.queue("naive", keys[: args.naive_images]), args.folder, args.naive_images)
+            settings = {
+                "batch_size": args.batch_size,
+                "backend": args.backend,
+                "quantize": args.quantize or "",
+                "prefetch_threads": args.threads,
+            }
             if args.backend == "aoti":
                 settings["cache_dir"] = args.cache
             agent = agent_run(aws, aws.queue("agent", keys), Path(args.artifact), settings, Path(tmp))
-            agree = captions_agree(aws, keys[:args.naive_images])
-            pipeline = pipeline_alone(aws.queue("pipeline", keys), aws.images, args.artifact, len(keys),
-                                      args.batch_size, args.threads)
-            alone_s = model_alone(Path(args.artifact), images, args.batch_size, args.backend, Path(args.cache),
-                                  args.quantize)
+            agree = captions_agree(aws, keys[: args.naive_images])
+            pipeline = pipeline_alone(
+                aws.queue("pipeline", keys), aws.images, args.artifact, len(keys), args.batch_size, args.threads
+            )
+            alone_s = model_alone(
+                Path(args.artifact), images, args.batch_size, args.backend, Path(args.cache), args.quantize
+            )
         finally:
             aws.stop()
-    rates = {"naive_images_per_s": args.naive_images / naive_s, "agent_images_per_s": len(images) / agent["seconds"],
-             "model_alone_images_per_s": len(images) / alone_s, "pipeline_alone_images_per_s": pipeline.images_per_s}
+    rates = {
+        "naive_images_per_s": args.naive_images / naive_s,
+        "agent_images_per_s": len(images) / agent["seconds"],
+        "model_alone_images_per_s": len(images) / alone_s,
+        "pipeline_alone_images_per_s": pipeline.images_per_s,
+    }
     slower = min(rates["pipeline_alone_images_per_s"], rates["model_alone_images_per_s"])
-    section = {"artifact": args.artifact, "images": len(images), "naive_images": args.naive_images,
-               "batch_size": args.batch_size, "prefetch_threads": pipeline.threads, "backend": agent["backend"],
-               "quantize": args.quantize,
-               "agent_start_s": agent["start_s"], "captions_equal_to_naive": agree,
-               **{k: round(v, 3) for k, v in rates.items()},
-               "agent_vs_naive": round(rates["agent_images_per_s"] / rates["naive_images_per_s"], 2),
-               "agent_vs_model_alone": round(rates["agent_images_per_s"] / rates["model_alone_images_per_s"], 2),
-               "bound": bound(rates["pipeline_alone_images_per_s"], rates["model_alone_images_per_s"]),
-               "agent_vs_slower": round(rates["agent_images_per_s"] / slower, 2),
-               "machine_before": before, "machine_after": machine()}
+    section = {
+        "artifact": args.artifact,
+        "images": len(images),
+        "naive_images": args.naive_images,
+        "batch_size": args.batch_size,
+        "prefetch_threads": pipeline.threads,
+        "backend": agent["backend"],
+        "quantize": args.quantize,
+        "agent_start_s": agent["start_s"],
+        "captions_equal_to_naive": agree,
+        **{k: round(v, 3) for k, v in rates.items()},
+        "agent_vs_naive": round(rates["agent_images_per_s"] / rates["naive_images_per_s"], 2),
+        "agent_vs_model_alone": round(rates["agent_images_per_s"] / rates["model_alone_images_per_s"], 2),
+        "bound": bound(rates["pipeline_alone_images_per_s"], rates["model_alone_images_per_s"]),
+        "agent_vs_slower": round(rates["agent_images_per_s"] / slower, 2),
+        "machine_before": before,
+        "machine_after": machine(),
+    }
     print(json.dumps(section, indent=1))
     write_section(Path(args.out), args.section, section)
     return 0

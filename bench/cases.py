@@ -1,4 +1,5 @@
 """One JSON line per finished benchmark case, appended and flushed at once, so a stage killed later loses no case."""
+
 from __future__ import annotations
 
 import json

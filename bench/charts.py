@@ -1,4 +1,5 @@
 """BENCHMARKS.md's charts: grouped bars of speed ratios as plain SVG (no plotting library), written by bench.report."""
+
 from __future__ import annotations
 
 from html import escape
@@ -19,10 +20,12 @@ def bars(title: str, groups: dict[str, dict[str, float]], baseline: str) -> str:
     def y(value: float) -> float:
         return TOP + plot_h * (1 - value / top)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-           f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
-           f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
-           f'<text x="{WIDTH / 2}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{WIDTH}" height="{HEIGHT}" fill="white"/>',
+        f'<text x="{WIDTH / 2}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>',
+    ]
     for tick in _ticks(top):
         out.append(f'<line x1="{LEFT}" x2="{WIDTH - 16}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" stroke="#e5e5e5"/>')
         out.append(f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick:g}x</text>')
@@ -32,17 +35,25 @@ def bars(title: str, groups: dict[str, dict[str, float]], baseline: str) -> str:
             if name not in values:
                 continue
             value, x = values[name], x0 + s * bar_w
-            out.append(f'<rect x="{x:.1f}" y="{y(value):.1f}" width="{bar_w - 2:.1f}" '
-                       f'height="{TOP + plot_h - y(value):.1f}" fill="{COLOURS[s % len(COLOURS)]}">'
-                       f'<title>{escape(name)}, {escape(label)}: {value:.2f}x</title></rect>')
-            out.append(f'<text x="{x + (bar_w - 2) / 2:.1f}" y="{y(value) - 3:.1f}" text-anchor="middle" '
-                       f'font-size="9">{value:.2f}</text>')
-        out.append(f'<text x="{LEFT + (g + 0.5) * group_w:.1f}" y="{TOP + plot_h + 16}" '
-                   f'text-anchor="middle">{escape(label)}</text>')
-    out.append(f'<line x1="{LEFT}" x2="{WIDTH - 16}" y1="{y(1):.1f}" y2="{y(1):.1f}" stroke="#333" '
-               f'stroke-dasharray="4 3"/>')
-    out.append(f'<text x="{WIDTH / 2}" y="33" text-anchor="middle" fill="#555">dashed line: 1.0x = '
-               f'{escape(baseline)}</text>')
+            out.append(
+                f'<rect x="{x:.1f}" y="{y(value):.1f}" width="{bar_w - 2:.1f}" '
+                f'height="{TOP + plot_h - y(value):.1f}" fill="{COLOURS[s % len(COLOURS)]}">'
+                f"<title>{escape(name)}, {escape(label)}: {value:.2f}x</title></rect>"
+            )
+            out.append(
+                f'<text x="{x + (bar_w - 2) / 2:.1f}" y="{y(value) - 3:.1f}" text-anchor="middle" '
+                f'font-size="9">{value:.2f}</text>'
+            )
+        out.append(
+            f'<text x="{LEFT + (g + 0.5) * group_w:.1f}" y="{TOP + plot_h + 16}" '
+            f'text-anchor="middle">{escape(label)}</text>'
+        )
+    out.append(
+        f'<line x1="{LEFT}" x2="{WIDTH - 16}" y1="{y(1):.1f}" y2="{y(1):.1f}" stroke="#333" stroke-dasharray="4 3"/>'
+    )
+    out.append(
+        f'<text x="{WIDTH / 2}" y="33" text-anchor="middle" fill="#555">dashed line: 1.0x = {escape(baseline)}</text>'
+    )
     slot = plot_w / max(len(series), 1)
     for s, name in enumerate(series):
         x = LEFT + s * slot

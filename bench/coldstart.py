@@ -5,6 +5,7 @@ Our kinds take the agent's own path: read the model pointer and download the .pt
 on localhost here, so the download time is this machine's, not a region's) into an empty cache, hash it
 once, load it; `from_pretrained` reads the same weights from local disk.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,15 +59,18 @@ def measure(kind: str, artifact: str, folder: str, cache: str, device: str, buck
 
         from runtime.captioner import LoadOptions, load_captioner
 
-        options = {"options": LoadOptions(quantize="int8") if kind == "int8" else LoadOptions(backend=kind),
-                   "cache_dir": cache}
+        options = {
+            "options": LoadOptions(quantize="int8") if kind == "int8" else LoadOptions(backend=kind),
+            "cache_dir": cache,
+        }
         if bucket:
             with tempfile.TemporaryDirectory() as empty:
                 path, pointer, fetched = fetch(bucket, empty)
                 phases |= fetched
                 t = time.perf_counter()
-                captioner = load_captioner(path, device, expected_sha256=pointer["sha256"], sha256_checked=True,
-                                           **options)
+                captioner = load_captioner(
+                    path, device, expected_sha256=pointer["sha256"], sha256_checked=True, **options
+                )
         else:  # load_s: the whole file's SHA-256 and program checksums, then the programs
             captioner = load_captioner(artifact, device, **options)
         phases["load_s"] = time.perf_counter() - t
@@ -94,10 +98,28 @@ def run(artifact: Path, folder: Path, cache: Path, device: str, runs: int) -> di
             publish(s3.s3, s3.artifacts, artifact)
             for _ in range(runs):
                 for kind in KINDS:
-                    out = subprocess.run([sys.executable, "-m", "bench.coldstart", "--one", kind, "--artifact",
-                                          str(artifact), "--folder", str(folder), "--cache", str(cache), "--device",
-                                          device, "--bucket", s3.artifacts], env={**os.environ, **s3.env},
-                                         capture_output=True, text=True)
+                    out = subprocess.run(
+                        [
+                            sys.executable,
+                            "-m",
+                            "bench.coldstart",
+                            "--one",
+                            kind,
+                            "--artifact",
+                            str(artifact),
+                            "--folder",
+                            str(folder),
+                            "--cache",
+                            str(cache),
+                            "--device",
+                            device,
+                            "--bucket",
+                            s3.artifacts,
+                        ],
+                        env={**os.environ, **s3.env},
+                        capture_output=True,
+                        text=True,
+                    )
                     if out.returncode != 0:
                         raise RuntimeError(f"cold start of {kind} failed:\n{out.stderr[-3000:]}")
                     samples[kind].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -110,8 +132,9 @@ def run(artifact: Path, folder: Path, cache: Path, device: str, runs: int) -> di
         if "backend" in rows[0]:
             result[kind]["backend"] = rows[0]["backend"]
     hf_load = result["hf"]["load_s"]["median_s"]
-    result["load_vs_from_pretrained"] = {k: round(result[k]["load_s"]["median_s"] / hf_load, 2)
-                                         for k in KINDS if k != "hf"}
+    result["load_vs_from_pretrained"] = {
+        k: round(result[k]["load_s"]["median_s"] / hf_load, 2) for k in KINDS if k != "hf"
+    }
     return result
 
 

@@ -1,4 +1,5 @@
 """`python -m bench.cpu_settings`: which CPU setting to recommend, by the demo captioner's exact match and speed."""
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,12 @@ from runtime.captioner import LoadOptions, load_captioner
 from runtime.decode.state import Trace
 
 # setting: (which artifact, load-time quantization); int8 and fp16 apply to float32 artifacts only
-SETTINGS = {"float32": ("float32", None), "int8": ("float32", "int8"), "fp16": ("float32", "fp16"),
-            "bfloat16": ("bfloat16", None)}
+SETTINGS = {
+    "float32": ("float32", None),
+    "int8": ("float32", "int8"),
+    "fp16": ("float32", "fp16"),
+    "bfloat16": ("bfloat16", None),
+}
 REFERENCE = "float32"
 
 
@@ -21,10 +26,20 @@ def run(artifacts: dict[str, Path], images: int, seed: int, formats: tuple[str, 
     (near-ties by the parity gate's rule, on the setting's own trace), and images/s timed side by side."""
     from bench.timing import interleaved
 
-    captioners = {name: load_captioner(artifacts[kind], device="cpu", options=LoadOptions(quantize=quantize))
-                  for name, (kind, quantize) in SETTINGS.items() if kind in artifacts}
-    rows = {name: {"artifact": str(artifacts[SETTINGS[name][0]]), "dtype": c.manifest["dtype"],
-                   "quantize": c.quantize, "formats": {}} for name, c in captioners.items()}
+    captioners = {
+        name: load_captioner(artifacts[kind], device="cpu", options=LoadOptions(quantize=quantize))
+        for name, (kind, quantize) in SETTINGS.items()
+        if kind in artifacts
+    }
+    rows = {
+        name: {
+            "artifact": str(artifacts[SETTINGS[name][0]]),
+            "dtype": c.manifest["dtype"],
+            "quantize": c.quantize,
+            "formats": {},
+        }
+        for name, c in captioners.items()
+    }
     timed = {}
     for fmt in formats:
         pictures, wants = held_back(images, seed, fmt)
@@ -36,25 +51,35 @@ def run(artifacts: dict[str, Path], images: int, seed: int, formats: tuple[str, 
         for name, c in captioners.items():
             ids, trace = traced(c, pixels[name])
             value, misses = exact_match([c.text.decode(i) for i in ids], wants)
-            parted = [(i, first_difference(ref, mine)) for i, (ref, mine) in enumerate(zip(reference, ids))
-                      if ref != mine]
+            parted = [
+                (i, first_difference(ref, mine)) for i, (ref, mine) in enumerate(zip(reference, ids)) if ref != mine
+            ]
             tied = [parted_at_near_tie(trace, i, step, c.manifest["dtype"]) for i, step in parted]
             near = sum(tied)
-            examples = [f"image {i}: float32 {c.text.decode(reference[i])!r}, {name} {c.text.decode(ids[i])!r}, "
-                        f"parted at step {step}, smallest top-two gap up to there "
-                        f"{min(trace.gaps[i][:step + 1], default=float('inf')):.2e}, {'near-tie' if t else 'real'}"
-                        for (i, step), t in sorted(zip(parted, tied), key=lambda pt: pt[1])]
+            examples = [
+                f"image {i}: float32 {c.text.decode(reference[i])!r}, {name} {c.text.decode(ids[i])!r}, "
+                f"parted at step {step}, smallest top-two gap up to there "
+                f"{min(trace.gaps[i][: step + 1], default=float('inf')):.2e}, {'near-tie' if t else 'real'}"
+                for (i, step), t in sorted(zip(parted, tied), key=lambda pt: pt[1])
+            ]
             rows[name]["formats"][fmt] = {
-                "images": images, "exact_match": round(value, 4), "misses": misses[:5],
-                "differ_from_float32": len(parted), "near_ties": near, "real_differences": len(parted) - near,
+                "images": images,
+                "exact_match": round(value, 4),
+                "misses": misses[:5],
+                "differ_from_float32": len(parted),
+                "near_ties": near,
+                "real_differences": len(parted) - near,
                 "differences": examples[:5],
                 "smallest_top_two_gap": min((g for gaps in trace.gaps for g in gaps), default=None),
-                "traced_equals_served": ids == served[name], "timing": timing[name],
-                "images_per_s": images / timing[name]["median_s"]}
+                "traced_equals_served": ids == served[name],
+                "timing": timing[name],
+                "images_per_s": images / timing[name]["median_s"],
+            }
         timed[fmt] = timing
     for name, row in rows.items():
-        row["ratio_to_float32"] = {fmt: timed[fmt][REFERENCE]["median_s"] / timed[fmt][name]["median_s"]
-                                   for fmt in formats}
+        row["ratio_to_float32"] = {
+            fmt: timed[fmt][REFERENCE]["median_s"] / timed[fmt][name]["median_s"] for fmt in formats
+        }
     return rows
 
 
@@ -63,7 +88,7 @@ def traced(captioner, pixels) -> tuple[list[list[int]], Trace]:
     ids, whole = [], Trace()
     for start in range(0, pixels.shape[0], captioner.max_batch):
         part = Trace()
-        ids.extend(captioner.generate_ids(pixels[start:start + captioner.max_batch], trace=part))
+        ids.extend(captioner.generate_ids(pixels[start : start + captioner.max_batch], trace=part))
         whole.gaps.extend(part.gaps)
         whole.top.extend(part.top)
     return ids, whole
@@ -72,6 +97,7 @@ def traced(captioner, pixels) -> tuple[list[list[int]], Trace]:
 def _keeper(served: dict, name: str, captioner, pixels):
     def caption() -> None:
         served[name] = captioner.generate_ids(pixels)
+
     return caption
 
 
@@ -80,9 +106,19 @@ HEADERS = ("setting", "format", "exact match", "differ from float32", "of which 
 
 def table_rows(rows: dict) -> list[tuple[str, ...]]:
     """One row per setting and format: exact match, captions differing from float32 (near-ties), speed."""
-    return [(name, fmt, f"{cell['exact_match']:.2%}", str(cell["differ_from_float32"]), str(cell["near_ties"]),
-             f"{cell['images_per_s']:.1f}", f"{row['ratio_to_float32'][fmt]:.2f}x")
-            for name, row in rows.items() for fmt, cell in row["formats"].items()]
+    return [
+        (
+            name,
+            fmt,
+            f"{cell['exact_match']:.2%}",
+            str(cell["differ_from_float32"]),
+            str(cell["near_ties"]),
+            f"{cell['images_per_s']:.1f}",
+            f"{row['ratio_to_float32'][fmt]:.2f}x",
+        )
+        for name, row in rows.items()
+        for fmt, cell in row["formats"].items()
+    ]
 
 
 def table(rows: dict) -> str:
@@ -116,14 +152,27 @@ def main(argv: list[str] | None = None) -> int:
     if Path(args.bf16_artifact).exists():
         artifacts["bfloat16"] = Path(args.bf16_artifact)
     else:
-        print(f"no bfloat16 artifact at {args.bf16_artifact}: bfloat16 skipped "
-              "(make it with `python -m export --model demo-model --out dist/demo-bf16.pt2 --dtype bfloat16`)",
-              file=sys.stderr)
+        print(
+            f"no bfloat16 artifact at {args.bf16_artifact}: bfloat16 skipped "
+            "(make it with `python -m export --model demo-model --out dist/demo-bf16.pt2 --dtype bfloat16`)",
+            file=sys.stderr,
+        )
     before = machine()
     rows = run(artifacts, args.images, args.seed, tuple(args.formats), args.runs)
-    write_section(Path(args.out), args.section, {
-        "artifact": args.artifact, "bf16_artifact": str(artifacts.get("bfloat16", "")), "images": args.images,
-        "seed": args.seed, "runs": args.runs, "machine_before": before, "machine_after": machine(), "settings": rows})
+    write_section(
+        Path(args.out),
+        args.section,
+        {
+            "artifact": args.artifact,
+            "bf16_artifact": str(artifacts.get("bfloat16", "")),
+            "images": args.images,
+            "seed": args.seed,
+            "runs": args.runs,
+            "machine_before": before,
+            "machine_after": machine(),
+            "settings": rows,
+        },
+    )
     print(table(rows))
     return 0
 

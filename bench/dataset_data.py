@@ -1,4 +1,5 @@
 """The data and the sums of bench.datasets: pictures, shards of them, memory samples, request costs."""
+
 from __future__ import annotations
 
 import io
@@ -14,8 +15,14 @@ import PIL.Image
 # $0.0004 per 1,000, DELETE free (https://c3x.dev/blog/s3-request-fees-explained, read 2026-12-01; the issue's
 # $0.005 per 1,000 PUTs agrees); SQS $0.40 per million requests, each 64 KiB of a payload one request
 # (https://cloudburn.io/blog/amazon-sqs-pricing, March 2026). The free tiers are left out.
-S3_PRICES = {"PUT": 0.005 / 1000, "POST": 0.005 / 1000, "LIST": 0.005 / 1000, "GET": 0.0004 / 1000,
-             "HEAD": 0.0004 / 1000, "DELETE": 0.0}
+S3_PRICES = {
+    "PUT": 0.005 / 1000,
+    "POST": 0.005 / 1000,
+    "LIST": 0.005 / 1000,
+    "GET": 0.0004 / 1000,
+    "HEAD": 0.0004 / 1000,
+    "DELETE": 0.0,
+}
 SQS_PRICE = 0.40 / 1_000_000
 SIZE = (320, 240)
 
@@ -37,10 +44,12 @@ def tar_shard(samples: list[tuple[str, bytes]], no_image: str | None = None) -> 
     """A webdataset shard: `<key>.jpg` and `<key>.txt` per sample (plus one sample with only a .txt)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+
         def add(name: str, data: bytes):
             info = tarfile.TarInfo(name)
             info.size, info.mtime = len(data), 0
             tar.addfile(info, io.BytesIO(data))
+
         for key, data in samples:
             add(f"{key}.jpg", data)
             add(f"{key}.txt", f"sample {key}".encode())
@@ -54,8 +63,7 @@ def parquet_shard(samples: list[tuple[str, bytes]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({"key": [k for k, _ in samples],
-                      "image": [{"bytes": d, "path": f"{k}.jpg"} for k, d in samples]})
+    table = pa.table({"key": [k for k, _ in samples], "image": [{"bytes": d, "path": f"{k}.jpg"} for k, d in samples]})
     buf = io.BytesIO()
     pq.write_table(table, buf, row_group_size=50)
     return buf.getvalue()
@@ -91,8 +99,13 @@ class Memory:
             return {}
         rss = [r for _, r in self.samples]
         at = lambda f: round(rss[min(len(rss) - 1, int(f * (len(rss) - 1)))] / 1024, 1)  # noqa: E731
-        return {"peak_mib": round(max(rss) / 1024, 1), "at_25_mib": at(0.25), "at_50_mib": at(0.5),
-                "at_90_mib": at(0.9), "samples": len(rss)}
+        return {
+            "peak_mib": round(max(rss) / 1024, 1),
+            "at_25_mib": at(0.25),
+            "at_50_mib": at(0.5),
+            "at_90_mib": at(0.9),
+            "samples": len(rss),
+        }
 
 
 def request_cost(operations: dict, images_count: int) -> dict:
@@ -105,9 +118,11 @@ def request_cost(operations: dict, images_count: int) -> dict:
             cost += n * S3_PRICES.get(kind, 0.0004 / 1000)
         elif service == "sqs":
             cost += n * SQS_PRICE
-    return {"requests_per_image": per_image, "requests_per_image_total": round(sum(operations.values())
-                                                                              / images_count, 3),
-            "request_cost_per_10m_usd": round(cost / images_count * 10_000_000, 2)}
+    return {
+        "requests_per_image": per_image,
+        "requests_per_image_total": round(sum(operations.values()) / images_count, 3),
+        "request_cost_per_10m_usd": round(cost / images_count * 10_000_000, 2),
+    }
 
 
 def diff(after, before) -> dict:

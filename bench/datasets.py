@@ -11,6 +11,7 @@ Measured: planning (submit's checks + the agent's expansion), images/s of the ag
 exit, requests per image by billing class, the cost of those requests per 10 million images at list prices, and
 the resident memory of the agent (sampled through the run, so "flat as shards grow" is visible) and of collect.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ device, against torch's loader with `move_to_device_pass` on the same file (one 
 Compares the tokens of both (greedy and the artifact's beams) and reports the load times; the tests check the same
 on CPU, `bench/gpu.sh` runs it on the GPU. Exits 1 if any token differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,8 @@ def main(argv=None) -> int:
     from torch.export.passes import move_to_device_pass
 
     from export.cli import parity_images
-    from runtime.captioner import LoadOptions, load_captioner
     from runtime.artifact.pt2 import load_pt2
+    from runtime.captioner import LoadOptions, load_captioner
 
     result: dict = {"artifact": Path(args.artifact).name, "device": args.device}
     start = time.perf_counter()
@@ -39,8 +40,13 @@ def main(argv=None) -> int:
     contents = load_pt2(args.artifact)  # a file exported here: torch's loader is safe for it, not for others
     device = torch.device(captioner.device)
     captioner.encoder, captioner.step = (
-        (move_to_device_pass(contents.exported_programs[n], device) if device.type != "cpu"
-         else contents.exported_programs[n]).module() for n in ("encoder", "decoder_step"))
+        (
+            move_to_device_pass(contents.exported_programs[n], device)
+            if device.type != "cpu"
+            else contents.exported_programs[n]
+        ).module()
+        for n in ("encoder", "decoder_step")
+    )
     result["torch_load_s"] = round(time.perf_counter() - start, 3)
     result["tokens_equal"] = described == [captioner.generate_ids(pixels, b) for b in beams]
     print(json.dumps(result))

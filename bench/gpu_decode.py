@@ -10,6 +10,7 @@ step, peak memory) and the kernels of one replay; a run that asked for graphs an
 `--device cpu --quick` runs every code path on the tests' tiny model: the graphs column then calls the step
 directly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def hf_static(folder: Path, pixels: torch.Tensor, gen: dict, cases: list, args, workdir: Path,
-              timeout_s: float | None = None, name: str = "") -> dict:
+def hf_static(
+    folder: Path,
+    pixels: torch.Tensor,
+    gen: dict,
+    cases: list,
+    args,
+    workdir: Path,
+    timeout_s: float | None = None,
+    name: str = "",
+) -> dict:
     """bench.hf_static in a child process, killed after `timeout_s` (default `args.hf_static_timeout_s`; 0: not
     run); what it finished is kept, and each case it finishes is also a line of `args.cases_jsonl` at once."""
     timeout_s = args.hf_static_timeout_s if timeout_s is None else min(timeout_s, args.hf_static_timeout_s)
@@ -55,9 +64,25 @@ def hf_static(folder: Path, pixels: torch.Tensor, gen: dict, cases: list, args, 
     pixels_file, out = workdir / "hf-static-pixels.pt", workdir / "hf-static.json"
     torch.save(pixels, pixels_file)
     out.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "bench.hf_static", "--folder", str(folder), "--pixels", str(pixels_file),
-           "--device", args.device, "--generation", json.dumps(gen), "--cases", json.dumps(cases),
-           "--runs", str(args.runs), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.hf_static",
+        "--folder",
+        str(folder),
+        "--pixels",
+        str(pixels_file),
+        "--device",
+        args.device,
+        "--generation",
+        json.dumps(gen),
+        "--cases",
+        json.dumps(cases),
+        "--runs",
+        str(args.runs),
+        "--out",
+        str(out),
+    ]
     if args.cases_jsonl:
         cmd += ["--cases-jsonl", str(args.cases_jsonl), "--label", json.dumps({**args.label, "model": name})]
     started, status = time.perf_counter(), "ok"
@@ -114,9 +139,13 @@ def device_timings(ours, graphs, px: torch.Tensor, beams: int, device: str) -> d
         end = clock.mark()
     steps = graphs.stats.replays + graphs.stats.direct - ticks
     decode_ms = clock.ms(encoded, end)
-    return {"encoder_ms": round(clock.ms(start, encoded), 3), "decode_ms": round(decode_ms, 3), "steps": steps,
-            "ms_per_step": round(decode_ms / steps, 4) if steps else None,
-            "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None}
+    return {
+        "encoder_ms": round(clock.ms(start, encoded), 3),
+        "decode_ms": round(decode_ms, 3),
+        "steps": steps,
+        "ms_per_step": round(decode_ms / steps, 4) if steps else None,
+        "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
+    }
 
 
 def ops_per_tick(tick, device: str) -> dict:
@@ -132,8 +161,10 @@ def ops_per_tick(tick, device: str) -> dict:
             torch.cuda.synchronize()
     events = prof.events()
     if device == "cuda":
-        return {"kernels": sum(1 for e in events if e.device_type == DeviceType.CUDA),
-                "graph_launches": sum(1 for e in events if e.name == "cudaGraphLaunch")}
+        return {
+            "kernels": sum(1 for e in events if e.device_type == DeviceType.CUDA),
+            "graph_launches": sum(1 for e in events if e.name == "cudaGraphLaunch"),
+        }
     return {"aten_ops": sum(1 for e in events if e.name.startswith("aten::"))}
 
 
@@ -158,9 +189,13 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
     gen = ours.manifest["generation"]
     eos = gen["eos_token_id"]
     pixels = loaded.processor(images=bench_images(name, max_batch), return_tensors="pt")["pixel_values"]
-    result = section["models"][name] = {"eos_every": args.eos_every, "capture_requested": options.capture,
-                                        "prepared": {}, "cases": {},
-                                        "hf_static_compiled": {"cases": {}, "status": "not run yet"}}
+    result = section["models"][name] = {
+        "eos_every": args.eos_every,
+        "capture_requested": options.capture,
+        "prepared": {},
+        "cases": {},
+        "hf_static_compiled": {"cases": {}, "status": "not run yet"},
+    }
     beam_widths = sorted({1, min(4, ours.max_beams)})
     for beams in beam_widths:
         ours.static = graphs
@@ -187,6 +222,7 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
                     ours.static = static
                     tokens[key] = _until_eos(ours.generate_ids(px, num_beams=beams), eos)
                     _sync(args.device)
+
                 return go
 
             if args.device == "cuda":
@@ -195,12 +231,21 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
             started = time.perf_counter()
             ours_with(graphs, "ours_graphs")()
             first_s = time.perf_counter() - started
-            times = interleaved({"hf_eager": run_hf, "ours_eager": ours_with(None, "ours_eager"),
-                                 "ours_graphs": ours_with(graphs, "ours_graphs")}, args.runs)
-            ran = {"decode": ours.decode_status()["decode"], "encoder": ours.decode_status().get("encoder"),
-                   "replays": graphs.stats.replays - replays,
-                   "direct_steps": graphs.stats.direct - direct,
-                   "bucket": f"{graphs.bucket_size(batch)}x{beams}" if graphs.ready else None}
+            times = interleaved(
+                {
+                    "hf_eager": run_hf,
+                    "ours_eager": ours_with(None, "ours_eager"),
+                    "ours_graphs": ours_with(graphs, "ours_graphs"),
+                },
+                args.runs,
+            )
+            ran = {
+                "decode": ours.decode_status()["decode"],
+                "encoder": ours.decode_status().get("encoder"),
+                "replays": graphs.stats.replays - replays,
+                "direct_steps": graphs.stats.direct - direct,
+                "bucket": f"{graphs.bucket_size(batch)}x{beams}" if graphs.ready else None,
+            }
             ran["capture_s"] = graphs.stats.capture_s.get(ran["bucket"])
             measured = {}
             if graphs.ready:
@@ -219,17 +264,29 @@ def bench_model(name: str, args, workdir: Path, section: dict, write, deadline: 
                     measured["encoder_graph_ms"] = round(clock.ms(start, clock.mark()), 3)
             case = case_name(beams, batch)
             record = result["cases"][case] = {
-                "images": batch, "times": times, "tokens": tokens, "first_graphs_call_s": round(first_s, 3),
-                "graphs": ran, "device": measured,
+                "images": batch,
+                "times": times,
+                "tokens": tokens,
+                "first_graphs_call_s": round(first_s, 3),
+                "graphs": ran,
+                "device": measured,
                 "graphs_equal_eager": tokens["ours_graphs"] == tokens["ours_eager"],
-                "identical_to_hf_eager": {k: sum(a == b for a, b in zip(tokens["hf_eager"], v))
-                                          for k, v in tokens.items() if k != "hf_eager"},
-                **throughput(batch, times)}
-            append_case(args.cases_jsonl, {**args.label, "model": name, "case": case,
-                                           **{k: v for k, v in record.items() if k != "tokens"}})
-            print(f"  {name} {case}: " + " ".join(f"{k} {t['median_s']:.4f}s" for k, t in times.items())
-                  + f"; graphs == eager: {record['graphs_equal_eager']}; {ran['decode']}, {ran['replays']} replays",
-                  file=sys.stderr, flush=True)
+                "identical_to_hf_eager": {
+                    k: sum(a == b for a, b in zip(tokens["hf_eager"], v)) for k, v in tokens.items() if k != "hf_eager"
+                },
+                **throughput(batch, times),
+            }
+            append_case(
+                args.cases_jsonl,
+                {**args.label, "model": name, "case": case, **{k: v for k, v in record.items() if k != "tokens"}},
+            )
+            print(
+                f"  {name} {case}: "
+                + " ".join(f"{k} {t['median_s']:.4f}s" for k, t in times.items())
+                + f"; graphs == eager: {record['graphs_equal_eager']}; {ran['decode']}, {ran['replays']} replays",
+                file=sys.stderr,
+                flush=True,
+            )
             write()
         ours.static = None
         left = None if deadline is None else deadline - time.monotonic() - 15
@@ -256,9 +313,13 @@ def _merge_hf_static(result: dict, static: dict, beams: int) -> None:
 def not_replayed(section: dict) -> list[str]:
     """Cases of a run that asked for CUDA graphs whose static column did not replay one (a capture that failed, or
     a decode that fell back to the eager loop): its numbers are not graph numbers."""
-    return [f"{name} {case} ({c['graphs']['decode']})" for name, m in section["models"].items()
-            if m.get("capture_requested") for case, c in m["cases"].items()
-            if not c["graphs"]["replays"] or c["graphs"]["direct_steps"]]
+    return [
+        f"{name} {case} ({c['graphs']['decode']})"
+        for name, m in section["models"].items()
+        if m.get("capture_requested")
+        for case, c in m["cases"].items()
+        if not c["graphs"]["replays"] or c["graphs"]["direct_steps"]
+    ]
 
 
 def throughput(batch: int, times: dict) -> dict:
@@ -275,8 +336,12 @@ def parse_args(argv):
     p.add_argument("--batches", nargs="*", type=int)
     p.add_argument("--runs", type=int)
     p.add_argument("--eos-every", type=int, default=4, help="steps between the host's all-done checks")
-    p.add_argument("--capture", choices=["auto", "on", "off"], default="auto",
-                   help="CUDA graphs for the static column (auto: on CUDA); asked for and not replayed fails the run")
+    p.add_argument(
+        "--capture",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="CUDA graphs for the static column (auto: on CUDA); asked for and not replayed fails the run",
+    )
     p.add_argument("--hf-static-timeout-s", type=int, default=150, help="0: leave that column out")
     p.add_argument("--budget-s", type=int, default=0, help="do not start a real-size model past this (0: no bound)")
     p.add_argument("--workdir", default=os.environ.get("CAPTIONKIT_BENCH_DIR", "/tmp/captionkit-bench"))
@@ -295,9 +360,15 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    section = {"mode": "quick" if args.quick else "full", "runs": args.runs, "machine_before": machine(),
-               "prices": {k: {"usd_per_hour": INSTANCE_PRICES[k], "note": price_note(k)} for k in PRICED},
-               "prices_read_on": PRICES_READ_ON, "models": {}, "skipped": {}}
+    section = {
+        "mode": "quick" if args.quick else "full",
+        "runs": args.runs,
+        "machine_before": machine(),
+        "prices": {k: {"usd_per_hour": INSTANCE_PRICES[k], "note": price_note(k)} for k in PRICED},
+        "prices_read_on": PRICES_READ_ON,
+        "models": {},
+        "skipped": {},
+    }
     write = lambda: write_section(Path(args.out), args.section or f"decode_{args.device}", section)  # noqa: E731
     deadline = started + args.budget_s if args.budget_s else None
     for name in args.models or plan["models"]:
@@ -309,8 +380,12 @@ def main(argv=None) -> int:
         bench_model(name, args, workdir, section, write, deadline)
         section["machine_after"] = machine()
         write()
-    unequal = [f"{name} {case}" for name, m in section["models"].items() for case, c in m["cases"].items()
-               if not c["graphs_equal_eager"]]
+    unequal = [
+        f"{name} {case}"
+        for name, m in section["models"].items()
+        for case, c in m["cases"].items()
+        if not c["graphs_equal_eager"]
+    ]
     if unequal:
         print(f"static decode tokens differ from the eager loop's: {', '.join(unequal)}", file=sys.stderr)
     eager = not_replayed(section)

@@ -1,4 +1,5 @@
 """`python -m bench.gpu_summary CASES.jsonl`: bench/gpu.sh's one-screen summary, from the lines its stages appended."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,22 @@ import sys
 
 from bench.cases import read_cases
 
-HEADERS = ("model", "case", "graphs", "eager", "HF eager", "HF static+compile", "graphs/HF", "graphs/HF static",
-           "replays", "kernels|ops", "encoder ms", "ms/step", "peak MiB", "tokens")
+HEADERS = (
+    "model",
+    "case",
+    "graphs",
+    "eager",
+    "HF eager",
+    "HF static+compile",
+    "graphs/HF",
+    "graphs/HF static",
+    "replays",
+    "kernels|ops",
+    "encoder ms",
+    "ms/step",
+    "peak MiB",
+    "tokens",
+)
 
 
 def _ips(times: dict | None, images: int) -> float | None:
@@ -34,13 +49,24 @@ def decode_rows(records: list[dict]) -> list[tuple]:
         tokens = f"{'=' if r['graphs_equal_eager'] else 'DIFFER'} eager, {same}/{n} HF"
         path = str(ran["replays"]) if ran["replays"] or not ran["direct_steps"] else f"direct {ran['direct_steps']}"
         gate = " (gate)" if r["section"].endswith("_tiny") else ""
-        rows.append((r["model"] + gate, r["case"], _fmt(graphs), _fmt(eager), _fmt(hf),
-                     _fmt(hf_static) if hf_static else other.get("error", "-")[:20] if other else "-",
-                     _fmt(graphs / hf if graphs and hf else None, 2),
-                     _fmt(graphs / hf_static if graphs and hf_static else None, 2),
-                     path,
-                     str(device.get("kernels", device.get("aten_ops", "-"))), _fmt(device.get("encoder_ms")),
-                     _fmt(device.get("ms_per_step"), 2), _fmt(device.get("peak_memory_mib"), 0), tokens))
+        rows.append(
+            (
+                r["model"] + gate,
+                r["case"],
+                _fmt(graphs),
+                _fmt(eager),
+                _fmt(hf),
+                _fmt(hf_static) if hf_static else other.get("error", "-")[:20] if other else "-",
+                _fmt(graphs / hf if graphs and hf else None, 2),
+                _fmt(graphs / hf_static if graphs and hf_static else None, 2),
+                path,
+                str(device.get("kernels", device.get("aten_ops", "-"))),
+                _fmt(device.get("encoder_ms")),
+                _fmt(device.get("ms_per_step"), 2),
+                _fmt(device.get("peak_memory_mib"), 0),
+                tokens,
+            )
+        )
     return rows
 
 
@@ -49,11 +75,15 @@ def other_lines(records: list[dict]) -> list[str]:
     lines = []
     for r in records:
         if r.get("stage") == "model":
-            lines.append(f"{r['model']} {r['dtype']} {r['case']}: HF {r['hf_s']:.3f} s, ours {r['ours_s']:.3f} s "
-                         f"({r['speedup_vs_hf']:.2f}x, {r['identical_to_hf']}/{r['images']} same, {r['decode']})")
+            lines.append(
+                f"{r['model']} {r['dtype']} {r['case']}: HF {r['hf_s']:.3f} s, ours {r['ours_s']:.3f} s "
+                f"({r['speedup_vs_hf']:.2f}x, {r['identical_to_hf']}/{r['images']} same, {r['decode']})"
+            )
         elif r.get("stage") == "qwen":
-            lines.append(f"Qwen2-VL widths {r['dtype']} batch {r['batch']}: HF {r['hf_generate_s']} s, ours "
-                         f"{r['runtime_s']} s, same tokens {r['same_tokens']}, {r['decode']}")
+            lines.append(
+                f"Qwen2-VL widths {r['dtype']} batch {r['batch']}: HF {r['hf_generate_s']} s, ours "
+                f"{r['runtime_s']} s, same tokens {r['same_tokens']}, {r['decode']}"
+            )
     return lines
 
 

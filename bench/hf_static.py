@@ -3,6 +3,7 @@
 Run in its own process so that a compile which hangs, fails or takes the process down costs only this column;
 the JSON is rewritten after each case, so a timeout keeps the cases that finished.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,12 @@ def main(argv=None) -> int:
     loaded = load(args.folder, None, "float32")
     hf = loaded.model.to(args.device)
     pixels = torch.load(args.pixels, weights_only=True)
-    result = {"transformers": transformers.__version__, "torch": torch.__version__,
-              "compiled": args.device == "cuda", "cases": {}}
+    result = {
+        "transformers": transformers.__version__,
+        "torch": torch.__version__,
+        "compiled": args.device == "cuda",
+        "cases": {},
+    }
     out = Path(args.out)
     for beams, batch in json.loads(args.cases):
         case = f"{'greedy' if beams == 1 else f'beam{beams}'}@batch{batch}"
@@ -64,18 +69,32 @@ def main(argv=None) -> int:
                 started = time.perf_counter()
                 run()
                 times.append(time.perf_counter() - started)
-            result["cases"][case] = {"images": batch, "first_call_s": round(first_s, 2), "times": summary(times),
-                                     "tokens": list(tokens)}
+            result["cases"][case] = {
+                "images": batch,
+                "first_call_s": round(first_s, 2),
+                "times": summary(times),
+                "tokens": list(tokens),
+            }
         except Exception as exc:  # noqa: BLE001 - a family the static cache or the compile does not support
             result["cases"][case] = {"images": batch, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        print(f"  hf static {case}: {result['cases'][case].get('times', result['cases'][case].get('error'))}",
-              file=sys.stderr, flush=True)
+        print(
+            f"  hf static {case}: {result['cases'][case].get('times', result['cases'][case].get('error'))}",
+            file=sys.stderr,
+            flush=True,
+        )
         partial = out.with_name(out.name + ".partial")  # a kill mid-write leaves the last whole file
         partial.write_text(json.dumps(result, indent=1))
         partial.replace(out)
-        append_case(args.cases_jsonl, {**json.loads(args.label), "case": case,
-                                       "contender": "hf_static_compiled", "compiled": result["compiled"],
-                                       **{k: v for k, v in result["cases"][case].items() if k != "tokens"}})
+        append_case(
+            args.cases_jsonl,
+            {
+                **json.loads(args.label),
+                "case": case,
+                "contender": "hf_static_compiled",
+                "compiled": result["compiled"],
+                **{k: v for k, v in result["cases"][case].items() if k != "tokens"},
+            },
+        )
     return 0
 
 

@@ -4,6 +4,7 @@ Each measurement is a fresh process (imports cold in the interpreter, files warm
 variants in rotation; medians over runs: a restart (the file stamped), a first load (hashed), int8 with and
 without its cached weights, and transformers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,9 @@ def measure(variant: str, artifact: str, folder: str, cache: str) -> dict:
 
         phases["import_s"] = time.perf_counter() - t0
         t = time.perf_counter()
-        captioner = load_captioner(artifact, "cpu", LoadOptions(quantize="int8" if "int8" in variant else None),
-                                   cache_dir=cache)
+        captioner = load_captioner(
+            artifact, "cpu", LoadOptions(quantize="int8" if "int8" in variant else None), cache_dir=cache
+        )
         timings = captioner.load_phases
         phases["load_captioner_s"] = time.perf_counter() - t
         phases["integrity_s"] = timings["integrity_s"]
@@ -75,7 +77,7 @@ def run(artifact: Path, folder: Path, variants: list[str], runs: int) -> dict:
             if variant in variants:
                 measure_in_child(variant, artifact, folder, warm)
         for i in range(runs):
-            for variant in variants[i % len(variants):] + variants[:i % len(variants)]:
+            for variant in variants[i % len(variants) :] + variants[: i % len(variants)]:
                 with tempfile.TemporaryDirectory() as empty:
                     cache = empty if variant.endswith("first_load") else warm
                     samples[variant].append(measure_in_child(variant, artifact, folder, cache))
@@ -87,8 +89,23 @@ def run(artifact: Path, folder: Path, variants: list[str], runs: int) -> dict:
 
 
 def measure_in_child(variant: str, artifact: Path, folder: Path, cache: str) -> dict:
-    out = subprocess.run([sys.executable, "-m", "bench.load_phases", "--one", variant, "--artifact", str(artifact),
-                          "--folder", str(folder), "--cache", cache], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.load_phases",
+            "--one",
+            variant,
+            "--artifact",
+            str(artifact),
+            "--folder",
+            str(folder),
+            "--cache",
+            cache,
+        ],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"{variant} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -112,8 +129,11 @@ def main(argv=None) -> int:
 
     before = machine()
     result = run(Path(args.artifact), Path(args.folder), args.variants, args.runs)
-    write_section(Path(args.out), args.section, {"artifact": args.artifact, "machine_before": before,
-                                                 "machine_after": machine(), "runs": args.runs, **result})
+    write_section(
+        Path(args.out),
+        args.section,
+        {"artifact": args.artifact, "machine_before": before, "machine_after": machine(), "runs": args.runs, **result},
+    )
     return 0
 
 

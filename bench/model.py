@@ -4,6 +4,7 @@ For each model, dtype, batch and beam width the three run in rotation in this on
 compared (same dtype: identical expected; a mismatch at a near-tie is reported, not fatal). Then our best
 setting is set against HF's default float32 pipeline, with how many captions agree.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,18 @@ def bench_images(name: str, count: int) -> list:
     return parity_images([], count, seed=1)
 
 
-def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, runs: int, device: str,
-                backends=BACKENDS, cases_jsonl=None, label: dict | None = None) -> dict:
+def bench_dtype(
+    name: str,
+    folder: Path,
+    dtype: str,
+    workdir: Path,
+    batches,
+    runs: int,
+    device: str,
+    backends=BACKENDS,
+    cases_jsonl=None,
+    label: dict | None = None,
+) -> dict:
     """Every (batch, beams) case for one model in one dtype: HF, exported, aoti timings and token agreement; each
     case also one line of `cases_jsonl` (bench.cases) as soon as it is measured."""
     from export.load import load
@@ -98,9 +109,13 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
             print(f"  {name} {dtype}: {exc}", file=sys.stderr, flush=True)
     images = bench_images(name, max_batch)
     pixels = loaded.processor(images=images, return_tensors="pt")["pixel_values"]
-    out = {"artifact_mib": round(artifact.stat().st_size / 2**20, 1),
-           "aoti_backend": ours["aoti"].backend if "aoti" in ours else None,
-           "aoti_load_or_compile_s": aoti_s and round(aoti_s, 1), "decode": exported.decode_status(), "cases": {}}
+    out = {
+        "artifact_mib": round(artifact.stat().st_size / 2**20, 1),
+        "aoti_backend": ours["aoti"].backend if "aoti" in ours else None,
+        "aoti_load_or_compile_s": aoti_s and round(aoti_s, 1),
+        "decode": exported.decode_status(),
+        "cases": {},
+    }
     for beams in beam_widths:
         for batch in batches:
             px = pixels[:batch]
@@ -118,26 +133,43 @@ def bench_dtype(name: str, folder: Path, dtype: str, workdir: Path, batches, run
                     tokens[key] = _until_eos(captioner.generate_ids(px, num_beams=beams), gen["eos_token_id"])
                     if device == "cuda":
                         torch.cuda.synchronize()
+
                 return go
 
             times = interleaved({"hf": run_hf, **{key: run(c, key) for key, c in ours.items()}}, runs)
             case = f"{'greedy' if beams == 1 else f'beam{beams}'}@batch{batch}"
             same = {k: sum(a == b for a, b in zip(tokens["hf"], tokens[k])) for k in ours}
             out["cases"][case] = {
-                "times": times, "tokens": tokens, "images": batch,
+                "times": times,
+                "tokens": tokens,
+                "images": batch,
                 "mean_new_tokens": sum(map(len, tokens["hf"])) / batch,
                 "identical_to_hf": same,
                 "speedup_vs_hf": {k: round(ratio(times["hf"], times[k]), 3) for k in ours},
             }
-            append_case(cases_jsonl, {**(label or {}), "stage": "model", "model": name, "dtype": dtype, "case": case,
-                                      "images": batch, "hf_s": times["hf"]["median_s"],
-                                      "ours_s": times["exported"]["median_s"],
-                                      "speedup_vs_hf": out["cases"][case]["speedup_vs_hf"]["exported"],
-                                      "identical_to_hf": same["exported"],
-                                      "decode": exported.decode_status()["decode"]})
-            print(f"  {name} {dtype} {case}: hf {times['hf']['median_s']:.3f}s " + " ".join(
-                f"{k} {times[k]['median_s']:.3f}s ({same[k]}/{batch} same)" for k in ours), file=sys.stderr, flush=True)
-    del hf, exported, loaded, ours
+            append_case(
+                cases_jsonl,
+                {
+                    **(label or {}),
+                    "stage": "model",
+                    "model": name,
+                    "dtype": dtype,
+                    "case": case,
+                    "images": batch,
+                    "hf_s": times["hf"]["median_s"],
+                    "ours_s": times["exported"]["median_s"],
+                    "speedup_vs_hf": out["cases"][case]["speedup_vs_hf"]["exported"],
+                    "identical_to_hf": same["exported"],
+                    "decode": exported.decode_status()["decode"],
+                },
+            )
+            print(
+                f"  {name} {dtype} {case}: hf {times['hf']['median_s']:.3f}s "
+                + " ".join(f"{k} {times[k]['median_s']:.3f}s ({same[k]}/{batch} same)" for k in ours),
+                file=sys.stderr,
+                flush=True,
+            )
+    hf = exported = loaded = ours = None  # the models go before the next dtype loads
     gc.collect()
     return out
 
@@ -161,9 +193,13 @@ def best_vs_hf_float32(per_dtype: dict) -> dict:
         fastest = min(options)
         keeping = min((o for o in options if o[2] == ref["images"]), default=None)
         speed = lambda seconds: round(ref["times"]["hf"]["median_s"] / seconds, 3)  # noqa: E731
-        result[case] = {"best": fastest[1], "speedup": speed(fastest[0]), "captions_agree": fastest[2],
-                        "images": ref["images"],
-                        "best_all_captions_equal": keeping and {"best": keeping[1], "speedup": speed(keeping[0])}}
+        result[case] = {
+            "best": fastest[1],
+            "speedup": speed(fastest[0]),
+            "captions_agree": fastest[2],
+            "images": ref["images"],
+            "best_all_captions_equal": keeping and {"best": keeping[1], "speedup": speed(keeping[0])},
+        }
     return result
 
 
@@ -171,11 +207,17 @@ def machine() -> dict:
     """Where and under what load the numbers were taken."""
     load = os.getloadavg()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
-            "python": platform.python_version(), "loadavg_1_5_15": [round(x, 2) for x in load],
-            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "loadavg_1_5_15": [round(x, 2) for x in load],
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def parse_args(argv):
@@ -216,8 +258,18 @@ def main(argv=None) -> int:
         per_dtype = {}
         for dtype in args.dtypes or default_dtypes(name, args.device):
             print(f"{name} {dtype} ...", file=sys.stderr, flush=True)
-            per_dtype[dtype] = bench_dtype(name, folder, dtype, workdir, batches, runs, args.device, args.backends,
-                                           args.cases_jsonl, {"section": args.section or f"model_{args.device}"})
+            per_dtype[dtype] = bench_dtype(
+                name,
+                folder,
+                dtype,
+                workdir,
+                batches,
+                runs,
+                args.device,
+                args.backends,
+                args.cases_jsonl,
+                {"section": args.section or f"model_{args.device}"},
+            )
             section["models"][name] = {"dtypes": per_dtype, "best_vs_hf_float32": best_vs_hf_float32(per_dtype)}
             section["machine_after"] = machine()
             write_section(Path(args.out), args.section or f"model_{args.device}", section)  # after each dtype

@@ -1,4 +1,5 @@
 """Random-weight checkpoints at real sizes (ViT-base + GPT-2 small, BLIP base) and the tiny/demo ones, as HF folders."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,11 +25,22 @@ def _word_tokenizer(size: int, special: str):
 def vit_gpt2_base(folder: Path, max_new_tokens: int = 20) -> Path:
     """nlpconnect/vit-gpt2-image-captioning's shapes: ViT-base/16 at 224 px + GPT-2 small, 4 beams."""
     import torch
-    from transformers import (GPT2Config, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig,
-                              ViTImageProcessor)
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
-    dec = GPT2Config(add_cross_attention=True, is_decoder=True, bos_token_id=EOS_GPT2, eos_token_id=EOS_GPT2,
-                     pad_token_id=EOS_GPT2, initializer_range=0.1)  # long captions: docs/architecture.md
+    dec = GPT2Config(
+        add_cross_attention=True,
+        is_decoder=True,
+        bos_token_id=EOS_GPT2,
+        eos_token_id=EOS_GPT2,
+        pad_token_id=EOS_GPT2,
+        initializer_range=0.1,
+    )  # long captions: docs/architecture.md
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(), dec)
     config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = EOS_GPT2
     torch.manual_seed(0)
@@ -52,8 +64,14 @@ def blip_base(folder: Path, max_new_tokens: int = 20) -> Path:
     (folder / "vocab.txt").write_text("\n".join(words) + "\n")
     tok = BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), bos_token="[DEC]")
     (folder / "vocab.txt").unlink()
-    text = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, sep_token_id=tok.sep_token_id,
-                pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id, initializer_range=0.1)
+    text = dict(
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        sep_token_id=tok.sep_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.sep_token_id,
+        initializer_range=0.1,
+    )
     config = BlipConfig(text_config=text, vision_config={"image_size": 384})
     torch.manual_seed(0)
     model = BlipForConditionalGeneration(config)
@@ -81,20 +99,39 @@ def _bart_word_tokenizer(size: int):
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix="##")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 def trocr_base(folder: Path, max_new_tokens: int = 20) -> Path:
     """microsoft/trocr-base-printed's shapes: ViT-base/16 at 384 px + a 12-layer, 1024-wide TrOCR decoder."""
     import torch
-    from transformers import (TrOCRConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel, ViTConfig,
-                              ViTImageProcessor)
+    from transformers import (
+        TrOCRConfig,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
 
-    dec = TrOCRConfig(vocab_size=50265, d_model=1024, decoder_layers=12, decoder_attention_heads=16,
-                      decoder_ffn_dim=4096, max_position_embeddings=512, use_learned_position_embeddings=True,
-                      layernorm_embedding=True, scale_embedding=False, activation_function="gelu", init_std=0.1,
-                      pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2)
+    dec = TrOCRConfig(
+        vocab_size=50265,
+        d_model=1024,
+        decoder_layers=12,
+        decoder_attention_heads=16,
+        decoder_ffn_dim=4096,
+        max_position_embeddings=512,
+        use_learned_position_embeddings=True,
+        layernorm_embedding=True,
+        scale_embedding=False,
+        activation_function="gelu",
+        init_std=0.1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+    )
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(ViTConfig(image_size=384), dec)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 1, 2
     torch.manual_seed(0)
@@ -104,8 +141,9 @@ def trocr_base(folder: Path, max_new_tokens: int = 20) -> Path:
     gen.max_length, gen.num_beams = max_new_tokens + 1, 4
     model.save_pretrained(folder)
     _bart_word_tokenizer(50265).save_pretrained(folder)
-    ViTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3,
-                      resample=2).save_pretrained(folder)
+    ViTImageProcessor(
+        size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3, resample=2
+    ).save_pretrained(folder)
     return folder
 
 
@@ -119,12 +157,24 @@ def florence2_base(folder: Path, max_new_tokens: int = 20) -> Path:
 
     tok = tiny._florence_tokenizer()
     vision = Florence2VisionConfig(projection_dim=768)
-    text = BartConfig(vocab_size=51289, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-                      decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
-                      max_position_embeddings=1024, scale_embedding=False, init_std=0.1, forced_bos_token_id=0)
+    text = BartConfig(
+        vocab_size=51289,
+        d_model=768,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=12,
+        decoder_attention_heads=12,
+        encoder_ffn_dim=3072,
+        decoder_ffn_dim=3072,
+        max_position_embeddings=1024,
+        scale_embedding=False,
+        init_std=0.1,
+        forced_bos_token_id=0,
+    )
     torch.manual_seed(0)
-    model = Florence2ForConditionalGeneration(Florence2Config(vision_config=vision, text_config=text,
-                                                              image_token_id=tok.image_token_id))
+    model = Florence2ForConditionalGeneration(
+        Florence2Config(vision_config=vision, text_config=text, image_token_id=tok.image_token_id)
+    )
     gen = model.generation_config
     gen.decoder_start_token_id, gen.bos_token_id, gen.eos_token_id, gen.pad_token_id = 2, 0, 2, 1
     gen.forced_bos_token_id, gen.max_length, gen.num_beams = 0, max_new_tokens + 1, 3
@@ -134,13 +184,19 @@ def florence2_base(folder: Path, max_new_tokens: int = 20) -> Path:
     image_processor = tiny._florence_processor(tok).image_processor
     image_processor.size = image_processor.crop_size = {"height": 768, "width": 768}
     image_processor.image_seq_length = 577  # (768 / 32)^2 + 1
-    Florence2Processor(image_processor=image_processor, tokenizer=tok,
-                       post_processor_config=tiny.FLORENCE_POST_PROCESSOR_CONFIG).save_pretrained(folder)
+    Florence2Processor(
+        image_processor=image_processor, tokenizer=tok, post_processor_config=tiny.FLORENCE_POST_PROCESSOR_CONFIG
+    ).save_pretrained(folder)
     return folder
 
 
-BUILDERS = {"vit-gpt2-base": vit_gpt2_base, "blip-base": blip_base, "trocr-base": trocr_base,
-            "florence2-base": florence2_base, "tiny": tiny}
+BUILDERS = {
+    "vit-gpt2-base": vit_gpt2_base,
+    "blip-base": blip_base,
+    "trocr-base": trocr_base,
+    "florence2-base": florence2_base,
+    "tiny": tiny,
+}
 
 
 def checkpoint(name: str, workdir: Path) -> Path:

@@ -1,4 +1,5 @@
 """The agent's image pipeline alone, no model: SQS receive, S3 reads, decoding and preprocessing (S3 to pixels)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,8 +50,15 @@ class PipelineRun:
         return self.images / self.seconds
 
 
-def pipeline_alone(queue_url: str, images_bucket: str, artifact: str | os.PathLike, count: int, batch_size: int,
-                   threads: int, keep_pixels: bool = False) -> PipelineRun:
+def pipeline_alone(
+    queue_url: str,
+    images_bucket: str,
+    artifact: str | os.PathLike,
+    count: int,
+    batch_size: int,
+    threads: int,
+    keep_pixels: bool = False,
+) -> PipelineRun:
     """The agent's prefetcher (`runtime.agent.prefetch.Prefetcher`, its S3 client and its thread pool) on `count`
     images named by the messages on `queue_url`, batch after batch as if the device took each one at once.
 
@@ -58,8 +66,13 @@ def pipeline_alone(queue_url: str, images_bucket: str, artifact: str | os.PathLi
     held, never deleted, and no result is written. An image that does not come out as pixels raises: a figure
     for fewer images than asked would not be the pipeline's rate.
     """
-    config = AgentConfig(queue_url=queue_url, images_bucket=images_bucket, batch_size=batch_size,
-                         prefetch_threads=threads, visibility_timeout_s=HOLD_S)
+    config = AgentConfig(
+        queue_url=queue_url,
+        images_bucket=images_bucket,
+        batch_size=batch_size,
+        prefetch_threads=threads,
+        visibility_timeout_s=HOLD_S,
+    )
     model = PixelsOnly(artifact)
     inbox = Inbox(aws.client("sqs", config.region), queue_url, config.visibility_timeout_s)
     prefetcher = Prefetcher(inbox, aws.client("s3", config.region), config)
@@ -70,14 +83,20 @@ def pipeline_alone(queue_url: str, images_bucket: str, artifact: str | os.PathLi
             batch = prefetcher.fetch(model, wait_s=1)
             if not batch.messages:
                 raise RuntimeError(f"the queue ran dry after {done} of {count} images")
-            lost = [f"{item.ref.key}: {item.error or item.retry or item.skipped or 'not decoded'}"
-                    for item in batch.items if item.image is None]
+            lost = [
+                f"{item.ref.key}: {item.error or item.retry or item.skipped or 'not decoded'}"
+                for item in batch.items
+                if item.image is None
+            ]
             if lost or any(p is None for p in batch.pixels):
                 raise RuntimeError(f"images that did not become pixels: {lost or 'a preprocessing group failed'}")
             done += len(batch.items)
             if keep_pixels:
-                pixels.update((item.ref.key, row) for group, rows in zip(batch.groups, batch.pixels)
-                              for item, row in zip(group, rows))
+                pixels.update(
+                    (item.ref.key, row)
+                    for group, rows in zip(batch.groups, batch.pixels)
+                    for item, row in zip(group, rows)
+                )
     finally:
         prefetcher.close()
     return PipelineRun(time.perf_counter() - started, done, threads, pixels)

@@ -7,6 +7,7 @@ the first caption. The runtime uses a local cache that already holds the artifac
 run; `runtime_one_first_run` is the very first on this machine, which hashes the file and, for an artifact
 without a description of its programs, loads it through torch and keeps one). Captions must be identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,21 @@ def commands(kind: str, artifact: Path, folder: Path, images: list[str], batch: 
     chosen = images[:1] if "_one" in kind else images
     if kind.startswith("hf"):
         return [sys.executable, str(HF_SCRIPT), str(folder), str(batch), *chosen]
-    return [sys.executable, "-m", "runtime", "caption", "--artifact", str(artifact), "--device", "cpu",
-            "--batch-size", str(batch), "--cache", cache, *chosen]
+    return [
+        sys.executable,
+        "-m",
+        "runtime",
+        "caption",
+        "--artifact",
+        str(artifact),
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(batch),
+        "--cache",
+        cache,
+        *chosen,
+    ]
 
 
 def run_once(argv: list[str]) -> tuple[float, float, str]:
@@ -59,15 +73,17 @@ def run(artifact: Path, folder: Path, images: list[str], batch: int, runs: int, 
     with tempfile.TemporaryDirectory() as warm:
         run_once(commands("runtime_one", artifact, folder, images, batch, warm))  # stamps the artifact in `warm`
         for i in range(runs):
-            for kind in kinds[i % len(kinds):] + kinds[:i % len(kinds)]:
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
                 with tempfile.TemporaryDirectory() as empty:
                     cache = empty if kind.endswith("first_run") else warm
                     wall, rss, stdout = run_once(commands(kind, artifact, folder, images, batch, cache))
                 samples[kind].append((wall, rss))
                 seen.setdefault(kind, captions(kind, stdout))
                 print(f"{kind}: {wall:.1f} s", file=sys.stderr, flush=True)
-    result = {kind: {"wall_s": summary([w for w, _ in rows]), "peak_rss_mib": round(max(r for _, r in rows), 1)}
-              for kind, rows in samples.items()}
+    result = {
+        kind: {"wall_s": summary([w for w, _ in rows]), "peak_rss_mib": round(max(r for _, r in rows), 1)}
+        for kind, rows in samples.items()
+    }
     pairs = [(a, b) for a, b in (("runtime", "hf"), ("runtime_one", "hf_one")) if a in seen and b in seen]
     for ours, theirs in pairs:
         speedup = result[theirs]["wall_s"]["median_s"] / result[ours]["wall_s"]["median_s"]
@@ -105,9 +121,19 @@ def main(argv=None) -> int:
     images = make_images(Path(args.artifact).parent / f"process-images-{args.images}", args.images)
     before = machine()
     result = run(Path(args.artifact), Path(args.folder), images, args.batch_size, args.runs, args.kinds)
-    write_section(Path(args.out), args.section, {"artifact": args.artifact, "images": args.images,
-                                                 "batch_size": args.batch_size, "runs": args.runs,
-                                                 "machine_before": before, "machine_after": machine(), **result})
+    write_section(
+        Path(args.out),
+        args.section,
+        {
+            "artifact": args.artifact,
+            "images": args.images,
+            "batch_size": args.batch_size,
+            "runs": args.runs,
+            "machine_before": before,
+            "machine_after": machine(),
+            **result,
+        },
+    )
     return 0
 
 

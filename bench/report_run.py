@@ -1,13 +1,21 @@
 """The opening of every per-run table in BENCHMARKS.md's appendix: its title, date, machine, load and run key."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 # what a run measured, by its key's prefix, for a run recorded without a title (the first prefix that matches wins)
-KINDS = (("model_", "Model level"), ("decode_", "Decode: CUDA graphs vs eager vs HF"),
-         ("cold_start", "Worker cold start"), ("agent", "Agent against a naive worker"),
-         ("soak", "Soak"), ("load_phases", "Load phase by phase"), ("process", "Whole process"),
-         ("cpu_settings", "CPU settings on the demo captioner"), ("roofline", "CPU against its limit"))
+KINDS = (
+    ("model_", "Model level"),
+    ("decode_", "Decode: CUDA graphs vs eager vs HF"),
+    ("cold_start", "Worker cold start"),
+    ("agent", "Agent against a naive worker"),
+    ("soak", "Soak"),
+    ("load_phases", "Load phase by phase"),
+    ("process", "Whole process"),
+    ("cpu_settings", "CPU settings on the demo captioner"),
+    ("roofline", "CPU against its limit"),
+)
 
 
 def machine(m: dict | None) -> str:
@@ -28,8 +36,9 @@ def heading(key: str, section: dict, what: str = "") -> list[str]:
     facts.append(machine(before) if before else "")
     if before:
         after = section.get("machine_after")
-        facts.append(f"load average {before['loadavg_1_5_15']}" + (f" before, {after['loadavg_1_5_15']} after"
-                                                                     if after else ""))
+        facts.append(
+            f"load average {before['loadavg_1_5_15']}" + (f" before, {after['loadavg_1_5_15']} after" if after else "")
+        )
     if section.get("artifact"):
         facts.append(f"artifact `{Path(section['artifact']).name}`")
     facts.append(f"run `{key}`")

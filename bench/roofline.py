@@ -11,6 +11,7 @@ A decode step at a small batch reads every weight once for a few rows, so its li
 the bytes its matmuls read (operands counted as dispatched) per second are set against the measured bandwidth of a
 large tensor copy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,14 @@ def ceiling(dtype: str, fma_units: int = 2) -> dict:
     lanes = LANES[dtype] if "avx512f" in cpu_flags() else LANES[dtype] // 2
     if dtype == "bfloat16" and "avx512_bf16" not in cpu_flags():
         lanes = 0  # emulated: no bfloat16 dot product
-    return {"cores": cores, "ghz": round(mhz / 1000, 3), "lanes": lanes, "fma_units": fma_units,
-            "gflops": round(cores * mhz / 1000 * lanes * 2 * fma_units, 1),
-            "amx": "amx_bf16" in cpu_flags()}
+    return {
+        "cores": cores,
+        "ghz": round(mhz / 1000, 3),
+        "lanes": lanes,
+        "fma_units": fma_units,
+        "gflops": round(cores * mhz / 1000 * lanes * 2 * fma_units, 1),
+        "amx": "amx_bf16" in cpu_flags(),
+    }
 
 
 COPY_MIB = 1024
@@ -52,7 +58,7 @@ def limits(dtype: str, mm_n: int = MM_N, copy_mib: int = COPY_MIB) -> dict:
     an mm_n^3 `torch.mm` in `dtype` (2 * mm_n^3 FLOPs) and a copy_mib MiB copy (read plus write)."""
     a = torch.randn(mm_n, mm_n).to(getattr(torch, dtype))
     b = torch.randn(mm_n, mm_n).to(getattr(torch, dtype))
-    src = torch.ones(copy_mib * 2 ** 18)
+    src = torch.ones(copy_mib * 2**18)
     dst = torch.empty_like(src)
     return {"mm": lambda: torch.mm(a, b), "copy": lambda: dst.copy_(src)}
 
@@ -81,8 +87,9 @@ def counted(fn) -> tuple[int, int]:
     return counter.get_total_flops(), reads.bytes
 
 
-def caption_work(artifact: Path, batches: list[int], beams: list[int], runs: int, mm_n: int = MM_N,
-                 copy_mib: int = COPY_MIB) -> dict:
+def caption_work(
+    artifact: Path, batches: list[int], beams: list[int], runs: int, mm_n: int = MM_N, copy_mib: int = COPY_MIB
+) -> dict:
     """Per case (beams at batch): encoder and decode FLOPs and bytes, median times, GFLOP/s and GB/s."""
     from bench.model import bench_images
     from runtime.captioner import load_captioner
@@ -107,23 +114,31 @@ def caption_work(artifact: Path, batches: list[int], beams: list[int], runs: int
 
             timing = interleaved({"encoder": encode, "caption": caption, **references}, runs)
             enc_s, cap_s = timing["encoder"]["median_s"], timing["caption"]["median_s"]
-            peak = 2 * mm_n ** 3 / timing["mm"]["median_s"] / 1e9
-            bandwidth = 2 * copy_mib * 2 ** 20 / timing["copy"]["median_s"] / 1e9
+            peak = 2 * mm_n**3 / timing["mm"]["median_s"] / 1e9
+            bandwidth = 2 * copy_mib * 2**20 / timing["copy"]["median_s"] / 1e9
             steps = max(len(row) for row in ids)
             decode_flops, decode_s = caption_flops - encoder_flops, max(cap_s - enc_s, 1e-9)
             rows[f"{'greedy' if beam == 1 else f'beam{beam}'}@batch{batch}"] = {
-                "batch": batch, "beams": beam, "tokens_per_image": sum(map(len, ids)) / batch, "steps": steps,
+                "batch": batch,
+                "beams": beam,
+                "tokens_per_image": sum(map(len, ids)) / batch,
+                "steps": steps,
                 "timing": timing,
-                "encoder_flops": encoder_flops, "decode_flops": decode_flops,
-                "encoder_gflop": round(encoder_flops / 1e9, 2), "decode_gflop": round(decode_flops / 1e9, 2),
+                "encoder_flops": encoder_flops,
+                "decode_flops": decode_flops,
+                "encoder_gflop": round(encoder_flops / 1e9, 2),
+                "decode_gflop": round(decode_flops / 1e9, 2),
                 "caption_gflop_per_image": round(caption_flops / 1e9 / batch, 2),
                 "encoder_gflops": round(encoder_flops / enc_s / 1e9, 1),
                 "decode_gflops": round(decode_flops / decode_s / 1e9, 1),
                 "decode_gb_s": round((caption_bytes - encoder_bytes) / decode_s / 1e9, 1),
-                "decode_mib_per_step": round((caption_bytes - encoder_bytes) / steps / 2 ** 20, 1),
+                "decode_mib_per_step": round((caption_bytes - encoder_bytes) / steps / 2**20, 1),
                 "decode_step_ms": round(decode_s / steps * 1000, 2),
-                "caption_gflops": round(caption_flops / cap_s / 1e9, 1), "images_per_s": round(batch / cap_s, 2),
-                "peak_gflops": round(peak, 1), "copy_gb_s": round(bandwidth, 1)}
+                "caption_gflops": round(caption_flops / cap_s / 1e9, 1),
+                "images_per_s": round(batch / cap_s, 2),
+                "peak_gflops": round(peak, 1),
+                "copy_gb_s": round(bandwidth, 1),
+            }
             row = rows[next(reversed(rows))]
             for part in ("encoder", "decode", "caption"):
                 row[f"{part}_of_peak"] = round(row[f"{part}_gflops"] / peak, 3)
@@ -132,22 +147,33 @@ def caption_work(artifact: Path, batches: list[int], beams: list[int], runs: int
 
 
 def run(artifacts: dict[str, Path], batches: list[int], beams: list[int], runs: int) -> dict:
-    return {dtype: {"artifact": str(artifact), "ceiling": ceiling(dtype),
-                    "cases": caption_work(artifact, batches, beams, runs)} for dtype, artifact in artifacts.items()}
+    return {
+        dtype: {
+            "artifact": str(artifact),
+            "ceiling": ceiling(dtype),
+            "cases": caption_work(artifact, batches, beams, runs),
+        }
+        for dtype, artifact in artifacts.items()
+    }
 
 
 def table(section: dict) -> list[str]:
     """BENCHMARKS.md rows: one per dtype and batch."""
-    lines = ["| dtype | case | mm peak GFLOP/s | encoder GFLOP/s (of peak) | decode GFLOP/s (of peak) | "
-             "decode GB/s (of copy bandwidth) | decode step ms | whole caption GFLOP/s (of peak) | GFLOP per image | "
-             "images/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dtype | case | mm peak GFLOP/s | encoder GFLOP/s (of peak) | decode GFLOP/s (of peak) | "
+        "decode GB/s (of copy bandwidth) | decode step ms | whole caption GFLOP/s (of peak) | GFLOP per image | "
+        "images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for dtype, d in section["dtypes"].items():
         for case, r in d["cases"].items():
-            lines.append(f"| {dtype} | {case} | {r['peak_gflops']:.0f} | {r['encoder_gflops']:.0f} "
-                         f"({r['encoder_of_peak']:.0%}) | {r['decode_gflops']:.0f} ({r['decode_of_peak']:.0%}) | "
-                         f"{r['decode_gb_s']:.1f} ({r['decode_of_bandwidth']:.0%}) | {r['decode_step_ms']:.1f} | "
-                         f"{r['caption_gflops']:.0f} ({r['caption_of_peak']:.0%}) | "
-                         f"{r['caption_gflop_per_image']:.1f} | {r['images_per_s']:.2f} |")
+            lines.append(
+                f"| {dtype} | {case} | {r['peak_gflops']:.0f} | {r['encoder_gflops']:.0f} "
+                f"({r['encoder_of_peak']:.0%}) | {r['decode_gflops']:.0f} ({r['decode_of_peak']:.0%}) | "
+                f"{r['decode_gb_s']:.1f} ({r['decode_of_bandwidth']:.0%}) | {r['decode_step_ms']:.1f} | "
+                f"{r['caption_gflops']:.0f} ({r['caption_of_peak']:.0%}) | "
+                f"{r['caption_gflop_per_image']:.1f} | {r['images_per_s']:.2f} |"
+            )
     return lines
 
 
@@ -166,11 +192,16 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(args.workdir)
     folder = models.checkpoint("vit-gpt2-base", workdir)
-    artifacts = {dtype: export_artifact(folder, workdir / f"vit-gpt2-base-{dtype}-b8.pt2", dtype, 8)
-                 for dtype in args.dtypes}
+    artifacts = {
+        dtype: export_artifact(folder, workdir / f"vit-gpt2-base-{dtype}-b8.pt2", dtype, 8) for dtype in args.dtypes
+    }
     before = machine()
-    section = {"model": "vit-gpt2-base", "runs": args.runs, "machine_before": before,
-               "dtypes": run(artifacts, args.batches, args.beams, args.runs)}
+    section = {
+        "model": "vit-gpt2-base",
+        "runs": args.runs,
+        "machine_before": before,
+        "dtypes": run(artifacts, args.batches, args.beams, args.runs),
+    }
     section["machine_after"] = machine()
     write_section(Path(args.out), args.section, section)
     print("\n".join(table(section)))

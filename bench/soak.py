@@ -5,6 +5,7 @@ dead-lettered, and each agent's memory (RSS) at start and end.
 The captioner is a stand-in (size and mean colour, a few ms per device batch): the soak is about the agent's
 bookkeeping under faults, not the model. Every run is fresh: its own moto server, buckets and queues.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def run(count: int, bad_share: float, seed: int, timeout_s: float, work: Path) -
             s3.create_bucket(Bucket=bucket)
         dlq = sqs.create_queue(QueueName=f"soak-dlq-{run_id}")["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue = sqs.create_queue(QueueName=f"soak-{run_id}", Attributes={"RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})})["QueueUrl"]
+        queue = sqs.create_queue(
+            QueueName=f"soak-{run_id}",
+            Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
+        )["QueueUrl"]
         from runtime import registry
 
         artifact = work / "soak.pt2"
@@ -44,35 +47,77 @@ def run(count: int, bad_share: float, seed: int, timeout_s: float, work: Path) -
         images = make_images(count, bad_share, seed)
         print(f"soak: uploading {len(images)} images", file=sys.stderr)
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda item: s3.put_object(Bucket=images_bucket, Key=item[0], Body=png(*item[1]) if
-                                                     isinstance(item[1], tuple) else item[1]), images.items()))
+            list(
+                pool.map(
+                    lambda item: s3.put_object(
+                        Bucket=images_bucket, Key=item[0], Body=png(*item[1]) if isinstance(item[1], tuple) else item[1]
+                    ),
+                    images.items(),
+                )
+            )
         with FaultProxy(server.endpoint_url, error_rate=0.02, drop_rate=0.005, seed=seed) as proxy:
-            env = {**os.environ, **server.env(), "AWS_ENDPOINT_URL": proxy.url, "PYTHONUNBUFFERED": "1",
-                   "PYTHONPATH": str(REPO)}
+            env = {
+                **os.environ,
+                **server.env(),
+                "AWS_ENDPOINT_URL": proxy.url,
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": str(REPO),
+            }
             agents = []
             for name in ("a", "b"):
                 config = work / f"agent-{name}.json"
-                config.write_text(json.dumps({
-                    "queue_url": queue, "artifacts_bucket": artifacts, "images_bucket": images_bucket,
-                    "batch_size": 8, "batch_wait_s": 0.1, "wait_time_s": 2, "visibility_timeout_s": 20,
-                    "retry_backoff_s": 1, "pointer_poll_s": 0, "imds_url": "", "device": "cpu",
-                    "drain_timeout_s": 40, "cache_dir": str(work / f"cache-{name}"),
-                    "captioner_loader": "bench.soak_parts:load_soak_captioner"}))
+                config.write_text(
+                    json.dumps(
+                        {
+                            "queue_url": queue,
+                            "artifacts_bucket": artifacts,
+                            "images_bucket": images_bucket,
+                            "batch_size": 8,
+                            "batch_wait_s": 0.1,
+                            "wait_time_s": 2,
+                            "visibility_timeout_s": 20,
+                            "retry_backoff_s": 1,
+                            "pointer_poll_s": 0,
+                            "imds_url": "",
+                            "device": "cpu",
+                            "drain_timeout_s": 40,
+                            "cache_dir": str(work / f"cache-{name}"),
+                            "captioner_loader": "bench.soak_parts:load_soak_captioner",
+                        }
+                    )
+                )
                 agents.append(Agent(name, config, env))
             for agent in agents:
                 agent.start()
             keys = list(images)
             started = time.monotonic()
             for start in range(0, len(keys), 10):  # the S3 events, as the bucket notification would send them
-                sqs.send_message_batch(QueueUrl=queue, Entries=[{"Id": str(i), "MessageBody": json.dumps({"Records": [{
-                    "eventName": "ObjectCreated:Put",
-                    "s3": {"bucket": {"name": images_bucket}, "object": {"key": k}}}]})}
-                    for i, k in enumerate(keys[start:start + 10])])
+                sqs.send_message_batch(
+                    QueueUrl=queue,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "MessageBody": json.dumps(
+                                {
+                                    "Records": [
+                                        {
+                                            "eventName": "ObjectCreated:Put",
+                                            "s3": {"bucket": {"name": images_bucket}, "object": {"key": k}},
+                                        }
+                                    ]
+                                }
+                            ),
+                        }
+                        for i, k in enumerate(keys[start : start + 10])
+                    ],
+                )
             rng, kills, outages, sampled = random.Random(seed + 1), 0, 0, 0.0
             next_kill, next_outage = time.monotonic() + rng.uniform(5, 20), time.monotonic() + rng.uniform(10, 30)
             while True:
-                attrs = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=[
-                    "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+                attrs = sqs.get_queue_attributes(
+                    QueueUrl=queue,
+                    AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+                )["Attributes"]
                 if sum(int(v) for v in attrs.values()) == 0:
                     break
                 if time.monotonic() - started > timeout_s:
@@ -118,21 +163,37 @@ def _tally(s3, sqs, bucket, dlq, images, agents, faults, kills, outages, elapsed
         else:
             wrong += record["status"] != "error"
     attempts = sum(line["images"] for agent in agents for line in agent.lines if line.get("event") == "batch")
-    dead = int(sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])
-               ["Attributes"]["ApproximateNumberOfMessages"])
-    return {"images": len(images), "bad_inputs": sum(not isinstance(v, tuple) for v in images.values()),
-            "records": len(written), "lost": len(set(expected) - set(written)),
-            "duplicated": len(written) - len(set(written)) + len(set(written) - set(expected)),
-            "wrong_records": wrong, "dead_lettered": dead, "extra_attempts": attempts - len(images),
-            "faults_injected": sum(n for k, n in faults.items() if not k.endswith("_calls")), "faults": faults,
-            "agent_kills": kills, "outages": outages, "seconds": round(elapsed, 1),
-            "agents": {agent.name: {"starts": agent.starts,
-                                    "rss_start_kib": agent.rss_start_kib[0] if agent.rss_start_kib else None,
-                                    "rss_last_start_kib": agent.rss_start_kib[-1] if agent.rss_start_kib else None,
-                                    "rss_end_kib": agent.rss_end_kib,
-                                    "rss_samples_images_kib": agent.rss_samples[::max(1, len(agent.rss_samples) // 8)],
-                                    "images_done": sum(l["images"] for l in agent.lines if l.get("event") == "batch")}
-                       for agent in agents}}
+    dead = int(
+        sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+    )
+    return {
+        "images": len(images),
+        "bad_inputs": sum(not isinstance(v, tuple) for v in images.values()),
+        "records": len(written),
+        "lost": len(set(expected) - set(written)),
+        "duplicated": len(written) - len(set(written)) + len(set(written) - set(expected)),
+        "wrong_records": wrong,
+        "dead_lettered": dead,
+        "extra_attempts": attempts - len(images),
+        "faults_injected": sum(n for k, n in faults.items() if not k.endswith("_calls")),
+        "faults": faults,
+        "agent_kills": kills,
+        "outages": outages,
+        "seconds": round(elapsed, 1),
+        "agents": {
+            agent.name: {
+                "starts": agent.starts,
+                "rss_start_kib": agent.rss_start_kib[0] if agent.rss_start_kib else None,
+                "rss_last_start_kib": agent.rss_start_kib[-1] if agent.rss_start_kib else None,
+                "rss_end_kib": agent.rss_end_kib,
+                "rss_samples_images_kib": agent.rss_samples[:: max(1, len(agent.rss_samples) // 8)],
+                "images_done": sum(line["images"] for line in agent.lines if line.get("event") == "batch"),
+            }
+            for agent in agents
+        },
+    }
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,6 @@
 """The soak's parts: a stand-in captioner (and its loader), the images with ~1% bad ones, and an agent process
 whose log lines and memory (RSS) are followed."""
+
 from __future__ import annotations
 
 import io
@@ -71,9 +72,14 @@ class Agent:
         self.starts = 0
 
     def start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(self.config)],
-                                        cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "agent", "--config", str(self.config)],
+            cwd=REPO,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.starts += 1
         threading.Thread(target=self._read, args=(self.process,), daemon=True).start()
 
@@ -93,7 +99,7 @@ class Agent:
     def sample(self) -> None:
         rss = self.rss()
         if rss:
-            done = next((l["totals"] for l in reversed(list(self.lines)) if l.get("event") == "batch"), {})
+            done = next((line["totals"] for line in reversed(list(self.lines)) if line.get("event") == "batch"), {})
             self.rss_samples.append((done.get("done", 0) + done.get("failed", 0), rss))
 
     def events(self, name: str) -> list[dict]:

@@ -1,4 +1,5 @@
 """Side-by-side timing: contenders run in rotation, so machine load hits each alike; medians with spread."""
+
 from __future__ import annotations
 
 import statistics
@@ -15,7 +16,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], runs: int, warmup: 
     times: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for i in range(runs):
-        order = names[i % len(names):] + names[:i % len(names)]
+        order = names[i % len(names) :] + names[: i % len(names)]
         for name in order:
             started = time.perf_counter()
             contenders[name]()
@@ -27,8 +28,13 @@ def summary(values: list[float]) -> dict:
     """Median, min, max and the interquartile range of `values` (seconds)."""
     ordered = sorted(values)
     q = statistics.quantiles(ordered, n=4) if len(ordered) > 1 else [ordered[0]] * 3
-    return {"median_s": statistics.median(ordered), "min_s": ordered[0], "max_s": ordered[-1],
-            "iqr_s": q[2] - q[0], "runs": len(ordered)}
+    return {
+        "median_s": statistics.median(ordered),
+        "min_s": ordered[0],
+        "max_s": ordered[-1],
+        "iqr_s": q[2] - q[0],
+        "runs": len(ordered),
+    }
 
 
 def ratio(slow: dict, fast: dict) -> float:

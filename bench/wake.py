@@ -5,6 +5,7 @@
 2. a resumed worker's cache check: the SHA-256 of a cached .pt2 of the real base size (944 MiB), which replaces
    the download when the pointer has not moved while the instance was in the warm pool.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,8 @@ import time
 from pathlib import Path
 
 from bench.timing import summary
-from runtime.lambdas.wake_on_upload import wake
 from runtime.artifact.checksum import file_sha256
+from runtime.lambdas.wake_on_upload import wake
 from tools.local_aws import MotoServer, aws_client, free_port
 
 BASE_ARTIFACT_MIB = 944
@@ -29,8 +30,13 @@ def time_wake(runs: int) -> dict:
         times = []
         for n in range(runs):
             autoscaling.create_auto_scaling_group(
-                AutoScalingGroupName=f"bench-{n}", LaunchTemplate={"LaunchTemplateName": "bench-lt"}, MinSize=0,
-                MaxSize=2, DesiredCapacity=0, AvailabilityZones=["us-east-1a"])
+                AutoScalingGroupName=f"bench-{n}",
+                LaunchTemplate={"LaunchTemplateName": "bench-lt"},
+                MinSize=0,
+                MaxSize=2,
+                DesiredCapacity=0,
+                AvailabilityZones=["us-east-1a"],
+            )
             started = time.perf_counter()
             assert wake.wake(autoscaling, f"bench-{n}", last_look={})["action"] == "woke"
             times.append(time.perf_counter() - started)
@@ -56,8 +62,12 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--mib", type=int, default=BASE_ARTIFACT_MIB)
     args = parser.parse_args(argv)
-    result = {"load_average_before": os.getloadavg(), "wake_call_moto": time_wake(args.runs),
-              f"sha256_{args.mib}_mib": time_cache_check(args.mib, args.runs), "load_average_after": os.getloadavg()}
+    result = {
+        "load_average_before": os.getloadavg(),
+        "wake_call_moto": time_wake(args.runs),
+        f"sha256_{args.mib}_mib": time_cache_check(args.mib, args.runs),
+        "load_average_after": os.getloadavg(),
+    }
     print(json.dumps(result, indent=1))
     return 0
 

@@ -1,4 +1,5 @@
 """`python -m demo.accuracy --artifact dist/demo.pt2`: exact-match accuracy of the demo captioner's .pt2."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,6 @@ from demo import shapes
 from demo.evaluate import encode
 from runtime.captioner import LoadOptions, load_captioner
 from runtime.images import load_image
-
 
 HELD_BACK_SEED = 424242  # a seed the training pool does not use
 HELD_BACK_IMAGES = 500
@@ -29,7 +29,9 @@ def exact_match(got: list[str], wants: list[str]) -> tuple[float, list[str]]:
     return 1 - len(misses) / len(wants), misses
 
 
-def accuracy(artifact: str, count: int, seed: int, fmt: str, quantize: str | None = None) -> tuple[float, list[str], float]:
+def accuracy(
+    artifact: str, count: int, seed: int, fmt: str, quantize: str | None = None
+) -> tuple[float, list[str], float]:
     """Caption `count` fresh shapes images (round-tripped through `fmt`) with the runtime; (accuracy, misses, s)."""
     captioner = load_captioner(artifact, device="cpu", options=LoadOptions(quantize=quantize))
     images, wants = held_back(count, seed, fmt)
@@ -50,8 +52,19 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     for fmt in FORMATS:
         value, misses, elapsed = accuracy(args.artifact, args.images, args.seed, fmt, args.quantize)
-        print(json.dumps({"artifact": args.artifact, "quantize": args.quantize, "format": fmt, "images": args.images,
-                          "exact_match": round(value, 4), "seconds": round(elapsed, 2), "misses": misses[:5]}))
+        print(
+            json.dumps(
+                {
+                    "artifact": args.artifact,
+                    "quantize": args.quantize,
+                    "format": fmt,
+                    "images": args.images,
+                    "exact_match": round(value, 4),
+                    "seconds": round(elapsed, 2),
+                    "misses": misses[:5],
+                }
+            )
+        )
         ok &= value >= args.min_accuracy
     return 0 if ok else 1
 

@@ -1,4 +1,5 @@
 """Measure a captioner checkpoint's exact-match accuracy on fresh shapes images through HF generate."""
+
 from __future__ import annotations
 
 import io
@@ -26,7 +27,7 @@ def caption_images(folder: str | Path, images: list, batch_size: int = 250) -> l
     captions = []
     with torch.inference_mode():
         for i in range(0, len(images), batch_size):
-            pixels = processor(images[i:i + batch_size], return_tensors="pt")["pixel_values"]
+            pixels = processor(images[i : i + batch_size], return_tensors="pt")["pixel_values"]
             tokens = model.generate(pixel_values=pixels)
             captions += tokenizer.batch_decode(tokens, skip_special_tokens=True)
     return captions

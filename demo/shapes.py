@@ -1,4 +1,5 @@
 """Procedural 32x32 images of coloured shapes with exactly known captions, for the demo captioner."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,13 @@ COLOURS = {
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES_PX = {"small": 10, "big": 18}
 WHERE = ("centre", "left", "right", "top", "bottom")
-_WHERE_WORDS = {"centre": "", "left": "on the left", "right": "on the right", "top": "at the top",
-                "bottom": "at the bottom"}
+_WHERE_WORDS = {
+    "centre": "",
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+}
 _COUNT_WORDS = {2: "two", 3: "three"}
 # Fixed anchor points, no jitter: shapes that straddle ViT patch boundaries differently from image to
 # image made accuracy seed-dependent (docs/architecture.md, "the demo captioner trial").
@@ -30,9 +36,14 @@ _GROUP_CENTRES = {2: [(8, 16), (24, 16)], 3: [(16, 8), (8, 23), (24, 23)]}
 _COLOUR_JITTER = 25
 _BACKGROUND_MAX = 45
 
-WORDS = sorted({w for phrase in _WHERE_WORDS.values() for w in phrase.split()}
-               | set(COLOURS) | set(SHAPES) | {s + "s" for s in SHAPES} | {"a", "big"}
-               | set(_COUNT_WORDS.values()))
+WORDS = sorted(
+    {w for phrase in _WHERE_WORDS.values() for w in phrase.split()}
+    | set(COLOURS)
+    | set(SHAPES)
+    | {s + "s" for s in SHAPES}
+    | {"a", "big"}
+    | set(_COUNT_WORDS.values())
+)
 
 
 @dataclass(frozen=True)
@@ -68,16 +79,19 @@ def scene_for(caption: str) -> Scene:
     for scene in all_scenes():
         if scene.caption == caption:
             return scene
-    raise ValueError(f"{caption!r} is not a shapes caption; expected e.g. 'a red circle', "
-                     "'a big blue square on the left' or 'three green triangles' (see all_scenes())")
+    raise ValueError(
+        f"{caption!r} is not a shapes caption; expected e.g. 'a red circle', "
+        "'a big blue square on the left' or 'three green triangles' (see all_scenes())"
+    )
 
 
 def _centres(scene: Scene) -> list[tuple[int, int]]:
     if scene.count > 1:
         return _GROUP_CENTRES[scene.count]
     offset = 8 if scene.size == "small" else 6
-    dx, dy = {"centre": (0, 0), "left": (-offset, 0), "right": (offset, 0), "top": (0, -offset),
-              "bottom": (0, offset)}[scene.where]
+    dx, dy = {"centre": (0, 0), "left": (-offset, 0), "right": (offset, 0), "top": (0, -offset), "bottom": (0, offset)}[
+        scene.where
+    ]
     return [(16 + dx, 16 + dy)]
 
 

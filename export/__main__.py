@@ -1,4 +1,5 @@
 """Entry point: `python -m export --model ... --out ...`."""
+
 import sys
 
 from export.cli import main

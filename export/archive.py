@@ -1,4 +1,5 @@
 """Write the one-file .pt2 archive: both programs, tokenizer.json and manifest.json with per-program checksums."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,14 +10,14 @@ from pathlib import Path
 
 from torch.export import ExportedProgram
 
-from runtime.artifact import manifest as manifests
-from runtime.artifact.pt2 import EXTRA_DIR, PT2ArchiveWriter
-
 # The one private torch call left: the per-program checksums need each record's bytes as it is written, and
 # only this helper writes a program into a writer the caller holds (package_pt2 opens its own writer and does
 # not say which records belong to which program). No torch release so far (2.13 checked) offers a public way;
 # if one does, hash the records from a PT2ArchiveReader after package_pt2 instead.
 from torch.export.pt2_archive._package import _package_exported_programs
+
+from runtime.artifact import manifest as manifests
+from runtime.artifact.pt2 import EXTRA_DIR, PT2ArchiveWriter
 
 
 class _HashingWriter:
@@ -37,8 +38,13 @@ class _HashingWriter:
         return getattr(self._writer, name)
 
 
-def write_archive(path: str | os.PathLike, programs: dict[str, ExportedProgram], tokenizer_json: str,
-                  manifest: dict, graphs: str | None = None) -> dict:
+def write_archive(
+    path: str | os.PathLike,
+    programs: dict[str, ExportedProgram],
+    tokenizer_json: str,
+    manifest: dict,
+    graphs: str | None = None,
+) -> dict:
     """Write the archive atomically (temp file then rename); returns the manifest as written. `graphs`: the
     programs' description (runtime.artifact.describe), kept as extra/graphs.json with its SHA-256."""
     path = Path(path)

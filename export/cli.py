@@ -1,4 +1,5 @@
 """`python -m export`: HF checkpoint to one .pt2, proven token-identical to HF `generate` before it is written."""
+
 from __future__ import annotations
 
 import argparse
@@ -58,14 +59,23 @@ def parse_args(argv):
     p.add_argument("--num-beams", type=int, default=None, help="default: from the generation config")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
     p.add_argument("--max-batch", type=int, default=32, help="largest batch the programs accept")
-    p.add_argument("--task", default=None,
-                   help="Florence-2's task prompt, fixed in the artifact: <CAPTION>, <DETAILED_CAPTION>, "
-                        "<MORE_DETAILED_CAPTION> (default) or <OCR>")
-    p.add_argument("--prompt", default=None,
-                   help="Qwen-VL's instruction, fixed in the artifact and put in the checkpoint's chat template "
-                        "(default: \"Describe this image in one sentence.\")")
-    p.add_argument("--image-size", default=None,
-                   help="Qwen-VL's fixed image size, HEIGHTxWIDTH or one side (default 448: 256 image tokens)")
+    p.add_argument(
+        "--task",
+        default=None,
+        help="Florence-2's task prompt, fixed in the artifact: <CAPTION>, <DETAILED_CAPTION>, "
+        "<MORE_DETAILED_CAPTION> (default) or <OCR>",
+    )
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help="Qwen-VL's instruction, fixed in the artifact and put in the checkpoint's chat template "
+        '(default: "Describe this image in one sentence.")',
+    )
+    p.add_argument(
+        "--image-size",
+        default=None,
+        help="Qwen-VL's fixed image size, HEIGHTxWIDTH or one side (default 448: 256 image tokens)",
+    )
     p.add_argument("--parity-images", nargs="*", default=[], help="images for the parity check (default: synthetic)")
     return p.parse_args(argv)
 
@@ -84,10 +94,16 @@ def main(argv=None) -> int:
     progress = Progress(6)
     try:
         progress.step(f"loading {args.model}")
-        loaded = load.load(args.model, args.revision, args.dtype, args.task, prompt=args.prompt,
-                           image_size=args.image_size)
-        gen = settings.generation_settings(loaded.model, loaded.family, args.max_new_tokens, args.num_beams,
-                                           start_token_id=loaded.extras.get("start_token_id"))
+        loaded = load.load(
+            args.model, args.revision, args.dtype, args.task, prompt=args.prompt, image_size=args.image_size
+        )
+        gen = settings.generation_settings(
+            loaded.model,
+            loaded.family,
+            args.max_new_tokens,
+            args.num_beams,
+            start_token_id=loaded.extras.get("start_token_id"),
+        )
         preprocessing = loaded.family.preprocessing(loaded)
         progress.done(f"({loaded.source['architecture']}, family {loaded.family.name})")
 
@@ -97,8 +113,16 @@ def main(argv=None) -> int:
         pixels = hf_pixels.to(getattr(torch, args.dtype))
         encoder, step, cache = loaded.family.wrap(loaded, gen["max_new_tokens"])
         max_beams = max(gen["num_beams"], PARITY_BEAMS)
-        programs = trace.export_programs(encoder, step, tuple(pixels.shape[2:]), cache, gen["max_new_tokens"],
-                                         args.max_batch, max_beams, getattr(torch, args.dtype))
+        programs = trace.export_programs(
+            encoder,
+            step,
+            tuple(pixels.shape[2:]),
+            cache,
+            gen["max_new_tokens"],
+            args.max_batch,
+            max_beams,
+            getattr(torch, args.dtype),
+        )
         progress.done()
 
         progress.step("writing a candidate artifact")
@@ -123,8 +147,16 @@ def main(argv=None) -> int:
             odd = 5 if args.max_batch >= 5 else 3 if args.max_batch >= 3 else None
             batches = (1, odd) if odd else (1,)
             beams = sorted({1, gen["num_beams"] if gen["num_beams"] > 1 else PARITY_BEAMS})
-            report = parity.check(loaded, captioner, pixels, gen, args.dtype,
-                                  batches, tuple(beams), progress=lambda name: progress.note(f"{name} ok"))
+            report = parity.check(
+                loaded,
+                captioner,
+                pixels,
+                gen,
+                args.dtype,
+                batches,
+                tuple(beams),
+                progress=lambda name: progress.note(f"{name} ok"),
+            )
             progress.done()
             progress.note(report.summary())
             for tie in report.near_ties:
@@ -140,8 +172,16 @@ def main(argv=None) -> int:
     except (CaptionKitError, ValueError, OSError) as exc:  # export.errors: all of them CaptionKitErrors
         print(f"error: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return 1
-    print(json.dumps({"artifact": str(out), "bytes": out.stat().st_size, "family": loaded.family.name,
-                      "parity": report.summary()}))
+    print(
+        json.dumps(
+            {
+                "artifact": str(out),
+                "bytes": out.stat().st_size,
+                "family": loaded.family.name,
+                "parity": report.summary(),
+            }
+        )
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Why an export stops: every error the exporter raises, on the project's one base (runtime.errors)."""
+
 from runtime.errors import CaptionKitError
 
 

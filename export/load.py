@@ -1,4 +1,5 @@
 """Load an HF image-to-text checkpoint (hub id or local folder) as its registered family describes it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ class Loaded:
     extras: dict = field(default_factory=dict)  # what the family's `prepare` fixed at export (a task prompt)
 
 
-def load(model_id: str, revision: str | None = None, dtype: str = "float32", task: str | None = None,
-         **options) -> Loaded:
+def load(
+    model_id: str, revision: str | None = None, dtype: str = "float32", task: str | None = None, **options
+) -> Loaded:
     """Read the config first (fails fast on unsupported models), then the weights, processor and tokenizer;
     `task` is the prompt of a prompt-driven family (Florence-2), refused by the others; `options` (prompt,
     image_size) are given to a family that takes them (Qwen-VL) and refused by the others."""
@@ -35,11 +37,14 @@ def load(model_id: str, revision: str | None = None, dtype: str = "float32", tas
     options = {key: value for key, value in options.items() if value is not None}
     for key in options:
         if key not in family.options:
-            raise UnsupportedModel(f"--{key.replace('_', '-')}: the {family.name} family takes no such option "
-                                   f"(it takes {', '.join(family.options) or 'none'})")
+            raise UnsupportedModel(
+                f"--{key.replace('_', '-')}: the {family.name} family takes no such option "
+                f"(it takes {', '.join(family.options) or 'none'})"
+            )
     cls = getattr(transformers, family.model_class)
-    model = cls.from_pretrained(model_id, revision=revision, dtype=getattr(torch, dtype),
-                                attn_implementation=family.attention)
+    model = cls.from_pretrained(
+        model_id, revision=revision, dtype=getattr(torch, dtype), attn_implementation=family.attention
+    )
     model.eval()
     if family.after_load is not None:
         family.after_load(model)

@@ -1,4 +1,5 @@
 """The parity gate: HF `generate` and the runtime's own loop on the same pixels must give the same tokens."""
+
 from __future__ import annotations
 
 import math
@@ -6,9 +7,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from export.errors import ParityError
 from export.settings import hf_generate_kwargs
 from runtime.decode.state import Trace
-from export.errors import ParityError
 
 NEAR_TIE = {"float32": 1e-3, "bfloat16": 5e-2, "float16": 1e-2}
 # In bfloat16 a logit near 10 is only representable to 0.0625 (one unit in the last place), so two
@@ -25,7 +26,6 @@ def tolerance(dtype: str, score: float) -> float:
     return max(NEAR_TIE[dtype], ULPS * ulp)
 
 
-
 @dataclass
 class ParityReport:
     """What was compared, what matched, what parted at a near-tie, and what failed."""
@@ -38,9 +38,11 @@ class ParityReport:
     max_logit_diff: float = 0.0
 
     def summary(self) -> str:
-        return (f"parity: {self.identical}/{self.sequences} sequences token-identical over {len(self.cases)} cases "
-                f"({', '.join(self.cases)}); {len(self.near_ties)} near-tie(s); largest first-step logit "
-                f"difference {self.max_logit_diff:.2e}")
+        return (
+            f"parity: {self.identical}/{self.sequences} sequences token-identical over {len(self.cases)} cases "
+            f"({', '.join(self.cases)}); {len(self.near_ties)} near-tie(s); largest first-step logit "
+            f"difference {self.max_logit_diff:.2e}"
+        )
 
 
 def _until_eos(ids: list[int], eos: int) -> list[int]:
@@ -56,15 +58,27 @@ def first_difference(a: list[int], b: list[int]) -> int:
 
 
 def _hf_tokens(loaded, pixels: torch.Tensor, settings: dict, beams: int) -> tuple[list[list[int]], list]:
-    out = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels), return_dict_in_generate=True,
-                                output_scores=True, **hf_generate_kwargs(settings, beams, loaded.family))
+    out = loaded.model.generate(
+        **loaded.family.hf_inputs(loaded, pixels),
+        return_dict_in_generate=True,
+        output_scores=True,
+        **hf_generate_kwargs(settings, beams, loaded.family),
+    )
     prompt = loaded.family.hf_prompt_length(loaded)
     rows = [_until_eos(r[prompt:].tolist(), settings["eos_token_id"]) for r in out.sequences]
     return rows, out.scores
 
 
-def check(loaded, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
-          batch_sizes: tuple[int, ...], beam_counts: tuple[int, ...], progress=None) -> ParityReport:
+def check(
+    loaded,
+    captioner,
+    pixels: torch.Tensor,
+    settings: dict,
+    dtype: str,
+    batch_sizes: tuple[int, ...],
+    beam_counts: tuple[int, ...],
+    progress=None,
+) -> ParityReport:
     """Run every (beams, batch) case; raise `ParityError` with a readable report on a real mismatch.
 
     `loaded` is the HF side (`export.load.Loaded`: model, tokenizer, processor, and the family that says how
@@ -82,8 +96,9 @@ def check(loaded, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
             ours = [_until_eos(r, eos) for r in captioner.generate_ids(px, num_beams=beams, trace=trace)]
             if beams == 1:
                 first = torch.tensor([t[0][0][1] for t in trace.top])
-                report.max_logit_diff = max(report.max_logit_diff,
-                                            float((hf_scores[0].float().max(dim=-1).values - first).abs().max()))
+                report.max_logit_diff = max(
+                    report.max_logit_diff, float((hf_scores[0].float().max(dim=-1).values - first).abs().max())
+                )
             for i, (theirs, mine) in enumerate(zip(hf_rows, ours)):
                 report.sequences += 1
                 if theirs == mine:
@@ -93,15 +108,19 @@ def check(loaded, captioner, pixels: torch.Tensor, settings: dict, dtype: str,
                 step = first_difference(theirs, mine)
                 gap = min(trace.gaps[i][: step + 1] or [float("inf")])
                 tied = parted_at_near_tie(trace, i, step, dtype)
-                detail = (f"{name} image {i}: parted at step {step}; HF {theirs} vs runtime {mine}; "
-                          f"smallest top-score gap up to there {gap:.2e}; runtime top scores at step {step}: "
-                          f"{trace.top[i][step][:4] if step < len(trace.top[i]) else 'n/a'}")
+                detail = (
+                    f"{name} image {i}: parted at step {step}; HF {theirs} vs runtime {mine}; "
+                    f"smallest top-score gap up to there {gap:.2e}; runtime top scores at step {step}: "
+                    f"{trace.top[i][step][:4] if step < len(trace.top[i]) else 'n/a'}"
+                )
                 (report.near_ties if tied else report.failures).append(detail)
             if progress:
                 progress(name)
     if report.failures:
-        raise ParityError("token mismatch beyond a near-tie (tolerance {:.0e}, or {} ulps of the step's top score "
-                          "in {}):\n  {}".format(NEAR_TIE[dtype], ULPS, dtype, "\n  ".join(report.failures)))
+        raise ParityError(
+            "token mismatch beyond a near-tie (tolerance {:.0e}, or {} ulps of the step's top score "
+            "in {}):\n  {}".format(NEAR_TIE[dtype], ULPS, dtype, "\n  ".join(report.failures))
+        )
     return report
 
 
@@ -121,5 +140,6 @@ def _check_text(loaded, captioner, ids: list[int], name: str, i: int, report: Pa
     theirs = loaded.family.hf_text(loaded, ids)
     mine = captioner.text.decode(ids)
     if theirs != mine:
-        report.failures.append(f"{name} image {i}: same tokens {ids} but text differs: "
-                               f"HF {theirs!r} vs runtime {mine!r}")
+        report.failures.append(
+            f"{name} image {i}: same tokens {ids} but text differs: HF {theirs!r} vs runtime {mine!r}"
+        )

@@ -1,4 +1,5 @@
 """Describe an HF image processor as the manifest's "preprocessing" spec, refusing what the runtime can't reproduce."""
+
 from __future__ import annotations
 
 from typing import NoReturn
@@ -7,20 +8,31 @@ from transformers.image_processing_backends import PilBackend
 from transformers.image_processing_utils import get_size_dict
 from transformers.image_utils import PILImageResampling, SizeDict
 
+from export.errors import UnsupportedProcessor
 from runtime.errors import ArtifactError
 from runtime.images.preprocess import validate_spec
-from export.errors import UnsupportedProcessor
 
 # The runtime re-implements these PilBackend methods; a subclass overriding any of them does
 # something else and cannot be described by the spec.
 PIPELINE_METHODS = (
-    "__call__", "preprocess", "_standardize_kwargs", "_validate_preprocess_kwargs",
-    "_preprocess_image_like_inputs", "_prepare_image_like_inputs", "_prepare_images_structure",
-    "fetch_images", "process_image", "convert_to_rgb", "_preprocess", "resize", "center_crop",
-    "rescale", "normalize", "pad",
+    "__call__",
+    "preprocess",
+    "_standardize_kwargs",
+    "_validate_preprocess_kwargs",
+    "_preprocess_image_like_inputs",
+    "_prepare_image_like_inputs",
+    "_prepare_images_structure",
+    "fetch_images",
+    "process_image",
+    "convert_to_rgb",
+    "_preprocess",
+    "resize",
+    "center_crop",
+    "rescale",
+    "normalize",
+    "pad",
 )
 SIZE_KEYS = ({"height", "width"}, {"shortest_edge"})
-
 
 
 def spec_from_processor(processor) -> dict:
@@ -43,8 +55,11 @@ def spec_from_processor(processor) -> dict:
     if do_crop and set(crop_size) != {"height", "width"}:
         _refuse(name, f"crop_size={crop_size}", "a center crop needs height and width")
     if not do_crop and (not do_resize or "shortest_edge" in size):
-        _refuse(name, f"do_resize={do_resize}, size={size}, do_center_crop={do_crop}",
-                "pixel values would vary in size with the input; the exported encoder takes one fixed size")
+        _refuse(
+            name,
+            f"do_resize={do_resize}, size={size}, do_center_crop={do_crop}",
+            "pixel values would vary in size with the input; the exported encoder takes one fixed size",
+        )
     if not (do_rescale or do_normalize):
         _refuse(name, "do_rescale=False, do_normalize=False", "HF would return uint8 pixel values")
     spec = {
@@ -74,9 +89,12 @@ def spec_from_processor(processor) -> dict:
 
 def _check_backend(processor, name: str) -> None:
     if not isinstance(processor, PilBackend):
-        _refuse(name, f"backend {getattr(processor, 'backend', type(processor).__mro__[1].__name__)!r}",
-                "the runtime reproduces transformers' PIL backend; load the processor with "
-                "AutoImageProcessor.from_pretrained(..., backend=\"pil\") or its Pil class, e.g. ViTImageProcessorPil")
+        _refuse(
+            name,
+            f"backend {getattr(processor, 'backend', type(processor).__mro__[1].__name__)!r}",
+            "the runtime reproduces transformers' PIL backend; load the processor with "
+            'AutoImageProcessor.from_pretrained(..., backend="pil") or its Pil class, e.g. ViTImageProcessorPil',
+        )
     overridden = [m for m in PIPELINE_METHODS if getattr(type(processor), m) is not getattr(PilBackend, m)]
     if overridden:
         _refuse(name, f"custom {', '.join(overridden)}", "only the stock PilBackend pipeline is reproduced")

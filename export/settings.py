@@ -1,13 +1,23 @@
 """Resolve generation settings and special token ids from the checkpoint, refusing settings the runtime lacks."""
+
 from __future__ import annotations
 
 from export.errors import UnsupportedGeneration
 
-
-_DEFAULTS = {"do_sample": False, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_length": 0,
-             "min_new_tokens": None, "bad_words_ids": None, "num_beam_groups": 1, "diversity_penalty": 0.0,
-             "encoder_repetition_penalty": 1.0, "suppress_tokens": None, "begin_suppress_tokens": None,
-             "num_return_sequences": 1}
+_DEFAULTS = {
+    "do_sample": False,
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "min_length": 0,
+    "min_new_tokens": None,
+    "bad_words_ids": None,
+    "num_beam_groups": 1,
+    "diversity_penalty": 0.0,
+    "encoder_repetition_penalty": 1.0,
+    "suppress_tokens": None,
+    "begin_suppress_tokens": None,
+    "num_return_sequences": 1,
+}
 
 
 def _single(value, what: str) -> int:
@@ -20,8 +30,9 @@ def _single(value, what: str) -> int:
     return int(value)
 
 
-def generation_settings(model, family, max_new_tokens: int | None, num_beams: int | None,
-                        start_token_id: int | None = None) -> dict:
+def generation_settings(
+    model, family, max_new_tokens: int | None, num_beams: int | None, start_token_id: int | None = None
+) -> dict:
     """The manifest's generation block: start/eos/pad ids, length, beams, length penalty, early stopping;
     `start_token_id` is one a prompt fixed at export (a decoder-only family's last prompt token)."""
     gc = model.generation_config
@@ -55,6 +66,11 @@ def generation_settings(model, family, max_new_tokens: int | None, num_beams: in
 def hf_generate_kwargs(settings: dict, num_beams: int, family=None) -> dict:
     """The same settings spelled as keyword arguments to HF `generate`, for the parity run. The EOS id is passed
     only for a family whose checkpoints list several (BLIP's own `generate` sets it and refuses a second)."""
-    return {"max_new_tokens": settings["max_new_tokens"], "num_beams": num_beams, "do_sample": False,
-            **({"eos_token_id": settings["eos_token_id"]} if getattr(family, "generate_eos", False) else {}),
-            "length_penalty": settings["length_penalty"], "early_stopping": settings["early_stopping"]}
+    return {
+        "max_new_tokens": settings["max_new_tokens"],
+        "num_beams": num_beams,
+        "do_sample": False,
+        **({"eos_token_id": settings["eos_token_id"]} if getattr(family, "generate_eos", False) else {}),
+        "length_penalty": settings["length_penalty"],
+        "early_stopping": settings["early_stopping"],
+    }

@@ -1,4 +1,5 @@
 """Where `--model` points, checked before transformers is asked: a local folder, or a hub id reachable or cached."""
+
 from __future__ import annotations
 
 import os
@@ -30,8 +31,9 @@ def _cached(model: str) -> bool:
 def _reachable() -> bool:
     url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=PROBE_TIMEOUT_S).close()
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=PROBE_TIMEOUT_S
+        ).close()
         return True
     except OSError:
         return False
@@ -47,15 +49,20 @@ def check_source(model: str) -> None:
             raise ModelNotFound(f"{model} has no config.json: not a saved HF checkpoint (save_pretrained writes one)")
         return
     if path.exists() or _looks_like_a_path(model):
-        raise ModelNotFound(f"no such folder: {model} (a local model is a folder with config.json; a hub id is "
-                            "owner/name)")
+        raise ModelNotFound(
+            f"no such folder: {model} (a local model is a folder with config.json; a hub id is owner/name)"
+        )
     if _offline():
         if not _cached(model):
-            raise ModelNotFound(f"{model} is not in the Hugging Face cache and {OFFLINE_ENV} is set: connect and "
-                                f"unset {OFFLINE_ENV} to download it, or give a local folder")
+            raise ModelNotFound(
+                f"{model} is not in the Hugging Face cache and {OFFLINE_ENV} is set: connect and "
+                f"unset {OFFLINE_ENV} to download it, or give a local folder"
+            )
         return
     if not _reachable():
         if not _cached(model):
-            raise ModelNotFound(f"offline: cannot reach the Hugging Face hub, and {model} is not in its cache; "
-                                "connect to download it once, or give a local folder")
+            raise ModelNotFound(
+                f"offline: cannot reach the Hugging Face hub, and {model} is not in its cache; "
+                "connect to download it once, or give a local folder"
+            )
         os.environ[OFFLINE_ENV] = "1"

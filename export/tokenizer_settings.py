@@ -1,4 +1,5 @@
 """Tokenizer decode settings that tokenizer.json alone does not carry."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """torch.export of the encoder and decoder-step modules with a dynamic batch dimension."""
+
 from __future__ import annotations
 
 import torch
@@ -7,8 +8,14 @@ from torch.export import Dim, ExportedProgram
 from runtime.artifact.manifest import EXAMPLE_BATCH, program_batches
 
 
-def example_inputs(encoder: torch.nn.Module, image_size: tuple[int, int], cache: dict, max_length: int,
-                   dtype: torch.dtype, batch: int = EXAMPLE_BATCH):
+def example_inputs(
+    encoder: torch.nn.Module,
+    image_size: tuple[int, int],
+    cache: dict,
+    max_length: int,
+    dtype: torch.dtype,
+    batch: int = EXAMPLE_BATCH,
+):
     """Example pixels and step inputs (batch >= 2, so the batch dimension stays symbolic)."""
     pixels = torch.zeros(batch, 3, *image_size, dtype=dtype)
     with torch.no_grad():
@@ -25,8 +32,16 @@ def example_inputs(encoder: torch.nn.Module, image_size: tuple[int, int], cache:
     return (pixels,), step
 
 
-def export_programs(encoder: torch.nn.Module, step: torch.nn.Module, image_size: tuple[int, int], cache: dict,
-                    max_length: int, max_batch: int, max_beams: int, dtype: torch.dtype) -> dict[str, ExportedProgram]:
+def export_programs(
+    encoder: torch.nn.Module,
+    step: torch.nn.Module,
+    image_size: tuple[int, int],
+    cache: dict,
+    max_length: int,
+    max_batch: int,
+    max_beams: int,
+    dtype: torch.dtype,
+) -> dict[str, ExportedProgram]:
     """Export both programs on the CPU: images from 1 to `max_batch`, decoder rows up to `max_batch * max_beams`.
 
     No `run_decompositions`: a CPU-decomposed graph can bake in CPU-only attention kernels.
@@ -38,7 +53,9 @@ def export_programs(encoder: torch.nn.Module, step: torch.nn.Module, image_size:
         enc = torch.export.export(encoder, pixels, dynamic_shapes=({0: batch},), strict=False)
         rows = {1: Dim("rows", min=1, max=decoder_rows)}
         dec = torch.export.export(
-            step, step_inputs, strict=False,
+            step,
+            step_inputs,
+            strict=False,
             dynamic_shapes=({0: rows[1]}, None, rows, rows, rows, rows),
         )
     return {"encoder": enc, "decoder_step": dec}

@@ -1,4 +1,5 @@
 """Shared pieces of the tensor-only wrappers: head reshapes, the cache write and the position mask."""
+
 from __future__ import annotations
 
 import copy

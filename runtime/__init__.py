@@ -3,13 +3,19 @@
 `from runtime import load_captioner, LoadOptions, Captioner, CaptionKitError` is the library's surface; the
 names are looked up on first use, so `import runtime.<module>` (the agent, the stack) does not import torch.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"load_captioner": "runtime.captioner", "Captioner": "runtime.captioner",
-            "LoadOptions": "runtime.options", "CaptionKitError": "runtime.errors", "ArtifactError": "runtime.errors",
-            "BadImage": "runtime.errors"}
+_EXPORTS = {
+    "load_captioner": "runtime.captioner",
+    "Captioner": "runtime.captioner",
+    "LoadOptions": "runtime.options",
+    "CaptionKitError": "runtime.errors",
+    "ArtifactError": "runtime.errors",
+    "BadImage": "runtime.errors",
+}
 __all__ = sorted(_EXPORTS)
 
 

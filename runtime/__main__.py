@@ -1,4 +1,5 @@
 """`python -m runtime caption|agent|submit|gpu-check ...`."""
+
 from __future__ import annotations
 
 import sys

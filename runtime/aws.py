@@ -1,4 +1,5 @@
 """boto3 clients with bounded retries and timeouts, and the one exception that says "retry later"."""
+
 from __future__ import annotations
 
 import boto3
@@ -13,16 +14,23 @@ ARCHIVED_CODES = {"InvalidObjectState"}
 # Codes that no retry will change until someone fixes a bucket name, a policy or a key: an error record at once
 # (after the fix, resubmit the image or `make redrive`). S3's error code list:
 # https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html#ErrorCodeList
-DENIED_CODES = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "InvalidObjectState", "AccountProblem",
-                "InvalidAccessKeyId", "KMS.DisabledException", "KMS.NotFoundException"}
+DENIED_CODES = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "AllAccessDisabled",
+    "InvalidObjectState",
+    "AccountProblem",
+    "InvalidAccessKeyId",
+    "KMS.DisabledException",
+    "KMS.NotFoundException",
+}
 NO_BUCKET_CODES = {"NoSuchBucket", "InvalidBucketName"}
 BAD_KEY_CODES = {"KeyTooLongError", "InvalidURI"}
 # A conditional request's condition failed: IfMatch (the object changed since the event or since the read began),
 # or IfNoneMatch '*' (the object is already there)
 PRECONDITION_CODES = {"PreconditionFailed", "412"}
 REPLACED_CODES = PRECONDITION_CODES  # after an event: the newer upload has its own event
-
-
 
 
 #: Exceptions never retried: they end as an error record for the image (S3 codes: see `classify_read_error`).
@@ -63,8 +71,10 @@ def permanent_reason(code: str, uri: str, action: str = "read") -> str | None:
     if code in ARCHIVED_CODES:
         return f"{uri}: the object is archived (Glacier); restore it, then resubmit it"
     if code in DENIED_CODES:
-        return (f"{uri}: S3 denied the workers' role the {action} ({code}); the workers may read only the stack's "
-                f"images prefix: upload the image there, or widen the role, then resubmit it")
+        return (
+            f"{uri}: S3 denied the workers' role the {action} ({code}); the workers may read only the stack's "
+            f"images prefix: upload the image there, or widen the role, then resubmit it"
+        )
     if code in NO_BUCKET_CODES:
         return f"{uri}: the bucket does not exist ({code}); check the bucket name and resubmit"
     if code in BAD_KEY_CODES:
@@ -76,11 +86,13 @@ def classify_read_error(exc: Exception, uri: str) -> Exception:
     """Turn an S3 read failure into `BadImage` (permanent, with a reason), `Replaced` or `RetryLater`."""
     code = error_code(exc)
     if code in GONE_CODES:
-        return BadImage(f"{uri}: the object was deleted (or never existed) before it could be read; "
-                        f"upload it again to caption it")
+        return BadImage(
+            f"{uri}: the object was deleted (or never existed) before it could be read; upload it again to caption it"
+        )
     if code in REPLACED_CODES:
-        return Replaced(f"{uri}: replaced after this event (its eTag no longer matches); the newer upload's "
-                        f"event captions it")
+        return Replaced(
+            f"{uri}: replaced after this event (its eTag no longer matches); the newer upload's event captions it"
+        )
     reason = permanent_reason(code, uri)
     if reason:
         return BadImage(reason)

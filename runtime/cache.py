@@ -14,6 +14,7 @@ A stamp holds the SHA-256 found plus the file's identity as the kernel reports i
 modification and change times. Any write, truncation, `touch`, copy or replacement changes at least the size, the
 inode or the change time (ctime cannot be set from user space), so the stamp stops matching.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -110,8 +111,12 @@ def write_stamp(cache_dir: str | os.PathLike | None, path: str | os.PathLike, sh
     write_whole(target, lambda partial: partial.write_text(stamp))
 
 
-def stamped_or_hashed(cache_dir: str | os.PathLike | None, path: str | os.PathLike, hash_file: Callable[[], str],
-                      keep: Callable[[str], bool] = lambda sha256: True) -> str:
+def stamped_or_hashed(
+    cache_dir: str | os.PathLike | None,
+    path: str | os.PathLike,
+    hash_file: Callable[[], str],
+    keep: Callable[[str], bool] = lambda sha256: True,
+) -> str:
     """The file's SHA-256: its stamp's if the file is unchanged since, else `hash_file()` (which also checks
     whatever its caller needs), stamped when `keep(sha256)` says the result is one to trust next time."""
     if sha := stamped_sha256(cache_dir, path):

@@ -1,4 +1,5 @@
 """`python -m runtime caption`: caption image files, folders and globs with a .pt2 into a caption table."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ class NoImages(CaptionKitError):
 
 def _glob_root(pattern: str) -> Path:
     parts = Path(pattern).parts
-    fixed = [p for p in parts[:next(i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS))]]
+    fixed = [p for p in parts[: next(i for i, p in enumerate(parts) if any(c in p for c in GLOB_CHARS))]]
     return Path(*fixed) if fixed else Path(".")
 
 
@@ -69,8 +70,6 @@ def gather(inputs: list[str]) -> tuple[list[tuple[str, str]], int]:
     return list(found.items()), skipped
 
 
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime caption", description=__doc__)
     p.add_argument("--artifact", required=True, help="path to the .pt2")
@@ -79,14 +78,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--num-beams", type=int, default=None, help="default: the artifact's generation settings")
     p.add_argument("--batch-size", type=int, default=None, help="default: the artifact's max batch")
-    p.add_argument("--backend", default="exported", choices=BACKENDS,
-                   help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones")
-    p.add_argument("--quantize", default=None, choices=QUANTIZE_MODES,
-                   help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels "
-                        "(faster; captions may differ)")
-    p.add_argument("--cache", "--compiled-cache", dest="cache", default=DEFAULT_DIR,
-                   help="the local cache (runtime.cache): stamps of verified artifacts, int8 weights, "
-                        "compiled packages")
+    p.add_argument(
+        "--backend",
+        default="exported",
+        choices=BACKENDS,
+        help="aoti: compile the programs with AOTInductor for this device (cached), else the exported ones",
+    )
+    p.add_argument(
+        "--quantize",
+        default=None,
+        choices=QUANTIZE_MODES,
+        help="CPU: run the linear layers on fbgemm int8 / float16-weight kernels (faster; captions may differ)",
+    )
+    p.add_argument(
+        "--cache",
+        "--compiled-cache",
+        dest="cache",
+        default=DEFAULT_DIR,
+        help="the local cache (runtime.cache): stamps of verified artifacts, int8 weights, compiled packages",
+    )
     p.add_argument("images", nargs="+", help="image files, folders (searched recursively) and globs ('**/*.jpg')")
     return p
 
@@ -126,19 +136,24 @@ def main(argv=None) -> int:
         decode = captioner.prepare(args.num_beams)["decode"]
     except CaptureFailed as exc:
         decode = captioner.decode_status()["decode"]
-        print(f"warning: decoding on the eager loop (slower), the CUDA graphs could not be captured: {exc}",
-              file=sys.stderr)
-    print(f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}"
-          f"{', ' + captioner.quantize if captioner.quantize else ''}) on "
-          f"{captioner.device} in {load_s:.1f} s, decode: {decode}", file=sys.stderr)
+        print(
+            f"warning: decoding on the eager loop (slower), the CUDA graphs could not be captured: {exc}",
+            file=sys.stderr,
+        )
+    print(
+        f"loaded {captioner.name} ({captioner.manifest['family']}, {captioner.manifest['dtype']}, {captioner.backend}"
+        f"{', ' + captioner.quantize if captioner.quantize else ''}) on "
+        f"{captioner.device} in {load_s:.1f} s, decode: {decode}",
+        file=sys.stderr,
+    )
     if skipped:
         print(f"skipped {skipped} file(s) that are not images (accepted: {HUMAN_LIST})", file=sys.stderr)
     model = {"model": captioner.name, "model_sha256": captioner.sha256}
     batch, failed, t0 = args.batch_size or captioner.max_batch, 0, time.perf_counter()
-    with (TableWriter(out) if out else _Stdout()) as table, bar(len(images), "caption", unit="img") as progress:
+    with TableWriter(out) if out else _Stdout() as table, bar(len(images), "caption", unit="img") as progress:
         for start in range(0, len(images), batch):
             good, pixels = [], []
-            for uri, key in images[start:start + batch]:
+            for uri, key in images[start : start + batch]:
                 try:
                     pixels.append(load_image(uri))
                     good.append((uri, key))
@@ -151,14 +166,18 @@ def main(argv=None) -> int:
             try:
                 captions = captioner.caption(pixels, num_beams=args.num_beams)
             except (RuntimeError, ArtifactError) as exc:  # out of memory, a program failing on these inputs
-                raise CaptionKitError(f"the model failed on {', '.join(u for u, _ in good)}: "
-                                      f"{str(exc).strip().splitlines()[0][:300]}") from exc
+                raise CaptionKitError(
+                    f"the model failed on {', '.join(u for u, _ in good)}: {str(exc).strip().splitlines()[0][:300]}"
+                ) from exc
             for (uri, key), caption in zip(good, captions):
                 table.write({"uri": uri, "key": key, "caption": caption, "error": None, **model})
             progress.update(len(good))
             progress.set_postfix(failed=failed, refresh=False)
     seconds = time.perf_counter() - t0
-    print(f"captioned {len(images) - failed} of {len(images)} images in {seconds:.1f} s "
-          f"({(len(images) - failed) / seconds if seconds else 0:.1f} images/s), {failed} failed"
-          f"{f'; wrote {out}' if out else ''}", file=sys.stderr)
+    print(
+        f"captioned {len(images) - failed} of {len(images)} images in {seconds:.1f} s "
+        f"({(len(images) - failed) / seconds if seconds else 0:.1f} images/s), {failed} failed"
+        f"{f'; wrote {out}' if out else ''}",
+        file=sys.stderr,
+    )
     return 1 if failed else 0

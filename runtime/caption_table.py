@@ -7,6 +7,7 @@ further columns after these. The file's extension decides the format: `.jsonl`, 
 refused. A file is written beside its target and moved into place when complete, and an existing file is replaced
 only when asked (`overwrite`), so an earlier run's output is never lost to a failed or mistaken one.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,8 +31,9 @@ def check_out(out: str | os.PathLike, *, overwrite: bool = False, flag: str = "-
     """`out` as a Path once its extension is known and it may be written; OutputRefused (one line) otherwise."""
     path = Path(out)
     if path.suffix.lower() not in EXTENSIONS:
-        raise OutputRefused(f"{path}: unknown output type {path.suffix or '(no extension)'!r}; "
-                            f"name it .jsonl, .csv or .parquet")
+        raise OutputRefused(
+            f"{path}: unknown output type {path.suffix or '(no extension)'!r}; name it .jsonl, .csv or .parquet"
+        )
     if path.is_dir():
         raise OutputRefused(f"{path} is a folder; name a .jsonl, .csv or .parquet file")
     if path.exists() and not overwrite:

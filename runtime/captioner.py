@@ -1,4 +1,5 @@
 """The inference core: a loaded artifact that turns images into captions with torch alone."""
+
 from __future__ import annotations
 
 import os
@@ -12,24 +13,38 @@ from runtime.artifact import contract
 from runtime.artifact.verify import check_artifact
 from runtime.backends.exported import rebuilt_programs
 from runtime.cache import DEFAULT_DIR
-from runtime.load_policy import (check_options, check_quantize, device_falling_back_to_cpu, refuse_aoti_on_cuda,
-                                 step_passes)
-from runtime.options import LoadOptions
 from runtime.decode.beam import beam_search
+from runtime.decode.cuda_graphs import DEVICE_LOCK, static_decoder
 from runtime.decode.greedy import greedy
 from runtime.decode.state import DecodeSettings, Trace
-from runtime.errors import ArtifactError, BadDescription, CaptionKitError
-from runtime.decode.cuda_graphs import DEVICE_LOCK, static_decoder
 from runtime.decode.text import TextDecoder
+from runtime.errors import ArtifactError, BadDescription, CaptionKitError
 from runtime.images.preprocess import Preprocessor
+from runtime.load_policy import (
+    check_options,
+    check_quantize,
+    device_falling_back_to_cpu,
+    refuse_aoti_on_cuda,
+    step_passes,
+)
+from runtime.options import LoadOptions
 
 
 class Captioner:
     """A verified, loaded artifact: preprocess on any thread, caption on the device."""
 
-    def __init__(self, path: Path, manifest: dict, tokenizer_json: str, programs: dict, device: torch.device,
-                 sha256: str, backend: str = "exported", quantize: str | None = None,
-                 load_phases: dict[str, float] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        manifest: dict,
+        tokenizer_json: str,
+        programs: dict,
+        device: torch.device,
+        sha256: str,
+        backend: str = "exported",
+        quantize: str | None = None,
+        load_phases: dict[str, float] | None = None,
+    ):
         self.path, self.manifest, self.device, self.sha256, self.backend = path, manifest, device, sha256, backend
         self.quantize, self.load_phases = quantize, load_phases or {}
         self.name = manifest["source"]["model"]
@@ -40,10 +55,14 @@ class Captioner:
         self.encoder, self.step = programs["encoder"], programs["decoder_step"]
         gen = manifest["generation"]
         self.settings = DecodeSettings(
-            start_token_id=gen["start_token_id"], eos_token_id=gen["eos_token_id"],
-            max_new_tokens=gen["max_new_tokens"], num_beams=gen["num_beams"],
-            length_penalty=gen["length_penalty"], early_stopping=gen["early_stopping"],
-            forced_bos_token_id=gen.get("forced_bos_token_id"), forced_eos_token_id=gen.get("forced_eos_token_id"),
+            start_token_id=gen["start_token_id"],
+            eos_token_id=gen["eos_token_id"],
+            max_new_tokens=gen["max_new_tokens"],
+            num_beams=gen["num_beams"],
+            length_penalty=gen["length_penalty"],
+            early_stopping=gen["early_stopping"],
+            forced_bos_token_id=gen.get("forced_bos_token_id"),
+            forced_eos_token_id=gen.get("forced_eos_token_id"),
         )
         self.text = TextDecoder(tokenizer_json, manifest["tokenizer"])
         self._preprocess = Preprocessor(manifest["preprocessing"])  # refuses a bad spec at load, not at first image
@@ -75,8 +94,10 @@ class Captioner:
         """The artifact's decode settings with `num_beams` (default: its own), checked against its largest."""
         beams = self.settings.num_beams if num_beams is None else num_beams
         if not 1 <= beams <= self.max_beams:
-            raise ValueError(f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
-                             "(re-export with --num-beams to raise it)")
+            raise ValueError(
+                f"num_beams={beams}: this artifact's decoder accepts 1 to {self.max_beams} beams "
+                "(re-export with --num-beams to raise it)"
+            )
         return DecodeSettings(**{**self.settings.__dict__, "num_beams": beams})
 
     def decode_status(self) -> dict:
@@ -89,8 +110,10 @@ class Captioner:
             return {"decode": "eager, capture failed", "reason": str(static.failure)}
         if not static.ready:
             return {"decode": "eager, not prepared"}
-        status = {"decode": "cuda-graphs" if static.capture is not None else "static",
-                  "capture_s": dict(static.stats.capture_s)}
+        status = {
+            "decode": "cuda-graphs" if static.capture is not None else "static",
+            "capture_s": dict(static.stats.capture_s),
+        }
         if static.encoder is not None and static.stats.encoder_failed:
             label, reason = next(iter(static.stats.encoder_failed.items()))
             status.update(encoder="eager, capture failed", encoder_reason=f"bucket {label}: {reason}")
@@ -103,14 +126,15 @@ class Captioner:
         return self._preprocess(images)
 
     @torch.inference_mode()
-    def generate_ids(self, pixel_values: torch.Tensor, num_beams: int | None = None,
-                     trace: Trace | None = None) -> list[list[int]]:
+    def generate_ids(
+        self, pixel_values: torch.Tensor, num_beams: int | None = None, trace: Trace | None = None
+    ) -> list[list[int]]:
         """Token ids per image (EOS included when emitted), in chunks of at most `max_batch`."""
         settings = self.decode_settings(num_beams)
         out: list[list[int]] = []
         search = greedy if settings.num_beams == 1 else beam_search
         for start in range(0, pixel_values.shape[0], self.max_batch):
-            chunk = pixel_values[start:start + self.max_batch].to(self.device, self.dtype)
+            chunk = pixel_values[start : start + self.max_batch].to(self.device, self.dtype)
             with self.static.lock if self.static is not None else DEVICE_LOCK:
                 static = self.static if trace is None and self.static is not None and self.static.ready else None
                 if static is not None and static.encoder is not None:
@@ -119,8 +143,11 @@ class Captioner:
                 cross_k, cross_v = self._checked_encoder(chunk)
                 # the static decoder when it is ready; else the eager loop: none (the CPU), not prepared yet (a model
                 # warmed up by the thread that loads it), or a capture that failed (reported by whoever prepared)
-                out.extend(static.decode(cross_k, cross_v, settings) if static is not None
-                           else search(self.step, cross_k, cross_v, settings, trace=trace))
+                out.extend(
+                    static.decode(cross_k, cross_v, settings)
+                    if static is not None
+                    else search(self.step, cross_k, cross_v, settings, trace=trace)
+                )
         return out
 
     def caption_pixels(self, pixel_values: torch.Tensor, num_beams: int | None = None) -> list[str]:
@@ -132,9 +159,16 @@ class Captioner:
         return self.caption_pixels(self.preprocess(images), num_beams)
 
 
-def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadOptions = LoadOptions(), *,
-                   cache_dir: str | os.PathLike | None = None, expected_sha256: str | None = None,
-                   sha256_checked: bool = False, report=None) -> Captioner:
+def load_captioner(
+    path: str | os.PathLike,
+    device: str = "auto",
+    options: LoadOptions = LoadOptions(),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    expected_sha256: str | None = None,
+    sha256_checked: bool = False,
+    report=None,
+) -> Captioner:
     """Verify and load a .pt2 artifact; `expected_sha256` (from the model pointer) checks the whole file too.
 
     A file matching the pointer's SHA-256 was verified record by record before it was uploaded, so its
@@ -160,13 +194,16 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
 
         report = report or aoti.default_report
         try:
-            programs = aoti.compiled_programs(path, sha, resolved, cache_dir or DEFAULT_DIR,
-                                              remote=options.remote, report=report)
-            return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti",
-                              load_phases=clock.phases)
+            programs = aoti.compiled_programs(
+                path, sha, resolved, cache_dir or DEFAULT_DIR, remote=options.remote, report=report
+            )
+            return _captioner(
+                path, manifest, tokenizer_json, programs, resolved, sha, backend="aoti", load_phases=clock.phases
+            )
         except aoti.AotiUnavailable as exc:
-            report("warning", event="aoti_fallback",
-                   reason=f"AOTInductor unavailable, using the exported programs: {exc}")
+            report(
+                "warning", event="aoti_fallback", reason=f"AOTInductor unavailable, using the exported programs: {exc}"
+            )
     programs, clock.phases["weights_s"] = rebuilt_programs(checked, resolved)
     clock.lap("programs_s")
     if quantize is not None:
@@ -191,8 +228,9 @@ def load_captioner(path: str | os.PathLike, device: str = "auto", options: LoadO
 
         apply_one_gelu(programs["decoder_step"], getattr(torch, manifest["dtype"]))
     clock.lap("graph_passes_s")
-    return _captioner(path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize,
-                      load_phases=clock.phases)
+    return _captioner(
+        path, manifest, tokenizer_json, programs, resolved, sha, quantize=quantize, load_phases=clock.phases
+    )
 
 
 def _captioner(path: Path, *args, **kwargs) -> Captioner:
@@ -202,8 +240,10 @@ def _captioner(path: Path, *args, **kwargs) -> Captioner:
     except CaptionKitError:
         raise
     except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own types for a bad tokenizer.json
-        raise ArtifactError(f"{path}: its settings or tokenizer are not usable ({type(exc).__name__}: "
-                            f"{str(exc)[:200]}); export the model again") from None
+        raise ArtifactError(
+            f"{path}: its settings or tokenizer are not usable ({type(exc).__name__}: "
+            f"{str(exc)[:200]}); export the model again"
+        ) from None
 
 
 class _Clock:

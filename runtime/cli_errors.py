@@ -1,4 +1,5 @@
 """Every command-line entry point's last word: one line saying what to do, a traceback only with CAPTIONKIT_DEBUG=1."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,15 @@ from runtime.errors import CaptionKitError
 
 DEBUG_ENV = "CAPTIONKIT_DEBUG"
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-CREDENTIALS_REFUSED = {"InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                       "ExpiredTokenException", "UnrecognizedClientException", "AuthFailure"}
+CREDENTIALS_REFUSED = {
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "UnrecognizedClientException",
+    "AuthFailure",
+}
 
 
 def debugging() -> bool:
@@ -34,8 +42,7 @@ def explain(exc: BaseException) -> str | None:
         bx = None
     if bx is not None:
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-            return ("no AWS credentials: run `aws configure` (or `aws sso login`), or `make local-up` for the "
-                    "local AWS")
+            return "no AWS credentials: run `aws configure` (or `aws sso login`), or `make local-up` for the local AWS"
         if isinstance(exc, bx.NoRegionError):
             return "no AWS region: set AWS_REGION (or run `aws configure`)"
         if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError)):
@@ -45,15 +52,19 @@ def explain(exc: BaseException) -> str | None:
             return f"cannot reach {url or 'AWS'}: check your network and AWS_ENDPOINT_URL"
         if isinstance(exc, ResponseParserError):
             url, _ = _where(None)
-            return (f"the endpoint {url or '(default)'} does not answer like AWS: check AWS_ENDPOINT_URL "
-                    "(`make local-up` prints the local one)")
+            return (
+                f"the endpoint {url or '(default)'} does not answer like AWS: check AWS_ENDPOINT_URL "
+                "(`make local-up` prints the local one)"
+            )
         if isinstance(exc, bx.ClientError):
             error = exc.response.get("Error", {})
             code, message = str(error.get("Code", "")), error.get("Message", "")
             if code == "NoSuchBucket":
                 bucket = error.get("BucketName") or message
-                return (f"bucket {bucket} does not exist there: check the s3:// URI, or deploy the stack "
-                        "(`make local-up` locally, `make deploy` on AWS)")
+                return (
+                    f"bucket {bucket} does not exist there: check the s3:// URI, or deploy the stack "
+                    "(`make local-up` locally, `make deploy` on AWS)"
+                )
             if code in CREDENTIALS_REFUSED:
                 return f"AWS refused the credentials ({code}): run `aws configure` or `aws sso login`"
             if code in ("AccessDenied", "AccessDeniedException", "403"):
@@ -61,8 +72,10 @@ def explain(exc: BaseException) -> str | None:
             if not code or code.isdigit() or code == "Unknown":  # an answer with no AWS error document in it
                 url, _ = _where(None)
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code)
-                return (f"the endpoint {url or '(default)'} answered HTTP {status} to {exc.operation_name} without "
-                        "an AWS error: it is not an AWS endpoint; check AWS_ENDPOINT_URL")
+                return (
+                    f"the endpoint {url or '(default)'} answered HTTP {status} to {exc.operation_name} without "
+                    "an AWS error: it is not an AWS endpoint; check AWS_ENDPOINT_URL"
+                )
             return f"{exc.operation_name} failed: {code}: {message}"
         if isinstance(exc, bx.BotoCoreError):
             return f"AWS: {exc}"

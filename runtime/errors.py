@@ -7,6 +7,7 @@ class CaptionKitError(Exception):
 
 # ---- the artifact, its description and its pointer: refused, saying why (export or upload again) ------------
 
+
 class ArtifactError(CaptionKitError):
     """The .pt2 artifact is unusable: truncated, tampered, wrong schema or torch version."""
 
@@ -38,6 +39,7 @@ class CaptureFailed(CaptionKitError):
 
 # ---- one input: never retried --------------------------------------------------------------------------------
 
+
 class BadImage(CaptionKitError):
     """A permanent input error: not an image, corrupt, empty or too large. Never retried."""
 
@@ -54,6 +56,7 @@ class SubmitRefused(CaptionKitError):
 
 
 # ---- the agent ---------------------------------------------------------------------------------------------------
+
 
 class ConfigError(CaptionKitError):
     """The agent's settings are missing, mistyped or unknown."""

@@ -10,6 +10,7 @@ Every rule a load applies before it reads a weight has its home here; the captio
 - the graph passes applied to the exported decoder step on each device (`step_passes`).
 torch is imported only where a rule needs it, so the agent's settings and the command lines stay light to import.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,11 +29,14 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("exported", "aoti")
 QUANTIZE_MODES = ("int8", "fp16")
 
-AOTI_ON_CUDA = ("backend='aoti' runs on the CPU only: AOTInductor is not validated on CUDA; on a GPU use "
-                "backend='exported', whose decode replays CUDA graphs")
+AOTI_ON_CUDA = (
+    "backend='aoti' runs on the CPU only: AOTInductor is not validated on CUDA; on a GPU use "
+    "backend='exported', whose decode replays CUDA graphs"
+)
 
 
 # ---- the device ------------------------------------------------------------------------------------------------
+
 
 def visible_gpus() -> list[str]:
     """GPUs the hardware shows (`nvidia-smi -L` lines, or /dev/nvidia0), whatever torch thinks."""
@@ -53,16 +57,20 @@ def choose_device(requested: str, gpus: list[str], cuda_available: bool, cuda_bu
         return "cpu"
     if cuda_available:
         return "cuda"
-    why = ("torch is a CPU-only build (torch.version.cuda is None); install the CUDA wheel"
-           if cuda_build is None else
-           f"torch is built for CUDA {cuda_build}; check the driver (nvidia-smi), CUDA_VISIBLE_DEVICES "
-           "and that the driver supports this CUDA version")
+    why = (
+        "torch is a CPU-only build (torch.version.cuda is None); install the CUDA wheel"
+        if cuda_build is None
+        else f"torch is built for CUDA {cuda_build}; check the driver (nvidia-smi), CUDA_VISIBLE_DEVICES "
+        "and that the driver supports this CUDA version"
+    )
     if requested == "cuda":
         seen = f"the hardware shows {gpus}" if gpus else "no GPU is visible to the hardware either"
         raise DeviceError(f"device is 'cuda' but CUDA is not available: {seen}; {why}")
     if gpus:
-        raise DeviceError(f"this machine has a GPU ({gpus[0]}) but CUDA cannot see it: {why}. "
-                          "Refusing to fall back to the CPU; set device to 'cpu' to run there on purpose")
+        raise DeviceError(
+            f"this machine has a GPU ({gpus[0]}) but CUDA cannot see it: {why}. "
+            "Refusing to fall back to the CPU; set device to 'cpu' to run there on purpose"
+        )
     return "cpu"
 
 
@@ -87,8 +95,9 @@ def device_falling_back_to_cpu(device: str | torch.device = "auto") -> torch.dev
         return explicit_index(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ArtifactError("device 'cuda' was asked for, but torch cannot see a CUDA GPU "
-                            "(torch.cuda.is_available() is False)")
+        raise ArtifactError(
+            "device 'cuda' was asked for, but torch cannot see a CUDA GPU (torch.cuda.is_available() is False)"
+        )
     return explicit_index(resolved)
 
 
@@ -104,14 +113,17 @@ def explicit_index(device: torch.device) -> torch.device:
 
 # ---- the backend, quantization and the passes ------------------------------------------------------------------
 
+
 def check_options(options: LoadOptions) -> None:
     """ValueError for options that refuse each other whatever the device: an unknown backend, or `quantize` with
     a backend other than the exported programs."""
     if options.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {options.backend!r}")
     if options.quantize is not None and options.backend != "exported":
-        raise ValueError(f"quantize={options.quantize} applies to the exported programs; AOTInductor compiles the "
-                         "float ones (use backend='exported' with quantize, or aoti without)")
+        raise ValueError(
+            f"quantize={options.quantize} applies to the exported programs; AOTInductor compiles the "
+            "float ones (use backend='exported' with quantize, or aoti without)"
+        )
 
 
 def quantize_fits(backend: str, device: str) -> bool:
@@ -136,11 +148,14 @@ def check_quantize(mode: str, device: torch.device, dtype: str) -> None:
     if mode not in QUANTIZE_MODES:
         raise ValueError(f"quantize must be one of {QUANTIZE_MODES}, not {mode!r}")
     if device.type != "cpu":
-        raise ArtifactError(f"quantize={mode} runs fbgemm CPU kernels; on {device.type} use an artifact exported "
-                            "with --dtype float16 or bfloat16 instead")
+        raise ArtifactError(
+            f"quantize={mode} runs fbgemm CPU kernels; on {device.type} use an artifact exported "
+            "with --dtype float16 or bfloat16 instead"
+        )
     if dtype != "float32":
-        raise ArtifactError(f"quantize={mode} needs a float32 artifact (this one is {dtype}); "
-                            "export with --dtype float32")
+        raise ArtifactError(
+            f"quantize={mode} needs a float32 artifact (this one is {dtype}); export with --dtype float32"
+        )
     if "fbgemm" not in torch.backends.quantized.supported_engines:
         raise ArtifactError(f"quantize={mode}: this torch build has no fbgemm engine (x86 CPUs only)")
 

@@ -1,4 +1,5 @@
 """How an artifact is loaded: one frozen dataclass the caption CLI, the agent and the benchmarks pass in (no torch)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

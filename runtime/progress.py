@@ -1,4 +1,5 @@
 """Progress bars on stderr through tqdm: redrawn on a terminal; elsewhere a line now and then, and always the last."""
+
 from __future__ import annotations
 
 import sys
@@ -35,11 +36,18 @@ class _Lines:
         self.stream.flush()
 
 
-def bar(total: int | None = None, desc: str = "", unit: str = "it", stream: TextIO | None = None,
-        every_s: float = EVERY_S, **kwargs) -> tqdm:
+def bar(
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    stream: TextIO | None = None,
+    every_s: float = EVERY_S,
+    **kwargs,
+) -> tqdm:
     """A tqdm bar on `stream` (stderr); use it as a context manager so its final state is printed."""
     stream = stream or sys.stderr
     if getattr(stream, "isatty", lambda: False)():
         return tqdm(total=total, desc=desc, unit=unit, file=stream, dynamic_ncols=True, **kwargs)
-    return tqdm(total=total, desc=desc, unit=unit, file=_Lines(stream, every_s), ncols=100, mininterval=every_s,
-                **kwargs)
+    return tqdm(
+        total=total, desc=desc, unit=unit, file=_Lines(stream, every_s), ncols=100, mininterval=every_s, **kwargs
+    )

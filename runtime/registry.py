@@ -15,6 +15,7 @@ the new one, never a mix):
     history           the pointers before this one, newest first, each without its own history (at most 20)
     rolled_back_from  the key that `rollback` moved away from (after a rollback only)
 """
+
 from __future__ import annotations
 
 import datetime
@@ -32,8 +33,6 @@ POINTER_KEY = f"{MODELS_PREFIX}current.json"
 HISTORY = 20  # previous pointers kept for rollback
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _MISSING_CODES = ("NoSuchKey", "404", "NoSuchBucket")
-
-
 
 
 def models_prefix(pointer_key: str = POINTER_KEY) -> str:
@@ -54,13 +53,15 @@ def read_pointer(s3, bucket: str, key: str = POINTER_KEY) -> dict:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as exc:
         if error_code(exc) in _MISSING_CODES:
-            raise NoModelYet(f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); upload a model "
-                                 "first (make upload) or fix artifacts_bucket/model_pointer") from None
+            raise NoModelYet(
+                f"no model pointer at s3://{bucket}/{key} ({error_code(exc)}); upload a model "
+                "first (make upload) or fix artifacts_bucket/model_pointer"
+            ) from None
         raise
     try:
         pointer = json.loads(body)
         if not (isinstance(pointer.get("key"), str) and SHA256.match(str(pointer.get("sha256")))):
-            raise ValueError("expected at least {\"key\": \"models/<sha256>.pt2\", \"sha256\": \"<64 hex>\"}")
+            raise ValueError('expected at least {"key": "models/<sha256>.pt2", "sha256": "<64 hex>"}')
     except (ValueError, AttributeError) as exc:
         raise ArtifactError(f"the model pointer s3://{bucket}/{key} is malformed: {exc}") from None
     return pointer
@@ -74,8 +75,16 @@ def current_pointer(s3, bucket: str, key: str = POINTER_KEY) -> dict | None:
         return None
 
 
-def publish(s3, bucket: str, artifact: str | os.PathLike, pointer_key: str = POINTER_KEY, *, verify: bool = True,
-            progress: Callable[[int], None] | None = None, **fields) -> dict:
+def publish(
+    s3,
+    bucket: str,
+    artifact: str | os.PathLike,
+    pointer_key: str = POINTER_KEY,
+    *,
+    verify: bool = True,
+    progress: Callable[[int], None] | None = None,
+    **fields,
+) -> dict:
     """Upload `artifact` as `models/<sha256>.pt2`, check that it landed whole, then move the pointer to it.
 
     `verify` (the default) first checks the file as the runtime will, so a file the workers would refuse is
@@ -90,17 +99,30 @@ def publish(s3, bucket: str, artifact: str | os.PathLike, pointer_key: str = POI
     sha, size = file_sha256(artifact), artifact.stat().st_size
     key = artifact_key(sha, pointer_key)
     # S3 checks each part's SHA-256 on arrival; the metadata lets `head_object` confirm the whole file.
-    s3.upload_file(str(artifact), bucket, key, Callback=progress,
-                   ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": sha}},
-                   Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=16 << 20))
+    s3.upload_file(
+        str(artifact),
+        bucket,
+        key,
+        Callback=progress,
+        ExtraArgs={"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": sha}},
+        Config=TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=16 << 20),
+    )
     head = s3.head_object(Bucket=bucket, Key=key)
     if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != sha:
-        raise RegistryError(f"s3://{bucket}/{key} is {head['ContentLength']} bytes / sha256 "
-                            f"{head.get('Metadata', {}).get('sha256')}, expected {size} / {sha}; upload again")
+        raise RegistryError(
+            f"s3://{bucket}/{key} is {head['ContentLength']} bytes / sha256 "
+            f"{head.get('Metadata', {}).get('sha256')}, expected {size} / {sha}; upload again"
+        )
     previous = _previous(s3, bucket, pointer_key)
-    pointer = {"key": key, "sha256": sha, "bytes": size, **described,
-               "uploaded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               **fields, "history": ([entry(previous)] + previous.get("history", []))[:HISTORY] if previous else []}
+    pointer = {
+        "key": key,
+        "sha256": sha,
+        "bytes": size,
+        **described,
+        "uploaded_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **fields,
+        "history": ([entry(previous)] + previous.get("history", []))[:HISTORY] if previous else [],
+    }
     _put_pointer(s3, bucket, pointer_key, pointer)
     return pointer
 
@@ -123,8 +145,15 @@ def list_models(s3, bucket: str, pointer_key: str = POINTER_KEY) -> list[dict]:
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=models_prefix(pointer_key))
     objects = [o for page in pages for o in page.get("Contents", []) if o["Key"].endswith(".pt2")]
     objects.sort(key=lambda o: o["LastModified"], reverse=True)
-    return [{"key": o["Key"], "bytes": o["Size"], "uploaded": o["LastModified"].isoformat(timespec="seconds"),
-             "current": o["Key"] == current} for o in objects]
+    return [
+        {
+            "key": o["Key"],
+            "bytes": o["Size"],
+            "uploaded": o["LastModified"].isoformat(timespec="seconds"),
+            "current": o["Key"] == current,
+        }
+        for o in objects
+    ]
 
 
 def entry(pointer: dict) -> dict:
@@ -136,8 +165,12 @@ def _describe(artifact: Path) -> dict:
     from runtime.artifact.verify import verify
 
     manifest, _ = verify(artifact)  # raises ArtifactError, saying why, for a file the runtime would refuse
-    return {"model": manifest["source"]["model"], "family": manifest["family"], "dtype": manifest["dtype"],
-            "torch_version": manifest["torch_version"]}
+    return {
+        "model": manifest["source"]["model"],
+        "family": manifest["family"],
+        "dtype": manifest["dtype"],
+        "torch_version": manifest["torch_version"],
+    }
 
 
 def _previous(s3, bucket: str, pointer_key: str) -> dict | None:

@@ -1,4 +1,5 @@
 """S3 object keys: the longest one S3 takes, and `s3://bucket/key` URIs."""
+
 from __future__ import annotations
 
 #: S3's longest key, in UTF-8 bytes (https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html)

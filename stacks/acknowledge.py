@@ -1,11 +1,14 @@
 """Checkov acknowledgements: a skipped check and its reason, written into the resource's template metadata."""
+
 from __future__ import annotations
 
 from aws_cdk import CfnResource
 from constructs import IConstruct
 
-SSE_SQS_FALSE_POSITIVE = ("Encrypted at rest with SSE-SQS (SqsManagedSseEnabled: true); checkov 3's CKV_AWS_27 reads "
-                          "only KmsMasterKeyId, so it reports SQS-managed encryption as none.")
+SSE_SQS_FALSE_POSITIVE = (
+    "Encrypted at rest with SSE-SQS (SqsManagedSseEnabled: true); checkov 3's CKV_AWS_27 reads "
+    "only KmsMasterKeyId, so it reports SQS-managed encryption as none."
+)
 
 
 def skip_checkov(construct: IConstruct, reasons: dict[str, str]) -> None:

@@ -3,6 +3,7 @@
 `cdk synth/deploy` runs the top-level app.py (cdk.json's "app"), which calls `main`; the stack tests build the same
 app in-process through stacks/synth.py.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

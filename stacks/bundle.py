@@ -1,4 +1,5 @@
 """The runtime bundle asset (runtime/, its requirements, the boot script) and the user data that boots it."""
+
 from __future__ import annotations
 
 import shlex
@@ -13,8 +14,13 @@ from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLE_PATHS = ("runtime", "requirements/runtime.txt", "requirements/runtime.lock", "requirements/runtime-cuda.lock",
-                "stacks/boot")
+BUNDLE_PATHS = (
+    "runtime",
+    "requirements/runtime.txt",
+    "requirements/runtime.lock",
+    "requirements/runtime-cuda.lock",
+    "stacks/boot",
+)
 INSTALL_DIR = "/opt/captionkit"
 BOOT_SCRIPT = f"{INSTALL_DIR}/src/stacks/boot/bootstrap.sh"
 
@@ -45,8 +51,9 @@ def runtime_bundle(scope: Construct, construct_id: str) -> s3_assets.Asset:
     )
 
 
-def boot_user_data(bundle: s3_assets.Asset, *, agent_config_json: str, torch_index_url: str,
-                   region: str) -> ec2.UserData:
+def boot_user_data(
+    bundle: s3_assets.Asset, *, agent_config_json: str, torch_index_url: str, region: str
+) -> ec2.UserData:
     """User data that fetches the bundle, unpacks it and runs the boot script with the agent's config."""
     user_data = ec2.UserData.for_linux()
     user_data.add_commands("set -euo pipefail", f"mkdir -p {INSTALL_DIR}")

@@ -1,4 +1,5 @@
 """The one CaptionKit stack: it creates the constructs, wires their permissions, and names its outputs."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,6 @@ from stacks.storage import COMPILED_PREFIX, Storage
 from stacks.wake_on_upload import WakeOnUpload
 from stacks.worker_policy import METRICS_NAMESPACE, WorkerPolicy
 
-
 # A drain finishes the batch in hand (at most max_batch_s) and then writes its results and deletes its messages.
 DRAIN_MARGIN_S = 30
 
@@ -31,52 +31,118 @@ class CaptionKitStack(Stack):
     """Buckets, queue, GPU workers, scaling and alarms; one stack so one `cdk deploy` and one set of outputs."""
 
     def __init__(self, scope: Construct, construct_id: str, *, settings: Settings) -> None:
-        super().__init__(scope, construct_id, stack_name=settings.stack_name, env=Environment(region=settings.region),
-                         description="CaptionKit: S3 images in, captions out, on a scale-to-zero GPU fleet")
+        super().__init__(
+            scope,
+            construct_id,
+            stack_name=settings.stack_name,
+            env=Environment(region=settings.region),
+            description="CaptionKit: S3 images in, captions out, on a scale-to-zero GPU fleet",
+        )
         self.settings = settings
         self.key = StackKey(self, "Encryption").key
         self.storage = Storage(self, "Storage", model_version_retention_days=settings.model_version_retention_days)
         self.dataset_sources = self._dataset_sources()
-        self.jobs = JobQueue(self, "Jobs", visibility_timeout_s=settings.visibility_timeout_s,
-                             max_receive_count=settings.max_receive_count)
-        self.jobs.subscribe_to_uploads(self.storage.images, prefix=settings.images_prefix,
-                                       suffixes=settings.image_suffixes)
+        self.jobs = JobQueue(
+            self,
+            "Jobs",
+            visibility_timeout_s=settings.visibility_timeout_s,
+            max_receive_count=settings.max_receive_count,
+        )
+        self.jobs.subscribe_to_uploads(
+            self.storage.images, prefix=settings.images_prefix, suffixes=settings.image_suffixes
+        )
         self.network = Network(self, "Network", flow_log_bucket=self.storage.access_logs)
         self.job_notifications = JobNotifications(self, "JobNotifications", email=settings.job_email, key=self.key)
-        self.fleet = Fleet(self, "Fleet", settings=settings, network=self.network,
-                           bundle=runtime_bundle(self, "RuntimeBundle"), agent_config=self._agent_config(),
-                           log_key=self.key)
+        self.fleet = Fleet(
+            self,
+            "Fleet",
+            settings=settings,
+            network=self.network,
+            bundle=runtime_bundle(self, "RuntimeBundle"),
+            agent_config=self._agent_config(),
+            log_key=self.key,
+        )
         self.worker_policy = WorkerPolicy(
-            self, "WorkerPolicy", role=self.fleet.role, artifacts=self.storage.artifacts, images=self.storage.images,
-            images_prefix=settings.images_prefix, results_prefix=settings.results_prefix, queue=self.jobs.queue,
-            dead_letters=self.jobs.dead_letters, log_group=self.fleet.log_group, group_name=self.fleet.group_name,
-            dataset_sources=self.dataset_sources)
+            self,
+            "WorkerPolicy",
+            role=self.fleet.role,
+            artifacts=self.storage.artifacts,
+            images=self.storage.images,
+            images_prefix=settings.images_prefix,
+            results_prefix=settings.results_prefix,
+            queue=self.jobs.queue,
+            dead_letters=self.jobs.dead_letters,
+            log_group=self.fleet.log_group,
+            group_name=self.fleet.group_name,
+            dataset_sources=self.dataset_sources,
+        )
         self.scaling = BacklogScaling(
-            self, "Scaling", group=self.fleet.group, queue=self.jobs.queue,
+            self,
+            "Scaling",
+            group=self.fleet.group,
+            queue=self.jobs.queue,
             target_per_instance=settings.backlog_per_instance,
-            idle_minutes=settings.idle_minutes_before_scale_in, warm_pool=settings.warm_pool)
-        self.wake = (WakeOnUpload(self, "Wake", bucket=self.storage.images, prefix=settings.images_prefix,
-                                  suffixes=settings.image_suffixes, group_name=self.fleet.group_name,
-                                  log_retention_days=settings.log_retention_days, log_key=self.key)
-                     if settings.wake_on_upload else None)
-        self.alarms = Alarms(self, "Alarms", queue=self.jobs.queue, dead_letters=self.jobs.dead_letters,
-                             group_name=self.fleet.group_name, metrics_namespace=METRICS_NAMESPACE,
-                             max_message_age_s=settings.max_message_age_s, stalled_minutes=settings.stalled_minutes,
-                             alarm_email=settings.alarm_email, key=self.key)
+            idle_minutes=settings.idle_minutes_before_scale_in,
+            warm_pool=settings.warm_pool,
+        )
+        self.wake = (
+            WakeOnUpload(
+                self,
+                "Wake",
+                bucket=self.storage.images,
+                prefix=settings.images_prefix,
+                suffixes=settings.image_suffixes,
+                group_name=self.fleet.group_name,
+                log_retention_days=settings.log_retention_days,
+                log_key=self.key,
+            )
+            if settings.wake_on_upload
+            else None
+        )
+        self.alarms = Alarms(
+            self,
+            "Alarms",
+            queue=self.jobs.queue,
+            dead_letters=self.jobs.dead_letters,
+            group_name=self.fleet.group_name,
+            metrics_namespace=METRICS_NAMESPACE,
+            max_message_age_s=settings.max_message_age_s,
+            stalled_minutes=settings.stalled_minutes,
+            alarm_email=settings.alarm_email,
+            key=self.key,
+        )
         self.job_notifications.allow_publish(self.fleet.role)
-        self.dashboard = Dashboard(self, "Dashboard", name=f"{settings.stack_name}-fleet", queue=self.jobs.queue,
-                                   dead_letters=self.jobs.dead_letters, group_name=self.fleet.group_name,
-                                   metrics_namespace=METRICS_NAMESPACE)
+        self.dashboard = Dashboard(
+            self,
+            "Dashboard",
+            name=f"{settings.stack_name}-fleet",
+            queue=self.jobs.queue,
+            dead_letters=self.jobs.dead_letters,
+            group_name=self.fleet.group_name,
+            metrics_namespace=METRICS_NAMESPACE,
+        )
         self._outputs()
 
     def _dataset_sources(self) -> tuple[DatasetSource, ...]:
         """The settings' dataset sources, refused when one names this stack's own buckets (their names are only
         known here, by logical id)."""
         s, storage = self.settings, self.storage
-        own = {self.get_logical_id(bucket.node.default_child): holds for bucket, holds in (
-            (storage.artifacts, "artifacts"), (storage.images, "images"), (storage.access_logs, "access-log"))}
-        problems = list(own_bucket_problems(s.dataset_sources, own=own, results_prefix=s.results_prefix,
-                                            images_logical_id=self.get_logical_id(storage.images.node.default_child)))
+        own = {
+            self.get_logical_id(bucket.node.default_child): holds
+            for bucket, holds in (
+                (storage.artifacts, "artifacts"),
+                (storage.images, "images"),
+                (storage.access_logs, "access-log"),
+            )
+        }
+        problems = list(
+            own_bucket_problems(
+                s.dataset_sources,
+                own=own,
+                results_prefix=s.results_prefix,
+                images_logical_id=self.get_logical_id(storage.images.node.default_child),
+            )
+        )
         if problems:
             raise SettingsError(f"{'; '.join(problems)} {HINT}")
         return tuple(parse(uri) for uri in s.dataset_sources)

@@ -1,4 +1,5 @@
 """Dataset sources: the s3://bucket/prefix/ locations outside the images prefix that dataset jobs may read."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,13 @@ class DatasetSource:
 def parse(uri: str) -> DatasetSource | None:
     """The source `uri` names, or None when it is not `s3://bucket/` or `s3://bucket/prefix/` with safe characters."""
     bucket, slash, prefix = uri.removeprefix("s3://").partition("/")
-    if (not uri.startswith("s3://") or not slash or not _BUCKET.fullmatch(bucket) or ".." in bucket
-            or not _PREFIX.fullmatch(prefix)):
+    if (
+        not uri.startswith("s3://")
+        or not slash
+        or not _BUCKET.fullmatch(bucket)
+        or ".." in bucket
+        or not _PREFIX.fullmatch(prefix)
+    ):
         return None
     return DatasetSource(bucket, prefix)
 
@@ -47,24 +53,30 @@ def parse(uri: str) -> DatasetSource | None:
 def form_problems(uris: tuple[str, ...]) -> Iterator[str]:
     """What is wrong with the setting's form: count, each URI's shape, and sources that repeat one another."""
     if len(uris) > MAX_SOURCES:
-        yield (f"dataset_sources has {len(uris)} entries: at most {MAX_SOURCES} (each adds to the workers' IAM "
-               "policy); list a common parent prefix instead")
+        yield (
+            f"dataset_sources has {len(uris)} entries: at most {MAX_SOURCES} (each adds to the workers' IAM "
+            "policy); list a common parent prefix instead"
+        )
     sources = []
     for uri in uris:
         source = parse(uri)
         if source is None:
-            yield (f"dataset_sources: {uri!r} is not s3://bucket/ or s3://bucket/prefix/ (a valid bucket name; a "
-                   "prefix with no leading '/', ending in '/', without '*', '?' or '$', which IAM would read as "
-                   "wildcards or variables)")
+            yield (
+                f"dataset_sources: {uri!r} is not s3://bucket/ or s3://bucket/prefix/ (a valid bucket name; a "
+                "prefix with no leading '/', ending in '/', without '*', '?' or '$', which IAM would read as "
+                "wildcards or variables)"
+            )
             continue
         inside = next((s for s in sources if s.covers(source) or source.covers(s)), None)
         if inside is not None:
             yield f"dataset_sources: {uri!r} overlaps {inside.uri!r}: list each location once (the wider one)"
         sources.append(source)
     if len(sources) == len(uris) and policy_chars(tuple(sources)) > POLICY_BUDGET_CHARS:
-        yield (f"dataset_sources would add {policy_chars(tuple(sources))} characters to the workers' IAM policies, "
-               f"over the {POLICY_BUDGET_CHARS} left of IAM's 10,240 per role: list fewer, shorter prefixes (a "
-               "common parent prefix, or fewer buckets)")
+        yield (
+            f"dataset_sources would add {policy_chars(tuple(sources))} characters to the workers' IAM policies, "
+            f"over the {POLICY_BUDGET_CHARS} left of IAM's 10,240 per role: list fewer, shorter prefixes (a "
+            "common parent prefix, or fewer buckets)"
+        )
 
 
 def statements(sources: tuple[DatasetSource, ...], partition: str) -> list[dict]:
@@ -107,8 +119,9 @@ def _one_or_list(values: list[str]) -> str | list[str]:
     return values[0] if len(values) == 1 else values
 
 
-def own_bucket_problems(uris: tuple[str, ...], *, own: Mapping[str, str], images_logical_id: str,
-                        results_prefix: str) -> Iterator[str]:
+def own_bucket_problems(
+    uris: tuple[str, ...], *, own: Mapping[str, str], images_logical_id: str, results_prefix: str
+) -> Iterator[str]:
     """Sources that name one of this stack's own buckets, other than the images bucket outside its results.
 
     The stack's buckets get CloudFormation-generated names, `<stack name>-<logical id>-<random>` in lower case,
@@ -122,9 +135,13 @@ def own_bucket_problems(uris: tuple[str, ...], *, own: Mapping[str, str], images
             if f"-{logical_id.lower()}-" not in source.bucket:
                 continue
             if logical_id != images_logical_id:
-                yield (f"dataset_sources: {uri!r} is this stack's {holds} bucket: workers read only its own "
-                       "prefixes there; name a bucket that holds datasets")
+                yield (
+                    f"dataset_sources: {uri!r} is this stack's {holds} bucket: workers read only its own "
+                    "prefixes there; name a bucket that holds datasets"
+                )
             elif source.prefix.startswith(results_prefix) or results_prefix.startswith(source.prefix):
-                yield (f"dataset_sources: {uri!r} overlaps the results prefix {results_prefix!r} of the images "
-                       "bucket: captions would be read back as a dataset; name a prefix beside it, like "
-                       "'datasets/'")
+                yield (
+                    f"dataset_sources: {uri!r} overlaps the results prefix {results_prefix!r} of the images "
+                    "bucket: captions would be read back as a dataset; name a prefix beside it, like "
+                    "'datasets/'"
+                )

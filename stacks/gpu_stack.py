@@ -11,6 +11,7 @@ Sources (checked 2026-11-30):
   AMI, Deep Learning Base OSS Nvidia Driver GPU AMI (Amazon Linux 2023), release 20260901: driver 595.91.07,
   /usr/bin/python3.12, for G4dn, G5, G6, G6e, P4d, P5... (AWS DLAMI release notes); its root snapshot is 75 GB.
 """
+
 from __future__ import annotations
 
 PYPI = "https://pypi.org/simple"
@@ -39,9 +40,11 @@ def index_problem(index: str) -> str | None:
         return None
     tag = index.rstrip("/").rsplit("/", 1)[-1]
     if "download.pytorch.org/whl/" in index:
-        return (f"torch_index_url={index!r}: torch 2.13.0 has no {tag} build (only CUDA 12.6 and 13.0: pytorch/pytorch "
-                f"PR #187075; no cu128: pytorch/FBGEMM PR #5976); use {PYPI} (CUDA 13.0, hash-locked) or "
-                "https://download.pytorch.org/whl/cu126 (for NVIDIA drivers older than 580)")
+        return (
+            f"torch_index_url={index!r}: torch 2.13.0 has no {tag} build (only CUDA 12.6 and 13.0: pytorch/pytorch "
+            f"PR #187075; no cu128: pytorch/FBGEMM PR #5976); use {PYPI} (CUDA 13.0, hash-locked) or "
+            "https://download.pytorch.org/whl/cu126 (for NVIDIA drivers older than 580)"
+        )
     return f"torch_index_url={index!r}: expected one of {sorted(TORCH_INDEXES)}"
 
 
@@ -49,13 +52,20 @@ def instance_problem(instance_type: str, index: str) -> str | None:
     """Why the torch build from `index` cannot run on `instance_type`'s GPU, or None when it can."""
     family = instance_type.split(".", 1)[0]
     if family not in GPU_FAMILIES:
-        return (f"instance type {instance_type!r}: not a GPU family CaptionKit knows ({', '.join(GPU_FAMILIES)}); "
-                "add it to stacks/gpu_stack.py once its GPU is checked against torch's CUDA architectures")
+        return (
+            f"instance type {instance_type!r}: not a GPU family CaptionKit knows ({', '.join(GPU_FAMILIES)}); "
+            "add it to stacks/gpu_stack.py once its GPU is checked against torch's CUDA architectures"
+        )
     gpu, capability = GPU_FAMILIES[family]
     cuda, _driver, lowest, highest = TORCH_INDEXES.get(index.rstrip("/"), TORCH_INDEXES[PYPI])
     if not lowest <= capability <= highest:
-        return (f"instance type {instance_type!r}: its {gpu} (compute capability {capability}) is not in torch 2.13's "
-                f"CUDA {cuda} build (compute capability {lowest} to {highest}); "
-                + ("use torch_index_url=https://download.pytorch.org/whl/cu126" if capability < 7.5
-                   else "pick another type"))
+        return (
+            f"instance type {instance_type!r}: its {gpu} (compute capability {capability}) is not in torch 2.13's "
+            f"CUDA {cuda} build (compute capability {lowest} to {highest}); "
+            + (
+                "use torch_index_url=https://download.pytorch.org/whl/cu126"
+                if capability < 7.5
+                else "pick another type"
+            )
+        )
     return None

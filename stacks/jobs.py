@@ -1,4 +1,5 @@
 """The jobs queue, its dead-letter queue, and the S3 events on the input prefix that feed it."""
+
 from __future__ import annotations
 
 from aws_cdk import Acknowledgment, Duration, Stack, Validations
@@ -16,8 +17,9 @@ LAMBDA_BASIC_EXECUTION = "arn:<AWS::Partition>:iam::aws:policy/service-role/AWSL
 class JobQueue(Construct):
     """An encrypted, SSL-only queue with a dead-letter queue; attributes `queue` and `dead_letters`."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, visibility_timeout_s: int,
-                 max_receive_count: int) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, visibility_timeout_s: int, max_receive_count: int
+    ) -> None:
         super().__init__(scope, construct_id)
         self.dead_letters = sqs.Queue(
             self,
@@ -66,9 +68,11 @@ NOTIFICATIONS_HANDLER_SKIPS = {
 def _acknowledge_notifications_handler(stack: Stack) -> None:
     for child in stack.node.children:
         if child.node.id.startswith("BucketNotificationsHandler"):
-            Validations.of(child).acknowledge(Acknowledgment(
-                id=f"AwsSolutions-IAM4[Policy::{LAMBDA_BASIC_EXECUTION}]",
-                reason="CDK's own bucket-notification handler, a Lambda run only during deploys to call "
-                "PutBucketNotificationConfiguration; this AWS managed policy only lets it write its own logs.",
-            ))
+            Validations.of(child).acknowledge(
+                Acknowledgment(
+                    id=f"AwsSolutions-IAM4[Policy::{LAMBDA_BASIC_EXECUTION}]",
+                    reason="CDK's own bucket-notification handler, a Lambda run only during deploys to call "
+                    "PutBucketNotificationConfiguration; this AWS managed policy only lets it write its own logs.",
+                )
+            )
             skip_checkov(child, NOTIFICATIONS_HANDLER_SKIPS)

@@ -1,4 +1,5 @@
 """The workers' network: a small VPC with no NAT gateway, no inbound access and flow logs."""
+
 from __future__ import annotations
 
 from aws_cdk import aws_ec2 as ec2

@@ -1,4 +1,5 @@
 """The job-completion topic: the agent that writes a job's summary first publishes where it is (e-mail optional)."""
+
 from __future__ import annotations
 
 from aws_cdk import Stack
@@ -24,8 +25,14 @@ class JobNotifications(Construct):
 
     def allow_publish(self, role: iam.IRole) -> None:
         """sns:Publish on this topic, and its key through SNS only (publishing to an encrypted topic needs it)."""
-        role.add_to_principal_policy(iam.PolicyStatement(
-            sid="PublishJobDone", actions=["sns:Publish"], resources=[self.topic.topic_arn]))
-        role.add_to_principal_policy(iam.PolicyStatement(
-            sid="EncryptJobDone", actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[self.key.key_arn],
-            conditions={"StringEquals": {"kms:ViaService": f"sns.{Stack.of(self).region}.amazonaws.com"}}))
+        role.add_to_principal_policy(
+            iam.PolicyStatement(sid="PublishJobDone", actions=["sns:Publish"], resources=[self.topic.topic_arn])
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="EncryptJobDone",
+                actions=["kms:GenerateDataKey", "kms:Decrypt"],
+                resources=[self.key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"sns.{Stack.of(self).region}.amazonaws.com"}},
+            )
+        )

@@ -5,6 +5,7 @@ cost. They are the default of the `instance_prices` setting: override them in cd
 {"g5.xlarge": 1.006}) or with `-c instance_prices=g5.xlarge=1.006,g6.xlarge=0.805`, e.g. for another region,
 spot, or a savings plan. Prices change; the tool prints PRICES_READ_ON next to every cost.
 """
+
 from __future__ import annotations
 
 PRICES_READ_ON = "2026-11-30"
@@ -18,9 +19,23 @@ PRICES_SOURCE = "https://aws.amazon.com/ec2/pricing/on-demand/"
 # not AWS's price list either: check the figures of the types you deploy there.
 FACTUALMINDS = "https://www.factualminds.com/blog/amazon-ec2-on-demand-pricing-instance-families-2026/"
 GPUAUDIT = "https://github.com/gpuaudit/cli/blob/main/internal/pricing/gpu_specs.go"
-CONFIRMED = {"g5.xlarge": FACTUALMINDS, **{t: GPUAUDIT for t in (
-    "g4dn.xlarge", "g4dn.12xlarge", "g5.12xlarge", "g5.24xlarge", "g5.48xlarge",
-    "g6.xlarge", "g6.12xlarge", "g6.24xlarge", "g6.48xlarge")}}
+CONFIRMED = {
+    "g5.xlarge": FACTUALMINDS,
+    **{
+        t: GPUAUDIT
+        for t in (
+            "g4dn.xlarge",
+            "g4dn.12xlarge",
+            "g5.12xlarge",
+            "g5.24xlarge",
+            "g5.48xlarge",
+            "g6.xlarge",
+            "g6.12xlarge",
+            "g6.24xlarge",
+            "g6.48xlarge",
+        )
+    },
+}
 INSTANCE_PRICES = {
     "g4dn.xlarge": 0.526,
     "g4dn.12xlarge": 3.912,  # 4 x T4
@@ -37,6 +52,7 @@ INSTANCE_PRICES = {
     "g6e.24xlarge": 15.0656,  # 4 x L40S; to be checked
     "g6e.48xlarge": 30.1312,  # 8 x L40S; to be checked
 }
+
 
 def price_note(instance_type: str) -> str:
     """'confirmed <date>' or 'to be checked': how far a price in the default table can be trusted."""

@@ -1,4 +1,5 @@
 """Scale the workers on the backlog per instance; out of zero on the first message, back to zero when idle."""
+
 from __future__ import annotations
 
 from aws_cdk import Duration
@@ -27,56 +28,121 @@ class BacklogScaling(Construct):
     termination hook lets a worker finish its batch (stacks/fleet.py).
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, group: autoscaling.AutoScalingGroup,
-                 queue: sqs.IQueue, target_per_instance: float, idle_minutes: int, warm_pool: bool) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        group: autoscaling.AutoScalingGroup,
+        queue: sqs.IQueue,
+        target_per_instance: float,
+        idle_minutes: int,
+        warm_pool: bool,
+    ) -> None:
         super().__init__(scope, construct_id)
         minute = Duration.minutes(1)
         visible = queue.metric_approximate_number_of_messages_visible(period=minute, statistic="Maximum")
         in_flight = queue.metric_approximate_number_of_messages_not_visible(period=minute, statistic="Maximum")
         delayed = queue.metric("ApproximateNumberOfMessagesDelayed", period=minute, statistic="Maximum")
-        group_metric = {"namespace": "AWS/AutoScaling", "dimensions_map": {
-            "AutoScalingGroupName": group.auto_scaling_group_name}, "period": minute, "statistic": "Maximum"}
+        group_metric = {
+            "namespace": "AWS/AutoScaling",
+            "dimensions_map": {"AutoScalingGroupName": group.auto_scaling_group_name},
+            "period": minute,
+            "statistic": "Maximum",
+        }
         in_service = cloudwatch.Metric(metric_name="GroupInServiceInstances", **group_metric)
         desired = cloudwatch.Metric(metric_name="GroupDesiredCapacity", **group_metric)
         self.backlog = autoscaling.CfnScalingPolicy(
-            self, "Backlog", auto_scaling_group_name=group.auto_scaling_group_name,
+            self,
+            "Backlog",
+            auto_scaling_group_name=group.auto_scaling_group_name,
             policy_type="TargetTrackingScaling",
             estimated_instance_warmup=int((WARM_POOL_WARMUP if warm_pool else BOOT_WARMUP).to_seconds()),
             target_tracking_configuration=autoscaling.CfnScalingPolicy.TargetTrackingConfigurationProperty(
                 target_value=target_per_instance,
                 customized_metric_specification=autoscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
-                    metrics=[_query("visible", visible), _query("inflight", in_flight), _query("inservice", in_service),
-                             autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-                                 id="backlog", expression=BACKLOG_PER_INSTANCE, return_data=True,
-                                 label="Messages waiting or in flight per in-service worker")])))
+                    metrics=[
+                        _query("visible", visible),
+                        _query("inflight", in_flight),
+                        _query("inservice", in_service),
+                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="backlog",
+                            expression=BACKLOG_PER_INSTANCE,
+                            return_data=True,
+                            label="Messages waiting or in flight per in-service worker",
+                        ),
+                    ]
+                ),
+            ),
+        )
         self.from_zero = self._exact_capacity(
-            "FromZero", group, capacity=1, threshold=1, comparison=AT_LEAST,
-            metric=cloudwatch.MathExpression(expression="IF(FILL(desired, 0) == 0 AND visible > 0, 1, 0)",
-                                             using_metrics={"desired": desired, "visible": visible}, period=minute,
-                                             label="Messages wait and no worker is asked for"),
-            periods=1, missing=cloudwatch.TreatMissingData.NOT_BREACHING,
-            description="Jobs wait and the group is at zero: ask for one worker (scaling signal, not a page).")
-        self.queue_idle = self._exact_capacity(
-            "QueueIdle", group, capacity=0, threshold=0, comparison=AT_MOST,
+            "FromZero",
+            group,
+            capacity=1,
+            threshold=1,
+            comparison=AT_LEAST,
             metric=cloudwatch.MathExpression(
-                expression="visible + inflight + delayed", period=minute, label="Messages waiting or being processed",
-                using_metrics={"visible": visible, "inflight": in_flight, "delayed": delayed}),
+                expression="IF(FILL(desired, 0) == 0 AND visible > 0, 1, 0)",
+                using_metrics={"desired": desired, "visible": visible},
+                period=minute,
+                label="Messages wait and no worker is asked for",
+            ),
+            periods=1,
+            missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+            description="Jobs wait and the group is at zero: ask for one worker (scaling signal, not a page).",
+        )
+        self.queue_idle = self._exact_capacity(
+            "QueueIdle",
+            group,
+            capacity=0,
+            threshold=0,
+            comparison=AT_MOST,
+            metric=cloudwatch.MathExpression(
+                expression="visible + inflight + delayed",
+                period=minute,
+                label="Messages waiting or being processed",
+                using_metrics={"visible": visible, "inflight": in_flight, "delayed": delayed},
+            ),
             # an inactive queue publishes no metrics: no data means nothing to do
-            periods=idle_minutes, missing=cloudwatch.TreatMissingData.BREACHING,
-            description=f"No job waiting or in flight for {idle_minutes} minutes: scale the workers to zero.")
+            periods=idle_minutes,
+            missing=cloudwatch.TreatMissingData.BREACHING,
+            description=f"No job waiting or in flight for {idle_minutes} minutes: scale the workers to zero.",
+        )
 
-    def _exact_capacity(self, name: str, group, *, capacity: int, metric, threshold: int, comparison, periods: int,
-                        missing, description: str) -> cloudwatch.Alarm:
+    def _exact_capacity(
+        self,
+        name: str,
+        group,
+        *,
+        capacity: int,
+        metric,
+        threshold: int,
+        comparison,
+        periods: int,
+        missing,
+        description: str,
+    ) -> cloudwatch.Alarm:
         action = autoscaling.StepScalingAction(
-            self, f"{name}Action", auto_scaling_group=group, adjustment_type=autoscaling.AdjustmentType.EXACT_CAPACITY,
-            metric_aggregation_type=autoscaling.MetricAggregationType.MAXIMUM)
+            self,
+            f"{name}Action",
+            auto_scaling_group=group,
+            adjustment_type=autoscaling.AdjustmentType.EXACT_CAPACITY,
+            metric_aggregation_type=autoscaling.MetricAggregationType.MAXIMUM,
+        )
         if comparison == AT_MOST:
             action.add_adjustment(upper_bound=0, adjustment=capacity)
         else:
             action.add_adjustment(lower_bound=0, adjustment=capacity)
-        alarm = cloudwatch.Alarm(self, name, metric=metric, threshold=threshold, evaluation_periods=periods,
-                                 comparison_operator=comparison, treat_missing_data=missing,
-                                 alarm_description=description)
+        alarm = cloudwatch.Alarm(
+            self,
+            name,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=periods,
+            comparison_operator=comparison,
+            treat_missing_data=missing,
+            alarm_description=description,
+        )
         alarm.add_alarm_action(actions.AutoScalingAction(action))
         return alarm
 
@@ -85,8 +151,17 @@ def _query(query_id: str, metric: cloudwatch.Metric):
     """One metric of a target-tracking metric-math specification, from a CloudWatch metric."""
     config = metric.to_metric_config().metric_stat
     return autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
-        id=query_id, return_data=False, metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
-            stat=config.statistic, metric=autoscaling.CfnScalingPolicy.MetricProperty(
-                namespace=config.namespace, metric_name=config.metric_name,
-                dimensions=[autoscaling.CfnScalingPolicy.MetricDimensionProperty(name=d.name, value=d.value)
-                            for d in config.dimensions or []])))
+        id=query_id,
+        return_data=False,
+        metric_stat=autoscaling.CfnScalingPolicy.TargetTrackingMetricStatProperty(
+            stat=config.statistic,
+            metric=autoscaling.CfnScalingPolicy.MetricProperty(
+                namespace=config.namespace,
+                metric_name=config.metric_name,
+                dimensions=[
+                    autoscaling.CfnScalingPolicy.MetricDimensionProperty(name=d.name, value=d.value)
+                    for d in config.dimensions or []
+                ],
+            ),
+        ),
+    )

@@ -1,4 +1,5 @@
 """The deploy settings: one frozen dataclass parsed once from cdk.json's context and `-c` overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +15,7 @@ from stacks.instance_types import INSTANCE_GPUS, gpu_count
 from stacks.prices import INSTANCE_PRICES
 
 CONTEXT_KEY = "captionkit"
-DLAMI_PARAMETER = (
-    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
-)
+DLAMI_PARAMETER = "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-amazon-linux-2023/latest/ami-id"
 
 
 HINT = f"(fix it in cdk.json '{CONTEXT_KEY}' or with cdk -c key=value)"
@@ -141,22 +140,28 @@ def _problems(s: Settings) -> Iterator[str]:
     if not (re.fullmatch(r"ami-[0-9a-f]{8,17}", s.ami) or s.ami_is_parameter):
         yield f"ami={s.ami!r}: expected an AMI id (ami-0123abcd) or an SSM parameter name starting with '/'"
     if s.root_volume_gb < AMI_SNAPSHOT_GB:
-        yield (f"root_volume_gb={s.root_volume_gb}: at least {AMI_SNAPSHOT_GB}, the DLAMI's root snapshot size "
-               "(a smaller volume fails at launch); the CUDA torch wheels need about 10 more")
+        yield (
+            f"root_volume_gb={s.root_volume_gb}: at least {AMI_SNAPSHOT_GB}, the DLAMI's root snapshot size "
+            "(a smaller volume fails at launch); the CUDA torch wheels need about 10 more"
+        )
     if not 1 <= s.batch_size <= 64:
         yield f"batch_size={s.batch_size}: expected 1..64 (the artifact's maximum batch)"
     if not 2 * s.max_batch_s <= s.visibility_timeout_s <= 43200:
-        yield (f"visibility_timeout_s={s.visibility_timeout_s}: expected at least twice "
-               f"max_batch_s={s.max_batch_s} (a redelivered batch must not overlap the first) and at most 43200")
+        yield (
+            f"visibility_timeout_s={s.visibility_timeout_s}: expected at least twice "
+            f"max_batch_s={s.max_batch_s} (a redelivered batch must not overlap the first) and at most 43200"
+        )
     if not 1 <= s.max_receive_count <= 1000:
         yield f"max_receive_count={s.max_receive_count}: expected 1..1000"
     for name in ("images_prefix", "results_prefix"):
         if not re.fullmatch(r"[A-Za-z0-9!_.*'()-][A-Za-z0-9!_.*'()/-]*/", getattr(s, name)):
-            yield (f"{name}={getattr(s, name)!r}: expected a key prefix like 'incoming/' "
-                   "(no leading '/', a trailing '/')")
+            yield (
+                f"{name}={getattr(s, name)!r}: expected a key prefix like 'incoming/' (no leading '/', a trailing '/')"
+            )
     if s.results_prefix.startswith(s.images_prefix) or s.images_prefix.startswith(s.results_prefix):
-        yield (f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: "
-               "results would become jobs")
+        yield (
+            f"results_prefix={s.results_prefix!r} overlaps images_prefix={s.images_prefix!r}: results would become jobs"
+        )
     if not s.image_suffixes or not all(x.startswith(".") for x in s.image_suffixes):
         yield f"image_suffixes={s.image_suffixes!r}: expected one or more like .jpg,.png"
     if any(not (isinstance(p, (int, float)) and p > 0) for p in s.instance_prices.values()):
@@ -184,12 +189,16 @@ def _problems(s: Settings) -> Iterator[str]:
 def _gpu_count_problems(instance_types: tuple[str, ...]) -> Iterator[str]:
     unknown = [t for t in instance_types if t not in INSTANCE_GPUS and t.split(".", 1)[0] in GPU_FAMILIES]
     if unknown:
-        yield (f"instance_types {','.join(unknown)}: not in stacks/instance_types.py's table; add each with its GPU "
-               "and vCPU counts (from https://aws.amazon.com/ec2/instance-types/)")
+        yield (
+            f"instance_types {','.join(unknown)}: not in stacks/instance_types.py's table; add each with its GPU "
+            "and vCPU counts (from https://aws.amazon.com/ec2/instance-types/)"
+        )
     counts = {t: gpu_count(t) for t in instance_types if t in INSTANCE_GPUS}
     if len(set(counts.values())) > 1:
-        yield (f"instance_types mixes GPU counts ({', '.join(f'{t}: {n}' for t, n in counts.items())}): the backlog "
-               "target is per instance, so every type must carry the same number of GPUs (one agent each)")
+        yield (
+            f"instance_types mixes GPU counts ({', '.join(f'{t}: {n}' for t, n in counts.items())}): the backlog "
+            "target is per instance, so every type must carry the same number of GPUs (one agent each)"
+        )
 
 
 # "This operation cannot be called on an Auto Scaling group that has a mixed instances policy or a launch
@@ -201,19 +210,26 @@ WARM_POOL_REFUSED = "AWS refuses a warm pool on a group with a mixed instances p
 
 def _scaling_problems(s: Settings) -> Iterator[str]:
     if not (0 < s.images_per_s_per_instance <= 10_000 and 10 <= s.accepted_latency_s <= 86_400):
-        yield (f"images_per_s_per_instance={s.images_per_s_per_instance}, accepted_latency_s={s.accepted_latency_s}: "
-               "expected a measured rate above 0 (make bench: agent img/s) and a latency of 10..86400 s")
+        yield (
+            f"images_per_s_per_instance={s.images_per_s_per_instance}, accepted_latency_s={s.accepted_latency_s}: "
+            "expected a measured rate above 0 (make bench: agent img/s) and a latency of 10..86400 s"
+        )
     elif s.backlog_per_instance < 1:
-        yield (f"images_per_s_per_instance x accepted_latency_s = {s.backlog_per_instance:g}: the backlog target "
-               "per instance must be at least one image; accept a longer latency")
+        yield (
+            f"images_per_s_per_instance x accepted_latency_s = {s.backlog_per_instance:g}: the backlog target "
+            "per instance must be at least one image; accept a longer latency"
+        )
     if s.warm_pool and s.spot:
         yield f"warm_pool=true with spot=true: {WARM_POOL_REFUSED}; set spot=false, or warm_pool=false"
     if s.warm_pool and len(s.instance_types) != 1:
-        yield (f"warm_pool=true with instance_types={','.join(s.instance_types)}: {WARM_POOL_REFUSED}; "
-               "a warm pool takes exactly one on-demand instance type")
+        yield (
+            f"warm_pool=true with instance_types={','.join(s.instance_types)}: {WARM_POOL_REFUSED}; "
+            "a warm pool takes exactly one on-demand instance type"
+        )
     if s.warm_pool and not 1 <= s.warm_pool_size <= s.max_capacity:
         yield f"warm_pool_size={s.warm_pool_size}: expected 1..max_capacity={s.max_capacity} stopped instances"
 
 
-_RETENTION_DAYS = frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
-                             2192, 2557, 2922, 3288, 3653})
+_RETENTION_DAYS = frozenset(
+    {1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557, 2922, 3288, 3653}
+)

@@ -1,4 +1,5 @@
 """The buckets: artifacts (models, compiled cache), images (input and results) and their access logs."""
+
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy
@@ -9,8 +10,9 @@ from runtime.registry import MODELS_PREFIX
 from stacks.acknowledge import skip_checkov
 
 COMPILED_PREFIX = "compiled/"
-_ABORT_INCOMPLETE_UPLOADS = s3.LifecycleRule(id="abort-incomplete-uploads",
-                                             abort_incomplete_multipart_upload_after=Duration.days(7))
+_ABORT_INCOMPLETE_UPLOADS = s3.LifecycleRule(
+    id="abort-incomplete-uploads", abort_incomplete_multipart_upload_after=Duration.days(7)
+)
 
 
 class Storage(Construct):
@@ -57,18 +59,24 @@ class Storage(Construct):
             server_access_logs_prefix="images/",
             lifecycle_rules=[_ABORT_INCOMPLETE_UPLOADS],
         )
-        skip_checkov(self.access_logs, {
-            "CKV_AWS_18": "This is the access-log bucket itself: logging it into itself would log its own log "
-            "deliveries without end, and into another bucket would need a third bucket to do the same.",
-            "CKV_AWS_21": "S3 server access logs and VPC flow logs are written once under new keys and never "
-            "overwritten; versioning would only keep expired logs as noncurrent versions. Retained on destroy.",
-        })
-        skip_checkov(self.images, {
-            "CKV_AWS_21": "Inputs are copies the user uploads and results are derived and rewritten idempotently "
-            "(redelivery overwrites with the same content); versioning would keep a copy of every rewrite, and "
-            "S3 events would then carry version ids that the workers' role (s3:GetObject, no GetObjectVersion) "
-            "cannot read. The bucket is retained on destroy; a re-run (make submit) rebuilds any lost result.",
-        })
+        skip_checkov(
+            self.access_logs,
+            {
+                "CKV_AWS_18": "This is the access-log bucket itself: logging it into itself would log its own log "
+                "deliveries without end, and into another bucket would need a third bucket to do the same.",
+                "CKV_AWS_21": "S3 server access logs and VPC flow logs are written once under new keys and never "
+                "overwritten; versioning would only keep expired logs as noncurrent versions. Retained on destroy.",
+            },
+        )
+        skip_checkov(
+            self.images,
+            {
+                "CKV_AWS_21": "Inputs are copies the user uploads and results are derived and rewritten idempotently "
+                "(redelivery overwrites with the same content); versioning would keep a copy of every rewrite, and "
+                "S3 events would then carry version ids that the workers' role (s3:GetObject, no GetObjectVersion) "
+                "cannot read. The bucket is retained on destroy; a re-run (make submit) rebuilds any lost result.",
+            },
+        )
 
 
 def _private() -> dict:

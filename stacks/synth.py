@@ -1,4 +1,5 @@
 """Synthesize the app in-process from cdk.json's context plus overrides: for tests and tools, no CLI, no AWS."""
+
 from __future__ import annotations
 
 import atexit
@@ -16,7 +17,6 @@ from stacks.app import CDK_JSON, build
 from stacks.captionkit_stack import CaptionKitStack
 
 
-
 @dataclasses.dataclass(frozen=True)
 class Synthesized:
     """One synthesized app: its stack object, the stack's template, and the cloud assembly directory."""
@@ -26,7 +26,7 @@ class Synthesized:
     assembly_dir: Path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def synthesize(overrides: tuple[tuple[str, Any], ...] = (), *, nag: bool = False) -> Synthesized:
     """Build and synthesize the app (stacks/app.py's, the one `cdk synth` builds) once per distinct `overrides` (as
     `-c key=value` would)."""

@@ -1,4 +1,5 @@
 """The agent tests' fixtures (conftest.py registers them): the session's moto server, a stack, logs, a fake IMDS."""
+
 from __future__ import annotations
 
 import logging

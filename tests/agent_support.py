@@ -1,4 +1,5 @@
 """Helpers for the agent tests: a fresh stack per test on the session's moto server, a fake captioner, a fake IMDS."""
+
 from __future__ import annotations
 
 import http.server
@@ -26,11 +27,20 @@ def png(colour=(200, 30, 30), size=(24, 16), fmt="PNG") -> bytes:
 
 # --- a fake captioner with the runtime.captioner interface --------------------------------------
 
+
 class FakeCaptioner:
     """Captions an image by its size and mean colour; `delay_s` per device batch makes it slow."""
 
-    def __init__(self, name: str, sha256: str, delay_s: float = 0.0, max_batch: int = 8, started_file: str = "",
-                 abort_on: tuple[int, int] | None = None, **_):
+    def __init__(
+        self,
+        name: str,
+        sha256: str,
+        delay_s: float = 0.0,
+        max_batch: int = 8,
+        started_file: str = "",
+        abort_on: tuple[int, int] | None = None,
+        **_,
+    ):
         self.name, self.sha256, self.delay_s, self.max_batch = name, sha256, delay_s, max_batch
         self.abort_on = tuple(abort_on) if abort_on else None  # an image of this size kills the process
         self.started_file = started_file  # a line is appended here as each device batch starts
@@ -104,8 +114,9 @@ def load_slow_captioner(path, device: str = "auto", expected_sha256: str | None 
     from runtime.captioner import load_captioner
 
     inner = load_captioner(path, device=device, expected_sha256=expected_sha256, **options)
-    return SlowCaptioner(inner, float(os.environ.get("AGENT_TEST_DELAY_S", "0")),
-                         os.environ.get("AGENT_TEST_STARTED_FILE", ""))
+    return SlowCaptioner(
+        inner, float(os.environ.get("AGENT_TEST_DELAY_S", "0")), os.environ.get("AGENT_TEST_STARTED_FILE", "")
+    )
 
 
 def renamed_artifact(src: Path, dst: Path, model: str) -> Path:
@@ -125,6 +136,7 @@ def fake_artifact(directory: Path, name: str, **spec) -> Path:
 
 # --- a fresh stack (buckets, queue + dead-letter queue, model) per test ---------------------------
 
+
 class Stack:
     """Buckets, a queue with a dead-letter queue, and agent settings, all uniquely named for one test."""
 
@@ -139,13 +151,28 @@ class Stack:
         self.dlq = self.sqs.create_queue(QueueName=f"dlq-{self.id}")["QueueUrl"]
         attributes = self.sqs.get_queue_attributes(QueueUrl=self.dlq, AttributeNames=["QueueArn"])["Attributes"]
         dlq_arn = attributes["QueueArn"]
-        self.queue = self.sqs.create_queue(QueueName=f"jobs-{self.id}", Attributes={"RedrivePolicy": json.dumps(
-            {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)})})["QueueUrl"]
-        self.settings = {"queue_url": self.queue, "artifacts_bucket": self.artifacts, "images_bucket": self.images,
-                         "batch_size": 4, "batch_wait_s": 0.2, "wait_time_s": 1, "visibility_timeout_s": 30,
-                         "retry_backoff_s": 0.0, "pointer_poll_s": 0, "imds_url": "", "device": "cpu",
-                         "cache_dir": str(self.tmp / "cache"), "drain_timeout_s": 30,
-                         "captioner_loader": "agent_support:load_fake_captioner"}
+        self.queue = self.sqs.create_queue(
+            QueueName=f"jobs-{self.id}",
+            Attributes={
+                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive)})
+            },
+        )["QueueUrl"]
+        self.settings = {
+            "queue_url": self.queue,
+            "artifacts_bucket": self.artifacts,
+            "images_bucket": self.images,
+            "batch_size": 4,
+            "batch_wait_s": 0.2,
+            "wait_time_s": 1,
+            "visibility_timeout_s": 30,
+            "retry_backoff_s": 0.0,
+            "pointer_poll_s": 0,
+            "imds_url": "",
+            "device": "cpu",
+            "cache_dir": str(self.tmp / "cache"),
+            "drain_timeout_s": 30,
+            "captioner_loader": "agent_support:load_fake_captioner",
+        }
 
     def config(self, **overrides):
         from runtime.agent.config import AgentConfig, load_config
@@ -182,9 +209,18 @@ class Stack:
         """An S3 ObjectCreated notification naming `keys` (URL-encoded, as S3 sends them)."""
         import urllib.parse
 
-        records = [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-                    "s3": {"bucket": {"name": bucket or self.images},
-                           "object": {"key": urllib.parse.quote_plus(key, safe="/"), "size": 1}}} for key in keys]
+        records = [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "eventName": "ObjectCreated:Put",
+                "s3": {
+                    "bucket": {"name": bucket or self.images},
+                    "object": {"key": urllib.parse.quote_plus(key, safe="/"), "size": 1},
+                },
+            }
+            for key in keys
+        ]
         self.send({"Records": records})
 
     def send(self, body) -> None:
@@ -220,17 +256,27 @@ class Stack:
 
 # --- the agent as a real process ------------------------------------------------------------------
 
+
 class AgentProcess:
     """`python -m runtime agent` in a subprocess; collects its JSON log lines."""
 
     def __init__(self, config_path: Path | None, *args: str, env: dict[str, str]):
         self.lines: list[dict] = []
-        environment = {**os.environ, **env, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
-                       "PYTHONUNBUFFERED": "1"}
+        environment = {
+            **os.environ,
+            **env,
+            "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'tests'}",
+            "PYTHONUNBUFFERED": "1",
+        }
         config = ["--config", str(config_path)] if config_path else []
-        self.process = subprocess.Popen([sys.executable, "-m", "runtime", "agent", *config, *args],
-                                        cwd=REPO, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "agent", *config, *args],
+            cwd=REPO,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -268,6 +314,7 @@ class AgentProcess:
 
 # --- a fake instance metadata service (IMDSv2) on 127.0.0.1 --------------------------------------
 
+
 class FakeIMDS:
     """Answers the IMDSv2 paths the agent reads; flip `lifecycle` / `spot` to simulate notices."""
 
@@ -288,9 +335,11 @@ class FakeIMDS:
                 owner.requests.append("GET " + self.path)
                 if self.headers.get("X-aws-ec2-metadata-token") != owner.token:
                     return self._reply(401, "")
-                answers = {"/latest/meta-data/autoscaling/target-lifecycle-state": owner.lifecycle,
-                           "/latest/meta-data/spot/instance-action": owner.spot,
-                           "/latest/meta-data/instance-id": "i-0123456789abcdef0"}
+                answers = {
+                    "/latest/meta-data/autoscaling/target-lifecycle-state": owner.lifecycle,
+                    "/latest/meta-data/spot/instance-action": owner.spot,
+                    "/latest/meta-data/instance-id": "i-0123456789abcdef0",
+                }
                 value = answers.get(self.path)
                 self._reply(200, value) if value else self._reply(404, "")
 
@@ -326,6 +375,7 @@ def race_at_group_listing(groups_prefix: str, finish, indexes=(1, 3)) -> dict:
                 both_wrote.wait()
                 if index == indexes[1]:
                     first_done.wait(20)
+
         s3.meta.events.register("provide-client-params.s3.ListObjectsV2", hold)
         results[index] = finish(s3, index)
         first_done.set()

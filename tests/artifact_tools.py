@@ -1,4 +1,5 @@
 """Test helpers that damage or rewrite .pt2 archives the way real failures would."""
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,11 @@ def forge(src: Path, dst: Path, graphs=None, records: dict[str, bytes] | None = 
     from runtime.artifact.checksum import program_checksum
 
     reader = PT2ArchiveReader(str(src))
-    contents = {name: reader.read_bytes(name) for name in reader.get_file_names()
-                if not name.startswith(".data/") and name != "byteorder"}
+    contents = {
+        name: reader.read_bytes(name)
+        for name in reader.get_file_names()
+        if not name.startswith(".data/") and name != "byteorder"
+    }
     if graphs is not None:
         description = json.loads(contents["extra/graphs.json"])
         graphs(description)

@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's package) for the tests of pages the product writes: the DOM after scripts ran, and
 a screenshot; `Articles` reads the review page's items out of a dumped DOM."""
+
 from __future__ import annotations
 
 import html.parser
@@ -10,18 +11,28 @@ from pathlib import Path
 
 import pytest
 
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
-needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None,
-                                    reason="needs Debian's chromium (make test installs it)")
+needs_chromium = pytest.mark.skipif(
+    shutil.which("chromium") is None, reason="needs Debian's chromium (make test installs it)"
+)
 
 
 def chromium(work: Path, *args: str) -> str:
     """Run Chromium once with a fresh profile under `work`; its stdout."""
     profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=work)
-    done = subprocess.run(["chromium", *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        ["chromium", *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"chromium exited {done.returncode}: {done.stderr[-2000:]}"
     return done.stdout
 

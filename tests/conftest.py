@@ -1,5 +1,6 @@
 """Session fixtures several folders share: tiny random checkpoints of each family, their .pt2 artifacts (built
 once), a compiled AOTInductor cache; and the agent tests' plugin (the moto server, stacks, logs, a fake IMDS)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -15,8 +16,15 @@ from checkpoints import tiny as tiny_models
 pytest_plugins = ["agent_fixtures"]  # the agent tests' moto server, stacks, logs and fake IMDS
 # The files that each take a minute or more. Under pytest-xdist (`make test`: one file per worker at a time) they
 # start first, longest first, so that no worker is left alone with one of them at the end.
-LONG_FILES = ("test_e2e_local.py", "test_gpu_script.py", "test_aoti.py", "test_export.py", "test_qwen_vl.py",
-              "test_boot_rehearsal.py", "test_aoti_agent.py")
+LONG_FILES = (
+    "test_e2e_local.py",
+    "test_gpu_script.py",
+    "test_aoti.py",
+    "test_export.py",
+    "test_qwen_vl.py",
+    "test_boot_rehearsal.py",
+    "test_aoti_agent.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,8 +70,7 @@ def tiny_vit_gpt2_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_deit_gpt2_dir(tmp_path_factory) -> Path:
-    return built_once(tmp_path_factory, "deit-gpt2",
-                      lambda folder: tiny_models.make_vit_gpt2(folder, encoder="deit"))
+    return built_once(tmp_path_factory, "deit-gpt2", lambda folder: tiny_models.make_vit_gpt2(folder, encoder="deit"))
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +87,11 @@ def tiny_trocr_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_trocr_small_dir(tmp_path_factory) -> Path:
     """trocr-small's layout (sinusoidal positions, scaled embeddings, ReLU) and a forced EOS at the length limit."""
-    return built_once(tmp_path_factory, "trocr-small", lambda folder: tiny_models.make_trocr(
-        folder, learned_positions=False, forced_eos=True))
+    return built_once(
+        tmp_path_factory,
+        "trocr-small",
+        lambda folder: tiny_models.make_trocr(folder, learned_positions=False, forced_eos=True),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -97,8 +107,7 @@ def tiny_trocr_small_artifact(tiny_trocr_small_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_florence2_dir(tmp_path_factory) -> Path:
     """Transformers' native Florence-2 at tiny sizes (DaViT + BART), forced BOS on as in published checkpoints."""
-    return built_once(tmp_path_factory, "florence2",
-                      lambda folder: tiny_models.make_florence2(folder, forced_bos=True))
+    return built_once(tmp_path_factory, "florence2", lambda folder: tiny_models.make_florence2(folder, forced_bos=True))
 
 
 @pytest.fixture(scope="session")
@@ -124,13 +133,14 @@ def tiny_aoti_cache(tiny_artifact, tmp_path_factory) -> Path:
 
     import torch
 
-    from runtime.backends import aoti
     from runtime.artifact.checksum import file_sha256
+    from runtime.backends import aoti
 
     def compile_into(cache: Path) -> Path:
         started = time.monotonic()
-        aoti.compiled_programs(tiny_artifact, file_sha256(tiny_artifact), torch.device("cpu"), cache,
-                               report=lambda *_args, **_fields: None)
+        aoti.compiled_programs(
+            tiny_artifact, file_sha256(tiny_artifact), torch.device("cpu"), cache, report=lambda *_args, **_fields: None
+        )
         print(f"AOTInductor compile of the tiny artifact: {time.monotonic() - started:.1f} s")
         return cache
 
@@ -155,5 +165,12 @@ def tiny_qwen2_vl_artifact(tiny_qwen2_vl_dir, tmp_path_factory) -> Path:
     """Exported with a prompt of its own (not the default), so the manifest's prompt and hash are the export's."""
     from checkpoints.qwen_vl_tiny import IMAGE_SIZE
 
-    return _export(tmp_path_factory, tiny_qwen2_vl_dir, "qwen2-vl", "--image-size", str(IMAGE_SIZE["qwen2_vl"]),
-                   "--prompt", "Caption the picture in a few words.")
+    return _export(
+        tmp_path_factory,
+        tiny_qwen2_vl_dir,
+        "qwen2-vl",
+        "--image-size",
+        str(IMAGE_SIZE["qwen2_vl"]),
+        "--prompt",
+        "Caption the picture in a few words.",
+    )

@@ -1,4 +1,5 @@
 """Test helper for the decode graphs on the CPU: a capture function that records who captured what, and a loader."""
+
 from __future__ import annotations
 
 import threading
@@ -28,6 +29,7 @@ class RecordedCaptures:
         def replay():
             self.events.append(("replay", threading.current_thread().name, self.model, label))
             tick()
+
         return replay
 
     def captures(self) -> list[tuple]:
@@ -42,8 +44,9 @@ def load_with_recorded_captures(path, **kwargs):
     """The agent's loader on the CPU with a decoder that captures as on CUDA, through a RecordedCaptures."""
     captioner = load_captioner(path, **kwargs)
     captures = RecordedCaptures(model=captioner.name, fail_at=FAIL_AT.get(captioner.name))
-    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, StaticOptions(), capture=captures,
-                                     encoder=captioner._checked_encoder)  # as runtime.decode.cuda_graphs makes it
+    captioner.static = StaticDecoder(
+        captioner.step, captioner.max_batch, StaticOptions(), capture=captures, encoder=captioner._checked_encoder
+    )  # as runtime.decode.cuda_graphs makes it
     RECORDED.append(captures)
     return captioner
 

@@ -1,4 +1,5 @@
 """Test helper for the load-time passes on a decoder step: the step twice, and cross-attention state to run it on."""
+
 from __future__ import annotations
 
 import torch

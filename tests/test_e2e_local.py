@@ -1,4 +1,5 @@
 """The whole flow on the local AWS: the real cdk deploy to moto, the real upload, the real agent on real S3 events."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import pytest
 
 from tools import flow, local, models
 from tools.local_aws import aws_client, free_port
-from tools.run_agent import laptop_agent_config
 from tools.paths import LOCAL_STATE, REPO
+from tools.run_agent import laptop_agent_config
 from tools.target import Target
 
 pytestmark = pytest.mark.e2e
@@ -57,8 +58,9 @@ def _config(target: Target, tmp: Path, **extra) -> dict:
 
 
 def _result_keys(s3, outputs) -> list[str]:
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=outputs["ResultsBucket"],
-                                                         Prefix=outputs["ResultsPrefix"])
+    pages = s3.get_paginator("list_objects_v2").paginate(
+        Bucket=outputs["ResultsBucket"], Prefix=outputs["ResultsPrefix"]
+    )
     return [o["Key"] for page in pages for o in page.get("Contents", []) if "/_jobs/" not in o["Key"]]
 
 
@@ -93,7 +95,7 @@ def test_an_int8_agent_keeps_the_demo_captioners_accuracy(stack, artifacts, tmp_
 
     run = flow.run_agent(target, _config(target, tmp_path, quantize="int8"), tmp_path, "--burst")
     assert run.code == 0, run.log[-5:]
-    assert [l["quantize"] for l in run.log if l.get("event") == "started"] == ["int8"]
+    assert [line["quantize"] for line in run.log if line.get("event") == "started"] == ["int8"]
     results = flow.read_results(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], truth)
     assert {r["model"]["sha256"] for r in results.values()} == {pointer["sha256"]}
     right = sum(results[k]["caption"] == c for k, c in truth.items())
@@ -107,8 +109,9 @@ def test_a_florence2_artifact_serves_the_queue_like_any_other(stack, tiny_floren
 
     target, outputs = stack
     s3, sqs = _clients(target)
-    pointer = models.upload(s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_florence2_artifact,
-                            progress=False)
+    pointer = models.upload(
+        s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_florence2_artifact, progress=False
+    )
     truth = flow.drop_images(s3, outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}florence/", 6, seed=7400)
 
     run = flow.run_agent(target, _config(target, tmp_path), tmp_path, "--burst")
@@ -129,8 +132,9 @@ def test_a_qwen_vl_artifact_serves_the_queue_with_its_prompt_hash(stack, tiny_qw
 
     target, outputs = stack
     s3, sqs = _clients(target)
-    pointer = models.upload(s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_qwen2_vl_artifact,
-                            progress=False)
+    pointer = models.upload(
+        s3, outputs["ArtifactsBucket"], outputs["ModelPointerKey"], tiny_qwen2_vl_artifact, progress=False
+    )
     truth = flow.drop_images(s3, outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}qwen/", 6, seed=7500)
 
     run = flow.run_agent(target, _config(target, tmp_path), tmp_path, "--burst")
@@ -139,8 +143,11 @@ def test_a_qwen_vl_artifact_serves_the_queue_with_its_prompt_hash(stack, tiny_qw
     captioner = load_captioner(tiny_qwen2_vl_artifact, device="cpu")
     prompt = captioner.manifest["prompt"]
     assert prompt == "Caption the picture in a few words."  # the export's --prompt, not the family's default
-    model = {"name": captioner.name, "sha256": pointer["sha256"],
-             "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest()}
+    model = {
+        "name": captioner.name,
+        "sha256": pointer["sha256"],
+        "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+    }
     assert all(r["status"] == "ok" and r["model"] == model for r in results.values()), results
     captions = [results[k]["caption"] for k in truth]
     assert captions == captioner.caption(_dropped(s3, outputs, truth))  # what the runtime alone says
@@ -155,8 +162,9 @@ def _dropped(s3, outputs, keys) -> list:
 
     import PIL.Image
 
-    return [PIL.Image.open(io.BytesIO(s3.get_object(Bucket=outputs["ImagesBucket"], Key=k)["Body"].read()))
-            for k in keys]
+    return [
+        PIL.Image.open(io.BytesIO(s3.get_object(Bucket=outputs["ImagesBucket"], Key=k)["Body"].read())) for k in keys
+    ]
 
 
 def test_second_upload_swaps_the_model_while_images_flow(stack, artifacts, tmp_path):
@@ -167,8 +175,14 @@ def test_second_upload_swaps_the_model_while_images_flow(stack, artifacts, tmp_p
     path, log_path = tmp_path / "agent.json", tmp_path / "agent.log"
     path.write_text(json.dumps(_config(target, tmp_path, pointer_poll_s=1, batch_size=4)))
     with open(log_path, "w") as log_file:
-        agent = subprocess.Popen([sys.executable, "-m", "runtime", "agent", "--config", str(path)], cwd=REPO,
-                                 env=target.env(), stdout=log_file, stderr=subprocess.STDOUT, text=True)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "runtime", "agent", "--config", str(path)],
+            cwd=REPO,
+            env=target.env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     bucket, prefix = outputs["ImagesBucket"], f"{outputs['ImagesPrefix']}swap/"
     truth: dict[str, str] = {}
     try:
@@ -212,8 +226,22 @@ def test_batch_job_over_a_prefix_completes_with_its_summary(stack, artifacts, tm
     config = _config(target, tmp_path)
     flow.run_agent(target, config, tmp_path, "--burst")  # the S3 events of the upload itself
     (tmp_path / "agent.json").write_text(json.dumps(config))
-    subprocess.run([sys.executable, "-m", "runtime", "submit", f"s3://{bucket}/{prefix}", "--job-id", "e2e-job",
-                    "--config", str(tmp_path / "agent.json")], cwd=REPO, env=target.env(), check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "submit",
+            f"s3://{bucket}/{prefix}",
+            "--job-id",
+            "e2e-job",
+            "--config",
+            str(tmp_path / "agent.json"),
+        ],
+        cwd=REPO,
+        env=target.env(),
+        check=True,
+    )
     run = flow.run_agent(target, config, tmp_path, "--burst")
     assert run.code == 0, run.log[-5:]
     key = f"{outputs['ResultsPrefix']}_jobs/e2e-job/summary.json"

@@ -1,4 +1,5 @@
 """The tree's shape: imports go one way without cycles, the runtime's core never reaches up, lines fit 120."""
+
 from __future__ import annotations
 
 import ast
@@ -89,11 +90,20 @@ def test_no_import_cycles_anywhere():
 
 def test_runtime_never_imports_the_laptop_side_and_its_core_never_the_agent():
     graph = imports()
-    upward = sorted(f"{m} imports {t}" for m, targets in graph.items() if m.split(".")[0] == "runtime"
-                    for t in targets if t.split(".")[0] != "runtime")
-    core = sorted(f"{m} imports {t}" for m, targets in graph.items()
-                  if m.startswith("runtime") and not m.startswith(("runtime.agent", "runtime.__main__"))
-                  for t in targets if t.startswith("runtime.agent"))
+    upward = sorted(
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        if m.split(".")[0] == "runtime"
+        for t in targets
+        if t.split(".")[0] != "runtime"
+    )
+    core = sorted(
+        f"{m} imports {t}"
+        for m, targets in graph.items()
+        if m.startswith("runtime") and not m.startswith(("runtime.agent", "runtime.__main__"))
+        for t in targets
+        if t.startswith("runtime.agent")
+    )
     assert not upward, f"runtime/ runs on the instance alone: {upward}"
     assert not core, f"the runtime's core never depends on the agent built on it: {core}"
 
@@ -102,15 +112,27 @@ def test_runtime_never_names_transformers_or_the_laptop_packages():
     offenders = []
     for path in (REPO / "runtime").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
-            offenders += [f"{path.relative_to(REPO)}: {n}" for n in names
-                          if n.split(".")[0] in ("transformers", "export", "tools", "demo", "stacks", "bench")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.module
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(REPO)}: {n}"
+                for n in names
+                if n.split(".")[0] in ("transformers", "export", "tools", "demo", "stacks", "bench")
+            ]
     assert not offenders
 
 
 def test_lines_fit_in_120_characters():
-    long = [f"{path.relative_to(REPO)}:{number} ({len(line)})"
-            for folder in LINE_CHECKED for path in sorted((REPO / folder).rglob("*.py"))
-            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > MAX_LINE]
+    long = [
+        f"{path.relative_to(REPO)}:{number} ({len(line)})"
+        for folder in LINE_CHECKED
+        for path in sorted((REPO / folder).rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if len(line) > MAX_LINE
+    ]
     assert not long, f"{len(long)} lines over {MAX_LINE} characters: {long[:20]}"

@@ -1,5 +1,6 @@
 """The files `make collect` writes: the caption table (runtime/caption_table.py: `.jsonl`, `.csv`, `.parquet` by
 extension, errors as rows) or Hugging Face's imagefolder layout (`--format imagefolder`, OUT a folder)."""
+
 from __future__ import annotations
 
 import json
@@ -54,9 +55,17 @@ class ImageFolder:
         target = self.root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(image)
-        self.metadata.write(json.dumps({FILE_NAME: relative.as_posix(), TEXT: row["caption"],
-                                        **{k: row[k] for k in COLUMNS if k not in ("key", "caption", "error")}},
-                                       ensure_ascii=False) + "\n")
+        self.metadata.write(
+            json.dumps(
+                {
+                    FILE_NAME: relative.as_posix(),
+                    TEXT: row["caption"],
+                    **{k: row[k] for k in COLUMNS if k not in ("key", "caption", "error")},
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
 
     def error(self, row: dict) -> None:
         self.errors.write(json.dumps({k: row.get(k) for k in COLUMNS}, ensure_ascii=False) + "\n")
@@ -77,13 +86,16 @@ def check_output(out: Path, fmt: str | None, overwrite: bool = False) -> None:
     imagefolder), and an earlier run's file or non-empty folder is kept unless `overwrite`."""
     if fmt == IMAGEFOLDER:
         if Path(out).is_dir() and any(Path(out).iterdir()) and not overwrite:
-            raise OutputRefused(f"{out} exists and is not empty (an earlier run's output); choose another folder "
-                                f"or pass {OVERWRITE_FLAG}")
+            raise OutputRefused(
+                f"{out} exists and is not empty (an earlier run's output); choose another folder "
+                f"or pass {OVERWRITE_FLAG}"
+            )
         return
     suffix = Path(out).suffix.lower().lstrip(".")
     if fmt is not None and fmt != suffix:
-        raise OutputRefused(f"--format {fmt} but OUT is {out}: the extension decides the format; "
-                            f"name it .{fmt} or drop FORMAT")
+        raise OutputRefused(
+            f"--format {fmt} but OUT is {out}: the extension decides the format; name it .{fmt} or drop FORMAT"
+        )
     check_out(out, overwrite=overwrite, flag=OVERWRITE_FLAG)
 
 

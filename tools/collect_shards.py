@@ -8,13 +8,13 @@ read), and it is read by the runtime's decoding child with the bounds the agent 
 checked, every cell at most 64 KiB, a batch of rows at a time): the job folder is written only by agents, but a
 replaced file must not take collect down or blow its memory up.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import sys
 from pathlib import Path
-
 from typing import Iterator
 
 import pyarrow as pa
@@ -30,7 +30,7 @@ from runtime.untrusted.samples import ShardError
 from tools.collect_formats import IMAGEFOLDER, check_output
 from tools.job_progress import JobReader, ShardJobReader
 
-MAX_FILE_BYTES = 2 * 1024 ** 3  # one shard's captions; the largest allowed shard makes a few hundred MiB of them
+MAX_FILE_BYTES = 2 * 1024**3  # one shard's captions; the largest allowed shard makes a few hundred MiB of them
 
 
 class CollectError(CaptionKitError, ValueError):
@@ -55,8 +55,11 @@ class Outputs:
 def outputs(reader: JobReader, manifest: dict) -> Outputs:
     """List the job's shards/ folder against its manifest; read the markers of the missing shards only."""
     root, s3, bucket = reader.root, reader.s3, reader.bucket
-    listed = {o["Key"]: o["Size"] for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=bucket, Prefix=root + JOB_SHARDS) for o in page.get("Contents", [])}
+    listed = {
+        o["Key"]: o["Size"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + JOB_SHARDS)
+        for o in page.get("Contents", [])
+    }
     present, missing = [], []
     for index in range(len(manifest["shards"])):
         key = shard_output(root, index)
@@ -83,8 +86,10 @@ def _rows_of(data: bytes, uri: str) -> Iterator[pa.Table]:
 def _download(s3, bucket: str, key: str, size: int, max_file_bytes: int) -> bytes:
     uri = f"s3://{bucket}/{key}"
     if size > max_file_bytes:
-        raise CollectError(f"{uri} is {size:,} bytes, over the {max_file_bytes:,} collect holds at once; read it "
-                           "directly (make collect LIST=1 prints the shard files)")
+        raise CollectError(
+            f"{uri} is {size:,} bytes, over the {max_file_bytes:,} collect holds at once; read it "
+            "directly (make collect LIST=1 prints the shard files)"
+        )
     data = s3.get_object(Bucket=bucket, Key=key)["Body"].read(max_file_bytes + 1)
     if len(data) > max_file_bytes:
         raise CollectError(f"{uri} grew past {max_file_bytes:,} bytes while collect read it")
@@ -92,20 +97,30 @@ def _download(s3, bucket: str, key: str, size: int, max_file_bytes: int) -> byte
 
 
 # the caption table's leading columns first (runtime/caption_table.py), then the dataset job's own
-TABLE_SCHEMA = pa.schema([SCHEMA.field(name) for name in TABLE_COLUMNS]
-                         + [field for field in SCHEMA if field.name not in TABLE_COLUMNS])
+TABLE_SCHEMA = pa.schema(
+    [SCHEMA.field(name) for name in TABLE_COLUMNS] + [field for field in SCHEMA if field.name not in TABLE_COLUMNS]
+)
 
 
-def merge(reader: JobReader, found: Outputs, out: Path, fmt: str | None = None, *,
-          max_file_bytes: int = MAX_FILE_BYTES, overwrite: bool = False, stream=None) -> dict:
+def merge(
+    reader: JobReader,
+    found: Outputs,
+    out: Path,
+    fmt: str | None = None,
+    *,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    overwrite: bool = False,
+    stream=None,
+) -> dict:
     """Copy every present output file, in index order and a row group at a time, into the caption table `out`."""
     if fmt == IMAGEFOLDER:
         raise CollectError("a dataset job collects into a .jsonl, .csv or .parquet file, not an imagefolder")
     check_output(out, fmt, overwrite)
     rows = errors = 0
-    with TableWriter(out, schema=TABLE_SCHEMA) as writer, \
-            bar(len(found.present), f"collect job {reader.job_id}", unit="shard", stream=stream,
-                every_s=2.0) as progress:
+    with (
+        TableWriter(out, schema=TABLE_SCHEMA) as writer,
+        bar(len(found.present), f"collect job {reader.job_id}", unit="shard", stream=stream, every_s=2.0) as progress,
+    ):
         for _index, key, size in found.present:
             data = _download(reader.s3, reader.bucket, key, size, max_file_bytes)
             for table in _rows_of(data, f"s3://{reader.bucket}/{key}"):
@@ -126,17 +141,29 @@ def report_missing(job_id: str, found: Outputs, stream=None) -> int:
         return 0
     shown = lambda ids: ", ".join(map(str, ids[:20])) + (" ..." if len(ids) > 20 else "")  # noqa: E731
     if found.still_running or not found.complete:
-        stream.write(f"collect: {len(found.missing)} of the job's shards have no output yet (indexes "
-                     f"{shown(found.missing)}): the job is not complete; make status JOB={job_id}, then collect "
-                     "again\n")
+        stream.write(
+            f"collect: {len(found.missing)} of the job's shards have no output yet (indexes "
+            f"{shown(found.missing)}): the job is not complete; make status JOB={job_id}, then collect "
+            "again\n"
+        )
         return 1
-    stream.write(f"collect: warning: {len(found.failed)} shard(s) failed and have no output (indexes "
-                 f"{shown(found.failed)}); their samples are not in the file: make retry JOB={job_id} ONLY=failed\n")
+    stream.write(
+        f"collect: warning: {len(found.failed)} shard(s) failed and have no output (indexes "
+        f"{shown(found.failed)}); their samples are not in the file: make retry JOB={job_id} ONLY=failed\n"
+    )
     return 0
 
 
-def main(reader: JobReader, manifest: dict, out: Path | None, fmt: str | None, *, list_only: bool,
-         max_file_bytes: int = MAX_FILE_BYTES, overwrite: bool = False) -> int:
+def main(
+    reader: JobReader,
+    manifest: dict,
+    out: Path | None,
+    fmt: str | None,
+    *,
+    list_only: bool,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    overwrite: bool = False,
+) -> int:
     """`tools.collect --job ID` for a dataset job (its manifest has a "kind")."""
     found = outputs(reader, manifest)
     if list_only:
@@ -146,8 +173,15 @@ def main(reader: JobReader, manifest: dict, out: Path | None, fmt: str | None, *
         if out is None:
             raise SystemExit("collect: give OUT (a .jsonl, .csv or .parquet file), or LIST=1 for the shard files")
         try:
-            print(json.dumps({**merge(reader, found, out, fmt, max_file_bytes=max_file_bytes, overwrite=overwrite),
-                              "missing": found.missing, "summary": f"s3://{reader.bucket}/{reader.root}{JOB_SUMMARY}"}))
+            print(
+                json.dumps(
+                    {
+                        **merge(reader, found, out, fmt, max_file_bytes=max_file_bytes, overwrite=overwrite),
+                        "missing": found.missing,
+                        "summary": f"s3://{reader.bucket}/{reader.root}{JOB_SUMMARY}",
+                    }
+                )
+            )
         except CollectError as exc:
             raise SystemExit(f"collect: {exc}") from None
     return report_missing(reader.job_id, found)

@@ -1,4 +1,5 @@
 """`python -m tools.compare A.pt2 B.pt2 [..] --images FILES_OR_FOLDERS --out page.html`: captions side by side."""
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,14 @@ def caption_all(artifact: Path, files: list[Path], *, device: str, cache_dir: st
             captions[i] = caption
         seconds += time.perf_counter() - started
     done = sum(1 for error in errors if error is None)
-    run = Run(artifact, captioner.name, captioner.sha256, captioner.manifest.get("prompt"), captions,
-              done / seconds if done and seconds > 0 else 0.0)
+    run = Run(
+        artifact,
+        captioner.name,
+        captioner.sha256,
+        captioner.manifest.get("prompt"),
+        captions,
+        done / seconds if done and seconds > 0 else 0.0,
+    )
     return run, errors
 
 
@@ -91,15 +98,43 @@ def page(files: list[Path], errors: list[str | None], runs: list[Run], keys: lis
     captioned = [item for item, error in zip(items, errors) if error is None]
     differ = sum(1 for item in captioned if item.differs)
     share = differ / len(captioned) if captioned else 0.0
-    models = [[run.name, run.artifact.name, run.sha256[:12], run.prompt or "-", f"{run.images_per_s:.1f}",
-               sum(1 for e in errors if e is not None)] for run in runs]
-    summary = {"images": len(files), "captioned": len(captioned), "differ": differ, "differ_share": round(share, 4),
-               "models": [{"artifact": str(run.artifact), "model": run.name, "prompt": run.prompt,
-                           "images_per_s": round(run.images_per_s, 2)} for run in runs]}
-    line = (f"{len(files):,} images; captions differ on {differ:,} of {len(captioned):,} ({share:.0%}); "
-            "images/s measured on this machine, one model at a time")
-    return render(f"compare {' vs '.join(run.artifact.name for run in runs)}", items, summary=[line],
-                  models=models, model_header=MODEL_HEADER), summary
+    models = [
+        [
+            run.name,
+            run.artifact.name,
+            run.sha256[:12],
+            run.prompt or "-",
+            f"{run.images_per_s:.1f}",
+            sum(1 for e in errors if e is not None),
+        ]
+        for run in runs
+    ]
+    summary = {
+        "images": len(files),
+        "captioned": len(captioned),
+        "differ": differ,
+        "differ_share": round(share, 4),
+        "models": [
+            {
+                "artifact": str(run.artifact),
+                "model": run.name,
+                "prompt": run.prompt,
+                "images_per_s": round(run.images_per_s, 2),
+            }
+            for run in runs
+        ],
+    }
+    line = (
+        f"{len(files):,} images; captions differ on {differ:,} of {len(captioned):,} ({share:.0%}); "
+        "images/s measured on this machine, one model at a time"
+    )
+    return render(
+        f"compare {' vs '.join(run.artifact.name for run in runs)}",
+        items,
+        summary=[line],
+        models=models,
+        model_header=MODEL_HEADER,
+    ), summary
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 """`make demo`: train/export the demo captioner, deploy to the local AWS, drop images, caption them, report."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,9 +10,9 @@ from pathlib import Path
 from runtime.registry import POINTER_KEY
 from tools import flow, local, models
 from tools.local_aws import aws_client
+from tools.paths import LOCAL_STATE, REPO
 from tools.run_agent import laptop_agent_config
 from tools.tables import table
-from tools.paths import LOCAL_STATE, REPO
 from tools.target import resolve
 
 
@@ -38,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         sqs = aws_client("sqs", target.region, target.endpoint_url)
         say(f"[3/6] upload {args.artifact.name} and move the model pointer")
         models.upload(s3, outputs["ArtifactsBucket"], outputs.get("ModelPointerKey", POINTER_KEY), args.artifact)
-        say(f"[4/6] drop {args.images} fresh images and {len(flow.BAD_FILES)} bad files into "
-            f"s3://{outputs['ImagesBucket']}/{outputs['ImagesPrefix']}")
+        say(
+            f"[4/6] drop {args.images} fresh images and {len(flow.BAD_FILES)} bad files into "
+            f"s3://{outputs['ImagesBucket']}/{outputs['ImagesPrefix']}"
+        )
         bucket, prefix = outputs["ImagesBucket"], outputs["ImagesPrefix"]
         truth = flow.drop_images(s3, bucket, prefix, args.images, args.seed)
         bad = flow.drop_bad_files(s3, bucket, prefix)
@@ -78,8 +81,10 @@ def report(s3, sqs, outputs, truth: dict, bad: dict, run: flow.AgentRun) -> int:
     accuracy = right / len(truth)
     rate = (len(truth) + len(bad)) / processing_s
     print(f"\nqueue and dead-letter queue: {left} message(s) left; agent start-up {run.start_s:.1f} s")
-    print(f"demo: accuracy {accuracy:.1%} ({right}/{len(truth)}), {len(truth)} images, "
-          f"{handled}/{len(bad)} bad files as error records, {rate:.1f} images/s")
+    print(
+        f"demo: accuracy {accuracy:.1%} ({right}/{len(truth)}), {len(truth)} images, "
+        f"{handled}/{len(bad)} bad files as error records, {rate:.1f} images/s"
+    )
     return 0 if accuracy >= 0.95 and handled == len(bad) and left == 0 else 1
 
 

@@ -5,6 +5,7 @@ S3, `ServiceUnavailable` for SQS) without reaching moto; dropped without an answ
 dropped after moto has acted on it (the nastiest: a ReceiveMessage whose messages are now in flight, a
 DeleteMessage that happened). `outage(seconds)` fails every call for a while. Other services pass through.
 """
+
 from __future__ import annotations
 
 import collections
@@ -15,8 +16,10 @@ import threading
 import time
 import urllib.parse
 
-S3_503 = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-          b'<Message>Please reduce your request rate. (injected)</Message></Error>')
+S3_503 = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate. (injected)</Message></Error>"
+)
 SQS_503 = b'{"__type": "com.amazonaws.sqs#ServiceUnavailable", "message": "injected"}'
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade", "content-length"}
 
@@ -82,8 +85,11 @@ class FaultProxy:
                     self.close_connection = True
                     return
                 if fault in ("error", "outage"):
-                    return self._reply(503, {"Content-Type": "application/xml"}, S3_503) if service == "s3" \
+                    return (
+                        self._reply(503, {"Content-Type": "application/xml"}, S3_503)
+                        if service == "s3"
                         else self._reply(503, {"Content-Type": "application/x-amz-json-1.0"}, SQS_503)
+                    )
                 status, headers, answer = proxy.forward(self.command, self.path, self.headers, body)
                 if fault == "drop_after":
                     self.close_connection = True
@@ -96,8 +102,11 @@ class FaultProxy:
                     if name.lower() not in HOP_HEADERS:
                         self.send_header(name, value)
                 # a HEAD's reply has no body but the object's length: pass the upstream's on
-                length = next((v for k, v in headers.items() if k.lower() == "content-length"), "0") \
-                    if self.command == "HEAD" else str(len(body))
+                length = (
+                    next((v for k, v in headers.items() if k.lower() == "content-length"), "0")
+                    if self.command == "HEAD"
+                    else str(len(body))
+                )
                 self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":

@@ -1,4 +1,5 @@
 """The pieces of the whole flow on a deployed stack, shared by `make demo` and the end-to-end tests."""
+
 from __future__ import annotations
 
 import io
@@ -35,8 +36,8 @@ class AgentRun:
         """From 'started' to the last batch's log line: the time spent on the queue's work."""
         import datetime
 
-        started = [l["time"] for l in self.log if l.get("event") == "started" and "time" in l]
-        batches = [l["time"] for l in self.log if l.get("event") == "batch" and "time" in l]
+        started = [line["time"] for line in self.log if line.get("event") == "started" and "time" in line]
+        batches = [line["time"] for line in self.log if line.get("event") == "batch" and "time" in line]
         if not started or not batches:
             return self.wall_s - self.start_s
         parse = datetime.datetime.fromisoformat
@@ -72,8 +73,13 @@ def drop_bad_files(s3, bucket: str, prefix: str) -> dict[str, str]:
     jpeg = image_bytes(image, "x.jpg")
     bomb = io.BytesIO()
     PIL.Image.new("1", (12_000, 8_000)).save(bomb, format="PNG")  # 96 Mpx, a few KB on disk
-    bodies = {"empty.jpg": b"", "not-an-image.jpg": b"hello, I am text\n", "truncated.jpg": jpeg[: len(jpeg) // 2],
-              "bomb.png": bomb.getvalue(), "deleted-before-read.png": image_bytes(image, "x.png")}
+    bodies = {
+        "empty.jpg": b"",
+        "not-an-image.jpg": b"hello, I am text\n",
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "bomb.png": bomb.getvalue(),
+        "deleted-before-read.png": image_bytes(image, "x.png"),
+    }
     expected = {}
     for name, body in bodies.items():
         key = f"{prefix}bad/{name}"
@@ -88,8 +94,14 @@ def run_agent(target: Target, config: dict, workdir: Path, *args: str, timeout_s
     path = workdir / "agent.json"
     path.write_text(json.dumps(config, indent=1))
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "runtime", "agent", "--config", str(path), *args], cwd=REPO,
-                          env=target.env(), capture_output=True, text=True, timeout=timeout_s)
+    proc = subprocess.run(
+        [sys.executable, "-m", "runtime", "agent", "--config", str(path), *args],
+        cwd=REPO,
+        env=target.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     wall = time.perf_counter() - started
     lines = []
     for line in (proc.stdout + proc.stderr).splitlines():
@@ -97,7 +109,7 @@ def run_agent(target: Target, config: dict, workdir: Path, *args: str, timeout_s
             lines.append(json.loads(line))
         except ValueError:
             continue
-    start_s = next((l.get("start_s", 0.0) for l in lines if l.get("event") == "started"), 0.0)
+    start_s = next((line.get("start_s", 0.0) for line in lines if line.get("event") == "started"), 0.0)
     return AgentRun(proc.returncode, wall, start_s, lines)
 
 
@@ -114,8 +126,11 @@ def read_results(s3, bucket: str, results_prefix: str, keys) -> dict[str, dict |
 
 def queue_depth(sqs, url: str) -> int:
     """Visible + in-flight + delayed messages."""
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-             "ApproximateNumberOfMessagesDelayed"]
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=names)["Attributes"]
     return sum(int(attrs.get(n, 0)) for n in names)
 
@@ -130,6 +145,7 @@ def ensure_demo_model(folder: Path) -> Path:
 def ensure_artifact(model: Path, out: Path, *extra: str) -> Path:
     """Export `model` to `out` unless an artifact newer than the checkpoint is already there."""
     if not out.exists() or out.stat().st_mtime < (model / "config.json").stat().st_mtime:
-        subprocess.run([sys.executable, "-m", "export", "--model", str(model), "--out", str(out), *extra],
-                       cwd=REPO, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "export", "--model", str(model), "--out", str(out), *extra], cwd=REPO, check=True
+        )
     return out

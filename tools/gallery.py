@@ -1,4 +1,5 @@
 """`python -m tools.gallery CAPTIONS | --prefix s3://.. | --job ID --out page.html`: one review page of captions."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,14 @@ from tools.review_rows import DEFAULT_SAMPLE
 from tools.thumbnails import THUMB_PX, thumbnails
 
 
-def page(pairs: Iterable[tuple[dict, bytes | None]], title: str, *, total: int | None = None,
-         expected: int | None = None, px: int = THUMB_PX) -> tuple[str, int]:
+def page(
+    pairs: Iterable[tuple[dict, bytes | None]],
+    title: str,
+    *,
+    total: int | None = None,
+    expected: int | None = None,
+    px: int = THUMB_PX,
+) -> tuple[str, int]:
     """The gallery page of (row, image bytes) pairs, consumed as thumbnails are made; and how many rows it shows.
     `total`: how many rows the sample was drawn from; `expected`: how many pairs will come (for the progress bar)."""
     rows: list[dict] = []
@@ -28,14 +35,21 @@ def page(pairs: Iterable[tuple[dict, bytes | None]], title: str, *, total: int |
             yield image
 
     thumbs = thumbnails(images(), px)
-    items = [Item(key=str(row["key"]), uri=str(row["uri"]), thumb=thumb,
-                  cells=[Cell(caption=row["caption"], error=row["error"], model=row.get("model"))])
-             for row, thumb in zip(rows, thumbs)]
+    items = [
+        Item(
+            key=str(row["key"]),
+            uri=str(row["uri"]),
+            thumb=thumb,
+            cells=[Cell(caption=row["caption"], error=row["error"], model=row.get("model"))],
+        )
+        for row, thumb in zip(rows, thumbs)
+    ]
     errors = sum(1 for row in rows if row["error"] is not None)
     drawn = f" (a seeded sample of {total:,} rows)" if total is not None and total > len(rows) else ""
     models = sorted({str(row.get("model")) for row in rows})
-    return render(title, items, summary=[f"{len(rows):,} images{drawn}, {errors:,} with an error; "
-                                         f"model {', '.join(models)}"]), len(rows)
+    return render(
+        title, items, summary=[f"{len(rows):,} images{drawn}, {errors:,} with an error; model {', '.join(models)}"]
+    ), len(rows)
 
 
 def write_page(out: Path, text: str) -> dict:
@@ -70,8 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", help="instead: the results of s3://<images bucket>/<prefix>/")
     parser.add_argument("--job", metavar="ID", help="instead: a batch or dataset job's rows")
     parser.add_argument("--out", default="gallery.html", help="the page to write (default gallery.html)")
-    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
-                        help=f"show this many rows, drawn by a seeded hash (default {DEFAULT_SAMPLE}; 0: all)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=DEFAULT_SAMPLE,
+        help=f"show this many rows, drawn by a seeded hash (default {DEFAULT_SAMPLE}; 0: all)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="another seed draws another sample (default 0)")
     parser.add_argument("--target", choices=("local", "aws"), default=None)
     args = parser.parse_args(argv)
@@ -85,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CaptionKitError, ValueError) as exc:  # RowsError, a malformed s3:// URI: one line, no traceback
         raise SystemExit(f"gallery: {exc}") from None
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        raise SystemExit(f"gallery: cannot read from S3 ({exc}); for AWS set up credentials (`aws configure`), for "
-                         "the local AWS run `make local-up`") from None
+        raise SystemExit(
+            f"gallery: cannot read from S3 ({exc}); for AWS set up credentials (`aws configure`), for "
+            "the local AWS run `make local-up`"
+        ) from None
     if report["replaced"]:
         print(f"gallery: replaced the earlier {args.out}", file=sys.stderr)
     print(json.dumps({**report, "shown": shown, "rows": total}))

@@ -8,6 +8,7 @@ The folder is written only by agents, so it is trusted as the proof of a shard. 
 their ETag changes (a retry overwrites them); whether a shard is in flight comes from listing times alone: its started
 marker is no older than the run's queued.json and than its own marker (both whole seconds).
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -17,12 +18,20 @@ import json
 import sys
 import time
 
-from runtime.errors import CaptionKitError
-from runtime.aws import object_exists
 from runtime.agent.config import AgentConfig
-from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_RUNS, JOB_STARTED, JOB_SUMMARY, RUN_QUEUED, job_root,
-                                  run_root)
+from runtime.agent.layout import (
+    JOB_CHUNKS,
+    JOB_MANIFEST,
+    JOB_RUNS,
+    JOB_STARTED,
+    JOB_SUMMARY,
+    RUN_QUEUED,
+    job_root,
+    run_root,
+)
 from runtime.agent.messages import parse_s3_uri
+from runtime.aws import object_exists
+from runtime.errors import CaptionKitError
 from tools.progress import Follow, duration, line
 
 # The names inside a job's folder, as runtime/agent/ledger.py writes them (see its module docstring).
@@ -51,7 +60,7 @@ class JobState:
 
     def rate_since_created(self, now: datetime.datetime | None = None) -> float | None:
         """Images per second since the job was created: the ETA's first estimate, before the bar measures."""
-        now = now or datetime.datetime.now(datetime.timezone.utc)
+        now = now or datetime.datetime.now(datetime.UTC)
         elapsed = (now - datetime.datetime.fromisoformat(self.created_at)).total_seconds()
         return self.finished / elapsed if elapsed > 0 and self.finished else None
 
@@ -83,9 +92,10 @@ class JobReader:
             try:
                 self.manifest = self._json(self.root + MANIFEST)
             except self.s3.exceptions.NoSuchKey:
-                raise JobNotFound(f"no s3://{self.bucket}/{self.root}{MANIFEST} yet: job {self.job_id!r} was not "
-                                  "submitted to this stack, or no agent has picked it up (is the fleet running?)") \
-                    from None
+                raise JobNotFound(
+                    f"no s3://{self.bucket}/{self.root}{MANIFEST} yet: job {self.job_id!r} was not "
+                    "submitted to this stack, or no agent has picked it up (is the fleet running?)"
+                ) from None
         return self.manifest
 
     def read(self) -> JobState:
@@ -96,14 +106,20 @@ class JobReader:
                 self.markers[key] = self._json(key)
         summary = self.root + SUMMARY
         complete = object_exists(self.s3, self.bucket, summary)
-        return JobState(self.job_id, len(self.manifest["images"]),
-                        sum(m["done"] for m in self.markers.values()),
-                        sum(len(m["failed"]) for m in self.markers.values()),
-                        complete, self.manifest["created_at"], f"s3://{self.bucket}/{summary}")
+        return JobState(
+            self.job_id,
+            len(self.manifest["images"]),
+            sum(m["done"] for m in self.markers.values()),
+            sum(len(m["failed"]) for m in self.markers.values()),
+            complete,
+            self.manifest["created_at"],
+            f"s3://{self.bucket}/{summary}",
+        )
 
 
-def wait_for_manifest(reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = None, stream=None,
-                      sleep=time.sleep) -> dict:
+def wait_for_manifest(
+    reader: JobReader, *, poll_s: float = 5.0, timeout_s: float | None = None, stream=None, sleep=time.sleep
+) -> dict:
     """The job's manifest once an agent has expanded the job (saying once that it waits); TimeoutError after
     `timeout_s`. Whether it is a prefix or a dataset job is known only from it."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -120,20 +136,44 @@ def wait_for_manifest(reader: JobReader, *, poll_s: float = 5.0, timeout_s: floa
         sleep(poll_s)
 
 
-def wait(reader: JobReader | ShardJobReader, *, run: str | None = None, poll_s: float = 5.0,
-         timeout_s: float | None = None, stream=None, sleep=time.sleep) -> JobState | ShardState:
+def wait(
+    reader: JobReader | ShardJobReader,
+    *,
+    run: str | None = None,
+    poll_s: float = 5.0,
+    timeout_s: float | None = None,
+    stream=None,
+    sleep=time.sleep,
+) -> JobState | ShardState:
     """Redraw the job's bar until its summary is written (a dataset job: the summary of `run`, default the newest
     run); TimeoutError after `timeout_s`."""
     if isinstance(reader, ShardJobReader):
-        return follow(reader, f"job {reader.job_id} shards", lambda state: (state.done, state.failed, state.shards),
-                      lambda state: state.complete and (run is None or state.run == run), poll_s=poll_s,
-                      timeout_s=timeout_s, stream=stream, sleep=sleep, unit="shard")
-    return follow(reader, f"job {reader.job_id}", lambda state: (state.done, state.failed, state.total),
-                  lambda state: state.complete, poll_s=poll_s, timeout_s=timeout_s, stream=stream, sleep=sleep)
+        return follow(
+            reader,
+            f"job {reader.job_id} shards",
+            lambda state: (state.done, state.failed, state.shards),
+            lambda state: state.complete and (run is None or state.run == run),
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            stream=stream,
+            sleep=sleep,
+            unit="shard",
+        )
+    return follow(
+        reader,
+        f"job {reader.job_id}",
+        lambda state: (state.done, state.failed, state.total),
+        lambda state: state.complete,
+        poll_s=poll_s,
+        timeout_s=timeout_s,
+        stream=stream,
+        sleep=sleep,
+    )
 
 
-def follow(reader, title: str, counts, finished, *, poll_s: float, timeout_s: float | None, stream, sleep,
-           unit: str = "img"):
+def follow(
+    reader, title: str, counts, finished, *, poll_s: float, timeout_s: float | None, stream, sleep, unit: str = "img"
+):
     """Read the job every `poll_s` and move its bar to `counts(state)` (done, failed, total) until
     `finished(state)`; TimeoutError after `timeout_s`. A job not expanded yet is waited for, said once."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
@@ -160,7 +200,7 @@ def follow(reader, title: str, counts, finished, *, poll_s: float, timeout_s: fl
 
 def _utc(value: str | datetime.datetime) -> datetime.datetime:
     moment = value if isinstance(value, datetime.datetime) else datetime.datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 @dataclasses.dataclass
@@ -202,11 +242,22 @@ class ShardState:
     def counts(self) -> dict:
         """The numbers, for JSON output (submit --wait, status)."""
         rate = self.images_per_s()
-        return {"job_id": self.job_id, "kind": self.kind, "run": self.run, "shards": self.shards,
-                "shards_done": self.done, "shards_failed": self.failed, "in_flight": self.in_flight,
-                "waiting": self.waiting, "error_shards": self.error_shards, "done": self.images_ok,
-                "errors": self.images_errors, "images_per_s": None if rate is None else round(rate, 2),
-                "complete": self.complete, "summary": self.summary_uri}
+        return {
+            "job_id": self.job_id,
+            "kind": self.kind,
+            "run": self.run,
+            "shards": self.shards,
+            "shards_done": self.done,
+            "shards_failed": self.failed,
+            "in_flight": self.in_flight,
+            "waiting": self.waiting,
+            "error_shards": self.error_shards,
+            "done": self.images_ok,
+            "errors": self.images_errors,
+            "images_per_s": None if rate is None else round(rate, 2),
+            "complete": self.complete,
+            "summary": self.summary_uri,
+        }
 
 
 class ShardJobReader:
@@ -232,9 +283,10 @@ class ShardJobReader:
 
     def latest_run(self) -> str | None:
         """The newest run folder (run ids begin with a UTC time stamp, so their order is their time order)."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.root + JOB_RUNS,
-                                                                  Delimiter="/")
-        runs = [p["Prefix"][len(self.root + JOB_RUNS):-1] for page in pages for p in page.get("CommonPrefixes", [])]
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.root + JOB_RUNS, Delimiter="/"
+        )
+        runs = [p["Prefix"][len(self.root + JOB_RUNS) : -1] for page in pages for p in page.get("CommonPrefixes", [])]
         return max(runs, default=None)
 
     def queued(self, run: str) -> dict | None:
@@ -267,7 +319,7 @@ class ShardJobReader:
 
     def read(self, now: datetime.datetime | None = None) -> ShardState:
         """The job now; JobNotFound before an agent has expanded it."""
-        now = now or datetime.datetime.now(datetime.timezone.utc)
+        now = now or datetime.datetime.now(datetime.UTC)
         manifest = self.jobs.read_manifest()
         markers, written = self.markers()
         started = {i: o["LastModified"] for o in self._listing(JOB_STARTED) if (i := self._index(o["Key"])) is not None}
@@ -278,24 +330,40 @@ class ShardJobReader:
         since = begun.replace(microsecond=0) if begun else None
         pending = set(queued.get("indexes", [])) - {i for i, m in markers.items() if m.get("run") == run}
         # pending has no marker of this run; a started marker as new as the run and as its marker is this run's
-        flying = {i for i in pending if i in started and (since is None or started[i] >= since)
-                  and (i not in written or started[i] >= written[i])}
+        flying = {
+            i
+            for i in pending
+            if i in started
+            and (since is None or started[i] >= since)
+            and (i not in written or started[i] >= written[i])
+        }
         finished = [m for m in markers.values() if m.get("run") == run]
         latest = [m for i, m in markers.items() if i not in pending]
         summary = self.summary()
         complete = summary is not None and summary.get("run") == run and run is not None
         end = _utc(summary["finished_at"]) if complete and summary.get("finished_at") else now
         return ShardState(
-            job_id=self.job_id, kind=manifest.get("kind", "?"), source=manifest.get("source", "?"),
-            shards=len(manifest["shards"]), run=run, queued_at=queued.get("created_at"),
-            done=sum(m["status"] == "done" for m in latest), failed=sum(m["status"] == "failed" for m in latest),
-            in_flight=len(flying), waiting=len(manifest["shards"]) - len(latest) - len(flying),
+            job_id=self.job_id,
+            kind=manifest.get("kind", "?"),
+            source=manifest.get("source", "?"),
+            shards=len(manifest["shards"]),
+            run=run,
+            queued_at=queued.get("created_at"),
+            done=sum(m["status"] == "done" for m in latest),
+            failed=sum(m["status"] == "failed" for m in latest),
+            in_flight=len(flying),
+            waiting=len(manifest["shards"]) - len(latest) - len(flying),
             error_shards=sum(m["status"] == "done" and m.get("errors", 0) > 0 for m in latest),
-            images_ok=sum(m.get("ok", 0) for m in latest), images_errors=sum(m.get("errors", 0) for m in latest),
-            images_total=manifest.get("images"), run_shards=len(queued.get("indexes", [])),
-            run_finished=len(finished), run_samples=sum(m.get("samples", 0) for m in finished),
-            elapsed_s=max(0.0, (end - begun).total_seconds()) if begun else 0.0, complete=complete,
-            summary_uri=f"s3://{self.bucket}/{self.root}{JOB_SUMMARY}")
+            images_ok=sum(m.get("ok", 0) for m in latest),
+            images_errors=sum(m.get("errors", 0) for m in latest),
+            images_total=manifest.get("images"),
+            run_shards=len(queued.get("indexes", [])),
+            run_finished=len(finished),
+            run_samples=sum(m.get("samples", 0) for m in finished),
+            elapsed_s=max(0.0, (end - begun).total_seconds()) if begun else 0.0,
+            complete=complete,
+            summary_uri=f"s3://{self.bucket}/{self.root}{JOB_SUMMARY}",
+        )
 
 
 def view(reader: JobReader) -> JobReader | ShardJobReader:
@@ -307,13 +375,14 @@ def render(state: JobState | ShardState, cost: str | None = None) -> str:
     """The job's lines for `make status JOB=<id>`: one bar line for a prefix job, shards and images for a dataset
     job (with `cost`, when given)."""
     if isinstance(state, JobState):
-        return line(state.done, state.total, failed=state.failed, rate=state.rate_since_created(),
-                    label=f"job {state.job_id}")
+        return line(
+            state.done, state.total, failed=state.failed, rate=state.rate_since_created(), label=f"job {state.job_id}"
+        )
     rate, eta = state.images_per_s(), state.eta_s()
     images = f"{state.images_ok:,} captioned, {state.images_errors:,} with errors"
     if state.images_total is not None:
         images += f" (of {state.images_total:,})"
-    pace = (f"; {rate:.1f} images/s over this run" if rate is not None else "; no shard of this run finished yet")
+    pace = f"; {rate:.1f} images/s over this run" if rate is not None else "; no shard of this run finished yet"
     when = "complete" if state.complete else ("ETA -" if eta is None else f"ETA {duration(eta)}")
     rows = [
         f"job {state.job_id} ({state.kind} of {state.source}): run {state.run or '-'} queued {state.queued_at or '-'}",

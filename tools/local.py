@@ -1,4 +1,5 @@
 """Local AWS for CaptionKit: `python -m tools.local up|down|outputs|agent-config` (moto plus the cdk CLI)."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,16 +24,22 @@ def check_settings(items: list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or key.strip() not in known:
-            raise SettingsError(f"setting {item!r}: expected key=value with a key from cdk.json's {CONTEXT_KEY!r} "
-                                f"block ({', '.join(sorted(known))})")
+            raise SettingsError(
+                f"setting {item!r}: expected key=value with a key from cdk.json's {CONTEXT_KEY!r} "
+                f"block ({', '.join(sorted(known))})"
+            )
         context[key.strip()] = value
     block = json.loads((REPO / "cdk.json").read_text())["context"][CONTEXT_KEY]
     Settings.from_context({CONTEXT_KEY: block, **context}.get)
     return context
 
 
-def up(port: int = DEFAULT_PORT, region: str = DEFAULT_REGION, context: dict[str, str] | None = None,
-       state_dir: Path = LOCAL_DIR) -> dict[str, str]:
+def up(
+    port: int = DEFAULT_PORT,
+    region: str = DEFAULT_REGION,
+    context: dict[str, str] | None = None,
+    state_dir: Path = LOCAL_DIR,
+) -> dict[str, str]:
     """Start moto, deploy the app to it, and return the stack outputs; on failure stop what it started."""
     server = MotoServer(state_dir, port)
     server.start()
@@ -73,8 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("up", help="start moto on localhost and cdk-deploy the app to it")
     start.add_argument("--port", type=int, default=DEFAULT_PORT)
     start.add_argument("--region", default=DEFAULT_REGION)
-    start.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE",
-                       help="a setting override, as with cdk deploy -c")
+    start.add_argument(
+        "-c",
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting override, as with cdk deploy -c",
+    )
     commands.add_parser("down", help="stop the moto server that `up` started")
     commands.add_parser("outputs", help="print the local stack's outputs as JSON")
     config = commands.add_parser("agent-config", help="print an agent config JSON for a local run")
@@ -83,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         outputs = up(args.port, args.region, check_settings(args.context))
         print(json.dumps(outputs, indent=2))
-        print(f"local AWS is up: `source {LOCAL_ENV.relative_to(REPO)}` points the aws CLI and boto3 at it; "
-              "`python -m tools.local down` stops it", file=sys.stderr)
+        print(
+            f"local AWS is up: `source {LOCAL_ENV.relative_to(REPO)}` points the aws CLI and boto3 at it; "
+            "`python -m tools.local down` stops it",
+            file=sys.stderr,
+        )
     elif args.command == "down":
         print("stopped local AWS" if down() else "local AWS was not running", file=sys.stderr)
     elif args.command == "outputs":

@@ -1,4 +1,5 @@
 """The one local AWS harness: moto's server on localhost, a free port, and the environment and clients aimed at it."""
+
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import boto3
+
 from runtime.errors import CaptionKitError
 
 DEFAULT_PORT = 5050
@@ -27,11 +29,17 @@ def free_port() -> int:
 
 def aws_env(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
     """The AWS_* variables that point boto3, the aws CLI and the cdk CLI at `endpoint_url` and nowhere else."""
-    return {"AWS_ENDPOINT_URL": endpoint_url, "AWS_REGION": region, "AWS_DEFAULT_REGION": region,
-            "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
-            "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"], "AWS_SESSION_TOKEN": "testing",
-            "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+    return {
+        "AWS_ENDPOINT_URL": endpoint_url,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ACCESS_KEY_ID": DUMMY_CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": DUMMY_CREDENTIALS["aws_secret_access_key"],
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
 
 
 def child_env(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
@@ -64,16 +72,21 @@ class MotoServer:
     def start(self, timeout_s: float = 30) -> None:
         """Start the server in its own session and wait until it answers."""
         if self.running_pid() is not None:
-            raise MotoServerError(f"local AWS already runs (pid file {self.pid_file}); stop it with "
-                                  "`python -m tools.local down` first")
+            raise MotoServerError(
+                f"local AWS already runs (pid file {self.pid_file}); stop it with `python -m tools.local down` first"
+            )
         with socket.socket() as sock:
             if sock.connect_ex(("localhost", self.port)) == 0:
                 raise MotoServerError(f"port {self.port} is taken; pick another with --port")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "wb") as log:
-            process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(self.port)],
-                                       stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "moto.server", "-H", "localhost", "-p", str(self.port)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.pid_file.write_text(f"{process.pid}\n")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -86,10 +99,11 @@ class MotoServer:
             except OSError:
                 time.sleep(0.3)
         self.stop()
-        raise MotoServerError(f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; "
-                              f"see {self.log_file}")
+        raise MotoServerError(
+            f"moto server did not answer on {self.endpoint_url} in {timeout_s} s; see {self.log_file}"
+        )
 
-    def __enter__(self) -> "MotoServer":
+    def __enter__(self) -> MotoServer:
         self.start()
         return self
 

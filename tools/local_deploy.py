@@ -1,4 +1,5 @@
 """Deploy the project's own CDK app to local moto with the real cdk CLI, then do what moto ignores."""
+
 from __future__ import annotations
 
 import shutil
@@ -8,7 +9,8 @@ from pathlib import Path
 from runtime.errors import CaptionKitError
 from tools.local_aws import aws_client, child_env
 from tools.moto_gaps import apply_what_moto_ignores, synthesized_stack
-from tools.paths import CDK_CLI as CDK, REPO
+from tools.paths import CDK_CLI as CDK
+from tools.paths import REPO
 
 LOCAL_AMI = "ami-12345678"  # moto has no public SSM parameters, so no DLAMI lookup
 
@@ -17,8 +19,9 @@ class LocalDeployError(CaptionKitError, RuntimeError):
     """`cdk bootstrap` or `cdk deploy` against local moto failed; the message carries the CLI output."""
 
 
-def deploy(endpoint_url: str, *, region: str, output_dir: Path, context: dict[str, str] | None = None,
-           timeout_s: float = 300) -> str:
+def deploy(
+    endpoint_url: str, *, region: str, output_dir: Path, context: dict[str, str] | None = None, timeout_s: float = 300
+) -> str:
     """`cdk bootstrap` and `cdk deploy` (a change set, as on AWS) to moto, then the local-only step.
 
     Returns the deployed stack's name.
@@ -30,12 +33,27 @@ def deploy(endpoint_url: str, *, region: str, output_dir: Path, context: dict[st
     account = aws_client("sts", region, endpoint_url).get_caller_identity()["Account"]
     # bootstrap synthesizes the app too: into this deploy's own folder, so that two deploys from one clone (make
     # local-up beside make test, or the suite's workers) never share the repository's cdk.out
-    _run([str(CDK), "bootstrap", f"aws://{account}/{region}", "--no-notices", "--output", str(output_dir)], env,
-         timeout_s)
+    _run(
+        [str(CDK), "bootstrap", f"aws://{account}/{region}", "--no-notices", "--output", str(output_dir)],
+        env,
+        timeout_s,
+    )
     shutil.rmtree(output_dir, ignore_errors=True)
     context = {"ami": LOCAL_AMI, "region": region, **(context or {})}
-    _run([str(CDK), "deploy", "--all", "--require-approval=never", "--no-notices", "--output", str(output_dir),
-          *[arg for key, value in context.items() for arg in ("-c", f"{key}={value}")]], env, timeout_s)
+    _run(
+        [
+            str(CDK),
+            "deploy",
+            "--all",
+            "--require-approval=never",
+            "--no-notices",
+            "--output",
+            str(output_dir),
+            *[arg for key, value in context.items() for arg in ("-c", f"{key}={value}")],
+        ],
+        env,
+        timeout_s,
+    )
     stack_name, template = synthesized_stack(output_dir)
     apply_what_moto_ignores(template, stack_name, region=region, endpoint_url=endpoint_url)
     return stack_name

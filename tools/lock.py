@@ -7,6 +7,7 @@ SHA-256 from the index without being downloaded. The CUDA-only part (torch and t
 build needs) goes to its own file, so a machine without a GPU (the boot rehearsal in the tests) can put
 the CPU build of torch in its place and still install everything else from the same hashes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,11 @@ HEADER = """\
 """
 PARTS = {
     LOCK: "Everything but the CUDA build of torch and its NVIDIA libraries (see runtime-cuda.lock).",
-    CUDA_LOCK: ("torch 2.13.0 as PyPI serves it for Linux x86_64 (the CUDA 13.0 build: NVIDIA driver >= 580)\n"
-                "# and the NVIDIA libraries only that build needs. The boot rehearsal in the tests puts this\n"
-                "# machine's CPU build of torch in place of this file alone."),
+    CUDA_LOCK: (
+        "torch 2.13.0 as PyPI serves it for Linux x86_64 (the CUDA 13.0 build: NVIDIA driver >= 580)\n"
+        "# and the NVIDIA libraries only that build needs. The boot rehearsal in the tests puts this\n"
+        "# machine's CPU build of torch in place of this file alone."
+    ),
 }
 
 
@@ -52,9 +55,28 @@ def compile_lock(source: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "lock.txt"
         out.write_text("".join(path.read_text() for path in (LOCK, CUDA_LOCK) if path.exists()))
-        subprocess.run([sys.executable, "-m", "uv", "pip", "compile", str(source), "--python-version", PYTHON_VERSION,
-                        "--python-platform", PLATFORM, "--index-url", INDEX, "--generate-hashes", "--no-header",
-                        "--quiet", "-o", str(out)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "uv",
+                "pip",
+                "compile",
+                str(source),
+                "--python-version",
+                PYTHON_VERSION,
+                "--python-platform",
+                PLATFORM,
+                "--index-url",
+                INDEX,
+                "--generate-hashes",
+                "--no-header",
+                "--quiet",
+                "-o",
+                str(out),
+            ],
+            check=True,
+        )
         return out.read_text()
 
 

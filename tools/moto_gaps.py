@@ -1,4 +1,5 @@
 """The local-only step after `cdk deploy` to moto: what moto's CloudFormation ignores but the flow needs."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,9 @@ def apply_what_moto_ignores(template: dict[str, Any], stack_name: str, *, region
     aws_client("cloudformation", region, endpoint_url).update_stack(StackName=stack_name, UsePreviousTemplate=True)
 
 
-def apply_bucket_notifications(template: dict[str, Any], stack_name: str, *, region: str,
-                               endpoint_url: str) -> list[str]:
+def apply_bucket_notifications(
+    template: dict[str, Any], stack_name: str, *, region: str, endpoint_url: str
+) -> list[str]:
     """Do what CDK's notification handler Lambda does on AWS (moto creates it but cannot run it).
 
     Returns the names of the buckets configured.
@@ -48,13 +50,17 @@ def apply_bucket_notifications(template: dict[str, Any], stack_name: str, *, reg
     configured = []
     for logical_id, resource in custom_resources(template).items():
         if resource["Type"] != NOTIFICATIONS_TYPE:
-            raise NotImplementedError(f"{logical_id} is a {resource['Type']}, which moto cannot run and this local "
-                                      "step does not emulate; add its emulation to tools/moto_gaps.py")
-        properties = {key: _resolve(resource["Properties"][key], physical, types,
-                                    region=region, endpoint_url=endpoint_url)
-                      for key in ("BucketName", "NotificationConfiguration")}
-        s3.put_bucket_notification_configuration(Bucket=properties["BucketName"],
-                                                 NotificationConfiguration=properties["NotificationConfiguration"])
+            raise NotImplementedError(
+                f"{logical_id} is a {resource['Type']}, which moto cannot run and this local "
+                "step does not emulate; add its emulation to tools/moto_gaps.py"
+            )
+        properties = {
+            key: _resolve(resource["Properties"][key], physical, types, region=region, endpoint_url=endpoint_url)
+            for key in ("BucketName", "NotificationConfiguration")
+        }
+        s3.put_bucket_notification_configuration(
+            Bucket=properties["BucketName"], NotificationConfiguration=properties["NotificationConfiguration"]
+        )
         configured.append(properties["BucketName"])
     return configured
 
@@ -71,8 +77,9 @@ def _resolve(value: Any, physical: dict[str, str], types: dict[str, str], **aws:
         logical_id, attribute = value["Fn::GetAtt"]
         if types.get(logical_id) == "AWS::SQS::Queue" and attribute == "Arn":
             sqs = aws_client("sqs", aws["region"], aws["endpoint_url"])
-            return sqs.get_queue_attributes(QueueUrl=physical[logical_id],
-                                            AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+            return sqs.get_queue_attributes(QueueUrl=physical[logical_id], AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
         raise NotImplementedError(f"cannot resolve Fn::GetAtt {logical_id}.{attribute} locally")
     return {k: _resolve(v, physical, types, **aws) for k, v in value.items()}
 

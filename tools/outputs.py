@@ -1,4 +1,5 @@
 """Read a deployed CaptionKit stack's outputs, on AWS or local moto alike, and derive an agent config."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,18 @@ from typing import Any
 from runtime.errors import CaptionKitError
 from tools.local_aws import aws_client
 
-REQUIRED_OUTPUTS = ("ArtifactsBucket", "ImagesBucket", "ImagesPrefix", "ResultsBucket", "ResultsPrefix",
-                    "QueueUrl", "DeadLetterQueueUrl", "GroupName", "LogGroup", "AgentConfig")
+REQUIRED_OUTPUTS = (
+    "ArtifactsBucket",
+    "ImagesBucket",
+    "ImagesPrefix",
+    "ResultsBucket",
+    "ResultsPrefix",
+    "QueueUrl",
+    "DeadLetterQueueUrl",
+    "GroupName",
+    "LogGroup",
+    "AgentConfig",
+)
 
 
 class StackNotReady(CaptionKitError, RuntimeError):
@@ -25,12 +36,16 @@ def stack_outputs(stack_name: str, region: str, endpoint_url: str | None = None)
         if error.response.get("Error", {}).get("Code") != "ValidationError":
             raise  # credentials, an endpoint that is not AWS: runtime.cli_errors words those
         where = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
-        raise StackNotReady(f"no stack {stack_name} in {region} at {where}: deploy it first (`make local-up` for "
-                            "the local AWS, `make deploy` for AWS)") from None
+        raise StackNotReady(
+            f"no stack {stack_name} in {region} at {where}: deploy it first (`make local-up` for "
+            "the local AWS, `make deploy` for AWS)"
+        ) from None
     status = stack["StackStatus"]
     if not status.endswith("_COMPLETE") or status in ("ROLLBACK_COMPLETE", "DELETE_COMPLETE"):
-        raise StackNotReady(f"stack {stack_name} is {status}, expected CREATE_COMPLETE or UPDATE_COMPLETE; "
-                            "wait for the deploy to finish, or read the stack's events to see what failed.")
+        raise StackNotReady(
+            f"stack {stack_name} is {status}, expected CREATE_COMPLETE or UPDATE_COMPLETE; "
+            "wait for the deploy to finish, or read the stack's events to see what failed."
+        )
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs") or []}
     missing = [key for key in REQUIRED_OUTPUTS if key not in outputs]
     if missing:

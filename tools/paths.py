@@ -1,4 +1,5 @@
 """Where the laptop side finds the repository and keeps its local state (`.local/`, git-ignored)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The laptop tools' progress, all drawn by tqdm: a bar that follows a job's counts, and the same meter as one line."""
+
 from __future__ import annotations
 
 from typing import TextIO
@@ -18,12 +19,22 @@ def duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
-def line(done: int, total: int | None, *, failed: int = 0, rate: float | None = None, label: str = "",
-         unit: str = "img") -> str:
+def line(
+    done: int, total: int | None, *, failed: int = 0, rate: float | None = None, label: str = "", unit: str = "img"
+) -> str:
     """The meter a following bar draws, once (`make status JOB=<id>`): finished/total, failures, rate and ETA."""
     finished = done + failed
-    return tqdm.format_meter(finished, total, elapsed=finished / rate if rate else 0, ncols=100, prefix=label,
-                             ascii=True, unit=unit, rate=rate, postfix=f"failed={failed}" if failed else None)
+    return tqdm.format_meter(
+        finished,
+        total,
+        elapsed=finished / rate if rate else 0,
+        ncols=100,
+        prefix=label,
+        ascii=True,
+        unit=unit,
+        rate=rate,
+        postfix=f"failed={failed}" if failed else None,
+    )
 
 
 class Follow:

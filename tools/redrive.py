@@ -7,6 +7,7 @@ message move tasks (it answers 500; tools/moto_gaps.py), so on the local AWS, or
 received from the dead-letter queue, sent to the jobs queue with its body and attributes, and only then deleted
 from the dead-letter queue: a crash in between leaves a copy in both, and the agent's results are idempotent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,23 @@ def redrive_by_hand(sqs, dead_letters: str, queue: str, limit: int | None = None
     moved = failed = 0
     while limit is None or moved < limit:
         want = 10 if limit is None else max(1, min(10, limit - moved))
-        messages = sqs.receive_message(QueueUrl=dead_letters, MaxNumberOfMessages=want, WaitTimeSeconds=1,
-                                       VisibilityTimeout=60, MessageAttributeNames=["All"]).get("Messages", [])
+        messages = sqs.receive_message(
+            QueueUrl=dead_letters,
+            MaxNumberOfMessages=want,
+            WaitTimeSeconds=1,
+            VisibilityTimeout=60,
+            MessageAttributeNames=["All"],
+        ).get("Messages", [])
         if not messages:
             break
-        entries = [{"Id": str(i), "MessageBody": m["Body"], **({"MessageAttributes": m["MessageAttributes"]}
-                                                               if m.get("MessageAttributes") else {})}
-                   for i, m in enumerate(messages)]
+        entries = [
+            {
+                "Id": str(i),
+                "MessageBody": m["Body"],
+                **({"MessageAttributes": m["MessageAttributes"]} if m.get("MessageAttributes") else {}),
+            }
+            for i, m in enumerate(messages)
+        ]
         reply = sqs.send_message_batch(QueueUrl=queue, Entries=entries)
         sent = {entry["Id"] for entry in reply.get("Successful", [])}
         failed += len(messages) - len(sent)
@@ -59,9 +70,13 @@ def redrive_with_move_task(sqs, dead_letters: str, queue: str, limit: int | None
         if task["Status"] != "RUNNING":
             break
         time.sleep(poll_s)
-    return {"moved": int(task.get("ApproximateNumberOfMessagesMoved", 0)), "failed": 0,
-            "left": depth(sqs, dead_letters), "how": f"message move task ({task['Status']})",
-            **({"reason": task["FailureReason"]} if task.get("FailureReason") else {})}
+    return {
+        "moved": int(task.get("ApproximateNumberOfMessagesMoved", 0)),
+        "failed": 0,
+        "left": depth(sqs, dead_letters),
+        "how": f"message move task ({task['Status']})",
+        **({"reason": task["FailureReason"]} if task.get("FailureReason") else {}),
+    }
 
 
 def main(argv=None) -> int:

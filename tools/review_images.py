@@ -4,6 +4,7 @@ Each source returns caption rows (tools.review_rows.ROW_COLUMNS first) paired wi
 where there is no image to show. The S3 listing and reading is tools.collect's and tools.collect_shards'; shard
 members are read by the agent's own bounded readers (runtime/untrusted/tar.py, parquet.py).
 """
+
 from __future__ import annotations
 
 import sys
@@ -56,12 +57,19 @@ def local_run(rows_file: Path, n: int | None, seed: int) -> Pairs:
 def _contract(row: dict) -> dict:
     """A tools.collect row in the row contract, whichever of its shapes collect writes."""
     uri = row.get("uri") or row.get("image")
-    return {**row, "uri": uri, "key": row.get("key") or uri, "caption": row.get("caption"),
-            "error": row.get("error"), "model": row.get("model"), "model_sha256": row.get("model_sha256")}
+    return {
+        **row,
+        "uri": uri,
+        "key": row.get("key") or uri,
+        "caption": row.get("caption"),
+        "error": row.get("error"),
+        "model": row.get("model"),
+        "model_sha256": row.get("model_sha256"),
+    }
 
 
 def _results(s3, bucket: str, keys: list[str], source_prefix: str) -> Iterator[tuple[dict, bytes | None]]:
-    pages = (keys[start:start + PAGE] for start in range(0, len(keys), PAGE))
+    pages = (keys[start : start + PAGE] for start in range(0, len(keys), PAGE))
     return ((_contract(row), image) for row, image in collect.rows(s3, bucket, pages, source_prefix, images=True))
 
 
@@ -119,8 +127,9 @@ def _members(s3, shard: str, kind: str | None, manifest: dict, last: int):
     if kind == "tar":
         body = s3.get_object(Bucket=bucket, Key=key)["Body"]
         try:
-            for found in tar.iter_samples(body, max_member_bytes=LIMITS.max_image_bytes,
-                                          max_samples=LIMITS.max_shard_samples):
+            for found in tar.iter_samples(
+                body, max_member_bytes=LIMITS.max_image_bytes, max_samples=LIMITS.max_shard_samples
+            ):
                 yield found
                 if found.index >= last:
                     return
@@ -128,10 +137,13 @@ def _members(s3, shard: str, kind: str | None, manifest: dict, last: int):
             body.close()
     elif kind == "parquet":
         size = int(s3.head_object(Bucket=bucket, Key=key)["ContentLength"])
-        samples = parquet.iter_samples(parquet.RangedFile(s3, bucket, key, size),
-                                       image_column=manifest.get("image_column"),
-                                       key_column=manifest.get("key_column"),
-                                       max_member_bytes=LIMITS.max_image_bytes, max_samples=LIMITS.max_shard_samples)
+        samples = parquet.iter_samples(
+            parquet.RangedFile(s3, bucket, key, size),
+            image_column=manifest.get("image_column"),
+            key_column=manifest.get("key_column"),
+            max_member_bytes=LIMITS.max_image_bytes,
+            max_samples=LIMITS.max_shard_samples,
+        )
         for found in samples:
             yield found
             if found.index >= last:

@@ -1,4 +1,5 @@
 """The review page: one self-contained HTML file of thumbnails and captions, with search and filters (no network)."""
+
 from __future__ import annotations
 
 import base64
@@ -141,35 +142,57 @@ def _cell(cell: Cell) -> str:
 
 
 def _item(item: Item) -> str:
-    classes = "item" + (" err" if any(c.error is not None for c in item.cells) else "") + (
-        " differs" if len(item.cells) > 1 and item.differs else "")
-    thumb = (f'<img class="thumb" alt="" src="{html.escape(item.thumb.src)}">' if item.thumb.src else
-             f'<div class="nothumb" title="{html.escape(item.thumb.error or "")}">'
-             f'{"no thumbnail" if item.thumb.error else "no image"}</div>')
-    return (f'<article class="{classes}">{thumb}<div class="key" title="{html.escape(item.uri)}">'
-            f'{html.escape(item.key)}</div>{"".join(_cell(c) for c in item.cells)}</article>')
+    classes = (
+        "item"
+        + (" err" if any(c.error is not None for c in item.cells) else "")
+        + (" differs" if len(item.cells) > 1 and item.differs else "")
+    )
+    thumb = (
+        f'<img class="thumb" alt="" src="{html.escape(item.thumb.src)}">'
+        if item.thumb.src
+        else f'<div class="nothumb" title="{html.escape(item.thumb.error or "")}">'
+        f"{'no thumbnail' if item.thumb.error else 'no image'}</div>"
+    )
+    return (
+        f'<article class="{classes}">{thumb}<div class="key" title="{html.escape(item.uri)}">'
+        f"{html.escape(item.key)}</div>{''.join(_cell(c) for c in item.cells)}</article>"
+    )
 
 
-def render(title: str, items: list[Item], *, summary: list[str] = (), models: list[list[str]] | None = None,
-           model_header: tuple[str, ...] = ()) -> str:
+def render(
+    title: str,
+    items: list[Item],
+    *,
+    summary: list[str] = (),
+    models: list[list[str]] | None = None,
+    model_header: tuple[str, ...] = (),
+) -> str:
     """The whole page; every text from rows is escaped here. `models` (a row of texts per model) turns on the
     side-by-side layout with one column per model and the differences-only filter."""
     compare = models is not None
     head = "".join(f"<th>{html.escape(h)}</th>" for h in model_header)
-    table = ("" if not compare else f'<table class="models"><tr>{head}</tr>' + "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in models) + "</table>")
+    table = (
+        ""
+        if not compare
+        else f'<table class="models"><tr>{head}</tr>'
+        + "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in models)
+        + "</table>"
+    )
     lines = "".join(f'<p class="summary">{html.escape(line)}</p>' for line in summary)
     diff = '<label><input type="checkbox" id="diff"> differences only</label>' if compare else ""
-    style = STYLE + (f"body.compare .item{{grid-template-columns:170px 160px repeat({len(models)},1fr)}}\n"
-                     if compare else "")
-    policy = (f"default-src 'none'; img-src data:; style-src {_csp_hash(style)}; script-src {_csp_hash(SCRIPT)}; "
-              "form-action 'none'; base-uri 'none'")
+    style = STYLE + (
+        f"body.compare .item{{grid-template-columns:170px 160px repeat({len(models)},1fr)}}\n" if compare else ""
+    )
+    policy = (
+        f"default-src 'none'; img-src data:; style-src {_csp_hash(style)}; script-src {_csp_hash(SCRIPT)}; "
+        "form-action 'none'; base-uri 'none'"
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{html.escape(policy)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title><style>{style}</style></head>
-<body class="{'compare' if compare else 'gallery'}"><header><h1>{html.escape(title)}</h1>{lines}{table}
+<body class="{"compare" if compare else "gallery"}"><header><h1>{html.escape(title)}</h1>{lines}{table}
 <div class="controls"><input type="search" id="q" placeholder="search captions, keys, errors">
 <label><input type="checkbox" id="errors"> errors only</label>{diff}<span id="shown"></span></div></header>
 <main>

@@ -1,4 +1,5 @@
 """Caption rows for the review page: a rows file (.jsonl, .csv, .parquet) read into dicts, and a seeded sample."""
+
 from __future__ import annotations
 
 import csv
@@ -34,8 +35,10 @@ def read_rows(path: str | Path) -> Iterator[dict]:
     for number, row in enumerate(reader(path), 1):
         missing = [name for name in ROW_COLUMNS if name not in row]
         if missing:
-            raise RowsError(f"{path}: row {number} lacks {missing}; expected the columns {list(ROW_COLUMNS)} first "
-                            "(written by `make caption OUT=` or `make collect`)")
+            raise RowsError(
+                f"{path}: row {number} lacks {missing}; expected the columns {list(ROW_COLUMNS)} first "
+                "(written by `make caption OUT=` or `make collect`)"
+            )
         yield row
 
 

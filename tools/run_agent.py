@@ -1,4 +1,5 @@
 """`python -m tools.run_agent [--burst] [--device cpu]`: run the agent here against the configured stack."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(laptop_agent_config(target, args.device), indent=1) + "\n")
     print(f"agent config: {path} (target {target.endpoint_url or 'AWS ' + target.region})", file=sys.stderr)
-    os.execve(sys.executable, [sys.executable, "-m", "runtime", "agent", "--config", str(path), *agent_args],
-              target.env())
+    os.execve(
+        sys.executable, [sys.executable, "-m", "runtime", "agent", "--config", str(path), *agent_args], target.env()
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ buckets: this fills them from the deployed stack's AgentConfig output (local aft
 `make upload` finds its bucket) unless `--config` or `CAPTIONKIT_QUEUE_URL` already says where to send. Every other
 argument goes to `submit` unchanged (PREFIX, --shards, --manifest, --retry, --job-id, ...).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,22 +92,31 @@ def follow(submitted: dict, region: str, *, dataset: bool, poll_s: float, timeou
     """Follow a submitted job to its summary (a dataset job: the summary of the run it queued); the final counts."""
     reader = JobReader.from_summary_uri(aws.client("s3", region), submitted["summary"], submitted["job_id"])
     if dataset:
-        state = shard_progress.wait(shard_progress.ShardJobReader(reader), run=submitted.get("run"), poll_s=poll_s,
-                                    timeout_s=timeout_s)
+        state = shard_progress.wait(
+            shard_progress.ShardJobReader(reader), run=submitted.get("run"), poll_s=poll_s, timeout_s=timeout_s
+        )
         return state.counts()
     state = wait(reader, poll_s=poll_s, timeout_s=timeout_s)
-    return {"job_id": state.job_id, "done": state.done, "failed": state.failed, "total": state.total,
-            "summary": state.summary_uri}
+    return {
+        "job_id": state.job_id,
+        "done": state.done,
+        "failed": state.failed,
+        "total": state.total,
+        "summary": state.summary_uri,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.submit", description=__doc__.split("\n")[0],
-                                     add_help=False)
+    parser = argparse.ArgumentParser(prog="python -m tools.submit", description=__doc__.split("\n")[0], add_help=False)
     parser.add_argument("--wait", action="store_true", help="follow the job until its summary is written")
     parser.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS (exit 3)")
     parser.add_argument("--poll", type=float, default=5.0, help="with --wait: seconds between looks (5)")
-    parser.add_argument("--target", choices=("local", "aws"), default=None,
-                        help="default: local after `make local-up`, else aws (or CAPTIONKIT_TARGET)")
+    parser.add_argument(
+        "--target",
+        choices=("local", "aws"),
+        default=None,
+        help="default: local after `make local-up`, else aws (or CAPTIONKIT_TARGET)",
+    )
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if "-h" in rest or "--help" in rest:
         parser.print_help()
@@ -120,12 +130,17 @@ def main(argv: list[str] | None = None) -> int:
     if not ours.wait:
         return 0
     if not submitted["summary"].startswith("s3://"):
-        print("submit: cannot wait: the config names no results bucket (set results_bucket or images_bucket)",
-              file=sys.stderr)
+        print(
+            "submit: cannot wait: the config names no results bucket (set results_bucket or images_bucket)",
+            file=sys.stderr,
+        )
         return 2
     try:
-        print(json.dumps(follow(submitted, region, dataset=is_dataset_job(rest), poll_s=ours.poll,
-                                timeout_s=ours.timeout)))
+        print(
+            json.dumps(
+                follow(submitted, region, dataset=is_dataset_job(rest), poll_s=ours.poll, timeout_s=ours.timeout)
+            )
+        )
     except TimeoutError as exc:
         print(f"submit: {exc}; follow it with make status JOB={submitted['job_id']}", file=sys.stderr)
         return 3

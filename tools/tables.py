@@ -1,4 +1,5 @@
 """The laptop tools' tables, drawn by rich: plain text (no colour codes) when the output is not a terminal."""
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,9 @@ WIDE = 200  # a file or a pipe has no width: wide enough that no row is cut
 def _text(table: Table, tty: bool) -> str:
     width = shutil.get_terminal_size((WIDE, 24)).columns if tty else WIDE
     sink = io.StringIO()
-    Console(file=sink, width=width, force_terminal=tty, color_system="auto" if tty else None,
-            highlight=False).print(table)
+    Console(file=sink, width=width, force_terminal=tty, color_system="auto" if tty else None, highlight=False).print(
+        table
+    )
     return "\n".join(line.rstrip() for line in sink.getvalue().rstrip("\n").splitlines())
 
 

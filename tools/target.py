@@ -1,4 +1,5 @@
 """Which deployed stack the laptop tools talk to: the local AWS after `make local-up`, else the real account."""
+
 from __future__ import annotations
 
 import json
@@ -40,5 +41,8 @@ def resolve(target: str | None = None) -> Target:
     if target != "aws":
         raise SystemExit(f"CAPTIONKIT_TARGET={target!r}: expected 'local' or 'aws'")
     settings = _cdk_settings()
-    return Target(os.environ.get("CAPTIONKIT_STACK", settings["stack_name"]),
-                  os.environ.get("AWS_REGION", settings["region"]), None)
+    return Target(
+        os.environ.get("CAPTIONKIT_STACK", settings["stack_name"]),
+        os.environ.get("AWS_REGION", settings["region"]),
+        None,
+    )

@@ -1,4 +1,5 @@
 """Small JPEG thumbnails as data: URIs of untrusted image bytes, decoded by the runtime's bounded decoding children."""
+
 from __future__ import annotations
 
 import base64

@@ -3,6 +3,7 @@
 Adding a family is one module here (its wrappers and its `FAMILY`), one line in `FAMILIES`, and its tests
 (a tiny checkpoint in checkpoints/tiny.py, parity through `python -m export`). Nothing else branches on it.
 """
+
 from __future__ import annotations
 
 from export.families import blip, florence2, qwen_vl, trocr, vit_gpt2
@@ -21,8 +22,10 @@ def detect(config) -> Family:
             return family
     kind = getattr(config, "model_type", None)
     if kind == "vision-encoder-decoder":
-        found = (f"VisionEncoderDecoderModel with a {config.encoder.model_type} encoder and a "
-                 f"{config.decoder.model_type} decoder")
+        found = (
+            f"VisionEncoderDecoderModel with a {config.encoder.model_type} encoder and a "
+            f"{config.decoder.model_type} decoder"
+        )
     else:
         found = f"{', '.join(getattr(config, 'architectures', None) or ['?'])} (model_type {kind!r})"
     supported = "; ".join(f.description for f in FAMILIES)

@@ -1,4 +1,5 @@
 """What a model family tells the exporter: how to recognise, load, wrap and check one architecture."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ def generation_ids(model) -> tuple[Any, Any, Any]:
 
 def _no_task(loaded, task: str | None) -> None:
     if task is not None:
-        raise UnsupportedModel(f"--task {task!r}: {loaded.source['architecture']} takes no task prompt "
-                               "(only prompt-driven families such as Florence-2 do)")
+        raise UnsupportedModel(
+            f"--task {task!r}: {loaded.source['architecture']} takes no task prompt "
+            "(only prompt-driven families such as Florence-2 do)"
+        )
 
 
 def _described(processor) -> dict:
@@ -30,9 +33,11 @@ def _described(processor) -> dict:
 
 def vision_encoder_decoder(decoder_type: str) -> Callable[[Any], bool]:
     """`Family.matches` for a VisionEncoderDecoderModel with a ViT or DeiT encoder and this decoder model type."""
-    return lambda config: (getattr(config, "model_type", None) == "vision-encoder-decoder"
-                           and config.encoder.model_type in ("vit", "deit")
-                           and config.decoder.model_type == decoder_type)
+    return lambda config: (
+        getattr(config, "model_type", None) == "vision-encoder-decoder"
+        and config.encoder.model_type in ("vit", "deit")
+        and config.decoder.model_type == decoder_type
+    )
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,12 @@ class Family:
     text: dict = field(default_factory=lambda: {"skip_special_tokens": True})
     hf_inputs: Callable[[Any, torch.Tensor], dict] = lambda _loaded, pixels: {"pixel_values": pixels}
     generate_eos: bool = False  # pass the manifest's one EOS id to HF `generate` (checkpoints that list several)
-    hf_text: Callable[[Any, list[int]], str] = (
-        lambda loaded, ids: loaded.tokenizer.batch_decode([ids], skip_special_tokens=True)[0])
+    hf_text: Callable[[Any, list[int]], str] = lambda loaded, ids: loaded.tokenizer.batch_decode(
+        [ids], skip_special_tokens=True
+    )[0]
     options: tuple[str, ...] = ()
     preprocessing: Callable[[Any], dict] = lambda loaded: _described(loaded.processor)
-    hf_pixels: Callable[[Any, list], torch.Tensor] = (
-        lambda loaded, images: loaded.processor(images=images, return_tensors="pt")["pixel_values"])
+    hf_pixels: Callable[[Any, list], torch.Tensor] = lambda loaded, images: loaded.processor(
+        images=images, return_tensors="pt"
+    )["pixel_values"]
     hf_prompt_length: Callable[[Any], int] = lambda _loaded: 1

@@ -1,4 +1,5 @@
 """The BLIP captioning family (BlipForConditionalGeneration): tensor-only encoder and decoder-step modules."""
+
 from __future__ import annotations
 
 import torch
@@ -29,8 +30,9 @@ class SdpaVisionAttention(nn.Module):
 
 def sdpa_vision(vision: nn.Module) -> nn.Module:
     """A view of BLIP's vision model whose layers attend with SDPA; the HF model itself is left as it is."""
-    layers = nn.ModuleList(swap_submodules(layer, self_attn=SdpaVisionAttention(layer.self_attn))
-                           for layer in vision.encoder.layers)
+    layers = nn.ModuleList(
+        swap_submodules(layer, self_attn=SdpaVisionAttention(layer.self_attn)) for layer in vision.encoder.layers
+    )
     return swap_submodules(vision, encoder=swap_submodules(vision.encoder, layers=layers))
 
 
@@ -61,10 +63,19 @@ class BlipStep(nn.Module):
         self.embeddings = text.bert.embeddings
         # Only what a step uses: the cross-attention K/V projections live in the encoder program.
         self.layers = nn.ModuleList(
-            nn.ModuleDict({"q": l.attention.self.query, "k": l.attention.self.key, "v": l.attention.self.value,
-                           "out": l.attention.output, "q_x": l.crossattention.self.query,
-                           "out_x": l.crossattention.output, "mid": l.intermediate, "ffn_out": l.output})
-            for l in text.bert.encoder.layer
+            nn.ModuleDict(
+                {
+                    "q": layer.attention.self.query,
+                    "k": layer.attention.self.key,
+                    "v": layer.attention.self.value,
+                    "out": layer.attention.output,
+                    "q_x": layer.crossattention.self.query,
+                    "out_x": layer.crossattention.output,
+                    "mid": layer.intermediate,
+                    "ffn_out": layer.output,
+                }
+            )
+            for layer in text.bert.encoder.layer
         )
         predictions = text.cls.predictions
         self.transform = predictions.transform
@@ -117,7 +128,10 @@ FAMILY = Family(
     matches=lambda config: getattr(config, "model_type", None) == "blip",
     model_class="BlipForConditionalGeneration",
     attention="eager",  # transformers has no SDPA path for BLIP; eager is what its users get
-    wrap=lambda loaded, max_length: (BlipEncoder(loaded.model), BlipStep(loaded.model, max_length),
-                                     cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (
+        BlipEncoder(loaded.model),
+        BlipStep(loaded.model, max_length),
+        cache_shape(loaded.model),
+    ),
     token_ids=_token_ids,
 )

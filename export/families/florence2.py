@@ -4,6 +4,7 @@ The task prompt is fixed at export: the encoder program runs the DaViT vision to
 image features with the embedded prompt, runs the BART encoder, and computes every decoder layer's
 cross-attention keys and values once; the step program is one BART decoder token over an explicit cache.
 """
+
 from __future__ import annotations
 
 import PIL.Image
@@ -39,8 +40,9 @@ class Florence2Encoder(nn.Module):
         is_image = ids == model.config.image_token_id
         images = int(is_image.sum())
         if not bool(is_image[:images].all()):
-            raise UnsupportedModel("Florence-2 prompt: expected the image placeholders first "
-                                   "(Florence2Processor's layout)")
+            raise UnsupportedModel(
+                "Florence-2 prompt: expected the image placeholders first (Florence2Processor's layout)"
+            )
         with torch.no_grad():
             # a constant derived from the prompt, not a weight (non-persistent: the program keeps it as a constant)
             self.register_buffer("text_embeds", encoder.embed_tokens(ids[images:]).detach().clone(), persistent=False)
@@ -81,9 +83,20 @@ class Florence2Step(nn.Module):
         x = self.embed_tokens(input_ids)[:, None, :] + self.positions[position + self.position_offset][None]
         x = self.layernorm_embedding(x)
         mask = position_mask(position, self.max_length)
-        x, new_k, new_v = run_layers(self.layers, x, position, mask, self_k, self_v, cross_k, cross_v,
-                                     num_heads=self.num_heads, activation=self.act, scaling=self.scaling,
-                                     scale_queries=False)  # BART's SDPA path scales inside the product
+        x, new_k, new_v = run_layers(
+            self.layers,
+            x,
+            position,
+            mask,
+            self_k,
+            self_v,
+            cross_k,
+            cross_v,
+            num_heads=self.num_heads,
+            activation=self.act,
+            scaling=self.scaling,
+            scale_queries=False,
+        )  # BART's SDPA path scales inside the product
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(x[:, 0, :], weight, None if self.lm_head is None else self.lm_head.bias)
         if self.logits_bias is not None:
@@ -94,15 +107,20 @@ class Florence2Step(nn.Module):
 def cache_shape(model) -> dict:
     """Layer count, heads and head size of the BART decoder's caches."""
     cfg = model.config.text_config
-    return {"layers": cfg.decoder_layers, "heads": cfg.decoder_attention_heads,
-            "head_dim": cfg.d_model // cfg.decoder_attention_heads}
+    return {
+        "layers": cfg.decoder_layers,
+        "heads": cfg.decoder_attention_heads,
+        "head_dim": cfg.d_model // cfg.decoder_attention_heads,
+    }
 
 
 def _refuse(config) -> str | None:
     if getattr(config, "auto_map", None):
-        return ("this Florence-2 checkpoint needs its own remote code (microsoft/Florence-2-*), which CaptionKit does "
-                "not run; export the converted checkpoint that transformers' native Florence2ForConditionalGeneration "
-                "loads instead, e.g. florence-community/Florence-2-base or florence-community/Florence-2-large")
+        return (
+            "this Florence-2 checkpoint needs its own remote code (microsoft/Florence-2-*), which CaptionKit does "
+            "not run; export the converted checkpoint that transformers' native Florence2ForConditionalGeneration "
+            "loads instead, e.g. florence-community/Florence-2-base or florence-community/Florence-2-large"
+        )
     return None
 
 
@@ -112,12 +130,15 @@ def _prepare(loaded, task: str | None) -> None:
 
     task = task or DEFAULT_TASK
     if task not in TEXT_TASKS:
-        raise UnsupportedModel(f"--task {task!r}: CaptionKit exports the Florence-2 tasks that answer in text "
-                               f"({', '.join(TEXT_TASKS)}); tasks that return boxes or polygons (<OD>, "
-                               "<DENSE_REGION_CAPTION>, <CAPTION_TO_PHRASE_GROUNDING>, <OCR_WITH_REGION>...) are not")
+        raise UnsupportedModel(
+            f"--task {task!r}: CaptionKit exports the Florence-2 tasks that answer in text "
+            f"({', '.join(TEXT_TASKS)}); tasks that return boxes or polygons (<OD>, "
+            "<DENSE_REGION_CAPTION>, <CAPTION_TO_PHRASE_GROUNDING>, <OCR_WITH_REGION>...) are not"
+        )
     revision = loaded.source["revision"]
-    processor = AutoProcessor.from_pretrained(loaded.source["model"],
-                                              revision=None if revision == "local" else revision)
+    processor = AutoProcessor.from_pretrained(
+        loaded.source["model"], revision=None if revision == "local" else revision
+    )
     size = loaded.processor.size
     blank = PIL.Image.new("RGB", (size["width"], size["height"]))
     prompt_ids = processor(text=[task], images=[blank], return_tensors="pt")["input_ids"][0]
@@ -134,16 +155,21 @@ def _hf_text(loaded, ids: list[int]) -> str:
 FAMILY = Family(
     name="florence2",
     description="Florence2ForConditionalGeneration (transformers' native class, florence-community/Florence-2-*), "
-                f"tasks {', '.join(TEXT_TASKS)}",
+    f"tasks {', '.join(TEXT_TASKS)}",
     matches=lambda config: getattr(config, "model_type", None) == "florence2",
     refuse=_refuse,
     model_class="Florence2ForConditionalGeneration",
     prepare=_prepare,
-    wrap=lambda loaded, max_length: (Florence2Encoder(loaded.model, loaded.extras["prompt_ids"]),
-                                     Florence2Step(loaded.model, max_length), cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (
+        Florence2Encoder(loaded.model, loaded.extras["prompt_ids"]),
+        Florence2Step(loaded.model, max_length),
+        cache_shape(loaded.model),
+    ),
     # post_process_generation's "pure_text": the special tokens stay, then the literal <s> and </s> go
     text={"skip_special_tokens": False, "remove": ["<s>", "</s>"], "strip": True},
-    hf_inputs=lambda loaded, pixels: {"pixel_values": pixels,
-                                      "input_ids": loaded.extras["prompt_ids"][None].expand(pixels.shape[0], -1)},
+    hf_inputs=lambda loaded, pixels: {
+        "pixel_values": pixels,
+        "input_ids": loaded.extras["prompt_ids"][None].expand(pixels.shape[0], -1),
+    },
     hf_text=_hf_text,
 )

@@ -1,4 +1,5 @@
 """The decoder step of post-norm (BART-style) layers, shared by TrOCR and Florence-2's BART decoder."""
+
 from __future__ import annotations
 
 import torch
@@ -11,16 +12,40 @@ from export.wrap_common import merge_heads, split_heads, write_cache
 def step_layers(layers) -> nn.ModuleList:
     """Only what a step uses of each layer: the cross-attention K/V projections live in the encoder program."""
     return nn.ModuleList(
-        nn.ModuleDict({"q": l.self_attn.q_proj, "k": l.self_attn.k_proj, "v": l.self_attn.v_proj,
-                       "out": l.self_attn.out_proj, "ln_1": l.self_attn_layer_norm,
-                       "q_x": l.encoder_attn.q_proj, "out_x": l.encoder_attn.out_proj,
-                       "ln_x": l.encoder_attn_layer_norm, "fc1": l.fc1, "fc2": l.fc2, "ln_2": l.final_layer_norm})
-        for l in layers
+        nn.ModuleDict(
+            {
+                "q": layer.self_attn.q_proj,
+                "k": layer.self_attn.k_proj,
+                "v": layer.self_attn.v_proj,
+                "out": layer.self_attn.out_proj,
+                "ln_1": layer.self_attn_layer_norm,
+                "q_x": layer.encoder_attn.q_proj,
+                "out_x": layer.encoder_attn.out_proj,
+                "ln_x": layer.encoder_attn_layer_norm,
+                "fc1": layer.fc1,
+                "fc2": layer.fc2,
+                "ln_2": layer.final_layer_norm,
+            }
+        )
+        for layer in layers
     )
 
 
-def run_layers(layers: nn.ModuleList, x, position, mask, self_k, self_v, cross_k, cross_v, *, num_heads: int,
-               activation, scaling: float, scale_queries: bool):
+def run_layers(
+    layers: nn.ModuleList,
+    x,
+    position,
+    mask,
+    self_k,
+    self_v,
+    cross_k,
+    cross_v,
+    *,
+    num_heads: int,
+    activation,
+    scaling: float,
+    scale_queries: bool,
+):
     """(x, new self keys, new self values) after every layer: attention, cross-attention and MLP, each followed by
     its norm. `scale_queries`: multiply the queries by `scaling` before the product, as TrOCR's attention does
     (BART's SDPA path scales inside the product instead); the two round differently."""

@@ -5,6 +5,7 @@ vision tower + merger + the prompt's prefill up to its last token, returning tha
 families return cross-attention keys and values; the prompt's last token is the decoder's start token, so the
 step program's first call gives HF's first logits and the runtime's loops stay the same for every family.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,8 +32,12 @@ def chat_template(loaded) -> str:
 
     revision = loaded.source["revision"]
     for name in ("chat_template.jinja", "chat_template.json"):
-        path = cached_file(loaded.source["model"], name, revision=None if revision == "local" else revision,
-                           _raise_exceptions_for_missing_entries=False)
+        path = cached_file(
+            loaded.source["model"],
+            name,
+            revision=None if revision == "local" else revision,
+            _raise_exceptions_for_missing_entries=False,
+        )
         if path:
             text = open(path, encoding="utf-8").read()
             return json.loads(text)["chat_template"] if name.endswith(".json") else text
@@ -47,16 +52,20 @@ def prompt_ids(tokenizer, template: str, prompt: str, grid: tuple[int, int, int]
     pad = tokenizer.convert_ids_to_tokens(config.image_token_id)
     if text.count(pad) != 1:
         raise UnsupportedModel(f"the chat template gave {text.count(pad)} image placeholders {pad!r}; expected one")
-    tokens = grid[0] * grid[1] * grid[2] // config.vision_config.spatial_merge_size ** 2
+    tokens = grid[0] * grid[1] * grid[2] // config.vision_config.spatial_merge_size**2
     return torch.tensor(tokenizer(text.replace(pad, pad * tokens), add_special_tokens=False)["input_ids"])
 
 
 def hf_generate_inputs(config, ids: torch.Tensor, pixel_values: torch.Tensor, grid, batch: int) -> dict:
     """`generate` keyword arguments for `batch` images (flat patches `pixel_values`) behind the same prompt."""
     input_ids = ids[None].expand(batch, -1).clone()
-    return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "pixel_values": pixel_values,
-            "image_grid_thw": torch.tensor([list(grid)] * batch),
-            "mm_token_type_ids": (input_ids == config.image_token_id).int()}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "pixel_values": pixel_values,
+        "image_grid_thw": torch.tensor([list(grid)] * batch),
+        "mm_token_type_ids": (input_ids == config.image_token_id).int(),
+    }
 
 
 def parse_image_size(value) -> tuple[int, int]:
@@ -75,13 +84,18 @@ def _grid(loaded, size: tuple[int, int]) -> tuple[int, int, int]:
     proc, vision = loaded.processor, loaded.model.config.vision_config
     factor = vision.patch_size * vision.spatial_merge_size
     if proc.patch_size != vision.patch_size or proc.merge_size != vision.spatial_merge_size:
-        raise UnsupportedModel(f"the image processor's patch {proc.patch_size}/merge {proc.merge_size} differ from "
-                               f"the vision tower's {vision.patch_size}/{vision.spatial_merge_size}")
-    fits = smart_resize(*size, factor=factor, min_pixels=proc.size["shortest_edge"],
-                        max_pixels=proc.size["longest_edge"])
+        raise UnsupportedModel(
+            f"the image processor's patch {proc.patch_size}/merge {proc.merge_size} differ from "
+            f"the vision tower's {vision.patch_size}/{vision.spatial_merge_size}"
+        )
+    fits = smart_resize(
+        *size, factor=factor, min_pixels=proc.size["shortest_edge"], max_pixels=proc.size["longest_edge"]
+    )
     if tuple(fits) != tuple(size):
-        raise UnsupportedModel(f"--image-size {size[0]}x{size[1]}: the processor would resize it to "
-                               f"{fits[0]}x{fits[1]}; use sides that are multiples of {factor} within its pixel range")
+        raise UnsupportedModel(
+            f"--image-size {size[0]}x{size[1]}: the processor would resize it to "
+            f"{fits[0]}x{fits[1]}; use sides that are multiples of {factor} within its pixel range"
+        )
     return 1, size[0] // vision.patch_size, size[1] // vision.patch_size
 
 
@@ -98,15 +112,27 @@ def _prepare(loaded, task: str | None) -> None:
     is_image = (ids == config.image_token_id).nonzero().flatten()
     start, count = int(is_image[0]), int(is_image.numel())
     inputs = hf_generate_inputs(config, ids, torch.zeros(1), grid, 1)
-    positions, _ = loaded.model.model.get_rope_index(inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"],
-                                                     image_grid_thw=inputs["image_grid_thw"])
+    positions, _ = loaded.model.model.get_rope_index(
+        inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], image_grid_thw=inputs["image_grid_thw"]
+    )
     positions = positions[:, 0]
     if not bool((positions[:, -1] == positions.max()).all()):
         raise UnsupportedModel("the prompt must end in text (the chat template's assistant turn)")
-    loaded.extras.update(prompt=prompt, image_size=size, grid=grid, prompt_ids=ids, image_start=start,
-                         image_tokens=count, positions=positions, start_token_id=int(ids[-1]),
-                         manifest={"prompt": prompt, "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
-                                   "prompt_tokens": int(ids.numel())})
+    loaded.extras.update(
+        prompt=prompt,
+        image_size=size,
+        grid=grid,
+        prompt_ids=ids,
+        image_start=start,
+        image_tokens=count,
+        positions=positions,
+        start_token_id=int(ids[-1]),
+        manifest={
+            "prompt": prompt,
+            "prompt_sha256": hashlib.sha256(prompt.encode()).hexdigest(),
+            "prompt_tokens": int(ids.numel()),
+        },
+    )
 
 
 def _wrap(loaded, max_length: int):
@@ -131,14 +157,24 @@ def preprocessing(loaded) -> dict:
     """The runtime's spec: resize straight to the fixed size, then the processor's rescale and normalisation."""
     proc = loaded.processor
     height, width = loaded.extras["image_size"]
-    return {"processor_class": type(proc).__name__, "backend": "pil", "do_convert_rgb": bool(proc.do_convert_rgb),
-            "do_resize": True, "size": {"height": height, "width": width}, "resample": int(proc.resample),
-            "do_center_crop": False, "crop_size": None, "do_rescale": bool(proc.do_rescale),
-            "rescale_factor": float(proc.rescale_factor) if proc.do_rescale else None,
-            "do_normalize": bool(proc.do_normalize),
-            "image_mean": [float(v) for v in proc.image_mean] if proc.do_normalize else None,
-            "image_std": [float(v) for v in proc.image_std] if proc.do_normalize else None,
-            "channel_order": "RGB", "data_format": "channels_first", "dtype": "float32"}
+    return {
+        "processor_class": type(proc).__name__,
+        "backend": "pil",
+        "do_convert_rgb": bool(proc.do_convert_rgb),
+        "do_resize": True,
+        "size": {"height": height, "width": width},
+        "resample": int(proc.resample),
+        "do_center_crop": False,
+        "crop_size": None,
+        "do_rescale": bool(proc.do_rescale),
+        "rescale_factor": float(proc.rescale_factor) if proc.do_rescale else None,
+        "do_normalize": bool(proc.do_normalize),
+        "image_mean": [float(v) for v in proc.image_mean] if proc.do_normalize else None,
+        "image_std": [float(v) for v in proc.image_std] if proc.do_normalize else None,
+        "channel_order": "RGB",
+        "data_format": "channels_first",
+        "dtype": "float32",
+    }
 
 
 def hf_pixels(loaded, images: list[PIL.Image.Image]) -> torch.Tensor:
@@ -156,14 +192,19 @@ def hf_pixels(loaded, images: list[PIL.Image.Image]) -> torch.Tensor:
 def _hf_inputs(loaded, pixels: torch.Tensor) -> dict:
     proc = loaded.processor
     flat = patchify(pixels, proc.patch_size, proc.merge_size, proc.temporal_patch_size)
-    return hf_generate_inputs(loaded.model.config, loaded.extras["prompt_ids"], flat.reshape(-1, flat.shape[-1]),
-                              loaded.extras["grid"], pixels.shape[0])
+    return hf_generate_inputs(
+        loaded.model.config,
+        loaded.extras["prompt_ids"],
+        flat.reshape(-1, flat.shape[-1]),
+        loaded.extras["grid"],
+        pixels.shape[0],
+    )
 
 
 FAMILY = Family(
     name="qwen-vl",
     description="Qwen2VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration, Qwen3VLForConditionalGeneration "
-                "(Qwen/Qwen2-VL-*, Qwen/Qwen2.5-VL-*, Qwen/Qwen3-VL-*; dense, not MoE), --prompt and --image-size",
+    "(Qwen/Qwen2-VL-*, Qwen/Qwen2.5-VL-*, Qwen/Qwen3-VL-*; dense, not MoE), --prompt and --image-size",
     matches=lambda config: getattr(config, "model_type", None) in KINDS,
     model_class="AutoModelForImageTextToText",
     prepare=_prepare,

@@ -4,6 +4,7 @@ The image size and the prompt are fixed at export, so every grid-dependent quant
 Qwen2.5-VL's window order and masks, Qwen3-VL's interpolated position embeddings, the prompt's M-RoPE positions)
 is computed once here with transformers' own functions and kept as a constant; the programs hold no `grid_thw`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,11 +54,15 @@ class QwenVision(nn.Module):
             pos = None
             if hasattr(visual, "pos_embed"):  # Qwen3-VL: learned positions resampled to this grid, a constant
                 index, weight = vu.get_vision_interpolation_indices_and_weights(
-                    grid_thw, num_grid_per_side=visual.num_grid_per_side, mode=visual.interpolation_mode,
-                    align_corners=visual.interpolation_align_corners, spatial_merge_size=self.merge)
+                    grid_thw,
+                    num_grid_per_side=visual.num_grid_per_side,
+                    mode=visual.interpolation_mode,
+                    align_corners=visual.interpolation_align_corners,
+                    spatial_merge_size=self.merge,
+                )
                 pos = (visual.pos_embed(index) * weight[:, :, None]).sum(1).to(self.proj.weight.dtype)
         self.register_buffer("pos", pos, persistent=False)
-        unit, masks, order = self.merge ** 2, [None] * len(self.blocks), None
+        unit, masks, order = self.merge**2, [None] * len(self.blocks), None
         if hasattr(cfg, "fullatt_block_indexes"):  # Qwen2.5-VL: windows of patches, a few blocks attend to all
             window_index, cu = vu.get_vision_window_index(grid_thw, self.merge, cfg.window_size, self.patch)
             order = (window_index[:, None] * unit + torch.arange(unit)).flatten()
@@ -81,8 +86,9 @@ class QwenVision(nn.Module):
         # transformers' apply_rotary_pos_emb_vision: the rotation in float32
         q = (q.float() * cos + _rotate_half(q.float()) * sin).to(v.dtype)
         k = (k.float() * cos + _rotate_half(k.float()) * sin).to(v.dtype)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                             attn_mask=mask, scale=attn.scaling)
+        out = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask, scale=attn.scaling
+        )
         return attn.proj(out.transpose(1, 2).reshape(b, n, e))
 
     def forward(self, pixels: torch.Tensor):
@@ -135,8 +141,15 @@ class QwenPrefill(nn.Module):
     nothing of its own: the prefix plays the role the cross-attention keys and values play for the other families.
     """
 
-    def __init__(self, model, prompt_ids: torch.Tensor, image_start: int, image_tokens: int,
-                 positions: torch.Tensor, grid: tuple[int, int, int]):
+    def __init__(
+        self,
+        model,
+        prompt_ids: torch.Tensor,
+        image_start: int,
+        image_tokens: int,
+        positions: torch.Tensor,
+        grid: tuple[int, int, int],
+    ):
         super().__init__()
         inner = model.model
         self.vision = QwenVision(inner.visual, grid)
@@ -148,7 +161,7 @@ class QwenPrefill(nn.Module):
             # the prompt's M-RoPE angles, exactly as transformers computes them for these positions
             cos, sin = text.rotary_emb(embeds[None], positions[:, None, :-1])
         self.register_buffer("before", embeds[:image_start].clone(), persistent=False)
-        self.register_buffer("after", embeds[image_start + image_tokens:].clone(), persistent=False)
+        self.register_buffer("after", embeds[image_start + image_tokens :].clone(), persistent=False)
         self.register_buffer("cos", cos.clone(), persistent=False)
         self.register_buffer("sin", sin.clone(), persistent=False)
 
@@ -161,12 +174,15 @@ class QwenPrefill(nn.Module):
         for i, layer in enumerate(self.layers):
             q, k, v = _qkv(layer.self_attn, layer.input_layernorm(x))
             q, k = _rope(q, k, self.cos, self.sin)
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=layer.self_attn.scaling,
-                                                 enable_gqa=True)
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, scale=layer.self_attn.scaling, enable_gqa=True
+            )
             x = _mlp_out(layer, x, out.transpose(1, 2).reshape(b, x.shape[1], -1))
             if i < len(deepstack):  # Qwen3-VL's DeepStack: vision features added at the image positions
                 end = self.start + self.count
-                x = torch.cat([x[:, :self.start], x[:, self.start:end] + deepstack[i].to(x.dtype), x[:, end:]], dim=1)
+                x = torch.cat(
+                    [x[:, : self.start], x[:, self.start : end] + deepstack[i].to(x.dtype), x[:, end:]], dim=1
+                )
             keys.append(k)
             values.append(v)
         return torch.stack(keys), torch.stack(values)
@@ -205,8 +221,9 @@ class QwenStep(nn.Module):
             here = position + cross_k.shape[3]
             keys = write_cache(torch.cat([cross_k[i], self_k[i]], dim=2), here, k)
             values = write_cache(torch.cat([cross_v[i], self_v[i]], dim=2), here, v)
-            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling,
-                                                 enable_gqa=True)
+            out = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling, enable_gqa=True
+            )
             x = _mlp_out(layer, x, out.transpose(1, 2).reshape(b, 1, -1))
             new_k.append(sk)
             new_v.append(sv)

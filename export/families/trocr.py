@@ -1,4 +1,5 @@
 """The TrOCR family (microsoft/trocr-*: VisionEncoderDecoder, ViT/DeiT + TrOCRForCausalLM): encoder and step modules."""
+
 from __future__ import annotations
 
 import torch
@@ -22,8 +23,9 @@ class TrocrEncoder(nn.Module):
         self.vision = without_pooler(model.encoder)
         self.proj = getattr(model, "enc_to_dec_proj", None)
         layers = _decoder(model).layers
-        self.cross_kv = nn.ModuleList(nn.ModuleDict({"k": l.encoder_attn.k_proj, "v": l.encoder_attn.v_proj})
-                                      for l in layers)
+        self.cross_kv = nn.ModuleList(
+            nn.ModuleDict({"k": layer.encoder_attn.k_proj, "v": layer.encoder_attn.v_proj}) for layer in layers
+        )
         self.num_heads = layers[0].encoder_attn.num_heads
 
     def forward(self, pixel_values: torch.Tensor):
@@ -47,8 +49,9 @@ class TrocrStep(nn.Module):
         if config.use_learned_position_embeddings:  # rows offset by 2 (fairseq's layout)
             self.positions, self.first_position = positions, positions.offset
         else:  # sinusoidal: a non-pad token at step t sits at padding_idx + 1 + t
-            self.register_buffer("sinusoids", positions.weights[: positions.padding_idx + 1 + max_length].clone(),
-                                 persistent=True)
+            self.register_buffer(
+                "sinusoids", positions.weights[: positions.padding_idx + 1 + max_length].clone(), persistent=True
+            )
             self.positions, self.first_position = None, positions.padding_idx + 1
         self.layernorm_embedding = decoder.layernorm_embedding
         self.layers = step_layers(decoder.layers)
@@ -70,9 +73,20 @@ class TrocrStep(nn.Module):
         if self.layernorm_embedding is not None:
             x = self.layernorm_embedding(x)
         mask = position_mask(position, self.max_length)
-        x, new_k, new_v = run_layers(self.layers, x, position, mask, self_k, self_v, cross_k, cross_v,
-                                     num_heads=self.num_heads, activation=self.activation, scaling=self.scaling,
-                                     scale_queries=True)  # TrOCR scales the queries before the product
+        x, new_k, new_v = run_layers(
+            self.layers,
+            x,
+            position,
+            mask,
+            self_k,
+            self_v,
+            cross_k,
+            cross_v,
+            num_heads=self.num_heads,
+            activation=self.activation,
+            scaling=self.scaling,
+            scale_queries=True,
+        )  # TrOCR scales the queries before the product
         logits = F.linear(x, self.embed_tokens.weight) if self.head is None else self.head(x)
         return logits[:, 0, :].float(), new_k, new_v
 
@@ -80,8 +94,11 @@ class TrocrStep(nn.Module):
 def cache_shape(model) -> dict:
     """Layer count, heads and head size of the decoder's caches."""
     cfg = model.decoder.config
-    return {"layers": cfg.decoder_layers, "heads": cfg.decoder_attention_heads,
-            "head_dim": cfg.hidden_size // cfg.decoder_attention_heads}
+    return {
+        "layers": cfg.decoder_layers,
+        "heads": cfg.decoder_attention_heads,
+        "head_dim": cfg.hidden_size // cfg.decoder_attention_heads,
+    }
 
 
 def _materialise_sinusoids(model) -> None:
@@ -89,8 +106,9 @@ def _materialise_sinusoids(model) -> None:
     (transformers 5.24: its own `generate` then fails with "Cannot copy out of meta tensor"); rebuild it."""
     positions = _decoder(model).embed_positions
     if getattr(positions, "weights", None) is not None and positions.weights.is_meta:
-        positions.weights = positions.get_embedding(positions.weights.shape[0], positions.embedding_dim,
-                                                    positions.padding_idx)
+        positions.weights = positions.get_embedding(
+            positions.weights.shape[0], positions.embedding_dim, positions.padding_idx
+        )
 
 
 FAMILY = Family(
@@ -98,8 +116,11 @@ FAMILY = Family(
     description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a TrOCR decoder (microsoft/trocr-*)",
     matches=vision_encoder_decoder("trocr"),
     model_class="VisionEncoderDecoderModel",
-    wrap=lambda loaded, max_length: (TrocrEncoder(loaded.model), TrocrStep(loaded.model, max_length),
-                                     cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (
+        TrocrEncoder(loaded.model),
+        TrocrStep(loaded.model, max_length),
+        cache_shape(loaded.model),
+    ),
     attention="eager",  # TrOCRForCausalLM has no SDPA path in transformers; eager is what its users get
     after_load=_materialise_sinusoids,
 )

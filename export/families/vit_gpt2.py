@@ -1,4 +1,5 @@
 """The ViT/DeiT + GPT-2 family (nlpconnect/vit-gpt2-image-captioning): tensor-only encoder and decoder-step modules."""
+
 from __future__ import annotations
 
 import torch
@@ -42,9 +43,18 @@ class Gpt2Step(nn.Module):
         self.wpe = decoder.transformer.wpe
         # Only what a step uses: the cross-attention K/V projections live in the encoder program.
         self.blocks = nn.ModuleList(
-            nn.ModuleDict({"ln_1": b.ln_1, "qkv": b.attn.c_attn, "proj": b.attn.c_proj, "ln_x": b.ln_cross_attn,
-                           "q_x": b.crossattention.q_attn, "proj_x": b.crossattention.c_proj, "ln_2": b.ln_2,
-                           "mlp": b.mlp})
+            nn.ModuleDict(
+                {
+                    "ln_1": b.ln_1,
+                    "qkv": b.attn.c_attn,
+                    "proj": b.attn.c_proj,
+                    "ln_x": b.ln_cross_attn,
+                    "q_x": b.crossattention.q_attn,
+                    "proj_x": b.crossattention.c_proj,
+                    "ln_2": b.ln_2,
+                    "mlp": b.mlp,
+                }
+            )
             for b in decoder.transformer.h
         )
         self.scaling = [(b.attn.scaling, b.crossattention.scaling) for b in decoder.transformer.h]
@@ -91,6 +101,9 @@ FAMILY = Family(
     description="VisionEncoderDecoderModel with a ViT or DeiT encoder and a GPT-2 decoder",
     matches=vision_encoder_decoder("gpt2"),
     model_class="VisionEncoderDecoderModel",
-    wrap=lambda loaded, max_length: (VitGpt2Encoder(loaded.model), Gpt2Step(loaded.model, max_length),
-                                     cache_shape(loaded.model)),
+    wrap=lambda loaded, max_length: (
+        VitGpt2Encoder(loaded.model),
+        Gpt2Step(loaded.model, max_length),
+        cache_shape(loaded.model),
+    ),
 )

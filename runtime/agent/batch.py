@@ -1,4 +1,5 @@
 """One image batch, received to settled: refuse the unreadable, caption on the device, write results, settle."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -26,9 +27,19 @@ class ImageBatch:
     dataset shards have handlers of their own (runtime.agent.expand, runtime.agent.datasets.run).
     """
 
-    def __init__(self, batch: Batch, model: Captioner, *, s3, config: AgentConfig, settle: Settle,
-                 writers: concurrent.futures.Executor, preprocess: Callable[[Batch, Captioner], None],
-                 on_device: Callable[[list[str]], ContextManager] = _no_journal, ready_at: float = 0.0):
+    def __init__(
+        self,
+        batch: Batch,
+        model: Captioner,
+        *,
+        s3,
+        config: AgentConfig,
+        settle: Settle,
+        writers: concurrent.futures.Executor,
+        preprocess: Callable[[Batch, Captioner], None],
+        on_device: Callable[[list[str]], ContextManager] = _no_journal,
+        ready_at: float = 0.0,
+    ):
         self.batch, self.model, self.s3, self.config, self.settle = batch, model, s3, config, settle
         self.writers, self._preprocess, self.on_device, self.ready_at = writers, preprocess, on_device, ready_at
 
@@ -80,8 +91,7 @@ class ImageBatch:
                 for item, text in zip(group, texts, strict=True):
                     item.caption = text
             except Exception as exc:  # noqa: BLE001 - find the image that fails, spare the others
-                log("error", event="batch_caption_failed", reason=f"{exc.__class__.__name__}: {exc}",
-                    images=len(group))
+                log("error", event="batch_caption_failed", reason=f"{exc.__class__.__name__}: {exc}", images=len(group))
                 for item in group:
                     try:
                         with self.on_device([item.ref.uri]):
@@ -102,8 +112,7 @@ class ImageBatch:
         key = result_key(self.config.results_prefix, item.ref.key)
         try:
             if item.ref.etag and item.error is None and results.replaced_since(self.s3, item.ref, item.etag):
-                item.skipped = (f"{item.ref.uri}: replaced while it was captioned; the newer upload's event "
-                                f"captions it")
+                item.skipped = f"{item.ref.uri}: replaced while it was captioned; the newer upload's event captions it"
                 return
             results.write(self.s3, self.config.results_bucket_name, key, results.render(item, self.model))
         except Exception as exc:  # noqa: BLE001 - RetryLater: the message goes back
@@ -142,14 +151,35 @@ class ImageBatch:
             if item.error:
                 log("warning", event="image_failed", uri=item.ref.uri, reason=item.error)
         if not counters.done and len(finished) > failed:  # the cold-start budget's last phase
-            log("info", event="first_caption", since_ready_s=round(time.monotonic() - self.ready_at, 3),
-                batch_s=round(total_s, 3))
+            log(
+                "info",
+                event="first_caption",
+                since_ready_s=round(time.monotonic() - self.ready_at, 3),
+                batch_s=round(total_s, 3),
+            )
         counters.done += len(finished) - failed
         counters.failed += failed
         now = time.time()
-        log("info", event="batch", messages=len(batch.messages), images=len(batch.items), failed=failed,
-            fetch_s=round(batch.fetch_s, 3), device_s=round(device_s, 3), total_s=round(total_s, 3),
-            model=self.model.sha256[:12], decode=decode_path(self.model), **settled, totals=counters.as_dict(),
-            **batch_metrics(self.config, done=len(finished) - failed, failed=failed, size=len(batch.items),
-                            device_s=device_s, latencies_s=[now - i.message.received_at for i in finished],
-                            waits_s=[max(0.0, m.received_at - m.sent_at) for m in batch.messages]))
+        log(
+            "info",
+            event="batch",
+            messages=len(batch.messages),
+            images=len(batch.items),
+            failed=failed,
+            fetch_s=round(batch.fetch_s, 3),
+            device_s=round(device_s, 3),
+            total_s=round(total_s, 3),
+            model=self.model.sha256[:12],
+            decode=decode_path(self.model),
+            **settled,
+            totals=counters.as_dict(),
+            **batch_metrics(
+                self.config,
+                done=len(finished) - failed,
+                failed=failed,
+                size=len(batch.items),
+                device_s=device_s,
+                latencies_s=[now - i.message.received_at for i in finished],
+                waits_s=[max(0.0, m.received_at - m.sent_at) for m in batch.messages],
+            ),
+        )

@@ -1,4 +1,5 @@
 """The agent's settings: one frozen dataclass read from a JSON file, each key overridable by env."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,7 +74,7 @@ class AgentConfig:
     dataset_sources: tuple[str, ...] = ()
     manifest_chunk_size: int = 1000  # keys of a MANIFEST job per shard message (one Parquet output each)
     max_shard_samples: int = 100_000  # samples of one shard; a larger shard fails whole, with this reason
-    max_manifest_bytes: int = 4 * 1024 ** 3  # a MANIFEST job's key file (CSV, text, Parquet, S3 Inventory)
+    max_manifest_bytes: int = 4 * 1024**3  # a MANIFEST job's key file (CSV, text, Parquet, S3 Inventory)
     max_manifest_lines: int = MAX_LINES  # its lines (blank ones too) or rows, read or inflated
     captioner_loader: str = "runtime.captioner:load_captioner"
 
@@ -96,9 +97,7 @@ class AgentConfig:
         """Raise `ConfigError` naming each of `names` that is empty."""
         for name in names:
             if not getattr(self, name):
-                raise ConfigError(
-                    f"{name} is not set: put it in the config file or set {ENV_PREFIX}{name.upper()}"
-                )
+                raise ConfigError(f"{name} is not set: put it in the config file or set {ENV_PREFIX}{name.upper()}")
 
 
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False, "": False}
@@ -155,26 +154,37 @@ def load_config(path: str | os.PathLike | None = None, environ: Mapping[str, str
     if config.quantize not in ("", *QUANTIZE_MODES):
         raise ConfigError(f"quantize must be {_either(('empty', *QUANTIZE_MODES))}, not {config.quantize!r}")
     if config.quantize and not quantize_fits(config.backend, config.device):
-        raise ConfigError(f"quantize={config.quantize} is for the exported backend on CPU "
-                          f"(backend is {config.backend}, device {config.device}); clear one of them")
+        raise ConfigError(
+            f"quantize={config.quantize} is for the exported backend on CPU "
+            f"(backend is {config.backend}, device {config.device}); clear one of them"
+        )
     if not config.results_prefix.endswith("/") or config.results_prefix.startswith("/"):
-        raise ConfigError(f"results_prefix must be a key prefix like 'results/' (not empty, no leading '/', a "
-                          f"trailing '/'), not {config.results_prefix!r}: results outside one would be captioned "
-                          f"as images")
+        raise ConfigError(
+            f"results_prefix must be a key prefix like 'results/' (not empty, no leading '/', a "
+            f"trailing '/'), not {config.results_prefix!r}: results outside one would be captioned "
+            f"as images"
+        )
     if config.crash_limit < 1:
         raise ConfigError(f"crash_limit must be at least 1, not {config.crash_limit}")
     if not 0 <= config.agent_index < config.agent_count or (config.agent_count > 1 and not config.agents_dir):
-        raise ConfigError(f"agent_index={config.agent_index}, agent_count={config.agent_count}: expected "
-                          "0 <= index < count, and agents_dir set when more than one agent shares the instance")
+        raise ConfigError(
+            f"agent_index={config.agent_index}, agent_count={config.agent_count}: expected "
+            "0 <= index < count, and agents_dir set when more than one agent shares the instance"
+        )
     for source in config.dataset_sources:
         bucket, _, prefix = source.removeprefix("s3://").partition("/")
         if not source.startswith("s3://") or not bucket or (prefix and not prefix.endswith("/")):
-            raise ConfigError(f"dataset_sources: {source!r} is not s3://bucket/ or s3://bucket/prefix/ (a "
-                              f"trailing '/': a prefix that is a folder, never part of a name)")
-    if min(config.manifest_chunk_size, config.max_shard_samples, config.max_manifest_bytes,
-           config.max_manifest_lines) < 1:
-        raise ConfigError("manifest_chunk_size, max_shard_samples, max_manifest_bytes and max_manifest_lines must be "
-                          "at least 1")
+            raise ConfigError(
+                f"dataset_sources: {source!r} is not s3://bucket/ or s3://bucket/prefix/ (a "
+                f"trailing '/': a prefix that is a folder, never part of a name)"
+            )
+    if (
+        min(config.manifest_chunk_size, config.max_shard_samples, config.max_manifest_bytes, config.max_manifest_lines)
+        < 1
+    ):
+        raise ConfigError(
+            "manifest_chunk_size, max_shard_samples, max_manifest_bytes and max_manifest_lines must be at least 1"
+        )
     if config.batch_size < 1 or config.job_chunk_size < 0 or config.prefetch_threads < 1:
         raise ConfigError("batch_size and prefetch_threads must be at least 1, job_chunk_size at least 0")
     return config

@@ -8,6 +8,7 @@ its count goes up under `<results prefix>_crashes/` (S3, so every worker of the 
 count reached `crash_limit` ends as an error record instead of being captioned again, and its batch-mates,
 captioned alone, are unharmed.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,9 +17,10 @@ import os
 from pathlib import Path
 
 from runtime import cache
-from runtime.aws import GONE_CODES, error_code
 from runtime.agent.layout import crash_key
 from runtime.agent.metrics import log
+from runtime.aws import GONE_CODES, error_code
+
 
 def journal_path(config) -> Path:
     return cache.journal_file(config.cache_dir)
@@ -71,20 +73,30 @@ def recover(journal: Journal, s3, config) -> list[str]:
     if len(uris) == 1:
         try:
             count = crash_count(s3, config, uris[0]) + 1
-            s3.put_object(Bucket=config.results_bucket_name, Key=crash_key(config, uris[0]),
-                          ContentType="application/json", Body=json.dumps({"uri": uris[0], "crashes": count}).encode())
+            s3.put_object(
+                Bucket=config.results_bucket_name,
+                Key=crash_key(config, uris[0]),
+                ContentType="application/json",
+                Body=json.dumps({"uri": uris[0], "crashes": count}).encode(),
+            )
         except Exception as exc:  # noqa: BLE001 - S3 trouble at start-up: this crash goes uncounted, said so
             log("error", event="crash_count_failed", culprit=uris[0], reason=f"{exc.__class__.__name__}: {exc}")
             count = None
         log("error", event="device_crash", culprit=uris[0], crashes=count, crash_limit=config.crash_limit)
     elif uris:
-        log("error", event="device_crash", suspects=uris,
-            reason="the worker died with these images on the device; they come back and are captioned one by one")
+        log(
+            "error",
+            event="device_crash",
+            suspects=uris,
+            reason="the worker died with these images on the device; they come back and are captioned one by one",
+        )
     journal.clear()
     return uris
 
 
 def crashed_reason(uri: str, count: int) -> str:
-    return (f"{uri}: this image crashed the worker {count} times (alone on the device: out of memory, a segfault "
-            f"or a hang); it is not captioned again. Check the image; to try again, delete its count (the object "
-            f"under _crashes/ in the results prefix whose 'uri' is this one) and resubmit it")
+    return (
+        f"{uri}: this image crashed the worker {count} times (alone on the device: out of memory, a segfault "
+        f"or a hang); it is not captioned again. Check the image; to try again, delete its count (the object "
+        f"under _crashes/ in the results prefix whose 'uri' is this one) and resubmit it"
+    )

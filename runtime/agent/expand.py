@@ -1,10 +1,11 @@
 """One job message, expanded and settled: a prefix or URI-list job into chunks, a dataset job into shard messages."""
+
 from __future__ import annotations
 
 from typing import Callable
 
-from runtime.agent.config import AgentConfig
 from runtime.agent import plan
+from runtime.agent.config import AgentConfig
 from runtime.agent.settle import Settle
 from runtime.agent.work import Captioner, Message, Work
 from runtime.errors import UnknownMessage

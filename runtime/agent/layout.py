@@ -21,6 +21,7 @@ Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the 
   _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
 Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -12,6 +12,7 @@ per run, tells SNS. A finished run is immutable: a replayed message of it writes
 replaces the summary of a newer one (run ids begin with their UTC time, so they sort as the runs were made, as status
 reads them).
 """
+
 from __future__ import annotations
 
 import collections
@@ -22,8 +23,21 @@ import json
 
 from runtime.agent import tally
 from runtime.agent.config import AgentConfig
-from runtime.agent.layout import (JOB_CHUNKS, JOB_MANIFEST, JOB_SHARDS, JOB_SUMMARY, NOTIFIED, RUN_DONE, RUN_FINISHED,
-                                  RUN_QUEUED, chunk_marker, done_marker, job_root, run_root, started_marker)
+from runtime.agent.layout import (
+    JOB_CHUNKS,
+    JOB_MANIFEST,
+    JOB_SHARDS,
+    JOB_SUMMARY,
+    NOTIFIED,
+    RUN_DONE,
+    RUN_FINISHED,
+    RUN_QUEUED,
+    chunk_marker,
+    done_marker,
+    job_root,
+    run_root,
+    started_marker,
+)
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.notice import notify_once
 from runtime.agent.s3json import get_json, put_json, read_json
@@ -36,13 +50,18 @@ MAX_LISTED = 100  # failures and error shards named in a summary; the markers ho
 
 def now() -> str:
     """UTC now, ISO 8601 to the second: the time stamps of markers, runs and summaries."""
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def settings_fingerprint(model, config: AgentConfig) -> str:
     """16 hex of the generation settings a caption depends on: a resubmission skips only shards made with these."""
-    settings = {"model_sha256": model.sha256, "prompt_sha256": getattr(model, "prompt_sha256", None),
-                "backend": config.backend, "quantize": config.quantize, "max_pixels": config.max_pixels}
+    settings = {
+        "model_sha256": model.sha256,
+        "prompt_sha256": getattr(model, "prompt_sha256", None),
+        "backend": config.backend,
+        "quantize": config.quantize,
+        "max_pixels": config.max_pixels,
+    }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -79,8 +98,10 @@ def read_job_manifest(s3, config: AgentConfig, job_id: str, what: str, manifests
         return (manifests or Manifests()).get(s3, bucket, key)
     except Exception as exc:  # noqa: BLE001 - only "no such manifest" is an answer; anything else: retry later
         if error_code(exc) in GONE_CODES:
-            raise UnknownMessage(f"{what}: the job has no manifest at s3://{bucket}/{key}; only an agent that "
-                                 f"expanded the job sends its messages") from None
+            raise UnknownMessage(
+                f"{what}: the job has no manifest at s3://{bucket}/{key}; only an agent that "
+                f"expanded the job sends its messages"
+            ) from None
         if isinstance(exc, ValueError):
             raise UnknownMessage(f"{what}: its manifest s3://{bucket}/{key} is not JSON") from None
         raise RetryLater(f"{what}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
@@ -99,14 +120,16 @@ def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None
     manifest = read_job_manifest(s3, config, chunk.job_id, forged, manifests)
     try:
         size, count, images = manifest["chunk_size"], manifest["chunks"], manifest["images"]
-        expected = images[chunk.index * size:(chunk.index + 1) * size]
+        expected = images[chunk.index * size : (chunk.index + 1) * size]
     except (KeyError, TypeError) as exc:
         raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is malformed ({exc!r})") from None
     if count != chunk.count:
         raise UnknownMessage(f"{forged}: the job's manifest has {count} chunks, not {chunk.count}")
     if [ref.uri for ref in work.images] != expected:
-        raise UnknownMessage(f"{forged}: its images are not the job manifest's slice {chunk.index} "
-                             f"({len(work.images)} named, {len(expected)} expected)")
+        raise UnknownMessage(
+            f"{forged}: its images are not the job manifest's slice {chunk.index} "
+            f"({len(work.images)} named, {len(expected)} expected)"
+        )
 
 
 def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bool:
@@ -116,10 +139,15 @@ def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bo
     """
     bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
     failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
-    put_json(s3, bucket, chunk_marker(root, chunk.index),
-             {"index": chunk.index, "done": len(items) - len(failed), "failed": failed})
-    if not tally.finished(s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index,
-                          range(chunk.count)):
+    put_json(
+        s3,
+        bucket,
+        chunk_marker(root, chunk.index),
+        {"index": chunk.index, "done": len(items) - len(failed), "failed": failed},
+    )
+    if not tally.finished(
+        s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index, range(chunk.count)
+    ):
         return False
     _write_images_summary(s3, config, chunk.job_id, read_json(s3, bucket, root + JOB_MANIFEST))
     return True
@@ -149,18 +177,25 @@ def finished(s3, config: AgentConfig, ref: ShardRef) -> str | None:
         record = summary if isinstance(summary, dict) and summary.get("run") == ref.run else None
     if record is None:
         return None
-    return (f"run {ref.run} of job {ref.job_id} finished at {record.get('finished_at')}: a replayed message of it "
-            f"writes nothing")
+    return (
+        f"run {ref.run} of job {ref.job_id} finished at {record.get('finished_at')}: a replayed message of it "
+        f"writes nothing"
+    )
 
 
 def start_shard(s3, config: AgentConfig, ref: ShardRef, agent: str) -> None:
     """Mark the shard in flight (`started/<index>.json`): progress counts started shards without a newer marker."""
-    put_json(s3, config.results_bucket_name, started_marker(job_root(config, ref.job_id), ref.index),
-             {"index": ref.index, "run": ref.run, "started_at": now(), "agent": agent})
+    put_json(
+        s3,
+        config.results_bucket_name,
+        started_marker(job_root(config, ref.job_id), ref.index),
+        {"index": ref.index, "run": ref.run, "started_at": now(), "agent": agent},
+    )
 
 
-def finish_shard(s3, config: AgentConfig, ref: ShardRef, marker: dict, manifests: Manifests | None = None,
-                 sns=None) -> dict | None:
+def finish_shard(
+    s3, config: AgentConfig, ref: ShardRef, marker: dict, manifests: Manifests | None = None, sns=None
+) -> dict | None:
     """Write the shard's marker, then its run's `done/<index>`; when that completes the run, the summary (returned).
 
     Idempotent: a redelivered shard rewrites its marker and the same empty `done` object, so each index counts once.
@@ -173,8 +208,9 @@ def finish_shard(s3, config: AgentConfig, ref: ShardRef, marker: dict, manifests
         return None
     run = run_root(root, ref.run)
     s3.put_object(Bucket=bucket, Key=done_marker(run, ref.index), Body=b"")
-    if not tally.finished(s3, bucket, run + RUN_DONE, lambda index: done_marker(run, index), run, ref.index,
-                          queued["indexes"]):
+    if not tally.finished(
+        s3, bucket, run + RUN_DONE, lambda index: done_marker(run, index), run, ref.index, queued["indexes"]
+    ):
         return None
     return write_summary(s3, config, ref.job_id, read_manifest(s3, config, ref.job_id, manifests), queued, sns=sns)
 
@@ -195,28 +231,43 @@ def summarize(config: AgentConfig, job_id: str, manifest: dict, queued: dict, fo
     failed = [marker for marker in present if marker.get("status") == "failed"]
     this_run = [marker for marker in present if marker.get("run") == run]
     finished_at = max([queued["created_at"]] + [marker["finished_at"] for marker in this_run])
-    seconds = max(0.0, (datetime.datetime.fromisoformat(finished_at)
-                        - datetime.datetime.fromisoformat(queued["created_at"])).total_seconds())
+    seconds = max(
+        0.0,
+        (
+            datetime.datetime.fromisoformat(finished_at) - datetime.datetime.fromisoformat(queued["created_at"])
+        ).total_seconds(),
+    )
     run_samples = sum(marker.get("samples", 0) for marker in this_run)
     latest = max(present, key=lambda marker: (marker.get("finished_at", ""), marker["index"]), default={})
-    return {"job_id": job_id, "kind": manifest.get("kind"), "source": manifest.get("source"), "run": run,
-            "shards": len(manifest["shards"]), "shards_done": len(done), "shards_failed": len(failed),
-            "images": sum(marker.get("samples", 0) for marker in present),
-            "done": sum(marker.get("ok", 0) for marker in present),
-            "failed": sum(marker.get("errors", 0) for marker in present),
-            "errors": sum(marker.get("errors", 0) for marker in present),
-            "failures": [{"shard": marker.get("shard"), "index": marker["index"], "error": marker.get("error")}
-                         for marker in failed][:MAX_LISTED],
-            "error_shards": [marker["index"] for marker in done if marker.get("errors", 0) > 0][:MAX_LISTED],
-            "results": f"s3://{bucket}/{root}{JOB_SHARDS}", "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}",
-            "created_at": queued["created_at"], "finished_at": finished_at, "seconds": seconds,
-            "images_per_s": round(run_samples / seconds, 3) if seconds else 0.0,
-            "model_sha256": latest.get("model_sha256"), "settings": latest.get("settings"),
-            "collect": f"make collect JOB={job_id} OUT={job_id}.parquet"}
+    return {
+        "job_id": job_id,
+        "kind": manifest.get("kind"),
+        "source": manifest.get("source"),
+        "run": run,
+        "shards": len(manifest["shards"]),
+        "shards_done": len(done),
+        "shards_failed": len(failed),
+        "images": sum(marker.get("samples", 0) for marker in present),
+        "done": sum(marker.get("ok", 0) for marker in present),
+        "failed": sum(marker.get("errors", 0) for marker in present),
+        "errors": sum(marker.get("errors", 0) for marker in present),
+        "failures": [
+            {"shard": marker.get("shard"), "index": marker["index"], "error": marker.get("error")} for marker in failed
+        ][:MAX_LISTED],
+        "error_shards": [marker["index"] for marker in done if marker.get("errors", 0) > 0][:MAX_LISTED],
+        "results": f"s3://{bucket}/{root}{JOB_SHARDS}",
+        "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}",
+        "created_at": queued["created_at"],
+        "finished_at": finished_at,
+        "seconds": seconds,
+        "images_per_s": round(run_samples / seconds, 3) if seconds else 0.0,
+        "model_sha256": latest.get("model_sha256"),
+        "settings": latest.get("settings"),
+        "collect": f"make collect JOB={job_id} OUT={job_id}.parquet",
+    }
 
 
-def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: dict | None = None,
-                  sns=None) -> dict:
+def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: dict | None = None, sns=None) -> dict:
     """Write the job's `summary.json` from every marker and tell SNS once: the one summary writer of every job.
 
     A prefix or URI-list job has no runs (`queued` None). A dataset job's run `queued`: the summary is written unless a
@@ -230,10 +281,22 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: 
     current = get_json(s3, bucket, root + JOB_SUMMARY)
     if not (isinstance(current, dict) and str(current.get("run")) > queued["run"]):
         put_json(s3, bucket, root + JOB_SUMMARY, summary)
-    put_json(s3, bucket, run_root(root, queued["run"]) + RUN_FINISHED,
-             {"run": queued["run"], "finished_at": summary["finished_at"]}, only_new=True)
-    notify_once(s3, config, run_root(root, queued["run"]) + NOTIFIED, {"run": queued["run"]}, summary,
-                f"s3://{bucket}/{root}{JOB_SUMMARY}", sns=sns)
+    put_json(
+        s3,
+        bucket,
+        run_root(root, queued["run"]) + RUN_FINISHED,
+        {"run": queued["run"], "finished_at": summary["finished_at"]},
+        only_new=True,
+    )
+    notify_once(
+        s3,
+        config,
+        run_root(root, queued["run"]) + NOTIFIED,
+        {"run": queued["run"]},
+        summary,
+        f"s3://{bucket}/{root}{JOB_SUMMARY}",
+        sns=sns,
+    )
     return summary
 
 
@@ -246,13 +309,22 @@ def _write_images_summary(s3, config: AgentConfig, job_id: str, manifest: dict) 
         markers = list(pool.map(lambda key: read_json(s3, bucket, key), keys))
     failed = [failure for marker in markers for failure in marker["failed"]]
     source = manifest["source"]
-    results = (f"s3://{bucket}/{config.results_prefix}{parse_s3_uri(source)[1]}" if source.startswith("s3://")
-               else f"s3://{bucket}/{config.results_prefix}<source key>.json")
-    summary = {"job_id": job_id, "source": manifest["source"], "images": len(manifest["images"]),
-               "done": sum(marker["done"] for marker in markers), "failed": len(failed),
-               "failures": failed, "created_at": manifest["created_at"],
-               "results": results,
-               "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}"}
+    results = (
+        f"s3://{bucket}/{config.results_prefix}{parse_s3_uri(source)[1]}"
+        if source.startswith("s3://")
+        else f"s3://{bucket}/{config.results_prefix}<source key>.json"
+    )
+    summary = {
+        "job_id": job_id,
+        "source": manifest["source"],
+        "images": len(manifest["images"]),
+        "done": sum(marker["done"] for marker in markers),
+        "failed": len(failed),
+        "failures": failed,
+        "created_at": manifest["created_at"],
+        "results": results,
+        "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}",
+    }
     first = config.job_topic_arn and not object_exists(s3, bucket, root + JOB_SUMMARY)
     put_json(s3, bucket, root + JOB_SUMMARY, summary)
     if first:  # only when the summary is first complete, not on replays

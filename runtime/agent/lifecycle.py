@@ -7,6 +7,7 @@ completed. A scale-out starts it again (Pending:Wait, then InService): the agent
 pointer, finds the .pt2 in its cache (or fetches the new one) and completes the hook again.
 See https://docs.aws.amazon.com/autoscaling/ec2/userguide/warm-pool-instance-lifecycle.html
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,13 @@ class Lifecycle:
         try:
             self._refresh_token()
         except OSError as exc:
-            log("info", event="imds_unavailable", url=self.base, reason=str(exc),
-                note="not on EC2: no lifecycle hook or spot notices")
+            log(
+                "info",
+                event="imds_unavailable",
+                url=self.base,
+                reason=str(exc),
+                note="not on EC2: no lifecycle hook or spot notices",
+            )
             return False
         threading.Thread(target=self._run, name="lifecycle", daemon=True).start()
         return True
@@ -52,16 +58,20 @@ class Lifecycle:
         self._stop.set()
 
     def _refresh_token(self) -> None:
-        request = urllib.request.Request(f"{self.base}/latest/api/token", method="PUT",
-                                         headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)})
+        request = urllib.request.Request(
+            f"{self.base}/latest/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": str(TOKEN_TTL_S)},
+        )
         with _OPENER.open(request, timeout=self.timeout_s) as reply:
             self._token = reply.read().decode()
 
     def _get(self, path: str) -> str | None:
         """GET a metadata path: its text, or None when it is absent (404)."""
         for attempt in range(2):
-            request = urllib.request.Request(f"{self.base}/latest/meta-data/{path}",
-                                             headers={"X-aws-ec2-metadata-token": self._token})
+            request = urllib.request.Request(
+                f"{self.base}/latest/meta-data/{path}", headers={"X-aws-ec2-metadata-token": self._token}
+            )
             try:
                 with _OPENER.open(request, timeout=self.timeout_s) as reply:
                     return reply.read().decode()
@@ -115,13 +125,19 @@ class Lifecycle:
         if not self.terminating:
             return
         if not (self.config.asg_name and self.config.lifecycle_hook_name and self.autoscaling):
-            log("warning", event="lifecycle_not_completed",
-                reason="asg_name or lifecycle_hook_name is not set; the hook will time out instead")
+            log(
+                "warning",
+                event="lifecycle_not_completed",
+                reason="asg_name or lifecycle_hook_name is not set; the hook will time out instead",
+            )
             return
         instance_id = self.instance_id()
         self.autoscaling.complete_lifecycle_action(
-            LifecycleHookName=self.config.lifecycle_hook_name, AutoScalingGroupName=self.config.asg_name,
-            LifecycleActionResult="CONTINUE", InstanceId=instance_id)
+            LifecycleHookName=self.config.lifecycle_hook_name,
+            AutoScalingGroupName=self.config.asg_name,
+            LifecycleActionResult="CONTINUE",
+            InstanceId=instance_id,
+        )
         log("info", event="lifecycle_completed", instance_id=instance_id, asg=self.config.asg_name)
 
     def instance_id(self) -> str | None:
@@ -146,12 +162,19 @@ class WarmPoolGate:
             return
         try:
             self.autoscaling.complete_lifecycle_action(
-                LifecycleHookName=self.config.launch_hook_name, AutoScalingGroupName=self.config.asg_name,
-                LifecycleActionResult="CONTINUE", InstanceId=self.lifecycle.instance_id())
+                LifecycleHookName=self.config.launch_hook_name,
+                AutoScalingGroupName=self.config.asg_name,
+                LifecycleActionResult="CONTINUE",
+                InstanceId=self.lifecycle.instance_id(),
+            )
             log("info", event="launch_hook_completed", hook=self.config.launch_hook_name)
         except Exception as exc:  # noqa: BLE001 - no action pending (a restarted agent): nothing is held
-            log("warning", event="launch_hook_not_completed", hook=self.config.launch_hook_name,
-                reason=f"{exc.__class__.__name__}: {exc}")
+            log(
+                "warning",
+                event="launch_hook_not_completed",
+                hook=self.config.launch_hook_name,
+                reason=f"{exc.__class__.__name__}: {exc}",
+            )
 
     def wait_in_service(self) -> None:
         """Block while the target stays Warmed:* (the stop normally ends this process first)."""

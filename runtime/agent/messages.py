@@ -1,4 +1,5 @@
 """What a queue message asks for: S3 event notifications, batch jobs, and the chunks jobs fan out to."""
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,9 @@ def _decode(body: str):
     try:
         return json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, NaN/Infinity, an int of over 4,300 digits
-        raise UnknownMessage(f"the body is not JSON ({exc.__class__.__name__}: {str(exc)[:200]}): "
-                             f"{body[:200]!r}") from None
+        raise UnknownMessage(
+            f"the body is not JSON ({exc.__class__.__name__}: {str(exc)[:200]}): {body[:200]!r}"
+        ) from None
 
 
 def _brief(value) -> str:
@@ -141,8 +143,9 @@ def _s3_event(records: list, scope: Scope) -> Work:
 
 def _job_id(value) -> str:
     if not isinstance(value, str) or not JOB_ID.match(value):
-        raise UnknownMessage(f"job_id {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter or "
-                             f"digit first)")
+        raise UnknownMessage(
+            f"job_id {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter or digit first)"
+        )
     return value
 
 
@@ -155,8 +158,9 @@ def _images(uris, scope: Scope, what: str) -> tuple[ImageRef, ...]:
             bucket, key = parse_s3_uri(_text(uri, f"{what}: an image URI"))
         except ValueError as exc:
             raise UnknownMessage(f"{what}: {exc}") from None
-        why = scope.outside(bucket, key) or (f"{uri} names a folder, not an image" if key.endswith("/") or not key
-                                             else None)
+        why = scope.outside(bucket, key) or (
+            f"{uri} names a folder, not an image" if key.endswith("/") or not key else None
+        )
         if why:
             raise UnknownMessage(f"{what}: {why}")
         refs.append(ImageRef(bucket, key))
@@ -168,8 +172,10 @@ def _job(data: dict, scope: Scope) -> dict:
     named = [name for name in ("images", "prefix", *DATASET_SOURCES) if data.get(name) is not None]
     if any(name in DATASET_SOURCES for name in named):
         if len(named) != 1:
-            raise UnknownMessage(f"job {job_id} names {' and '.join(named)}: a job reads exactly one of images, "
-                                 f"prefix, shards, manifest or retry")
+            raise UnknownMessage(
+                f"job {job_id} names {' and '.join(named)}: a job reads exactly one of images, "
+                f"prefix, shards, manifest or retry"
+            )
         return _dataset_job(job_id, data, named[0], scope)
     if (images is None) == (prefix is None):
         raise UnknownMessage(f"job {job_id} must name either 'images' (a list of S3 URIs) or 'prefix'")
@@ -188,8 +194,10 @@ def _job(data: dict, scope: Scope) -> dict:
 def _chunk(data: dict, scope: Scope) -> Work:
     job_id, index, count = _job_id(data.get("job_id")), data.get("index"), data.get("count")
     if type(index) is not int or type(count) is not int or not 0 <= index < count <= MAX_CHUNKS:
-        raise UnknownMessage(f"job chunk of {job_id}: index and count must be integers, 0 <= index < count <= "
-                             f"{MAX_CHUNKS:,}, not {_brief(index)} and {_brief(count)}")
+        raise UnknownMessage(
+            f"job chunk of {job_id}: index and count must be integers, 0 <= index < count <= "
+            f"{MAX_CHUNKS:,}, not {_brief(index)} and {_brief(count)}"
+        )
     images = _images(data.get("images"), scope, f"job chunk {job_id}/{index}")
     return Work(images=images, chunk=Chunk(job_id, index, count))
 
@@ -197,15 +205,18 @@ def _chunk(data: dict, scope: Scope) -> Work:
 def _shard(data: dict) -> Work:
     job_id, index, count = _job_id(data.get("job_id")), data.get("index"), data.get("count")
     if type(index) is not int or type(count) is not int or not 0 <= index < count <= MAX_SHARDS:
-        raise UnknownMessage(f"job shard of {job_id}: index and count must be integers, 0 <= index < count <= "
-                             f"{MAX_SHARDS:,}, not {_brief(index)} and {_brief(count)}")
+        raise UnknownMessage(
+            f"job shard of {job_id}: index and count must be integers, 0 <= index < count <= "
+            f"{MAX_SHARDS:,}, not {_brief(index)} and {_brief(count)}"
+        )
     return Work(shard=ShardRef(job_id, index, count, _run(data.get("run"), f"job shard {job_id}/{index}")))
 
 
 def _run(value, what: str) -> str:
     if not isinstance(value, str) or not JOB_ID.match(value):
-        raise UnknownMessage(f"{what}: run {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter "
-                             f"or digit first)")
+        raise UnknownMessage(
+            f"{what}: run {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter or digit first)"
+        )
     return value
 
 
@@ -241,12 +252,20 @@ def _dataset_job(job_id: str, data: dict, kind: str, scope: Scope) -> dict:
     run = _run(data.get("run"), what)
     image_column = _column(data.get("image_column"), f"{what}: image_column")
     key_column = _column(data.get("key_column"), f"{what}: key_column")
-    job = {"job_id": job_id, "run": run, "kind": "keys" if kind == "manifest" else kind, "source": None,
-           "image_column": image_column, "key_column": key_column, "retry": None}
+    job = {
+        "job_id": job_id,
+        "run": run,
+        "kind": "keys" if kind == "manifest" else kind,
+        "source": None,
+        "image_column": image_column,
+        "key_column": key_column,
+        "retry": None,
+    }
     if kind == "retry":
         if not isinstance(data["retry"], str) or data["retry"] not in RETRY_CHOICES:
-            raise UnknownMessage(f"{what}: retry must be one of {', '.join(RETRY_CHOICES)}, not "
-                                 f"{_brief(data['retry'])}")
+            raise UnknownMessage(
+                f"{what}: retry must be one of {', '.join(RETRY_CHOICES)}, not {_brief(data['retry'])}"
+            )
         if image_column or key_column:
             raise UnknownMessage(f"{what}: a retry reads the job's own manifest; it takes no column names")
         return {**job, "retry": data["retry"]}

@@ -1,4 +1,5 @@
 """Observability: JSON log lines, CloudWatch embedded-metric-format fields, and the agent's counters."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, then the event's fields (or the plain message)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = {"time": datetime.datetime.fromtimestamp(record.created, datetime.timezone.utc)
-                .isoformat(timespec="milliseconds"), "level": record.levelname.lower()}
+        line = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+        }
         line.update(getattr(record, "fields", None) or {"logger": record.name, "message": record.getMessage()})
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
@@ -55,11 +58,13 @@ def embedded_metrics(namespace: str, dimensions: dict[str, str], metrics: dict[s
     return {
         "_aws": {
             "Timestamp": int(time.time() * 1000),
-            "CloudWatchMetrics": [{
-                "Namespace": namespace,
-                "Dimensions": [sorted(dimensions)],
-                "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
-            }],
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": namespace,
+                    "Dimensions": [sorted(dimensions)],
+                    "Metrics": [{"Name": name, "Unit": unit} for name, (_, unit) in metrics.items()],
+                }
+            ],
         },
         **dimensions,
         **{name: value for name, (value, _) in metrics.items()},
@@ -80,15 +85,24 @@ class Counters:
         return dataclasses.asdict(self)
 
 
-def batch_metrics(config, *, done: int, failed: int, size: int, device_s: float, latencies_s: list[float],
-                  waits_s: list[float]) -> dict:
+def batch_metrics(
+    config, *, done: int, failed: int, size: int, device_s: float, latencies_s: list[float], waits_s: list[float]
+) -> dict:
     """The embedded-metric fields of one batch's log line (dimension Queue, and Gpu+Queue when `config.gpu` is set;
     at most 100 values per list)."""
     ms = lambda values: [round(v * 1000, 1) for v in values][:100]  # noqa: E731
-    record = embedded_metrics(config.metrics_namespace, {"Queue": config.queue_url.rsplit("/", 1)[-1]}, {
-        IMAGES_DONE: (done, "Count"), IMAGE_ERRORS: (failed, "Count"), BATCH_SIZE: (size, "Count"),
-        DEVICE_TIME: (round(device_s * 1000, 1), "Milliseconds"),
-        IMAGE_LATENCY: (ms(latencies_s), "Milliseconds"), QUEUE_WAIT: (ms(waits_s), "Milliseconds")})
+    record = embedded_metrics(
+        config.metrics_namespace,
+        {"Queue": config.queue_url.rsplit("/", 1)[-1]},
+        {
+            IMAGES_DONE: (done, "Count"),
+            IMAGE_ERRORS: (failed, "Count"),
+            BATCH_SIZE: (size, "Count"),
+            DEVICE_TIME: (round(device_s * 1000, 1), "Milliseconds"),
+            IMAGE_LATENCY: (ms(latencies_s), "Milliseconds"),
+            QUEUE_WAIT: (ms(waits_s), "Milliseconds"),
+        },
+    )
     if getattr(config, "gpu", ""):
         record["_aws"]["CloudWatchMetrics"][0]["Dimensions"].append([GPU_DIMENSION, "Queue"])
         record[GPU_DIMENSION] = config.gpu

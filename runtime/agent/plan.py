@@ -10,6 +10,7 @@ message queues the same ones), and sends one `captionkit.shard` message per inde
 `UnknownMessage` for a job no agent can ever expand (a retry of no dataset job, a manifest line out of scope, a job
 id reused for another source): the worker dead-letters that message alone, with the reason.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,26 +18,41 @@ import concurrent.futures
 import json
 import time
 
-from runtime.agent.config import AgentConfig
 from runtime.agent import ledger
-from runtime.errors import PlanError
-from runtime.untrusted import manifests
-from runtime.untrusted.samples import ShardError, shard_format
-from runtime.agent.layout import (JOB_MANIFEST, JOB_REFUSED, RUN_QUEUED, is_own_result, job_root, part_key,
-                                  results_location, run_root)
+from runtime.agent.config import AgentConfig
+from runtime.agent.layout import (
+    JOB_MANIFEST,
+    JOB_REFUSED,
+    RUN_QUEUED,
+    is_own_result,
+    job_root,
+    part_key,
+    results_location,
+    run_root,
+)
 from runtime.agent.messages import CHUNK_TYPE, DATASET_KINDS, MAX_CHUNK_IMAGES, MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
 from runtime.agent.queue import send_all
 from runtime.agent.s3json import read_json
 from runtime.agent.scope import Scope
 from runtime.aws import GONE_CODES, error_code
-from runtime.errors import UnknownMessage
+from runtime.errors import PlanError, UnknownMessage
+from runtime.untrusted import manifests
+from runtime.untrusted.samples import ShardError, shard_format
 
 TAR_BLOCK = 512
 PARQUET_MAGIC = b"PAR1"
 CHECK_THREADS = 8
-__all__ = ["PlanError", "check_manifest", "check_shards", "expand", "expand_dataset", "expand_images", "list_images",
-           "list_shards"]
+__all__ = [
+    "PlanError",
+    "check_manifest",
+    "check_shards",
+    "expand",
+    "expand_dataset",
+    "expand_images",
+    "list_images",
+    "list_shards",
+]
 
 
 def expand(s3, sqs, config: AgentConfig, job: dict, model, progress=None) -> dict:
@@ -75,19 +91,40 @@ def expand_images(s3, sqs, config: AgentConfig, job: dict) -> dict:
     except s3.exceptions.NoSuchKey:
         images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
         size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
-        manifest = {"job_id": job["job_id"], "source": job["prefix"] or f"{len(images)} listed images",
-                    "images": images, "chunk_size": size, "chunks": -(-len(images) // size),
-                    "created_at": ledger.now()}
+        manifest = {
+            "job_id": job["job_id"],
+            "source": job["prefix"] or f"{len(images)} listed images",
+            "images": images,
+            "chunk_size": size,
+            "chunks": -(-len(images) // size),
+            "created_at": ledger.now(),
+        }
         ledger.put_json(s3, bucket, root + JOB_MANIFEST, manifest)
     size, count = manifest["chunk_size"], manifest["chunks"]
-    bodies = [json.dumps({"type": CHUNK_TYPE, "job_id": job["job_id"], "index": index, "count": count,
-                          "images": manifest["images"][index * size:(index + 1) * size]})
-              for index in range(count)]
+    bodies = [
+        json.dumps(
+            {
+                "type": CHUNK_TYPE,
+                "job_id": job["job_id"],
+                "index": index,
+                "count": count,
+                "images": manifest["images"][index * size : (index + 1) * size],
+            }
+        )
+        for index in range(count)
+    ]
     send_all(sqs, config.queue_url, bodies, f"chunks of job {job['job_id']}")
     if count == 0:
         ledger.write_summary(s3, config, job["job_id"], manifest)
-    log("info", event="job_expanded", job_id=job["job_id"], kind="images", images=len(manifest["images"]),
-        chunks=count, seconds=round(time.monotonic() - started, 3))
+    log(
+        "info",
+        event="job_expanded",
+        job_id=job["job_id"],
+        kind="images",
+        images=len(manifest["images"]),
+        chunks=count,
+        seconds=round(time.monotonic() - started, 3),
+    )
     return manifest
 
 
@@ -141,8 +178,9 @@ def _shard_problem(s3, shard: dict) -> str | None:
     return None if head[-4:] == PARQUET_MAGIC else "not a Parquet file (it does not end in PAR1)"
 
 
-def check_shards(s3, prefix_uri: str, scope: Scope, *, image_column: str | None = None,
-                 key_column: str | None = None) -> dict:
+def check_shards(
+    s3, prefix_uri: str, scope: Scope, *, image_column: str | None = None, key_column: str | None = None
+) -> dict:
     """Refuse (`PlanError`, the first problem by key) unless the prefix holds at least one readable shard and the
     first Parquet shard has a usable image column. Returns {shards, bytes, formats, ...} for `runtime submit`."""
     bucket, prefix = parse_s3_uri(prefix_uri)
@@ -156,27 +194,36 @@ def check_shards(s3, prefix_uri: str, scope: Scope, *, image_column: str | None 
     for shard, problem in zip(shards, problems):
         if problem:
             raise PlanError(f"{shard['uri']}: {problem}")
-    summary = {"source": prefix_uri, "shards": len(shards), "bytes": sum(shard["size"] for shard in shards),
-               "formats": dict(sorted(collections.Counter(shard["format"] for shard in shards).items()))}
+    summary = {
+        "source": prefix_uri,
+        "shards": len(shards),
+        "bytes": sum(shard["size"] for shard in shards),
+        "formats": dict(sorted(collections.Counter(shard["format"] for shard in shards).items())),
+    }
     first = next((shard for shard in shards if shard["format"] == "parquet"), None)
     if first:
         from runtime.untrusted import parquet
 
         try:
-            found = parquet.inspect(parquet.RangedFile(s3, *parse_s3_uri(first["uri"]), first["size"]),
-                                    image_column=image_column, key_column=key_column)
+            found = parquet.inspect(
+                parquet.RangedFile(s3, *parse_s3_uri(first["uri"]), first["size"]),
+                image_column=image_column,
+                key_column=key_column,
+            )
         except ShardError as exc:
             raise PlanError(f"{first['uri']}: {exc}") from None
         summary.update(image_column=found[0], key_column=found[1], first_shard_rows=found[2])
     return summary
 
 
-def check_manifest(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int,
-                   max_lines: int = manifests.MAX_LINES) -> dict:
+def check_manifest(
+    s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int, max_lines: int = manifests.MAX_LINES
+) -> dict:
     """Read the manifest through: refuse (`PlanError`) its first out-of-scope or malformed line, an empty list, or
     one past its limits. Returns {manifest, format, images}."""
-    count = sum(1 for _ in manifests.iter_uris(s3, uri, scope, key_column=key_column, max_bytes=max_bytes,
-                                               max_lines=max_lines))
+    count = sum(
+        1 for _ in manifests.iter_uris(s3, uri, scope, key_column=key_column, max_bytes=max_bytes, max_lines=max_lines)
+    )
     if not count:
         raise PlanError(f"{uri}: lists no images")
     return {"manifest": uri, "format": manifests.manifest_format(parse_s3_uri(uri)[1]), "images": count}
@@ -195,9 +242,17 @@ def _freeze(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> 
         raise UnknownMessage(f"job {job['job_id']}: {exc}") from None
     if len(shards) > MAX_SHARDS:
         raise UnknownMessage(f"job {job['job_id']}: {len(shards):,} shards, over {MAX_SHARDS:,}")
-    manifest = {"job_id": job["job_id"], "kind": job["kind"], "source": job["source"], "created_at": ledger.now(),
-                "chunks": len(shards), "shards": shards, "image_column": job["image_column"],
-                "key_column": job["key_column"], "images": images}
+    manifest = {
+        "job_id": job["job_id"],
+        "kind": job["kind"],
+        "source": job["source"],
+        "created_at": ledger.now(),
+        "chunks": len(shards),
+        "shards": shards,
+        "image_column": job["image_column"],
+        "key_column": job["key_column"],
+        "images": images,
+    }
     ledger.put_json(s3, bucket, root + JOB_MANIFEST, manifest)
     return manifest
 
@@ -209,11 +264,18 @@ def _write_parts(s3, config: AgentConfig, job: dict, scope: Scope, progress=None
     """Cut a MANIFEST job's URIs into parts of `manifest_chunk_size`, written PART_WRITERS at a time (memory: that
     many parts); (their manifest entries in order, the number of images)."""
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
-    uris = manifests.iter_uris(s3, job["source"], scope, key_column=job["key_column"],
-                               max_bytes=config.max_manifest_bytes, max_lines=config.max_manifest_lines,
-                               progress=progress)
+    uris = manifests.iter_uris(
+        s3,
+        job["source"],
+        scope,
+        key_column=job["key_column"],
+        max_bytes=config.max_manifest_bytes,
+        max_lines=config.max_manifest_lines,
+        progress=progress,
+    )
     futures, part, images = [], [], 0
     with concurrent.futures.ThreadPoolExecutor(PART_WRITERS) as pool:
+
         def flush():
             futures.append(pool.submit(_write_part, s3, bucket, root, job["source"], len(futures), part))
             if len(futures) > PART_WRITERS:
@@ -242,13 +304,26 @@ def _indexes(s3, config: AgentConfig, job: dict, manifest: dict, model) -> list[
     found = ledger.markers(s3, config, job["job_id"], manifest)
     if job["kind"] == "retry":
         failed, errors = job["retry"] in ("failed", "both"), job["retry"] in ("errors", "both")
-        return [index for index, marker in enumerate(found) if marker and (
-            (failed and marker.get("status") == "failed")
-            or (errors and marker.get("status") == "done" and marker.get("errors", 0) > 0))]
+        return [
+            index
+            for index, marker in enumerate(found)
+            if marker
+            and (
+                (failed and marker.get("status") == "failed")
+                or (errors and marker.get("status") == "done" and marker.get("errors", 0) > 0)
+            )
+        ]
     settings = ledger.settings_fingerprint(model, config)
-    return [index for index, marker in enumerate(found) if not (
-        marker and marker.get("status") == "done" and marker.get("model_sha256") == model.sha256
-        and marker.get("settings") == settings)]
+    return [
+        index
+        for index, marker in enumerate(found)
+        if not (
+            marker
+            and marker.get("status") == "done"
+            and marker.get("model_sha256") == model.sha256
+            and marker.get("settings") == settings
+        )
+    ]
 
 
 def _queue(s3, config: AgentConfig, job: dict, manifest: dict, model, fresh: bool) -> dict:
@@ -259,8 +334,12 @@ def _queue(s3, config: AgentConfig, job: dict, manifest: dict, model, fresh: boo
     if queued is not None:
         return queued
     indexes = list(range(len(manifest["shards"]))) if fresh else _indexes(s3, config, job, manifest, model)
-    queued = {"run": job["run"], "created_at": ledger.now(),
-              "reason": f"retry:{job['retry']}" if job["kind"] == "retry" else "submit", "indexes": indexes}
+    queued = {
+        "run": job["run"],
+        "created_at": ledger.now(),
+        "reason": f"retry:{job['retry']}" if job["kind"] == "retry" else "submit",
+        "indexes": indexes,
+    }
     if not ledger.put_json(s3, bucket, key, queued, only_new=True):
         queued = ledger.get_json(s3, bucket, key)  # another agent expanding the same message was first
     return queued
@@ -291,21 +370,36 @@ def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
     manifest, fresh = ledger.get_json(s3, bucket, root + JOB_MANIFEST), False
     if job["kind"] == "retry":
         if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-            raise UnknownMessage(f"job {job['job_id']}: nothing to retry, it is not a dataset job (no dataset "
-                                 f"manifest at s3://{bucket}/{root}{JOB_MANIFEST})")
+            raise UnknownMessage(
+                f"job {job['job_id']}: nothing to retry, it is not a dataset job (no dataset "
+                f"manifest at s3://{bucket}/{root}{JOB_MANIFEST})"
+            )
     elif manifest is None:
         manifest, fresh = _freeze(s3, config, job, Scope.of(config), progress), True
     elif (manifest.get("kind"), manifest.get("source")) != (job["kind"], job["source"]):
-        raise UnknownMessage(f"job {job['job_id']} was created over {manifest.get('source')!r} "
-                             f"({manifest.get('kind') or 'images'}), not {job['source']!r}; use another job id")
+        raise UnknownMessage(
+            f"job {job['job_id']} was created over {manifest.get('source')!r} "
+            f"({manifest.get('kind') or 'images'}), not {job['source']!r}; use another job id"
+        )
     queued = _queue(s3, config, job, manifest, model, fresh)
     count = len(manifest["shards"])
-    bodies = [json.dumps({"type": SHARD_TYPE, "job_id": job["job_id"], "index": index, "count": count,
-                          "run": job["run"]}) for index in queued["indexes"]]
+    bodies = [
+        json.dumps({"type": SHARD_TYPE, "job_id": job["job_id"], "index": index, "count": count, "run": job["run"]})
+        for index in queued["indexes"]
+    ]
     send_all(sqs, config.queue_url, bodies, f"shards of job {job['job_id']}")
     if not queued["indexes"]:
         ledger.write_summary(s3, config, job["job_id"], manifest, queued)
-    log("info", event="job_expanded", job_id=job["job_id"], run=job["run"], kind=manifest.get("kind"),
-        shards=count, queued=len(queued["indexes"]), skipped=count - len(queued["indexes"]) if job["kind"] != "retry"
-        else None, new=fresh, seconds=round(time.monotonic() - started, 3))
+    log(
+        "info",
+        event="job_expanded",
+        job_id=job["job_id"],
+        run=job["run"],
+        kind=manifest.get("kind"),
+        shards=count,
+        queued=len(queued["indexes"]),
+        skipped=count - len(queued["indexes"]) if job["kind"] != "retry" else None,
+        new=fresh,
+        seconds=round(time.monotonic() - started, 3),
+    )
     return queued

@@ -1,16 +1,17 @@
 """Gather the next batch: receive messages, then download, decode and preprocess on worker threads."""
+
 from __future__ import annotations
 
 import concurrent.futures
 import time
 
 from runtime.agent import crashes, ledger
-from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import UnknownMessage, parse_body
 from runtime.agent.queue import Inbox
-from runtime.agent.work import Batch, Captioner, Item, Message, Work
 from runtime.agent.scope import Scope
+from runtime.agent.work import Batch, Captioner, Item, Message, Work
+from runtime.aws import PERMANENT, Replaced, RetryLater, classify_read_error
 from runtime.errors import BadImage
 from runtime.images import load_image
 
@@ -34,8 +35,12 @@ class Prefetcher:
         self._add(batch, self.inbox.receive(1 if self.one_at_a_time else self.config.batch_size, wait_s))
         self.one_at_a_time = bool(batch.shard_messages())
         gather_until = time.monotonic() + self.config.batch_wait_s
-        while (batch.messages and len(batch.items) < self.config.batch_size and time.monotonic() < gather_until
-               and not batch.shard_messages()):  # a shard is a batch's worth of work on its own
+        while (
+            batch.messages
+            and len(batch.items) < self.config.batch_size
+            and time.monotonic() < gather_until
+            and not batch.shard_messages()
+        ):  # a shard is a batch's worth of work on its own
             more = self.inbox.receive(self.config.batch_size - len(batch.items), 0)
             if more:
                 self._add(batch, more)
@@ -84,15 +89,22 @@ class Prefetcher:
             # older event (the newer upload has its own event, and the result names the version it read). Events
             # carry it unquoted; sent quoted as RFC 7232 spells an entity tag (S3 compares either form:
             # https://github.com/versity/versitygw/pull/1715, checked against AWS; moto accepts both)
-            extra = ({"IfMatch": f'"{ref.etag.strip(chr(34))}"'} if ref.etag else
-                     {"VersionId": ref.version_id} if ref.version_id else {})
+            extra = (
+                {"IfMatch": f'"{ref.etag.strip(chr(34))}"'}
+                if ref.etag
+                else {"VersionId": ref.version_id}
+                if ref.version_id
+                else {}
+            )
             reply = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **extra)
             item.etag, item.size = reply.get("ETag", "").strip('"') or None, reply.get("ContentLength")
             item.version_id = reply.get("VersionId") or ref.version_id
             if item.size is not None and item.size > self.config.max_image_bytes:
                 reply["Body"].close()
-                raise BadImage(f"the object is {item.size:,} bytes, over the limit of "
-                               f"{self.config.max_image_bytes:,} (max_image_bytes); shrink it or raise the limit")
+                raise BadImage(
+                    f"the object is {item.size:,} bytes, over the limit of "
+                    f"{self.config.max_image_bytes:,} (max_image_bytes); shrink it or raise the limit"
+                )
             data = reply["Body"].read()
             if item.message.receive_count > 1:
                 count = crashes.crash_count(self.s3, self.config, ref.uri)
@@ -113,9 +125,12 @@ class Prefetcher:
     def preprocess(self, batch: Batch, captioner: Captioner) -> None:
         """Split decoded images into device batches and preprocess them for `captioner`."""
         ready = [item for item in batch.items if item.image is not None]
-        size = 1 if batch.alone else max(1, min(self.config.batch_size, getattr(captioner, "max_batch",
-                                                                                 self.config.batch_size)))
-        batch.groups = [ready[start:start + size] for start in range(0, len(ready), size)]
+        size = (
+            1
+            if batch.alone
+            else max(1, min(self.config.batch_size, getattr(captioner, "max_batch", self.config.batch_size)))
+        )
+        batch.groups = [ready[start : start + size] for start in range(0, len(ready), size)]
         batch.pixels = []
         for group in batch.groups:
             try:

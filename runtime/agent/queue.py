@@ -1,4 +1,5 @@
 """The SQS side: receive, settle (delete / release), and keep the visibility of held messages alive."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,11 @@ from runtime.agent.metrics import log
 from runtime.agent.work import Message
 
 SEND_BATCH = 10  # messages per SendMessageBatch, the most SQS takes
-COUNT_ATTRIBUTES = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed"]
+COUNT_ATTRIBUTES = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
 
 
 class Inbox:
@@ -28,14 +32,24 @@ class Inbox:
     def receive(self, max_messages: int, wait_s: float) -> list[Message]:
         """One ReceiveMessage call (long poll up to `wait_s`); the messages become held."""
         reply = self.sqs.receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=max(1, min(10, max_messages)),
-            WaitTimeSeconds=int(min(max(wait_s, 0), 20)), VisibilityTimeout=self.visibility_timeout_s,
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"])
+            QueueUrl=self.url,
+            MaxNumberOfMessages=max(1, min(10, max_messages)),
+            WaitTimeSeconds=int(min(max(wait_s, 0), 20)),
+            VisibilityTimeout=self.visibility_timeout_s,
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+        )
         now = time.monotonic()
-        messages = [Message(m["MessageId"], m["ReceiptHandle"], m["Body"],
-                            int(m["Attributes"]["ApproximateReceiveCount"]),
-                            int(m["Attributes"]["SentTimestamp"]) / 1000, now + self.visibility_timeout_s)
-                    for m in reply.get("Messages", [])]
+        messages = [
+            Message(
+                m["MessageId"],
+                m["ReceiptHandle"],
+                m["Body"],
+                int(m["Attributes"]["ApproximateReceiveCount"]),
+                int(m["Attributes"]["SentTimestamp"]) / 1000,
+                now + self.visibility_timeout_s,
+            )
+            for m in reply.get("Messages", [])
+        ]
         with self._lock:
             self._held.update((m.id, m) for m in messages)
         return messages
@@ -64,8 +78,10 @@ class Inbox:
             for m in messages:
                 self._held.pop(m.id, None)
             for start in range(0, len(messages), 10):
-                entries = [{"Id": str(i), "ReceiptHandle": m.receipt, **extra(m)}
-                           for i, m in enumerate(messages[start:start + 10])]
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m.receipt, **extra(m)}
+                    for i, m in enumerate(messages[start : start + 10])
+                ]
                 try:
                     failed = getattr(self.sqs, call)(QueueUrl=self.url, Entries=entries).get("Failed", [])
                 except Exception as exc:  # noqa: BLE001 - the message simply comes back later
@@ -81,13 +97,21 @@ class Inbox:
             for m in self._held.values():
                 if not m.lapsed and now - m.held_since > self.hold_limit_s:
                     m.lapsed = True
-                    log("error", event="hold_limit_passed", message_id=m.id, hold_limit_s=self.hold_limit_s,
-                        held_s=round(now - m.held_since, 1), reason="no progress: its visibility is left to lapse")
+                    log(
+                        "error",
+                        event="hold_limit_passed",
+                        message_id=m.id,
+                        hold_limit_s=self.hold_limit_s,
+                        held_s=round(now - m.held_since, 1),
+                        reason="no progress: its visibility is left to lapse",
+                    )
             due = [m for m in self._held.values() if not m.lapsed and m.deadline - now < self.visibility_timeout_s / 2]
             for start in range(0, len(due), 10):
-                part = due[start:start + 10]
-                entries = [{"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": self.visibility_timeout_s}
-                           for i, m in enumerate(part)]
+                part = due[start : start + 10]
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": self.visibility_timeout_s}
+                    for i, m in enumerate(part)
+                ]
                 try:
                     self.sqs.change_message_visibility_batch(QueueUrl=self.url, Entries=entries)
                 except Exception as exc:  # noqa: BLE001 - try again on the next beat
@@ -116,10 +140,19 @@ class Inbox:
         """Move a message no agent can act on to the dead-letter queue at once (or drop it, logged, if none)."""
         target, url = self._dead_letter_queue()
         if url:
-            self.sqs.send_message(QueueUrl=url, MessageBody=message.body, MessageAttributes={
-                "captionkit_error": {"DataType": "String", "StringValue": reason[:1000]}})
-        log("error", event="unknown_message", message_id=message.id, reason=reason,
-            moved_to=target or "nowhere: the queue has no dead-letter queue", body=message.body[:500])
+            self.sqs.send_message(
+                QueueUrl=url,
+                MessageBody=message.body,
+                MessageAttributes={"captionkit_error": {"DataType": "String", "StringValue": reason[:1000]}},
+            )
+        log(
+            "error",
+            event="unknown_message",
+            message_id=message.id,
+            reason=reason,
+            moved_to=target or "nowhere: the queue has no dead-letter queue",
+            body=message.body[:500],
+        )
         self.delete([message])
 
     def _dead_letter_queue(self) -> tuple[str, str]:
@@ -141,7 +174,9 @@ def send_all(sqs, queue_url: str, bodies: list[str], what: str) -> None:
     A job's expansion sends its part messages this way; a resend after a crash sends the same bodies again.
     """
     for start in range(0, len(bodies), SEND_BATCH):
-        reply = sqs.send_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start:start + SEND_BATCH])])
+        reply = sqs.send_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + SEND_BATCH])],
+        )
         if reply.get("Failed"):
             raise RuntimeError(f"sending {what} failed: {reply['Failed'][:3]}")

@@ -1,4 +1,5 @@
 """Result records: one deterministic JSON object per source image, at its key (runtime.agent.layout)."""
+
 from __future__ import annotations
 
 import json

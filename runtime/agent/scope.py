@@ -1,4 +1,5 @@
 """What the agent may caption: objects in its images bucket under its images prefix, never its own results."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -50,16 +51,19 @@ class Scope:
         A dataset job reads the images prefix or any of `dataset_sources`. Its captions go to Parquet files under
         the job (keyed by the full URI), never to per-key result objects, so another bucket cannot collide there.
         """
-        uri = f"s3://{bucket}/{key}"
         for source in self.dataset_sources:
             source_bucket, _, prefix = source.removeprefix("s3://").partition("/")
             if bucket == source_bucket and key.startswith(prefix) and not is_own_result(self.results, bucket, key):
                 return None
         why = self.outside(bucket, key)
         if why and self.dataset_sources:
-            return (f"{why} or the dataset sources ({', '.join(self.dataset_sources)}); to read more, add it to the "
-                    "stack setting dataset_sources")
+            return (
+                f"{why} or the dataset sources ({', '.join(self.dataset_sources)}); to read more, add it to the "
+                "stack setting dataset_sources"
+            )
         if why and not is_own_result(self.results, bucket, key):
-            return (f"{why}; a dataset job may read another location once the stack allows it: deploy with "
-                    f"`-c dataset_sources=s3://{bucket}/` (make local-up SETTINGS=\"dataset_sources=s3://{bucket}/\")")
+            return (
+                f"{why}; a dataset job may read another location once the stack allows it: deploy with "
+                f'`-c dataset_sources=s3://{bucket}/` (make local-up SETTINGS="dataset_sources=s3://{bucket}/")'
+            )
         return why

@@ -1,4 +1,5 @@
 """Settling held messages, counted: delete the finished, send back the retried with backoff, dead-letter the refused."""
+
 from __future__ import annotations
 
 from runtime.agent.metrics import Counters, log
@@ -39,8 +40,14 @@ class Settle:
         """Send messages back after a delay that doubles per receive (a transient failure)."""
         for message in messages:
             delay = min(self.retry_backoff_s * 2 ** (message.receive_count - 1), MAX_BACKOFF_S)
-            log("warning", event="retry", message_id=message.id, receive_count=message.receive_count,
-                delay_s=delay, reason=reason)
+            log(
+                "warning",
+                event="retry",
+                message_id=message.id,
+                receive_count=message.receive_count,
+                delay_s=delay,
+                reason=reason,
+            )
             self.inbox.release([message], delay)
         self.counters.retried += len(messages)
 

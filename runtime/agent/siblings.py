@@ -10,6 +10,7 @@ however the process ends: exit, crash, SIGKILL). Agent 0 completes the hooks; fo
 waits until it can take every other agent's lock (each has drained and exited) or until their drain bound has
 passed. The other agents drain and exit without completing anything.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -50,8 +51,10 @@ class Siblings:
             fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             held.close()
-            raise SiblingError(f"{self._lock_path(self.index)} is held: another process runs as agent "
-                               f"{self.index}; one agent per GPU, started by its systemd unit") from None
+            raise SiblingError(
+                f"{self._lock_path(self.index)} is held: another process runs as agent "
+                f"{self.index}; one agent per GPU, started by its systemd unit"
+            ) from None
         self._held = held
 
     def running(self) -> list[int]:
@@ -89,6 +92,10 @@ def complete_for_instance(lifecycle, siblings: Siblings, config) -> None:
     # the others saw the same notice within one IMDS poll and drain within their own bound
     still = siblings.wait_for_others(config.drain_timeout_s + 2 * config.imds_poll_s + 5)
     if still:
-        log("warning", event="lifecycle_agents_still_running", agents=still,
-            note="their drain bound has passed; completing the hook anyway")
+        log(
+            "warning",
+            event="lifecycle_agents_still_running",
+            agents=still,
+            note="their drain bound has passed; completing the hook anyway",
+        )
     lifecycle.complete()

@@ -1,5 +1,6 @@
 """`python -m runtime submit`: queue a batch job over existing images (a prefix or a list of S3 URIs), or a
 dataset job (--shards, --manifest) or a retry of one (--retry), each checked before anything is queued."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,8 +13,8 @@ import secrets
 import sys
 
 from runtime import aws
-from runtime.agent.config import load_config
 from runtime.agent import ledger, plan
+from runtime.agent.config import load_config
 from runtime.agent.layout import JOB_MANIFEST, job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, RETRY_CHOICES, parse_s3_uri
 from runtime.agent.scope import Scope
@@ -23,7 +24,7 @@ from runtime.lambdas.wake_on_upload.wake import wake_quietly
 
 def time_id() -> str:
     """A UTC time stamp and 3 random bytes: the default id of a job, and the id of every run of a dataset job."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+    return datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
 
 
 def dataset_job_id(uri: str) -> str:
@@ -34,8 +35,15 @@ def dataset_job_id(uri: str) -> str:
     return f"{slug}-{hashlib.sha256(uri.encode()).hexdigest()[:10]}"
 
 
-def build_dataset_job(kind: str, value: str, run: str, job_id: str | None = None, image_column: str | None = None,
-                      key_column: str | None = None, only: str = "both") -> dict:
+def build_dataset_job(
+    kind: str,
+    value: str,
+    run: str,
+    job_id: str | None = None,
+    image_column: str | None = None,
+    key_column: str | None = None,
+    only: str = "both",
+) -> dict:
     """The message of a dataset job: kind `shards` (`value` a prefix), `manifest` (a key file) or `retry` (`value`
     the job id; `only` failed|errors|both). ValueError when the arguments cannot make one."""
     if kind == "retry":
@@ -46,8 +54,11 @@ def build_dataset_job(kind: str, value: str, run: str, job_id: str | None = None
         key = parse_s3_uri(value)[1]
         if kind == "shards" and key and not key.endswith("/"):
             value += "/"
-        body = {kind: value, **({"image_column": image_column} if image_column else {}),
-                **({"key_column": key_column} if key_column else {})}
+        body = {
+            kind: value,
+            **({"image_column": image_column} if image_column else {}),
+            **({"key_column": key_column} if key_column else {}),
+        }
         job_id = job_id or dataset_job_id(value)
     for name, what in ((job_id, "job id"), (run, "run id")):
         if not isinstance(name, str) or not JOB_ID.match(name):
@@ -59,15 +70,24 @@ def check_dataset_job(s3, config, job: dict) -> dict:
     """What `runtime submit` checks before queueing a dataset job (`plan.PlanError` names the first problem)."""
     scope = Scope.of(config)
     if "shards" in job:
-        return plan.check_shards(s3, job["shards"], scope, image_column=job.get("image_column"),
-                                 key_column=job.get("key_column"))
+        return plan.check_shards(
+            s3, job["shards"], scope, image_column=job.get("image_column"), key_column=job.get("key_column")
+        )
     if "manifest" in job:
-        return plan.check_manifest(s3, job["manifest"], scope, key_column=job.get("key_column"),
-                                   max_bytes=config.max_manifest_bytes, max_lines=config.max_manifest_lines)
+        return plan.check_manifest(
+            s3,
+            job["manifest"],
+            scope,
+            key_column=job.get("key_column"),
+            max_bytes=config.max_manifest_bytes,
+            max_lines=config.max_manifest_lines,
+        )
     manifest = ledger.get_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_MANIFEST)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise plan.PlanError(f"job {job['job_id']} is not a dataset job of this fleet: no dataset manifest under "
-                             f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}")
+        raise plan.PlanError(
+            f"job {job['job_id']} is not a dataset job of this fleet: no dataset manifest under "
+            f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}"
+        )
     return {"job_id": job["job_id"], "shards": len(manifest["shards"]), "retry": job["retry"]}
 
 
@@ -90,13 +110,17 @@ def unreadable_by_workers(config, uris: list[str]) -> str | None:
     """Why the workers cannot read some of `uris`, or None. Their role may read only the images bucket's
     images prefix (stacks/worker_policy.py, ReadImages): anything else would end as error records."""
     if not config.images_bucket:
-        return ("images_bucket is not set, so submit cannot check that the workers may read these images: "
-                "set CAPTIONKIT_IMAGES_BUCKET (and CAPTIONKIT_IMAGES_PREFIX if not incoming/)")
+        return (
+            "images_bucket is not set, so submit cannot check that the workers may read these images: "
+            "set CAPTIONKIT_IMAGES_BUCKET (and CAPTIONKIT_IMAGES_PREFIX if not incoming/)"
+        )
     scope = Scope.of(config)
     outside = [uri for uri in uris if scope.outside(*parse_s3_uri(uri))]
     if outside:
-        return (f"{len(outside)} of {len(uris)} URIs are outside s3://{config.images_bucket}/{config.images_prefix}, "
-                f"the only place the workers may read (e.g. {outside[0]}); copy the images there and submit that")
+        return (
+            f"{len(outside)} of {len(uris)} URIs are outside s3://{config.images_bucket}/{config.images_prefix}, "
+            f"the only place the workers may read (e.g. {outside[0]}); copy the images there and submit that"
+        )
     return None
 
 
@@ -104,20 +128,38 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m runtime submit", description=__doc__.split(":", 1)[1])
     parser.add_argument("uris", nargs="*", help="s3://bucket/prefix/ (ending in '/'), or image URIs")
     parser.add_argument("--from-file", help="a file of image URIs, one a line")
-    parser.add_argument("--shards", metavar="URI", help="a dataset job over every .tar (webdataset) and .parquet "
-                        "shard under s3://bucket/prefix/; captions go to one Parquet file per shard")
-    parser.add_argument("--manifest", metavar="URI", help="a dataset job over the images a manifest lists: CSV or "
-                        "text (keys or s3:// URIs), Parquet with a key column, or an S3 Inventory manifest.json")
-    parser.add_argument("--retry", metavar="JOB_ID", help="requeue the shards of a dataset job that failed or have "
-                        "error rows (see --only)")
-    parser.add_argument("--only", choices=RETRY_CHOICES, default="both", help="with --retry: failed shards, "
-                        "shards with error rows, or both (default: both)")
+    parser.add_argument(
+        "--shards",
+        metavar="URI",
+        help="a dataset job over every .tar (webdataset) and .parquet "
+        "shard under s3://bucket/prefix/; captions go to one Parquet file per shard",
+    )
+    parser.add_argument(
+        "--manifest",
+        metavar="URI",
+        help="a dataset job over the images a manifest lists: CSV or "
+        "text (keys or s3:// URIs), Parquet with a key column, or an S3 Inventory manifest.json",
+    )
+    parser.add_argument(
+        "--retry",
+        metavar="JOB_ID",
+        help="requeue the shards of a dataset job that failed or have error rows (see --only)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=RETRY_CHOICES,
+        default="both",
+        help="with --retry: failed shards, shards with error rows, or both (default: both)",
+    )
     parser.add_argument("--image-column", help="with --shards: the Parquet image column (default: guessed)")
     parser.add_argument("--key-column", help="with --shards or --manifest: the column of sample keys or image keys")
-    parser.add_argument("--job-id", help="default: a time stamp and a random suffix; for --shards and --manifest, "
-                        "the source's last folder and 10 hex of the SHA-256 of its URI, so that submitting the same "
-                        "source again resumes the same job (shards done with the same model and settings are "
-                        "skipped)")
+    parser.add_argument(
+        "--job-id",
+        help="default: a time stamp and a random suffix; for --shards and --manifest, "
+        "the source's last folder and 10 hex of the SHA-256 of its URI, so that submitting the same "
+        "source again resumes the same job (shards done with the same model and settings are "
+        "skipped)",
+    )
     parser.add_argument("--config", help="the agent's JSON settings (queue_url, results bucket); env wins")
     return parser
 
@@ -132,10 +174,15 @@ def _dataset_job(args) -> dict | None:
     if len(sources) > 1 or args.uris or args.from_file:
         raise ValueError("give one of: image URIs or a prefix, --shards, --manifest, --retry")
     kind = sources[0]
-    if (args.image_column and kind != "shards") or (args.key_column and kind == "retry") or (
-            args.job_id and kind == "retry"):
-        raise ValueError("--image-column goes with --shards, --key-column with --shards or --manifest, and --retry "
-                         "names its job itself (no --job-id)")
+    if (
+        (args.image_column and kind != "shards")
+        or (args.key_column and kind == "retry")
+        or (args.job_id and kind == "retry")
+    ):
+        raise ValueError(
+            "--image-column goes with --shards, --key-column with --shards or --manifest, and --retry "
+            "names its job itself (no --job-id)"
+        )
     if kind == "retry":
         return build_dataset_job("retry", args.retry, time_id(), only=args.only)
     return build_dataset_job(kind, getattr(args, kind), time_id(), args.job_id, args.image_column, args.key_column)
@@ -169,12 +216,17 @@ def submit(argv: list[str] | None = None) -> dict:
         raise SubmitRefused(f"refused, nothing queued: {refusal}")
     body = json.dumps(job)
     if len(body.encode()) > MAX_BODY_BYTES:
-        raise SubmitRefused(f"{len(job['images'])} URIs make a {len(body.encode()):,}-byte message, over the "
-                            f"{MAX_BODY_BYTES:,} the agents read; put the images under one prefix and submit that")
+        raise SubmitRefused(
+            f"{len(job['images'])} URIs make a {len(body.encode()):,}-byte message, over the "
+            f"{MAX_BODY_BYTES:,} the agents read; put the images under one prefix and submit that"
+        )
     aws.client("sqs", config.region).send_message(QueueUrl=config.queue_url, MessageBody=body)
     woke = {"wake": wake_quietly(aws.client("autoscaling", config.region), config.asg_name)} if config.asg_name else {}
-    where = (f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}summary.json"
-             if config.results_bucket_name else f"<results bucket>/{job_root(config, job['job_id'])}summary.json")
+    where = (
+        f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}summary.json"
+        if config.results_bucket_name
+        else f"<results bucket>/{job_root(config, job['job_id'])}summary.json"
+    )
     run = {"run": job["run"], "checked": checked} if checked is not None else {}
     return {"job_id": job["job_id"], **run, "summary": where, **woke}
 

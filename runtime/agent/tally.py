@@ -8,6 +8,7 @@ writes the group's object under `<root>groups/` and lists those (one page for up
 group needs neither. Every finisher writes before it lists and S3 lists are strongly consistent, so of finishers
 racing, at least one sees the whole: completion is seen at least once, never missed (its writer is idempotent).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -39,8 +40,9 @@ def _group_whole(s3, bucket: str, folder: str, key_of: Callable[[int], str], mem
     return all(key_of(index) in listed for index in members)
 
 
-def finished(s3, bucket: str, folder: str, key_of: Callable[[int], str], root: str, index: int,
-             indexes: Sequence[int]) -> bool:
+def finished(
+    s3, bucket: str, folder: str, key_of: Callable[[int], str], root: str, index: int, indexes: Sequence[int]
+) -> bool:
     """After `index`'s object `key_of(index)` (under `folder`) is written: True when every index of `indexes` has one.
 
     `root` (a job's or a run's) holds the group objects. Costs one LIST, and when `index` completed its group of
@@ -53,7 +55,9 @@ def finished(s3, bucket: str, folder: str, key_of: Callable[[int], str], root: s
     if groups == {group}:
         return True
     s3.put_object(Bucket=bucket, Key=group_marker(root, group), Body=b"")
-    listed = {entry["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket,
-                                                                                 Prefix=root + GROUPS)
-              for entry in page.get("Contents", [])}
+    listed = {
+        entry["Key"]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=root + GROUPS)
+        for entry in page.get("Contents", [])
+    }
     return all(group_marker(root, other) in listed for other in groups)

@@ -7,6 +7,7 @@ interval, but only while the worker makes progress: a receive, or a device call 
 Protocol: https://www.freedesktop.org/software/systemd/man/latest/sd_notify.html (datagram to an AF_UNIX
 socket; a leading '@' is an abstract-namespace address).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,8 +83,12 @@ class Watchdog:
             return sd_notify("WATCHDOG=1", self.environ)
         if not self._starved:
             self._starved = True
-            log("error", event="watchdog_starved", hold_limit_s=self.hold_limit_s,
-                reason="no progress (a hung device call?): systemd's watchdog will restart the agent")
+            log(
+                "error",
+                event="watchdog_starved",
+                hold_limit_s=self.hold_limit_s,
+                reason="no progress (a hung device call?): systemd's watchdog will restart the agent",
+            )
         return False
 
     def start(self) -> None:

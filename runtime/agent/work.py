@@ -1,4 +1,5 @@
 """The data the agent's modules pass around: a message, what it asks for, its images, a batch, the model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -115,8 +116,11 @@ class Batch:
         """This batch less `messages`, which hold no images (shard or job messages): its device batches stay as
         made."""
         ids = {m.id for m in messages}
-        return dataclasses.replace(self, messages=[m for m in self.messages if m.id not in ids],
-                                   work={k: v for k, v in self.work.items() if k not in ids})
+        return dataclasses.replace(
+            self,
+            messages=[m for m in self.messages if m.id not in ids],
+            work={k: v for k, v in self.work.items() if k not in ids},
+        )
 
     def split(self) -> list[Batch]:
         """This batch, or its first-time messages then each suspect message alone (fewest receives first)."""
@@ -129,9 +133,14 @@ class Batch:
 
     def _part(self, messages: list[Message], alone: bool) -> Batch:
         ids = {m.id for m in messages}
-        return Batch(messages=messages, work={k: v for k, v in self.work.items() if k in ids},
-                     unknown=[(m, r) for m, r in self.unknown if m.id in ids],
-                     items=[i for i in self.items if i.message.id in ids], fetch_s=self.fetch_s, alone=alone)
+        return Batch(
+            messages=messages,
+            work={k: v for k, v in self.work.items() if k in ids},
+            unknown=[(m, r) for m, r in self.unknown if m.id in ids],
+            items=[i for i in self.items if i.message.id in ids],
+            fetch_s=self.fetch_s,
+            alone=alone,
+        )
 
 
 @runtime_checkable

@@ -1,4 +1,5 @@
 """The worker loop: receive a batch, caption it, write results, settle its messages, repeat."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -6,19 +7,18 @@ import contextlib
 import os
 import threading
 import time
-
 from typing import Callable
 
 from runtime.agent import crashes
 from runtime.agent.batch import ImageBatch
 from runtime.agent.config import AgentConfig
+from runtime.agent.datasets import run
 from runtime.agent.expand import JobExpansion
 from runtime.agent.metrics import Counters, log
-from runtime.agent.prefetch import Prefetcher
-from runtime.agent.queue import Inbox
 from runtime.agent.model.capture import prepare_decode
 from runtime.agent.model.swap import ModelWatcher
-from runtime.agent.datasets import run
+from runtime.agent.prefetch import Prefetcher
+from runtime.agent.queue import Inbox
 from runtime.agent.settle import Settle
 from runtime.agent.watchdog import Watchdog
 from runtime.agent.work import Batch, Captioner, Message, Work
@@ -32,9 +32,19 @@ DRAIN_TIMEOUT_EXIT = 75
 class Worker:
     """Consumes the queue until stopped, the queue is empty (`burst`) or `max_batches` ran."""
 
-    def __init__(self, config: AgentConfig, captioner: Captioner, pointer: dict, *, sqs, s3, burst: bool = False,
-                 max_batches: int | None = None, watcher: ModelWatcher | None = None,
-                 watchdog: Watchdog | None = None):
+    def __init__(
+        self,
+        config: AgentConfig,
+        captioner: Captioner,
+        pointer: dict,
+        *,
+        sqs,
+        s3,
+        burst: bool = False,
+        max_batches: int | None = None,
+        watcher: ModelWatcher | None = None,
+        watchdog: Watchdog | None = None,
+    ):
         self.config, self.model, self.pointer, self.s3, self.sqs = config, captioner, pointer, s3, sqs
         self.burst, self.max_batches, self.watcher = burst, max_batches, watcher
         self.watchdog = watchdog or Watchdog(config.hold_limit_s)
@@ -110,8 +120,17 @@ class Worker:
         expansions = batch.job_messages()
         images = batch.without(expansions)
         if images.messages:
-            ImageBatch(images, self.model, s3=self.s3, config=self.config, settle=self.settle, writers=self._writers,
-                       preprocess=self.prefetcher.preprocess, on_device=self._on_device, ready_at=self.ready_at).run()
+            ImageBatch(
+                images,
+                self.model,
+                s3=self.s3,
+                config=self.config,
+                settle=self.settle,
+                writers=self._writers,
+                preprocess=self.prefetcher.preprocess,
+                on_device=self._on_device,
+                ready_at=self.ready_at,
+            ).run()
         for message in expansions:
             self.expansion.run(message, batch.work[message.id], self.model)
 
@@ -132,8 +151,16 @@ class Worker:
 
         try:
             self._swap_model_if_ready(Batch())
-            context = run.ShardContext(self.s3, self.config, self.model, self.prefetcher.manifests,
-                                       self.prefetcher.pool, self._on_device, self.stopping, progress)
+            context = run.ShardContext(
+                self.s3,
+                self.config,
+                self.model,
+                self.prefetcher.manifests,
+                self.prefetcher.pool,
+                self._on_device,
+                self.stopping,
+                progress,
+            )
             outcome = run.process_shard(context, message, work)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the shard later
             log("error", exc_info=True, event="shard_crashed", reason=f"{exc.__class__.__name__}: {exc}")
@@ -175,15 +202,28 @@ class Worker:
                 log("error", event="fatal", reason="neither the new nor the old model loads after a swap")
                 self.force_exit(1)
             status = prepare_decode(self.config, self.model)
-            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name, paused=True,
-                decode=status["decode"])
+            log(
+                "info",
+                event="model_swapped",
+                old=old,
+                new=self.model.sha256,
+                name=self.model.name,
+                paused=True,
+                decode=status["decode"],
+            )
         ready = self.watcher.take() if self.watcher else None
         if ready:
             old = self.model.sha256
             status = prepare_decode(self.config, ready[0])  # here, not on the watcher's thread, and before it serves
             self.model, self.pointer = ready
-            log("info", event="model_swapped", old=old, new=self.model.sha256, name=self.model.name,
-                decode=status["decode"])
+            log(
+                "info",
+                event="model_swapped",
+                old=old,
+                new=self.model.sha256,
+                name=self.model.name,
+                decode=status["decode"],
+            )
 
     def _progress(self, message: Message) -> None:
         """A job's expansion goes on: keep holding its message, and the loop counts as alive."""
@@ -208,8 +248,9 @@ class Worker:
     def _drain_bound(self) -> None:
         if self._finished.wait(self.config.drain_timeout_s):
             return
-        log("error", event="drain_timeout", drain_timeout_s=self.config.drain_timeout_s,
-            released=len(self.inbox.held()))
+        log(
+            "error", event="drain_timeout", drain_timeout_s=self.config.drain_timeout_s, released=len(self.inbox.held())
+        )
         self.inbox.release(self.inbox.held())
         self.journal.clear()  # an orderly exit mid-call: the images on the device did not crash anything
         for callback in self.on_exit:

@@ -7,6 +7,7 @@ over its caller's size cap. Records are then plain `(offset, size)` ranges of th
 The archive constants come from torch's C++ side (`torch._C._export.pt2_archive_constants`), so nothing here
 imports `torch.export` (its deserializer pulls in `torch._dynamo`).
 """
+
 from __future__ import annotations
 
 import struct
@@ -79,8 +80,10 @@ class ArchiveReader:
         """The record's bytes; refused when it is over `limit` bytes (checked before anything is read)."""
         size = self._entries[name].file_size if name in self._entries else 0
         if size > limit:
-            raise ArtifactError(f"{self.path}: record {name!r} is {size} bytes, over the {limit}-byte limit "
-                                "for it; this is not an artifact CaptionKit wrote")
+            raise ArtifactError(
+                f"{self.path}: record {name!r} is {size} bytes, over the {limit}-byte limit "
+                "for it; this is not an artifact CaptionKit wrote"
+            )
         offset, size = self.region(name)
         with open(self.path, "rb") as f:
             f.seek(offset)

@@ -1,4 +1,5 @@
 """Checksums shared by the exporter, the runtime, the agent and the upload tool (no torch import)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,9 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def scan_sha256(path: str | os.PathLike, regions: dict[str, tuple[int, int]],
-                chunk: int = 4 << 20) -> tuple[str, dict[str, str]]:
+def scan_sha256(
+    path: str | os.PathLike, regions: dict[str, tuple[int, int]], chunk: int = 4 << 20
+) -> tuple[str, dict[str, str]]:
     """One read of a file: its whole SHA-256 and that of each named (offset, size) byte range, ranges disjoint.
 
     A region past the end of the file (a truncated archive) hashes only the bytes that are there, so it
@@ -34,7 +36,7 @@ def scan_sha256(path: str | os.PathLike, regions: dict[str, tuple[int, int]],
             while i < len(spans) and spans[i][0] < end:
                 start, stop, name = spans[i]
                 if stop > position:
-                    parts[name].update(view[max(start, position) - position:min(stop, end) - position])
+                    parts[name].update(view[max(start, position) - position : min(stop, end) - position])
                 i += 1
             while first < len(spans) and spans[first][1] <= end:
                 first += 1

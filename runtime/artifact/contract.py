@@ -10,14 +10,17 @@ An artifact is held to it twice: every load counts each program's inputs and out
 description alone); `make upload` also runs both programs on the meta device at the smallest and the largest batch
 and checks each output's dtype, rank and batch dimension (`check_encoder`, `check_step`).
 """
+
 from __future__ import annotations
 
 import torch
 
 from runtime.errors import BadDescription
 
-INPUTS = {"encoder": ("pixel_values",),
-          "decoder_step": ("tokens", "position", "self_k", "self_v", "cross_k", "cross_v")}
+INPUTS = {
+    "encoder": ("pixel_values",),
+    "decoder_step": ("tokens", "position", "self_k", "self_v", "cross_k", "cross_v"),
+}
 OUTPUTS = {"encoder": ("cross_k", "cross_v"), "decoder_step": ("logits", "self_k", "self_v")}
 
 
@@ -25,8 +28,9 @@ def check_signature(name: str, inputs: int, outputs: int) -> None:
     """Refuse a program that takes or returns another number of values than the runtime passes and takes."""
     for what, count, names in (("takes", inputs, INPUTS[name]), ("returns", outputs, OUTPUTS[name])):
         if count != len(names):
-            raise BadDescription(f"program {name} {what} {count} values; the runtime's contract is {len(names)} "
-                                 f"({', '.join(names)})")
+            raise BadDescription(
+                f"program {name} {what} {count} values; the runtime's contract is {len(names)} ({', '.join(names)})"
+            )
 
 
 def encoder_inputs(manifest: dict, batch: int, device: str = "meta") -> list[torch.Tensor]:
@@ -38,23 +42,32 @@ def step_inputs(manifest: dict, rows: int, cross_k: torch.Tensor, cross_v: torch
     """The decoder step's inputs as the runtime makes them, for `rows` rows over the encoder's outputs."""
     cache, dtype, device = manifest["cache"], getattr(torch, manifest["dtype"]), cross_k.device
     layers = (cache["layers"], rows, cache["heads"], manifest["max_length"], cache["head_dim"])
-    return [torch.empty(rows, dtype=torch.long, device=device), torch.empty(1, dtype=torch.long, device=device),
-            torch.empty(layers, dtype=dtype, device=device), torch.empty(layers, dtype=dtype, device=device),
-            *(torch.empty(t.shape[:1] + (rows,) + t.shape[2:], dtype=t.dtype, device=device)
-              for t in (cross_k, cross_v))]
+    return [
+        torch.empty(rows, dtype=torch.long, device=device),
+        torch.empty(1, dtype=torch.long, device=device),
+        torch.empty(layers, dtype=dtype, device=device),
+        torch.empty(layers, dtype=dtype, device=device),
+        *(torch.empty(t.shape[:1] + (rows,) + t.shape[2:], dtype=t.dtype, device=device) for t in (cross_k, cross_v)),
+    ]
 
 
 def _tensors(name: str, outputs) -> tuple[torch.Tensor, ...]:
-    if type(outputs) not in (tuple, list) or len(outputs) != len(OUTPUTS[name]) \
-            or not all(isinstance(t, torch.Tensor) for t in outputs):
-        raise BadDescription(f"program {name} returns {type(outputs).__name__}, not {len(OUTPUTS[name])} tensors "
-                             f"({', '.join(OUTPUTS[name])})")
+    if (
+        type(outputs) not in (tuple, list)
+        or len(outputs) != len(OUTPUTS[name])
+        or not all(isinstance(t, torch.Tensor) for t in outputs)
+    ):
+        raise BadDescription(
+            f"program {name} returns {type(outputs).__name__}, not {len(OUTPUTS[name])} tensors "
+            f"({', '.join(OUTPUTS[name])})"
+        )
     return tuple(outputs)
 
 
 def _refuse(name: str, index: int, tensor: torch.Tensor, why: str):
-    raise BadDescription(f"program {name} output {index} ({OUTPUTS[name][index]}): {str(tensor.dtype)[6:]} "
-                         f"{list(tensor.shape)}, {why}")
+    raise BadDescription(
+        f"program {name} output {index} ({OUTPUTS[name][index]}): {str(tensor.dtype)[6:]} {list(tensor.shape)}, {why}"
+    )
 
 
 def check_encoder(outputs, manifest: dict, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,8 +82,12 @@ def check_encoder(outputs, manifest: dict, batch: int) -> tuple[torch.Tensor, to
         if tensor.shape[1] != batch:
             _refuse("encoder", index, tensor, f"its dimension 1 is not the batch ({batch} images)")
         if (tensor.shape[0], tensor.shape[2], tensor.shape[4]) != (cache["layers"], cache["heads"], cache["head_dim"]):
-            _refuse("encoder", index, tensor, f"the manifest's cache is {cache['layers']} layers, {cache['heads']} "
-                                              f"heads of {cache['head_dim']}")
+            _refuse(
+                "encoder",
+                index,
+                tensor,
+                f"the manifest's cache is {cache['layers']} layers, {cache['heads']} heads of {cache['head_dim']}",
+            )
     return found[0], found[1]
 
 
@@ -81,5 +98,9 @@ def check_step(outputs, inputs: list[torch.Tensor], rows: int) -> None:
         _refuse("decoder_step", 0, logits, f"the runtime takes floating-point [rows, vocab] ({rows} rows)")
     for index, (tensor, given) in enumerate(zip(caches, inputs[2:4]), start=1):
         if tensor.dtype != given.dtype or tensor.shape != given.shape:
-            _refuse("decoder_step", index, tensor, f"the runtime passes it back as {str(given.dtype)[6:]} "
-                                                   f"{list(given.shape)}")
+            _refuse(
+                "decoder_step",
+                index,
+                tensor,
+                f"the runtime passes it back as {str(given.dtype)[6:]} {list(given.shape)}",
+            )

@@ -4,6 +4,7 @@ Each call's aten op by name and its arguments as plain values, each weight by it
 anything the format does not hold raises NotDescribable, and so does an op outside the allow-list
 (runtime.artifact.allowed_ops), so an export never writes what the runtime would refuse.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import torch
 from torch import fx
 
 from runtime.artifact import graphs
-from runtime.artifact.contract import check_signature
 from runtime.artifact.archive import CONSTANTS_CONFIG, CONSTANTS_DIR, WEIGHTS_CONFIG, WEIGHTS_DIR, ArchiveReader
+from runtime.artifact.contract import check_signature
 from runtime.artifact.graphs import FORMAT, attr
 from runtime.errors import BadDescription, NotDescribable
 
@@ -46,8 +47,10 @@ def _target_name(target) -> str:
     else:
         raise NotDescribable(f"call target {target!r} (only aten ops and the operator module are kept)")
     if name not in graphs.ALLOWED_OPS and name not in graphs.OPERATOR:
-        raise NotDescribable(f"call target {name} is not in runtime/artifact/allowed_ops.py: add it there on purpose "
-                             "(after checking it reads no file, memory or Python object), with the family's test")
+        raise NotDescribable(
+            f"call target {name} is not in runtime/artifact/allowed_ops.py: add it there on purpose "
+            "(after checking it reads no file, memory or Python object), with the family's test"
+        )
     return name
 
 
@@ -98,9 +101,14 @@ def _weights(gm: fx.GraphModule, reader: ArchiveReader, program: str) -> dict[st
         if size != tensor.untyped_storage().nbytes() or tensor.layout != torch.strided or tensor.is_quantized:
             raise NotDescribable(f"{node.target}: its storage is not the whole record {record}")
         weights[node.target] = {
-            "record": record, "nbytes": size, "dtype": str(tensor.dtype).removeprefix("torch."),
-            "size": list(tensor.shape), "stride": list(tensor.stride()), "storage_offset": tensor.storage_offset(),
-            "parameter": isinstance(tensor, torch.nn.Parameter), "requires_grad": tensor.requires_grad,
+            "record": record,
+            "nbytes": size,
+            "dtype": str(tensor.dtype).removeprefix("torch."),
+            "size": list(tensor.shape),
+            "stride": list(tensor.stride()),
+            "storage_offset": tensor.storage_offset(),
+            "parameter": isinstance(tensor, torch.nn.Parameter),
+            "requires_grad": tensor.requires_grad,
         }
     return weights
 
@@ -114,9 +122,11 @@ def describe(modules: dict[str, fx.GraphModule], reader: ArchiveReader, device: 
             raise NotDescribable(f"{name}: its outputs are not a flat tuple")
         nodes = _graph(gm)
         try:  # an export never writes what every load refuses
-            check_signature(name, sum(1 for node in nodes if node["op"] == "placeholder"),
-                            len(nodes[-1]["args"][0]["tuple"] if type(nodes[-1]["args"][0]) is dict
-                                else nodes[-1]["args"][0]))
+            check_signature(
+                name,
+                sum(1 for node in nodes if node["op"] == "placeholder"),
+                len(nodes[-1]["args"][0]["tuple"] if type(nodes[-1]["args"][0]) is dict else nodes[-1]["args"][0]),
+            )
         except BadDescription as exc:
             raise NotDescribable(str(exc)) from None
         programs[name] = {"nodes": nodes, "weights": _weights(gm, reader, name)}

@@ -14,6 +14,7 @@ of `forward`); every weight's extent must lie inside its record. The rebuilt mod
 same order on the same weights as torch's loader would, without the `_guards_fn` call (a no-op once loaded) and
 the node metadata (fake tensors).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -27,10 +28,10 @@ import torch
 from torch import fx
 
 from runtime.artifact.allowed_ops import ALLOWED_OPS
-from runtime.artifact.contract import check_signature
-from runtime.errors import BadDescription
 from runtime.artifact.archive import CONSTANTS_DIR, WEIGHTS_DIR, ArchiveReader
+from runtime.artifact.contract import check_signature
 from runtime.artifact.manifest import PROGRAMS
+from runtime.errors import BadDescription
 
 FORMAT = 1
 MAX_NODES = 200_000
@@ -40,15 +41,24 @@ MAX_DIMS = 16
 INT64 = 1 << 63
 MAX_ELEMENTS = 1 << 31  # constant sizes an op may allocate by: a 2**31-element tensor is past any captioner's
 SIZE_ARGUMENTS = {  # the allowed ops that allocate by an argument: which positions hold sizes
-    "aten.zeros.default": (0,), "aten.arange.default": (0,), "aten.arange.start": (0, 1),
-    "aten.expand.default": (1,), "aten.repeat.default": (1,), "aten.pad.default": (1,),
+    "aten.zeros.default": (0,),
+    "aten.arange.default": (0,),
+    "aten.arange.start": (0, 1),
+    "aten.expand.default": (1,),
+    "aten.repeat.default": (1,),
+    "aten.pad.default": (1,),
 }
 
-DTYPES = {name: getattr(torch, name) for name in (
-    "float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")}
+DTYPES = {
+    name: getattr(torch, name)
+    for name in ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+}
 LAYOUTS = {"strided": torch.strided}
-MEMORY_FORMATS = {"contiguous_format": torch.contiguous_format, "preserve_format": torch.preserve_format,
-                  "channels_last": torch.channels_last}
+MEMORY_FORMATS = {
+    "contiguous_format": torch.contiguous_format,
+    "preserve_format": torch.preserve_format,
+    "channels_last": torch.channels_last,
+}
 _DEVICE = re.compile(r"(cpu|cuda)(:[0-9]{1,2})?")
 _STRING = re.compile(r"[A-Za-z0-9_]{0,32}")
 
@@ -66,8 +76,6 @@ def _int_mul(a, b):
 OPERATOR = {"operator.getitem": operator.getitem, "operator.mul": _int_mul}  # all that export emits for them
 
 
-
-
 def attr(module: torch.nn.Module, target: str):
     """The object (a weight, a submodule) at a dotted get_attr target."""
     for part in target.split("."):
@@ -76,6 +84,7 @@ def attr(module: torch.nn.Module, target: str):
 
 
 # ---- checking (everything a description holds, before fx or torch sees any of it) -------------------------------
+
 
 @dataclass
 class Weight:
@@ -134,7 +143,7 @@ class _Values:
             return [self(v, depth + 1) for v in value]
         if type(value) is not dict or len(value) != 1:
             fail(self.where, f"a value of type {type(value).__name__} is not one this format writes")
-        (kind, payload), = value.items()
+        ((kind, payload),) = value.items()
         if kind == "tuple" and type(payload) is list:
             return tuple(self(v, depth + 1) for v in payload)
         if kind == "node" and payload in self.nodes:
@@ -159,7 +168,7 @@ def _target(name, where: str, args: tuple, kwargs: dict):
     arguments = op._schema.arguments
     if len(args) > len(arguments):
         fail(where, f"{name} takes at most {len(arguments)} arguments, given {len(args)}")
-    allowed = {a.name for a in arguments[len(args):]}
+    allowed = {a.name for a in arguments[len(args) :]}
     if not set(kwargs) <= allowed:
         fail(where, f"{name} has no keyword argument {sorted(set(kwargs) - allowed)[0][:40]!r}")
     elements = 1
@@ -184,8 +193,15 @@ def _weight(meta, where: str, reader: ArchiveReader) -> Weight:
         fail(where, f"record {record} holds {nbytes} bytes, the description says {meta['nbytes']!r}")
     dtype = DTYPES.get(meta["dtype"]) if type(meta["dtype"]) is str else None
     size, stride = meta["size"], meta["stride"]
-    if dtype is None or type(size) is not list or type(stride) is not list or len(size) != len(stride) \
-            or len(size) > MAX_DIMS or type(meta["parameter"]) is not bool or type(meta["requires_grad"]) is not bool:
+    if (
+        dtype is None
+        or type(size) is not list
+        or type(stride) is not list
+        or len(size) != len(stride)
+        or len(size) > MAX_DIMS
+        or type(meta["parameter"]) is not bool
+        or type(meta["requires_grad"]) is not bool
+    ):
         fail(where, "dtype, size, stride or flags are not a tensor's")
     size = tuple(_int(s, where, 0, INT64 - 1) for s in size)
     stride = tuple(_int(s, where, 0, INT64 - 1) for s in stride)
@@ -199,8 +215,13 @@ def _weight(meta, where: str, reader: ArchiveReader) -> Weight:
 
 
 def _program(name: str, program, reader: ArchiveReader) -> Program:
-    if type(program) is not dict or set(program) != {"nodes", "weights"} or type(program["nodes"]) is not list \
-            or type(program["weights"]) is not dict or len(program["nodes"]) > MAX_NODES:
+    if (
+        type(program) is not dict
+        or set(program) != {"nodes", "weights"}
+        or type(program["nodes"]) is not list
+        or type(program["weights"]) is not dict
+        or len(program["nodes"]) > MAX_NODES
+    ):
         fail(name, f"a program is {{'nodes': [at most {MAX_NODES}], 'weights': {{...}}}}")
     weights, renamed = {}, {}
     for i, (target, meta) in enumerate(program["weights"].items()):
@@ -218,8 +239,11 @@ def _program(name: str, program, reader: ArchiveReader) -> Program:
         if type(key) is not str or key in built:
             fail(where, "its name is not a string or not unique")
         if op == "call_function" and entry.get("target") not in ALLOWED_OPS and entry.get("target") not in OPERATOR:
-            fail(where, f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list "
-                         "(runtime/artifact/allowed_ops.py)")
+            fail(
+                where,
+                f"call target {str(entry.get('target'))[:80]!r} is not on the allow-list "
+                "(runtime/artifact/allowed_ops.py)",
+            )
         args = values(entry.get("args", []))
         raw_kwargs = entry.get("kwargs", {})
         if type(args) is not list or type(raw_kwargs) is not dict:
@@ -233,8 +257,15 @@ def _program(name: str, program, reader: ArchiveReader) -> Program:
         elif op == "call_function":
             target = _target(entry.get("target"), where, tuple(args), kwargs)
             node = graph.create_node("call_function", target, tuple(args), kwargs, name=f"n{i}")
-        elif op == "output" and i == len(entries) - 1 and len(args) == 1 and not kwargs and "target" not in entry \
-                and type(args[0]) is tuple and all(isinstance(a, fx.Node) for a in args[0]):
+        elif (
+            op == "output"
+            and i == len(entries) - 1
+            and len(args) == 1
+            and not kwargs
+            and "target" not in entry
+            and type(args[0]) is tuple
+            and all(isinstance(a, fx.Node) for a in args[0])
+        ):
             node = graph.output(args[0])
         else:
             fail(where, f"op {str(op)[:40]!r} with these fields is not one this format writes")
@@ -279,6 +310,7 @@ def on_device(graph: fx.Graph, device: torch.device) -> fx.Graph:
 
 # ---- building (checked programs into modules on a device, weights read from the file) ----------------------------
 
+
 def _read_weights(artifact: Path, weights: dict[str, Weight], device: torch.device) -> dict[str, torch.Tensor]:
     storages: dict[str, torch.Tensor] = {}
     tensors = {}
@@ -299,13 +331,17 @@ def _read_weights(artifact: Path, weights: dict[str, Weight], device: torch.devi
             tensor = flat.view(w.dtype).as_strided(w.size, w.stride, w.storage_offset)
             if device.type != "cpu":
                 tensor = tensor.to(device)
-            tensors[target] = (torch.nn.Parameter(tensor, requires_grad=w.requires_grad) if w.parameter
-                               else tensor.requires_grad_(w.requires_grad))
+            tensors[target] = (
+                torch.nn.Parameter(tensor, requires_grad=w.requires_grad)
+                if w.parameter
+                else tensor.requires_grad_(w.requires_grad)
+            )
     return tensors
 
 
-def rebuild(programs: dict[str, Program], artifact: Path,
-            device: torch.device) -> tuple[dict[str, fx.GraphModule], float]:
+def rebuild(
+    programs: dict[str, Program], artifact: Path, device: torch.device
+) -> tuple[dict[str, fx.GraphModule], float]:
     """The checked `programs` as modules on `device`, weights read from `artifact`, and the seconds the weights took.
     A graph described on the CPU is moved as torch's device pass would."""
     modules, weights_s = {}, 0.0

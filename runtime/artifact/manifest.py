@@ -3,6 +3,7 @@
 The one owner for both sides: the exporter writes a manifest with `new_manifest` and `program_entry`, the
 runtime refuses one with `check`. A field the runtime needs is added here, with the schema version raised.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -56,8 +57,10 @@ def check(manifest: dict, tokenizer_json: str, path: str | os.PathLike) -> None:
         )
     missing = [key for key in REQUIRED if manifest.get(key) is None]
     if missing:
-        raise ArtifactError(f"{path}: manifest.json lacks {', '.join(missing)}: it was written by another "
-                            "CaptionKit version; export the model again")
+        raise ArtifactError(
+            f"{path}: manifest.json lacks {', '.join(missing)}: it was written by another "
+            "CaptionKit version; export the model again"
+        )
     exported_with, here = torch_release(manifest.get("torch_version", "?")), running_torch()
     if exported_with != here:
         import torch
@@ -83,25 +86,32 @@ def program_batches(max_batch: int, max_beams: int) -> tuple[int, int]:
     `max_beams`. torch.export needs a range around the example batch, so at `max_batch` 1 the programs accept 2
     images as well; the runtime never sends more than the manifest's max_batch."""
     return max(EXAMPLE_BATCH, max_batch), max(EXAMPLE_BATCH, max_batch * max_beams)
+
+
 LIMITS = {"max_batch": 4096, "max_beams": 64, "max_length": 1 << 16}  # far above any artifact, below any overflow
 MAX_SIDE = 8192  # pixels: image_size and every size in the preprocessing spec
 
 
 def _check_sizes(manifest: dict, path) -> None:
     """Refuse sizes the runtime would allocate by before it allocates anything: types and ranges only."""
+
     def small_int(value, high: int) -> bool:
         return type(value) is int and 1 <= value <= high
 
-    problems = [f"{key} {manifest.get(key)!r}" for key, high in LIMITS.items()
-                if not small_int(manifest.get(key), high)]
+    problems = [
+        f"{key} {manifest.get(key)!r}" for key, high in LIMITS.items() if not small_int(manifest.get(key), high)
+    ]
     size, cache = manifest.get("image_size"), manifest.get("cache")
     if type(size) is not list or len(size) != 2 or not all(small_int(v, MAX_SIDE) for v in size):
         problems.append(f"image_size {size!r}")
     if type(cache) is not dict or not all(small_int(cache.get(k), 1 << 14) for k in ("layers", "heads", "head_dim")):
         problems.append(f"cache {str(cache)[:80]}")
     gen = manifest.get("generation")
-    if type(gen) is not dict or not small_int(gen.get("max_new_tokens"), manifest.get("max_length") or 0) \
-            or not small_int(gen.get("num_beams"), manifest.get("max_beams") or 0):
+    if (
+        type(gen) is not dict
+        or not small_int(gen.get("max_new_tokens"), manifest.get("max_length") or 0)
+        or not small_int(gen.get("num_beams"), manifest.get("max_beams") or 0)
+    ):
         problems.append("generation max_new_tokens/num_beams beyond max_length/max_beams")
     if manifest.get("dtype") not in DTYPES:
         problems.append(f"dtype {str(manifest.get('dtype'))[:40]!r}")
@@ -110,5 +120,7 @@ def _check_sizes(manifest: dict, path) -> None:
     if not all(type(s) is dict and all(small_int(v, MAX_SIDE) for v in s.values()) for s in sizes):
         problems.append("a preprocessing size")
     if problems:
-        raise ArtifactError(f"{path}: manifest.json has {', '.join(problems)} outside what CaptionKit writes; "
-                            "this is not an artifact CaptionKit exported")
+        raise ArtifactError(
+            f"{path}: manifest.json has {', '.join(problems)} outside what CaptionKit writes; "
+            "this is not an artifact CaptionKit exported"
+        )

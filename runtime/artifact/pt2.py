@@ -1,4 +1,5 @@
 """torch's PT2 archive API as CaptionKit uses it, in one place: the public names, and why two come from elsewhere."""
+
 from __future__ import annotations
 
 from torch.export.pt2_archive import PT2ArchiveReader, PT2ArchiveWriter

@@ -1,10 +1,12 @@
 """Size every intermediate of a checked program on the meta device (nothing is allocated): `make upload`'s check."""
+
 from __future__ import annotations
 
 import torch
 from torch import fx
 
 from runtime.artifact.graphs import Program, fail, on_device
+
 
 def peak_bytes(program: Program, inputs: list[torch.Tensor], limit: int) -> tuple:
     """Run `program` on meta `inputs` (sizes only); raises BadDescription when the tensors alive at once would
@@ -31,14 +33,15 @@ def peak_bytes(program: Program, inputs: list[torch.Tensor], limit: int) -> tupl
             try:
                 env[node] = node.target(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any op that cannot size its result makes the program unusable
-                fail(f"node {node.name}", f"{node.target} fails on inputs of these sizes "
-                                           f"({type(exc).__name__}: {str(exc)[:160]})")
+                fail(
+                    f"node {node.name}",
+                    f"{node.target} fails on inputs of these sizes ({type(exc).__name__}: {str(exc)[:160]})",
+                )
             made = sum(t.untyped_storage().nbytes() for t in _tensors(env[node]) if not t._is_view())
             owned[node], live = made, live + made
             peak = max(peak, live)
             if made > limit or live > limit:
-                fail(f"node {node.name}", f"{node.target} needs {live} bytes alive at once, "
-                                           f"over this device's {limit}")
+                fail(f"node {node.name}", f"{node.target} needs {live} bytes alive at once, over this device's {limit}")
         else:
             return fx.node.map_arg(node.args[0], lambda n: env[n]), peak
         for used in node.all_input_nodes:

@@ -9,6 +9,7 @@ smallest and the largest batch on the meta device, and each output's dtype, rank
 weights read. torch's own loader (`torch.export.load`) is never called on an artifact: it `exec`s strings from the
 archive and unpickles `use_pickle` records.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,9 +23,9 @@ from runtime.artifact import contract, graphs, sizes
 from runtime.artifact import manifest as manifests
 from runtime.artifact.archive import EXTRA_DIR, ArchiveReader, open_archive
 from runtime.artifact.checksum import program_checksum, scan_sha256
-from runtime.errors import ArtifactError
 from runtime.artifact.manifest import GRAPHS_FILE, PROGRAMS, running_torch, text_sha256, torch_release
 from runtime.cache import stamped_or_hashed, stamped_sha256
+from runtime.errors import ArtifactError
 
 # a base-size description is about 0.3 MiB and the largest tokenizers about 11 MiB; parsed JSON takes ~10x its text
 LIMITS = {manifests.MANIFEST_FILE: 1 << 20, manifests.TOKENIZER_FILE: 32 << 20, GRAPHS_FILE: 16 << 20}
@@ -45,8 +46,10 @@ class Checked:
 def _read(reader: ArchiveReader, path: Path, name: str) -> str:
     if not reader.has_record(EXTRA_DIR + name):
         if name == GRAPHS_FILE:
-            raise ArtifactError(f"{path}: has no program description (extra/{GRAPHS_FILE}); it was exported "
-                                f"before descriptions existed and is not loaded through torch's unsafe loader; {AGAIN}")
+            raise ArtifactError(
+                f"{path}: has no program description (extra/{GRAPHS_FILE}); it was exported "
+                f"before descriptions existed and is not loaded through torch's unsafe loader; {AGAIN}"
+            )
         raise ArtifactError(f"{path}: has no extra/{name}; not a CaptionKit artifact")
     return reader.read_string(EXTRA_DIR + name, LIMITS[name])
 
@@ -62,26 +65,33 @@ def _check_programs(path: Path, manifest: dict, shas: dict[str, str]) -> None:
             )
 
 
-def _sha256(path: Path, reader: ArchiveReader, manifest: dict, expected: str | None, checked: bool,
-            cache_dir) -> str:
+def _sha256(path: Path, reader: ArchiveReader, manifest: dict, expected: str | None, checked: bool, cache_dir) -> str:
     """The file's SHA-256: stamped, the caller's (just hashed against the pointer), or one read of the file that
     also checks each program's records (unless the pointer's SHA-256 vouches for the whole file)."""
     if checked and expected is not None:
         sha = stamped_sha256(cache_dir, path) or expected
     else:
-        sha = stamped_or_hashed(cache_dir, path, lambda: _scan(path, reader, manifest, expected),
-                                keep=lambda found: expected is None or found == expected)
+        sha = stamped_or_hashed(
+            cache_dir,
+            path,
+            lambda: _scan(path, reader, manifest, expected),
+            keep=lambda found: expected is None or found == expected,
+        )
     if expected is not None and sha != expected:
-        raise ArtifactError(f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected[:12]}…; "
-                            "the download is incomplete or the wrong file")
+        raise ArtifactError(
+            f"{path}: file SHA-256 is {sha[:12]}…, the model pointer says {expected[:12]}…; "
+            "the download is incomplete or the wrong file"
+        )
     return sha
 
 
 def _scan(path: Path, reader: ArchiveReader, manifest: dict, expected: str | None) -> str:
     """One read of the file: its SHA-256, and each program's records checked unless `expected` vouches for them."""
     records = manifest["programs"]
-    if any(type(e) is not dict or type(e.get("records")) is not list or type(e.get("sha256")) is not str
-           for e in (records[name] for name in PROGRAMS)):
+    if any(
+        type(e) is not dict or type(e.get("records")) is not list or type(e.get("sha256")) is not str
+        for e in (records[name] for name in PROGRAMS)
+    ):
         raise ArtifactError(f"{path}: manifest.json's program entries are not CaptionKit's; {AGAIN}")
     names = {rec for name in PROGRAMS for rec in records[name]["records"] if type(rec) is str}
     regions = {rec: reader.region(rec) for rec in names if reader.has_record(rec)} if expected is None else {}
@@ -101,8 +111,10 @@ def _programs(reader: ArchiveReader, path: Path, manifest: dict) -> dict[str, gr
             raise graphs.BadDescription(f"described with torch {str(description.get('torch'))[:40]}")
         return graphs.check(description, reader)
     except (graphs.BadDescription, ValueError, RecursionError) as exc:
-        raise ArtifactError(f"{path}: program description refused ({type(exc).__name__}: {str(exc)[:300]}); "
-                            f"nothing of it was run; {AGAIN}") from None
+        raise ArtifactError(
+            f"{path}: program description refused ({type(exc).__name__}: {str(exc)[:300]}); "
+            f"nothing of it was run; {AGAIN}"
+        ) from None
 
 
 def memory_limit(device: torch.device) -> int:
@@ -129,16 +141,24 @@ def _check_sizes(checked: Checked, limit: int) -> None:
             contract.check_step(outputs, step, rows)
         except graphs.BadDescription as exc:
             where = "" if str(exc).startswith(f"program {name}") else f"program {name}: "
-            raise ArtifactError(f"{checked.path}: program description refused at batch {batch} ({where}{exc}); "
-                                f"{AGAIN}") from None
+            raise ArtifactError(
+                f"{checked.path}: program description refused at batch {batch} ({where}{exc}); {AGAIN}"
+            ) from None
         except (TypeError, ValueError, IndexError, AttributeError) as exc:
-            raise ArtifactError(f"{checked.path}: program {name}'s outputs are not a captioner's "
-                                f"({type(exc).__name__}: {str(exc)[:200]}); {AGAIN}") from None
+            raise ArtifactError(
+                f"{checked.path}: program {name}'s outputs are not a captioner's "
+                f"({type(exc).__name__}: {str(exc)[:200]}); {AGAIN}"
+            ) from None
 
 
-def check_artifact(path: str | os.PathLike, expected_sha256: str | None = None, sha256_checked: bool = False,
-                   cache_dir: str | os.PathLike | None = None, device: torch.device | None = None,
-                   sizes: bool = False) -> Checked:
+def check_artifact(
+    path: str | os.PathLike,
+    expected_sha256: str | None = None,
+    sha256_checked: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    device: torch.device | None = None,
+    sizes: bool = False,
+) -> Checked:
     """Every check, in the order that reads least before it refuses (raises ArtifactError saying why).
 
     With `expected_sha256` (the model pointer's) the whole file must match it and its records are not hashed
@@ -154,8 +174,9 @@ def check_artifact(path: str | os.PathLike, expected_sha256: str | None = None, 
     try:
         manifest = json.loads(_read(reader, path, manifests.MANIFEST_FILE))
     except (ValueError, RecursionError) as exc:
-        raise ArtifactError(f"{path}: manifest.json is not JSON ({str(exc)[:120]}); not a CaptionKit artifact") \
-            from None
+        raise ArtifactError(
+            f"{path}: manifest.json is not JSON ({str(exc)[:120]}); not a CaptionKit artifact"
+        ) from None
     if type(manifest) is not dict:
         raise ArtifactError(f"{path}: manifest.json is not an object; not a CaptionKit artifact")
     tokenizer_json = _read(reader, path, manifests.TOKENIZER_FILE)
@@ -167,8 +188,12 @@ def check_artifact(path: str | os.PathLike, expected_sha256: str | None = None, 
     return checked
 
 
-def verify_file(path: str | os.PathLike, expected_sha256: str | None = None, sha256_checked: bool = False,
-                cache_dir: str | os.PathLike | None = None) -> tuple[dict, str, str]:
+def verify_file(
+    path: str | os.PathLike,
+    expected_sha256: str | None = None,
+    sha256_checked: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[dict, str, str]:
     """`check_artifact`'s (manifest, tokenizer, file SHA-256)."""
     checked = check_artifact(path, expected_sha256, sha256_checked, cache_dir)
     return checked.manifest, checked.tokenizer_json, checked.sha256

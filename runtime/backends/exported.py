@@ -1,6 +1,7 @@
 """The exported backend: an artifact's programs rebuilt on a device from its checked description, as torch.fx
 modules (runtime.artifact.graphs), with nothing CPU-specific baked in; the graph passes (runtime.passes) and the
 decode loops (runtime.decode) run on them. Its sibling, runtime.backends.aoti, compiles these same programs."""
+
 from __future__ import annotations
 
 import os
@@ -24,5 +25,7 @@ def rebuilt_programs(checked: Checked, device: torch.device) -> tuple[dict[str, 
     try:
         return graphs.rebuild(checked.programs, checked.path, device)
     except (graphs.BadDescription, OSError, RuntimeError, TypeError, ValueError) as exc:
-        raise ArtifactError(f"{checked.path}: programs not rebuilt ({type(exc).__name__}: {str(exc)[:300]}); "
-                            "download or export it again") from None
+        raise ArtifactError(
+            f"{checked.path}: programs not rebuilt ({type(exc).__name__}: {str(exc)[:300]}); "
+            "download or export it again"
+        ) from None

@@ -4,6 +4,7 @@ Each image keeps the same state HF keeps (running beams, finished hypotheses, th
 heuristic). Once an image can no longer change its finished hypotheses, HF keeps computing it until
 the whole batch is done; here its rows are dropped instead. Its result is the same either way.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,15 +14,17 @@ from runtime.decode.state import Caches, DecodeSettings, Step, Trace, force, for
 NEG = -1.0e9
 
 
-def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings,
-                trace: Trace | None = None) -> list[list[int]]:
+def beam_search(
+    step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings, trace: Trace | None = None
+) -> list[list[int]]:
     """Beam search with `settings.num_beams`; returns the best hypothesis' generated ids per image."""
     k, device = settings.num_beams, cross_k.device
     n = cross_k.shape[1]
     max_len = settings.max_new_tokens + 1  # HF counts the start token in max_length
     keep_k = 2 * k  # max(2, 1 + number of EOS ids) * num_beams, with one EOS id
-    caches = Caches.empty(cross_k.repeat_interleave(k, dim=1), cross_v.repeat_interleave(k, dim=1),
-                          settings.max_new_tokens)
+    caches = Caches.empty(
+        cross_k.repeat_interleave(k, dim=1), cross_v.repeat_interleave(k, dim=1), settings.max_new_tokens
+    )
     running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = initial(n, settings, device)
     top_mask = torch.arange(keep_k, device=device) < k
     items = list(range(n))
@@ -31,12 +34,14 @@ def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settin
     cur = 1
     while items:
         position = torch.tensor([cur - 1], dtype=torch.long, device=device)
-        logits, caches.self_k, caches.self_v = step(running[:, :, cur - 1].reshape(-1), position, caches.self_k,
-                                                    caches.self_v, caches.cross_k, caches.cross_v)
+        logits, caches.self_k, caches.self_v = step(
+            running[:, :, cur - 1].reshape(-1), position, caches.self_k, caches.self_v, caches.cross_k, caches.cross_v
+        )
         m = len(items)
         state = running, running_scores, done_seqs, done_scores, done_lens, finished, improvable
         (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits = advance(
-            state, logits, cur, settings, top_mask, trace=trace, items=items)
+            state, logits, cur, settings, top_mask, trace=trace, items=items
+        )
 
         cur += 1
         improvable = improvable & _can_improve(running_scores, done_scores, finished, cur, max_len, settings)
@@ -46,18 +51,23 @@ def beam_search(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settin
         flat_parent = (parent + torch.arange(m, device=device)[:, None] * k).reshape(-1)
         if bool(over.any()):
             for j in over.nonzero().flatten().tolist():
-                results[items[j]] = done_seqs[j, 0, 1:int(done_lens[j, 0])].tolist()
+                results[items[j]] = done_seqs[j, 0, 1 : int(done_lens[j, 0])].tolist()
             stay = (~over).nonzero().flatten()
             items = [items[j] for j in stay.tolist()]
             if not items:
                 break
             running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = (
-                t.index_select(0, stay) for t in (running, running_scores, done_seqs, done_scores, done_lens,
-                                                 finished, improvable))
+                t.index_select(0, stay)
+                for t in (running, running_scores, done_seqs, done_scores, done_lens, finished, improvable)
+            )
             rows = flat_parent.view(m, k).index_select(0, stay).reshape(-1)
             cross_rows = (stay[:, None] * k + torch.arange(k, device=device)[None, :]).reshape(-1)
-            caches = Caches(caches.self_k.index_select(1, rows), caches.self_v.index_select(1, rows),
-                            caches.cross_k.index_select(1, cross_rows), caches.cross_v.index_select(1, cross_rows))
+            caches = Caches(
+                caches.self_k.index_select(1, rows),
+                caches.self_v.index_select(1, rows),
+                caches.cross_k.index_select(1, cross_rows),
+                caches.cross_v.index_select(1, cross_rows),
+            )
         else:
             caches = caches.select(flat_parent, cross=False)
     return [results[i] for i in range(n)]
@@ -71,13 +81,26 @@ def initial(n: int, settings: DecodeSettings, device) -> tuple[torch.Tensor, ...
     running[:, :, 0] = settings.start_token_id
     running_scores = torch.zeros((n, k), device=device)
     running_scores[:, 1:] = NEG
-    return (running, running_scores, running.clone(), torch.full((n, k), NEG, device=device),
-            torch.zeros((n, k), dtype=torch.long, device=device), torch.zeros((n, k), dtype=torch.bool, device=device),
-            torch.ones((n, 1), dtype=torch.bool, device=device))
+    return (
+        running,
+        running_scores,
+        running.clone(),
+        torch.full((n, k), NEG, device=device),
+        torch.zeros((n, k), dtype=torch.long, device=device),
+        torch.zeros((n, k), dtype=torch.bool, device=device),
+        torch.ones((n, 1), dtype=torch.bool, device=device),
+    )
 
 
-def advance(state: tuple, logits: torch.Tensor, cur: int, settings: DecodeSettings, top_mask: torch.Tensor,
-            trace: Trace | None = None, items: list[int] | None = None):
+def advance(
+    state: tuple,
+    logits: torch.Tensor,
+    cur: int,
+    settings: DecodeSettings,
+    top_mask: torch.Tensor,
+    trace: Trace | None = None,
+    items: list[int] | None = None,
+):
     """One step of HF's beam bookkeeping on the step's `logits`: ((running, running scores, finished hypotheses,
     their scores, lengths, finished flags), each kept beam's parent, which top candidates hit EOS)."""
     running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = state
@@ -120,7 +143,7 @@ def _can_improve(running_scores, done_scores, finished, cur, max_len, settings):
         best_len = max_len - 1
     else:
         best_len = cur - 1
-    best_running = running_scores[:, :1] / (best_len ** settings.length_penalty)
+    best_running = running_scores[:, :1] / (best_len**settings.length_penalty)
     worst_done = torch.where(finished, done_scores.min(dim=1, keepdim=True)[0], torch.tensor(NEG))
     return (best_running > worst_done).any(dim=-1, keepdim=True)
 

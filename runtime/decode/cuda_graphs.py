@@ -1,4 +1,5 @@
 """Decoding on fixed batch buckets with static device buffers, each bucket's step replayed as one CUDA graph."""
+
 from __future__ import annotations
 
 import threading
@@ -8,12 +9,13 @@ from typing import Callable
 
 import torch
 
-from runtime.decode.state import DecodeSettings, Step
 from runtime.decode.cuda_graphs_beam import beam_search_static
+from runtime.decode.state import DecodeSettings, Step
 from runtime.errors import CaptureFailed
 
 # One per process: every capture and every decode (runtime.captioner) holds it, whichever model it belongs to.
 DEVICE_LOCK = threading.RLock()
+
 
 def buckets(max_items: int) -> tuple[int, ...]:
     """Batch sizes a bucket is made for: powers of two below `max_items`, and `max_items` itself."""
@@ -98,9 +100,18 @@ class Tick:
 class Bucket:
     """The static tensors of one bucket (`items` images x `settings.num_beams` rows) and its captured tick."""
 
-    def __init__(self, step: Step, items: int, settings: DecodeSettings, cross: torch.Tensor, options: StaticOptions,
-                 capture: Capture | None, stats: GraphStats, encoder: Encoder | None = None,
-                 pixels: torch.Tensor | None = None):
+    def __init__(
+        self,
+        step: Step,
+        items: int,
+        settings: DecodeSettings,
+        cross: torch.Tensor,
+        options: StaticOptions,
+        capture: Capture | None,
+        stats: GraphStats,
+        encoder: Encoder | None = None,
+        pixels: torch.Tensor | None = None,
+    ):
         self.step, self.items, self.settings = step, items, settings
         layers, _, heads, seq, head_dim = cross.shape
         rows, self.device = items * settings.num_beams, cross.device
@@ -117,8 +128,9 @@ class Bucket:
         self.logits: torch.Tensor | None = None
         if settings.num_beams > 1:
             with torch.no_grad():  # one eager call sizes the logits buffer the graph writes into
-                self.logits = step(self.tokens, self.position, self.self_k, self.self_v, self.cross_k,
-                                   self.cross_v)[0].clone()
+                self.logits = step(self.tokens, self.position, self.self_k, self.self_v, self.cross_k, self.cross_v)[
+                    0
+                ].clone()
         tick = self._greedy_tick if settings.num_beams == 1 else self._beam_tick
         self.tick = Tick(tick, None if capture is None else capture(tick, self._reset_state, options.warmup), stats)
         # the encoder on this bucket's own pixel buffer, writing its keys/values straight into the cross buffers
@@ -148,8 +160,8 @@ class Bucket:
         zeroed and marked done, empty caches, the start token at position 0."""
         n, beams = cross_k.shape[1], self.settings.num_beams
         for static, new in ((self.cross_k, cross_k), (self.cross_v, cross_v)):
-            static[:, :n * beams].unflatten(1, (n, beams)).copy_(new[:, :, None])
-            static[:, n * beams:].zero_()
+            static[:, : n * beams].unflatten(1, (n, beams)).copy_(new[:, :, None])
+            static[:, n * beams :].zero_()
         self._start(n)
 
     def load_pixels(self, pixels: torch.Tensor) -> None:
@@ -166,8 +178,8 @@ class Bucket:
         self._reset_state()
         self.tokens.fill_(self.settings.start_token_id)
         self.parent.copy_(torch.arange(self.parent.shape[0], device=self.device))
-        self.done[:n * beams] = False
-        self.done[n * beams:] = True
+        self.done[: n * beams] = False
+        self.done[n * beams :] = True
         self.out.fill_(self.settings.eos_token_id)
 
     def _step(self, self_k: torch.Tensor, self_v: torch.Tensor) -> torch.Tensor:
@@ -192,8 +204,9 @@ class Bucket:
         self.position += 1
 
     def _beam_tick(self) -> None:
-        self.logits.copy_(self._step(self.self_k.index_select(1, self.parent),
-                                     self.self_v.index_select(1, self.parent)))
+        self.logits.copy_(
+            self._step(self.self_k.index_select(1, self.parent), self.self_v.index_select(1, self.parent))
+        )
 
     def greedy(self, n: int, eos_every: int) -> list[list[int]]:
         """Greedy decoding of the loaded batch's first `n` rows (EOS included when emitted)."""
@@ -203,7 +216,7 @@ class Bucket:
             if t % eos_every == 0 and t < steps and bool(self.done.all()):
                 break
         eos = self.settings.eos_token_id
-        return [row[:row.index(eos) + 1] if eos in row else row for row in self.out[:n].tolist()]
+        return [row[: row.index(eos) + 1] if eos in row else row for row in self.out[:n].tolist()]
 
 
 class StaticDecoder:
@@ -224,8 +237,15 @@ class StaticDecoder:
     it (runtime.agent.model.capture).
     """
 
-    def __init__(self, step: Step, max_items: int, options: StaticOptions = StaticOptions(),
-                 capture: Capture | None = None, lock=DEVICE_LOCK, encoder: Encoder | None = None):
+    def __init__(
+        self,
+        step: Step,
+        max_items: int,
+        options: StaticOptions = StaticOptions(),
+        capture: Capture | None = None,
+        lock=DEVICE_LOCK,
+        encoder: Encoder | None = None,
+    ):
         if options.eos_every < 1:
             raise ValueError(f"eos_every must be at least 1, not {options.eos_every}")
         self.step, self.sizes, self.options, self.lock = step, buckets(max_items), options, lock
@@ -263,30 +283,47 @@ class StaticDecoder:
             for size in self.sizes:
                 self.bucket(size, settings, cross, None if self._sample is None else self._sample[1])
 
-    def bucket(self, items: int, settings: DecodeSettings, cross: torch.Tensor,
-               pixels: torch.Tensor | None = None) -> Bucket:
+    def bucket(
+        self, items: int, settings: DecodeSettings, cross: torch.Tensor, pixels: torch.Tensor | None = None
+    ) -> Bucket:
         """The bucket for `items` images under `settings`, made on first use (by the serving thread if captured);
         with `pixels` (and an encoder) it holds a pixel buffer of their shape and the encoder's tick."""
         size = self.bucket_size(items)
-        key = (size, settings, tuple(cross.shape[:1] + cross.shape[2:]), cross.dtype, cross.device,
-               None if pixels is None else tuple(pixels.shape[1:]))
+        key = (
+            size,
+            settings,
+            tuple(cross.shape[:1] + cross.shape[2:]),
+            cross.dtype,
+            cross.device,
+            None if pixels is None else tuple(pixels.shape[1:]),
+        )
         if key in self._buckets:
             return self._buckets[key]
         label = f"{size}x{settings.num_beams}"
         if self.capture is not None and threading.get_ident() != self.owner:
-            raise CaptureFailed(f"bucket {label} (images x beams) was asked for on thread "
-                                f"{threading.current_thread().name!r}: only the serving thread, the one that called "
-                                "prepare(), captures CUDA graphs")
+            raise CaptureFailed(
+                f"bucket {label} (images x beams) was asked for on thread "
+                f"{threading.current_thread().name!r}: only the serving thread, the one that called "
+                "prepare(), captures CUDA graphs"
+            )
         started = time.perf_counter()
         with self.lock:
             try:
-                made = Bucket(self.step, size, settings, cross, self.options, self.capture, self.stats,
-                              self.encoder if pixels is not None else None, pixels)
+                made = Bucket(
+                    self.step,
+                    size,
+                    settings,
+                    cross,
+                    self.options,
+                    self.capture,
+                    self.stats,
+                    self.encoder if pixels is not None else None,
+                    pixels,
+                )
                 self._buckets[key] = made
             except Exception as exc:  # noqa: BLE001 - whatever the capture raises, the model must not serve half-made
                 self._buckets.clear()
-                self.failure = CaptureFailed(f"bucket {label} (images x beams): {type(exc).__name__}: "
-                                             f"{str(exc)[:300]}")
+                self.failure = CaptureFailed(f"bucket {label} (images x beams): {type(exc).__name__}: {str(exc)[:300]}")
                 raise self.failure from exc
         self.stats.capture_s[label] = round(time.perf_counter() - started, 3)
         if made.encoder_failure is not None:
@@ -328,8 +365,9 @@ class StaticDecoder:
         return beam_search_static(bucket, n, self.options.eos_every)
 
 
-def static_decoder(step: Step, device: torch.device, max_items: int,
-                   encoder: Encoder | None = None) -> StaticDecoder | None:
+def static_decoder(
+    step: Step, device: torch.device, max_items: int, encoder: Encoder | None = None
+) -> StaticDecoder | None:
     """The CUDA decode path for an exported step (and its encoder, captured per bucket); None on the CPU, where the
     eager loop stays (it drops finished rows, and nothing there waits on kernel launches)."""
     if torch.device(device).type != "cuda":

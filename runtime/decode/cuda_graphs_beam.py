@@ -5,6 +5,7 @@ ticks is runtime.decode.beam's own arithmetic, on the device with the same Pytho
 for bit. An image is finished where runtime.decode.beam drops it; its best hypothesis is kept at that step on the
 device, and the host asks whether every image is finished once every `eos_every` steps.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,7 +31,8 @@ def beam_search_static(bucket, n: int, eos_every: int) -> list[list[int]]:
         bucket.tick()
         state = running, running_scores, done_seqs, done_scores, done_lens, finished, improvable
         (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits = advance(
-            state, bucket.logits, cur, s, top_mask)
+            state, bucket.logits, cur, s, top_mask
+        )
 
         improvable = improvable & _can_improve(running_scores, done_scores, finished, cur + 1, max_len, s)
         over = ~improvable[:, 0] | hits.all(dim=-1)

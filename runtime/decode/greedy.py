@@ -3,6 +3,7 @@
 A finished row is dropped from every tensor, so it stops costing compute (the CUDA-graph decode masks it instead:
 runtime.decode.cuda_graphs).
 """
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,9 @@ import torch
 from runtime.decode.state import Caches, DecodeSettings, Step, Trace, force, forced_token
 
 
-def greedy(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings,
-           trace: Trace | None = None) -> list[list[int]]:
+def greedy(
+    step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: DecodeSettings, trace: Trace | None = None
+) -> list[list[int]]:
     """Greedy decoding; returns the generated token ids of each image (EOS included when emitted)."""
     rows = cross_k.shape[1]
     device = cross_k.device
@@ -24,8 +26,9 @@ def greedy(step: Step, cross_k: torch.Tensor, cross_v: torch.Tensor, settings: D
         trace.top = [[] for _ in range(rows)]
     for t in range(settings.max_new_tokens):
         position = torch.tensor([t], dtype=torch.long, device=device)
-        logits, caches.self_k, caches.self_v = step(tokens, position, caches.self_k, caches.self_v,
-                                                    caches.cross_k, caches.cross_v)
+        logits, caches.self_k, caches.self_v = step(
+            tokens, position, caches.self_k, caches.self_v, caches.cross_k, caches.cross_v
+        )
         logits = force(logits, forced_token(settings, t))
         nxt = logits.argmax(dim=-1)
         if trace is not None:

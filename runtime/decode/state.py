@@ -1,5 +1,6 @@
 """What the decoding loops share: the manifest's generation settings, the step's signature, forced tokens, the
 near-tie trace and the eager loops' caches."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -60,14 +61,18 @@ class Caches:
     cross_v: torch.Tensor
 
     @classmethod
-    def empty(cls, cross_k: torch.Tensor, cross_v: torch.Tensor, max_length: int) -> "Caches":
+    def empty(cls, cross_k: torch.Tensor, cross_v: torch.Tensor, max_length: int) -> Caches:
         layers, rows, heads, _, head_dim = cross_k.shape
         shape = (layers, rows, heads, max_length, head_dim)
         zeros = torch.zeros(shape, dtype=cross_k.dtype, device=cross_k.device)
         return cls(zeros, zeros.clone(), cross_k, cross_v)
 
-    def select(self, rows: torch.Tensor, cross: bool = True) -> "Caches":
+    def select(self, rows: torch.Tensor, cross: bool = True) -> Caches:
         """Keep (and reorder) rows of the batch; cross-attention state only when rows change images."""
         pick = lambda t: t.index_select(1, rows)  # noqa: E731
-        return Caches(pick(self.self_k), pick(self.self_v),
-                      pick(self.cross_k) if cross else self.cross_k, pick(self.cross_v) if cross else self.cross_v)
+        return Caches(
+            pick(self.self_k),
+            pick(self.self_v),
+            pick(self.cross_k) if cross else self.cross_k,
+            pick(self.cross_v) if cross else self.cross_v,
+        )

@@ -1,5 +1,6 @@
 """Token ids to caption text, exactly as HF decodes them: `batch_decode(..., skip_special_tokens=True)`, or, for a
 family that keeps special tokens (Florence-2), the decoded text with given literal strings removed and stripped."""
+
 from __future__ import annotations
 
 from tokenizers import Tokenizer
@@ -7,8 +8,18 @@ from tokenizers import Tokenizer
 
 def _clean_up(text: str) -> str:
     """transformers' `clean_up_tokenization` (WordPiece tokenizers only)."""
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    for before, after in (
+        (" .", "."),
+        (" ?", "?"),
+        (" !", "!"),
+        (" ,", ","),
+        (" ' ", "'"),
+        (" n't", "n't"),
+        (" 'm", "'m"),
+        (" 's", "'s"),
+        (" 've", "'ve"),
+        (" 're", "'re"),
+    ):
         text = text.replace(before, after)
     return text
 

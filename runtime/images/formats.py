@@ -4,6 +4,7 @@ A suffix decides what becomes a job (S3 event filters and prefix listings, both 
 registers the lower- and the upper-case spelling); a Pillow format decides what may reach a decoder (`formats=` at
 every open), so an EPS or PDF body under a `.png` name is refused before Ghostscript or any other plugin sees it.
 """
+
 from __future__ import annotations
 
 # Pillow format name -> the file suffixes that carry it

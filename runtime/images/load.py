@@ -1,4 +1,5 @@
 """Open image bytes or files exactly as HF's `load_image` does, decoded in a bounded child process."""
+
 from __future__ import annotations
 
 import os

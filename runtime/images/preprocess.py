@@ -1,4 +1,5 @@
 """Turn decoded images into pixel values exactly as HF's PIL-backed image processors do."""
+
 from __future__ import annotations
 
 import math
@@ -10,11 +11,26 @@ import torch
 
 from runtime.errors import ArtifactError
 
-SPEC_KEYS = frozenset({
-    "processor_class", "backend", "do_convert_rgb", "do_resize", "size", "resample",
-    "do_center_crop", "crop_size", "do_rescale", "rescale_factor", "do_normalize",
-    "image_mean", "image_std", "channel_order", "data_format", "dtype",
-})
+SPEC_KEYS = frozenset(
+    {
+        "processor_class",
+        "backend",
+        "do_convert_rgb",
+        "do_resize",
+        "size",
+        "resample",
+        "do_center_crop",
+        "crop_size",
+        "do_rescale",
+        "rescale_factor",
+        "do_normalize",
+        "image_mean",
+        "image_std",
+        "channel_order",
+        "data_format",
+        "dtype",
+    }
+)
 FIXED_VALUES = {"backend": "pil", "channel_order": "RGB", "data_format": "channels_first", "dtype": "float32"}
 RESAMPLE_CODES = frozenset(int(r) for r in PIL.Image.Resampling)
 
@@ -142,11 +158,13 @@ def _center_crop(pixels: np.ndarray, crop_height: int, crop_width: int) -> np.nd
     height, width = pixels.shape[:2]
     if height >= crop_height and width >= crop_width:
         top, left = (height - crop_height) // 2, (width - crop_width) // 2
-        return pixels[top:top + crop_height, left:left + crop_width]
+        return pixels[top : top + crop_height, left : left + crop_width]
     out = np.zeros((crop_height, crop_width, pixels.shape[2]), dtype=pixels.dtype)
     src_top, dst_top, rows = _overlap(height, crop_height)
     src_left, dst_left, cols = _overlap(width, crop_width)
-    out[dst_top:dst_top + rows, dst_left:dst_left + cols] = pixels[src_top:src_top + rows, src_left:src_left + cols]
+    out[dst_top : dst_top + rows, dst_left : dst_left + cols] = pixels[
+        src_top : src_top + rows, src_left : src_left + cols
+    ]
     return out
 
 
@@ -177,5 +195,6 @@ def _finite(value) -> bool:
 
 
 def _bad(reason: str) -> NoReturn:
-    raise ArtifactError(f"manifest.json 'preprocessing' is invalid: {reason}; "
-                        "re-export the model with this version of CaptionKit")
+    raise ArtifactError(
+        f"manifest.json 'preprocessing' is invalid: {reason}; re-export the model with this version of CaptionKit"
+    )

@@ -9,6 +9,7 @@ row. The numbers are the same (only where they are stored changes); the step now
 what the step returns). Applied only when the graph is exactly that shape, and nothing else reads the caches; any
 other graph is left alone (Qwen-VL's step, which concatenates each layer's cache again for its attended keys).
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,12 +28,21 @@ def _layer_writes(stack: fx.Node, cache: fx.Node) -> list[fx.Node] | None:
         return None
     writes = list(stack.args[0])
     for i, write in enumerate(writes):
-        if not (isinstance(write, fx.Node) and write.target is torch.ops.aten.index_copy.default
-                and not write.kwargs and len(write.args) == 4):
+        if not (
+            isinstance(write, fx.Node)
+            and write.target is torch.ops.aten.index_copy.default
+            and not write.kwargs
+            and len(write.args) == 4
+        ):
             return None
         layer = write.args[0]
-        if not (isinstance(layer, fx.Node) and layer.target is torch.ops.aten.select.int and not layer.kwargs
-                and tuple(layer.args) == (cache, 0, i) and set(layer.users) == {write}):
+        if not (
+            isinstance(layer, fx.Node)
+            and layer.target is torch.ops.aten.select.int
+            and not layer.kwargs
+            and tuple(layer.args) == (cache, 0, i)
+            and set(layer.users) == {write}
+        ):
             return None
     if set(cache.users) != {write.args[0] for write in writes}:
         return None
@@ -47,8 +57,10 @@ def apply_cache_in_place(gm: fx.GraphModule) -> bool:
     results = output.args[0]
     if len(inputs) != 6 or not isinstance(results, (tuple, list)) or len(results) != 3:
         return False
-    plan = [(results[out], inputs[cache], _layer_writes(results[out], inputs[cache]))
-            for out, cache in ((OUT_K, SELF_K), (OUT_V, SELF_V))]
+    plan = [
+        (results[out], inputs[cache], _layer_writes(results[out], inputs[cache]))
+        for out, cache in ((OUT_K, SELF_K), (OUT_V, SELF_V))
+    ]
     if any(writes is None for _, _, writes in plan):
         return False
     new_results = list(results)

@@ -8,6 +8,7 @@ copy for several rows, where MKL's `x @ W` was 1.3-2.5x slower than `(W.T @ x.T)
 copy costs the memory of those weights once more (340 MB for GPT-2 small), measured worth it in BENCHMARKS.md.
 With several rows the sums run in another order: logits may differ in the last bits.
 """
+
 from __future__ import annotations
 
 import torch

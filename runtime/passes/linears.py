@@ -1,4 +1,5 @@
 """Find the linear layers with constant weights in a loaded program's graph, and free weights no longer read."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,8 +43,15 @@ def constant_linears(gm: fx.GraphModule) -> list[Linear]:
         if tensor.dim() != 2 or tensor.dtype != torch.float32:
             continue
         tensor = tensor.detach()
-        found.append(Linear(node, x, tensor.t() if transposed else tensor,
-                            attr(gm, bias.target).detach() if bias is not None else None, weight.target))
+        found.append(
+            Linear(
+                node,
+                x,
+                tensor.t() if transposed else tensor,
+                attr(gm, bias.target).detach() if bias is not None else None,
+                weight.target,
+            )
+        )
     return found
 
 

@@ -1,4 +1,5 @@
 """GPT-2's tanh GELU, exported as eight elementwise ops, made the one `aten.gelu(approximate="tanh")` it computes."""
+
 from __future__ import annotations
 
 import math
@@ -26,8 +27,11 @@ def _scalar(node: fx.Node, target, value: float):
     a, b = node.args
     if isinstance(b, (int, float)) and math.isclose(b, value, rel_tol=1e-9):
         return a
-    if target in (aten.mul.Tensor, aten.add.Tensor) and isinstance(a, (int, float)) and math.isclose(a, value,
-                                                                                                      rel_tol=1e-9):
+    if (
+        target in (aten.mul.Tensor, aten.add.Tensor)
+        and isinstance(a, (int, float))
+        and math.isclose(a, value, rel_tol=1e-9)
+    ):
         return b
     return None
 

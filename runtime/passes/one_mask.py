@@ -1,4 +1,5 @@
 """The decoder step's boolean attention mask made a float mask once per step, not inside every attention call."""
+
 from __future__ import annotations
 
 import torch
@@ -7,9 +8,23 @@ from torch import fx
 aten = torch.ops.aten
 SDPA = aten.scaled_dot_product_attention.default
 # ops whose result is boolean whatever their inputs: a mask built from one of them (then reshaped) is boolean
-COMPARISONS = {aten.le.Tensor, aten.lt.Tensor, aten.ge.Tensor, aten.gt.Tensor, aten.eq.Tensor, aten.ne.Tensor,
-               aten.le.Scalar, aten.lt.Scalar, aten.ge.Scalar, aten.gt.Scalar, aten.eq.Scalar, aten.ne.Scalar,
-               aten.logical_and.default, aten.logical_or.default, aten.logical_not.default}
+COMPARISONS = {
+    aten.le.Tensor,
+    aten.lt.Tensor,
+    aten.ge.Tensor,
+    aten.gt.Tensor,
+    aten.eq.Tensor,
+    aten.ne.Tensor,
+    aten.le.Scalar,
+    aten.lt.Scalar,
+    aten.ge.Scalar,
+    aten.gt.Scalar,
+    aten.eq.Scalar,
+    aten.ne.Scalar,
+    aten.logical_and.default,
+    aten.logical_or.default,
+    aten.logical_not.default,
+}
 RESHAPES = {aten.view.default, aten.reshape.default, aten.unsqueeze.default, aten.expand.default}
 
 

@@ -11,6 +11,7 @@ are the same with or without the cache. fbgemm's packed layout itself cannot be 
 as the unpacked weight and repacks on load), so `linear_prepack` still runs. The key holds the artifact's SHA-256,
 the torch build and the CPU (model name and vector ISA): quantize kernels may round differently on each.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,6 @@ from torch import fx
 from runtime import cache
 from runtime.load_policy import check_quantize
 from runtime.passes.linears import constant_linears, drop_unused_attrs, replace_with_call
-
 
 
 def _cpu() -> str:
@@ -88,13 +88,20 @@ def _prepack_fp16(weight: torch.Tensor, bias: torch.Tensor | None, kept, made: l
 def _usable(kept, linears: list) -> bool:
     """Whether a cache entry (untrusted: anyone who can write the cache folder) fits these linears exactly: int8
     values of each weight's shape, one positive finite float64 scale per output channel. Else it is made again."""
+
     def fits(pair, linear) -> bool:
         if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(isinstance(t, torch.Tensor) for t in pair)):
             return False
         values, scales = pair
-        return (values.dtype == torch.int8 and values.shape == linear.weight.shape and scales.dtype == torch.float64
-                and scales.shape == (linear.weight.shape[0],) and bool(torch.isfinite(scales).all())
-                and bool((scales > 0).all()))
+        return (
+            values.dtype == torch.int8
+            and values.shape == linear.weight.shape
+            and scales.dtype == torch.float64
+            and scales.shape == (linear.weight.shape[0],)
+            and bool(torch.isfinite(scales).all())
+            and bool((scales > 0).all())
+        )
+
     return isinstance(kept, list) and len(kept) == len(linears) and all(map(fits, kept, linears))
 
 
@@ -126,8 +133,9 @@ def quantize_module(gm: fx.GraphModule, mode: str, kept: list | None = None, mad
     return len(linears)
 
 
-def quantize_programs(programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str,
-                      cache_file=None) -> dict:
+def quantize_programs(
+    programs: dict[str, fx.GraphModule], mode: str, device: torch.device, dtype: str, cache_file=None
+) -> dict:
     """Quantize the loaded programs in place (CPU, float32 artifacts only); returns linears rewritten per program.
 
     `cache_file` (`int8_weights_file`): int8 weights kept there are used, and ones made here are kept.

@@ -4,6 +4,7 @@ Started by runtime.untrusted.sandbox. Before reading a request it caps its addre
 then gets a CPU-time allowance (RLIMIT_CPU, so a decoder spinning on crafted bytes is killed by the kernel). Only the
 operations in OPERATIONS run: a request names one of them, never a module or a function.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,18 +13,21 @@ import sys
 
 from runtime.untrusted import wire
 
-MAX_REQUEST_BYTES = 1024 ** 3
+MAX_REQUEST_BYTES = 1024**3
 
 
 def _images(channel, args, blobs):
     from runtime.untrusted import images
+
     return images.decode_request(channel, args, blobs)
 
 
 def _parquet(name):
     def run(channel, args, blobs):
         from runtime.untrusted import parquet_child
+
         return getattr(parquet_child, name)(channel, args, blobs)
+
     return run
 
 
@@ -81,16 +85,20 @@ def serve(rfd: int, wfd: int, memory_bytes: int) -> None:
         try:
             result = operation(channel, header.get("args") or {}, blobs)
         except MemoryError:
-            reply = {"error": f"needs more memory than the decoder's limit of {memory_bytes:,} bytes "
-                              f"(decoder_memory_bytes)",
-                     "kind": "memory"}
+            reply = {
+                "error": f"needs more memory than the decoder's limit of {memory_bytes:,} bytes (decoder_memory_bytes)",
+                "kind": "memory",
+            }
         except wire.WireError:
             return
         except Exception as exc:  # noqa: BLE001 - hostile bytes: whatever the library raises is this request's error
             from runtime.errors import CaptionKitError
+
             refused = isinstance(exc, CaptionKitError)
-            reply = {"error": str(exc) if refused else f"{exc.__class__.__name__}: {exc}",
-                     "kind": "refused" if refused else "failed"}
+            reply = {
+                "error": str(exc) if refused else f"{exc.__class__.__name__}: {exc}",
+                "kind": "refused" if refused else "failed",
+            }
         else:
             header_out, blobs_out = result if isinstance(result, tuple) else (result or {}, ())
             wire.send(wfd, {"end": header_out}, blobs_out)

@@ -13,6 +13,7 @@ Inventory writes them; a first row naming columns (`key`, `uri`, `url`, `path`, 
 ("Key name ... When using the CSV file format, the key name is URL-encoded and must be decoded before you can use
 it": https://docs.aws.amazon.com/AmazonS3/latest/userguide/storage-inventory.html, "Inventory list contents").
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,8 +52,10 @@ class _Budget:
     def take(self, count: int) -> None:
         self.used += count
         if self.used > self.limit:
-            raise PlanError(f"{self.what} is over max_manifest_bytes ({self.limit:,} bytes); split it into "
-                            f"several jobs or raise the setting")
+            raise PlanError(
+                f"{self.what} is over max_manifest_bytes ({self.limit:,} bytes); split it into "
+                f"several jobs or raise the setting"
+            )
 
 
 class Limits:
@@ -74,8 +77,10 @@ class _Metered:
         data = self.stream.read(READ_BYTES if size is None or size < 0 else min(size, READ_BYTES))
         self.lines += data.count(b"\n")
         if self.lines > self.limits.max_lines:
-            raise PlanError(f"{self.what} has over {self.limits.max_lines:,} lines (max_manifest_lines); split it "
-                            f"into several jobs or raise the setting")
+            raise PlanError(
+                f"{self.what} has over {self.limits.max_lines:,} lines (max_manifest_lines); split it "
+                f"into several jobs or raise the setting"
+            )
         if self.limits.progress is not None:
             self.limits.progress()
         return data
@@ -143,8 +148,10 @@ def _rows(lines, where: str) -> Iterator[tuple[int, list[str]]]:
         for number, line in lines:
             at["line"], at["size"] = number, at["size"] + len(line) + 1
             if at["size"] > MAX_LINE_BYTES + 1:
-                raise PlanError(f"{where} line {at['first']}: a row over {MAX_LINE_BYTES:,} characters; one key or "
-                                f"URI a row (is a quote left open?)")
+                raise PlanError(
+                    f"{where} line {at['first']}: a row over {MAX_LINE_BYTES:,} characters; one key or "
+                    f"URI a row (is a quote left open?)"
+                )
             yield line + "\n"
 
     reader = csv.reader(feed())
@@ -201,8 +208,10 @@ def _inventory_csv_uris(lines, columns: tuple[int, int], scope: Scope, where: st
         if not fields or (len(fields) == 1 and not fields[0].strip()):
             continue
         if len(fields) <= max(columns):
-            raise PlanError(f"{at}: {len(fields)} fields; the inventory's fileSchema puts Bucket and Key at "
-                            f"{bucket_at + 1} and {key_at + 1}")
+            raise PlanError(
+                f"{at}: {len(fields)} fields; the inventory's fileSchema puts Bucket and Key at "
+                f"{bucket_at + 1} and {key_at + 1}"
+            )
         try:
             key = urllib.parse.unquote_plus(fields[key_at], errors="strict")
         except UnicodeDecodeError:
@@ -210,22 +219,38 @@ def _inventory_csv_uris(lines, columns: tuple[int, int], scope: Scope, where: st
         yield _uri(key, fields[bucket_at], scope, at)
 
 
-def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str, key_column: str | None,
-                  bucket_column: bool, limits: Limits) -> Iterator[str]:
+def _parquet_uris(
+    s3,
+    bucket: str,
+    key: str,
+    size: int,
+    scope: Scope,
+    where: str,
+    key_column: str | None,
+    bucket_column: bool,
+    limits: Limits,
+) -> Iterator[str]:
     """URIs of a Parquet key list, read in a decoding child a row group at a time, only its key (and bucket)."""
     from runtime.untrusted import parquet
 
-    values = parquet.iter_values(parquet.RangedFile(s3, bucket, key, size), key_column=key_column,
-                                 guesses=PARQUET_KEY_COLUMNS, bucket_column=bucket_column,
-                                 max_value_bytes=MAX_LINE_BYTES, max_row_group_bytes=parquet.MAX_ROW_GROUP_BYTES)
+    values = parquet.iter_values(
+        parquet.RangedFile(s3, bucket, key, size),
+        key_column=key_column,
+        guesses=PARQUET_KEY_COLUMNS,
+        bucket_column=bucket_column,
+        max_value_bytes=MAX_LINE_BYTES,
+        max_row_group_bytes=parquet.MAX_ROW_GROUP_BYTES,
+    )
     row = 0
     try:
         for wanted, value, row_bucket in values:
             row += 1
             at = f"{where} row {row}"
             if row > limits.max_lines:
-                raise PlanError(f"{where} has over {limits.max_lines:,} rows (max_manifest_lines); split it into "
-                                f"several jobs or raise the setting")
+                raise PlanError(
+                    f"{where} has over {limits.max_lines:,} rows (max_manifest_lines); split it into "
+                    f"several jobs or raise the setting"
+                )
             if limits.progress is not None and row % PROGRESS_ROWS == 0:
                 limits.progress()
             if not isinstance(value, str):
@@ -237,8 +262,9 @@ def _parquet_uris(s3, bucket: str, key: str, size: int, scope: Scope, where: str
         raise PlanError(f"{where}: {exc}") from None
 
 
-def _inventory_uris(s3, bucket: str, key: str, scope: Scope, budget: _Budget, text: _Budget,
-                    limits: Limits) -> Iterator[str]:
+def _inventory_uris(
+    s3, bucket: str, key: str, scope: Scope, budget: _Budget, text: _Budget, limits: Limits
+) -> Iterator[str]:
     """The URIs of an S3 Inventory report: its `manifest.json` names the data files and their format."""
     where = f"s3://{bucket}/{key}"
     body = s3.get_object(Bucket=bucket, Key=key)["Body"]
@@ -250,14 +276,15 @@ def _inventory_uris(s3, bucket: str, key: str, scope: Scope, budget: _Budget, te
         report = json.loads(raw)
         fmt, files = report["fileFormat"], report["files"]
         destination = report.get("destinationBucket", f"arn:aws:s3:::{bucket}").rsplit(":", 1)[-1]
-        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("key"), str)
-                                                  for f in files):
+        if not isinstance(files, list) or not all(isinstance(f, dict) and isinstance(f.get("key"), str) for f in files):
             raise TypeError("files must be a list of {key, size}")
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PlanError(f"{where}: not an S3 Inventory manifest ({exc.__class__.__name__}: {exc})") from None
     if fmt not in ("CSV", "Parquet"):
-        raise PlanError(f"{where}: an inventory in {fmt!r} format; only CSV and Parquet inventories are read "
-                        f"(configure the inventory as CSV or Parquet)")
+        raise PlanError(
+            f"{where}: an inventory in {fmt!r} format; only CSV and Parquet inventories are read "
+            f"(configure the inventory as CSV or Parquet)"
+        )
     if fmt == "CSV":
         schema = [name.strip() for name in str(report.get("fileSchema", "Bucket, Key")).split(",")]
         if "Bucket" not in schema or "Key" not in schema:
@@ -282,12 +309,22 @@ def manifest_format(key: str) -> str:
     name = posixpath.basename(key).lower()
     if name.endswith(".json"):
         return "inventory"
-    return next((fmt for suffix, fmt in ((".parquet", "parquet"), (".gz", "gzip"), (".orc", "orc"))
-                 if name.endswith(suffix)), "text")
+    return next(
+        (fmt for suffix, fmt in ((".parquet", "parquet"), (".gz", "gzip"), (".orc", "orc")) if name.endswith(suffix)),
+        "text",
+    )
 
 
-def iter_uris(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_bytes: int,
-              max_lines: int = MAX_LINES, progress: Callable[[], None] | None = None) -> Iterator[str]:
+def iter_uris(
+    s3,
+    uri: str,
+    scope: Scope,
+    *,
+    key_column: str | None = None,
+    max_bytes: int,
+    max_lines: int = MAX_LINES,
+    progress: Callable[[], None] | None = None,
+) -> Iterator[str]:
     """Each image URI the manifest at `uri` lists, in its order; `PlanError` at the first problem (past `max_bytes`
     read or inflated, past `max_lines` lines or rows). `progress` is called as the read goes on."""
     bucket, key = parse_s3_uri(uri)
@@ -308,11 +345,14 @@ def iter_uris(s3, uri: str, scope: Scope, *, key_column: str | None = None, max_
     reply = s3.get_object(Bucket=bucket, Key=key)
     if fmt == "text" and reply.get("ContentLength", 0) > max_bytes:
         reply["Body"].close()
-        raise PlanError(f"{uri} is {reply['ContentLength']:,} bytes, over max_manifest_bytes ({max_bytes:,}); "
-                        f"split it into several jobs or raise the setting")
+        raise PlanError(
+            f"{uri} is {reply['ContentLength']:,} bytes, over max_manifest_bytes ({max_bytes:,}); "
+            f"split it into several jobs or raise the setting"
+        )
     if fmt == "gzip":
-        lines = _lines(_Metered(gzip.GzipFile(fileobj=_Counted(reply["Body"], budget), mode="rb"), limits, uri),
-                       text, uri)
+        lines = _lines(
+            _Metered(gzip.GzipFile(fileobj=_Counted(reply["Body"], budget), mode="rb"), limits, uri), text, uri
+        )
     else:
         lines = _lines(_Metered(reply["Body"], limits, uri), budget, uri)
     yield from _text_uris(lines, bucket, scope, uri, key_column)

@@ -5,14 +5,15 @@ The parent holds the S3 side (`RangedFile`: ranged GETs pinned to one eTag) and 
 file does to pyarrow (an abort, a stack overflow, an allocation past the limit, a row group that spins) ends as one
 ShardError naming it; an S3 error while serving a read propagates unchanged, for the caller to classify.
 """
+
 from __future__ import annotations
 
 import io
 import json
 from typing import BinaryIO, Iterator
 
-from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
 from runtime.untrusted import sandbox
+from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
 from runtime.untrusted.wire import READ_AHEAD
 
 MAX_ROW_GROUP_BYTES = 512 * 1024 * 1024
@@ -67,7 +68,7 @@ class RangedFile(io.RawIOBase):
             return b""
         for at, window in self._windows:
             if at <= start and end <= at + len(window):
-                data = window[start - at:end - at]
+                data = window[start - at : end - at]
                 break
         else:
             if end - start >= self.read_ahead:
@@ -75,14 +76,14 @@ class RangedFile(io.RawIOBase):
             else:
                 at = max(0, min(start, self._size - self.read_ahead))
                 window = self._get(at, min(self._size, at + self.read_ahead))
-            self._windows = [(at, window), *self._windows[:self.WINDOWS - 1]]
-            data = window[start - at:end - at]
+            self._windows = [(at, window), *self._windows[: self.WINDOWS - 1]]
+            data = window[start - at : end - at]
         self._pos = end
         return data
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
     def _get(self, start: int, end: int) -> bytes:
@@ -96,8 +97,10 @@ class RangedFile(io.RawIOBase):
             self.failure = error
             raise
         if len(data) != end - start:
-            raise ShardError(f"s3://{self.bucket}/{self.key} is shorter than its listed {self._size:,} bytes "
-                             f"(bytes {start:,}-{end - 1:,} gave {len(data):,})")
+            raise ShardError(
+                f"s3://{self.bucket}/{self.key} is shorter than its listed {self._size:,} bytes "
+                f"(bytes {start:,}-{end - 1:,} gave {len(data):,})"
+            )
         return data
 
 
@@ -117,25 +120,38 @@ def _stream(op: str, file: BinaryIO, args: dict, pool: sandbox.Sandbox | None, w
     return pool.stream(op, {**args, "size": _size(file)}, file=file, what=what, error=ShardError)
 
 
-def inspect(file: BinaryIO, image_column: str | None = None, key_column: str | None = None,
-            pool: sandbox.Sandbox | None = None) -> tuple[str, str | None, int]:
+def inspect(
+    file: BinaryIO, image_column: str | None = None, key_column: str | None = None, pool: sandbox.Sandbox | None = None
+) -> tuple[str, str | None, int]:
     """(image column, key column or None, rows) of a shard from its footer alone, or ShardError saying why not.
 
     A key taken from the image struct's `path` is "<image column>.path"; iter_samples accepts that name back.
     """
     end = None
-    for header, _ in _stream("parquet.inspect", file, {"image_column": image_column, "key_column": key_column},
-                             pool, "the Parquet reader"):
+    for header, _ in _stream(
+        "parquet.inspect", file, {"image_column": image_column, "key_column": key_column}, pool, "the Parquet reader"
+    ):
         end = header.get("end")
-    if not (isinstance(end, dict) and isinstance(end.get("image"), str) and isinstance(end.get("rows"), int)
-            and (end.get("key") is None or isinstance(end.get("key"), str))):
+    if not (
+        isinstance(end, dict)
+        and isinstance(end.get("image"), str)
+        and isinstance(end.get("rows"), int)
+        and (end.get("key") is None or isinstance(end.get("key"), str))
+    ):
         raise ShardError("the Parquet reader answered what it may not")
     return end["image"], end["key"], end["rows"]
 
 
-def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column: str | None = None,
-                 max_member_bytes: int, max_samples: int, max_row_group_bytes: int = MAX_ROW_GROUP_BYTES,
-                 pool: sandbox.Sandbox | None = None) -> Iterator[Sample]:
+def iter_samples(
+    file: BinaryIO,
+    *,
+    image_column: str | None = None,
+    key_column: str | None = None,
+    max_member_bytes: int,
+    max_samples: int,
+    max_row_group_bytes: int = MAX_ROW_GROUP_BYTES,
+    pool: sandbox.Sandbox | None = None,
+) -> Iterator[Sample]:
     """The rows of a Parquet shard as samples, in order, one row group in the child's memory at a time.
 
     A row without a usable image (a null cell, a struct without bytes, over max_member_bytes) or with an unusable
@@ -143,8 +159,13 @@ def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column:
     shows it (too many rows, a row group too large by its footer, no image column), and after the samples before it
     where only reading shows it (a row group whose chunks hold fewer rows than declared, a reader that died).
     """
-    args = {"image_column": image_column, "key_column": key_column, "max_member_bytes": max_member_bytes,
-            "max_samples": max_samples, "max_row_group_bytes": max_row_group_bytes}
+    args = {
+        "image_column": image_column,
+        "key_column": key_column,
+        "max_member_bytes": max_member_bytes,
+        "max_samples": max_samples,
+        "max_row_group_bytes": max_row_group_bytes,
+    }
     expected = 0
     for header, blobs in _stream("parquet.samples", file, args, pool, "the Parquet reader"):
         if "end" in header:
@@ -153,24 +174,45 @@ def iter_samples(file: BinaryIO, *, image_column: str | None = None, key_column:
         if not isinstance(rows, list) or len(blobs) > len(rows):
             raise ShardError(f"the Parquet reader answered what it may not at row {expected}")
         for row in rows:
-            key, index, error, blob = (row.get("key"), row.get("index"), row.get("error"), row.get("blob")) \
-                if isinstance(row, dict) else (None, None, None, None)
+            key, index, error, blob = (
+                (row.get("key"), row.get("index"), row.get("error"), row.get("blob"))
+                if isinstance(row, dict)
+                else (None, None, None, None)
+            )
             data = blobs[blob] if isinstance(blob, int) and 0 <= blob < len(blobs) else None
-            if not (isinstance(key, str) and len(key) <= 4 * MAX_KEY_BYTES and index == expected
-                    and expected < max_samples and (error is None) == (data is not None)
-                    and (error is None or isinstance(error, str)) and (data is None or len(data) <= max_member_bytes)):
+            if not (
+                isinstance(key, str)
+                and len(key) <= 4 * MAX_KEY_BYTES
+                and index == expected
+                and expected < max_samples
+                and (error is None) == (data is not None)
+                and (error is None or isinstance(error, str))
+                and (data is None or len(data) <= max_member_bytes)
+            ):
                 raise ShardError(f"the Parquet reader answered what it may not at row {expected}")
             expected += 1
             yield Sample(key, index, data, error[:2000] if error is not None else None)
 
 
-def iter_values(file: BinaryIO, *, key_column: str | None, guesses: tuple[str, ...], bucket_column: bool,
-                max_value_bytes: int, max_row_group_bytes: int,
-                pool: sandbox.Sandbox | None = None) -> Iterator[tuple[str, object, object]]:
+def iter_values(
+    file: BinaryIO,
+    *,
+    key_column: str | None,
+    guesses: tuple[str, ...],
+    bucket_column: bool,
+    max_value_bytes: int,
+    max_row_group_bytes: int,
+    pool: sandbox.Sandbox | None = None,
+) -> Iterator[tuple[str, object, object]]:
     """(column name, key cell, bucket cell or None) of each row of a key list; a cell that is not text is
     {"not_text": True} or {"too_long": size} for the caller to refuse, naming the row."""
-    args = {"key_column": key_column, "guesses": list(guesses), "bucket_column": bucket_column,
-            "max_value_bytes": max_value_bytes, "max_row_group_bytes": max_row_group_bytes}
+    args = {
+        "key_column": key_column,
+        "guesses": list(guesses),
+        "bucket_column": bucket_column,
+        "max_value_bytes": max_value_bytes,
+        "max_row_group_bytes": max_row_group_bytes,
+    }
     for header, blobs in _stream("parquet.column", file, args, pool, "the Parquet reader"):
         if "end" in header:
             return
@@ -187,8 +229,14 @@ def iter_values(file: BinaryIO, *, key_column: str | None, guesses: tuple[str, .
             yield column, cell[0], cell[1]
 
 
-def iter_rows(file: BinaryIO, *, columns: tuple[str, ...], max_row_group_bytes: int = MAX_ROW_GROUP_BYTES,
-              max_cell_bytes: int = MAX_OUTPUT_CELL_BYTES, pool: sandbox.Sandbox | None = None) -> Iterator[list]:
+def iter_rows(
+    file: BinaryIO,
+    *,
+    columns: tuple[str, ...],
+    max_row_group_bytes: int = MAX_ROW_GROUP_BYTES,
+    max_cell_bytes: int = MAX_OUTPUT_CELL_BYTES,
+    pool: sandbox.Sandbox | None = None,
+) -> Iterator[list]:
     """Batches of an output file's rows (dicts of `columns`), once the child found its columns as expected and no
     cell longer than `max_cell_bytes`."""
     args = {"columns": list(columns), "max_cell_bytes": max_cell_bytes, "max_row_group_bytes": max_row_group_bytes}
@@ -199,7 +247,11 @@ def iter_rows(file: BinaryIO, *, columns: tuple[str, ...], max_row_group_bytes: 
             batch = json.loads(blobs[0]) if len(blobs) == 1 else None
         except ValueError:
             batch = None
-        if not isinstance(batch, list) or not all(isinstance(r, dict) and list(r) == list(columns) and all(
-                v is None or isinstance(v, (str, int)) for v in r.values()) for r in batch):
+        if not isinstance(batch, list) or not all(
+            isinstance(r, dict)
+            and list(r) == list(columns)
+            and all(v is None or isinstance(v, (str, int)) for v in r.values())
+            for r in batch
+        ):
             raise ShardError("the Parquet reader answered rows that are not an output's")
         yield batch

@@ -6,6 +6,7 @@ not express: the footer's row counts against its row groups' and against what th
 sizes the footer declares per row group, and each cell's size before its bytes are copied (a dictionary entry is
 measured once, never expanded per row).
 """
+
 from __future__ import annotations
 
 import io
@@ -68,13 +69,13 @@ class PipeFile(io.RawIOBase):
             window = self.channel.read_at(at, max(end, min(self._size, at + READ_AHEAD)) - at)
             if len(window) < end - at:
                 raise OSError(f"the file ended at {at + len(window):,} bytes, before {end:,}")
-            self._windows = [(at, window), *self._windows[:self.WINDOWS - 1]]
+            self._windows = [(at, window), *self._windows[: self.WINDOWS - 1]]
         self._pos = end
-        return window[start - at:end - at]
+        return window[start - at : end - at]
 
     def readinto(self, buffer) -> int:
         data = self.read(len(buffer))
-        buffer[:len(data)] = data
+        buffer[: len(data)] = data
         return len(data)
 
 
@@ -90,8 +91,10 @@ def open_footer(file) -> pq.ParquetFile:
         raise ShardError("not a Parquet file: no PAR1 magic at its end")
     (footer,) = struct.unpack("<I", tail[:4])
     if footer > min(MAX_FOOTER_BYTES, size - 12):
-        raise ShardError(f"not a usable Parquet file: a footer of {footer:,} bytes in a file of {size:,} (at most "
-                         f"{MAX_FOOTER_BYTES:,})")
+        raise ShardError(
+            f"not a usable Parquet file: a footer of {footer:,} bytes in a file of {size:,} (at most "
+            f"{MAX_FOOTER_BYTES:,})"
+        )
     try:
         shard = pq.ParquetFile(file)
     except (pa.ArrowException, OSError) as error:
@@ -102,12 +105,15 @@ def open_footer(file) -> pq.ParquetFile:
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
         if row_group.num_columns != leaves:
-            raise ShardError(f"not a usable Parquet file: row group {group} lists {row_group.num_columns} column "
-                             f"chunks and the schema has {leaves} leaves")
+            raise ShardError(
+                f"not a usable Parquet file: row group {group} lists {row_group.num_columns} column "
+                f"chunks and the schema has {leaves} leaves"
+            )
         groups += row_group.num_rows
     if groups != metadata.num_rows:
-        raise ShardError(f"not a usable Parquet file: its footer says {metadata.num_rows:,} rows and its row groups "
-                         f"{groups:,}")
+        raise ShardError(
+            f"not a usable Parquet file: its footer says {metadata.num_rows:,} rows and its row groups {groups:,}"
+        )
     return shard
 
 
@@ -128,11 +134,14 @@ class Groups:
     def check_footer(self, group: int) -> None:
         row_group = self.metadata.row_group(group)
         chunks = [row_group.column(i) for i in range(row_group.num_columns)]
-        size = sum(max(c.total_compressed_size, c.total_uncompressed_size) for c in chunks
-                   if c.path_in_schema in self.leaves)
+        size = sum(
+            max(c.total_compressed_size, c.total_uncompressed_size) for c in chunks if c.path_in_schema in self.leaves
+        )
         if size > self.max_bytes:
-            raise ShardError(f"row group {group} holds {size:,} bytes in columns {self.leaves} (by its footer), over "
-                             f"the limit of {self.max_bytes:,} ({self.what}); write the file with smaller row groups")
+            raise ShardError(
+                f"row group {group} holds {size:,} bytes in columns {self.leaves} (by its footer), over "
+                f"the limit of {self.max_bytes:,} ({self.what}); write the file with smaller row groups"
+            )
 
     def read(self, group: int) -> pa.Table:
         self.check_footer(group)
@@ -144,8 +153,10 @@ class Groups:
             raise _refused(error, f"row group {group} cannot be read") from None
         declared = self.metadata.row_group(group).num_rows
         if table.num_rows != declared:
-            raise ShardError(f"row group {group}: its footer says {declared:,} rows and its column chunks hold "
-                             f"{table.num_rows:,}; the file is damaged or was written wrong")
+            raise ShardError(
+                f"row group {group}: its footer says {declared:,} rows and its column chunks hold "
+                f"{table.num_rows:,}; the file is damaged or was written wrong"
+            )
         return table
 
 
@@ -169,8 +180,13 @@ def _is_image(kind: pa.DataType) -> bool:
 
 
 def _is_key(kind: pa.DataType) -> bool:
-    return (pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
-            or pa.types.is_integer(kind) or _is_binary(kind))
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_integer(kind)
+        or _is_binary(kind)
+    )
 
 
 def resolve(schema: pa.Schema, image_column: str | None, key_column: str | None) -> tuple[str, str | None]:
@@ -189,8 +205,9 @@ def resolve(schema: pa.Schema, image_column: str | None, key_column: str | None)
         if not usable:
             raise ShardError(f"no image column in the shard: none of its columns ({listed}) is {EXPECTED}")
         if len(usable) > 1 and not named:
-            raise ShardError(f"several columns could be the image ({', '.join(usable[:20])}): name one with "
-                             f"image_column")
+            raise ShardError(
+                f"several columns could be the image ({', '.join(usable[:20])}): name one with image_column"
+            )
         image_column = (named or usable)[0]
     kind = schema.field(image_column).type
     path = pa.types.is_struct(kind) and kind.get_field_index("path") >= 0 and _is_key(kind.field("path").type)
@@ -202,8 +219,9 @@ def resolve(schema: pa.Schema, image_column: str | None, key_column: str | None)
         if key_column not in names:
             raise ShardError(f"no key column {key_column!r} in the shard (columns: {listed})")
         if not _is_key(schema.field(key_column).type):
-            raise ShardError(f"the key column {key_column!r} is {schema.field(key_column).type}; expected strings, "
-                             f"integers or bytes")
+            raise ShardError(
+                f"the key column {key_column!r} is {schema.field(key_column).type}; expected strings, integers or bytes"
+            )
         return image_column, key_column
     for name in KEY_GUESSES:
         if name in names and name != image_column and _is_key(schema.field(name).type):
@@ -272,10 +290,12 @@ def _short_values(column, limit: int, what: str) -> list:
     """A key-like column's cells as Python values (bytes for text, ints as ints), each at most `limit` bytes."""
     values = []
     for chunk in column.chunks:
-        if pa.types.is_integer(chunk.type) or (pa.types.is_dictionary(chunk.type)
-                                               and pa.types.is_integer(chunk.type.value_type)):
-            values.extend(chunk.to_pylist() if not pa.types.is_dictionary(chunk.type)
-                          else chunk.dictionary_decode().to_pylist())
+        if pa.types.is_integer(chunk.type) or (
+            pa.types.is_dictionary(chunk.type) and pa.types.is_integer(chunk.type.value_type)
+        ):
+            values.extend(
+                chunk.to_pylist() if not pa.types.is_dictionary(chunk.type) else chunk.dictionary_decode().to_pylist()
+            )
             continue
         cells = Cells(chunk)
         for row in range(len(cells.sizes)):
@@ -295,10 +315,12 @@ def inspect(channel, args: dict, _blobs):
     shard = open_footer(PipeFile(channel, int(args["size"])))
     image, key = resolve(shard.schema_arrow, args.get("image_column"), args.get("key_column"))
     if _every_image_null(shard, _leaves(shard.schema_arrow, image, None)[0]):
-        raise ShardError(f"every cell of the image column {image!r} is null: the file holds image paths, not image "
-                         f"bytes (a Hugging Face dataset written from files by path). Write the bytes into the file "
-                         f"(datasets embeds them in push_to_hub, or cast the column to Image() and save with "
-                         f"embed_external_files), or submit the images themselves with PREFIX= or MANIFEST=")
+        raise ShardError(
+            f"every cell of the image column {image!r} is null: the file holds image paths, not image "
+            f"bytes (a Hugging Face dataset written from files by path). Write the bytes into the file "
+            f"(datasets embeds them in push_to_hub, or cast the column to Image() and save with "
+            f"embed_external_files), or submit the images themselves with PREFIX= or MANIFEST="
+        )
     return {"image": image, "key": key, "rows": shard.metadata.num_rows}
 
 
@@ -327,26 +349,35 @@ def samples(channel, args: dict, _blobs):
     image, key = resolve(shard.schema_arrow, args.get("image_column"), args.get("key_column"))
     metadata = shard.metadata
     if metadata.num_rows > max_samples:
-        raise ShardError(f"the shard has {metadata.num_rows:,} rows, over the limit of {max_samples:,} "
-                         f"(max_shard_samples)")
+        raise ShardError(
+            f"the shard has {metadata.num_rows:,} rows, over the limit of {max_samples:,} (max_shard_samples)"
+        )
     struct_path = key is not None and key not in shard.schema_arrow.names
-    reader = Groups(shard, file, _leaves(shard.schema_arrow, image, None if struct_path else key),
-                    int(args["max_row_group_bytes"]), "max_row_group_bytes")
+    reader = Groups(
+        shard,
+        file,
+        _leaves(shard.schema_arrow, image, None if struct_path else key),
+        int(args["max_row_group_bytes"]),
+        "max_row_group_bytes",
+    )
     for group in range(metadata.num_row_groups):
         reader.check_footer(group)
     index, batch = 0, _Batch(channel)
     for group in range(metadata.num_row_groups):
         table = reader.read(group)
         images = table.column(image)
-        keys = (pc.struct_field(images, "path") if struct_path else table.column(key) if key is not None else None)
+        keys = pc.struct_field(images, "path") if struct_path else table.column(key) if key is not None else None
         values = _short_values(keys, 4 * MAX_KEY_BYTES, "key") if keys is not None else None
         offset = 0
         for chunk in images.chunks:
             struct = pa.types.is_struct(chunk.type)
             valid = chunk.is_valid().to_pylist()
             cells = Cells(chunk.field("bytes") if struct else chunk)
-            paths = _short_values(pa.chunked_array([chunk.field("path")]), 200, "path") \
-                if struct and chunk.type.get_field_index("path") >= 0 else None
+            paths = (
+                _short_values(pa.chunked_array([chunk.field("path")]), 200, "path")
+                if struct and chunk.type.get_field_index("path") >= 0
+                else None
+            )
             for row in range(len(chunk)):
                 value = values[offset + row] if values is not None else index
                 _emit_sample(batch, index, value, valid[row], cells, row, paths, struct, max_member)
@@ -382,8 +413,13 @@ class _Batch:
 
 def _emit_sample(batch: _Batch, index, value, valid, cells, row, paths, struct, max_member) -> None:
     if isinstance(value, _TooLong):
-        batch.add({"key": f"row-{index}", "index": index,
-                   "error": f"key of {value.size:,} bytes, over the limit of {MAX_KEY_BYTES:,}"})
+        batch.add(
+            {
+                "key": f"row-{index}",
+                "index": index,
+                "error": f"key of {value.size:,} bytes, over the limit of {MAX_KEY_BYTES:,}",
+            }
+        )
         return
     key, error = _key(value, index)
     if error is None and not valid:
@@ -392,8 +428,11 @@ def _emit_sample(batch: _Batch, index, value, valid, cells, row, paths, struct, 
     if error is None and size is None:
         if struct:
             path = paths[row] if paths is not None else None
-            shown = None if path is None or isinstance(path, _TooLong) else (
-                str(path) if isinstance(path, int) else path[:200].decode("utf-8", "backslashreplace"))
+            shown = (
+                None
+                if path is None or isinstance(path, _TooLong)
+                else (str(path) if isinstance(path, int) else path[:200].decode("utf-8", "backslashreplace"))
+            )
             error = "the image struct has no bytes" + (f" (path {shown!r})" if shown else "")
         else:
             error = "the image cell is null"
@@ -412,8 +451,9 @@ def column(channel, args: dict, _blobs):
     names = shard.schema_arrow.names
     wanted = args.get("key_column") or next((n for n in args["guesses"] if n in names), None)
     if wanted not in names:
-        raise ShardError(f"no key column {wanted or ' or '.join(args['guesses'])} (columns: {names[:20]}); name it "
-                         f"with key_column")
+        raise ShardError(
+            f"no key column {wanted or ' or '.join(args['guesses'])} (columns: {names[:20]}); name it with key_column"
+        )
     columns = [wanted] + (["bucket"] if args.get("bucket_column") and "bucket" in names and wanted == "key" else [])
     limit = int(args["max_value_bytes"])
     reader = Groups(shard, file, columns, int(args["max_row_group_bytes"]), "a manifest's row group")
@@ -465,7 +505,8 @@ def rows(channel, args: dict, _blobs):
                 raise ShardError(f"row group {group}: a {name!r} cell over {limit:,} bytes: not a CaptionKit output")
             columns[name] = [_json_cell(v) for v in values]
         for start in range(0, table.num_rows, 1024):
-            batch = [{name: columns[name][i] for name in expected}
-                     for i in range(start, min(start + 1024, table.num_rows))]
+            batch = [
+                {name: columns[name][i] for name in expected} for i in range(start, min(start + 1024, table.num_rows))
+            ]
             channel.emit({"rows": len(batch)}, (json.dumps(batch, ensure_ascii=False).encode(),))
     return {"rows": shard.metadata.num_rows}

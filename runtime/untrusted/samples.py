@@ -1,4 +1,5 @@
 """A sample of a dataset shard, the error that fails a shard whole, and which shard formats are read."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,5 +33,5 @@ class ShardError(CaptionKitError):
 
 
 def shard_format(key: str) -> str | None:
-    """"tar" or "parquet" for a key that names a shard (by its extension, case-insensitive), else None."""
+    """ "tar" or "parquet" for a key that names a shard (by its extension, case-insensitive), else None."""
     return SHARD_FORMATS.get(posixpath.splitext(key)[1].lower())

@@ -9,6 +9,7 @@ becomes an error row, submit refuses the job; the agent, submit and collect live
 Children are kept in a pool and reused while healthy; one serving a stream that the caller abandons is killed
 (its protocol state is unknown), never returned.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -32,13 +33,18 @@ BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from runtime.untrusted.chil
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 PIPE_BYTES = 1024 * 1024  # Linux's default /proc/sys/fs/pipe-max-size
-DEFAULT_MEMORY_BYTES = 2 * 1024 ** 3  # a child's address space: the agent's decoder_memory_bytes
+DEFAULT_MEMORY_BYTES = 2 * 1024**3  # a child's address space: the agent's decoder_memory_bytes
 DEFAULT_CPU_S = 60.0  # a child's CPU seconds per request: the agent's decoder_cpu_s
-MAX_READ_BYTES = 1024 ** 3  # one read a child may ask of its file (a row group: parquet.MAX_ROW_GROUP_BYTES at most)
-SIGNALS = {signal.SIGXCPU: "its CPU time limit (decoder_cpu_s)", signal.SIGKILL: "a kill (CPU time or memory)",
-           signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
-           signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
-           signal.SIGBUS: "a crash (SIGBUS)", signal.SIGFPE: "a crash (SIGFPE)", signal.SIGILL: "a crash (SIGILL)"}
+MAX_READ_BYTES = 1024**3  # one read a child may ask of its file (a row group: parquet.MAX_ROW_GROUP_BYTES at most)
+SIGNALS = {
+    signal.SIGXCPU: "its CPU time limit (decoder_cpu_s)",
+    signal.SIGKILL: "a kill (CPU time or memory)",
+    signal.SIGSEGV: "a crash (SIGSEGV: a stack overflow or a bad memory access)",
+    signal.SIGABRT: "an abort (SIGABRT: the library gave up on the bytes)",
+    signal.SIGBUS: "a crash (SIGBUS)",
+    signal.SIGFPE: "a crash (SIGFPE)",
+    signal.SIGILL: "a crash (SIGILL)",
+}
 
 
 class Failed(CaptionKitError):
@@ -53,7 +59,7 @@ class Limits:
     memory_bytes: int = DEFAULT_MEMORY_BYTES
     cpu_s: float = DEFAULT_CPU_S
     wait_s: float = 120.0
-    max_reply_bytes: int = 1024 ** 3
+    max_reply_bytes: int = 1024**3
 
 
 class _Child:
@@ -61,8 +67,13 @@ class _Child:
         env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
         env.update(ARROW_DEFAULT_MEMORY_POOL="system", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
         self.limits = limits
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", BOOT, ROOT, str(limits.memory_bytes)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-c", BOOT, ROOT, str(limits.memory_bytes)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
         self.wfd = self.proc.stdin.fileno()
         self.reader = wire.Reader(self.proc.stdout.fileno())
         for fd in (self.wfd, self.reader.fd):  # room for a batch in the pipe: the child runs ahead of a slow reader
@@ -127,8 +138,16 @@ class Sandbox:
             if child is not None:
                 child.kill()
 
-    def stream(self, op: str, args: dict, blobs=(), *, file: BinaryIO | None = None, what: str = "the reader",
-               error: type[CaptionKitError] = Failed) -> Iterator[tuple[dict, list[bytes]]]:
+    def stream(
+        self,
+        op: str,
+        args: dict,
+        blobs=(),
+        *,
+        file: BinaryIO | None = None,
+        what: str = "the reader",
+        error: type[CaptionKitError] = Failed,
+    ) -> Iterator[tuple[dict, list[bytes]]]:
         """Run `op` in a child and yield each item it emits; `file` answers the child's reads. The end header and its
         blobs come last, as an item with the key "end". `error` is raised (with the reason) when the child refuses
         the bytes, fails, dies, runs over a limit or stalls."""
@@ -163,8 +182,9 @@ class Sandbox:
     def _recv(self, child: _Child, what: str, error) -> tuple[dict, list[bytes]]:
         limits = self.limits
         try:
-            header, data = child.reader.recv(max_blob_bytes=limits.max_reply_bytes,
-                                             max_total_bytes=limits.max_reply_bytes, timeout_s=limits.wait_s)
+            header, data = child.reader.recv(
+                max_blob_bytes=limits.max_reply_bytes, max_total_bytes=limits.max_reply_bytes, timeout_s=limits.wait_s
+            )
         except TimeoutError:
             child.kill()
             raise error(f"{what} took longer than {limits.wait_s:g} s to answer (the decoder's wait limit)") from None
@@ -180,9 +200,12 @@ class Sandbox:
 
     @staticmethod
     def _serve_read(child: _Child, request, file: BinaryIO | None, what: str, error) -> None:
-        if file is None or not (isinstance(request, list) and len(request) == 2
-                                and all(isinstance(n, int) and n >= 0 for n in request)
-                                and request[1] <= MAX_READ_BYTES):
+        if file is None or not (
+            isinstance(request, list)
+            and len(request) == 2
+            and all(isinstance(n, int) and n >= 0 for n in request)
+            and request[1] <= MAX_READ_BYTES
+        ):
             child.kill()
             raise error(f"{what} asked for a read it may not make")
         offset, size = request

@@ -23,6 +23,7 @@ What the reader decides, where the formats leave it open:
 - the archive ends at a zero block followed by a zero block or the end of the stream; a stream that ends without
   one is truncated (a shard cut at a header boundary would otherwise lose its tail silently).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -143,7 +144,7 @@ class _Archive:
                 part = self._read(min(length, CHUNK))
                 if not part:
                     raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a member")
-                out[start:start + len(part)] = part
+                out[start : start + len(part)] = part
                 start, length, entry.left = start + len(part), length - len(part), entry.left - len(part)
         return bytes(out)
 
@@ -229,7 +230,7 @@ class _Archive:
             digits = data[pos:space] if space > pos else b""
             if not digits.isdigit() or int(digits) <= len(digits) + 1 or pos + int(digits) > len(data):
                 raise ShardError(f"not a tar: bad pax header at byte {offset}")
-            record, pos = data[space + 1:pos + int(digits)], pos + int(digits)
+            record, pos = data[space + 1 : pos + int(digits)], pos + int(digits)
             keyword, equals, value = record.partition(b"=")
             if not equals or not record.endswith(b"\n"):
                 raise ShardError(f"not a tar: bad pax header at byte {offset}")
@@ -249,19 +250,19 @@ class _Archive:
         """An old GNU sparse header's real size and regions: four in the header, 21 in each extension block after
         it (read here, before the data, whether or not the member is used)."""
         regions: list[tuple[int, int]] = []
-        fields = [block[386 + 24 * i:410 + 24 * i] for i in range(4)]
+        fields = [block[386 + 24 * i : 410 + 24 * i] for i in range(4)]
         extended = block[482]
         while True:
             for field in fields:
                 if field.strip(b"\x00"):
                     regions.append((_number(field[:12], offset), _number(field[12:], offset)))
-                    del regions[MAX_SPARSE_REGIONS + 1:]  # past the bound only "too many" is kept
+                    del regions[MAX_SPARSE_REGIONS + 1 :]  # past the bound only "too many" is kept
             if not extended:
                 break
             more = self._read(BLOCK)
             if len(more) < BLOCK:
                 raise ShardError(f"truncated at byte {self.offset}: the shard ends inside a sparse header")
-            fields, extended = [more[24 * i:24 * i + 24] for i in range(21)], more[504]
+            fields, extended = [more[24 * i : 24 * i + 24] for i in range(21)], more[504]
         if len(regions) > MAX_SPARSE_REGIONS:
             return _Sparse(0, [], f"is a GNU sparse file of over {MAX_SPARSE_REGIONS:,} regions")
         return _Sparse(_number(block[483:495], offset), regions)
@@ -280,8 +281,9 @@ class _Archive:
         """A pax global header or a GNU long link name: capped like the headers that are read, then dropped."""
         limit = MAX_PAX_BYTES if kind == ord("g") else MAX_LONGNAME_BYTES
         if size > limit:
-            raise ShardError(f"not a usable tar: the {chr(kind)!r} header at byte {offset} is {size:,} bytes, "
-                             f"over {limit:,}")
+            raise ShardError(
+                f"not a usable tar: the {chr(kind)!r} header at byte {offset} is {size:,} bytes, over {limit:,}"
+            )
         self._skip(size + (-size) % BLOCK)
 
 
@@ -396,8 +398,10 @@ class _Group:
         if entry.sparse is not None and entry.sparse.error is not None:
             self.refusal = f"the {shown} member {entry.sparse.error}"
         elif entry.real_size > max_member_bytes:
-            self.refusal = (f"the {shown} member is {entry.real_size:,} bytes, over the limit of {max_member_bytes:,} "
-                            f"(max_image_bytes)")
+            self.refusal = (
+                f"the {shown} member is {entry.real_size:,} bytes, over the limit of {max_member_bytes:,} "
+                f"(max_image_bytes)"
+            )
         else:
             try:
                 self.image = archive.data(entry)

@@ -4,6 +4,7 @@ A frame is a 4-byte little-endian header length, the header (a JSON object whose
 the blobs. Both sides bound what they read before allocating it: the parent treats a child as untrusted too, since it
 has parsed hostile bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,10 +73,14 @@ class Reader:
         except (ValueError, RecursionError) as exc:  # a header nested past the parser's depth is no header either
             raise WireError(f"a frame header that is not JSON: {exc.__class__.__name__}") from None
         sizes = header.get("blobs") if isinstance(header, dict) else None
-        if not isinstance(sizes, list) or not all(isinstance(n, int) and 0 <= n <= max_blob_bytes for n in sizes) \
-                or sum(sizes) > max_total_bytes:
-            raise WireError(f"a frame's blobs {str(sizes)[:100]} exceed {max_blob_bytes:,} bytes each or "
-                            f"{max_total_bytes:,} in all")
+        if (
+            not isinstance(sizes, list)
+            or not all(isinstance(n, int) and 0 <= n <= max_blob_bytes for n in sizes)
+            or sum(sizes) > max_total_bytes
+        ):
+            raise WireError(
+                f"a frame's blobs {str(sizes)[:100]} exceed {max_blob_bytes:,} bytes each or {max_total_bytes:,} in all"
+            )
         return header, [self._exact(n, deadline) for n in sizes]
 
     def _exact(self, n: int, deadline: float | None) -> bytes:

@@ -1,4 +1,5 @@
 """Crash isolation, with the agent as a real process: an image that kills the worker ends as its own error record."""
+
 from __future__ import annotations
 
 import signal
@@ -9,8 +10,12 @@ from agent_support import AgentProcess, Stack, png
 def test_an_image_that_kills_the_worker_ends_as_its_own_error_record_and_its_batch_mates_are_captioned(aws, tmp_path):
     stack = Stack(aws["AWS_ENDPOINT_URL"], tmp_path, max_receive=5)  # the stack's default receive limit
     stack.publish("fake-crashy", abort_on=[13, 13])
-    keys = {"incoming/good-1.png": png((10, 0, 0)), "incoming/killer.png": png(size=(13, 13)),
-            "incoming/good-2.png": png((20, 0, 0)), "incoming/good-3.png": png((30, 0, 0))}
+    keys = {
+        "incoming/good-1.png": png((10, 0, 0)),
+        "incoming/killer.png": png(size=(13, 13)),
+        "incoming/good-2.png": png((20, 0, 0)),
+        "incoming/good-3.png": png((30, 0, 0)),
+    }
     for key, body in keys.items():
         stack.put(key, body)
         stack.send_event(key)

@@ -1,4 +1,5 @@
 """The agent against moto, in-process: permanent S3 errors, replaced objects, long keys, a swap that must wait."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,7 @@ from runtime.agent.model.swap import ModelWatcher
 
 def _event(stack, key: str, etag: str | None = None) -> dict:
     obj = {"key": urllib.parse.quote_plus(key, safe="/"), "size": 1, **({"eTag": etag} if etag else {})}
-    return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": stack.images},
-                                                                  "object": obj}}]}
+    return {"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": stack.images}, "object": obj}}]}
 
 
 def test_permanent_s3_errors_become_error_records_at_once(stack, agent_log):
@@ -31,8 +31,9 @@ def test_permanent_s3_errors_become_error_records_at_once(stack, agent_log):
 
 def test_an_event_for_a_replaced_object_is_skipped_and_the_newer_event_captions_the_new_bytes(stack, agent_log):
     old = stack.s3.put_object(Bucket=stack.images, Key="incoming/cat.png", Body=png((10, 10, 10)))["ETag"]
-    new = stack.s3.put_object(Bucket=stack.images, Key="incoming/cat.png",
-                              Body=png((90, 90, 90), size=(30, 20)))["ETag"]
+    new = stack.s3.put_object(Bucket=stack.images, Key="incoming/cat.png", Body=png((90, 90, 90), size=(30, 20)))[
+        "ETag"
+    ]
     stack.send(_event(stack, "incoming/cat.png", etag=old.strip('"')))
     stack.send(_event(stack, "incoming/cat.png", etag=new.strip('"')))
 

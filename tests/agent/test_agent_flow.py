@@ -1,4 +1,5 @@
 """The agent against moto's server, in-process: bad inputs, idempotence, visibility, dead letters, hot swap."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,9 @@ def test_redelivered_message_rewrites_a_byte_identical_result(stack):
 
     key = "results/incoming/cat.jpg.json"
     versions = stack.s3.list_object_versions(Bucket=stack.images, Prefix=key)["Versions"]
-    bodies = {stack.s3.get_object(Bucket=stack.images, Key=key, VersionId=v["VersionId"])["Body"].read()
-              for v in versions}
+    bodies = {
+        stack.s3.get_object(Bucket=stack.images, Key=key, VersionId=v["VersionId"])["Body"].read() for v in versions
+    }
     assert len(versions) == 2 and len(bodies) == 1
     record = json.loads(bodies.pop())
     assert record["source"]["version_id"] and record["source"]["etag"] and record["model"]["name"] == "fake-a"
@@ -116,8 +118,9 @@ def test_unknown_bodies_go_to_the_dead_letter_queue_at_once(stack, agent_log):
 
     assert stack.worker(burst=True).run() == 0
 
-    dead = stack.sqs.receive_message(QueueUrl=stack.dlq, MaxNumberOfMessages=10,
-                                     MessageAttributeNames=["All"])["Messages"]
+    dead = stack.sqs.receive_message(QueueUrl=stack.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
     assert len(dead) == 3
     assert all(m["MessageAttributes"]["captionkit_error"]["StringValue"] for m in dead)
     assert len(agent_log.events("unknown_message")) == 3

@@ -1,5 +1,6 @@
 """One agent per GPU: life locks, the lifecycle hook completed once per instance, a shared cache downloaded once,
 and the Gpu metric dimension."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,36 +14,54 @@ import pytest
 from botocore.stub import Stubber
 
 from runtime.agent.config import AgentConfig, ConfigError, load_config
-from runtime.agent.lifecycle import Lifecycle
+from runtime.agent.lifecycle import Lifecycle, WarmPoolGate
 from runtime.agent.metrics import GPU_DIMENSION, batch_metrics
 from runtime.agent.model.pointer import fetch_artifact
 from runtime.agent.siblings import SiblingError, Siblings, complete_for_instance
-from runtime.agent.lifecycle import WarmPoolGate
 from tools.paths import REPO
 
-HOOK = {"LifecycleHookName": "drain", "AutoScalingGroupName": "captioners",
-        "LifecycleActionResult": "CONTINUE", "InstanceId": "i-0123456789abcdef0"}
+HOOK = {
+    "LifecycleHookName": "drain",
+    "AutoScalingGroupName": "captioners",
+    "LifecycleActionResult": "CONTINUE",
+    "InstanceId": "i-0123456789abcdef0",
+}
 
 
 def _config(tmp_path, index: int, **overrides) -> AgentConfig:
-    return AgentConfig(agent_index=index, agent_count=2, agents_dir=str(tmp_path / "agents"), asg_name="captioners",
-                       lifecycle_hook_name="drain", launch_hook_name="ready", drain_timeout_s=5, imds_poll_s=0.1,
-                       **overrides)
+    return AgentConfig(
+        agent_index=index,
+        agent_count=2,
+        agents_dir=str(tmp_path / "agents"),
+        asg_name="captioners",
+        lifecycle_hook_name="drain",
+        launch_hook_name="ready",
+        drain_timeout_s=5,
+        imds_poll_s=0.1,
+        **overrides,
+    )
 
 
 def _autoscaling():
-    client = boto3.session.Session().client("autoscaling", region_name="us-east-1", aws_access_key_id="x",
-                                            aws_secret_access_key="x", endpoint_url="http://127.0.0.1:9")
+    client = boto3.session.Session().client(
+        "autoscaling",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        endpoint_url="http://127.0.0.1:9",
+    )
     return client, Stubber(client)
 
 
 def _other_agent(tmp_path, index: int, hold_s: float) -> subprocess.Popen:
     """A process that runs as agent `index`: it takes its life lock, says so, then lives `hold_s` seconds."""
-    code = ("import time; from runtime.agent.config import AgentConfig; "
-            "from runtime.agent.siblings import Siblings; "
-            f"s = Siblings(AgentConfig(agent_index={index}, agent_count=2, agents_dir={str(tmp_path / 'agents')!r})); "
-            "s.hold(); "
-            f"print('held', flush=True); time.sleep({hold_s})")
+    code = (
+        "import time; from runtime.agent.config import AgentConfig; "
+        "from runtime.agent.siblings import Siblings; "
+        f"s = Siblings(AgentConfig(agent_index={index}, agent_count=2, agents_dir={str(tmp_path / 'agents')!r})); "
+        "s.hold(); "
+        f"print('held', flush=True); time.sleep({hold_s})"
+    )
     process = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert process.stdout.readline().strip() == "held"
     return process
@@ -103,11 +122,16 @@ def test_an_agent_alone_on_its_instance_needs_no_lock(tmp_path):
     assert siblings.lead and siblings.wait_for_others(10) == []
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"CAPTIONKIT_AGENT_COUNT": "2"}, "agents_dir set"),
-    ({"CAPTIONKIT_AGENT_COUNT": "2", "CAPTIONKIT_AGENT_INDEX": "2", "CAPTIONKIT_AGENTS_DIR": "/tmp/x"},
-     "index < count"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"CAPTIONKIT_AGENT_COUNT": "2"}, "agents_dir set"),
+        (
+            {"CAPTIONKIT_AGENT_COUNT": "2", "CAPTIONKIT_AGENT_INDEX": "2", "CAPTIONKIT_AGENTS_DIR": "/tmp/x"},
+            "index < count",
+        ),
+    ],
+)
 def test_agent_index_and_count_are_checked(env, message):
     with pytest.raises(ConfigError, match=message):
         load_config(environ=env)
@@ -123,7 +147,7 @@ class _SlowS3:
         self.calls += 1
         with open(filename, "wb") as out:
             for start in range(0, len(self.body), 1024):
-                out.write(self.body[start:start + 1024])
+                out.write(self.body[start : start + 1024])
                 out.flush()
                 time.sleep(0.005)
 
@@ -153,6 +177,13 @@ def test_batch_metrics_also_go_out_per_gpu_when_the_agent_names_its_gpu():
     fields = batch_metrics(config, done=3, failed=0, size=3, device_s=0.5, latencies_s=[1.0], waits_s=[0.1])
     assert fields["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Queue"], [GPU_DIMENSION, "Queue"]]
     assert fields[GPU_DIMENSION] == "i-0abc/1" and fields["Queue"] == "jobs" and fields["ImagesDone"] == 3
-    alone = batch_metrics(AgentConfig(queue_url=config.queue_url), done=3, failed=0, size=3, device_s=0.5,
-                          latencies_s=[1.0], waits_s=[0.1])
+    alone = batch_metrics(
+        AgentConfig(queue_url=config.queue_url),
+        done=3,
+        failed=0,
+        size=3,
+        device_s=0.5,
+        latencies_s=[1.0],
+        waits_s=[0.1],
+    )
     assert alone["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Queue"]] and GPU_DIMENSION not in alone

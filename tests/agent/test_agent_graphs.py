@@ -1,4 +1,5 @@
 """The agent captures a model's decode graphs on its serving thread before the model serves, and reports a failure."""
+
 from __future__ import annotations
 
 import threading
@@ -64,15 +65,17 @@ def _serve_failing(stack, tiny_artifact, part: str) -> tuple[str, list[str]]:
 
 
 def test_the_serving_thread_captures_each_model_before_it_serves_and_the_watcher_never_does(
-        stack, agent_log, tiny_artifact, tmp_path):
+    stack, agent_log, tiny_artifact, tmp_path
+):
     graph_tools.RECORDED.clear()
     first = stack.use_real_model(tiny_artifact, loader=LOADER)
     second = renamed_artifact(tiny_artifact, tmp_path / "b.pt2", "tiny-b")
     config = stack.config(pointer_poll_s=0.2)
     watcher = ModelWatcher(config, stack.s3, "cpu", first["sha256"])
     keys = [f"incoming/{n:02d}.png" for n in range(6)]
-    worker = _serve(stack, config, watcher, keys, publish_after=2, second=second,
-                    loaded=lambda: agent_log.events("model_ready"))
+    worker = _serve(
+        stack, config, watcher, keys, publish_after=2, second=second, loaded=lambda: agent_log.events("model_ready")
+    )
 
     served = [stack.result(key)["model"]["name"] for key in keys]
     assert "tiny-b" in served and served[0] != "tiny-b"
@@ -92,14 +95,14 @@ def test_the_serving_thread_captures_each_model_before_it_serves_and_the_watcher
     assert {line["decode"] for line in agent_log.events("batch")} == {"cuda-graphs"}
 
 
-def test_a_failed_capture_is_reported_with_its_cause_a_metric_and_on_every_batch_line(
-        stack, agent_log, tiny_artifact):
+def test_a_failed_capture_is_reported_with_its_cause_a_metric_and_on_every_batch_line(stack, agent_log, tiny_artifact):
     bucket, keys = _serve_failing(stack, tiny_artifact, "")
 
     failed = agent_log.events("capture_failed")
     assert len(failed) == 1 and failed[0]["decode"] == "eager, capture failed"
-    assert failed[0]["reason"] == (f"bucket {bucket} (images x beams): RuntimeError: operation not permitted when "
-                                   "stream is capturing")
+    assert failed[0]["reason"] == (
+        f"bucket {bucket} (images x beams): RuntimeError: operation not permitted when stream is capturing"
+    )
     assert failed[0][CAPTURE_FAILED] == 1
     assert failed[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"] == [{"Name": CAPTURE_FAILED, "Unit": "Count"}]
     batches = agent_log.events("batch")

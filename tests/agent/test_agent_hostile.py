@@ -1,4 +1,5 @@
 """Hostile messages against moto: forged buckets, forged chunks and poison bodies beside good images in one receive."""
+
 from __future__ import annotations
 
 import json
@@ -10,23 +11,29 @@ from runtime.agent import submit
 
 
 def _record(stack, key: str, bucket: str | None = None) -> dict:
-    return {"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": bucket or stack.images},
-                                                     "object": {"key": urllib.parse.quote_plus(key, safe="/")}}}
+    return {
+        "eventName": "ObjectCreated:Put",
+        "s3": {"bucket": {"name": bucket or stack.images}, "object": {"key": urllib.parse.quote_plus(key, safe="/")}},
+    }
 
 
 def _objects(stack, prefix: str = "results/") -> dict[str, bytes]:
     """Every object under `prefix` in the images bucket, by key, with all its versions' bytes."""
     reply = stack.s3.list_object_versions(Bucket=stack.images, Prefix=prefix)
-    return {(v["Key"], v["VersionId"]): stack.s3.get_object(Bucket=stack.images, Key=v["Key"],
-                                                             VersionId=v["VersionId"])["Body"].read()
-            for v in reply.get("Versions", [])}
+    return {
+        (v["Key"], v["VersionId"]): stack.s3.get_object(Bucket=stack.images, Key=v["Key"], VersionId=v["VersionId"])[
+            "Body"
+        ].read()
+        for v in reply.get("Versions", [])
+    }
 
 
 def _dead(stack) -> list[dict]:
     found = []
     while True:
-        reply = stack.sqs.receive_message(QueueUrl=stack.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                          VisibilityTimeout=30)
+        reply = stack.sqs.receive_message(
+            QueueUrl=stack.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
+        )
         if not reply.get("Messages"):
             return found
         found += reply["Messages"]
@@ -53,10 +60,12 @@ def test_forged_events_for_another_bucket_or_prefix_write_no_record_and_leave_re
     assert [key for key, _ in before] == ["results/incoming/cat.png.json"]
     stack.s3.put_object(Bucket=stack.artifacts, Key="incoming/cat.png", Body=png((1, 2, 3)))  # a real other bucket
     stack.put("elsewhere/cat.png", png((4, 5, 6)))
-    forged = [{"Records": [_record(stack, "incoming/cat.png", f"no-such-bucket-{stack.id}")]},
-              {"Records": [_record(stack, "incoming/cat.png", stack.artifacts)]},
-              {"Records": [_record(stack, "elsewhere/cat.png")]},
-              {"Records": [_record(stack, "incoming/good/0.png"), _record(stack, "incoming/cat.png", "other")]}]
+    forged = [
+        {"Records": [_record(stack, "incoming/cat.png", f"no-such-bucket-{stack.id}")]},
+        {"Records": [_record(stack, "incoming/cat.png", stack.artifacts)]},
+        {"Records": [_record(stack, "elsewhere/cat.png")]},
+        {"Records": [_record(stack, "incoming/good/0.png"), _record(stack, "incoming/cat.png", "other")]},
+    ]
     good = _good_images(stack, ["0", "1", "2"])
     for n, body in enumerate(forged):
         stack.send(body)
@@ -72,7 +81,8 @@ def test_forged_events_for_another_bucket_or_prefix_write_no_record_and_leave_re
     assert all(stack.result(key)["status"] == "ok" for key in good)
     dead = _dead(stack)
     assert sorted(json.loads(m["Body"])["Records"][-1]["s3"]["bucket"]["name"] for m in dead) == sorted(
-        [f"no-such-bucket-{stack.id}", stack.artifacts, stack.images, "other"])
+        [f"no-such-bucket-{stack.id}", stack.artifacts, stack.images, "other"]
+    )
     reasons = [m["MessageAttributes"]["captionkit_error"]["StringValue"] for m in dead]
     assert sum("not in the images bucket" in r for r in reasons) == 3
     assert sum("outside the images prefix" in r for r in reasons) == 1
@@ -95,11 +105,13 @@ def test_forged_chunks_cannot_rewrite_a_jobs_markers_or_summary_nor_announce_a_j
     stack.send(submit.build_job(images, "job-1"))
     assert stack.worker(config, burst=True).run() == 0
     before = _objects(stack)
-    summary = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-1/summary.json")["Body"]
-                         .read())
+    summary = json.loads(
+        stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-1/summary.json")["Body"].read()
+    )
     assert (summary["done"], summary["failed"]) == (4, 1) and len(agent_log.events("job_notified")) == 1
-    manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-1/manifest.json")["Body"]
-                          .read())
+    manifest = json.loads(
+        stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-1/manifest.json")["Body"].read()
+    )
     size, count = manifest["chunk_size"], manifest["chunks"]
     assert count == 2  # chunks of batch_size 4; the failure is in chunk 0
     stack.put("incoming/mine.png", png((9, 9, 9)))
@@ -107,7 +119,7 @@ def test_forged_chunks_cannot_rewrite_a_jobs_markers_or_summary_nor_announce_a_j
     forged = [
         _chunk("job-1", 0, 1, [mine]),  # the issue's finding: count 1 makes one marker look like the whole job
         _chunk("job-1", 0, count, [mine]),  # the right numbers, other images
-        _chunk("job-1", 0, count, images[:size - 1]),  # a shorter slice: the failed image left out
+        _chunk("job-1", 0, count, images[: size - 1]),  # a shorter slice: the failed image left out
         _chunk("job-1", 1, count + 1, images[size:]),
         _chunk("job-1", 2, count + 1, [mine]),  # a new index
         _chunk("job-1", True, count, images[:size]),
@@ -156,11 +168,16 @@ def test_a_replayed_chunk_of_a_real_job_is_accepted_and_rewrites_the_same_bytes(
 def test_a_job_naming_images_outside_the_images_prefix_is_refused_by_the_agent(stack, agent_log):
     stack.put("elsewhere/a.png", png())
     stack.put("incoming/b.png", png())
-    jobs = [{"type": "captionkit.job", "job_id": "out-1", "prefix": f"s3://{stack.images}/elsewhere/"},
-            {"type": "captionkit.job", "job_id": "out-2", "prefix": f"s3://{stack.images}/"},
-            {"type": "captionkit.job", "job_id": "out-3", "prefix": f"s3://{stack.artifacts}/incoming/"},
-            {"type": "captionkit.job", "job_id": "out-4",
-             "images": [f"s3://{stack.images}/incoming/b.png", f"s3://{stack.images}/elsewhere/a.png"]}]
+    jobs = [
+        {"type": "captionkit.job", "job_id": "out-1", "prefix": f"s3://{stack.images}/elsewhere/"},
+        {"type": "captionkit.job", "job_id": "out-2", "prefix": f"s3://{stack.images}/"},
+        {"type": "captionkit.job", "job_id": "out-3", "prefix": f"s3://{stack.artifacts}/incoming/"},
+        {
+            "type": "captionkit.job",
+            "job_id": "out-4",
+            "images": [f"s3://{stack.images}/incoming/b.png", f"s3://{stack.images}/elsewhere/a.png"],
+        },
+    ]
     for job in jobs:
         stack.send(job)  # straight onto the queue: the submit CLI's own check is not what protects the fleet
 
@@ -197,7 +214,7 @@ def test_poison_bodies_settle_alone_and_their_batch_mates_are_captioned(stack, a
         stack.send(body)
         if n % 3 == 0:
             stack.send_event(good[n // 3])
-    for key in good[len(poison) // 3:]:
+    for key in good[len(poison) // 3 :]:
         stack.send_event(key)
 
     worker = stack.worker(burst=True)

@@ -1,4 +1,5 @@
 """Batch jobs against moto: submit a prefix or a list, fan out into chunks, one summary; replays are safe."""
+
 from __future__ import annotations
 
 import json
@@ -64,8 +65,16 @@ def test_a_replayed_job_reuses_its_manifest_and_rewrites_the_same_summary(stack,
 def test_batch_job_over_a_list_of_images(stack):
     stack.put("incoming/a/x.png", png())
     stack.put("incoming/b/y.jpg", png(fmt="JPEG"))
-    stack.send(submit.build_job([f"s3://{stack.images}/incoming/a/x.png", f"s3://{stack.images}/incoming/b/y.jpg",
-                                 f"s3://{stack.images}/incoming/c/missing.png"], "job-3"))
+    stack.send(
+        submit.build_job(
+            [
+                f"s3://{stack.images}/incoming/a/x.png",
+                f"s3://{stack.images}/incoming/b/y.jpg",
+                f"s3://{stack.images}/incoming/c/missing.png",
+            ],
+            "job-3",
+        )
+    )
 
     stack.worker(burst=True).run()
 
@@ -84,15 +93,29 @@ def _chunked_job(stack, config, job_id: str, chunks: int) -> str:
     """A job's manifest of `chunks` one-image chunks, as `plan.expand_images` freezes it; its root."""
     root = job_root(config, job_id)
     images = [f"s3://{stack.images}/incoming/set/{n}.png" for n in range(chunks)]
-    stack.s3.put_object(Bucket=stack.images, Key=root + JOB_MANIFEST, Body=json.dumps(
-        {"job_id": job_id, "source": f"{chunks} listed images", "images": images, "chunk_size": 1, "chunks": chunks,
-         "created_at": "2025-01-01T00:00:00+00:00"}).encode())
+    stack.s3.put_object(
+        Bucket=stack.images,
+        Key=root + JOB_MANIFEST,
+        Body=json.dumps(
+            {
+                "job_id": job_id,
+                "source": f"{chunks} listed images",
+                "images": images,
+                "chunk_size": 1,
+                "chunks": chunks,
+                "created_at": "2025-01-01T00:00:00+00:00",
+            }
+        ).encode(),
+    )
     return root
 
 
 def _finish(s3, config, job_id: str, index: int, chunks: int) -> bool:
-    item = Item(ImageRef(config.images_bucket, f"incoming/set/{index}.png"), None,
-                error="not a readable image" if index == 4 else None)
+    item = Item(
+        ImageRef(config.images_bucket, f"incoming/set/{index}.png"),
+        None,
+        error="not a readable image" if index == 4 else None,
+    )
     return ledger.finish_chunk(s3, config, Chunk(job_id, index, chunks), [item])
 
 
@@ -144,11 +167,14 @@ def test_two_agents_that_both_find_the_summary_new_send_one_notice(stack, monkey
     assert json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + NOTIFIED)["Body"].read())["job_id"] == "job-n"
 
 
-@pytest.mark.parametrize("uris, error", [
-    ([], "either one prefix"),
-    (["s3://b/p/", "s3://b/x.png"], "not both"),
-    (["http://b/x.png"], "not an S3 URI"),
-])
+@pytest.mark.parametrize(
+    "uris, error",
+    [
+        ([], "either one prefix"),
+        (["s3://b/p/", "s3://b/x.png"], "not both"),
+        (["http://b/x.png"], "not an S3 URI"),
+    ],
+)
 def test_submit_refuses_ambiguous_jobs(uris, error):
     with pytest.raises(ValueError, match=error):
         submit.build_job(uris, "job")
@@ -163,8 +189,11 @@ def test_submit_without_a_queue_says_which_setting_is_missing(monkeypatch, capsy
 def test_submit_refuses_images_the_workers_cannot_read_before_queueing(stack, monkeypatch, capsys):
     monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
     monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
-    for uris in ([f"s3://{stack.images}/archive/"], [f"s3://other-bucket/incoming/a.png"],
-                 [f"s3://{stack.images}/incoming/a.png", f"s3://{stack.images}/elsewhere/b.png"]):
+    for uris in (
+        [f"s3://{stack.images}/archive/"],
+        ["s3://other-bucket/incoming/a.png"],
+        [f"s3://{stack.images}/incoming/a.png", f"s3://{stack.images}/elsewhere/b.png"],
+    ):
         assert submit.main([*uris, "--job-id", "refused"]) == 2
         assert "the only place the workers may read" in capsys.readouterr().err
     assert stack.counts() == {"visible": 0, "in_flight": 0}  # nothing was queued

@@ -1,4 +1,5 @@
 """Termination notices (IMDSv2 on a local fake), lifecycle completion (botocore Stubber), drain bounds."""
+
 from __future__ import annotations
 
 import threading
@@ -13,13 +14,22 @@ from runtime.agent.lifecycle import Lifecycle
 from runtime.agent.worker import DRAIN_TIMEOUT_EXIT
 from tools.local_aws import free_port
 
-HOOK = {"LifecycleHookName": "drain", "AutoScalingGroupName": "captioners",
-        "LifecycleActionResult": "CONTINUE", "InstanceId": "i-0123456789abcdef0"}
+HOOK = {
+    "LifecycleHookName": "drain",
+    "AutoScalingGroupName": "captioners",
+    "LifecycleActionResult": "CONTINUE",
+    "InstanceId": "i-0123456789abcdef0",
+}
 
 
 def _autoscaling():
-    client = boto3.session.Session().client("autoscaling", region_name="us-east-1", aws_access_key_id="x",
-                                            aws_secret_access_key="x", endpoint_url="http://127.0.0.1:9")
+    client = boto3.session.Session().client(
+        "autoscaling",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        endpoint_url="http://127.0.0.1:9",
+    )
     return client, Stubber(client)
 
 

@@ -1,4 +1,5 @@
 """Liveness: held messages stop being extended past the hold limit; systemd's watchdog is petted only on progress."""
+
 from __future__ import annotations
 
 import socket

@@ -1,4 +1,5 @@
 """Unit tests of what the agent accepts from the queue: the scope, hostile bodies, job and chunk validation."""
+
 from __future__ import annotations
 
 import io
@@ -9,11 +10,20 @@ import botocore.exceptions
 import pytest
 
 from runtime.agent import ledger
-from runtime.aws import RetryLater
 from runtime.agent.config import AgentConfig
-from runtime.agent.messages import (MAX_BODY_BYTES, MAX_CHUNK_IMAGES, MAX_CHUNKS, MAX_DEPTH, MAX_RECORDS, ImageRef,
-                                    UnknownMessage, parse_body, too_deep)
+from runtime.agent.messages import (
+    MAX_BODY_BYTES,
+    MAX_CHUNK_IMAGES,
+    MAX_CHUNKS,
+    MAX_DEPTH,
+    MAX_RECORDS,
+    ImageRef,
+    UnknownMessage,
+    parse_body,
+    too_deep,
+)
 from runtime.agent.scope import Scope
+from runtime.aws import RetryLater
 
 SCOPE = Scope("pics", "incoming/", ("pics", "results/"))
 
@@ -27,8 +37,15 @@ def _event(*records) -> str:
 
 
 def _chunk(job_id="job-1", index=0, count=2, images=("s3://pics/incoming/a.png",)) -> str:
-    return json.dumps({"type": "captionkit.chunk", "job_id": job_id, "index": index, "count": count,
-                       "images": images if isinstance(images, str) else list(images)})
+    return json.dumps(
+        {
+            "type": "captionkit.chunk",
+            "job_id": job_id,
+            "index": index,
+            "count": count,
+            "images": images if isinstance(images, str) else list(images),
+        }
+    )
 
 
 def _refused(body: str, match: str | None = None) -> str:
@@ -42,12 +59,15 @@ def test_an_event_in_the_images_bucket_and_prefix_is_work():
     assert work.images == (ImageRef("pics", "incoming/aé.png", "v1", "e1"),)
 
 
-@pytest.mark.parametrize("bucket, key, why", [
-    ("other", "incoming/a.png", "not in the images bucket"),
-    ("no-such-bucket", "incoming/a.png", "not in the images bucket"),
-    ("pics", "elsewhere/a.png", "outside the images prefix"),
-    ("pics", "incoming", "outside the images prefix"),
-])
+@pytest.mark.parametrize(
+    "bucket, key, why",
+    [
+        ("other", "incoming/a.png", "not in the images bucket"),
+        ("no-such-bucket", "incoming/a.png", "not in the images bucket"),
+        ("pics", "elsewhere/a.png", "outside the images prefix"),
+        ("pics", "incoming", "outside the images prefix"),
+    ],
+)
 def test_an_event_for_an_object_outside_the_scope_is_refused_with_the_reason(bucket, key, why):
     reason = _refused(_event(_record(key, bucket)), why)
     assert "s3://pics/incoming/" in reason
@@ -58,30 +78,42 @@ def test_one_foreign_record_refuses_the_whole_message():
 
 
 def test_removals_folders_and_own_results_are_skipped_not_refused():
-    work = parse_body(_event(_record(name="ObjectRemoved:Delete", bucket="other"), _record("incoming/dir/"),
-                             _record("results/incoming/a.png.json")), Scope("pics", "", ("pics", "results/")))
+    work = parse_body(
+        _event(
+            _record(name="ObjectRemoved:Delete", bucket="other"),
+            _record("incoming/dir/"),
+            _record("results/incoming/a.png.json"),
+        ),
+        Scope("pics", "", ("pics", "results/")),
+    )
     assert work.images == () and "result object" in work.note and "ObjectRemoved" in work.note
 
 
-@pytest.mark.parametrize("record, what", [
-    (_record() | {"eventName": 5}, "eventName must be a string"),
-    (_record() | {"eventName": None}, "eventName must be a string"),
-    (_record(key=7), "object key must be a string"),
-    (_record(key=["incoming/a.png"]), "object key must be a string"),
-    (_record(bucket={"name": "pics"}), "bucket name must be a string"),
-    (_record(versionId=3), "versionId must be a string"),
-    (_record(eTag={"x": 1}), "eTag must be a string"),
-    ({"eventName": "ObjectCreated:Put", "s3": "pics/incoming/a.png"}, "bucket name must be a string"),
-    ("a record that is a string", "eventName must be a string"),
-])
+@pytest.mark.parametrize(
+    "record, what",
+    [
+        (_record() | {"eventName": 5}, "eventName must be a string"),
+        (_record() | {"eventName": None}, "eventName must be a string"),
+        (_record(key=7), "object key must be a string"),
+        (_record(key=["incoming/a.png"]), "object key must be a string"),
+        (_record(bucket={"name": "pics"}), "bucket name must be a string"),
+        (_record(versionId=3), "versionId must be a string"),
+        (_record(eTag={"x": 1}), "eTag must be a string"),
+        ({"eventName": "ObjectCreated:Put", "s3": "pics/incoming/a.png"}, "bucket name must be a string"),
+        ("a record that is a string", "eventName must be a string"),
+    ],
+)
 def test_event_fields_of_the_wrong_type_are_refused(record, what):
     _refused(_event(record), what)
 
 
 def test_keys_that_are_not_utf8_are_refused():
     _refused(_event(_record("incoming/%FF.png")), "not URL-encoded UTF-8")
-    _refused('{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "pics"}, '
-             '"object": {"key": "incoming/\\udc80.png"}}}]}', "lone surrogate")
+    _refused(
+        '{"Records": [{"eventName": "ObjectCreated:Put", "s3": {"bucket": {"name": "pics"}, '
+        '"object": {"key": "incoming/\\udc80.png"}}}]}',
+        "lone surrogate",
+    )
     _refused(_chunk(images=["s3://pics/incoming/\udc80.png"]), "lone surrogate")
 
 
@@ -90,18 +122,22 @@ def test_more_records_than_s3_sends_are_refused():
     _refused(_event(), "0 records")
 
 
-@pytest.mark.parametrize("body", [
-    '{"type": "captionkit.chunk", "job_id": "j", "index": Infinity, "count": 2, "images": ["s3://pics/incoming/a"]}',
-    '{"type": "captionkit.chunk", "job_id": "j", "index": 0, "count": NaN, "images": ["s3://pics/incoming/a"]}',
-    '{"Records": -Infinity}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"type": "captionkit.chunk", "job_id": "j", "index": Infinity, "count": 2, '
+        '"images": ["s3://pics/incoming/a"]}',
+        '{"type": "captionkit.chunk", "job_id": "j", "index": 0, "count": NaN, "images": ["s3://pics/incoming/a"]}',
+        '{"Records": -Infinity}',
+    ],
+)
 def test_nan_and_infinity_are_refused(body):
     _refused(body, "not JSON")
 
 
 def test_deep_nesting_is_refused_before_json_parses_it():
     _refused("[" * 3000 + "]" * 3000, "nests deeper")
-    _refused('{"Records": [' + "{\"a\": " * 50 + "1" + "}" * 50 + "]}", "nests deeper")
+    _refused('{"Records": [' + '{"a": ' * 50 + "1" + "}" * 50 + "]}", "nests deeper")
     _refused("[" * 100_000, "nests deeper")  # unbalanced as well
 
 
@@ -119,10 +155,17 @@ def test_an_oversized_body_is_refused_before_it_is_parsed():
 
 
 def test_the_largest_chunk_an_agent_sends_is_within_the_body_bound():
-    bucket, key = "b" * 63, "\U0001F600" * 256  # S3's longest names; each emoji is 12 bytes once JSON-escaped
+    bucket, key = "b" * 63, "\U0001f600" * 256  # S3's longest names; each emoji is 12 bytes once JSON-escaped
     assert len(key.encode()) == 1024
-    body = json.dumps({"type": "captionkit.chunk", "job_id": "j" * 128, "index": MAX_CHUNKS - 1, "count": MAX_CHUNKS,
-                       "images": [f"s3://{bucket}/{key}"] * MAX_CHUNK_IMAGES})
+    body = json.dumps(
+        {
+            "type": "captionkit.chunk",
+            "job_id": "j" * 128,
+            "index": MAX_CHUNKS - 1,
+            "count": MAX_CHUNKS,
+            "images": [f"s3://{bucket}/{key}"] * MAX_CHUNK_IMAGES,
+        }
+    )
     assert len(parse_body(body, Scope(bucket, "")).images) == MAX_CHUNK_IMAGES
 
 
@@ -138,10 +181,24 @@ def test_an_sns_envelope_is_unwrapped_once_only():
     _refused(twice, "neither an S3 event")
 
 
-@pytest.mark.parametrize("index, count", [
-    (True, 2), (0, True), (0.0, 2), (0, 2.0), ("0", 2), (0, "2"), (None, 2), (-1, 2), (2, 2), (3, 2), (0, 0),
-    (0, MAX_CHUNKS + 1), ([0], 2),
-])
+@pytest.mark.parametrize(
+    "index, count",
+    [
+        (True, 2),
+        (0, True),
+        (0.0, 2),
+        (0, 2.0),
+        ("0", 2),
+        (0, "2"),
+        (None, 2),
+        (-1, 2),
+        (2, 2),
+        (3, 2),
+        (0, 0),
+        (0, MAX_CHUNKS + 1),
+        ([0], 2),
+    ],
+)
 def test_chunk_index_and_count_must_be_integers_with_index_below_count(index, count):
     _refused(_chunk(index=index, count=count), "index and count must be integers")
 
@@ -156,36 +213,44 @@ def test_chunk_and_job_ids_must_be_plain_names(job_id):
     _refused(json.dumps({"type": "captionkit.job", "job_id": job_id, "prefix": "s3://pics/incoming/"}), "job_id")
 
 
-@pytest.mark.parametrize("images, why", [
-    ([], "non-empty list"),
-    ("s3://pics/incoming/a.png", "non-empty list"),
-    ([5], "must be a string"),
-    (["https://pics/incoming/a.png"], "not an S3 URI"),
-    (["s3://other/incoming/a.png"], "not in the images bucket"),
-    (["s3://pics/incoming/a.png", "s3://pics/elsewhere/b.png"], "outside the images prefix"),
-    (["s3://pics/incoming/sub/"], "names a folder"),
-])
+@pytest.mark.parametrize(
+    "images, why",
+    [
+        ([], "non-empty list"),
+        ("s3://pics/incoming/a.png", "non-empty list"),
+        ([5], "must be a string"),
+        (["https://pics/incoming/a.png"], "not an S3 URI"),
+        (["s3://other/incoming/a.png"], "not in the images bucket"),
+        (["s3://pics/incoming/a.png", "s3://pics/elsewhere/b.png"], "outside the images prefix"),
+        (["s3://pics/incoming/sub/"], "names a folder"),
+    ],
+)
 def test_chunk_images_must_be_objects_in_the_scope(images, why):
     _refused(_chunk(images=images), why)
 
 
-@pytest.mark.parametrize("job, why", [
-    ({"prefix": "s3://other/incoming/"}, "not in the images bucket"),
-    ({"prefix": "s3://pics/"}, "outside the images prefix"),
-    ({"prefix": "s3://pics/elsewhere/"}, "outside the images prefix"),
-    ({"prefix": 7}, "must be a string"),
-    ({"images": ["s3://pics/incoming/a.png", "s3://other/incoming/b.png"]}, "not in the images bucket"),
-    ({"images": ["s3://pics/results/incoming/a.png.json"]}, "outside the images prefix"),
-])
+@pytest.mark.parametrize(
+    "job, why",
+    [
+        ({"prefix": "s3://other/incoming/"}, "not in the images bucket"),
+        ({"prefix": "s3://pics/"}, "outside the images prefix"),
+        ({"prefix": "s3://pics/elsewhere/"}, "outside the images prefix"),
+        ({"prefix": 7}, "must be a string"),
+        ({"images": ["s3://pics/incoming/a.png", "s3://other/incoming/b.png"]}, "not in the images bucket"),
+        ({"images": ["s3://pics/results/incoming/a.png.json"]}, "outside the images prefix"),
+    ],
+)
 def test_a_job_outside_the_images_bucket_or_prefix_is_refused(job, why):
     _refused(json.dumps({"type": "captionkit.job", "job_id": "job-1", **job}), why)
 
 
 def test_a_job_inside_the_scope_is_accepted():
-    assert parse_body(json.dumps({"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/2024/"}),
-                      SCOPE).job == {"job_id": "j", "images": None, "prefix": "s3://pics/incoming/2024/"}
-    job = parse_body(json.dumps({"type": "captionkit.job", "job_id": "j", "images": ["s3://pics/incoming/a.png"]}),
-                     SCOPE).job
+    assert parse_body(
+        json.dumps({"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/2024/"}), SCOPE
+    ).job == {"job_id": "j", "images": None, "prefix": "s3://pics/incoming/2024/"}
+    job = parse_body(
+        json.dumps({"type": "captionkit.job", "job_id": "j", "images": ["s3://pics/incoming/a.png"]}), SCOPE
+    ).job
     assert job["images"] == ["s3://pics/incoming/a.png"] and job["prefix"] is None
 
 
@@ -198,11 +263,31 @@ def test_own_results_are_outside_the_scope_even_under_the_images_prefix():
 
 def test_whatever_a_mutated_message_holds_parse_body_answers_work_or_unknown_message():
     rng = random.Random(21)
-    odd = [None, True, 0, -1, 2**70, 1.5, "", "x" * 300, [], {}, ["s3://pics/incoming/a.png"], {"name": 1},
-           "s3://pics/incoming/a.png", "\udc80", "%FF", "../", "ObjectCreated:Put"]
-    templates = [json.loads(_event(_record())), json.loads(_chunk()),
-                 {"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/"},
-                 {"Type": "Notification", "Message": _event(_record())}]
+    odd = [
+        None,
+        True,
+        0,
+        -1,
+        2**70,
+        1.5,
+        "",
+        "x" * 300,
+        [],
+        {},
+        ["s3://pics/incoming/a.png"],
+        {"name": 1},
+        "s3://pics/incoming/a.png",
+        "\udc80",
+        "%FF",
+        "../",
+        "ObjectCreated:Put",
+    ]
+    templates = [
+        json.loads(_event(_record())),
+        json.loads(_chunk()),
+        {"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/"},
+        {"Type": "Notification", "Message": _event(_record())},
+    ]
 
     def mutate(value, depth=0):
         if isinstance(value, dict) and value and rng.random() < 0.8:
@@ -224,6 +309,7 @@ def test_whatever_a_mutated_message_holds_parse_body_answers_work_or_unknown_mes
 
 
 # --- a chunk proves it belongs to its job: exactly a slice of the job's manifest ---------------------------------
+
 
 def _client_error(code: str):
     return botocore.exceptions.ClientError({"Error": {"Code": code, "Message": code}}, "GetObject")
@@ -247,8 +333,11 @@ class _S3:
 
 CONFIG = AgentConfig(queue_url="q", images_bucket="pics")
 IMAGES = [f"s3://pics/incoming/{n}.png" for n in range(5)]
-MANIFEST = {"results/_jobs/job-1/manifest.json": json.dumps({"job_id": "job-1", "images": IMAGES, "chunk_size": 2,
-                                                             "chunks": 3}).encode()}
+MANIFEST = {
+    "results/_jobs/job-1/manifest.json": json.dumps(
+        {"job_id": "job-1", "images": IMAGES, "chunk_size": 2, "chunks": 3}
+    ).encode()
+}
 
 
 def _prove(body: str, s3=None) -> None:
@@ -260,14 +349,17 @@ def test_a_chunk_that_is_its_manifests_slice_is_accepted():
     _prove(_chunk(index=2, count=3, images=IMAGES[4:]))
 
 
-@pytest.mark.parametrize("index, count, images, why", [
-    (0, 3, IMAGES[:1], "not the job manifest's slice 0"),
-    (0, 3, IMAGES[2:4], "not the job manifest's slice 0"),
-    (1, 3, ["s3://pics/incoming/mine.png", IMAGES[3]], "not the job manifest's slice 1"),
-    (2, 3, IMAGES[4:] + IMAGES[4:], "not the job manifest's slice 2"),
-    (0, 1, IMAGES[:2], "has 3 chunks, not 1"),
-    (3, 4, IMAGES[:1], "has 3 chunks, not 4"),
-])
+@pytest.mark.parametrize(
+    "index, count, images, why",
+    [
+        (0, 3, IMAGES[:1], "not the job manifest's slice 0"),
+        (0, 3, IMAGES[2:4], "not the job manifest's slice 0"),
+        (1, 3, ["s3://pics/incoming/mine.png", IMAGES[3]], "not the job manifest's slice 1"),
+        (2, 3, IMAGES[4:] + IMAGES[4:], "not the job manifest's slice 2"),
+        (0, 1, IMAGES[:2], "has 3 chunks, not 1"),
+        (3, 4, IMAGES[:1], "has 3 chunks, not 4"),
+    ],
+)
 def test_a_forged_chunk_of_a_real_job_is_refused(index, count, images, why):
     with pytest.raises(UnknownMessage, match=why):
         _prove(_chunk(index=index, count=count, images=images))
@@ -284,6 +376,7 @@ def test_a_manifest_that_cannot_be_read_now_means_retry_later():
 
 
 # --- a body settles alone: whatever parsing it raises, and even when the dead-letter queue is unreachable --------
+
 
 def _message(body: str, n: int = 0):
     from runtime.agent.queue import Message
@@ -304,8 +397,14 @@ def test_whatever_parsing_raises_refuses_that_message_alone(monkeypatch):
     monkeypatch.setattr(prefetch, "parse_body", parse)
     batch = prefetch.Batch()
     fetcher = prefetch.Prefetcher(None, None, CONFIG)
-    fetcher._add(batch, [_message(_event(_record("incoming/a.png")), 0), _message("bomb", 1),
-                         _message(_event(_record("incoming/b.png")), 2)])
+    fetcher._add(
+        batch,
+        [
+            _message(_event(_record("incoming/a.png")), 0),
+            _message("bomb", 1),
+            _message(_event(_record("incoming/b.png")), 2),
+        ],
+    )
     fetcher.close()
 
     assert [(m.id, reason.split(":")[0]) for m, reason in batch.unknown] == [("m1", "the body could not be read")]
@@ -361,8 +460,9 @@ def test_an_unreachable_dead_letter_queue_sends_back_only_the_refused_message(tm
 def test_chunks_of_one_job_read_its_manifest_again_only_when_it_changed():
     s3, manifests = _S3(MANIFEST), ledger.Manifests()
     for index in (0, 1, 2):
-        ledger.prove_chunk(s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index:][:2]), SCOPE),
-                         manifests)
+        ledger.prove_chunk(
+            s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index :][:2]), SCOPE), manifests
+        )
     assert s3.bodies_sent == 1
     [key] = MANIFEST
     s3.objects[key] = json.dumps({"images": IMAGES[:2], "chunk_size": 2, "chunks": 1}).encode()  # re-expanded

@@ -1,4 +1,5 @@
 """The agent as a real process against moto's server: SIGTERM drain, second signal, kill -9, start-up errors."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,7 @@ def test_second_sigterm_exits_at_once(stack, aws, tmp_path):
     assert agent.events("exit_now")[0]["held"] == 2
 
 
-def test_kill_9_mid_batch_then_a_fresh_agent_leaves_exactly_one_result_per_image(stack, aws, tmp_path,
-                                                                                  tiny_artifact):
+def test_kill_9_mid_batch_then_a_fresh_agent_leaves_exactly_one_result_per_image(stack, aws, tmp_path, tiny_artifact):
     started, slow = _slow_real_model(stack, tiny_artifact, tmp_path, delay_s=1.0)
     keys = _queue_images(stack, 12)
     settings = stack.write_config(visibility_timeout_s=3)
@@ -86,8 +86,11 @@ def test_kill_9_mid_batch_then_a_fresh_agent_leaves_exactly_one_result_per_image
     pointer = json.loads(stack.s3.get_object(Bucket=stack.artifacts, Key=registry.POINTER_KEY)["Body"].read())
     assert 4 <= written < 12
 
-    env_only = {**aws, **{f"CAPTIONKIT_{k.upper()}": str(v) for k, v in json.loads(settings.read_text()).items()},
-                "AGENT_TEST_DELAY_S": "0"}
+    env_only = {
+        **aws,
+        **{f"CAPTIONKIT_{k.upper()}": str(v) for k, v in json.loads(settings.read_text()).items()},
+        "AGENT_TEST_DELAY_S": "0",
+    }
     fresh = AgentProcess(None, "--burst", env=env_only)  # settings from the environment alone
     assert fresh.wait(90) == 0
 

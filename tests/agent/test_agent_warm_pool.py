@@ -1,21 +1,27 @@
 """The warm pool gate against a fake IMDSv2: prepare (model loaded, hook completed), no work, re-check on resume."""
+
 from __future__ import annotations
 
 import threading
 import time
 
-from agent_support import png
-from runtime.agent.lifecycle import Lifecycle
-from runtime.agent.lifecycle import WarmPoolGate, load_for_service
-from runtime.registry import POINTER_KEY
 from test_agent_lifecycle import HOOK, _autoscaling, _config
+
+from agent_support import png
+from runtime.agent.lifecycle import Lifecycle, WarmPoolGate, load_for_service
+from runtime.registry import POINTER_KEY
 
 READY = {**HOOK, "LifecycleHookName": "ready"}
 
 
 def gate_for(stack, imds, client):
-    config = stack.config(imds_url=imds.url, imds_poll_s=0.05, asg_name="captioners", lifecycle_hook_name="drain",
-                          launch_hook_name="ready")
+    config = stack.config(
+        imds_url=imds.url,
+        imds_poll_s=0.05,
+        asg_name="captioners",
+        lifecycle_hook_name="drain",
+        launch_hook_name="ready",
+    )
     return config, WarmPoolGate(Lifecycle(config, None), client)
 
 

@@ -1,4 +1,5 @@
 """`backend: aoti` in the agent: packages stay local unless `aoti_shared_cache` trusts the bucket's compiled/."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,8 +9,8 @@ import PIL.Image
 import pytest
 import torch
 
-from runtime.backends import aoti
 from runtime.agent.model.pointer import load_current
+from runtime.backends import aoti
 
 
 class CompileOnce:
@@ -40,8 +41,9 @@ def _compiled_keys(stack) -> list[str]:
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
-def test_with_the_shared_cache_on_a_second_agent_start_reuses_the_uploaded_package(stack, agent_log, tiny_artifact,
-                                                                                   compile_once):
+def test_with_the_shared_cache_on_a_second_agent_start_reuses_the_uploaded_package(
+    stack, agent_log, tiny_artifact, compile_once
+):
     pointer = stack.use_real_model(tiny_artifact)
     first, _ = _start(stack, "instance-1", aoti_shared_cache=True)
     key = "compiled/" + aoti.cache_key(pointer["sha256"], torch.device("cpu"))
@@ -74,14 +76,18 @@ def test_the_shared_cache_is_off_by_default_neither_read_nor_written(stack, agen
 
 
 @pytest.mark.parametrize("published", ["other bytes", "no digest"])
-def test_with_the_shared_cache_on_a_package_whose_digest_mismatches_is_refused(stack, agent_log, tiny_artifact,
-                                                                              compile_once, published):
+def test_with_the_shared_cache_on_a_package_whose_digest_mismatches_is_refused(
+    stack, agent_log, tiny_artifact, compile_once, published
+):
     pointer = stack.use_real_model(tiny_artifact)
     key = "compiled/" + aoti.cache_key(pointer["sha256"], torch.device("cpu"))
     stack.s3.put_object(Bucket=stack.artifacts, Key=key, Body=b"native code from someone else")
     digest = hashlib.sha256(compile_once.prebuilt.read_bytes()).hexdigest()  # a digest of other bytes
-    stack.s3.put_object(Bucket=stack.artifacts, Key=key + ".sha256",
-                        Body=(digest if published == "other bytes" else "not a digest").encode())
+    stack.s3.put_object(
+        Bucket=stack.artifacts,
+        Key=key + ".sha256",
+        Body=(digest if published == "other bytes" else "not a digest").encode(),
+    )
     captioner, _ = _start(stack, "instance-1", aoti_shared_cache=True)
     (refused,) = agent_log.events("aoti_remote_refused")
     assert ("its published digest says" if published == "other bytes" else "is not a SHA-256") in refused["reason"]

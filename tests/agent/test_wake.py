@@ -1,4 +1,5 @@
 """The wake-up function against the local AWS: 0 becomes 1, more is left alone, looks are rate-limited."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ import uuid
 
 import pytest
 
-from runtime.lambdas.wake_on_upload import wake
 from runtime import aws
 from runtime.agent import submit
+from runtime.lambdas.wake_on_upload import wake
 
 
 def desired(group: str) -> int:
@@ -22,11 +23,17 @@ def group(aws) -> str:
     from runtime import aws as clients
 
     name = f"workers-{uuid.uuid4().hex[:8]}"
-    clients.client("ec2").create_launch_template(LaunchTemplateName=f"lt-{name}", LaunchTemplateData={
-        "ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"})
+    clients.client("ec2").create_launch_template(
+        LaunchTemplateName=f"lt-{name}", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "g5.xlarge"}
+    )
     clients.client("autoscaling").create_auto_scaling_group(
-        AutoScalingGroupName=name, LaunchTemplate={"LaunchTemplateName": f"lt-{name}"}, MinSize=0, MaxSize=2,
-        DesiredCapacity=0, AvailabilityZones=["us-east-1a"])
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateName": f"lt-{name}"},
+        MinSize=0,
+        MaxSize=2,
+        DesiredCapacity=0,
+        AvailabilityZones=["us-east-1a"],
+    )
     return name
 
 

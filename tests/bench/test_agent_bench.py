@@ -1,5 +1,6 @@
 """bench.agent's pipeline alone: the agent's own prefetcher, on moto, turns the queued images into the captioner's
 pixels, and its threads are sized as the boot sizes them."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,9 @@ def test_the_pipeline_alone_makes_the_captioners_pixels_of_every_queued_image(st
     for key, body in images.items():
         stack.put(key, body)
         stack.send_event(key)
-    run = pipeline_alone(stack.queue, stack.images, tiny_artifact, len(images), batch_size=2, threads=2,
-                         keep_pixels=True)
+    run = pipeline_alone(
+        stack.queue, stack.images, tiny_artifact, len(images), batch_size=2, threads=2, keep_pixels=True
+    )
     assert run.images == 5 and run.threads == 2 and run.seconds > 0 and run.images_per_s > 0
     captioner = load_captioner(tiny_artifact, "cpu")
     assert sorted(run.pixels) == sorted(images)

@@ -1,4 +1,5 @@
 """The CPU settings benchmark: a row per setting and format, float32 agreeing with itself, near-ties by the gate."""
+
 from __future__ import annotations
 
 import json
@@ -13,9 +14,24 @@ from runtime.decode.state import Trace
 
 def test_each_setting_gets_an_accuracy_a_comparison_with_float32_and_a_speed_ratio(tiny_artifact, tmp_path, capsys):
     out = tmp_path / "results.json"
-    code = cpu_settings.main(["--artifact", str(tiny_artifact), "--bf16-artifact", str(tmp_path / "absent.pt2"),
-                              "--images", "8", "--runs", "1", "--formats", "png", "--out", str(out),
-                              "--section", "cpu_settings_tiny"])
+    code = cpu_settings.main(
+        [
+            "--artifact",
+            str(tiny_artifact),
+            "--bf16-artifact",
+            str(tmp_path / "absent.pt2"),
+            "--images",
+            "8",
+            "--runs",
+            "1",
+            "--formats",
+            "png",
+            "--out",
+            str(out),
+            "--section",
+            "cpu_settings_tiny",
+        ]
+    )
     assert code == 0
     section = json.loads(out.read_text())["cpu_settings_tiny"]
     assert set(section["settings"]) == {"float32", "int8", "fp16"}

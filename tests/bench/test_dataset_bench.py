@@ -1,4 +1,5 @@
 """bench.datasets' data and sums: the shards it builds are what the runtime reads, and the prices add up."""
+
 from __future__ import annotations
 
 import io
@@ -11,14 +12,18 @@ from runtime.untrusted import parquet, tar
 
 def test_the_bench_shards_read_back_as_their_samples_with_the_bad_ones_marked():
     pictures = images(120, bad_every=100)
-    samples = list(tar.iter_samples(io.BytesIO(tar_shard(pictures, no_image="x-noimage")), max_member_bytes=1 << 20,
-                                    max_samples=1000))
+    samples = list(
+        tar.iter_samples(
+            io.BytesIO(tar_shard(pictures, no_image="x-noimage")), max_member_bytes=1 << 20, max_samples=1000
+        )
+    )
     assert [s.key for s in samples] == [key for key, _ in pictures] + ["x-noimage"]
     assert [s.data for s in samples[:-1]] == [data for _, data in pictures]
     assert samples[-1].error and samples[-1].data is None
     assert len(pictures[50][1]) < len(pictures[49][1]) / 2  # the 1% truncated
-    rows = list(parquet.iter_samples(pa.BufferReader(parquet_shard(pictures)), max_member_bytes=1 << 20,
-                                     max_samples=1000))
+    rows = list(
+        parquet.iter_samples(pa.BufferReader(parquet_shard(pictures)), max_member_bytes=1 << 20, max_samples=1000)
+    )
     assert [(r.key, r.data) for r in rows] == pictures
 
 

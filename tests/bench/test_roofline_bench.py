@@ -1,4 +1,5 @@
 """The roofline benchmark: FLOPs and bytes counted as dispatched, set against limits timed in the same rotation."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The demo captioner's training: byte-identical per seed, and saved as a standard HF checkpoint."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,8 @@ import tokenizers
 import torch
 from transformers import AutoImageProcessor, AutoTokenizer, VisionEncoderDecoderModel
 
-from demo import model as demo_model, shapes
+from demo import model as demo_model
+from demo import shapes
 
 STEPS = 20
 POOL = 256
@@ -57,8 +59,7 @@ def test_special_token_ids_agree_on_config_decoder_config_generation_config_and_
     tokenizer = AutoTokenizer.from_pretrained(trained)
     want = (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id)
     for config in (model.config, model.config.decoder, model.generation_config):
-        assert (config.bos_token_id, config.eos_token_id, config.pad_token_id,
-                config.decoder_start_token_id) == want
+        assert (config.bos_token_id, config.eos_token_id, config.pad_token_id, config.decoder_start_token_id) == want
     assert model.config.decoder.add_cross_attention and model.config.decoder.is_decoder
     assert model.generation_config.num_beams == 1
     assert model.generation_config.max_length == 1 + shapes.MAX_CAPTION_WORDS + 1
@@ -81,6 +82,6 @@ def test_training_labels_end_in_eos_then_minus_100_and_the_decoder_mask_covers_r
     for labels, mask, caption in zip(pool["labels"], pool["decoder_attention_mask"], captions):
         n = len(caption.split())
         assert tokenizer.decode(labels[:n]) == caption and labels[n] == demo_model.EOS
-        assert (labels[n + 1:] == -100).all()
+        assert (labels[n + 1 :] == -100).all()
         seen = min(n + 2, len(mask))  # the start token, the words and the end token as an input
         assert mask.tolist() == [1] * seen + [0] * (len(mask) - seen)

@@ -1,4 +1,5 @@
 """The procedural shapes data set: deterministic per seed, and every caption says what the pixels show."""
+
 from __future__ import annotations
 
 import io
@@ -31,7 +32,7 @@ def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:
 
 def _outline(mask: np.ndarray) -> str:
     ys, xs = np.nonzero(mask)
-    rows = mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    rows = mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
     fill, widest = rows.mean(), np.argmax(rows.sum(axis=1)) / (len(rows) - 1)
     if fill > 0.95:
         return "square"
@@ -49,10 +50,18 @@ def _read(image: PIL.Image.Image) -> dict:
     colour = min(shapes.COLOURS, key=lambda c: np.abs(np.array(shapes.COLOURS[c]) - mean).sum())
     ys, xs = np.nonzero(mask)
     dx, dy = xs.mean() - 15.5, ys.mean() - 15.5
-    where = "centre" if max(abs(dx), abs(dy)) < 3 else (
-        ("left" if dx < 0 else "right") if abs(dx) > abs(dy) else ("top" if dy < 0 else "bottom"))
-    return {"colour": colour, "count": len(parts), "where": where, "area": mask.sum() / len(parts),
-            "shape": _outline(mask) if len(parts) == 1 else None}
+    where = (
+        "centre"
+        if max(abs(dx), abs(dy)) < 3
+        else (("left" if dx < 0 else "right") if abs(dx) > abs(dy) else ("top" if dy < 0 else "bottom"))
+    )
+    return {
+        "colour": colour,
+        "count": len(parts),
+        "where": where,
+        "area": mask.sum() / len(parts),
+        "shape": _outline(mask) if len(parts) == 1 else None,
+    }
 
 
 def _jpeg(image: PIL.Image.Image) -> PIL.Image.Image:

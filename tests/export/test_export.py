@@ -1,4 +1,5 @@
 """Export of each supported family: one .pt2, a complete manifest, and captions identical to HF generate."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,14 @@ from export.settings import hf_generate_kwargs
 from runtime.artifact.verify import verify
 from runtime.captioner import load_captioner
 
-CASES = [("tiny_artifact", "tiny_vit_gpt2_dir"), ("tiny_deit_artifact", "tiny_deit_gpt2_dir"),
-         ("tiny_blip_artifact", "tiny_blip_dir"), ("tiny_trocr_artifact", "tiny_trocr_dir"),
-         ("tiny_trocr_small_artifact", "tiny_trocr_small_dir"), ("tiny_florence2_artifact", "tiny_florence2_dir")]
+CASES = [
+    ("tiny_artifact", "tiny_vit_gpt2_dir"),
+    ("tiny_deit_artifact", "tiny_deit_gpt2_dir"),
+    ("tiny_blip_artifact", "tiny_blip_dir"),
+    ("tiny_trocr_artifact", "tiny_trocr_dir"),
+    ("tiny_trocr_small_artifact", "tiny_trocr_small_dir"),
+    ("tiny_florence2_artifact", "tiny_florence2_dir"),
+]
 
 
 def _hf(folder):
@@ -39,8 +45,10 @@ def test_captions_equal_what_a_user_of_hf_reads_greedy_and_beam(artifact_name, f
     for beams in (1, 3):
         for batch in (1, 3):
             with torch.inference_mode():
-                hf = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels[:batch]),
-                                           **hf_generate_kwargs(captioner.manifest["generation"], beams, loaded.family))
+                hf = loaded.model.generate(
+                    **loaded.family.hf_inputs(loaded, pixels[:batch]),
+                    **hf_generate_kwargs(captioner.manifest["generation"], beams, loaded.family),
+                )
             rows = [r[1:].tolist() for r in hf]
             expected = [loaded.family.hf_text(loaded, r[: r.index(eos) + 1] if eos in r else r) for r in rows]
             assert captioner.caption(images[:batch], num_beams=beams) == expected, (beams, batch)
@@ -87,6 +95,7 @@ def test_parity_failure_writes_nothing_and_says_where(tiny_vit_gpt2_dir, tmp_pat
     class AnyAten(frozenset):  # the skew's own ops (zeros_like, a masked write) are outside the runtime's allow-list
         def __contains__(self, name):
             return str(name).startswith("aten.")
+
     from runtime.artifact import graphs
 
     monkeypatch.setattr(Gpt2Step, "forward", skewed)
@@ -101,19 +110,31 @@ def test_parity_failure_writes_nothing_and_says_where(tiny_vit_gpt2_dir, tmp_pat
 
 def test_bfloat16_export_passes_parity(tiny_vit_gpt2_dir, tmp_path, capsys):
     out = tmp_path / "bf16.pt2"
-    code = export_main(["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--dtype", "bfloat16",
-                        "--max-batch", "4", "--max-new-tokens", "6"])
+    code = export_main(
+        [
+            "--model",
+            str(tiny_vit_gpt2_dir),
+            "--out",
+            str(out),
+            "--dtype",
+            "bfloat16",
+            "--max-batch",
+            "4",
+            "--max-new-tokens",
+            "6",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     captioner = load_captioner(out, device="cpu")
     assert captioner.manifest["dtype"] == "bfloat16" and captioner.manifest["generation"]["max_new_tokens"] == 6
     assert len(captioner.caption(parity_images([], 5))) == 5  # 5 > max batch 4: chunked
 
 
-def test_an_artifact_for_one_image_at_a_time_exports_and_captions_image_by_image(tiny_vit_gpt2_dir, tmp_path,
-                                                                                 capsys):
+def test_an_artifact_for_one_image_at_a_time_exports_and_captions_image_by_image(tiny_vit_gpt2_dir, tmp_path, capsys):
     out = tmp_path / "one.pt2"
-    code = export_main(["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--max-batch", "1",
-                        "--max-new-tokens", "6"])
+    code = export_main(
+        ["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--max-batch", "1", "--max-new-tokens", "6"]
+    )
     assert code == 0, capsys.readouterr().err
     captioner = load_captioner(out, device="cpu")
     assert captioner.manifest["max_batch"] == 1
@@ -151,8 +172,9 @@ def test_blip_encoder_attends_with_sdpa_and_leaves_the_hf_model_eager(tiny_blip_
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_florence2_records_its_task_and_refuses_tasks_that_answer_with_boxes(tiny_florence2_dir,
-                                                                           tiny_florence2_artifact, tmp_path, capsys):
+def test_florence2_records_its_task_and_refuses_tasks_that_answer_with_boxes(
+    tiny_florence2_dir, tiny_florence2_artifact, tmp_path, capsys
+):
     manifest, _ = verify(tiny_florence2_artifact)
     assert manifest["task"] == "<MORE_DETAILED_CAPTION>" and manifest["family"] == "florence2"
     assert manifest["generation"]["forced_bos_token_id"] == 0 and manifest["generation"]["forced_eos_token_id"] == 2
@@ -166,8 +188,9 @@ def test_a_task_for_a_family_without_prompts_is_refused(tiny_vit_gpt2_dir, tmp_p
     assert code == 1 and "takes no task prompt" in capsys.readouterr().err
 
 
-def test_florence2_with_remote_code_is_refused_pointing_at_the_converted_checkpoint(tiny_florence2_dir, tmp_path,
-                                                                                     capsys):
+def test_florence2_with_remote_code_is_refused_pointing_at_the_converted_checkpoint(
+    tiny_florence2_dir, tmp_path, capsys
+):
     import shutil
 
     remote = tmp_path / "remote"

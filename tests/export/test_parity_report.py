@@ -1,4 +1,5 @@
 """The parity gate tells a near-tie (reported) from a real mismatch (refused), and says what it compared."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -40,8 +41,7 @@ TOKENIZER = SimpleNamespace(batch_decode=lambda rows, skip_special_tokens: [" ".
 
 def _check(hf_rows, our_rows, gap):
     loaded = SimpleNamespace(model=FakeHF(hf_rows), tokenizer=TOKENIZER, family=vit_gpt2.FAMILY)
-    return parity.check(loaded, FakeRuntime(our_rows, gap), torch.zeros(2, 3, 4, 4),
-                        SETTINGS, "float32", (1, 2), (1,))
+    return parity.check(loaded, FakeRuntime(our_rows, gap), torch.zeros(2, 3, 4, 4), SETTINGS, "float32", (1, 2), (1,))
 
 
 def test_identical_tokens_pass_with_a_summary():

@@ -1,4 +1,5 @@
 """The runtime's preprocessing plus the encoder's patchify reproduce Qwen2VLImageProcessor (PIL) on awkward files."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace

@@ -1,4 +1,5 @@
 """Qwen-VL exports: the KV prefix is HF's prefill, captions equal HF generate, pixels equal HF's processor."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,9 @@ def folder(kind, folders, tmp_path_factory):
 @pytest.fixture(scope="module")
 def artifact(kind, folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / f"{kind}.pt2"
-    code = export_main(["--model", str(folder), "--out", str(out), "--max-batch", "8",
-                        "--image-size", str(IMAGE_SIZE[kind])])
+    code = export_main(
+        ["--model", str(folder), "--out", str(out), "--max-batch", "8", "--image-size", str(IMAGE_SIZE[kind])]
+    )
     assert code == 0
     return out
 
@@ -59,8 +61,10 @@ def test_captions_equal_hf_generate_greedy_and_beam_batch_1_and_3(kind, folder, 
     for beams in (1, 3):
         for batch in (1, 3):
             with torch.inference_mode():
-                hf = loaded.model.generate(**loaded.family.hf_inputs(loaded, pixels[:batch]),
-                                           **hf_generate_kwargs(captioner.manifest["generation"], beams, loaded.family))
+                hf = loaded.model.generate(
+                    **loaded.family.hf_inputs(loaded, pixels[:batch]),
+                    **hf_generate_kwargs(captioner.manifest["generation"], beams, loaded.family),
+                )
             rows = [r[prompt:].tolist() for r in hf]
             expected = [loaded.family.hf_text(loaded, r[: r.index(eos) + 1] if eos in r else r) for r in rows]
             assert captioner.caption(images[:batch], num_beams=beams) == expected, (beams, batch)
@@ -119,8 +123,13 @@ def test_aoti_gives_the_exported_programs_tokens_and_int8_loads(kind, artifact, 
         pytest.skip("one AOTInductor compile (about 90 s on 2 cores) covers the step every variant shares")
     exported = load_captioner(artifact, device="cpu")
     pixels = exported.preprocess(parity_images([], 3, seed=3))
-    aoti = load_captioner(artifact, device="cpu", options=LoadOptions(backend="aoti"), cache_dir=tmp_path,
-                          report=lambda *_args, **_fields: None)
+    aoti = load_captioner(
+        artifact,
+        device="cpu",
+        options=LoadOptions(backend="aoti"),
+        cache_dir=tmp_path,
+        report=lambda *_args, **_fields: None,
+    )
     assert aoti.backend == "aoti"
     for beams in (1, 3):
         assert aoti.generate_ids(pixels, num_beams=beams) == exported.generate_ids(pixels, num_beams=beams)
@@ -132,11 +141,14 @@ def test_result_records_carry_the_prompt_hash_with_the_model(kind, artifact):
     import json
     from types import SimpleNamespace
 
-    from runtime.agent.results import render
     from runtime.agent.messages import ImageRef
+    from runtime.agent.results import render
 
     captioner = load_captioner(artifact, device="cpu")
     item = SimpleNamespace(ref=ImageRef("pics", "a.jpg"), version_id=None, etag="e", size=1, caption="x", error=None)
     record = json.loads(render(item, captioner))
-    assert record["model"] == {"name": captioner.name, "sha256": captioner.sha256,
-                               "prompt_sha256": captioner.manifest["prompt_sha256"]}
+    assert record["model"] == {
+        "name": captioner.name,
+        "sha256": captioner.sha256,
+        "prompt_sha256": captioner.manifest["prompt_sha256"],
+    }

@@ -1,4 +1,5 @@
 """Write small test image files of every format and mode the preprocessing parity tests cover."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,6 +44,7 @@ def _rotated(orientation: int):
         exif = PIL.Image.Exif()
         exif[EXIF_ORIENTATION] = orientation
         PIL.Image.fromarray(photo()).save(path, quality=92, exif=exif)
+
     return write
 
 

@@ -1,4 +1,5 @@
 """The AOTInductor backend: same tokens as the exported programs, a cache keyed by artifact/torch/device, fallback."""
+
 from __future__ import annotations
 
 import os
@@ -43,8 +44,9 @@ def test_cache_key_names_artifact_torch_version_and_device():
 def test_aoti_programs_give_the_exported_tokens_greedy_and_beam(tiny_artifact, tiny_aoti_cache):
     exported = load_captioner(tiny_artifact, "cpu")
     lines = Lines()
-    compiled = load_captioner(tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tiny_aoti_cache,
-                              report=lines)
+    compiled = load_captioner(
+        tiny_artifact, "cpu", LoadOptions(backend="aoti"), cache_dir=tiny_aoti_cache, report=lines
+    )
     assert compiled.backend == "aoti" and exported.backend == "exported"
     assert lines.events("aoti_loaded")[0]["source"] == "local cache"
     pixels = _pixels(exported)
@@ -67,7 +69,8 @@ def test_aoti_gives_the_exported_tokens_for_the_newer_families(request, which, t
 
 
 def test_compile_package_re_exports_the_described_programs_with_a_dynamic_batch_and_never_loads_through_torch(
-        tiny_artifact, tmp_path, monkeypatch):
+    tiny_artifact, tmp_path, monkeypatch
+):
     import torch.export.pt2_archive._package as package
 
     from runtime.artifact import pt2
@@ -146,8 +149,11 @@ def _cached(tiny_aoti_cache, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     shutil.copytree(tiny_aoti_cache, cache)
     (package,) = (cache / "compiled").rglob("*.pt2")
-    return cache, package, Recompile((tiny_aoti_cache / "compiled" / package.relative_to(cache / "compiled")),
-                                     monkeypatch)
+    return (
+        cache,
+        package,
+        Recompile((tiny_aoti_cache / "compiled" / package.relative_to(cache / "compiled")), monkeypatch),
+    )
 
 
 def _group_writable(package):
@@ -173,15 +179,19 @@ def _symlink(package):
     package.symlink_to(target)
 
 
-@pytest.mark.parametrize("damage, reason", [
-    (_group_writable, "writable by its group or others (mode 0664"),
-    (_world_writable, "writable by its group or others (mode 0646"),
-    (_digest_mismatch, "the file is torn or damaged"),
-    (_no_sidecar, ".sha256 cannot be checked"),
-    (_symlink, "is a symbolic link"),
-])
+@pytest.mark.parametrize(
+    "damage, reason",
+    [
+        (_group_writable, "writable by its group or others (mode 0664"),
+        (_world_writable, "writable by its group or others (mode 0646"),
+        (_digest_mismatch, "the file is torn or damaged"),
+        (_no_sidecar, ".sha256 cannot be checked"),
+        (_symlink, "is a symbolic link"),
+    ],
+)
 def test_a_cached_package_others_could_have_written_or_that_is_damaged_is_recompiled_not_loaded(
-        tiny_artifact, tiny_aoti_cache, tmp_path, monkeypatch, damage, reason):
+    tiny_artifact, tiny_aoti_cache, tmp_path, monkeypatch, damage, reason
+):
     cache, package, recompile = _cached(tiny_aoti_cache, tmp_path, monkeypatch)
     damage(package)
     lines = Lines()
@@ -205,7 +215,8 @@ def test_an_intact_cached_package_is_loaded_without_compiling(tiny_artifact, tin
 
 @pytest.mark.parametrize("folder", ["root", "compiled", "release"])
 def test_a_writable_folder_above_the_package_sends_the_compile_to_a_private_folder(
-        tiny_artifact, tiny_aoti_cache, tmp_path, monkeypatch, folder):
+    tiny_artifact, tiny_aoti_cache, tmp_path, monkeypatch, folder
+):
     cache, package, recompile = _cached(tiny_aoti_cache, tmp_path, monkeypatch)
     loose = {"root": cache, "compiled": cache / "compiled", "release": package.parent}[folder]
     loose.chmod(0o777)
@@ -234,8 +245,14 @@ def test_a_cached_package_owned_by_another_user_is_recompiled(tiny_artifact, tin
 def test_compiling_from_a_manifest_without_the_example_sizes_is_refused_with_the_reason():
     with pytest.raises(ArtifactError, match="lacks valid head_dim, heads, height, layers, width"):
         example_sizes({"max_batch": 4, "max_beams": 2, "max_length": 8, "dtype": "float32"})
-    manifest = {"image_size": [4096, 4096], "max_batch": 4, "max_beams": 2, "max_length": 1 << 20,
-                "cache": {"layers": 64, "heads": 64, "head_dim": 128}, "dtype": "float32"}
+    manifest = {
+        "image_size": [4096, 4096],
+        "max_batch": 4,
+        "max_beams": 2,
+        "max_length": 1 << 20,
+        "cache": {"layers": 64, "heads": 64, "head_dim": 128},
+        "dtype": "float32",
+    }
     with pytest.raises(ArtifactError, match="too large"):
         example_sizes(manifest)
     with pytest.raises(ArtifactError, match="not a floating-point torch dtype"):

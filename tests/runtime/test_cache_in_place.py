@@ -1,5 +1,6 @@
 """The step writes its caches in place (on every device): every family's step takes the rewrite, returns the cache it
 was given, and gives the same logits and caches as the step that returns new ones; another shape is left alone."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,7 @@ def test_every_family_step_writes_in_place_with_the_same_numbers(request, which)
             got, own_k, own_v = step(tokens, torch.tensor([t]), own_k, own_v, cross_k, cross_v)
             assert own_k is given_k and own_v is given_v  # the caller's caches, written, not new ones
             assert torch.equal(got, want) and torch.equal(own_k, ref_k) and torch.equal(own_v, ref_v)
-            assert own_k[:, :, :, t].abs().sum() > 0 and not own_k[:, :, :, t + 1:].any()
+            assert own_k[:, :, :, t].abs().sum() > 0 and not own_k[:, :, :, t + 1 :].any()
             tokens = want.argmax(dim=-1)
 
 
@@ -58,13 +59,15 @@ def test_the_in_place_cache_is_applied_on_cuda_too_and_the_decode_layout_only_on
     cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
     assert step_passes(LoadOptions(one_mask=False, one_gelu=False), cuda) == ("cache_in_place",)
     assert step_passes(LoadOptions(one_mask=False, one_gelu=False), cpu) == ("decode_layout", "cache_in_place")
-    assert step_passes(LoadOptions(cache_in_place=False, decode_layout=False, one_mask=False, one_gelu=False),
-                       cuda) == ()
+    assert (
+        step_passes(LoadOptions(cache_in_place=False, decode_layout=False, one_mask=False, one_gelu=False), cuda) == ()
+    )
     assert step_passes(LoadOptions(), cuda) == ("cache_in_place", "one_mask", "one_gelu")
 
 
 def _stacking_step(read_cache_again: bool) -> fx.GraphModule:
     """A two-layer step of the families' shape; with `read_cache_again`, the cache is also read after the writes."""
+
     class Step(torch.nn.Module):
         def forward(self, tokens, position, self_k, self_v, cross_k, cross_v):
             new = cross_k[:, :, :, :1] * tokens.float()[None, :, None, None, None]
@@ -80,8 +83,14 @@ def _stacking_step(read_cache_again: bool) -> fx.GraphModule:
 
 
 def _step_args():
-    return (torch.ones(2, dtype=torch.long), torch.tensor([1]), torch.zeros(2, 2, 1, 3, 4), torch.zeros(2, 2, 1, 3, 4),
-            torch.ones(2, 2, 1, 5, 4), torch.ones(2, 2, 1, 5, 4))
+    return (
+        torch.ones(2, dtype=torch.long),
+        torch.tensor([1]),
+        torch.zeros(2, 2, 1, 3, 4),
+        torch.zeros(2, 2, 1, 3, 4),
+        torch.ones(2, 2, 1, 5, 4),
+        torch.ones(2, 2, 1, 5, 4),
+    )
 
 
 def test_the_shape_it_rewrites_and_one_it_leaves_alone():

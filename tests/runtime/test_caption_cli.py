@@ -1,4 +1,5 @@
 """The caption CLI as a laptop tool: folders, globs, a table file by extension, UTF-8, one-line refusals."""
+
 from __future__ import annotations
 
 import csv
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def caption(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LC_ALL": "C", "PYTHONIOENCODING": ""}
-    return subprocess.run([sys.executable, "-m", "runtime", "caption", *args], cwd=cwd, capture_output=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", "caption", *args], cwd=cwd, capture_output=True, env=env, timeout=300
+    )
 
 
 @pytest.fixture
@@ -40,8 +42,7 @@ def photos(tmp_path) -> Path:
 @pytest.mark.parametrize("ext", [".csv", ".parquet", ".jsonl"])
 def test_a_folder_is_captioned_recursively_into_the_table_its_extension_names(tiny_artifact, photos, tmp_path, ext):
     out = tmp_path / f"captions{ext}"
-    run = caption("--artifact", str(tiny_artifact), "--cache", str(tmp_path / "cache"), "--out", str(out),
-                  str(photos))
+    run = caption("--artifact", str(tiny_artifact), "--cache", str(tmp_path / "cache"), "--out", str(out), str(photos))
     stderr = run.stderr.decode()
     assert run.returncode == 0, stderr
     assert run.stdout == b"" and "Traceback" not in stderr
@@ -67,8 +68,15 @@ def test_a_folder_is_captioned_recursively_into_the_table_its_extension_names(ti
 def test_stdout_is_utf8_json_lines_and_a_bad_file_gets_local_advice(tiny_artifact, photos, tmp_path):
     (photos / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
     (photos / "empty.jpg").write_bytes(b"")
-    run = caption("--artifact", str(tiny_artifact), "--cache", str(tmp_path / "cache"),
-                  str(photos / "trip" / "café.png"), str(photos / "broken.png"), str(photos / "empty.jpg"))
+    run = caption(
+        "--artifact",
+        str(tiny_artifact),
+        "--cache",
+        str(tmp_path / "cache"),
+        str(photos / "trip" / "café.png"),
+        str(photos / "broken.png"),
+        str(photos / "empty.jpg"),
+    )
     assert run.returncode == 1  # some inputs failed
     text = run.stdout.decode("utf-8")
     rows = [json.loads(line) for line in text.splitlines()]
@@ -81,20 +89,32 @@ def test_stdout_is_utf8_json_lines_and_a_bad_file_gets_local_advice(tiny_artifac
 
 def test_a_glob_is_expanded_and_keys_are_relative_to_its_fixed_part(tiny_artifact, photos, tmp_path):
     out = tmp_path / "g.jsonl"
-    run = caption("--artifact", str(tiny_artifact), "--cache", str(tmp_path / "cache"), "--out", str(out),
-                  str(photos / "**" / "*.png"))
+    run = caption(
+        "--artifact",
+        str(tiny_artifact),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(out),
+        str(photos / "**" / "*.png"),
+    )
     assert run.returncode == 0, run.stderr.decode()
     assert sorted(json.loads(line)["key"] for line in out.read_text(encoding="utf-8").splitlines()) == [
-        "a.png", "trip/café.png"]
+        "a.png",
+        "trip/café.png",
+    ]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--out", "{tmp}/captions.txt", "{photos}"], "unknown output type '.txt'; name it .jsonl, .csv or .parquet"),
-    (["--out", "{tmp}/old.jsonl", "{photos}"], "old.jsonl exists (an earlier run's output)"),
-    (["{tmp}/no-such-folder"], "no such file or folder"),
-    (["{tmp}/nothing-*.png"], "nothing matches"),
-    (["{tmp}/empty-folder"], "no images in"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--out", "{tmp}/captions.txt", "{photos}"], "unknown output type '.txt'; name it .jsonl, .csv or .parquet"),
+        (["--out", "{tmp}/old.jsonl", "{photos}"], "old.jsonl exists (an earlier run's output)"),
+        (["{tmp}/no-such-folder"], "no such file or folder"),
+        (["{tmp}/nothing-*.png"], "nothing matches"),
+        (["{tmp}/empty-folder"], "no images in"),
+    ],
+)
 def test_what_cannot_be_done_is_refused_in_one_line_before_the_model_loads(photos, tmp_path, args, expected):
     (tmp_path / "old.jsonl").write_text("an earlier run\n")
     (tmp_path / "empty-folder").mkdir()
@@ -110,8 +130,22 @@ def test_make_caption_puts_only_the_table_on_stdout(tiny_artifact, photos, tmp_p
     # run as a person at a shell does: under `make test` the suite inherits MAKELEVEL, and a nested make prints
     # "Entering directory" on stdout before it reads the Makefile
     env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
-    run = subprocess.run(["make", "-o", ".venv/.installed", "-o", "node_modules/.installed", "caption",
-                          f"ARTIFACT={tiny_artifact}", f"IMAGES={photos / 'a.png'}"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300, env=env)
+    run = subprocess.run(
+        [
+            "make",
+            "-o",
+            ".venv/.installed",
+            "-o",
+            "node_modules/.installed",
+            "caption",
+            f"ARTIFACT={tiny_artifact}",
+            f"IMAGES={photos / 'a.png'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     assert [json.loads(line)["key"] for line in run.stdout.splitlines()] == ["a.png"]

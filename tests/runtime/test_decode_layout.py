@@ -1,5 +1,6 @@
 """The CPU decode layout: every step linear rewritten (GPT-2's Conv1D too), one row bit-identical, several rows
 equal to float rounding."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,8 +44,14 @@ def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, w
     with torch.inference_mode():
         cache = torch.zeros(shape)
         for n in (1, 4):
-            args = (torch.full((n,), settings.start_token_id), torch.tensor([0]), cache[:, :n],
-                    cache[:, :n].clone(), cross_k[:, :n], cross_v[:, :n])
+            args = (
+                torch.full((n,), settings.start_token_id),
+                torch.tensor([0]),
+                cache[:, :n],
+                cache[:, :n].clone(),
+                cross_k[:, :n],
+                cross_v[:, :n],
+            )
             want, got = reference(*args)[0], step(*args)[0]
             if n == 1:
                 assert torch.equal(got, want)

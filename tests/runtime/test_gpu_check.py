@@ -1,4 +1,5 @@
 """The boot's GPU check: what it reports, and that a machine without a usable GPU fails it (the CPU here)."""
+
 import json
 import subprocess
 import sys
@@ -16,18 +17,28 @@ def test_a_cpu_only_torch_is_reported_as_no_usable_gpu_with_the_reason():
 
 
 def test_the_check_exits_with_the_no_gpu_code_unless_cpu_is_allowed():
-    run = lambda *args: subprocess.run([sys.executable, "-m", "runtime", "gpu-check", *args],  # noqa: E731
-                                       capture_output=True, text=True, timeout=120)
+    run = lambda *args: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "runtime", "gpu-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     refused, allowed = run(), run("--allow-cpu")
     assert refused.returncode == gpu_check.NO_GPU_EXIT and "no usable GPU" in refused.stderr
     assert allowed.returncode == 0
     assert json.loads(allowed.stdout)["problem"] == json.loads(refused.stdout)["problem"]
 
 
-@pytest.mark.parametrize("text, version", [
-    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Tue Oct 7 2025\nGCC version: gcc 11\n", "580.159.04"),
-    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  595.91.07  Release Build\n", "595.91.07"),
-])
+@pytest.mark.parametrize(
+    "text, version",
+    [
+        (
+            "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.04  Tue Oct 7 2025\nGCC version: gcc 11\n",
+            "580.159.04",
+        ),
+        ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  595.91.07  Release Build\n", "595.91.07"),
+    ],
+)
 def test_the_driver_version_is_read_from_the_kernel_module(tmp_path, monkeypatch, text, version):
     (tmp_path / "version").write_text(text)
     monkeypatch.setattr(gpu_check, "DRIVER_FILE", tmp_path / "version")

@@ -3,6 +3,7 @@
 Each payload, if it ever ran, would create a marker file; each test asserts there is none. The attacker recomputes
 the manifest's checksums (artifact_tools.forge): they live in the archive they edit, so they prove nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,6 +43,7 @@ def _rename(description: dict, old: str, new: str) -> None:
         if isinstance(value, dict):
             return {"node": new} if value == {"node": old} else {k: walk(v) for k, v in value.items()}
         return value
+
     for program in description["programs"].values():
         for node in program["nodes"]:
             node["name"] = new if node["name"] == old else node["name"]
@@ -132,10 +134,16 @@ ATTACKS = {  # name: (edit, what the refusal says; None: the edit is ignored and
     "a string argument holding code": (_string_with_code, "not a short identifier"),
     "a dtype name that is no dtype": (_unknown_dtype, "not a tensor's"),
     "a reference to a later node": (_forward_reference, "not a known node or an earlier node|an earlier node"),
-    "an input added to a program": (_input_added, r"program encoder takes 2 values; the runtime's contract is 1 "
-                                                  r"\(pixel_values\)"),
-    "an output dropped from a program": (_output_dropped, r"program decoder_step returns 2 values; the runtime's "
-                                                          r"contract is 3 \(logits, self_k, self_v\)"),
+    "an input added to a program": (
+        _input_added,
+        r"program encoder takes 2 values; the runtime's contract is 1 "
+        r"\(pixel_values\)",
+    ),
+    "an output dropped from a program": (
+        _output_dropped,
+        r"program decoder_step returns 2 values; the runtime's "
+        r"contract is 3 \(logits, self_k, self_v\)",
+    ),
 }
 
 
@@ -146,6 +154,7 @@ def test_an_edited_description_runs_nothing_and_is_refused_or_ignored(attack, ti
     if refusal is None:
         captioner = load_captioner(forged, "cpu")  # names are the format's own: the edited one is never used
         from export.cli import parity_images
+
         assert captioner.caption(parity_images([], 2, seed=3))
     else:
         _refused(forged, refusal)
@@ -158,9 +167,11 @@ def test_guards_code_in_torchs_serialized_program_is_never_run(tiny_artifact, tm
     program = json.loads(zipfile.ZipFile(tiny_artifact).read(f"{tiny_artifact.stem}/models/encoder.json"))
     assert program["guards_code"] == []
     program["guards_code"] = [_code(marker)]
-    forged = artifact_tools.forge(tiny_artifact, tmp_path / "guards.pt2",
-                                  records={"models/encoder.json": json.dumps(program).encode()})
+    forged = artifact_tools.forge(
+        tiny_artifact, tmp_path / "guards.pt2", records={"models/encoder.json": json.dumps(program).encode()}
+    )
     from export.cli import parity_images
+
     assert load_captioner(forged, "cpu").caption(parity_images([], 1, seed=3))
     assert not marker.exists()
 
@@ -171,12 +182,19 @@ def test_a_pickled_weight_is_never_unpickled(tiny_artifact, tmp_path, marker):
     class Payload:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
+
     config_name = "data/weights/encoder_weights_config.json"
     config = json.loads(zipfile.ZipFile(tiny_artifact).read(f"{tiny_artifact.stem}/{config_name}"))
     fqn, meta = next(iter(config["config"].items()))
     meta["use_pickle"] = True
-    forged = artifact_tools.forge(tiny_artifact, tmp_path / "pickled.pt2", records={
-        config_name: json.dumps(config).encode(), "data/weights/" + meta["path_name"]: pickle.dumps(Payload())})
+    forged = artifact_tools.forge(
+        tiny_artifact,
+        tmp_path / "pickled.pt2",
+        records={
+            config_name: json.dumps(config).encode(),
+            "data/weights/" + meta["path_name"]: pickle.dumps(Payload()),
+        },
+    )
     _refused(forged, "holds .* bytes, the description says")  # its description no longer matches the record
     assert not marker.exists()
 
@@ -209,15 +227,17 @@ def _with_entry(src: Path, dst: Path, name: str, data_chunks, compress: int) -> 
 
 def test_a_deflated_bomb_is_refused_before_a_byte_is_inflated(tiny_artifact, tmp_path):
     zeros = bytes(1 << 20)
-    bomb = _with_entry(tiny_artifact, tmp_path / "bomb.pt2", "extra/tokenizer.json", (zeros for _ in range(512)),
-                       zipfile.ZIP_DEFLATED)
+    bomb = _with_entry(
+        tiny_artifact, tmp_path / "bomb.pt2", "extra/tokenizer.json", (zeros for _ in range(512)), zipfile.ZIP_DEFLATED
+    )
     assert bomb.stat().st_size < 4 << 20 and zipfile.ZipFile(bomb).infolist()[-1].file_size == 512 << 20
     _refused(bomb, "is compressed or encrypted")
 
 
 def test_an_oversized_stored_record_is_refused_before_it_is_read(tiny_artifact, tmp_path):
-    big = _with_entry(tiny_artifact, tmp_path / "big.pt2", "extra/manifest.json", [b" " * (2 << 20)],
-                      zipfile.ZIP_STORED)
+    big = _with_entry(
+        tiny_artifact, tmp_path / "big.pt2", "extra/manifest.json", [b" " * (2 << 20)], zipfile.ZIP_STORED
+    )
     _refused(big, "over the 1048576-byte limit")
 
 
@@ -228,8 +248,10 @@ def test_deeply_nested_json_is_refused_with_a_reason(tiny_artifact, tmp_path):
     _refused(forged, "program description refused .*RecursionError")
 
 
-@pytest.mark.parametrize("field, value", [("max_batch", 10 ** 9), ("image_size", [1 << 20, 1 << 20]),
-                                          ("dtype", "__class__"), ("cache", {"layers": "x"})])
+@pytest.mark.parametrize(
+    "field, value",
+    [("max_batch", 10**9), ("image_size", [1 << 20, 1 << 20]), ("dtype", "__class__"), ("cache", {"layers": "x"})],
+)
 def test_manifest_sizes_outside_what_export_writes_are_refused(field, value, tiny_artifact, tmp_path):
     forged = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "m.pt2", **{field: value})
     _refused(forged, "outside what CaptionKit writes")
@@ -239,10 +261,26 @@ def test_the_caption_cli_prints_one_line_and_exits_non_zero(tiny_artifact, tmp_p
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "cli.pt2", graphs=lambda d: _from_file(d, marker))
     image = tmp_path / "a.png"
     from PIL import Image
+
     Image.new("RGB", (20, 20)).save(image)
-    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
-                          "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "caption",
+            "--artifact",
+            str(forged),
+            "--cache",
+            str(tmp_path / "cache"),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("caption: ") and "allow-list" in out.stderr
     assert not marker.exists()
@@ -254,6 +292,7 @@ def test_upload_refuses_a_forged_artifact_before_sending_a_byte(tiny_artifact, t
     class NoS3:
         def __getattr__(self, name):
             pytest.fail(f"s3.{name} called for a refused artifact")
+
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "up.pt2", graphs=lambda d: _kwargs_key(d, marker))
     with pytest.raises(ArtifactError, match="has no keyword argument"):
         registry.publish(NoS3(), "bucket", forged)
@@ -280,19 +319,30 @@ def _step_returns_its_cache_as_logits(d):
     output["args"][0]["tuple"][0] = output["args"][0]["tuple"][1]
 
 
-@pytest.mark.parametrize("edit, refusal", [
-    (_encoder_returns_a_weight, r"program encoder output 0 \(cross_k\): float32 \[.*\], the runtime takes "
-                                r"\[layers, batch, heads, seq, head_dim\]"),
-    (_step_returns_its_cache_as_logits, r"program decoder_step output 0 \(logits\): float32 \[2, 1, 4, 11, 8\], "
-                                        r"the runtime takes floating-point \[rows, vocab\] \(1 rows\)"),
-])
-def test_upload_refuses_outputs_outside_the_runtimes_contract_naming_program_and_mismatch(edit, refusal,
-                                                                                        tiny_artifact, tmp_path):
+@pytest.mark.parametrize(
+    "edit, refusal",
+    [
+        (
+            _encoder_returns_a_weight,
+            r"program encoder output 0 \(cross_k\): float32 \[.*\], the runtime takes "
+            r"\[layers, batch, heads, seq, head_dim\]",
+        ),
+        (
+            _step_returns_its_cache_as_logits,
+            r"program decoder_step output 0 \(logits\): float32 \[2, 1, 4, 11, 8\], "
+            r"the runtime takes floating-point \[rows, vocab\] \(1 rows\)",
+        ),
+    ],
+)
+def test_upload_refuses_outputs_outside_the_runtimes_contract_naming_program_and_mismatch(
+    edit, refusal, tiny_artifact, tmp_path
+):
     from runtime import registry
 
     class NoS3:
         def __getattr__(self, name):
             pytest.fail(f"s3.{name} called for a refused artifact")
+
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "contract.pt2", graphs=edit)
     with pytest.raises(ArtifactError, match=refusal):
         verify(forged)
@@ -310,26 +360,60 @@ def test_the_caption_cli_refuses_a_program_with_an_added_input_in_one_line(tiny_
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "cli.pt2", graphs=lambda d: _input_added(d, marker))
     image = tmp_path / "a.png"
     from PIL import Image
+
     Image.new("RGB", (20, 20)).save(image)
-    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
-                          "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "caption",
+            "--artifact",
+            str(forged),
+            "--cache",
+            str(tmp_path / "cache"),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("caption: ") and "program encoder takes 2 values" in out.stderr
 
 
-def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_line_not_a_traceback(tiny_artifact,
-                                                                                                  tmp_path):
+def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_line_not_a_traceback(
+    tiny_artifact, tmp_path
+):
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "out.pt2", graphs=_encoder_returns_a_weight)
     from export.cli import parity_images
+
     captioner = load_captioner(forged, "cpu")  # a load counts inputs and outputs; shapes are upload's meta run
     with pytest.raises(ArtifactError, match=r"program encoder output 0 \(cross_k\)"):
         captioner.caption(parity_images([], 1, seed=3))
     image = tmp_path / "a.png"
     from PIL import Image
+
     Image.new("RGB", (20, 20)).save(image)
-    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(forged),
-                          "--cache", str(tmp_path / "cache"), str(image)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "caption",
+            "--artifact",
+            str(forged),
+            "--cache",
+            str(tmp_path / "cache"),
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "caption: the model failed on" in out.stderr and "program encoder output 0 (cross_k)" in out.stderr

@@ -1,10 +1,10 @@
 """The load's shortcuts keep every check and every token: one integrity read, stamps, the int8 cache."""
+
 from __future__ import annotations
 
 import hashlib
 import os
 import shutil
-import typing
 
 import pytest
 import torch
@@ -12,10 +12,9 @@ import torch
 import artifact_tools
 from export.cli import parity_images
 from runtime.artifact import verify as artifact_module
-from runtime.artifact.verify import verify_file
-from runtime.backends.exported import load_programs
-from runtime.captioner import LoadOptions, load_captioner
 from runtime.artifact.checksum import file_sha256, scan_sha256
+from runtime.artifact.verify import verify_file
+from runtime.captioner import LoadOptions, load_captioner
 from runtime.errors import ArtifactError
 
 
@@ -27,6 +26,7 @@ def scans(monkeypatch):
     def counting(path, regions, *args, **kwargs):
         seen.append(len(regions))
         return scan_sha256(path, regions, *args, **kwargs)
+
     monkeypatch.setattr(artifact_module, "scan_sha256", counting)
     return seen
 
@@ -38,7 +38,7 @@ def test_one_read_hashes_the_file_and_each_region_at_chunk_edges(tmp_path):
     regions = {"a": (0, 65_536), "b": (65_530, 6), "c": (100_000, 150_000), "end": (299_990, 10), "empty": (5, 0)}
     whole, parts = scan_sha256(path, {k: v for k, v in regions.items() if k != "a"} | {"a": regions["a"]}, chunk=65_536)
     assert whole == hashlib.sha256(data).hexdigest()
-    assert parts == {k: hashlib.sha256(data[o:o + n]).hexdigest() for k, (o, n) in regions.items()}
+    assert parts == {k: hashlib.sha256(data[o : o + n]).hexdigest() for k, (o, n) in regions.items()}
 
 
 def test_pointer_matched_files_skip_the_records_and_an_agent_checked_one_is_not_read(tiny_artifact, scans):
@@ -88,6 +88,7 @@ def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tm
 
     def refuse(*args, **kwargs):
         raise AssertionError("quantized again although the cache holds the weights")
+
     monkeypatch.setattr(torch, "quantize_per_channel", refuse)
     cached = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
     for beams in (1, 3):
@@ -99,7 +100,7 @@ def test_int8_weights_come_from_the_cache_with_the_same_tokens(tiny_artifact, tm
 def test_an_edited_int8_entry_is_made_again_never_used(damage, tiny_artifact, tmp_path):
     pixels = parity_images([], 3, seed=4)
     made = load_captioner(tiny_artifact, "cpu", LoadOptions(quantize="int8"), cache_dir=tmp_path)
-    entry, = (tmp_path / "int8").glob("*.pt")
+    (entry,) = (tmp_path / "int8").glob("*.pt")
     good = entry.read_bytes()
     kept = torch.load(entry, weights_only=True)
     values, scales = kept["decoder_step"][0]

@@ -1,4 +1,5 @@
 """GPT-2's written-out tanh GELU made one op: the step's tokens stay those of the composed ops, other graphs stay."""
+
 from __future__ import annotations
 
 import torch

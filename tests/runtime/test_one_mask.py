@@ -1,5 +1,6 @@
 """One float attention mask per step: every family's self-attention calls share it, and logits and tokens are those
 of the step that hands each call the boolean mask."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,16 +8,19 @@ import torch
 
 from export.cli import parity_images
 from runtime.captioner import LoadOptions, load_captioner
-from runtime.decode.state import Caches
 from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions
+from runtime.decode.state import Caches
 from runtime.passes.one_mask import SDPA, apply_one_mask
 
 FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_florence2_artifact"]
 
 
 def _masked_calls(step) -> list:
-    return [n for n in step.graph.nodes if n.op == "call_function" and n.target is SDPA
-            and (len(n.args) > 3 or "attn_mask" in n.kwargs)]
+    return [
+        n
+        for n in step.graph.nodes
+        if n.op == "call_function" and n.target is SDPA and (len(n.args) > 3 or "attn_mask" in n.kwargs)
+    ]
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)

@@ -1,4 +1,5 @@
 """The runtime's preprocessing reproduces HF's load_image + PIL-backed image processor on real files."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from types import SimpleNamespace
 import PIL.Image
 import pytest
 import torch
+from images import KINDS, write_image
 from transformers import BlipImageProcessor, CLIPImageProcessor, DeiTImageProcessor, ViTImageProcessor
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.image_utils import load_image as hf_load_image
@@ -20,7 +22,6 @@ from export.preprocessing import UnsupportedProcessor, spec_from_processor
 from runtime.errors import ArtifactError
 from runtime.images import load_image
 from runtime.images.preprocess import Preprocessor, output_size, preprocess, validate_spec
-from images import KINDS, write_image
 from tools.paths import REPO
 
 TOLERANCE = 1e-5
@@ -28,21 +29,34 @@ PROCESSORS = {
     "vit224_bilinear": lambda: ViTImageProcessor(size={"height": 224, "width": 224}),
     "blip384_bicubic": lambda: BlipImageProcessor(),
     "deit_resize_crop": lambda: DeiTImageProcessor(),
-    "deit_hub_config": lambda: DeiTImageProcessor(size=256, crop_size=224, image_mean=IMAGENET_DEFAULT_MEAN,
-                                                  image_std=IMAGENET_DEFAULT_STD),
+    "deit_hub_config": lambda: DeiTImageProcessor(
+        size=256, crop_size=224, image_mean=IMAGENET_DEFAULT_MEAN, image_std=IMAGENET_DEFAULT_STD
+    ),
     "vit32_demo": lambda: ViTImageProcessor(size={"height": 32, "width": 32}),
     # microsoft/trocr-base-*: 384 px, bilinear, mean and std 0.5
-    "trocr384": lambda: ViTImageProcessor(size={"height": 384, "width": 384}, image_mean=[0.5] * 3,
-                                          image_std=[0.5] * 3),
+    "trocr384": lambda: ViTImageProcessor(
+        size={"height": 384, "width": 384}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ),
     # florence-community/Florence-2-base's preprocessor_config.json: CLIP's class, straight to 768 x 768, bicubic
     "florence768_clip": lambda: CLIPImageProcessor(
-        do_resize=True, size={"height": 768, "width": 768}, resample=3, do_center_crop=False,
-        crop_size={"height": 768, "width": 768}, do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225], do_convert_rgb=None),
-    "shortest_edge_crop": lambda: ViTImageProcessor(size={"shortest_edge": 41}, do_center_crop=True,
-                                                    crop_size={"height": 32, "width": 32}),
-    "crop_with_padding": lambda: ViTImageProcessor(do_resize=False, do_center_crop=True,
-                                                   crop_size={"height": 128, "width": 128}),
+        do_resize=True,
+        size={"height": 768, "width": 768},
+        resample=3,
+        do_center_crop=False,
+        crop_size={"height": 768, "width": 768},
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+        do_convert_rgb=None,
+    ),
+    "shortest_edge_crop": lambda: ViTImageProcessor(
+        size={"shortest_edge": 41}, do_center_crop=True, crop_size={"height": 32, "width": 32}
+    ),
+    "crop_with_padding": lambda: ViTImageProcessor(
+        do_resize=False, do_center_crop=True, crop_size={"height": 128, "width": 128}
+    ),
 }
 
 
@@ -142,14 +156,21 @@ class CustomPipeline(ViTImageProcessorPil):
         return super()._preprocess(images, **kwargs)
 
 
-@pytest.mark.parametrize("make, setting", [
-    (lambda: ViTImageProcessor(do_pad=True, pad_size={"height": 256, "width": 256}), "do_pad=True"),
-    (lambda: ViTImageProcessor(size={"shortest_edge": 224}), "do_center_crop=False"),
-    (lambda: ViTImageProcessor(size={"shortest_edge": 224, "longest_edge": 300}, do_center_crop=True,
-                               crop_size=224), "longest_edge"),
-    (lambda: ViTImageProcessor(do_rescale=False, do_normalize=False), "do_normalize=False"),
-    (lambda: CustomPipeline(), "custom _preprocess"),
-])
+@pytest.mark.parametrize(
+    "make, setting",
+    [
+        (lambda: ViTImageProcessor(do_pad=True, pad_size={"height": 256, "width": 256}), "do_pad=True"),
+        (lambda: ViTImageProcessor(size={"shortest_edge": 224}), "do_center_crop=False"),
+        (
+            lambda: ViTImageProcessor(
+                size={"shortest_edge": 224, "longest_edge": 300}, do_center_crop=True, crop_size=224
+            ),
+            "longest_edge",
+        ),
+        (lambda: ViTImageProcessor(do_rescale=False, do_normalize=False), "do_normalize=False"),
+        (lambda: CustomPipeline(), "custom _preprocess"),
+    ],
+)
 def test_unreproducible_processor_is_refused_by_name(make, setting):
     with pytest.raises(UnsupportedProcessor) as info:
         spec_from_processor(make())
@@ -157,14 +178,17 @@ def test_unreproducible_processor_is_refused_by_name(make, setting):
     assert setting in str(info.value)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"colour_space": "srgb"}, "unknown keys ['colour_space']"),
-    ({"resample": 99}, "resample=99"),
-    ({"size": {"height": 224}}, "size={'height': 224}"),
-    ({"image_std": [0.5, 0.0, 0.5]}, "contains 0"),
-    ({"do_center_crop": False}, "crop_size={'height': 224, 'width': 224} but do_center_crop is false"),
-    ({"dtype": "bfloat16"}, "dtype='bfloat16'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour_space": "srgb"}, "unknown keys ['colour_space']"),
+        ({"resample": 99}, "resample=99"),
+        ({"size": {"height": 224}}, "size={'height': 224}"),
+        ({"image_std": [0.5, 0.0, 0.5]}, "contains 0"),
+        ({"do_center_crop": False}, "crop_size={'height': 224, 'width': 224} but do_center_crop is false"),
+        ({"dtype": "bfloat16"}, "dtype='bfloat16'"),
+    ],
+)
 def test_validate_spec_names_the_bad_setting(processors, change, message):
     spec = {**spec_from_processor(processors["deit_resize_crop"]), **change}
     with pytest.raises(ArtifactError) as info:

@@ -1,5 +1,6 @@
 """Programs rebuilt from the description inside the artifact: the very graphs, weights and tokens torch's loader
 gives, moved to a device as torch's pass moves them, with no torch deserializer imported."""
+
 from __future__ import annotations
 
 import copy
@@ -15,16 +16,16 @@ import torch
 from torch import fx
 
 from export.cli import parity_images
-from runtime.artifact import describe, graphs
 from runtime.agent.config import AgentConfig
 from runtime.agent.model.pointer import backend_options
-from runtime.options import LoadOptions
+from runtime.artifact import describe, graphs
 from runtime.artifact.archive import open_archive
+from runtime.artifact.pt2 import load_pt2
 from runtime.artifact.verify import check_artifact
 from runtime.backends.exported import load_programs
 from runtime.captioner import load_captioner
+from runtime.options import LoadOptions
 from runtime.passes.linears import attr
-from runtime.artifact.pt2 import load_pt2
 
 CPU = torch.device("cpu")
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,17 +73,28 @@ def _same_programs(described: dict, loaded: dict) -> None:
         shared = lambda ws: [[j for j, v in enumerate(ws) if pointer(v) == pointer(w)] for w in ws]  # noqa: E731
         assert shared(a) == shared(b)  # tied weights stay tied
         for x, y in zip(a, b):
-            assert (y.dtype, y.shape, y.stride(), type(y), y.requires_grad) == \
-                (x.dtype, x.shape, x.stride(), type(x), x.requires_grad)
+            assert (y.dtype, y.shape, y.stride(), type(y), y.requires_grad) == (
+                x.dtype,
+                x.shape,
+                x.stride(),
+                type(x),
+                x.requires_grad,
+            )
             assert torch.equal(x, y)
 
 
-@pytest.mark.parametrize("family", ["tiny_artifact", "tiny_trocr_artifact", "tiny_blip_artifact",
-                                    "tiny_florence2_artifact"])
+def strip(shape):
+    return [(op, target, args) for op, target, args in shape if op != "get_attr"]
+
+
+@pytest.mark.parametrize(
+    "family", ["tiny_artifact", "tiny_trocr_artifact", "tiny_blip_artifact", "tiny_florence2_artifact"]
+)
 def test_an_exported_artifact_rebuilds_to_torchs_graphs_weights_and_tokens(family, request, monkeypatch):
     artifact = request.getfixturevalue(family)
     loaded = _torch_loaded(artifact)
     import runtime.artifact.pt2
+
     monkeypatch.setattr(runtime.artifact.pt2, "load_pt2", lambda *a, **k: pytest.fail("loaded through torch"))
     described = load_programs(artifact, CPU)
     _same_programs(described, loaded)
@@ -98,15 +110,19 @@ def test_an_exported_artifact_rebuilds_to_torchs_graphs_weights_and_tokens(famil
         assert captioner.generate_ids(pixels, beams) == reference.generate_ids(pixels, beams)
 
 
-def test_every_family_stays_inside_the_allow_list(tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact,
-                                                  tiny_florence2_artifact):
+def test_every_family_stays_inside_the_allow_list(
+    tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact, tiny_florence2_artifact
+):
     from runtime.artifact.allowed_ops import ALLOWED_OPS
 
     used = set()
     for artifact in (tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact, tiny_florence2_artifact):
         for gm in _torch_loaded(artifact).values():
-            used |= {str(n.target) for n in gm.graph.nodes if n.op == "call_function"
-                     and isinstance(n.target, torch._ops.OpOverload)}
+            used |= {
+                str(n.target)
+                for n in gm.graph.nodes
+                if n.op == "call_function" and isinstance(n.target, torch._ops.OpOverload)
+            }
     assert used <= ALLOWED_OPS, sorted(used - ALLOWED_OPS)
     assert not {"aten.from_file.default", "aten.set_.source_Storage", "aten._local_scalar_dense.default"} & ALLOWED_OPS
 
@@ -121,7 +137,6 @@ def test_the_device_move_of_a_cpu_description_is_torchs_move_to_device_pass(tiny
         by_torch = move_to_device_pass(programs[name], meta).module()
         ours = fx.GraphModule({t: torch.empty(0) for t in program.weights}, graphs.on_device(program.graph, meta))
         plain = fx.GraphModule({t: torch.empty(0) for t in program.weights}, program.graph)
-        strip = lambda shape: [(op, target, args) for op, target, args in shape if op != "get_attr"]
         assert strip(_shape_of(ours)) == strip(_shape_of(by_torch))
         assert strip(_shape_of(ours)) != strip(_shape_of(plain))  # something was moved
 
@@ -136,16 +151,39 @@ def test_the_first_load_never_imports_torchs_export_deserializer_or_dynamo(tiny_
         "print(json.dumps({m: m in sys.modules for m in ('torch._dynamo', 'torch._export.serde.serialize',"
         " 'torch.export.pt2_archive')}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == {
-        "torch._dynamo": False, "torch._export.serde.serialize": False, "torch.export.pt2_archive": False}
+        "torch._dynamo": False,
+        "torch._export.serde.serialize": False,
+        "torch.export.pt2_archive": False,
+    }
 
 
 def test_values_round_trip_exactly():
-    values = (1, -0.0, 0.1, math.inf, -math.inf, True, None, "s", [2, 3], (4, (5,)),
-              torch.float16, torch.device("cpu"), torch.strided, torch.channels_last)
+    values = (
+        1,
+        -0.0,
+        0.1,
+        math.inf,
+        -math.inf,
+        True,
+        None,
+        "s",
+        [2, 3],
+        (4, (5,)),
+        torch.float16,
+        torch.device("cpu"),
+        torch.strided,
+        torch.channels_last,
+    )
     decode = graphs._Values("test", {})
     decoded = decode(json.loads(json.dumps(describe._encode(values))))
     assert decoded == values and [type(v) for v in decoded] == [type(v) for v in values]
@@ -165,23 +203,28 @@ def test_the_agent_loads_with_its_local_cache():
     config = AgentConfig(artifacts_bucket="a", images_bucket="i", queue_url="q", cache_dir="/var/cache/ck")
     assert backend_options(config, s3=None) == {"cache_dir": "/var/cache/ck", "options": LoadOptions()}
     assert backend_options(AgentConfig(cache_dir="c", quantize="int8"), s3=None) == {
-        "cache_dir": "c", "options": LoadOptions(quantize="int8")}
+        "cache_dir": "c",
+        "options": LoadOptions(quantize="int8"),
+    }
 
 
 @pytest.mark.parametrize("trouble", ["not describable", "torch loads another graph"])
 def test_an_export_whose_programs_cannot_be_described_faithfully_writes_nothing(
-        trouble, tiny_vit_gpt2_dir, tmp_path, monkeypatch, capsys):
+    trouble, tiny_vit_gpt2_dir, tmp_path, monkeypatch, capsys
+):
     from export import archive
     from export.cli import main
 
     real = archive._description
     if trouble == "not describable":
-        monkeypatch.setattr(archive, "_description",
-                            lambda path: (_ for _ in ()).throw(describe.NotDescribable("a custom op")))
+        monkeypatch.setattr(
+            archive, "_description", lambda path: (_ for _ in ()).throw(describe.NotDescribable("a custom op"))
+        )
     else:
         calls = []
-        monkeypatch.setattr(archive, "_description", lambda path: real(path) + ("x" if calls.append(1) or
-                                                                                  len(calls) > 1 else ""))
+        monkeypatch.setattr(
+            archive, "_description", lambda path: real(path) + ("x" if calls.append(1) or len(calls) > 1 else "")
+        )
     out = tmp_path / "m.pt2"
     assert main(["--model", str(tiny_vit_gpt2_dir), "--out", str(out), "--max-batch", "2"]) == 1
     log = capsys.readouterr().err
@@ -199,6 +242,7 @@ def test_cache_files_are_written_whole_or_not_at_all(tmp_path):
     def fails(partial):
         partial.write_text("half")
         raise OSError("disk full")
+
     assert isinstance(write_whole(target, fails), OSError) and target.read_text() == "whole"
     blocked = tmp_path / "file"
     blocked.write_text("")
@@ -211,10 +255,16 @@ def test_the_archive_reader_finds_every_record_where_torchs_reader_does(tiny_art
         assert reader.region(name) == (theirs.get_record_offset(name), theirs.get_record_size(name)), name
 
 
-def test_every_family_keeps_the_runtimes_program_contract(tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact,
-                                                          tiny_florence2_artifact, tiny_qwen2_vl_artifact):
+def test_every_family_keeps_the_runtimes_program_contract(
+    tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact, tiny_florence2_artifact, tiny_qwen2_vl_artifact
+):
     from runtime.artifact.verify import verify
 
-    for artifact in (tiny_artifact, tiny_trocr_artifact, tiny_blip_artifact, tiny_florence2_artifact,
-                     tiny_qwen2_vl_artifact):
+    for artifact in (
+        tiny_artifact,
+        tiny_trocr_artifact,
+        tiny_blip_artifact,
+        tiny_florence2_artifact,
+        tiny_qwen2_vl_artifact,
+    ):
         verify(artifact)  # counts at load; dtype, rank and batch dimension of every output on meta at both batch ends

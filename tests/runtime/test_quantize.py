@@ -1,4 +1,5 @@
 """CPU quantization at load: every linear onto fbgemm kernels, close to the float programs, refused where it cannot."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,12 @@ FLOAT_LINEARS = {torch.ops.aten.linear.default, torch.ops.aten.addmm.default}
 
 
 def _constant_linears(gm) -> int:
-    return sum(n.op == "call_function" and n.target in FLOAT_LINEARS and n.args[1 if n.target is
-               torch.ops.aten.linear.default else 2].op == "get_attr" for n in gm.graph.nodes)
+    return sum(
+        n.op == "call_function"
+        and n.target in FLOAT_LINEARS
+        and n.args[1 if n.target is torch.ops.aten.linear.default else 2].op == "get_attr"
+        for n in gm.graph.nodes
+    )
 
 
 def _float_bytes(gm) -> int:
@@ -52,7 +57,7 @@ def test_quantized_programs_stay_close_to_the_float_ones(tiny_artifact, mode, to
     pixels = torch.randn(3, 3, 32, 32)
     max_length = verify(tiny_artifact)[0]["generation"]["max_new_tokens"]
     with torch.inference_mode():
-        (ref_k, ref_v), (q_k, q_v) = reference["encoder"](pixels), quantized["encoder"](pixels)
+        (ref_k, ref_v), (q_k, _) = reference["encoder"](pixels), quantized["encoder"](pixels)
         assert (q_k - ref_k).norm() / ref_k.norm() < tolerance
         layers, rows, heads, _, head_dim = ref_k.shape
         caches = torch.zeros(layers, rows, heads, max_length, head_dim)
@@ -72,10 +77,13 @@ def test_quantized_captioner_decodes_greedy_and_beam(request, which):
         assert len(ids) == 6 and all(0 < len(row) <= captioner.settings.max_new_tokens for row in ids)
 
 
-@pytest.mark.parametrize("device, dtype, message", [
-    ("cuda", "float32", "fbgemm CPU kernels"),
-    ("cpu", "bfloat16", "needs a float32 artifact"),
-])
+@pytest.mark.parametrize(
+    "device, dtype, message",
+    [
+        ("cuda", "float32", "fbgemm CPU kernels"),
+        ("cpu", "bfloat16", "needs a float32 artifact"),
+    ],
+)
 def test_quantize_is_refused_where_it_cannot_run(device, dtype, message):
     with pytest.raises(ArtifactError, match=message):
         quantize_programs({}, "int8", torch.device(device), dtype)
@@ -93,9 +101,24 @@ def test_caption_cli_takes_quantize(tiny_artifact, tmp_path):
     for i, image in enumerate(parity_images([], 2)):
         paths.append(tmp_path / f"{i}.png")
         image.save(paths[-1])
-    run = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(tiny_artifact),
-                          "--device", "cpu", "--quantize", "fp16", *map(str, paths)],
-                         cwd=ROOT, capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "caption",
+            "--artifact",
+            str(tiny_artifact),
+            "--device",
+            "cpu",
+            "--quantize",
+            "fp16",
+            *map(str, paths),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert ", fp16) on cpu" in run.stderr
     assert [json.loads(line)["uri"] for line in run.stdout.splitlines()] == list(map(str, paths))

@@ -1,4 +1,5 @@
 """The runtime: loads with torch alone, drops finished rows, and refuses damaged or foreign artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -40,12 +41,25 @@ def test_caption_cli_prints_one_json_line_per_image(tiny_artifact, tmp_path):
         paths.append(tmp_path / f"{i}.jpg")
         image.save(paths[-1])
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    out = subprocess.run([sys.executable, "-m", "runtime", "caption", "--artifact", str(tiny_artifact),
-                          *map(str, paths), str(tmp_path / "bad.jpg")], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "runtime",
+            "caption",
+            "--artifact",
+            str(tiny_artifact),
+            *map(str, paths),
+            str(tmp_path / "bad.jpg"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert out.returncode == 1  # one bad input
-    assert [l["uri"] for l in lines if l["error"] is None] == [str(p) for p in paths]
-    assert "not a readable image" in [l for l in lines if l["error"]][0]["error"]
+    assert [line["uri"] for line in lines if line["error"] is None] == [str(p) for p in paths]
+    assert "not a readable image" in [line for line in lines if line["error"]][0]["error"]
 
 
 @pytest.mark.parametrize("beams", [1, 3])

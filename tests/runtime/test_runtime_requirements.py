@@ -1,4 +1,5 @@
 """What the instance installs covers what the runtime imports: every module, named, from the source itself."""
+
 import ast
 import importlib.metadata
 import re
@@ -36,10 +37,14 @@ def locked_distributions() -> set[str]:
 def test_every_third_party_module_the_runtime_imports_is_installed_by_the_instance():
     providers = importlib.metadata.packages_distributions()
     locked = locked_distributions()
-    uncovered = {module: where for module, where in third_party_imports(REPO / "runtime").items()
-                 if not {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])} & locked}
-    assert not uncovered, ("runtime/ imports modules the instance does not install (requirements/runtime.txt): "
-                           f"{uncovered}")
+    uncovered = {
+        module: where
+        for module, where in third_party_imports(REPO / "runtime").items()
+        if not {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(module, [])} & locked
+    }
+    assert not uncovered, (
+        f"runtime/ imports modules the instance does not install (requirements/runtime.txt): {uncovered}"
+    )
 
 
 def test_the_import_scan_sees_numpy_which_the_first_instance_lacked():

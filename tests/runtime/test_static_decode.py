@@ -1,4 +1,5 @@
 """The static decode path (buckets, static buffers, masked rows) gives the eager loop's tokens, on every family."""
+
 from __future__ import annotations
 
 import threading
@@ -8,17 +9,22 @@ import torch
 
 from export.cli import parity_images
 from graph_tools import RecordedCaptures
-from runtime.decode.beam import beam_search
 from runtime.captioner import load_captioner
-from runtime.options import LoadOptions
+from runtime.decode.beam import beam_search
+from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions, buckets
 from runtime.decode.greedy import greedy
 from runtime.decode.state import DecodeSettings
-from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions, buckets
-from runtime.load_policy import AOTI_ON_CUDA, refuse_aoti_on_cuda
 from runtime.errors import CaptionKitError, CaptureFailed
+from runtime.load_policy import AOTI_ON_CUDA, refuse_aoti_on_cuda
+from runtime.options import LoadOptions
 
-FAMILIES = ["tiny_artifact", "tiny_blip_artifact", "tiny_trocr_artifact", "tiny_trocr_small_artifact",
-            "tiny_florence2_artifact"]
+FAMILIES = [
+    "tiny_artifact",
+    "tiny_blip_artifact",
+    "tiny_trocr_artifact",
+    "tiny_trocr_small_artifact",
+    "tiny_florence2_artifact",
+]
 DIRECT = StaticOptions(capture=False)
 
 
@@ -46,6 +52,7 @@ def _counting(step, rows_seen: list[int]):
     def counted(input_ids, *rest):
         rows_seen.append(input_ids.shape[0])
         return step(input_ids, *rest)
+
     return counted
 
 
@@ -112,8 +119,9 @@ def test_rows_finishing_at_different_steps_are_masked_not_dropped(tiny_artifact,
     lengths = sorted({len(ids) for ids in eager})
     assert len(lengths) > 1, f"the fixture should finish rows at several steps, got lengths {lengths}"
     rows_seen: list[int] = []
-    decoder = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch,
-                            StaticOptions(capture=False, eos_every=1))
+    decoder = StaticDecoder(
+        _counting(captioner.step, rows_seen), captioner.max_batch, StaticOptions(capture=False, eos_every=1)
+    )
     assert decoder.decode(cross_k, cross_v, settings) == eager
     assert rows_seen == [8 * beams] * len(rows_seen)  # one bucket the whole way: no row left it
     if beams == 1:
@@ -129,8 +137,9 @@ def test_eos_is_checked_every_k_steps(tiny_artifact, eos_every):
     longest = max(len(ids) for ids in eager)
     assert longest < settings.max_new_tokens - 3, "the fixture should end every caption early"
     rows_seen: list[int] = []
-    decoder = StaticDecoder(_counting(captioner.step, rows_seen), captioner.max_batch,
-                            StaticOptions(capture=False, eos_every=eos_every))
+    decoder = StaticDecoder(
+        _counting(captioner.step, rows_seen), captioner.max_batch, StaticOptions(capture=False, eos_every=eos_every)
+    )
     assert decoder.decode(cross_k, cross_v, settings) == eager
     steps = min(settings.max_new_tokens, -(-longest // eos_every) * eos_every)
     assert len(rows_seen) == steps
@@ -226,8 +235,10 @@ def test_a_failed_capture_is_raised_and_kept_and_the_eager_loop_serves(tiny_arti
     with pytest.raises(CaptureFailed) as failed:
         captioner.prepare()
     assert isinstance(failed.value, CaptionKitError)
-    assert str(failed.value) == (f"bucket 4x{captioner.settings.num_beams} (images x beams): RuntimeError: "
-                                 "operation not permitted when stream is capturing")
+    assert str(failed.value) == (
+        f"bucket 4x{captioner.settings.num_beams} (images x beams): RuntimeError: "
+        "operation not permitted when stream is capturing"
+    )
     assert captioner.decode_status() == {"decode": "eager, capture failed", "reason": str(failed.value)}
     assert captioner.generate_ids(pixels) == expected
     assert [event for event in captures.events if event[0] == "replay"] == [] and not captioner.static._buckets
@@ -237,8 +248,9 @@ def test_a_failed_capture_is_raised_and_kept_and_the_eager_loop_serves(tiny_arti
 
 
 @pytest.mark.parametrize("fail", [False, True])
-def test_the_caption_cli_captures_before_captioning_and_says_when_it_could_not(tiny_artifact, tmp_path, monkeypatch,
-                                                                               capsys, fail):
+def test_the_caption_cli_captures_before_captioning_and_says_when_it_could_not(
+    tiny_artifact, tmp_path, monkeypatch, capsys, fail
+):
     import runtime.captioner as captioner_module
     from runtime import caption_cli
 
@@ -293,8 +305,9 @@ def test_cuda_graphs_give_the_eager_tokens(tiny_artifact, beams):
 
 def _with_encoder(captioner, **kwargs) -> RecordedCaptures:
     captures = RecordedCaptures(**kwargs)
-    captioner.static = StaticDecoder(captioner.step, captioner.max_batch, StaticOptions(), capture=captures,
-                                     encoder=captioner._checked_encoder)
+    captioner.static = StaticDecoder(
+        captioner.step, captioner.max_batch, StaticOptions(), capture=captures, encoder=captioner._checked_encoder
+    )
     return captures
 
 
@@ -323,8 +336,9 @@ def test_a_bucket_whose_encoder_cannot_be_captured_serves_its_step_graphs_from_t
     expected = _eager_ids(captioner, pixels)
     status = captioner.prepare()
     assert status["decode"] == "cuda-graphs" and status["encoder"] == "eager, capture failed"
-    assert status["encoder_reason"] == (f"bucket 4x{beams}: RuntimeError: operation not permitted when stream is "
-                                        "capturing")
+    assert status["encoder_reason"] == (
+        f"bucket 4x{beams}: RuntimeError: operation not permitted when stream is capturing"
+    )
     assert captioner.generate_ids(pixels) == expected
     replayed = [event[3] for event in captures.events if event[0] == "replay"]
     assert replayed and set(replayed) == {f"4x{beams}"}  # the step's graph, not an encoder graph

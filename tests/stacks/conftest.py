@@ -1,4 +1,5 @@
 """The stack tests' session fixtures: the app synthesized once with the default settings (cdk.json)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """The worker boot script and its give-up path, run against a temporary root with pip, dnf, systemctl, aws and
 instance metadata stubbed (tests/stacks/test_boot_rehearsal.py runs the real pip and the real agent)."""
+
 import json
 import os
 import re
@@ -16,23 +17,40 @@ from tools.paths import REPO
 
 SCRIPT = REPO / "stacks" / "boot" / "bootstrap.sh"
 GIVE_UP = REPO / "stacks" / "boot" / "give_up.sh"
-CONFIG = {"queue_url": "https://sqs.us-east-1.amazonaws.com/1/jobs", "region": "us-east-1",
-          "artifacts_bucket": "artifacts", "model_pointer": "models/current.json", "results_bucket": "images",
-          "results_prefix": "results/", "images_bucket": "images", "images_prefix": "incoming/",
-          "image_suffixes": [".jpg", ".png"], "batch_size": 8, "visibility_timeout_s": 900, "drain_timeout_s": 210,
-          "device": "cuda", "compiled_cache_prefix": "compiled/", "asg_name": "CaptionKit-workers",
-          "lifecycle_hook_name": "captionkit-drain", "metrics_namespace": "CaptionKit", "log_group": "the-logs"}
+CONFIG = {
+    "queue_url": "https://sqs.us-east-1.amazonaws.com/1/jobs",
+    "region": "us-east-1",
+    "artifacts_bucket": "artifacts",
+    "model_pointer": "models/current.json",
+    "results_bucket": "images",
+    "results_prefix": "results/",
+    "images_bucket": "images",
+    "images_prefix": "incoming/",
+    "image_suffixes": [".jpg", ".png"],
+    "batch_size": 8,
+    "visibility_timeout_s": 900,
+    "drain_timeout_s": 210,
+    "device": "cuda",
+    "compiled_cache_prefix": "compiled/",
+    "asg_name": "CaptionKit-workers",
+    "lifecycle_hook_name": "captionkit-drain",
+    "metrics_namespace": "CaptionKit",
+    "log_group": "the-logs",
+}
 # Each stub logs its argv. The interpreter stub makes a venv whose python is a stub too; that python's
 # `-m runtime gpu-check` exits with $STUB_GPU_EXIT. curl answers instance metadata; aws answers
 # get-metric-statistics with $STUB_RECENT_FAILURES.
 STUB = '#!/bin/sh\necho "$(basename "$0") $*" >> "$STUB_LOG"\n'
-PYTHON_STUB = STUB + ('if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; cp "$0" "$3/bin/python"; fi\n'
-                      'if [ "$1 $2 $3" = "-m runtime gpu-check" ]; then exit "${STUB_GPU_EXIT:-0}"; fi\n')
+PYTHON_STUB = STUB + (
+    'if [ "$1 $2" = "-m venv" ]; then mkdir -p "$3/bin"; cp "$0" "$3/bin/python"; fi\n'
+    'if [ "$1 $2 $3" = "-m runtime gpu-check" ]; then exit "${STUB_GPU_EXIT:-0}"; fi\n'
+)
 CURL_STUB = STUB + 'case "$*" in *instance-id*) echo i-0123456789abcdef0;; *api/token*) echo token;; esac\n'
 AWS_STUB = STUB + 'case "$*" in *get-metric-statistics*) echo "${STUB_RECENT_FAILURES:-None}";; esac\n'
 # nvidia-smi -L lists $STUB_GPUS GPUs (1), nproc says $STUB_NPROC vCPUs (4)
-NVIDIA_SMI_STUB = STUB + ('i=0; while [ "$i" -lt "${STUB_GPUS:-1}" ]; do echo "GPU $i: NVIDIA A10G (UUID: GPU-$i)"; '
-                          'i=$((i + 1)); done\n')
+NVIDIA_SMI_STUB = STUB + (
+    'i=0; while [ "$i" -lt "${STUB_GPUS:-1}" ]; do echo "GPU $i: NVIDIA A10G (UUID: GPU-$i)"; i=$((i + 1)); done\n'
+)
 NPROC_STUB = STUB + 'echo "${STUB_NPROC:-4}"\n'
 
 
@@ -51,9 +69,15 @@ def run_boot(tmp_path, config=CONFIG, python="python3.12", preinstalled=True, sc
     write_stub(stubs, "nvidia-smi", NVIDIA_SMI_STUB), write_stub(stubs, "nproc", NPROC_STUB)
     if preinstalled:
         write_stub(stubs, python, PYTHON_STUB)
-    env = {**os.environ, "ROOT": str(root), "PATH": f"{stubs}:{os.environ['PATH']}",
-           "STUB_LOG": str(tmp_path / "calls.log"), "CAPTIONKIT_AGENT_CONFIG": json.dumps(config),
-           "CAPTIONKIT_PYTHON": python, **env}
+    env = {
+        **os.environ,
+        "ROOT": str(root),
+        "PATH": f"{stubs}:{os.environ['PATH']}",
+        "STUB_LOG": str(tmp_path / "calls.log"),
+        "CAPTIONKIT_AGENT_CONFIG": json.dumps(config),
+        "CAPTIONKIT_PYTHON": python,
+        **env,
+    }
     env.pop("CAPTIONKIT_DEVICE", None)
     result = subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True, timeout=60)
     log = tmp_path / "calls.log"
@@ -72,9 +96,11 @@ def test_boot_installs_only_the_hash_locked_runtime_then_the_locked_cuda_torch(b
     pip = [c for c in calls if c.startswith("python -m pip")]
     locked = "--require-hashes --no-deps --only-binary=:all: --progress-bar off --disable-pip-version-check"
     assert f"python3.12 -m venv {root}/opt/captionkit/venv" in calls
-    assert pip == [f"python -m pip install {locked} -r {REPO}/requirements/runtime.lock",
-                   f"python -m pip install {locked} -r {REPO}/requirements/runtime-cuda.lock",
-                   "python -m pip check"]
+    assert pip == [
+        f"python -m pip install {locked} -r {REPO}/requirements/runtime.lock",
+        f"python -m pip install {locked} -r {REPO}/requirements/runtime-cuda.lock",
+        "python -m pip check",
+    ]
 
 
 def test_the_locks_pin_every_package_by_version_and_hash_and_torch_is_the_pinned_cuda_build():
@@ -92,8 +118,9 @@ def test_a_pytorch_index_other_than_pypi_installs_torch_pinned_from_it(tmp_path)
     index = "https://download.pytorch.org/whl/cu126"
     result, _root, calls = run_boot(tmp_path, CAPTIONKIT_TORCH_INDEX_URL=index)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (f"python -m pip install --progress-bar off --disable-pip-version-check --index-url {index} "
-            "torch==2.13.0") in calls
+    assert (
+        f"python -m pip install --progress-bar off --disable-pip-version-check --index-url {index} torch==2.13.0"
+    ) in calls
 
 
 def test_boot_proves_the_gpu_before_it_writes_the_config_or_starts_anything(booted):
@@ -115,11 +142,21 @@ def test_agent_unit_restarts_on_failure_gives_up_after_a_burst_and_never_restart
     root, calls = booted
     unit = (root / "etc/systemd/system/captionkit-agent@.service").read_text()
     assert "ExecStart=/opt/captionkit/venv/bin/python -m runtime agent --config /etc/captionkit/agent.json\n" in unit
-    for line in ("User=captionkit", "Restart=on-failure", "KillSignal=SIGTERM", "WantedBy=multi-user.target",
-                 f"TimeoutStopSec={CONFIG['drain_timeout_s'] + 30}", f"WorkingDirectory={REPO}",
-                 "StartLimitBurst=5", "StartLimitIntervalSec=900", "OnFailure=captionkit-give-up.service",
-                 f"SuccessExitStatus={DRAIN_TIMEOUT_EXIT}", f"RestartPreventExitStatus={DRAIN_TIMEOUT_EXIT}",
-                 "WatchdogSec=120", "NotifyAccess=main"):
+    for line in (
+        "User=captionkit",
+        "Restart=on-failure",
+        "KillSignal=SIGTERM",
+        "WantedBy=multi-user.target",
+        f"TimeoutStopSec={CONFIG['drain_timeout_s'] + 30}",
+        f"WorkingDirectory={REPO}",
+        "StartLimitBurst=5",
+        "StartLimitIntervalSec=900",
+        "OnFailure=captionkit-give-up.service",
+        f"SuccessExitStatus={DRAIN_TIMEOUT_EXIT}",
+        f"RestartPreventExitStatus={DRAIN_TIMEOUT_EXIT}",
+        "WatchdogSec=120",
+        "NotifyAccess=main",
+    ):
         assert f"\n{line}\n" in unit, line
     give_up = (root / "etc/systemd/system/captionkit-give-up.service").read_text()
     assert f"ExecStart=/bin/bash {REPO}/stacks/boot/give_up.sh " in give_up and "Type=oneshot" in give_up
@@ -131,10 +168,14 @@ def test_boot_ships_boot_agent_and_give_up_logs_to_the_stacks_log_group(booted):
     cwagent = json.loads((root / "opt/aws/amazon-cloudwatch-agent/etc/captionkit.json").read_text())
     files = cwagent["logs"]["logs_collected"]["files"]["collect_list"]
     assert [(f["file_path"], f["log_group_name"]) for f in files] == [
-        ("/var/log/captionkit/bootstrap.log", "the-logs"), ("/var/log/captionkit/agent-0.log", "the-logs"),
-        ("/var/log/captionkit/give-up.log", "the-logs")]
-    assert ("amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "
-            "file:/opt/aws/amazon-cloudwatch-agent/etc/captionkit.json") in calls
+        ("/var/log/captionkit/bootstrap.log", "the-logs"),
+        ("/var/log/captionkit/agent-0.log", "the-logs"),
+        ("/var/log/captionkit/give-up.log", "the-logs"),
+    ]
+    assert (
+        "amazon-cloudwatch-agent-ctl -a fetch-config -m ec2 -s -c "
+        "file:/opt/aws/amazon-cloudwatch-agent/etc/captionkit.json"
+    ) in calls
 
 
 def test_boot_log_times_every_phase(booted):
@@ -146,12 +187,18 @@ def test_boot_log_times_every_phase(booted):
 
 
 def _gave_up(calls, recent=0, hold_s=300):
-    assert any(c.startswith("aws cloudwatch put-metric-data --region us-east-1 --namespace CaptionKit "
-                            f"--metric-name {WORKER_FAILURES} --dimensions AutoScalingGroupName=CaptionKit-workers")
-               for c in calls)
+    assert any(
+        c.startswith(
+            "aws cloudwatch put-metric-data --region us-east-1 --namespace CaptionKit "
+            f"--metric-name {WORKER_FAILURES} --dimensions AutoScalingGroupName=CaptionKit-workers"
+        )
+        for c in calls
+    )
     assert f"sleep {hold_s << recent}" in calls
-    assert calls[-1] == ("aws autoscaling set-instance-health --region us-east-1 --instance-id i-0123456789abcdef0 "
-                         "--health-status Unhealthy --no-should-respect-grace-period")
+    assert calls[-1] == (
+        "aws autoscaling set-instance-health --region us-east-1 --instance-id i-0123456789abcdef0 "
+        "--health-status Unhealthy --no-should-respect-grace-period"
+    )
 
 
 def test_a_worker_without_a_usable_gpu_fails_its_boot_and_has_itself_replaced(tmp_path):
@@ -180,8 +227,9 @@ def test_boot_refuses_a_config_missing_keys_and_starts_nothing(tmp_path):
 
 
 def test_give_up_backs_off_longer_the_more_workers_failed_in_the_last_hour(tmp_path):
-    result, root, calls = run_boot(tmp_path, script=GIVE_UP, args=("the agent failed 5 times",),
-                                   STUB_RECENT_FAILURES="2.0")
+    result, root, calls = run_boot(
+        tmp_path, script=GIVE_UP, args=("the agent failed 5 times",), STUB_RECENT_FAILURES="2.0"
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     _gave_up(calls, recent=2)
     give_up_log = (root / "var/log/captionkit/give-up.log").read_text()

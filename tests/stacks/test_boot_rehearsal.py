@@ -7,17 +7,16 @@ interpreter is python3.11 (the one torch CPU wheel here is for it; the DLAMI's i
 build in place of runtime-cuda.lock, so the agents run on the CPU (CAPTIONKIT_DEVICE=cpu). `nvidia-smi -L` lists
 two GPUs, so the boot writes and enables an agent for each, and both are started as their unit says.
 """
+
 from __future__ import annotations
 
 import base64
-import glob
 import json
 import os
 import re
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -69,8 +68,9 @@ def deployed_user_data(env: dict) -> str:
     """The user data of the deployed launch template, as an instance would receive it."""
     ec2 = aws_client("ec2", env["AWS_REGION"], env["AWS_ENDPOINT_URL"])
     [template] = ec2.describe_launch_templates()["LaunchTemplates"]
-    [version] = ec2.describe_launch_template_versions(LaunchTemplateId=template["LaunchTemplateId"],
-                                                      Versions=["$Latest"])["LaunchTemplateVersions"]
+    [version] = ec2.describe_launch_template_versions(
+        LaunchTemplateId=template["LaunchTemplateId"], Versions=["$Latest"]
+    )["LaunchTemplateVersions"]
     return base64.b64decode(version["LaunchTemplateData"]["UserData"]).decode()
 
 
@@ -95,16 +95,32 @@ def booted(deployed, tiny_artifact, tmp_path_factory):
     user_data = deployed_user_data(env)
     script = tmp / "user-data.sh"
     script.write_text(user_data.replace(INSTALL_DIR, f"{root}{INSTALL_DIR}"))
-    boot_env = {**env, "PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin:{Path(shutil.which('python3.11')).parent}",
-                "ROOT": str(root), "STUB_LOG": str(tmp / "calls.log"), "CAPTIONKIT_PYTHON": "python3.11",
-                "CAPTIONKIT_TORCH_WHEEL": CPU_TORCH, "CAPTIONKIT_DEVICE": "cpu", "CAPTIONKIT_IMDS_URL": "",
-                "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip")}
+    boot_env = {
+        **env,
+        "PATH": f"{stubs}:/usr/local/bin:/usr/bin:/bin:{Path(shutil.which('python3.11')).parent}",
+        "ROOT": str(root),
+        "STUB_LOG": str(tmp / "calls.log"),
+        "CAPTIONKIT_PYTHON": "python3.11",
+        "CAPTIONKIT_TORCH_WHEEL": CPU_TORCH,
+        "CAPTIONKIT_DEVICE": "cpu",
+        "CAPTIONKIT_IMDS_URL": "",
+        "PIP_CACHE_DIR": str(Path.home() / ".cache" / "pip"),
+    }
     started = time.monotonic()
     result = subprocess.run(["bash", str(script)], env=boot_env, capture_output=True, text=True, timeout=900)
     boot_s = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return {"root": root, "env": env, "outputs": outputs, "truth": truth, "bad": bad, "user_data": user_data,
-            "calls": (tmp / "calls.log").read_text().splitlines(), "boot_s": boot_s, "tmp": tmp}
+    return {
+        "root": root,
+        "env": env,
+        "outputs": outputs,
+        "truth": truth,
+        "bad": bad,
+        "user_data": user_data,
+        "calls": (tmp / "calls.log").read_text().splitlines(),
+        "boot_s": boot_s,
+        "tmp": tmp,
+    }
 
 
 def test_the_deployed_user_data_fetches_the_synthesized_bundle_and_runs_its_boot(booted):
@@ -118,8 +134,11 @@ def test_the_deployed_user_data_fetches_the_synthesized_bundle_and_runs_its_boot
 
 def test_the_venv_holds_exactly_the_locked_packages_and_the_substituted_torch(booted):
     python = booted["root"] / "opt/captionkit/venv/bin/python"
-    listed = json.loads(subprocess.run([str(python), "-m", "pip", "list", "--format=json"], capture_output=True,
-                                       text=True, check=True).stdout)
+    listed = json.loads(
+        subprocess.run(
+            [str(python), "-m", "pip", "list", "--format=json"], capture_output=True, text=True, check=True
+        ).stdout
+    )
     installed = {re.sub(r"[-_.]+", "-", p["name"]).lower(): p["version"] for p in listed}
     lock = (REPO / "requirements/runtime.lock").read_text()
     locked = {re.sub(r"[-_.]+", "-", n).lower(): v for n, v in re.findall(r"^([A-Za-z0-9._-]+)==(\S+) ", lock, re.M)}
@@ -131,12 +150,15 @@ def test_the_venv_reads_and_writes_parquet_as_the_dataset_worker_does(booted, tm
     """pyarrow comes from runtime.lock alone (installed --no-deps): the instance's venv writes a Parquet file and
     reads it back, so a shard job does not fail at its first import on a real instance."""
     python = booted["root"] / "opt/captionkit/venv/bin/python"
-    script = ("import sys, pyarrow as pa, pyarrow.parquet as pq\n"
-              "pq.write_table(pa.table({'key': ['a', 'b'], 'image': [b'\\xff\\xd8', None]}), sys.argv[1])\n"
-              "table = pq.read_table(sys.argv[1])\n"
-              "print(pa.__version__, table.num_rows, table.column('key').to_pylist())\n")
-    result = subprocess.run([str(python), "-I", "-c", script, str(tmp_path / "shard.parquet")],
-                            capture_output=True, text=True, timeout=120)
+    script = (
+        "import sys, pyarrow as pa, pyarrow.parquet as pq\n"
+        "pq.write_table(pa.table({'key': ['a', 'b'], 'image': [b'\\xff\\xd8', None]}), sys.argv[1])\n"
+        "table = pq.read_table(sys.argv[1])\n"
+        "print(pa.__version__, table.num_rows, table.column('key').to_pylist())\n"
+    )
+    result = subprocess.run(
+        [str(python), "-I", "-c", script, str(tmp_path / "shard.parquet")], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     [pin] = re.findall(r"^pyarrow==(\S+)", (REPO / "requirements/runtime.txt").read_text(), re.M)
     assert result.stdout.split() == [pin, "2", "['a',", "'b']"]
@@ -162,8 +184,12 @@ def test_the_written_units_pass_systemd_analyze_verify(booted, tmp_path):
     for name in names:
         source = units / re.sub(r"@\d+\.", "@.", name)  # an instance loads its template's file
         (tmp_path / name).write_text(source.read_text().replace(INSTALL_DIR, f"{booted['root']}{INSTALL_DIR}"))
-    result = subprocess.run(["systemd-analyze", "verify", "--man=no", *(str(tmp_path / name) for name in names)],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(str(tmp_path / name) for name in names)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     problems = [line for line in (result.stdout + result.stderr).splitlines() if "captionkit" in line]
     assert result.returncode == 0 and not problems, result.stdout + result.stderr
 
@@ -187,8 +213,14 @@ def _start_agent(root: Path, env: dict, gpu: int) -> tuple[subprocess.Popen, Pat
     log_path.parent.mkdir(parents=True, exist_ok=True)
     # the unit's environment, plus what the instance profile and metadata give an instance, and the CPU device;
     # batches of 2 so that the two agents share the second round of images
-    agent_env = {**unit_env, "PATH": "/usr/bin:/bin", "CAPTIONKIT_DEVICE": "cpu", "CAPTIONKIT_IMDS_URL": "",
-                 "CAPTIONKIT_BATCH_SIZE": "2", **{k: v for k, v in env.items() if k.startswith("AWS_")}}
+    agent_env = {
+        **unit_env,
+        "PATH": "/usr/bin:/bin",
+        "CAPTIONKIT_DEVICE": "cpu",
+        "CAPTIONKIT_IMDS_URL": "",
+        "CAPTIONKIT_BATCH_SIZE": "2",
+        **{k: v for k, v in env.items() if k.startswith("AWS_")},
+    }
     with open(log_path, "a") as log:
         agent = subprocess.Popen(command, cwd=workdir, env=agent_env, stdout=log, stderr=subprocess.STDOUT)
     return agent, log_path
@@ -255,9 +287,14 @@ def write_cold_start(booted, events) -> None:
     phases = {f"boot_{k}": float(v) for k, v in re.findall(r"phase=(\w+) s=(\d+\.\d+)", log)}
     by_name = {e["event"]: e for e in events if "event" in e}
     fetched, started, first = by_name["model_fetched"], by_name["started"], by_name["first_caption"]
-    phases |= {"agent_pointer": fetched["pointer_s"], "agent_download": fetched["download_s"],
-               "agent_load": fetched["load_s"], "agent_warm_up": started["warm_up_s"],
-               "agent_start_total": started["start_s"], "first_caption_after_ready": first["since_ready_s"]}
+    phases |= {
+        "agent_pointer": fetched["pointer_s"],
+        "agent_download": fetched["download_s"],
+        "agent_load": fetched["load_s"],
+        "agent_warm_up": started["warm_up_s"],
+        "agent_start_total": started["start_s"],
+        "first_caption_after_ready": first["since_ready_s"],
+    }
     line = json.dumps({"user_data_total_s": round(booted["boot_s"], 2), **phases})
     (booted["tmp"] / "cold-start.json").write_text(line)
     print(f"\ncold start (boot rehearsal): {line}")

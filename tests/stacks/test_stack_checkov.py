@@ -1,4 +1,5 @@
 """Checkov acknowledgements in the template: exactly the reviewed ones, each with a reason a reviewer can check."""
+
 import re
 
 REVIEWED = {  # (resource type, readable part of its logical id, check id)

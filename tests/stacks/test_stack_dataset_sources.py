@@ -1,4 +1,5 @@
 """dataset_sources: the workers may read exactly the named locations, and a setting that would grant more is refused."""
+
 import json
 import re
 
@@ -41,8 +42,10 @@ def test_two_sources_grant_exactly_their_objects_and_listings_under_their_prefix
     assert set(statements) == {"ReadDatasets", "ListDatasetBucket0", "ListDatasetBucket1"}
     read, prefixed, whole = (statements[sid] for sid in ("ReadDatasets", "ListDatasetBucket0", "ListDatasetBucket1"))
     assert as_list(read["Action"]) == ["s3:GetObject"] and "Condition" not in read
-    assert sorted(map(render, as_list(read["Resource"]))) == ["arn:<AWS::Partition>:s3:::coco-parquet/*",
-                                                              "arn:<AWS::Partition>:s3:::laion-shards/train/*"]
+    assert sorted(map(render, as_list(read["Resource"]))) == [
+        "arn:<AWS::Partition>:s3:::coco-parquet/*",
+        "arn:<AWS::Partition>:s3:::laion-shards/train/*",
+    ]
     assert as_list(prefixed["Action"]) == ["s3:ListBucket"] == as_list(whole["Action"])
     assert render(prefixed["Resource"]) == "arn:<AWS::Partition>:s3:::laion-shards"
     assert prefixed["Condition"] == {"StringLike": {"s3:prefix": "train/*"}}
@@ -69,19 +72,22 @@ def test_the_workers_config_and_the_stack_output_name_the_sources():
     assert json.dumps(TWO.split(","), separators=(",", ":")) in synthesized.stack.fleet.agent_config_json
 
 
-@pytest.mark.parametrize("value, message", [
-    ("s3://shards/train", r"'s3://shards/train' is not s3://bucket/ or s3://bucket/prefix/"),
-    ("s3://shards", r"is not s3://bucket/"),
-    ("https://shards/train/", r"is not s3://bucket/"),
-    ("s3://Shards/train/", r"is not s3://bucket/"),
-    ("s3://shards//train/", r"no leading '/'"),
-    ("s3://shards/tr*in/", r"without '\*', '\?' or '\$'"),
-    ("s3://shards/a?/", r"without '\*'"),
-    ("s3://shards/train/,s3://shards/train/part-1/", r"'s3://shards/train/part-1/' overlaps 's3://shards/train/'"),
-    ("s3://shards/train/,s3://shards/", r"'s3://shards/' overlaps 's3://shards/train/'"),
-    (",".join(f"s3://shards/{i}/" for i in range(21)), r"has 21 entries: at most 20"),
-    (",".join(f"s3://b{i:02d}{'x' * 60}/{'p' * 150}/" for i in range(12)), r"characters to the workers' IAM"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("s3://shards/train", r"'s3://shards/train' is not s3://bucket/ or s3://bucket/prefix/"),
+        ("s3://shards", r"is not s3://bucket/"),
+        ("https://shards/train/", r"is not s3://bucket/"),
+        ("s3://Shards/train/", r"is not s3://bucket/"),
+        ("s3://shards//train/", r"no leading '/'"),
+        ("s3://shards/tr*in/", r"without '\*', '\?' or '\$'"),
+        ("s3://shards/a?/", r"without '\*'"),
+        ("s3://shards/train/,s3://shards/train/part-1/", r"'s3://shards/train/part-1/' overlaps 's3://shards/train/'"),
+        ("s3://shards/train/,s3://shards/", r"'s3://shards/' overlaps 's3://shards/train/'"),
+        (",".join(f"s3://shards/{i}/" for i in range(21)), r"has 21 entries: at most 20"),
+        (",".join(f"s3://b{i:02d}{'x' * 60}/{'p' * 150}/" for i in range(12)), r"characters to the workers' IAM"),
+    ],
+)
 def test_a_bad_source_is_refused_naming_the_setting_and_the_fix(value, message):
     with pytest.raises(SettingsError, match=message) as error:
         Settings.from_mapping({"dataset_sources": value})
@@ -95,13 +101,16 @@ def own_bucket(synthesized, name: str) -> str:
     return f"captionkit-{logical_id.lower()}-1x2y3z4w5v6u"
 
 
-@pytest.mark.parametrize("name, prefix, message", [
-    ("artifacts", "", "is this stack's artifacts bucket"),
-    ("artifacts", "models/", "is this stack's artifacts bucket"),
-    ("access_logs", "images/", "is this stack's access-log bucket"),
-    ("images", "", "overlaps the results prefix 'results/'"),
-    ("images", "results/job-1/", "overlaps the results prefix 'results/'"),
-])
+@pytest.mark.parametrize(
+    "name, prefix, message",
+    [
+        ("artifacts", "", "is this stack's artifacts bucket"),
+        ("artifacts", "models/", "is this stack's artifacts bucket"),
+        ("access_logs", "images/", "is this stack's access-log bucket"),
+        ("images", "", "overlaps the results prefix 'results/'"),
+        ("images", "results/job-1/", "overlaps the results prefix 'results/'"),
+    ],
+)
 def test_the_stacks_own_buckets_are_refused(name, prefix, message):
     uri = f"s3://{own_bucket(synthesize(), name)}/{prefix}"
     with pytest.raises(SettingsError, match=message) as error:
@@ -135,8 +144,11 @@ def rendered_longest(value):
 
 def inline_policy_chars(synthesized, keep=lambda sid: True) -> int:
     role = {"Ref": worker_role_id(synthesized)}
-    documents = [r["Properties"]["PolicyDocument"] for r in synthesized.template["Resources"].values()
-                 if r["Type"] == "AWS::IAM::Policy" and role in r["Properties"]["Roles"]]
+    documents = [
+        r["Properties"]["PolicyDocument"]
+        for r in synthesized.template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy" and role in r["Properties"]["Roles"]
+    ]
     kept = [{**d, "Statement": [s for s in d["Statement"] if keep(s.get("Sid", ""))]} for d in documents]
     return sum(len(json.dumps(rendered_longest(d), separators=(",", ":"))) for d in kept)
 

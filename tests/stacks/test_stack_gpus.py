@@ -1,5 +1,6 @@
 """Multi-GPU instance types: the GPU table, the price list, and the settings that refuse a fleet the per-instance
 backlog target cannot serve."""
+
 import re
 
 import pytest
@@ -10,8 +11,15 @@ from stacks.prices import CONFIRMED, INSTANCE_PRICES, price_note
 from stacks.settings import Settings, SettingsError
 from tools import cost
 
-MULTI_GPU = {"g5.12xlarge": 4, "g6.12xlarge": 4, "g6e.12xlarge": 4, "g5.48xlarge": 8, "g6.48xlarge": 8,
-             "g6e.48xlarge": 8, "g4dn.12xlarge": 4}
+MULTI_GPU = {
+    "g5.12xlarge": 4,
+    "g6.12xlarge": 4,
+    "g6e.12xlarge": 4,
+    "g5.48xlarge": 8,
+    "g6.48xlarge": 8,
+    "g6e.48xlarge": 8,
+    "g4dn.12xlarge": 4,
+}
 
 
 @pytest.mark.parametrize("instance_type, gpus", sorted(MULTI_GPU.items()))

@@ -1,10 +1,15 @@
 """Least privilege: no `*` actions, object wildcards only under a prefix, exactly what a worker does."""
+
 import pytest
 
-
-NO_RESOURCE_LEVEL_ACTIONS = {"cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics",
-                             "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
-                             "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel"}
+NO_RESOURCE_LEVEL_ACTIONS = {
+    "cloudwatch:PutMetricData",
+    "cloudwatch:GetMetricStatistics",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssmmessages:OpenDataChannel",
+}
 OWN_INSTANCES = "arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*"
 
 
@@ -43,8 +48,11 @@ def worker_role_id(synthesized):
 def worker_statements(synthesized):
     """Every statement of every policy attached to the worker role, by Sid (each must have one)."""
     role = {"Ref": worker_role_id(synthesized)}
-    policies = [r["Properties"] for r in synthesized.template["Resources"].values()
-                if r["Type"] == "AWS::IAM::Policy" and role in r["Properties"]["Roles"]]
+    policies = [
+        r["Properties"]
+        for r in synthesized.template["Resources"].values()
+        if r["Type"] == "AWS::IAM::Policy" and role in r["Properties"]["Roles"]
+    ]
     statements = [s for p in policies for s in p["PolicyDocument"]["Statement"]]
     by_sid = {s["Sid"]: s for s in statements}
     assert len(by_sid) == len(statements)
@@ -71,25 +79,46 @@ def test_worker_resource_wildcards_are_prefix_scoped_or_unavoidable(synthesized)
 def test_worker_may_do_exactly_its_job(synthesized):
     stack = synthesized.stack
     artifacts, images, jobs, dead_letters = (
-        render(stack.resolve(arn)) for arn in (stack.storage.artifacts.bucket_arn, stack.storage.images.bucket_arn,
-                                               stack.jobs.queue.queue_arn, stack.jobs.dead_letters.queue_arn))
+        render(stack.resolve(arn))
+        for arn in (
+            stack.storage.artifacts.bucket_arn,
+            stack.storage.images.bucket_arn,
+            stack.jobs.queue.queue_arn,
+            stack.jobs.dead_letters.queue_arn,
+        )
+    )
     expected = {
         "ReadModels": (["s3:GetObject"], [f"{artifacts}/models/*"]),
         "CompiledModelCache": (["s3:GetObject", "s3:PutObject"], [f"{artifacts}/compiled/*"]),
         "ListKeys": (["s3:ListBucket"], [artifacts, images]),
         "ReadImages": (["s3:GetObject"], [f"{images}/incoming/*"]),
         "WriteResults": (["s3:GetObject", "s3:PutObject"], [f"{images}/results/*"]),
-        "ConsumeJobs": (sorted(["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
-                                "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"]), [jobs]),
+        "ConsumeJobs": (
+            sorted(
+                [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:ChangeMessageVisibility",
+                    "sqs:GetQueueAttributes",
+                    "sqs:GetQueueUrl",
+                    "sqs:SendMessage",
+                ]
+            ),
+            [jobs],
+        ),
         "DeadLetterUnknownMessages": (["sqs:GetQueueUrl", "sqs:SendMessage"], [dead_letters]),
         "WriteLogs": (["logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"], None),
-        "DrainBeforeTermination": (["autoscaling:CompleteLifecycleAction",
-                                    "autoscaling:RecordLifecycleActionHeartbeat"], None),
+        "DrainBeforeTermination": (
+            ["autoscaling:CompleteLifecycleAction", "autoscaling:RecordLifecycleActionHeartbeat"],
+            None,
+        ),
         "ReplaceBrokenWorker": (["autoscaling:SetInstanceHealth"], None),
         "CountFailedWorkers": (["cloudwatch:GetMetricStatistics"], ["*"]),
         "PutMetrics": (["cloudwatch:PutMetricData"], ["*"]),
-        "SessionManager": (sorted(NO_RESOURCE_LEVEL_ACTIONS - {"cloudwatch:PutMetricData",
-                                                                "cloudwatch:GetMetricStatistics"}), ["*"]),
+        "SessionManager": (
+            sorted(NO_RESOURCE_LEVEL_ACTIONS - {"cloudwatch:PutMetricData", "cloudwatch:GetMetricStatistics"}),
+            ["*"],
+        ),
         "SessionManagerRegister": (["ssm:UpdateInstanceInformation"], [OWN_INSTANCES]),
         "ReadRuntimeBundle": (["s3:GetObject"], None),
         "PublishJobDone": (["sns:Publish"], [render(stack.resolve(stack.job_notifications.topic.topic_arn))]),
@@ -128,5 +157,6 @@ def test_runtime_bundle_read_is_limited_to_its_one_object(synthesized):
 def test_worker_role_is_for_ec2_only_and_has_no_managed_policies(synthesized):
     role = synthesized.template["Resources"][worker_role_id(synthesized)]["Properties"]
     assert role["AssumeRolePolicyDocument"]["Statement"] == [
-        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}}]
+        {"Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}}
+    ]
     assert "ManagedPolicyArns" not in role

@@ -1,4 +1,5 @@
 """cfn-lint on every synthesized template variant: no errors, no warnings except CDK's own redundant DependsOn."""
+
 import json
 
 import pytest
@@ -8,8 +9,12 @@ from stacks.synth import synthesize
 
 VARIANTS = {
     "defaults": (),
-    "spot-email-ami-id": (("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"),
-                          ("alarm_email", "ops@example.com"), ("ami", "ami-0123456789abcdef0")),
+    "spot-email-ami-id": (
+        ("spot", "true"),
+        ("instance_types", "g5.xlarge,g6.xlarge"),
+        ("alarm_email", "ops@example.com"),
+        ("ami", "ami-0123456789abcdef0"),
+    ),
     "warm-pool": (("warm_pool", "true"),),
     "dataset-sources": (("dataset_sources", "s3://laion-shards/train/,s3://coco-parquet/,s3://laion-shards/val/"),),
 }
@@ -23,8 +28,9 @@ CDK_GENERATED = ("BucketNotificationsHandler", "Notifications", "WakeFunction")
 def test_template_is_cfn_lint_clean(overrides):
     template = synthesize(overrides).template
     findings = lint(json.dumps(template), config=ManualArgs(regions=[template_region(overrides)]))
-    unexpected = [str(f) for f in findings
-                  if not (f.rule.id == "W3005" and any(part in str(f.path) for part in CDK_GENERATED))]
+    unexpected = [
+        str(f) for f in findings if not (f.rule.id == "W3005" and any(part in str(f.path) for part in CDK_GENERATED))
+    ]
     assert unexpected == []
 
 

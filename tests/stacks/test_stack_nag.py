@@ -1,4 +1,5 @@
 """cdk-nag AwsSolutions: no unacknowledged finding, and every acknowledgement is real and explained."""
+
 import json
 from pathlib import Path
 
@@ -9,8 +10,12 @@ from stacks import app as app_module
 from stacks.synth import synthesize
 from tools.paths import REPO
 
-EVERY_OPTION = (("alarm_email", "ops@example.com"), ("spot", "true"), ("instance_types", "g5.xlarge,g6.xlarge"),
-                ("dataset_sources", "s3://laion-shards/train/,s3://coco-parquet/,s3://laion-shards/val/"))
+EVERY_OPTION = (
+    ("alarm_email", "ops@example.com"),
+    ("spot", "true"),
+    ("instance_types", "g5.xlarge,g6.xlarge"),
+    ("dataset_sources", "s3://laion-shards/train/,s3://coco-parquet/,s3://laion-shards/val/"),
+)
 PREFIX = "Annotation::"
 
 
@@ -21,8 +26,13 @@ def acknowledgements(assembly_dir: Path) -> dict[tuple[str, str], str]:
         for path, entries in json.loads(name.read_text()).items():
             for entry in entries:
                 if entry["type"] == "aws:cdk:acknowledged-rules":
-                    found.update({(path, rule): reason for rule, reason in entry["data"].items()
-                                  if rule.startswith(PREFIX + "AwsSolutions-")})
+                    found.update(
+                        {
+                            (path, rule): reason
+                            for rule, reason in entry["data"].items()
+                            if rule.startswith(PREFIX + "AwsSolutions-")
+                        }
+                    )
     return found
 
 
@@ -35,12 +45,17 @@ def findings_without_acknowledgements(tmp_path, monkeypatch) -> set[tuple[str, s
     with pytest.raises(RuntimeError, match="ValidationFailed"):
         app.synth()
     report = json.loads((tmp_path / "validation-report.json").read_text())
-    return {(c["constructPath"], v["ruleName"]) for r in report["pluginReports"] for v in r["violations"]
-            for c in v["violatingConstructs"]}
+    return {
+        (c["constructPath"], v["ruleName"])
+        for r in report["pluginReports"]
+        for v in r["violations"]
+        for c in v["violatingConstructs"]
+    }
 
 
-@pytest.mark.parametrize("overrides", [(), EVERY_OPTION, (("warm_pool", "true"),)],
-                         ids=["defaults", "spot-and-email", "warm-pool"])
+@pytest.mark.parametrize(
+    "overrides", [(), EVERY_OPTION, (("warm_pool", "true"),)], ids=["defaults", "spot-and-email", "warm-pool"]
+)
 def test_aws_solutions_checks_pass(overrides):
     synthesize(overrides, nag=True)  # cdk-nag 3 raises at synth on any unacknowledged finding
 
@@ -53,8 +68,9 @@ def test_every_acknowledgement_matches_a_real_finding(tmp_path, monkeypatch):
         rule_id = rule.removeprefix(PREFIX)
         assert any(f_rule == rule_id and f_path.startswith(path.lstrip("/")) for f_path, f_rule in findings), rule
     for f_path, f_rule in findings:
-        assert any(f_rule == rule.removeprefix(PREFIX) and f_path.startswith(path.lstrip("/"))
-                   for path, rule in acknowledged), (f_path, f_rule)
+        assert any(
+            f_rule == rule.removeprefix(PREFIX) and f_path.startswith(path.lstrip("/")) for path, rule in acknowledged
+        ), (f_path, f_rule)
 
 
 def test_every_acknowledgement_gives_a_reviewer_a_reason():

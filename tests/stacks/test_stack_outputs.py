@@ -1,4 +1,5 @@
 """Outputs name everything the tools need; `stack_outputs` reads them back from a deployed stack."""
+
 import json
 
 import boto3
@@ -9,10 +10,28 @@ from runtime.registry import POINTER_KEY
 from stacks.synth import synthesize
 from tools.outputs import REQUIRED_OUTPUTS, StackNotReady, agent_config, stack_outputs
 
-AGENT_CONFIG_KEYS = {"queue_url", "region", "artifacts_bucket", "model_pointer", "results_bucket",
-                     "results_prefix", "images_bucket", "images_prefix", "image_suffixes", "batch_size",
-                     "visibility_timeout_s", "drain_timeout_s", "device", "compiled_cache_prefix", "asg_name",
-                     "lifecycle_hook_name", "metrics_namespace", "log_group", "job_topic_arn", "dataset_sources"}
+AGENT_CONFIG_KEYS = {
+    "queue_url",
+    "region",
+    "artifacts_bucket",
+    "model_pointer",
+    "results_bucket",
+    "results_prefix",
+    "images_bucket",
+    "images_prefix",
+    "image_suffixes",
+    "batch_size",
+    "visibility_timeout_s",
+    "drain_timeout_s",
+    "device",
+    "compiled_cache_prefix",
+    "asg_name",
+    "lifecycle_hook_name",
+    "metrics_namespace",
+    "log_group",
+    "job_topic_arn",
+    "dataset_sources",
+}
 
 
 def rendered_agent_config():
@@ -58,8 +77,10 @@ def cloudformation(monkeypatch):
 
 
 def make_stack(cloudformation, outputs):
-    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
-                "Outputs": {key: {"Value": f"value-of-{key}"} for key in outputs}}
+    template = {
+        "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {key: {"Value": f"value-of-{key}"} for key in outputs},
+    }
     cloudformation.create_stack(StackName="CaptionKit", TemplateBody=json.dumps(template))
 
 

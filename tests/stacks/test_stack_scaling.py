@@ -1,12 +1,16 @@
 """Scaling on the queue backlog (out from zero, back to zero when idle) and the alarms a person sees."""
+
 from aws_cdk.assertions import Match, Template
 
 from stacks.synth import synthesize
 
 
 def alarm_for(template, description_start):
-    [alarm] = [a["Properties"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()
-               if a["Properties"]["AlarmDescription"].startswith(description_start)]
+    [alarm] = [
+        a["Properties"]
+        for a in template.find_resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["AlarmDescription"].startswith(description_start)
+    ]
     return alarm
 
 
@@ -16,8 +20,11 @@ def policy_named_by(template, alarm):
 
 
 def target_tracking(template):
-    [policy] = [p["Properties"] for p in template.find_resources("AWS::AutoScaling::ScalingPolicy").values()
-                if p["Properties"]["PolicyType"] == "TargetTrackingScaling"]
+    [policy] = [
+        p["Properties"]
+        for p in template.find_resources("AWS::AutoScaling::ScalingPolicy").values()
+        if p["Properties"]["PolicyType"] == "TargetTrackingScaling"
+    ]
     return policy
 
 
@@ -30,19 +37,26 @@ def test_workers_track_the_backlog_per_in_service_instance_with_metric_math(temp
     queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
     [returned] = [q for q in queries.values() if q["ReturnData"]]
     assert returned["Expression"] == "(visible + inflight) / inservice"
-    named = {i: (q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"])
-             for i, q in queries.items() if "MetricStat" in q}
-    assert named == {"visible": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
-                     "inflight": ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"),
-                     "inservice": ("AWS/AutoScaling", "GroupInServiceInstances")}
+    named = {
+        i: (q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"])
+        for i, q in queries.items()
+        if "MetricStat" in q
+    }
+    assert named == {
+        "visible": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        "inflight": ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"),
+        "inservice": ("AWS/AutoScaling", "GroupInServiceInstances"),
+    }
     assert queries["inservice"]["MetricStat"]["Metric"]["Dimensions"] == [
-        {"Name": "AutoScalingGroupName", "Value": policy["AutoScalingGroupName"]}]
+        {"Name": "AutoScalingGroupName", "Value": policy["AutoScalingGroupName"]}
+    ]
     assert policy["EstimatedInstanceWarmup"] == 600
 
 
 def test_the_backlog_target_follows_the_measured_rate_and_the_accepted_latency():
-    template = Template.from_json(synthesize((("images_per_s_per_instance", "2.5"),
-                                              ("accepted_latency_s", "60"))).template)
+    template = Template.from_json(
+        synthesize((("images_per_s_per_instance", "2.5"), ("accepted_latency_s", "60"))).template
+    )
     assert target_tracking(template)["TargetTrackingConfiguration"]["TargetValue"] == 150
 
 
@@ -53,20 +67,33 @@ def test_messages_waiting_at_zero_ask_for_exactly_one_worker(template):
     named = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"] if "MetricStat" in m}
     assert named == {"desired": "GroupDesiredCapacity", "visible": "ApproximateNumberOfMessagesVisible"}
     assert (alarm["ComparisonOperator"], alarm["Threshold"], alarm["EvaluationPeriods"]) == (
-        "GreaterThanOrEqualToThreshold", 1, 1)
+        "GreaterThanOrEqualToThreshold",
+        1,
+        1,
+    )
     policy = policy_named_by(template, alarm)
     assert (policy["AdjustmentType"], policy["StepAdjustments"]) == (
-        "ExactCapacity", [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}])
+        "ExactCapacity",
+        [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+    )
 
 
 def test_step_scaling_remains_only_at_the_edges_zero_to_one_and_idle_to_zero(template):
     policies = template.find_resources("AWS::AutoScaling::ScalingPolicy")
     assert sorted(p["Properties"]["PolicyType"] for p in policies.values()) == [
-        "StepScaling", "StepScaling", "TargetTrackingScaling"]
-    scaling_alarms = [a["Properties"] for a in template.find_resources("AWS::CloudWatch::Alarm").values()
-                      if any(action.get("Ref") in policies for action in a["Properties"].get("AlarmActions", []))]
+        "StepScaling",
+        "StepScaling",
+        "TargetTrackingScaling",
+    ]
+    scaling_alarms = [
+        a["Properties"]
+        for a in template.find_resources("AWS::CloudWatch::Alarm").values()
+        if any(action.get("Ref") in policies for action in a["Properties"].get("AlarmActions", []))
+    ]
     assert sorted(a["AlarmDescription"].split(":")[0] for a in scaling_alarms) == [
-        "Jobs wait and the group is at zero", "No job waiting or in flight for 15 minutes"]
+        "Jobs wait and the group is at zero",
+        "No job waiting or in flight for 15 minutes",
+    ]
 
 
 def test_an_empty_queue_for_the_idle_minutes_sets_the_group_to_zero(template):
@@ -75,27 +102,40 @@ def test_an_empty_queue_for_the_idle_minutes_sets_the_group_to_zero(template):
     assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("LessThanOrEqualToThreshold", 0)
     assert alarm["Metrics"][0]["Expression"] == "visible + inflight + delayed"
     metrics = {m["Id"]: m["MetricStat"]["Metric"]["MetricName"] for m in alarm["Metrics"][1:]}
-    assert metrics == {"visible": "ApproximateNumberOfMessagesVisible",
-                       "inflight": "ApproximateNumberOfMessagesNotVisible",
-                       "delayed": "ApproximateNumberOfMessagesDelayed"}
+    assert metrics == {
+        "visible": "ApproximateNumberOfMessagesVisible",
+        "inflight": "ApproximateNumberOfMessagesNotVisible",
+        "delayed": "ApproximateNumberOfMessagesDelayed",
+    }
     assert alarm["TreatMissingData"] == "breaching"  # an inactive queue publishes nothing
     policy = policy_named_by(template, alarm)
     assert (policy["AdjustmentType"], policy["StepAdjustments"]) == (
-        "ExactCapacity", [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}])
+        "ExactCapacity",
+        [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 0}],
+    )
 
 
 def test_dead_letters_and_old_jobs_raise_alarms(template):
     dead = alarm_for(template, "Jobs failed every retry")
     assert (dead["MetricName"], dead["ComparisonOperator"], dead["Threshold"]) == (
-        "ApproximateNumberOfMessagesVisible", "GreaterThanOrEqualToThreshold", 1)
+        "ApproximateNumberOfMessagesVisible",
+        "GreaterThanOrEqualToThreshold",
+        1,
+    )
     assert "DeadLetters" in dead["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
     old = alarm_for(template, "A job has waited over")
-    assert (old["MetricName"], old["Threshold"]) == ("ApproximateAgeOfOldestMessage",
-                                                     synthesize().stack.settings.max_message_age_s)
+    assert (old["MetricName"], old["Threshold"]) == (
+        "ApproximateAgeOfOldestMessage",
+        synthesize().stack.settings.max_message_age_s,
+    )
 
 
-PERSON_ALARMS = ("Jobs failed every retry", "A job has waited over", "A worker failed its boot",
-                 "Workers are in service and messages wait")
+PERSON_ALARMS = (
+    "Jobs failed every retry",
+    "A job has waited over",
+    "A worker failed its boot",
+    "Workers are in service and messages wait",
+)
 
 
 def test_every_alarm_notifies_the_one_topic_even_without_an_e_mail(template):
@@ -132,5 +172,13 @@ def test_an_e_mail_setting_subscribes_it_to_the_alarm_topic():
     for start in PERSON_ALARMS:
         alarm = alarm_for(template, start)
         assert alarm["AlarmActions"] == alarm["OKActions"] == [{"Ref": topic_id}]
-    template.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": Match.array_with([
-        Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}})
+    template.has_resource_properties(
+        "AWS::SNS::TopicPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})]
+                )
+            }
+        },
+    )

@@ -1,4 +1,5 @@
 """Snapshot of the synthesized template, so any template change shows up in review as a snapshot diff."""
+
 import difflib
 import json
 import os
@@ -23,10 +24,13 @@ def test_template_matches_the_reviewed_snapshot():
         SNAPSHOT.parent.mkdir(exist_ok=True)
         SNAPSHOT.write_text(actual)
     expected = SNAPSHOT.read_text() if SNAPSHOT.exists() else ""
-    diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                        "snapshot", "synthesized", n=2))
-    assert actual == expected, (f"the template changed; if intended, run `{UPDATE}=1 python -m pytest "
-                                f"tests/stacks/test_stack_snapshot.py` and commit the snapshot:\n{diff[:6000]}")
+    diff = "".join(
+        difflib.unified_diff(expected.splitlines(True), actual.splitlines(True), "snapshot", "synthesized", n=2)
+    )
+    assert actual == expected, (
+        f"the template changed; if intended, run `{UPDATE}=1 python -m pytest "
+        f"tests/stacks/test_stack_snapshot.py` and commit the snapshot:\n{diff[:6000]}"
+    )
 
 
 def test_snapshot_does_not_depend_on_the_runtime_code():

@@ -1,10 +1,15 @@
 """Storage: private, encrypted, SSL-only buckets; versioned artifacts whose old model versions expire."""
+
 from aws_cdk.assertions import Match
 
 from stacks.synth import synthesize
 
-PUBLIC_ACCESS_BLOCKED = {"BlockPublicAcls": True, "BlockPublicPolicy": True,
-                         "IgnorePublicAcls": True, "RestrictPublicBuckets": True}
+PUBLIC_ACCESS_BLOCKED = {
+    "BlockPublicAcls": True,
+    "BlockPublicPolicy": True,
+    "IgnorePublicAcls": True,
+    "RestrictPublicBuckets": True,
+}
 
 
 def buckets(template):
@@ -17,8 +22,9 @@ def test_every_bucket_is_encrypted_private_and_kept_on_stack_delete(template):
     for bucket in found.values():
         properties = bucket["Properties"]
         assert properties["PublicAccessBlockConfiguration"] == PUBLIC_ACCESS_BLOCKED
-        assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0][
-            "ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
+        assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"][
+            "SSEAlgorithm"
+        ] in ("AES256", "aws:kms")
         assert "AccessControl" not in properties and "WebsiteConfiguration" not in properties
         assert bucket["DeletionPolicy"] == "Retain"
 
@@ -43,17 +49,33 @@ def test_no_bucket_policy_allows_anyone(template):
 
 def test_artifacts_bucket_is_versioned_and_expires_replaced_model_versions(template):
     days = synthesize().stack.settings.model_version_retention_days
-    template.has_resource_properties("AWS::S3::Bucket", {
-        "VersioningConfiguration": {"Status": "Enabled"},
-        "LifecycleConfiguration": {"Rules": Match.array_with([Match.object_like({
-            "Prefix": "models/", "Status": "Enabled", "NoncurrentVersionExpiration": {"NoncurrentDays": days}})])},
-    })
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "VersioningConfiguration": {"Status": "Enabled"},
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Prefix": "models/",
+                                "Status": "Enabled",
+                                "NoncurrentVersionExpiration": {"NoncurrentDays": days},
+                            }
+                        )
+                    ]
+                )
+            },
+        },
+    )
 
 
 def test_artifact_and_image_buckets_log_access_to_the_log_bucket(template):
     for prefix in ("artifacts/", "images/"):
-        template.has_resource_properties("AWS::S3::Bucket", {
-            "LoggingConfiguration": {"DestinationBucketName": Match.any_value(), "LogFilePrefix": prefix}})
+        template.has_resource_properties(
+            "AWS::S3::Bucket",
+            {"LoggingConfiguration": {"DestinationBucketName": Match.any_value(), "LogFilePrefix": prefix}},
+        )
 
 
 def test_images_bucket_is_output_as_both_input_and_results_location(template):

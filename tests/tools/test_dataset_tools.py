@@ -1,5 +1,6 @@
 """The laptop side of dataset jobs on the local AWS: status counts and ETA from a job folder built by hand, collect
 row for row in index order with flat memory, --list, and missing shards."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,8 @@ import pytest
 from dataset_folder import RUN1, RUN2, T0, Folder
 from runtime.agent.datasets.output import COLUMNS, render
 from runtime.agent.layout import shard_output
-from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from runtime.aws import client as aws_client
+from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from tools import collect_shards, cost, job_progress
 from tools.target import Target
 
@@ -74,7 +75,7 @@ def test_a_retry_run_counts_its_shards_again_and_ignores_the_previous_runs_summa
 def test_a_started_marker_older_than_the_run_is_not_in_flight(s3):
     folder = Folder(*s3, 3)
     folder.start(0, RUN1)  # left by an earlier run's delivery: this run has not started the shard
-    folder.run(RUN2, [0, 1, 2], created_at=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=1))
+    folder.run(RUN2, [0, 1, 2], created_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1))
     state = job_progress.ShardJobReader(folder.reader()).read()
     assert (state.in_flight, state.waiting) == (0, 3)
 
@@ -91,8 +92,9 @@ def test_wait_follows_the_shard_bar_until_the_summary_of_its_run(s3):
         folder.summary(RUN1)
 
     stream = io.StringIO()
-    state = job_progress.wait(job_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream,
-                                sleep=sleep)
+    state = job_progress.wait(
+        job_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream, sleep=sleep
+    )
     assert looks == [1] and state.complete and (state.done, state.failed) == (10, 0)
     assert f"job {folder.job_id} shards: 100%|" in stream.getvalue() and "10/10" in stream.getvalue()
     assert state.counts()["shards_done"] == 10 and state.counts()["done"] == 98
@@ -115,8 +117,11 @@ def test_collect_writes_every_sample_exactly_once_in_shard_then_row_order(s3, tm
     found = collect_shards.outputs(folder.reader(), folder.reader().read_manifest())
     out = tmp_path / f"captions.{fmt}"
     report = collect_shards.merge(folder.reader(), found, out, fmt, stream=io.StringIO())
-    got = pq.read_table(out).to_pylist() if fmt == "parquet" else [json.loads(line) for line in
-                                                                    out.read_text().splitlines()]
+    got = (
+        pq.read_table(out).to_pylist()
+        if fmt == "parquet"
+        else [json.loads(line) for line in out.read_text().splitlines()]
+    )
     assert got == expected
     assert len({(row["shard"], row["index"]) for row in got}) == len(got) == sum(7 + i for i in range(5))
     assert (report["rows"], report["errors"], report["captions"], report["shards"]) == (45, 1, 44, 5)

@@ -1,4 +1,5 @@
 """The agent through a proxy that fails S3 and SQS calls (503s, dropped connections, an outage): nothing is lost."""
+
 from __future__ import annotations
 
 import threading

@@ -1,4 +1,5 @@
 """Local AWS end to end: moto's server, the real `cdk deploy`, the notification step, S3 events on the queue."""
+
 import json
 import socket
 from urllib.parse import unquote_plus
@@ -40,8 +41,9 @@ def test_deploy_creates_the_resources_and_outputs_read_back_as_on_aws(local):
     s3 = client(state, "s3")
     for bucket in (outputs["ArtifactsBucket"], outputs["ImagesBucket"]):
         s3.head_bucket(Bucket=bucket)
-    [group] = client(state, "autoscaling").describe_auto_scaling_groups(
-        AutoScalingGroupNames=[outputs["GroupName"]])["AutoScalingGroups"]
+    [group] = client(state, "autoscaling").describe_auto_scaling_groups(AutoScalingGroupNames=[outputs["GroupName"]])[
+        "AutoScalingGroups"
+    ]
     assert (group["MinSize"], group["MaxSize"], group["DesiredCapacity"]) == (0, 2, 0)
     attributes = client(state, "sqs").get_queue_attributes(QueueUrl=outputs["QueueUrl"], AttributeNames=["All"])
     assert json.loads(attributes["Attributes"]["RedrivePolicy"])["maxReceiveCount"] == 5
@@ -59,7 +61,8 @@ def test_an_image_under_the_input_prefix_becomes_one_job_message(local):
     records = [r for body in bodies for r in body.get("Records", [])]
     # keys in S3 events are URL-encoded, on AWS as on moto
     assert [(r["eventName"], r["s3"]["bucket"]["name"], unquote_plus(r["s3"]["object"]["key"])) for r in records] == [
-        ("ObjectCreated:Put", bucket, "incoming/x.jpg")]
+        ("ObjectCreated:Put", bucket, "incoming/x.jpg")
+    ]
 
 
 def test_agent_config_for_a_local_run_names_the_deployed_resources(local):
@@ -67,7 +70,10 @@ def test_agent_config_for_a_local_run_names_the_deployed_resources(local):
     config = agent_config(outputs, device="cpu")
     assert config["device"] == "cpu"
     assert (config["queue_url"], config["images_bucket"], config["artifacts_bucket"]) == (
-        outputs["QueueUrl"], outputs["ImagesBucket"], outputs["ArtifactsBucket"])
+        outputs["QueueUrl"],
+        outputs["ImagesBucket"],
+        outputs["ArtifactsBucket"],
+    )
 
 
 def test_the_deployed_wake_up_function_wakes_the_deployed_group_from_zero(local):
@@ -75,8 +81,7 @@ def test_the_deployed_wake_up_function_wakes_the_deployed_group_from_zero(local)
     from runtime.lambdas.wake_on_upload import wake
 
     outputs, state, _ = local
-    [function] = [f for f in client(state, "lambda").list_functions()["Functions"]
-                  if f["Handler"] == "wake.handler"]
+    [function] = [f for f in client(state, "lambda").list_functions()["Functions"] if f["Handler"] == "wake.handler"]
     assert function["Environment"]["Variables"][wake.GROUP_ENV] == outputs["GroupName"]
     events = client(state, "events")
     [rule] = [r for r in events.list_rules()["Rules"] if "wakes the workers" in r.get("Description", "")]

@@ -1,4 +1,5 @@
 """The model registry a laptop drives: content-addressed upload, pointer history, list, rollback."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,12 @@ def test_the_agent_reads_the_pointer_where_the_registry_writes_it():
 
 
 def test_a_pointer_in_the_old_schema_becomes_history_without_its_previous_field(s3, tmp_path):
-    old = {"key": f"models/{'0' * 64}.pt2", "sha256": "0" * 64, "previous": None,
-           "uploaded_at": "2026-01-01T00:00:00+00:00"}
+    old = {
+        "key": f"models/{'0' * 64}.pt2",
+        "sha256": "0" * 64,
+        "previous": None,
+        "uploaded_at": "2026-01-01T00:00:00+00:00",
+    }
     s3.put_object(Bucket="artifacts", Key=POINTER, Body=json.dumps(old).encode())
     fake = tmp_path / "fake.pt2"
     fake.write_bytes(b"not checked: verify=False")

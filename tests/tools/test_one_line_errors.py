@@ -1,4 +1,5 @@
 """Every entry point, run as the real process, says what to do in one line when it cannot reach what it needs."""
+
 from __future__ import annotations
 
 import http.server
@@ -29,9 +30,17 @@ AWS_COMMANDS = {  # the laptop commands that talk to a stack, with arguments tha
 def run(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
     """The real process, its environment only what is given (plus the interpreter's basics), aimed at no AWS."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CAPTIONKIT_", "HF_"))}
-    base.update({"PYTHONPATH": str(REPO), "CAPTIONKIT_TARGET": "aws", "AWS_REGION": "us-east-1",
-                 "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": str(tmp_path / "none"),
-                 "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), **env})
+    base.update(
+        {
+            "PYTHONPATH": str(REPO),
+            "CAPTIONKIT_TARGET": "aws",
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": str(tmp_path / "none"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            **env,
+        }
+    )
     argv = [a.format(tmp=tmp_path) for a in args]
     return subprocess.run([sys.executable, *argv], cwd=REPO, env=base, capture_output=True, text=True, timeout=120)
 
@@ -75,8 +84,9 @@ def test_an_endpoint_that_is_not_aws_says_check_aws_endpoint_url(tmp_path):
     server = http.server.ThreadingHTTPServer(("localhost", 0), NotAws)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        done = run(AWS_COMMANDS["status"], tmp_path, AWS_ENDPOINT_URL=f"http://localhost:{server.server_port}",
-                   **FAKE_KEYS)
+        done = run(
+            AWS_COMMANDS["status"], tmp_path, AWS_ENDPOINT_URL=f"http://localhost:{server.server_port}", **FAKE_KEYS
+        )
     finally:
         server.shutdown()
     assert_one_line(done, "AWS_ENDPOINT_URL")
@@ -84,23 +94,40 @@ def test_an_endpoint_that_is_not_aws_says_check_aws_endpoint_url(tmp_path):
 
 def test_a_missing_bucket_is_named_in_one_line(moto_server, tmp_path):
     config = tmp_path / "agent.json"
-    config.write_text(json.dumps({"queue_url": f"{moto_server}/123456789012/jobs", "region": "us-east-1",
-                                  "images_bucket": "no-such-bucket", "images_prefix": "incoming/"}))
-    done = run(["-m", "runtime", "submit", "--config", str(config), "--shards", "s3://no-such-bucket/incoming/s/"],
-               tmp_path, AWS_ENDPOINT_URL=moto_server, **FAKE_KEYS)
+    config.write_text(
+        json.dumps(
+            {
+                "queue_url": f"{moto_server}/123456789012/jobs",
+                "region": "us-east-1",
+                "images_bucket": "no-such-bucket",
+                "images_prefix": "incoming/",
+            }
+        )
+    )
+    done = run(
+        ["-m", "runtime", "submit", "--config", str(config), "--shards", "s3://no-such-bucket/incoming/s/"],
+        tmp_path,
+        AWS_ENDPOINT_URL=moto_server,
+        **FAKE_KEYS,
+    )
     assert_one_line(done, "no-such-bucket", "does not exist")
 
 
 def test_export_of_a_hub_id_offline_says_so_at_once(tmp_path):
     t0 = time.monotonic()
-    done = run(["-m", "export", "--model", "nlpconnect/vit-gpt2-image-captioning", "--out", "{tmp}/x.pt2"],
-               tmp_path, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    done = run(
+        ["-m", "export", "--model", "nlpconnect/vit-gpt2-image-captioning", "--out", "{tmp}/x.pt2"],
+        tmp_path,
+        HF_HUB_OFFLINE="1",
+        HF_HOME=str(tmp_path / "hf"),
+    )
     assert_one_line(done, "not in the Hugging Face cache", "HF_HUB_OFFLINE")
     assert time.monotonic() - t0 < 30  # no retries: imports and one look in the cache
 
 
-@pytest.mark.parametrize("model, expected", [("./demo-modle", "no such folder: ./demo-modle"),
-                                             ("{tmp}", "has no config.json")])
+@pytest.mark.parametrize(
+    "model, expected", [("./demo-modle", "no such folder: ./demo-modle"), ("{tmp}", "has no config.json")]
+)
 def test_export_of_a_mistyped_local_folder_names_it(tmp_path, model, expected):
     done = run(["-m", "export", "--model", model, "--out", "{tmp}/x.pt2"], tmp_path, HF_HUB_OFFLINE="1")
     assert_one_line(done, expected.format(tmp=tmp_path))
@@ -112,6 +139,11 @@ def test_caption_of_a_missing_folder_names_it(tmp_path):
 
 
 def test_the_traceback_is_one_setting_away(tmp_path):
-    done = run(AWS_COMMANDS["status"], tmp_path, AWS_ENDPOINT_URL=f"http://localhost:{free_port()}",
-               CAPTIONKIT_DEBUG="1", **FAKE_KEYS)
+    done = run(
+        AWS_COMMANDS["status"],
+        tmp_path,
+        AWS_ENDPOINT_URL=f"http://localhost:{free_port()}",
+        CAPTIONKIT_DEBUG="1",
+        **FAKE_KEYS,
+    )
     assert done.returncode != 0 and "Traceback" in done.stderr

@@ -1,4 +1,5 @@
 """The pieces of status, collect and job notification, small and fast: bar, rate, cost, prices, layout, SNS."""
+
 from __future__ import annotations
 
 import datetime
@@ -17,7 +18,7 @@ from tools import collect, cost
 from tools.collect_formats import ImageFolder, check_output
 from tools.progress import Follow, duration, line
 
-T0 = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.timezone.utc)
+T0 = datetime.datetime(2026, 11, 30, 12, 0, tzinfo=datetime.UTC)
 
 
 def test_the_bar_shows_finished_over_total_failures_rate_and_eta():
@@ -71,16 +72,29 @@ def test_instance_prices_override_entries_of_the_table_from_the_command_line():
 
 def test_collect_reads_results_for_an_images_prefix_or_a_results_prefix():
     assert collect.results_location("s3://img/incoming/2026/", "res", "results/") == (
-        "res", "results/incoming/2026/", "incoming/2026/")
+        "res",
+        "results/incoming/2026/",
+        "incoming/2026/",
+    )
     assert collect.results_location("s3://res/results/incoming/", "res", "results/") == (
-        "res", "results/incoming/", "incoming/")
+        "res",
+        "results/incoming/",
+        "incoming/",
+    )
 
 
-@pytest.mark.parametrize("out, fmt, refusal", [
-    ("captions.csv", None, None), ("captions.parquet", None, None), ("captions.jsonl", "jsonl", None),
-    ("captions.txt", None, "unknown output type '.txt'"), ("captions", None, "unknown output type '(no extension)'"),
-    ("captions.csv", "jsonl", "the extension decides the format"), ("old.jsonl", None, "exists"),
-])
+@pytest.mark.parametrize(
+    "out, fmt, refusal",
+    [
+        ("captions.csv", None, None),
+        ("captions.parquet", None, None),
+        ("captions.jsonl", "jsonl", None),
+        ("captions.txt", None, "unknown output type '.txt'"),
+        ("captions", None, "unknown output type '(no extension)'"),
+        ("captions.csv", "jsonl", "the extension decides the format"),
+        ("old.jsonl", None, "exists"),
+    ],
+)
 def test_collect_output_is_chosen_by_extension_and_never_replaces_an_earlier_file(tmp_path, out, fmt, refusal):
     (tmp_path / "old.jsonl").write_text("earlier\n")
     if refusal is None:
@@ -94,8 +108,17 @@ def test_collect_output_is_chosen_by_extension_and_never_replaces_an_earlier_fil
 def test_imagefolder_refuses_paths_that_would_leave_its_folder(tmp_path):
     folder = ImageFolder(tmp_path)
     with pytest.raises(ValueError, match="cannot be stored"):
-        folder.caption({"key": "../escape.png", "uri": "s3://b/k", "caption": "x", "error": None, "model": "m",
-                        "model_sha256": "s"}, b"data")
+        folder.caption(
+            {
+                "key": "../escape.png",
+                "uri": "s3://b/k",
+                "caption": "x",
+                "error": None,
+                "model": "m",
+                "model_sha256": "s",
+            },
+            b"data",
+        )
     folder.close()
 
 
@@ -103,9 +126,15 @@ def test_the_job_done_message_names_the_summary_and_the_counts():
     summary = {"job_id": "j1", "images": 3, "done": 2, "failed": 1, "results": "s3://b/results/x/"}
     subject, body = notice.job_done_message(summary, "s3://b/results/_jobs/j1/summary.json")
     assert subject == "CaptionKit job j1 done: 2 captioned, 1 failed"
-    assert json.loads(body) == {"job_id": "j1", "summary": "s3://b/results/_jobs/j1/summary.json", "images": 3,
-                                "done": 2, "failed": 1, "results": "s3://b/results/x/",
-                                "collect": "make collect JOB=j1 OUT=j1.jsonl"}
+    assert json.loads(body) == {
+        "job_id": "j1",
+        "summary": "s3://b/results/_jobs/j1/summary.json",
+        "images": 3,
+        "done": 2,
+        "failed": 1,
+        "results": "s3://b/results/x/",
+        "collect": "make collect JOB=j1 OUT=j1.jsonl",
+    }
 
 
 def test_a_failed_publish_is_logged_and_does_not_fail_the_job(agent_log):
@@ -131,24 +160,30 @@ def test_the_summary_is_published_once_not_on_replays(stack):
     config = stack.config(job_topic_arn=topic)
     stack.send(submit.build_job([f"s3://{stack.images}/incoming/once/"], "job-once"))
     assert stack.worker(config, burst=True).run() == 0
-    manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"]
-                          .read())
+    manifest = json.loads(
+        stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"].read()
+    )
     assert ledger.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
     bodies = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(json.loads(m["Body"])["Message"])["job_id"] for m in bodies] == ["job-once"]
 
 
-@pytest.mark.parametrize("desired, pending, in_service, waiting, note", [
-    (1, 1, 0, 5, "scaling from zero: 1 launching"),
-    (0, 0, 0, 5, "scaling from zero: messages wait and no instance is wanted yet"),
-    (0, 0, 0, 0, "idle at zero"),
-    (2, 0, 2, 9, "serving with 2 instance(s)"),
-])
+@pytest.mark.parametrize(
+    "desired, pending, in_service, waiting, note",
+    [
+        (1, 1, 0, 5, "scaling from zero: 1 launching"),
+        (0, 0, 0, 5, "scaling from zero: messages wait and no instance is wanted yet"),
+        (0, 0, 0, 0, "idle at zero"),
+        (2, 0, 2, 9, "serving with 2 instance(s)"),
+    ],
+)
 def test_status_says_whether_the_fleet_is_scaling_from_zero(desired, pending, in_service, waiting, note):
     from tools.status import scaling_note
 
-    snap = {"fleet": {"desired": desired, "pending": pending, "in_service": in_service},
-            "queue": {"waiting": waiting, "delayed": 0}}
+    snap = {
+        "fleet": {"desired": desired, "pending": pending, "in_service": in_service},
+        "queue": {"waiting": waiting, "delayed": 0},
+    }
     assert scaling_note(snap).startswith(note)
 
 
@@ -156,7 +191,9 @@ def test_local_up_refuses_an_unknown_or_invalid_setting_before_starting_anything
     from tools.local import check_settings
 
     assert check_settings(["dataset_sources=s3://shards/laion/", "batch_size=4"]) == {
-        "dataset_sources": "s3://shards/laion/", "batch_size": "4"}
+        "dataset_sources": "s3://shards/laion/",
+        "batch_size": "4",
+    }
     with pytest.raises(SettingsError, match="dataset_source=s3://x/.*dataset_sources"):
         check_settings(["dataset_source=s3://x/"])
     with pytest.raises(SettingsError, match="dataset_sources"):
@@ -171,4 +208,6 @@ def test_tables_are_plain_aligned_text_off_a_terminal():
     assert "\x1b[" not in text and lines[0].split() == ["image", "caption"]
     assert lines[2].index("café rouge") == lines[0].index("caption") and lines[3].endswith("MISS")
     assert fields([("queue", "3 waiting"), ("dead letters", "1")], tty=False).splitlines() == [
-        "queue        3 waiting", "dead letters 1"]
+        "queue        3 waiting",
+        "dead letters 1",
+    ]

@@ -1,4 +1,5 @@
 """`make redrive` against moto: dead-lettered messages go back to the jobs queue, counted, and are then captioned."""
+
 from __future__ import annotations
 
 from agent_support import png

@@ -1,5 +1,6 @@
 """The review pages in a real browser (headless Chromium): rows rendered, the errors-only filter, the search, the
 side-by-side comparison, hostile captions shown as text; and `make compare` on two real tiny artifacts."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import PIL.Image
 import pytest
+
 from browser import Articles, dump_dom, needs_chromium, screenshot
 from tools import compare, gallery
 from tools.review_page import Cell, mark_differences
@@ -21,13 +23,37 @@ def caption_run(folder: Path) -> Path:
     rows = []
     for name, colour in COLOURS.items():
         PIL.Image.new("RGB", (320, 240), colour).save(folder / f"{name}.png")
-        rows.append({"uri": str(folder / f"{name}.png"), "key": f"{name}.png", "caption": f"a {name} block",
-                     "error": None, "model": "demo-model", "model_sha256": "ab" * 32})
+        rows.append(
+            {
+                "uri": str(folder / f"{name}.png"),
+                "key": f"{name}.png",
+                "caption": f"a {name} block",
+                "error": None,
+                "model": "demo-model",
+                "model_sha256": "ab" * 32,
+            }
+        )
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    rows.append({"uri": str(folder / "broken.jpg"), "key": "broken.jpg", "caption": None,
-                 "error": "corrupt image data", "model": "demo-model", "model_sha256": "ab" * 32})
-    rows.append({"uri": str(folder / "red.png"), "key": "</script>odd.png", "caption": HOSTILE, "error": None,
-                 "model": "demo-model", "model_sha256": "ab" * 32})
+    rows.append(
+        {
+            "uri": str(folder / "broken.jpg"),
+            "key": "broken.jpg",
+            "caption": None,
+            "error": "corrupt image data",
+            "model": "demo-model",
+            "model_sha256": "ab" * 32,
+        }
+    )
+    rows.append(
+        {
+            "uri": str(folder / "red.png"),
+            "key": "</script>odd.png",
+            "caption": HOSTILE,
+            "error": None,
+            "model": "demo-model",
+            "model_sha256": "ab" * 32,
+        }
+    )
     out = folder / "captions.jsonl"
     out.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
     return out
@@ -40,7 +66,13 @@ def test_the_gallery_in_chromium_shows_every_row_then_only_errors_then_a_search(
 
     everything = Articles(dump_dom(page))
     assert [item["key"] for item in everything.visible()] == [
-        "red.png", "green.png", "blue.png", "cat.png", "broken.jpg", "</script>odd.png"]
+        "red.png",
+        "green.png",
+        "blue.png",
+        "cat.png",
+        "broken.jpg",
+        "</script>odd.png",
+    ]
     assert everything.items[0]["cells"] == ["a red block"] and everything.shown == "6 of 6 shown"
     text = page.read_text()
     assert text.count('<img class="thumb"') == 5  # the broken JPEG has none; the others were decoded
@@ -90,8 +122,10 @@ def test_the_comparison_in_chromium_puts_models_side_by_side_and_marks_the_diffe
         files.append(tmp_path / f"{name}.png")
         PIL.Image.new("RGB", (64, 64), colour).save(files[-1])
     errors = [None, None, None, "not a readable image"]
-    runs = [run("alpha", ["a red block", "a green block", "a blue block", None], 12.5),
-            run("beta", ["a red block", "a green square block", "a large blue block", None], 3.25)]
+    runs = [
+        run("alpha", ["a red block", "a green block", "a blue block", None], 12.5),
+        run("beta", ["a red block", "a green square block", "a large blue block", None], 3.25),
+    ]
     text, summary = compare.page(files, errors, runs, [f.name for f in files])
     page = tmp_path / "compare.html"
     page.write_text(text, encoding="utf-8")
@@ -99,8 +133,10 @@ def test_the_comparison_in_chromium_puts_models_side_by_side_and_marks_the_diffe
     assert (summary["captioned"], summary["differ"], summary["differ_share"]) == (3, 2, 0.6667)
     dom = Articles(dump_dom(page))
     assert [item["cells"] for item in dom.items[:3]] == [
-        ["a red block", "a red block"], ["a green block", "a green square block"],
-        ["a blue block", "a large blue block"]]
+        ["a red block", "a red block"],
+        ["a green block", "a green square block"],
+        ["a blue block", "a large blue block"],
+    ]
     assert ["differs" in item["classes"] for item in dom.items] == [False, True, True, False]
     assert dom.items[1]["marks"] == ["square"] and dom.items[2]["marks"] == ["large"]
     assert dom.items[3]["cells"] == ["not a readable image"] * 2
@@ -113,8 +149,11 @@ def test_the_comparison_in_chromium_puts_models_side_by_side_and_marks_the_diffe
 
 
 def test_differences_are_marked_in_every_caption_against_the_first():
-    cells = [Cell("a red circle on the left", None), Cell("a red square on the left", None),
-             Cell("a red circle on the left", None)]
+    cells = [
+        Cell("a red circle on the left", None),
+        Cell("a red square on the left", None),
+        Cell("a red circle on the left", None),
+    ]
     mark_differences(cells)
     words = [[c.caption.split()[i] for i in sorted(c.marked)] for c in cells]
     assert words == [["circle"], ["square"], []]
@@ -133,13 +172,27 @@ def test_make_compare_captions_a_folder_with_two_real_artifacts(tiny_artifact, t
     (images / "notes.txt").write_text("not an image")
     (images / "broken.png").write_bytes(b"\x89PNG but nothing more")
     page = tmp_path / "compare.html"
-    code = compare.main([str(tiny_artifact), str(tiny_deit_artifact), "--images", str(images), "--out", str(page),
-                         "--device", "cpu", "--cache", str(tmp_path / "cache")])
+    code = compare.main(
+        [
+            str(tiny_artifact),
+            str(tiny_deit_artifact),
+            "--images",
+            str(images),
+            "--out",
+            str(page),
+            "--device",
+            "cpu",
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
     files = [images / "0.png", images / "2.png", images / "sub/1.png", images / "sub/3.png"]
-    expected = [load_captioner(a, "cpu", cache_dir=tmp_path / "cache").caption([load_image(f) for f in files])
-                for a in (tiny_artifact, tiny_deit_artifact)]
+    expected = [
+        load_captioner(a, "cpu", cache_dir=tmp_path / "cache").caption([load_image(f) for f in files])
+        for a in (tiny_artifact, tiny_deit_artifact)
+    ]
     dom = Articles(dump_dom(page))
     assert [item["key"] for item in dom.items] == ["0.png", "2.png", "broken.png", "sub/1.png", "sub/3.png"]
     broken = dom.items.pop(2)
@@ -155,26 +208,58 @@ def test_make_compare_captions_a_folder_with_two_real_artifacts(tiny_artifact, t
     assert re.search(r"<td>vit-gpt2\.pt2</td><td>[0-9a-f]{12}</td><td>-</td><td>\d+\.\d</td>", page.read_text())
 
 
-def test_make_compare_of_one_model_exported_with_two_prompts_names_each_prompt(tiny_qwen2_vl_dir,
-                                                                              tiny_qwen2_vl_artifact, tmp_path,
-                                                                              capsys):
+def test_make_compare_of_one_model_exported_with_two_prompts_names_each_prompt(
+    tiny_qwen2_vl_dir, tiny_qwen2_vl_artifact, tmp_path, capsys
+):
     from checkpoints.qwen_vl_tiny import IMAGE_SIZE
     from export.cli import main as export
 
     other = tmp_path / "qwen2-vl-other-prompt.pt2"
-    assert export(["--model", str(tiny_qwen2_vl_dir), "--out", str(other), "--max-batch", "8", "--image-size",
-                   str(IMAGE_SIZE["qwen2_vl"]), "--prompt", "What colour is it? <b>One word.</b>"]) == 0
+    assert (
+        export(
+            [
+                "--model",
+                str(tiny_qwen2_vl_dir),
+                "--out",
+                str(other),
+                "--max-batch",
+                "8",
+                "--image-size",
+                str(IMAGE_SIZE["qwen2_vl"]),
+                "--prompt",
+                "What colour is it? <b>One word.</b>",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     images = tmp_path / "photos"
     images.mkdir()
     for name, colour in COLOURS.items():
         PIL.Image.new("RGB", (56, 56), colour).save(images / f"{name}.png")
     page = tmp_path / "compare.html"
-    assert compare.main([str(tiny_qwen2_vl_artifact), str(other), "--images", str(images), "--out", str(page),
-                         "--device", "cpu", "--cache", str(tmp_path / "cache")]) == 0
+    assert (
+        compare.main(
+            [
+                str(tiny_qwen2_vl_artifact),
+                str(other),
+                "--images",
+                str(images),
+                "--out",
+                str(page),
+                "--device",
+                "cpu",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(capsys.readouterr().out)
     assert [m["prompt"] for m in summary["models"]] == [
-        "Caption the picture in a few words.", "What colour is it? <b>One word.</b>"]
+        "Caption the picture in a few words.",
+        "What colour is it? <b>One word.</b>",
+    ]
     text = page.read_text()
     assert "<td>Caption the picture in a few words.</td>" in text
     assert "<td>What colour is it? &lt;b&gt;One word.&lt;/b&gt;</td>" in text

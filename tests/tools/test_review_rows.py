@@ -1,5 +1,6 @@
 """The review page's inputs: rows files in the three formats, the seeded sample, thumbnails decoded in a limited
 child, and rows with their images from an S3 prefix's results and from a dataset job's outputs and shard members."""
+
 from __future__ import annotations
 
 import base64
@@ -17,18 +18,30 @@ import pytest
 
 from dataset_folder import RUN1, Folder
 from runtime.agent.results import SCHEMA
+from runtime.aws import client as aws_client
 from runtime.errors import BadImage
 from runtime.images import load_image
-from runtime.aws import client as aws_client
 from tools import review_images
 from tools.review_rows import ROW_COLUMNS, RowsError, read_rows, sample
 from tools.thumbnails import THUMB_PX, Thumb, thumbnail, thumbnails
 
 ROWS = [
-    {"uri": "/photos/café.jpg", "key": "café.jpg", "caption": "un chat </script>", "error": None, "model": "m",
-     "model_sha256": "ab" * 32},
-    {"uri": "/photos/bad.png", "key": "bad.png", "caption": None, "error": "not a readable image", "model": "m",
-     "model_sha256": "ab" * 32},
+    {
+        "uri": "/photos/café.jpg",
+        "key": "café.jpg",
+        "caption": "un chat </script>",
+        "error": None,
+        "model": "m",
+        "model_sha256": "ab" * 32,
+    },
+    {
+        "uri": "/photos/bad.png",
+        "key": "bad.png",
+        "caption": None,
+        "error": "not a readable image",
+        "model": "m",
+        "model_sha256": "ab" * 32,
+    },
 ]
 
 
@@ -64,8 +77,14 @@ def test_rows_read_the_same_from_jsonl_csv_and_parquet(tmp_path, suffix):
 
 def test_a_rows_file_of_another_shape_or_extension_is_refused_saying_what_was_expected(tmp_path):
     with pytest.raises(RowsError, match=r"row 1 lacks \['uri', 'key'\]"):
-        list(read_rows(write(tmp_path / "old.jsonl", [{"image": "a.jpg", "caption": "x", "error": None,
-                                                       "model": "m", "model_sha256": "s"}])))
+        list(
+            read_rows(
+                write(
+                    tmp_path / "old.jsonl",
+                    [{"image": "a.jpg", "caption": "x", "error": None, "model": "m", "model_sha256": "s"}],
+                )
+            )
+        )
     with pytest.raises(RowsError, match="not '.json'"):
         list(read_rows(tmp_path / "captions.json"))
     with pytest.raises(RowsError, match="no such file"):
@@ -107,24 +126,54 @@ def test_a_prefix_gives_its_result_records_as_rows_with_their_images(s3):
     s3.create_bucket(Bucket=results)
     for name, colour in (("a.png", (250, 0, 0)), ("b.png", (0, 0, 250))):
         s3.put_object(Bucket=images, Key=f"incoming/{name}", Body=png(colour))
-        s3.put_object(Bucket=results, Key=f"results/incoming/{name}.json", Body=json.dumps({
-            "schema": SCHEMA, "status": "ok", "caption": f"caption of {name}", "model": {"name": "m", "sha256": "s"},
-            "source": {"bucket": images, "key": f"incoming/{name}"}}))
-    s3.put_object(Bucket=results, Key="results/incoming/c.png.json", Body=json.dumps({
-        "schema": SCHEMA, "status": "error", "error": "not a readable image", "model": {"name": "m", "sha256": "s"},
-        "source": {"bucket": images, "key": "incoming/c.png"}}))
-    pairs, total = review_images.prefix(s3, f"s3://{images}/incoming/", None, 0, results_bucket=results,
-                                        results_prefix="results/")
+        s3.put_object(
+            Bucket=results,
+            Key=f"results/incoming/{name}.json",
+            Body=json.dumps(
+                {
+                    "schema": SCHEMA,
+                    "status": "ok",
+                    "caption": f"caption of {name}",
+                    "model": {"name": "m", "sha256": "s"},
+                    "source": {"bucket": images, "key": f"incoming/{name}"},
+                }
+            ),
+        )
+    s3.put_object(
+        Bucket=results,
+        Key="results/incoming/c.png.json",
+        Body=json.dumps(
+            {
+                "schema": SCHEMA,
+                "status": "error",
+                "error": "not a readable image",
+                "model": {"name": "m", "sha256": "s"},
+                "source": {"bucket": images, "key": "incoming/c.png"},
+            }
+        ),
+    )
+    pairs, total = review_images.prefix(
+        s3, f"s3://{images}/incoming/", None, 0, results_bucket=results, results_prefix="results/"
+    )
     pairs = list(pairs)
     assert total == 3
     assert [(r["uri"], r["caption"], r["error"]) for r, _ in pairs] == [
         (f"s3://{images}/incoming/a.png", "caption of a.png", None),
         (f"s3://{images}/incoming/b.png", "caption of b.png", None),
-        (f"s3://{images}/incoming/c.png", None, "not a readable image")]
+        (f"s3://{images}/incoming/c.png", None, "not a readable image"),
+    ]
     assert [PIL.Image.open(io.BytesIO(data)).getpixel((0, 0)) for _, data in pairs[:2]] == [(250, 0, 0), (0, 0, 250)]
     assert pairs[2][1] is None
-    assert len(list(review_images.prefix(s3, f"s3://{images}/incoming/", 2, 0, results_bucket=results,
-                                         results_prefix="results/")[0])) == 2
+    assert (
+        len(
+            list(
+                review_images.prefix(
+                    s3, f"s3://{images}/incoming/", 2, 0, results_bucket=results, results_prefix="results/"
+                )[0]
+            )
+        )
+        == 2
+    )
 
 
 def shard(kind: str, index: int, colours: list[tuple[int, int, int]]) -> bytes:
@@ -178,9 +227,19 @@ def test_a_job_that_listed_images_gives_their_result_records_and_images(s3):
     for name, colour in (("x.png", (200, 0, 0)), ("y.png", (0, 200, 0))):
         s3.put_object(Bucket=bucket, Key=f"incoming/{name}", Body=png(colour))
         uris.append(f"s3://{bucket}/incoming/{name}")
-    s3.put_object(Bucket=bucket, Key="results/incoming/x.png.json", Body=json.dumps({
-        "schema": SCHEMA, "status": "ok", "caption": "a red one", "model": {"name": "m", "sha256": "s"},
-        "source": {"bucket": bucket, "key": "incoming/x.png"}}))
+    s3.put_object(
+        Bucket=bucket,
+        Key="results/incoming/x.png.json",
+        Body=json.dumps(
+            {
+                "schema": SCHEMA,
+                "status": "ok",
+                "caption": "a red one",
+                "model": {"name": "m", "sha256": "s"},
+                "source": {"bucket": bucket, "key": "incoming/x.png"},
+            }
+        ),
+    )
     s3.put_object(Bucket=bucket, Key="results/_jobs/j1/manifest.json", Body=json.dumps({"images": uris}))
     pairs, total = review_images.job(s3, "j1", None, 0, results_bucket=bucket, results_prefix="results/")
     pairs = list(pairs)
@@ -188,8 +247,9 @@ def test_a_job_that_listed_images_gives_their_result_records_and_images(s3):
     assert "never captioned" in pairs[1][0]["error"] and pairs[1][1] is None
 
 
-def test_make_gallery_of_a_dataset_job_through_the_stack_outputs_writes_a_sampled_page(s3, monkeypatch, tmp_path,
-                                                                                        capsys):
+def test_make_gallery_of_a_dataset_job_through_the_stack_outputs_writes_a_sampled_page(
+    s3, monkeypatch, tmp_path, capsys
+):
     from tools import gallery, outputs, target
 
     bucket = f"res-{uuid.uuid4().hex[:8]}"

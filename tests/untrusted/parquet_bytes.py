@@ -1,4 +1,5 @@
 """Parquet files written byte by byte (Thrift compact footers), for the shapes no Parquet writer will produce."""
+
 from __future__ import annotations
 
 BINARY, I32, I64, LIST, STRUCT = 8, 5, 6, 9, 12
@@ -44,8 +45,9 @@ def encode(kind: int, value) -> bytes:
     raise ValueError(kind)
 
 
-def schema_element(name: str, *, children: int | None = None, physical: int | None = None,
-                   repetition: int = REQUIRED) -> bytes:
+def schema_element(
+    name: str, *, children: int | None = None, physical: int | None = None, repetition: int = REQUIRED
+) -> bytes:
     fields = []
     if physical is not None:
         fields.append((1, I32, physical))
@@ -57,8 +59,16 @@ def schema_element(name: str, *, children: int | None = None, physical: int | No
 
 
 def column_chunk(path: list[str], *, offset: int = 4, values: int = 0, size: int = 0) -> bytes:
-    meta = struct((1, I32, BYTE_ARRAY), (2, LIST, (I32, [0])), (3, LIST, (BINARY, path)), (4, I32, 0),
-                  (5, I64, values), (6, I64, size), (7, I64, size), (9, I64, offset))
+    meta = struct(
+        (1, I32, BYTE_ARRAY),
+        (2, LIST, (I32, [0])),
+        (3, LIST, (BINARY, path)),
+        (4, I32, 0),
+        (5, I64, values),
+        (6, I64, size),
+        (7, I64, size),
+        (9, I64, offset),
+    )
     return struct((2, I64, offset), (3, STRUCT, meta))
 
 

@@ -1,4 +1,5 @@
 """Image bytes reach only the accepted decoders, in a child whose death or limit costs one image."""
+
 from __future__ import annotations
 
 import io
@@ -36,22 +37,26 @@ def fake_ghostscript(folder) -> str:
 
 def run(code: str, folder) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 @pytest.mark.parametrize("body", [EPS, PDF], ids=["eps", "pdf"])
 def test_a_postscript_or_pdf_body_under_an_image_name_is_an_error_and_starts_no_program(body, tmp_path):
     mark = fake_ghostscript(tmp_path)
     (tmp_path / "photo.png").write_bytes(body)
-    done = run(f"""
+    done = run(
+        f"""
         from runtime.errors import BadImage
         from runtime.images import load_image
         try:
             load_image({str(tmp_path / "photo.png")!r})
         except BadImage as error:
             print("refused:", error)
-        """, tmp_path)
+        """,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "refused:" in done.stdout and "not a readable image" in done.stdout
     assert formats.HUMAN_LIST in done.stdout
@@ -61,13 +66,16 @@ def test_a_postscript_or_pdf_body_under_an_image_name_is_an_error_and_starts_no_
 def test_without_the_format_list_pillow_would_hand_eps_to_ghostscript(tmp_path):
     """The danger the format list closes, shown on this machine's Pillow (so the test above can fail)."""
     mark = fake_ghostscript(tmp_path)
-    run(f"""
+    run(
+        f"""
         import io, PIL.Image
         try:
             PIL.Image.open(io.BytesIO({EPS!r})).load()
         except Exception:
             pass
-        """, tmp_path)
+        """,
+        tmp_path,
+    )
     assert os.path.exists(mark)
 
 
@@ -86,19 +94,22 @@ def png(size: tuple[int, int]) -> bytes:
 
 
 def test_a_decoder_over_its_memory_limit_costs_one_image_and_the_next_one_decodes():
-    pool = sandbox.Sandbox(sandbox.Limits(memory_bytes=300 * 1024 ** 2), keep=1)
-    with pytest.raises(BadImage, match=r"image bytes: the image decoder: needs more memory than the decoder's limit "
-                                       r"of 314,572,800 bytes|image bytes: the image decoder was ended by"):
+    pool = sandbox.Sandbox(sandbox.Limits(memory_bytes=300 * 1024**2), keep=1)
+    with pytest.raises(
+        BadImage,
+        match=r"image bytes: the image decoder: needs more memory than the decoder's limit "
+        r"of 314,572,800 bytes|image bytes: the image decoder was ended by",
+    ):
         images.load(png((9_000, 9_000)), pool=pool)  # 81 M pixels: under max_pixels, over 300 MiB as RGB
     assert images.load(png((8, 8)), pool=pool).size == (8, 8)
 
 
 def test_the_child_decodes_under_its_address_space_and_cpu_time_limits():
-    pool = sandbox.Sandbox(sandbox.Limits(memory_bytes=700 * 1024 ** 2, cpu_s=7), keep=1)
+    pool = sandbox.Sandbox(sandbox.Limits(memory_bytes=700 * 1024**2, cpu_s=7), keep=1)
     images.load(png((8, 8)), pool=pool)
     (child,) = pool._idle
     limits = {line[:26].strip(): line[26:].split() for line in open(f"/proc/{child.proc.pid}/limits")}
-    assert limits["Max address space"][:2] == [str(700 * 1024 ** 2)] * 2
+    assert limits["Max address space"][:2] == [str(700 * 1024**2)] * 2
     assert 7 <= int(limits["Max cpu time"][0]) <= 7 + 3  # the request's allowance on top of what it used
     assert limits["Max core file size"][:2] == ["0", "0"]
 

@@ -1,4 +1,5 @@
 """Hostile Parquet files end as one ShardError naming what was wrong, in a process that lives on and stays small."""
+
 from __future__ import annotations
 
 import io
@@ -8,13 +9,13 @@ import subprocess
 import sys
 import tracemalloc
 
+import parquet_bytes
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import parquet_bytes
-from runtime.untrusted.samples import Sample, ShardError
 from runtime.untrusted import parquet, parquet_child, sandbox
+from runtime.untrusted.samples import Sample, ShardError
 from tools.paths import REPO
 
 READ_IN_A_PROCESS = """
@@ -37,8 +38,9 @@ def read_in_a_process(data: bytes, tmp_path) -> dict:
     """Read `data` as a shard in a fresh Python process, as the agent would: its exit status, outcome and peak RSS."""
     path = tmp_path / "hostile.parquet"
     path.write_bytes(data)
-    done = subprocess.run([sys.executable, "-c", READ_IN_A_PROCESS, str(path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", READ_IN_A_PROCESS, str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, f"the reading process died ({done.returncode}): {done.stderr[-2000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -53,8 +55,9 @@ def test_a_row_group_listing_more_chunks_than_the_schema_has_leaves_is_refused(t
     data = parquet_bytes.more_chunks_than_leaves()
     assert len(data) < 128
     outcome = read_in_a_process(data, tmp_path)
-    assert outcome["error"] == ("not a usable Parquet file: row group 0 lists 2 column chunks and the schema has 1 "
-                                "leaves")
+    assert outcome["error"] == (
+        "not a usable Parquet file: row group 0 lists 2 column chunks and the schema has 1 leaves"
+    )
 
 
 def test_a_schema_nested_30000_deep_kills_only_the_reader_and_fails_the_shard(tmp_path):
@@ -74,9 +77,12 @@ def test_rows_the_footer_declares_over_an_empty_chunk_fail_the_shard_instead_of_
 def test_a_footer_that_parses_past_the_readers_memory_limit_fails_the_shard(tmp_path):
     data = parquet_bytes.many_row_groups(300_000)
     assert len(data) < parquet_child.MAX_FOOTER_BYTES  # within the footer cap: only the memory limit stops it
-    small = sandbox.Sandbox(sandbox.Limits(memory_bytes=480 * 1024 ** 2), keep=0)
-    with pytest.raises(ShardError, match=r"the Parquet reader: needs more memory than the decoder's limit of "
-                                         r"503,316,480 bytes|the Parquet reader was ended by"):
+    small = sandbox.Sandbox(sandbox.Limits(memory_bytes=480 * 1024**2), keep=0)
+    with pytest.raises(
+        ShardError,
+        match=r"the Parquet reader: needs more memory than the decoder's limit of "
+        r"503,316,480 bytes|the Parquet reader was ended by",
+    ):
         parquet.inspect(io.BytesIO(data), pool=small)
     assert parquet.inspect(io.BytesIO(write(pa.table({"image": [b"x"]}))), pool=small) == ("image", None, 1)
 
@@ -98,7 +104,7 @@ class Collected:
         self.items.append((header, [len(b) for b in blobs]))
 
     def read_at(self, offset, size):
-        return self.data[offset:offset + size]
+        return self.data[offset : offset + size]
 
 
 def test_a_dictionary_entry_over_the_image_limit_is_measured_once_never_copied_per_row():
@@ -114,13 +120,14 @@ def test_a_dictionary_entry_over_the_image_limit_is_measured_once_never_copied_p
     finally:
         tracemalloc.stop()
     assert [row["error"] for header, _ in channel.items for row in header["rows"]] == [
-        "the image is 8,388,608 bytes, over the limit of 1,048,576 (max_image_bytes)"] * 200
+        "the image is 8,388,608 bytes, over the limit of 1,048,576 (max_image_bytes)"
+    ] * 200
     assert peak < 4 * 1024 * 1024, f"{peak:,} bytes of Python objects at the peak: an entry was copied"
 
 
 def test_a_repeated_dictionary_image_is_read_per_row_and_keys_looked_up():
     image = os.urandom(50_000)
-    keys = ["k%d" % (i % 3) for i in range(30)]
+    keys = [f"k{i % 3}" for i in range(30)]
     data = write(pa.table({"key": keys, "image": pa.array([image] * 30, pa.binary())}), use_dictionary=True)
     got = list(parquet.iter_samples(io.BytesIO(data), max_member_bytes=1 << 20, max_samples=100))
     assert got == [Sample(k, i, image, None) for i, k in enumerate(keys)]
@@ -143,8 +150,11 @@ def test_an_s3_failure_while_the_child_reads_stays_itself_and_the_pool_recovers(
 def test_corrupt_page_data_fails_the_shard_whatever_the_mutation():
     import random
 
-    data = write(pa.table({"image": [os.urandom(200) + bytes(2000) for _ in range(20)]}), compression="snappy",
-                 use_dictionary=False)
+    data = write(
+        pa.table({"image": [os.urandom(200) + bytes(2000) for _ in range(20)]}),
+        compression="snappy",
+        use_dictionary=False,
+    )
     chunk = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0).column(0)
     rng, outcomes = random.Random(1), {"read": 0, "refused": 0}
     for _ in range(40):
@@ -163,7 +173,9 @@ def test_an_output_file_with_an_oversized_cell_is_refused_by_the_bounded_reader(
     columns = ("key", "caption")
     good = write(pa.table({"key": ["a", "b"], "caption": ["a cat", "a dog"]}))
     assert [r for batch in parquet.iter_rows(io.BytesIO(good), columns=columns) for r in batch] == [
-        {"key": "a", "caption": "a cat"}, {"key": "b", "caption": "a dog"}]
+        {"key": "a", "caption": "a cat"},
+        {"key": "b", "caption": "a dog"},
+    ]
     huge = write(pa.table({"key": ["a"] * 50, "caption": pa.array(["x" * 200_000] * 50)}), use_dictionary=True)
     with pytest.raises(ShardError, match="a 'caption' cell over 65,536 bytes: not a CaptionKit output"):
         list(parquet.iter_rows(io.BytesIO(huge), columns=columns))
@@ -191,8 +203,11 @@ def test_collect_refuses_a_replaced_shard_output_that_would_expand_past_its_boun
     from tools.job_progress import JobReader
 
     row = {name: ("x" if SCHEMA.field(name).type == pa.string() else 0) for name in COLUMNS}
-    bloated = write(pa.Table.from_pylist([{**row, "caption": "y" * 300_000}] * 2000, schema=SCHEMA),
-                    use_dictionary=True, compression="zstd")
+    bloated = write(
+        pa.Table.from_pylist([{**row, "caption": "y" * 300_000}] * 2000, schema=SCHEMA),
+        use_dictionary=True,
+        compression="zstd",
+    )
     assert len(bloated) < 100_000  # 600 MB of captions once decoded
     root = "results/_jobs/job-x/"
     stack.put(root + "manifest.json", json.dumps({"job_id": "job-x", "kind": "shards", "shards": [{}]}).encode())

@@ -6,6 +6,7 @@ pool, bounded by `max_image_bytes`). Each task hashes the bytes and decodes them
 sample that cannot be used becomes an error row there. `Feed` keeps at most `window` tasks in flight, so the shard's
 bytes in memory are the device batch in hand and the next one, never the shard.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +20,13 @@ from typing import Any, Callable, Iterator
 from runtime.agent import crashes
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import output
-from runtime.untrusted.samples import Sample, ShardError
 from runtime.agent.layout import MAX_KEY_BYTES, part_key
 from runtime.agent.messages import parse_s3_uri
 from runtime.agent.scope import Scope
 from runtime.aws import PERMANENT, RetryLater, classify_read_error
 from runtime.images import load_image
 from runtime.untrusted import parquet, tar
+from runtime.untrusted.samples import Sample, ShardError
 
 _END = object()
 
@@ -54,9 +55,19 @@ class Source:
     suspect: bool  # redelivered after a start: consult each sample's crash count
 
     def row(self, key: str, index: int, uri: str) -> output.Row:
-        return output.Row(key=key, uri=uri, shard=self.entry["uri"], index=index, image_sha256=None, caption=None,
-                          error=None, model=self.model.name, model_sha256=self.model.sha256, settings=self.settings,
-                          prompt_sha256=getattr(self.model, "prompt_sha256", None))
+        return output.Row(
+            key=key,
+            uri=uri,
+            shard=self.entry["uri"],
+            index=index,
+            image_sha256=None,
+            caption=None,
+            error=None,
+            model=self.model.name,
+            model_sha256=self.model.sha256,
+            settings=self.settings,
+            prompt_sha256=getattr(self.model, "prompt_sha256", None),
+        )
 
 
 def sources(source: Source) -> Iterator[Callable[[], Ready]]:
@@ -84,8 +95,9 @@ def sources(source: Source) -> Iterator[Callable[[], Ready]]:
 def _in_tar(source: Source, bucket: str, key: str) -> Iterator[Callable[[], Ready]]:
     body = source.s3.get_object(Bucket=bucket, Key=key)["Body"]
     try:
-        for sample in tar.iter_samples(body, max_member_bytes=source.config.max_image_bytes,
-                                       max_samples=source.config.max_shard_samples):
+        for sample in tar.iter_samples(
+            body, max_member_bytes=source.config.max_image_bytes, max_samples=source.config.max_shard_samples
+        ):
             yield functools.partial(_decode, source, sample, f"s3://{bucket}/{key}#{sample.key}")
     finally:
         body.close()
@@ -98,10 +110,13 @@ def _in_parquet(source: Source, bucket: str, key: str) -> Iterator[Callable[[], 
     head = source.s3.head_object(Bucket=bucket, Key=key)
     file = parquet.RangedFile(source.s3, bucket, key, int(head["ContentLength"]), etag=head.get("ETag"))
     manifest = source.manifest
-    for sample in parquet.iter_samples(file, image_column=manifest.get("image_column"),
-                                       key_column=manifest.get("key_column"),
-                                       max_member_bytes=source.config.max_image_bytes,
-                                       max_samples=source.config.max_shard_samples):
+    for sample in parquet.iter_samples(
+        file,
+        image_column=manifest.get("image_column"),
+        key_column=manifest.get("key_column"),
+        max_member_bytes=source.config.max_image_bytes,
+        max_samples=source.config.max_shard_samples,
+    ):
         yield functools.partial(_decode, source, sample, f"s3://{bucket}/{key}#{sample.key}")
 
 
@@ -134,8 +149,11 @@ def _fetch(source: Source, index: int, uri) -> Ready:
         size = int(reply.get("ContentLength") or 0)
         if size > config.max_image_bytes:
             reply["Body"].close()
-            return _failed(row, f"{uri}: the object is {size:,} bytes, over the limit of {config.max_image_bytes:,} "
-                                f"(max_image_bytes); shrink it or raise the limit")
+            return _failed(
+                row,
+                f"{uri}: the object is {size:,} bytes, over the limit of {config.max_image_bytes:,} "
+                f"(max_image_bytes); shrink it or raise the limit",
+            )
         data = reply["Body"].read(config.max_image_bytes + 1)
     except Exception as exc:  # noqa: BLE001 - gone or denied: this sample's error; anything else: retry the shard
         classified = classify_read_error(exc, uri)

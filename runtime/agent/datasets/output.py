@@ -1,4 +1,5 @@
 """The output file of one shard: one Parquet file of rows keyed to the samples, written whole in one PutObject."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,19 +14,21 @@ from runtime.untrusted.samples import ShardError
 
 CONTENT_TYPE = "application/vnd.apache.parquet"
 COMPRESSION = "zstd"
-SCHEMA = pa.schema([
-    pa.field("key", pa.string(), nullable=False),
-    pa.field("uri", pa.string(), nullable=False),
-    pa.field("shard", pa.string(), nullable=False),
-    pa.field("index", pa.int64(), nullable=False),
-    pa.field("image_sha256", pa.string()),
-    pa.field("caption", pa.string()),
-    pa.field("error", pa.string()),
-    pa.field("model", pa.string(), nullable=False),
-    pa.field("model_sha256", pa.string(), nullable=False),
-    pa.field("settings", pa.string(), nullable=False),
-    pa.field("prompt_sha256", pa.string()),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("shard", pa.string(), nullable=False),
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("image_sha256", pa.string()),
+        pa.field("caption", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("model", pa.string(), nullable=False),
+        pa.field("model_sha256", pa.string(), nullable=False),
+        pa.field("settings", pa.string(), nullable=False),
+        pa.field("prompt_sha256", pa.string()),
+    ]
+)
 COLUMNS = tuple(SCHEMA.names)
 
 

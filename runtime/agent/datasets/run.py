@@ -7,6 +7,7 @@ on a reader thread, are decoded on the pool ahead of the device, and captioned i
 anywhere leaves no half file, and the redelivery writes the same bytes again. `shards/<i>.parquet` exists exactly
 when the shard's marker says done (a failed shard deletes an earlier run's file before its marker).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,6 @@ from runtime.agent import ledger
 from runtime.agent.config import AgentConfig
 from runtime.agent.datasets import output
 from runtime.agent.datasets.feed import Feed, Ready, Source, sources
-from runtime.untrusted.samples import ShardError
 from runtime.agent.layout import job_root, shard_output, started_marker
 from runtime.agent.metrics import batch_metrics, log
 from runtime.agent.scope import Scope
@@ -26,7 +26,7 @@ from runtime.agent.settle import DONE, REFUSE, RELEASE, RETRY
 from runtime.agent.work import Captioner, Message, ShardRef, Work
 from runtime.aws import GONE_CODES, PERMANENT, RetryLater, classify_read_error, error_code
 from runtime.errors import Replaced, UnknownMessage
-
+from runtime.untrusted.samples import ShardError
 
 
 @dataclasses.dataclass
@@ -91,8 +91,7 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
     try:
         ledger.start_shard(s3, config, ref, config.agent_name)
     except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
-        return Outcome(RETRY, f"marking shard {ref.index} of job {ref.job_id} started: {exc.__class__.__name__}: "
-                              f"{exc}")
+        return Outcome(RETRY, f"marking shard {ref.index} of job {ref.job_id} started: {exc.__class__.__name__}: {exc}")
     started_at, progress = ledger.now(), Progress()
     try:
         rows = _caption(context, manifest, entry, ref, suspect, progress)
@@ -132,13 +131,23 @@ def _started_before(s3, config: AgentConfig, ref: ShardRef) -> bool:
         return True
 
 
-def _caption(context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, suspect: bool,
-             progress: Progress) -> list[output.Row]:
+def _caption(
+    context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, suspect: bool, progress: Progress
+) -> list[output.Row]:
     """Every sample's row, in shard order; ShardError when the shard cannot be read, RetryLater for transient."""
     config, model = context.config, context.model
-    source = Source(s3=context.s3, config=config, scope=Scope.of(config), root=job_root(config, ref.job_id),
-                    index=ref.index, entry=entry, manifest=manifest, model=model,
-                    settings=ledger.settings_fingerprint(model, config), suspect=suspect)
+    source = Source(
+        s3=context.s3,
+        config=config,
+        scope=Scope.of(config),
+        root=job_root(config, ref.job_id),
+        index=ref.index,
+        entry=entry,
+        manifest=manifest,
+        model=model,
+        settings=ledger.settings_fingerprint(model, config),
+        suspect=suspect,
+    )
     size = 1 if suspect else max(1, min(config.batch_size, getattr(model, "max_batch", config.batch_size)))
     rows, group = [], []
     try:
@@ -164,8 +173,9 @@ def _caption(context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, 
         if isinstance(classified, PERMANENT):
             raise ShardError(str(classified)) from exc
         if isinstance(classified, Replaced):
-            raise RetryLater(f"{entry.get('uri', 'the shard')} was replaced while it was read; the shard is read "
-                             f"again whole") from exc
+            raise RetryLater(
+                f"{entry.get('uri', 'the shard')} was replaced while it was read; the shard is read again whole"
+            ) from exc
         raise RetryLater(str(classified)) from exc
     progress.samples = len(rows)
     return rows
@@ -207,16 +217,34 @@ def _device_batch(context: ShardContext, group: list[Ready], progress: Progress)
     context.progress(progress)
 
 
-def _finish(context: ShardContext, ref: ShardRef, entry: dict, rows: list[output.Row] | None, progress: Progress,
-            started: float, started_at: str, error: str | None) -> Outcome:
+def _finish(
+    context: ShardContext,
+    ref: ShardRef,
+    entry: dict,
+    rows: list[output.Row] | None,
+    progress: Progress,
+    started: float,
+    started_at: str,
+    error: str | None,
+) -> Outcome:
     """Put the output (or delete a stale one, for a failed shard), then the marker; RETRY when S3 says no."""
     config, s3, model = context.config, context.s3, context.model
     bucket, key = config.results_bucket_name, shard_output(job_root(config, ref.job_id), ref.index)
-    marker = {"index": ref.index, "shard": entry.get("uri"), "run": ref.run, "status": "failed" if error else "done",
-              "samples": progress.samples if rows is not None else 0, "ok": progress.ok if rows is not None else 0,
-              "errors": progress.errors if rows is not None else 0, "error": error, "model": model.name,
-              "model_sha256": model.sha256, "settings": ledger.settings_fingerprint(model, config),
-              "output": None if error else f"s3://{bucket}/{key}", "started_at": started_at}
+    marker = {
+        "index": ref.index,
+        "shard": entry.get("uri"),
+        "run": ref.run,
+        "status": "failed" if error else "done",
+        "samples": progress.samples if rows is not None else 0,
+        "ok": progress.ok if rows is not None else 0,
+        "errors": progress.errors if rows is not None else 0,
+        "error": error,
+        "model": model.name,
+        "model_sha256": model.sha256,
+        "settings": ledger.settings_fingerprint(model, config),
+        "output": None if error else f"s3://{bucket}/{key}",
+        "started_at": started_at,
+    }
     try:
         if closed := ledger.finished(s3, config, ref):  # another agent finished the run while this one captioned
             return Outcome(DONE, closed, progress, seconds=time.monotonic() - started)
@@ -228,10 +256,13 @@ def _finish(context: ShardContext, ref: ShardRef, entry: dict, rows: list[output
         marker.update(finished_at=ledger.now(), seconds=round(seconds, 3))
         ledger.finish_shard(s3, config, ref, marker)
     except Exception as exc:  # noqa: BLE001 - the message comes back; the output is rewritten identically
-        return Outcome(RETRY, f"writing shard {ref.index} of job {ref.job_id}: {exc.__class__.__name__}: {exc}",
-                       progress, seconds=time.monotonic() - started)
+        return Outcome(
+            RETRY,
+            f"writing shard {ref.index} of job {ref.job_id}: {exc.__class__.__name__}: {exc}",
+            progress,
+            seconds=time.monotonic() - started,
+        )
     return Outcome(DONE, error or "", progress, marker, seconds)
-
 
 
 class ShardReport:
@@ -245,17 +276,37 @@ class ShardReport:
 
     def progress(self, done: Progress) -> None:
         if time.monotonic() - self.last >= self.every_s:
-            log("info", event="shard_progress", job=self.ref.job_id, index=self.ref.index, samples=done.samples,
-                ok=done.ok, errors=done.errors, **self._since_last(done, []))
+            log(
+                "info",
+                event="shard_progress",
+                job=self.ref.job_id,
+                index=self.ref.index,
+                samples=done.samples,
+                ok=done.ok,
+                errors=done.errors,
+                **self._since_last(done, []),
+            )
 
     def finish(self, outcome: Outcome, message: Message) -> None:
         done, marker, seconds = outcome.progress, outcome.marker or {}, outcome.seconds
-        log("info" if outcome.action == DONE and not marker.get("error") else "warning", event="shard",
-            job=self.ref.job_id, index=self.ref.index, run=self.ref.run, action=outcome.action,
-            status=marker.get("status"), samples=done.samples, ok=done.ok, errors=done.errors,
-            seconds=round(seconds, 3), images_per_s=round(done.samples / seconds, 2) if seconds else 0.0,
-            device_s=round(done.device_s, 3), reason=outcome.reason or None, totals=self.counters.as_dict(),
-            **self._since_last(done, [max(0.0, message.received_at - message.sent_at)]))
+        log(
+            "info" if outcome.action == DONE and not marker.get("error") else "warning",
+            event="shard",
+            job=self.ref.job_id,
+            index=self.ref.index,
+            run=self.ref.run,
+            action=outcome.action,
+            status=marker.get("status"),
+            samples=done.samples,
+            ok=done.ok,
+            errors=done.errors,
+            seconds=round(seconds, 3),
+            images_per_s=round(done.samples / seconds, 2) if seconds else 0.0,
+            device_s=round(done.device_s, 3),
+            reason=outcome.reason or None,
+            totals=self.counters.as_dict(),
+            **self._since_last(done, [max(0.0, message.received_at - message.sent_at)]),
+        )
 
     def _since_last(self, done: Progress, waits_s: list[float]) -> dict:
         ok, errors = done.ok - self.reported.ok, done.errors - self.reported.errors
@@ -263,5 +314,12 @@ class ShardReport:
         self.counters.done += ok
         self.counters.failed += errors
         self.reported, self.last = dataclasses.replace(done), time.monotonic()
-        return batch_metrics(self.config, done=ok, failed=errors, size=round((ok + errors) / calls) if calls else 0,
-                             device_s=device_s, latencies_s=[], waits_s=waits_s)
+        return batch_metrics(
+            self.config,
+            done=ok,
+            failed=errors,
+            size=round((ok + errors) / calls) if calls else 0,
+            device_s=device_s,
+            latencies_s=[],
+            waits_s=waits_s,
+        )

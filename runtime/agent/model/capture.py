@@ -1,4 +1,5 @@
 """The decode graphs of a model, captured on the serving thread before it serves; a failed capture is reported."""
+
 from __future__ import annotations
 
 from runtime.agent.metrics import CAPTURE_FAILED, embedded_metrics, log
@@ -19,14 +20,26 @@ def prepare_decode(config, captioner: Captioner) -> dict:
         status = prepare()
     except CaptureFailed as exc:
         status = captioner.decode_status()
-        log("error", event="capture_failed", sha256=captioner.sha256, name=captioner.name, reason=str(exc),
-            decode=status["decode"], **embedded_metrics(config.metrics_namespace, _queue(config),
-                                                        {CAPTURE_FAILED: (1, "Count")}))
+        log(
+            "error",
+            event="capture_failed",
+            sha256=captioner.sha256,
+            name=captioner.name,
+            reason=str(exc),
+            decode=status["decode"],
+            **embedded_metrics(config.metrics_namespace, _queue(config), {CAPTURE_FAILED: (1, "Count")}),
+        )
         return status
     if status.get("encoder") == "eager, capture failed":  # the step's graphs serve, fed by the eager encoder
-        log("error", event="encoder_capture_failed", sha256=captioner.sha256, name=captioner.name,
-            reason=status["encoder_reason"], decode=status["decode"],
-            **embedded_metrics(config.metrics_namespace, _queue(config), {CAPTURE_FAILED: (1, "Count")}))
+        log(
+            "error",
+            event="encoder_capture_failed",
+            sha256=captioner.sha256,
+            name=captioner.name,
+            reason=status["encoder_reason"],
+            decode=status["decode"],
+            **embedded_metrics(config.metrics_namespace, _queue(config), {CAPTURE_FAILED: (1, "Count")}),
+        )
         return status
     log("info", event="decode_ready", sha256=captioner.sha256, name=captioner.name, **status)
     return status

@@ -1,4 +1,5 @@
 """The agent's side of the model registry: fetch and verify the .pt2 the pointer names, and load it."""
+
 from __future__ import annotations
 
 import fcntl
@@ -7,9 +8,9 @@ import time
 from pathlib import Path
 
 from runtime import cache
-from runtime.agent.work import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
+from runtime.agent.work import Captioner
 from runtime.artifact.checksum import file_sha256
 from runtime.errors import ArtifactError
 from runtime.options import LoadOptions
@@ -38,8 +39,10 @@ def fetch_artifact(s3, bucket: str, pointer: dict, cache_dir: str) -> Path:
         actual = file_sha256(partial)
         if actual != pointer["sha256"]:
             partial.unlink()
-            raise ArtifactError(f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
-                                f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again")
+            raise ArtifactError(
+                f"s3://{bucket}/{pointer['key']} has sha256 {actual}, but the pointer says "
+                f"{pointer['sha256']}: the upload is incomplete or was replaced; upload it again"
+            )
         partial.replace(path)
         cache.write_stamp(cache_dir, path, actual, cache.identity(path))  # a restart need not hash it again
     return path
@@ -68,10 +71,18 @@ def load_current(config: AgentConfig, s3, device: str, pointer: dict | None = No
     t2 = time.monotonic()
     loader = resolve_loader(config.captioner_loader)
     # fetch_artifact has just hashed the file against the pointer: the loader need not hash it again
-    captioner = loader(path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True,
-                       **backend_options(config, s3))
-    log("info", event="model_fetched", sha256=pointer["sha256"], bytes=path.stat().st_size,
-        pointer_s=round(t1 - t0, 3), download_s=round(t2 - t1, 3), load_s=round(time.monotonic() - t2, 3))
+    captioner = loader(
+        path, device=device, expected_sha256=pointer["sha256"], sha256_checked=True, **backend_options(config, s3)
+    )
+    log(
+        "info",
+        event="model_fetched",
+        sha256=pointer["sha256"],
+        bytes=path.stat().st_size,
+        pointer_s=round(t1 - t0, 3),
+        download_s=round(t2 - t1, 3),
+        load_s=round(time.monotonic() - t2, 3),
+    )
     return captioner, pointer
 
 

@@ -4,6 +4,7 @@ Loading in the background holds two models at once. Before that, the free device
 the new model needs (`MEMORY_HEADROOM` x its file size, the weights plus room for activations); when it does not
 fit, the swap happens between batches instead: the old model is dropped, the new one loaded, the pause logged.
 """
+
 from __future__ import annotations
 
 import gc
@@ -11,10 +12,10 @@ import threading
 import time
 from typing import Callable
 
-from runtime.agent.work import Captioner
 from runtime.agent.config import AgentConfig
 from runtime.agent.metrics import log
 from runtime.agent.model.pointer import load_current
+from runtime.agent.work import Captioner
 from runtime.errors import ArtifactError
 from runtime.registry import read_pointer
 
@@ -22,8 +23,14 @@ from runtime.registry import read_pointer
 class ModelWatcher:
     """Polls the pointer every `pointer_poll_s`; a model that fails to load is logged and skipped."""
 
-    def __init__(self, config: AgentConfig, s3, device: str, current_sha: str,
-                 free_memory: Callable[[], int | None] | None = None):
+    def __init__(
+        self,
+        config: AgentConfig,
+        s3,
+        device: str,
+        current_sha: str,
+        free_memory: Callable[[], int | None] | None = None,
+    ):
         self.config, self.s3, self.device = config, s3, device
         self.wanted = current_sha  # the newest sha loaded or being handed over
         self.refused: str | None = None  # a sha whose artifact is unusable: not retried until it changes
@@ -59,8 +66,14 @@ class ModelWatcher:
         if free is not None and free < need:
             with self._lock:
                 self._deferred, self.wanted = pointer, sha
-            log("warning", event="swap_deferred", sha256=sha, free_bytes=free, needed_bytes=int(need),
-                reason="two models would not fit on the device: the swap waits for the gap between two batches")
+            log(
+                "warning",
+                event="swap_deferred",
+                sha256=sha,
+                free_bytes=free,
+                needed_bytes=int(need),
+                reason="two models would not fit on the device: the swap waits for the gap between two batches",
+            )
             return
         captioner = self.load(pointer, kept=self.wanted)
         if captioner is not None:

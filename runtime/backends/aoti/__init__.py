@@ -8,6 +8,7 @@ checked against the SHA-256 published beside it), then compiling here (runtime.b
 stored in both). Any failure raises `AotiUnavailable` with the reason; the caller falls back to the exported
 programs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,15 +22,14 @@ from typing import Callable, Protocol
 import torch
 
 from runtime import cache
+from runtime.artifact.checksum import file_sha256
+from runtime.artifact.manifest import PROGRAMS, torch_release
 from runtime.backends.aoti import trust
 from runtime.backends.aoti.compile import compile_package
-from runtime.artifact.checksum import file_sha256
 from runtime.errors import AotiUnavailable
-from runtime.artifact.manifest import PROGRAMS, torch_release
 
 logger = logging.getLogger("captionkit.aoti")
 Report = Callable[..., None]  # report(level, event=..., **fields)
-
 
 
 class RemoteStore(Protocol):
@@ -42,8 +42,9 @@ class RemoteStore(Protocol):
 
 def default_report(level: str, **fields) -> None:
     """Log one line through the standard `captionkit.aoti` logger (fields kept for JSON formatters)."""
-    logger.log(getattr(logging, level.upper()), " ".join(f"{k}={v}" for k, v in fields.items()),
-               extra={"fields": fields})
+    logger.log(
+        getattr(logging, level.upper()), " ".join(f"{k}={v}" for k, v in fields.items()), extra={"fields": fields}
+    )
 
 
 def device_tag(device: torch.device) -> str:
@@ -83,9 +84,15 @@ class Contiguous:
         return self.runner(*(a.contiguous() for a in args))
 
 
-def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.device, cache_dir: str | os.PathLike,
-                      remote: RemoteStore | None = None, report: Report = default_report,
-                      compile_fn: Callable[..., Path] | None = None) -> dict:
+def compiled_programs(
+    artifact: str | os.PathLike,
+    sha256: str,
+    device: torch.device,
+    cache_dir: str | os.PathLike,
+    remote: RemoteStore | None = None,
+    report: Report = default_report,
+    compile_fn: Callable[..., Path] | None = None,
+) -> dict:
     """Programs from the local cache, else the remote store, else compiled here (then stored in both).
 
     A cached package is loaded only if runtime.backends.aoti.trust finds it safe: else it is compiled (or fetched)
@@ -101,8 +108,12 @@ def compiled_programs(artifact: str | os.PathLike, sha256: str, device: torch.de
         trust.make_folders(local.parent, root)
         if why := trust.unsafe_folders(local.parent, root):
             private = Path(tempfile.mkdtemp(prefix="captionkit-aoti-"))
-            report("warning", event="aoti_cache_untrusted", key=key,
-                   reason=f"{why}: not loading or keeping native code there; compiling into {private} instead")
+            report(
+                "warning",
+                event="aoti_cache_untrusted",
+                key=key,
+                reason=f"{why}: not loading or keeping native code there; compiling into {private} instead",
+            )
             local = private / local.name
         elif (os.path.lexists(local) or os.path.lexists(trust.sidecar(local))) and (why := trust.unusable(local)):
             report("warning", event="aoti_package_refused", key=key, reason=f"{why}; fetching or compiling it again")
@@ -152,17 +163,25 @@ def _fetch(remote: RemoteStore, key: str, dest: Path, report: Report) -> bool:
             return False  # none published yet (or by an agent that wrote no digest): compile and publish one
         expected = trust.read_digest(digest_file)
         if expected is None:
-            report("warning", event="aoti_remote_refused", key=key,
-                   reason="the shared package's published digest is not a SHA-256; compiling here instead")
+            report(
+                "warning",
+                event="aoti_remote_refused",
+                key=key,
+                reason="the shared package's published digest is not a SHA-256; compiling here instead",
+            )
             return False
         if not remote.fetch(key, dest):
             return False
         actual = file_sha256(dest)
         if actual != expected:
             dest.unlink()
-            report("warning", event="aoti_remote_refused", key=key,
-                   reason=f"the shared package has SHA-256 {actual[:12]}…, its published digest says "
-                          f"{expected[:12]}…; compiling here instead")
+            report(
+                "warning",
+                event="aoti_remote_refused",
+                key=key,
+                reason=f"the shared package has SHA-256 {actual[:12]}…, its published digest says "
+                f"{expected[:12]}…; compiling here instead",
+            )
             return False
         trust.seal(dest, actual)
         return True

@@ -1,4 +1,5 @@
 """Compile an artifact's two programs, rebuilt from its validated description, into one AOTInductor package."""
+
 from __future__ import annotations
 
 import os
@@ -9,12 +10,13 @@ import torch
 from runtime.artifact.manifest import EXAMPLE_BATCH, program_batches
 from runtime.artifact.verify import check_artifact
 from runtime.backends.exported import load_programs
-from runtime.load_policy import explicit_index
 from runtime.errors import ArtifactError
+from runtime.load_policy import explicit_index
 
 
-def compile_package(artifact: str | os.PathLike, device: torch.device, out: Path,
-                    inductor_configs: dict | None = None) -> Path:
+def compile_package(
+    artifact: str | os.PathLike, device: torch.device, out: Path, inductor_configs: dict | None = None
+) -> Path:
     """Compile both programs of `artifact` with AOTInductor for `device` into one package at `out`.
 
     The programs are the ones runtime.backends.exported.load_programs rebuilds from the artifact's validated description
@@ -52,15 +54,22 @@ def example_sizes(manifest: dict) -> dict:
     cache = manifest.get("cache") if isinstance(manifest.get("cache"), dict) else {}
     image_size = manifest.get("image_size")
     height, width = image_size if isinstance(image_size, list) and len(image_size) == 2 else (None, None)
-    sizes = {"height": height, "width": width,
-             **{key: manifest.get(key) for key in ("max_batch", "max_beams", "max_length")},
-             **{key: cache.get(key) for key in ("layers", "heads", "head_dim")}}
+    sizes = {
+        "height": height,
+        "width": width,
+        **{key: manifest.get(key) for key in ("max_batch", "max_beams", "max_length")},
+        **{key: cache.get(key) for key in ("layers", "heads", "head_dim")},
+    }
     bad = sorted(key for key, value in sizes.items() if type(value) is not int or not 0 < value < _EXAMPLE_ELEMENTS)
     if bad:
-        raise ArtifactError(f"the manifest lacks valid {', '.join(bad)} (image_size, cache, max_*): "
-                            "export the model again to compile it")
-    if (3 * sizes["height"] * sizes["width"] > _EXAMPLE_ELEMENTS
-            or sizes["layers"] * sizes["heads"] * sizes["max_length"] * sizes["head_dim"] > _EXAMPLE_ELEMENTS):
+        raise ArtifactError(
+            f"the manifest lacks valid {', '.join(bad)} (image_size, cache, max_*): "
+            "export the model again to compile it"
+        )
+    if (
+        3 * sizes["height"] * sizes["width"] > _EXAMPLE_ELEMENTS
+        or sizes["layers"] * sizes["heads"] * sizes["max_length"] * sizes["head_dim"] > _EXAMPLE_ELEMENTS
+    ):
         raise ArtifactError(f"the manifest's sizes {sizes} make example inputs too large to compile from")
     dtype = getattr(torch, str(manifest.get("dtype")), None)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -78,10 +87,17 @@ def example_inputs(encoder, sizes: dict, device: torch.device) -> dict[str, tupl
     with torch.no_grad():
         cross_k, cross_v = encoder(pixels)
     cache = (sizes["layers"], example, sizes["heads"], sizes["max_length"], sizes["head_dim"])
-    step = (torch.zeros(example, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
-            torch.zeros(cache, dtype=dtype, device=device), torch.zeros(cache, dtype=dtype, device=device),
-            cross_k, cross_v)
+    step = (
+        torch.zeros(example, dtype=torch.long, device=device),
+        torch.zeros(1, dtype=torch.long, device=device),
+        torch.zeros(cache, dtype=dtype, device=device),
+        torch.zeros(cache, dtype=dtype, device=device),
+        cross_k,
+        cross_v,
+    )
     images, decoder_rows = program_batches(sizes["max_batch"], sizes["max_beams"])
     batch, rows = Dim("batch", min=1, max=images), Dim("rows", min=1, max=decoder_rows)
-    return {"encoder": ((pixels,), ({0: batch},)),
-            "decoder_step": (step, ({0: rows}, None, {1: rows}, {1: rows}, {1: rows}, {1: rows}))}
+    return {
+        "encoder": ((pixels,), ({0: batch},)),
+        "decoder_step": (step, ({0: rows}, None, {1: rows}, {1: rows}, {1: rows}, {1: rows})),
+    }

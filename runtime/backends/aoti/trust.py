@@ -6,6 +6,7 @@ its group or others, or it is not loaded. The sidecar `<package>.sha256` (sha256
 `sha256sum -c` reads it) is written right after a package is compiled or fetched and checked before each load,
 which catches a torn or damaged file; it proves nothing about a file someone else could have rewritten with it.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,7 +46,7 @@ def writable_by_others(path: Path) -> str | None:
 def unsafe_folders(folder: Path, root: Path) -> str | None:
     """Why a folder from `root` (an ancestor of `folder`, or `folder` itself) down to `folder` is not safe, or None."""
     chain = [folder, *folder.parents]
-    for level in reversed(chain[:chain.index(root) + 1]):
+    for level in reversed(chain[: chain.index(root) + 1]):
         if why := writable_by_others(level):
             return why
     return None
@@ -55,7 +56,7 @@ def make_folders(folder: Path, root: Path) -> None:
     """`folder` and the folders between it and `root`, made writable by their owner only."""
     root.mkdir(parents=True, exist_ok=True)
     chain = [folder, *folder.parents]
-    for level in reversed(chain[:chain.index(root)]):
+    for level in reversed(chain[: chain.index(root)]):
         level.mkdir(mode=FOLDER_MODE, exist_ok=True)
 
 

@@ -5,6 +5,7 @@ asset, shipped by stacks/wake_on_upload.py; handler `wake.handler`; the Lambda P
 `python -m runtime submit` on a laptop.
 It never lowers the capacity and never raises a capacity above 0: the backlog scaling does the rest.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,14 @@ DEFAULT_INTERVAL_S = 60.0
 _last_look: dict[str, float] = {}  # group name -> monotonic time of the last look (survives warm invocations)
 
 
-def wake(autoscaling, group_name: str, *, min_interval_s: float = DEFAULT_INTERVAL_S, now=time.monotonic,
-         last_look: dict[str, float] = _last_look) -> dict:
+def wake(
+    autoscaling,
+    group_name: str,
+    *,
+    min_interval_s: float = DEFAULT_INTERVAL_S,
+    now=time.monotonic,
+    last_look: dict[str, float] = _last_look,
+) -> dict:
     """Ask for one instance if the group is at zero; a dict says what was done ("woke", "none", "skipped").
 
     Rate limit: after a look, further calls within `min_interval_s` return "skipped" without calling AWS.
@@ -31,8 +38,10 @@ def wake(autoscaling, group_name: str, *, min_interval_s: float = DEFAULT_INTERV
         return {"action": "skipped", "group": group_name, "last_look_s_ago": round(started - previous, 1)}
     groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"]
     if not groups:
-        raise LookupError(f"auto scaling group {group_name!r} does not exist; expected the stack's workers group "
-                          f"(the {GROUP_ENV} of this function): redeploy the stack")
+        raise LookupError(
+            f"auto scaling group {group_name!r} does not exist; expected the stack's workers group "
+            f"(the {GROUP_ENV} of this function): redeploy the stack"
+        )
     last_look[group_name] = started
     desired, maximum = groups[0]["DesiredCapacity"], groups[0]["MaxSize"]
     if desired > 0 or maximum < 1:
@@ -52,7 +61,10 @@ def wake_quietly(autoscaling, group_name: str) -> str:
 
 def handler(event, context) -> dict:
     """The Lambda entry point (an EventBridge "Object Created" event; its content is not needed)."""
-    result = wake(boto3.client("autoscaling"), os.environ[GROUP_ENV],
-                  min_interval_s=float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_S)))
+    result = wake(
+        boto3.client("autoscaling"),
+        os.environ[GROUP_ENV],
+        min_interval_s=float(os.environ.get(INTERVAL_ENV, DEFAULT_INTERVAL_S)),
+    )
     print(result)  # one line in the function's log group per invocation
     return result

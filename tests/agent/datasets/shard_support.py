@@ -1,4 +1,5 @@
 """Shards and job folders for the worker-side tests: webdataset tars, Parquet files, parts of keys, on moto."""
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -38,8 +39,12 @@ def expected(count: int) -> list[tuple[str, str | None]]:
 
 
 def image_of(n: int, kind: str) -> bytes | None:
-    return {"ok": png(colour=(n * 7 % 256, 90, 30), size=(20 + n % 5, 16)), "corrupt": CORRUPT,
-            "big": oversized(), "none": None}[kind]
+    return {
+        "ok": png(colour=(n * 7 % 256, 90, 30), size=(20 + n % 5, 16)),
+        "corrupt": CORRUPT,
+        "big": oversized(),
+        "none": None,
+    }[kind]
 
 
 def make_tar(plan) -> bytes:
@@ -58,8 +63,12 @@ def make_tar(plan) -> bytes:
 
 
 def make_parquet(plan) -> bytes:
-    table = pa.table({"key": [key for key, _ in plan],
-                      "image": pa.array([image_of(n, kind) for n, (_, kind) in enumerate(plan)], pa.binary())})
+    table = pa.table(
+        {
+            "key": [key for key, _ in plan],
+            "image": pa.array([image_of(n, kind) for n, (_, kind) in enumerate(plan)], pa.binary()),
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=7)
     return sink.getvalue()
@@ -69,12 +78,25 @@ def put_job(stack, job_id: str, shards: list[dict], kind: str = "shards", **extr
     """The job folder an expanding agent writes: manifest.json and the run's queued.json. Returns its root."""
     config = stack.config()
     root = job_root(config, job_id)
-    manifest = {"job_id": job_id, "kind": kind, "source": f"s3://{stack.images}/incoming/", "created_at":
-                "2025-01-01T00:00:00+00:00", "chunks": len(shards), "shards": shards, "image_column": None,
-                "key_column": None, "images": None, **extra}
+    manifest = {
+        "job_id": job_id,
+        "kind": kind,
+        "source": f"s3://{stack.images}/incoming/",
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "chunks": len(shards),
+        "shards": shards,
+        "image_column": None,
+        "key_column": None,
+        "images": None,
+        **extra,
+    }
     stack.s3.put_object(Bucket=stack.images, Key=root + JOB_MANIFEST, Body=json.dumps(manifest).encode())
-    queued = {"run": RUN, "created_at": "2025-01-01T00:00:00+00:00", "reason": "submit",
-              "indexes": list(range(len(shards)))}
+    queued = {
+        "run": RUN,
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "reason": "submit",
+        "indexes": list(range(len(shards))),
+    }
     stack.s3.put_object(Bucket=stack.images, Key=run_root(root, RUN) + "queued.json", Body=json.dumps(queued).encode())
     return root
 
@@ -108,8 +130,14 @@ def context(stack, config=None, model=None, **overrides) -> run.ShardContext:
     config = config or stack.config(max_image_bytes=MAX_IMAGE_BYTES)
     fields = {"on_device": lambda _uris: contextlib.nullcontext(), "stopping": threading.Event()}
     fields.update(overrides)
-    return run.ShardContext(stack.s3, config, model or FakeCaptioner("fake-a", "0" * 64, max_batch=4),
-                            ledger.Manifests(), concurrent.futures.ThreadPoolExecutor(4), **fields)
+    return run.ShardContext(
+        stack.s3,
+        config,
+        model or FakeCaptioner("fake-a", "0" * 64, max_batch=4),
+        ledger.Manifests(),
+        concurrent.futures.ThreadPoolExecutor(4),
+        **fields,
+    )
 
 
 def output_table(stack, job_id: str, index: int):

@@ -5,6 +5,7 @@ captioned by a burst agent with the fake captioner, and collected with tools.col
 back exactly once, its caption from its own image, an error row for exactly each bad sample. A resubmission queues
 nothing and leaves the outputs as they were; a retry requeues exactly the shard that failed.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,12 +24,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shard_support import CORRUPT, marker
 
 from agent_support import AgentProcess, png
 from runtime.agent import plan
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.scope import Scope
-from shard_support import CORRUPT, marker
 from tools import collect_shards
 from tools.job_progress import JobReader
 from tools.paths import REPO
@@ -100,8 +101,14 @@ def _listed(stack, samples: Samples, keys: list[str], bad: tuple[str, ...] = ())
 def _submit(aws, settings: Path, *args: str) -> dict:
     """`python -m runtime submit --config <the agent's settings> ...` as a user runs it; its printed JSON."""
     env = {**os.environ, **aws, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "runtime", "submit", "--config", str(settings), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "submit", "--config", str(settings), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -149,9 +156,15 @@ def _assert_rows_are_the_samples(rows: list[dict], samples: Samples, by_uri: boo
 def _assert_summary(summary: dict, samples: Samples, shards: int, failed_shards: int = 0) -> None:
     bad = sum(1 for _shard, _key, caption, _sha in samples.expected if caption is None)
     assert (summary["shards"], summary["shards_done"], summary["shards_failed"]) == (
-        shards, shards - failed_shards, failed_shards)
-    assert (summary["images"], summary["done"], summary["errors"]) == (len(samples.expected),
-                                                                      len(samples.expected) - bad, bad)
+        shards,
+        shards - failed_shards,
+        failed_shards,
+    )
+    assert (summary["images"], summary["done"], summary["errors"]) == (
+        len(samples.expected),
+        len(samples.expected) - bad,
+        bad,
+    )
 
 
 def _tars(stack, samples: Samples, prefix: str) -> None:
@@ -186,15 +199,24 @@ def _inventory(stack, samples: Samples, prefix: str) -> str:
     rows = "".join(f'"{stack.images}","{urllib.parse.quote_plus(key, safe="/")}","1"\n' for key in keys)
     data_key = f"{prefix}inventory/data/0001.csv.gz"
     stack.put(data_key, gzip.compress(rows.encode()))
-    report = {"sourceBucket": stack.images, "destinationBucket": f"arn:aws:s3:::{stack.images}",
-              "version": "2016-11-30", "fileFormat": "CSV", "fileSchema": "Bucket, Key, Size",
-              "files": [{"key": data_key, "size": 1, "MD5checksum": "0" * 32}]}
+    report = {
+        "sourceBucket": stack.images,
+        "destinationBucket": f"arn:aws:s3:::{stack.images}",
+        "version": "2016-11-30",
+        "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": [{"key": data_key, "size": 1, "MD5checksum": "0" * 32}],
+    }
     stack.put(f"{prefix}inventory/manifest.json", json.dumps(report).encode())
     return f"{prefix}inventory/manifest.json"
 
 
-KINDS = {"tars": (_tars, "--shards", 3), "parquet": (_parquets, "--shards", 2),
-         "csv": (_csv_manifest, "--manifest", 3), "inventory": (_inventory, "--manifest", 2)}
+KINDS = {
+    "tars": (_tars, "--shards", 3),
+    "parquet": (_parquets, "--shards", 2),
+    "csv": (_csv_manifest, "--manifest", 3),
+    "inventory": (_inventory, "--manifest", 2),
+}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

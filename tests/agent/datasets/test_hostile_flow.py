@@ -1,15 +1,16 @@
 """Hostile Parquet shards and manifests against the real `runtime submit` and a real burst agent on the local AWS:
 each is one refused submit or one failed shard naming the reason, and every process lives on."""
+
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 
-
-from runtime.agent.layout import job_root
 from shard_support import marker
 from test_dataset_flow import Samples, _burst, _get, _parquet, _submit
+
+from runtime.agent.layout import job_root
 from tools.paths import REPO
 from untrusted import parquet_bytes
 
@@ -17,8 +18,14 @@ from untrusted import parquet_bytes
 def _refused_submit(aws, settings, *args: str) -> str:
     """`python -m runtime submit` that must refuse: its one-line reason (exit 2, no traceback, no signal)."""
     env = {**os.environ, **aws, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-m", "runtime", "submit", "--config", str(settings), *args], cwd=REPO,
-                          env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime", "submit", "--config", str(settings), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
     assert "Traceback" not in done.stderr
     return done.stderr.strip()
@@ -41,7 +48,11 @@ def test_a_shard_that_kills_the_parquet_reader_fails_alone_and_the_agent_finishe
     summary = _get(stack, job_root(stack.config(), job_id) + "summary.json")
     assert (summary["shards_done"], summary["shards_failed"]) == (2, 2)
     assert [(line["index"], line["status"]) for line in agent.events("shard")] == [
-        (0, "done"), (1, "failed"), (2, "failed"), (3, "done")]
+        (0, "done"),
+        (1, "failed"),
+        (2, "failed"),
+        (3, "done"),
+    ]
 
 
 def test_submit_refuses_a_hostile_first_shard_and_parquet_manifest_with_the_reason(stack, aws):

@@ -1,4 +1,5 @@
 """The output file of a shard: render and read round-trip exactly, with the contract's columns and types."""
+
 from __future__ import annotations
 
 import io
@@ -13,26 +14,58 @@ from runtime.untrusted.samples import ShardError
 
 
 def row(index: int, caption: str | None = "a cat", error: str | None = None, **fields) -> Row:
-    values = dict(key=f"k{index:03d}", uri=f"s3://b/s.tar#k{index:03d}", shard="s3://b/s.tar", index=index,
-                  image_sha256="ab" * 32 if error is None else None, caption=caption, error=error, model="blip",
-                  model_sha256="cd" * 32, settings="0123456789abcdef", prompt_sha256=None)
+    values = dict(
+        key=f"k{index:03d}",
+        uri=f"s3://b/s.tar#k{index:03d}",
+        shard="s3://b/s.tar",
+        index=index,
+        image_sha256="ab" * 32 if error is None else None,
+        caption=caption,
+        error=error,
+        model="blip",
+        model_sha256="cd" * 32,
+        settings="0123456789abcdef",
+        prompt_sha256=None,
+    )
     values.update(fields)
     return Row(**values)
 
 
 def test_columns_are_the_contracts_in_order_with_their_types():
-    assert COLUMNS == ("key", "uri", "shard", "index", "image_sha256", "caption", "error", "model", "model_sha256",
-                       "settings", "prompt_sha256")
+    assert COLUMNS == (
+        "key",
+        "uri",
+        "shard",
+        "index",
+        "image_sha256",
+        "caption",
+        "error",
+        "model",
+        "model_sha256",
+        "settings",
+        "prompt_sha256",
+    )
     types = {field.name: field.type for field in SCHEMA}
     assert types["index"] == pa.int64()
     assert all(types[name] == pa.string() for name in COLUMNS if name != "index")
-    assert [f.name for f in SCHEMA if not f.nullable] == ["key", "uri", "shard", "index", "model", "model_sha256",
-                                                          "settings"]
+    assert [f.name for f in SCHEMA if not f.nullable] == [
+        "key",
+        "uri",
+        "shard",
+        "index",
+        "model",
+        "model_sha256",
+        "settings",
+    ]
 
 
 def test_render_then_read_round_trips_rows_exactly():
-    rows = [row(0), row(1, caption=None, error="no image in sample (members: .txt)"),
-            row(2, caption="", prompt_sha256="ef" * 32), row(3, caption="ünïcødé ✓")]
+    rows = [
+        row(0),
+        row(1, caption=None, error="no image in sample (members: .txt)"),
+        row(2, caption="", prompt_sha256="ef" * 32),
+        row(3, caption="ünïcødé ✓"),
+    ]
     table = read(render(rows))
     assert table.schema.equals(SCHEMA)
     assert table.to_pylist() == [vars(r) for r in rows]

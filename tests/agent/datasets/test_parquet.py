@@ -1,4 +1,5 @@
 """Parquet shards: real files from pyarrow in the layouts datasets use, footers checked first, ranged reads on moto."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,7 @@ def write(table: pa.Table, **options) -> bytes:
 
 
 def read(data: bytes, max_member_bytes=1 << 20, max_samples=1000, **options) -> list[Sample]:
-    return list(iter_samples(io.BytesIO(data), max_member_bytes=max_member_bytes, max_samples=max_samples,
-                             **options))
+    return list(iter_samples(io.BytesIO(data), max_member_bytes=max_member_bytes, max_samples=max_samples, **options))
 
 
 def test_a_binary_image_column_with_a_string_key_column():
@@ -72,35 +72,51 @@ def test_a_named_key_column_must_exist_and_be_usable():
 
 
 def test_a_null_image_cell_a_struct_without_bytes_and_a_null_key_are_error_rows():
-    images = pa.array([{"bytes": b"a", "path": "a.jpg"}, None, {"bytes": None, "path": "c.jpg"}, {"bytes": b"d"}],
-                      HF_IMAGE)
+    images = pa.array(
+        [{"bytes": b"a", "path": "a.jpg"}, None, {"bytes": None, "path": "c.jpg"}, {"bytes": b"d"}], HF_IMAGE
+    )
     data = write(pa.table({"key": ["a", "b", "c", None], "image": images}))
-    assert read(data) == [Sample("a", 0, b"a", None), Sample("b", 1, None, "the image cell is null"),
-                          Sample("c", 2, None, "the image struct has no bytes (path 'c.jpg')"),
-                          Sample("row-3", 3, b"d", None)]
+    assert read(data) == [
+        Sample("a", 0, b"a", None),
+        Sample("b", 1, None, "the image cell is null"),
+        Sample("c", 2, None, "the image struct has no bytes (path 'c.jpg')"),
+        Sample("row-3", 3, b"d", None),
+    ]
 
 
 def test_an_image_over_the_limit_is_an_error_row():
     data = write(pa.table({"image": [b"x" * 100, b"ok"]}))
     assert read(data, max_member_bytes=50) == [
-        Sample("0", 0, None, "the image is 100 bytes, over the limit of 50 (max_image_bytes)"), Sample("1", 1, b"ok")]
+        Sample("0", 0, None, "the image is 100 bytes, over the limit of 50 (max_image_bytes)"),
+        Sample("1", 1, b"ok"),
+    ]
 
 
 def test_keys_that_are_not_utf8_or_too_long_are_error_rows():
     data = write(pa.table({"key": pa.array([b"\xffab", b"k" * 1500, b"fine"]), "image": [b"a", b"b", b"c"]}))
-    assert read(data) == [Sample("\\xffab", 0, None, "key is not valid UTF-8: b'\\xffab'"),
-                          Sample("k" * 1024, 1, None, "key of 1,500 bytes, over the limit of 1,024"),
-                          Sample("fine", 2, b"c", None)]
+    assert read(data) == [
+        Sample("\\xffab", 0, None, "key is not valid UTF-8: b'\\xffab'"),
+        Sample("k" * 1024, 1, None, "key of 1,500 bytes, over the limit of 1,024"),
+        Sample("fine", 2, b"c", None),
+    ]
 
 
-@pytest.mark.parametrize("column, found", [
-    (pa.array(["a.jpg"]), "string"), (pa.array([[1, 2]]), "list<element: int64>"),
-    (pa.array([{"path": "x"}]), "struct<path: string>"),
-    (pa.array([{"bytes": "not binary"}]), "struct<bytes: string>")])
+@pytest.mark.parametrize(
+    "column, found",
+    [
+        (pa.array(["a.jpg"]), "string"),
+        (pa.array([[1, 2]]), "list<element: int64>"),
+        (pa.array([{"path": "x"}]), "struct<path: string>"),
+        (pa.array([{"bytes": "not binary"}]), "struct<bytes: string>"),
+    ],
+)
 def test_a_wrong_typed_image_column_names_the_type_found_and_the_type_expected(column, found):
     data = write(pa.table({"image": column}))
-    with pytest.raises(ShardError, match=f"image column 'image' is {found}; expected binary, large_binary, or a "
-                                         f"struct with a binary `bytes` field"):
+    with pytest.raises(
+        ShardError,
+        match=f"image column 'image' is {found}; expected binary, large_binary, or a "
+        f"struct with a binary `bytes` field",
+    ):
         inspect(io.BytesIO(data), image_column="image")
     with pytest.raises(ShardError, match="no image column in the shard: none of its columns \\(image\\) is binary"):
         read(data)
@@ -117,8 +133,9 @@ def test_a_named_image_column_must_exist_and_several_candidates_need_a_name():
 
 
 def test_several_row_groups_are_read_in_order_with_one_index():
-    data = write(pa.table({"key": [f"k{i}" for i in range(25)], "image": [b"%d" % i for i in range(25)]}),
-                 row_group_size=4)
+    data = write(
+        pa.table({"key": [f"k{i}" for i in range(25)], "image": [b"%d" % i for i in range(25)]}), row_group_size=4
+    )
     assert pq.ParquetFile(io.BytesIO(data)).metadata.num_row_groups == 7
     assert read(data) == [Sample(f"k{i}", i, b"%d" % i, None) for i in range(25)]
 
@@ -134,13 +151,24 @@ def test_a_row_group_over_the_limit_fails_before_any_sample_counting_only_the_co
     table = pa.table({"image": [os.urandom(1000) for _ in range(8)], "other": [os.urandom(5000) for _ in range(8)]})
     data = write(table, row_group_size=4, compression="none")
     assert len(read(data, max_row_group_bytes=10_000)) == 8  # "other" (20 kB a group) is never read: not counted
-    with pytest.raises(ShardError, match=r"row group 0 holds [\d,]+ bytes in columns \['image'\] \(by its footer\), "
-                                         r"over the limit of 3,000 \(max_row_group_bytes\)"):
+    with pytest.raises(
+        ShardError,
+        match=r"row group 0 holds [\d,]+ bytes in columns \['image'\] \(by its footer\), "
+        r"over the limit of 3,000 \(max_row_group_bytes\)",
+    ):
         next(iter_samples(io.BytesIO(data), max_member_bytes=10_000, max_samples=10, max_row_group_bytes=3000))
 
 
-@pytest.mark.parametrize("data", [b"", b"PAR1", os.urandom(5000), b"PAR1" + os.urandom(100) + b"PAR1",
-                                  b"PAR1" + bytes(100) + b"\xff\xff\xff\x7fPAR1"])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"PAR1",
+        os.urandom(5000),
+        b"PAR1" + os.urandom(100) + b"PAR1",
+        b"PAR1" + bytes(100) + b"\xff\xff\xff\x7fPAR1",
+    ],
+)
 def test_what_is_not_parquet_fails_whole(data):
     with pytest.raises(ShardError, match="Parquet file"):
         read(data)
@@ -155,6 +183,7 @@ def test_a_file_cut_short_fails_whole():
 
 
 # ---- RangedFile on S3 (moto) -------------------------------------------------------------------------------------
+
 
 class Counting:
     """An S3 client that counts GETs and keeps their Range headers."""
@@ -183,8 +212,13 @@ def put(s3, bucket: str, key: str, data: bytes) -> str:
 def test_a_ten_row_group_shard_on_s3_costs_a_handful_of_gets(bucket):
     s3, name = bucket
     rows = 200
-    table = pa.table({"key": [f"{i:06d}" for i in range(rows)], "image": [os.urandom(10_000) for _ in range(rows)],
-                      "caption": ["c" * 50] * rows})
+    table = pa.table(
+        {
+            "key": [f"{i:06d}" for i in range(rows)],
+            "image": [os.urandom(10_000) for _ in range(rows)],
+            "caption": ["c" * 50] * rows,
+        }
+    )
     data = write(table, row_group_size=20, compression="none")
     assert pq.ParquetFile(io.BytesIO(data)).metadata.num_row_groups == 10 and len(data) > 2 * 1000 * 1000
     etag = put(s3, name, "shard.parquet", data)
@@ -208,8 +242,9 @@ def test_a_chunk_over_a_window_is_one_get_for_its_page_check_and_pyarrow_togethe
     etag = put(s3, name, "big.parquet", data)
     counting = Counting(s3)
     file = RangedFile(counting, name, "big.parquet", len(data), etag=etag)
-    assert [sample.data for sample in iter_samples(file, max_member_bytes=1 << 20, max_samples=10)] == \
-        table["image"].to_pylist()
+    assert [sample.data for sample in iter_samples(file, max_member_bytes=1 << 20, max_samples=10)] == table[
+        "image"
+    ].to_pylist()
     start = chunk.dictionary_page_offset if chunk.has_dictionary_page else chunk.data_page_offset
     assert counting.ranges[1:] == [f"bytes={start}-{start + chunk.total_compressed_size - 1}"]  # after the footer's
 

@@ -1,4 +1,5 @@
 """One shard on the worker (runtime.agent.datasets.run) against moto: each input kind, failures, redelivery, stop."""
+
 from __future__ import annotations
 
 import contextlib
@@ -10,13 +11,27 @@ import botocore.exceptions
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from shard_support import (
+    MAX_IMAGE_BYTES,
+    RUN,
+    context,
+    expected,
+    image_of,
+    make_parquet,
+    make_tar,
+    marker,
+    output_bytes,
+    output_table,
+    put_job,
+    put_keys_part,
+    put_shard,
+    shard_message,
+)
 
 from agent_support import FakeCaptioner
 from runtime.agent import ledger
 from runtime.agent.datasets import run
 from runtime.agent.layout import crash_key, job_root, shard_output, started_marker
-from shard_support import (MAX_IMAGE_BYTES, RUN, context, expected, image_of, make_parquet, make_tar, marker,
-                           output_bytes, output_table, put_job, put_keys_part, put_shard, shard_message)
 
 
 def _check_rows(table, plan, shard_uri: str, uri_of) -> None:
@@ -62,7 +77,6 @@ def test_a_shard_becomes_one_output_whose_rows_are_its_samples_once_in_order(sta
     assert outcome.progress.samples == 23 and outcome.progress.device_calls >= 5  # batches of min(4, 4)
 
 
-
 @pytest.mark.parametrize("gpu", ["i-0abc/1", ""])
 def test_a_started_shard_names_the_agent_by_its_gpu_else_its_host(stack, gpu):
     put_job(stack, "job-9", [put_shard(stack, "incoming/data/shard-0.tar", make_tar(expected(2)), "tar")])
@@ -72,6 +86,7 @@ def test_a_started_shard_names_the_agent_by_its_gpu_else_its_host(stack, gpu):
 
     started = ledger.get_json(stack.s3, stack.images, started_marker(job_root(config, "job-9"), 0))
     assert started["agent"] == config.agent_name == (gpu or socket.gethostname())
+
 
 def test_a_part_of_listed_keys_becomes_one_output_with_a_missing_image_as_an_error_row(stack):
     plan = expected(12)  # sample 3 has no image: its URI is listed but never uploaded
@@ -137,8 +152,10 @@ class _Flaky:
     def get_object(self, **kwargs):
         if kwargs.get("Key") == self.key and self.times > 0:
             self.times -= 1
-            raise botocore.exceptions.ClientError({"Error": {"Code": "SlowDown", "Message": "slow down"},
-                                                   "ResponseMetadata": {"HTTPStatusCode": 503}}, "GetObject")
+            raise botocore.exceptions.ClientError(
+                {"Error": {"Code": "SlowDown", "Message": "slow down"}, "ResponseMetadata": {"HTTPStatusCode": 503}},
+                "GetObject",
+            )
         return self.s3.get_object(**kwargs)
 
 
@@ -187,8 +204,9 @@ def test_a_redelivered_shard_makes_a_sample_that_crashed_the_worker_too_often_an
     put_job(stack, "job-7", [put_shard(stack, "incoming/data/c.tar", make_tar(plan), "tar")])
     config = stack.config(max_image_bytes=20_000)
     culprit = f"s3://{stack.images}/incoming/data/c.tar#sample-001"
-    stack.s3.put_object(Bucket=stack.images, Key=crash_key(config, culprit),
-                        Body=b'{"uri": "%s", "crashes": 2}' % culprit.encode())
+    stack.s3.put_object(
+        Bucket=stack.images, Key=crash_key(config, culprit), Body=b'{"uri": "%s", "crashes": 2}' % culprit.encode()
+    )
     ledger.start_shard(stack.s3, config, shard_message("job-7", 0, 1)[1].shard, "crashed-agent")
 
     outcome = run.process_shard(context(stack, config), *shard_message("job-7", 0, 1, receive_count=2))
@@ -252,9 +270,13 @@ class _ReplacedMidRead:
 def _spread_parquet(plan, seed: int) -> bytes:
     """The plan's samples in row groups of 3, each followed by 1.5 MB of a column never read: a GET per group."""
     rng = random.Random(seed)
-    table = pa.table({"key": [key for key, _ in plan],
-                      "image": pa.array([image_of(n, kind) for n, (_, kind) in enumerate(plan)], pa.binary()),
-                      "other": pa.array([rng.randbytes(500_000) for _ in plan], pa.binary())})
+    table = pa.table(
+        {
+            "key": [key for key, _ in plan],
+            "image": pa.array([image_of(n, kind) for n, (_, kind) in enumerate(plan)], pa.binary()),
+            "other": pa.array([rng.randbytes(500_000) for _ in plan], pa.binary()),
+        }
+    )
     sink = io.BytesIO()
     pq.write_table(table, sink, row_group_size=3, compression="none")
     return sink.getvalue()

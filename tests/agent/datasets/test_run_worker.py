@@ -1,15 +1,26 @@
 """Shard messages through the worker loop and the agent process: settling, stopping, retries, a kill -9."""
+
 from __future__ import annotations
 
 import json
 import threading
 import time
 
+from shard_support import (
+    MAX_IMAGE_BYTES,
+    RUN,
+    expected,
+    make_parquet,
+    make_tar,
+    marker,
+    output_table,
+    put_job,
+    put_shard,
+)
+
 from agent_support import AgentProcess, batches_started, png
 from runtime.agent.layout import job_root
 from runtime.agent.metrics import IMAGES_DONE
-from shard_support import (MAX_IMAGE_BYTES, RUN, expected, make_parquet, make_tar, marker, output_table, put_job,
-                           put_shard)
 
 
 def _send_shard(stack, job_id: str, index: int, count: int) -> None:
@@ -24,8 +35,10 @@ def _wait_until(condition, timeout_s: float = 60) -> None:
 
 
 def test_a_batch_runs_its_images_then_its_shards_in_turn(stack, agent_log):
-    shards = [put_shard(stack, "incoming/data/a.tar", make_tar(expected(9)), "tar"),
-              put_shard(stack, "incoming/data/b.parquet", make_parquet(expected(11)), "parquet")]
+    shards = [
+        put_shard(stack, "incoming/data/a.tar", make_tar(expected(9)), "tar"),
+        put_shard(stack, "incoming/data/b.parquet", make_parquet(expected(11)), "parquet"),
+    ]
     put_job(stack, "job-w", shards)
     stack.put("incoming/alone.png", png())
     stack.send_event("incoming/alone.png")
@@ -46,8 +59,9 @@ def test_a_batch_runs_its_images_then_its_shards_in_turn(stack, agent_log):
     assert worker.counters.done == 1 + 20 - bad and worker.counters.failed == bad
     assert stack.counts() == {"visible": 0, "in_flight": 0}
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}
-    summary = json.loads(stack.s3.get_object(Bucket=stack.images,
-                                             Key=job_root(stack.config(), "job-w") + "summary.json")["Body"].read())
+    summary = json.loads(
+        stack.s3.get_object(Bucket=stack.images, Key=job_root(stack.config(), "job-w") + "summary.json")["Body"].read()
+    )
     assert summary["shards_done"] == 2 and summary["images"] == 20
 
 
@@ -125,8 +139,9 @@ def test_a_batch_holds_its_shard_messages_gathers_no_more_and_then_receives_one_
     from runtime.agent.prefetch import Prefetcher
     from runtime.agent.work import Message
 
-    bodies = [json.dumps({"type": "captionkit.shard", "job_id": "j", "index": n, "count": 3, "run": RUN})
-              for n in range(3)]
+    bodies = [
+        json.dumps({"type": "captionkit.shard", "job_id": "j", "index": n, "count": 3, "run": RUN}) for n in range(3)
+    ]
     messages = [Message(f"m{n}", "r", body, 1, time.time(), time.monotonic() + 30) for n, body in enumerate(bodies)]
     inbox = _Inbox(messages)
     asked = []
@@ -150,7 +165,8 @@ def test_a_shards_job_message_is_expanded_and_its_shards_captioned_by_the_same_w
     stack.send({"type": "captionkit.job", "job_id": "job-e", "run": RUN, "shards": f"s3://{stack.images}/incoming/ds/"})
     assert stack.worker(stack.config(max_image_bytes=MAX_IMAGE_BYTES), burst=True).run() == 0
     assert [len(output_table(stack, "job-e", index)) for index in (0, 1)] == [9, 5]
-    summary = json.loads(stack.s3.get_object(Bucket=stack.images,
-                                             Key=job_root(stack.config(), "job-e") + "summary.json")["Body"].read())
+    summary = json.loads(
+        stack.s3.get_object(Bucket=stack.images, Key=job_root(stack.config(), "job-e") + "summary.json")["Body"].read()
+    )
     assert summary["shards_done"] == 2 and summary["images"] == 14 and summary["run"] == RUN
     assert stack.counts() == {"visible": 0, "in_flight": 0}

@@ -1,19 +1,31 @@
 """Which keys are shards, and the sample and shard-error types every reader returns."""
+
 from __future__ import annotations
 
 import dataclasses
 
 import pytest
 
-from runtime.untrusted.samples import SHARD_FORMATS, Sample, ShardError, shard_format
 from runtime.errors import CaptionKitError
+from runtime.untrusted.samples import SHARD_FORMATS, Sample, ShardError, shard_format
 
 
-@pytest.mark.parametrize("key, expected", [
-    ("a/b/000001.tar", "tar"), ("x.TAR", "tar"), ("data/train-00000-of-00010.parquet", "parquet"),
-    ("x.Parquet", "parquet"), ("x.tar.gz", None), ("x.tgz", None), ("x.jpg", None), ("tar", None),
-    ("a/.tar", None), ("a.tar/b", None), ("", None),
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        ("a/b/000001.tar", "tar"),
+        ("x.TAR", "tar"),
+        ("data/train-00000-of-00010.parquet", "parquet"),
+        ("x.Parquet", "parquet"),
+        ("x.tar.gz", None),
+        ("x.tgz", None),
+        ("x.jpg", None),
+        ("tar", None),
+        ("a/.tar", None),
+        ("a.tar/b", None),
+        ("", None),
+    ],
+)
 def test_shard_format_by_extension(key, expected):
     assert shard_format(key) == expected
 

@@ -1,4 +1,5 @@
 """The streaming webdataset reader: real tars from tarfile in each format, crafted headers, hostile bytes, memory."""
+
 from __future__ import annotations
 
 import io
@@ -33,14 +34,15 @@ def make_tar(members, fmt=tarfile.PAX_FORMAT) -> bytes:
 
 
 def samples(data: bytes, max_member_bytes=MB, max_samples=1000, stream=None) -> list[Sample]:
-    return list(tar.iter_samples(stream or io.BytesIO(data), max_member_bytes=max_member_bytes,
-                                 max_samples=max_samples))
+    return list(
+        tar.iter_samples(stream or io.BytesIO(data), max_member_bytes=max_member_bytes, max_samples=max_samples)
+    )
 
 
 def header(name: bytes, size: int = 0, kind: bytes = b"0", size_field: bytes | None = None) -> bytes:
     """One ustar header block, its checksum right unless the caller edits it afterwards."""
     block = bytearray(512)
-    block[:len(name)] = name
+    block[: len(name)] = name
     block[100:108] = b"0000644\x00"
     block[124:136] = size_field if size_field is not None else b"%011o\x00" % size
     block[156:157] = kind
@@ -105,8 +107,11 @@ class Recording(io.RawIOBase):
 def sample_members(count: int, prefix: str = "") -> list[tuple[str, bytes]]:
     members = []
     for i in range(count):
-        members += [(f"{prefix}{i:06d}.jpg", b"JPEG%d" % i), (f"{prefix}{i:06d}.txt", b"caption %d" % i),
-                    (f"{prefix}{i:06d}.json", b'{"i": %d}' % i)]
+        members += [
+            (f"{prefix}{i:06d}.jpg", b"JPEG%d" % i),
+            (f"{prefix}{i:06d}.txt", b"caption %d" % i),
+            (f"{prefix}{i:06d}.json", b'{"i": %d}' % i),
+        ]
     return members
 
 
@@ -136,40 +141,60 @@ def test_a_pax_path_that_is_not_ascii():
 
 
 def test_directories_are_skipped_and_a_symlinked_image_is_named_in_the_error_row():
-    data = make_tar([("a/", "dir"), ("a/000001.jpg", b"one"), ("a/000002.jpg", "->000001.jpg"),
-                     ("a/000002.txt", b"t"), ("a/000003.jpg", b"three")])
+    data = make_tar(
+        [
+            ("a/", "dir"),
+            ("a/000001.jpg", b"one"),
+            ("a/000002.jpg", "->000001.jpg"),
+            ("a/000002.txt", b"t"),
+            ("a/000003.jpg", b"three"),
+        ]
+    )
     assert samples(data) == [
         Sample("a/000001", 0, b"one", None),
         Sample("a/000002", 1, None, "no image in sample (members: .jpg (symlink), .txt)"),
-        Sample("a/000003", 2, b"three", None)]
+        Sample("a/000003", 2, b"three", None),
+    ]
 
 
 def test_a_sample_without_an_image_is_an_error_row_naming_its_members():
     data = make_tar([("0.txt", b"t"), ("0.json", b"{}"), ("1.jpg", b"i")])
-    assert samples(data) == [Sample("0", 0, None, "no image in sample (members: .txt, .json)"),
-                             Sample("1", 1, b"i", None)]
+    assert samples(data) == [
+        Sample("0", 0, None, "no image in sample (members: .txt, .json)"),
+        Sample("1", 1, b"i", None),
+    ]
 
 
 def test_a_member_over_the_limit_is_an_error_row_and_reads_stay_bounded():
     big = 50 * MB
     info = tarfile.TarInfo("000001.jpg")
     info.size = big
-    stream = Recording([padded(header(b"000000.jpg", 4)), padded(b"zero"), info.tobuf(tarfile.USTAR_FORMAT), big,
-                        padded(header(b"000001.txt", 1)), padded(b"t"),
-                        make_tar([("000002.jpg", b"ok"), ("000002.txt", b"t")])])
+    stream = Recording(
+        [
+            padded(header(b"000000.jpg", 4)),
+            padded(b"zero"),
+            info.tobuf(tarfile.USTAR_FORMAT),
+            big,
+            padded(header(b"000001.txt", 1)),
+            padded(b"t"),
+            make_tar([("000002.jpg", b"ok"), ("000002.txt", b"t")]),
+        ]
+    )
     result = samples(b"", max_member_bytes=MB, stream=stream)
-    assert result == [Sample("000000", 0, b"zero", None),
-                      Sample("000001", 1, None,
-                             f"the .jpg member is {big:,} bytes, over the limit of {MB:,} (max_image_bytes)"),
-                      Sample("000002", 2, b"ok", None)]
+    assert result == [
+        Sample("000000", 0, b"zero", None),
+        Sample("000001", 1, None, f"the .jpg member is {big:,} bytes, over the limit of {MB:,} (max_image_bytes)"),
+        Sample("000002", 2, b"ok", None),
+    ]
     assert stream.largest <= tar.CHUNK
 
 
 def test_a_large_sidecar_is_dropped_in_chunks_and_an_image_under_the_limit_is_read_in_chunks():
     image = os.urandom(3 * tar.CHUNK + 5)
     sidecar = 20 * MB
-    stream = Recording([padded(header(b"k.jpg", len(image))), padded(image),
-                        padded(header(b"k.json", sidecar)), sidecar, END])
+    stream = Recording(
+        [padded(header(b"k.jpg", len(image))), padded(image), padded(header(b"k.json", sidecar)), sidecar, END]
+    )
     assert samples(b"", max_member_bytes=4 * MB, stream=stream) == [Sample("k", 0, image, None)]
     assert stream.largest <= tar.CHUNK
 
@@ -234,16 +259,19 @@ def test_more_samples_than_the_limit_fails_the_shard_naming_the_setting():
         next(reader)
 
 
-@pytest.mark.parametrize("names, expected", [
-    (["k.seg.png", "k.jpg"], "k.jpg"),  # a plain image extension wins over a last suffix
-    (["k.seg.png", "k.txt"], "k.seg.png"),  # the last suffix, where there is no plain image
-    (["k.png", "k.jpg"], "k.png"),  # the first plain image
-    (["k.JPEG", "k.txt"], "k.JPEG"),
-    (["k.Webp"], "k.Webp"),
-    (["k.jpg.txt", "k.txt"], None),
-    (["k.gif"], "k.gif"),  # every accepted image type (runtime.images.formats), as in S3 events and the CLI
-    (["k.svg", "k.eps"], None),
-])
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        (["k.seg.png", "k.jpg"], "k.jpg"),  # a plain image extension wins over a last suffix
+        (["k.seg.png", "k.txt"], "k.seg.png"),  # the last suffix, where there is no plain image
+        (["k.png", "k.jpg"], "k.png"),  # the first plain image
+        (["k.JPEG", "k.txt"], "k.JPEG"),
+        (["k.Webp"], "k.Webp"),
+        (["k.jpg.txt", "k.txt"], None),
+        (["k.gif"], "k.gif"),  # every accepted image type (runtime.images.formats), as in S3 events and the CLI
+        (["k.svg", "k.eps"], None),
+    ],
+)
 def test_which_member_is_the_image(names, expected):
     result = samples(make_tar([(n, n.encode()) for n in names]))
     assert len(result) == 1 and result[0].key == "k"
@@ -252,16 +280,29 @@ def test_which_member_is_the_image(names, expected):
 
 
 def test_keys_keep_their_folder_and_group_only_consecutive_members():
-    data = make_tar([("./a/b/000123.jpg", b"1"), ("./a/b/000123.cls", b"3"), ("README", b"r"), (".hidden", b"h"),
-                     ("000124.jpg", b"2"), ("000123.jpg", b"again")])
-    assert samples(data) == [Sample("./a/b/000123", 0, b"1", None), Sample("000124", 1, b"2", None),
-                             Sample("000123", 2, b"again", None)]
+    data = make_tar(
+        [
+            ("./a/b/000123.jpg", b"1"),
+            ("./a/b/000123.cls", b"3"),
+            ("README", b"r"),
+            (".hidden", b"h"),
+            ("000124.jpg", b"2"),
+            ("000123.jpg", b"again"),
+        ]
+    )
+    assert samples(data) == [
+        Sample("./a/b/000123", 0, b"1", None),
+        Sample("000124", 1, b"2", None),
+        Sample("000123", 2, b"again", None),
+    ]
 
 
 def test_a_key_that_is_not_utf8_is_an_error_row_with_its_repr():
     data = padded(header(b"\xff\xfe01.jpg", 1)) + padded(b"a") + padded(header(b"ok.jpg", 1)) + padded(b"b") + END
-    assert samples(data) == [Sample("\\xff\\xfe01", 0, None, "key is not valid UTF-8: b'\\xff\\xfe01'"),
-                             Sample("ok", 1, b"b", None)]
+    assert samples(data) == [
+        Sample("\\xff\\xfe01", 0, None, "key is not valid UTF-8: b'\\xff\\xfe01'"),
+        Sample("ok", 1, b"b", None),
+    ]
 
 
 def test_a_key_over_1024_bytes_is_an_error_row():
@@ -284,8 +325,13 @@ def test_a_negative_or_garbled_size_is_not_a_tar():
 
 def test_a_pax_size_frames_the_member():
     pax = pax_record(b"size", b"5") + pax_record(b"path", b"long/0.jpg") + pax_record(b"mtime", b"1.5")
-    data = (padded(header(b"PaxHeader", len(pax), b"x")) + padded(pax) + padded(header(b"0.jpg", 0))
-            + padded(b"hello") + END)
+    data = (
+        padded(header(b"PaxHeader", len(pax), b"x"))
+        + padded(pax)
+        + padded(header(b"0.jpg", 0))
+        + padded(b"hello")
+        + END
+    )
     assert samples(data) == [Sample("long/0", 0, b"hello", None)]
 
 
@@ -319,8 +365,14 @@ def test_a_global_pax_header_is_skipped_and_an_extended_header_needs_a_member():
 
 
 def test_contiguous_files_are_members_and_other_types_are_skipped():
-    data = (padded(header(b"0.jpg", 1, b"7")) + padded(b"a") + padded(header(b"fifo.jpg", 0, b"6"))
-            + padded(header(b"dev.jpg", 0, b"3")) + padded(header(b"old/", 0, b"0")) + END)
+    data = (
+        padded(header(b"0.jpg", 1, b"7"))
+        + padded(b"a")
+        + padded(header(b"fifo.jpg", 0, b"6"))
+        + padded(header(b"dev.jpg", 0, b"3"))
+        + padded(header(b"old/", 0, b"0"))
+        + END
+    )
     assert samples(data) == [Sample("0", 0, b"a", None)]
 
 
@@ -352,8 +404,10 @@ def test_a_sample_of_3000_long_named_members_keeps_memory_flat_and_is_an_error_r
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert result == [Sample("000000", 0, None, f"the sample has more than {tar.MAX_SAMPLE_MEMBERS:,} members"),
-                      Sample("000001", 1, b"ok", None)]
+    assert result == [
+        Sample("000000", 0, None, f"the sample has more than {tar.MAX_SAMPLE_MEMBERS:,} members"),
+        Sample("000001", 1, b"ok", None),
+    ]
     assert peak < 1 * MB, f"{peak:,} bytes at the peak for 48 MB of member names"
 
 
@@ -361,8 +415,11 @@ def test_a_sample_without_an_image_names_its_first_members_shortened():
     long = "y" * 200
     data = make_tar([(f"0.{i}{long}", b"t") for i in range(12)] + [("1.jpg", b"i")])
     row = samples(data)[0].error
-    assert row.startswith(f"no image in sample (members: .0{long[:63]}..., .1{long[:63]}...") and \
-        row.endswith(" and 2 more)") and len(row) < 1000
+    assert (
+        row.startswith(f"no image in sample (members: .0{long[:63]}..., .1{long[:63]}...")
+        and row.endswith(" and 2 more)")
+        and len(row) < 1000
+    )
 
 
 def _gnu_tar_sparse(tmp_path, version: str, regions: int) -> tuple[bytes, dict[str, bytes]]:
@@ -370,8 +427,10 @@ def _gnu_tar_sparse(tmp_path, version: str, regions: int) -> tuple[bytes, dict[s
     import shutil
     import subprocess
 
-    if not shutil.which("tar") or "GNU tar" not in subprocess.run(["tar", "--version"], capture_output=True,
-                                                                  text=True).stdout:
+    if (
+        not shutil.which("tar")
+        or "GNU tar" not in subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout
+    ):
         pytest.skip("GNU tar is not installed")
     (tmp_path / "000000.png").write_bytes(b"first")
     sparse = tmp_path / "000001.png"
@@ -383,8 +442,11 @@ def _gnu_tar_sparse(tmp_path, version: str, regions: int) -> tuple[bytes, dict[s
     (tmp_path / "000001.txt").write_bytes(b"caption")
     (tmp_path / "000002.png").write_bytes(b"after")
     fmt = ["--format=gnu"] if version == "gnu" else ["--format=pax", f"--sparse-version={version}"]
-    subprocess.run(["tar", "--sparse", *fmt, "-cf", "shard.tar", "000000.png", "000001.png", "000001.txt",
-                    "000002.png"], cwd=tmp_path, check=True)
+    subprocess.run(
+        ["tar", "--sparse", *fmt, "-cf", "shard.tar", "000000.png", "000001.png", "000001.txt", "000002.png"],
+        cwd=tmp_path,
+        check=True,
+    )
     data = (tmp_path / "shard.tar").read_bytes()
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         members = {m.name: archive.extractfile(m).read() for m in archive}
@@ -396,7 +458,10 @@ def _gnu_tar_sparse(tmp_path, version: str, regions: int) -> tuple[bytes, dict[s
 def test_a_gnu_sparse_member_of_many_regions_reads_as_tarfile_reads_it(tmp_path, version):
     data, members = _gnu_tar_sparse(tmp_path, version, regions=30)  # gnu: the header's 4, then two extension blocks
     assert [(s.key, s.data, s.error) for s in samples(data, max_member_bytes=4 * MB)] == [
-        ("000000", b"first", None), ("000001", members["000001.png"], None), ("000002", b"after", None)]
+        ("000000", b"first", None),
+        ("000001", members["000001.png"], None),
+        ("000002", b"after", None),
+    ]
     assert len(members["000001.png"]) == 30 * 64 * 1024 and members["000001.png"].count(b"region 29 ") == 50
 
 
@@ -413,21 +478,32 @@ def _pax_sparse(member: str, data: bytes, **records: str) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT) + padded(data)
 
 
-@pytest.mark.parametrize("records, data, why", [
-    ({"map": "0,4,2,4", "size": "10"}, b"abcdefgh", "regions overlap"),
-    ({"map": "0,4,8,4", "size": "10"}, b"abcdefgh", "pass its size"),
-    ({"map": "0,4,6", "size": "10"}, b"abcd", "not pairs of decimal numbers"),
-    ({"map": "0,4", "size": "10"}, b"abcdefgh", "do not add up to its 8 bytes"),
-    ({"map": "0,4"}, b"abcd", "without its real size"),
-    ({"major": "1", "minor": "0", "realsize": "10"}, b"99999999\n" + bytes(503), "of 99,999,999 regions, over 1,024"),
-    ({"major": "1", "minor": "0", "realsize": "10"}, b"1\n0\nx\n" + bytes(506), "map is not decimal numbers"),
-    ({"major": "2", "minor": "0", "realsize": "10"}, b"", "other than 0.0, 0.1 and 1.0"),
-])
+@pytest.mark.parametrize(
+    "records, data, why",
+    [
+        ({"map": "0,4,2,4", "size": "10"}, b"abcdefgh", "regions overlap"),
+        ({"map": "0,4,8,4", "size": "10"}, b"abcdefgh", "pass its size"),
+        ({"map": "0,4,6", "size": "10"}, b"abcd", "not pairs of decimal numbers"),
+        ({"map": "0,4", "size": "10"}, b"abcdefgh", "do not add up to its 8 bytes"),
+        ({"map": "0,4"}, b"abcd", "without its real size"),
+        (
+            {"major": "1", "minor": "0", "realsize": "10"},
+            b"99999999\n" + bytes(503),
+            "of 99,999,999 regions, over 1,024",
+        ),
+        ({"major": "1", "minor": "0", "realsize": "10"}, b"1\n0\nx\n" + bytes(506), "map is not decimal numbers"),
+        ({"major": "2", "minor": "0", "realsize": "10"}, b"", "other than 0.0, 0.1 and 1.0"),
+    ],
+)
 def test_a_sparse_member_whose_map_is_not_valid_is_an_error_row_and_the_shard_goes_on(records, data, why):
     shard = _pax_sparse("000000.png", data, name="000000.png", **records) + make_tar([("000001.png", b"next")])
     first, second = samples(shard)
-    assert first.key == "000000" and first.data is None and why in first.error and first.error.startswith(
-        "the .png member is a GNU sparse file")
+    assert (
+        first.key == "000000"
+        and first.data is None
+        and why in first.error
+        and first.error.startswith("the .png member is a GNU sparse file")
+    )
     assert (second.key, second.data) == ("000001", b"next")
 
 
