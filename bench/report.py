@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 from bench.report_agent import agent_table
-from bench.report_cpu import cpu_settings_table, roofline_table
+from bench.report_cpu import cpu_settings_table, peers_table, roofline_table
 from bench.report_decode import decode_tables
 from bench.report_load import load_tables, process_table
 from bench.report_run import heading
@@ -123,7 +123,7 @@ RENDERERS = (("model_", model_tables), ("decode_", decode_tables), ("cold_start"
              ("agent", agent_table), ("soak", soak_table),
              ("load_phases", load_tables), ("process", process_table), ("datasets", datasets_table),
              ("qwen_vl", qwen_table), ("cpu_settings", cpu_settings_table),
-             ("roofline", roofline_table))
+             ("roofline", roofline_table), ("peers", peers_table))
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
 
@@ -141,7 +141,8 @@ QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and no
              ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
              ("Datasets", lambda key, s: key.startswith("datasets")),
              ("Which CPU setting", lambda key, s: key.startswith("cpu_settings")),
-             ("CPU against its limit", lambda key, s: key.startswith("roofline")))
+             ("CPU against its limit", lambda key, s: key.startswith("roofline")),
+             ("CPU against its peers", lambda key, s: key.startswith("peers")))
 
 
 def render(results: dict[str, dict]) -> str:

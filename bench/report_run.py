@@ -7,7 +7,8 @@ from pathlib import Path
 KINDS = (("model_", "Model level"), ("decode_", "Decode: CUDA graphs vs eager vs HF"),
          ("cold_start", "Worker cold start"), ("agent", "Agent against a naive worker"),
          ("soak", "Soak"), ("load_phases", "Load phase by phase"), ("process", "Whole process"),
-         ("cpu_settings", "CPU settings on the demo captioner"), ("roofline", "CPU against its limit"))
+         ("cpu_settings", "CPU settings on the demo captioner"), ("roofline", "CPU against its limit"),
+         ("peers", "CPU against its peers"))
 
 
 def machine(m: dict | None) -> str:
