@@ -48,7 +48,7 @@ def _peer_errors(section: dict) -> list[str]:
 
 def peers_table(key: str, section: dict) -> list[str]:
     """One row per case and contender (`python -m bench.peers`): median seconds, ratio to HF eager, captions equal
-    to HF eager's; then the versions, and each peer's error quoted once."""
+    to HF eager's, tokens per image (a faster row that stopped earlier is not faster); then each error, once."""
     labels = section.get("labels", {})
     rows = []
     for case, c in section["cases"].items():
@@ -56,8 +56,10 @@ def peers_table(key: str, section: dict) -> list[str]:
             same = c["identical_to_hf"].get(name)
             agree = "-" if same is None else f"{same}/{c['images']}"
             versus = c["speedup_vs_hf"].get(name)
+            rows_of = c.get("tokens", {}).get(name) or []
+            length = f"{sum(map(len, rows_of)) / len(rows_of):.1f}" if rows_of else "-"
             rows.append(f"| {case} | {labels.get(name, name)} | {t['median_s']:.3f} ({t['min_s']:.3f}-"
-                        f"{t['max_s']:.3f}) | {'-' if versus is None else f'{versus:.2f}x'} | {agree} |")
+                        f"{t['max_s']:.3f}) | {'-' if versus is None else f'{versus:.2f}x'} | {agree} | {length} |")
     installed = ", ".join(f"{name} {v}" for name, v in section["versions"].items() if v)
     missing = [name for name, v in section["versions"].items() if not v]
     what = (f"{section['model']}, greedy, medians of {section['runs']} (min-max) in rotation, seconds per batch, "
@@ -67,5 +69,6 @@ def peers_table(key: str, section: dict) -> list[str]:
     notes = [f"- HF static cache: transformers {'compiled' if on else 'did not compile'} its forward"
              for on in compiled.values()]
     return heading(key, section, what) + [
-        "| case | contender | median s (min-max) | vs HF eager | captions equal to HF eager |", "|" + "---|" * 5,
+        "| case | contender | median s (min-max) | vs HF eager | captions equal to HF eager | tokens/img |",
+        "|" + "---|" * 6,
         *rows, "", *notes, *_peer_errors(section), ""]

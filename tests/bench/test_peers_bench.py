@@ -26,12 +26,13 @@ def test_rows_carry_the_median_the_ratio_to_hf_eager_and_the_captions_equal_and_
     openvino = "RuntimeError: Failed to broadcast-merge input shapes (at modeling_seq2seq.py:971 in forward)"
     cases = {f"greedy@batch{b}": {"images": b, "times": {"hf_eager": _times(2.0 * b), "ort": _times(4.0 * b)},
                                   "identical_to_hf": {"hf_eager": b, "ort": b - 1},
+                                  "tokens": {"hf_eager": [[1, 2, 3]] * b, "ort": [[1, 2]] * b},
                                   "speedup_vs_hf": {"hf_eager": 1.0, "ort": 0.5},
                                   "errors": {"openvino": openvino}} for b in (1, 8)}
     appendix = render({"results.json": {"peers_cpu_vit_gpt2_base": _section(cases, {"ort_int8": "OSError: x"})}})
     assert "### CPU against its peers" in appendix
-    assert "| greedy@batch8 | ONNX Runtime float32 | 32.000 (28.800-38.400) | 0.50x | 7/8 |" in appendix
-    assert "| greedy@batch1 | HF generate (eager) | 2.000 (1.800-2.400) | 1.00x | 1/1 |" in appendix
+    assert "| greedy@batch8 | ONNX Runtime float32 | 32.000 (28.800-38.400) | 0.50x | 7/8 | 2.0 |" in appendix
+    assert "| greedy@batch1 | HF generate (eager) | 2.000 (1.800-2.400) | 1.00x | 1/1 | 3.0 |" in appendix
     prose = " ".join(appendix.split())  # the house width folds the prose lines
     assert "load average [4.1, 4.5, 4.0] before, [5.0, 4.6, 4.1] after" in prose
     assert "onnxruntime 1.32.0" in prose and "(openvino not installed)" in prose
