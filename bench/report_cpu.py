@@ -66,8 +66,8 @@ def peers_table(key: str, section: dict) -> list[str]:
             f"one process; {installed}" + (f" ({', '.join(missing)} not installed)" if missing else "")
             + f"; ORT spin-waiting {'on' if section.get('ort_spinning') else 'off'}")
     compiled = section.get("hf_compiled") or {}
-    notes = [f"- HF static cache: transformers {'compiled' if on else 'did not compile'} its forward"
-             for on in compiled.values()]
+    notes = [f"- {labels.get(name, name)}: transformers {'compiled' if on else 'did not compile'} the forward "
+             "(checked on the model after the first call)" for name, on in compiled.items()]
     return heading(key, section, what) + [
         "| case | contender | median s (min-max) | vs HF eager | captions equal to HF eager | tokens/img |",
         "|" + "---|" * 6,

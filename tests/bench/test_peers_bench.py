@@ -39,7 +39,7 @@ def test_rows_carry_the_median_the_ratio_to_hf_eager_and_the_captions_equal_and_
     assert prose.count("Failed to broadcast-merge") == 1  # quoted once, with every case it failed in
     assert "OpenVINO float32 failed (greedy@batch1, greedy@batch8)" in prose
     assert "ONNX Runtime dynamic int8 failed (load or first call): `OSError: x`" in prose
-    assert "transformers compiled its forward" in prose
+    assert "HF generate, static cache + torch.compile: transformers compiled the forward" in prose
 
 
 def test_a_peer_failing_at_one_batch_is_recorded_and_left_out_of_that_case_only(monkeypatch, tiny_artifact):
