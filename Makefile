@@ -14,7 +14,7 @@ q = $(if $(1),'$(subst ','\'',$(1))')
 opt = $(if $(2),$(1) $(call q,$(2)))
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock test bench demo demo-accuracy demo-model export caption synth agent \
+.PHONY: help setup lock test bench bench-peers demo demo-accuracy demo-model export caption synth agent \
 	submit retry local-up local-down deploy destroy stack-snapshot upload models rollback status collect redrive \
 	gallery compare
 
@@ -126,3 +126,8 @@ rollback: setup ## make the previous model current again
 
 bench: setup ## benchmarks on this CPU -> bench/results.json + BENCHMARKS.md's appendix (QUICK=1: smoke run)
 	$(PY) -m bench $(if $(QUICK),--quick)
+
+bench-peers: setup ## HF, ONNX Runtime, OpenVINO and the runtime on ViT-GPT2 base in their own venv [RUNS=3 DIR=]
+	@test -x .peers-venv/bin/python || bench/peers_env.sh
+	$(PY) -m bench.peers --prepare $(call opt,--workdir,$(DIR)) && .peers-venv/bin/python -m bench.peers \
+		$(call opt,--workdir,$(DIR)) $(call opt,--runs,$(RUNS)) && $(PY) -m bench.report

@@ -3,6 +3,7 @@
 Only the text between the markers is rewritten, so a rerun keeps the report above it; the runs are grouped by the
 question they answer, each under its title, date, machine and key in bench/results.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from bench.charts import bars
 from bench.report_agent import agent_table
-from bench.report_cpu import cpu_settings_table, roofline_table
+from bench.report_cpu import cpu_settings_table, peers_table, roofline_table
 from bench.report_decode import decode_tables
 from bench.report_load import load_tables, process_table
 from bench.report_run import heading
@@ -32,27 +33,46 @@ def model_tables(key: str, section: dict) -> list[str]:
     for name, model in section["models"].items():
         ours = [k for k in OURS if any(k in c["times"] for d in model["dtypes"].values() for c in d["cases"].values())]
         lines += ([f"**{name}**", ""] if len(section["models"]) > 1 else []) + [
-                  "| dtype | case | tokens/img | HF generate | " + " | ".join(LABELS[k] for k in ours) + " | "
-                  + " | ".join(f"{LABELS[k]} vs HF" for k in ours) + " | captions equal to HF |",
-                  "|---" * (4 + 2 * len(ours) + 1) + "|"]
+            "| dtype | case | tokens/img | HF generate | "
+            + " | ".join(LABELS[k] for k in ours)
+            + " | "
+            + " | ".join(f"{LABELS[k]} vs HF" for k in ours)
+            + " | captions equal to HF |",
+            "|---" * (4 + 2 * len(ours) + 1) + "|",
+        ]
         for dtype, d in model["dtypes"].items():
             for case, c in d["cases"].items():
                 t, s, same = c["times"], c["speedup_vs_hf"], c["identical_to_hf"]
                 cells = [_t(t[k]) if k in t else "-" for k in ours] + [f"{s[k]:.2f}x" if k in s else "-" for k in ours]
                 agree = ", ".join(f"{LABELS[k]} {same[k]}/{c['images']}" for k in ours if k in same)
-                lines.append(f"| {dtype} | {case} | {c['mean_new_tokens']:.1f} | {_t(t['hf'])} | "
-                             + " | ".join(cells) + f" | {agree} |")
-        lines += ["", "Our best setting vs HF's default float32 `generate`:", "",
-                  "| case | fastest setting | speedup | captions equal to HF float32 "
-                  "| fastest with every caption equal | speedup |", "|---|---|---|---|---|---|"]
+                lines.append(
+                    f"| {dtype} | {case} | {c['mean_new_tokens']:.1f} | {_t(t['hf'])} | "
+                    + " | ".join(cells)
+                    + f" | {agree} |"
+                )
+        lines += [
+            "",
+            "Our best setting vs HF's default float32 `generate`:",
+            "",
+            "| case | fastest setting | speedup | captions equal to HF float32 "
+            "| fastest with every caption equal | speedup |",
+            "|---|---|---|---|---|---|",
+        ]
         for case, b in model["best_vs_hf_float32"].items():
             keep = b.get("best_all_captions_equal") or {}
             kept = f"{keep['best']} | {keep['speedup']:.2f}x" if keep else "- | -"
-            lines.append(f"| {case} | {b['best']} | {b['speedup']:.2f}x | {b['captions_agree']}/{b['images']} "
-                         f"| {kept} |")
-        extras = [f"{dtype}: artifact {d['artifact_mib']} MiB, " + (
-                  f"AOTI backend in use: {d['aoti_backend']}, AOTI load-or-compile {d['aoti_load_or_compile_s']} s"
-                  if d.get("aoti_backend") else "AOTI not run") for dtype, d in model["dtypes"].items()]
+            lines.append(
+                f"| {case} | {b['best']} | {b['speedup']:.2f}x | {b['captions_agree']}/{b['images']} | {kept} |"
+            )
+        extras = [
+            f"{dtype}: artifact {d['artifact_mib']} MiB, "
+            + (
+                f"AOTI backend in use: {d['aoti_backend']}, AOTI load-or-compile {d['aoti_load_or_compile_s']} s"
+                if d.get("aoti_backend")
+                else "AOTI not run"
+            )
+            for dtype, d in model["dtypes"].items()
+        ]
         lines += [""] + [f"- {e}" for e in extras] + [""]
     return lines
 
@@ -60,14 +80,18 @@ def model_tables(key: str, section: dict) -> list[str]:
 def cold_tables(key: str, section: dict) -> list[str]:
     lines = heading(key, section, "median (min-max) over fresh processes") + [
         "| path | pointer read | download + SHA-256 | load | first caption | total (incl. import) | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|"]
+        "|---|---|---|---|---|---|---|",
+    ]
     for kind in [k for k in ("exported", "aoti", "int8", "hf") if k in section]:
         r = section[kind]
         fetched = [_t(r[k]) if k in r else "-" for k in ("pointer_s", "download_s")]
         label = {"hf": "HF from_pretrained (local disk)", "int8": "exported + int8 quantization"}.get(
-            kind, f"{kind} ({r.get('backend', kind)})")
-        lines.append(f"| {label} | {' | '.join(fetched)} | {_t(r['load_s'])} | {_t(r['first_caption_s'])} "
-                     f"| {_t(r['total_s'])} | {r['peak_rss_mib']['median_s']:.0f} |")
+            kind, f"{kind} ({r.get('backend', kind)})"
+        )
+        lines.append(
+            f"| {label} | {' | '.join(fetched)} | {_t(r['load_s'])} | {_t(r['first_caption_s'])} "
+            f"| {_t(r['total_s'])} | {r['peak_rss_mib']['median_s']:.0f} |"
+        )
     ratios = ", ".join(f"{kind} {r}x" for kind, r in section["load_vs_from_pretrained"].items())
     lines += ["", f"Load time relative to from_pretrained: {ratios}", ""]
     return lines
@@ -75,14 +99,20 @@ def cold_tables(key: str, section: dict) -> list[str]:
 
 def soak_table(key: str, section: dict) -> list[str]:
     agents = section["agents"]
-    rss = "; ".join(f"{name}: {a['rss_start_kib'] / 1024:.0f} -> {(a['rss_end_kib'] or 0) / 1024:.0f} MiB "
-                    f"({a['starts']} start{'s' if a['starts'] > 1 else ''})" for name, a in agents.items())
+    rss = "; ".join(
+        f"{name}: {a['rss_start_kib'] / 1024:.0f} -> {(a['rss_end_kib'] or 0) / 1024:.0f} MiB "
+        f"({a['starts']} start{'s' if a['starts'] > 1 else ''})"
+        for name, a in agents.items()
+    )
     return heading(key, section) + [
         "| images | bad | faults injected | agent kills | records | lost | duplicated | wrong | dead-lettered "
-        "| extra attempts | seconds | RSS start -> end |", "|" + "---|" * 12,
+        "| extra attempts | seconds | RSS start -> end |",
+        "|" + "---|" * 12,
         f"| {section['images']} | {section['bad_inputs']} | {section['faults_injected']} | {section['agent_kills']} "
         f"| {section['records']} | {section['lost']} | {section['duplicated']} | {section['wrong_records']} "
-        f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |", ""]
+        f"| {section['dead_lettered']} | {section['extra_attempts']} | {section['seconds']} | {rss} |",
+        "",
+    ]
 
 
 def datasets_table(key: str, section: dict) -> list[str]:
@@ -97,34 +127,56 @@ def datasets_table(key: str, section: dict) -> list[str]:
             f"({p['messages_planned']} messages) | {p['images_per_s']} | {versus} "
             f"| {p['captioning']['requests_per_image_total']} + {p['collecting']['requests_per_image_total']} "
             f"| ${p['both']['request_cost_per_10m_usd']:,.2f} | {p['agent_memory']['at_25_mib']} -> "
-            f"{p['agent_memory']['at_90_mib']} | {p['collect']['seconds']} s, {p['collect']['peak_rss_mib']} MiB |")
+            f"{p['agent_memory']['at_90_mib']} | {p['collect']['seconds']} s, {p['collect']['peak_rss_mib']} MiB |"
+        )
     return heading(key, section) + [
         f"{section['shards']} shards x {section['per_shard']} images ({section['images_size'][0]}x"
         f"{section['images_size'][1]} JPEG, 1% truncated), agent batch 8 on the tiny model, moto on localhost",
-        "", "| path | images | captioned / errors | planning s | agent img/s | vs per-image | requests per image "
-        "(caption + collect) | request cost per 10M | agent RSS MiB at 25% -> 90% | collect |", "|" + "---|" * 10,
-        *rows, ""]
+        "",
+        "| path | images | captioned / errors | planning s | agent img/s | vs per-image | requests per image "
+        "(caption + collect) | request cost per 10M | agent RSS MiB at 25% -> 90% | collect |",
+        "|" + "---|" * 10,
+        *rows,
+        "",
+    ]
 
 
 def qwen_table(key: str, section: dict) -> list[str]:
     batches = sorted(int(k.split("@")[1]) for k in section if k.startswith("runtime_s@"))
-    rows = [f"| {b} | {section[f'hf_generate_s@{b}']} | {section[f'runtime_s@{b}']} | "
-            f"{section[f'hf_generate_s@{b}'] / section[f'runtime_s@{b}']:.2f}x | {section[f'same_tokens@{b}']} |"
-            for b in batches]
-    what = (f"{section['cpu']}{', ' + section['gpu'] if section.get('gpu') else ''}, {section.get('device', 'cpu')}, "
-            f"{section.get('dtype', 'float32')}; Qwen2-VL-2B widths with {section['layers'][0]} vision and "
-            f"{section['layers'][1]} text layers, {section['image']}, {section['new_tokens']} new tokens, greedy; "
-            f"export {section['export_s']} s; medians of 3, one side after the other")
+    rows = [
+        f"| {b} | {section[f'hf_generate_s@{b}']} | {section[f'runtime_s@{b}']} | "
+        f"{section[f'hf_generate_s@{b}'] / section[f'runtime_s@{b}']:.2f}x | {section[f'same_tokens@{b}']} |"
+        for b in batches
+    ]
+    what = (
+        f"{section['cpu']}{', ' + section['gpu'] if section.get('gpu') else ''}, {section.get('device', 'cpu')}, "
+        f"{section.get('dtype', 'float32')}; Qwen2-VL-2B widths with {section['layers'][0]} vision and "
+        f"{section['layers'][1]} text layers, {section['image']}, {section['new_tokens']} new tokens, greedy; "
+        f"export {section['export_s']} s; medians of 3, one side after the other"
+    )
     return heading(key, {**section, "title": "Qwen2-VL at 2B widths"}, what) + [
-            "| batch | HF generate s | runtime s | ratio | same tokens |", "|---|---|---|---|---|", *rows, ""]
+        "| batch | HF generate s | runtime s | ratio | same tokens |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 # section key prefix -> its tables (the first prefix that matches wins)
-RENDERERS = (("model_", model_tables), ("decode_", decode_tables), ("cold_start", cold_tables),
-             ("agent", agent_table), ("soak", soak_table),
-             ("load_phases", load_tables), ("process", process_table), ("datasets", datasets_table),
-             ("qwen_vl", qwen_table), ("cpu_settings", cpu_settings_table),
-             ("roofline", roofline_table))
+RENDERERS = (
+    ("model_", model_tables),
+    ("decode_", decode_tables),
+    ("cold_start", cold_tables),
+    ("agent", agent_table),
+    ("soak", soak_table),
+    ("load_phases", load_tables),
+    ("process", process_table),
+    ("datasets", datasets_table),
+    ("qwen_vl", qwen_table),
+    ("cpu_settings", cpu_settings_table),
+    ("roofline", roofline_table),
+    ("peers", peers_table),
+)
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
 
 
@@ -133,16 +185,30 @@ def _on_gpu(section: dict) -> bool:
 
 
 # the appendix's groups, in the report's order: the question, and which runs answer it
-QUESTIONS = (("Model level, CPU", lambda key, s: key.startswith("model_") and not _on_gpu(s)
-              or key.startswith("qwen_vl") and s.get("device", "cpu") == "cpu"),
-             ("Model level, GPU", lambda key, s: key.startswith(("model_", "decode_")) and _on_gpu(s)
-              or key.startswith("qwen_vl") and s.get("device", "cpu") != "cpu"),
-             ("Load and whole process", lambda key, s: key.startswith(("load_phases", "process"))),
-             ("Cold start", lambda key, s: key.startswith("cold_start")),
-             ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
-             ("Datasets", lambda key, s: key.startswith("datasets")),
-             ("Which CPU setting", lambda key, s: key.startswith("cpu_settings")),
-             ("CPU against its limit", lambda key, s: key.startswith("roofline")))
+QUESTIONS = (
+    (
+        "Model level, CPU",
+        lambda key, s: (
+            key.startswith("model_") and not _on_gpu(s) or key.startswith("qwen_vl") and s.get("device", "cpu") == "cpu"
+        ),
+    ),
+    (
+        "Model level, GPU",
+        lambda key, s: (
+            key.startswith(("model_", "decode_"))
+            and _on_gpu(s)
+            or key.startswith("qwen_vl")
+            and s.get("device", "cpu") != "cpu"
+        ),
+    ),
+    ("Load and whole process", lambda key, s: key.startswith(("load_phases", "process"))),
+    ("Cold start", lambda key, s: key.startswith("cold_start")),
+    ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
+    ("Datasets", lambda key, s: key.startswith("datasets")),
+    ("Which CPU setting", lambda key, s: key.startswith("cpu_settings")),
+    ("CPU against its limit", lambda key, s: key.startswith("roofline")),
+    ("CPU against its peers", lambda key, s: key.startswith("peers")),
+)
 
 
 CHART_DIR = "docs/bench"
@@ -168,8 +234,10 @@ def model_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]
                 groups[case]["bfloat16 export vs HF float32"] = c["times"]["hf"]["median_s"] / other["median_s"]
         if groups:
             title = f"{name}: speed against HF generate ({section.get('date', 'undated')}, run {key})"
-            charts[f"{CHART_DIR}/model-cpu-{name}.svg"] = (f"{name} against HF generate",
-                                                           bars(title, groups, "HF generate, same dtype"))
+            charts[f"{CHART_DIR}/model-cpu-{name}.svg"] = (
+                f"{name} against HF generate",
+                bars(title, groups, "HF generate, same dtype"),
+            )
     return charts
 
 
@@ -190,8 +258,9 @@ def render_with_charts(results: dict[str, dict]) -> tuple[str, dict[str, str]]:
         if not mine:
             continue
         files = dict.fromkeys(name for name, _, _ in mine)
-        notes = [f"{name}: {results[name]['note']}" if isinstance(results[name].get("note"), str) else name
-                 for name in files]
+        notes = [
+            f"{name}: {results[name]['note']}" if isinstance(results[name].get("note"), str) else name for name in files
+        ]
         lines += [f"### {question}", "", f"Runs kept in {'; '.join(notes)}.", ""]
         charts = CHARTS[question](mine) if question in CHARTS else {}
         for path, (title, svg) in charts.items():
@@ -211,8 +280,12 @@ def _wrap(line: str, width: int = 120) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
-    p.add_argument("--results", nargs="+", default=[r for r in RESULTS if Path(r).exists()],
-                   help=f"results files to render (default: those of {', '.join(RESULTS)} that exist)")
+    p.add_argument(
+        "--results",
+        nargs="+",
+        default=[r for r in RESULTS if Path(r).exists()],
+        help=f"results files to render (default: those of {', '.join(RESULTS)} that exist)",
+    )
     p.add_argument("--doc", default="BENCHMARKS.md")
     args = p.parse_args(argv)
     doc = Path(args.doc)

@@ -46,3 +46,58 @@ def roofline_table(key: str, section: dict) -> list[str]:
         f"arithmetic ceilings from the CPU's flags: {ceilings}"
     )
     return heading(key, section, what) + table(section) + [""]
+
+
+def _peer_errors(section: dict) -> list[str]:
+    """Each peer's error quoted once, with where it happened (loading, or the cases it failed in)."""
+    where: dict[tuple[str, str], list[str]] = {}
+    for name, text in section.get("errors", {}).items():
+        where.setdefault((name, text), []).append("load or first call")
+    for case, c in section["cases"].items():
+        for name, text in c.get("errors", {}).items():
+            where.setdefault((name, text), []).append(case)
+    labels = section.get("labels", {})
+    return [
+        f"- {labels.get(name, name)} failed ({', '.join(places)}): `{text}`" for (name, text), places in where.items()
+    ]
+
+
+def peers_table(key: str, section: dict) -> list[str]:
+    """One row per case and contender (`python -m bench.peers`): median seconds, ratio to HF eager, captions equal
+    to HF eager's, tokens per image (a faster row that stopped earlier is not faster); then each error, once."""
+    labels = section.get("labels", {})
+    rows = []
+    for case, c in section["cases"].items():
+        for name, t in c["times"].items():
+            same = c["identical_to_hf"].get(name)
+            agree = "-" if same is None else f"{same}/{c['images']}"
+            versus = c["speedup_vs_hf"].get(name)
+            rows_of = c.get("tokens", {}).get(name) or []
+            length = f"{sum(map(len, rows_of)) / len(rows_of):.1f}" if rows_of else "-"
+            rows.append(
+                f"| {case} | {labels.get(name, name)} | {t['median_s']:.3f} ({t['min_s']:.3f}-"
+                f"{t['max_s']:.3f}) | {'-' if versus is None else f'{versus:.2f}x'} | {agree} | {length} |"
+            )
+    installed = ", ".join(f"{name} {v}" for name, v in section["versions"].items() if v)
+    missing = [name for name, v in section["versions"].items() if not v]
+    what = (
+        f"{section['model']}, greedy, medians of {section['runs']} (min-max) in rotation, seconds per batch, "
+        f"one process; {installed}"
+        + (f" ({', '.join(missing)} not installed)" if missing else "")
+        + f"; ORT spin-waiting {'on' if section.get('ort_spinning') else 'off'}"
+    )
+    compiled = section.get("hf_compiled") or {}
+    notes = [
+        f"- {labels.get(name, name)}: transformers {'compiled' if on else 'did not compile'} the forward "
+        "(checked on the model after the first call)"
+        for name, on in compiled.items()
+    ]
+    return heading(key, section, what) + [
+        "| case | contender | median s (min-max) | vs HF eager | captions equal to HF eager | tokens/img |",
+        "|" + "---|" * 6,
+        *rows,
+        "",
+        *notes,
+        *_peer_errors(section),
+        "",
+    ]

@@ -15,6 +15,7 @@ KINDS = (
     ("process", "Whole process"),
     ("cpu_settings", "CPU settings on the demo captioner"),
     ("roofline", "CPU against its limit"),
+    ("peers", "CPU against its peers"),
 )
 
 

@@ -1,4 +1,5 @@
 """bench.report renders the results into BENCHMARKS.md's appendix only, run by run under the question each answers."""
+
 from __future__ import annotations
 
 import json
@@ -7,23 +8,49 @@ from pathlib import Path
 from bench import report
 
 REPO = Path(__file__).resolve().parents[2]
-MACHINE = {"cpu": "AMD EPYC", "cores": 2, "torch": "2.13.0+cpu", "cpu_capability": "AVX2",
-           "loadavg_1_5_15": [1.0, 1.0, 1.0], "cuda": None}
+MACHINE = {
+    "cpu": "AMD EPYC",
+    "cores": 2,
+    "torch": "2.13.0+cpu",
+    "cpu_capability": "AVX2",
+    "loadavg_1_5_15": [1.0, 1.0, 1.0],
+    "cuda": None,
+}
 WALL = {"median_s": 40.0, "min_s": 39.0, "max_s": 41.0}
 
 
 def _process_run(title: str | None = None) -> dict:
-    run = {"date": "2026-12-01", "artifact": "/tmp/b16/model-float32-b8.pt2", "images": 32, "batch_size": 8,
-           "runs": 3, "machine_before": MACHINE, "machine_after": MACHINE,
-           "runtime": {"wall_s": WALL, "peak_rss_mib": 1900}, "hf": {"wall_s": WALL, "peak_rss_mib": 2200},
-           "runtime_vs_hf": 1.0, "runtime_captions_equal": "32/32"}
+    run = {
+        "date": "2026-12-01",
+        "artifact": "/tmp/b16/model-float32-b8.pt2",
+        "images": 32,
+        "batch_size": 8,
+        "runs": 3,
+        "machine_before": MACHINE,
+        "machine_after": MACHINE,
+        "runtime": {"wall_s": WALL, "peak_rss_mib": 1900},
+        "hf": {"wall_s": WALL, "peak_rss_mib": 2200},
+        "runtime_vs_hf": 1.0,
+        "runtime_captions_equal": "32/32",
+    }
     return {**run, "title": title} if title else run
 
 
 def _soak_run() -> dict:
-    return {"images": 10, "bad_inputs": 1, "faults_injected": 3, "agent_kills": 1, "records": 10, "lost": 0,
-            "duplicated": 0, "wrong_records": 0, "dead_lettered": 0, "extra_attempts": 0, "seconds": 5.0,
-            "agents": {"a": {"rss_start_kib": 61440, "rss_end_kib": 71680, "starts": 2}}}
+    return {
+        "images": 10,
+        "bad_inputs": 1,
+        "faults_injected": 3,
+        "agent_kills": 1,
+        "records": 10,
+        "lost": 0,
+        "duplicated": 0,
+        "wrong_records": 0,
+        "dead_lettered": 0,
+        "extra_attempts": 0,
+        "seconds": 5.0,
+        "agents": {"a": {"rss_start_kib": 61440, "rss_end_kib": 71680, "starts": 2}},
+    }
 
 
 def test_a_rerun_rewrites_only_the_appendix_and_keeps_the_report_around_it(tmp_path):
@@ -34,7 +61,7 @@ def test_a_rerun_rewrites_only_the_appendix_and_keeps_the_report_around_it(tmp_p
     assert report.main(["--results", str(results), "--doc", str(doc)]) == 0
     text = doc.read_text()
     assert text.startswith(head + report.BEGIN) and text.endswith(report.END + tail) and "stale" not in text
-    appendix = text[len(head):-len(tail)]
+    appendix = text[len(head) : -len(tail)]
     assert appendix.index("### Load and whole process") < appendix.index("### Agent and soak")  # the report's order
     assert "#### Whole process, 32 images (2026-12-01)" in appendix
     assert "artifact `model-float32-b8.pt2`" in appendix and "/tmp/b16" not in appendix
@@ -42,8 +69,13 @@ def test_a_rerun_rewrites_only_the_appendix_and_keeps_the_report_around_it(tmp_p
 
 
 def test_gpu_runs_come_under_their_own_question_with_the_file_they_are_kept_in():
-    gpu_run = {"date": "2026-11-30", "mode": "full", "runs": 5, "models": {},
-               "machine_before": {**MACHINE, "cuda": "NVIDIA H200", "cores": 16}}
+    gpu_run = {
+        "date": "2026-11-30",
+        "mode": "full",
+        "runs": 5,
+        "models": {},
+        "machine_before": {**MACHINE, "cuda": "NVIDIA H200", "cores": 16},
+    }
     text = report.render({"a.json": {"process_x": _process_run()}, "gpu.json": {"model_cuda": gpu_run, "note": "lent"}})
     assert text.index("### Load and whole process") > text.index("### Model level, GPU")
     assert "Runs kept in gpu.json: lent." in text and "NVIDIA H200 (16-core AMD EPYC host)" in text
@@ -75,40 +107,83 @@ def test_a_recorded_run_carries_the_date_it_was_taken(tmp_path):
 
 
 def _agent_run(**extra) -> dict:
-    return {"date": "2026-12-02", "images": 48, "naive_images": 16, "batch_size": 8, "backend": "exported",
-            "quantize": None, "captions_equal_to_naive": 16, "naive_images_per_s": 0.26, "agent_images_per_s": 0.86,
-            "model_alone_images_per_s": 0.88, "agent_vs_naive": 3.27, "agent_vs_model_alone": 0.98, **extra}
+    return {
+        "date": "2026-12-02",
+        "images": 48,
+        "naive_images": 16,
+        "batch_size": 8,
+        "backend": "exported",
+        "quantize": None,
+        "captions_equal_to_naive": 16,
+        "naive_images_per_s": 0.26,
+        "agent_images_per_s": 0.86,
+        "model_alone_images_per_s": 0.88,
+        "agent_vs_naive": 3.27,
+        "agent_vs_model_alone": 0.98,
+        **extra,
+    }
 
 
 def test_an_agent_run_shows_the_pipeline_alone_the_bound_and_the_ratio_to_the_slower_and_older_runs_still_render():
-    text = report.render({"r.json": {
-        "agent_new": _agent_run(prefetch_threads=2, pipeline_alone_images_per_s=31.5, bound="model",
-                                agent_vs_slower=0.98),
-        "agent_old": _agent_run()}})
+    text = report.render(
+        {
+            "r.json": {
+                "agent_new": _agent_run(
+                    prefetch_threads=2, pipeline_alone_images_per_s=31.5, bound="model", agent_vs_slower=0.98
+                ),
+                "agent_old": _agent_run(),
+            }
+        }
+    )
     new, old = text.split("run `agent_new`")[1].split("run `agent_old`")
     assert "agent batch 8, 2 download/decode threads, backend exported" in " ".join(new.split())  # prose wraps
-    assert ("| naive worker img/s | agent img/s | pipeline alone img/s | model alone img/s | agent vs naive "
-            "| agent vs model alone | bound | agent vs the slower alone |") in new
+    assert (
+        "| naive worker img/s | agent img/s | pipeline alone img/s | model alone img/s | agent vs naive "
+        "| agent vs model alone | bound | agent vs the slower alone |"
+    ) in new
     assert "| 0.26 | 0.86 | 31.50 | 0.88 | 3.27x | 0.98 | model | 0.98 |" in new
     assert "agent batch 8, backend exported" in old and "pipeline" not in old
     assert "| 0.26 | 0.86 | 0.88 | 3.27x | 0.98 |" in old
 
 
 def _model_run(date: str, exported: float, bf16_s: float | None = None) -> dict:
-    times = {"hf": {"median_s": 2.0, "min_s": 2.0, "max_s": 2.0},
-             "exported": {"median_s": 2.0 / exported, "min_s": 1.0, "max_s": 1.0}}
-    case = {"times": times, "speedup_vs_hf": {"exported": exported}, "identical_to_hf": {"exported": 8},
-            "images": 8, "mean_new_tokens": 20.0}
+    times = {
+        "hf": {"median_s": 2.0, "min_s": 2.0, "max_s": 2.0},
+        "exported": {"median_s": 2.0 / exported, "min_s": 1.0, "max_s": 1.0},
+    }
+    case = {
+        "times": times,
+        "speedup_vs_hf": {"exported": exported},
+        "identical_to_hf": {"exported": 8},
+        "images": 8,
+        "mean_new_tokens": 20.0,
+    }
     dtypes = {"float32": {"artifact_mib": 1.0, "cases": {"greedy@batch8": case}}}
     if bf16_s:
-        bf16 = {"times": {"hf": times["hf"], "exported": {"median_s": bf16_s, "min_s": 1.0, "max_s": 1.0}},
-                "speedup_vs_hf": {"exported": 1.0}, "identical_to_hf": {"exported": 8}, "images": 8,
-                "mean_new_tokens": 20.0}
+        bf16 = {
+            "times": {"hf": times["hf"], "exported": {"median_s": bf16_s, "min_s": 1.0, "max_s": 1.0}},
+            "speedup_vs_hf": {"exported": 1.0},
+            "identical_to_hf": {"exported": 8},
+            "images": 8,
+            "mean_new_tokens": 20.0,
+        }
         dtypes["bfloat16"] = {"artifact_mib": 0.5, "cases": {"greedy@batch8": bf16}}
-    best = {"greedy@batch8": {"best": "exported float32", "speedup": exported, "captions_agree": 8, "images": 8,
-                              "best_all_captions_equal": {"best": "exported float32", "speedup": exported}}}
-    return {"date": date, "mode": "full", "runs": 3, "machine_before": MACHINE,
-            "models": {"m": {"dtypes": dtypes, "best_vs_hf_float32": best}}}
+    best = {
+        "greedy@batch8": {
+            "best": "exported float32",
+            "speedup": exported,
+            "captions_agree": 8,
+            "images": 8,
+            "best_all_captions_equal": {"best": "exported float32", "speedup": exported},
+        }
+    }
+    return {
+        "date": date,
+        "mode": "full",
+        "runs": 3,
+        "machine_before": MACHINE,
+        "models": {"m": {"dtypes": dtypes, "best_vs_hf_float32": best}},
+    }
 
 
 def test_each_model_gets_a_chart_of_its_latest_cpu_run_linked_under_its_question(tmp_path):
@@ -120,8 +195,11 @@ def test_each_model_gets_a_chart_of_its_latest_cpu_run_linked_under_its_question
     assert "![m against HF generate](docs/bench/model-cpu-m.svg)" in appendix
     assert appendix.index("### Model level, CPU") < appendix.index("![m against")
     svg = ET.fromstring(svgs["docs/bench/model-cpu-m.svg"])
-    bars = [el.find("{http://www.w3.org/2000/svg}title").text for el in svg.iter("{http://www.w3.org/2000/svg}rect")
-            if el.find("{http://www.w3.org/2000/svg}title") is not None]
+    bars = [
+        el.find("{http://www.w3.org/2000/svg}title").text
+        for el in svg.iter("{http://www.w3.org/2000/svg}rect")
+        if el.find("{http://www.w3.org/2000/svg}title") is not None
+    ]
     # the newer run only; the bfloat16 export against HF float32: 2.0 s / 0.5 s
     assert bars == ["exported, greedy@batch8: 1.50x", "bfloat16 export vs HF float32, greedy@batch8: 4.00x"]
     assert "model_new" in svgs["docs/bench/model-cpu-m.svg"] and "9.00" not in svgs["docs/bench/model-cpu-m.svg"]
