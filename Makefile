@@ -38,7 +38,7 @@ test: setup ## run the whole test suite (sets itself up; the boot rehearsal need
 	command -v systemd-analyze >/dev/null || (apt-get update -q && apt-get install -y -q systemd)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
-	$(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder tests
+	$(PY) -m pytest -q -n 3 --dist loadfile --no-loadscope-reorder tests
 
 lock: setup ## re-resolve requirements/runtime.txt into the hash-locked runtime.lock + runtime-cuda.lock (uv)
 	$(PY) -m tools.lock
