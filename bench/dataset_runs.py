@@ -97,13 +97,13 @@ COLLECT = """
 import json, os, sys
 from pathlib import Path
 from tools import collect, collect_shards
-from tools.job_progress import JobReader
+from tools.job_progress import JobReader, parquet_output
 from tools.local_aws import aws_client
 bucket, job, out = sys.argv[1:4]
 s3 = aws_client("s3", os.environ["AWS_REGION"], os.environ["AWS_ENDPOINT_URL"])
 reader = JobReader.for_job(s3, bucket, "results/", job)
 manifest = reader.read_manifest()
-if "kind" in manifest:
+if parquet_output(manifest):
     collect_shards.main(reader, manifest, Path(out), "parquet", list_only=False)
 else:
     print(json.dumps(collect.collect_job(s3, job, Path(out), "parquet", results_bucket=bucket,

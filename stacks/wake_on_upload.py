@@ -86,7 +86,9 @@ class WakeOnUpload(Construct):
             "Function",
             runtime=RUNTIME,
             handler=f"{CODE.stem}.handler",
-            code=lambda_.Code.from_asset(str(CODE.parent)),
+            # the folder holds wake.py alone; Python's own bytecode cache, written there whenever `submit` (which
+            # imports wake_quietly) runs on this checkout, is not code we ship and would change the asset's hash
+            code=lambda_.Code.from_asset(str(CODE.parent), exclude=["__pycache__", "*.pyc"]),
             role=self.role,
             log_group=log_group,
             memory_size=128,

@@ -62,9 +62,9 @@ class WorkerPolicy(Construct):
                 # "no cached compile" or "image deleted" from a permission problem. It reveals key names only.
                 _allow("ListKeys", ["s3:ListBucket"], artifacts.bucket_arn, images.bucket_arn),
                 _allow("ReadImages", ["s3:GetObject"], images.arn_for_objects(f"{images_prefix}*")),
-                # results, and batch-job manifests and chunk markers under the results prefix
+                # results, and every job folder (manifest, parts, markers, runs, outputs) under the results prefix
                 _allow("WriteResults", ["s3:GetObject", "s3:PutObject"], images.arn_for_objects(f"{results_prefix}*")),
-                # SendMessage: the agent fans a batch job out into chunk messages on the same queue
+                # SendMessage: the agent fans a job out into part messages on the same queue
                 _allow(
                     "ConsumeJobs",
                     [
@@ -154,7 +154,7 @@ def _acknowledge_wildcards(
         "keys are per model checksum and GPU type.",
         objects(images, images_prefix): "Read-only and scoped to the input prefix: every uploaded image is a job.",
         objects(images, results_prefix): "Scoped to the results prefix: one result per input key, plus the "
-        "manifests and chunk markers of batch jobs, which the agents read back.",
+        "folders of jobs (manifests, part files, markers), which the agents read back.",
         group: "Scoped to this one group by its name; the '*' stands for the group id that AWS assigns at creation.",
         "*": "cloudwatch:PutMetricData, cloudwatch:GetMetricStatistics and the ssmmessages actions support no "
         "resource-level permissions (Service Authorization Reference). PutMetricData is limited to the CaptionKit "

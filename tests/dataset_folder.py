@@ -8,8 +8,8 @@ import json
 import uuid
 
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets.output import Row, render
-from runtime.agent.layout import chunk_marker, done_marker, job_root, run_root, shard_output, started_marker
+from runtime.agent.layout import done_marker, job_root, part_marker, run_root, shard_output, started_marker
+from runtime.agent.parts.output import Row, render
 from tools.job_progress import JobReader
 
 RUN1, RUN2 = "20261201-100000-aaaaaa", "20261201-110000-bbbbbb"
@@ -77,7 +77,7 @@ class Folder:
         if rows:
             self.s3.put_object(Bucket=self.bucket, Key=shard_output(self.root, index), Body=render(rows))
         self.put(
-            chunk_marker(self.root, index),
+            part_marker(self.root, index),
             {
                 "index": index,
                 "shard": self.uris[index],

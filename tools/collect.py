@@ -19,7 +19,7 @@ from runtime.progress import bar
 from tools import collect_shards
 from tools import target as targets
 from tools.collect_formats import check_output, formats, open_output
-from tools.job_progress import JobNotFound, JobReader
+from tools.job_progress import JobNotFound, JobReader, image_uris, parquet_output
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
 
@@ -68,11 +68,16 @@ def prefix_pages(s3, bucket: str, prefix: str, results_prefix: str) -> Iterator[
         ]
 
 
-def job_pages(images: list[str], results_prefix: str, page: int = 1000) -> Iterator[list[tuple[str, str | None]]]:
-    """(result key, image URI) of every image of a job's manifest (s3:// URIs), `page` at a time."""
-    keys = [(result_key(results_prefix, parse_s3_uri(uri)[1]), uri) for uri in images]
-    for start in range(0, len(keys), page):
-        yield keys[start : start + page]
+def job_pages(images: Iterable[str], results_prefix: str, page: int = 1000) -> Iterator[list[tuple[str, str | None]]]:
+    """(result key, image URI) of every image of a job (s3:// URIs), `page` at a time."""
+    batch = []
+    for uri in images:
+        batch.append((result_key(results_prefix, parse_s3_uri(uri)[1]), uri))
+        if len(batch) == page:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def rows(
@@ -155,22 +160,23 @@ def collect_job(
     overwrite: bool = False,
     stream=None,
 ) -> dict:
-    """Write the results of every image of a job's manifest (a listed job has no prefix) to `out`."""
+    """Write the results of every image of a prefix or URI-list job (a listed job has no prefix) to `out`."""
     reader = JobReader.for_job(s3, results_bucket, results_prefix, job_id)
     manifest = reader.read_manifest()
-    keys = [parse_s3_uri(uri)[1] for uri in manifest["images"]]
+    images = list(image_uris(reader, manifest))
+    keys = [parse_s3_uri(uri)[1] for uri in images]
     source_prefix = os.path.commonprefix(keys).rpartition("/")[0] + "/" if keys else ""
     writer = open_output(out, fmt, overwrite)
     return _write(
         s3,
         results_bucket,
-        job_pages(manifest["images"], results_prefix),
+        job_pages(images, results_prefix),
         "" if source_prefix == "/" else source_prefix,
         writer,
         out,
         f"job {job_id}",
         stream,
-        total=len(manifest["images"]),
+        total=len(images),
     )
 
 
@@ -245,7 +251,7 @@ def _main(argv: list[str] | None = None) -> int:
         if args.job:
             reader = JobReader.for_job(s3, where["results_bucket"], where["results_prefix"], args.job)
             manifest = reader.read_manifest()
-            if "kind" in manifest:
+            if parquet_output(manifest):
                 return collect_shards.main(
                     reader, manifest, out, args.format, list_only=args.list, overwrite=args.overwrite
                 )

@@ -19,8 +19,8 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from runtime.agent.datasets.output import COLUMNS, SCHEMA
-from runtime.agent.layout import JOB_SHARDS, JOB_SUMMARY, chunk_marker, shard_output
+from runtime.agent.layout import JOB_SHARDS, JOB_SUMMARY, part_marker, shard_output
+from runtime.agent.parts.output import COLUMNS, SCHEMA
 from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from runtime.caption_table import TableWriter
 from runtime.errors import CaptionKitError
@@ -68,7 +68,7 @@ def outputs(reader: JobReader, manifest: dict) -> Outputs:
         else:
             missing.append(index)
     shards = ShardJobReader(reader)
-    failed = [i for i in missing if (shards.optional_json(chunk_marker(root, i)) or {}).get("status") == "failed"]
+    failed = [i for i in missing if (shards.optional_json(part_marker(root, i)) or {}).get("status") == "failed"]
     summary, run = shards.summary(), shards.latest_run()
     return Outputs(present, missing, failed, summary is not None and summary.get("run") == run)
 

@@ -1,8 +1,9 @@
 """A job's progress from its folder (runtime.agent.layout), every kind of job: `make status JOB=` and `submit --wait`.
 
-`view` picks the reader from the job's manifest: a prefix or URI-list job counts images from its chunk markers
-(done / total / failed); a dataset job counts shards done / failed / in flight / waiting, images and images/s over
-the current run, and its ETA. `render` and `wait` take either.
+Every job the one job engine expanded (its manifest has a "kind") is read the same way: parts done / failed / in
+flight / waiting, images and images/s over the current run, and its ETA (a dataset job's parts are its shards). A
+prefix or URI-list job expanded by an agent before that engine (its manifest lists its images, with no "kind") is
+still read from its chunk markers (done / total / failed): `view` picks the reader, `render` and `wait` take either.
 
 The folder is written only by agents, so it is trusted as the proof of a shard. Dataset markers are re-read only when
 their ETag changes (a retry overwrites them); whether a shard is in flight comes from listing times alone: its started
@@ -17,6 +18,7 @@ import datetime
 import json
 import sys
 import time
+from typing import Iterator
 
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import (
@@ -38,13 +40,30 @@ from tools.progress import Follow, duration, line
 MANIFEST, SUMMARY, CHUNKS = JOB_MANIFEST, JOB_SUMMARY, JOB_CHUNKS
 
 
+def parquet_output(manifest: dict) -> bool:
+    """True for a dataset job (its captions are Parquet files under the job); False for a prefix or URI-list job,
+    whose output is a result JSON per image."""
+    return manifest.get("kind") not in (None, "images")
+
+
+def image_uris(reader: JobReader, manifest: dict) -> Iterator[str]:
+    """Every image URI of a prefix or URI-list job, in order: from its part files (read one at a time), or from the
+    manifest itself for a job expanded before the one job engine."""
+    if "kind" not in manifest:
+        yield from manifest["images"]
+        return
+    for entry in manifest["shards"]:
+        yield from reader._json(parse_s3_uri(entry["uri"])[1])["images"]
+
+
 class JobNotFound(CaptionKitError, LookupError):
     """No manifest for this job id: not submitted, not expanded yet, or another stack/results prefix."""
 
 
 @dataclasses.dataclass
 class JobState:
-    """A job as its files say now; `complete` once the summary is written."""
+    """A prefix or URI-list job expanded before the one job engine, as its files say now; `complete` once the summary
+    is written."""
 
     job_id: str
     total: int
@@ -66,7 +85,8 @@ class JobState:
 
 
 class JobReader:
-    """Reads a job's manifest once and its chunk markers as they appear (each read once: markers never change)."""
+    """Reads a job's manifest once (every kind); `read` is for a job expanded before the one job engine: its chunk
+    markers as they appear (each read once: markers never change). `view` gives the reader of any job."""
 
     def __init__(self, s3, bucket: str, root: str, job_id: str) -> None:
         self.s3, self.bucket, self.root, self.job_id = s3, bucket, root, job_id
@@ -145,19 +165,26 @@ def wait(
     stream=None,
     sleep=time.sleep,
 ) -> JobState | ShardState:
-    """Redraw the job's bar until its summary is written (a dataset job: the summary of `run`, default the newest
-    run); TimeoutError after `timeout_s`."""
+    """Redraw the job's bar until its summary is written (a job of the one engine: the summary of `run`, default the
+    newest run); TimeoutError after `timeout_s`. A prefix or URI-list job's bar counts its images, a dataset job's
+    its shards (a SHARDS job's images are learnt shard by shard)."""
     if isinstance(reader, ShardJobReader):
+        started = time.monotonic()
+        manifest = wait_for_manifest(reader.jobs, poll_s=poll_s, timeout_s=timeout_s, stream=stream, sleep=sleep)
+        left = None if timeout_s is None else max(0.0, timeout_s - (time.monotonic() - started))
+        images = manifest.get("kind") == "images"
         return follow(
             reader,
-            f"job {reader.job_id} shards",
-            lambda state: (state.done, state.failed, state.shards),
+            f"job {reader.job_id}" if images else f"job {reader.job_id} shards",
+            (lambda s: (s.images_ok, s.images_errors, s.images_total))
+            if images
+            else (lambda s: (s.done, s.failed, s.shards)),
             lambda state: state.complete and (run is None or state.run == run),
             poll_s=poll_s,
-            timeout_s=timeout_s,
+            timeout_s=left,
             stream=stream,
             sleep=sleep,
-            unit="shard",
+            unit="img" if images else "shard",
         )
     return follow(
         reader,
@@ -205,7 +232,8 @@ def _utc(value: str | datetime.datetime) -> datetime.datetime:
 
 @dataclasses.dataclass
 class ShardState:
-    """A dataset job as its folder says now; `complete` once the current run's summary is written."""
+    """A job as its folder says now (its parts: a dataset job's shards, or part files of image URIs); `complete` once
+    the current run's summary is written."""
 
     job_id: str
     kind: str
@@ -220,7 +248,7 @@ class ShardState:
     error_shards: int
     images_ok: int
     images_errors: int
-    images_total: int | None  # a MANIFEST job knows it; a SHARDS job learns it shard by shard
+    images_total: int | None  # a MANIFEST, prefix or URI-list job knows it; a SHARDS job learns it shard by shard
     run_shards: int  # shards this run queued
     run_finished: int  # of them, finished in this run
     run_samples: int  # samples those shards held
@@ -254,6 +282,8 @@ class ShardState:
             "error_shards": self.error_shards,
             "done": self.images_ok,
             "errors": self.images_errors,
+            "failed": self.images_errors,  # as the summary names them: images with an error record or row
+            "total": self.images_total,
             "images_per_s": None if rate is None else round(rate, 2),
             "complete": self.complete,
             "summary": self.summary_uri,
@@ -261,7 +291,8 @@ class ShardState:
 
 
 class ShardJobReader:
-    """Reads a dataset job's folder: the manifest once, a marker again only when its ETag changed."""
+    """Reads the folder of a job of the one job engine: the manifest once, a marker again only when its ETag
+    changed."""
 
     def __init__(self, jobs: JobReader, threads: int = 16) -> None:
         self.jobs, self.threads = jobs, threads
@@ -371,6 +402,12 @@ def view(reader: JobReader) -> JobReader | ShardJobReader:
     return ShardJobReader(reader) if "kind" in reader.read_manifest() else reader
 
 
+def _images_bar(state: ShardState, rate: float | None) -> str:
+    """A prefix or URI-list job's images as one bar line: finished / total, failures, rate."""
+    label = f"job {state.job_id}"
+    return line(state.images_ok, state.images_total, failed=state.images_errors, rate=rate, label=label)
+
+
 def render(state: JobState | ShardState, cost: str | None = None) -> str:
     """The job's lines for `make status JOB=<id>`: one bar line for a prefix job, shards and images for a dataset
     job (with `cost`, when given)."""
@@ -386,8 +423,22 @@ def render(state: JobState | ShardState, cost: str | None = None) -> str:
     when = "complete" if state.complete else ("ETA -" if eta is None else f"ETA {duration(eta)}")
     rows = [
         f"job {state.job_id} ({state.kind} of {state.source}): run {state.run or '-'} queued {state.queued_at or '-'}",
-        f"shards  {state.done + state.failed}/{state.shards} finished: {state.done} done ({state.error_shards} with "
-        f"error rows), {state.failed} failed, {state.in_flight} in flight, {state.waiting} waiting",
+        *(
+            [
+                line(
+                    state.images_ok,
+                    state.images_total,
+                    failed=state.images_errors,
+                    rate=rate,
+                    label=f"job {state.job_id}",
+                )
+            ]
+            if state.kind == "images"
+            else []
+        ),
+        f"{'parts ' if state.kind == 'images' else 'shards'}  {state.done + state.failed}/{state.shards} finished: "
+        f"{state.done} done ({state.error_shards} with {'error records' if state.kind == 'images' else 'error rows'}), "
+        f"{state.failed} failed, {state.in_flight} in flight, {state.waiting} waiting",
         f"images  {images}{pace}; {when}",
     ]
     if cost:

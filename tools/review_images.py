@@ -15,12 +15,12 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import output
+from runtime.agent.parts import output
 from runtime.s3_keys import parse_s3_uri
 from runtime.untrusted import parquet, tar
 from runtime.untrusted.samples import ShardError
 from tools import collect, collect_shards
-from tools.job_progress import JobReader
+from tools.job_progress import JobReader, image_uris, parquet_output
 from tools.review_rows import read_rows, sample
 
 LIMITS = AgentConfig()  # the agent's bounds on one image and one shard apply here too
@@ -85,8 +85,8 @@ def job(s3, job_id: str, n: int | None, seed: int, *, results_bucket: str, resul
     """A sample of a job's rows: a dataset job's from its output Parquet files, a listed job's from its results."""
     reader = JobReader.for_job(s3, results_bucket, results_prefix, job_id)
     manifest = reader.read_manifest()
-    if "kind" not in manifest:
-        keys = [key for page in collect.job_pages(manifest["images"], results_prefix) for key in page]
+    if not parquet_output(manifest):
+        keys = [key for page in collect.job_pages(image_uris(reader, manifest), results_prefix) for key in page]
         chosen, total = sample(({"uri": key} for key in keys), n, seed)
         return _results(s3, results_bucket, [row["uri"] for row in chosen], ""), total
     rows, total = sample(_output_rows(reader, collect_shards.outputs(reader, manifest)), n, seed)

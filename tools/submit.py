@@ -21,9 +21,8 @@ from runtime.agent.config import ENV_PREFIX, load_config
 from runtime.agent.submit import main as runtime_submit
 from runtime.agent.submit import submit as runtime_submit_job
 from runtime.errors import CaptionKitError, SubmitRefused
-from tools import job_progress as shard_progress  # one progress view for every kind of job
 from tools import target as targets
-from tools.job_progress import JobReader, wait
+from tools.job_progress import JobReader, ShardJobReader, wait
 from tools.outputs import agent_config, stack_outputs
 
 QUEUE_ENV = ENV_PREFIX + "QUEUE_URL"
@@ -31,17 +30,10 @@ LOCAL_WAKE = "no fleet on the local AWS: start a local agent with `make agent` (
 
 
 def _runtime_args(argv: list[str]) -> argparse.Namespace:
-    """The few of `runtime submit`'s arguments this wrapper looks at (the config, and whether it is a dataset job)."""
+    """The one of `runtime submit`'s arguments this wrapper looks at: its config."""
     parser = argparse.ArgumentParser(add_help=False)
-    for name in ("--config", "--shards", "--manifest", "--retry"):
-        parser.add_argument(name)
+    parser.add_argument("--config")
     return parser.parse_known_args(argv)[0]
-
-
-def is_dataset_job(argv: list[str]) -> bool:
-    """A SHARDS, MANIFEST or retry submission: followed by its shards, not by its images."""
-    args = _runtime_args(argv)
-    return bool(args.shards or args.manifest or args.retry)
 
 
 def stack_submit_config(target: targets.Target) -> dict:
@@ -88,22 +80,11 @@ def submit(argv: list[str], target_name: str | None = None, resolve=None) -> tup
     return 0, json.dumps(answer) + "\n", region
 
 
-def follow(submitted: dict, region: str, *, dataset: bool, poll_s: float, timeout_s: float | None) -> dict:
-    """Follow a submitted job to its summary (a dataset job: the summary of the run it queued); the final counts."""
+def follow(submitted: dict, region: str, *, poll_s: float, timeout_s: float | None) -> dict:
+    """Follow a submitted job (any kind) to the summary of the run it queued; the final counts."""
     reader = JobReader.from_summary_uri(aws.client("s3", region), submitted["summary"], submitted["job_id"])
-    if dataset:
-        state = shard_progress.wait(
-            shard_progress.ShardJobReader(reader), run=submitted.get("run"), poll_s=poll_s, timeout_s=timeout_s
-        )
-        return state.counts()
-    state = wait(reader, poll_s=poll_s, timeout_s=timeout_s)
-    return {
-        "job_id": state.job_id,
-        "done": state.done,
-        "failed": state.failed,
-        "total": state.total,
-        "summary": state.summary_uri,
-    }
+    state = wait(ShardJobReader(reader), run=submitted["run"], poll_s=poll_s, timeout_s=timeout_s)
+    return state.counts()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        print(
-            json.dumps(
-                follow(submitted, region, dataset=is_dataset_job(rest), poll_s=ours.poll, timeout_s=ours.timeout)
-            )
-        )
+        print(json.dumps(follow(submitted, region, poll_s=ours.poll, timeout_s=ours.timeout)))
     except TimeoutError as exc:
         print(f"submit: {exc}; follow it with make status JOB={submitted['job_id']}", file=sys.stderr)
         return 3

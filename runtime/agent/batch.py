@@ -7,7 +7,7 @@ import contextlib
 import time
 from typing import Callable, ContextManager
 
-from runtime.agent import ledger, results
+from runtime.agent import results
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import result_key
 from runtime.agent.metrics import batch_metrics, log
@@ -21,10 +21,10 @@ def _no_journal(_uris):
 
 
 class ImageBatch:
-    """Owns one received batch of images (S3 events and job chunks) until every message in it is settled.
+    """Owns one received batch of S3 events' images until every message in it is settled.
 
     `run` is the whole story, in the order the work happens; each step below it is one method. Job messages and
-    dataset shards have handlers of their own (runtime.agent.expand, runtime.agent.datasets.run).
+    their part messages have handlers of their own (runtime.agent.expand, runtime.agent.parts.run).
     """
 
     def __init__(
@@ -120,7 +120,7 @@ class ImageBatch:
 
     def outcomes(self) -> tuple[list[Message], list[tuple[Message, str]]]:
         """(messages to delete, (message, reason) to retry): a message is done when every image of it has its
-        record written and, for a chunk of a job, its marker (and maybe the job's summary) is written."""
+        record written."""
         done, retry = [], []
         for message in self.batch.messages:
             work = self.batch.work.get(message.id)
@@ -128,11 +128,6 @@ class ImageBatch:
                 continue  # an unknown body, already dead-lettered
             items = [item for item in self.batch.items if item.message is message]
             failure = next((item.retry for item in items if item.retry), None)
-            if failure is None and work.chunk:
-                try:
-                    ledger.finish_chunk(self.s3, self.config, work.chunk, items)
-                except Exception as exc:  # noqa: BLE001 - S3 trouble: try the message again later
-                    failure = f"job bookkeeping failed: {exc.__class__.__name__}: {exc}"
             if failure:
                 retry.append((message, failure))
             else:

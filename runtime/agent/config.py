@@ -67,9 +67,12 @@ class AgentConfig:
     agent_count: int = 1
     agents_dir: str = ""  # where the agents of one instance hold their life locks; needed with agent_count > 1
     gpu: str = ""
-    job_chunk_size: int = 0  # images per chunk message of a job; 0: batch_size
+    # images per part of a prefix or URI-list job (one part message, one marker); 0: 8 x batch_size. A part is
+    # captioned by one agent with its downloads running ahead of the device, so a smaller part spreads a small job
+    # over more GPUs and a larger one spends fewer S3 requests (about 8) per image
+    job_chunk_size: int = 0
     job_topic_arn: str = ""  # SNS topic told when a job's summary is first written; empty: none
-    # dataset jobs (runtime/agent/datasets): shards and manifests may also live under these s3://bucket/prefix/
+    # dataset jobs (runtime/agent/parts): shards and manifests may also live under these s3://bucket/prefix/
     # (the stack grants the workers read there and nowhere else); their captions go to Parquet under the job
     dataset_sources: tuple[str, ...] = ()
     manifest_chunk_size: int = 1000  # keys of a MANIFEST job per shard message (one Parquet output each)
@@ -92,6 +95,12 @@ class AgentConfig:
     def results_bucket_name(self) -> str:
         """The bucket results go to: `results_bucket`, else the images bucket."""
         return self.results_bucket or self.images_bucket
+
+    def part_size(self, kind: str) -> int:
+        """URIs per part file of a job of `kind` ("images": a prefix or URI list; "keys": a MANIFEST job)."""
+        if kind == "images":
+            return min(self.job_chunk_size or 8 * self.batch_size, self.max_shard_samples)
+        return self.manifest_chunk_size
 
     def require(self, *names: str) -> None:
         """Raise `ConfigError` naming each of `names` that is empty."""

@@ -1,4 +1,4 @@
-"""One job message, expanded and settled: a prefix or URI-list job into chunks, a dataset job into shard messages."""
+"""One job message, expanded and settled: any kind of job into its part messages (runtime.agent.plan)."""
 
 from __future__ import annotations
 

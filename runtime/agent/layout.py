@@ -1,23 +1,23 @@
 """The results bucket's key layout: every key the agents write, and the rule that they never caption their own.
 
 Under `<results prefix>` (the agent's `results_prefix`, e.g. `results/`) in the results bucket:
-  <source key>.json                  the result record of one image (runtime.agent.results)
+  <source key>.json                  the result record of one image (runtime.agent.results): S3 events and the
+                                     images of prefix and URI-list jobs
   _long-keys/<sha256 of key>.json    the same, for a source key too long for the first form
-  _jobs/<job id>/manifest.json       every image of a batch job, frozen at its first expansion (runtime.agent.plan)
-  _jobs/<job id>/chunks/<index>.json one marker per finished chunk: its counts and failures
-  _jobs/<job id>/groups/<group>      one empty object per 1,000 chunks all marked (runtime.agent.tally), if > 1,000
-  _jobs/<job id>/summary.json        written by whichever agent finishes the last chunk
-  _jobs/<job id>/notified            put (IfNoneMatch) by the one agent that sends the job's completion notice
- a dataset job (runtime.agent.datasets) adds, in the same folder:
-  _jobs/<job id>/parts/<index>.json        a MANIFEST job's keys, cut into shards of manifest_chunk_size URIs
-  _jobs/<job id>/shards/<index>.parquet    the captions of input shard <index>, one file, written whole
-  _jobs/<job id>/started/<index>.json      when and by whom the shard was last started (progress: in flight)
-  _jobs/<job id>/runs/<run>/queued.json    the shard indexes one submission (or retry) queued
-  _jobs/<job id>/runs/<run>/done/<index>   one empty object per shard of that run finished (listed by 1,000)
-  _jobs/<job id>/runs/<run>/groups/<group> one empty object per 1,000 of the run's shards all done, if > 1,000
-  _jobs/<job id>/runs/<run>/notified       put (IfNoneMatch) by the one agent that sends the run's completion notice
-  _jobs/<job id>/refused.json              why no agent can expand the job (its message is dead-lettered)
-  (chunks/<index>.json is the shard's marker: its counts, model and settings fingerprint)
+  _jobs/<job id>/                    one folder per job, every kind alike (runtime.agent.plan, runtime.agent.ledger):
+    manifest.json                    the job's parts, frozen at its first expansion
+    parts/<index>.json               a MANIFEST, prefix or URI-list job's image URIs, cut into parts
+    chunks/<index>.json              part <index>'s marker: its counts, errors, model and settings fingerprint
+    started/<index>.json             when and by whom the part was last started (progress: in flight)
+    shards/<index>.parquet           a dataset job's output: the captions of part <index>, one file, written whole
+    runs/<run>/queued.json           the part indexes one submission (or retry) queued
+    runs/<run>/done/<index>          one empty object per part of that run finished (listed by groups of 1,000)
+    runs/<run>/groups/<group>        one empty object per 1,000 of the run's parts all done, if > 1,000
+    runs/<run>/finished.json         the run's summary was written; nothing of the run changes after it
+    runs/<run>/notified              put (IfNoneMatch) by the one agent that sends the run's completion notice
+    summary.json                     written by whichever agent finishes a run's last part
+    refused.json                     why no agent can expand the job (its message is dead-lettered)
+  (a job expanded before the one job engine also has `groups/` and `notified` at its top: still read by status)
   _crashes/<sha256 of uri>.json      how often an image alone on the device took a worker down (runtime.agent.crashes)
 Nothing under the prefix is ever captioned (`is_own_result`), so results never loop back as images.
 """
@@ -41,6 +41,11 @@ JOB_PARTS, JOB_SHARDS, JOB_STARTED, JOB_RUNS = "parts/", "shards/", "started/", 
 RUN_DONE, GROUPS = "done/", "groups/"  # in a run's folder; in a job's or a run's folder
 RUN_QUEUED, NOTIFIED = "queued.json", "notified"  # in a run's folder; in a prefix job's or a run's folder
 RUN_FINISHED = "finished.json"  # in a run's folder: its summary was written; nothing of the run changes after it
+
+
+def results_location_uri(config: AgentConfig) -> str:
+    """`s3://<results bucket>/<results prefix>`: where the result JSON of every image goes (`<prefix><key>.json`)."""
+    return f"s3://{config.results_bucket_name}/{config.results_prefix}"
 
 
 def results_location(config: AgentConfig) -> tuple[str, str]:
@@ -79,8 +84,9 @@ def _indexed(root: str, folder: str, index: int, suffix: str) -> str:
     return f"{root}{folder}{index:06d}{suffix}"
 
 
-def chunk_marker(root: str, index: int) -> str:
-    """`<job root>chunks/<index, 6 digits>.json`."""
+def part_marker(root: str, index: int) -> str:
+    """`<job root>chunks/<index, 6 digits>.json`: part `index`'s marker (the folder keeps its first name, `chunks/`,
+    so the jobs of agents before the one job engine read as they were written)."""
     return _indexed(root, JOB_CHUNKS, index, ".json")
 
 

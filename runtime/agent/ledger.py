@@ -1,16 +1,14 @@
 """The books of every job: its manifest (the proof of its part messages), part markers, runs, the summary, the notice.
 
-Every object here lives in the job folder (runtime.agent.layout), which only agents write. A prefix or URI-list
-job's parts are chunks of image URIs: a chunk message is acted on only if it is exactly a slice of the manifest
-(`prove_chunk`); each finished chunk writes its marker, and the agent that sees every marker (counted by groups of
-1,000: runtime.agent.tally) writes the summary, telling SNS once, when it is first written.
-
-A dataset job's parts are shards, and a shard's marker is the proof that it was captioned with a given model and
-settings, so a resubmission may skip it. A run is complete when `runs/<run>/done/` holds every queued index (counted
-the same way); whoever sees that writes `summary.json` from all the markers and `runs/<run>/finished.json`, and, once
-per run, tells SNS. A finished run is immutable: a replayed message of it writes nothing (`finished`), and a run never
-replaces the summary of a newer one (run ids begin with their UTC time, so they sort as the runs were made, as status
-reads them).
+Every object here lives in the job folder (runtime.agent.layout), which only agents write. A job's parts are its
+dataset shards or its part files of image URIs (a MANIFEST, prefix or URI-list job); a part message names only
+(job, index, count, run) and is acted on only if the manifest has that many parts. A part's marker is the proof
+that it was captioned with a given model and settings, so a resubmission may skip it. A run is complete when
+`runs/<run>/done/` holds every queued index (counted by groups of 1,000: runtime.agent.tally, so finishing a part
+lists only its own group); whoever sees that writes `summary.json` from all the markers and
+`runs/<run>/finished.json`, and, once per run, tells SNS. A finished run is immutable: a replayed message of it
+writes nothing (`finished`), and a run never replaces the summary of a newer one (run ids begin with their UTC
+time, so they sort as the runs were made, as status reads them).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import json
 from runtime.agent import tally
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import (
-    JOB_CHUNKS,
     JOB_MANIFEST,
     JOB_SHARDS,
     JOB_SUMMARY,
@@ -32,17 +29,17 @@ from runtime.agent.layout import (
     RUN_DONE,
     RUN_FINISHED,
     RUN_QUEUED,
-    chunk_marker,
     done_marker,
     job_root,
+    part_marker,
+    results_location_uri,
     run_root,
     started_marker,
 )
-from runtime.agent.messages import parse_s3_uri
 from runtime.agent.notice import notify_once
-from runtime.agent.s3json import get_json, put_json, read_json
-from runtime.agent.work import Chunk, Item, ShardRef, Work
-from runtime.aws import GONE_CODES, RetryLater, error_code, object_exists
+from runtime.agent.s3json import get_json, put_json
+from runtime.agent.work import ShardRef
+from runtime.aws import GONE_CODES, RetryLater, error_code
 from runtime.errors import UnknownMessage
 
 MAX_LISTED = 100  # failures and error shards named in a summary; the markers hold the rest
@@ -66,8 +63,8 @@ def settings_fingerprint(model, config: AgentConfig) -> str:
 
 
 class Manifests:
-    """The job manifests chunks are proved against, kept by key with their ETag and read again only when it
-    changed (If-None-Match): each chunk of a large job would otherwise download the whole manifest."""
+    """The job manifests part messages are proved against, kept by key with their ETag and read again only when it
+    changed (If-None-Match): each part of a large job would otherwise download the whole manifest."""
 
     def __init__(self, size: int = 4):
         self.size, self._kept = size, collections.OrderedDict()
@@ -90,7 +87,7 @@ class Manifests:
 
 
 def read_job_manifest(s3, config: AgentConfig, job_id: str, what: str, manifests: Manifests | None = None):
-    """A job's manifest, the proof of its chunk and shard messages: `UnknownMessage` (saying `what` asked) when
+    """A job's manifest, the proof of its part messages: `UnknownMessage` (saying `what` asked) when
     there is none (only an agent expanding the job writes it) or it is not JSON, `RetryLater` when it cannot be read
     now."""
     bucket, key = config.results_bucket_name, job_root(config, job_id) + JOB_MANIFEST
@@ -107,59 +104,13 @@ def read_job_manifest(s3, config: AgentConfig, job_id: str, what: str, manifests
         raise RetryLater(f"{what}: reading its manifest: {exc.__class__.__name__}: {exc}") from exc
 
 
-def prove_chunk(s3, config: AgentConfig, work: Work, manifests: Manifests | None = None) -> None:
-    """Raise `UnknownMessage` unless the chunk message is exactly slice `index` of its job's manifest, with the
-    manifest's chunk count; `RetryLater` when the manifest cannot be read now.
-
-    Anyone who may send to the queue can forge a chunk; only an agent expanding the job writes its manifest (in
-    the results bucket). A chunk that matches it can only redo what the real chunk does, byte for byte.
-    """
-    chunk = work.chunk
-    bucket, key = config.results_bucket_name, job_root(config, chunk.job_id) + JOB_MANIFEST
-    forged = f"job chunk {chunk.job_id}/{chunk.index} (count {chunk.count})"
-    manifest = read_job_manifest(s3, config, chunk.job_id, forged, manifests)
-    try:
-        size, count, images = manifest["chunk_size"], manifest["chunks"], manifest["images"]
-        expected = images[chunk.index * size : (chunk.index + 1) * size]
-    except (KeyError, TypeError) as exc:
-        raise UnknownMessage(f"{forged}: its manifest s3://{bucket}/{key} is malformed ({exc!r})") from None
-    if count != chunk.count:
-        raise UnknownMessage(f"{forged}: the job's manifest has {count} chunks, not {chunk.count}")
-    if [ref.uri for ref in work.images] != expected:
-        raise UnknownMessage(
-            f"{forged}: its images are not the job manifest's slice {chunk.index} "
-            f"({len(work.images)} named, {len(expected)} expected)"
-        )
-
-
-def finish_chunk(s3, config: AgentConfig, chunk: Chunk, items: list[Item]) -> bool:
-    """Mark a chunk done (all its images have results); write the summary if it was the last. True if so.
-
-    The markers are counted by groups of 1,000 (runtime.agent.tally): one LIST per chunk, whatever the job's size.
-    """
-    bucket, root = config.results_bucket_name, job_root(config, chunk.job_id)
-    failed = [{"uri": item.ref.uri, "error": item.error} for item in items if item.error]
-    put_json(
-        s3,
-        bucket,
-        chunk_marker(root, chunk.index),
-        {"index": chunk.index, "done": len(items) - len(failed), "failed": failed},
-    )
-    if not tally.finished(
-        s3, bucket, root + JOB_CHUNKS, lambda index: chunk_marker(root, index), root, chunk.index, range(chunk.count)
-    ):
-        return False
-    _write_images_summary(s3, config, chunk.job_id, read_json(s3, bucket, root + JOB_MANIFEST))
-    return True
-
-
 def read_manifest(s3, config: AgentConfig, job_id: str, manifests: Manifests | None = None) -> dict:
     """The job's frozen manifest; `UnknownMessage` when there is none (only an expanding agent writes it) or it is
-    not a dataset manifest, `RetryLater` when it cannot be read now."""
+    not a manifest of parts (a job expanded before the one job engine), `RetryLater` when it cannot be read now."""
     bucket, key = config.results_bucket_name, job_root(config, job_id) + JOB_MANIFEST
     manifest = read_job_manifest(s3, config, job_id, f"job {job_id}", manifests)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise UnknownMessage(f"job {job_id}: s3://{bucket}/{key} is not a dataset job's manifest (no shard list)")
+        raise UnknownMessage(f"job {job_id}: s3://{bucket}/{key} is not a manifest of parts (no shard list)")
     return manifest
 
 
@@ -202,7 +153,7 @@ def finish_shard(
     An index its run did not queue gets the marker only. One LIST per shard (its group's), whatever the run's size.
     """
     bucket, root = config.results_bucket_name, job_root(config, ref.job_id)
-    put_json(s3, bucket, chunk_marker(root, ref.index), marker)
+    put_json(s3, bucket, part_marker(root, ref.index), marker)
     queued = read_queued(s3, config, ref.job_id, ref.run)
     if queued is None or ref.index not in queued["indexes"]:
         return None
@@ -218,7 +169,7 @@ def finish_shard(
 def markers(s3, config: AgentConfig, job_id: str, manifest: dict) -> list[dict | None]:
     """Every shard's marker in index order (None where the shard has none yet), read 8 at a time."""
     bucket, root = config.results_bucket_name, job_root(config, job_id)
-    keys = [chunk_marker(root, index) for index in range(len(manifest["shards"]))]
+    keys = [part_marker(root, index) for index in range(len(manifest["shards"]))]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda key: get_json(s3, bucket, key), keys))
 
@@ -255,7 +206,10 @@ def summarize(config: AgentConfig, job_id: str, manifest: dict, queued: dict, fo
             {"shard": marker.get("shard"), "index": marker["index"], "error": marker.get("error")} for marker in failed
         ][:MAX_LISTED],
         "error_shards": [marker["index"] for marker in done if marker.get("errors", 0) > 0][:MAX_LISTED],
-        "results": f"s3://{bucket}/{root}{JOB_SHARDS}",
+        "error_images": [image for marker in done for image in marker.get("error_images", [])][:MAX_LISTED],
+        "results": results_location_uri(config)
+        if manifest.get("kind") == "images"
+        else f"s3://{bucket}/{root}{JOB_SHARDS}",
         "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}",
         "created_at": queued["created_at"],
         "finished_at": finished_at,
@@ -267,15 +221,12 @@ def summarize(config: AgentConfig, job_id: str, manifest: dict, queued: dict, fo
     }
 
 
-def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: dict | None = None, sns=None) -> dict:
-    """Write the job's `summary.json` from every marker and tell SNS once: the one summary writer of every job.
+def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: dict, sns=None) -> dict:
+    """Write the job's `summary.json` after run `queued` from every marker and tell SNS once: the one summary writer.
 
-    A prefix or URI-list job has no runs (`queued` None). A dataset job's run `queued`: the summary is written unless a
-    newer run's is there, then `runs/<run>/finished.json`; `runs/<run>/notified` is put first, IfNoneMatch, so of
-    agents racing to finish a run one publishes, and a replay publishes nothing.
+    The summary is written unless a newer run's is there, then `runs/<run>/finished.json`; `runs/<run>/notified` is
+    put first, IfNoneMatch, so of agents racing to finish a run one publishes, and a replay publishes nothing.
     """
-    if queued is None:
-        return _write_images_summary(s3, config, job_id, manifest)
     bucket, root = config.results_bucket_name, job_root(config, job_id)
     summary = summarize(config, job_id, manifest, queued, markers(s3, config, job_id, manifest))
     current = get_json(s3, bucket, root + JOB_SUMMARY)
@@ -297,36 +248,4 @@ def write_summary(s3, config: AgentConfig, job_id: str, manifest: dict, queued: 
         f"s3://{bucket}/{root}{JOB_SUMMARY}",
         sns=sns,
     )
-    return summary
-
-
-def _write_images_summary(s3, config: AgentConfig, job_id: str, manifest: dict) -> dict:
-    """Add up every chunk marker into `summary.json` (deterministic, so a replay rewrites the same bytes); tell SNS
-    when it is first written, not on replays."""
-    bucket, root = config.results_bucket_name, job_root(config, job_id)
-    keys = [chunk_marker(root, index) for index in range(manifest["chunks"])]
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        markers = list(pool.map(lambda key: read_json(s3, bucket, key), keys))
-    failed = [failure for marker in markers for failure in marker["failed"]]
-    source = manifest["source"]
-    results = (
-        f"s3://{bucket}/{config.results_prefix}{parse_s3_uri(source)[1]}"
-        if source.startswith("s3://")
-        else f"s3://{bucket}/{config.results_prefix}<source key>.json"
-    )
-    summary = {
-        "job_id": job_id,
-        "source": manifest["source"],
-        "images": len(manifest["images"]),
-        "done": sum(marker["done"] for marker in markers),
-        "failed": len(failed),
-        "failures": failed,
-        "created_at": manifest["created_at"],
-        "results": results,
-        "manifest": f"s3://{bucket}/{root}{JOB_MANIFEST}",
-    }
-    first = config.job_topic_arn and not object_exists(s3, bucket, root + JOB_SUMMARY)
-    put_json(s3, bucket, root + JOB_SUMMARY, summary)
-    if first:  # only when the summary is first complete, not on replays
-        notify_once(s3, config, root + NOTIFIED, {"job_id": job_id}, summary, f"s3://{bucket}/{root}{JOB_SUMMARY}")
     return summary

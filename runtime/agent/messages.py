@@ -1,4 +1,4 @@
-"""What a queue message asks for: S3 event notifications, batch jobs, and the chunks jobs fan out to."""
+"""What a queue message asks for: S3 event notifications, jobs, and the part messages jobs fan out to."""
 
 from __future__ import annotations
 
@@ -8,24 +8,25 @@ import urllib.parse
 
 from runtime.agent.layout import MAX_KEY_BYTES, is_own_result
 from runtime.agent.scope import Scope
-from runtime.agent.work import Chunk, ImageRef, ShardRef, Work
+from runtime.agent.work import ImageRef, ShardRef, Work
 from runtime.errors import UnknownMessage
 from runtime.s3_keys import parse_s3_uri  # noqa: F401 - the message layer's callers take it from here too
 
 JOB_TYPE = "captionkit.job"
-CHUNK_TYPE = "captionkit.chunk"
-SHARD_TYPE = "captionkit.shard"
+SHARD_TYPE = "captionkit.shard"  # one part of any job (a dataset shard, or a part of a prefix or URI-list job)
+LEGACY_CHUNK_TYPE = "captionkit.chunk"  # what agents before the one job engine sent: refused, saying what to do
+# A job message without a run (a submitter before runs, or one written by hand) is this run: it sorts before every
+# run `submit` makes (they begin with their UTC time), and a replay of it is the same run, so it does nothing new.
+FIRST_RUN = "00000000-000000-first"
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_BODY_BYTES = 256 * 1024  # what `runtime submit` sends at most; an S3 event is about 1 KiB
 MAX_DEPTH = 16  # brackets deep: an S3 event nests 5, a job 2 (an SNS envelope is parsed on its own)
 MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message asking for an outsized batch
-MAX_CHUNKS = 1_000_000  # chunks per job; the job's manifest is what proves a chunk, this only bounds the numbers
-MAX_CHUNK_IMAGES = 64  # 64 URIs of S3's longest keys, JSON-escaped, stay under MAX_BODY_BYTES: a chunk is never refused
-MAX_SHARDS = 1_000_000  # shards per dataset job; as with chunks, the job's manifest proves a shard message
+MAX_SHARDS = 1_000_000  # parts per job; the job's manifest proves a part message, this only bounds the numbers
 MAX_COLUMN_CHARS = 128
 DATASET_SOURCES = ("shards", "manifest", "retry")  # the message field naming what a dataset job reads
 RETRY_CHOICES = ("failed", "errors", "both")
-DATASET_KINDS = ("shards", "keys", "retry")  # the "kind" of a parsed dataset job (prefix and image jobs have none)
+JOB_KINDS = ("images", "shards", "keys", "retry")  # a parsed job's "kind": a prefix or URI list, shards, a manifest
 
 
 def parse_body(body: str, scope: Scope) -> Work:
@@ -42,8 +43,11 @@ def parse_body(body: str, scope: Scope) -> Work:
         return _s3_event(data["Records"], scope)
     if data.get("type") == JOB_TYPE:
         return Work(job=_job(data, scope))
-    if data.get("type") == CHUNK_TYPE:
-        return _chunk(data, scope)
+    if data.get("type") == LEGACY_CHUNK_TYPE:
+        raise UnknownMessage(
+            f"a job chunk sent by an agent before the one job engine (job {_brief(data.get('job_id'))}): agents no "
+            f"longer read chunks; submit the job again under a new job id to caption the images it had left"
+        )
     if data.get("type") == SHARD_TYPE:
         return _shard(data)
     raise UnknownMessage(f"neither an S3 event nor a CaptionKit job: keys {sorted(data)[:10]}")
@@ -179,34 +183,26 @@ def _job(data: dict, scope: Scope) -> dict:
         return _dataset_job(job_id, data, named[0], scope)
     if (images is None) == (prefix is None):
         raise UnknownMessage(f"job {job_id} must name either 'images' (a list of S3 URIs) or 'prefix'")
+    run = FIRST_RUN if data.get("run") is None else _run(data["run"], f"job {job_id}")
+    job = {"job_id": job_id, "run": run, "kind": "images", "images": None, "source": None, "retry": None}
+    job.update(image_column=None, key_column=None)
     if images is not None:
         _images(images, scope, f"job {job_id}")
-        return {"job_id": job_id, "images": images, "prefix": None}
+        return {**job, "images": images}
     try:
         why = scope.outside(*parse_s3_uri(_text(prefix, f"job {job_id}: the prefix")))
     except ValueError as exc:
         raise UnknownMessage(f"job {job_id}: {exc}") from None
     if why:
         raise UnknownMessage(f"job {job_id}: {why}")
-    return {"job_id": job_id, "images": None, "prefix": prefix}
-
-
-def _chunk(data: dict, scope: Scope) -> Work:
-    job_id, index, count = _job_id(data.get("job_id")), data.get("index"), data.get("count")
-    if type(index) is not int or type(count) is not int or not 0 <= index < count <= MAX_CHUNKS:
-        raise UnknownMessage(
-            f"job chunk of {job_id}: index and count must be integers, 0 <= index < count <= "
-            f"{MAX_CHUNKS:,}, not {_brief(index)} and {_brief(count)}"
-        )
-    images = _images(data.get("images"), scope, f"job chunk {job_id}/{index}")
-    return Work(images=images, chunk=Chunk(job_id, index, count))
+    return {**job, "source": prefix}
 
 
 def _shard(data: dict) -> Work:
     job_id, index, count = _job_id(data.get("job_id")), data.get("index"), data.get("count")
     if type(index) is not int or type(count) is not int or not 0 <= index < count <= MAX_SHARDS:
         raise UnknownMessage(
-            f"job shard of {job_id}: index and count must be integers, 0 <= index < count <= "
+            f"job part of {job_id}: index and count must be integers, 0 <= index < count <= "
             f"{MAX_SHARDS:,}, not {_brief(index)} and {_brief(count)}"
         )
     return Work(shard=ShardRef(job_id, index, count, _run(data.get("run"), f"job shard {job_id}/{index}")))
@@ -247,7 +243,7 @@ def _dataset_uri(value, what: str, scope: Scope, *, folder: bool) -> str:
 
 
 def _dataset_job(job_id: str, data: dict, kind: str, scope: Scope) -> dict:
-    """A SHARDS, MANIFEST or retry job: the dict `plan.expand_dataset` takes."""
+    """A SHARDS, MANIFEST or retry job: the dict `plan.expand` takes."""
     what = f"job {job_id}"
     run = _run(data.get("run"), what)
     image_column = _column(data.get("image_column"), f"{what}: image_column")

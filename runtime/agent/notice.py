@@ -30,8 +30,11 @@ def job_done_message(summary: dict, summary_uri: str) -> tuple[str, str]:
         "results": summary["results"],
         "collect": collect_command(summary["job_id"]),
     }
-    if "shards" in summary:  # a dataset job: the notice carries the summary's shard counts and its own collect line
-        subject += f", {summary['shards_failed']} of {summary['shards']} shards failed"
+    if "shards" in summary:  # every job of the one engine: the summary's part counts and its own collect line
+        if summary.get("kind") != "images":
+            subject += f", {summary['shards_failed']} of {summary['shards']} shards failed"
+        elif summary["shards_failed"]:  # a prefix or URI-list job's parts are no one's concern unless some failed
+            subject += f", {summary['shards_failed']} of {summary['shards']} parts failed"
         body.update(
             {
                 key: summary.get(key)

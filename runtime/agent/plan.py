@@ -1,22 +1,24 @@
 """Planning a job: check a dataset job's shards or manifest before queueing, then expand any job into part messages.
 
-`expand` is the one entry: a prefix or URI-list job is frozen into a manifest of image URIs and sent as chunk
-messages (`expand_images`); a dataset job as shard messages (`expand_dataset`, below).
+`expand` is the one entry, for every kind of job: it freezes `manifest.json` once (the list of parts: a SHARDS job's
+shard files, or part files of URIs written first for a MANIFEST job and for a prefix or URI-list job), decides the
+run's part indexes once (`runs/<run>/queued.json`: a redelivered job message queues the same ones), and sends one
+`captionkit.shard` message per index. What a part's output is depends on the kind (runtime.agent.parts.run): a
+result JSON per image for a prefix or URI-list job, one Parquet file per part for a dataset job.
 
 `runtime submit` runs the checks with the submitter's credentials, so a job that cannot work is refused before a
-message exists. An agent expands the job message: it freezes `manifest.json` once (the shard list, or the parts of
-a manifest's keys, written first), decides the run's shard indexes once (`runs/<run>/queued.json`: a redelivered job
-message queues the same ones), and sends one `captionkit.shard` message per index. Expansion raises
-`UnknownMessage` for a job no agent can ever expand (a retry of no dataset job, a manifest line out of scope, a job
-id reused for another source): the worker dead-letters that message alone, with the reason.
+message exists. Expansion raises `UnknownMessage` for a job no agent can ever expand (a retry of no job, a manifest
+line out of scope, a job id reused for another source): the worker dead-letters that message alone, with the reason.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import hashlib
 import json
 import time
+from typing import Iterator
 
 from runtime.agent import ledger
 from runtime.agent.config import AgentConfig
@@ -30,10 +32,9 @@ from runtime.agent.layout import (
     results_location,
     run_root,
 )
-from runtime.agent.messages import CHUNK_TYPE, DATASET_KINDS, MAX_CHUNK_IMAGES, MAX_SHARDS, SHARD_TYPE, parse_s3_uri
+from runtime.agent.messages import MAX_SHARDS, SHARD_TYPE, parse_s3_uri
 from runtime.agent.metrics import log
 from runtime.agent.queue import send_all
-from runtime.agent.s3json import read_json
 from runtime.agent.scope import Scope
 from runtime.aws import GONE_CODES, error_code
 from runtime.errors import PlanError, UnknownMessage
@@ -43,89 +44,24 @@ from runtime.untrusted.samples import ShardError, shard_format
 TAR_BLOCK = 512
 PARQUET_MAGIC = b"PAR1"
 CHECK_THREADS = 8
-__all__ = [
-    "PlanError",
-    "check_manifest",
-    "check_shards",
-    "expand",
-    "expand_dataset",
-    "expand_images",
-    "list_images",
-    "list_shards",
-]
+__all__ = ["PlanError", "check_manifest", "check_shards", "expand", "list_images", "list_shards"]
 
 
-def expand(s3, sqs, config: AgentConfig, job: dict, model, progress=None) -> dict:
-    """Expand any job into its part messages (safe to repeat); `UnknownMessage` for one no agent can ever expand."""
-    if job.get("kind") in DATASET_KINDS:
-        return expand_dataset(s3, sqs, config, job, model, progress=progress)
-    return expand_images(s3, sqs, config, job)
-
-
-def list_images(s3, config: AgentConfig, prefix_uri: str) -> list[str]:
-    """Every image URI under a prefix (by `image_suffixes`), skipping folders and the agent's own results."""
+def list_images(s3, config: AgentConfig, prefix_uri: str, progress=None) -> Iterator[str]:
+    """Every image URI under a prefix (by `image_suffixes`), in key order, skipping folders and the agent's own
+    results; `progress` is called after each listing page (1,000 keys)."""
     bucket, prefix = parse_s3_uri(prefix_uri)
     own = results_location(config)
     suffixes = tuple(s.lower() for s in config.image_suffixes)
-    uris = []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for entry in page.get("Contents", []):
             key = entry["Key"]
             if key.endswith("/") or is_own_result(own, bucket, key):
                 continue
             if not suffixes or key.lower().endswith(suffixes):
-                uris.append(f"s3://{bucket}/{key}")
-    return uris
-
-
-def expand_images(s3, sqs, config: AgentConfig, job: dict) -> dict:
-    """A prefix or URI-list job: write its manifest (once) and send its chunk messages; returns the manifest.
-
-    Safe to repeat after a crash: the manifest is reused, so the chunks are the same; a chunk sent
-    twice only rewrites the same results and the same marker.
-    """
-    started = time.monotonic()
-    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
-    try:
-        manifest = read_json(s3, bucket, root + JOB_MANIFEST)
-    except s3.exceptions.NoSuchKey:
-        images = job["images"] if job["images"] is not None else list_images(s3, config, job["prefix"])
-        size = min(config.job_chunk_size or config.batch_size, MAX_CHUNK_IMAGES)
-        manifest = {
-            "job_id": job["job_id"],
-            "source": job["prefix"] or f"{len(images)} listed images",
-            "images": images,
-            "chunk_size": size,
-            "chunks": -(-len(images) // size),
-            "created_at": ledger.now(),
-        }
-        ledger.put_json(s3, bucket, root + JOB_MANIFEST, manifest)
-    size, count = manifest["chunk_size"], manifest["chunks"]
-    bodies = [
-        json.dumps(
-            {
-                "type": CHUNK_TYPE,
-                "job_id": job["job_id"],
-                "index": index,
-                "count": count,
-                "images": manifest["images"][index * size : (index + 1) * size],
-            }
-        )
-        for index in range(count)
-    ]
-    send_all(sqs, config.queue_url, bodies, f"chunks of job {job['job_id']}")
-    if count == 0:
-        ledger.write_summary(s3, config, job["job_id"], manifest)
-    log(
-        "info",
-        event="job_expanded",
-        job_id=job["job_id"],
-        kind="images",
-        images=len(manifest["images"]),
-        chunks=count,
-        seconds=round(time.monotonic() - started, 3),
-    )
-    return manifest
+                yield f"s3://{bucket}/{key}"
+        if progress:
+            progress()
 
 
 def list_shards(s3, prefix_uri: str, scope: Scope) -> list[dict]:
@@ -230,22 +166,22 @@ def check_manifest(
 
 
 def _freeze(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> dict:
-    """Write the job's manifest.json (after a MANIFEST job's parts) and return it."""
+    """Write the job's manifest.json (after the part files of a MANIFEST, prefix or URI-list job) and return it."""
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
     images = None
     try:
         if job["kind"] == "shards":
             shards = list_shards(s3, job["source"], scope)
         else:
-            shards, images = _write_parts(s3, config, job, scope, progress)
+            shards, images = _write_parts(s3, config, job, _uris(s3, config, job, scope, progress), progress)
     except PlanError as exc:  # the input is malformed or reaches outside: no agent will ever expand it
         raise UnknownMessage(f"job {job['job_id']}: {exc}") from None
     if len(shards) > MAX_SHARDS:
-        raise UnknownMessage(f"job {job['job_id']}: {len(shards):,} shards, over {MAX_SHARDS:,}")
+        raise UnknownMessage(f"job {job['job_id']}: {len(shards):,} parts, over {MAX_SHARDS:,}")
     manifest = {
         "job_id": job["job_id"],
         "kind": job["kind"],
-        "source": job["source"],
+        "source": _source(job),
         "created_at": ledger.now(),
         "chunks": len(shards),
         "shards": shards,
@@ -257,14 +193,20 @@ def _freeze(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> 
     return manifest
 
 
-PART_WRITERS = 16  # parts in flight: 10 million keys are 10,000 PUTs, which one at a time outlast the job's hold
+def _source(job: dict) -> str:
+    """What the job reads, as its manifest and summary name it: a prefix, a shards prefix or manifest, or for a URI
+    list its length and the SHA-256 of its URIs (a job id submitted again with another list is refused)."""
+    if job["source"] is not None:
+        return job["source"]
+    digest = hashlib.sha256("\n".join(job["images"]).encode()).hexdigest()[:16]
+    return f"{len(job['images'])} listed images ({digest})"
 
 
-def _write_parts(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> tuple[list[dict], int]:
-    """Cut a MANIFEST job's URIs into parts of `manifest_chunk_size`, written PART_WRITERS at a time (memory: that
-    many parts); (their manifest entries in order, the number of images)."""
-    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
-    uris = manifests.iter_uris(
+def _uris(s3, config: AgentConfig, job: dict, scope: Scope, progress=None) -> Iterator[str]:
+    """The image URIs of a MANIFEST, prefix or URI-list job, in order (a manifest's checked line by line)."""
+    if job["kind"] == "images":
+        return iter(job["images"]) if job["images"] is not None else list_images(s3, config, job["source"], progress)
+    return manifests.iter_uris(
         s3,
         job["source"],
         scope,
@@ -273,17 +215,31 @@ def _write_parts(s3, config: AgentConfig, job: dict, scope: Scope, progress=None
         max_lines=config.max_manifest_lines,
         progress=progress,
     )
+
+
+PART_WRITERS = 16  # parts in flight: 10 million keys are 10,000 PUTs, which one at a time outlast the job's hold
+
+
+def _write_parts(s3, config: AgentConfig, job: dict, uris: Iterator[str], progress=None) -> tuple[list[dict], int]:
+    """Cut a job's URIs into parts of `config.part_size(kind)`, written PART_WRITERS at a time (memory: that many
+    parts); (their manifest entries in order, the number of images)."""
+    bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
+    size, source = config.part_size(job["kind"]), _source(job)
     futures, part, images = [], [], 0
     with concurrent.futures.ThreadPoolExecutor(PART_WRITERS) as pool:
 
         def flush():
-            futures.append(pool.submit(_write_part, s3, bucket, root, job["source"], len(futures), part))
+            if len(futures) >= MAX_SHARDS:  # before the next PUT: a prefix of 100 million images writes nothing more
+                raise PlanError(f"over {MAX_SHARDS:,} parts of {size:,} images; split the job")
+            futures.append(pool.submit(_write_part, s3, bucket, root, source, len(futures), part))
             if len(futures) > PART_WRITERS:
                 futures[-PART_WRITERS - 1].result()  # bounded: wait for the oldest still running
+            if progress and len(futures) % PART_WRITERS == 0:
+                progress()
 
         for uri in uris:
             part.append(uri)
-            if len(part) == config.manifest_chunk_size:
+            if len(part) == size:
                 flush()
                 images, part = images + len(part), []
         if part:
@@ -345,8 +301,9 @@ def _queue(s3, config: AgentConfig, job: dict, manifest: dict, model, fresh: boo
     return queued
 
 
-def expand_dataset(s3, sqs, config: AgentConfig, job: dict, model, progress=None) -> dict:
-    """Freeze the manifest (once), queue the run (once) and send its shard messages; returns the run's queued.json.
+def expand(s3, sqs, config: AgentConfig, job: dict, model, progress=None) -> dict:
+    """Freeze any job's manifest (once), queue the run (once) and send its part messages; returns the run's
+    queued.json.
 
     Safe to repeat: a redelivered job message finds the manifest and the run and sends the same messages again (a
     shard done twice rewrites the same output). A run with nothing to do gets its summary now. `progress` is called
@@ -371,15 +328,16 @@ def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
     if job["kind"] == "retry":
         if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
             raise UnknownMessage(
-                f"job {job['job_id']}: nothing to retry, it is not a dataset job (no dataset "
-                f"manifest at s3://{bucket}/{root}{JOB_MANIFEST})"
+                f"job {job['job_id']}: nothing to retry (no manifest of parts at s3://{bucket}/{root}{JOB_MANIFEST}: "
+                f"no such job, or one expanded before the one job engine)"
             )
     elif manifest is None:
         manifest, fresh = _freeze(s3, config, job, Scope.of(config), progress), True
-    elif (manifest.get("kind"), manifest.get("source")) != (job["kind"], job["source"]):
+    elif (manifest.get("kind"), manifest.get("source")) != (job["kind"], _source(job)):
         raise UnknownMessage(
             f"job {job['job_id']} was created over {manifest.get('source')!r} "
-            f"({manifest.get('kind') or 'images'}), not {job['source']!r}; use another job id"
+            f"({manifest.get('kind') or 'images, by an agent before the one job engine'}), not {_source(job)!r}; "
+            f"use another job id"
         )
     queued = _queue(s3, config, job, manifest, model, fresh)
     count = len(manifest["shards"])
@@ -387,7 +345,7 @@ def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
         json.dumps({"type": SHARD_TYPE, "job_id": job["job_id"], "index": index, "count": count, "run": job["run"]})
         for index in queued["indexes"]
     ]
-    send_all(sqs, config.queue_url, bodies, f"shards of job {job['job_id']}")
+    send_all(sqs, config.queue_url, bodies, f"parts of job {job['job_id']}")
     if not queued["indexes"]:
         ledger.write_summary(s3, config, job["job_id"], manifest, queued)
     log(
@@ -396,7 +354,7 @@ def _expand(s3, sqs, config: AgentConfig, job: dict, model, progress) -> dict:
         job_id=job["job_id"],
         run=job["run"],
         kind=manifest.get("kind"),
-        shards=count,
+        parts=count,
         queued=len(queued["indexes"]),
         skipped=count - len(queued["indexes"]) if job["kind"] != "retry" else None,
         new=fresh,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from runtime.agent import crashes, ledger
+from runtime.agent import crashes
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import UnknownMessage, parse_body
 from runtime.agent.queue import Inbox
@@ -21,7 +21,6 @@ class Prefetcher:
 
     def __init__(self, inbox: Inbox, s3, config: AgentConfig):
         self.inbox, self.s3, self.config, self.scope = inbox, s3, config, Scope.of(config)
-        self.manifests = ledger.Manifests()  # only the fetch thread proves chunks
         self.pool = concurrent.futures.ThreadPoolExecutor(config.prefetch_threads, thread_name_prefix="download")
         # after a batch that held shards, receive one message at a time: a shard is a batch's worth of work, and
         # shards received together wait in turn on this agent (releasing them would count receives towards the
@@ -57,28 +56,22 @@ class Prefetcher:
         """Add what `messages` ask for. A shard message has no images: the batch holds it, and the worker runs the
         batch's shards one after another, after its images, keeping the waiting ones visible to no one else."""
         for message in messages:
-            work, refused, retry = self._read(message)
+            work, refused = self._read(message)
             batch.messages.append(message)
             if refused is not None:
                 batch.unknown.append((message, refused))
                 continue
             batch.work[message.id] = work
-            batch.items.extend(Item(ref, message, retry=retry) for ref in work.images)
+            batch.items.extend(Item(ref, message) for ref in work.images)
 
-    def _read(self, message: Message) -> tuple[Work | None, str | None, str | None]:
-        """(what the message asks for, why it is refused, why its images must wait): one of the first two is None."""
-        work = None
+    def _read(self, message: Message) -> tuple[Work | None, str | None]:
+        """(what the message asks for, why it is refused): one of them is None."""
         try:
-            work = parse_body(message.body, self.scope)
-            if work.chunk:
-                ledger.prove_chunk(self.s3, self.config, work, self.manifests)
-        except RetryLater as exc:  # the chunk's manifest could not be read: its images wait, unread
-            return work, None, str(exc)
+            return parse_body(message.body, self.scope), None
         except UnknownMessage as exc:
-            return None, str(exc), None
+            return None, str(exc)
         except Exception as exc:  # noqa: BLE001 - a body is untrusted: whatever it raises settles it alone
-            return None, f"the body could not be read: {exc.__class__.__name__}: {str(exc)[:300]}", None
-        return work, None, None
+            return None, f"the body could not be read: {exc.__class__.__name__}: {str(exc)[:300]}"
 
     def _download(self, item: Item) -> None:
         ref = item.ref

@@ -16,24 +16,25 @@ def render(item: Item, model: Captioner) -> bytes:
     Timings and wall-clock times stay out (they go to the log line and metrics), so a
     redelivered message overwrites the result with byte-identical content.
     """
+    source = {"version_id": item.version_id, "etag": item.etag, "size": item.size}
+    return render_source(item.ref.bucket, item.ref.key, source, item.caption, item.error, model)
+
+
+def render_source(bucket: str, key: str, read: dict, caption: str | None, error: str | None, model) -> bytes:
+    """The result JSON of the object `bucket`/`key` as it was read (`read`: its version_id, etag and size, each
+    None when unknown), with its caption or its error: the one shape of every result record."""
     record = {
         "schema": SCHEMA,
-        "status": "error" if item.error else "ok",
-        "source": {
-            "bucket": item.ref.bucket,
-            "key": item.ref.key,
-            "version_id": item.version_id,
-            "etag": item.etag,
-            "size": item.size,
-        },
+        "status": "error" if error else "ok",
+        "source": {"bucket": bucket, "key": key, **{name: read.get(name) for name in ("version_id", "etag", "size")}},
         "model": {"name": model.name, "sha256": model.sha256},
     }
     if getattr(model, "prompt_sha256", None):  # captions from two prompts of one checkpoint never read as one model's
         record["model"]["prompt_sha256"] = model.prompt_sha256
-    if item.error:
-        record["error"] = item.error
+    if error:
+        record["error"] = error
     else:
-        record["caption"] = item.caption
+        record["caption"] = caption
     return (json.dumps(record, sort_keys=True, ensure_ascii=False, indent=1) + "\n").encode()
 
 

@@ -85,25 +85,26 @@ def check_dataset_job(s3, config, job: dict) -> dict:
     manifest = ledger.get_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_MANIFEST)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
         raise plan.PlanError(
-            f"job {job['job_id']} is not a dataset job of this fleet: no dataset manifest under "
-            f"s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}"
+            f"job {job['job_id']} is not a job of this fleet (or one expanded before the one job engine): no "
+            f"manifest of parts under s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}"
         )
     return {"job_id": job["job_id"], "shards": len(manifest["shards"]), "retry": job["retry"]}
 
 
-def build_job(uris: list[str], job_id: str | None = None) -> dict:
-    """The job message: one `prefix` (a URI ending in '/') or a list of image URIs. ValueError if neither."""
-    job_id = job_id or time_id()
+def build_job(uris: list[str], job_id: str | None = None, run: str | None = None) -> dict:
+    """The job message: one `prefix` (a URI ending in '/') or a list of image URIs, and its run (default: a new
+    one). ValueError if neither."""
+    job_id, run = job_id or time_id(), run or time_id()
     if not JOB_ID.match(job_id):
         raise ValueError(f"job id {job_id!r}: use 1-128 letters, digits, '.', '_' or '-'")
     for uri in uris:
         parse_s3_uri(uri)
     if len(uris) == 1 and uris[0].endswith("/"):
-        return {"type": JOB_TYPE, "job_id": job_id, "prefix": uris[0]}
+        return {"type": JOB_TYPE, "job_id": job_id, "run": run, "prefix": uris[0]}
     prefixes = [uri for uri in uris if uri.endswith("/")]
     if prefixes or not uris:
         raise ValueError("give either one prefix (s3://bucket/prefix/) or one or more image URIs, not both")
-    return {"type": JOB_TYPE, "job_id": job_id, "images": uris}
+    return {"type": JOB_TYPE, "job_id": job_id, "run": run, "images": uris}
 
 
 def unreadable_by_workers(config, uris: list[str]) -> str | None:
@@ -227,8 +228,8 @@ def submit(argv: list[str] | None = None) -> dict:
         if config.results_bucket_name
         else f"<results bucket>/{job_root(config, job['job_id'])}summary.json"
     )
-    run = {"run": job["run"], "checked": checked} if checked is not None else {}
-    return {"job_id": job["job_id"], **run, "summary": where, **woke}
+    checks = {"checked": checked} if checked is not None else {}
+    return {"job_id": job["job_id"], "run": job["run"], **checks, "summary": where, **woke}
 
 
 def main(argv=None) -> int:

@@ -37,20 +37,12 @@ class ImageRef:
 
 
 @dataclasses.dataclass(frozen=True)
-class Chunk:
-    """Which slice of which job a chunk message is."""
-
-    job_id: str
-    index: int
-    count: int
-
-
-@dataclasses.dataclass(frozen=True)
 class ShardRef:
-    """Which shard of which dataset job (and which run of it) a shard message asks for.
+    """Which part of which job (and which run of it) a part message (`captionkit.shard`) asks for: a dataset
+    shard, or a part file of image URIs.
 
-    The message carries no location: the shard is `index` of the job's manifest in the results bucket, which only
-    an agent expanding the job writes, so a forged shard message can only redo a real shard.
+    The message carries no location: the part is `index` of the job's manifest in the results bucket, which only
+    an agent expanding the job writes, so a forged part message can only redo a real part.
     """
 
     job_id: str
@@ -63,10 +55,9 @@ class ShardRef:
 class Work:
     """What one message asks for. `images` may be empty (a test event, a removal): delete it."""
 
-    images: tuple[ImageRef, ...] = ()
-    chunk: Chunk | None = None
-    job: dict | None = None  # a job to fan out into chunk messages (or shard messages, for a dataset job)
-    shard: ShardRef | None = None  # one shard of a dataset job: read, captioned and written as one Parquet file
+    images: tuple[ImageRef, ...] = ()  # an S3 event's objects
+    job: dict | None = None  # a job to expand into part messages (runtime.agent.plan)
+    shard: ShardRef | None = None  # one part of a job: read, captioned, written as its kind says (parts.run)
     note: str = ""
 
 

@@ -9,14 +9,14 @@ import threading
 import time
 from typing import Callable
 
-from runtime.agent import crashes
+from runtime.agent import crashes, ledger
 from runtime.agent.batch import ImageBatch
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import run
 from runtime.agent.expand import JobExpansion
 from runtime.agent.metrics import Counters, log
 from runtime.agent.model.capture import prepare_decode
 from runtime.agent.model.swap import ModelWatcher
+from runtime.agent.parts import run
 from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.settle import Settle
@@ -51,6 +51,7 @@ class Worker:
         self.journal = crashes.Journal(crashes.journal_path(config))
         self.inbox = Inbox(sqs, config.queue_url, config.visibility_timeout_s, config.hold_limit_s)
         self.prefetcher = Prefetcher(self.inbox, s3, config)
+        self.manifests = ledger.Manifests()  # the jobs' manifests, read again only when changed (part messages)
         self.counters = Counters()
         self.settle = Settle(self.inbox, self.counters, config.retry_backoff_s)
         self.expansion = JobExpansion(s3=s3, sqs=sqs, config=config, settle=self.settle, progress=self._progress)
@@ -109,8 +110,8 @@ class Worker:
         return 0
 
     def process(self, batch: Batch) -> None:
-        """Settle every message of one batch: its images (and chunks) as one `ImageBatch`, then each job message
-        by `JobExpansion`."""
+        """Settle every message of one batch: its S3 events' images as one `ImageBatch`, then each job message by
+        `JobExpansion`."""
         try:
             self._swap_model_if_ready(batch)
         except Exception as exc:  # noqa: BLE001 - a bug must not kill the fleet: retry the batch later
@@ -135,8 +136,8 @@ class Worker:
             self.expansion.run(message, batch.work[message.id], self.model)
 
     def process_shard(self, message: Message, work: Work, waiting: list[Message] = ()) -> None:
-        """Caption one dataset shard whole (runtime.agent.datasets.run) and settle its message. Progress restarts
-        the hold clock of `waiting` too (the batch's other shards, run next), so none lapses while in line."""
+        """Caption one part of a job whole (runtime.agent.parts.run) and settle its message. Progress restarts
+        the hold clock of `waiting` too (the batch's other parts, run next), so none lapses while in line."""
         if self.stopping.is_set():
             self.inbox.release([message])
             return
@@ -155,7 +156,7 @@ class Worker:
                 self.s3,
                 self.config,
                 self.model,
-                self.prefetcher.manifests,
+                self.manifests,
                 self.prefetcher.pool,
                 self._on_device,
                 self.stopping,

@@ -1,4 +1,4 @@
-"""Hostile messages against moto: forged buckets, forged chunks and poison bodies beside good images in one receive."""
+"""Hostile messages against moto: forged buckets, forged parts and poison bodies beside good images in one receive."""
 
 from __future__ import annotations
 
@@ -90,19 +90,19 @@ def test_forged_events_for_another_bucket_or_prefix_write_no_record_and_leave_re
     assert stack.counts() == {"visible": 0, "in_flight": 0}
 
 
-def _chunk(job_id: str, index, count, images) -> dict:
-    return {"type": "captionkit.chunk", "job_id": job_id, "index": index, "count": count, "images": images}
+def _part(job_id: str, index, count, run) -> dict:
+    return {"type": "captionkit.shard", "job_id": job_id, "index": index, "count": count, "run": run}
 
 
-def test_forged_chunks_cannot_rewrite_a_jobs_markers_or_summary_nor_announce_a_job(stack, agent_log):
+def test_forged_parts_cannot_rewrite_a_jobs_markers_or_summary_nor_announce_a_job(stack, agent_log):
     sns = aws.client("sns")
     topic = sns.create_topic(Name=f"jobs-done-{stack.id}")["TopicArn"]
     stack.s3.put_bucket_versioning(Bucket=stack.images, VersioningConfiguration={"Status": "Enabled"})
     images = [f"s3://{stack.images}/incoming/job/{n}.png" for n in range(5)]
     for n, uri in enumerate(images):
         stack.put(uri.split("/", 3)[3], png(colour=(n * 40, 0, 0)) if n != 3 else b"not an image")
-    config = stack.config(job_topic_arn=topic)
-    stack.send(submit.build_job(images, "job-1"))
+    config = stack.config(job_topic_arn=topic, job_chunk_size=4)
+    stack.send(submit.build_job(images, "job-1", run="20260101-000000-real"))
     assert stack.worker(config, burst=True).run() == 0
     before = _objects(stack)
     summary = json.loads(
@@ -112,22 +112,18 @@ def test_forged_chunks_cannot_rewrite_a_jobs_markers_or_summary_nor_announce_a_j
     manifest = json.loads(
         stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-1/manifest.json")["Body"].read()
     )
-    size, count = manifest["chunk_size"], manifest["chunks"]
-    assert count == 2  # chunks of batch_size 4; the failure is in chunk 0
-    stack.put("incoming/mine.png", png((9, 9, 9)))
-    mine = f"s3://{stack.images}/incoming/mine.png"
+    count, run = len(manifest["shards"]), "20260101-000000-real"
+    assert count == 2  # parts of 4; the failure is in part 0
     forged = [
-        _chunk("job-1", 0, 1, [mine]),  # the issue's finding: count 1 makes one marker look like the whole job
-        _chunk("job-1", 0, count, [mine]),  # the right numbers, other images
-        _chunk("job-1", 0, count, images[: size - 1]),  # a shorter slice: the failed image left out
-        _chunk("job-1", 1, count + 1, images[size:]),
-        _chunk("job-1", 2, count + 1, [mine]),  # a new index
-        _chunk("job-1", True, count, images[:size]),
-        _chunk("job-1", 0, float(count), images[:size]),
-        _chunk("job-1", "0", count, images[:size]),
-        _chunk("ghost", 0, 1, [mine]),  # a job that does not exist would get a summary and an announcement
-        _chunk("../job-1", 0, count, images[:size]),
-        _chunk("job-1", 0, count, [f"s3://other-{stack.id}/incoming/job/0.png"]),
+        _part("job-1", 0, 1, run),  # count 1 would make one marker look like the whole job
+        _part("job-1", 2, count + 1, run),  # a new index
+        _part("job-1", 0, count, "20991231-000000-forged"),  # a run no agent queued: it would rewrite the markers
+        _part("job-1", True, count, run),
+        _part("job-1", 0, float(count), run),
+        _part("job-1", "0", count, run),
+        _part("ghost", 0, 1, run),  # a job that does not exist would get a summary and an announcement
+        _part("../job-1", 0, count, run),
+        {"type": "captionkit.chunk", "job_id": "job-1", "index": 0, "count": count, "images": images[:4]},
     ]
     good = _good_images(stack, ["a", "b"])
     for n, body in enumerate(forged):
@@ -140,28 +136,27 @@ def test_forged_chunks_cannot_rewrite_a_jobs_markers_or_summary_nor_announce_a_j
 
     after = _objects(stack, "results/_jobs/")
     assert after == {k: v for k, v in before.items() if k[0].startswith("results/_jobs/")}  # not one byte rewritten
-    assert stack.keys("results/_jobs/ghost/") == [] and "results/incoming/mine.png.json" not in stack.keys()
+    assert stack.keys("results/_jobs/ghost/") == []
     assert [stack.result(f"incoming/good/{name}.png")["status"] for name in "ab"] == ["ok", "ok"]
     assert len(agent_log.events("job_notified")) == 1  # the real job's only
     dead = _dead(stack)
     assert sorted(m["Body"] for m in dead) == sorted(json.dumps(body) for body in forged)
-    assert worker.counters.refused == len(forged) and worker.counters.retried == 0 and _mixed_batches(agent_log)
+    assert worker.counters.refused == len(forged) and worker.counters.retried == 0
     assert stack.counts() == {"visible": 0, "in_flight": 0}
 
 
-def test_a_replayed_chunk_of_a_real_job_is_accepted_and_rewrites_the_same_bytes(stack):
+def test_a_replayed_part_of_a_finished_run_is_accepted_and_writes_nothing(stack):
     images = [f"s3://{stack.images}/incoming/job/{n}.png" for n in range(3)]
     for n, uri in enumerate(images):
         stack.put(uri.split("/", 3)[3], png(colour=(n * 40, 0, 0)))
-    stack.send(submit.build_job(images, "job-2"))
+    stack.send(submit.build_job(images, "job-2", run="20260101-000000-real"))
     assert stack.worker(burst=True).run() == 0
     before = _objects(stack)
-    stack.send(_chunk("job-2", 0, 1, images))  # exactly what the expanding agent sent
+    stack.send(_part("job-2", 0, 1, "20260101-000000-real"))  # exactly what the expanding agent sent
 
     assert stack.worker(burst=True).run() == 0
 
-    after = _objects(stack)
-    assert set(after.values()) == set(before.values()) and len(after) == len(before)
+    assert _objects(stack) == before
     assert _dead(stack) == [] and stack.counts() == {"visible": 0, "in_flight": 0}
 
 
@@ -184,7 +179,7 @@ def test_a_job_naming_images_outside_the_images_prefix_is_refused_by_the_agent(s
     worker = stack.worker(burst=True)
     assert worker.run() == 0
 
-    assert stack.keys() == []  # no manifest, no chunk, no result
+    assert stack.keys() == []  # no manifest, no part, no result
     assert len(_dead(stack)) == len(jobs) and worker.counters.refused == len(jobs)
     assert stack.counts() == {"visible": 0, "in_flight": 0}
 
@@ -197,9 +192,9 @@ def _poison(stack) -> list[str]:
         '{"Records": [' + record.replace('"incoming/good/0.png"', "7") + "]}",
         '{"Records": [' + record.replace('"incoming/good/0.png"', '"incoming/%FF.png"') + "]}",
         '{"Records": [' + record.replace('"incoming/good/0.png"', '"incoming/\\udc80.png"') + "]}",
-        '{"type": "captionkit.chunk", "job_id": "j", "index": Infinity, "count": 2, "images": []}',
-        '{"type": "captionkit.chunk", "job_id": "j", "index": 0, "count": NaN, "images": []}',
-        '{"type": "captionkit.chunk", "job_id": "j", "index": ' + "9" * 5000 + ', "count": 1, "images": []}',
+        '{"type": "captionkit.shard", "job_id": "j", "index": Infinity, "count": 2, "run": "r"}',
+        '{"type": "captionkit.shard", "job_id": "j", "index": 0, "count": NaN, "run": "r"}',
+        '{"type": "captionkit.shard", "job_id": "j", "index": ' + "9" * 5000 + ', "count": 1, "run": "r"}',
         '{"Records": [' + ", ".join([record] * 11) + "]}",
         json.dumps({"Records": [_record(stack, "incoming/" + "k" * 300_000)]}),  # over 256 KiB
         json.dumps({"Type": "Notification", "Message": "[" * 3000}),

@@ -1,4 +1,5 @@
-"""Batch jobs against moto: submit a prefix or a list, fan out into chunks, one summary; replays are safe."""
+"""Prefix and URI-list jobs against moto: submit, expand into part files and part messages, a result JSON per image,
+one summary; replays and resubmissions are safe. They run on the one job engine dataset jobs use."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import json
 
 import pytest
 
-from agent_support import png, race_at_group_listing
-from runtime import aws
-from runtime.agent import ledger, notice, submit, tally
-from runtime.agent.layout import GROUPS, JOB_CHUNKS, JOB_MANIFEST, JOB_SUMMARY, NOTIFIED, job_root
-from runtime.agent.work import Chunk, ImageRef, Item
+from agent_support import png
+from runtime.agent import submit
+from runtime.agent.layout import JOB_CHUNKS, JOB_PARTS, job_root
 
 
 def _summary(stack, job_id: str) -> bytes:
@@ -29,18 +28,30 @@ def test_batch_job_over_a_prefix_captions_every_image_and_writes_a_summary(stack
 
     assert submit.main([f"s3://{stack.images}/incoming/2024/", "--job-id", "job-1"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    worker = stack.worker(burst=True)
+    worker = stack.worker(stack.config(job_chunk_size=4), burst=True)
     assert worker.run() == 0
 
     summary = json.loads(_summary(stack, "job-1"))
-    assert printed == {"job_id": "job-1", "summary": f"s3://{stack.images}/results/_jobs/job-1/summary.json"}
+    assert printed == {
+        "job_id": "job-1",
+        "run": printed["run"],
+        "summary": f"s3://{stack.images}/results/_jobs/job-1/summary.json",
+    }
+    assert (summary["kind"], summary["run"]) == ("images", printed["run"])
     assert (summary["images"], summary["done"], summary["failed"]) == (10, 9, 1)
-    assert summary["failures"][0]["uri"] == f"s3://{stack.images}/incoming/2024/broken.jpg"
-    assert "not a readable image" in summary["failures"][0]["error"]
+    assert (summary["shards"], summary["shards_done"], summary["shards_failed"]) == (3, 3, 0)
+    assert summary["error_images"][0]["uri"] == f"s3://{stack.images}/incoming/2024/broken.jpg"
+    assert "not a readable image" in summary["error_images"][0]["error"]
     assert summary["source"] == f"s3://{stack.images}/incoming/2024/"
+    assert summary["results"] == f"s3://{stack.images}/results/"
     results = [key for key in stack.keys() if "/_jobs/" not in key]
     assert results == sorted(f"results/{key}.json" for key in [*keys, "incoming/2024/broken.jpg"])
-    assert len(stack.keys("results/_jobs/job-1/chunks/")) == 3  # 10 images in chunks of batch_size 4
+    root = job_root(stack.config(), "job-1")
+    assert len(stack.keys(root + JOB_PARTS)) == len(stack.keys(root + JOB_CHUNKS)) == 3  # 10 images in parts of 4
+    assert stack.keys(root + "shards/") == []  # the output of a prefix job is the result JSON of each image
+    record = stack.result("incoming/2024/img00.png")
+    assert record["status"] == "ok" and record["source"]["size"] == len(png(colour=(0, 0, 0)))
+    assert record["source"]["etag"]  # which bytes it read, as the GET found them
     assert stack.counts() == {"visible": 0, "in_flight": 0}
 
 
@@ -60,6 +71,46 @@ def test_a_replayed_job_reuses_its_manifest_and_rewrites_the_same_summary(stack,
     assert json.loads(first)["images"] == 5
     assert "results/incoming/set/late-arrival.png.json" not in stack.keys()
     assert stack.counts() == {"visible": 0, "in_flight": 0}
+
+
+def test_a_resubmitted_job_skips_its_done_parts_and_a_retry_redoes_those_with_errors(stack, monkeypatch):
+    for n in range(4):
+        stack.put(f"incoming/again/{n}.png", png(colour=(0, 0, n * 50)))
+    stack.put("incoming/again/9-broken.png", b"not a png")
+    config = stack.config(job_chunk_size=2)  # parts [0, 1], [2, 3], [9-broken]
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/again/"], "job-5", run="20260101-000000-a"))
+    stack.worker(config, burst=True).run()
+    first = json.loads(_summary(stack, "job-5"))
+    assert (first["images"], first["done"], first["failed"], first["error_shards"]) == (5, 4, 1, [2])
+
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/again/"], "job-5", run="20260101-000000-b"))
+    stack.send(submit.build_dataset_job("retry", "job-5", "20260101-000000-c", only="errors"))
+    agent = stack.worker(config, burst=True)
+    agent.run()
+    root = job_root(config, "job-5")
+    queued = {
+        run: json.loads(stack.s3.get_object(Bucket=stack.images, Key=f"{root}runs/{run}/queued.json")["Body"].read())[
+            "indexes"
+        ]
+        for run in ("20260101-000000-b", "20260101-000000-c")
+    }
+    assert queued == {"20260101-000000-b": [], "20260101-000000-c": [2]}  # same model, same settings: nothing new
+    assert json.loads(_summary(stack, "job-5"))["run"] == "20260101-000000-c"
+    assert stack.counts() == {"visible": 0, "in_flight": 0}
+
+
+def test_a_job_id_submitted_again_over_another_list_is_refused_and_dead_lettered(stack):
+    stack.put("incoming/l/a.png", png())
+    stack.put("incoming/l/b.png", png())
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/l/a.png"], "job-6"))
+    stack.worker(burst=True).run()
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/l/b.png"], "job-6"))
+    stack.worker(burst=True).run()
+    assert stack.counts() == {"visible": 0, "in_flight": 0}
+    dead = stack.sqs.receive_message(QueueUrl=stack.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
+    reasons = [m["MessageAttributes"]["captionkit_error"]["StringValue"] for m in dead.get("Messages", [])]
+    assert len(reasons) == 1 and "was created over '1 listed images (" in reasons[0]
+    assert "results/incoming/l/b.png.json" not in stack.keys()
 
 
 def test_batch_job_over_a_list_of_images(stack):
@@ -87,84 +138,6 @@ def test_an_empty_job_still_gets_a_summary(stack):
     stack.send(submit.build_job([f"s3://{stack.images}/incoming/nothing-here/"], "job-4"))
     stack.worker(burst=True).run()
     assert json.loads(_summary(stack, "job-4"))["images"] == 0
-
-
-def _chunked_job(stack, config, job_id: str, chunks: int) -> str:
-    """A job's manifest of `chunks` one-image chunks, as `plan.expand_images` freezes it; its root."""
-    root = job_root(config, job_id)
-    images = [f"s3://{stack.images}/incoming/set/{n}.png" for n in range(chunks)]
-    stack.s3.put_object(
-        Bucket=stack.images,
-        Key=root + JOB_MANIFEST,
-        Body=json.dumps(
-            {
-                "job_id": job_id,
-                "source": f"{chunks} listed images",
-                "images": images,
-                "chunk_size": 1,
-                "chunks": chunks,
-                "created_at": "2025-01-01T00:00:00+00:00",
-            }
-        ).encode(),
-    )
-    return root
-
-
-def _finish(s3, config, job_id: str, index: int, chunks: int) -> bool:
-    item = Item(
-        ImageRef(config.images_bucket, f"incoming/set/{index}.png"),
-        None,
-        error="not a readable image" if index == 4 else None,
-    )
-    return ledger.finish_chunk(s3, config, Chunk(job_id, index, chunks), [item])
-
-
-def test_the_last_chunk_of_several_groups_writes_the_summary_each_chunk_listing_only_its_group(stack, monkeypatch):
-    monkeypatch.setattr(tally, "GROUP", 3)
-    config, s3, listed = stack.config(), aws.client("s3"), []
-    s3.meta.events.register("after-call.s3.ListObjectsV2", lambda parsed, **_: listed.append(parsed))
-    root = _chunked_job(stack, config, "job-g", chunks=7)  # groups 0-2, 3-5 and 6
-    order = [6, 0, 4, 1, 3, 2]
-    assert [_finish(s3, config, "job-g", index, 7) for index in order] == [False] * len(order)
-    assert root + JOB_SUMMARY not in stack.keys(root)
-    assert stack.keys(root + GROUPS) == [f"{root}{GROUPS}{g:06d}" for g in (0, 2)]  # group 1 still lacks 5
-
-    assert _finish(s3, config, "job-g", 5, 7) is True
-    summary = json.loads(_summary(stack, "job-g"))
-    assert (summary["images"], summary["done"], summary["failed"]) == (7, 6, 1)
-    markers = [reply for reply in listed if reply["Prefix"] == root + JOB_CHUNKS]
-    assert len(markers) == len(order) + 1  # one listing of chunks/ per chunk, of its group alone
-    assert all(reply["MaxKeys"] == 3 and reply["KeyCount"] <= 3 for reply in markers)
-    assert len(stack.keys(root + JOB_CHUNKS)) == 7  # the markers keep their keys: chunks/<index>.json
-
-
-def test_two_agents_finishing_the_last_chunks_of_two_groups_at_once_write_one_summary_told_once(stack, monkeypatch):
-    monkeypatch.setattr(tally, "GROUP", 2)
-    told = []
-    monkeypatch.setattr(notice, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
-    config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
-    root = _chunked_job(stack, config, "job-r", chunks=4)
-    assert not _finish(stack.s3, config, "job-r", 0, 4) and not _finish(stack.s3, config, "job-r", 2, 4)
-    # both have written their group's object before either lists the groups; then one goes on, then the other
-    results = race_at_group_listing(root + GROUPS, lambda s3, index: _finish(s3, config, "job-r", index, 4))
-    assert results == {1: True, 3: True}  # both saw the job complete and wrote the same summary
-    assert json.loads(_summary(stack, "job-r"))["done"] == 4
-    assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]  # told once: the summary was new to one of them
-
-
-def test_two_agents_that_both_find_the_summary_new_send_one_notice(stack, monkeypatch):
-    told = []
-    monkeypatch.setattr(notice, "publish_job_done", lambda topic, region, summary, uri, sns=None: told.append(uri))
-    config = stack.config(job_topic_arn="arn:aws:sns:us-east-1:123456789012:jobs")
-    root = _chunked_job(stack, config, "job-n", chunks=2)
-    assert not _finish(stack.s3, config, "job-n", 0, 2) and _finish(stack.s3, config, "job-n", 1, 2)
-    assert len(told) == 1
-    # a second agent that checked for the summary before the first wrote it (both saw it new) tells nobody again
-    monkeypatch.setattr(ledger, "object_exists", lambda s3, bucket, key: False)
-    manifest = json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + JOB_MANIFEST)["Body"].read())
-    ledger.write_summary(stack.s3, config, "job-n", manifest)
-    assert told == [f"s3://{stack.images}/{root}{JOB_SUMMARY}"]
-    assert json.loads(stack.s3.get_object(Bucket=stack.images, Key=root + NOTIFIED)["Body"].read())["job_id"] == "job-n"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Unit tests of what the agent accepts from the queue: the scope, hostile bodies, job and chunk validation."""
+"""Unit tests of what the agent accepts from the queue: the scope, hostile bodies, job and part validation."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from runtime.agent import ledger
 from runtime.agent.config import AgentConfig
 from runtime.agent.messages import (
     MAX_BODY_BYTES,
-    MAX_CHUNK_IMAGES,
-    MAX_CHUNKS,
     MAX_DEPTH,
     MAX_RECORDS,
+    MAX_SHARDS,
     ImageRef,
     UnknownMessage,
     parse_body,
@@ -36,16 +35,14 @@ def _event(*records) -> str:
     return json.dumps({"Records": list(records)})
 
 
-def _chunk(job_id="job-1", index=0, count=2, images=("s3://pics/incoming/a.png",)) -> str:
-    return json.dumps(
-        {
-            "type": "captionkit.chunk",
-            "job_id": job_id,
-            "index": index,
-            "count": count,
-            "images": images if isinstance(images, str) else list(images),
-        }
-    )
+def _part(job_id="job-1", index=0, count=2, run="r1") -> str:
+    return json.dumps({"type": "captionkit.shard", "job_id": job_id, "index": index, "count": count, "run": run})
+
+
+def _listed(images=("s3://pics/incoming/a.png",), job_id="job-1") -> str:
+    """A URI-list job's message."""
+    listed = images if isinstance(images, str) else list(images)
+    return json.dumps({"type": "captionkit.job", "job_id": job_id, "images": listed})
 
 
 def _refused(body: str, match: str | None = None) -> str:
@@ -114,7 +111,7 @@ def test_keys_that_are_not_utf8_are_refused():
         '"object": {"key": "incoming/\\udc80.png"}}}]}',
         "lone surrogate",
     )
-    _refused(_chunk(images=["s3://pics/incoming/\udc80.png"]), "lone surrogate")
+    _refused(_listed(["s3://pics/incoming/\udc80.png"]), "lone surrogate")
 
 
 def test_more_records_than_s3_sends_are_refused():
@@ -125,9 +122,8 @@ def test_more_records_than_s3_sends_are_refused():
 @pytest.mark.parametrize(
     "body",
     [
-        '{"type": "captionkit.chunk", "job_id": "j", "index": Infinity, "count": 2, '
-        '"images": ["s3://pics/incoming/a"]}',
-        '{"type": "captionkit.chunk", "job_id": "j", "index": 0, "count": NaN, "images": ["s3://pics/incoming/a"]}',
+        '{"type": "captionkit.shard", "job_id": "j", "index": Infinity, "count": 2, "run": "r1"}',
+        '{"type": "captionkit.shard", "job_id": "j", "index": 0, "count": NaN, "run": "r1"}',
         '{"Records": -Infinity}',
     ],
 )
@@ -154,19 +150,16 @@ def test_an_oversized_body_is_refused_before_it_is_parsed():
     _refused(body, "over the 262,144")
 
 
-def test_the_largest_chunk_an_agent_sends_is_within_the_body_bound():
-    bucket, key = "b" * 63, "\U0001f600" * 256  # S3's longest names; each emoji is 12 bytes once JSON-escaped
-    assert len(key.encode()) == 1024
+def test_a_chunk_message_of_an_agent_before_the_one_job_engine_is_refused_saying_what_to_do():
     body = json.dumps(
-        {
-            "type": "captionkit.chunk",
-            "job_id": "j" * 128,
-            "index": MAX_CHUNKS - 1,
-            "count": MAX_CHUNKS,
-            "images": [f"s3://{bucket}/{key}"] * MAX_CHUNK_IMAGES,
-        }
+        {"type": "captionkit.chunk", "job_id": "job-9", "index": 0, "count": 1, "images": ["s3://pics/incoming/a.png"]}
     )
-    assert len(parse_body(body, Scope(bucket, "")).images) == MAX_CHUNK_IMAGES
+    _refused(body, "submit the job again under a new job id")
+
+
+def test_a_job_without_a_run_is_the_first_run_and_a_run_is_a_plain_name():
+    assert parse_body(_listed(), SCOPE).job["run"] == "00000000-000000-first"
+    _refused(json.dumps({**json.loads(_listed()), "run": "../x"}), "run")
 
 
 def test_a_body_that_is_not_json_or_not_an_object_is_refused():
@@ -195,21 +188,21 @@ def test_an_sns_envelope_is_unwrapped_once_only():
         (2, 2),
         (3, 2),
         (0, 0),
-        (0, MAX_CHUNKS + 1),
+        (0, MAX_SHARDS + 1),
         ([0], 2),
     ],
 )
-def test_chunk_index_and_count_must_be_integers_with_index_below_count(index, count):
-    _refused(_chunk(index=index, count=count), "index and count must be integers")
+def test_part_index_and_count_must_be_integers_with_index_below_count(index, count):
+    _refused(_part(index=index, count=count), "index and count must be integers")
 
 
-def test_a_chunk_index_too_long_to_print_is_refused_with_a_readable_reason():
-    _refused(_chunk().replace('"index": 0', '"index": ' + "9" * 5000), "not JSON")
+def test_a_part_index_too_long_to_print_is_refused_with_a_readable_reason():
+    _refused(_part().replace('"index": 0', '"index": ' + "9" * 5000), "not JSON")
 
 
 @pytest.mark.parametrize("job_id", ["", "../other-job", "a/b", ".hidden", "x" * 129, 5, None, ["job-1"]])
-def test_chunk_and_job_ids_must_be_plain_names(job_id):
-    _refused(_chunk(job_id=job_id), "job_id")
+def test_part_and_job_ids_must_be_plain_names(job_id):
+    _refused(_part(job_id=job_id), "job_id")
     _refused(json.dumps({"type": "captionkit.job", "job_id": job_id, "prefix": "s3://pics/incoming/"}), "job_id")
 
 
@@ -225,8 +218,8 @@ def test_chunk_and_job_ids_must_be_plain_names(job_id):
         (["s3://pics/incoming/sub/"], "names a folder"),
     ],
 )
-def test_chunk_images_must_be_objects_in_the_scope(images, why):
-    _refused(_chunk(images=images), why)
+def test_listed_images_must_be_objects_in_the_scope(images, why):
+    _refused(_listed(images), why)
 
 
 @pytest.mark.parametrize(
@@ -247,11 +240,20 @@ def test_a_job_outside_the_images_bucket_or_prefix_is_refused(job, why):
 def test_a_job_inside_the_scope_is_accepted():
     assert parse_body(
         json.dumps({"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/2024/"}), SCOPE
-    ).job == {"job_id": "j", "images": None, "prefix": "s3://pics/incoming/2024/"}
+    ).job == {
+        "job_id": "j",
+        "run": "00000000-000000-first",
+        "kind": "images",
+        "images": None,
+        "source": "s3://pics/incoming/2024/",
+        "retry": None,
+        "image_column": None,
+        "key_column": None,
+    }
     job = parse_body(
         json.dumps({"type": "captionkit.job", "job_id": "j", "images": ["s3://pics/incoming/a.png"]}), SCOPE
     ).job
-    assert job["images"] == ["s3://pics/incoming/a.png"] and job["prefix"] is None
+    assert job["images"] == ["s3://pics/incoming/a.png"] and job["source"] is None
 
 
 def test_own_results_are_outside_the_scope_even_under_the_images_prefix():
@@ -284,7 +286,8 @@ def test_whatever_a_mutated_message_holds_parse_body_answers_work_or_unknown_mes
     ]
     templates = [
         json.loads(_event(_record())),
-        json.loads(_chunk()),
+        json.loads(_part()),
+        json.loads(_listed()),
         {"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/"},
         {"Type": "Notification", "Message": _event(_record())},
     ]
@@ -308,7 +311,7 @@ def test_whatever_a_mutated_message_holds_parse_body_answers_work_or_unknown_mes
     assert kinds == {"work", "refused"}
 
 
-# --- a chunk proves it belongs to its job: exactly a slice of the job's manifest ---------------------------------
+# --- a part message is read against its job's manifest, which only agents write ----------------------------------
 
 
 def _client_error(code: str):
@@ -332,47 +335,26 @@ class _S3:
 
 
 CONFIG = AgentConfig(queue_url="q", images_bucket="pics")
-IMAGES = [f"s3://pics/incoming/{n}.png" for n in range(5)]
+PARTS = [{"uri": f"s3://pics/results/_jobs/job-1/parts/{n:06d}.json", "format": "keys", "size": 2} for n in range(3)]
 MANIFEST = {
-    "results/_jobs/job-1/manifest.json": json.dumps(
-        {"job_id": "job-1", "images": IMAGES, "chunk_size": 2, "chunks": 3}
-    ).encode()
+    "results/_jobs/job-1/manifest.json": json.dumps({"job_id": "job-1", "kind": "images", "shards": PARTS}).encode()
 }
 
 
-def _prove(body: str, s3=None) -> None:
-    ledger.prove_chunk(s3 or _S3(MANIFEST), CONFIG, parse_body(body, SCOPE))
-
-
-def test_a_chunk_that_is_its_manifests_slice_is_accepted():
-    _prove(_chunk(index=0, count=3, images=IMAGES[:2]))
-    _prove(_chunk(index=2, count=3, images=IMAGES[4:]))
-
-
-@pytest.mark.parametrize(
-    "index, count, images, why",
-    [
-        (0, 3, IMAGES[:1], "not the job manifest's slice 0"),
-        (0, 3, IMAGES[2:4], "not the job manifest's slice 0"),
-        (1, 3, ["s3://pics/incoming/mine.png", IMAGES[3]], "not the job manifest's slice 1"),
-        (2, 3, IMAGES[4:] + IMAGES[4:], "not the job manifest's slice 2"),
-        (0, 1, IMAGES[:2], "has 3 chunks, not 1"),
-        (3, 4, IMAGES[:1], "has 3 chunks, not 4"),
-    ],
-)
-def test_a_forged_chunk_of_a_real_job_is_refused(index, count, images, why):
-    with pytest.raises(UnknownMessage, match=why):
-        _prove(_chunk(index=index, count=count, images=images))
-
-
-def test_a_chunk_of_a_job_without_a_manifest_is_refused():
+def test_a_part_of_a_job_without_a_manifest_is_refused():
     with pytest.raises(UnknownMessage, match="the job has no manifest"):
-        _prove(_chunk(job_id="ghost", index=0, count=1, images=IMAGES[:1]))
+        ledger.read_manifest(_S3(MANIFEST), CONFIG, "ghost")
+
+
+def test_a_job_expanded_before_the_one_job_engine_has_no_parts_to_read():
+    old = {"results/_jobs/job-1/manifest.json": json.dumps({"images": ["s3://pics/incoming/a.png"], "chunks": 1})}
+    with pytest.raises(UnknownMessage, match="not a manifest of parts"):
+        ledger.read_manifest(_S3({k: v.encode() for k, v in old.items()}), CONFIG, "job-1")
 
 
 def test_a_manifest_that_cannot_be_read_now_means_retry_later():
     with pytest.raises(RetryLater, match="SlowDown"):
-        _prove(_chunk(index=0, count=3, images=IMAGES[:2]), _S3({}, code="SlowDown"))
+        ledger.read_manifest(_S3({}, code="SlowDown"), CONFIG, "job-1")
 
 
 # --- a body settles alone: whatever parsing it raises, and even when the dead-letter queue is unreachable --------
@@ -457,15 +439,12 @@ def test_an_unreachable_dead_letter_queue_sends_back_only_the_refused_message(tm
     assert worker.counters.retried == 1 and worker.counters.refused == 0 and worker.counters.failed == 1
 
 
-def test_chunks_of_one_job_read_its_manifest_again_only_when_it_changed():
+def test_parts_of_one_job_read_its_manifest_again_only_when_it_changed():
     s3, manifests = _S3(MANIFEST), ledger.Manifests()
-    for index in (0, 1, 2):
-        ledger.prove_chunk(
-            s3, CONFIG, parse_body(_chunk(index=index, count=3, images=IMAGES[2 * index :][:2]), SCOPE), manifests
-        )
+    for _index in (0, 1, 2):
+        assert len(ledger.read_manifest(s3, CONFIG, "job-1", manifests)["shards"]) == 3
     assert s3.bodies_sent == 1
     [key] = MANIFEST
-    s3.objects[key] = json.dumps({"images": IMAGES[:2], "chunk_size": 2, "chunks": 1}).encode()  # re-expanded
-    with pytest.raises(UnknownMessage, match="has 1 chunks, not 3"):
-        ledger.prove_chunk(s3, CONFIG, parse_body(_chunk(index=0, count=3, images=IMAGES[:2]), SCOPE), manifests)
+    s3.objects[key] = json.dumps({"job_id": "job-1", "kind": "images", "shards": PARTS[:1]}).encode()  # re-expanded
+    assert len(ledger.read_manifest(s3, CONFIG, "job-1", manifests)["shards"]) == 1
     assert s3.bodies_sent == 2

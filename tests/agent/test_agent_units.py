@@ -13,7 +13,7 @@ import pytest
 
 from agent_support import REPO
 from runtime.agent.config import ConfigError, load_config
-from runtime.agent.layout import chunk_marker, is_own_result, part_key, result_key, shard_output, started_marker
+from runtime.agent.layout import is_own_result, part_key, part_marker, result_key, shard_output, started_marker
 from runtime.agent.messages import ImageRef, UnknownMessage, parse_body, parse_s3_uri
 from runtime.agent.metrics import JsonFormatter, embedded_metrics
 from runtime.agent.results import render
@@ -117,6 +117,7 @@ def test_s3_events_delivered_through_sns_are_unwrapped():
         '{"Records": [{"s3": {}}]}',
         '{"type": "captionkit.job", "job_id": "j"}',
         '{"type": "captionkit.chunk", "job_id": "j"}',
+        '{"type": "captionkit.shard", "job_id": "j"}',
     ],
 )
 def test_unknown_bodies_raise_unknown_message(body):
@@ -124,22 +125,18 @@ def test_unknown_bodies_raise_unknown_message(body):
         parse_body(body, PICS)
 
 
-def test_jobs_and_chunks_are_parsed():
+def test_jobs_and_parts_are_parsed():
     job = parse_body(json.dumps({"type": "captionkit.job", "job_id": "j-1", "prefix": "s3://pics/2024/"}), PICS)
-    assert job.job == {"job_id": "j-1", "images": None, "prefix": "s3://pics/2024/"}
-    chunk = parse_body(
-        json.dumps(
-            {
-                "type": "captionkit.chunk",
-                "job_id": "j-1",
-                "index": 2,
-                "count": 3,
-                "images": ["s3://pics/2024/a?b#c.png"],
-            }
-        ),
+    assert (job.job["kind"], job.job["source"], job.job["images"]) == ("images", "s3://pics/2024/", None)
+    listed = parse_body(
+        json.dumps({"type": "captionkit.job", "job_id": "j-1", "run": "r-2", "images": ["s3://pics/2024/a?b#c.png"]}),
         PICS,
     )
-    assert chunk.chunk.index == 2 and chunk.images == (ImageRef("pics", "2024/a?b#c.png"),)
+    assert (listed.job["run"], listed.job["images"]) == ("r-2", ["s3://pics/2024/a?b#c.png"])
+    part = parse_body(
+        json.dumps({"type": "captionkit.shard", "job_id": "j-1", "index": 2, "count": 3, "run": "r-2"}), PICS
+    )
+    assert (part.shard.index, part.shard.count, part.shard.run, part.images) == (2, 3, "r-2", ())
     assert parse_s3_uri("s3://b/k/with?odd#chars") == ("b", "k/with?odd#chars")
 
 
@@ -204,11 +201,11 @@ def test_a_result_key_too_long_for_s3_goes_under_long_keys():
 
 def test_per_index_job_keys_keep_their_folders_six_digit_indexes_and_suffixes():
     root = "results/_jobs/job-1/"
-    assert chunk_marker(root, 7) == "results/_jobs/job-1/chunks/000007.json"
+    assert part_marker(root, 7) == "results/_jobs/job-1/chunks/000007.json"
     assert part_key(root, 12) == "results/_jobs/job-1/parts/000012.json"
     assert shard_output(root, 123456) == "results/_jobs/job-1/shards/123456.parquet"
     assert started_marker(root, 0) == "results/_jobs/job-1/started/000000.json"
-    assert chunk_marker(root, 1234567) == "results/_jobs/job-1/chunks/1234567.json"  # wider indexes are not cut
+    assert part_marker(root, 1234567) == "results/_jobs/job-1/chunks/1234567.json"  # wider indexes are not cut
 
 
 @pytest.mark.parametrize(

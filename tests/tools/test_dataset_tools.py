@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataset_folder import RUN1, RUN2, T0, Folder
-from runtime.agent.datasets.output import COLUMNS, render
 from runtime.agent.layout import shard_output
+from runtime.agent.parts.output import COLUMNS, render
 from runtime.aws import client as aws_client
 from runtime.caption_table import COLUMNS as TABLE_COLUMNS
 from tools import collect_shards, cost, job_progress

@@ -125,8 +125,8 @@ def test_status_job_reads_done_total_and_errors_and_exits_0_when_complete(ops, c
     printed = capsys.readouterr().out
     assert "job ops-job: 100%|" in printed and "13/13" in printed and "failed=1" in printed
     reader = job_progress.JobReader.for_job(ops["s3"], outputs["ResultsBucket"], outputs["ResultsPrefix"], "ops-job")
-    state = reader.read()
-    assert (state.total, state.done, state.failed, state.complete) == (13, 12, 1, True)
+    state = job_progress.view(reader).read()  # one view for every kind of job
+    assert (state.images_total, state.images_ok, state.images_errors, state.complete) == (13, 12, 1, True)
     assert status.job(target, outputs, "no-such-job", once=True, timeout_s=None) == 3
     assert "was not submitted to this stack" in capsys.readouterr().err
 

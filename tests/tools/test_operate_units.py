@@ -158,12 +158,17 @@ def test_the_summary_is_published_once_not_on_replays(stack):
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
     stack.put("incoming/once/a.png", png())
     config = stack.config(job_topic_arn=topic)
-    stack.send(submit.build_job([f"s3://{stack.images}/incoming/once/"], "job-once"))
+    stack.send(submit.build_job([f"s3://{stack.images}/incoming/once/"], "job-once", run="20260101-000000-once"))
     assert stack.worker(config, burst=True).run() == 0
     manifest = json.loads(
         stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/manifest.json")["Body"].read()
     )
-    assert ledger.write_summary(stack.s3, config, "job-once", manifest)["done"] == 1  # a replay of the last chunk
+    queued = json.loads(
+        stack.s3.get_object(Bucket=stack.images, Key="results/_jobs/job-once/runs/20260101-000000-once/queued.json")[
+            "Body"
+        ].read()
+    )
+    assert ledger.write_summary(stack.s3, config, "job-once", manifest, queued)["done"] == 1  # the last part replayed
     bodies = sqs.receive_message(QueueUrl=inbox, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert [json.loads(json.loads(m["Body"])["Message"])["job_id"] for m in bodies] == ["job-once"]
 
@@ -211,3 +216,32 @@ def test_tables_are_plain_aligned_text_off_a_terminal():
         "queue        3 waiting",
         "dead letters 1",
     ]
+
+
+def test_a_job_expanded_before_the_one_job_engine_still_reads_in_status_and_collect(stack, tmp_path):
+    """Its manifest lists its images and its chunk markers count them; no agent writes that shape any more."""
+    from runtime.agent import results
+    from tools import job_progress
+
+    config, root = stack.config(), "results/_jobs/old-job/"
+    images = [f"s3://{stack.images}/incoming/old/{n}.png" for n in range(3)]
+    manifest = {"job_id": "old-job", "source": "3 listed images", "images": images, "chunk_size": 2, "chunks": 2}
+    manifest["created_at"] = "2026-11-01T00:00:00+00:00"
+    stack.s3.put_object(Bucket=stack.images, Key=root + "manifest.json", Body=json.dumps(manifest).encode())
+    failed = [{"uri": images[2], "error": "not a readable image"}]
+    for index, marker in enumerate([{"index": 0, "done": 2, "failed": []}, {"index": 1, "done": 0, "failed": failed}]):
+        stack.s3.put_object(Bucket=stack.images, Key=f"{root}chunks/{index:06d}.json", Body=json.dumps(marker).encode())
+    stack.s3.put_object(Bucket=stack.images, Key=root + "summary.json", Body=b"{}")
+    model = type("Model", (), {"name": "old", "sha256": "ab" * 32})()
+    for n, uri in enumerate(images):
+        caption, error = (None, "not a readable image") if n == 2 else (f"caption {n}", None)
+        body = results.render_source(stack.images, uri.split("/", 3)[3], {}, caption, error, model)
+        stack.s3.put_object(Bucket=stack.images, Key=f"results/incoming/old/{n}.png.json", Body=body)
+
+    reader = job_progress.JobReader.for_job(stack.s3, stack.images, config.results_prefix, "old-job")
+    state = job_progress.view(reader).read()
+    assert (state.total, state.done, state.failed, state.complete) == (3, 2, 1, True)
+    report = collect.collect_job(
+        stack.s3, "old-job", tmp_path / "old.jsonl", results_bucket=stack.images, results_prefix="results/"
+    )
+    assert (report["rows"], report["captions"], report["errors"]) == (3, 2, 1)

@@ -54,11 +54,13 @@ def test_submit_without_a_config_sends_to_the_queue_the_stack_outputs_name(stack
         [f"s3://{stack.images}/incoming/set/", "--job-id", "found-it"], resolve=lambda _name: target
     )
     assert code == 0, printed
-    assert json.loads(printed)["summary"] == f"s3://{stack.images}/results/_jobs/found-it/summary.json"
+    answer = json.loads(printed)
+    assert answer["summary"] == f"s3://{stack.images}/results/_jobs/found-it/summary.json"
     [message] = stack.sqs.receive_message(QueueUrl=stack.queue, WaitTimeSeconds=1)["Messages"]
     assert json.loads(message["Body"]) == {
         "type": "captionkit.job",
         "job_id": "found-it",
+        "run": answer["run"],
         "prefix": f"s3://{stack.images}/incoming/set/",
     }
     assert region == aws["AWS_REGION"]
@@ -96,12 +98,6 @@ def test_submit_with_no_stack_deployed_says_so_in_one_line_and_queues_nothing(
     assert tools_submit.main(["s3://bucket/incoming/"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("submit: no stack NoSuchStack in") and "deploy it first" in err
-
-
-def test_a_dataset_submission_is_followed_by_its_shards():
-    assert tools_submit.is_dataset_job(["--shards", "s3://b/p/"]) and tools_submit.is_dataset_job(["--retry", "j"])
-    assert tools_submit.is_dataset_job(["--manifest=s3://b/keys.csv"])
-    assert not tools_submit.is_dataset_job(["s3://b/incoming/", "--job-id", "j"])
 
 
 @pytest.mark.e2e

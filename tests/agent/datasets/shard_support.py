@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 
 from agent_support import FakeCaptioner, png
 from runtime.agent import ledger
-from runtime.agent.datasets import output, run
 from runtime.agent.layout import JOB_MANIFEST, job_root, part_key, run_root, shard_output
+from runtime.agent.parts import output, run
 from runtime.agent.work import Message, ShardRef, Work
 
 RUN = "20250101T000000Z-abc123"
@@ -151,6 +151,6 @@ def output_bytes(stack, job_id: str, index: int) -> bytes:
 
 
 def marker(stack, job_id: str, index: int) -> dict | None:
-    from runtime.agent.layout import chunk_marker
+    from runtime.agent.layout import part_marker
 
-    return ledger.get_json(stack.s3, stack.images, chunk_marker(job_root(stack.config(), job_id), index))
+    return ledger.get_json(stack.s3, stack.images, part_marker(job_root(stack.config(), job_id), index))

@@ -106,6 +106,6 @@ def test_a_malformed_shard_message_is_refused(fields, why):
 
 def test_prefix_and_image_jobs_stay_as_they_were():
     job = parse_body(json.dumps({"type": "captionkit.job", "job_id": "j", "prefix": "s3://pics/incoming/"}), SCOPE)
-    assert job.job == {"job_id": "j", "images": None, "prefix": "s3://pics/incoming/"}
+    assert (job.job["kind"], job.job["source"], job.job["images"]) == ("images", "s3://pics/incoming/", None)
     with pytest.raises(UnknownMessage, match="not in the images bucket"):  # dataset_sources are for dataset jobs
         parse_body(json.dumps({"type": "captionkit.job", "job_id": "j", "prefix": "s3://datasets/laion/"}), SCOPE)

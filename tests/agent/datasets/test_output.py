@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.agent.datasets import output
-from runtime.agent.datasets.output import COLUMNS, SCHEMA, Row, read, render
+from runtime.agent.parts import output
+from runtime.agent.parts.output import COLUMNS, SCHEMA, Row, read, render
 from runtime.untrusted.samples import ShardError
 
 

@@ -154,7 +154,7 @@ def test_a_shards_job_sends_one_message_per_shard_and_a_redelivery_the_same(stac
     config = stack.config()
     _put_shards(stack, 12)
     job = _job(stack, config, {"shards": f"s3://{stack.images}/incoming/set/"})
-    queued = plan.expand_dataset(stack.s3, stack.sqs, config, job, MODEL)
+    queued = plan.expand(stack.s3, stack.sqs, config, job, MODEL)
     assert queued["indexes"] == list(range(12)) and queued["reason"] == "submit"
     sent = _drain(stack)
     assert sent == [
@@ -167,7 +167,7 @@ def test_a_shards_job_sends_one_message_per_shard_and_a_redelivery_the_same(stac
     assert (manifest["kind"], manifest["chunks"], manifest["images"]) == ("shards", 12, None)
 
     stack.put("incoming/set/999.tar", tar_shard("late"))  # after the expansion: not part of the job
-    assert plan.expand_dataset(stack.s3, stack.sqs, config, job, MODEL) == queued
+    assert plan.expand(stack.s3, stack.sqs, config, job, MODEL) == queued
     assert _drain(stack) == sent
     assert _get(stack, job_root(config, "job-1") + "manifest.json") == manifest
 
@@ -177,7 +177,7 @@ def test_a_manifest_job_is_cut_into_exact_parts(stack):
     uris = [f"s3://{stack.images}/incoming/{n}.png" for n in range(7)]
     stack.put("incoming/keys.txt", "\n".join(uris).encode())
     job = _job(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"})
-    plan.expand_dataset(stack.s3, stack.sqs, config, job, MODEL)
+    plan.expand(stack.s3, stack.sqs, config, job, MODEL)
     root = job_root(config, "job-1")
     manifest = _get(stack, root + "manifest.json")
     assert (manifest["kind"], manifest["images"], manifest["chunks"]) == ("keys", 7, 3)
@@ -196,7 +196,7 @@ def test_an_out_of_scope_line_refuses_the_whole_job_at_expansion(stack):
     stack.put("incoming/keys.txt", b"incoming/a.png\nprivate/b.png\n")
     job = _job(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"})
     with pytest.raises(UnknownMessage, match="keys.txt line 2: .*private/b.png is outside the images prefix"):
-        plan.expand_dataset(stack.s3, stack.sqs, config, job, MODEL)
+        plan.expand(stack.s3, stack.sqs, config, job, MODEL)
     assert job_root(config, "job-1") + "manifest.json" not in stack.keys() and _drain(stack) == []
     refused = _get(stack, job_root(config, "job-1") + "refused.json")
     assert refused["job_id"] == "job-1" and refused["run"] == "run-1"
@@ -208,7 +208,7 @@ def test_a_long_manifest_renews_the_hold_as_it_is_read_and_a_gzip_of_blank_lines
     keys = b"".join(b"incoming/%06d.png\n" % n for n in range(50_000))
     stack.put("incoming/keys.txt", keys)
     calls = []
-    plan.expand_dataset(
+    plan.expand(
         stack.s3,
         stack.sqs,
         config,
@@ -222,7 +222,7 @@ def test_a_long_manifest_renews_the_hold_as_it_is_read_and_a_gzip_of_blank_lines
     stack.put("incoming/blank.txt.gz", blank)
     body = {"manifest": f"s3://{stack.images}/incoming/blank.txt.gz", "job_id": "job-2"}
     with pytest.raises(UnknownMessage, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
-        plan.expand_dataset(stack.s3, stack.sqs, config, _job(stack, config, body), MODEL)
+        plan.expand(stack.s3, stack.sqs, config, _job(stack, config, body), MODEL)
     with pytest.raises(PlanError, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
         plan.check_manifest(
             stack.s3,
@@ -252,7 +252,7 @@ def _marker(index, status="done", errors=0, model=MODEL, settings=None, config=N
 
 def _with_markers(stack, config, markers: dict):
     _put_shards(stack, 5)
-    plan.expand_dataset(
+    plan.expand(
         stack.s3, stack.sqs, config, _job(stack, config, {"shards": f"s3://{stack.images}/incoming/set/"}), MODEL
     )
     _drain(stack)
@@ -274,10 +274,10 @@ def test_a_resubmission_skips_shards_done_with_the_same_model_and_settings(stack
     )
     source = f"s3://{stack.images}/incoming/set/"
     again = {**_job(stack, config, {"shards": source}), "run": "run-2"}
-    assert plan.expand_dataset(stack.s3, stack.sqs, config, again, MODEL)["indexes"] == [2, 3, 4]
+    assert plan.expand(stack.s3, stack.sqs, config, again, MODEL)["indexes"] == [2, 3, 4]
     assert [body["index"] for body in _drain(stack)] == [2, 3, 4]
     other = types.SimpleNamespace(name="fake-b", sha256="b" * 64)  # a new model redoes everything
-    assert plan.expand_dataset(stack.s3, stack.sqs, config, {**again, "run": "run-3"}, other)["indexes"] == [
+    assert plan.expand(stack.s3, stack.sqs, config, {**again, "run": "run-3"}, other)["indexes"] == [
         0,
         1,
         2,
@@ -285,7 +285,7 @@ def test_a_resubmission_skips_shards_done_with_the_same_model_and_settings(stack
         4,
     ]
     with pytest.raises(UnknownMessage, match="was created over"):
-        plan.expand_dataset(stack.s3, stack.sqs, config, {**again, "run": "run-4", "source": source + "x/"}, MODEL)
+        plan.expand(stack.s3, stack.sqs, config, {**again, "run": "run-4", "source": source + "x/"}, MODEL)
     assert job_root(config, again["job_id"]) + "refused.json" not in stack.keys()  # a message naming another job
 
 
@@ -298,7 +298,7 @@ def test_a_retry_queues_exactly_the_shards_it_names(stack, choice, indexes):
         {0: _marker(0, config=config), 1: _marker(1, errors=1, config=config), 2: _marker(2, "failed", config=config)},
     )
     retry = _job(stack, config, {"retry": choice}) | {"run": "run-r"}
-    queued = plan.expand_dataset(stack.s3, stack.sqs, config, retry, MODEL)
+    queued = plan.expand(stack.s3, stack.sqs, config, retry, MODEL)
     assert (queued["indexes"], queued["reason"]) == (indexes, f"retry:{choice}")
     assert [body["index"] for body in _drain(stack)] == indexes
     assert _get(stack, run_root(job_root(config, "job-1"), "run-r") + "queued.json") == queued
@@ -308,7 +308,7 @@ def test_a_retry_of_no_dataset_job_is_refused_and_dead_lettered(stack):
     config = stack.config()
     retry = _job(stack, config, {"retry": "failed"})
     with pytest.raises(UnknownMessage, match="nothing to retry"):
-        plan.expand_dataset(stack.s3, stack.sqs, config, retry, MODEL)
+        plan.expand(stack.s3, stack.sqs, config, retry, MODEL)
     message = Message("m1", "r1", "{}", 1, 0.0, 0.0)
     batch = Batch(
         messages=[message],
@@ -334,7 +334,7 @@ def test_a_retry_of_no_dataset_job_is_refused_and_dead_lettered(stack):
 def test_a_run_with_nothing_to_do_writes_the_summary_now(stack):
     config = stack.config()
     empty = _job(stack, config, {"shards": f"s3://{stack.images}/incoming/none/"})
-    assert plan.expand_dataset(stack.s3, stack.sqs, config, empty, MODEL)["indexes"] == []
+    assert plan.expand(stack.s3, stack.sqs, config, empty, MODEL)["indexes"] == []
     summary = _get(stack, job_root(config, "job-1") + "summary.json")
     assert (summary["shards"], summary["images"], summary["run"]) == (0, 0, "run-1") and _drain(stack) == []
 
@@ -379,7 +379,7 @@ def test_submit_shards_checks_then_queues_a_job_whose_id_follows_the_source(stac
         (["--shards", "s3://{images}/incoming/empty/"], "no .tar or .parquet shards"),
         (["--shards", "s3://{images}/elsewhere/"], "outside the images prefix"),
         (["--manifest", "s3://{images}/incoming/bad.txt"], "bad.txt line 2: .*elsewhere/b.png is outside"),
-        (["--retry", "no-such-job"], "job no-such-job is not a dataset job"),
+        (["--retry", "no-such-job"], "job no-such-job is not a job of this fleet"),
     ],
 )
 def test_submit_refuses_a_dataset_job_that_cannot_work_and_queues_nothing(stack, monkeypatch, capsys, argv, why):

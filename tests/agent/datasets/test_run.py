@@ -1,9 +1,10 @@
-"""One shard on the worker (runtime.agent.datasets.run) against moto: each input kind, failures, redelivery, stop."""
+"""One shard on the worker (runtime.agent.parts.run) against moto: each input kind, failures, redelivery, stop."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import random
 import socket
 
@@ -30,8 +31,8 @@ from shard_support import (
 
 from agent_support import FakeCaptioner
 from runtime.agent import ledger
-from runtime.agent.datasets import run
 from runtime.agent.layout import crash_key, job_root, shard_output, started_marker
+from runtime.agent.parts import run
 
 
 def _check_rows(table, plan, shard_uri: str, uri_of) -> None:
@@ -330,3 +331,39 @@ def test_a_replayed_message_of_a_finished_run_writes_nothing_after_a_newer_run_f
     assert state.complete and state.run == newer  # what `make submit WAIT=1` waits for
     assert _folder(stack, root) == before
     assert outcome.action == run.DONE and "writes nothing" in outcome.reason
+
+
+def test_a_part_of_a_prefix_job_writes_each_images_result_and_no_parquet(stack):
+    plan = expected(6)  # the same samples as a MANIFEST part: the output side is what differs
+    shard = put_keys_part(stack, "job-p", 0, plan)
+    put_job(stack, "job-p", [shard], kind="images")
+    outcome = run.process_shard(context(stack), *shard_message("job-p", 0, 1))
+
+    assert outcome.action == "done" and outcome.marker["output"] == f"s3://{stack.images}/results/"
+    assert stack.keys(shard_output(job_root(stack.config(), "job-p"), 0)) == []
+    for key, kind in plan:
+        record = stack.result(f"incoming/listed/{key}.png")
+        assert record["status"] == ("ok" if kind == "ok" else "error"), (key, kind, record)
+        if kind == "ok":
+            assert record["caption"].startswith("fake-a: a ") and record["source"]["etag"]
+    errors = [image["uri"] for image in outcome.marker["error_images"]]
+    assert errors == [f"s3://{stack.images}/incoming/listed/{key}.png" for key, kind in plan if kind != "ok"]
+
+
+def test_a_damaged_part_file_of_a_prefix_job_never_writes_over_another_images_result(stack):
+    """Only agents write part files; one that names another bucket's object (its key the same as an image's) gets
+    an error in the marker, and the image of that key keeps its own result."""
+    stack.put("incoming/listed/mine.png", image_of(0, "ok"))
+    stack.s3.put_object(Bucket=stack.images, Key="results/incoming/listed/mine.png.json", Body=b'{"kept": true}')
+    root = job_root(stack.config(), "job-d")
+    uris = [f"s3://elsewhere-{stack.id}/incoming/listed/mine.png"]
+    body = json.dumps({"source": "1 listed images", "index": 0, "images": uris}).encode()
+    stack.s3.put_object(Bucket=stack.images, Key=root + "parts/000000.json", Body=body)
+    entry = {"uri": f"s3://{stack.images}/{root}parts/000000.json", "format": "keys", "size": 1}
+    put_job(stack, "job-d", [entry], kind="images")
+
+    outcome = run.process_shard(context(stack), *shard_message("job-d", 0, 1))
+
+    assert outcome.action == "done" and [i["uri"] for i in outcome.marker["error_images"]] == uris
+    assert "not in the images bucket" in outcome.marker["error_images"][0]["error"]
+    assert stack.result("incoming/listed/mine.png") == {"kept": True}  # the image of that key keeps its result

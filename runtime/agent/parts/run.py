@@ -1,11 +1,15 @@
-"""One shard on the worker: read it from the job's manifest, stream its samples, caption them, write one file.
+"""One part of any job on the worker: read it from the job's manifest, stream its samples, caption them, write.
 
-The shard message names (job, index, count, run); the shard itself is entry `index` of the job's manifest, which
-only agents write. Samples stream from S3 (a tar's body, a Parquet file's ranged reads, or one GET per listed key)
-on a reader thread, are decoded on the pool ahead of the device, and captioned in device batches. Only the rows
-(strings) stay in memory. The output is rendered at the end and put in one request, then the marker: a crash
-anywhere leaves no half file, and the redelivery writes the same bytes again. `shards/<i>.parquet` exists exactly
-when the shard's marker says done (a failed shard deletes an earlier run's file before its marker).
+The part message names (job, index, count, run); the part itself is entry `index` of the job's manifest, which
+only agents write: a dataset shard, or a part file of image URIs (a MANIFEST, prefix or URI-list job). Samples
+stream from S3 (a tar's body, a Parquet file's ranged reads, or one GET per listed key) on a reader thread, are
+decoded on the pool ahead of the device, and captioned in device batches. Only the rows (strings) stay in memory.
+
+The output side is the job kind's (`write_output`): a prefix or URI-list job writes each image's result JSON at its
+key (runtime.agent.results), a dataset job one Parquet file rendered at the end and put in one request. The marker
+comes after the output: a crash anywhere leaves the part to be redone whole, and the redelivery writes the same
+bytes again. `shards/<i>.parquet` exists exactly when the shard's marker says done (a failed shard deletes an
+earlier run's file before its marker).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ import json
 import time
 from typing import Any, Callable, ContextManager
 
-from runtime.agent import ledger
+from runtime.agent import ledger, results
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import output
-from runtime.agent.datasets.feed import Feed, Ready, Source, sources
-from runtime.agent.layout import job_root, shard_output, started_marker
+from runtime.agent.layout import job_root, result_key, results_location_uri, shard_output, started_marker
+from runtime.agent.messages import parse_s3_uri
 from runtime.agent.metrics import batch_metrics, log
+from runtime.agent.parts import output
+from runtime.agent.parts.feed import Feed, Ready, Source, sources
 from runtime.agent.scope import Scope
 from runtime.agent.settle import DONE, REFUSE, RELEASE, RETRY
 from runtime.agent.work import Captioner, Message, ShardRef, Work
@@ -83,10 +88,14 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
     config, s3 = context.config, context.s3
     try:
         closed = ledger.finished(s3, config, ref)
+        queued = None if closed else ledger.read_queued(s3, config, ref.job_id, ref.run)
     except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
         return Outcome(RETRY, f"reading run {ref.run} of job {ref.job_id}: {exc.__class__.__name__}: {exc}")
     if closed:
         return Outcome(DONE, closed)
+    if not isinstance(queued, dict) or ref.index not in queued.get("indexes", ()):
+        # the expanding agent writes queued.json before it sends a message of the run: this one was not sent by it
+        return Outcome(REFUSE, f"part {ref.index} of job {ref.job_id}: run {ref.run} did not queue it")
     suspect = message.receive_count > 1 and _started_before(s3, config, ref)
     try:
         ledger.start_shard(s3, config, ref, config.agent_name)
@@ -94,14 +103,14 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
         return Outcome(RETRY, f"marking shard {ref.index} of job {ref.job_id} started: {exc.__class__.__name__}: {exc}")
     started_at, progress = ledger.now(), Progress()
     try:
-        rows = _caption(context, manifest, entry, ref, suspect, progress)
+        rows, reads = _caption(context, manifest, entry, ref, suspect, progress)
     except _Stopped:
         return Outcome(RELEASE, "the worker is stopping: the shard is left for another agent", progress)
     except ShardError as exc:
-        return _finish(context, ref, entry, None, progress, started, started_at, str(exc))
+        return _finish(context, ref, manifest, None, [], progress, started, started_at, str(exc))
     except RetryLater as exc:
         return Outcome(RETRY, str(exc), progress, seconds=time.monotonic() - started)
-    return _finish(context, ref, entry, rows, progress, started, started_at, None)
+    return _finish(context, ref, manifest, rows, reads, progress, started, started_at, None)
 
 
 def _manifest(context: ShardContext, ref: ShardRef) -> dict:
@@ -133,8 +142,9 @@ def _started_before(s3, config: AgentConfig, ref: ShardRef) -> bool:
 
 def _caption(
     context: ShardContext, manifest: dict, entry: dict, ref: ShardRef, suspect: bool, progress: Progress
-) -> list[output.Row]:
-    """Every sample's row, in shard order; ShardError when the shard cannot be read, RetryLater for transient."""
+) -> tuple[list[output.Row], list[dict | None]]:
+    """Every sample's row, in shard order, and how each listed image's GET found it (None for a shard's samples);
+    ShardError when the shard cannot be read, RetryLater for transient."""
     config, model = context.config, context.model
     source = Source(
         s3=context.s3,
@@ -149,11 +159,12 @@ def _caption(
         suspect=suspect,
     )
     size = 1 if suspect else max(1, min(config.batch_size, getattr(model, "max_batch", config.batch_size)))
-    rows, group = [], []
+    rows, reads, group = [], [], []
     try:
         with Feed(sources(source), context.pool, window=2 * size) as feed:
             for ready in feed:
                 rows.append(ready.row)
+                reads.append(ready.read)
                 if ready.image is not None:
                     group.append(ready)
                 else:
@@ -178,7 +189,7 @@ def _caption(
             ) from exc
         raise RetryLater(str(classified)) from exc
     progress.samples = len(rows)
-    return rows
+    return rows, reads
 
 
 def _check_stopping(context: ShardContext) -> None:
@@ -220,16 +231,19 @@ def _device_batch(context: ShardContext, group: list[Ready], progress: Progress)
 def _finish(
     context: ShardContext,
     ref: ShardRef,
-    entry: dict,
+    manifest: dict,
     rows: list[output.Row] | None,
+    reads: list[dict | None],
     progress: Progress,
     started: float,
     started_at: str,
     error: str | None,
 ) -> Outcome:
-    """Put the output (or delete a stale one, for a failed shard), then the marker; RETRY when S3 says no."""
+    """Write the output (or delete a stale one, for a failed shard), then the marker; RETRY when S3 says no."""
     config, s3, model = context.config, context.s3, context.model
+    entry, images_job = manifest["shards"][ref.index], manifest.get("kind") == "images"
     bucket, key = config.results_bucket_name, shard_output(job_root(config, ref.job_id), ref.index)
+    errors = [{"uri": row.uri, "error": row.error} for row in rows or () if row.error is not None]
     marker = {
         "index": ref.index,
         "shard": entry.get("uri"),
@@ -239,16 +253,19 @@ def _finish(
         "ok": progress.ok if rows is not None else 0,
         "errors": progress.errors if rows is not None else 0,
         "error": error,
+        "error_images": errors[: ledger.MAX_LISTED],
         "model": model.name,
         "model_sha256": model.sha256,
         "settings": ledger.settings_fingerprint(model, config),
-        "output": None if error else f"s3://{bucket}/{key}",
+        "output": None if error else results_location_uri(config) if images_job else f"s3://{bucket}/{key}",
         "started_at": started_at,
     }
     try:
         if closed := ledger.finished(s3, config, ref):  # another agent finished the run while this one captioned
             return Outcome(DONE, closed, progress, seconds=time.monotonic() - started)
-        if rows is None:
+        if images_job:
+            write_results(context, rows or [], reads)
+        elif rows is None:
             s3.delete_object(Bucket=bucket, Key=key)
         else:
             s3.put_object(Bucket=bucket, Key=key, Body=output.render(rows), ContentType=output.CONTENT_TYPE)
@@ -258,11 +275,32 @@ def _finish(
     except Exception as exc:  # noqa: BLE001 - the message comes back; the output is rewritten identically
         return Outcome(
             RETRY,
-            f"writing shard {ref.index} of job {ref.job_id}: {exc.__class__.__name__}: {exc}",
+            f"writing part {ref.index} of job {ref.job_id}: {exc.__class__.__name__}: {exc}",
             progress,
             seconds=time.monotonic() - started,
         )
     return Outcome(DONE, error or "", progress, marker, seconds)
+
+
+def write_results(context: ShardContext, rows: list[output.Row], reads: list[dict | None]) -> None:
+    """A prefix or URI-list job's output: each image's result record (or error record) at its key, on the pool.
+
+    A job image has no event eTag to hold it to: its record says which bytes it read (etag, version, size). A row
+    whose URI is not an object in the images scope (only a damaged part file holds one) has no result key of its
+    own, so it writes none: its error stays in the part's marker, never over another image's result."""
+    config, model, scope = context.config, context.model, Scope.of(context.config)
+
+    def write(row: output.Row, read: dict | None) -> None:
+        try:
+            bucket, key = parse_s3_uri(row.uri)
+        except ValueError:
+            return
+        if key != row.key or scope.outside(bucket, key):
+            return
+        body = results.render_source(bucket, row.key, read or {}, row.caption, row.error, model)
+        results.write(context.s3, config.results_bucket_name, result_key(config.results_prefix, row.key), body)
+
+    list(context.pool.map(write, rows, reads))
 
 
 class ShardReport:

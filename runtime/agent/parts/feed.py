@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterator
 
 from runtime.agent import crashes
 from runtime.agent.config import AgentConfig
-from runtime.agent.datasets import output
 from runtime.agent.layout import MAX_KEY_BYTES, part_key
 from runtime.agent.messages import parse_s3_uri
+from runtime.agent.parts import output
 from runtime.agent.scope import Scope
 from runtime.aws import PERMANENT, RetryLater, classify_read_error
 from runtime.images import load_image
@@ -37,6 +37,7 @@ class Ready:
 
     row: output.Row
     image: Any = None
+    read: dict | None = None  # how a listed image's GET found it (version_id, etag, size), for its result record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +122,10 @@ def _in_parquet(source: Source, bucket: str, key: str) -> Iterator[Callable[[], 
 
 
 def _listed(source: Source, bucket: str, key: str) -> Iterator[Callable[[], Ready]]:
-    limit = 4096 + source.config.manifest_chunk_size * 6 * (MAX_KEY_BYTES + 64)  # every URI JSON-escaped
+    # the part's own count (the manifest is agents' writing) or today's setting, whichever is larger: a setting
+    # lowered while a job is in flight does not fail the parts cut before
+    size = max(source.config.part_size(source.manifest.get("kind", "keys")), int(source.entry.get("size") or 0))
+    limit = 4096 + min(size, source.config.max_shard_samples) * 6 * (MAX_KEY_BYTES + 64)  # every URI JSON-escaped
     reply = source.s3.get_object(Bucket=bucket, Key=key)
     if int(reply.get("ContentLength") or 0) > limit:
         reply["Body"].close()
@@ -141,7 +145,8 @@ def _fetch(source: Source, index: int, uri) -> Ready:
     except ValueError as exc:
         return _failed(source.row(str(uri)[:MAX_KEY_BYTES], index, str(uri)[:MAX_KEY_BYTES]), str(exc))
     row = source.row(key, index, uri)
-    why = source.scope.dataset_outside(bucket, key)
+    images_job = source.manifest.get("kind") == "images"  # its URIs came from the images scope; they stay in it
+    why = (source.scope.outside if images_job else source.scope.dataset_outside)(bucket, key)
     if why:
         return _failed(row, why)
     try:
@@ -155,6 +160,7 @@ def _fetch(source: Source, index: int, uri) -> Ready:
                 f"(max_image_bytes); shrink it or raise the limit",
             )
         data = reply["Body"].read(config.max_image_bytes + 1)
+        etag = reply.get("ETag", "").strip('"') or None
     except Exception as exc:  # noqa: BLE001 - gone or denied: this sample's error; anything else: retry the shard
         classified = classify_read_error(exc, uri)
         if isinstance(classified, RetryLater):
@@ -162,7 +168,9 @@ def _fetch(source: Source, index: int, uri) -> Ready:
         return _failed(row, str(classified))
     if len(data) > config.max_image_bytes:
         return _failed(row, f"{uri}: the object is over the limit of {config.max_image_bytes:,} bytes")
-    return _decode(source, Sample(key, index, data), uri, row)
+    ready = _decode(source, Sample(key, index, data), uri, row)
+    ready.read = {"version_id": reply.get("VersionId"), "etag": etag, "size": size}
+    return ready
 
 
 def _decode(source: Source, sample: Sample, uri: str, row: output.Row | None = None) -> Ready:
