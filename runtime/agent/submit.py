@@ -13,12 +13,12 @@ import secrets
 import sys
 
 from runtime import aws
-from runtime.agent import ledger, plan
+from runtime.agent import checks, ledger
 from runtime.agent.config import load_config
 from runtime.agent.layout import JOB_MANIFEST, job_root
 from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, RETRY_CHOICES, parse_s3_uri
 from runtime.agent.scope import Scope
-from runtime.errors import CaptionKitError, SubmitRefused
+from runtime.errors import CaptionKitError, PlanError, SubmitRefused
 from runtime.lambdas.wake_on_upload.wake import wake_quietly
 
 
@@ -67,14 +67,14 @@ def build_dataset_job(
 
 
 def check_dataset_job(s3, config, job: dict) -> dict:
-    """What `runtime submit` checks before queueing a dataset job (`plan.PlanError` names the first problem)."""
+    """What `runtime submit` checks before queueing a dataset job (`PlanError` names the first problem)."""
     scope = Scope.of(config)
     if "shards" in job:
-        return plan.check_shards(
+        return checks.check_shards(
             s3, job["shards"], scope, image_column=job.get("image_column"), key_column=job.get("key_column")
         )
     if "manifest" in job:
-        return plan.check_manifest(
+        return checks.check_manifest(
             s3,
             job["manifest"],
             scope,
@@ -84,7 +84,7 @@ def check_dataset_job(s3, config, job: dict) -> dict:
         )
     manifest = ledger.get_json(s3, config.results_bucket_name, job_root(config, job["job_id"]) + JOB_MANIFEST)
     if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
-        raise plan.PlanError(
+        raise PlanError(
             f"job {job['job_id']} is not a job of this fleet (or one expanded before the one job engine): no "
             f"manifest of parts under s3://{config.results_bucket_name}/{job_root(config, job['job_id'])}"
         )
@@ -209,7 +209,7 @@ def submit(argv: list[str] | None = None) -> dict:
         else:
             try:
                 refusal, checked = None, check_dataset_job(aws.client("s3", config.region), config, job)
-            except plan.PlanError as exc:
+            except PlanError as exc:
                 refusal = str(exc)
     except (CaptionKitError, ValueError, OSError) as exc:
         raise SubmitRefused(str(exc)) from None

@@ -17,6 +17,7 @@ from runtime.agent.metrics import Counters, log
 from runtime.agent.model.capture import prepare_decode
 from runtime.agent.model.swap import ModelWatcher
 from runtime.agent.parts import run
+from runtime.agent.parts.report import ShardReport
 from runtime.agent.prefetch import Prefetcher
 from runtime.agent.queue import Inbox
 from runtime.agent.settle import Settle
@@ -141,7 +142,7 @@ class Worker:
         if self.stopping.is_set():
             self.inbox.release([message])
             return
-        report = run.ShardReport(self.config, self.counters, work.shard)
+        report = ShardReport(self.config, self.counters, work.shard)
 
         def progress(done: run.Progress) -> None:  # a device batch is progress: the hold clocks start again
             self.watchdog.mark()

@@ -8,8 +8,8 @@ prefix or URI-list job, `shards/<index>.parquet` whole for a dataset job), then 
 finishing a run's last part writes `summary.json`. Folder layout: runtime.agent.layout.
 
 Modules: run (one part on the worker), feed (its samples, read and decoded a bounded window ahead of the device),
-output (the Parquet output file's schema). Planning and the books are every job's: runtime.agent.plan (checks,
-expansion, resubmission and retry) and runtime.agent.ledger (markers, runs, summary). The readers of the untrusted
-bytes themselves (tar, Parquet, manifests, images) are runtime.untrusted's: this package drives them and never parses
-a shard itself.
+report (its progress as log lines, counters and metrics), output (the Parquet output file's schema). Planning and
+the books are every job's: runtime.agent.plan (expansion, resubmission and retry) and runtime.agent.ledger (markers,
+runs, summary). The readers of the untrusted bytes themselves (tar, Parquet, manifests, images) are
+runtime.untrusted's: this package drives them and never parses a shard itself.
 """

@@ -23,7 +23,7 @@ from runtime.agent import ledger, results
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import job_root, result_key, results_location_uri, shard_output, started_marker
 from runtime.agent.messages import parse_s3_uri
-from runtime.agent.metrics import batch_metrics, log
+from runtime.agent.metrics import log
 from runtime.agent.parts import output
 from runtime.agent.parts.feed import Feed, Ready, Source, sources
 from runtime.agent.scope import Scope
@@ -301,63 +301,3 @@ def write_results(context: ShardContext, rows: list[output.Row], reads: list[dic
         results.write(context.s3, config.results_bucket_name, result_key(config.results_prefix, row.key), body)
 
     list(context.pool.map(write, rows, reads))
-
-
-class ShardReport:
-    """A shard's progress as the agent's counters and metric lines, so the dashboard, the FleetStalled alarm and
-    scaling see dataset work as images: a `shard_progress` line every `every_s` during a long shard, and one
-    `shard` line at its end. Images of a shard that is redone later count once more then (as a retried batch's)."""
-
-    def __init__(self, config: AgentConfig, counters, ref: ShardRef, every_s: float = 30.0):
-        self.config, self.counters, self.ref, self.every_s = config, counters, ref, every_s
-        self.reported, self.last = Progress(), time.monotonic()
-
-    def progress(self, done: Progress) -> None:
-        if time.monotonic() - self.last >= self.every_s:
-            log(
-                "info",
-                event="shard_progress",
-                job=self.ref.job_id,
-                index=self.ref.index,
-                samples=done.samples,
-                ok=done.ok,
-                errors=done.errors,
-                **self._since_last(done, []),
-            )
-
-    def finish(self, outcome: Outcome, message: Message) -> None:
-        done, marker, seconds = outcome.progress, outcome.marker or {}, outcome.seconds
-        log(
-            "info" if outcome.action == DONE and not marker.get("error") else "warning",
-            event="shard",
-            job=self.ref.job_id,
-            index=self.ref.index,
-            run=self.ref.run,
-            action=outcome.action,
-            status=marker.get("status"),
-            samples=done.samples,
-            ok=done.ok,
-            errors=done.errors,
-            seconds=round(seconds, 3),
-            images_per_s=round(done.samples / seconds, 2) if seconds else 0.0,
-            device_s=round(done.device_s, 3),
-            reason=outcome.reason or None,
-            totals=self.counters.as_dict(),
-            **self._since_last(done, [max(0.0, message.received_at - message.sent_at)]),
-        )
-
-    def _since_last(self, done: Progress, waits_s: list[float]) -> dict:
-        ok, errors = done.ok - self.reported.ok, done.errors - self.reported.errors
-        calls, device_s = done.device_calls - self.reported.device_calls, done.device_s - self.reported.device_s
-        self.counters.done += ok
-        self.counters.failed += errors
-        self.reported, self.last = dataclasses.replace(done), time.monotonic()
-        return batch_metrics(
-            self.config,
-            done=ok,
-            failed=errors,
-            size=round((ok + errors) / calls) if calls else 0,
-            device_s=device_s,
-            latencies_s=[],
-            waits_s=waits_s,
-        )

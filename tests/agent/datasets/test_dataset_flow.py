@@ -27,7 +27,7 @@ import pytest
 from shard_support import CORRUPT, marker
 
 from agent_support import AgentProcess, png
-from runtime.agent import plan
+from runtime.agent import checks
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.scope import Scope
 from tools import collect_shards
@@ -284,7 +284,7 @@ def test_a_retry_requeues_exactly_the_failed_shard_and_completes_the_job(stack, 
     junk = good[:512] + bytes(range(256)) * ((len(good) - 512) // 256) + b"\x01" * ((len(good) - 512) % 256)
     stack.put(f"{prefix}r-001.tar", junk)  # its first header is sound: submit's check cannot see the rest
     _tar(stack, samples, f"{prefix}r-002.tar", 3, bad=(0,))
-    assert plan.check_shards(stack.s3, source, Scope.of(stack.config()))["shards"] == 3
+    assert checks.check_shards(stack.s3, source, Scope.of(stack.config()))["shards"] == 3
     settings = stack.write_config()
     first = _submit(aws, settings, "--shards", source)
     job_id, root = first["job_id"], job_root(stack.config(), first["job_id"])

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.agent import ledger, plan
+from runtime.agent import checks, ledger, plan
 from runtime.agent.expand import JobExpansion
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.messages import parse_body
@@ -75,14 +75,14 @@ def test_list_shards_takes_tar_and_parquet_sorted_skipping_folders_and_own_resul
     stack.put("incoming/c.txt", b"not a shard")
     stack.put("incoming/d/", b"")
     stack.put("results/_jobs/j/shards/000000.parquet", parquet_shard())
-    shards = plan.list_shards(stack.s3, f"s3://{stack.images}/", Scope.of(stack.config()))
+    shards = checks.list_shards(stack.s3, f"s3://{stack.images}/", Scope.of(stack.config()))
     assert [(s["uri"].rsplit("/", 1)[1], s["format"]) for s in shards] == [("a.PARQUET", "parquet"), ("b.tar", "tar")]
     assert shards[1]["size"] == len(tar_shard("x"))
 
 
 def test_check_shards_summarises_readable_shards(stack):
     _put_shards(stack, 2)
-    summary = plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
+    summary = checks.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
     assert (summary["shards"], summary["formats"]) == (2, {"tar": 2})
     assert summary["bytes"] == 2 * len(tar_shard("s0-a", "s0-b"))
 
@@ -101,15 +101,15 @@ def test_check_shards_refuses_naming_the_first_problem(stack, bodies, why):
     for name, body in bodies.items():
         stack.put(f"incoming/set/{name}", body)
     with pytest.raises(PlanError, match=why):
-        plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
+        checks.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
 
 
 def test_check_shards_refuses_a_parquet_shard_without_an_image_column(stack):
     stack.put("incoming/set/0.parquet", parquet_shard(caption=["a", "b"]))
     with pytest.raises(PlanError, match="0.parquet: .*image"):
-        plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
+        checks.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
     stack.put("incoming/set/0.parquet", parquet_shard(jpg=[b"x"], caption=["a"]))
-    summary = plan.check_shards(
+    summary = checks.check_shards(
         stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()), image_column="jpg"
     )
     assert summary["image_column"] == "jpg"
@@ -124,11 +124,11 @@ def test_check_shards_refuses_an_hf_parquet_of_image_paths_without_bytes_saying_
         match=r"every cell of the image column 'image' is null: the file holds image paths, "
         r"not image bytes .*submit the images themselves with PREFIX= or MANIFEST=",
     ):
-        plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/paths/", Scope.of(stack.config()))
+        checks.check_shards(stack.s3, f"s3://{stack.images}/incoming/paths/", Scope.of(stack.config()))
     one = pa.array([{"bytes": None, "path": "/a.jpg"}, {"bytes": b"x", "path": "/b.jpg"}], image)
     stack.put("incoming/paths/0.parquet", parquet_shard(image=one, text=["a", "b"]))
     assert (
-        plan.check_shards(stack.s3, f"s3://{stack.images}/incoming/paths/", Scope.of(stack.config()))["image_column"]
+        checks.check_shards(stack.s3, f"s3://{stack.images}/incoming/paths/", Scope.of(stack.config()))["image_column"]
         == "image"
     )  # one image is enough to try
 
@@ -137,17 +137,17 @@ def test_check_manifest_counts_and_refuses_the_first_bad_line(stack):
     config = stack.config()
     stack.put("incoming/keys.txt", b"incoming/a.png\nincoming/b.png\n")
     assert (
-        plan.check_manifest(stack.s3, f"s3://{stack.images}/incoming/keys.txt", Scope.of(config), max_bytes=1000)[
+        checks.check_manifest(stack.s3, f"s3://{stack.images}/incoming/keys.txt", Scope.of(config), max_bytes=1000)[
             "images"
         ]
         == 2
     )
     stack.put("incoming/bad.txt", b"incoming/a.png\ns3://other/b.png\n")
     with pytest.raises(PlanError, match="bad.txt line 2: s3://other/b.png is not in the images bucket"):
-        plan.check_manifest(stack.s3, f"s3://{stack.images}/incoming/bad.txt", Scope.of(config), max_bytes=1000)
+        checks.check_manifest(stack.s3, f"s3://{stack.images}/incoming/bad.txt", Scope.of(config), max_bytes=1000)
     stack.put("incoming/empty.txt", b"\n")
     with pytest.raises(PlanError, match="lists no images"):
-        plan.check_manifest(stack.s3, f"s3://{stack.images}/incoming/empty.txt", Scope.of(config), max_bytes=1000)
+        checks.check_manifest(stack.s3, f"s3://{stack.images}/incoming/empty.txt", Scope.of(config), max_bytes=1000)
 
 
 def test_a_shards_job_sends_one_message_per_shard_and_a_redelivery_the_same(stack):
@@ -224,7 +224,7 @@ def test_a_long_manifest_renews_the_hold_as_it_is_read_and_a_gzip_of_blank_lines
     with pytest.raises(UnknownMessage, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
         plan.expand(stack.s3, stack.sqs, config, _job(stack, config, body), MODEL)
     with pytest.raises(PlanError, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
-        plan.check_manifest(
+        checks.check_manifest(
             stack.s3,
             body["manifest"],
             Scope.of(config),
