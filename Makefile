@@ -74,10 +74,11 @@ agent: setup ## run the agent here against the stack (local after local-up): mak
 redrive: setup ## after a fix, move dead-lettered messages back to the jobs queue, with counts [MAX=n]
 	$(PY) -m tools.redrive $(call opt,--max,$(MAX))
 
-submit: setup ## queue: PREFIX=s3://b/p/ | SHARDS=s3://b/p/ | MANIFEST=s3://b/f [IMAGE_COLUMN KEY_COLUMN JOB_ID WAIT=1]
+submit: setup ## queue: PREFIX=s3://b/p/ | SHARDS=s3://b/p/ | MANIFEST=s3://b/f [IMAGE_COLUMN KEY_COLUMN JOB_ID PART_SIZE WAIT=1]
 	@$(PY) -m tools.submit $(if $(WAIT),--wait) $(call q,$(PREFIX)) $(call opt,--shards,$(SHARDS)) \
 		$(call opt,--manifest,$(MANIFEST)) $(call opt,--image-column,$(IMAGE_COLUMN)) \
-		$(call opt,--key-column,$(KEY_COLUMN)) $(call opt,--job-id,$(JOB_ID)) $(call opt,--config,$(CONFIG))
+		$(call opt,--key-column,$(KEY_COLUMN)) $(call opt,--job-id,$(JOB_ID)) \
+		$(call opt,--part-size,$(PART_SIZE)) $(call opt,--config,$(CONFIG))
 
 retry: setup ## requeue only a dataset job's failed shards / error rows: JOB=<id> [ONLY=failed|errors|both] [WAIT=1]
 	@$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \

@@ -23,6 +23,7 @@ MAX_BODY_BYTES = 256 * 1024  # what `runtime submit` sends at most; an S3 event 
 MAX_DEPTH = 16  # brackets deep: an S3 event nests 5, a job 2 (an SNS envelope is parsed on its own)
 MAX_RECORDS = 10  # S3 sends one record per event; more is a forged message asking for an outsized batch
 MAX_SHARDS = 1_000_000  # parts per job; the job's manifest proves a part message, this only bounds the numbers
+MAX_PART_SIZE = 100_000  # images per part a job may ask for (`part_size`); the agent's max_shard_samples caps it too
 MAX_COLUMN_CHARS = 128
 DATASET_SOURCES = ("shards", "manifest", "retry")  # the message field naming what a dataset job reads
 RETRY_CHOICES = ("failed", "errors", "both")
@@ -185,7 +186,7 @@ def _job(data: dict, scope: Scope) -> dict:
         raise UnknownMessage(f"job {job_id} must name either 'images' (a list of S3 URIs) or 'prefix'")
     run = FIRST_RUN if data.get("run") is None else _run(data["run"], f"job {job_id}")
     job = {"job_id": job_id, "run": run, "kind": "images", "images": None, "source": None, "retry": None}
-    job.update(image_column=None, key_column=None)
+    job.update(image_column=None, key_column=None, part_size=_part_size(data.get("part_size"), f"job {job_id}"))
     if images is not None:
         _images(images, scope, f"job {job_id}")
         return {**job, "images": images}
@@ -213,6 +214,15 @@ def _run(value, what: str) -> str:
         raise UnknownMessage(
             f"{what}: run {_brief(value)} must be 1-128 letters, digits, '.', '_' or '-' (a letter or digit first)"
         )
+    return value
+
+
+def _part_size(value, what: str) -> int | None:
+    """Images per part a job asks for (None: the agent's setting)."""
+    if value is None:
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_PART_SIZE:
+        raise UnknownMessage(f"{what}: part_size must be an integer from 1 to {MAX_PART_SIZE:,}, not {_brief(value)}")
     return value
 
 
@@ -256,6 +266,7 @@ def _dataset_job(job_id: str, data: dict, kind: str, scope: Scope) -> dict:
         "image_column": image_column,
         "key_column": key_column,
         "retry": None,
+        "part_size": _part_size(data.get("part_size"), what),
     }
     if kind == "retry":
         if not isinstance(data["retry"], str) or data["retry"] not in RETRY_CHOICES:
@@ -265,6 +276,8 @@ def _dataset_job(job_id: str, data: dict, kind: str, scope: Scope) -> dict:
         if image_column or key_column:
             raise UnknownMessage(f"{what}: a retry reads the job's own manifest; it takes no column names")
         return {**job, "retry": data["retry"]}
+    if job["part_size"] is not None and kind != "manifest":
+        raise UnknownMessage(f"{what}: part_size is for a prefix, a list of images or a manifest; a shard is one part")
     if kind == "manifest" and image_column:
         raise UnknownMessage(f"{what}: a manifest lists images, it has no image column (key_column names its keys)")
     return {**job, "source": _dataset_uri(data[kind], f"{what}: {kind}", scope, folder=kind == "shards")}

@@ -116,10 +116,11 @@ PART_WRITERS = 16  # parts in flight: 10 million keys are 10,000 PUTs, which one
 
 
 def _write_parts(s3, config: AgentConfig, job: dict, uris: Iterator[str], progress=None) -> tuple[list[dict], int]:
-    """Cut a job's URIs into parts of `config.part_size(kind)`, written PART_WRITERS at a time (memory: that many
-    parts); (their manifest entries in order, the number of images)."""
+    """Cut a job's URIs into parts of the job's `part_size` (default `config.part_size(kind)`), written
+    PART_WRITERS at a time (memory: that many parts); (their manifest entries in order, the number of images)."""
     bucket, root = config.results_bucket_name, job_root(config, job["job_id"])
-    size, source = config.part_size(job["kind"]), _source(job)
+    size = min(job.get("part_size") or config.part_size(job["kind"]), config.max_shard_samples)
+    source = _source(job)
     futures, part, images = [], [], 0
     with concurrent.futures.ThreadPoolExecutor(PART_WRITERS) as pool:
 

@@ -16,7 +16,7 @@ from runtime import aws
 from runtime.agent import checks, ledger
 from runtime.agent.config import load_config
 from runtime.agent.layout import JOB_MANIFEST, job_root
-from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, RETRY_CHOICES, parse_s3_uri
+from runtime.agent.messages import JOB_ID, JOB_TYPE, MAX_BODY_BYTES, MAX_PART_SIZE, RETRY_CHOICES, parse_s3_uri
 from runtime.agent.scope import Scope
 from runtime.errors import CaptionKitError, PlanError, SubmitRefused
 from runtime.lambdas.wake_on_upload.wake import wake_quietly
@@ -152,6 +152,13 @@ def _parser() -> argparse.ArgumentParser:
         default="both",
         help="with --retry: failed shards, shards with error rows, or both (default: both)",
     )
+    parser.add_argument(
+        "--part-size",
+        type=int,
+        help="images per part of a prefix, URI-list or --manifest job (one message and one marker each; default: "
+        "the fleet's job_chunk_size, 64, or manifest_chunk_size, 1000): smaller parts spread a job over more "
+        "workers and scale the fleet further, at more requests per image",
+    )
     parser.add_argument("--image-column", help="with --shards: the Parquet image column (default: guessed)")
     parser.add_argument("--key-column", help="with --shards or --manifest: the column of sample keys or image keys")
     parser.add_argument(
@@ -189,6 +196,15 @@ def _dataset_job(args) -> dict | None:
     return build_dataset_job(kind, getattr(args, kind), time_id(), args.job_id, args.image_column, args.key_column)
 
 
+def _part_size(size: int, job: dict) -> int:
+    """--part-size checked as the agents check it (runtime.agent.messages): ValueError when they would refuse it."""
+    if "shards" in job or "retry" in job:
+        raise ValueError("--part-size goes with a prefix, image URIs or --manifest (a shard is one part)")
+    if not 1 <= size <= MAX_PART_SIZE:
+        raise ValueError(f"--part-size {size}: expected 1 to {MAX_PART_SIZE:,}")
+    return size
+
+
 def submit(argv: list[str] | None = None) -> dict:
     """Check and queue the one job that `python -m runtime submit`'s arguments describe; return what was queued: the
     job id, the run and what was checked (dataset jobs), where its summary will be, and whether the fleet was woken.
@@ -211,6 +227,8 @@ def submit(argv: list[str] | None = None) -> dict:
                 refusal, checked = None, check_dataset_job(aws.client("s3", config.region), config, job)
             except PlanError as exc:
                 refusal = str(exc)
+        if args.part_size is not None:
+            job["part_size"] = _part_size(args.part_size, job)
     except (CaptionKitError, ValueError, OSError) as exc:
         raise SubmitRefused(str(exc)) from None
     if refusal:

@@ -170,3 +170,24 @@ def test_submit_refuses_images_the_workers_cannot_read_before_queueing(stack, mo
         assert submit.main([*uris, "--job-id", "refused"]) == 2
         assert "the only place the workers may read" in capsys.readouterr().err
     assert stack.counts() == {"visible": 0, "in_flight": 0}  # nothing was queued
+
+
+def test_a_job_may_ask_for_its_part_size_and_submit_refuses_one_the_agents_would(stack, monkeypatch, capsys):
+    for n in range(5):
+        stack.put(f"incoming/sized/{n}.png", png(colour=(n * 40, 40, 0)))
+    monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
+    monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
+    prefix = f"s3://{stack.images}/incoming/sized/"
+    assert submit.main([prefix, "--job-id", "job-7", "--part-size", "2"]) == 0
+    capsys.readouterr()
+    for argv, why in (
+        ([prefix, "--part-size", "0"], "expected 1 to 100,000"),
+        (["--shards", prefix, "--part-size", "2"], "a shard is one part"),
+    ):
+        assert submit.main(argv) == 2 and why in capsys.readouterr().err
+    assert stack.worker(burst=True).run() == 0
+
+    summary = json.loads(_summary(stack, "job-7"))
+    assert (summary["shards"], summary["images"], summary["done"]) == (3, 5, 5)  # parts [0, 1], [2, 3], [4]
+    root = job_root(stack.config(), "job-7")
+    assert len(stack.keys(root + JOB_PARTS)) == 3 and stack.counts() == {"visible": 0, "in_flight": 0}

@@ -157,6 +157,19 @@ def test_a_chunk_message_of_an_agent_before_the_one_job_engine_is_refused_saying
     _refused(body, "submit the job again under a new job id")
 
 
+@pytest.mark.parametrize("size", [0, -1, True, 2.0, "2", 100_001, [2]])
+def test_a_part_size_is_an_integer_in_bounds(size):
+    _refused(json.dumps({**json.loads(_listed()), "part_size": size}), "part_size must be an integer")
+
+
+def test_a_part_size_goes_with_listed_images_prefixes_and_manifests_never_shards():
+    assert parse_body(json.dumps({**json.loads(_listed()), "part_size": 2}), SCOPE).job["part_size"] == 2
+    manifest = {"type": "captionkit.job", "job_id": "m", "run": "r", "manifest": "s3://pics/incoming/k.csv"}
+    assert parse_body(json.dumps({**manifest, "part_size": 500}), SCOPE).job["part_size"] == 500
+    shards = {"type": "captionkit.job", "job_id": "s", "run": "r", "shards": "s3://pics/incoming/", "part_size": 2}
+    _refused(json.dumps(shards), "a shard is one part")
+
+
 def test_a_job_without_a_run_is_the_first_run_and_a_run_is_a_plain_name():
     assert parse_body(_listed(), SCOPE).job["run"] == "00000000-000000-first"
     _refused(json.dumps({**json.loads(_listed()), "run": "../x"}), "run")
@@ -249,6 +262,7 @@ def test_a_job_inside_the_scope_is_accepted():
         "retry": None,
         "image_column": None,
         "key_column": None,
+        "part_size": None,
     }
     job = parse_body(
         json.dumps({"type": "captionkit.job", "job_id": "j", "images": ["s3://pics/incoming/a.png"]}), SCOPE

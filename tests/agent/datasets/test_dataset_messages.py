@@ -32,6 +32,7 @@ def test_a_shards_job_parses_to_the_expansion_dict():
         "image_column": "jpg",
         "key_column": "__key__",
         "retry": None,
+        "part_size": None,
     }
 
 
