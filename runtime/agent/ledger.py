@@ -63,8 +63,8 @@ def settings_fingerprint(model, config: AgentConfig) -> str:
 
 
 class Manifests:
-    """The job manifests part messages are proved against, kept by key with their ETag and read again only when it
-    changed (If-None-Match): each part of a large job would otherwise download the whole manifest."""
+    """The job manifests (and runs' queued.json) part messages are proved against, kept by key with their ETag and
+    read again only when it changed (If-None-Match): each part of a large job would otherwise download them whole."""
 
     def __init__(self, size: int = 4):
         self.size, self._kept = size, collections.OrderedDict()
@@ -114,9 +114,18 @@ def read_manifest(s3, config: AgentConfig, job_id: str, manifests: Manifests | N
     return manifest
 
 
-def read_queued(s3, config: AgentConfig, job_id: str, run: str) -> dict | None:
-    """`runs/<run>/queued.json` of the job (the run's indexes), or None when that run was never queued."""
-    return get_json(s3, config.results_bucket_name, run_root(job_root(config, job_id), run) + RUN_QUEUED)
+def read_queued(s3, config: AgentConfig, job_id: str, run: str, kept: Manifests | None = None) -> dict | None:
+    """`runs/<run>/queued.json` of the job (the run's indexes), or None when that run was never queued. With `kept`,
+    its body is downloaded once per agent (a run of a million parts writes 7 MB there), then only revalidated."""
+    bucket, key = config.results_bucket_name, run_root(job_root(config, job_id), run) + RUN_QUEUED
+    if kept is None:
+        return get_json(s3, bucket, key)
+    try:
+        return kept.get(s3, bucket, key)
+    except Exception as exc:  # noqa: BLE001 - "never queued" is an answer; anything else is the caller's to sort
+        if error_code(exc) in GONE_CODES:
+            return None
+        raise
 
 
 def finished(s3, config: AgentConfig, ref: ShardRef) -> str | None:
@@ -154,7 +163,7 @@ def finish_shard(
     """
     bucket, root = config.results_bucket_name, job_root(config, ref.job_id)
     put_json(s3, bucket, part_marker(root, ref.index), marker)
-    queued = read_queued(s3, config, ref.job_id, ref.run)
+    queued = read_queued(s3, config, ref.job_id, ref.run, manifests)
     if queued is None or ref.index not in queued["indexes"]:
         return None
     run = run_root(root, ref.run)

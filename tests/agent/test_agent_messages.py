@@ -462,3 +462,11 @@ def test_parts_of_one_job_read_its_manifest_again_only_when_it_changed():
     s3.objects[key] = json.dumps({"job_id": "job-1", "kind": "images", "shards": PARTS[:1]}).encode()  # re-expanded
     assert len(ledger.read_manifest(s3, CONFIG, "job-1", manifests)["shards"]) == 1
     assert s3.bodies_sent == 2
+
+
+def test_a_runs_queued_indexes_are_downloaded_once_per_agent_and_none_when_never_queued():
+    key = "results/_jobs/job-1/runs/r1/queued.json"
+    s3, kept = _S3({key: json.dumps({"run": "r1", "indexes": [0, 1, 2]}).encode()}), ledger.Manifests()
+    assert [ledger.read_queued(s3, CONFIG, "job-1", "r1", kept)["indexes"] for _ in range(3)] == [[0, 1, 2]] * 3
+    assert s3.bodies_sent == 1
+    assert ledger.read_queued(s3, CONFIG, "job-1", "r2", kept) is None

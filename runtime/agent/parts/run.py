@@ -88,7 +88,7 @@ def process_shard(context: ShardContext, message: Message, work: Work) -> Outcom
     config, s3 = context.config, context.s3
     try:
         closed = ledger.finished(s3, config, ref)
-        queued = None if closed else ledger.read_queued(s3, config, ref.job_id, ref.run)
+        queued = None if closed else ledger.read_queued(s3, config, ref.job_id, ref.run, context.manifests)
     except Exception as exc:  # noqa: BLE001 - S3 trouble before any work: the message comes back
         return Outcome(RETRY, f"reading run {ref.run} of job {ref.job_id}: {exc.__class__.__name__}: {exc}")
     if closed:
@@ -271,7 +271,7 @@ def _finish(
             s3.put_object(Bucket=bucket, Key=key, Body=output.render(rows), ContentType=output.CONTENT_TYPE)
         seconds = time.monotonic() - started
         marker.update(finished_at=ledger.now(), seconds=round(seconds, 3))
-        ledger.finish_shard(s3, config, ref, marker)
+        ledger.finish_shard(s3, config, ref, marker, context.manifests)
     except Exception as exc:  # noqa: BLE001 - the message comes back; the output is rewritten identically
         return Outcome(
             RETRY,
