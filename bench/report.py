@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.charts import bars
 from bench.report_agent import agent_table
-from bench.report_cpu import cpu_settings_table, peers_table, roofline_table
+from bench.report_cpu import cpu_settings_table, packed_linears_table, peers_table, roofline_table
 from bench.report_decode import decode_tables
 from bench.report_load import load_tables, process_table
 from bench.report_run import heading
@@ -175,6 +175,7 @@ RENDERERS = (
     ("qwen_vl", qwen_table),
     ("cpu_settings", cpu_settings_table),
     ("roofline", roofline_table),
+    ("packed_linears", packed_linears_table),
     ("peers", peers_table),
 )
 RESULTS = ("bench/results.json", "bench/gpu-results.json")  # this machine's runs; bench/gpu.sh's on a GPU machine
@@ -206,7 +207,7 @@ QUESTIONS = (
     ("Agent and soak", lambda key, s: key.startswith(("agent", "soak"))),
     ("Datasets", lambda key, s: key.startswith("datasets")),
     ("Which CPU setting", lambda key, s: key.startswith("cpu_settings")),
-    ("CPU against its limit", lambda key, s: key.startswith("roofline")),
+    ("CPU against its limit", lambda key, s: key.startswith(("roofline", "packed_linears"))),
     ("CPU against its peers", lambda key, s: key.startswith("peers")),
 )
 

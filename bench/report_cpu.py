@@ -48,6 +48,15 @@ def roofline_table(key: str, section: dict) -> list[str]:
     return heading(key, section, what) + table(section) + [""]
 
 
+def packed_linears_table(key: str, section: dict) -> list[str]:
+    """One row per case (`python -m bench.packed_linears`): the decode layout on oneDNN-packed weights against the
+    transposed copies, the same artifact loaded both ways."""
+    from bench.packed_linears import table
+
+    what = f"the artifact loaded twice (pack_linears off / on), medians of {section['runs']} in rotation"
+    return heading(key, section, what) + table(section) + [""]
+
+
 def _peer_errors(section: dict) -> list[str]:
     """Each peer's error quoted once, with where it happened (loading, or the cases it failed in)."""
     where: dict[tuple[str, str], list[str]] = {}

@@ -15,6 +15,7 @@ KINDS = (
     ("process", "Whole process"),
     ("cpu_settings", "CPU settings on the demo captioner"),
     ("roofline", "CPU against its limit"),
+    ("packed_linears", "Decode linears on oneDNN-packed weights"),
     ("peers", "CPU against its peers"),
 )
 

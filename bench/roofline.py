@@ -66,7 +66,15 @@ def limits(dtype: str, mm_n: int = MM_N, copy_mib: int = COPY_MIB) -> dict:
 class _MatmulBytes(TorchDispatchMode):
     """Bytes of every tensor operand the matmuls read (weights, activations, caches), as dispatched."""
 
-    OPS = ("aten.mm", "aten.addmm", "aten.bmm", "aten.linear", "aten.matmul", "aten.baddbmm")
+    OPS = (
+        "aten.mm",
+        "aten.addmm",
+        "aten.bmm",
+        "aten.linear",
+        "aten.matmul",
+        "aten.baddbmm",
+        "mkldnn._linear_pointwise",
+    )
 
     def __init__(self):
         super().__init__()
@@ -83,9 +91,20 @@ def significant(value: float, digits: int = 3) -> float:
     return float(f"{value:.{digits}g}")
 
 
+def _packed_linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """oneDNN's packed linear (the CPU decode layout's several rows): x [..., in] times a packed [out, in] weight."""
+    rows = 1
+    for size in x_shape[:-1]:
+        rows *= size
+    return 2 * rows * x_shape[-1] * w_shape[0]
+
+
+PACKED = {torch.ops.mkldnn._linear_pointwise: _packed_linear_flops}  # FlopCounterMode has no formula for it
+
+
 def counted(fn) -> tuple[int, int]:
     """(FLOPs, matmul operand bytes) of one call."""
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=PACKED) as counter:
         fn()
     with torch.inference_mode(), _MatmulBytes() as reads:
         fn()

@@ -214,7 +214,7 @@ def load_captioner(
     if "decode_layout" in passes:
         from runtime.passes.decode_layout import apply_decode_layout
 
-        apply_decode_layout(programs["decoder_step"])
+        apply_decode_layout(programs["decoder_step"], pack=None if options.pack_linears else False)
     if "cache_in_place" in passes:
         from runtime.passes.cache_in_place import apply_cache_in_place
 

@@ -7,6 +7,11 @@ weights, addmm) keep their own weight for one row, where `x @ W` on it is the fa
 copy for several rows, where MKL's `x @ W` was 1.3-2.5x slower than `(W.T @ x.T).T` on a contiguous copy: the
 copy costs the memory of those weights once more (340 MB for GPT-2 small), measured worth it in BENCHMARKS.md.
 With several rows the sums run in another order: logits may differ in the last bits.
+
+Where this torch's oneDNN can pack a weight (`packed_linears`), the several-row path multiplies by a oneDNN-packed
+copy instead of the [out, in] copy (the same memory): ViT-GPT2 base captions 1.24x faster at greedy batch 8 and
+1.56x at 4 beams, batch 1, with the same captions (BENCHMARKS.md, "CPU against its limit"). One row keeps the
+artifact's own weight either way (no faster packed).
 """
 
 from __future__ import annotations
@@ -17,42 +22,79 @@ from torch import fx
 
 from runtime.passes.linears import constant_linears, replace_with_call
 
+PACK_ROWS = 8  # the rows oneDNN is told to expect when it packs a weight (any number of rows is then correct)
 
-def decode_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """`F.linear(x, weight, bias)`, computed as `(weight @ x.T).T` when x has several rows."""
+
+def packed_linears() -> bool:
+    """True where this torch's oneDNN packs linear weights (`torch.ops.mkldnn`; x86 builds have it): tried once on
+    a tiny weight, so a build without it keeps the transposed copies."""
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(torch.ones(4, 4), PACK_ROWS)
+        torch.ops.mkldnn._linear_pointwise(torch.ones(2, 4), packed, torch.zeros(4), "none", [], "")
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return True
+
+
+def _packed(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+def decode_linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, packed: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`F.linear(x, weight, bias)`, computed as `(weight @ x.T).T` (or on the oneDNN-`packed` weight) when x has
+    several rows."""
     flat = x.reshape(-1, x.shape[-1])
     if flat.shape[0] == 1:
         return F.linear(x, weight, bias)
+    if packed is not None:
+        return _packed(flat, packed, bias).reshape(*x.shape[:-1], weight.shape[0])
     out = torch.mm(weight, flat.t()) if bias is None else torch.addmm(bias[:, None], weight, flat.t())
     return out.t().reshape(*x.shape[:-1], weight.shape[0])
 
 
 def decode_conv1d(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """GPT-2's Conv1D `addmm(bias, x, weight)` ([in, out] weight, 2-D x): as is for one row, else
-    `(weight_t @ x.T).T` on the contiguous [out, in] copy `weight_t`."""
+    `(weight_t @ x.T).T` on the contiguous [out, in] copy `weight_t`, or oneDNN's product when `weight_t` is that
+    copy packed."""
     if x.shape[0] == 1:
         return torch.addmm(bias, x, weight)
+    if weight_t.is_mkldnn:
+        return _packed(x, weight_t, bias)
     return torch.addmm(bias[:, None], weight_t, x.t()).t()
 
 
-def apply_decode_layout(gm: fx.GraphModule) -> int:
+def apply_decode_layout(gm: fx.GraphModule, pack: bool | None = None) -> int:
     """Rewrite the float32 linears of a decoder-step program: `aten.linear` to `decode_linear`, GPT-2's Conv1D
-    `addmm` to `decode_conv1d` with an [out, in] copy of its weight; returns how many were rewritten."""
+    `addmm` to `decode_conv1d` with an [out, in] copy of its weight, that copy oneDNN-packed when `pack` (default:
+    where `packed_linears`); returns how many were rewritten."""
+    pack = packed_linears() if pack is None else pack
     rewritten = 0
     for i, linear in enumerate(constant_linears(gm)):
+        name = f"_decode_layout_t{i}"  # generated here, never read from the artifact
         if linear.node.target is torch.ops.aten.linear.default:
             args = tuple(linear.node.args) + (None,) * (3 - len(linear.node.args))  # bias is optional in aten.linear
+            if pack and (linear.bias is None or linear.bias.dim() == 1):
+                setattr(gm, name, torch.nn.Parameter(_pack(linear.weight), requires_grad=False))
+                with gm.graph.inserting_before(linear.node):
+                    args = (*args, gm.graph.get_attr(name))
             replace_with_call(gm.graph, linear.node, decode_linear, args)
             rewritten += 1
             continue
         bias, x, weight = linear.node.args
         if linear.bias.dim() != 1:  # addmm always has a bias; a broadcast [1, out] one is left as it is
             continue
-        name = f"_decode_layout_t{i}"  # generated here, never read from the artifact
-        setattr(gm, name, torch.nn.Parameter(linear.weight.contiguous(), requires_grad=False))
+        copy = _pack(linear.weight) if pack else linear.weight.contiguous()
+        setattr(gm, name, torch.nn.Parameter(copy, requires_grad=False))
         with gm.graph.inserting_before(linear.node):
             weight_t = gm.graph.get_attr(name)
         replace_with_call(gm.graph, linear.node, decode_conv1d, (x, weight, weight_t, bias))
         rewritten += 1
     gm.recompile()
     return rewritten
+
+
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    """An [out, in] weight in oneDNN's packed layout for a product with about PACK_ROWS rows."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), PACK_ROWS)

@@ -17,6 +17,15 @@ def test_a_matmul_is_counted_as_two_flops_per_multiply_add_and_its_operands_byte
     assert roofline.counted(lambda: torch.relu(a)) == (0, 0)
 
 
+def test_a_packed_linear_is_counted_as_the_linear_it_stands_for():
+    from runtime.passes.decode_layout import _pack, decode_linear
+
+    x, w, b = torch.randn(8, 1, 64), torch.randn(32, 64), torch.randn(32)
+    flops, read = roofline.counted(lambda: decode_linear(x, w, b, _pack(w)))
+    assert flops == roofline.counted(lambda: torch.nn.functional.linear(x, w, b))[0] == 2 * 8 * 64 * 32
+    assert read >= (8 * 64 + 32 * 64) * 4  # the activations and the weight, whatever its layout
+
+
 def test_each_case_gets_its_work_its_times_and_its_share_of_the_limits_measured_beside_it(tiny_artifact):
     rows = roofline.caption_work(tiny_artifact, batches=[2], beams=[1, 2], runs=1, mm_n=128, copy_mib=4)
     assert set(rows) == {"greedy@batch2", "beam2@batch2"}

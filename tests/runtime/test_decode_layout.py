@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from runtime.passes.decode_layout import apply_decode_layout, decode_conv1d, decode_linear
+from runtime.passes.decode_layout import _pack, apply_decode_layout, decode_conv1d, decode_linear, packed_linears
 from step_tools import steps_and_cross
 
 
@@ -32,14 +32,32 @@ def test_decode_conv1d_is_addmm_for_one_row_and_within_rounding_for_several():
     assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_this_torch_packs_linears_and_the_packed_products_are_within_rounding_one_row_untouched():
+    assert packed_linears()  # the CPU wheel this project pins has oneDNN: the packed path is what CPU workers run
+    torch.manual_seed(0)
+    weight, bias = torch.randn(300, 64), torch.randn(300)
+    packed = _pack(weight)
+    one, many = torch.randn(1, 1, 64), torch.randn(8, 1, 64)
+    assert torch.equal(decode_linear(one, weight, bias, packed), torch.nn.functional.linear(one, weight, bias))
+    got, want = decode_linear(many, weight, bias, packed), torch.nn.functional.linear(many, weight, bias)
+    assert got.shape == want.shape and torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+    conv = weight.t().contiguous()  # Conv1D: [in, out]; its packed copy is of the [out, in] weight
+    assert torch.equal(decode_conv1d(one[0], conv, packed, bias), torch.addmm(bias, one[0], conv))
+    got, want = decode_conv1d(many[:, 0], conv, packed, bias), torch.addmm(bias, many[:, 0], conv)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 LINEAR_TARGETS = (torch.ops.aten.linear.default, torch.ops.aten.addmm.default)
 
 
+@pytest.mark.parametrize("pack", [False, True])
 @pytest.mark.parametrize("which", ["tiny_artifact", "tiny_blip_artifact"])
-def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, which):
+def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, which, pack):
     reference, step, settings, cross_k, cross_v, shape = steps_and_cross(request.getfixturevalue(which), 4)
     linears = sum(n.target in LINEAR_TARGETS for n in step.graph.nodes)
-    assert apply_decode_layout(step) == linears > 0
+    assert apply_decode_layout(step, pack=pack) == linears > 0
+    packed = [n for n in step.graph.nodes if n.op == "get_attr" and getattr(step, n.target).is_mkldnn]
+    assert len(packed) == (linears if pack else 0)
     assert not any(n.target in LINEAR_TARGETS for n in step.graph.nodes)
     with torch.inference_mode():
         cache = torch.zeros(shape)
