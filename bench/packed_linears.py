@@ -1,9 +1,11 @@
-"""`python -m bench.packed_linears`: the CPU decode layout's several-row linears on oneDNN-packed weights against the
-transposed copies they replace, one artifact loaded both ways and timed in rotation (medians), tokens compared.
+"""`python -m bench.packed_linears`: the CPU decode step's linears on oneDNN-packed weights against what they replace
+(float32: the decode layout's transposed copies, several rows; bfloat16: the exported linears, every row), one
+artifact loaded both ways and timed in rotation (medians), tokens compared.
 
 The decode step is the part of a caption furthest from this CPU's limit (`bench.roofline`: 2-16% of the float32
 peak at batch 1 and 8); its linears stream every weight each step, and oneDNN's packed layout reads them faster
-when a step has several rows. One row keeps the artifact's own weight either way, so batch 1 greedy is the control.
+when a step has several rows. In float32 one row keeps the artifact's own weight either way, so batch 1 greedy is the
+control; bfloat16 runs packed from one row.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
 
 from bench.timing import interleaved, ratio
 
-NAMES = ("transposed", "packed")
+NAMES = ("unpacked", "packed")
 
 
 def run(artifact: Path, batches: list[int], beams: list[int], runs: int) -> dict:
@@ -25,10 +27,10 @@ def run(artifact: Path, batches: list[int], beams: list[int], runs: int) -> dict
     from runtime import LoadOptions, load_captioner
 
     captioners = {
-        "transposed": load_captioner(artifact, device="cpu", options=LoadOptions(pack_linears=False)),
+        "unpacked": load_captioner(artifact, device="cpu", options=LoadOptions(pack_linears=False)),
         "packed": load_captioner(artifact, device="cpu", options=LoadOptions(pack_linears=True)),
     }
-    first = captioners["transposed"]
+    first = captioners["unpacked"]
     rows = {}
     for batch in batches:
         pixels = first.preprocess(bench_images("vit-gpt2-base", batch)).to(first.dtype)
@@ -42,8 +44,8 @@ def run(artifact: Path, batches: list[int], beams: list[int], runs: int) -> dict
             timing = interleaved({name: (lambda c=c: caption(c)) for name, c in captioners.items()}, runs)
             rows[f"{'greedy' if beam == 1 else f'beam{beam}'}@batch{batch}"] = {
                 "timing": timing,
-                "speedup": round(ratio(timing["transposed"], timing["packed"]), 3),
-                "captions_equal": sum(a == b for a, b in zip(ids["transposed"], ids["packed"])),
+                "speedup": round(ratio(timing["unpacked"], timing["packed"]), 3),
+                "captions_equal": sum(a == b for a, b in zip(ids["unpacked"], ids["packed"])),
                 "images": batch,
             }
     return rows
@@ -52,7 +54,7 @@ def run(artifact: Path, batches: list[int], beams: list[int], runs: int) -> dict
 def table(section: dict) -> list[str]:
     """One row per case: seconds per batch both ways (median, min-max), packed's speed-up, captions equal."""
     lines = [
-        "| case | transposed s (min-max) | packed s (min-max) | packed vs transposed | captions equal |",
+        "| case | unpacked s (min-max) | packed s (min-max) | packed vs unpacked | captions equal |",
         "|---|---|---|---|---|",
     ]
     for case, row in section["cases"].items():

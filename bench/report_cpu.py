@@ -53,7 +53,10 @@ def packed_linears_table(key: str, section: dict) -> list[str]:
     transposed copies, the same artifact loaded both ways."""
     from bench.packed_linears import table
 
-    what = f"the artifact loaded twice (pack_linears off / on), medians of {section['runs']} in rotation"
+    what = (
+        "the artifact loaded twice (pack_linears off: float32 on the transposed copies, bfloat16 as exported; on: "
+        f"packed), medians of {section['runs']} in rotation"
+    )
     return heading(key, section, what) + table(section) + [""]
 
 

@@ -122,6 +122,12 @@ def tiny_artifact(tiny_vit_gpt2_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_bf16_artifact(tiny_vit_gpt2_dir, tmp_path_factory) -> Path:
+    """The same tiny ViT + GPT-2 exported in bfloat16 (max batch 8)."""
+    return _export(tmp_path_factory, tiny_vit_gpt2_dir, "vit-gpt2-bf16", "--dtype", "bfloat16")
+
+
+@pytest.fixture(scope="session")
 def tiny_deit_artifact(tiny_deit_gpt2_dir, tmp_path_factory) -> Path:
     return _export(tmp_path_factory, tiny_deit_gpt2_dir, "deit-gpt2")
 

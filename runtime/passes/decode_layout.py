@@ -11,7 +11,8 @@ With several rows the sums run in another order: logits may differ in the last b
 Where this torch's oneDNN can pack a weight (`packed_linears`), the several-row path multiplies by a oneDNN-packed
 copy instead of the [out, in] copy (the same memory): ViT-GPT2 base captions 1.24x faster at greedy batch 8 and
 1.56x at 4 beams, batch 1, with the same captions (BENCHMARKS.md, "CPU against its limit"). One row keeps the
-artifact's own weight either way (no faster packed).
+artifact's own weight either way (no faster packed). A bfloat16 step's linears all run on packed weights, one row
+too (faster there from one row on); their exported weights are freed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from runtime.passes.linears import constant_linears, replace_with_call
+from runtime.passes.linears import constant_linears, drop_unused_attrs, replace_with_call
 
 PACK_ROWS = 8  # the rows oneDNN is told to expect when it packs a weight (any number of rows is then correct)
 
@@ -65,12 +66,20 @@ def decode_conv1d(x: torch.Tensor, weight: torch.Tensor, weight_t: torch.Tensor,
     return torch.addmm(bias[:, None], weight_t, x.t()).t()
 
 
+def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """`x @ W.T + bias` on oneDNN's `packed` W, for any number of rows: a bfloat16 step's linears, where the packed
+    product is faster from one row on."""
+    flat = x.reshape(-1, x.shape[-1])
+    return _packed(flat, packed, bias).reshape(*x.shape[:-1], packed.shape[0])
+
+
 def apply_decode_layout(gm: fx.GraphModule, pack: bool | None = None) -> int:
     """Rewrite the float32 linears of a decoder-step program: `aten.linear` to `decode_linear`, GPT-2's Conv1D
     `addmm` to `decode_conv1d` with an [out, in] copy of its weight, that copy oneDNN-packed when `pack` (default:
-    where `packed_linears`); returns how many were rewritten."""
+    where `packed_linears`); with `pack`, the bfloat16 linears to `packed_linear` on a packed copy that replaces
+    their weight. Returns how many were rewritten."""
     pack = packed_linears() if pack is None else pack
-    rewritten = 0
+    rewritten = _pack_bfloat16(gm) if pack else 0
     for i, linear in enumerate(constant_linears(gm)):
         name = f"_decode_layout_t{i}"  # generated here, never read from the artifact
         if linear.node.target is torch.ops.aten.linear.default:
@@ -92,6 +101,25 @@ def apply_decode_layout(gm: fx.GraphModule, pack: bool | None = None) -> int:
         replace_with_call(gm.graph, linear.node, decode_conv1d, (x, weight, weight_t, bias))
         rewritten += 1
     gm.recompile()
+    return rewritten
+
+
+def _pack_bfloat16(gm: fx.GraphModule) -> int:
+    """Every bfloat16 linear to `packed_linear` (one row too: bfloat16 has no faster unpacked one-row product here);
+    the weights it replaces are freed, so the step holds one copy."""
+    rewritten = 0
+    for i, linear in enumerate(constant_linears(gm, dtypes=(torch.bfloat16,))):
+        if linear.bias is not None and linear.bias.dim() != 1:
+            continue
+        node = linear.node
+        bias = node.args[0] if node.target is torch.ops.aten.addmm.default else (list(node.args) + [None])[2]
+        setattr(gm, f"_decode_layout_bf16_{i}", torch.nn.Parameter(_pack(linear.weight), requires_grad=False))
+        with gm.graph.inserting_before(node):
+            packed = gm.graph.get_attr(f"_decode_layout_bf16_{i}")
+        replace_with_call(gm.graph, node, packed_linear, (linear.x, packed, bias))
+        rewritten += 1
+    if rewritten:
+        drop_unused_attrs(gm)
     return rewritten
 
 

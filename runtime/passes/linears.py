@@ -21,8 +21,8 @@ class Linear:
     weight_target: str
 
 
-def constant_linears(gm: fx.GraphModule) -> list[Linear]:
-    """Every float32 2-D linear whose weight (and bias) are the program's own parameters."""
+def constant_linears(gm: fx.GraphModule, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> list[Linear]:
+    """Every 2-D linear of one of `dtypes` whose weight (and bias) are the program's own parameters."""
     found = []
     for node in gm.graph.nodes:
         if node.op != "call_function":
@@ -40,7 +40,7 @@ def constant_linears(gm: fx.GraphModule) -> list[Linear]:
         if bias is not None and not (isinstance(bias, fx.Node) and bias.op == "get_attr"):
             continue
         tensor = attr(gm, weight.target)
-        if tensor.dim() != 2 or tensor.dtype != torch.float32:
+        if tensor.dim() != 2 or tensor.dtype not in dtypes:
             continue
         tensor = tensor.detach()
         found.append(

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from runtime.passes.decode_layout import _pack, apply_decode_layout, decode_conv1d, decode_linear, packed_linears
+from runtime.passes.linears import constant_linears
 from step_tools import steps_and_cross
 
 
@@ -75,3 +76,38 @@ def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, w
                 assert torch.equal(got, want)
             else:
                 assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_linears_run_packed_from_one_row_on_one_copy_and_the_step_still_agrees(tiny_bf16_artifact):
+    from runtime import LoadOptions, load_captioner
+    from runtime.backends.exported import load_programs
+
+    reference = load_programs(tiny_bf16_artifact, torch.device("cpu"))["decoder_step"]
+    step = load_programs(tiny_bf16_artifact, torch.device("cpu"))["decoder_step"]
+    captioner = load_captioner(tiny_bf16_artifact, "cpu", LoadOptions(decode_layout=False, cache_in_place=False))
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        size = (captioner._preprocess.height, captioner._preprocess.width)
+        cross_k, cross_v = captioner.encoder(torch.randn(4, 3, *size, dtype=torch.bfloat16))
+    linears = sum(n.target in LINEAR_TARGETS for n in step.graph.nodes)
+    weights = {linear.weight_target for linear in constant_linears(step, dtypes=(torch.bfloat16,))}
+    assert apply_decode_layout(step, pack=True) == linears > 0
+    assert not any(n.target in LINEAR_TARGETS for n in step.graph.nodes)
+    attrs = [getattr(step, n.target) for n in step.graph.nodes if n.op == "get_attr"]
+    assert sum(a.is_mkldnn for a in attrs) == linears  # and the weights they replace are gone
+    kept = {n.target for n in step.graph.nodes if n.op == "get_attr"} & weights
+    assert len(kept) <= 1  # the LM head's weight is the token embedding's too (tied): the embedding still reads it
+    layers, rows, heads, _, head_dim = cross_k.shape
+    cache = torch.zeros((layers, rows, heads, captioner.settings.max_new_tokens, head_dim), dtype=torch.bfloat16)
+    with torch.inference_mode():
+        for n in (1, 4):
+            args = (
+                torch.full((n,), captioner.settings.start_token_id),
+                torch.tensor([0]),
+                cache[:, :n],
+                cache[:, :n].clone(),
+                cross_k[:, :n],
+                cross_v[:, :n],
+            )
+            want, got = reference(*args)[0].float(), step(*args)[0].float()
+            assert torch.allclose(got, want, rtol=0.05, atol=0.05), (got - want).abs().max()
