@@ -60,8 +60,16 @@ def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, w
     packed = [n for n in step.graph.nodes if n.op == "get_attr" and getattr(step, n.target).is_mkldnn]
     assert len(packed) == (linears if pack else 0)
     assert not any(n.target in LINEAR_TARGETS for n in step.graph.nodes)
+    for n, (want, got) in _first_logits(reference, step, settings, cross_k, cross_v, torch.zeros(shape)):
+        if n == 1:
+            assert torch.equal(got, want)
+        else:
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _first_logits(reference, step, settings, cross_k, cross_v, cache):
+    """(rows, (the reference step's logits, the rewritten step's)) for one row and four, at the first position."""
     with torch.inference_mode():
-        cache = torch.zeros(shape)
         for n in (1, 4):
             args = (
                 torch.full((n,), settings.start_token_id),
@@ -71,24 +79,11 @@ def test_every_step_linear_takes_the_layout_and_the_step_still_agrees(request, w
                 cross_k[:, :n],
                 cross_v[:, :n],
             )
-            want, got = reference(*args)[0], step(*args)[0]
-            if n == 1:
-                assert torch.equal(got, want)
-            else:
-                assert torch.allclose(got, want, rtol=1e-4, atol=1e-4)
+            yield n, (reference(*args)[0], step(*args)[0])
 
 
 def test_bfloat16_linears_run_packed_from_one_row_on_one_copy_and_the_step_still_agrees(tiny_bf16_artifact):
-    from runtime import LoadOptions, load_captioner
-    from runtime.backends.exported import load_programs
-
-    reference = load_programs(tiny_bf16_artifact, torch.device("cpu"))["decoder_step"]
-    step = load_programs(tiny_bf16_artifact, torch.device("cpu"))["decoder_step"]
-    captioner = load_captioner(tiny_bf16_artifact, "cpu", LoadOptions(decode_layout=False, cache_in_place=False))
-    torch.manual_seed(0)
-    with torch.inference_mode():
-        size = (captioner._preprocess.height, captioner._preprocess.width)
-        cross_k, cross_v = captioner.encoder(torch.randn(4, 3, *size, dtype=torch.bfloat16))
+    reference, step, settings, cross_k, cross_v, shape = steps_and_cross(tiny_bf16_artifact, 4, torch.bfloat16)
     linears = sum(n.target in LINEAR_TARGETS for n in step.graph.nodes)
     weights = {linear.weight_target for linear in constant_linears(step, dtypes=(torch.bfloat16,))}
     assert apply_decode_layout(step, pack=True) == linears > 0
@@ -97,17 +92,6 @@ def test_bfloat16_linears_run_packed_from_one_row_on_one_copy_and_the_step_still
     assert sum(a.is_mkldnn for a in attrs) == linears  # and the weights they replace are gone
     kept = {n.target for n in step.graph.nodes if n.op == "get_attr"} & weights
     assert len(kept) <= 1  # the LM head's weight is the token embedding's too (tied): the embedding still reads it
-    layers, rows, heads, _, head_dim = cross_k.shape
-    cache = torch.zeros((layers, rows, heads, captioner.settings.max_new_tokens, head_dim), dtype=torch.bfloat16)
-    with torch.inference_mode():
-        for n in (1, 4):
-            args = (
-                torch.full((n,), captioner.settings.start_token_id),
-                torch.tensor([0]),
-                cache[:, :n],
-                cache[:, :n].clone(),
-                cross_k[:, :n],
-                cross_v[:, :n],
-            )
-            want, got = reference(*args)[0].float(), step(*args)[0].float()
-            assert torch.allclose(got, want, rtol=0.05, atol=0.05), (got - want).abs().max()
+    cache = torch.zeros(shape, dtype=torch.bfloat16)
+    for _n, (want, got) in _first_logits(reference, step, settings, cross_k, cross_v, cache):
+        assert torch.allclose(got.float(), want.float(), rtol=0.05, atol=0.05), (got - want).abs().max()
