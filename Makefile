@@ -80,7 +80,7 @@ submit: setup ## queue: PREFIX=s3://b/p/ | SHARDS=s3://b/p/ | MANIFEST=s3://b/f 
 		$(call opt,--key-column,$(KEY_COLUMN)) $(call opt,--job-id,$(JOB_ID)) \
 		$(call opt,--part-size,$(PART_SIZE)) $(call opt,--config,$(CONFIG))
 
-retry: setup ## requeue only a dataset job's failed shards / error rows: JOB=<id> [ONLY=failed|errors|both] [WAIT=1]
+retry: setup ## requeue only a job's failed parts / parts with errors: JOB=<id> [ONLY=failed|errors|both] [WAIT=1]
 	@$(PY) -m tools.submit $(if $(WAIT),--wait) --retry $(call q,$(JOB)) $(call opt,--only,$(ONLY)) \
 		$(call opt,--config,$(CONFIG))
 

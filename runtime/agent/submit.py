@@ -1,5 +1,6 @@
 """`python -m runtime submit`: queue a batch job over existing images (a prefix or a list of S3 URIs), or a
-dataset job (--shards, --manifest) or a retry of one (--retry), each checked before anything is queued."""
+dataset job (--shards, --manifest), or a retry of any job's failed parts (--retry), each checked before anything is
+queued."""
 
 from __future__ import annotations
 
@@ -144,13 +145,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--retry",
         metavar="JOB_ID",
-        help="requeue the shards of a dataset job that failed or have error rows (see --only)",
+        help="requeue the parts of a job (shards of a dataset job) that failed or have errors (see --only)",
     )
     parser.add_argument(
         "--only",
         choices=RETRY_CHOICES,
         default="both",
-        help="with --retry: failed shards, shards with error rows, or both (default: both)",
+        help="with --retry: failed parts, parts with error rows or records, or both (default: both)",
     )
     parser.add_argument(
         "--part-size",
