@@ -11,10 +11,9 @@ control; bfloat16 runs packed from one row.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
-
-import torch  # bench/__init__.py sets OMP_WAIT_POLICY first
 
 from bench.timing import interleaved, ratio
 
@@ -36,12 +35,9 @@ def run(artifact: Path, batches: list[int], beams: list[int], runs: int) -> dict
         pixels = first.preprocess(bench_images("vit-gpt2-base", batch)).to(first.dtype)
         for beam in beams:
             ids = {name: c.generate_ids(pixels, num_beams=beam) for name, c in captioners.items()}
-
-            def caption(c=None, beam=beam):
-                with torch.inference_mode():
-                    c.generate_ids(pixels, num_beams=beam)
-
-            timing = interleaved({name: (lambda c=c: caption(c)) for name, c in captioners.items()}, runs)
+            # generate_ids runs under inference_mode itself
+            calls = {name: functools.partial(c.generate_ids, pixels, num_beams=beam) for name, c in captioners.items()}
+            timing = interleaved(calls, runs)
             rows[f"{'greedy' if beam == 1 else f'beam{beam}'}@batch{batch}"] = {
                 "timing": timing,
                 "speedup": round(ratio(timing["unpacked"], timing["packed"]), 3),

@@ -229,6 +229,17 @@ class Stack:
     def result(self, key: str) -> dict:
         return json.loads(self.s3.get_object(Bucket=self.images, Key=f"results/{key}.json")["Body"].read())
 
+    def dead_letters(self) -> list[dict]:
+        """Every message in the dead-letter queue, with its attributes (each received once, held 30 s)."""
+        found = []
+        while True:
+            reply = self.sqs.receive_message(
+                QueueUrl=self.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
+            )
+            if not reply.get("Messages"):
+                return found
+            found += reply["Messages"]
+
     def keys(self, prefix: str = "results/") -> list[str]:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.images, Prefix=prefix)
         return sorted(entry["Key"] for page in pages for entry in page.get("Contents", []))

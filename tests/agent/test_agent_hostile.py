@@ -29,14 +29,7 @@ def _objects(stack, prefix: str = "results/") -> dict[str, bytes]:
 
 
 def _dead(stack) -> list[dict]:
-    found = []
-    while True:
-        reply = stack.sqs.receive_message(
-            QueueUrl=stack.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"], VisibilityTimeout=30
-        )
-        if not reply.get("Messages"):
-            return found
-        found += reply["Messages"]
+    return stack.dead_letters()
 
 
 def _mixed_batches(agent_log) -> list[dict]:

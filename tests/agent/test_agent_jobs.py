@@ -107,8 +107,7 @@ def test_a_job_id_submitted_again_over_another_list_is_refused_and_dead_lettered
     stack.send(submit.build_job([f"s3://{stack.images}/incoming/l/b.png"], "job-6"))
     stack.worker(burst=True).run()
     assert stack.counts() == {"visible": 0, "in_flight": 0}
-    dead = stack.sqs.receive_message(QueueUrl=stack.dlq, MaxNumberOfMessages=10, MessageAttributeNames=["All"])
-    reasons = [m["MessageAttributes"]["captionkit_error"]["StringValue"] for m in dead.get("Messages", [])]
+    reasons = [m["MessageAttributes"]["captionkit_error"]["StringValue"] for m in stack.dead_letters()]
     assert len(reasons) == 1 and "was created over '1 listed images (" in reasons[0]
     assert "results/incoming/l/b.png.json" not in stack.keys()
 
