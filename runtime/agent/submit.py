@@ -219,17 +219,17 @@ def submit(argv: list[str] | None = None) -> dict:
     try:
         config = load_config(args.config)
         config.require("queue_url")
-        job = _dataset_job(args)
-        if job is None:
-            job = build_job(uris, args.job_id)
+        dataset = _dataset_job(args)
+        job = build_job(uris, args.job_id) if dataset is None else dataset
+        if args.part_size is not None:  # refused before anything is read
+            job["part_size"] = _part_size(args.part_size, job)
+        if dataset is None:
             refusal = unreadable_by_workers(config, uris)
         else:
             try:
                 refusal, checked = None, check_dataset_job(aws.client("s3", config.region), config, job)
             except PlanError as exc:
                 refusal = str(exc)
-        if args.part_size is not None:
-            job["part_size"] = _part_size(args.part_size, job)
     except (CaptionKitError, ValueError, OSError) as exc:
         raise SubmitRefused(str(exc)) from None
     if refusal:
