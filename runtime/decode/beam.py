@@ -20,7 +20,6 @@ def beam_search(
     """Beam search with `settings.num_beams`; returns the best hypothesis' generated ids per image."""
     k, device = settings.num_beams, cross_k.device
     n = cross_k.shape[1]
-    max_len = settings.max_new_tokens + 1  # HF counts the start token in max_length
     keep_k = 2 * k  # max(2, 1 + number of EOS ids) * num_beams, with one EOS id
     caches = Caches.empty(
         cross_k.repeat_interleave(k, dim=1), cross_v.repeat_interleave(k, dim=1), settings.max_new_tokens
@@ -37,14 +36,14 @@ def beam_search(
         logits, caches.self_k, caches.self_v = step(
             running[:, :, cur - 1].reshape(-1), position, caches.self_k, caches.self_v, caches.cross_k, caches.cross_v
         )
-        m = len(items)
+        m, at = len(items), At(cur, settings)
         state = running, running_scores, done_seqs, done_scores, done_lens, finished, improvable
         (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits = advance(
-            state, logits, cur, settings, top_mask, trace=trace, items=items
+            state, logits, at, settings, top_mask, trace=trace, items=items
         )
 
         cur += 1
-        improvable = improvable & _can_improve(running_scores, done_scores, finished, cur, max_len, settings)
+        improvable = improvable & can_improve(running_scores, done_scores, finished, at, settings)
         over = ~improvable[:, 0] | hits.all(dim=-1)
         if settings.early_stopping is True:
             over |= finished.all(dim=-1)
@@ -92,31 +91,59 @@ def initial(n: int, settings: DecodeSettings, device) -> tuple[torch.Tensor, ...
     )
 
 
+class At:
+    """Step `cur` of the eager loop, a Python int: what the bookkeeping derives from the step number, on the host.
+    runtime.decode.cuda_graphs_beam.OnDevice answers the same from a tensor, for a captured tick."""
+
+    def __init__(self, cur: int, settings: DecodeSettings):
+        self.cur, self.settings = cur, settings
+
+    def force(self, scores: torch.Tensor) -> torch.Tensor:
+        return force(scores, forced_token(self.settings, self.cur - 1))
+
+    def write(self, seqs: torch.Tensor, tokens: torch.Tensor) -> None:
+        seqs[:, :, self.cur] = tokens
+
+    def last(self) -> bool:
+        """Whether this step reaches HF's max_length (which counts the start token)."""
+        return self.cur + 1 >= self.settings.max_new_tokens + 1
+
+    def lengths(self, like: torch.Tensor) -> torch.Tensor:
+        """A finished hypothesis' length at this step (the start token counted), shaped like `like`."""
+        return torch.full_like(like, self.cur + 1)
+
+    def per_length(self, scores: torch.Tensor) -> torch.Tensor:
+        """`scores` divided by the length penalty's divisor at this step, as HF divides (by a Python float)."""
+        return scores / (self.cur**self.settings.length_penalty)
+
+
 def advance(
     state: tuple,
     logits: torch.Tensor,
-    cur: int,
+    at: At,
     settings: DecodeSettings,
     top_mask: torch.Tensor,
     trace: Trace | None = None,
     items: list[int] | None = None,
 ):
-    """One step of HF's beam bookkeeping on the step's `logits`: ((running, running scores, finished hypotheses,
-    their scores, lengths, finished flags), each kept beam's parent, which top candidates hit EOS)."""
+    """One step of HF's beam bookkeeping on the step's `logits` at step `at` (an At, or anything that answers as
+    one): ((running, running scores, finished hypotheses, their scores, lengths, finished flags), each kept beam's
+    parent, which top candidates hit EOS). No host read: a captured tick runs it too."""
     running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = state
-    k, keep_k, max_len = settings.num_beams, top_mask.shape[0], settings.max_new_tokens + 1
+    k, keep_k = settings.num_beams, top_mask.shape[0]
     m, vocab = running.shape[0], logits.shape[-1]
     # HF applies its logits processors after the log-softmax: a forced token adds 0 to the beam's score
-    scores = force(torch.log_softmax(logits.float(), dim=-1), forced_token(settings, cur - 1))
+    scores = at.force(torch.log_softmax(logits.float(), dim=-1))
     scores = scores.view(m, k, vocab) + running_scores[:, :, None]
     scores = scores.reshape(m, k * vocab)
     top_scores, top_index = torch.topk(scores, keep_k)
     if trace is not None:
         _trace_beams(trace, scores, keep_k, vocab, items)
     src = top_index // vocab
+    tokens = top_index % vocab
     top_seqs = torch.take_along_dim(running, src[:, :, None], dim=1)
-    top_seqs[:, :, cur] = top_index % vocab
-    hits = (top_seqs[:, :, cur] == settings.eos_token_id) | (cur + 1 >= max_len)
+    at.write(top_seqs, tokens)
+    hits = (tokens == settings.eos_token_id) | at.last()
 
     live_scores = top_scores + hits.float() * NEG
     nxt = torch.topk(live_scores, k)[1]
@@ -125,10 +152,10 @@ def advance(
     parent = torch.take_along_dim(src, nxt, dim=1)
 
     just_done = hits & top_mask[None, :]
-    cand = top_scores / ((cur + 1 - 1) ** settings.length_penalty)
+    cand = at.per_length(top_scores)
     full = finished.all(dim=-1, keepdim=True) & (settings.early_stopping is True)
     cand = cand + full.float() * NEG + (~improvable).float() * NEG + (~just_done).float() * NEG
-    cand_lens = torch.full_like(done_lens[:, :1], cur + 1).expand(m, keep_k)
+    cand_lens = at.lengths(done_lens[:, :1]).expand(m, keep_k)
     merged = torch.topk(torch.cat((done_scores, cand), dim=1), k)[1]
     done_seqs = torch.take_along_dim(torch.cat((done_seqs, top_seqs), dim=1), merged[:, :, None], dim=1)
     done_scores = torch.take_along_dim(torch.cat((done_scores, cand), dim=1), merged, dim=1)
@@ -137,14 +164,14 @@ def advance(
     return (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits
 
 
-def _can_improve(running_scores, done_scores, finished, cur, max_len, settings):
-    """HF's `_check_early_stop_heuristic` (prompt length 1)."""
+def can_improve(running_scores, done_scores, finished, at: At, settings: DecodeSettings) -> torch.Tensor:
+    """HF's `_check_early_stop_heuristic` (prompt length 1) after step `at`: whether an image's best running beam
+    can still beat its worst finished hypothesis."""
     if settings.early_stopping == "never" and settings.length_penalty > 0.0:
-        best_len = max_len - 1
+        best_running = running_scores[:, :1] / (settings.max_new_tokens**settings.length_penalty)
     else:
-        best_len = cur - 1
-    best_running = running_scores[:, :1] / (best_len**settings.length_penalty)
-    worst_done = torch.where(finished, done_scores.min(dim=1, keepdim=True)[0], torch.tensor(NEG))
+        best_running = at.per_length(running_scores[:, :1])
+    worst_done = torch.where(finished, done_scores.min(dim=1, keepdim=True)[0], NEG)
     return (best_running > worst_done).any(dim=-1, keepdim=True)
 
 

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from runtime.decode.cuda_graphs_beam import beam_search_static
+from runtime.decode.cuda_graphs_beam import BeamBuffers, beam_search_static
 from runtime.decode.state import DecodeSettings, Step
 from runtime.errors import CaptureFailed
 
@@ -125,12 +125,7 @@ class Bucket:
         self.parent = torch.arange(rows, **long_)  # beam search: the cache row each row continues
         self.done = torch.zeros(rows, dtype=torch.bool, device=self.device)
         self.out = torch.full((rows, settings.max_new_tokens), settings.eos_token_id, **long_)
-        self.logits: torch.Tensor | None = None
-        if settings.num_beams > 1:
-            with torch.no_grad():  # one eager call sizes the logits buffer the graph writes into
-                self.logits = step(self.tokens, self.position, self.self_k, self.self_v, self.cross_k, self.cross_v)[
-                    0
-                ].clone()
+        self.beams = BeamBuffers(items, settings, self.device) if settings.num_beams > 1 else None
         tick = self._greedy_tick if settings.num_beams == 1 else self._beam_tick
         self.tick = Tick(tick, None if capture is None else capture(tick, self._reset_state, options.warmup), stats)
         # the encoder on this bucket's own pixel buffer, writing its keys/values straight into the cross buffers
@@ -181,6 +176,8 @@ class Bucket:
         self.done[: n * beams] = False
         self.done[n * beams :] = True
         self.out.fill_(self.settings.eos_token_id)
+        if self.beams is not None:
+            self.beams.start(n)
 
     def _step(self, self_k: torch.Tensor, self_v: torch.Tensor) -> torch.Tensor:
         logits, new_k, new_v = self.step(self.tokens, self.position, self_k, self_v, self.cross_k, self.cross_v)
@@ -204,9 +201,8 @@ class Bucket:
         self.position += 1
 
     def _beam_tick(self) -> None:
-        self.logits.copy_(
-            self._step(self.self_k.index_select(1, self.parent), self.self_v.index_select(1, self.parent))
-        )
+        logits = self._step(self.self_k.index_select(1, self.parent), self.self_v.index_select(1, self.parent))
+        self.beams.advance(logits, self.position, self.tokens, self.parent)
 
     def greedy(self, n: int, eos_every: int) -> list[list[int]]:
         """Greedy decoding of the loaded batch's first `n` rows (EOS included when emitted)."""

@@ -1,48 +1,126 @@
-"""Beam search on a static bucket: runtime.decode.beam's bookkeeping, finished images masked instead of dropped.
+"""Beam search on a static bucket, its bookkeeping inside the captured tick: runtime.decode.beam's arithmetic on
+static buffers, finished images masked instead of dropped.
 
-The captured tick runs the step (its caches reordered by each row's parent beam first); the bookkeeping between
-ticks is runtime.decode.beam's own arithmetic, on the device with the same Python scalars, so the scores match it bit
-for bit. An image is finished where runtime.decode.beam drops it; its best hypothesis is kept at that step on the
-device, and the host asks whether every image is finished once every `eos_every` steps.
+A tick runs the step (its caches reordered by each row's parent beam first), then runtime.decode.beam.advance and
+can_improve on the bucket's buffers, with the step number read from the bucket's position tensor (OnDevice) instead
+of a Python int (At), and writes the next tokens, parents and position itself: nothing between two ticks runs on
+the host, and the host asks whether every image is finished once every `eos_every` steps. An image is finished
+where runtime.decode.beam drops it; its best hypothesis is kept at that step on the device.
+
+The scores match runtime.decode.beam bit for bit on the same device: what the eager loop computes from the step
+number in Python (the forced token, the length penalty's divisor `cur ** length_penalty`, a double) is tabulated
+once per bucket, and the divisor is applied as torch applies a Python float: on the CPU a float32 division by it,
+on CUDA a multiplication by its float32 reciprocal (torch's div_true_kernel_cuda turns a CPU-scalar divisor into
+`a * (1 / b)`), so a tensor divisor gives the same bits there as the eager loop's scalar.
 """
 
 from __future__ import annotations
 
 import torch
 
-from runtime.decode.beam import _can_improve, advance, initial
+from runtime.decode.beam import advance, can_improve, initial
+from runtime.decode.state import DecodeSettings, forced_token
+
+
+class OnDevice:
+    """The step number as a captured tick sees it: `cur` is the bucket's position + 1, a device tensor, and what
+    runtime.decode.beam.At derives from a Python int comes from per-step tables made here once."""
+
+    def __init__(self, settings: DecodeSettings, device: torch.device):
+        self.settings, steps = settings, settings.max_new_tokens + 1
+        forced = [forced_token(settings, cur - 1) for cur in range(steps)]
+        self.forced = (
+            None
+            if all(token is None for token in forced[1:])
+            else torch.tensor([-1 if t is None else t for t in forced], dtype=torch.long, device=device)
+        )
+        # index cur: float32(cur ** length_penalty) as torch makes a Python float a float32 scalar (index 0 unused)
+        divisor = torch.tensor([1.0] + [float(cur**settings.length_penalty) for cur in range(1, steps)])
+        self.cuda = torch.device(device).type == "cuda"
+        self.divisor = (divisor.reciprocal() if self.cuda else divisor).to(device)
+        self.cur = torch.ones(1, dtype=torch.long, device=device)
+
+    def at(self, position: torch.Tensor) -> OnDevice:
+        """This tick's step: cur = position + 1."""
+        self.cur = position + 1
+        return self
+
+    def force(self, scores: torch.Tensor) -> torch.Tensor:
+        if self.forced is None:
+            return scores
+        token = self.forced.index_select(0, self.cur)  # -1: nothing forced at this step
+        only = torch.where(torch.arange(scores.shape[-1], device=scores.device) == token, 0.0, float("-inf"))
+        return torch.where(token >= 0, only, scores)
+
+    def write(self, seqs: torch.Tensor, tokens: torch.Tensor) -> None:
+        seqs.index_copy_(2, self.cur, tokens[:, :, None])
+
+    def last(self) -> torch.Tensor:
+        return self.cur + 1 >= self.settings.max_new_tokens + 1
+
+    def lengths(self, like: torch.Tensor) -> torch.Tensor:
+        return (self.cur + 1).expand(like.shape)
+
+    def per_length(self, scores: torch.Tensor) -> torch.Tensor:
+        divisor = self.divisor.index_select(0, self.cur)
+        return scores * divisor if self.cuda else scores / divisor
+
+
+class BeamBuffers:
+    """A bucket's beam state (runtime.decode.beam.initial's tensors, which images are finished, each image's best
+    hypothesis) in static tensors that the captured tick updates in place."""
+
+    def __init__(self, items: int, settings: DecodeSettings, device: torch.device):
+        self.settings, self.items, self.device = settings, items, device
+        self.state = initial(items, settings, device)  # running, scores, done seqs, scores, lens, finished, improvable
+        self.top_mask = torch.arange(2 * settings.num_beams, device=device) < settings.num_beams
+        self.offsets = torch.arange(items, device=device)[:, None] * settings.num_beams
+        self.gone = torch.ones(items, dtype=torch.bool, device=device)
+        self.best_seqs, self.best_lens = self.state[2][:, 0].clone(), self.state[4][:, 0].clone()
+        self.step = OnDevice(settings, device)
+
+    def start(self, n: int) -> None:
+        """A new batch of `n` images: HF's starting state, padding images finished from the start."""
+        for static, new in zip(self.state, initial(self.items, self.settings, self.device)):
+            static.copy_(new)
+        self.gone.copy_(torch.arange(self.items, device=self.device) >= n)
+        self.best_seqs.copy_(self.state[2][:, 0])
+        self.best_lens.zero_()
+
+    def advance(self, logits: torch.Tensor, position: torch.Tensor, tokens: torch.Tensor, parent: torch.Tensor) -> None:
+        """One step's bookkeeping on the step's `logits`, in place: the state, then the next step's `tokens` and
+        `parent` rows (flat, images x beams) and `position`."""
+        s, at = self.settings, self.step.at(position)
+        improvable = self.state[6]
+        (running, running_scores, done_seqs, done_scores, done_lens, finished), parents, hits = advance(
+            self.state, logits, at, s, self.top_mask
+        )
+        improvable = improvable & can_improve(running_scores, done_scores, finished, at, s)
+        over = ~improvable[:, 0] | hits.all(dim=-1)
+        if s.early_stopping is True:
+            over |= finished.all(dim=-1)
+        newly = over & ~self.gone
+        self.best_seqs.copy_(torch.where(newly[:, None], done_seqs[:, 0], self.best_seqs))
+        self.best_lens.copy_(torch.where(newly, done_lens[:, 0], self.best_lens))
+        self.gone |= over
+        for static, new in zip(
+            self.state, (running, running_scores, done_seqs, done_scores, done_lens, finished, improvable)
+        ):
+            static.copy_(new)
+        parent.copy_((parents + self.offsets).reshape(-1))
+        tokens.copy_(running.index_select(2, at.cur).reshape(-1))
+        position += 1
+
+    def results(self, n: int) -> list[list[int]]:
+        """The best hypothesis' generated ids of the first `n` images, as runtime.decode.beam.beam_search gives them."""
+        return [seq[1:length] for seq, length in zip(self.best_seqs[:n].tolist(), self.best_lens[:n].tolist())]
 
 
 def beam_search_static(bucket, n: int, eos_every: int) -> list[list[int]]:
     """Beam search over a loaded runtime.decode.cuda_graphs.Bucket's first `n` images; ids per image as
     runtime.decode.beam.beam_search returns them."""
-    s, device = bucket.settings, bucket.device
-    k, m = s.num_beams, bucket.items
-    max_len = s.max_new_tokens + 1
-    keep_k = 2 * k
-    running, running_scores, done_seqs, done_scores, done_lens, finished, improvable = initial(m, s, device)
-    top_mask = torch.arange(keep_k, device=device) < k
-    offsets = torch.arange(m, device=device)[:, None] * k
-    gone = torch.arange(m, device=device) >= n  # padding images are finished from the start
-    best_seqs, best_lens = done_seqs[:, 0].clone(), done_lens[:, 0].clone()
-    for cur in range(1, max_len):
-        bucket.tokens.copy_(running[:, :, cur - 1].reshape(-1))
-        bucket.position.fill_(cur - 1)
+    for cur in range(1, bucket.settings.max_new_tokens + 1):
         bucket.tick()
-        state = running, running_scores, done_seqs, done_scores, done_lens, finished, improvable
-        (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits = advance(
-            state, bucket.logits, cur, s, top_mask
-        )
-
-        improvable = improvable & _can_improve(running_scores, done_scores, finished, cur + 1, max_len, s)
-        over = ~improvable[:, 0] | hits.all(dim=-1)
-        if s.early_stopping is True:
-            over |= finished.all(dim=-1)
-        newly = over & ~gone
-        best_seqs = torch.where(newly[:, None], done_seqs[:, 0], best_seqs)
-        best_lens = torch.where(newly, done_lens[:, 0], best_lens)
-        gone = gone | over
-        bucket.parent.copy_((parent + offsets).reshape(-1))
-        if cur % eos_every == 0 and bool(gone.all()):
+        if cur % eos_every == 0 and bool(bucket.beams.gone.all()):
             break
-    return [seq[1:length] for seq, length in zip(best_seqs[:n].tolist(), best_lens[:n].tolist())]
+    return bucket.beams.results(n)
