@@ -113,8 +113,11 @@ class At:
         return torch.full_like(like, self.cur + 1)
 
     def per_length(self, scores: torch.Tensor) -> torch.Tensor:
-        """`scores` divided by the length penalty's divisor at this step, as HF divides (by a Python float)."""
-        return scores / (self.cur**self.settings.length_penalty)
+        """`scores` divided by the length penalty's divisor at this step, `cur ** length_penalty` as a float32 tensor
+        on their device: on the CPU the bits of HF's division by that Python float; on CUDA, where torch multiplies by
+        a Python float's reciprocal instead (div_true_kernel_cuda), a true division, as the captured tick divides
+        (runtime.decode.cuda_graphs_beam.OnDevice), so the two loops agree bit for bit on every device."""
+        return scores / torch.tensor(float(self.cur**self.settings.length_penalty), device=scores.device)
 
 
 def advance(

@@ -8,10 +8,8 @@ the host, and the host asks whether every image is finished once every `eos_ever
 where runtime.decode.beam drops it; its best hypothesis is kept at that step on the device.
 
 The scores match runtime.decode.beam bit for bit on the same device: what the eager loop computes from the step
-number in Python (the forced token, the length penalty's divisor `cur ** length_penalty`, a double) is tabulated
-once per bucket, and the divisor is applied as torch applies a Python float: on the CPU a float32 division by it,
-on CUDA a multiplication by its float32 reciprocal (torch's div_true_kernel_cuda turns a CPU-scalar divisor into
-`a * (1 / b)`), so a tensor divisor gives the same bits there as the eager loop's scalar.
+number in Python (the forced token, the length penalty's divisor `cur ** length_penalty`) is tabulated once per
+bucket, and both loops divide by the divisor as a float32 tensor.
 """
 
 from __future__ import annotations
@@ -34,10 +32,9 @@ class OnDevice:
             if all(token is None for token in forced[1:])
             else torch.tensor([-1 if t is None else t for t in forced], dtype=torch.long, device=device)
         )
-        # index cur: float32(cur ** length_penalty) as torch makes a Python float a float32 scalar (index 0 unused)
-        divisor = torch.tensor([1.0] + [float(cur**settings.length_penalty) for cur in range(1, steps)])
-        self.cuda = torch.device(device).type == "cuda"
-        self.divisor = (divisor.reciprocal() if self.cuda else divisor).to(device)
+        # index cur: float32(cur ** length_penalty), as runtime.decode.beam.At divides (index 0 unused)
+        divisor = [1.0] + [float(cur**settings.length_penalty) for cur in range(1, steps)]
+        self.divisor = torch.tensor(divisor, dtype=torch.float32, device=device)
         self.cur = torch.ones(1, dtype=torch.long, device=device)
 
     def at(self, position: torch.Tensor) -> OnDevice:
@@ -62,8 +59,7 @@ class OnDevice:
         return (self.cur + 1).expand(like.shape)
 
     def per_length(self, scores: torch.Tensor) -> torch.Tensor:
-        divisor = self.divisor.index_select(0, self.cur)
-        return scores * divisor if self.cuda else scores / divisor
+        return scores / self.divisor.index_select(0, self.cur)
 
 
 class BeamBuffers:
