@@ -26,7 +26,8 @@ def machine(m: dict | None) -> str:
         return "machine not recorded"
     if m.get("cuda"):
         return f"{m['cuda']} ({m['cores']}-core {m['cpu']} host), torch {m['torch']}"
-    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['cpu_capability']})"
+    waits = f", OMP_WAIT_POLICY {m['omp_wait_policy']}" if m.get("omp_wait_policy") else ""
+    return f"{m['cpu']}, {m['cores']} cores, torch {m['torch']} ({m['cpu_capability']}){waits}"
 
 
 def heading(key: str, section: dict, what: str = "") -> list[str]:
