@@ -7,6 +7,7 @@ runtime refuses one with `check`. A field the runtime needs is added here, with 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 
 from runtime.artifact.checksum import program_checksum
@@ -113,6 +114,8 @@ def _check_sizes(manifest: dict, path) -> None:
         or not small_int(gen.get("num_beams"), manifest.get("max_beams") or 0)
     ):
         problems.append("generation max_new_tokens/num_beams beyond max_length/max_beams")
+    elif not _decoding_values(gen):
+        problems.append("generation token ids, length_penalty or early_stopping")
     if manifest.get("dtype") not in DTYPES:
         problems.append(f"dtype {str(manifest.get('dtype'))[:40]!r}")
     pre = manifest.get("preprocessing")
@@ -124,3 +127,28 @@ def _check_sizes(manifest: dict, path) -> None:
             f"{path}: manifest.json has {', '.join(problems)} outside what CaptionKit writes; "
             "this is not an artifact CaptionKit exported"
         )
+
+
+MAX_TOKEN_ID = (1 << 31) - 1  # far above any vocabulary; a token id becomes an int64 index on the device
+MAX_LENGTH_PENALTY = 10.0  # HF's are about 0.5-2; cur ** 10 stays a finite float for every max_length allowed
+
+
+def _decoding_values(gen: dict) -> bool:
+    """Whether the generation block's values that decoding computes with have the types and ranges export writes:
+    token ids (start, end, forced) as non-negative ints, a finite length penalty, one of HF's early-stopping modes.
+    The beam search raises the step number to the length penalty and indexes by the token ids."""
+
+    def token(value, optional: bool = False) -> bool:
+        return (optional and value is None) or (type(value) is int and 0 <= value <= MAX_TOKEN_ID)
+
+    penalty, mode = gen.get("length_penalty"), gen.get("early_stopping")
+    return (
+        token(gen.get("start_token_id"))
+        and token(gen.get("eos_token_id"))
+        and token(gen.get("forced_bos_token_id"), optional=True)
+        and token(gen.get("forced_eos_token_id"), optional=True)
+        and type(penalty) in (int, float)
+        and math.isfinite(penalty)
+        and abs(penalty) <= MAX_LENGTH_PENALTY
+        and (mode is True or mode is False or mode == "never")
+    )

@@ -257,6 +257,27 @@ def test_manifest_sizes_outside_what_export_writes_are_refused(field, value, tin
     _refused(forged, "outside what CaptionKit writes")
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"length_penalty": 1e308},  # cur ** 1e308 overflows Python's float in the beam search
+        {"length_penalty": "1.0"},
+        {"length_penalty": True},
+        {"early_stopping": "sometimes"},
+        {"start_token_id": -1},
+        {"eos_token_id": 1 << 40},
+        {"forced_bos_token_id": "0"},
+        {"forced_eos_token_id": 2.0},
+    ],
+)
+def test_generation_values_outside_what_export_writes_are_refused(change, tiny_artifact, tmp_path):
+    manifest = check_artifact(tiny_artifact).manifest
+    forged = artifact_tools.rewrite_manifest(
+        tiny_artifact, tmp_path / "g.pt2", generation={**manifest["generation"], **change}
+    )
+    _refused(forged, "outside what CaptionKit writes")
+
+
 def test_the_caption_cli_prints_one_line_and_exits_non_zero(tiny_artifact, tmp_path, marker):
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "cli.pt2", graphs=lambda d: _from_file(d, marker))
     image = tmp_path / "a.png"
