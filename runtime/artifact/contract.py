@@ -104,3 +104,19 @@ def check_step(outputs, inputs: list[torch.Tensor], rows: int) -> None:
                 tensor,
                 f"the runtime passes it back as {str(given.dtype)[6:]} {list(given.shape)}",
             )
+
+
+TOKEN_IDS = ("start_token_id", "eos_token_id", "forced_bos_token_id", "forced_eos_token_id")
+
+
+def check_token_ids(logits: torch.Tensor, generation: dict) -> None:
+    """The generation block's token ids inside the step's vocabulary (its logits' width), or BadDescription: the
+    decode feeds them back to the step as tokens, and an index past an embedding asserts on a CUDA device, which
+    ends the process, not the batch."""
+    vocab = logits.shape[-1]
+    outside = {
+        key: generation[key] for key in TOKEN_IDS if generation.get(key) is not None and generation[key] >= vocab
+    }
+    if outside:
+        named = ", ".join(f"{key} {value}" for key, value in outside.items())
+        raise BadDescription(f"the manifest's generation has {named}, outside the step's vocabulary of {vocab}")

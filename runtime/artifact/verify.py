@@ -139,6 +139,7 @@ def _check_sizes(checked: Checked, limit: int) -> None:
             name, step = "decoder_step", contract.step_inputs(m, rows, cross_k, cross_v)
             outputs, _ = sizes.peak_bytes(checked.programs[name], step, limit)
             contract.check_step(outputs, step, rows)
+            contract.check_token_ids(outputs[0], m["generation"])
         except graphs.BadDescription as exc:
             where = "" if str(exc).startswith(f"program {name}") else f"program {name}: "
             raise ArtifactError(

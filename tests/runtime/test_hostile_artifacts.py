@@ -371,6 +371,16 @@ def test_upload_refuses_outputs_outside_the_runtimes_contract_naming_program_and
         registry.publish(NoS3(), "bucket", forged)
 
 
+def test_upload_refuses_token_ids_outside_the_steps_vocabulary(tiny_artifact, tmp_path):
+    generation = check_artifact(tiny_artifact).manifest["generation"]
+    forged = artifact_tools.rewrite_manifest(
+        tiny_artifact, tmp_path / "ids.pt2", generation={**generation, "forced_bos_token_id": 1_000_000}
+    )
+    check_artifact(forged)  # a well-typed id: only the step's vocabulary says it is out of range
+    with pytest.raises(ArtifactError, match=r"forced_bos_token_id 1000000, outside the step's vocabulary of \d+"):
+        verify(forged)
+
+
 def test_upload_refuses_a_manifest_dtype_the_programs_do_not_take(tiny_artifact, tmp_path):
     forged = artifact_tools.rewrite_manifest(tiny_artifact, tmp_path / "dtype.pt2", dtype="float16")
     with pytest.raises(ArtifactError, match="program encoder"):
