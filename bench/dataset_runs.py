@@ -97,7 +97,7 @@ COLLECT = """
 import json, os, sys
 from pathlib import Path
 from tools import collect, collect_shards
-from tools.job_progress import JobReader, parquet_output
+from tools.job_folder import JobReader, parquet_output
 from tools.local_aws import aws_client
 bucket, job, out = sys.argv[1:4]
 s3 = aws_client("s3", os.environ["AWS_REGION"], os.environ["AWS_ENDPOINT_URL"])

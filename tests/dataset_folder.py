@@ -10,7 +10,7 @@ import uuid
 from runtime.agent.config import AgentConfig
 from runtime.agent.layout import done_marker, job_root, part_marker, run_root, shard_output, started_marker
 from runtime.agent.parts.output import Row, render
-from tools.job_progress import JobReader
+from tools.job_folder import JobReader
 
 RUN1, RUN2 = "20261201-100000-aaaaaa", "20261201-110000-bbbbbb"
 T0 = datetime.datetime.now(datetime.UTC).replace(microsecond=0) - datetime.timedelta(seconds=100)

@@ -19,7 +19,7 @@ from runtime.progress import bar
 from tools import collect_shards
 from tools import target as targets
 from tools.collect_formats import check_output, formats, open_output
-from tools.job_progress import JobNotFound, JobReader, image_uris, parquet_output
+from tools.job_folder import JobNotFound, JobReader, image_uris, parquet_output
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
 

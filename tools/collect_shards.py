@@ -28,7 +28,7 @@ from runtime.progress import bar
 from runtime.untrusted import parquet
 from runtime.untrusted.samples import ShardError
 from tools.collect_formats import IMAGEFOLDER, check_output
-from tools.job_progress import JobReader, ShardJobReader
+from tools.job_folder import JobReader, ShardJobReader
 
 MAX_FILE_BYTES = 2 * 1024**3  # one shard's captions; the largest allowed shard makes a few hundred MiB of them
 

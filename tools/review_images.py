@@ -20,7 +20,7 @@ from runtime.s3_keys import parse_s3_uri
 from runtime.untrusted import parquet, tar
 from runtime.untrusted.samples import ShardError
 from tools import collect, collect_shards
-from tools.job_progress import JobReader, image_uris, parquet_output
+from tools.job_folder import JobReader, image_uris, parquet_output
 from tools.review_rows import read_rows, sample
 
 LIMITS = AgentConfig()  # the agent's bounds on one image and one shard apply here too

@@ -12,7 +12,7 @@ from runtime import registry
 from runtime.agent.notice import collect_command
 from runtime.errors import CaptionKitError
 from stacks.settings import Settings
-from tools import cost, fleet_view, job_progress
+from tools import cost, fleet_view, job_folder, job_progress
 from tools import target as targets
 from tools.local_aws import aws_client
 from tools.outputs import stack_outputs
@@ -150,7 +150,7 @@ def render(snap: dict) -> str:
     return title + "\n" + fields(rows)
 
 
-def run_cost_line(target: targets.Target, outputs: dict[str, str], state: job_progress.ShardState) -> str:
+def run_cost_line(target: targets.Target, outputs: dict[str, str], state: job_folder.ShardState) -> str:
     """What the fleet has cost since the run was queued: an estimate (see cost.run_cost)."""
     client = lambda service: aws_client(service, target.region, target.endpoint_url)  # noqa: E731
     fleet = fleet_view.fleet(client("autoscaling"), client("ec2"), outputs["GroupName"])
@@ -168,13 +168,13 @@ def run_cost_line(target: targets.Target, outputs: dict[str, str], state: job_pr
 def dataset_job(
     target: targets.Target,
     outputs: dict[str, str],
-    reader: job_progress.JobReader,
+    reader: job_folder.JobReader,
     *,
     once: bool,
     timeout_s: float | None,
 ) -> int:
     """A dataset job's screen (shards, images, images/s, ETA, cost); followed to its run's summary unless once."""
-    shards = job_progress.view(reader)
+    shards = job_folder.view(reader)
     try:
         state = shards.read()
         print(job_progress.render(state, run_cost_line(target, outputs, state)), flush=True)
@@ -193,7 +193,7 @@ def dataset_job(
 def job(target: targets.Target, outputs: dict[str, str], job_id: str, *, once: bool, timeout_s: float | None) -> int:
     """Show a job's bar; 0 when complete, 3 when not (with --once or after --timeout)."""
     s3 = aws_client("s3", target.region, target.endpoint_url)
-    reader = job_progress.JobReader.for_job(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], job_id)
+    reader = job_folder.JobReader.for_job(s3, outputs["ResultsBucket"], outputs["ResultsPrefix"], job_id)
     try:
         manifest = reader.read_manifest() if once else job_progress.wait_for_manifest(reader, timeout_s=timeout_s)
     except (CaptionKitError, TimeoutError) as exc:

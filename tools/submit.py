@@ -22,7 +22,8 @@ from runtime.agent.submit import main as runtime_submit
 from runtime.agent.submit import submit as runtime_submit_job
 from runtime.errors import CaptionKitError, SubmitRefused
 from tools import target as targets
-from tools.job_progress import JobReader, ShardJobReader, wait
+from tools.job_folder import JobReader, ShardJobReader
+from tools.job_progress import wait
 from tools.outputs import agent_config, stack_outputs
 
 QUEUE_ENV = ENV_PREFIX + "QUEUE_URL"

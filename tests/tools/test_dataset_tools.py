@@ -20,7 +20,7 @@ from runtime.agent.layout import shard_output
 from runtime.agent.parts.output import COLUMNS, render
 from runtime.aws import client as aws_client
 from runtime.caption_table import COLUMNS as TABLE_COLUMNS
-from tools import collect_shards, cost, job_progress
+from tools import collect_shards, cost, job_folder, job_progress
 from tools.target import Target
 
 
@@ -46,7 +46,7 @@ def ten_shard_job(s3, bucket) -> Folder:
 
 def test_status_counts_done_failed_in_flight_and_waiting_shards_with_images_per_s_and_eta(s3):
     folder = ten_shard_job(*s3)
-    state = job_progress.ShardJobReader(folder.reader()).read(now=T0 + datetime.timedelta(seconds=100))
+    state = job_folder.ShardJobReader(folder.reader()).read(now=T0 + datetime.timedelta(seconds=100))
     assert (state.done, state.failed, state.in_flight, state.waiting, state.error_shards) == (6, 1, 2, 1, 1)
     assert (state.images_ok, state.images_errors, state.run_finished, state.run_samples) == (58, 2, 7, 60)
     assert state.images_per_s() == pytest.approx(0.6)  # 60 samples in the 100 s since the run was queued
@@ -65,7 +65,7 @@ def test_a_retry_run_counts_its_shards_again_and_ignores_the_previous_runs_summa
     folder.summary(RUN1)
     folder.run(RUN2, [3, 6])  # retry both: the shard with error rows and the failed one
     folder.start(6, RUN2)
-    state = job_progress.ShardJobReader(folder.reader()).read()
+    state = job_folder.ShardJobReader(folder.reader()).read()
     assert (state.run, state.done, state.failed, state.in_flight, state.waiting) == (RUN2, 8, 0, 1, 1)
     assert (state.run_shards, state.run_finished, state.complete) == (2, 0, False)
     assert state.images_per_s() is None and state.eta_s() is None
@@ -76,7 +76,7 @@ def test_a_started_marker_older_than_the_run_is_not_in_flight(s3):
     folder = Folder(*s3, 3)
     folder.start(0, RUN1)  # left by an earlier run's delivery: this run has not started the shard
     folder.run(RUN2, [0, 1, 2], created_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=1))
-    state = job_progress.ShardJobReader(folder.reader()).read()
+    state = job_folder.ShardJobReader(folder.reader()).read()
     assert (state.in_flight, state.waiting) == (0, 3)
 
 
@@ -93,7 +93,7 @@ def test_wait_follows_the_shard_bar_until_the_summary_of_its_run(s3):
 
     stream = io.StringIO()
     state = job_progress.wait(
-        job_progress.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream, sleep=sleep
+        job_folder.ShardJobReader(folder.reader()), run=RUN1, poll_s=0, stream=stream, sleep=sleep
     )
     assert looks == [1] and state.complete and (state.done, state.failed) == (10, 0)
     assert f"job {folder.job_id} shards: 100%|" in stream.getvalue() and "10/10" in stream.getvalue()

@@ -15,7 +15,7 @@ import pytest
 from agent_support import AgentProcess, fake_artifact, png
 from runtime import registry
 from runtime.caption_table import COLUMNS
-from tools import collect, job_progress, status
+from tools import collect, job_folder, status
 from tools.local_aws import aws_client
 from tools.paths import REPO
 from tools.run_agent import laptop_agent_config
@@ -124,8 +124,8 @@ def test_status_job_reads_done_total_and_errors_and_exits_0_when_complete(ops, c
     assert status.job(target, outputs, "ops-job", once=True, timeout_s=None) == 0
     printed = capsys.readouterr().out
     assert "job ops-job: 100%|" in printed and "13/13" in printed and "failed=1" in printed
-    reader = job_progress.JobReader.for_job(ops["s3"], outputs["ResultsBucket"], outputs["ResultsPrefix"], "ops-job")
-    state = job_progress.view(reader).read()  # one view for every kind of job
+    reader = job_folder.JobReader.for_job(ops["s3"], outputs["ResultsBucket"], outputs["ResultsPrefix"], "ops-job")
+    state = job_folder.view(reader).read()  # one view for every kind of job
     assert (state.images_total, state.images_ok, state.images_errors, state.complete) == (13, 12, 1, True)
     assert status.job(target, outputs, "no-such-job", once=True, timeout_s=None) == 3
     assert "was not submitted to this stack" in capsys.readouterr().err

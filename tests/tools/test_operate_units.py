@@ -221,7 +221,7 @@ def test_tables_are_plain_aligned_text_off_a_terminal():
 def test_a_job_expanded_before_the_one_job_engine_still_reads_in_status_and_collect(stack, tmp_path):
     """Its manifest lists its images and its chunk markers count them; no agent writes that shape any more."""
     from runtime.agent import results
-    from tools import job_progress
+    from tools import job_folder
 
     config, root = stack.config(), "results/_jobs/old-job/"
     images = [f"s3://{stack.images}/incoming/old/{n}.png" for n in range(3)]
@@ -238,8 +238,8 @@ def test_a_job_expanded_before_the_one_job_engine_still_reads_in_status_and_coll
         body = results.render_source(stack.images, uri.split("/", 3)[3], {}, caption, error, model)
         stack.s3.put_object(Bucket=stack.images, Key=f"results/incoming/old/{n}.png.json", Body=body)
 
-    reader = job_progress.JobReader.for_job(stack.s3, stack.images, config.results_prefix, "old-job")
-    state = job_progress.view(reader).read()
+    reader = job_folder.JobReader.for_job(stack.s3, stack.images, config.results_prefix, "old-job")
+    state = job_folder.view(reader).read()
     assert (state.total, state.done, state.failed, state.complete) == (3, 2, 1, True)
     report = collect.collect_job(
         stack.s3, "old-job", tmp_path / "old.jsonl", results_bucket=stack.images, results_prefix="results/"

@@ -200,7 +200,7 @@ def test_a_read_to_its_end_gives_its_child_back_and_one_stopped_early_kills_it()
 def test_collect_refuses_a_replaced_shard_output_that_would_expand_past_its_bounds(stack, tmp_path):
     from runtime.agent.parts.output import COLUMNS, SCHEMA
     from tools import collect_shards
-    from tools.job_progress import JobReader
+    from tools.job_folder import JobReader
 
     row = {name: ("x" if SCHEMA.field(name).type == pa.string() else 0) for name in COLUMNS}
     bloated = write(

@@ -31,7 +31,7 @@ from runtime.agent import checks
 from runtime.agent.layout import job_root, run_root
 from runtime.agent.scope import Scope
 from tools import collect_shards
-from tools.job_progress import JobReader
+from tools.job_folder import JobReader
 from tools.paths import REPO
 
 MODEL = "fake-a"

@@ -310,7 +310,7 @@ def test_a_replayed_message_of_a_finished_run_writes_nothing_after_a_newer_run_f
 
     from runtime.agent.layout import RUN_QUEUED, run_root
     from runtime.agent.work import ShardRef
-    from tools.job_progress import JobReader, ShardJobReader
+    from tools.job_folder import JobReader, ShardJobReader
 
     plan = expected(5)
     root = put_job(stack, "job-r", [put_shard(stack, "incoming/data/r.tar", make_tar(plan), "tar")])
