@@ -14,8 +14,8 @@ from runtime.decode.cuda_graphs import StaticDecoder, StaticOptions
 from runtime.decode.greedy import greedy
 from runtime.decode.state import DecodeSettings
 
-# ops that read a device value back to the host or size an output by the data: each syncs a CUDA stream, and
-# under a capture raises (or records a value that the replays then reuse)
+# ops that read a device value back to the host, size an output by the data or copy from the host: each syncs a
+# CUDA stream or is refused under a capture (or records a value that the replays then reuse)
 HOST_READS = {
     "aten._local_scalar_dense",
     "aten.item",
@@ -28,6 +28,11 @@ HOST_READS = {
     "aten.unique_consecutive",
     "aten.repeat_interleave",
     "aten._assert_async",
+    # a tensor made from Python values in the tick: on CUDA a copy from pageable host memory, refused under capture
+    "aten.lift_fresh",
+    # a tensor moved between devices in the tick (`.to(device)`): a host copy on CUDA
+    "aten.to.device",
+    "aten.to.dtype_layout",
 }
 
 
