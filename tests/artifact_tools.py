@@ -8,7 +8,21 @@ import struct
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from runtime.artifact.pt2 import PT2ArchiveReader, PT2ArchiveWriter
+from runtime.artifact.verify import verify
+from runtime.errors import ArtifactError
+
+
+def refused(path: Path, match: str) -> None:
+    """`path` refused with an error matching `match`, by a load and by what `make upload` runs first."""
+    from runtime.captioner import load_captioner
+
+    with pytest.raises(ArtifactError, match=match):
+        load_captioner(path, "cpu")
+    with pytest.raises(ArtifactError, match=match):
+        verify(path)  # what `make upload` runs before it publishes anything
 
 
 def rewrite_manifest(src: Path, dst: Path, **changes) -> Path:
