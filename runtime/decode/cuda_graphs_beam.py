@@ -73,7 +73,7 @@ class BeamBuffers:
         self.offsets = torch.arange(items, device=device)[:, None] * settings.num_beams
         self.gone = torch.ones(items, dtype=torch.bool, device=device)
         self.best_seqs, self.best_lens = self.state[2][:, 0].clone(), self.state[4][:, 0].clone()
-        self.step = OnDevice(settings, device)
+        self.step_number = OnDevice(settings, device)
 
     def start(self, n: int) -> None:
         """A new batch of `n` images: HF's starting state, padding images finished from the start."""
@@ -86,7 +86,7 @@ class BeamBuffers:
     def advance(self, logits: torch.Tensor, position: torch.Tensor, tokens: torch.Tensor, parent: torch.Tensor) -> None:
         """One step's bookkeeping on the step's `logits`, in place: the state, then the next step's `tokens` and
         `parent` rows (flat, images x beams) and `position`."""
-        s, at = self.settings, self.step.at(position)
+        s, at = self.settings, self.step_number.at(position)
         improvable = self.state[6]
         (running, running_scores, done_seqs, done_scores, done_lens, finished), parents, hits = advance(
             self.state, logits, at, s, self.top_mask
