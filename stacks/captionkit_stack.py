@@ -81,6 +81,7 @@ class CaptionKitStack(Stack):
             "Scaling",
             group=self.fleet.group,
             queue=self.jobs.queue,
+            metrics_namespace=METRICS_NAMESPACE,
             target_per_instance=settings.backlog_per_instance,
             idle_minutes=settings.idle_minutes_before_scale_in,
             warm_pool=settings.warm_pool,

@@ -9,19 +9,29 @@ from aws_cdk import aws_cloudwatch_actions as actions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from runtime.agent.metrics import MESSAGE_IMAGES, MESSAGES_DONE
+
 BOOT_WARMUP = Duration.minutes(10)  # install the CUDA wheels, pull and load the model
 WARM_POOL_WARMUP = Duration.minutes(2)  # start a stopped, prepared instance and load the cached model
-BACKLOG_PER_INSTANCE = "(visible + inflight) / inservice"
+# The images a message holds lately, from the agents' MessageImages / MessagesDone (runtime/agent/metrics.py): the
+# last minute's where messages finished, else the last known value (REPEAT), else 1 (no agent has reported yet); at
+# least 1. IF with no false value leaves a minute without finished messages empty (AWS's metric-math functions,
+# https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html).
+IMAGES_PER_MESSAGE = "FILL(FILL(IF(messages > 0, images / messages), REPEAT), 1)"
+BACKLOG_PER_INSTANCE = "(visible + inflight) * IF(held < 1, 1, held) / inservice"
 AT_LEAST = cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
 AT_MOST = cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD
 
 
 class BacklogScaling(Construct):
-    """Target tracking on messages waiting or in flight per in-service worker, plus two step policies at the edges.
+    """Target tracking on images waiting or in flight per in-service worker, plus two step policies at the edges.
 
     `backlog` (AWS's recommended queue-worker scaling, with metric math: https://docs.aws.amazon.com/autoscaling/
-    ec2/userguide/ec2-auto-scaling-target-tracking-metric-math.html) holds `target_per_instance` messages per
-    worker. In-flight messages count, so a busy worker that prefetched the whole queue is not scaled in.
+    ec2/userguide/ec2-auto-scaling-target-tracking-metric-math.html) holds `target_per_instance` images per
+    worker: the queue counts messages, and a message holds one uploaded image, a prefix job's part of 64 or a
+    dataset shard of thousands, so the messages are multiplied by the images a message has held lately, as the
+    agents report them (IMAGES_PER_MESSAGE). In-flight messages count, so a busy worker that prefetched the whole
+    queue is not scaled in.
     Target tracking cannot leave zero (no instance: no ratio), so `from_zero` sets one worker when messages wait
     and the group's desired capacity is 0 (the wake-up function usually got there first); `queue_idle` (nothing
     visible, in flight or delayed for `idle_minutes`) sets the group to zero. Scale-in drains: the group's
@@ -35,6 +45,7 @@ class BacklogScaling(Construct):
         *,
         group: autoscaling.AutoScalingGroup,
         queue: sqs.IQueue,
+        metrics_namespace: str,
         target_per_instance: float,
         idle_minutes: int,
         warm_pool: bool,
@@ -51,6 +62,12 @@ class BacklogScaling(Construct):
             "statistic": "Maximum",
         }
         in_service = cloudwatch.Metric(metric_name="GroupInServiceInstances", **group_metric)
+        agents = {
+            "namespace": metrics_namespace,
+            "dimensions_map": {"Queue": queue.queue_name},  # the fleet's totals (runtime.agent.metrics.batch_metrics)
+            "period": minute,
+            "statistic": "Sum",
+        }
         desired = cloudwatch.Metric(metric_name="GroupDesiredCapacity", **group_metric)
         self.backlog = autoscaling.CfnScalingPolicy(
             self,
@@ -65,11 +82,19 @@ class BacklogScaling(Construct):
                         _query("visible", visible),
                         _query("inflight", in_flight),
                         _query("inservice", in_service),
+                        _query("messages", cloudwatch.Metric(metric_name=MESSAGES_DONE, **agents)),
+                        _query("images", cloudwatch.Metric(metric_name=MESSAGE_IMAGES, **agents)),
+                        autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
+                            id="held",
+                            expression=IMAGES_PER_MESSAGE,
+                            return_data=False,
+                            label="Images a finished message held lately",
+                        ),
                         autoscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
                             id="backlog",
                             expression=BACKLOG_PER_INSTANCE,
                             return_data=True,
-                            label="Messages waiting or in flight per in-service worker",
+                            label="Images waiting or in flight per in-service worker",
                         ),
                     ]
                 ),

@@ -170,6 +170,8 @@ class ImageBatch:
             totals=counters.as_dict(),
             **batch_metrics(
                 self.config,
+                messages=len(batch.messages),
+                message_images=len(batch.items),
                 done=len(finished) - failed,
                 failed=failed,
                 size=len(batch.items),

@@ -11,6 +11,10 @@ import time
 
 # The per-batch count of finished images; the stack's FleetStalled alarm reads it (stacks/alarms.py)
 IMAGES_DONE = "ImagesDone"
+# The queue messages a batch or a part finished, and the images those messages held: the images a message holds,
+# which the stack's scaling multiplies the message backlog by (stacks/scaling.py): an upload is one image, a part of
+# a prefix job 64, a shard thousands
+MESSAGES_DONE, MESSAGE_IMAGES = "MessagesDone", "MessageImages"
 # The other per-batch metrics of that line, read by the stack's dashboard and `make status`
 IMAGE_ERRORS, BATCH_SIZE, DEVICE_TIME = "ImageErrors", "BatchSize", "DeviceTime"
 IMAGE_LATENCY, QUEUE_WAIT = "ImageLatency", "QueueWait"
@@ -86,10 +90,20 @@ class Counters:
 
 
 def batch_metrics(
-    config, *, done: int, failed: int, size: int, device_s: float, latencies_s: list[float], waits_s: list[float]
+    config,
+    *,
+    messages: int,
+    message_images: int,
+    done: int,
+    failed: int,
+    size: int,
+    device_s: float,
+    latencies_s: list[float],
+    waits_s: list[float],
 ) -> dict:
     """The embedded-metric fields of one batch's log line (dimension Queue, and Gpu+Queue when `config.gpu` is set;
-    at most 100 values per list)."""
+    at most 100 values per list); `messages`: the queue messages it finished and `message_images` the images they held
+    (a part's progress lines: none; its last line: its one message and all its images)."""
     ms = lambda values: [round(v * 1000, 1) for v in values][:100]  # noqa: E731
     record = embedded_metrics(
         config.metrics_namespace,
@@ -97,6 +111,8 @@ def batch_metrics(
         {
             IMAGES_DONE: (done, "Count"),
             IMAGE_ERRORS: (failed, "Count"),
+            MESSAGES_DONE: (messages, "Count"),
+            MESSAGE_IMAGES: (message_images, "Count"),
             BATCH_SIZE: (size, "Count"),
             DEVICE_TIME: (round(device_s * 1000, 1), "Milliseconds"),
             IMAGE_LATENCY: (ms(latencies_s), "Milliseconds"),

@@ -174,11 +174,15 @@ def test_agents_sharing_a_cache_download_the_artifact_once_and_intact(tmp_path):
 
 def test_batch_metrics_also_go_out_per_gpu_when_the_agent_names_its_gpu():
     config = AgentConfig(queue_url="https://sqs.us-east-1.amazonaws.com/1/jobs", gpu="i-0abc/1")
-    fields = batch_metrics(config, done=3, failed=0, size=3, device_s=0.5, latencies_s=[1.0], waits_s=[0.1])
+    fields = batch_metrics(
+        config, messages=3, message_images=3, done=3, failed=0, size=3, device_s=0.5, latencies_s=[1.0], waits_s=[0.1]
+    )
     assert fields["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["Queue"], [GPU_DIMENSION, "Queue"]]
     assert fields[GPU_DIMENSION] == "i-0abc/1" and fields["Queue"] == "jobs" and fields["ImagesDone"] == 3
     alone = batch_metrics(
         AgentConfig(queue_url=config.queue_url),
+        messages=3,
+        message_images=3,
         done=3,
         failed=0,
         size=3,

@@ -2,7 +2,9 @@
 
 from aws_cdk.assertions import Match, Template
 
+from runtime.agent.metrics import MESSAGE_IMAGES, MESSAGES_DONE
 from stacks.synth import synthesize
+from stacks.worker_policy import METRICS_NAMESPACE
 
 
 def alarm_for(template, description_start):
@@ -36,7 +38,8 @@ def test_workers_track_the_backlog_per_in_service_instance_with_metric_math(temp
     assert config.get("DisableScaleIn", False) is False  # target tracking may scale in; the drain hook protects work
     queries = {q["Id"]: q for q in config["CustomizedMetricSpecification"]["Metrics"]}
     [returned] = [q for q in queries.values() if q["ReturnData"]]
-    assert returned["Expression"] == "(visible + inflight) / inservice"
+    assert returned["Expression"] == "(visible + inflight) * IF(held < 1, 1, held) / inservice"
+    assert queries["held"]["Expression"] == "FILL(FILL(IF(messages > 0, images / messages), REPEAT), 1)"
     named = {
         i: (q["MetricStat"]["Metric"]["Namespace"], q["MetricStat"]["Metric"]["MetricName"])
         for i, q in queries.items()
@@ -46,7 +49,12 @@ def test_workers_track_the_backlog_per_in_service_instance_with_metric_math(temp
         "visible": ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
         "inflight": ("AWS/SQS", "ApproximateNumberOfMessagesNotVisible"),
         "inservice": ("AWS/AutoScaling", "GroupInServiceInstances"),
+        "messages": (METRICS_NAMESPACE, MESSAGES_DONE),
+        "images": (METRICS_NAMESPACE, MESSAGE_IMAGES),
     }
+    for agents in ("messages", "images"):  # the fleet's totals, as the agents publish them (dimension Queue only)
+        stat = queries[agents]["MetricStat"]
+        assert stat["Stat"] == "Sum" and [d["Name"] for d in stat["Metric"]["Dimensions"]] == ["Queue"]
     assert queries["inservice"]["MetricStat"]["Metric"]["Dimensions"] == [
         {"Name": "AutoScalingGroupName", "Value": policy["AutoScalingGroupName"]}
     ]

@@ -32,7 +32,7 @@ class ShardReport:
                 samples=done.samples,
                 ok=done.ok,
                 errors=done.errors,
-                **self._since_last(done, []),
+                **self._since_last(done, [], messages=(0, 0)),
             )
 
     def finish(self, outcome: Outcome, message: Message) -> None:
@@ -53,10 +53,11 @@ class ShardReport:
             device_s=round(done.device_s, 3),
             reason=outcome.reason or None,
             totals=self.counters.as_dict(),
-            **self._since_last(done, [max(0.0, message.received_at - message.sent_at)]),
+            **self._since_last(done, [max(0.0, message.received_at - message.sent_at)], messages=(1, done.samples)),
         )
 
-    def _since_last(self, done: Progress, waits_s: list[float]) -> dict:
+    def _since_last(self, done: Progress, waits_s: list[float], messages: tuple[int, int]) -> dict:
+        """The metrics since the last line; `messages`: (the part's message, its images) on its last line, else 0s."""
         ok, errors = done.ok - self.reported.ok, done.errors - self.reported.errors
         calls, device_s = done.device_calls - self.reported.device_calls, done.device_s - self.reported.device_s
         self.counters.done += ok
@@ -64,6 +65,8 @@ class ShardReport:
         self.reported, self.last = dataclasses.replace(done), time.monotonic()
         return batch_metrics(
             self.config,
+            messages=messages[0],
+            message_images=messages[1],
             done=ok,
             failed=errors,
             size=round((ok + errors) / calls) if calls else 0,

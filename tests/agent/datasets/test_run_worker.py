@@ -20,7 +20,7 @@ from shard_support import (
 
 from agent_support import AgentProcess, batches_started, png
 from runtime.agent.layout import job_root
-from runtime.agent.metrics import IMAGES_DONE
+from runtime.agent.metrics import IMAGES_DONE, MESSAGE_IMAGES, MESSAGES_DONE
 
 
 def _send_shard(stack, job_id: str, index: int, count: int) -> None:
@@ -56,6 +56,10 @@ def test_a_batch_runs_its_images_then_its_shards_in_turn(stack, agent_log):
     assert {line["samples"] for line in lines} == {9, 11} and all(line["images_per_s"] > 0 for line in lines)
     bad = sum(1 for _, kind in expected(9) + expected(11) if kind != "ok")
     assert sum(line[IMAGES_DONE] for line in lines) == 20 - bad
+    # each part's last line: its one message and every image it held, what the fleet's scaling multiplies by
+    assert sorted((line[MESSAGES_DONE], line[MESSAGE_IMAGES]) for line in lines) == [(1, 9), (1, 11)]
+    [batch] = agent_log.events("batch")  # the uploaded image: one message of one image
+    assert (batch[MESSAGES_DONE], batch[MESSAGE_IMAGES]) == (1, 1)
     assert worker.counters.done == 1 + 20 - bad and worker.counters.failed == bad
     assert stack.counts() == {"visible": 0, "in_flight": 0}
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}
