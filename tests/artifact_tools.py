@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -13,6 +16,25 @@ import pytest
 from runtime.artifact.pt2 import PT2ArchiveReader, PT2ArchiveWriter
 from runtime.artifact.verify import verify
 from runtime.errors import ArtifactError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def caption_cli(artifact: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """`python -m runtime caption` of one small PNG with `artifact`, as a user runs it (its own cache folder)."""
+    from PIL import Image
+
+    image = tmp_path / "a.png"
+    Image.new("RGB", (20, 20)).save(image)
+    command = ["-m", "runtime", "caption", "--artifact", str(artifact), "--cache", str(tmp_path / "cache"), str(image)]
+    return subprocess.run(
+        [sys.executable, *command],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
 
 
 def refused(path: Path, match: str) -> None:

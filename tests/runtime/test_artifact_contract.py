@@ -5,11 +5,6 @@ step's vocabulary). The attacker recomputes the manifest's checksums (artifact_t
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import artifact_tools
@@ -17,8 +12,6 @@ from artifact_tools import refused
 from runtime.artifact.verify import check_artifact, verify
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -127,27 +120,6 @@ def test_an_encoder_output_outside_the_contract_stops_the_first_batch_in_one_lin
     captioner = load_captioner(forged, "cpu")  # a load counts inputs and outputs; shapes are upload's meta run
     with pytest.raises(ArtifactError, match=r"program encoder output 0 \(cross_k\)"):
         captioner.caption(parity_images([], 1, seed=3))
-    image = tmp_path / "a.png"
-    from PIL import Image
-
-    Image.new("RGB", (20, 20)).save(image)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runtime",
-            "caption",
-            "--artifact",
-            str(forged),
-            "--cache",
-            str(tmp_path / "cache"),
-            str(image),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    out = artifact_tools.caption_cli(forged, tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "caption: the model failed on" in out.stderr and "program encoder output 0 (cross_k)" in out.stderr

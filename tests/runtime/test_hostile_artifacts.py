@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -19,8 +17,6 @@ import artifact_tools
 from artifact_tools import refused
 from runtime.captioner import load_captioner
 from runtime.errors import ArtifactError
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -243,28 +239,7 @@ def test_deeply_nested_json_is_refused_with_a_reason(tiny_artifact, tmp_path):
 
 def test_the_caption_cli_prints_one_line_and_exits_non_zero(tiny_artifact, tmp_path, marker):
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "cli.pt2", graphs=lambda d: _from_file(d, marker))
-    image = tmp_path / "a.png"
-    from PIL import Image
-
-    Image.new("RGB", (20, 20)).save(image)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runtime",
-            "caption",
-            "--artifact",
-            str(forged),
-            "--cache",
-            str(tmp_path / "cache"),
-            str(image),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    out = artifact_tools.caption_cli(forged, tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().count("\n") == 0 and out.stderr.startswith("caption: ") and "allow-list" in out.stderr
     assert not marker.exists()
@@ -285,27 +260,6 @@ def test_upload_refuses_a_forged_artifact_before_sending_a_byte(tiny_artifact, t
 
 def test_the_caption_cli_refuses_a_program_with_an_added_input_in_one_line(tiny_artifact, tmp_path, marker):
     forged = artifact_tools.forge(tiny_artifact, tmp_path / "cli.pt2", graphs=lambda d: _input_added(d, marker))
-    image = tmp_path / "a.png"
-    from PIL import Image
-
-    Image.new("RGB", (20, 20)).save(image)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "runtime",
-            "caption",
-            "--artifact",
-            str(forged),
-            "--cache",
-            str(tmp_path / "cache"),
-            str(image),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
+    out = artifact_tools.caption_cli(forged, tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.startswith("caption: ") and "program encoder takes 2 values" in out.stderr
