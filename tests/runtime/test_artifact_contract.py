@@ -6,6 +6,7 @@ step's vocabulary). The attacker recomputes the manifest's checksums (artifact_t
 from __future__ import annotations
 
 import pytest
+import torch
 
 import artifact_tools
 from artifact_tools import refused
@@ -103,6 +104,35 @@ def test_upload_refuses_token_ids_outside_the_steps_vocabulary(tiny_artifact, tm
     check_artifact(forged)  # a well-typed id: only the step's vocabulary says it is out of range
     with pytest.raises(ArtifactError, match=r"forced_bos_token_id 1000000, outside the step's vocabulary of \d+"):
         verify(forged)
+
+
+def test_a_cuda_load_of_a_file_no_pointer_vouches_for_runs_uploads_check_first(tiny_artifact, tmp_path, monkeypatch):
+    import runtime.artifact.verify as verify_module
+    import runtime.captioner as captioner_module
+
+    generation = check_artifact(tiny_artifact).manifest["generation"]
+    forged = artifact_tools.rewrite_manifest(
+        tiny_artifact, tmp_path / "ids.pt2", generation={**generation, "start_token_id": 1_000_000}
+    )
+    load_captioner(forged, "cpu")  # on the CPU an index past a table is a Python error at the first batch
+    # as on a CUDA machine, without one: the device is CUDA, its memory this machine's
+    monkeypatch.setattr(captioner_module, "device_falling_back_to_cpu", lambda _device: torch.device("cuda", 0))
+    monkeypatch.setattr(verify_module, "memory_limit", lambda _device: 1 << 34)
+    with pytest.raises(ArtifactError, match=r"start_token_id 1000000, outside the step's vocabulary"):
+        load_captioner(forged, "cuda")  # refused before anything is sent to the device
+    # a file the model pointer names by its SHA-256 was checked so at upload: its load does not run it again
+    asked = []
+
+    def spy(*args, sizes=False, **kwargs):
+        asked.append(sizes)
+        raise ArtifactError("stop before the device")
+
+    monkeypatch.setattr(captioner_module, "check_artifact", spy)
+    with pytest.raises(ArtifactError, match="stop before the device"):
+        load_captioner(forged, "cuda", expected_sha256=check_artifact(forged).sha256)
+    with pytest.raises(ArtifactError, match="stop before the device"):
+        load_captioner(forged, "cuda")
+    assert asked == [False, True]
 
 
 def test_upload_refuses_a_manifest_dtype_the_programs_do_not_take(tiny_artifact, tmp_path):
