@@ -3,7 +3,9 @@
 Point a client's endpoint at `FaultProxy.url`. Each S3 or SQS call is, by chance: answered 503 (`SlowDown` for
 S3, `ServiceUnavailable` for SQS) without reaching moto; dropped without an answer before it reaches moto; or
 dropped after moto has acted on it (the nastiest: a ReceiveMessage whose messages are now in flight, a
-DeleteMessage that happened). `outage(seconds)` fails every call for a while. Other services pass through.
+DeleteMessage that happened). `outage(seconds)` fails every call for a while. `script(service, ...)` gives the
+next calls of a service the faults named, in order, before chance decides again: a test that needs each kind of
+fault to have happened scripts it instead of hoping the dice roll it. Other services pass through.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class FaultProxy:
         self.error_rate, self.drop_rate = error_rate, drop_rate
         self.random, self.lock = random.Random(seed), threading.Lock()
         self.outage_until = 0.0
+        self.scripted: dict[str, collections.deque] = {"s3": collections.deque(), "sqs": collections.deque()}
         self.counts: collections.Counter = collections.Counter()
         self.operations: collections.Counter = collections.Counter()  # "s3 GET", "sqs ReceiveMessage", ...
         proxy = self
@@ -134,7 +137,11 @@ class FaultProxy:
             if service not in ("s3", "sqs"):
                 return None
             roll = self.random.random()
-            if time.monotonic() < self.outage_until:
+            if self.scripted[service]:
+                fault = self.scripted[service].popleft()
+                if fault is None:
+                    return None
+            elif time.monotonic() < self.outage_until:
                 fault = "outage"
             elif roll < self.error_rate:
                 fault = "error"
@@ -155,6 +162,15 @@ class FaultProxy:
             return reply.status, dict(reply.getheaders()), reply.read()
         finally:
             connection.close()
+
+    def script(self, service: str, *faults: str | None) -> None:
+        """The next calls of `service` ("s3" or "sqs") get `faults` in order ("error", "drop_before",
+        "drop_after", or None for a call that passes), whatever the rates and any outage say."""
+        unknown = [f for f in faults if f not in (None, "error", "drop_before", "drop_after")]
+        if unknown or service not in self.scripted:
+            raise ValueError(f"cannot script {service!r} with {unknown}")
+        with self.lock:
+            self.scripted[service].extend(faults)
 
     def outage(self, seconds: float) -> None:
         """Fail every S3 and SQS call for `seconds` from now."""

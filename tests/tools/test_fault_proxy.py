@@ -6,6 +6,7 @@ import threading
 import time
 
 import PIL.Image
+import pytest
 
 from agent_support import FakeCaptioner, Stack, png
 from runtime import aws as agent_aws
@@ -28,6 +29,10 @@ def test_every_input_ends_as_one_record_through_503s_dropped_connections_and_an_
     config = stack.config(visibility_timeout_s=4, wait_time_s=1, batch_wait_s=0.1)
 
     with FaultProxy(aws["AWS_ENDPOINT_URL"], error_rate=0.1, drop_rate=0.04, seed=11) as proxy:
+        # every kind of fault happens at least once whatever the timing: which calls the dice hit depends on how
+        # many calls the agent makes outside the outage (CI once saw no SQS 503 at all), so these are scripted
+        proxy.script("sqs", "error", None, "drop_after", None, "drop_before")
+        proxy.script("s3", "error", None, "drop_before", None, "drop_after")
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         s3, sqs = agent_aws.client("s3"), agent_aws.client("sqs")
         captioner, pointer = load_current(config, stack.s3, "cpu")
@@ -55,8 +60,10 @@ def test_every_input_ends_as_one_record_through_503s_dropped_connections_and_an_
         assert record["status"] == "ok" and record["caption"] == expected
     assert all(stack.result(key)["status"] == "error" for key in bad)
     assert stack.counts(stack.dlq) == {"visible": 0, "in_flight": 0}  # nothing good was dead-lettered
-    assert proxy.counts["s3_error"] and proxy.counts["sqs_error"] and proxy.counts["sqs_outage"]
-    assert proxy.counts["s3_drop_before"] + proxy.counts["s3_drop_after"] + proxy.counts["sqs_drop_after"] > 0
+    assert not proxy.scripted["s3"] and not proxy.scripted["sqs"]  # the scripted faults all happened
+    for fault in ("error", "drop_before", "drop_after"):
+        assert proxy.counts[f"s3_{fault}"] and proxy.counts[f"sqs_{fault}"], (fault, proxy.counts)
+    assert proxy.counts["sqs_outage"]
 
 
 def test_a_head_through_the_proxy_keeps_the_objects_length(aws, tmp_path, monkeypatch):
@@ -66,3 +73,18 @@ def test_a_head_through_the_proxy_keeps_the_objects_length(aws, tmp_path, monkey
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
         head = agent_aws.client("s3").head_object(Bucket=stack.images, Key="incoming/sized.bin")
     assert head["ContentLength"] == 12345 and proxy.operations["s3 HEAD"] == 1
+
+
+def test_scripted_faults_come_first_in_order_then_chance_decides_again(aws, tmp_path, monkeypatch):
+    stack = Stack(aws["AWS_ENDPOINT_URL"], tmp_path)
+    stack.put("incoming/a.bin", b"a")
+    with FaultProxy(aws["AWS_ENDPOINT_URL"], error_rate=0.0, drop_rate=0.0) as proxy:
+        proxy.script("s3", "error", None, "error")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+        s3 = agent_aws.client("s3")
+        for _ in range(3):
+            assert s3.get_object(Bucket=stack.images, Key="incoming/a.bin")["Body"].read() == b"a"
+    # the two 503s were retried by botocore; the call between them and the later ones passed
+    assert proxy.counts["s3_error"] == 2 and proxy.operations["s3 GET"] == 5 and not proxy.scripted["s3"]
+    with pytest.raises(ValueError):
+        proxy.script("s3", "outage")
