@@ -242,7 +242,78 @@ def model_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]
     return charts
 
 
-CHARTS = {"Model level, CPU": model_charts}
+def _latest(runs: list[tuple[str, str, dict]], prefix: str) -> tuple[str, dict] | None:
+    """The run whose key starts with `prefix` with the latest date (the later one in the file on a tie)."""
+    best = None
+    for _, key, section in runs:
+        if key.startswith(prefix) and (best is None or section.get("date", "") >= best[1].get("date", "")):
+            best = (key, section)
+    return best
+
+
+def _load(section: dict) -> str:
+    before, after = section.get("machine_before", {}), section.get("machine_after", {})
+    loads = [m["loadavg_1_5_15"][0] for m in (before, after) if m.get("loadavg_1_5_15")]
+    return f", load {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+
+
+def peers_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
+    """The latest peers run: each contender's speed against HF eager by batch (a contender that failed has no
+    bar; its error is quoted under the run's table)."""
+    latest = _latest(runs, "peers")
+    if latest is None:
+        return {}
+    key, section = latest
+    labels = section.get("labels", {})
+    groups = {}
+    for case, c in section["cases"].items():
+        label = f"{case.split('@')[0]}, batch {c['images']}"
+        groups[label] = {labels.get(n, n): v for n, v in c.get("speedup_vs_hf", {}).items() if n != "hf_eager"}
+    title = f"{section['model']} on the CPU against its peers ({section.get('date', 'undated')}, {key}{_load(section)})"
+    return {
+        f"{CHART_DIR}/peers-cpu-{section['model']}.svg": (
+            f"{section['model']} against its CPU peers",
+            bars(title, groups, "HF generate (eager), float32"),
+        )
+    }
+
+
+ROOFLINE_SERIES = {
+    "encoder_of_peak": "encoder, of the matmul peak",
+    "decode_of_peak": "decode, of the matmul peak",
+    "decode_of_bandwidth": "decode, of the copy bandwidth",
+    "caption_of_peak": "whole caption, of the matmul peak",
+}
+
+
+def roofline_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
+    """The latest roofline run, one chart per dtype: each part's share of the limit measured beside it, by case."""
+    latest = _latest(runs, "roofline")
+    if latest is None:
+        return {}
+    key, section = latest
+    charts = {}
+    for dtype, d in section["dtypes"].items():
+        groups = {
+            f"{case.split('@')[0]}, batch {c['batch']}": {
+                label: c[field] for field, label in ROOFLINE_SERIES.items() if c.get(field) is not None
+            }
+            for case, c in d.get("cases", {}).items()
+        }
+        if groups:
+            title = f"{section['model']} {dtype}: share of this CPU's limit ({section.get('date', 'undated')}, {key})"
+            charts[f"{CHART_DIR}/roofline-cpu-{section['model']}-{dtype}.svg"] = (
+                f"{section['model']} {dtype} against the CPU's limit",
+                bars(title, groups, "the limit measured beside it", percent=True),
+            )
+    return charts
+
+
+CHARTS = {
+    "Model level, CPU": model_charts,
+    "CPU against its limit": roofline_charts,
+    "CPU against its peers": peers_charts,
+}
 
 
 def render(results: dict[str, dict]) -> str:

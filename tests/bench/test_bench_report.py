@@ -209,3 +209,84 @@ def test_the_committed_charts_are_the_ones_the_results_draw():
     names = [n for n in report.RESULTS if (REPO / n).exists()]
     _, svgs = report.render_with_charts({n: json.loads((REPO / n).read_text()) for n in names})
     assert svgs and all((REPO / path).read_text() == svg for path, svg in svgs.items())
+
+
+def _bar_titles(svg_text: str) -> list[str]:
+    import xml.etree.ElementTree as ET
+
+    ns = "{http://www.w3.org/2000/svg}"
+    return [
+        el.find(f"{ns}title").text
+        for el in ET.fromstring(svg_text).iter(f"{ns}rect")
+        if el.find(f"{ns}title") is not None
+    ]
+
+
+def _peers_run(date: str, ours: float) -> dict:
+    def times(median: float) -> dict:
+        return {"median_s": median, "min_s": median, "max_s": median, "runs": 3}
+
+    return {
+        "date": date,
+        "model": "m",
+        "runs": 3,
+        "versions": {"torch": "2.13.0+cpu"},
+        "labels": {"hf_eager": "HF eager", "ours": "ours", "openvino": "OpenVINO"},
+        "machine_before": MACHINE,
+        "machine_after": {**MACHINE, "loadavg_1_5_15": [2.5, 1.0, 1.0]},
+        "cases": {
+            f"greedy@batch{b}": {
+                "images": b,
+                "times": {"hf_eager": times(2.0), "ours": times(2.0 / (ours * b))},
+                "speedup_vs_hf": {"hf_eager": 1.0, "ours": ours * b},
+                "identical_to_hf": {"ours": b},
+                "errors": {"openvino": "RuntimeError: no"},
+            }
+            for b in (1, 8)
+        },
+        "errors": {},
+    }
+
+
+def test_the_latest_peers_run_is_charted_by_batch_without_the_baseline_or_a_failed_peer():
+    results = {"r.json": {"peers_old": _peers_run("2026-11-01", 5.0), "peers_new": _peers_run("2026-12-07", 0.25)}}
+    appendix, svgs = report.render_with_charts(results)
+    assert "![m against its CPU peers](docs/bench/peers-cpu-m.svg)" in appendix
+    assert appendix.index("### CPU against its peers") < appendix.index("![m against its CPU peers]")
+    svg = svgs["docs/bench/peers-cpu-m.svg"]
+    assert _bar_titles(svg) == ["ours, greedy, batch 1: 0.25x", "ours, greedy, batch 8: 2.00x"]
+    assert "peers_new" in svg and "load 1.0-2.5" in svg and "OpenVINO" not in svg
+
+
+def test_the_latest_roofline_run_gets_a_chart_per_dtype_in_shares_of_the_limit():
+    case = {"batch": 8, "encoder_of_peak": 0.78, "decode_of_peak": 0.06, "decode_of_bandwidth": 0.24}
+    run = {"date": "2026-12-07", "model": "m", "dtypes": {"float32": {"cases": {"greedy@batch8": case}}}}
+    old = {**run, "date": "2026-11-01", "dtypes": {"bfloat16": run["dtypes"]["float32"]}}
+    charts = report.roofline_charts([("r.json", "roofline_quiet", run), ("r.json", "roofline_old", old)])
+    assert list(charts) == ["docs/bench/roofline-cpu-m-float32.svg"]  # the latest run only
+    title, svg = charts["docs/bench/roofline-cpu-m-float32.svg"]
+    assert title == "m float32 against the CPU's limit" and "roofline_quiet" in svg
+    assert _bar_titles(svg) == [
+        "encoder, of the matmul peak, greedy, batch 8: 78%",
+        "decode, of the matmul peak, greedy, batch 8: 6%",
+        "decode, of the copy bandwidth, greedy, batch 8: 24%",
+    ]  # a share the run did not record (the whole caption here) has no bar
+    assert ">100%<" in svg and "dashed line: 100% = the limit measured beside it" in svg
+
+
+def test_legend_entries_wrap_to_new_rows_instead_of_running_into_each_other():
+    from bench import charts
+
+    names = [f"contender number {n} with a long name" for n in range(6)]
+    places = charts._legend(names)
+    rows: dict[int, list[tuple[float, str]]] = {}
+    for name, (x, row) in places.items():
+        rows.setdefault(row, []).append((x, name))
+    assert len(rows) > 1
+    for entries in rows.values():
+        for (x, name), (next_x, _) in zip(entries, entries[1:]):
+            assert x + 14 + len(name) * 6.2 <= next_x  # this name's text ends before the next swatch
+        x, name = entries[-1]
+        assert x + 14 + len(name) * 6.2 <= charts.WIDTH
+    svg = charts.bars("t", {"g": {n: 1.0 for n in names}}, "base")
+    assert f'height="{charts.HEIGHT + 16 * max(r for _, r in places.values())}"' in svg
