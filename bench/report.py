@@ -282,6 +282,7 @@ ROOFLINE_SERIES = {
     "encoder_of_peak": "encoder, of the matmul peak",
     "decode_of_peak": "decode, of the matmul peak",
     "decode_of_bandwidth": "decode, of the copy bandwidth",
+    "decode_of_read": "decode, of the read-only bandwidth",
     "caption_of_peak": "whole caption, of the matmul peak",
 }
 

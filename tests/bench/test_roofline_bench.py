@@ -33,12 +33,17 @@ def test_each_case_gets_its_work_its_times_and_its_share_of_the_limits_measured_
     assert greedy["encoder_flops"] == beams["encoder_flops"] > 0
     assert beams["decode_flops"] > greedy["decode_flops"] > 0  # two rows a step per image instead of one
     for row in rows.values():
-        assert {"encoder", "caption", "mm", "copy"} <= set(row["timing"])
+        assert {"encoder", "caption", "mm", "copy", "read"} <= set(row["timing"])
+        assert row["decode_of_read"] == pytest.approx(row["decode_gb_s"] / row["read_gb_s"], rel=0.02, abs=1e-3)
         # the share is of the unrounded rates; the shown ones carry three significant figures each
         assert row["encoder_of_peak"] == pytest.approx(row["encoder_gflops"] / row["peak_gflops"], rel=0.02, abs=1e-3)
         assert row["decode_mib_per_step"] > 0 and row["steps"] >= 1 and row["images_per_s"] > 0
     table = roofline.table({"dtypes": {"float32": {"cases": rows}}})
     assert len(table) == 2 + 2 and table[2].startswith("| float32 | greedy@batch2 |")
+    assert (
+        f"({rows['greedy@batch2']['decode_of_bandwidth']:.0%} / {rows['greedy@batch2']['decode_of_read']:.0%})"
+        in table[2]
+    )
     dtypes = {"float32": {"ceiling": roofline.ceiling("float32"), "cases": rows}}
     section = {"model": "tiny", "runs": 1, "dtypes": dtypes}
     appendix = render({"results.json": {"roofline_tiny": section}})
