@@ -288,18 +288,20 @@ ROOFLINE_SERIES = {
 
 
 def roofline_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
-    """The latest roofline run, one chart per dtype: each part's share of the limit measured beside it, by case."""
-    latest = _latest(runs, "roofline")
-    if latest is None:
-        return {}
-    key, section = latest
+    """One chart per dtype, from the latest roofline run that measured it: each part's share of the limit measured
+    beside it, by case (a later run on another CPU may measure one dtype only)."""
+    latest: dict[str, tuple[str, dict]] = {}
+    for _, key, section in runs:
+        for dtype in section.get("dtypes", {}) if key.startswith("roofline") else ():
+            if dtype not in latest or section.get("date", "") >= latest[dtype][1].get("date", ""):
+                latest[dtype] = (key, section)
     charts = {}
-    for dtype, d in section["dtypes"].items():
+    for dtype, (key, section) in latest.items():
         groups = {
             f"{case.split('@')[0]}, batch {c['batch']}": {
                 label: c[field] for field, label in ROOFLINE_SERIES.items() if c.get(field) is not None
             }
-            for case, c in d.get("cases", {}).items()
+            for case, c in section["dtypes"][dtype].get("cases", {}).items()
         }
         if groups:
             title = f"{section['model']} {dtype}: share of this CPU's limit ({section.get('date', 'undated')}, {key})"

@@ -41,8 +41,10 @@ def roofline_table(key: str, section: dict) -> list[str]:
         + (" (the CPU has AMX, whose tiles are not in it)" if d["ceiling"].get("amx") else "")
         for dtype, d in section["dtypes"].items()
     )
+    cases = [c for d in section["dtypes"].values() for c in d["cases"].values()]
+    read = " and a sum over it (read only)" if cases and all("read_gb_s" in c for c in cases) else ""
     what = (
-        f"{section['model']}, medians of {section['runs']} in rotation with a 4096^3 matmul and a 1 GiB copy; "
+        f"{section['model']}, medians of {section['runs']} in rotation with a 4096^3 matmul, a 1 GiB copy{read}; "
         f"arithmetic ceilings from the CPU's flags: {ceilings}"
     )
     return heading(key, section, what) + table(section) + [""]

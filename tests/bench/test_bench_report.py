@@ -261,9 +261,11 @@ def test_the_latest_peers_run_is_charted_by_batch_without_the_baseline_or_a_fail
 def test_the_latest_roofline_run_gets_a_chart_per_dtype_in_shares_of_the_limit():
     case = {"batch": 8, "encoder_of_peak": 0.78, "decode_of_peak": 0.06, "decode_of_bandwidth": 0.24}
     run = {"date": "2026-12-07", "model": "m", "dtypes": {"float32": {"cases": {"greedy@batch8": case}}}}
-    old = {**run, "date": "2026-11-01", "dtypes": {"bfloat16": run["dtypes"]["float32"]}}
-    charts = report.roofline_charts([("r.json", "roofline_quiet", run), ("r.json", "roofline_old", old)])
-    assert list(charts) == ["docs/bench/roofline-cpu-m-float32.svg"]  # the latest run only
+    older = {**run, "date": "2026-11-01", "dtypes": {"float32": {"cases": {}}, "bfloat16": run["dtypes"]["float32"]}}
+    charts = report.roofline_charts([("r.json", "roofline_quiet", run), ("r.json", "roofline_old", older)])
+    # float32 from the latest run; bfloat16 from the older one, the only run that measured it
+    assert list(charts) == ["docs/bench/roofline-cpu-m-float32.svg", "docs/bench/roofline-cpu-m-bfloat16.svg"]
+    assert "roofline_old" in charts["docs/bench/roofline-cpu-m-bfloat16.svg"][1]
     title, svg = charts["docs/bench/roofline-cpu-m-float32.svg"]
     assert title == "m float32 against the CPU's limit" and "roofline_quiet" in svg
     assert _bar_titles(svg) == [
