@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.untrusted import parquet, parquet_child, sandbox
+from runtime.untrusted import parquet, parquet_child, parquet_file, sandbox
 from runtime.untrusted.samples import Sample, ShardError
 from tools.paths import REPO
 
@@ -76,7 +76,7 @@ def test_rows_the_footer_declares_over_an_empty_chunk_fail_the_shard_instead_of_
 
 def test_a_footer_that_parses_past_the_readers_memory_limit_fails_the_shard(tmp_path):
     data = parquet_bytes.many_row_groups(300_000)
-    assert len(data) < parquet_child.MAX_FOOTER_BYTES  # within the footer cap: only the memory limit stops it
+    assert len(data) < parquet_file.MAX_FOOTER_BYTES  # within the footer cap: only the memory limit stops it
     small = sandbox.Sandbox(sandbox.Limits(memory_bytes=480 * 1024**2), keep=0)
     with pytest.raises(
         ShardError,
