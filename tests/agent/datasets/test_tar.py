@@ -9,7 +9,7 @@ import tarfile
 import pytest
 from tar_bytes import END, FORMATS, MB, header, make_tar, padded, pax_record, samples
 
-from runtime.untrusted import tar
+from runtime.untrusted import tar, tar_archive
 from runtime.untrusted.samples import Sample, ShardError
 
 
@@ -132,17 +132,17 @@ def test_a_member_over_the_limit_is_an_error_row_and_reads_stay_bounded():
         Sample("000001", 1, None, f"the .jpg member is {big:,} bytes, over the limit of {MB:,} (max_image_bytes)"),
         Sample("000002", 2, b"ok", None),
     ]
-    assert stream.largest <= tar.CHUNK
+    assert stream.largest <= tar_archive.CHUNK
 
 
 def test_a_large_sidecar_is_dropped_in_chunks_and_an_image_under_the_limit_is_read_in_chunks():
-    image = os.urandom(3 * tar.CHUNK + 5)
+    image = os.urandom(3 * tar_archive.CHUNK + 5)
     sidecar = 20 * MB
     stream = Recording(
         [padded(header(b"k.jpg", len(image))), padded(image), padded(header(b"k.json", sidecar)), sidecar, END]
     )
     assert samples(b"", max_member_bytes=4 * MB, stream=stream) == [Sample("k", 0, image, None)]
-    assert stream.largest <= tar.CHUNK
+    assert stream.largest <= tar_archive.CHUNK
 
 
 def test_short_reads_give_the_same_samples():
