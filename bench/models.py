@@ -153,9 +153,9 @@ def florence2_base(folder: Path, max_new_tokens: int = 20) -> Path:
     import torch
     from transformers import BartConfig, Florence2Config, Florence2ForConditionalGeneration, Florence2VisionConfig
 
-    from checkpoints import tiny
+    from checkpoints import florence2_tiny
 
-    tok = tiny._florence_tokenizer()
+    tok = florence2_tiny.florence_tokenizer()
     vision = Florence2VisionConfig(projection_dim=768)
     text = BartConfig(
         vocab_size=51289,
@@ -181,11 +181,13 @@ def florence2_base(folder: Path, max_new_tokens: int = 20) -> Path:
     model.save_pretrained(folder)
     from transformers import Florence2Processor
 
-    image_processor = tiny._florence_processor(tok).image_processor
+    image_processor = florence2_tiny.florence_processor(tok).image_processor
     image_processor.size = image_processor.crop_size = {"height": 768, "width": 768}
     image_processor.image_seq_length = 577  # (768 / 32)^2 + 1
     Florence2Processor(
-        image_processor=image_processor, tokenizer=tok, post_processor_config=tiny.FLORENCE_POST_PROCESSOR_CONFIG
+        image_processor=image_processor,
+        tokenizer=tok,
+        post_processor_config=florence2_tiny.FLORENCE_POST_PROCESSOR_CONFIG,
     ).save_pretrained(folder)
     return folder
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from checkpoints import florence2_tiny
 from checkpoints import tiny as tiny_models
 
 pytest_plugins = ["agent_fixtures"]  # the agent tests' moto server, stacks, logs and fake IMDS
@@ -107,7 +108,9 @@ def tiny_trocr_small_artifact(tiny_trocr_small_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_florence2_dir(tmp_path_factory) -> Path:
     """Transformers' native Florence-2 at tiny sizes (DaViT + BART), forced BOS on as in published checkpoints."""
-    return built_once(tmp_path_factory, "florence2", lambda folder: tiny_models.make_florence2(folder, forced_bos=True))
+    return built_once(
+        tmp_path_factory, "florence2", lambda folder: florence2_tiny.make_florence2(folder, forced_bos=True)
+    )
 
 
 @pytest.fixture(scope="session")
