@@ -1,72 +1,19 @@
 """Planning dataset jobs on moto: listing and checking shards, reading manifests through, expansion into shard
-messages (frozen on redelivery), resubmission that skips done shards, retries of exactly the failed ones."""
+messages (frozen on redelivery). Resubmission and retries: test_plan_resubmit; `runtime submit`: test_plan_submit."""
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
-import json
-import re
-import tarfile
-import types
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
+from plan_support import MODEL, drain, get_json, job_of, parquet_shard, put_shards, tar_shard
 
-from runtime.agent import checks, ledger, plan
-from runtime.agent.expand import JobExpansion
-from runtime.agent.layout import job_root, run_root
-from runtime.agent.messages import parse_body
+from runtime.agent import checks, plan
+from runtime.agent.layout import job_root
 from runtime.agent.scope import Scope
-from runtime.agent.work import Batch, Message
 from runtime.errors import PlanError, UnknownMessage
-
-MODEL = types.SimpleNamespace(name="fake-a", sha256="a" * 64)
-
-
-def tar_shard(*keys: str) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        for key in keys:
-            for suffix, body in ((".jpg", b"\xff\xd8 not decoded here"), (".txt", b"a caption")):
-                info = tarfile.TarInfo(key + suffix)
-                info.size = len(body)
-                archive.addfile(info, io.BytesIO(body))
-    return out.getvalue()
-
-
-def parquet_shard(**columns) -> bytes:
-    out = io.BytesIO()
-    pq.write_table(pa.table(columns or {"image": [b"x", b"y"], "key": ["a", "b"]}), out)
-    return out.getvalue()
-
-
-def _drain(stack) -> list[dict]:
-    bodies = []
-    while batch := stack.sqs.receive_message(QueueUrl=stack.queue, MaxNumberOfMessages=10).get("Messages", []):
-        bodies += [json.loads(m["Body"]) for m in batch]
-        stack.sqs.delete_message_batch(
-            QueueUrl=stack.queue,
-            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)],
-        )
-    return sorted(bodies, key=lambda body: body["index"])
-
-
-def _job(stack, config, body: dict) -> dict:
-    return parse_body(
-        json.dumps({"type": "captionkit.job", "job_id": "job-1", "run": "run-1", **body}), Scope.of(config)
-    ).job
-
-
-def _get(stack, key: str):
-    return json.loads(stack.s3.get_object(Bucket=stack.images, Key=key)["Body"].read())
-
-
-def _put_shards(stack, count=3, prefix="incoming/set/"):
-    for n in range(count):
-        stack.put(f"{prefix}{n:03d}.tar", tar_shard(f"s{n}-a", f"s{n}-b"))
 
 
 def test_list_shards_takes_tar_and_parquet_sorted_skipping_folders_and_own_results(stack):
@@ -81,7 +28,7 @@ def test_list_shards_takes_tar_and_parquet_sorted_skipping_folders_and_own_resul
 
 
 def test_check_shards_summarises_readable_shards(stack):
-    _put_shards(stack, 2)
+    put_shards(stack, 2)
     summary = checks.check_shards(stack.s3, f"s3://{stack.images}/incoming/set/", Scope.of(stack.config()))
     assert (summary["shards"], summary["formats"]) == (2, {"tar": 2})
     assert summary["bytes"] == 2 * len(tar_shard("s0-a", "s0-b"))
@@ -152,15 +99,15 @@ def test_check_manifest_counts_and_refuses_the_first_bad_line(stack):
 
 def test_a_shards_job_sends_one_message_per_shard_and_a_redelivery_the_same(stack):
     config = stack.config()
-    _put_shards(stack, 12)
-    job = _job(stack, config, {"shards": f"s3://{stack.images}/incoming/set/"})
+    put_shards(stack, 12)
+    job = job_of(stack, config, {"shards": f"s3://{stack.images}/incoming/set/"})
     queued = plan.expand(stack.s3, stack.sqs, config, job, MODEL)
     assert queued["indexes"] == list(range(12)) and queued["reason"] == "submit"
-    sent = _drain(stack)
+    sent = drain(stack)
     assert sent == [
         {"type": "captionkit.shard", "job_id": "job-1", "index": n, "count": 12, "run": "run-1"} for n in range(12)
     ]
-    manifest = _get(stack, job_root(config, "job-1") + "manifest.json")
+    manifest = get_json(stack, job_root(config, "job-1") + "manifest.json")
     assert [s["uri"] for s in manifest["shards"]] == [
         f"s3://{stack.images}/incoming/set/{n:03d}.tar" for n in range(12)
     ]
@@ -168,37 +115,37 @@ def test_a_shards_job_sends_one_message_per_shard_and_a_redelivery_the_same(stac
 
     stack.put("incoming/set/999.tar", tar_shard("late"))  # after the expansion: not part of the job
     assert plan.expand(stack.s3, stack.sqs, config, job, MODEL) == queued
-    assert _drain(stack) == sent
-    assert _get(stack, job_root(config, "job-1") + "manifest.json") == manifest
+    assert drain(stack) == sent
+    assert get_json(stack, job_root(config, "job-1") + "manifest.json") == manifest
 
 
 def test_a_manifest_job_is_cut_into_exact_parts(stack):
     config = stack.config(manifest_chunk_size=3)
     uris = [f"s3://{stack.images}/incoming/{n}.png" for n in range(7)]
     stack.put("incoming/keys.txt", "\n".join(uris).encode())
-    job = _job(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"})
+    job = job_of(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"})
     plan.expand(stack.s3, stack.sqs, config, job, MODEL)
     root = job_root(config, "job-1")
-    manifest = _get(stack, root + "manifest.json")
+    manifest = get_json(stack, root + "manifest.json")
     assert (manifest["kind"], manifest["images"], manifest["chunks"]) == ("keys", 7, 3)
     assert manifest["shards"] == [
         {"uri": f"s3://{stack.images}/{root}parts/{n:06d}.json", "format": "keys", "size": size}
         for n, size in enumerate((3, 3, 1))
     ]
-    parts = [_get(stack, f"{root}parts/{n:06d}.json") for n in range(3)]
+    parts = [get_json(stack, f"{root}parts/{n:06d}.json") for n in range(3)]
     assert [part["images"] for part in parts] == [uris[:3], uris[3:6], uris[6:]]
     assert parts[1] == {"source": job["source"], "index": 1, "images": uris[3:6]}
-    assert len(_drain(stack)) == 3
+    assert len(drain(stack)) == 3
 
 
 def test_an_out_of_scope_line_refuses_the_whole_job_at_expansion(stack):
     config = stack.config()
     stack.put("incoming/keys.txt", b"incoming/a.png\nprivate/b.png\n")
-    job = _job(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"})
+    job = job_of(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"})
     with pytest.raises(UnknownMessage, match="keys.txt line 2: .*private/b.png is outside the images prefix"):
         plan.expand(stack.s3, stack.sqs, config, job, MODEL)
-    assert job_root(config, "job-1") + "manifest.json" not in stack.keys() and _drain(stack) == []
-    refused = _get(stack, job_root(config, "job-1") + "refused.json")
+    assert job_root(config, "job-1") + "manifest.json" not in stack.keys() and drain(stack) == []
+    refused = get_json(stack, job_root(config, "job-1") + "refused.json")
     assert refused["job_id"] == "job-1" and refused["run"] == "run-1"
     assert "keys.txt line 2: " in refused["reason"] and "outside the images prefix" in refused["reason"]
 
@@ -212,17 +159,17 @@ def test_a_long_manifest_renews_the_hold_as_it_is_read_and_a_gzip_of_blank_lines
         stack.s3,
         stack.sqs,
         config,
-        _job(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"}),
+        job_of(stack, config, {"manifest": f"s3://{stack.images}/incoming/keys.txt"}),
         MODEL,
         progress=lambda: calls.append(1),
     )
-    assert len(calls) >= 1 and len(_drain(stack)) == 50
+    assert len(calls) >= 1 and len(drain(stack)) == 50
     blank = gzip.compress(b"\n" * 4_000_000)
     assert len(blank) < 10_000
     stack.put("incoming/blank.txt.gz", blank)
     body = {"manifest": f"s3://{stack.images}/incoming/blank.txt.gz", "job_id": "job-2"}
     with pytest.raises(UnknownMessage, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
-        plan.expand(stack.s3, stack.sqs, config, _job(stack, config, body), MODEL)
+        plan.expand(stack.s3, stack.sqs, config, job_of(stack, config, body), MODEL)
     with pytest.raises(PlanError, match=r"blank.txt.gz has over 300,000 lines \(max_manifest_lines\)"):
         checks.check_manifest(
             stack.s3,
@@ -231,179 +178,4 @@ def test_a_long_manifest_renews_the_hold_as_it_is_read_and_a_gzip_of_blank_lines
             max_bytes=config.max_manifest_bytes,
             max_lines=config.max_manifest_lines,
         )
-    assert "max_manifest_lines" in _get(stack, job_root(config, "job-2") + "refused.json")["reason"]
-
-
-def _marker(index, status="done", errors=0, model=MODEL, settings=None, config=None) -> dict:
-    return {
-        "index": index,
-        "run": "run-1",
-        "status": status,
-        "samples": 2,
-        "ok": 2 - errors,
-        "errors": errors,
-        "shard": f"s{index}",
-        "error": "bad" if status == "failed" else None,
-        "model_sha256": model.sha256,
-        "settings": settings or ledger.settings_fingerprint(model, config),
-        "finished_at": "2025-01-01T00:00:10+00:00",
-    }
-
-
-def _with_markers(stack, config, markers: dict):
-    _put_shards(stack, 5)
-    plan.expand(
-        stack.s3, stack.sqs, config, _job(stack, config, {"shards": f"s3://{stack.images}/incoming/set/"}), MODEL
-    )
-    _drain(stack)
-    for index, marker in markers.items():
-        ledger.put_json(stack.s3, stack.images, job_root(config, "job-1") + f"chunks/{index:06d}.json", marker)
-
-
-def test_a_resubmission_skips_shards_done_with_the_same_model_and_settings(stack):
-    config = stack.config()
-    _with_markers(
-        stack,
-        config,
-        {
-            0: _marker(0, config=config),
-            1: _marker(1, errors=1, config=config),
-            2: _marker(2, "failed", config=config),
-            3: _marker(3, settings="0" * 16),
-        },
-    )
-    source = f"s3://{stack.images}/incoming/set/"
-    again = {**_job(stack, config, {"shards": source}), "run": "run-2"}
-    assert plan.expand(stack.s3, stack.sqs, config, again, MODEL)["indexes"] == [2, 3, 4]
-    assert [body["index"] for body in _drain(stack)] == [2, 3, 4]
-    other = types.SimpleNamespace(name="fake-b", sha256="b" * 64)  # a new model redoes everything
-    assert plan.expand(stack.s3, stack.sqs, config, {**again, "run": "run-3"}, other)["indexes"] == [
-        0,
-        1,
-        2,
-        3,
-        4,
-    ]
-    with pytest.raises(UnknownMessage, match="was created over"):
-        plan.expand(stack.s3, stack.sqs, config, {**again, "run": "run-4", "source": source + "x/"}, MODEL)
-    assert job_root(config, again["job_id"]) + "refused.json" not in stack.keys()  # a message naming another job
-
-
-@pytest.mark.parametrize("choice, indexes", [("failed", [2]), ("errors", [1]), ("both", [1, 2])])
-def test_a_retry_queues_exactly_the_shards_it_names(stack, choice, indexes):
-    config = stack.config()
-    _with_markers(
-        stack,
-        config,
-        {0: _marker(0, config=config), 1: _marker(1, errors=1, config=config), 2: _marker(2, "failed", config=config)},
-    )
-    retry = _job(stack, config, {"retry": choice}) | {"run": "run-r"}
-    queued = plan.expand(stack.s3, stack.sqs, config, retry, MODEL)
-    assert (queued["indexes"], queued["reason"]) == (indexes, f"retry:{choice}")
-    assert [body["index"] for body in _drain(stack)] == indexes
-    assert _get(stack, run_root(job_root(config, "job-1"), "run-r") + "queued.json") == queued
-
-
-def test_a_retry_of_no_dataset_job_is_refused_and_dead_lettered(stack):
-    config = stack.config()
-    retry = _job(stack, config, {"retry": "failed"})
-    with pytest.raises(UnknownMessage, match="nothing to retry"):
-        plan.expand(stack.s3, stack.sqs, config, retry, MODEL)
-    message = Message("m1", "r1", "{}", 1, 0.0, 0.0)
-    batch = Batch(
-        messages=[message],
-        work={
-            "m1": parse_body(
-                json.dumps({"type": "captionkit.job", "job_id": "job-1", "run": "run-1", "retry": "failed"}),
-                Scope.of(config),
-            )
-        },
-    )
-    done, retry_later, refused = [], [], []
-    settle = types.SimpleNamespace(
-        done=done.extend,
-        retry=lambda ms, reason: retry_later.extend(ms),
-        dead_letter=lambda m, reason: refused.append((m, reason)),
-    )
-    JobExpansion(s3=stack.s3, sqs=stack.sqs, config=config, settle=settle, progress=None).run(
-        message, batch.work["m1"], MODEL
-    )
-    assert done == [] and retry_later == [] and refused[0][0] is message and "nothing to retry" in refused[0][1]
-
-
-def test_a_run_with_nothing_to_do_writes_the_summary_now(stack):
-    config = stack.config()
-    empty = _job(stack, config, {"shards": f"s3://{stack.images}/incoming/none/"})
-    assert plan.expand(stack.s3, stack.sqs, config, empty, MODEL)["indexes"] == []
-    summary = _get(stack, job_root(config, "job-1") + "summary.json")
-    assert (summary["shards"], summary["images"], summary["run"]) == (0, 0, "run-1") and _drain(stack) == []
-
-
-# --- `runtime submit` checks a dataset job before it queues it --------------------------------------------------
-
-
-def _submit(stack, monkeypatch, *argv) -> int:
-    from runtime.agent import submit
-
-    monkeypatch.setenv("CAPTIONKIT_QUEUE_URL", stack.queue)
-    monkeypatch.setenv("CAPTIONKIT_IMAGES_BUCKET", stack.images)
-    return submit.main(list(argv))
-
-
-def test_submit_shards_checks_then_queues_a_job_whose_id_follows_the_source(stack, monkeypatch, capsys):
-    _put_shards(stack, 2, "incoming/laion part-1/")
-    source = f"s3://{stack.images}/incoming/laion part-1"
-    assert _submit(stack, monkeypatch, "--shards", source) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["checked"]["shards"] == 2 and printed["checked"]["formats"] == {"tar": 2}
-    assert printed["job_id"].startswith("laion-part-1-") and len(printed["job_id"]) == len("laion-part-1-") + 10
-    (body,) = [
-        json.loads(m["Body"])
-        for m in stack.sqs.receive_message(QueueUrl=stack.queue, MaxNumberOfMessages=10).get("Messages", [])
-    ]
-    assert body == {
-        "type": "captionkit.job",
-        "job_id": printed["job_id"],
-        "run": printed["run"],
-        "shards": source + "/",
-    }
-    assert parse_body(json.dumps(body), Scope.of(stack.config())).job["kind"] == "shards"
-    assert _submit(stack, monkeypatch, "--shards", source + "/") == 0  # the same source: the same job, a new run
-    again = json.loads(capsys.readouterr().out)
-    assert again["job_id"] == printed["job_id"] and again["run"] != printed["run"]
-
-
-@pytest.mark.parametrize(
-    "argv, why",
-    [
-        (["--shards", "s3://{images}/incoming/empty/"], "no .tar or .parquet shards"),
-        (["--shards", "s3://{images}/elsewhere/"], "outside the images prefix"),
-        (["--manifest", "s3://{images}/incoming/bad.txt"], "bad.txt line 2: .*elsewhere/b.png is outside"),
-        (["--retry", "no-such-job"], "job no-such-job is not a job of this fleet"),
-    ],
-)
-def test_submit_refuses_a_dataset_job_that_cannot_work_and_queues_nothing(stack, monkeypatch, capsys, argv, why):
-    stack.put("incoming/bad.txt", b"incoming/a.png\nelsewhere/b.png\n")
-    assert _submit(stack, monkeypatch, *[arg.format(images=stack.images) for arg in argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("submit: refused, nothing queued: ") and re.search(why, err)
-    assert stack.counts() == {"visible": 0, "in_flight": 0}
-
-
-def test_submit_manifest_and_retry(stack, monkeypatch, capsys):
-    stack.put("incoming/keys.txt", b"incoming/a.png\nincoming/b.png\n")
-    assert _submit(stack, monkeypatch, "--manifest", f"s3://{stack.images}/incoming/keys.txt", "--job-id", "k1") == 0
-    assert json.loads(capsys.readouterr().out)["checked"]["images"] == 2
-    config = stack.config()
-    ledger.put_json(stack.s3, stack.images, job_root(config, "k1") + "manifest.json", {"shards": [{}, {}]})
-    assert _submit(stack, monkeypatch, "--retry", "k1", "--only", "both") == 0
-    bodies = [
-        json.loads(m["Body"])
-        for m in stack.sqs.receive_message(QueueUrl=stack.queue, MaxNumberOfMessages=10).get("Messages", [])
-    ]
-    assert sorted(body.get("retry") or body.get("manifest") for body in bodies) == [
-        "both",
-        f"s3://{stack.images}/incoming/keys.txt",
-    ]
-    assert _submit(stack, monkeypatch, "--retry", "k1", "--image-column", "jpg") == 2
-    assert _submit(stack, monkeypatch, "--shards", f"s3://{stack.images}/incoming/", f"s3://{stack.images}/x") == 2
+    assert "max_manifest_lines" in get_json(stack, job_root(config, "job-2") + "refused.json")["reason"]
