@@ -43,10 +43,7 @@ def beam_search(
         )
 
         cur += 1
-        improvable = improvable & can_improve(running_scores, done_scores, finished, at, settings)
-        over = ~improvable[:, 0] | hits.all(dim=-1)
-        if settings.early_stopping is True:
-            over |= finished.all(dim=-1)
+        improvable, over = images_over(improvable, running_scores, done_scores, finished, hits, at, settings)
         flat_parent = (parent + torch.arange(m, device=device)[:, None] * k).reshape(-1)
         if bool(over.any()):
             for j in over.nonzero().flatten().tolist():
@@ -165,6 +162,17 @@ def advance(
     done_lens = torch.take_along_dim(torch.cat((done_lens, cand_lens), dim=1), merged, dim=1)
     finished = torch.take_along_dim(torch.cat((finished, just_done), dim=1), merged, dim=1)
     return (running, running_scores, done_seqs, done_scores, done_lens, finished), parent, hits
+
+
+def images_over(improvable, running_scores, done_scores, finished, hits, at: At, settings: DecodeSettings):
+    """(whether each image can still improve after step `at`, which images are over): an image is over where it can
+    no longer improve, where every top candidate ended (EOS or max_length), or, with early_stopping True, where all
+    its finished hypotheses are in. Both loops end an image here: the eager one drops it, a bucket masks it."""
+    improvable = improvable & can_improve(running_scores, done_scores, finished, at, settings)
+    over = ~improvable[:, 0] | hits.all(dim=-1)
+    if settings.early_stopping is True:
+        over = over | finished.all(dim=-1)
+    return improvable, over
 
 
 def can_improve(running_scores, done_scores, finished, at: At, settings: DecodeSettings) -> torch.Tensor:

@@ -2,7 +2,7 @@
 static buffers, finished images masked instead of dropped.
 
 A tick runs the step (its caches reordered by each row's parent beam first), then runtime.decode.beam.advance and
-can_improve on the bucket's buffers, with the step number read from the bucket's position tensor (OnDevice) instead
+images_over on the bucket's buffers, with the step number read from the bucket's position tensor (OnDevice) instead
 of a Python int (At), and writes the next tokens, parents and position itself: nothing between two ticks runs on
 the host, and the host asks whether every image is finished once every `eos_every` steps. An image is finished
 where runtime.decode.beam drops it; its best hypothesis is kept at that step on the device.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from runtime.decode.beam import advance, can_improve, initial
+from runtime.decode.beam import advance, images_over, initial
 from runtime.decode.state import DecodeSettings, forced_token
 
 
@@ -87,14 +87,10 @@ class BeamBuffers:
         """One step's bookkeeping on the step's `logits`, in place: the state, then the next step's `tokens` and
         `parent` rows (flat, images x beams) and `position`."""
         s, at = self.settings, self.step_number.at(position)
-        improvable = self.state[6]
         (running, running_scores, done_seqs, done_scores, done_lens, finished), parents, hits = advance(
             self.state, logits, at, s, self.top_mask
         )
-        improvable = improvable & can_improve(running_scores, done_scores, finished, at, s)
-        over = ~improvable[:, 0] | hits.all(dim=-1)
-        if s.early_stopping is True:
-            over |= finished.all(dim=-1)
+        improvable, over = images_over(self.state[6], running_scores, done_scores, finished, hits, at, s)
         newly = over & ~self.gone
         self.best_seqs.copy_(torch.where(newly[:, None], done_seqs[:, 0], self.best_seqs))
         self.best_lens.copy_(torch.where(newly, done_lens[:, 0], self.best_lens))
