@@ -218,14 +218,12 @@ CHART_DIR = "docs/bench"
 def model_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
     """One chart per model: its latest CPU model-level run, each contender's speed against HF `generate` in the
     same dtype per case, and a bfloat16 export against HF float32 where the run has one. file -> (title, svg)."""
-    latest: dict[str, tuple[str, dict, dict]] = {}
-    for _, key, section in runs:
-        if key.startswith("model_") and not _on_gpu(section):
-            for name, model in section.get("models", {}).items():
-                if name not in latest or section.get("date", "") >= latest[name][1].get("date", ""):
-                    latest[name] = (key, section, model)
+    latest = _latest_per(
+        runs, lambda key, s: key.startswith("model_") and not _on_gpu(s), lambda s: s.get("models", {})
+    )
     charts = {}
-    for name, (key, section, model) in sorted(latest.items()):
+    for name, (key, section) in sorted(latest.items()):
+        model = section["models"][name]
         float32, bf16 = model["dtypes"].get("float32", {}), model["dtypes"].get("bfloat16", {})
         groups = {}
         for case, c in float32.get("cases", {}).items():
@@ -242,13 +240,15 @@ def model_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]
     return charts
 
 
-def _latest(runs: list[tuple[str, str, dict]], prefix: str) -> tuple[str, dict] | None:
-    """The run whose key starts with `prefix` with the latest date (the later one in the file on a tie)."""
-    best = None
+def _latest_per(runs: list[tuple[str, str, dict]], wanted, names) -> dict[str, tuple[str, dict]]:
+    """name -> (key, run): for each name `names(run)` gives among the runs `wanted(key, run)` accepts, the run with the
+    latest date (the later one in the file on a tie)."""
+    latest: dict[str, tuple[str, dict]] = {}
     for _, key, section in runs:
-        if key.startswith(prefix) and (best is None or section.get("date", "") >= best[1].get("date", "")):
-            best = (key, section)
-    return best
+        for name in names(section) if wanted(key, section) else ():
+            if name not in latest or section.get("date", "") >= latest[name][1].get("date", ""):
+                latest[name] = (key, section)
+    return latest
 
 
 def _load(section: dict) -> str:
@@ -258,24 +258,23 @@ def _load(section: dict) -> str:
 
 
 def peers_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
-    """The latest peers run: each contender's speed against HF eager by batch (a contender that failed has no
-    bar; its error is quoted under the run's table)."""
-    latest = _latest(runs, "peers")
-    if latest is None:
-        return {}
-    key, section = latest
-    labels = section.get("labels", {})
-    groups = {}
-    for case, c in section["cases"].items():
-        label = f"{case.split('@')[0]}, batch {c['images']}"
-        groups[label] = {labels.get(n, n): v for n, v in c.get("speedup_vs_hf", {}).items() if n != "hf_eager"}
-    title = f"{section['model']} on the CPU against its peers ({section.get('date', 'undated')}, {key}{_load(section)})"
-    return {
-        f"{CHART_DIR}/peers-cpu-{section['model']}.svg": (
-            f"{section['model']} against its CPU peers",
+    """Per model, its latest peers run: each contender's speed against HF eager by batch (a contender that failed
+    has no bar; its error is quoted under the run's table)."""
+    charts = {}
+    for name, (key, section) in _latest_per(
+        runs, lambda key, s: key.startswith("peers"), lambda s: [s["model"]]
+    ).items():
+        labels = section.get("labels", {})
+        groups = {}
+        for case, c in section["cases"].items():
+            label = f"{case.split('@')[0]}, batch {c['images']}"
+            groups[label] = {labels.get(n, n): v for n, v in c.get("speedup_vs_hf", {}).items() if n != "hf_eager"}
+        title = f"{name} on the CPU against its peers ({section.get('date', 'undated')}, {key}{_load(section)})"
+        charts[f"{CHART_DIR}/peers-cpu-{name}.svg"] = (
+            f"{name} against its CPU peers",
             bars(title, groups, "HF generate (eager), float32"),
         )
-    }
+    return charts
 
 
 ROOFLINE_SERIES = {
@@ -290,12 +289,8 @@ ROOFLINE_SERIES = {
 def roofline_charts(runs: list[tuple[str, str, dict]]) -> dict[str, tuple[str, str]]:
     """One chart per dtype, from the latest roofline run that measured it: each part's share of the limit measured
     beside it, by case (a later run on another CPU may measure one dtype only)."""
-    latest: dict[str, tuple[str, dict]] = {}
-    for _, key, section in runs:
-        for dtype in section.get("dtypes", {}) if key.startswith("roofline") else ():
-            if dtype not in latest or section.get("date", "") >= latest[dtype][1].get("date", ""):
-                latest[dtype] = (key, section)
     charts = {}
+    latest = _latest_per(runs, lambda key, s: key.startswith("roofline"), lambda s: s.get("dtypes", {}))
     for dtype, (key, section) in latest.items():
         groups = {
             f"{case.split('@')[0]}, batch {c['batch']}": {
