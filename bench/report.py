@@ -358,6 +358,9 @@ def main(argv=None) -> int:
     )
     p.add_argument("--doc", default="BENCHMARKS.md")
     args = p.parse_args(argv)
+    missing = [name for name in args.results if not Path(name).is_file()]
+    if missing:
+        p.error(f"no results file {', '.join(missing)} (run a benchmark first: `make bench`)")
     doc = Path(args.doc)
     text = doc.read_text() if doc.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
     if BEGIN not in text:

@@ -215,7 +215,7 @@ def table(section: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.roofline", description=__doc__)
     p.add_argument("--workdir", default="bench/work", help="where the ViT-GPT2 base checkpoint and exports live")
-    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"])
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=sorted(LANES))
     p.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     p.add_argument("--beams", nargs="+", type=int, default=[1, 4])
     p.add_argument("--runs", type=int, default=5)

@@ -292,3 +292,15 @@ def test_legend_entries_wrap_to_new_rows_instead_of_running_into_each_other():
         assert x + 14 + len(name) * 6.2 <= charts.WIDTH
     svg = charts.bars("t", {"g": {n: 1.0 for n in names}}, "base")
     assert f'height="{charts.HEIGHT + 16 * max(r for _, r in places.values())}"' in svg
+
+
+def test_a_missing_results_file_is_one_line_naming_it_and_the_doc_is_left_alone(tmp_path, capsys):
+    import pytest
+
+    doc = tmp_path / "BENCHMARKS.md"
+    doc.write_text("# Benchmarks\n")
+    with pytest.raises(SystemExit) as exit:
+        report.main(["--results", str(tmp_path / "none.json"), "--doc", str(doc)])
+    assert exit.value.code == 2
+    assert f"no results file {tmp_path / 'none.json'}" in capsys.readouterr().err
+    assert doc.read_text() == "# Benchmarks\n"
