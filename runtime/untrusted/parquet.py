@@ -14,13 +14,14 @@ from typing import BinaryIO, Iterator
 
 from runtime.untrusted import sandbox
 from runtime.untrusted.samples import MAX_KEY_BYTES, Sample, ShardError
+from runtime.untrusted.windowed import WindowedFile
 from runtime.untrusted.wire import READ_AHEAD
 
 MAX_ROW_GROUP_BYTES = 512 * 1024 * 1024
 MAX_OUTPUT_CELL_BYTES = 64 * 1024  # an output row's longest text: a caption, an error (2,000), a URI, the settings
 
 
-class RangedFile(io.RawIOBase):
+class RangedFile(WindowedFile):
     """A seekable read-only file over ranged GETs of one S3 object, pinned to its eTag when one is given.
 
     A read that misses fetches a READ_AHEAD window from it (moved back where it would pass the end, so the footer's
@@ -30,63 +31,13 @@ class RangedFile(io.RawIOBase):
     (PreconditionFailed when the object was replaced since it was listed): the caller classifies them.
     """
 
-    WINDOWS = 2
-
     def __init__(self, s3, bucket: str, key: str, size: int, etag: str | None = None, read_ahead: int = READ_AHEAD):
-        super().__init__()
+        super().__init__(size, read_ahead)
         self.s3, self.bucket, self.key, self.etag = s3, bucket, key, etag
-        self._size, self._pos, self.read_ahead = size, 0, read_ahead
-        self._windows: list[tuple[int, bytes]] = []  # (offset, bytes), the latest first
         self.requests = 0
         self.failure: Exception | None = None
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def size(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._pos = base + offset
-        return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        if self.closed:
-            raise ValueError("I/O operation on closed file")
-        start = self._pos
-        end = self._size if n is None or n < 0 else min(self._size, start + n)
-        if end <= start:
-            return b""
-        for at, window in self._windows:
-            if at <= start and end <= at + len(window):
-                data = window[start - at : end - at]
-                break
-        else:
-            if end - start >= self.read_ahead:
-                at, window = start, self._get(start, end)
-            else:
-                at = max(0, min(start, self._size - self.read_ahead))
-                window = self._get(at, min(self._size, at + self.read_ahead))
-            self._windows = [(at, window), *self._windows[: self.WINDOWS - 1]]
-            data = window[start - at : end - at]
-        self._pos = end
-        return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def _get(self, start: int, end: int) -> bytes:
+    def _fetch(self, start: int, end: int) -> bytes:
         """Bytes [start, end) in one GET; an S3 error is kept as `failure` (pyarrow re-raises it as it is)."""
         extra = {"IfMatch": f'"{self.etag.strip(chr(34))}"'} if self.etag else {}
         self.requests += 1

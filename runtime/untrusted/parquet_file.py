@@ -14,60 +14,27 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from runtime.untrusted.samples import ShardError
-from runtime.untrusted.wire import READ_AHEAD
+from runtime.untrusted.windowed import WindowedFile
 
 MAX_FOOTER_BYTES = 16 * 1024 * 1024
 
 
-class PipeFile(io.RawIOBase):
+class PipeFile(WindowedFile):
     """A seekable read-only file whose bytes come from the parent (`channel.read_at`), a READ_AHEAD window at a time
     (the last two kept), so pyarrow's many small reads cost the parent a few requests, not one each."""
 
-    WINDOWS = 2
-
     def __init__(self, channel, size: int):
-        super().__init__()
-        self.channel, self._size, self._pos = channel, size, 0
-        self._windows: list[tuple[int, bytes]] = []
+        super().__init__(size)
+        self.channel = channel
 
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def size(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
+    def _fetch(self, start: int, end: int) -> bytes:
+        return self.channel.read_at(start, end - start)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """As a file seeks, except that a position before the start is the start (an offset the footer gives)."""
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
-
-    def read(self, n: int | None = -1) -> bytes:
-        start = self._pos
-        end = self._size if n is None or n < 0 else min(self._size, start + n)
-        if end <= start:
-            return b""
-        for at, window in self._windows:
-            if at <= start and end <= at + len(window):
-                break
-        else:
-            at = max(0, min(start, self._size - READ_AHEAD)) if end - start < READ_AHEAD else start
-            window = self.channel.read_at(at, max(end, min(self._size, at + READ_AHEAD)) - at)
-            if len(window) < end - at:
-                raise OSError(f"the file ended at {at + len(window):,} bytes, before {end:,}")
-            self._windows = [(at, window), *self._windows[: self.WINDOWS - 1]]
-        self._pos = end
-        return window[start - at : end - at]
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def open_footer(file) -> pq.ParquetFile:
